@@ -1,0 +1,191 @@
+/**
+ * A generic bridge from protobuf-es service descriptors to @grpc/grpc-js: handlers are written
+ * against generated message types, and grpc-js does the HTTP/2 work.
+ */
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** CallContext is what a handler knows about the call it serves. */
+export interface CallContext {
+  /** Aborted when the client cancels, the deadline passes, or the server stops. */
+  readonly signal: AbortSignal;
+  readonly metadata: grpc.Metadata;
+  /** The client's address. */
+  readonly peer: string;
+  /** Absolute deadline in ms since the epoch, when the client set one. */
+  readonly deadline: number | undefined;
+  /** Free slot for interceptors (e.g. the authenticated identity). */
+  readonly values: Map<string, unknown>;
+}
+
+type Method = Pick<DescMethod, "input" | "output" | "methodKind">;
+
+type MethodImpl<M extends Method> = M["methodKind"] extends "unary"
+  ? (req: MessageShape<M["input"]>, ctx: CallContext) => Promise<MessageInitShape<M["output"]>>
+  : M["methodKind"] extends "server_streaming"
+    ? (req: MessageShape<M["input"]>, ctx: CallContext) => AsyncIterable<MessageInitShape<M["output"]>>
+    : M["methodKind"] extends "client_streaming"
+      ? (reqs: AsyncIterable<MessageShape<M["input"]>>, ctx: CallContext) => Promise<MessageInitShape<M["output"]>>
+      : (reqs: AsyncIterable<MessageShape<M["input"]>>, ctx: CallContext) => AsyncIterable<MessageInitShape<M["output"]>>;
+
+/** ServiceImpl maps each method of a generated service to its handler. */
+export type ServiceImpl<S extends DescService> = {
+  [K in keyof S["method"]]: MethodImpl<S["method"][K]>;
+};
+
+/** An Interceptor runs before every handler; it throws a ConnectError to refuse the call. */
+export type Interceptor = (method: DescMethod, ctx: CallContext) => void | Promise<void>;
+
+/** AdapterOptions are shared by every service added through the adapter. */
+export interface AdapterOptions {
+  interceptors?: Interceptor[];
+  /** Called with every error a handler throws that is not a ConnectError (a bug). */
+  onInternalError?: (method: DescMethod, err: unknown) => void;
+}
+
+function serializer(schema: DescMessage) {
+  return (value: unknown): Buffer => {
+    const msg = isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>);
+    const bytes = toBinary(schema, msg);
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+function deserializer(schema: DescMessage) {
+  return (buf: Buffer): MessageShape<DescMessage> => fromBinary(schema, buf);
+}
+
+function isMessage(value: unknown, schema: DescMessage): value is MessageShape<DescMessage> {
+  return typeof value === "object" && value !== null && (value as { $typeName?: string }).$typeName === schema.typeName;
+}
+
+/** Converts any thrown value into a grpc-js status object. */
+export function toGrpcStatus(err: unknown): grpc.StatusObject {
+  const e = ConnectError.from(err);
+  return { code: e.code as number as grpc.status, details: e.rawMessage, metadata: new grpc.Metadata() };
+}
+
+/** Creates the grpc-js service definition (paths, codecs, streaming flags) of a service. */
+export function createServiceDefinition(service: DescService): grpc.ServiceDefinition {
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const m of service.methods) {
+    def[m.name] = {
+      path: `/${service.typeName}/${m.name}`,
+      requestStream: m.methodKind === "client_streaming" || m.methodKind === "bidi_streaming",
+      responseStream: m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming",
+      requestSerialize: serializer(m.input),
+      requestDeserialize: deserializer(m.input),
+      responseSerialize: serializer(m.output),
+      responseDeserialize: deserializer(m.output),
+      originalName: m.localName,
+    };
+  }
+  return def as grpc.ServiceDefinition;
+}
+
+type SurfaceCall =
+  | grpc.ServerUnaryCall<unknown, unknown>
+  | grpc.ServerReadableStream<unknown, unknown>
+  | grpc.ServerWritableStream<unknown, unknown>
+  | grpc.ServerDuplexStream<unknown, unknown>;
+
+function contextOf(call: SurfaceCall): CallContext {
+  const controller = new AbortController();
+  const abort = () => controller.abort(new ConnectError("call cancelled", Code.Canceled));
+  if (call.cancelled) abort();
+  else (call as grpc.ServerUnaryCall<unknown, unknown>).once("cancelled", abort);
+  const d = call.getDeadline();
+  const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : undefined;
+  return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline, values: new Map() };
+}
+
+async function writeAll(
+  call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  source: AsyncIterable<unknown>,
+  signal: AbortSignal,
+): Promise<void> {
+  for await (const msg of source) {
+    if (signal.aborted) return;
+    if (!call.write(msg)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          call.off("drain", done);
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        call.on("drain", done);
+        signal.addEventListener("abort", done);
+      });
+    }
+  }
+}
+
+/**
+ * Adds a protobuf-es service with its implementation to a grpc-js server. Handlers receive
+ * decoded messages and return message init shapes; thrown ConnectErrors become gRPC statuses.
+ */
+export function addService<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+  options: AdapterOptions = {},
+): void {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  const interceptors = options.interceptors ?? [];
+  const fail = (m: DescMethod, err: unknown) => {
+    if (!(err instanceof ConnectError)) options.onInternalError?.(m, err);
+    return toGrpcStatus(err);
+  };
+  for (const m of service.methods) {
+    const fn = (impl as Record<string, (...a: unknown[]) => unknown>)[m.localName];
+    if (!fn) throw new Error(`no handler for ${service.typeName}.${m.name}`);
+    const intercept = async (ctx: CallContext) => {
+      for (const i of interceptors) await i(m, ctx);
+    };
+    switch (m.methodKind) {
+      case "unary":
+        handlers[m.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+          const ctx = contextOf(call);
+          intercept(ctx)
+            .then(() => fn.call(impl, call.request, ctx))
+            .then((res) => cb(null, res), (err) => cb(fail(m, err)));
+        };
+        break;
+      case "server_streaming":
+        handlers[m.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const ctx = contextOf(call);
+          intercept(ctx)
+            .then(() => writeAll(call, fn.call(impl, call.request, ctx) as AsyncIterable<unknown>, ctx.signal))
+            .then(() => call.end(), (err) => call.emit("error", fail(m, err)));
+        };
+        break;
+      case "client_streaming":
+        handlers[m.name] = (call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+          const ctx = contextOf(call);
+          intercept(ctx)
+            .then(() => fn.call(impl, call, ctx))
+            .then((res) => cb(null, res), (err) => cb(fail(m, err)));
+        };
+        break;
+      case "bidi_streaming":
+        handlers[m.name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          const ctx = contextOf(call);
+          intercept(ctx)
+            .then(() => writeAll(call, fn.call(impl, call, ctx) as AsyncIterable<unknown>, ctx.signal))
+            .then(() => call.end(), (err) => call.emit("error", fail(m, err)));
+        };
+        break;
+    }
+  }
+  server.addService(createServiceDefinition(service), handlers);
+}

@@ -1,0 +1,105 @@
+/**
+ * The typed object layer over the key-value Store: what the API handlers, the controllers and
+ * the messaging plane read and write. It owns the API machinery's rules: uid, generation,
+ * resourceVersion and creation time are assigned here; status is written only through
+ * updateStatus; a ReplicaSet's delete cascades to the Containers it owns.
+ *
+ * Keys are `/k4s/<plural>/<name>` and values the protobuf binary of the object; an object's
+ * resourceVersion is the modRevision of its key, as a decimal string.
+ */
+import type { AnyObject, Kind, ObjectOf } from "../api/kinds.js";
+import type { Store } from "./store/store.js";
+
+/** ListOptions filter a List or Watch. */
+export interface ListOptions {
+  /** Glob over names (minimatch); empty or undefined means all. */
+  nameGlob?: string;
+  /** Labels an object must all carry. */
+  labels?: Readonly<Record<string, string>>;
+}
+
+/** ListResult is a consistent listing and the revision it was read at. */
+export interface ListResult<K extends Kind> {
+  items: ObjectOf<K>[];
+  revision: number;
+}
+
+/** ObjectEvent is one change of one object, in Kubernetes' watch vocabulary. */
+export interface ObjectEvent {
+  type: "ADDED" | "MODIFIED" | "DELETED";
+  /** The object after the change (for DELETED, as it was last stored). */
+  object: AnyObject;
+  /** The object before the change, for MODIFIED and DELETED. */
+  previous: AnyObject | undefined;
+  revision: number;
+}
+
+/** WatchOptions select the events of a watch. */
+export interface WatchOptions extends ListOptions {
+  /** Undefined or empty means every kind. */
+  kind?: Kind;
+  /**
+   * Stream events after this revision. Undefined: first an ADDED event for every current
+   * object (one batch), then follow. Older than the kept history: ConnectError OUT_OF_RANGE.
+   */
+  fromRevision?: number;
+}
+
+/** ApplyOutcome is what apply did to one object. */
+export interface ApplyOutcome {
+  action: "created" | "configured" | "unchanged";
+  object: AnyObject;
+}
+
+/**
+ * ResourceStore reads and writes typed objects. Objects it returns are fresh copies that the
+ * caller may keep; objects passed in are never mutated (they are cloned first).
+ * Errors are ConnectErrors: NOT_FOUND, ALREADY_EXISTS, ABORTED (resourceVersion conflict),
+ * INVALID_ARGUMENT (bad object).
+ */
+export interface ResourceStore {
+  get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K> | undefined>;
+  list<K extends Kind>(kind: K, options?: ListOptions): Promise<ListResult<K>>;
+  /** Stores a new object: sets apiVersion, kind, uid, generation 1, creationTimestamp, empty status. */
+  create<K extends Kind>(obj: ObjectOf<K>): Promise<ObjectOf<K>>;
+  /**
+   * Replaces labels, annotations, ownerReference and spec of an existing object, keeping its
+   * status. When metadata.resourceVersion is set it must match (else ABORTED). Generation is
+   * incremented when spec changed. A write that changes nothing is skipped and returns the
+   * stored object.
+   */
+  update<K extends Kind>(obj: ObjectOf<K>): Promise<ObjectOf<K>>;
+  /**
+   * Read-modify-write of status (controllers only), retried on conflict. `mutate` gets a
+   * copy of the current object and returns the new status, or undefined to write nothing.
+   * Resolves to the stored object, or undefined when the object does not exist.
+   */
+  updateStatus<K extends Kind>(
+    kind: K,
+    name: string,
+    mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined,
+  ): Promise<ObjectOf<K> | undefined>;
+  /**
+   * Deletes an object, and for a ReplicaSet the Containers it owns, in one transaction.
+   * A Container that is bound to a host (status.host set, not yet finished) is not removed
+   * but marked: metadata.deletionTimestamp set and status.phase Terminating; `finalize`
+   * removes it later. Resolves to the object as deleted or marked.
+   */
+  delete(kind: Kind, name: string, options?: { resourceVersion?: string }): Promise<AnyObject>;
+  /** Removes a Container marked for deletion (its host stopped it or its grace passed). */
+  finalize(name: string): Promise<void>;
+  /** Creates or updates every object in one transaction, all or nothing (seed semantics). */
+  apply(objects: readonly AnyObject[], options?: { dryRun?: boolean }): Promise<ApplyOutcome[]>;
+  /** Streams batches of object events (one batch per store transaction) until signal aborts. */
+  watch(options: WatchOptions, signal: AbortSignal): AsyncIterable<ObjectEvent[]>;
+  /** The current store revision. */
+  revision(): Promise<number>;
+  /** The underlying key-value store. */
+  readonly store: Store;
+}
+
+/** Creates the typed object layer over a key-value store. */
+export function createResourceStore(store: Store): ResourceStore {
+  void store;
+  throw new Error("createResourceStore: not implemented yet");
+}

@@ -1,0 +1,161 @@
+/**
+ * The k4s server: one gRPC port serving the resource, messaging, worker and log APIs, with
+ * server reflection and the standard health service, over a durable store and its controllers.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { toBinary, type DescFile } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
+import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
+import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
+import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
+import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
+import { createReplicaSetController } from "./controllers/replicaset-controller.js";
+import { createServiceController } from "./controllers/service-controller.js";
+import type { Controller } from "./controllers/controller.js";
+import { createEventRecorder, type EventRecorder } from "./events.js";
+import { addService, type AdapterOptions } from "./grpc-adapter.js";
+import { createLogServiceImpl } from "./handlers/log-service.js";
+import { createResourceServiceImpl } from "./handlers/resource-service.js";
+import { createLogStore, type LogStore } from "./logs.js";
+import { createMessagingPlane, type MessagingPlane } from "./messaging/messaging-plane.js";
+import { createResourceStore, type ResourceStore } from "./resource-store.js";
+import { openSqliteStore } from "./store/sqlite-store.js";
+import type { Store } from "./store/store.js";
+import { join } from "node:path";
+import { mkdirSync } from "node:fs";
+
+/** ServerOptions configure a k4s server. */
+export interface ServerOptions {
+  /** Interface to listen on (default 127.0.0.1). */
+  host?: string;
+  /** Port (default 50051; 0 picks a free one). */
+  port?: number;
+  /** Folder for the durable state; undefined keeps state in memory (tests). */
+  dataDir?: string;
+  /** Heartbeat interval announced to worker sessions (ms). */
+  heartbeatIntervalMs?: number;
+  /** Where the server reports problems it cannot answer to a caller (default stderr). */
+  onError?: (message: string, err?: unknown) => void;
+}
+
+/** K4sServer is a running or startable k4s server. */
+export interface K4sServer {
+  /** host:port once started. */
+  readonly address: string;
+  readonly port: number;
+  readonly resources: ResourceStore;
+  readonly events: EventRecorder;
+  readonly logs: LogStore;
+  start(): Promise<void>;
+  /** Stops controllers and sessions, then the port, then closes the store. */
+  stop(): Promise<void>;
+}
+
+/** The file descriptors served by reflection: every k4s API file and its imports. */
+function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorProtos: Buffer[] }> {
+  const seen = new Map<string, DescFile>();
+  const visit = (f: DescFile) => {
+    if (seen.has(f.name)) return;
+    seen.set(f.name, f);
+    f.dependencies.forEach(visit);
+  };
+  files.forEach(visit);
+  const protos = [...seen.values()].map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  return { k4s: { fileDescriptorProtos: protos } };
+}
+
+/** Creates a k4s server; call start() to open its store and port. */
+export function createServer(options: ServerOptions = {}): K4sServer {
+  const onError = options.onError ?? ((message, err) => console.error(`k4s: ${message}`, err ?? ""));
+  let store: Store;
+  if (options.dataDir) {
+    mkdirSync(options.dataDir, { recursive: true });
+    store = openSqliteStore({ path: join(options.dataDir, "k4s.db") });
+  } else {
+    store = openSqliteStore({});
+  }
+  const resources = createResourceStore(store);
+  const events = createEventRecorder();
+  const logs = createLogStore();
+  const controllers: Controller[] = [
+    createReplicaSetController({ resources, events }),
+    createServiceController({ resources, events }),
+  ];
+  const messaging: MessagingPlane = createMessagingPlane({
+    resources,
+    events,
+    logs,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+  });
+  const grpcServer = new grpc.Server({
+    "grpc.keepalive_time_ms": 20_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+  });
+  const adapter: AdapterOptions = {
+    onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
+  };
+  addService(grpcServer, ResourceService, createResourceServiceImpl({ resources }), adapter);
+  addService(grpcServer, MessagingService, messaging.messagingService, adapter);
+  addService(grpcServer, WorkerService, messaging.workerService, adapter);
+  addService(grpcServer, LogService, createLogServiceImpl({ logs, events, resources }), adapter);
+  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  health.addToServer(grpcServer);
+  new ReflectionService(
+    reflectionPackage([
+      file_k4s_v1_resource_service,
+      file_k4s_v1_messaging_service,
+      file_k4s_v1_worker_service,
+      file_k4s_v1_log_service,
+      file_grpc_health_v1_health,
+    ]) as never,
+  ).addToServer(grpcServer);
+  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService].map((s) => s.typeName);
+
+  let port = 0;
+  const host = options.host ?? "127.0.0.1";
+  return {
+    get address() {
+      return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    },
+    get port() {
+      return port;
+    },
+    resources,
+    events,
+    logs,
+    async start() {
+      port = await new Promise<number>((resolve, reject) =>
+        grpcServer.bindAsync(
+          `${host.includes(":") ? `[${host}]` : host}:${options.port ?? 50051}`,
+          grpc.ServerCredentials.createInsecure(),
+          (err, p) => (err ? reject(err) : resolve(p)),
+        ),
+      );
+      await messaging.start();
+      for (const c of controllers) await c.start();
+      health.setStatus("", "SERVING");
+      for (const s of serviceNames) health.setStatus(s, "SERVING");
+    },
+    async stop() {
+      health.setStatus("", "NOT_SERVING");
+      for (const c of controllers) await c.stop();
+      await messaging.stop();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          grpcServer.forceShutdown();
+          resolve();
+        }, 2000);
+        grpcServer.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await store.close();
+    },
+  };
+}

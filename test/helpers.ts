@@ -1,0 +1,116 @@
+/**
+ * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { createServer, type K4sServer, type ServerOptions } from "../src/server/server.js";
+
+/** Path of the k4s command. */
+export const K4S_BIN = fileURLToPath(new URL("../bin/k4s.js", import.meta.url));
+
+/** Starts an in-process server on a free loopback port with in-memory state unless told otherwise. */
+export async function startTestServer(options: ServerOptions = {}): Promise<K4sServer> {
+  const server = createServer({ port: 0, onError: () => {}, ...options });
+  await server.start();
+  return server;
+}
+
+/** A child process with its collected output. */
+export interface Proc {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (or the signal name) once the process ended. */
+  exited: Promise<number | string>;
+  /** Resolves once stdout or stderr contains text (rejects after timeoutMs). */
+  waitFor(text: string | RegExp, timeoutMs?: number): Promise<void>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/** Spawns `node bin/k4s.js ...args` and collects its output. */
+export function spawnK4s(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [K4S_BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  const waiters = new Set<() => void>();
+  child.stdout!.on("data", (d) => {
+    out += d;
+    waiters.forEach((w) => w());
+  });
+  child.stderr!.on("data", (d) => {
+    err += d;
+    waiters.forEach((w) => w());
+  });
+  const exited = new Promise<number | string>((resolve) =>
+    child.on("exit", (code, signal) => {
+      resolve(code ?? signal ?? -1);
+      waiters.forEach((w) => w());
+    }),
+  );
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitFor(text, timeoutMs = 15_000) {
+      const has = () => (typeof text === "string" ? (out + err).includes(text) : text.test(out + err));
+      return new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (has()) {
+            cleanup();
+            resolve();
+          } else if (child.exitCode !== null || child.signalCode !== null) {
+            cleanup();
+            reject(new Error(`process exited before printing ${text}:\n${out}\n${err}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${text}; output:\n${out}\n${err}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    async kill(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs the CLI to completion and returns its exit code and output. */
+export async function runK4s(
+  args: string[],
+  env: Record<string, string> = {},
+  input?: string,
+): Promise<{ code: number | string; stdout: string; stderr: string }> {
+  const p = spawnK4s(args, env);
+  if (input !== undefined) p.child.stdin!.end(input);
+  else p.child.stdin!.end();
+  const code = await p.exited;
+  return { code, stdout: p.stdout(), stderr: p.stderr() };
+}
+
+/** Polls fn until it returns a truthy value or the timeout passes (for observing async state). */
+export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, what = "condition"): Promise<T> {
+  const start = Date.now();
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
