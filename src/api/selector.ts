@@ -1,0 +1,58 @@
+/**
+ * Object selection by a glob over names (minimatch, as the seed's service selectors) and by
+ * labels, shared by List, Watch, the service controller and the router.
+ */
+import { minimatch } from "minimatch";
+import type { AnyObject } from "./kinds.js";
+
+/** SelectorOptions pick objects: a name glob and labels that must all match. */
+export interface SelectorOptions {
+  /** Glob over metadata.name; empty or undefined matches every name. */
+  nameGlob?: string;
+  /** Labels the object must all carry with these values. */
+  labels?: Readonly<Record<string, string>>;
+}
+
+/** The longest glob accepted, to bound minimatch's work. */
+export const MAX_GLOB_LENGTH = 256;
+
+/** Tells whether an object is selected by a name glob and labels. */
+export function matchesSelector(obj: AnyObject, opts: SelectorOptions): boolean {
+  const meta = obj.metadata;
+  const name = meta?.name ?? "";
+  if (opts.nameGlob && !matchesGlob(name, opts.nameGlob)) return false;
+  if (opts.labels) {
+    const have = meta?.labels ?? {};
+    for (const [k, v] of Object.entries(opts.labels)) {
+      if (have[k] !== v) return false;
+    }
+  }
+  return true;
+}
+
+/** Tells whether a name matches a glob (minimatch; no dotfile special case). */
+export function matchesGlob(name: string, glob: string): boolean {
+  return minimatch(name, glob, { dot: true, nonegate: true, nocomment: true });
+}
+
+/**
+ * Tells whether a string is a usable glob: not empty, bounded, and compilable by minimatch.
+ * Returns true or false; use `validateGlob` for the reason.
+ */
+export function isValidGlob(glob: string): boolean {
+  return validateGlob(glob) === undefined;
+}
+
+/** Validates a glob, returning the reason when it is not usable (undefined when it is). */
+export function validateGlob(glob: string): string | undefined {
+  if (glob.length === 0) return "must not be empty";
+  if (glob.length > MAX_GLOB_LENGTH) return `must be at most ${MAX_GLOB_LENGTH} characters, got ${glob.length}`;
+  if (glob.includes("/")) return `"${glob}" is not a valid glob: names contain no '/'`;
+  try {
+    const re = new minimatch.Minimatch(glob, { dot: true, nonegate: true, nocomment: true }).makeRe();
+    if (re === false) return `"${glob}" is not a valid glob`;
+  } catch (e) {
+    return `"${glob}" is not a valid glob: ${(e as Error).message}`;
+  }
+  return undefined;
+}
