@@ -16,6 +16,7 @@ import { createReplicaSetController } from "./controllers/replicaset-controller.
 import { createServiceController } from "./controllers/service-controller.js";
 import type { Controller } from "./controllers/controller.js";
 import { createEventRecorder, type EventRecorder } from "./events.js";
+import { createAuthInterceptor, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions } from "./grpc-adapter.js";
 import { createLogServiceImpl } from "./handlers/log-service.js";
 import { createResourceServiceImpl } from "./handlers/resource-service.js";
@@ -35,6 +36,13 @@ export interface ServerOptions {
   port?: number;
   /** Folder for the durable state; undefined keeps state in memory (tests). */
   dataDir?: string;
+  /**
+   * Bearer token required on every RPC. Without one the server refuses to listen on anything
+   * but loopback.
+   */
+  token?: string;
+  /** TLS certificate chain and private key (PEM text); plaintext HTTP/2 when absent. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   /** Heartbeat interval announced to worker sessions (ms). */
   heartbeatIntervalMs?: number;
   /** Where the server reports problems it cannot answer to a caller (default stderr). */
@@ -69,6 +77,10 @@ function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorPr
 
 /** Creates a k4s server; call start() to open its store and port. */
 export function createServer(options: ServerOptions = {}): K4sServer {
+  const host = options.host ?? "127.0.0.1";
+  if (!options.token && !isLoopback(host)) {
+    throw new Error(`refusing to listen on ${host} without a token: set --token (or K4S_TOKEN), or listen on 127.0.0.1`);
+  }
   const onError = options.onError ?? ((message, err) => console.error(`k4s: ${message}`, err ?? ""));
   let store: Store;
   if (options.dataDir) {
@@ -95,6 +107,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     "grpc.keepalive_timeout_ms": 10_000,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
   });
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
@@ -117,7 +130,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const serviceNames = [ResourceService, MessagingService, WorkerService, LogService].map((s) => s.typeName);
 
   let port = 0;
-  const host = options.host ?? "127.0.0.1";
+  const credentials = options.tls
+    ? grpc.ServerCredentials.createSsl(null, [
+        { cert_chain: Buffer.from(options.tls.cert), private_key: Buffer.from(options.tls.key) },
+      ])
+    : grpc.ServerCredentials.createInsecure();
   return {
     get address() {
       return `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -132,7 +149,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       port = await new Promise<number>((resolve, reject) =>
         grpcServer.bindAsync(
           `${host.includes(":") ? `[${host}]` : host}:${options.port ?? 50051}`,
-          grpc.ServerCredentials.createInsecure(),
+          credentials,
           (err, p) => (err ? reject(err) : resolve(p)),
         ),
       );
