@@ -51,6 +51,8 @@ export interface AdapterOptions {
   interceptors?: Interceptor[];
   /** Called with every error a handler throws that is not a ConnectError (a bug). */
   onInternalError?: (method: DescMethod, err: unknown) => void;
+  /** Called once per call when it ends, with its gRPC status code (0: OK). */
+  onCallEnd?: (method: DescMethod, code: number) => void;
 }
 
 function serializer(schema: DescMessage) {
@@ -142,10 +144,14 @@ export function addService<S extends DescService>(
 ): void {
   const handlers: grpc.UntypedServiceImplementation = {};
   const interceptors = options.interceptors ?? [];
+  const ended = options.onCallEnd ?? (() => {});
   const fail = (m: DescMethod, err: unknown) => {
     if (!(err instanceof ConnectError)) options.onInternalError?.(m, err);
-    return toGrpcStatus(err);
+    const status = toGrpcStatus(err);
+    ended(m, status.code);
+    return status;
   };
+  const ok = (m: DescMethod) => ended(m, 0);
   for (const m of service.methods) {
     const fn = (impl as Record<string, (...a: unknown[]) => unknown>)[m.localName];
     if (!fn) throw new Error(`no handler for ${service.typeName}.${m.name}`);
@@ -158,7 +164,13 @@ export function addService<S extends DescService>(
           const ctx = contextOf(call);
           intercept(ctx)
             .then(() => fn.call(impl, call.request, ctx))
-            .then((res) => cb(null, res), (err) => cb(fail(m, err)));
+            .then(
+              (res) => {
+                ok(m);
+                cb(null, res);
+              },
+              (err) => cb(fail(m, err)),
+            );
         };
         break;
       case "server_streaming":
@@ -166,7 +178,13 @@ export function addService<S extends DescService>(
           const ctx = contextOf(call);
           intercept(ctx)
             .then(() => writeAll(call, fn.call(impl, call.request, ctx) as AsyncIterable<unknown>, ctx.signal))
-            .then(() => call.end(), (err) => call.emit("error", fail(m, err)));
+            .then(
+              () => {
+                ok(m);
+                call.end();
+              },
+              (err) => call.emit("error", fail(m, err)),
+            );
         };
         break;
       case "client_streaming":
@@ -174,7 +192,13 @@ export function addService<S extends DescService>(
           const ctx = contextOf(call);
           intercept(ctx)
             .then(() => fn.call(impl, call, ctx))
-            .then((res) => cb(null, res), (err) => cb(fail(m, err)));
+            .then(
+              (res) => {
+                ok(m);
+                cb(null, res);
+              },
+              (err) => cb(fail(m, err)),
+            );
         };
         break;
       case "bidi_streaming":
@@ -182,7 +206,13 @@ export function addService<S extends DescService>(
           const ctx = contextOf(call);
           intercept(ctx)
             .then(() => writeAll(call, fn.call(impl, call, ctx) as AsyncIterable<unknown>, ctx.signal))
-            .then(() => call.end(), (err) => call.emit("error", fail(m, err)));
+            .then(
+              () => {
+                ok(m);
+                call.end();
+              },
+              (err) => call.emit("error", fail(m, err)),
+            );
         };
         break;
     }

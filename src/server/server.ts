@@ -7,6 +7,7 @@ import { toBinary, type DescFile } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
+import { Code } from "@connectrpc/connect";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
@@ -20,6 +21,7 @@ import { createAuthInterceptor, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions } from "./grpc-adapter.js";
 import { createLogServiceImpl } from "./handlers/log-service.js";
 import { createResourceServiceImpl } from "./handlers/resource-service.js";
+import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
 import { createLogStore, type LogStore } from "./logs.js";
 import { createMessagingPlane, type MessagingPlane } from "./messaging/messaging-plane.js";
 import { createResourceStore, type ResourceStore } from "./resource-store.js";
@@ -43,6 +45,8 @@ export interface ServerOptions {
   token?: string;
   /** TLS certificate chain and private key (PEM text); plaintext HTTP/2 when absent. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Port of the HTTP `/metrics` endpoint (Prometheus); undefined: not served. */
+  metricsPort?: number;
   /** Heartbeat interval announced to worker sessions (ms). */
   heartbeatIntervalMs?: number;
   /** Where the server reports problems it cannot answer to a caller (default stderr). */
@@ -57,6 +61,9 @@ export interface K4sServer {
   readonly resources: ResourceStore;
   readonly events: EventRecorder;
   readonly logs: LogStore;
+  readonly metrics: Metrics;
+  /** Port of the `/metrics` endpoint once started, when served. */
+  readonly metricsPort: number | undefined;
   start(): Promise<void>;
   /** Stops controllers and sessions, then the port, then closes the store. */
   stop(): Promise<void>;
@@ -75,6 +82,23 @@ function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorPr
   return { k4s: { fileDescriptorProtos: protos } };
 }
 
+/** Wraps a store so that every committed write transaction is counted. */
+function countWrites(store: Store, metrics: Metrics): Store {
+  return {
+    revision: () => store.revision(),
+    get: (key) => store.get(key),
+    range: (prefix) => store.range(prefix),
+    async txn(compares, ops) {
+      const result = await store.txn(compares, ops);
+      if (result.succeeded && ops.length > 0) metrics.storeWrites.inc();
+      return result;
+    },
+    watch: (prefix, from, signal) => store.watch(prefix, from, signal),
+    compactRevision: () => store.compactRevision(),
+    close: () => store.close(),
+  };
+}
+
 /** Creates a k4s server; call start() to open its store and port. */
 export function createServer(options: ServerOptions = {}): K4sServer {
   const host = options.host ?? "127.0.0.1";
@@ -89,7 +113,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   } else {
     store = openSqliteStore({});
   }
-  const resources = createResourceStore(store);
+  const metrics = createMetrics();
+  const resources = createResourceStore(countWrites(store, metrics));
   const events = createEventRecorder();
   const logs = createLogStore();
   const controllers: Controller[] = [
@@ -111,6 +136,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   });
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
+    onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: Code[code] ?? String(code) }),
   };
   addService(grpcServer, ResourceService, createResourceServiceImpl({ resources }), adapter);
   addService(grpcServer, MessagingService, messaging.messagingService, adapter);
@@ -130,6 +156,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const serviceNames = [ResourceService, MessagingService, WorkerService, LogService].map((s) => s.typeName);
 
   let port = 0;
+  let metricsServer: { port: number; close(): Promise<void> } | undefined;
   const credentials = options.tls
     ? grpc.ServerCredentials.createSsl(null, [
         { cert_chain: Buffer.from(options.tls.cert), private_key: Buffer.from(options.tls.key) },
@@ -145,6 +172,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     resources,
     events,
     logs,
+    metrics,
+    get metricsPort() {
+      return metricsServer?.port;
+    },
     async start() {
       port = await new Promise<number>((resolve, reject) =>
         grpcServer.bindAsync(
@@ -157,9 +188,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       for (const c of controllers) await c.start();
       health.setStatus("", "SERVING");
       for (const s of serviceNames) health.setStatus(s, "SERVING");
+      if (options.metricsPort !== undefined) metricsServer = await serveMetrics(metrics.registry, host, options.metricsPort);
     },
     async stop() {
       health.setStatus("", "NOT_SERVING");
+      await metricsServer?.close();
       for (const c of controllers) await c.stop();
       await messaging.stop();
       await new Promise<void>((resolve) => {
