@@ -40,7 +40,9 @@ export interface WatchOptions extends ListOptions {
   kind?: Kind;
   /**
    * Stream events after this revision. Undefined: first an ADDED event for every current
-   * object (one batch), then follow. Older than the kept history: ConnectError OUT_OF_RANGE.
+   * object (one batch, yielded even when empty so the consumer knows the listing is complete;
+   * its events carry the listing's revision), then follow. Older than the kept history:
+   * ConnectError OUT_OF_RANGE.
    */
   fromRevision?: number;
 }
@@ -94,12 +96,14 @@ export interface ResourceStore {
   watch(options: WatchOptions, signal: AbortSignal): AsyncIterable<ObjectEvent[]>;
   /** The current store revision. */
   revision(): Promise<number>;
+  /**
+   * Lists the objects of one kind, or of every kind when options.kind is unset, in one
+   * consistent read: sorted by kind (Container, ReplicaSet, Service) then name, with the
+   * revision they were read at (what Watch needs for its initial listing).
+   */
+  listAll?(options?: Omit<WatchOptions, "fromRevision">): Promise<{ items: AnyObject[]; revision: number }>;
   /** The underlying key-value store. */
   readonly store: Store;
 }
 
-/** Creates the typed object layer over a key-value store. */
-export function createResourceStore(store: Store): ResourceStore {
-  void store;
-  throw new Error("createResourceStore: not implemented yet");
-}
+export { createResourceStore } from "./store/create-resource-store.js";
