@@ -1,0 +1,114 @@
+/**
+ * attach: serves one named container from this process (an external container, or a command
+ * container spawned by a worker host), with the same context worker functions get in a host.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { hostname } from "node:os";
+import { createContainerRuntime, type ContainerRuntime, type WorkerContext } from "./context.js";
+import type { WorkerDefinition } from "./define-worker.js";
+import { openSession, type Session } from "./session.js";
+
+/** AttachWorkerOptions configure attach; omitted address/container/token come from K4S_* env. */
+export interface AttachWorkerOptions<P> {
+  /** Server host:port (default env K4S_ADDRESS). */
+  address?: string;
+  /** Container to serve (default env K4S_CONTAINER). */
+  container?: string;
+  /** The container's token (default env K4S_TOKEN): the Assign token of a spawned command. */
+  token?: string;
+  /** The server's bearer token, when it runs with one (default env K4S_SERVER_TOKEN). */
+  serverToken?: string;
+  /** Name shown as the container's host (default hostname/pid). */
+  host?: string;
+  /** The worker to run. */
+  worker: WorkerDefinition<P>;
+  /** ctx.params (default {}). */
+  params?: P;
+  /** Handlers ctx.handle runs at once (default 64: the server enforces spec.concurrency). */
+  concurrency?: number;
+  /** Re-attach after a server restart (default true). */
+  reconnect?: boolean;
+}
+
+/** Attached is a worker serving an attached container. */
+export interface Attached {
+  /** Resolves once the server accepted the attach. */
+  readonly ready: Promise<void>;
+  /** Resolves when the worker function returned; rejects with its error or the session's. */
+  readonly done: Promise<void>;
+  readonly ctx: WorkerContext<unknown>;
+  /** Ends the messages, waits for the worker (graceMs, default 5000) and detaches. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Attaches this process to a container and runs worker on it until it returns or stop(). */
+export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions<P>): Attached {
+  const address = options.address ?? process.env.K4S_ADDRESS;
+  const container = options.container ?? process.env.K4S_CONTAINER;
+  if (!address) throw new ConnectError("attach: no server address (option address or env K4S_ADDRESS)", Code.InvalidArgument);
+  if (!container) throw new ConnectError("attach: no container (option container or env K4S_CONTAINER)", Code.InvalidArgument);
+  let runtime!: ContainerRuntime<P>;
+  const session: Session = openSession({
+    address,
+    token: options.serverToken ?? process.env.K4S_SERVER_TOKEN,
+    reconnect: options.reconnect ?? true,
+    attach: {
+      container,
+      token: options.token ?? process.env.K4S_TOKEN ?? "",
+      host: options.host ?? `${hostname()}/${process.pid}`,
+    },
+    onFrame: (frame) => {
+      const f = frame.frame;
+      if (f.case === "delivery") {
+        const d = f.value;
+        runtime.deliver({
+          id: Number(d.id),
+          data: d.data,
+          contentType: d.contentType,
+          expectsReply: d.expectsReply,
+          timeoutMs: d.timeoutMs,
+          sender: d.sender,
+          attempt: d.attempt,
+        });
+      } else if (f.case === "cancelDelivery") {
+        runtime.cancel(Number(f.value.id), f.value.reason);
+      } else if (f.case === "stop") {
+        runtime.stop(f.value.graceMs);
+      }
+    },
+  });
+  runtime = createContainerRuntime<P>({
+    name: container,
+    params: options.params ?? ({} as P),
+    concurrency: options.concurrency ?? 64,
+    link: {
+      call: (opts) => session.call(opts),
+      result: (id, payload, error) =>
+        session.send({
+          case: "result",
+          value: { id: BigInt(id), data: payload?.data ?? new Uint8Array(0), contentType: payload?.contentType ?? "", error },
+        }),
+      log: (stream, lines) => session.send({ case: "log", value: { container, lines, stream } }),
+    },
+  });
+  // A session that ends for good (refused attach, fatal error) ends the worker too.
+  session.done.catch(() => runtime.stop(0));
+  const done = (async () => {
+    await session.ready;
+    const outcome = await runtime.run(options.worker.run);
+    await session.close();
+    if (!outcome.ok) throw outcome.error;
+    await session.done;
+  })();
+  done.catch(() => {});
+  return {
+    ready: session.ready,
+    done,
+    ctx: runtime.ctx as WorkerContext<unknown>,
+    async stop(graceMs = 5000) {
+      runtime.stop(graceMs);
+      await Promise.race([done.catch(() => {}), session.done.catch(() => {})]);
+      await session.close();
+    },
+  };
+}

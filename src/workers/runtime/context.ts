@@ -1,0 +1,477 @@
+/**
+ * The worker context: what a worker function sees (params, messages, send/request, log,
+ * signals), and the container runtime that feeds it deliveries and turns its replies into
+ * DeliveryResults. The runtime talks to the outside through a ContainerLink, so the same code
+ * runs in a worker host, in an attached process, and in memory for unit tests.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { format } from "node:util";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { decodePayload, encodePayload, payloadText, type Payload } from "../../api/payload.js";
+import type { CallOptions, CallReply } from "./session.js";
+import type { WorkerFunction } from "./define-worker.js";
+
+/** WorkerMessage is one delivered message, settled exactly once by reply, fail or ack. */
+export interface WorkerMessage<T = unknown> {
+  /** Delivery id (unique within the session). */
+  readonly id: number;
+  /** The decoded payload (JSON parsed, text as string, other content types as bytes). */
+  readonly value: T;
+  /** The decoded payload, typed by the caller. */
+  json<U = T>(): U;
+  /** The payload bytes as UTF-8 text. */
+  readonly text: string;
+  readonly data: Uint8Array;
+  readonly contentType: string;
+  /** Whether the sender waits for a reply (a request). */
+  readonly expectsReply: boolean;
+  /** The sending container, or "" for an outside client. */
+  readonly sender: string;
+  /** 1 on the first delivery, more on redelivery. */
+  readonly attempt: number;
+  /** The caller's deadline in ms since the epoch, or undefined. */
+  readonly deadline: number | undefined;
+  /** Aborts when the caller gave up (cancel or deadline) or the container is cut off. */
+  readonly signal: AbortSignal;
+  /** Whether reply, fail or ack was called. */
+  readonly settled: boolean;
+  /** Answers a request with a value (for a fire-and-forget message it acks). */
+  reply(value?: unknown, options?: { contentType?: string }): void;
+  /** Finishes the message with an error: the code of a ConnectError, else UNKNOWN. */
+  fail(error: unknown): void;
+  /** Finishes a message without a reply. */
+  ack(): void;
+}
+
+/** SendOptions tune ctx.send. */
+export interface SendOptions {
+  contentType?: string;
+}
+
+/** RequestOptions tune ctx.request. */
+export interface RequestOptions {
+  /** Milliseconds to wait (default: what remains of the message being handled, else 30000). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  contentType?: string;
+}
+
+/** WorkerContext is what a worker function works with. */
+export interface WorkerContext<P = Record<string, unknown>> {
+  /** The container's name. */
+  readonly name: string;
+  /** The container's spec.parameters. */
+  readonly params: P;
+  /** Deliveries the container may have in flight at once (spec.concurrency, at least 1). */
+  readonly concurrency: number;
+  /** Delivered messages; ends when the container is asked to stop. */
+  readonly messages: AsyncIterable<WorkerMessage>;
+  /** Aborts when the container is cut off (its stop's grace period passed) or finished. */
+  readonly signal: AbortSignal;
+  /** Aborts as soon as a stop was asked (messages end then; signal follows after the grace). */
+  readonly stopping: AbortSignal;
+  /** Sends a fire-and-forget message to a container or service; resolves once queued. */
+  send(target: string, value: unknown, options?: SendOptions): Promise<void>;
+  /**
+   * Sends a request and resolves with the decoded reply. Made while handling a message, it
+   * inherits what remains of that message's deadline and is cancelled with it.
+   */
+  request<T = unknown>(target: string, value: unknown, options?: RequestOptions): Promise<T>;
+  /** Logs a line (formatted like console.log) to the container's log. */
+  log(...args: unknown[]): void;
+  /**
+   * Handles messages with up to spec.concurrency handlers at once until messages end; a
+   * handler's return value is the reply, a thrown error fails the message.
+   */
+  handle(handler: (msg: WorkerMessage) => unknown): Promise<void>;
+}
+
+/** IncomingDelivery is a Delivery frame in plain form. */
+export interface IncomingDelivery {
+  id: number;
+  data: Uint8Array;
+  contentType: string;
+  expectsReply: boolean;
+  /** Milliseconds left before the caller's deadline (0: none). */
+  timeoutMs: number;
+  sender: string;
+  attempt: number;
+}
+
+/** ResultError is the error of a DeliveryResult. */
+export interface ResultError {
+  code: number;
+  message: string;
+}
+
+/** ContainerLink is how a container runtime reaches the server. */
+export interface ContainerLink {
+  call(options: CallOptions): Promise<CallReply>;
+  /** Sends the DeliveryResult of a delivery. */
+  result(id: number, payload: Payload | undefined, error: ResultError | undefined): void;
+  /** Forwards output lines (stream "log" for ctx.log). */
+  log(stream: string, lines: string[]): void;
+}
+
+/** ContainerRuntimeOptions configure a container runtime. */
+export interface ContainerRuntimeOptions<P> {
+  name: string;
+  params: P;
+  /** Handlers ctx.handle runs at once (spec.concurrency, default 1). */
+  concurrency?: number;
+  link: ContainerLink;
+}
+
+/** RunOutcome is how a worker function ended. */
+export type RunOutcome = { ok: true } | { ok: false; error: unknown };
+
+/** ContainerRuntime runs one worker function and feeds it deliveries. */
+export interface ContainerRuntime<P = Record<string, unknown>> {
+  readonly ctx: WorkerContext<P>;
+  /** Hands a delivery to the worker. */
+  deliver(delivery: IncomingDelivery): void;
+  /** The caller gave up on a delivery: abort its signal. */
+  cancel(id: number, reason: string): void;
+  /** Ends ctx.messages now and aborts ctx.signal after graceMs. */
+  stop(graceMs: number): void;
+  /** Runs the worker function; resolves with how it ended (never rejects). */
+  run(fn: WorkerFunction<P>): Promise<RunOutcome>;
+  /** Deliveries handed over and not yet settled. */
+  readonly unsettled: number;
+}
+
+/** The message whose handler is running, so nested requests can name their parent. */
+const currentMessage = new AsyncLocalStorage<MessageImpl>();
+
+/** Most log lines kept waiting for one flush; beyond that lines are counted and dropped. */
+const MAX_PENDING_LOG_LINES = 1000;
+
+/** Converts anything thrown into the code and message of a DeliveryResult error. */
+export function toResultError(error: unknown): ResultError {
+  if (error instanceof ConnectError) return { code: error.code, message: error.rawMessage };
+  if (error instanceof Error) return { code: Code.Unknown, message: error.message || error.name };
+  return { code: Code.Unknown, message: String(error) };
+}
+
+class MessageImpl implements WorkerMessage {
+  settled = false;
+  private decoded = false;
+  private cached: unknown;
+  private controller: AbortController | undefined;
+  private abortReason: string | undefined;
+  readonly deadline: number | undefined;
+
+  constructor(
+    private readonly d: IncomingDelivery,
+    private readonly runtime: RuntimeImpl<unknown>,
+  ) {
+    this.deadline = d.timeoutMs > 0 ? Date.now() + d.timeoutMs : undefined;
+  }
+
+  get id() {
+    return this.d.id;
+  }
+  get data() {
+    return this.d.data;
+  }
+  get contentType() {
+    return this.d.contentType;
+  }
+  get expectsReply() {
+    return this.d.expectsReply;
+  }
+  get sender() {
+    return this.d.sender;
+  }
+  get attempt() {
+    return this.d.attempt;
+  }
+  get value(): unknown {
+    if (!this.decoded) {
+      this.cached = decodePayload(this.d.data, this.d.contentType);
+      this.decoded = true;
+    }
+    return this.cached;
+  }
+  json<U>(): U {
+    return this.value as U;
+  }
+  get text(): string {
+    return payloadText(this.d.data);
+  }
+  // Created on first use: most handlers never look at the signal.
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortReason !== undefined) this.controller.abort(new ConnectError(this.abortReason, Code.Canceled));
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: string): void {
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.controller?.abort(new ConnectError(reason, Code.Canceled));
+  }
+
+  reply(value?: unknown, options?: { contentType?: string }): void {
+    this.assertOpen("reply");
+    let payload: Payload;
+    try {
+      payload = encodePayload(value, options?.contentType);
+    } catch (err) {
+      this.settle(undefined, toResultError(err));
+      throw err;
+    }
+    this.settle(payload, undefined);
+  }
+
+  fail(error: unknown): void {
+    this.assertOpen("fail");
+    this.settle(undefined, toResultError(error));
+  }
+
+  ack(): void {
+    this.assertOpen("ack");
+    this.settle(undefined, undefined);
+  }
+
+  /** Settles with a default when the handler left the message open. */
+  settleDefault(error?: unknown): void {
+    if (this.settled) return;
+    if (error !== undefined) this.settle(undefined, toResultError(error));
+    else if (this.d.expectsReply) this.settle(undefined, { code: Code.Unknown, message: "handler finished without replying" });
+    else this.settle(undefined, undefined);
+  }
+
+  private assertOpen(op: string): void {
+    if (this.settled) throw new ConnectError(`cannot ${op} message ${this.d.id}: it was already settled`, Code.FailedPrecondition);
+  }
+
+  private settle(payload: Payload | undefined, error: ResultError | undefined): void {
+    this.settled = true;
+    this.runtime.settled(this, payload, error);
+  }
+}
+
+class RuntimeImpl<P> implements ContainerRuntime<P> {
+  readonly ctx: WorkerContext<P>;
+  private readonly inbox: MessageImpl[] = [];
+  private readonly open = new Map<number, MessageImpl>();
+  private waiter: ((m: MessageImpl | undefined) => void) | undefined;
+  private stopped = false;
+  private readonly cutoff = new AbortController();
+  private readonly stopAsked = new AbortController();
+  private graceTimer: NodeJS.Timeout | undefined;
+  /** The message the for-await loop is on, settled when the loop moves on. */
+  private loopCurrent: MessageImpl | undefined;
+  private logLines: string[] = [];
+  private logDropped = 0;
+  private logScheduled = false;
+  private readonly concurrency: number;
+
+  constructor(private readonly options: ContainerRuntimeOptions<P>) {
+    this.concurrency = Math.max(1, options.concurrency || 1);
+    const self = this;
+    const messages: AsyncIterable<WorkerMessage> = {
+      [Symbol.asyncIterator]() {
+        return {
+          async next() {
+            self.settleLoopCurrent();
+            const m = await self.nextMessage();
+            self.loopCurrent = m;
+            return m ? { value: m, done: false } : { value: undefined, done: true };
+          },
+          // break or throw in the loop: the message is settled by run() with the outcome.
+          async return() {
+            return { value: undefined, done: true };
+          },
+        };
+      },
+    };
+    this.ctx = {
+      name: options.name,
+      params: options.params,
+      concurrency: this.concurrency,
+      messages,
+      signal: this.cutoff.signal,
+      stopping: this.stopAsked.signal,
+      send: (target, value, opts) => this.send(target, value, opts),
+      request: (target, value, opts) => this.request(target, value, opts),
+      log: (...args) => this.log("log", format(...args)),
+      handle: (handler) => this.handle(handler),
+    };
+  }
+
+  get unsettled(): number {
+    return this.open.size;
+  }
+
+  deliver(d: IncomingDelivery): void {
+    const m = new MessageImpl(d, this as RuntimeImpl<unknown>);
+    this.open.set(d.id, m);
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w(m);
+    } else {
+      this.inbox.push(m);
+    }
+  }
+
+  cancel(id: number, reason: string): void {
+    this.open.get(id)?.abort(reason || "cancelled by the caller");
+  }
+
+  stop(graceMs: number): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.stopAsked.abort(new ConnectError(`container ${this.options.name} is stopping`, Code.Canceled));
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w(undefined);
+    }
+    this.graceTimer = setTimeout(() => this.cutOff(`container ${this.options.name} was stopped`), Math.max(0, graceMs));
+    this.graceTimer.unref();
+  }
+
+  async run(fn: WorkerFunction<P>): Promise<RunOutcome> {
+    let outcome: RunOutcome;
+    try {
+      await fn(this.ctx);
+      outcome = { ok: true };
+    } catch (error) {
+      outcome = { ok: false, error };
+    }
+    this.settleLoopCurrent(outcome.ok ? undefined : outcome.error);
+    if (this.graceTimer) clearTimeout(this.graceTimer);
+    this.cutOff(`container ${this.options.name} finished`);
+    this.flushLogs();
+    return outcome;
+  }
+
+  settled(m: MessageImpl, payload: Payload | undefined, error: ResultError | undefined): void {
+    this.open.delete(m.id);
+    this.options.link.result(m.id, payload, error);
+  }
+
+  private cutOff(reason: string): void {
+    if (!this.cutoff.signal.aborted) this.cutoff.abort(new ConnectError(reason, Code.Canceled));
+    for (const m of this.open.values()) m.abort(reason);
+  }
+
+  private settleLoopCurrent(error?: unknown): void {
+    const m = this.loopCurrent;
+    this.loopCurrent = undefined;
+    m?.settleDefault(error);
+  }
+
+  private nextMessage(): Promise<MessageImpl | undefined> {
+    const m = this.inbox.shift();
+    if (m) return Promise.resolve(m);
+    if (this.stopped) return Promise.resolve(undefined);
+    if (this.waiter) throw new ConnectError(`container ${this.options.name}: messages are already being read`, Code.FailedPrecondition);
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  private async handle(handler: (msg: WorkerMessage) => unknown): Promise<void> {
+    const running = new Set<Promise<void>>();
+    for (;;) {
+      while (running.size >= this.concurrency) await Promise.race(running);
+      const m = await this.nextMessage();
+      if (!m) break;
+      const p: Promise<void> = currentMessage.run(m, () => this.runHandler(m, handler)).finally(() => running.delete(p));
+      running.add(p);
+    }
+    await Promise.all(running);
+  }
+
+  private async runHandler(m: MessageImpl, handler: (msg: WorkerMessage) => unknown): Promise<void> {
+    try {
+      const value = await handler(m);
+      if (m.settled) return;
+      if (m.expectsReply) m.reply(value);
+      else m.ack();
+    } catch (err) {
+      if (!m.settled) m.fail(err);
+    }
+  }
+
+  /** The message a call made now is made on behalf of. */
+  private parent(): MessageImpl | undefined {
+    const m = currentMessage.getStore() ?? this.loopCurrent;
+    return m && !m.settled ? m : undefined;
+  }
+
+  private send(target: string, value: unknown, opts?: SendOptions): Promise<void> {
+    let p: Promise<void>;
+    try {
+      const payload = encodePayload(value, opts?.contentType);
+      p = this.options.link
+        .call({
+          target,
+          data: payload.data,
+          contentType: payload.contentType,
+          expectsReply: false,
+          from: this.options.name,
+          parentDelivery: this.parent()?.id,
+        })
+        .then(() => undefined);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    // A worker that fires and forgets must not crash its host on an unhandled rejection.
+    p.catch(() => {});
+    return p;
+  }
+
+  private async request<T>(target: string, value: unknown, opts: RequestOptions = {}): Promise<T> {
+    const payload = encodePayload(value, opts.contentType);
+    const parent = this.parent();
+    let timeoutMs = opts.timeoutMs;
+    if (timeoutMs === undefined && parent?.deadline !== undefined) timeoutMs = Math.max(1, parent.deadline - Date.now());
+    const signals = [this.cutoff.signal];
+    if (opts.signal) signals.push(opts.signal);
+    if (parent) signals.push(parent.signal);
+    const reply = await this.options.link.call({
+      target,
+      data: payload.data,
+      contentType: payload.contentType,
+      expectsReply: true,
+      timeoutMs,
+      from: this.options.name,
+      parentDelivery: parent?.id,
+      signal: signals.length === 1 ? signals[0] : AbortSignal.any(signals),
+    });
+    return decodePayload(reply.data, reply.contentType) as T;
+  }
+
+  private log(stream: string, text: string): void {
+    for (const line of text.split("\n")) {
+      if (this.logLines.length >= MAX_PENDING_LOG_LINES) this.logDropped++;
+      else this.logLines.push(line);
+    }
+    if (!this.logScheduled) {
+      this.logScheduled = true;
+      setImmediate(() => this.flushLogs(stream));
+    }
+  }
+
+  private flushLogs(stream = "log"): void {
+    this.logScheduled = false;
+    if (this.logLines.length === 0) return;
+    const lines = this.logLines;
+    this.logLines = [];
+    if (this.logDropped > 0) {
+      lines.push(`(${this.logDropped} log lines dropped: more than ${MAX_PENDING_LOG_LINES} in one tick)`);
+      this.logDropped = 0;
+    }
+    this.options.link.log(stream, lines);
+  }
+}
+
+/** Creates the runtime of one container: its context and its delivery bookkeeping. */
+export function createContainerRuntime<P>(options: ContainerRuntimeOptions<P>): ContainerRuntime<P> {
+  return new RuntimeImpl(options);
+}

@@ -1,0 +1,460 @@
+/**
+ * A session on WorkerService.Connect: the one bidi stream a process (worker host, attached
+ * container or calling client) keeps with the server. Frames are queued and flushed as one
+ * ConnectRequest per event-loop tick; calls are multiplexed by numeric id; heartbeats keep a
+ * quiet stream alive; a broken stream is re-opened with capped exponential back-off.
+ *
+ * Ids are plain numbers inside the session (Map keys); the generated types carry them as bigint
+ * (the codegen did not honour jstype = JS_NUMBER), so they are converted at the frame boundary.
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import {
+  ConnectRequestSchema,
+  WorkerFrameSchema,
+  WorkerService,
+  type ConnectRequest,
+  type ConnectResponse,
+  type HelloSchema,
+  type ServerFrame,
+  type WorkerFrame,
+} from "../../gen/k4s/v1/worker_service_pb.js";
+
+/** HelloOptions describe a host or client session. */
+export interface HelloOptions {
+  name?: string;
+  role: "host" | "client";
+  labels?: Record<string, string>;
+  modules?: string[];
+  capacity?: number;
+  canSpawn?: boolean;
+  /** Containers a reconnecting host still runs. */
+  running?: { name: string; uid: string }[];
+}
+
+/** AttachOptions describe a session serving one named container. */
+export interface AttachOptions {
+  container: string;
+  token?: string;
+  host?: string;
+}
+
+/** SessionOptions configure openSession. */
+export interface SessionOptions {
+  /** Server host:port. */
+  address: string;
+  /** Bearer token of the server, when it runs with one. */
+  token?: string;
+  /** The Hello to open with; a function is asked again on every (re)connect. */
+  hello?: HelloOptions | (() => HelloOptions);
+  /** Attach instead of Hello. */
+  attach?: AttachOptions;
+  /** Receives every server frame except CallResult (handled by the session). */
+  onFrame?: (frame: ServerFrame) => void;
+  /** Called after every Welcome (first connect and reconnects). */
+  onWelcome?: (welcome: { sessionId: string; name: string; reconnect: boolean }) => void;
+  /** Called when the stream broke and the session will reconnect. */
+  onDisconnect?: (err: ConnectError) => void;
+  /** Re-open the stream when it breaks (default false). */
+  reconnect?: boolean;
+  /** Longest back-off between reconnect attempts (default 5000 ms). */
+  maxBackoffMs?: number;
+}
+
+/** CallOptions describe one send or request made through a session. */
+export interface CallOptions {
+  target: string;
+  data: Uint8Array;
+  contentType: string;
+  expectsReply: boolean;
+  /** Milliseconds to wait for the reply (0 or undefined: the server default, 30000). */
+  timeoutMs?: number;
+  /** Sending container, for host sessions that run many. */
+  from?: string;
+  /** The delivery being handled, whose deadline a request inherits. */
+  parentDelivery?: number;
+  signal?: AbortSignal;
+}
+
+/** CallReply is the answer to a call: the reply of a request, or the acceptance of a send. */
+export interface CallReply {
+  data: Uint8Array;
+  contentType: string;
+  /** The container that took the message or answered. */
+  container: string;
+}
+
+/** Session is an open (or reconnecting) WorkerService.Connect stream. */
+export interface Session {
+  /** Resolves once the first Welcome arrived; rejects when the first connect fails for good. */
+  readonly ready: Promise<void>;
+  /** Resolves on close(); rejects when the stream ended for good with an error. */
+  readonly done: Promise<void>;
+  /** The session's name as the server registered it (after ready). */
+  readonly name: string;
+  readonly sessionId: string;
+  /** Whether a Welcome was received on the current stream. */
+  readonly connected: boolean;
+  /** Sends a message or a request and resolves with the CallResult. */
+  call(options: CallOptions): Promise<CallReply>;
+  /** Queues a raw frame (results, states, logs); sent on the next flush. */
+  send(frame: MessageInitShape<typeof WorkerFrameSchema>["frame"]): void;
+  /** Ends the stream; calls in flight fail with UNAVAILABLE. */
+  close(): Promise<void>;
+}
+
+interface PendingCall {
+  id: number;
+  resolve: (reply: CallReply) => void;
+  reject: (err: ConnectError) => void;
+  /** Set once its Call frame went out on the current stream. */
+  sent: boolean;
+  /** Client-side safety net (ms epoch): the server enforces deadlines, this catches a lost answer. */
+  expiresAt: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Margin on top of a call's timeout before the client gives up on the server's answer. */
+const SAFETY_MARGIN_MS = 2000;
+const DEFAULT_TIMEOUT_MS = 30_000;
+/** Codes that make retrying pointless: the server refused who we are or what we asked. */
+const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
+
+/** A minimal push-based async iterable feeding the request side of the stream. */
+function createOutbox() {
+  const queue: ConnectRequest[] = [];
+  let wake: (() => void) | undefined;
+  let ended = false;
+  return {
+    push(req: ConnectRequest) {
+      queue.push(req);
+      const w = wake;
+      wake = undefined;
+      w?.();
+    },
+    end() {
+      ended = true;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    },
+    async *[Symbol.asyncIterator](): AsyncGenerator<ConnectRequest> {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (ended) return;
+        await new Promise<void>((r) => (wake = r));
+      }
+    },
+  };
+}
+
+class SessionImpl implements Session {
+  readonly ready: Promise<void>;
+  readonly done: Promise<void>;
+  name = "";
+  sessionId = "";
+  connected = false;
+
+  private readonly client: Client<typeof WorkerService>;
+  private readonly manager: Http2SessionManager;
+  private readonly calls = new Map<number, PendingCall>();
+  private pending: WorkerFrame[] = [];
+  private flushScheduled = false;
+  private nextId = 1;
+  private outbox: ReturnType<typeof createOutbox> | undefined;
+  private abort: AbortController | undefined;
+  private closed = false;
+  private everWelcomed = false;
+  private heartbeatMs = 5000;
+  private lastSent = Date.now();
+  private lastReceived = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private resolveReady!: () => void;
+  private rejectReady!: (err: unknown) => void;
+  private resolveDone!: () => void;
+  private rejectDone!: (err: unknown) => void;
+  private backoffWake: (() => void) | undefined;
+  private readonly headers: Record<string, string> = {};
+  private running: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: SessionOptions) {
+    if (!options.hello === !options.attach) throw new ConnectError("openSession: give exactly one of hello or attach", Code.InvalidArgument);
+    this.ready = new Promise((res, rej) => {
+      this.resolveReady = res;
+      this.rejectReady = rej;
+    });
+    this.done = new Promise((res, rej) => {
+      this.resolveDone = res;
+      this.rejectDone = rej;
+    });
+    // Callers that only await one of them must not see an unhandled rejection from the other.
+    this.ready.catch(() => {});
+    this.done.catch(() => {});
+    const baseUrl = `http://${options.address}`;
+    this.manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 });
+    if (options.token) this.headers.authorization = `Bearer ${options.token}`;
+    this.client = createClient(WorkerService, createGrpcTransport({ baseUrl, sessionManager: this.manager }));
+    this.startTimer();
+    this.running = this.run();
+  }
+
+  call(options: CallOptions): Promise<CallReply> {
+    if (this.closed) return Promise.reject(new ConnectError("session is closed", Code.Unavailable));
+    if (options.signal?.aborted) return Promise.reject(new ConnectError("call cancelled", Code.Canceled));
+    const id = this.nextId++;
+    const timeout = options.timeoutMs && options.timeoutMs > 0 ? options.timeoutMs : DEFAULT_TIMEOUT_MS;
+    return new Promise<CallReply>((resolve, reject) => {
+      const call: PendingCall = {
+        id,
+        resolve,
+        reject,
+        sent: false,
+        expiresAt: Date.now() + timeout + SAFETY_MARGIN_MS,
+        signal: options.signal,
+        onAbort: undefined,
+      };
+      if (options.signal) {
+        call.onAbort = () => {
+          if (!this.calls.has(id)) return;
+          this.finish(id);
+          if (call.sent) this.enqueue({ case: "cancelCall", value: { id: BigInt(id) } });
+          else this.pending = this.pending.filter((f) => !(f.frame.case === "call" && Number(f.frame.value.id) === id));
+          reject(new ConnectError("call cancelled by the caller", Code.Canceled));
+        };
+        options.signal.addEventListener("abort", call.onAbort, { once: true });
+      }
+      this.calls.set(id, call);
+      this.enqueue({
+        case: "call",
+        value: {
+          id: BigInt(id),
+          target: options.target,
+          data: options.data,
+          contentType: options.contentType,
+          expectsReply: options.expectsReply,
+          timeoutMs: options.timeoutMs ?? 0,
+          from: options.from ?? "",
+          parentDelivery: BigInt(options.parentDelivery ?? 0),
+        },
+      });
+    });
+  }
+
+  send(frame: MessageInitShape<typeof WorkerFrameSchema>["frame"]): void {
+    if (this.closed) return;
+    this.enqueue(frame);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return this.done.catch(() => {});
+    this.flushNow();
+    this.closed = true;
+    this.failCalls(() => true, new ConnectError("session closed", Code.Unavailable));
+    this.outbox?.end();
+    this.backoffWake?.();
+    this.rejectReady(new ConnectError("session closed before it was ready", Code.Unavailable));
+    // Give the half-closed stream a moment to carry the last frames before the connection goes.
+    await Promise.race([this.running, new Promise((r) => setTimeout(r, 500).unref())]);
+    this.abort?.abort();
+    this.manager.abort();
+    this.stopTimer();
+    this.resolveDone();
+  }
+
+  private enqueue(frame: MessageInitShape<typeof WorkerFrameSchema>["frame"]): void {
+    this.pending.push(create(WorkerFrameSchema, { frame }));
+    if (!this.flushScheduled && this.connected) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushNow());
+    }
+  }
+
+  private flushNow(): void {
+    this.flushScheduled = false;
+    if (!this.connected || !this.outbox || this.pending.length === 0) return;
+    const frames = this.pending;
+    this.pending = [];
+    for (const f of frames) {
+      if (f.frame.case === "call") {
+        const c = this.calls.get(Number(f.frame.value.id));
+        if (c) c.sent = true;
+      }
+    }
+    this.outbox.push(create(ConnectRequestSchema, { frames }));
+    this.lastSent = Date.now();
+  }
+
+  private firstFrame(): WorkerFrame {
+    if (this.options.attach) {
+      const a = this.options.attach;
+      return create(WorkerFrameSchema, {
+        frame: { case: "attach", value: { container: a.container, token: a.token ?? "", host: a.host ?? "" } },
+      });
+    }
+    const h = typeof this.options.hello === "function" ? this.options.hello() : this.options.hello!;
+    const hello: MessageInitShape<typeof HelloSchema> = {
+      name: h.name ?? "",
+      role: h.role,
+      labels: h.labels ?? {},
+      modules: h.modules ?? [],
+      capacity: h.capacity ?? 0,
+      canSpawn: h.canSpawn ?? false,
+      running: h.running ?? [],
+    };
+    return create(WorkerFrameSchema, { frame: { case: "hello", value: hello } });
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.closed) {
+      const err = await this.connectOnce();
+      if (this.closed) break;
+      this.connected = false;
+      this.flushScheduled = false;
+      // At most once: calls that reached the server may have run, so they fail rather than retry.
+      this.failCalls((c) => c.sent, new ConnectError(`connection to k4s server lost: ${err.rawMessage}`, Code.Unavailable));
+      // Results and heartbeats belong to the broken stream; states, logs and unsent calls carry over.
+      this.pending = this.pending.filter((f) => f.frame.case === "state" || f.frame.case === "log" || f.frame.case === "call");
+      const fatal = FATAL_CODES.has(err.code) || (!this.everWelcomed && err.code === Code.FailedPrecondition);
+      if (!this.options.reconnect || fatal) {
+        this.closed = true;
+        this.stopTimer();
+        this.failCalls(() => true, err);
+        this.manager.abort();
+        this.rejectReady(err);
+        this.rejectDone(err);
+        return;
+      }
+      this.options.onDisconnect?.(err);
+      if (this.everWelcomed) attempt = 0;
+      const max = this.options.maxBackoffMs ?? 5000;
+      const delay = Math.min(max, 100 * 2 ** Math.min(attempt, 10)) * (0.75 + Math.random() * 0.5);
+      attempt++;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, delay);
+        this.backoffWake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      this.backoffWake = undefined;
+    }
+  }
+
+  /** Runs one stream until it ends; resolves with why it ended. */
+  private async connectOnce(): Promise<ConnectError> {
+    const outbox = createOutbox();
+    const abort = new AbortController();
+    this.outbox = outbox;
+    this.abort = abort;
+    outbox.push(create(ConnectRequestSchema, { frames: [this.firstFrame()] }));
+    this.lastSent = this.lastReceived = Date.now();
+    let wasWelcomed = false;
+    try {
+      for await (const res of this.client.connect(outbox, { signal: abort.signal, headers: this.headers })) {
+        this.lastReceived = Date.now();
+        this.receive(res, () => (wasWelcomed = true));
+      }
+      return new ConnectError("server ended the stream", Code.Unavailable);
+    } catch (err) {
+      return ConnectError.from(err, Code.Unavailable);
+    } finally {
+      outbox.end();
+      abort.abort();
+      if (wasWelcomed) this.connected = false;
+    }
+  }
+
+  private receive(res: ConnectResponse, onWelcome: () => void): void {
+    for (const frame of res.frames) {
+      const f = frame.frame;
+      switch (f.case) {
+        case "callResult": {
+          const id = Number(f.value.id);
+          const c = this.calls.get(id);
+          if (!c) break;
+          this.finish(id);
+          const e = f.value.error;
+          if (e && e.code !== 0) c.reject(new ConnectError(e.message, e.code as Code));
+          else c.resolve({ data: f.value.data, contentType: f.value.contentType, container: f.value.container });
+          break;
+        }
+        case "welcome": {
+          const reconnect = this.everWelcomed;
+          this.sessionId = f.value.sessionId;
+          this.name = f.value.name;
+          if (f.value.heartbeatIntervalMs > 0 && f.value.heartbeatIntervalMs !== this.heartbeatMs) {
+            this.heartbeatMs = f.value.heartbeatIntervalMs;
+            this.stopTimer();
+          }
+          this.connected = true;
+          this.everWelcomed = true;
+          onWelcome();
+          this.startTimer();
+          this.options.onWelcome?.({ sessionId: this.sessionId, name: this.name, reconnect });
+          this.resolveReady();
+          if (this.pending.length > 0 && !this.flushScheduled) {
+            this.flushScheduled = true;
+            setImmediate(() => this.flushNow());
+          }
+          break;
+        }
+        case "heartbeat":
+          break;
+        default:
+          this.options.onFrame?.(frame);
+      }
+    }
+  }
+
+  private finish(id: number): void {
+    const c = this.calls.get(id);
+    if (!c) return;
+    this.calls.delete(id);
+    if (c.onAbort) c.signal!.removeEventListener("abort", c.onAbort);
+  }
+
+  private failCalls(which: (c: PendingCall) => boolean, err: ConnectError): void {
+    for (const c of [...this.calls.values()]) {
+      if (!which(c)) continue;
+      this.finish(c.id);
+      c.reject(err);
+    }
+    if (this.closed) this.pending = this.pending.filter((f) => f.frame.case !== "call");
+  }
+
+  /** One timer per session: heartbeats, silence detection and the calls' safety net. */
+  private startTimer(): void {
+    if (this.timer || this.closed) return;
+    const tick = Math.max(50, Math.min(1000, Math.floor(this.heartbeatMs / 2)));
+    this.timer = setInterval(() => this.onTick(), tick);
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private onTick(): void {
+    const now = Date.now();
+    if (this.connected) {
+      if (now - this.lastSent >= this.heartbeatMs) this.enqueue({ case: "heartbeat", value: { sentAtMs: BigInt(now) } });
+      // A server silent for three intervals is gone even if TCP has not noticed yet.
+      if (now - this.lastReceived > 3 * this.heartbeatMs) this.abort?.abort();
+    }
+    for (const c of this.calls.values()) {
+      if (c.expiresAt > now) continue;
+      this.finish(c.id);
+      if (c.sent) this.enqueue({ case: "cancelCall", value: { id: BigInt(c.id) } });
+      c.reject(new ConnectError("no answer from the server before the call's deadline", Code.DeadlineExceeded));
+    }
+  }
+}
+
+/** Opens a session on WorkerService.Connect; see SessionOptions. */
+export function openSession(options: SessionOptions): Session {
+  return new SessionImpl(options);
+}
