@@ -13,7 +13,8 @@ Requests (JSON):
                                                      (inherits what remains of our deadline)
   {"op": "info"}                                  -> {"container": C, "deadline_ms_left": N}
 Fire-and-forget messages:
-  {"op": "forward", "target": T, "value": V}      -> sends V on to T
+  {"op": "forward", "target": T, "value": V, "delay_ms": N}
+                                                  -> after N ms (default 0), sends V on to T
   anything else                                   -> logged
 """
 import argparse
@@ -31,6 +32,7 @@ def make_handler(worker):
         op = value.get("op") if isinstance(value, dict) else None
         if not msg.expects_reply:
             if op == "forward":
+                time.sleep(value.get("delay_ms", 0) / 1000)
                 worker.send(value["target"], value["value"])
             else:
                 worker.log(f"received {value!r}")

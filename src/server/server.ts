@@ -82,6 +82,13 @@ function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorPr
   return { k4s: { fileDescriptorProtos: protos } };
 }
 
+/** The canonical gRPC name of a status code (NOT_FOUND), as Prometheus labels usually carry it. */
+function codeName(code: number): string {
+  if (code === 0) return "OK";
+  const name = Code[code];
+  return name ? name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() : String(code);
+}
+
 /** Wraps a store so that every committed write transaction is counted. */
 function countWrites(store: Store, metrics: Metrics): Store {
   return {
@@ -136,7 +143,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   });
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
-    onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: Code[code] ?? String(code) }),
+    onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
   };
   addService(grpcServer, ResourceService, createResourceServiceImpl({ resources }), adapter);
   addService(grpcServer, MessagingService, messaging.messagingService, adapter);
