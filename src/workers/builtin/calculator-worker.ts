@@ -32,7 +32,7 @@ export function calculate(request: unknown): number {
       return nums.reduce((a, b) => a + b, 0) / nums.length;
     default:
       throw new ConnectError(
-        `calculator_worker: unknown operation ${show(operation)}: expected sum, product or average`,
+        `calculator_worker: unknown operation ${JSON.stringify(operation) ?? "(none)"}: expected sum, product or average`,
         Code.InvalidArgument,
       );
   }
