@@ -1,0 +1,377 @@
+/**
+ * Manifests: multi-document YAML (or JSON) text turned into typed, validated objects.
+ *
+ * Conversion walks the generated message descriptors instead of calling fromJson, so that each
+ * error names the document, the field path and the reason, numbers and strings are not
+ * silently coerced into each other, and server-set fields (status, uid, resourceVersion, ...)
+ * can be accepted and dropped, which lets `k4s get -o yaml | k4s apply -f -` round-trip.
+ */
+import {
+  create,
+  fromJson,
+  ScalarType,
+  type DescField,
+  type DescMessage,
+  type JsonValue,
+  type Message,
+} from "@bufbuild/protobuf";
+import { isWrapperDesc, StructSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { parseAllDocuments } from "yaml";
+import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind } from "./kinds.js";
+import { formatIssues, validateObject, type FieldIssue } from "./validate.js";
+
+export { validateObject, type FieldIssue } from "./validate.js";
+
+/** The largest manifest accepted, in bytes (UTF-8). */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
+
+/** The most alias expansions a manifest may use (guards against "billion laughs" documents). */
+export const MAX_ALIAS_COUNT = 50;
+
+/** The most errors reported for one manifest; the rest are counted. */
+const MAX_REPORTED_ERRORS = 20;
+
+/** Fields the server sets; accepted in manifests (output of `get -o yaml`) and ignored. */
+const IGNORED_PATHS = new Set([
+  "status",
+  "metadata.uid",
+  "metadata.resourceVersion",
+  "metadata.generation",
+  "metadata.creationTimestamp",
+  "metadata.deletionTimestamp",
+]);
+
+type Plain = Record<string, unknown>;
+
+function isPlainObject(v: unknown): v is Plain {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Map) && !(v instanceof Set);
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (isPlainObject(v)) return "a mapping";
+  if (typeof v === "string") return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)}`;
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return `${typeof v} ${String(v)}`;
+  return typeof v;
+}
+
+const fieldIndex = new WeakMap<DescMessage, Map<string, DescField>>();
+
+/** Fields of a message by JSON (camelCase) name and by proto (snake_case) name. */
+function fieldsOf(desc: DescMessage): Map<string, DescField> {
+  let m = fieldIndex.get(desc);
+  if (!m) {
+    m = new Map();
+    for (const f of desc.fields) {
+      m.set(f.jsonName, f);
+      m.set(f.name, f);
+    }
+    fieldIndex.set(desc, m);
+  }
+  return m;
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = dp[0]!;
+    dp[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = dp[j]!;
+      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return dp[b.length]!;
+}
+
+function unknownField(desc: DescMessage, key: string): string {
+  const names = desc.fields.map((f) => f.jsonName);
+  const lower = key.toLowerCase();
+  const best = names
+    .map((n) => ({ n, d: n.toLowerCase() === lower ? 0 : editDistance(lower, n.toLowerCase()) }))
+    .sort((x, y) => x.d - y.d)[0];
+  if (best && best.d <= Math.max(1, Math.floor(key.length / 3))) return `unknown field "${key}" (did you mean "${best.n}"?)`;
+  return `unknown field "${key}" (known: ${names.join(", ")})`;
+}
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+const UINT32_MAX = 2 ** 32 - 1;
+
+/** Converts a scalar; pushes an issue and returns undefined when the type is wrong. */
+function convertScalar(type: ScalarType, v: unknown, path: string, issues: FieldIssue[]): unknown {
+  const wrong = (expected: string) => {
+    issues.push({ path, reason: `expected ${expected}, got ${describeValue(v)}` });
+    return undefined;
+  };
+  switch (type) {
+    case ScalarType.STRING:
+      if (typeof v !== "string") return wrong(typeof v === "number" || typeof v === "boolean" ? "a string (quote the value)" : "a string");
+      return v;
+    case ScalarType.BOOL:
+      return typeof v === "boolean" ? v : wrong("true or false");
+    case ScalarType.INT32:
+    case ScalarType.SINT32:
+    case ScalarType.SFIXED32:
+      if (typeof v !== "number" || !Number.isInteger(v)) return wrong("an integer");
+      if (v < INT32_MIN || v > INT32_MAX) {
+        issues.push({ path, reason: `must be between ${INT32_MIN} and ${INT32_MAX}, got ${v}` });
+        return undefined;
+      }
+      return v;
+    case ScalarType.UINT32:
+    case ScalarType.FIXED32:
+      if (typeof v !== "number" || !Number.isInteger(v)) return wrong("an integer");
+      if (v < 0 || v > UINT32_MAX) {
+        issues.push({ path, reason: `must be between 0 and ${UINT32_MAX}, got ${v}` });
+        return undefined;
+      }
+      return v;
+    case ScalarType.INT64:
+    case ScalarType.SINT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64: {
+      // 64-bit integers are strings in protobuf JSON (what `get -o json` prints), so both forms.
+      if (typeof v === "number" && Number.isSafeInteger(v)) return BigInt(v);
+      if (typeof v === "string" && /^-?\d{1,20}$/.test(v)) return BigInt(v);
+      return wrong("an integer");
+    }
+    case ScalarType.FLOAT:
+    case ScalarType.DOUBLE:
+      return typeof v === "number" ? v : wrong("a number");
+    case ScalarType.BYTES:
+      if (typeof v !== "string") return wrong("a base64 string");
+      return new Uint8Array(Buffer.from(v, "base64"));
+  }
+}
+
+function convertValue(field: DescField, kind: "scalar" | "enum" | "message", v: unknown, path: string, issues: FieldIssue[]): unknown {
+  if (kind === "message") return convertMessage(field.message!, v, path, issues);
+  if (kind === "enum") {
+    const e = field.enum!;
+    const value = typeof v === "string" ? e.values.find((x) => x.name === v) : typeof v === "number" ? e.values.find((x) => x.number === v) : undefined;
+    if (!value) {
+      issues.push({ path, reason: `expected one of ${e.values.map((x) => x.name).join(", ")}, got ${describeValue(v)}` });
+      return undefined;
+    }
+    return value.number;
+  }
+  return convertScalar(field.scalar!, v, path, issues);
+}
+
+/** Converts a mapping into a message of `desc`, pushing an issue for every wrong field. */
+function convertMessage(desc: DescMessage, v: unknown, path: string, issues: FieldIssue[]): Message | undefined {
+  if (desc.typeName === StructSchema.typeName) {
+    if (!isPlainObject(v)) {
+      issues.push({ path, reason: `expected a mapping, got ${describeValue(v)}` });
+      return undefined;
+    }
+    try {
+      return fromJson(StructSchema, v as JsonValue);
+    } catch (e) {
+      issues.push({ path, reason: `not representable as JSON: ${(e as Error).message}` });
+      return undefined;
+    }
+  }
+  if (isWrapperDesc(desc)) {
+    // protobuf-es represents wrapper fields (Int32Value, ...) as the plain value.
+    const inner = desc.fields[0]!;
+    return convertScalar(inner.scalar!, v, path, issues) as Message | undefined;
+  }
+  if (desc.typeName === TimestampSchema.typeName) {
+    try {
+      return fromJson(TimestampSchema, v as JsonValue);
+    } catch {
+      issues.push({ path, reason: `expected an RFC 3339 time, got ${describeValue(v)}` });
+      return undefined;
+    }
+  }
+  if (!isPlainObject(v)) {
+    issues.push({ path, reason: `expected a mapping, got ${describeValue(v)}` });
+    return undefined;
+  }
+  const msg = create(desc) as unknown as Record<string, unknown>;
+  const fields = fieldsOf(desc);
+  const seen = new Map<DescField, string>();
+  for (const [key, value] of Object.entries(v)) {
+    const field = fields.get(key);
+    if (!field) {
+      issues.push({ path: path ? `${path}.${key}` : key, reason: unknownField(desc, key) });
+      continue;
+    }
+    const fpath = path ? `${path}.${field.jsonName}` : field.jsonName;
+    const twice = seen.get(field);
+    if (twice !== undefined) {
+      issues.push({ path: fpath, reason: `given twice, as "${twice}" and "${key}"` });
+      continue;
+    }
+    seen.set(field, key);
+    if (IGNORED_PATHS.has(fpath)) continue;
+    // An empty value (`field:` in YAML) means unset, as kubectl treats it.
+    if (value === null || value === undefined) continue;
+    let converted: unknown;
+    switch (field.fieldKind) {
+      case "scalar":
+        converted = convertScalar(field.scalar, value, fpath, issues);
+        break;
+      case "enum":
+        converted = convertValue(field, "enum", value, fpath, issues);
+        break;
+      case "message":
+        converted = convertMessage(field.message, value, fpath, issues);
+        break;
+      case "list": {
+        if (!Array.isArray(value)) {
+          issues.push({ path: fpath, reason: `expected a list, got ${describeValue(value)}` });
+          continue;
+        }
+        const out: unknown[] = [];
+        value.forEach((item, i) => {
+          const ipath = `${fpath}[${i}]`;
+          if (item === null) {
+            issues.push({ path: ipath, reason: "must not be empty" });
+            return;
+          }
+          const c = convertValue(field, field.listKind, item, ipath, issues);
+          if (c !== undefined) out.push(c);
+        });
+        converted = out;
+        break;
+      }
+      case "map": {
+        if (!isPlainObject(value)) {
+          issues.push({ path: fpath, reason: `expected a mapping, got ${describeValue(value)}` });
+          continue;
+        }
+        const out: Record<string, unknown> = {};
+        for (const [k, item] of Object.entries(value)) {
+          const c = item === null ? "" : convertValue(field, field.mapKind, item, `${fpath}.${k}`, issues);
+          if (c !== undefined) out[k] = c;
+        }
+        converted = out;
+        break;
+      }
+    }
+    if (converted === undefined) continue;
+    if (field.oneof) msg[field.oneof.localName] = { case: field.localName, value: converted };
+    else msg[field.localName] = converted;
+  }
+  return msg as unknown as Message;
+}
+
+/** ManifestDocument is one object of a manifest with where it came from. */
+export interface ManifestDocument {
+  /** 1-based position of the document in the manifest (empty documents count). */
+  index: number;
+  object: AnyObject;
+}
+
+function docLabel(index: number, kind?: string, name?: string): string {
+  if (!kind) return `document ${index}`;
+  return `document ${index} (${kind}${name ? ` "${name}"` : ""})`;
+}
+
+function failWith(errors: string[]): never {
+  const shown = errors.slice(0, MAX_REPORTED_ERRORS);
+  if (errors.length > shown.length) shown.push(`and ${errors.length - shown.length} more errors`);
+  throw new ConnectError(shown.join("; "), Code.InvalidArgument);
+}
+
+/**
+ * Parses manifest text into typed objects with the documents they came from. Throws one
+ * INVALID_ARGUMENT ConnectError listing every problem (document, field path, reason).
+ */
+export function parseManifestDocuments(text: string): ManifestDocument[] {
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (bytes > MAX_MANIFEST_BYTES) {
+    throw new ConnectError(`manifest is ${bytes} bytes, more than the limit of ${MAX_MANIFEST_BYTES} bytes (1 MiB)`, Code.InvalidArgument);
+  }
+  const parsed = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true, merge: false, intAsBigInt: false });
+  const docs = Array.isArray(parsed) ? parsed : [];
+  const errors: string[] = [];
+  const out: ManifestDocument[] = [];
+  const seen = new Map<string, number>();
+  docs.forEach((doc, i) => {
+    const index = i + 1;
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors) errors.push(`${docLabel(index)}: invalid YAML: ${e.message.split("\n")[0]!.replace(/:$/, "")}`);
+      return;
+    }
+    let js: unknown;
+    try {
+      js = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (e) {
+      const reason = /alias/i.test((e as Error).message)
+        ? `too many alias expansions (limit ${MAX_ALIAS_COUNT}); the document looks like an alias bomb`
+        : (e as Error).message;
+      errors.push(`${docLabel(index)}: invalid YAML: ${reason}`);
+      return;
+    }
+    if (js === null || js === undefined) return;
+    if (!isPlainObject(js)) {
+      errors.push(`${docLabel(index)}: expected a mapping with kind, metadata and spec, got ${describeValue(js)}`);
+      return;
+    }
+    const kindValue = js["kind"];
+    const meta = js["metadata"];
+    const name = isPlainObject(meta) && typeof meta["name"] === "string" ? meta["name"] : undefined;
+    if (kindValue === undefined || kindValue === null || kindValue === "") {
+      errors.push(`${docLabel(index)}: kind: required, one of ${KINDS.join(", ")}`);
+      return;
+    }
+    if (typeof kindValue !== "string" || !(KINDS as readonly string[]).includes(kindValue)) {
+      errors.push(`${docLabel(index)}: kind: unknown kind ${describeValue(kindValue)}, expected one of ${KINDS.join(", ")}`);
+      return;
+    }
+    const kind = kindValue as Kind;
+    const label = docLabel(index, kind, name);
+    const issues: FieldIssue[] = [];
+    const apiVersion = js["apiVersion"] ?? js["api_version"];
+    if (apiVersion !== undefined && apiVersion !== null && apiVersion !== API_VERSION) {
+      issues.push({ path: "apiVersion", reason: `must be ${API_VERSION}, got ${describeValue(apiVersion)}` });
+    }
+    const body: Plain = { ...js };
+    delete body["kind"];
+    delete body["apiVersion"];
+    delete body["api_version"];
+    const obj = convertMessage(kindInfo(kind).schema, body, "", issues) as AnyObject | undefined;
+    if (obj) {
+      obj.apiVersion = API_VERSION;
+      obj.kind = kind;
+      // Types first: semantic checks on a half-converted object would only add noise.
+      if (issues.length === 0) issues.push(...validateObject(obj));
+    }
+    if (issues.length > 0) {
+      errors.push(`${label}: ${formatIssues(issues)}`);
+      return;
+    }
+    const key = `${kind}/${name}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      errors.push(`${label}: duplicate of document ${first}, a manifest may declare each object once`);
+      return;
+    }
+    seen.set(key, index);
+    out.push({ index, object: obj! });
+  });
+  if (errors.length > 0) failWith(errors);
+  return out;
+}
+
+/**
+ * Parses multi-document YAML or JSON manifest text into typed, validated objects, in document
+ * order; empty documents are skipped. Throws one INVALID_ARGUMENT ConnectError naming, for
+ * each problem, the document (1-based index, kind and name when known), the field and the reason.
+ */
+export function parseManifest(text: string): AnyObject[] {
+  return parseManifestDocuments(text).map((d) => d.object);
+}
+
+/** Returns the kind and name of an object, as "Kind/name". */
+export function objectRef(obj: AnyObject): string {
+  return `${kindOf(obj)}/${obj.metadata?.name ?? ""}`;
+}
