@@ -1,0 +1,36 @@
+/**
+ * How the CLI reports failures: one line, `error: <message>`, with the gRPC code name for errors
+ * that came from the server so a script can tell NOT_FOUND from UNAVAILABLE.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** CliError is a mistake in what the user typed (a bad flag value, bad JSON, a missing file). */
+export class CliError extends Error {
+  override name = "CliError";
+}
+
+/** Converts a Code to the gRPC spelling of its name, e.g. Code.NotFound → "NOT_FOUND". */
+export function codeName(code: Code): string {
+  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+/**
+ * Formats any thrown value as the single line the CLI prints (without the `error: ` prefix).
+ * `server` is the address the command talked to, named when the server cannot be reached.
+ */
+export function formatError(err: unknown, server?: string): string {
+  let text: string;
+  if (err instanceof CliError) {
+    text = err.message;
+  } else if (err instanceof ConnectError) {
+    text = `${codeName(err.code)}: ${err.rawMessage}`;
+    if (err.code === Code.Unavailable && server && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT/.test(err.rawMessage)) {
+      text += ` (is a k4s server running at ${server}?)`;
+    }
+  } else if (err instanceof Error) {
+    text = err.message;
+  } else {
+    text = String(err);
+  }
+  return text.replace(/\s*\n\s*/g, "; ").trim();
+}

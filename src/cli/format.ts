@@ -1,0 +1,213 @@
+/**
+ * Output formatting shared by the commands, in kubectl's habits: aligned tables with upper-case
+ * headers, human ages, `<kind>/<name>` references, and the protobuf JSON of objects in
+ * Kubernetes' shape (apiVersion, kind, metadata, spec, status) for `-o json|yaml`.
+ */
+import { toJson, type JsonValue } from "@bufbuild/protobuf";
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { stringify } from "yaml";
+import { API_VERSION, kindInfo, kindOf, type AnyObject, type Kind } from "../api/kinds.js";
+import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
+import { CliError } from "./errors.js";
+
+/** The output formats of get. */
+export type OutputFormat = "table" | "wide" | "json" | "yaml" | "name";
+
+/** Parses `-o` values; INVALID when unknown. */
+export function parseOutputFormat(value: string | undefined): OutputFormat {
+  if (value === undefined || value === "") return "table";
+  if (value === "json" || value === "yaml" || value === "wide" || value === "name") return value;
+  throw new CliError(`unknown output format "${value}": use json, yaml, wide or name`);
+}
+
+/** Returns `<kind lowercase>/<name>`, the way kubectl names objects in its output. */
+export function objectRef(obj: AnyObject): string {
+  return `${kindOf(obj).toLowerCase()}/${obj.metadata?.name ?? ""}`;
+}
+
+/** Returns `<kind lowercase>/<name>` for a kind and a name. */
+export function kindRef(kind: Kind, name: string): string {
+  return `${kind.toLowerCase()}/${name}`;
+}
+
+/** Formats how long ago a timestamp was as kubectl does ("45s", "5m30s", "3h", "2d4h"). */
+export function age(ts: Timestamp | undefined, now = Date.now()): string {
+  if (!ts) return "<unknown>";
+  return humanDuration(now - timestampMs(ts));
+}
+
+/** Formats a duration in milliseconds with kubectl's HumanDuration rules. */
+export function humanDuration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 10) return seconds % 60 ? `${minutes}m${seconds % 60}s` : `${minutes}m`;
+  if (minutes < 180) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 8) return minutes % 60 ? `${hours}h${minutes % 60}m` : `${hours}h`;
+  if (hours < 48) return `${hours}h`;
+  const days = Math.floor(hours / 24);
+  if (days < 8) return hours % 24 ? `${days}d${hours % 24}h` : `${days}d`;
+  return `${days}d`;
+}
+
+/** Table is a header row and data rows of cells. */
+export interface Table {
+  header: string[];
+  rows: string[][];
+}
+
+/** Column widths that fit a table's header and rows. */
+export function columnWidths(table: Table): number[] {
+  return table.header.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? "").length)));
+}
+
+/** Renders one row padded to the given widths, three spaces between columns, as kubectl does. */
+export function renderRow(cells: string[], widths: number[]): string {
+  return cells
+    .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? c.length)))
+    .join("   ")
+    .trimEnd();
+}
+
+/** Renders a table as text lines (no trailing newline). */
+export function renderTable(table: Table): string {
+  const widths = columnWidths(table);
+  return [table.header, ...table.rows].map((r) => renderRow(r, widths)).join("\n");
+}
+
+/** The message explaining a container's state, shown when it is not plainly running. */
+function containerMessage(c: Container): string {
+  return c.status?.message ?? "";
+}
+
+/** What a container runs, for wide output: module/function, or the command line. */
+function containerRuns(c: Container): string {
+  const spec = c.spec;
+  if (!spec) return "";
+  if (spec.command.length > 0) return [...spec.command, ...spec.args].join(" ");
+  if (spec.module || spec.function) return `${spec.module}/${spec.function}`;
+  return "<external>";
+}
+
+function selectorText(s: Service): string {
+  const parts: string[] = [];
+  if (s.spec?.selector) parts.push(s.spec.selector);
+  for (const [k, v] of Object.entries(s.spec?.matchLabels ?? {}).sort()) parts.push(`${k}=${v}`);
+  return parts.join(",") || "<none>";
+}
+
+function endpointsText(s: Service): string {
+  const eps = s.status?.endpoints ?? [];
+  if (eps.length === 0) return "<none>";
+  // kubectl shortens long endpoint lists the same way.
+  return eps.length > 3 ? `${eps.slice(0, 3).join(",")} + ${eps.length - 3} more...` : eps.join(",");
+}
+
+/** Options of a kind's table. */
+export interface TableOptions {
+  wide?: boolean;
+  /** Show the MESSAGE column of containers even when no row has a message (watch mode). */
+  alwaysMessage?: boolean;
+  now?: number;
+}
+
+/** Header and row function for the table of a kind; rows depend on the options only. */
+export function tableLayout(kind: Kind, objects: readonly AnyObject[], options: TableOptions = {}): {
+  header: string[];
+  row: (obj: AnyObject) => string[];
+} {
+  const now = () => options.now ?? Date.now();
+  switch (kind) {
+    case "Container": {
+      // A Pending container that says why (no worker host yet, back-off, ...) shows the reason
+      // without -o wide, so "nothing happens" is never a mystery.
+      const withMessage =
+        options.wide ||
+        options.alwaysMessage ||
+        objects.some((o) => {
+          const c = o as Container;
+          return containerMessage(c) !== "" && c.status?.phase !== "Running";
+        });
+      const header = ["NAME", "PHASE", "READY", "RESTARTS", "HOST", "AGE"];
+      if (options.wide) header.push("RUNS");
+      if (withMessage) header.push("MESSAGE");
+      return {
+        header,
+        row: (o) => {
+          const c = o as Container;
+          const phase = c.metadata?.deletionTimestamp && c.status?.phase !== "Terminating" ? "Terminating" : c.status?.phase || "Pending";
+          const cells = [
+            c.metadata?.name ?? "",
+            phase,
+            c.status?.ready ? "1/1" : "0/1",
+            String(c.status?.restarts ?? 0),
+            c.status?.host || "<none>",
+            age(c.metadata?.creationTimestamp, now()),
+          ];
+          if (options.wide) cells.push(containerRuns(c));
+          if (withMessage) cells.push(containerMessage(c));
+          return cells;
+        },
+      };
+    }
+    case "ReplicaSet": {
+      const header = ["NAME", "DESIRED", "CURRENT", "READY", "AGE"];
+      if (options.wide) header.push("CONTAINER", "MESSAGE");
+      return {
+        header,
+        row: (o) => {
+          const rs = o as ReplicaSet;
+          const cells = [
+            rs.metadata?.name ?? "",
+            String(rs.spec?.replicas ?? 1),
+            String(rs.status?.replicas ?? 0),
+            String(rs.status?.readyReplicas ?? 0),
+            age(rs.metadata?.creationTimestamp, now()),
+          ];
+          if (options.wide) cells.push(rs.spec?.container || "<inline>", rs.status?.message ?? "");
+          return cells;
+        },
+      };
+    }
+    case "Service": {
+      return {
+        header: ["NAME", "SELECTOR", "STRATEGY", "ENDPOINTS", "AGE"],
+        row: (o) => {
+          const s = o as Service;
+          return [
+            s.metadata?.name ?? "",
+            selectorText(s),
+            s.spec?.strategy || "round-robin",
+            endpointsText(s),
+            age(s.metadata?.creationTimestamp, now()),
+          ];
+        },
+      };
+    }
+  }
+}
+
+/** Renders objects of one kind as a kubectl-style table. */
+export function objectTable(kind: Kind, objects: readonly AnyObject[], options: TableOptions = {}): Table {
+  const layout = tableLayout(kind, objects, options);
+  return { header: layout.header, rows: objects.map(layout.row) };
+}
+
+/** The protobuf JSON of an object in Kubernetes' shape (apiVersion and kind first). */
+export function objectJson(obj: AnyObject): JsonValue {
+  const kind = kindOf(obj);
+  const json = toJson(kindInfo(kind).schema, obj) as Record<string, JsonValue>;
+  const { apiVersion: _a, kind: _k, ...rest } = json;
+  return { apiVersion: obj.apiVersion || API_VERSION, kind, ...rest };
+}
+
+/** The JSON of several objects as a Kubernetes List. */
+export function listJson(objects: readonly AnyObject[]): JsonValue {
+  return { apiVersion: API_VERSION, kind: "List", items: objects.map(objectJson) };
+}
+
+/** Renders a JSON value as YAML or indented JSON text, without a trailing newline. */
+export function renderJson(value: JsonValue, format: "json" | "yaml"): string {
+  return format === "json" ? JSON.stringify(value, null, 2) : stringify(value, { lineWidth: 0 }).trimEnd();
+}

@@ -1,0 +1,82 @@
+/**
+ * The k4s command line: a kubectl-shaped client for a k4s server (apply, get, describe, delete,
+ * scale, send, request, logs, events) plus the `server` and `worker` processes themselves.
+ */
+import { Command, CommanderError } from "commander";
+import { applyCommand } from "./apply.js";
+import { defaultServer } from "./connection.js";
+import { deleteCommand } from "./delete.js";
+import { describeCommand } from "./describe.js";
+import { formatError } from "./errors.js";
+import { eventsCommand } from "./events.js";
+import { getCommand } from "./get.js";
+import { logsCommand } from "./logs.js";
+import { requestCommand } from "./request.js";
+import { scaleCommand } from "./scale.js";
+import { sendCommand } from "./send.js";
+import { serverCommand } from "./server.js";
+import { workerCommand } from "./worker.js";
+
+/**
+ * A command whose implementation is loaded only when it runs, so `k4s get` does not load what
+ * `k4s example` needs; its arguments and options are handed to the loaded command as given.
+ */
+function lazyCommand(name: string, description: string, load: () => Promise<Command>): Command {
+  return new Command(name)
+    .description(description)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .helpOption(false)
+    .argument("[args...]")
+    .action(async (_args: string[], _opts: unknown, cmd: Command) => {
+      const real = await load();
+      await real.parseAsync(cmd.args, { from: "user" });
+    });
+}
+
+/** Builds the k4s program with every command; exported so other entry points can add theirs. */
+export function createProgram(): Command {
+  const program = new Command("k4s")
+    .description("k4s: a Kubernetes-shaped control plane for message-driven microservices")
+    .option("-s, --server <address>", "k4s server host:port (env K4S_ADDRESS)", defaultServer())
+    .option("--token <token>", "bearer token for the server (env K4S_TOKEN)")
+    .showSuggestionAfterError();
+  for (const cmd of [
+    serverCommand(),
+    workerCommand(),
+    applyCommand(),
+    getCommand(),
+    describeCommand(),
+    deleteCommand(),
+    scaleCommand(),
+    sendCommand(),
+    requestCommand(),
+    logsCommand(),
+    eventsCommand(),
+    lazyCommand("example", "run the quick-start walkthrough on an embedded cluster", async () =>
+      (await import("./example.js")).exampleCommand(),
+    ),
+    lazyCommand("demo", "run the seven demos on an embedded cluster", async () => (await import("./example.js")).demoCommand()),
+  ]) {
+    program.addCommand(cmd);
+  }
+  return program;
+}
+
+/**
+ * Runs the k4s command line with process.argv-style arguments. Failures print one line,
+ * `error: <message>`, on stderr and set exit code 1; usage errors are commander's (exit 1).
+ */
+export async function main(argv: string[], program: Command = createProgram()): Promise<void> {
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    const server = program.opts<{ server?: string }>().server;
+    process.stderr.write(`error: ${formatError(err, server)}\n`);
+    process.exitCode = 1;
+  }
+}

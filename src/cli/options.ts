@@ -1,0 +1,59 @@
+/** Option value parsers shared by the commands; they raise commander's usage errors. */
+import { InvalidArgumentError } from "commander";
+import { parseKind, type Kind } from "../api/kinds.js";
+import { CliError } from "./errors.js";
+import { parseDuration } from "./duration.js";
+
+/** Parses a whole number >= min, for commander options. */
+export function intOption(min = 0): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
+      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    }
+    return n;
+  };
+}
+
+/** Parses a duration such as 500ms, 5s or 1m into milliseconds, for commander options. */
+export function durationOption(value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/** Collects a repeatable option into an array. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** Parses repeated `-l key=value[,key=value]` arguments into a label map. */
+export function parseLabels(values: readonly string[] = []): Record<string, string> | undefined {
+  const labels: Record<string, string> = {};
+  for (const value of values) {
+    for (const pair of value.split(",")) {
+      if (pair.trim() === "") continue;
+      const eq = pair.indexOf("=");
+      const key = eq > 0 ? pair.slice(0, eq).trim() : "";
+      if (!key) throw new CliError(`invalid label selector "${pair}": expected key=value`);
+      labels[key] = pair.slice(eq + 1).trim();
+    }
+  }
+  return Object.keys(labels).length > 0 ? labels : undefined;
+}
+
+/**
+ * Reads a kind and an optional name from `KIND NAME` or `KIND/NAME` arguments, kubectl's two
+ * spellings; the kind may be any alias.
+ */
+export function kindAndName(kindArg: string, nameArg: string | undefined): { kind: Kind; name: string | undefined } {
+  if (nameArg === undefined && kindArg.includes("/")) {
+    const slash = kindArg.indexOf("/");
+    const name = kindArg.slice(slash + 1);
+    if (!name) throw new CliError(`"${kindArg}" names no object: use KIND/NAME`);
+    return { kind: parseKind(kindArg.slice(0, slash)), name };
+  }
+  return { kind: parseKind(kindArg), name: nameArg };
+}

@@ -1,0 +1,40 @@
+/** `k4s request TARGET JSON [--timeout 5s]`: send a request and print the reply. */
+import { Command } from "commander";
+import { TEXT_CONTENT_TYPE } from "../api/payload.js";
+import { interruptSignal, withClient } from "./connection.js";
+import { durationOption } from "./options.js";
+import { readPayloadArg } from "./payload-arg.js";
+
+interface RequestOptions {
+  timeout?: number;
+  text?: boolean;
+}
+
+/** Creates the request command. */
+export function requestCommand(): Command {
+  return new Command("request")
+    .description("send a request to container/NAME, service/NAME or NAME and print the reply")
+    .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
+    .argument("[json]", "the request as JSON (- or omitted: read stdin)")
+    .option("--timeout <duration>", "how long to wait for the reply, e.g. 500ms, 5s (default 30s)", durationOption)
+    .option("--text", "send the argument as text/plain instead of JSON")
+    .action(async (target: string, json: string | undefined, opts: RequestOptions, cmd: Command) => {
+      const value = await readPayloadArg(json, opts.text ?? false);
+      await withClient(cmd, async (client) => {
+        const reply = await client.request(target, value, {
+          timeoutMs: opts.timeout,
+          contentType: opts.text ? TEXT_CONTENT_TYPE : undefined,
+          // Ctrl-C cancels the request on the server too, down to the worker handling it.
+          signal: interruptSignal(),
+        });
+        printReply(reply);
+      });
+    });
+}
+
+function printReply(reply: unknown): void {
+  if (reply === undefined) return;
+  if (typeof reply === "string") console.log(reply);
+  else if (reply instanceof Uint8Array) process.stdout.write(reply);
+  else console.log(JSON.stringify(reply, null, 2));
+}

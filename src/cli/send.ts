@@ -1,0 +1,21 @@
+/** `k4s send TARGET JSON`: queue a fire-and-forget message at a container or a service. */
+import { Command } from "commander";
+import { TEXT_CONTENT_TYPE } from "../api/payload.js";
+import { withClient } from "./connection.js";
+import { readPayloadArg } from "./payload-arg.js";
+
+/** Creates the send command. */
+export function sendCommand(): Command {
+  return new Command("send")
+    .description("send a fire-and-forget message to container/NAME, service/NAME or NAME")
+    .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
+    .argument("[json]", "the message as JSON (- or omitted: read stdin)")
+    .option("--text", "send the argument as text/plain instead of JSON")
+    .action(async (target: string, json: string | undefined, opts: { text?: boolean }, cmd: Command) => {
+      const value = await readPayloadArg(json, opts.text ?? false);
+      await withClient(cmd, async (client) => {
+        const receipt = await client.send(target, value, { contentType: opts.text ? TEXT_CONTENT_TYPE : undefined });
+        console.log(`message queued at container/${receipt.container}`);
+      });
+    });
+}

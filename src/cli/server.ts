@@ -1,0 +1,142 @@
+/**
+ * `k4s server`: runs a k4s server on one port and, unless --no-local-worker, a local worker host
+ * child process for the built-in workers, so one command gives a working cluster.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Command } from "commander";
+import { globalOptions } from "./connection.js";
+import { CliError } from "./errors.js";
+import { intOption } from "./options.js";
+import { untilSignal } from "./signals.js";
+
+interface ServerCommandOptions {
+  host: string;
+  port: number;
+  dataDir: string;
+  memory?: boolean;
+  localWorker: boolean;
+  heartbeatMs?: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  metricsPort?: number;
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CliError(`cannot read ${what} ${path}: ${(err as Error).message}`);
+  }
+}
+
+const K4S_BIN = fileURLToPath(new URL("../../bin/k4s.js", import.meta.url));
+/** Back-off between restarts of the local worker host: doubles per quick death, capped. */
+const RESTART_MIN_MS = 500;
+const RESTART_MAX_MS = 30_000;
+/** A worker host that lived this long is healthy again: the next restart is quick. */
+const HEALTHY_RUN_MS = 10_000;
+/** How long a stopping worker host gets before it is killed. */
+const WORKER_STOP_GRACE_MS = 8_000;
+
+/** Creates the server command. */
+export function serverCommand(): Command {
+  return new Command("server")
+    .description("run a k4s server (and a local worker host for the built-in workers)")
+    .option("--host <host>", "interface to listen on", "127.0.0.1")
+    .option("--port <n>", "port to listen on (0 picks a free one; the bound address is printed)", intOption(0), 50051)
+    .option("--data-dir <dir>", "folder of the durable state", "./k4s-data")
+    .option("--memory", "keep state in memory only (lost on exit)")
+    .option("--no-local-worker", "do not start the local worker host")
+    .option("--heartbeat-ms <n>", "heartbeat interval announced to worker sessions", intOption(1))
+    .option("--tls-cert <file>", "serve TLS with this PEM certificate chain (needs --tls-key)")
+    .option("--tls-key <file>", "PEM private key of --tls-cert")
+    .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0))
+    .action(async (opts: ServerCommandOptions, cmd: Command) => {
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
+      const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
+      const { token } = globalOptions(cmd);
+      // Loaded here so client commands do not pay for the server's modules.
+      const { createServer } = await import("../server/server.js");
+      const server = createServer({
+        host: opts.host,
+        port: opts.port,
+        dataDir: opts.memory ? undefined : opts.dataDir,
+        heartbeatIntervalMs: opts.heartbeatMs,
+        token,
+        tls,
+        metricsPort: opts.metricsPort,
+      });
+      await server.start();
+      console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
+      if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);
+      // The worker session speaks plaintext only for now, so a TLS server runs no local worker.
+      const worker =
+        opts.localWorker && !tls ? startLocalWorker(workerAddress(opts.host, server.port), token) : undefined;
+
+      const signal = await untilSignal();
+      console.log(`k4s server: ${signal}, shutting down`);
+      // A second signal means "now": skip the graceful path.
+      const force = () => process.exit(1);
+      process.once("SIGINT", force);
+      process.once("SIGTERM", force);
+      await worker?.stop();
+      await server.stop();
+      process.exit(0);
+    });
+}
+
+/** The address a local worker dials: loopback when the server listens on every interface. */
+function workerAddress(host: string, port: number): string {
+  if (host === "0.0.0.0" || host === "") return `127.0.0.1:${port}`;
+  if (host === "::" || host === "[::]") return `[::1]:${port}`;
+  return `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+}
+
+/** A supervised local worker host child process. */
+interface LocalWorker {
+  stop(): Promise<void>;
+}
+
+function startLocalWorker(address: string, token: string | undefined): LocalWorker {
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  let backoff = RESTART_MIN_MS;
+  let restartTimer: NodeJS.Timeout | undefined;
+
+  const launch = () => {
+    const startedAt = Date.now();
+    const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local"], {
+      stdio: ["ignore", "inherit", "inherit"],
+      // The token travels in the environment, not argv, so `ps` does not show it.
+      env: { ...process.env, K4S_ADDRESS: address, ...(token ? { K4S_TOKEN: token } : {}) },
+    });
+    child = c;
+    c.on("exit", (code, sig) => {
+      child = undefined;
+      if (stopping) return;
+      backoff = Date.now() - startedAt > HEALTHY_RUN_MS ? RESTART_MIN_MS : Math.min(backoff * 2, RESTART_MAX_MS);
+      console.error(`k4s server: local worker host exited (${sig ?? `code ${code}`}); restarting in ${backoff} ms`);
+      restartTimer = setTimeout(launch, backoff);
+    });
+  };
+  launch();
+
+  return {
+    async stop() {
+      stopping = true;
+      clearTimeout(restartTimer);
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      await new Promise<void>((resolve) => {
+        const kill = setTimeout(() => c.kill("SIGKILL"), WORKER_STOP_GRACE_MS);
+        c.once("exit", () => {
+          clearTimeout(kill);
+          resolve();
+        });
+        c.kill("SIGTERM");
+      });
+    },
+  };
+}

@@ -1,0 +1,45 @@
+/** `k4s worker`: runs a worker host that serves the built-in workers and any --module given. */
+import { resolve } from "node:path";
+import { Command } from "commander";
+import { globalOptions } from "./connection.js";
+import { CliError } from "./errors.js";
+import { collect } from "./options.js";
+import { untilSignal } from "./signals.js";
+
+interface WorkerCommandOptions {
+  name?: string;
+  module: string[];
+}
+
+/** Parses `NAME=PATH` module arguments into a module map with absolute paths. */
+function parseModules(values: readonly string[]): Record<string, string> {
+  const modules: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf("=");
+    if (eq <= 0 || eq === v.length - 1) throw new CliError(`invalid --module "${v}": expected NAME=PATH`);
+    modules[v.slice(0, eq)] = resolve(v.slice(eq + 1));
+  }
+  return modules;
+}
+
+/** Creates the worker command. */
+export function workerCommand(): Command {
+  return new Command("worker")
+    .description("run a worker host: it connects to the server and runs the containers assigned to it")
+    .option("--name <name>", "host name shown in container status (default: this machine's name)")
+    .option("--module <name=path>", "serve a worker module: NAME=PATH of a JS/TS file of defineWorker exports (repeatable)", collect, [])
+    .action(async (opts: WorkerCommandOptions, cmd: Command) => {
+      const modules = parseModules(opts.module);
+      const g = globalOptions(cmd);
+      const { runWorkerHost } = await import("../workers/runtime/host.js");
+      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, modules });
+      console.log(`k4s worker host ${host.name} serving containers from ${g.server}`);
+      const signal = await untilSignal();
+      console.log(`k4s worker host ${host.name}: ${signal}, stopping`);
+      const force = () => process.exit(1);
+      process.once("SIGINT", force);
+      process.once("SIGTERM", force);
+      await host.stop();
+      process.exit(0);
+    });
+}

@@ -1,0 +1,315 @@
+/**
+ * The typed k4s client: resource CRUD and watch over ResourceService, container output and
+ * cluster events over LogService, and messages (send / request) over one pipelined
+ * WorkerService session, so a busy caller never pays a unary call per message.
+ */
+import { hostname } from "node:os";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
+import { decodePayload, encodePayload } from "../api/payload.js";
+import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
+import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
+import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
+import { openSession, type Session } from "../workers/runtime/session.js";
+
+/** ClientOptions say where the server is and how to authenticate. */
+export interface ClientOptions {
+  /** The server's host:port, e.g. "127.0.0.1:50051". */
+  address: string;
+  /** Bearer token sent with every call when the server requires one. */
+  token?: string;
+  /** Name this client announces on its messaging session (default `client-<hostname>-<pid>`). */
+  name?: string;
+}
+
+/** KindName is a kind or any of its aliases ("Container", "containers", "c", "rs", "svc", ...). */
+export type KindName = Kind | (string & {});
+
+/** ApplyOutcome is what apply did to one object of a manifest. */
+export interface ApplyOutcome {
+  kind: Kind;
+  name: string;
+  /** created | configured | unchanged */
+  action: string;
+  /** The object as stored (or as it would be, for a dry run). */
+  object: AnyObject | undefined;
+}
+
+/** ListFilter selects objects by a glob over their names and labels they all carry. */
+export interface ListFilter {
+  /** minimatch glob over names; empty means all. */
+  nameGlob?: string;
+  labels?: Record<string, string>;
+}
+
+/** ListOutcome is a consistent listing and the resource version it was read at. */
+export interface ListOutcome<T extends AnyObject = AnyObject> {
+  items: T[];
+  /** Pass to watch() to follow changes from exactly this listing on. */
+  resourceVersion: string;
+}
+
+/** WatchOptions select the changes a watch streams. */
+export interface WatchOptions extends ListFilter {
+  /** A kind or alias; undefined watches every kind. */
+  kind?: KindName;
+  /** Stream changes after this version; undefined first lists current objects as ADDED. */
+  resourceVersion?: string;
+  /** Ends the watch; the iteration then simply finishes. */
+  signal?: AbortSignal;
+}
+
+/** WatchEvent is one change of one object, in Kubernetes' watch vocabulary. */
+export interface WatchEvent {
+  type: "ADDED" | "MODIFIED" | "DELETED";
+  /** The object after the change (for DELETED, as it was last stored). */
+  object: AnyObject;
+  /** The revision of the change; resume a broken watch from the last one seen. */
+  resourceVersion: string;
+}
+
+/** LogsOptions select a container's output. */
+export interface LogsOptions {
+  /** Keep streaming new lines until signal aborts. */
+  follow?: boolean;
+  /** Only the last N kept lines (0 or undefined: all kept). */
+  tail?: number;
+  signal?: AbortSignal;
+}
+
+/** EventsOptions select cluster events. */
+export interface EventsOptions {
+  follow?: boolean;
+  /** Only events about objects of this kind (aliases accepted). */
+  kind?: KindName;
+  /** Only events about objects of this name. */
+  name?: string;
+  signal?: AbortSignal;
+}
+
+/** SendOptions shape a fire-and-forget message. */
+export interface SendOptions {
+  /** Payload content type; a string with "text/plain" travels as text, default JSON. */
+  contentType?: string;
+  signal?: AbortSignal;
+}
+
+/** RequestOptions shape a request. */
+export interface RequestOptions extends SendOptions {
+  /** Milliseconds to wait for the reply (server default 30000). */
+  timeoutMs?: number;
+}
+
+/** SendReceipt tells which container's inbox took a message. */
+export interface SendReceipt {
+  container: string;
+}
+
+/** K4sClient is a connection to a k4s server. Errors are ConnectErrors with the server's code. */
+export interface K4sClient {
+  /** The server's host:port. */
+  readonly address: string;
+  /** Creates or updates every object of a manifest (YAML/JSON text or typed objects), all or nothing. */
+  apply(manifest: string | readonly AnyObject[], options?: { dryRun?: boolean }): Promise<ApplyOutcome[]>;
+  /** Reads one object; NOT_FOUND when there is none. */
+  get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K>>;
+  get(kind: KindName, name: string): Promise<AnyObject>;
+  /** Lists the objects of a kind, sorted by name. */
+  list<K extends Kind>(kind: K, filter?: ListFilter): Promise<ListOutcome<ObjectOf<K>>>;
+  list(kind: KindName, filter?: ListFilter): Promise<ListOutcome>;
+  /** Stores a new object; ALREADY_EXISTS when the name is taken. */
+  create<T extends AnyObject>(object: T): Promise<T>;
+  /** Replaces an object's labels, annotations and spec; a set resourceVersion is a precondition (ABORTED). */
+  update<T extends AnyObject>(object: T): Promise<T>;
+  /** Sets a ReplicaSet's replica count. */
+  scale(name: string, replicas: number): Promise<ReplicaSet>;
+  /** Deletes an object (a ReplicaSet with its replicas); resolves to the object as deleted. */
+  delete(kind: KindName, name: string, options?: { resourceVersion?: string }): Promise<AnyObject>;
+  /** Streams object changes until the signal aborts or the consumer stops iterating. */
+  watch(options?: WatchOptions): AsyncIterable<WatchEvent>;
+  /** Streams a container's output lines, one by one. */
+  logs(container: string, options?: LogsOptions): AsyncIterable<LogLine>;
+  /** Streams cluster events. */
+  events(options?: EventsOptions): AsyncIterable<Event>;
+  /** Queues a fire-and-forget message at a target ("container/NAME", "service/NAME" or NAME). */
+  send(target: string, value: unknown, options?: SendOptions): Promise<SendReceipt>;
+  /** Sends a request and resolves to the decoded reply (at most once). */
+  request<T = unknown>(target: string, value: unknown, options?: RequestOptions): Promise<T>;
+  /** Ends the messaging session and the connection. */
+  close(): Promise<void>;
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+}
+
+/**
+ * Iterates a server stream and ends quietly when the caller's own signal aborted it: a watch
+ * the caller stopped is a finished watch, not an error.
+ */
+async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | undefined): AsyncGenerator<T> {
+  try {
+    yield* source;
+  } catch (err) {
+    if (signal?.aborted) return;
+    throw err;
+  }
+}
+
+/** Creates a client for the k4s server at options.address; nothing connects until the first call. */
+export function createClient(options: ClientOptions): K4sClient {
+  const baseUrl = `http://${options.address}`;
+  // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
+  // keep the process alive until its idle timeout.
+  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 });
+  const transport = createGrpcTransport({
+    baseUrl,
+    sessionManager,
+    interceptors: options.token ? [bearer(options.token)] : [],
+  });
+  const resources = createConnectClient(ResourceService, transport);
+  const logService = createConnectClient(LogService, transport);
+  const sessionName = options.name ?? `client-${hostname()}-${process.pid}`;
+  let session: Session | undefined;
+  let closed = false;
+
+  const messagingSession = (): Session => {
+    if (closed) throw new ConnectError("client is closed", Code.FailedPrecondition);
+    session ??= openSession({
+      address: options.address,
+      token: options.token,
+      hello: { role: "client", name: sessionName },
+      reconnect: true,
+    });
+    return session;
+  };
+
+  const kindName = (kind: KindName): Kind => parseKind(kind);
+
+  const client: K4sClient = {
+    address: options.address,
+
+    async apply(manifest, opts = {}) {
+      const req =
+        typeof manifest === "string"
+          ? { manifest, dryRun: opts.dryRun ?? false }
+          : { objects: manifest.map((o) => wrap(o)), dryRun: opts.dryRun ?? false };
+      const res = await resources.apply(req);
+      return res.results.map((r) => ({
+        kind: parseKind(r.kind),
+        name: r.name,
+        action: r.action,
+        object: r.object?.kind.value,
+      }));
+    },
+
+    async get(kind: KindName, name: string) {
+      const res = await resources.get({ kind: kindName(kind), name });
+      return unwrap(res.object);
+    },
+
+    async list(kind: KindName, filter: ListFilter = {}) {
+      const res = await resources.list({ kind: kindName(kind), nameGlob: filter.nameGlob ?? "", labels: filter.labels ?? {} });
+      return { items: res.items.map((o) => unwrap(o)), resourceVersion: res.resourceVersion };
+    },
+
+    async create<T extends AnyObject>(object: T) {
+      const res = await resources.create({ object: wrap(object) });
+      return unwrap(res.object) as T;
+    },
+
+    async update<T extends AnyObject>(object: T) {
+      const res = await resources.update({ object: wrap(object) });
+      return unwrap(res.object) as T;
+    },
+
+    async scale(name, replicas) {
+      if (!Number.isInteger(replicas) || replicas < 0) {
+        throw new ConnectError(`replicas must be a whole number >= 0, got ${replicas}`, Code.InvalidArgument);
+      }
+      const res = await resources.scale({ name, replicas });
+      if (!res.replicaSet) throw new ConnectError(`scale of replicaset "${name}" returned no object`, Code.Internal);
+      return res.replicaSet;
+    },
+
+    async delete(kind, name, opts = {}) {
+      const res = await resources.delete({ kind: kindName(kind), name, resourceVersion: opts.resourceVersion ?? "" });
+      return unwrap(res.object ?? create(ObjectSchema));
+    },
+
+    watch(opts = {}): AsyncIterable<WatchEvent> {
+      const req = {
+        kind: opts.kind ? kindName(opts.kind) : "",
+        nameGlob: opts.nameGlob ?? "",
+        labels: opts.labels ?? {},
+        resourceVersion: opts.resourceVersion ?? "",
+      };
+      return (async function* () {
+        for await (const res of quietOnAbort(resources.watch(req, { signal: opts.signal }), opts.signal)) {
+          // BOOKMARKs only carry the revision reached; resourceVersion of the events covers it.
+          if (res.type !== "ADDED" && res.type !== "MODIFIED" && res.type !== "DELETED") continue;
+          yield { type: res.type as WatchEvent["type"], object: unwrap(res.object), resourceVersion: res.resourceVersion };
+        }
+      })();
+    },
+
+    logs(container, opts = {}) {
+      const req = { container, follow: opts.follow ?? false, tail: opts.tail ?? 0 };
+      return (async function* () {
+        for await (const res of quietOnAbort(logService.logs(req, { signal: opts.signal }), opts.signal)) {
+          yield* res.lines;
+        }
+      })();
+    },
+
+    events(opts = {}) {
+      const req = { follow: opts.follow ?? false, kind: opts.kind ? kindName(opts.kind) : "", name: opts.name ?? "" };
+      return (async function* () {
+        for await (const res of quietOnAbort(logService.events(req, { signal: opts.signal }), opts.signal)) {
+          if (res.event) yield res.event;
+        }
+      })();
+    },
+
+    async send(target, value, opts = {}) {
+      const payload = encodePayload(value, opts.contentType);
+      const res = await messagingSession().call({
+        target,
+        data: payload.data,
+        contentType: payload.contentType,
+        expectsReply: false,
+        signal: opts.signal,
+      });
+      return { container: res.container };
+    },
+
+    async request<T>(target: string, value: unknown, opts: RequestOptions = {}) {
+      const payload = encodePayload(value, opts.contentType);
+      const res = await messagingSession().call({
+        target,
+        data: payload.data,
+        contentType: payload.contentType,
+        expectsReply: true,
+        timeoutMs: opts.timeoutMs,
+        signal: opts.signal,
+      });
+      return decodePayload(res.data, res.contentType) as T;
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      const s = session;
+      session = undefined;
+      if (s) await s.close();
+      sessionManager.abort();
+    },
+  } as K4sClient;
+  return client;
+}
+

@@ -1,0 +1,50 @@
+/**
+ * The public k4s SDK: `createClient` and the message types of the k4s API, so an application
+ * needs no import from generated files.
+ */
+export {
+  createClient,
+  type ApplyOutcome,
+  type ClientOptions,
+  type EventsOptions,
+  type K4sClient,
+  type KindName,
+  type ListFilter,
+  type ListOutcome,
+  type LogsOptions,
+  type RequestOptions,
+  type SendOptions,
+  type SendReceipt,
+  type WatchEvent,
+  type WatchOptions,
+} from "./client.js";
+export { API_VERSION, KINDS, kindOf, parseKind, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
+export {
+  ContainerSchema,
+  ContainerSpecSchema,
+  ContainerStatusSchema,
+  ContainerTemplateSchema,
+  ObjectMetaSchema,
+  OwnerReferenceSchema,
+  ReplicaSetSchema,
+  ReplicaSetSpecSchema,
+  ReplicaSetStatusSchema,
+  ServiceSchema,
+  ServiceSpecSchema,
+  ServiceStatusSchema,
+  type Container,
+  type ContainerSpec,
+  type ContainerStatus,
+  type ContainerTemplate,
+  type ObjectMeta,
+  type OwnerReference,
+  type ReplicaSet,
+  type ReplicaSetSpec,
+  type ReplicaSetStatus,
+  type Service,
+  type ServiceSpec,
+  type ServiceStatus,
+} from "../gen/k4s/v1/resources_pb.js";
+export { EventSchema, LogLineSchema, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
+export { create, clone, toJson, fromJson } from "@bufbuild/protobuf";
+export { Code, ConnectError } from "@connectrpc/connect";
