@@ -2,12 +2,170 @@
  * The ResourceService handlers: the API over the ResourceStore, with manifest parsing and
  * validation for Apply.
  */
-import type { ResourceService } from "../../gen/k4s/v1/resource_service_pb.js";
-import type { ServiceImpl } from "../grpc-adapter.js";
-import type { ResourceStore } from "../resource-store.js";
+import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ApplyResultSchema,
+  WatchResponseSchema,
+  type ResourceService,
+} from "../../gen/k4s/v1/resource_service_pb.js";
+import { ReplicaSetSchema } from "../../gen/k4s/v1/resources_pb.js";
+import { kindOf, parseKind, unwrap, wrap, type AnyObject, type Kind } from "../../api/kinds.js";
+import { parseManifestDocuments } from "../../api/manifest.js";
+import { validateName } from "../../api/names.js";
+import { validateGlob } from "../../api/selector.js";
+import { formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
+import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
+import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+
+/** Retries of Scale's read-modify-write when the ReplicaSet changes in between. */
+const SCALE_RETRIES = 20;
+
+function requireName(name: string, what = "name"): string {
+  if (name === "") throw new ConnectError(`${what} is required`, Code.InvalidArgument);
+  const reason = validateName(name);
+  if (reason) throw new ConnectError(`${what}: ${reason}`, Code.InvalidArgument);
+  return name;
+}
+
+function checkGlob(glob: string): string | undefined {
+  if (glob === "") return undefined;
+  const reason = validateGlob(glob);
+  if (reason) throw new ConnectError(`nameGlob: ${reason}`, Code.InvalidArgument);
+  return glob;
+}
+
+function parseRevision(rv: string, field: string): number {
+  if (!/^\d{1,15}$/.test(rv)) {
+    throw new ConnectError(`${field}: "${rv}" is not a resource version (a non-negative integer from a listing or an object)`, Code.InvalidArgument);
+  }
+  return Number(rv);
+}
+
+function notFound(kind: Kind, name: string): ConnectError {
+  return new ConnectError(`${kind} "${name}" not found`, Code.NotFound);
+}
+
+/** Unwraps a typed object sent by a client, naming where it was when empty. */
+function objectFrom(obj: Parameters<typeof unwrap>[0], where: string): AnyObject {
+  if (!obj?.kind.value) throw new ConnectError(`${where} is empty: set container, replicaSet or service`, Code.InvalidArgument);
+  return obj.kind.value;
+}
 
 /** Creates the ResourceService implementation. */
 export function createResourceServiceImpl(deps: { resources: ResourceStore }): ServiceImpl<typeof ResourceService> {
-  void deps;
-  throw new Error("createResourceServiceImpl: not implemented yet");
+  const { resources } = deps;
+
+  const snapshot = async (kind: Kind | undefined, nameGlob: string | undefined, labels: Record<string, string>) => {
+    if (resources.listAll) return resources.listAll({ kind, nameGlob, labels });
+    if (!kind) throw new ConnectError("watching every kind needs a ResourceStore with listAll", Code.Unimplemented);
+    return resources.list(kind, { nameGlob, labels });
+  };
+
+  return {
+    async apply(req) {
+      const objects: AnyObject[] = [];
+      if (req.manifest.trim() !== "") objects.push(...parseManifestDocuments(req.manifest).map((d) => d.object));
+      const errors: string[] = [];
+      req.objects.forEach((o, i) => {
+        const obj = objectFrom(o, `objects[${i}]`);
+        const issues = validateObject(obj);
+        if (issues.length > 0) {
+          const name = obj.metadata?.name;
+          errors.push(`objects[${i}] (${kindOf(obj)}${name ? ` "${name}"` : ""}): ${formatIssues(issues)}`);
+        }
+        objects.push(obj);
+      });
+      if (errors.length > 0) throw new ConnectError(errors.join("; "), Code.InvalidArgument);
+      if (objects.length === 0) throw new ConnectError("nothing to apply: the manifest has no objects and no typed objects were given", Code.InvalidArgument);
+      const outcomes = await resources.apply(objects, { dryRun: req.dryRun });
+      return {
+        results: outcomes.map((o) =>
+          create(ApplyResultSchema, {
+            kind: kindOf(o.object),
+            name: o.object.metadata?.name ?? "",
+            action: o.action,
+            object: wrap(o.object),
+          }),
+        ),
+      };
+    },
+
+    async create(req) {
+      const obj = await resources.create(objectFrom(req.object, "object"));
+      return { object: wrap(obj) };
+    },
+
+    async get(req) {
+      const kind = parseKind(req.kind);
+      const name = requireName(req.name);
+      const obj = await resources.get(kind, name);
+      if (!obj) throw notFound(kind, name);
+      return { object: wrap(obj) };
+    },
+
+    async list(req) {
+      const kind = parseKind(req.kind);
+      const r = await resources.list(kind, { nameGlob: checkGlob(req.nameGlob), labels: req.labels });
+      const items = [...r.items].sort((a, b) => (a.metadata!.name < b.metadata!.name ? -1 : a.metadata!.name > b.metadata!.name ? 1 : 0));
+      return { items: items.map(wrap), resourceVersion: String(r.revision) };
+    },
+
+    async update(req) {
+      const obj = await resources.update(objectFrom(req.object, "object"));
+      return { object: wrap(obj) };
+    },
+
+    async scale(req) {
+      const name = requireName(req.name);
+      if (!Number.isInteger(req.replicas) || req.replicas < 0 || req.replicas > MAX_REPLICAS) {
+        throw new ConnectError(`replicas: must be between 0 and ${MAX_REPLICAS}, got ${req.replicas}`, Code.InvalidArgument);
+      }
+      for (let attempt = 0; ; attempt++) {
+        const current = await resources.get("ReplicaSet", name);
+        if (!current) throw notFound("ReplicaSet", name);
+        const next = clone(ReplicaSetSchema, current);
+        next.spec!.replicas = req.replicas;
+        try {
+          // Conditional on the version read, so a concurrent spec change is never overwritten.
+          return { replicaSet: await resources.update<"ReplicaSet">(next) };
+        } catch (e) {
+          const err = ConnectError.from(e);
+          if (err.code !== Code.Aborted || attempt >= SCALE_RETRIES) throw err;
+        }
+      }
+    },
+
+    async delete(req) {
+      const kind = parseKind(req.kind);
+      const name = requireName(req.name);
+      const obj = await resources.delete(kind, name, req.resourceVersion ? { resourceVersion: req.resourceVersion } : {});
+      return { object: wrap(obj) };
+    },
+
+    async *watch(req, ctx: CallContext) {
+      const kind = req.kind.trim() === "" ? undefined : parseKind(req.kind);
+      const nameGlob = checkGlob(req.nameGlob);
+      const labels = req.labels;
+      let fromRevision: number;
+      if (req.resourceVersion === "") {
+        const snap = await snapshot(kind, nameGlob, labels);
+        for (const obj of snap.items) {
+          yield create(WatchResponseSchema, { type: "ADDED", object: wrap(obj), resourceVersion: obj.metadata?.resourceVersion ?? "" });
+        }
+        yield create(WatchResponseSchema, { type: "BOOKMARK", resourceVersion: String(snap.revision) });
+        fromRevision = snap.revision;
+      } else {
+        fromRevision = parseRevision(req.resourceVersion, "resourceVersion");
+      }
+      const toResponse = (e: ObjectEvent): MessageInitShape<typeof WatchResponseSchema> => ({
+        type: e.type,
+        object: wrap(e.object),
+        resourceVersion: String(e.revision),
+      });
+      for await (const batch of resources.watch({ kind, nameGlob, labels, fromRevision }, ctx.signal)) {
+        for (const e of batch) yield toResponse(e);
+      }
+    },
+  };
 }
