@@ -333,7 +333,6 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
       w(undefined);
     }
     this.graceTimer = setTimeout(() => this.cutOff(`container ${this.options.name} was stopped`), Math.max(0, graceMs));
-    this.graceTimer.unref();
   }
 
   async run(fn: WorkerFunction<P>): Promise<RunOutcome> {

@@ -350,7 +350,6 @@ class WorkerHostImpl implements WorkerHost {
         this.report(r.name, r.uid, "Stopped", `did not finish within ${graceMs} ms of its stop`);
         r.markFinished();
       }, graceMs + 200);
-      r.killTimer.unref();
     } else if (r.child) {
       r.child.kill("SIGTERM");
       r.killTimer = setTimeout(() => r.child?.kill("SIGKILL"), graceMs);

@@ -1,0 +1,519 @@
+/**
+ * The worker side: payload encoding, the container runtime's rules (in memory), the Connect
+ * session and the worker host against a scripted WorkerService (a real grpc-js server speaking
+ * the protocol frame by frame), and end to end through the real k4s server when it is there.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  ConnectResponseSchema,
+  ServerFrameSchema,
+  WorkerService,
+  type ConnectResponse,
+  type WorkerFrame,
+} from "../src/gen/k4s/v1/worker_service_pb.js";
+import { addService, type ServiceImpl } from "../src/server/grpc-adapter.js";
+import { decodePayload, encodePayload } from "../src/api/payload.js";
+import { createContainerRuntime, type ResultError } from "../src/workers/runtime/context.js";
+import { defineWorker, type WorkerDefinition } from "../src/workers/runtime/define-worker.js";
+import { openSession } from "../src/workers/runtime/session.js";
+import { runWorkerHost } from "../src/workers/runtime/host.js";
+import { attach } from "../src/workers/runtime/attach.js";
+import type { CallOptions } from "../src/workers/runtime/session.js";
+
+// ---------------------------------------------------------------- payload
+
+test("payload: JSON by default, bytes as octet-stream, text when asked", () => {
+  const j = encodePayload({ a: [1, "x"] });
+  assert.equal(j.contentType, "application/json");
+  assert.equal(new TextDecoder().decode(j.data), '{"a":[1,"x"]}');
+  assert.deepEqual(decodePayload(j.data, j.contentType), { a: [1, "x"] });
+  const b = encodePayload(new Uint8Array([1, 2]));
+  assert.equal(b.contentType, "application/octet-stream");
+  assert.deepEqual(decodePayload(b.data, b.contentType), new Uint8Array([1, 2]));
+  const t = encodePayload("héllo", "text/plain");
+  assert.equal(decodePayload(t.data, t.contentType), "héllo");
+  assert.equal(decodePayload(encodePayload("s").data, ""), "s", "empty content type decodes as JSON");
+  assert.equal(decodePayload(encodePayload(undefined).data, "application/json"), undefined);
+  assert.throws(() => decodePayload(new TextEncoder().encode("{nope"), "application/json"), (e: ConnectError) => e.code === Code.InvalidArgument);
+  assert.throws(() => encodePayload({ n: 1 }, "text/plain"), /must be a string or a Uint8Array/);
+  assert.throws(() => encodePayload(() => 1), /cannot be encoded as JSON/);
+});
+
+// ---------------------------------------------------------------- runtime rules, in memory
+
+function memoryRuntime<P>(worker: WorkerDefinition<P>, params: P, concurrency = 1) {
+  const results = new Map<number, { data?: unknown; error?: ResultError }>();
+  const waiters = new Map<number, () => void>();
+  const calls: CallOptions[] = [];
+  const rt = createContainerRuntime<P>({
+    name: "m",
+    params,
+    concurrency,
+    link: {
+      call: async (o) => {
+        calls.push(o);
+        const reply = encodePayload({ echoed: decodePayload(o.data, o.contentType) });
+        return { ...reply, container: "other" };
+      },
+      result: (id, payload, error) => {
+        results.set(id, { data: payload ? decodePayload(payload.data, payload.contentType) : undefined, error });
+        waiters.get(id)?.();
+      },
+      log: () => {},
+    },
+  });
+  const outcome = rt.run(worker.run);
+  let next = 1;
+  return {
+    rt,
+    calls,
+    outcome,
+    deliver(value: unknown, expectsReply: boolean, timeoutMs = 0) {
+      const id = next++;
+      const done = new Promise<{ data?: unknown; error?: ResultError }>((r) => waiters.set(id, () => r(results.get(id)!)));
+      const p = encodePayload(value);
+      rt.deliver({ id, data: p.data, contentType: p.contentType, expectsReply, timeoutMs, sender: "s", attempt: 1 });
+      return { id, done };
+    },
+  };
+}
+
+test("runtime: the for-await loop acks what it leaves open, and fails requests it did not answer", async () => {
+  const seen: unknown[] = [];
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      for await (const msg of ctx.messages) {
+        seen.push(msg.value);
+        if (msg.value === "answer") msg.reply("yes");
+      }
+    }),
+    {},
+  );
+  const a = m.deliver("plain", false);
+  const b = m.deliver("answer", true);
+  const c = m.deliver("silent", true);
+  assert.deepEqual(await a.done, { data: undefined, error: undefined });
+  assert.deepEqual(await b.done, { data: "yes", error: undefined });
+  m.rt.stop(1000);
+  assert.deepEqual(await c.done, { data: undefined, error: { code: Code.Unknown, message: "handler finished without replying" } });
+  assert.deepEqual(await m.outcome, { ok: true });
+  assert.deepEqual(seen, ["plain", "answer", "silent"]);
+});
+
+test("runtime: an exception out of the loop fails the message with its message and ends the worker", async () => {
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      for await (const msg of ctx.messages) {
+        if (msg.value === "boom") throw new Error("worker exploded");
+      }
+    }),
+    {},
+  );
+  const r = m.deliver("boom", true);
+  assert.deepEqual(await r.done, { data: undefined, error: { code: Code.Unknown, message: "worker exploded" } });
+  const outcome = await m.outcome;
+  assert.equal(outcome.ok, false);
+});
+
+test("runtime: handle() replies the return value, keeps ConnectError codes, runs up to concurrency at once", async () => {
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const gates: (() => void)[] = [];
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      await ctx.handle(async (msg) => {
+        if (msg.value === "denied") throw new ConnectError("not yours", Code.PermissionDenied);
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        await new Promise<void>((r) => gates.push(r));
+        inFlight--;
+        return `done ${msg.value}`;
+      });
+    }),
+    {},
+    2,
+  );
+  assert.deepEqual(await m.deliver("denied", true).done, { data: undefined, error: { code: Code.PermissionDenied, message: "not yours" } });
+  const rs = [1, 2, 3].map((i) => m.deliver(i, true));
+  while (gates.length < 2) await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(gates.length, 2, "the third waits for a free slot");
+  gates.splice(0).forEach((g) => g());
+  while (gates.length < 1) await new Promise((r) => setImmediate(r));
+  gates.splice(0).forEach((g) => g());
+  assert.deepEqual((await Promise.all(rs.map((r) => r.done))).map((r) => r.data), ["done 1", "done 2", "done 3"]);
+  assert.equal(maxInFlight, 2);
+  m.rt.stop(0);
+  assert.deepEqual(await m.outcome, { ok: true });
+});
+
+test("runtime: ctx.request inside a handler names its parent delivery and inherits the deadline", async () => {
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      await ctx.handle(async (msg) => ctx.request("other", msg.value));
+    }),
+    {},
+  );
+  const r = m.deliver("q", true, 2000);
+  assert.deepEqual(await r.done, { data: { echoed: "q" }, error: undefined });
+  const call = m.calls[0]!;
+  assert.equal(call.parentDelivery, r.id);
+  assert.equal(call.expectsReply, true);
+  assert.equal(call.from, "m");
+  assert.ok(call.timeoutMs! > 0 && call.timeoutMs! <= 2000, `inherited timeout ${call.timeoutMs}`);
+  m.rt.stop(0);
+});
+
+test("runtime: a message's signal aborts on cancel; stop ends messages then aborts ctx.signal after the grace", async () => {
+  let ctxSignal: AbortSignal | undefined;
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      ctxSignal = ctx.signal;
+      await ctx.handle(
+        (msg) =>
+          new Promise((resolve) => msg.signal.addEventListener("abort", () => resolve(`aborted: ${ConnectError.from(msg.signal.reason).rawMessage}`))),
+      );
+      assert.equal(ctx.stopping.aborted, true);
+    }),
+    {},
+  );
+  const r = m.deliver("wait", true, 5000);
+  await new Promise((res) => setImmediate(res));
+  m.rt.cancel(r.id, "caller cancelled");
+  assert.match(String((await r.done).data), /aborted: caller cancelled/);
+  const r2 = m.deliver("wait again", true);
+  await new Promise((res) => setImmediate(res));
+  m.rt.stop(30);
+  assert.equal(ctxSignal!.aborted, false, "not cut off before the grace period");
+  assert.match(String((await r2.done).data), /aborted: .*stopped/);
+  assert.equal(ctxSignal!.aborted, true);
+  assert.deepEqual(await m.outcome, { ok: true });
+});
+
+// ---------------------------------------------------------------- a scripted WorkerService
+
+type FrameInit = MessageInitShape<typeof ServerFrameSchema>["frame"];
+
+interface FakeConn {
+  /** Every frame received, in order. */
+  frames: WorkerFrame[];
+  /** Number of ConnectRequests received (frames arrive batched). */
+  batches: number;
+  metadata: grpc.Metadata;
+  send(...frames: FrameInit[]): void;
+  /** Ends the stream, with an error status when given. */
+  end(err?: ConnectError): void;
+  /** Resolves with the first received frame (from index `from`) matching pred. */
+  waitFor(pred: (f: WorkerFrame) => boolean, from?: number): Promise<WorkerFrame>;
+}
+
+interface Fake {
+  address: string;
+  port: number;
+  conns: FakeConn[];
+  /** Resolves with the n-th connection (0-based) once it opened. */
+  conn(n: number): Promise<FakeConn>;
+  stop(): Promise<void>;
+}
+
+/** Answers like a tiny server: Welcome to Hello/Attach, CallResults that echo the payload. */
+function standardBehaviour(c: FakeConn, f: WorkerFrame): void {
+  const fr = f.frame;
+  if (fr.case === "hello") c.send({ case: "welcome", value: { sessionId: "s1", name: fr.value.name || "anon", heartbeatIntervalMs: 1000 } });
+  if (fr.case === "attach") c.send({ case: "welcome", value: { sessionId: "s2", name: fr.value.host, heartbeatIntervalMs: 1000 } });
+  if (fr.case === "call") {
+    const call = fr.value;
+    if (call.target === "slow") return;
+    if (call.target === "missing") {
+      c.send({ case: "callResult", value: { id: call.id, error: { code: Code.NotFound, message: 'no container or service "missing"' } } });
+      return;
+    }
+    c.send({ case: "callResult", value: { id: call.id, data: call.expectsReply ? call.data : new Uint8Array(0), contentType: call.contentType, container: call.target } });
+  }
+}
+
+async function startFake(options: { port?: number; behaviour?: (c: FakeConn, f: WorkerFrame) => void } = {}): Promise<Fake> {
+  const behaviour = options.behaviour ?? standardBehaviour;
+  const conns: FakeConn[] = [];
+  const connWaiters: (() => void)[] = [];
+  const server = new grpc.Server();
+  const impl = {
+    connect(reqs: AsyncIterable<{ frames: WorkerFrame[] }>, ctx: { metadata: grpc.Metadata; signal: AbortSignal }) {
+      const queue: ConnectResponse[] = [];
+      let wake: (() => void) | undefined;
+      let ended = false;
+      let failure: ConnectError | undefined;
+      const frameWaiters = new Set<() => void>();
+      const conn: FakeConn = {
+        frames: [],
+        batches: 0,
+        metadata: ctx.metadata,
+        send(...frames) {
+          queue.push(create(ConnectResponseSchema, { frames: frames.map((frame) => create(ServerFrameSchema, { frame })) }));
+          wake?.();
+        },
+        end(err) {
+          ended = true;
+          failure = err;
+          wake?.();
+        },
+        waitFor(pred, from = 0) {
+          return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error("fake server: frame not received in time")), 10_000);
+            const check = () => {
+              const f = conn.frames.slice(from).find(pred);
+              if (f) {
+                clearTimeout(timer);
+                frameWaiters.delete(check);
+                resolve(f);
+              }
+            };
+            frameWaiters.add(check);
+            check();
+          });
+        },
+      };
+      conns.push(conn);
+      connWaiters.splice(0).forEach((w) => w());
+      void (async () => {
+        try {
+          for await (const req of reqs) {
+            conn.batches++;
+            for (const f of req.frames) {
+              conn.frames.push(f);
+              behaviour(conn, f);
+            }
+            frameWaiters.forEach((w) => w());
+          }
+        } catch {
+          // the client went away
+        }
+      })();
+      ctx.signal.addEventListener("abort", () => conn.end());
+      return (async function* () {
+        for (;;) {
+          while (queue.length > 0) yield queue.shift()!;
+          if (ended) {
+            if (failure) throw failure;
+            return;
+          }
+          await new Promise<void>((r) => (wake = r));
+        }
+      })();
+    },
+  };
+  addService(server, WorkerService, impl as unknown as ServiceImpl<typeof WorkerService>);
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`127.0.0.1:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    port,
+    conns,
+    conn(n) {
+      return new Promise((resolve) => {
+        const check = () => (conns[n] ? resolve(conns[n]!) : connWaiters.push(check));
+        check();
+      });
+    },
+    async stop() {
+      for (const c of conns) c.end();
+      server.forceShutdown();
+    },
+  };
+}
+
+test("session: calls multiplexed and batched, codes kept, cancel sends CancelCall, token as bearer header", async () => {
+  const fake = await startFake();
+  const session = openSession({ address: fake.address, token: "sekret", hello: { role: "client", name: "c" } });
+  try {
+    await session.ready;
+    assert.equal(session.name, "c");
+    const conn = await fake.conn(0);
+    assert.equal(conn.metadata.get("authorization")[0], "Bearer sekret");
+    const batchesBefore = conn.batches;
+    const n = 200;
+    const replies = await Promise.all(
+      Array.from({ length: n }, (_, i) => {
+        const p = encodePayload({ i });
+        return session.call({ target: "echo", data: p.data, contentType: p.contentType, expectsReply: true });
+      }),
+    );
+    assert.deepEqual(
+      replies.map((r) => decodePayload(r.data, r.contentType)),
+      Array.from({ length: n }, (_, i) => ({ i })),
+    );
+    assert.ok(conn.batches - batchesBefore <= 3, `${n} calls took ${conn.batches - batchesBefore} stream messages`);
+    await assert.rejects(
+      session.call({ target: "missing", data: new Uint8Array(0), contentType: "", expectsReply: false }),
+      (e: ConnectError) => e.code === Code.NotFound && /no container or service "missing"/.test(e.rawMessage),
+    );
+    const ac = new AbortController();
+    const slow = session.call({ target: "slow", data: new Uint8Array(0), contentType: "", expectsReply: true, signal: ac.signal });
+    const callFrame = await conn.waitFor((f) => f.frame.case === "call" && f.frame.value.target === "slow");
+    ac.abort();
+    await assert.rejects(slow, (e: ConnectError) => e.code === Code.Canceled);
+    const cancel = await conn.waitFor((f) => f.frame.case === "cancelCall");
+    assert.equal((cancel.frame.value as { id: bigint }).id, (callFrame.frame.value as { id: bigint }).id);
+  } finally {
+    await session.close();
+    await fake.stop();
+  }
+});
+
+test("session: a broken stream fails calls in flight with UNAVAILABLE, reconnects, and new calls go through", async () => {
+  let fake = await startFake();
+  const port = fake.port;
+  let hellos = 0;
+  const session = openSession({
+    address: fake.address,
+    reconnect: true,
+    maxBackoffMs: 200,
+    hello: () => ({ role: "host", name: `h${++hellos}` }),
+  });
+  try {
+    await session.ready;
+    const inFlight = session.call({ target: "slow", data: new Uint8Array(0), contentType: "", expectsReply: true });
+    await (await fake.conn(0)).waitFor((f) => f.frame.case === "call");
+    await fake.stop();
+    await assert.rejects(inFlight, (e: ConnectError) => e.code === Code.Unavailable);
+    fake = await startFake({ port });
+    const p = encodePayload("again");
+    const reply = await session.call({ target: "x", data: p.data, contentType: p.contentType, expectsReply: true, timeoutMs: 5000 });
+    assert.equal(decodePayload(reply.data, reply.contentType), "again");
+    assert.ok(hellos >= 2, "hello asked again on reconnect");
+    assert.equal(session.name, `h${hellos}`);
+  } finally {
+    await session.close();
+    await fake.stop();
+  }
+});
+
+test("attach: a refused attach rejects ready and done with the server's code", async () => {
+  const fake = await startFake({
+    behaviour: (c, f) => {
+      if (f.frame.case === "attach") c.end(new ConnectError(`container "${f.frame.value.container}" not found`, Code.NotFound));
+    },
+  });
+  try {
+    const a = attach({ address: fake.address, container: "ghost", worker: defineWorker(async () => {}) });
+    await assert.rejects(a.ready, (e: ConnectError) => e.code === Code.NotFound && /ghost/.test(e.rawMessage));
+    await assert.rejects(a.done, (e: ConnectError) => e.code === Code.NotFound);
+  } finally {
+    await fake.stop();
+  }
+});
+
+/** A Delivery frame init for the fake server. */
+function delivery(id: number, container: string, value: unknown, expectsReply = true, timeoutMs = 0): FrameInit {
+  const p = encodePayload(value);
+  return { case: "delivery", value: { id: BigInt(id), container, data: p.data, contentType: p.contentType, expectsReply, timeoutMs, attempt: 1 } };
+}
+
+function resultOf(f: WorkerFrame): { value?: unknown; error?: { code: number; message: string } } {
+  assert.equal(f.frame.case, "result");
+  const r = f.frame.value as { data: Uint8Array; contentType: string; error?: { code: number; message: string } };
+  if (r.error && r.error.code !== 0) return { error: { code: r.error.code, message: r.error.message } };
+  return { value: decodePayload(r.data, r.contentType) };
+}
+
+const isResult = (id: number) => (f: WorkerFrame) => f.frame.case === "result" && Number(f.frame.value.id) === id;
+const isState = (container: string, phase: string) => (f: WorkerFrame) =>
+  f.frame.case === "state" && f.frame.value.container === container && f.frame.value.phase === phase;
+
+test("host: runs assigned module containers, answers deliveries, reports Running/Failed/Succeeded/Stopped", async () => {
+  const fake = await startFake();
+  const testModule = {
+    boom: defineWorker(async (ctx) => {
+      await ctx.handle(() => {
+        throw new Error("kaboom");
+      });
+    }),
+    quick: defineWorker(async (ctx) => ctx.log("quick ran")),
+  };
+  const host = await runWorkerHost({ address: fake.address, name: "h1", modules: { test: testModule }, onError: () => {} });
+  try {
+    assert.equal(host.name, "h1");
+    const c = await fake.conn(0);
+    const hello = c.frames[0]!;
+    assert.equal(hello.frame.case, "hello");
+    assert.deepEqual([...(hello.frame.value as { modules: string[] }).modules].sort(), ["test", "workers"]);
+    c.send({ case: "assign", value: { container: "e1", uid: "u1", spec: { module: "workers", function: "echo_worker", parameters: { prefix: "HI" } } } });
+    await c.waitFor(isState("e1", "Running"));
+    c.send(delivery(1, "e1", "there"));
+    assert.deepEqual(resultOf(await c.waitFor(isResult(1))), { value: "HI: there" });
+    const log = await c.waitFor((f) => f.frame.case === "log" && f.frame.value.container === "e1");
+    assert.deepEqual(log.frame.value, { ...(log.frame.value as object), lines: ["HI: there"], stream: "log" });
+
+    c.send({ case: "assign", value: { container: "n1", uid: "u2", spec: { module: "workers", function: "nope" } } });
+    const failed = await c.waitFor(isState("n1", "Failed"));
+    assert.equal((failed.frame.value as { message: string }).message, 'module "workers" has no function "nope"');
+
+    c.send({ case: "assign", value: { container: "b1", uid: "u3", spec: { module: "test", function: "boom" } } });
+    await c.waitFor(isState("b1", "Running"));
+    c.send(delivery(2, "b1", "x"));
+    assert.deepEqual(resultOf(await c.waitFor(isResult(2))), { error: { code: Code.Unknown, message: "kaboom" } });
+
+    c.send({ case: "assign", value: { container: "q1", uid: "u4", spec: { module: "test", function: "quick" } } });
+    await c.waitFor(isState("q1", "Succeeded"));
+
+    c.send({ case: "stop", value: { container: "e1", uid: "u1", graceMs: 1000 } });
+    await c.waitFor(isState("e1", "Stopped"));
+    assert.deepEqual(host.containers(), ["b1"]);
+  } finally {
+    await host.stop();
+    await fake.stop();
+  }
+});
+
+test("host: spawns a command container with K4S_* env; the process attaches, serves, logs, and stops on SIGTERM", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-workers-"));
+  const script = join(dir, "attached.ts");
+  const sdk = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
+  writeFileSync(
+    script,
+    `import { attach, defineWorker } from ${JSON.stringify(sdk)};
+console.log("child up as " + process.env.K4S_CONTAINER + " " + process.env.GREETING);
+console.error("to stderr");
+const a = attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "child says " + m.value); }) });
+process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
+`,
+  );
+  const fake = await startFake();
+  const host = await runWorkerHost({ address: fake.address, name: "h2", onError: () => {} });
+  try {
+    const c = await fake.conn(0);
+    c.send({
+      case: "assign",
+      value: {
+        container: "cmd1",
+        uid: "u9",
+        token: "tok-9",
+        spec: { command: [process.execPath, "--import", "tsx"], args: [script], env: { GREETING: "hola" } },
+      },
+    });
+    await c.waitFor(isState("cmd1", "Running"));
+    const child = await fake.conn(1);
+    const att = (await child.waitFor((f) => f.frame.case === "attach")).frame.value as { container: string; token: string };
+    assert.equal(att.container, "cmd1");
+    assert.equal(att.token, "tok-9");
+    const out = await c.waitFor((f) => f.frame.case === "log" && f.frame.value.stream === "stdout");
+    assert.deepEqual((out.frame.value as { lines: string[] }).lines, ["child up as cmd1 hola"]);
+    await c.waitFor((f) => f.frame.case === "log" && f.frame.value.stream === "stderr");
+    child.send(delivery(7, "cmd1", "hey"));
+    assert.deepEqual(resultOf(await child.waitFor(isResult(7))), { value: "child says hey" });
+    c.send({ case: "stop", value: { container: "cmd1", uid: "u9", graceMs: 3000 } });
+    await c.waitFor(isState("cmd1", "Stopped"));
+  } finally {
+    await host.stop();
+    await fake.stop();
+  }
+});
