@@ -116,7 +116,7 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
   const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
   let db: Database.Database;
   try {
-    db = new Database(options.path ?? ":memory:", { timeout: 1000 });
+    db = new Database(options.path ?? ":memory:", { timeout: 250 });
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = FULL");
     // One server per data directory: a second process opening the same file fails here
