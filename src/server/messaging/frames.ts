@@ -1,0 +1,109 @@
+/**
+ * Builders of the server's outgoing frames, so the rest of the plane speaks in plain values.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { ContainerSpec } from "../../gen/k4s/v1/resources_pb.js";
+import {
+  AssignSchema,
+  CallResultSchema,
+  CancelDeliverySchema,
+  DeliverySchema,
+  ErrorSchema,
+  HeartbeatSchema,
+  ServerFrameSchema,
+  StopSchema,
+  WelcomeSchema,
+  type Error as WireError,
+  type ServerFrame,
+} from "../../gen/k4s/v1/worker_service_pb.js";
+
+const EMPTY = new Uint8Array(0);
+
+/** Builds a wire Error, or undefined for code 0. */
+export function wireError(code: number, message: string): WireError | undefined {
+  return code === 0 ? undefined : create(ErrorSchema, { code, message });
+}
+
+/** Builds a Welcome frame. */
+export function welcomeFrame(sessionId: string, name: string, heartbeatIntervalMs: number): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: { case: "welcome", value: create(WelcomeSchema, { sessionId, name, heartbeatIntervalMs }) },
+  });
+}
+
+/** Builds an Assign frame. */
+export function assignFrame(container: string, uid: string, spec: ContainerSpec, token: string, restarts: number): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: { case: "assign", value: create(AssignSchema, { container, uid, spec, token, restarts }) },
+  });
+}
+
+/** Builds a Stop frame. */
+export function stopFrame(container: string, uid: string, graceMs: number): ServerFrame {
+  return create(ServerFrameSchema, { frame: { case: "stop", value: create(StopSchema, { container, uid, graceMs }) } });
+}
+
+/** Builds a Delivery frame. */
+export function deliveryFrame(
+  id: number,
+  container: string,
+  data: Uint8Array,
+  contentType: string,
+  expectsReply: boolean,
+  timeoutMs: number,
+  sender: string,
+  attempt: number,
+): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: {
+      case: "delivery",
+      value: create(DeliverySchema, {
+        id: BigInt(id),
+        container,
+        data,
+        contentType,
+        expectsReply,
+        timeoutMs,
+        sender,
+        attempt,
+      }),
+    },
+  });
+}
+
+/** Builds a CancelDelivery frame. */
+export function cancelDeliveryFrame(id: number, reason: string): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: { case: "cancelDelivery", value: create(CancelDeliverySchema, { id: BigInt(id), reason }) },
+  });
+}
+
+/** Builds a CallResult frame (code 0: success). */
+export function callResultFrame(
+  id: bigint,
+  code: number,
+  message: string,
+  data: Uint8Array | undefined,
+  contentType: string,
+  container: string,
+): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: {
+      case: "callResult",
+      value: create(CallResultSchema, {
+        id,
+        data: data ?? EMPTY,
+        contentType,
+        error: wireError(code, message),
+        container,
+      }),
+    },
+  });
+}
+
+/** Builds a Heartbeat frame. */
+export function heartbeatFrame(): ServerFrame {
+  return create(ServerFrameSchema, {
+    frame: { case: "heartbeat", value: create(HeartbeatSchema, { sentAtMs: BigInt(Date.now()) }) },
+  });
+}

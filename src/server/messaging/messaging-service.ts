@@ -1,0 +1,95 @@
+/**
+ * The unary MessagingService (Send, Request) for grpcurl and simple clients: the same router as
+ * the worker streams, with the JSON `Value` form for hand-typed payloads.
+ */
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { ValueSchema, type Value } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { parseTarget } from "../../api/target.js";
+import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
+import type { ServiceImpl } from "../grpc-adapter.js";
+import type { Metrics } from "../metrics.js";
+import { Envelope } from "./envelope.js";
+import { DEFAULT_REQUEST_TIMEOUT_MS, type Router } from "./router.js";
+
+const JSON_TYPE = "application/json";
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function payloadOf(req: { data: Uint8Array; contentType: string; json?: Value }): [Uint8Array, string] {
+  if (req.data.length === 0 && req.json) return [encoder.encode(toJsonString(ValueSchema, req.json)), JSON_TYPE];
+  return [req.data, req.contentType || JSON_TYPE];
+}
+
+function isJson(contentType: string): boolean {
+  return contentType === JSON_TYPE || contentType.startsWith(`${JSON_TYPE};`);
+}
+
+/** Creates the MessagingService handlers over a router. */
+export function createMessagingServiceImpl(options: { router: Router; metrics?: Metrics }): ServiceImpl<typeof MessagingService> {
+  const { router } = options;
+  return {
+    async send(req, ctx) {
+      const target = parseTarget(req.target);
+      const [data, contentType] = payloadOf(req);
+      options.metrics?.messages.inc({ kind: "send" });
+      return new Promise((resolve, reject) => {
+        const env = new Envelope(
+          0n,
+          undefined,
+          (code, message, _data, _ct, container) => (code ? reject(new ConnectError(message, code)) : resolve({ container })),
+          data,
+          contentType,
+          false,
+          "",
+        );
+        // For a send the deadline only bounds the wait for a service endpoint.
+        if (ctx.deadline) env.deadline = ctx.deadline;
+        router.route(env, target);
+      });
+    },
+    async request(req, ctx) {
+      const target = parseTarget(req.target);
+      const [data, contentType] = payloadOf(req);
+      if (req.timeoutMs < 0) throw new ConnectError(`timeoutMs must be 0 (default) or more, got ${req.timeoutMs}`, Code.InvalidArgument);
+      options.metrics?.messages.inc({ kind: "request" });
+      const started = performance.now();
+      return new Promise((resolve, reject) => {
+        const onAbort = () => router.abandon(env, Code.Canceled, "cancelled by the caller");
+        const env = new Envelope(
+          0n,
+          undefined,
+          (code, message, replyData, replyType, container) => {
+            ctx.signal.removeEventListener("abort", onAbort);
+            options.metrics?.requestSeconds.observe({ code: code ? Code[code] : "OK" }, (performance.now() - started) / 1000);
+            if (code) {
+              reject(new ConnectError(message, code));
+              return;
+            }
+            let json: Value | undefined;
+            if (isJson(replyType) && replyData.length > 0) {
+              try {
+                json = fromJsonString(ValueSchema, decoder.decode(replyData));
+              } catch {
+                // Not valid JSON despite its content type: the bytes still go back as they are.
+              }
+            }
+            resolve({ data: replyData, contentType: replyType, json, container });
+          },
+          data,
+          contentType,
+          true,
+          "",
+        );
+        const timeout = req.timeoutMs > 0 ? req.timeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
+        env.deadline = Math.min(Date.now() + timeout, ctx.deadline ?? Infinity);
+        if (ctx.signal.aborted) {
+          reject(new ConnectError("cancelled by the caller", Code.Canceled));
+          return;
+        }
+        ctx.signal.addEventListener("abort", onAbort);
+        router.route(env, target);
+      });
+    },
+  };
+}
