@@ -199,6 +199,11 @@ export function objectJson(obj: AnyObject): JsonValue {
   const kind = kindOf(obj);
   const json = toJson(kindInfo(kind).schema, obj) as Record<string, JsonValue>;
   const { apiVersion: _a, kind: _k, ...rest } = json;
+  // Protobuf JSON spells int64 as strings; these counters read better as numbers, as in kubectl.
+  for (const [section, key] of [["metadata", "generation"], ["status", "observedGeneration"]] as const) {
+    const part = rest[section] as Record<string, JsonValue> | undefined;
+    if (typeof part?.[key] === "string" && /^\d{1,15}$/.test(part[key])) part[key] = Number(part[key]);
+  }
   return { apiVersion: obj.apiVersion || API_VERSION, kind, ...rest };
 }
 

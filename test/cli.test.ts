@@ -1,0 +1,274 @@
+/**
+ * The k4s command line, run as a real process against a real server: apply, get (tables,
+ * -o json|yaml|name, -w), describe, scale, delete, send/request/logs with a real worker host,
+ * error reporting, and `k4s server` keeping every acknowledged write across a SIGKILL.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { parse as parseYaml } from "yaml";
+import { ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import type { K4sServer } from "../src/server/server.js";
+import { eventually, runK4s, spawnK4s, startTestServer } from "./helpers.js";
+
+let server: K4sServer;
+let dir: string;
+
+before(async () => {
+  server = await startTestServer();
+  dir = mkdtempSync(join(tmpdir(), "k4s-cli-"));
+});
+
+after(async () => {
+  await server.stop();
+});
+
+/** Runs the CLI against the test server. */
+function k4s(args: string[], input?: string) {
+  return runK4s([...args, "--server", server.address], {}, input);
+}
+
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+const app = (p: string) => `
+kind: Container
+metadata: {name: ${p}-tpl, labels: {app: ${p}}}
+spec: {module: workers, function: echo_worker}
+---
+kind: ReplicaSet
+metadata: {name: ${p}-rs}
+spec: {replicas: 0, container: ${p}-tpl}
+---
+kind: Service
+metadata: {name: ${p}-svc}
+spec: {selector: "${p}-rs-*", strategy: random}
+`;
+
+test("apply -f FILE prints <kind>/<name> <action>; get prints tables and kubectl-shaped JSON/YAML", async () => {
+  const path = file("app.yaml", app("one"));
+  let r = await k4s(["apply", "-f", path]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "container/one-tpl created\nreplicaset/one-rs created\nservice/one-svc created\n");
+  r = await k4s(["apply", "-f", path]);
+  assert.equal(r.stdout, "container/one-tpl unchanged\nreplicaset/one-rs unchanged\nservice/one-svc unchanged\n");
+
+  r = await k4s(["get", "containers", "-l", "app=one"]);
+  assert.equal(r.code, 0, r.stderr);
+  const [header, row, ...rest] = r.stdout.trimEnd().split("\n");
+  assert.match(header!, /^NAME\s+PHASE\s+READY\s+RESTARTS\s+HOST\s+AGE/);
+  assert.match(row!, /^one-tpl\s+\S+\s+0\/1\s+0\s+/);
+  assert.equal(rest.length, 0);
+
+  r = await k4s(["get", "rs", "one-rs"]);
+  assert.match(r.stdout, /^NAME\s+DESIRED\s+CURRENT\s+READY\s+AGE\none-rs\s+0\s+0\s+0\s+\d+s\n$/);
+  r = await k4s(["get", "svc"]);
+  assert.match(r.stdout, /^NAME\s+SELECTOR\s+STRATEGY\s+ENDPOINTS\s+AGE\n/);
+  assert.match(r.stdout, /\none-svc\s+one-rs-\*\s+random\s+<none>\s+\d+s\n/);
+
+  r = await k4s(["get", "replicaset/one-rs", "-o", "json"]);
+  const rs = JSON.parse(r.stdout);
+  assert.deepEqual(Object.keys(rs).slice(0, 3), ["apiVersion", "kind", "metadata"]);
+  assert.equal(rs.apiVersion, "k4s/v1");
+  assert.equal(rs.kind, "ReplicaSet");
+  assert.equal(rs.metadata.name, "one-rs");
+  assert.equal(rs.spec.container, "one-tpl");
+
+  r = await k4s(["get", "svc", "one-svc", "-o", "yaml"]);
+  const svc = parseYaml(r.stdout);
+  assert.equal(svc.kind, "Service");
+  assert.equal(svc.spec.selector, "one-rs-*");
+
+  r = await k4s(["get", "c", "-o", "yaml"]);
+  const list = parseYaml(r.stdout);
+  assert.equal(list.kind, "List");
+  assert.ok(list.items.some((i: { metadata: { name: string } }) => i.metadata.name === "one-tpl"));
+
+  r = await k4s(["get", "services", "one-*", "-o", "name"]);
+  assert.equal(r.stdout, "service/one-svc\n");
+  r = await k4s(["get", "rs", "-l", "nobody=here"]);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, "");
+  assert.equal(r.stderr, "No resources found.\n");
+});
+
+test("apply reads a directory and stdin; --dry-run writes nothing", async () => {
+  const d = join(dir, "manifests");
+  mkdirSync(d, { recursive: true });
+  writeFileSync(join(d, "a.yaml"), "kind: Service\nmetadata: {name: dir-a}\nspec: {selector: 'a-*'}\n");
+  writeFileSync(join(d, "b.json"), JSON.stringify({ kind: "Service", metadata: { name: "dir-b" }, spec: { selector: "b-*" } }));
+  writeFileSync(join(d, "ignored.txt"), "not a manifest");
+  let r = await k4s(["apply", "-f", d]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/dir-a created\nservice/dir-b created\n");
+
+  r = await k4s(["apply", "-f", "-", "--dry-run"], "kind: Service\nmetadata: {name: dry-svc}\nspec: {selector: 'x-*'}\n");
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/dry-svc created (dry run)\n");
+  assert.equal(await server.resources.get("Service", "dry-svc"), undefined);
+
+  r = await k4s(["apply", "-f", "-"], "kind: Service\nmetadata: {name: stdin-svc}\nspec: {selector: 'x-*'}\n");
+  assert.equal(r.stdout, "service/stdin-svc created\n");
+});
+
+test("scale and delete print kubectl's lines and change the stored objects", async () => {
+  const path = file("scale.yaml", app("two"));
+  assert.equal((await k4s(["apply", "-f", path])).code, 0);
+
+  let r = await k4s(["scale", "rs", "two-rs", "--replicas", "2"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "replicaset/two-rs scaled\n");
+  assert.equal((await server.resources.get("ReplicaSet", "two-rs"))?.spec?.replicas, 2);
+  r = await k4s(["scale", "replicaset/two-rs", "--replicas", "0"]);
+  assert.equal(r.stdout, "replicaset/two-rs scaled\n");
+  assert.equal((await server.resources.get("ReplicaSet", "two-rs"))?.spec?.replicas, 0);
+
+  r = await k4s(["delete", "svc", "two-svc"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/two-svc deleted\n");
+  assert.equal(await server.resources.get("Service", "two-svc"), undefined);
+
+  r = await k4s(["delete", "-f", path, "--ignore-not-found"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "replicaset/two-rs deleted\ncontainer/two-tpl deleted\n");
+  await eventually(async () => !(await server.resources.get("Container", "two-tpl")), 5000, "two-tpl gone");
+});
+
+test("get -w prints the table, then a row for each change as it happens", async () => {
+  await server.resources.create(create(ServiceSchema, { metadata: { name: "watch-a" }, spec: { selector: "wa-*" } }));
+  const w = spawnK4s(["get", "svc", "-w", "--server", server.address]);
+  try {
+    await w.waitFor(/NAME\s+SELECTOR.*\nwatch-a\s+wa-\*/);
+    let r = await k4s(["apply", "-f", "-"], "kind: Service\nmetadata: {name: watch-b}\nspec: {selector: 'wb-*'}\n");
+    assert.equal(r.code, 0, r.stderr);
+    await w.waitFor(/\nwatch-b\s+wb-\*\s+round-robin/);
+    r = await k4s(["apply", "-f", "-"], "kind: Service\nmetadata: {name: watch-b}\nspec: {selector: 'changed-*'}\n");
+    await w.waitFor(/\nwatch-b\s+changed-\*/);
+    assert.equal(w.stdout().split("\n").filter((l) => l.startsWith("NAME")).length, 1, "one header");
+  } finally {
+    assert.equal(await w.kill("SIGINT"), 0, "get -w ends cleanly on Ctrl-C");
+  }
+});
+
+test("every error exits 1 with one line on stderr", async () => {
+  const bad = file("bad.yaml", "kind: Container\nmetadata: {name: Not_Valid}\nspec: {module: workers}\n");
+  const cases: [string[], RegExp, string?][] = [
+    [["get", "c", "missing"], /^error: NOT_FOUND: .*missing/],
+    [["get", "gadgets"], /^error: INVALID_ARGUMENT: unknown kind "gadgets"/],
+    [["describe", "svc", "missing"], /^error: NOT_FOUND: /],
+    [["delete", "rs", "missing"], /^error: NOT_FOUND: /],
+    [["scale", "rs", "missing", "--replicas", "1"], /^error: NOT_FOUND: /],
+    [["scale", "svc", "x", "--replicas", "1"], /^error: cannot scale a Service/],
+    [["scale", "rs", "x", "--replicas", "many"], /^error: option '--replicas <n>' argument 'many' is invalid/],
+    [["apply", "-f", join(dir, "nope.yaml")], /^error: cannot read .*nope\.yaml: no such file/],
+    [["apply", "-f", bad], /^error: INVALID_ARGUMENT: .*name/],
+    [["apply"], /^error: apply needs -f/],
+    [["apply", "-f", bad, "--wait", "--timeout", "soon"], /^error: option '--timeout <duration>' argument 'soon' is invalid/],
+    [["send", "x", "{not json"], /^error: message is not valid JSON/],
+    [["request", "container/nowhere", "1"], /^error: NOT_FOUND: /],
+    [["get", "c", "-o", "table"], /^error: unknown output format "table"/],
+    [["frobnicate"], /^error: unknown command 'frobnicate'/],
+    [["get", "c", "--frob"], /^error: unknown option '--frob'/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => k4s(args)));
+  const unreachable = await runK4s(["get", "c", "--server", "127.0.0.1:1"]);
+  results.push(unreachable);
+  cases.push([["get", "c", "--server", "127.0.0.1:1"], /^error: UNAVAILABLE: .*is a k4s server running at 127\.0\.0\.1:1\?/]);
+  results.forEach((r, i) => {
+    const [args, pattern] = cases[i]!;
+    assert.equal(r.code, 1, `k4s ${args.join(" ")} exits 1`);
+    assert.match(r.stderr, pattern, `k4s ${args.join(" ")}`);
+    assert.equal(r.stderr.trimEnd().split("\n").filter((l) => l.startsWith("error:")).length, 1, `one error line for ${args.join(" ")}`);
+    if (!/unknown (command|option)/.test(r.stderr)) assert.equal(r.stderr.trimEnd().split("\n").length, 1, `one line for ${args.join(" ")}`);
+  });
+});
+
+test("with a worker host: apply --wait, request, send, logs, describe; --wait times out naming what is not ready", async () => {
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "cli-host"]);
+  try {
+    const path = file(
+      "echo.yaml",
+      "kind: Container\nmetadata: {name: cli-echo}\nspec: {module: workers, function: echo_worker, parameters: {prefix: CLI}}\n" +
+        "---\nkind: Container\nmetadata: {name: cli-calc}\nspec: {module: workers, function: calculator_worker}\n",
+    );
+    let r = await k4s(["apply", "-f", path, "--wait", "--timeout", "20s"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^container\/cli-echo created\ncontainer\/cli-calc created\n/);
+    assert.match(r.stdout, /container\/cli-echo ready/);
+    assert.match(r.stdout, /container\/cli-calc ready/);
+
+    r = await k4s(["request", "cli-echo", '"hi"']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "CLI: hi\n");
+    r = await k4s(["request", "container/cli-calc", '{"operation":"sum","operands":[1,2,3]}', "--timeout", "5s"]);
+    assert.equal(r.stdout, "6\n");
+    r = await k4s(["request", "cli-calc", '{"operation":"modulo","operands":[1]}']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: INVALID_ARGUMENT: .*modulo/);
+
+    r = await k4s(["send", "cli-echo", '"yo"']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "message queued at container/cli-echo\n");
+    await eventually(() => server.logs.lines("cli-echo").some((l) => l.text === "CLI: yo"), 10_000, "the sent line logged");
+    r = await k4s(["logs", "cli-echo"]);
+    assert.match(r.stdout, /^CLI: hi\n(.*\n)*CLI: yo\n$/);
+    r = await k4s(["logs", "cli-echo", "--tail", "1"]);
+    assert.equal(r.stdout, "CLI: yo\n");
+
+    r = await k4s(["get", "c", "cli-echo", "-o", "wide"]);
+    assert.match(r.stdout, /\ncli-echo\s+Running\s+1\/1\s+0\s+cli-host\S*\s+\d+s\s+workers\/echo_worker/);
+    r = await k4s(["describe", "c", "cli-echo"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^Name:\s+cli-echo\nKind:\s+Container\n/);
+    assert.match(r.stdout, /\nStatus:\n(.*\n)*\s+phase: Running/);
+    assert.match(r.stdout, /\nEvents:/);
+
+    const stuck = file("stuck.yaml", "kind: Container\nmetadata: {name: cli-stuck}\nspec: {module: nowhere, function: f}\n");
+    r = await k4s(["apply", "-f", stuck, "--wait", "--timeout", "1s"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: timed out after 1s waiting for container\/cli-stuck \(Pending/);
+    r = await k4s(["get", "c", "cli-stuck"]);
+    assert.match(r.stdout, /MESSAGE\ncli-stuck\s+Pending\s+0\/1\s+0\s+<none>\s+\d+s\s+\S+/, "get says why it is pending");
+  } finally {
+    await host.kill();
+  }
+});
+
+test("k4s server --port 0 prints its address and keeps every acknowledged write across SIGKILL", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "k4s-data-"));
+  const args = ["server", "--port", "0", "--data-dir", dataDir, "--no-local-worker"];
+  let srv = spawnK4s(args);
+  try {
+    await srv.waitFor(/k4s server listening on \S+:\d+\n/);
+    const address = /listening on (\S+)/.exec(srv.stdout())![1]!;
+    assert.doesNotMatch(address, /:0$/);
+    const run = (a: string[], input?: string) => runK4s([...a, "--server", address], {}, input);
+    let r = await run(["apply", "-f", "-"], app("dur"));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await run(["scale", "rs", "dur-rs", "--replicas", "4"])).code, 0);
+    assert.equal((await run(["delete", "svc", "dur-svc"])).code, 0);
+    r = await run(["apply", "-f", "-"], "kind: Service\nmetadata: {name: dur-last}\nspec: {selector: 'z-*'}\n");
+    assert.equal(r.stdout, "service/dur-last created\n");
+    assert.equal(await srv.kill("SIGKILL"), "SIGKILL");
+
+    srv = spawnK4s(args);
+    await srv.waitFor(/listening on \S+:\d+\n/);
+    const again = /listening on (\S+)/.exec(srv.stdout())![1]!;
+    const get = async (a: string[]) => JSON.parse((await runK4s([...a, "-o", "json", "--server", again])).stdout);
+    const rs = await get(["get", "rs", "dur-rs"]);
+    assert.equal(rs.spec.replicas, 4);
+    assert.equal(rs.spec.container, "dur-tpl");
+    const services = await get(["get", "svc"]);
+    assert.deepEqual(services.items.map((s: { metadata: { name: string } }) => s.metadata.name), ["dur-last"]);
+    const tpl = await get(["get", "c", "dur-tpl"]);
+    assert.equal(tpl.metadata.labels.app, "dur");
+  } finally {
+    await srv.kill("SIGKILL");
+  }
+});
