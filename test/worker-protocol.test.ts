@@ -1,0 +1,244 @@
+/**
+ * Pins the WorkerService.Connect protocol from the server's side: a real server on port 0 and
+ * raw gRPC peers that play worker hosts, attached processes and clients frame by frame.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ContainerSchema, type ContainerSpec } from "../src/gen/k4s/v1/resources_pb.js";
+import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { openRawPeer, type RawPeer } from "../src/server/messaging/raw-peer.js";
+import { eventually, startTestServer } from "./helpers.js";
+import type { K4sServer } from "../src/server/server.js";
+
+const HB = 200;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+let server: K4sServer;
+const peers: RawPeer[] = [];
+
+before(async () => {
+  server = await startTestServer({ heartbeatIntervalMs: HB });
+});
+after(async () => {
+  for (const p of peers) p.cancel();
+  await server.stop();
+});
+
+function peer(first: Parameters<typeof openRawPeer>[1]): RawPeer {
+  const p = openRawPeer(server.address, first);
+  peers.push(p);
+  return p;
+}
+
+async function hostPeer(name: string, extra: { modules?: string[]; canSpawn?: boolean; capacity?: number } = {}) {
+  const p = peer({ case: "hello", value: { name, role: "host", modules: extra.modules ?? ["workers"], canSpawn: extra.canSpawn ?? false, capacity: extra.capacity ?? 0 } });
+  const welcome = await p.next("welcome");
+  return { p, welcome };
+}
+
+async function container(name: string, spec: MessageInitShape<typeof ContainerSpecSchema>) {
+  return server.resources.create(create(ContainerSchema, { metadata: { name }, spec: spec as ContainerSpec }));
+}
+
+async function status(name: string) {
+  return (await server.resources.get("Container", name))?.status;
+}
+
+function messaging() {
+  return createClient(MessagingService, createGrpcTransport({ baseUrl: `http://${server.address}` }));
+}
+
+describe("handshake", () => {
+  test("hello is answered by welcome with a session id, the name and the heartbeat interval", async () => {
+    const { welcome } = await hostPeer("hs-host");
+    assert.ok(welcome.sessionId.length > 0);
+    assert.equal(welcome.name, "hs-host");
+    assert.equal(welcome.heartbeatIntervalMs, HB);
+    const second = await hostPeer("hs-host");
+    assert.equal(second.welcome.name, "hs-host-2", "a taken name gets a suffix");
+    assert.notEqual(second.welcome.sessionId, welcome.sessionId);
+  });
+
+  test("a bad first frame ends the stream with INVALID_ARGUMENT", async () => {
+    const p = peer({ case: "heartbeat", value: {} });
+    const err = await p.ended;
+    assert.equal(err?.code, Code.InvalidArgument);
+    assert.match(err!.rawMessage, /first frame must be hello or attach, got heartbeat/);
+    const q = peer({ case: "hello", value: { name: "x", role: "boss" } });
+    const err2 = await q.ended;
+    assert.equal(err2?.code, Code.InvalidArgument);
+    assert.match(err2!.rawMessage, /hello.role must be "host" or "client", got "boss"/);
+  });
+
+  test("attach errors: unknown container, module container, wrong token, already attached", async () => {
+    const unknown = await peer({ case: "attach", value: { container: "nope-nope" } }).ended;
+    assert.equal(unknown?.code, Code.NotFound);
+    assert.match(unknown!.rawMessage, /no container named "nope-nope"/);
+
+    await container("att-module", { module: "nomodule", function: "f" });
+    const mod = await peer({ case: "attach", value: { container: "att-module" } }).ended;
+    assert.equal(mod?.code, Code.FailedPrecondition);
+    assert.match(mod!.rawMessage, /runs function "f" of module "nomodule"/);
+
+    await container("att-cmd", { command: ["true"] });
+    const cmd = await peer({ case: "attach", value: { container: "att-cmd", token: "guess" } }).ended;
+    assert.equal(cmd?.code, Code.PermissionDenied);
+    assert.match(cmd!.rawMessage, /wrong token for container "att-cmd"/);
+
+    await container("att-ext", {});
+    const first = peer({ case: "attach", value: { container: "att-ext", host: "proc-1" } });
+    await first.next("welcome");
+    const second = await peer({ case: "attach", value: { container: "att-ext", host: "proc-2" } }).ended;
+    assert.equal(second?.code, Code.FailedPrecondition);
+    assert.match(second!.rawMessage, /already attached by "proc-1"/);
+    await eventually(async () => (await status("att-ext"))?.ready === true, 5000, "att-ext ready");
+    const st = await status("att-ext");
+    assert.equal(st?.phase, "Running");
+    assert.equal(st?.host, "proc-1");
+  });
+});
+
+describe("hosts and containers", () => {
+  test("a module container waits Pending with a plain reason, then is assigned to a host that serves its module", async () => {
+    await container("pr-echo", { module: "prmod", function: "echo" });
+    await eventually(async () => (await status("pr-echo"))?.message.includes('no worker host serves module "prmod"'), 5000, "pending reason");
+    assert.equal((await status("pr-echo"))?.phase, "Pending");
+    const { p } = await hostPeer("pr-host", { modules: ["prmod"] });
+    const assign = await p.next("assign", (a) => a.container === "pr-echo");
+    assert.equal(assign.spec?.function, "echo");
+    assert.equal(assign.restarts, 0);
+    assert.equal(assign.token, "", "module containers need no token");
+    p.send({ case: "state", value: { container: "pr-echo", uid: assign.uid, phase: "Running" } });
+    await eventually(async () => (await status("pr-echo"))?.ready, 5000, "pr-echo ready");
+    const st = await status("pr-echo");
+    assert.equal(st?.phase, "Running");
+    assert.equal(st?.host, "pr-host");
+    assert.ok(st?.startedAt);
+    const reasons = server.events.recent({ name: "pr-echo" }).map((e) => e.reason);
+    assert.ok(reasons.includes("Scheduled") && reasons.includes("Started"), reasons.join());
+  });
+
+  test("requests reach the host as deliveries and its results reach unary and stream callers", async () => {
+    await container("rr-echo", { module: "rrmod", function: "echo" });
+    const { p } = await hostPeer("rr-host", { modules: ["rrmod"] });
+    const assign = await p.next("assign", (a) => a.container === "rr-echo");
+    p.send({ case: "state", value: { container: "rr-echo", uid: assign.uid, phase: "Running" } });
+    const client = messaging();
+    const reply = client.request({ target: "container/rr-echo", data: enc.encode('"hi"'), contentType: "application/json", timeoutMs: 4000 });
+    const d = await p.next("delivery");
+    assert.equal(d.container, "rr-echo");
+    assert.equal(d.expectsReply, true);
+    assert.equal(dec.decode(d.data), '"hi"');
+    assert.ok(d.timeoutMs > 0 && d.timeoutMs <= 4000, `timeoutMs ${d.timeoutMs}`);
+    assert.equal(d.attempt, 1);
+    p.send({ case: "result", value: { id: d.id, data: enc.encode('"ECHO: hi"'), contentType: "application/json" } });
+    const res = await reply;
+    assert.equal(dec.decode(res.data), '"ECHO: hi"');
+    assert.equal(res.container, "rr-echo");
+    assert.equal(res.json?.kind.case, "stringValue");
+
+    // The same through a client session's Call frames, pipelined.
+    const c = peer({ case: "hello", value: { name: "rr-client", role: "client" } });
+    await c.next("welcome");
+    c.send(
+      { case: "call", value: { id: 7n, target: "rr-echo", data: enc.encode("1"), contentType: "application/json", expectsReply: true } },
+      { case: "call", value: { id: 8n, target: "rr-echo", data: enc.encode("2"), contentType: "application/json", expectsReply: true } },
+    );
+    for (const want of ["1", "2"]) {
+      const del = await p.next("delivery");
+      assert.equal(dec.decode(del.data), want, "FIFO at concurrency 1");
+      assert.equal(p.pending("delivery").length, 0, "one delivery in flight at concurrency 1");
+      p.send({ case: "result", value: { id: del.id, data: enc.encode(`${want}!`), contentType: "text/plain" } });
+    }
+    const r7 = await c.next("callResult", (r) => r.id === 7n);
+    const r8 = await c.next("callResult", (r) => r.id === 8n);
+    assert.equal(dec.decode(r7.data), "1!");
+    assert.equal(dec.decode(r8.data), "2!");
+    assert.equal(r8.container, "rr-echo");
+    assert.equal(r8.contentType, "text/plain");
+  });
+
+  test("frames queued in one tick leave in one ConnectResponse", async () => {
+    await container("batch-ext", { concurrency: 50 });
+    const w = peer({ case: "attach", value: { container: "batch-ext" } });
+    await w.next("welcome");
+    await eventually(async () => (await status("batch-ext"))?.ready, 5000, "batch-ext ready");
+    const c = peer({ case: "hello", value: { role: "client" } });
+    await c.next("welcome");
+    const calls = Array.from({ length: 40 }, (_, i) => ({
+      case: "call" as const,
+      value: { id: BigInt(i + 1), target: "batch-ext", data: enc.encode(String(i)), expectsReply: false },
+    }));
+    c.send(...calls);
+    await eventually(() => w.pending("delivery").length >= 40, 5000, "40 deliveries");
+    assert.ok(Math.max(...w.batches) >= 40, `deliveries batched: ${w.batches.join(",")}`);
+    await eventually(() => c.pending("callResult").length === 40, 5000, "40 call results");
+    assert.ok(Math.max(...c.batches) >= 40, `call results batched: ${c.batches.join(",")}`);
+  });
+
+  test("a command container is assigned with a token and becomes ready when its process attaches with it", async () => {
+    await container("cmd-one", { command: ["my-worker"], env: { A: "1" } });
+    const { p } = await hostPeer("spawner", { modules: [], canSpawn: true });
+    const assign = await p.next("assign", (a) => a.container === "cmd-one");
+    assert.ok(assign.token.length >= 16);
+    assert.deepEqual(assign.spec?.command, ["my-worker"]);
+    p.send({ case: "state", value: { container: "cmd-one", uid: assign.uid, phase: "Running" } });
+    await eventually(async () => (await status("cmd-one"))?.message.includes("waiting for it to attach"), 5000, "waiting for attach");
+    assert.equal((await status("cmd-one"))?.ready, false);
+    const proc = peer({ case: "attach", value: { container: "cmd-one", token: assign.token, host: "pid-42" } });
+    await proc.next("welcome");
+    await eventually(async () => (await status("cmd-one"))?.ready, 5000, "cmd-one ready");
+    const reply = messaging().request({ target: "cmd-one", data: enc.encode("{}"), timeoutMs: 3000 });
+    const d = await proc.next("delivery");
+    proc.send({ case: "result", value: { id: d.id, data: enc.encode('{"ok":true}'), contentType: "application/json" } });
+    assert.deepEqual((await reply).json?.kind, { case: "structValue", value: (await reply).json?.kind.value });
+  });
+});
+
+describe("liveness", () => {
+  test("the server heartbeats an idle session and declares a silent one lost after 3 intervals", async () => {
+    await container("hb-echo", { module: "hbmod", function: "echo" });
+    const { p } = await hostPeer("hb-host", { modules: ["hbmod"] });
+    const assign = await p.next("assign", (a) => a.container === "hb-echo");
+    p.send({ case: "state", value: { container: "hb-echo", uid: assign.uid, phase: "Running" } });
+    await p.next("heartbeat", undefined, HB * 3);
+    // The peer stays silent from here on: no heartbeats back.
+    const started = Date.now();
+    const err = await p.ended;
+    const silentFor = Date.now() - started;
+    assert.equal(err?.code, Code.Unavailable);
+    assert.match(err!.rawMessage, /declared lost/);
+    assert.ok(silentFor < HB * 6, `declared lost after ${silentFor} ms`);
+    await eventually(async () => (await status("hb-echo"))?.phase === "Pending", 5000, "hb-echo pending again");
+    const st = await status("hb-echo");
+    assert.equal(st?.ready, false);
+    assert.equal(st?.restarts, 1);
+    assert.ok(server.events.recent({ name: "hb-echo" }).some((e) => e.reason === "HostLost"));
+  });
+
+  test("a session that heartbeats stays alive", async () => {
+    const c = peer({ case: "hello", value: { name: "beater", role: "client" } });
+    await c.next("welcome");
+    const timer = setInterval(() => c.send({ case: "heartbeat", value: { sentAtMs: BigInt(Date.now()) } }), HB / 2);
+    try {
+      await new Promise((r) => setTimeout(r, HB * 5));
+      c.send({ case: "call", value: { id: 1n, target: "no-such-target", expectsReply: true } });
+      const r = await c.next("callResult");
+      assert.equal(r.error?.code, Code.NotFound);
+      assert.match(r.error!.message, /no container or service named "no-such-target"/);
+    } finally {
+      clearInterval(timer);
+    }
+  });
+});
+
+test("ConnectError codes map to the wire", () => {
+  // Guards the assumption the protocol relies on: Connect codes are gRPC codes.
+  assert.equal(new ConnectError("x", Code.ResourceExhausted).code, 8);
+});
