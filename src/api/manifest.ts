@@ -12,6 +12,7 @@ import {
   ScalarType,
   type DescField,
   type DescMessage,
+  type JsonObject,
   type JsonValue,
   type Message,
 } from "@bufbuild/protobuf";
@@ -163,6 +164,27 @@ function convertValue(field: DescField, kind: "scalar" | "enum" | "message", v: 
   return convertScalar(field.scalar!, v, path, issues);
 }
 
+/** Checks that a value is a JSON object (what a Struct field holds) and returns it. */
+function convertJsonObject(v: unknown, path: string, issues: FieldIssue[]): JsonObject | undefined {
+  if (!isPlainObject(v)) {
+    issues.push({ path, reason: `expected a mapping, got ${describeValue(v)}` });
+    return undefined;
+  }
+  const before = issues.length;
+  const check = (x: unknown, p: string): void => {
+    if (x === null || typeof x === "string" || typeof x === "boolean") return;
+    if (typeof x === "number") {
+      if (!Number.isFinite(x)) issues.push({ path: p, reason: `${x} is not representable in JSON` });
+      return;
+    }
+    if (Array.isArray(x)) return x.forEach((item, i) => check(item, `${p}[${i}]`));
+    if (isPlainObject(x)) return Object.entries(x).forEach(([k, item]) => check(item, `${p}.${k}`));
+    issues.push({ path: p, reason: `${describeValue(x)} is not representable in JSON` });
+  };
+  check(v, path);
+  return issues.length === before ? (v as JsonObject) : undefined;
+}
+
 /** Converts a mapping into a message of `desc`, pushing an issue for every wrong field. */
 function convertMessage(desc: DescMessage, v: unknown, path: string, issues: FieldIssue[]): Message | undefined {
   if (desc.typeName === StructSchema.typeName) {
@@ -176,11 +198,6 @@ function convertMessage(desc: DescMessage, v: unknown, path: string, issues: Fie
       issues.push({ path, reason: `not representable as JSON: ${(e as Error).message}` });
       return undefined;
     }
-  }
-  if (isWrapperDesc(desc)) {
-    // protobuf-es represents wrapper fields (Int32Value, ...) as the plain value.
-    const inner = desc.fields[0]!;
-    return convertScalar(inner.scalar!, v, path, issues) as Message | undefined;
   }
   if (desc.typeName === TimestampSchema.typeName) {
     try {
@@ -222,7 +239,10 @@ function convertMessage(desc: DescMessage, v: unknown, path: string, issues: Fie
         converted = convertValue(field, "enum", value, fpath, issues);
         break;
       case "message":
-        converted = convertMessage(field.message, value, fpath, issues);
+        // protobuf-es represents singular Struct and wrapper fields as plain values.
+        if (field.message.typeName === StructSchema.typeName) converted = convertJsonObject(value, fpath, issues);
+        else if (isWrapperDesc(field.message)) converted = convertScalar(field.message.fields[0]!.scalar!, value, fpath, issues);
+        else converted = convertMessage(field.message, value, fpath, issues);
         break;
       case "list": {
         if (!Array.isArray(value)) {

@@ -1,0 +1,258 @@
+/**
+ * Manifest parsing and object validation: the seed's YAML, JSON, both field spellings, free
+ * parameters, round-trip of server output, and every kind of rejected input with a message
+ * naming the document, the field and the reason.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { create, toJson } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { stringify } from "yaml";
+import { parseManifest, parseManifestDocuments, validateObject, MAX_MANIFEST_BYTES } from "../src/api/manifest.js";
+import { matchesSelector, isValidGlob } from "../src/api/selector.js";
+import { validateName } from "../src/api/names.js";
+import { kindOf } from "../src/api/kinds.js";
+import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container, type ReplicaSet, type Service } from "../src/gen/k4s/v1/resources_pb.js";
+
+function rejects(text: string, re: RegExp): string {
+  try {
+    parseManifest(text);
+  } catch (e) {
+    assert.ok(e instanceof ConnectError, `expected a ConnectError, got ${String(e)}`);
+    assert.equal(e.code, Code.InvalidArgument);
+    assert.match(e.rawMessage, re);
+    return e.rawMessage;
+  }
+  assert.fail(`manifest was accepted, expected ${re}`);
+}
+
+const SEED = `
+kind: Container
+metadata:
+  name: my-worker
+spec:
+  module: workers
+  function: echo_worker
+  parameters:
+    prefix: "HELLO"
+---
+# a comment-only document is skipped
+---
+kind: ReplicaSet
+metadata:
+  name: calculator-rs
+  labels: {app: calc}
+spec:
+  replicas: 3
+  container: calculator-template
+---
+kind: Service
+metadata:
+  name: calculator-svc
+spec:
+  selector: "calculator-rs-*"
+  strategy: round-robin
+`;
+
+test("parses the seed's multi-document YAML into typed objects, skipping empty documents", () => {
+  const docs = parseManifestDocuments(SEED);
+  assert.deepEqual(
+    docs.map((d) => [d.index, kindOf(d.object), d.object.metadata!.name]),
+    [
+      [1, "Container", "my-worker"],
+      [3, "ReplicaSet", "calculator-rs"],
+      [4, "Service", "calculator-svc"],
+    ],
+  );
+  const c = docs[0]!.object as Container;
+  assert.equal(c.apiVersion, "k4s/v1");
+  assert.equal(c.kind, "Container");
+  assert.equal(c.spec!.function, "echo_worker");
+  assert.deepEqual(c.spec!.parameters, { prefix: "HELLO" });
+  const rs = docs[1]!.object as ReplicaSet;
+  assert.equal(rs.spec!.replicas, 3);
+  assert.deepEqual(rs.metadata!.labels, { app: "calc" });
+  assert.deepEqual(parseManifest(""), []);
+  assert.deepEqual(parseManifest("---\n# nothing\n---\n"), []);
+});
+
+test("accepts JSON, camelCase and snake_case names, and keeps parameter keys as given", () => {
+  const [c] = parseManifest(
+    JSON.stringify({
+      apiVersion: "k4s/v1",
+      kind: "Container",
+      metadata: { name: "proc" },
+      spec: {
+        module: "workers",
+        function: "processor",
+        restart_policy: "OnFailure",
+        queueLimit: 10,
+        termination_grace_seconds: 3,
+        parameters: { forward_to: "agg", window_size: 5, nested: { a: [1, "b", true, null] } },
+      },
+    }),
+  ) as [Container];
+  assert.equal(c.spec!.restartPolicy, "OnFailure");
+  assert.equal(c.spec!.queueLimit, 10);
+  assert.equal(c.spec!.terminationGraceSeconds, 3);
+  const params = (toJson(ContainerSchema, c) as { spec: { parameters: unknown } }).spec;
+  assert.deepEqual(params.parameters, { forward_to: "agg", window_size: 5, nested: { a: [1, "b", true, null] } });
+  const [rs] = parseManifest(
+    "kind: ReplicaSet\nmetadata: {name: calc}\nspec:\n  template:\n    metadata: {labels: {app: calc}}\n    spec: {command: [python3, w.py], env: {MODE: fast}}\n",
+  ) as [ReplicaSet];
+  assert.equal(rs.spec!.replicas, undefined, "unset replicas stays unset (the default 1 applies)");
+  assert.deepEqual(rs.spec!.template!.spec!.command, ["python3", "w.py"]);
+  assert.deepEqual(rs.spec!.template!.metadata!.labels, { app: "calc" });
+  const [svc] = parseManifest("kind: Service\nmetadata: {name: s}\nspec: {match_labels: {app: calc}}\n") as [Service];
+  assert.deepEqual(svc.spec!.matchLabels, { app: "calc" });
+});
+
+test("server output round-trips: status and server-set metadata are accepted and ignored", () => {
+  const stored = create(ReplicaSetSchema, {
+    apiVersion: "k4s/v1",
+    kind: "ReplicaSet",
+    metadata: {
+      name: "calc",
+      uid: "0b5c1d8e-0000-4000-8000-000000000000",
+      resourceVersion: "42",
+      generation: 3n,
+      creationTimestamp: timestampNow(),
+      deletionTimestamp: timestampNow(),
+      labels: { app: "calc" },
+    },
+    spec: { replicas: 2, container: "calc-template" },
+    status: { replicas: 2, readyReplicas: 1, observedGeneration: 3n },
+  });
+  const yaml = stringify(toJson(ReplicaSetSchema, stored));
+  assert.match(yaml, /generation: "3"/, "64-bit integers print as strings in protobuf JSON");
+  const [back] = parseManifest(yaml) as [ReplicaSet];
+  assert.equal(back.metadata!.uid, "");
+  assert.equal(back.metadata!.resourceVersion, "");
+  assert.equal(back.metadata!.generation, 0n);
+  assert.equal(back.metadata!.creationTimestamp, undefined);
+  assert.equal(back.status, undefined);
+  assert.deepEqual(back.metadata!.labels, { app: "calc" });
+  assert.equal(back.spec!.replicas, 2);
+  assert.equal(back.spec!.container, "calc-template");
+});
+
+test("rejects YAML syntax errors, naming the document and the line", () => {
+  rejects("kind: Container\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: b\n", /^document 2: invalid YAML: .*line \d+, column \d+/);
+  rejects("kind: Container\nkind: Container\nmetadata: {name: a}\n", /^document 1: invalid YAML: Map keys must be unique/);
+});
+
+test("rejects unknown kinds, a missing kind and a wrong apiVersion", () => {
+  rejects("kind: Pod\nmetadata: {name: a}\n", /^document 1: kind: unknown kind string "Pod", expected one of Container, ReplicaSet, Service$/);
+  rejects("metadata: {name: a}\n", /^document 1: kind: required/);
+  rejects("apiVersion: apps/v1\nkind: Container\nmetadata: {name: a}\n", /^document 1 \(Container "a"\): apiVersion: must be k4s\/v1, got string "apps\/v1"$/);
+  rejects("- kind: Container\n", /^document 1: expected a mapping with kind, metadata and spec, got a list$/);
+});
+
+test("rejects unknown fields with a suggestion, and wrong types with the expected one", () => {
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {modul: workers}\n", /^document 1 \(Container "a"\): spec\.modul: unknown field "modul" \(did you mean "module"\?\)$/);
+  rejects("kind: Container\nmetadata: {name: a, nme: x}\n", /metadata\.nme: unknown field "nme"/);
+  rejects("kind: Container\nmetadata: {name: a}\nfoo: 1\n", /^document 1 \(Container "a"\): foo: unknown field "foo" \(known: /);
+  rejects(
+    "kind: ReplicaSet\nmetadata: {name: calc}\nspec: {replicas: three, container: x}\n",
+    /^document 1 \(ReplicaSet "calc"\): spec\.replicas: expected an integer, got string "three"$/,
+  );
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {command: python3}\n", /spec\.command: expected a list, got string "python3"/);
+  rejects("kind: Container\nmetadata: {name: a, labels: {version: 1}}\n", /metadata\.labels\.version: expected a string \(quote the value\), got number 1/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {concurrency: 1.5}\n", /spec\.concurrency: expected an integer, got number 1\.5/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {parameters: [1]}\n", /spec\.parameters: expected a mapping, got a list/);
+  rejects("kind: Container\nmetadata: [a]\n", /^document 1 \(Container\): metadata: expected a mapping, got a list$/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {restartPolicy: Always, restart_policy: Never}\n", /spec\.restartPolicy: given twice/);
+});
+
+test("rejects bad names, and checks the semantic rules of each kind", () => {
+  rejects("kind: Container\nmetadata: {name: Bad_Name}\n", /^document 1 \(Container "Bad_Name"\): metadata\.name: "Bad_Name" is not a valid name/);
+  rejects("kind: Container\nmetadata: {}\n", /^document 1 \(Container\): metadata\.name: required$/);
+  rejects(`kind: Container\nmetadata: {name: ${"a".repeat(64)}}\n`, /metadata\.name: must be at most 63 characters, got 64/);
+  rejects(
+    "kind: Container\nmetadata: {name: a}\n---\nkind: ReplicaSet\nmetadata: {name: calc}\nspec: {replicas: -1, container: a}\n",
+    /^document 2 \(ReplicaSet "calc"\): spec\.replicas: must be between 0 and 10000, got -1$/,
+  );
+  rejects("kind: ReplicaSet\nmetadata: {name: calc}\nspec: {replicas: 1}\n", /spec: set exactly one of spec\.container .* or spec\.template/);
+  rejects(
+    "kind: ReplicaSet\nmetadata: {name: calc}\nspec: {container: a, template: {spec: {}}}\n",
+    /spec: set exactly one of spec\.container/,
+  );
+  rejects(
+    "kind: ReplicaSet\nmetadata: {name: calc}\nspec: {template: {spec: {module: m, function: f, command: [x]}}}\n",
+    /spec\.template\.spec\.command: set either module and function, or command, not both/,
+  );
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {module: workers}\n", /spec\.function: required when module is set/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {restartPolicy: Sometimes}\n", /spec\.restartPolicy: must be one of Always, OnFailure, Never, got "Sometimes"/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {concurrency: 1001}\n", /spec\.concurrency: must be between 0 and 1000, got 1001/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {queueLimit: 1000001}\n", /spec\.queueLimit: must be between 0 and 1000000/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {terminationGraceSeconds: -1}\n", /spec\.terminationGraceSeconds: must be between 0 and 3600, got -1/);
+  rejects("kind: Container\nmetadata: {name: a, labels: {'bad key!': x}}\n", /metadata\.labels: key "bad key!"/);
+  rejects("kind: Service\nmetadata: {name: s}\nspec: {strategy: random}\n", /spec\.selector: set spec\.selector .* and\/or spec\.matchLabels/);
+  rejects("kind: Service\nmetadata: {name: s}\nspec: {selector: 'a/b'}\n", /spec\.selector: "a\/b" is not a valid glob/);
+  rejects("kind: Service\nmetadata: {name: s}\nspec: {selector: 'a*', strategy: fastest}\n", /spec\.strategy: must be one of random, round-robin, least-in-flight, got "fastest"/);
+  // Several problems of one document are reported together.
+  const msg = rejects(
+    "kind: Container\nmetadata: {name: a}\nspec: {concurrency: -1, queueLimit: -1}\n",
+    /spec\.concurrency: must be between 0 and 1000, got -1; spec\.queueLimit: must be between 0 and 1000000, got -1/,
+  );
+  assert.ok(msg.startsWith('document 1 (Container "a"): '));
+});
+
+test("rejects duplicates, oversized manifests and alias bombs", () => {
+  rejects(
+    "kind: Container\nmetadata: {name: a}\n---\nkind: Service\nmetadata: {name: a}\nspec: {selector: a}\n---\nkind: Container\nmetadata: {name: a}\n",
+    /^document 3 \(Container "a"\): duplicate of document 1/,
+  );
+  const big = "kind: Container\nmetadata: {name: a}\n# " + "x".repeat(MAX_MANIFEST_BYTES);
+  rejects(big, /^manifest is \d+ bytes, more than the limit of 1048576 bytes \(1 MiB\)$/);
+  const bomb = [
+    "a: &a [x, x, x, x, x, x, x, x, x]",
+    "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]",
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]",
+    "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]",
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]",
+    "kind: Container",
+  ].join("\n");
+  rejects(bomb, /^document 1: invalid YAML: too many alias expansions \(limit 50\)/);
+  // A few aliases are fine.
+  const [c] = parseManifest("kind: Container\nmetadata: {name: a, labels: &l {app: x}}\nspec: {env: *l}\n") as [Container];
+  assert.deepEqual(c.spec!.env, { app: "x" });
+});
+
+test("reports problems of several documents in one error", () => {
+  rejects(
+    "kind: Pod\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: B}\n",
+    /^document 1: kind: unknown kind .*; document 2 \(Container "B"\): metadata\.name: /,
+  );
+});
+
+test("validateObject checks typed objects the same way", () => {
+  assert.deepEqual(validateObject(create(ContainerSchema, { metadata: { name: "ok" } })), [], "an external container is valid");
+  assert.deepEqual(
+    validateObject(create(ServiceSchema, { kind: "Container", metadata: { name: "s" }, spec: { selector: "x-*" } })),
+    [{ path: "kind", reason: 'must be Service, got "Container"' }],
+  );
+  const long = create(ReplicaSetSchema, { metadata: { name: "r".repeat(60) }, spec: { container: "a" } });
+  assert.match(validateObject(long).map((i) => i.reason).join(), /at most 58 characters so its replica names stay valid/);
+  assert.match(
+    validateObject(create(ReplicaSetSchema, { metadata: { name: "r" }, spec: { replicas: 10001, container: "a" } }))
+      .map((i) => `${i.path}: ${i.reason}`)
+      .join(),
+    /spec\.replicas: must be between 0 and 10000, got 10001/,
+  );
+});
+
+test("names and selectors", () => {
+  assert.equal(validateName("calc-rs-0"), undefined);
+  for (const bad of ["", "-a", "a-", "A", "a_b", "a.b", "a".repeat(64)]) assert.ok(validateName(bad), `"${bad}" must be invalid`);
+  const obj = create(ContainerSchema, { metadata: { name: "calculator-rs-2", labels: { app: "calc", tier: "x" } } });
+  assert.ok(matchesSelector(obj, { nameGlob: "calculator-rs-*" }));
+  assert.ok(!matchesSelector(obj, { nameGlob: "echo*" }));
+  assert.ok(matchesSelector(obj, { labels: { app: "calc" } }));
+  assert.ok(!matchesSelector(obj, { labels: { app: "calc", tier: "y" } }));
+  assert.ok(matchesSelector(obj, {}));
+  assert.ok(isValidGlob("calc-{a,b}-[0-9]"));
+  assert.ok(!isValidGlob(""));
+  assert.ok(!isValidGlob("x".repeat(300)));
+});
