@@ -7,6 +7,7 @@
  * workers, and retries a failing key with capped exponential back-off. Nothing polls: a change
  * in the store reaches reconcile within one event-loop turn of the watch delivering it.
  */
+import { equals, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
 import type { ObjectEvent, ResourceStore } from "../resource-store.js";
@@ -222,6 +223,31 @@ export function createController(options: ControllerOptions): Controller {
       await running;
     },
   };
+}
+
+/**
+ * Tells whether an event may change what a controller of this kind does: anything but a
+ * MODIFIED event that kept the object's uid, generation, labels, spec and deletion mark, which
+ * is (nearly always) the controller's own status write coming back.
+ */
+export function specOrIdentityChanged(event: ObjectEvent, specSchema: DescMessage): boolean {
+  if (event.type !== "MODIFIED" || !event.previous) return true;
+  const a = event.previous as AnyObject & { spec?: Message };
+  const b = event.object as AnyObject & { spec?: Message };
+  const am = a.metadata;
+  const bm = b.metadata;
+  if (am?.uid !== bm?.uid || am?.generation !== bm?.generation) return true;
+  if (!am?.deletionTimestamp !== !bm?.deletionTimestamp) return true;
+  if (!sameLabels(am?.labels, bm?.labels)) return true;
+  if (!a.spec || !b.spec) return a.spec !== b.spec;
+  return !equals(specSchema, a.spec as never, b.spec as never);
+}
+
+/** Tells whether two label maps hold the same keys and values. */
+export function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {
+  const entries = Object.entries(a ?? {});
+  if (entries.length !== Object.keys(b ?? {}).length) return false;
+  return entries.every(([k, v]) => b?.[k] === v);
 }
 
 /** The store revision of an object's last change (its resourceVersion as a number). */

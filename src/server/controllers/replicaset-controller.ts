@@ -13,6 +13,7 @@ import {
   ContainerSpecSchema,
   ObjectMetaSchema,
   OwnerReferenceSchema,
+  ReplicaSetSpecSchema,
   ReplicaSetStatusSchema,
   type Container,
   type ContainerSpec,
@@ -20,7 +21,7 @@ import {
 } from "../../gen/k4s/v1/resources_pb.js";
 import type { EventRecorder } from "../events.js";
 import type { ObjectEvent, ResourceStore } from "../resource-store.js";
-import { createController, type Controller, type ObjectCache, type ReconcileResult } from "./controller.js";
+import { createController, sameLabels, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileResult } from "./controller.js";
 
 /** The label every replica carries, naming its ReplicaSet. */
 export const REPLICASET_LABEL = "k4s.io/replicaset";
@@ -50,7 +51,7 @@ export function createReplicaSetController(options: ReplicaSetControllerOptions)
     onError: options.onError,
     onReconcile: options.onReconcile,
     watches: [
-      { kind: "ReplicaSet", keys: (e) => [e.object.metadata?.name ?? ""] },
+      { kind: "ReplicaSet", keys: (e) => (specOrIdentityChanged(e, ReplicaSetSpecSchema) ? [e.object.metadata?.name ?? ""] : []) },
       { kind: "Container", keys: containerKeys },
     ],
     reconcile: (name) => reconcileReplicaSet(resources, events, name),
@@ -256,10 +257,4 @@ async function deleteContainer(resources: ResourceStore, name: string): Promise<
 
 function sameSpec(a: ContainerSpec | undefined, b: ContainerSpec | undefined): boolean {
   return equals(ContainerSpecSchema, a ?? create(ContainerSpecSchema), b ?? create(ContainerSpecSchema));
-}
-
-function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {
-  const ea = Object.entries(a ?? {});
-  if (ea.length !== Object.keys(b ?? {}).length) return false;
-  return ea.every(([k, v]) => b?.[k] === v);
 }

@@ -9,10 +9,10 @@
 import { create } from "@bufbuild/protobuf";
 import type { AnyObject } from "../../api/kinds.js";
 import { matchesSelector } from "../../api/selector.js";
-import { ServiceStatusSchema, type Container, type Service } from "../../gen/k4s/v1/resources_pb.js";
+import { ServiceSpecSchema, ServiceStatusSchema, type Container, type Service } from "../../gen/k4s/v1/resources_pb.js";
 import type { EventRecorder } from "../events.js";
 import type { ObjectEvent, ResourceStore } from "../resource-store.js";
-import { createController, type Controller, type ObjectCache } from "./controller.js";
+import { createController, specOrIdentityChanged, type Controller, type ObjectCache } from "./controller.js";
 
 /** ServiceControllerOptions are the controller's dependencies. */
 export interface ServiceControllerOptions {
@@ -36,7 +36,7 @@ export function createServiceController(options: ServiceControllerOptions): Cont
     onError: options.onError,
     onReconcile: options.onReconcile,
     watches: [
-      { kind: "Service", keys: (e) => [e.object.metadata?.name ?? ""] },
+      { kind: "Service", keys: (e) => (specOrIdentityChanged(e, ServiceSpecSchema) ? [e.object.metadata?.name ?? ""] : []) },
       { kind: "Container", keys: containerKeys },
     ],
     async reconcile(name) {

@@ -74,7 +74,6 @@ export function createWorkQueue(): WorkQueue {
         timers.delete(key);
         add(key);
       }, delayMs);
-      timer.unref();
       timers.set(key, { at, timer });
     },
     get() {
