@@ -1,0 +1,617 @@
+/**
+ * The controller framework, the ReplicaSet controller and the Service controller, driven
+ * through a real resource store: objects are written with `resources`, and the tests observe
+ * what the controllers made of them.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { AnyObject } from "../src/api/kinds.js";
+import {
+  ContainerSchema,
+  ContainerSpecSchema,
+  ContainerStatusSchema,
+  ReplicaSetSchema,
+  ServiceSchema,
+  type Container,
+  type ReplicaSet,
+  type Service,
+} from "../src/gen/k4s/v1/resources_pb.js";
+import { createController } from "../src/server/controllers/controller.js";
+import { createReplicaSetController, REPLICASET_LABEL } from "../src/server/controllers/replicaset-controller.js";
+import { createServiceController } from "../src/server/controllers/service-controller.js";
+import { createWorkQueue } from "../src/server/controllers/work-queue.js";
+import { createEventRecorder, type EventRecorder } from "../src/server/events.js";
+import { createResourceStore, type ObjectEvent, type ResourceStore } from "../src/server/resource-store.js";
+import { openSqliteStore } from "../src/server/store/sqlite-store.js";
+import type { K4sServer } from "../src/server/server.js";
+import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+
+/** What the controller tests need: a resource store, an event recorder, running controllers. */
+interface Harness {
+  resources: ResourceStore;
+  events: EventRecorder;
+  stop(): Promise<void>;
+}
+
+/**
+ * The server's store, resource layer and controllers composed as createServer does, but
+ * without the messaging plane: the plane owns container status (it would overwrite the
+ * readiness these tests set by hand), so it is left out here and exercised end to end by the
+ * startTestServer tests at the bottom.
+ */
+async function startHarness(): Promise<Harness> {
+  const store = openSqliteStore({});
+  const resources = createResourceStore(store);
+  const events = createEventRecorder();
+  const onError = process.env.K4S_TEST_DEBUG ? (m: string, e: unknown) => console.error(m, e) : undefined;
+  const controllers = [createReplicaSetController({ resources, events, onError }), createServiceController({ resources, events, onError })];
+  for (const c of controllers) await c.start();
+  return {
+    resources,
+    events,
+    async stop() {
+      for (const c of controllers) await c.stop();
+      await store.close();
+    },
+  };
+}
+
+const grace = 600; // seconds: a replica marked for deletion stays Terminating for the whole test
+
+type SpecInit = MessageInitShape<typeof ContainerSpecSchema>;
+
+function containerSpec(fn: string, parameters: Record<string, string> = {}): SpecInit {
+  return { module: "workers", function: fn, parameters, terminationGraceSeconds: grace };
+}
+
+function newContainer(name: string, spec: SpecInit = {}, labels: Record<string, string> = {}, owner?: { name: string; uid: string }): Container {
+  return create(ContainerSchema, {
+    metadata: { name, labels, ownerReference: owner ? { kind: "ReplicaSet", ...owner } : undefined },
+    spec,
+  });
+}
+
+function newReplicaSet(name: string, spec: { replicas?: number; container?: string; template?: { labels?: Record<string, string>; spec: SpecInit } }): ReplicaSet {
+  return create(ReplicaSetSchema, {
+    metadata: { name },
+    spec: {
+      replicas: spec.replicas,
+      container: spec.container ?? "",
+      template: spec.template ? { metadata: { labels: spec.template.labels ?? {} }, spec: spec.template.spec } : undefined,
+    },
+  });
+}
+
+function newService(name: string, selector: string, matchLabels: Record<string, string> = {}): Service {
+  return create(ServiceSchema, { metadata: { name }, spec: { selector, matchLabels } });
+}
+
+async function replicaNames(resources: ResourceStore, rs: string): Promise<string[]> {
+  const { items } = await resources.list("Container", { labels: { [REPLICASET_LABEL]: rs } });
+  return items.filter((c) => !c.metadata?.deletionTimestamp).map((c) => c.metadata!.name);
+}
+
+/** Waits until the live replicas of rs are exactly `names` (any order). */
+async function expectReplicas(resources: ResourceStore, rs: string, names: string[]): Promise<void> {
+  const want = [...names].sort().join(",");
+  let got = "";
+  await eventually(
+    async () => (got = (await replicaNames(resources, rs)).sort().join(",")) === want,
+    5000,
+    `replicas of ${rs} to be [${want}]`,
+  ).catch((err) => {
+    throw new Error(`${(err as Error).message}; last saw [${got}]`);
+  });
+}
+
+async function scale(resources: ResourceStore, name: string, replicas: number): Promise<void> {
+  const rs = (await resources.get("ReplicaSet", name))!;
+  rs.spec!.replicas = replicas;
+  await resources.update(rs);
+}
+
+async function setReady(resources: ResourceStore, name: string, ready: boolean, host = ""): Promise<void> {
+  const updated = await resources.updateStatus("Container", name, (c) =>
+    create(ContainerStatusSchema, { phase: ready ? "Running" : "Pending", ready, host: host || c.status?.host || "", restarts: c.status?.restarts ?? 0 }),
+  );
+  assert.ok(updated, `container ${name} exists`);
+}
+
+async function endpointsOf(resources: ResourceStore, name: string): Promise<string[]> {
+  return (await resources.get("Service", name))?.status?.endpoints ?? [];
+}
+
+async function expectEndpoints(resources: ResourceStore, name: string, want: string[]): Promise<void> {
+  let got: string[] = [];
+  await eventually(
+    async () => (got = await endpointsOf(resources, name)).join(",") === want.join(","),
+    5000,
+    `endpoints of ${name} to be [${want}]`,
+  ).catch((err) => {
+    throw new Error(`${(err as Error).message}; last saw [${got}]`);
+  });
+}
+
+/** Collects the events of a watch from the current revision until stopped. */
+async function watchFromNow(resources: ResourceStore): Promise<{ events: ObjectEvent[]; wait(pred: (all: ObjectEvent[]) => boolean): Promise<number>; stop(): void }> {
+  const from = await resources.revision();
+  const abort = new AbortController();
+  const seen: ObjectEvent[] = [];
+  const waiters = new Set<() => void>();
+  void (async () => {
+    try {
+      for await (const batch of resources.watch({ fromRevision: from }, abort.signal)) {
+        seen.push(...batch);
+        waiters.forEach((w) => w());
+      }
+    } catch {
+      // aborted
+    }
+  })();
+  return {
+    events: seen,
+    wait(pred) {
+      const started = performance.now();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("watch did not see the expected events")), 5000);
+        const check = () => {
+          if (!pred(seen)) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(performance.now() - started);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    stop: () => abort.abort(),
+  };
+}
+
+const nameOf = (o: AnyObject) => o.metadata?.name ?? "";
+
+describe("work queue", () => {
+  test("dedupes waiting keys and hands a key re-added during processing out again after done", async () => {
+    const q = createWorkQueue();
+    q.add("a");
+    q.add("b");
+    q.add("a");
+    assert.equal(q.length, 2);
+    const first = await q.get();
+    assert.equal(first, "a");
+    q.add("a"); // while "a" is processing: not handed out now...
+    assert.equal(await q.get(), "b");
+    let third: string | undefined = "none";
+    const pending = q.get().then((k) => (third = k));
+    await Promise.resolve();
+    assert.equal(third, "none", "a key being processed is not handed to a second worker");
+    q.done("a"); // ...but once done
+    await pending;
+    assert.equal(third, "a");
+    q.done("b");
+    q.done("a");
+    assert.equal(q.length, 0);
+    q.shutDown();
+    assert.equal(await q.get(), undefined);
+  });
+
+  test("addAfter keeps the earliest pending delay", async () => {
+    const q = createWorkQueue();
+    const started = Date.now();
+    q.addAfter("k", 5000);
+    q.addAfter("k", 10);
+    assert.equal(await q.get(), "k");
+    assert.ok(Date.now() - started < 2000);
+    q.shutDown();
+  });
+});
+
+describe("controllers", () => {
+  let h: Harness;
+  let resources: ResourceStore;
+  before(async () => {
+    h = await startHarness();
+    resources = h.resources;
+  });
+  after(async () => {
+    await h?.stop();
+  });
+
+  describe("framework", () => {
+    test("reacts to events, never runs a key twice at once, reprocesses keys queued meanwhile, retries with back-off", async () => {
+      const calls: string[] = [];
+      const inFlight = new Set<string>();
+      let overlap = false;
+      let failuresLeft = 2;
+      let release!: () => void;
+      let gate: Promise<void> | undefined;
+      const controller = createController({
+        name: "probe",
+        resources,
+        workers: 4,
+        backoffBaseMs: 1,
+        watches: [{ kind: "Container", keys: (e) => (nameOf(e.object).startsWith("probe-") ? ["probe", nameOf(e.object)] : []) }],
+        async reconcile(key) {
+          if (inFlight.has(key)) overlap = true;
+          inFlight.add(key);
+          calls.push(key);
+          try {
+            if (key === "probe" && gate) await gate;
+            if (key === "probe-fail" && failuresLeft-- > 0) throw new Error("transient");
+          } finally {
+            inFlight.delete(key);
+          }
+        },
+      });
+      await resources.create(newContainer("probe-a"));
+      await controller.start();
+      // The initial listing was queued by start().
+      await eventually(() => calls.includes("probe-a") && calls.includes("probe"), 5000, "initial listing reconciled");
+
+      gate = new Promise((r) => (release = r));
+      const before = calls.filter((k) => k === "probe").length;
+      await resources.create(newContainer("probe-b"));
+      await eventually(() => inFlight.has("probe"), 5000, "probe reconcile in flight");
+      // Two more events for the busy key while it reconciles: processed once more, after.
+      await resources.create(newContainer("probe-c"));
+      await resources.create(newContainer("probe-d"));
+      await eventually(() => calls.includes("probe-d"), 5000, "probe-d reconciled");
+      gate = undefined;
+      release();
+      await eventually(() => calls.filter((k) => k === "probe").length === before + 2, 5000, "probe reprocessed once");
+      assert.equal(overlap, false, "a key was reconciled twice at once");
+
+      await resources.create(newContainer("probe-fail"));
+      await eventually(() => calls.filter((k) => k === "probe-fail").length === 3, 5000, "failing key retried until it succeeds");
+      await controller.stop();
+      const after = calls.length;
+      const watch = await watchFromNow(resources);
+      await resources.create(newContainer("probe-e"));
+      await resources.delete("Container", "probe-e");
+      await watch.wait((all) => all.some((e) => e.type === "DELETED" && nameOf(e.object) === "probe-e"));
+      watch.stop();
+      assert.equal(calls.length, after, "a stopped controller reconciles nothing");
+      for (const n of ["probe-a", "probe-b", "probe-c", "probe-d", "probe-fail"]) await resources.delete("Container", n);
+    });
+  });
+
+  describe("framework relist", () => {
+    test("relists on OUT_OF_RANGE, reporting objects that vanished meanwhile as DELETED, then follows again", async () => {
+      // The real store behind a watch that, the first time, waits for a signal and then
+      // answers OUT_OF_RANGE, as when the controller's revision was compacted away.
+      let compacted!: () => void;
+      const gate = new Promise<void>((r) => (compacted = r));
+      let watchCalls = 0;
+      const flaky = new Proxy(resources, {
+        get(target, prop) {
+          if (prop === "watch") {
+            return (opts: Parameters<ResourceStore["watch"]>[0], signal: AbortSignal) => {
+              if (watchCalls++ > 0) return target.watch(opts, signal);
+              return (async function* () {
+                await gate;
+                yield* [] as ObjectEvent[][];
+                throw new ConnectError("revision compacted", Code.OutOfRange);
+              })();
+            };
+          }
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+      const seen: string[] = [];
+      const reconciled = new Set<string>();
+      const controller = createController({
+        name: "relist-probe",
+        resources: flaky,
+        watches: [
+          {
+            kind: "Container",
+            keys: (e) => {
+              if (!nameOf(e.object).startsWith("rl-")) return [];
+              seen.push(`${e.type} ${nameOf(e.object)}`);
+              return [nameOf(e.object)];
+            },
+          },
+        ],
+        async reconcile(key) {
+          reconciled.add(key);
+        },
+      });
+      await resources.create(newContainer("rl-gone"));
+      await controller.start();
+      assert.deepEqual(seen, ["ADDED rl-gone"]);
+      await resources.delete("Container", "rl-gone");
+      await resources.create(newContainer("rl-new"));
+      compacted();
+      await eventually(() => seen.includes("DELETED rl-gone") && seen.includes("ADDED rl-new"), 5000, "relist diff");
+      await resources.create(newContainer("rl-after"));
+      await eventually(() => reconciled.has("rl-after"), 5000, "followed after relist");
+      assert.equal(watchCalls, 2);
+      await controller.stop();
+      for (const n of ["rl-new", "rl-after"]) await resources.delete("Container", n);
+    });
+  });
+
+  describe("ReplicaSet controller", () => {
+    test("stamps replicas from a template container, event-driven", async () => {
+      await resources.create(newContainer("calc", containerSpec("calculator"), { app: "calc" }));
+      const watch = await watchFromNow(resources);
+      const rs = await resources.create(newReplicaSet("calc-rs", { replicas: 3, container: "calc" }));
+      const created = (all: ObjectEvent[]) => all.filter((e) => e.type === "ADDED" && nameOf(e.object).startsWith("calc-rs-")).length === 3;
+      const ms = await watch.wait(created);
+      watch.stop();
+      // The seed reconciled once a second; a watch-driven controller answers in milliseconds.
+      assert.ok(ms < 750, `replicas appeared after ${ms.toFixed(0)} ms`);
+      await expectReplicas(resources, "calc-rs", ["calc-rs-0", "calc-rs-1", "calc-rs-2"]);
+      const replica = (await resources.get("Container", "calc-rs-1"))!;
+      assert.deepEqual(replica.metadata!.ownerReference && { ...replica.metadata!.ownerReference, $typeName: undefined }, {
+        $typeName: undefined,
+        kind: "ReplicaSet",
+        name: "calc-rs",
+        uid: rs.metadata!.uid,
+      });
+      assert.deepEqual({ ...replica.metadata!.labels }, { app: "calc", [REPLICASET_LABEL]: "calc-rs" });
+      assert.equal(replica.spec!.function, "calculator");
+      await eventually(async () => (await resources.get("ReplicaSet", "calc-rs"))?.status?.replicas === 3, 5000, "status.replicas 3");
+      const reasons = h.events.recent({ kind: "ReplicaSet", name: "calc-rs" }).map((e) => e.reason);
+      assert.equal(reasons.filter((r) => r === "SuccessfulCreate").length, 3);
+      assert.ok(reasons.includes("ScalingReplicaSet"));
+      await resources.delete("ReplicaSet", "calc-rs");
+      await resources.delete("Container", "calc");
+    });
+
+    test("inline template with replicas unset keeps one replica", async () => {
+      await resources.create(newReplicaSet("inline", { template: { labels: { tier: "web" }, spec: containerSpec("echo", { prefix: "hi" }) } }));
+      await expectReplicas(resources, "inline", ["inline-0"]);
+      const c = (await resources.get("Container", "inline-0"))!;
+      assert.equal(c.metadata!.labels.tier, "web");
+      assert.deepEqual(c.spec!.parameters, { prefix: "hi" });
+      await resources.delete("ReplicaSet", "inline");
+    });
+
+    test("scales 3 → 5 → 2 → 0 → 1 filling the lowest ordinals and removing the highest", async () => {
+      await resources.create(newReplicaSet("sc", { replicas: 3, template: { spec: containerSpec("echo") } }));
+      await expectReplicas(resources, "sc", ["sc-0", "sc-1", "sc-2"]);
+      await scale(resources, "sc", 5);
+      await expectReplicas(resources, "sc", ["sc-0", "sc-1", "sc-2", "sc-3", "sc-4"]);
+      await scale(resources, "sc", 2);
+      await expectReplicas(resources, "sc", ["sc-0", "sc-1"]);
+      await scale(resources, "sc", 0);
+      await expectReplicas(resources, "sc", []);
+      await eventually(async () => (await resources.get("ReplicaSet", "sc"))?.status?.replicas === 0, 5000, "status.replicas 0");
+      // A gap is filled from the bottom: delete sc-0 of [sc-0, sc-1] and it comes back as sc-0.
+      await scale(resources, "sc", 2);
+      await expectReplicas(resources, "sc", ["sc-0", "sc-1"]);
+      await resources.delete("Container", "sc-0");
+      await expectReplicas(resources, "sc", ["sc-0", "sc-1"]);
+      const deletes = h.events.recent({ kind: "ReplicaSet", name: "sc" }).filter((e) => e.reason === "SuccessfulDelete").map((e) => e.message);
+      assert.deepEqual(deletes, ["Deleted container: sc-4", "Deleted container: sc-3", "Deleted container: sc-2", "Deleted container: sc-1", "Deleted container: sc-0"]);
+      await resources.delete("ReplicaSet", "sc");
+    });
+
+    test("deleting a ReplicaSet deletes its replicas", async () => {
+      await resources.create(newReplicaSet("casc", { replicas: 2, template: { spec: containerSpec("echo") } }));
+      await expectReplicas(resources, "casc", ["casc-0", "casc-1"]);
+      await resources.delete("ReplicaSet", "casc");
+      await eventually(async () => (await resources.list("Container", { nameGlob: "casc-*" })).items.length === 0, 5000, "replicas gone");
+    });
+
+    test("a template change reaches the replicas' spec and labels", async () => {
+      await resources.create(newContainer("tpl", containerSpec("processor", { mode: "upper" }), { v: "1" }));
+      await resources.create(newReplicaSet("tpl-rs", { replicas: 2, container: "tpl" }));
+      await expectReplicas(resources, "tpl-rs", ["tpl-rs-0", "tpl-rs-1"]);
+      const tpl = (await resources.get("Container", "tpl"))!;
+      tpl.spec!.parameters = { mode: "reverse" };
+      tpl.metadata!.labels = { v: "2" };
+      await resources.update(tpl);
+      await eventually(
+        async () => {
+          const { items } = await resources.list("Container", { labels: { [REPLICASET_LABEL]: "tpl-rs" } });
+          return items.length === 2 && items.every((c) => c.spec?.parameters?.mode === "reverse" && c.metadata?.labels.v === "2");
+        },
+        5000,
+        "replicas updated from the template container",
+      );
+      // Inline templates too.
+      await resources.create(newReplicaSet("tpl-in", { replicas: 1, template: { spec: containerSpec("echo", { prefix: "a" }) } }));
+      await expectReplicas(resources, "tpl-in", ["tpl-in-0"]);
+      const rs = (await resources.get("ReplicaSet", "tpl-in"))!;
+      rs.spec!.template!.spec!.parameters = { prefix: "b" };
+      await resources.update(rs);
+      await eventually(async () => (await resources.get("Container", "tpl-in-0"))?.spec?.parameters?.prefix === "b", 5000, "inline template change");
+      await resources.delete("ReplicaSet", "tpl-rs");
+      await resources.delete("ReplicaSet", "tpl-in");
+      await resources.delete("Container", "tpl");
+    });
+
+    test("status counts replicas and ready replicas, and reports a missing template until it appears", async () => {
+      const rs = await resources.create(newReplicaSet("st", { replicas: 3, container: "st-tpl" }));
+      await eventually(
+        async () => (await resources.get("ReplicaSet", "st"))?.status?.message === `template container "st-tpl" not found`,
+        5000,
+        "missing template reported",
+      );
+      assert.deepEqual(await replicaNames(resources, "st"), []);
+      await resources.create(newContainer("st-tpl", containerSpec("echo")));
+      await expectReplicas(resources, "st", ["st-0", "st-1", "st-2"]);
+      await setReady(resources, "st-0", true);
+      await setReady(resources, "st-2", true);
+      await eventually(
+        async () => {
+          const s = (await resources.get("ReplicaSet", "st"))?.status;
+          return s?.replicas === 3 && s.readyReplicas === 2 && s.message === "" && s.observedGeneration === rs.metadata!.generation;
+        },
+        5000,
+        "status 3 replicas, 2 ready, no message",
+      );
+      await scale(resources, "st", 4);
+      const generation = (await resources.get("ReplicaSet", "st"))!.metadata!.generation;
+      await eventually(async () => {
+        const s = (await resources.get("ReplicaSet", "st"))?.status;
+        return s?.replicas === 4 && s.observedGeneration === generation;
+      }, 5000, "observedGeneration follows the spec");
+      await resources.delete("ReplicaSet", "st");
+      await resources.delete("Container", "st-tpl");
+    });
+
+    test("terminating replicas do not count and keep their names until gone", async () => {
+      await resources.create(newReplicaSet("term", { replicas: 3, template: { spec: containerSpec("echo") } }));
+      await expectReplicas(resources, "term", ["term-0", "term-1", "term-2"]);
+      // Bound to a host, a deleted container lingers as Terminating until its host lets go.
+      await setReady(resources, "term-1", true, "host-a");
+      const marked = await resources.delete("Container", "term-1");
+      assert.ok(marked.metadata?.deletionTimestamp, "a bound container is marked, not removed");
+      // term-1 is taken, so the replacement takes the lowest free ordinal.
+      await expectReplicas(resources, "term", ["term-0", "term-2", "term-3"]);
+      await eventually(async () => {
+        const s = (await resources.get("ReplicaSet", "term"))?.status;
+        return s?.replicas === 3 && s.readyReplicas === 0;
+      }, 5000, "terminating replica not counted");
+      // Scale-down also counts only live replicas: the highest live ordinal goes.
+      await scale(resources, "term", 2);
+      await expectReplicas(resources, "term", ["term-0", "term-2"]);
+      await resources.finalize("term-1");
+      await scale(resources, "term", 3);
+      await expectReplicas(resources, "term", ["term-0", "term-1", "term-2"]);
+      await resources.delete("ReplicaSet", "term");
+    });
+
+    test("deletes orphans: replicas whose owning ReplicaSet uid does not exist", async () => {
+      await resources.create(newContainer("ghost-0", containerSpec("echo"), {}, { name: "ghost", uid: "no-such-uid" }));
+      await resources.create(newReplicaSet("own", { replicas: 1, template: { spec: containerSpec("echo") } }));
+      await expectReplicas(resources, "own", ["own-0"]);
+      // Owned by the name "own" but by an earlier incarnation's uid.
+      await resources.create(newContainer("own-7", containerSpec("echo"), { [REPLICASET_LABEL]: "own" }, { name: "own", uid: "old-uid" }));
+      await eventually(async () => !(await resources.get("Container", "ghost-0")), 5000, "ghost-0 deleted");
+      await eventually(async () => !(await resources.get("Container", "own-7")), 5000, "own-7 deleted");
+      await expectReplicas(resources, "own", ["own-0"]);
+      // A container that merely has a replica-like name but no owner is left alone.
+      await resources.create(newContainer("own-9", containerSpec("echo")));
+      await scale(resources, "own", 2);
+      await expectReplicas(resources, "own", ["own-0", "own-1"]);
+      assert.ok(await resources.get("Container", "own-9"));
+      await resources.delete("ReplicaSet", "own");
+      await resources.delete("Container", "own-9");
+    });
+  });
+
+  describe("Service controller", () => {
+    test("endpoints follow readiness of the containers a glob selects, event-driven", async () => {
+      for (const n of ["web-0", "web-1", "other-0"]) await resources.create(newContainer(n, containerSpec("echo")));
+      await resources.create(newService("web", "web-*"));
+      await eventually(async () => Number((await resources.get("Service", "web"))?.status?.observedGeneration) === 1, 5000, "service observed");
+      assert.deepEqual(await endpointsOf(resources, "web"), []);
+      const watch = await watchFromNow(resources);
+      await setReady(resources, "web-0", true);
+      const ms = await watch.wait((all) =>
+        all.some((e) => e.type === "MODIFIED" && nameOf(e.object) === "web" && (e.object as Service).status?.endpoints.join() === "web-0"),
+      );
+      watch.stop();
+      assert.ok(ms < 750, `endpoints updated after ${ms.toFixed(0)} ms`);
+      await setReady(resources, "web-1", true);
+      await setReady(resources, "other-0", true);
+      await expectEndpoints(resources, "web", ["web-0", "web-1"]);
+      await setReady(resources, "web-0", false);
+      await expectEndpoints(resources, "web", ["web-1"]);
+      // Being deleted ends being an endpoint even while the container still exists.
+      await setReady(resources, "web-1", true, "host-a");
+      await resources.delete("Container", "web-1");
+      await expectEndpoints(resources, "web", []);
+      await resources.finalize("web-1");
+      await setReady(resources, "web-0", true);
+      await expectEndpoints(resources, "web", ["web-0"]);
+      // Status is written only when it changed: an unrelated container change writes nothing.
+      const version = (await resources.get("Service", "web"))!.metadata!.resourceVersion;
+      await setReady(resources, "other-0", false);
+      await resources.create(newService("probe-after", "other-*"));
+      await eventually(async () => (await resources.get("Service", "probe-after"))?.status?.observedGeneration, 5000, "later service reconciled");
+      assert.equal((await resources.get("Service", "web"))!.metadata!.resourceVersion, version);
+      for (const n of ["web-0", "other-0"]) await resources.delete("Container", n);
+      await resources.delete("Service", "web");
+      await resources.delete("Service", "probe-after");
+    });
+
+    test("matchLabels alone and combined with a glob; selector changes are picked up", async () => {
+      await resources.create(newContainer("api-0", containerSpec("echo"), { tier: "back" }));
+      await resources.create(newContainer("api-1", containerSpec("echo"), { tier: "front" }));
+      await resources.create(newContainer("db-0", containerSpec("echo"), { tier: "back" }));
+      for (const n of ["api-0", "api-1", "db-0"]) await setReady(resources, n, true);
+      await resources.create(newService("back", "", { tier: "back" }));
+      await resources.create(newService("api-back", "api-*", { tier: "back" }));
+      await expectEndpoints(resources, "back", ["api-0", "db-0"]);
+      await expectEndpoints(resources, "api-back", ["api-0"]);
+      // Relabeling a container moves it between services.
+      const api1 = (await resources.get("Container", "api-1"))!;
+      api1.metadata!.labels = { tier: "back" };
+      await resources.update(api1);
+      await expectEndpoints(resources, "api-back", ["api-0", "api-1"]);
+      // A selector change re-selects.
+      const svc = (await resources.get("Service", "api-back"))!;
+      svc.spec!.selector = "db-*";
+      await resources.update(svc);
+      await expectEndpoints(resources, "api-back", ["db-0"]);
+      // Replicas of a ReplicaSet become endpoints once ready.
+      await resources.create(newReplicaSet("calc", { replicas: 2, template: { labels: { app: "calc" }, spec: containerSpec("calculator") } }));
+      await resources.create(newService("calc-svc", "calc-*"));
+      await expectReplicas(resources, "calc", ["calc-0", "calc-1"]);
+      await setReady(resources, "calc-1", true);
+      await expectEndpoints(resources, "calc-svc", ["calc-1"]);
+      await scale(resources, "calc", 1);
+      await expectEndpoints(resources, "calc-svc", []);
+      for (const n of ["api-0", "api-1", "db-0"]) await resources.delete("Container", n);
+      for (const n of ["back", "api-back", "calc-svc"]) await resources.delete("Service", n);
+      await resources.delete("ReplicaSet", "calc");
+    });
+  });
+});
+
+describe("controllers on a running server", () => {
+  let server: K4sServer;
+  let host: Proc;
+  before(async () => {
+    server = await startTestServer();
+    host = spawnK4s(["worker", "--server", server.address, "--name", "ctl-host"]);
+    await host.waitFor("serving containers");
+  });
+  after(async () => {
+    await host?.kill();
+    await server?.stop();
+  });
+
+  test("seed form: replicas of a template container run, become ready, and are the service's endpoints", async () => {
+    const r = server.resources;
+    await r.create(newContainer("calculator", { module: "workers", function: "calculator_worker" }, { app: "calculator" }));
+    await r.create(newReplicaSet("calculator-rs", { replicas: 3, container: "calculator" }));
+    await r.create(newService("calculator-service", "calculator-rs-*"));
+    const all = ["calculator-rs-0", "calculator-rs-1", "calculator-rs-2"];
+    // Readiness here is real: the worker host runs the replicas and the plane reports them.
+    await expectEndpoints(r, "calculator-service", all);
+    await eventually(async () => {
+      const s = (await r.get("ReplicaSet", "calculator-rs"))?.status;
+      return s?.replicas === 3 && s.readyReplicas === 3;
+    }, 10_000, "3 ready replicas");
+
+    await scale(r, "calculator-rs", 1);
+    await expectEndpoints(r, "calculator-service", ["calculator-rs-0"]);
+    // The host stops the removed replicas and the plane lets them go.
+    await eventually(async () => (await r.list("Container", { nameGlob: "calculator-rs-*" })).items.length === 1, 10_000, "scaled-down replicas gone");
+
+    // A template change reaches the running replica, which comes back ready.
+    const tpl = (await r.get("Container", "calculator"))!;
+    tpl.spec!.parameters = { precision: 2 };
+    await r.update(tpl);
+    await eventually(async () => {
+      const c = await r.get("Container", "calculator-rs-0");
+      return c?.spec?.parameters?.precision === 2 && c.status?.ready && c.status.observedGeneration === c.metadata?.generation;
+    }, 10_000, "replica updated and ready again");
+    await expectEndpoints(r, "calculator-service", ["calculator-rs-0"]);
+
+    await r.delete("ReplicaSet", "calculator-rs");
+    await expectEndpoints(r, "calculator-service", []);
+    await eventually(async () => (await r.list("Container", { nameGlob: "calculator-rs-*" })).items.length === 0, 10_000, "replicas gone");
+    await r.delete("Service", "calculator-service");
+    await r.delete("Container", "calculator");
+  });
+});
