@@ -328,6 +328,11 @@ test("ResourceStore: create stamps server fields; update bumps generation on spe
     /Container "echo" was modified meanwhile: resourceVersion is \d+, not 1/,
   );
   await expectCode(rs.update(container("nope")), Code.NotFound, /Container "nope" not found/);
+  await rs.create(container("gone"));
+  await expectCode(rs.delete("Container", "gone", { resourceVersion: "1" }), Code.Aborted, /Container "gone" was modified meanwhile/);
+  const gone = (await rs.get("Container", "gone"))!;
+  await rs.delete("Container", "gone", { resourceVersion: gone.metadata!.resourceVersion });
+  assert.equal(await rs.get("Container", "gone"), undefined);
   await expectCode(
     rs.create(create(ContainerSchema, { metadata: { name: "Bad" }, spec: { concurrency: 5000 } })),
     Code.InvalidArgument,
