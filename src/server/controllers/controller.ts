@@ -68,7 +68,16 @@ export interface ControllerOptions {
   /** Told about failed reconciles and watch errors (default: ignored; they are retried). */
   onError?: (message: string, err: unknown) => void;
   /** Told after every reconcile, for metrics. */
-  onReconcile?: (result: { key: string; durationMs: number; error: unknown }) => void;
+  onReconcile?: (result: ReconcileReport) => void;
+}
+
+/** ReconcileReport describes one finished reconcile, for metrics. */
+export interface ReconcileReport {
+  controller: string;
+  key: string;
+  durationMs: number;
+  /** What the reconcile threw; undefined when it succeeded (or asked to requeue). */
+  error: unknown;
 }
 
 /** Creates a controller from a watch-to-keys mapping and a reconcile function. */
@@ -98,7 +107,12 @@ export function createController(options: ControllerOptions): Controller {
 
   const enqueue = (event: ObjectEvent) => {
     for (const w of watchesByKind.get(kindOf(event.object)) ?? []) {
-      for (const key of w.keys(event, cache)) queue.add(key);
+      try {
+        for (const key of w.keys(event, cache)) queue.add(key);
+      } catch (err) {
+        // A mapping bug must not wedge the watch on one event; the next relist catches up.
+        onError(`controller ${name}: mapping a ${event.type} event of ${w.kind} "${event.object.metadata?.name}" to keys failed`, err);
+      }
     }
   };
 
@@ -107,11 +121,13 @@ export function createController(options: ControllerOptions): Controller {
     const byName = objects.get(kindOf(event.object));
     if (!byName) return false;
     const objName = event.object.metadata?.name ?? "";
+    const cached = byName.get(objName);
     if (event.type === "DELETED") {
+      // A replayed delete of an object the listing already saw re-created.
+      if (cached && revisionOf(cached) > event.revision) return false;
       byName.delete(objName);
       return true;
     }
-    const cached = byName.get(objName);
     if (cached && revisionOf(cached) >= revisionOf(event.object)) return false;
     byName.set(objName, event.object);
     return true;
@@ -206,7 +222,7 @@ export function createController(options: ControllerOptions): Controller {
       } finally {
         queue.done(key);
       }
-      options.onReconcile?.({ key, durationMs: performance.now() - started, error });
+      options.onReconcile?.({ controller: name, key, durationMs: performance.now() - started, error });
     }
   };
 

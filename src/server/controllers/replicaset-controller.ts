@@ -21,7 +21,7 @@ import {
 } from "../../gen/k4s/v1/resources_pb.js";
 import type { EventRecorder } from "../events.js";
 import type { ObjectEvent, ResourceStore } from "../resource-store.js";
-import { createController, sameLabels, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileResult } from "./controller.js";
+import { createController, sameLabels, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport, type ReconcileResult } from "./controller.js";
 
 /** The label every replica carries, naming its ReplicaSet. */
 export const REPLICASET_LABEL = "k4s.io/replicaset";
@@ -38,7 +38,7 @@ export interface ReplicaSetControllerOptions {
   /** Told about failed reconciles (they are retried with back-off). */
   onError?: (message: string, err: unknown) => void;
   /** Told after every reconcile, for metrics. */
-  onReconcile?: (result: { key: string; durationMs: number; error: unknown }) => void;
+  onReconcile?: (result: ReconcileReport) => void;
 }
 
 /** Creates the ReplicaSet controller. */
@@ -82,7 +82,7 @@ function containerKeys(event: ObjectEvent, cache: ObjectCache): string[] {
   return [...keys];
 }
 
-/** The template a ReplicaSet stamps its replicas from, or why there is none. */
+/** The template a ReplicaSet stamps its replicas from. */
 interface Template {
   spec: ContainerSpec;
   labels: Record<string, string>;
@@ -93,6 +93,7 @@ function hasInlineTemplate(rs: ReplicaSet): boolean {
   return rs.spec?.template?.spec !== undefined;
 }
 
+/** Reads a ReplicaSet's template (inline, or its template Container), or says why there is none. */
 async function resolveTemplate(resources: ResourceStore, rs: ReplicaSet): Promise<Template | string> {
   const spec = rs.spec;
   if (spec?.template?.spec) {
@@ -128,107 +129,131 @@ async function reconcileReplicaSet(resources: ResourceStore, events: EventRecord
   // Orphans: replicas whose ReplicaSet (this uid) is gone. The store's cascade normally removes
   // them with their owner; this catches a ReplicaSet re-created under the same name, or an
   // owner reference written by hand.
-  const orphans = candidates.filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid !== rs?.metadata?.uid);
-  for (const c of orphans) {
-    if (c.metadata?.deletionTimestamp) continue;
+  for (const c of candidates) {
+    if (!ownedByName(c) || c.metadata!.ownerReference!.uid === rs?.metadata?.uid || c.metadata?.deletionTimestamp) continue;
     await deleteContainer(resources, c.metadata!.name);
     events.record({ reason: "SuccessfulDelete", kind: "ReplicaSet", name, message: `Deleted orphaned container: ${c.metadata!.name}` });
   }
   if (!rs) return;
 
   const uid = rs.metadata!.uid;
-  const owned = candidates.filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid);
-  const active = owned
-    .filter((c) => !c.metadata?.deletionTimestamp)
+  const active = candidates
+    .filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid && !c.metadata?.deletionTimestamp)
     .sort((a, b) => (ordinalOf(name, a.metadata!.name) ?? 0) - (ordinalOf(name, b.metadata!.name) ?? 0));
-  const taken = new Set(candidates.map((c) => c.metadata!.name));
   const desired = Math.max(0, rs.spec?.replicas ?? 1);
   const template = await resolveTemplate(resources, rs);
-  const failed: string[] = [];
-  let requeue = false;
-  const before = active.length;
-  const ready = new Set(active.filter((c) => c.status?.ready).map((c) => c.metadata!.name));
-  const live = new Set(active.map((c) => c.metadata!.name));
+  const outcome: Outcome = { live: new Set(active.map((c) => c.metadata!.name)), failed: [], requeue: false };
 
   if (active.length < desired && typeof template !== "string") {
-    const names: string[] = [];
-    for (let ordinal = 0; names.length < Math.min(desired - active.length, MAX_CHANGES_PER_RECONCILE); ordinal++) {
-      const replica = `${name}-${ordinal}`;
-      if (!taken.has(replica)) names.push(replica);
-    }
-    if (desired - active.length > names.length) requeue = true;
-    const results = await Promise.allSettled(names.map((replica) => resources.create(newReplica(rs, replica, template))));
-    results.forEach((r, i) => {
-      const replica = names[i]!;
-      if (r.status === "fulfilled") {
-        live.add(replica);
-        events.record({ reason: "SuccessfulCreate", kind: "ReplicaSet", name, message: `Created container: ${replica}` });
-        return;
-      }
-      const err = ConnectError.from(r.reason);
-      // A name still held by a container on its way out: its deletion event brings us back.
-      if (err.code === Code.AlreadyExists) {
-        requeue = true;
-        return;
-      }
-      failed.push(`creating ${replica}: ${err.rawMessage}`);
-      events.record({ type: "Warning", reason: "FailedCreate", kind: "ReplicaSet", name, message: `Error creating: ${err.rawMessage}` });
-    });
+    const taken = new Set(candidates.map((c) => c.metadata!.name));
+    await createReplicas(resources, events, rs, template, desired - active.length, taken, outcome);
   } else if (active.length > desired) {
-    const victims = active.slice(desired).reverse().slice(0, MAX_CHANGES_PER_RECONCILE);
-    if (active.length - desired > victims.length) requeue = true;
-    for (const c of victims) {
-      const replica = c.metadata!.name;
-      await deleteContainer(resources, replica);
-      live.delete(replica);
-      ready.delete(replica);
-      events.record({ reason: "SuccessfulDelete", kind: "ReplicaSet", name, message: `Deleted container: ${replica}` });
-    }
+    await deleteReplicas(resources, events, name, active.slice(desired).reverse(), outcome);
   }
-  if (live.size !== before) {
+  if (outcome.live.size !== active.length) {
+    const direction = outcome.live.size > active.length ? "up" : "down";
     events.record({
       reason: "ScalingReplicaSet",
       kind: "ReplicaSet",
       name,
-      message: `Scaled ${live.size > before ? "up" : "down"} replica set ${name} from ${before} to ${live.size}`,
+      message: `Scaled ${direction} replica set ${name} from ${active.length} to ${outcome.live.size}`,
     });
   }
-
-  // Template changes reach running replicas by updating their spec; the messaging plane
-  // restarts a container whose spec changed.
   if (typeof template !== "string") {
-    for (const c of active) {
-      if (!live.has(c.metadata!.name)) continue;
-      const labels = replicaLabels(name, template);
-      if (sameSpec(c.spec, template.spec) && sameLabels(c.metadata?.labels, labels)) continue;
-      const next = clone(ContainerSchema, c);
-      next.spec = clone(ContainerSpecSchema, template.spec);
-      next.metadata!.labels = labels;
-      try {
-        await resources.update(next);
-      } catch (err) {
-        const e = ConnectError.from(err);
-        // Changed or deleted meanwhile: the event that did it brings us back.
-        if (e.code !== Code.Aborted && e.code !== Code.NotFound) throw err;
-        requeue = true;
-      }
-    }
+    await updateReplicas(resources, name, template, active.filter((c) => outcome.live.has(c.metadata!.name)), outcome);
   }
 
-  const message = [...(typeof template === "string" ? [template] : []), ...failed].join("; ");
+  const ready = active.filter((c) => c.status?.ready && outcome.live.has(c.metadata!.name)).length;
+  const message = [...(typeof template === "string" ? [template] : []), ...outcome.failed].join("; ");
   await resources.updateStatus("ReplicaSet", name, (current) => {
     if (current.metadata?.uid !== uid) return undefined;
     const status = create(ReplicaSetStatusSchema, {
-      replicas: live.size,
-      readyReplicas: [...live].filter((n) => ready.has(n)).length,
+      replicas: outcome.live.size,
+      readyReplicas: ready,
       observedGeneration: rs.metadata!.generation,
       message,
     });
     return current.status && equals(ReplicaSetStatusSchema, current.status, status) ? undefined : status;
   });
   // A missing template is not retried: its Container's events bring us back when it appears.
-  if (failed.length > 0) throw new ConnectError(`replicaset ${name}: ${failed.join("; ")}`, Code.FailedPrecondition);
-  return { requeue };
+  if (outcome.failed.length > 0) throw new ConnectError(`replicaset ${name}: ${outcome.failed.join("; ")}`, Code.FailedPrecondition);
+  return { requeue: outcome.requeue };
+}
+
+/** What one reconcile did: the replicas alive after it, failures, and whether to come back. */
+interface Outcome {
+  live: Set<string>;
+  failed: string[];
+  requeue: boolean;
+}
+
+/** Creates up to `count` replicas at the lowest ordinals whose names are not taken. */
+async function createReplicas(
+  resources: ResourceStore,
+  events: EventRecorder,
+  rs: ReplicaSet,
+  template: Template,
+  count: number,
+  taken: ReadonlySet<string>,
+  outcome: Outcome,
+): Promise<void> {
+  const name = rs.metadata!.name;
+  const names: string[] = [];
+  for (let ordinal = 0; names.length < Math.min(count, MAX_CHANGES_PER_RECONCILE); ordinal++) {
+    const replica = `${name}-${ordinal}`;
+    if (!taken.has(replica)) names.push(replica);
+  }
+  if (count > names.length) outcome.requeue = true;
+  const results = await Promise.allSettled(names.map((replica) => resources.create(newReplica(rs, replica, template))));
+  results.forEach((r, i) => {
+    const replica = names[i]!;
+    if (r.status === "fulfilled") {
+      outcome.live.add(replica);
+      events.record({ reason: "SuccessfulCreate", kind: "ReplicaSet", name, message: `Created container: ${replica}` });
+      return;
+    }
+    const err = ConnectError.from(r.reason);
+    // Taken since we listed (a container on its way out, or one created meanwhile): come back.
+    if (err.code === Code.AlreadyExists) {
+      outcome.requeue = true;
+      return;
+    }
+    outcome.failed.push(`creating ${replica}: ${err.rawMessage}`);
+    events.record({ type: "Warning", reason: "FailedCreate", kind: "ReplicaSet", name, message: `Error creating: ${err.rawMessage}` });
+  });
+}
+
+/** Deletes replicas in the given order (highest ordinal first), at most a bounded number. */
+async function deleteReplicas(resources: ResourceStore, events: EventRecorder, name: string, victims: Container[], outcome: Outcome): Promise<void> {
+  if (victims.length > MAX_CHANGES_PER_RECONCILE) outcome.requeue = true;
+  for (const c of victims.slice(0, MAX_CHANGES_PER_RECONCILE)) {
+    const replica = c.metadata!.name;
+    await deleteContainer(resources, replica);
+    outcome.live.delete(replica);
+    events.record({ reason: "SuccessfulDelete", kind: "ReplicaSet", name, message: `Deleted container: ${replica}` });
+  }
+}
+
+/**
+ * Brings the replicas' spec and labels in line with the template. The messaging plane restarts
+ * a container whose spec changed, so a template change rolls out to running replicas.
+ */
+async function updateReplicas(resources: ResourceStore, name: string, template: Template, replicas: Container[], outcome: Outcome): Promise<void> {
+  const labels = replicaLabels(name, template);
+  for (const c of replicas) {
+    if (sameSpec(c.spec, template.spec) && sameLabels(c.metadata?.labels, labels)) continue;
+    const next = clone(ContainerSchema, c);
+    next.spec = clone(ContainerSpecSchema, template.spec);
+    next.metadata!.labels = { ...labels };
+    try {
+      await resources.update(next);
+    } catch (err) {
+      const code = ConnectError.from(err).code;
+      // Changed or deleted since we read it: the event that did it brings us back anyway.
+      if (code !== Code.Aborted && code !== Code.NotFound) throw err;
+      outcome.requeue = true;
+    }
+  }
 }
 
 function replicaLabels(rsName: string, template: Template): Record<string, string> {

@@ -12,7 +12,7 @@ import { matchesSelector } from "../../api/selector.js";
 import { ServiceSpecSchema, ServiceStatusSchema, type Container, type Service } from "../../gen/k4s/v1/resources_pb.js";
 import type { EventRecorder } from "../events.js";
 import type { ObjectEvent, ResourceStore } from "../resource-store.js";
-import { createController, specOrIdentityChanged, type Controller, type ObjectCache } from "./controller.js";
+import { createController, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport } from "./controller.js";
 
 /** ServiceControllerOptions are the controller's dependencies. */
 export interface ServiceControllerOptions {
@@ -23,7 +23,7 @@ export interface ServiceControllerOptions {
   /** Told about failed reconciles (they are retried with back-off). */
   onError?: (message: string, err: unknown) => void;
   /** Told after every reconcile, for metrics. */
-  onReconcile?: (result: { key: string; durationMs: number; error: unknown }) => void;
+  onReconcile?: (result: ReconcileReport) => void;
 }
 
 /** Creates the Service controller. */
