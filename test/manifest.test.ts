@@ -145,6 +145,7 @@ test("rejects YAML syntax errors, naming the document and the line", () => {
 test("rejects unknown kinds, a missing kind and a wrong apiVersion", () => {
   rejects("kind: Pod\nmetadata: {name: a}\n", /^document 1: kind: unknown kind string "Pod", expected one of Container, ReplicaSet, Service$/);
   rejects("metadata: {name: a}\n", /^document 1: kind: required/);
+  rejects("kind: replicaset\nmetadata: {name: a}\n", /^document 1: kind: unknown kind string "replicaset" \(did you mean "ReplicaSet"\?\), expected one of/);
   rejects("apiVersion: apps/v1\nkind: Container\nmetadata: {name: a}\n", /^document 1 \(Container "a"\): apiVersion: must be k4s\/v1, got string "apps\/v1"$/);
   rejects("- kind: Container\n", /^document 1: expected a mapping with kind, metadata and spec, got a list$/);
 });

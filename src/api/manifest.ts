@@ -19,7 +19,7 @@ import {
 import { isWrapperDesc, StructSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseAllDocuments } from "yaml";
-import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind } from "./kinds.js";
+import { API_VERSION, KINDS, kindInfo, kindOf, parseKind, type AnyObject, type Kind } from "./kinds.js";
 import { formatIssues, validateObject, type FieldIssue } from "./validate.js";
 
 export { validateObject, type FieldIssue } from "./validate.js";
@@ -344,7 +344,14 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       return;
     }
     if (typeof kindValue !== "string" || !(KINDS as readonly string[]).includes(kindValue)) {
-      errors.push(`${docLabel(index)}: kind: unknown kind ${describeValue(kindValue)}, expected one of ${KINDS.join(", ")}`);
+      let hint = "";
+      try {
+        // Aliases (c, rs, svc, containers) are for the CLI; manifests spell the kind out.
+        if (typeof kindValue === "string") hint = ` (did you mean "${parseKind(kindValue)}"?)`;
+      } catch {
+        hint = "";
+      }
+      errors.push(`${docLabel(index)}: kind: unknown kind ${describeValue(kindValue)}${hint}, expected one of ${KINDS.join(", ")}`);
       return;
     }
     const kind = kindValue as Kind;
