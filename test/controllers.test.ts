@@ -5,7 +5,11 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import fc from "fast-check";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AnyObject } from "../src/api/kinds.js";
 import {
@@ -41,8 +45,8 @@ interface Harness {
  * readiness these tests set by hand), so it is left out here and exercised end to end by the
  * startTestServer tests at the bottom.
  */
-async function startHarness(): Promise<Harness> {
-  const store = openSqliteStore({});
+async function startHarness(path?: string): Promise<Harness> {
+  const store = openSqliteStore({ path });
   const resources = createResourceStore(store);
   const events = createEventRecorder();
   const onError = process.env.K4S_TEST_DEBUG ? (m: string, e: unknown) => console.error(m, e) : undefined;
@@ -109,6 +113,8 @@ async function expectReplicas(resources: ResourceStore, rs: string, names: strin
 async function scale(resources: ResourceStore, name: string, replicas: number): Promise<void> {
   const rs = (await resources.get("ReplicaSet", name))!;
   rs.spec!.replicas = replicas;
+  // Unconditional, as the Scale RPC: the controller's status writes must not make it conflict.
+  rs.metadata!.resourceVersion = "";
   await resources.update(rs);
 }
 
@@ -494,6 +500,63 @@ describe("controllers", () => {
       assert.ok(await resources.get("Container", "own-9"));
       await resources.delete("ReplicaSet", "own");
       await resources.delete("Container", "own-9");
+    });
+  });
+
+  describe("ReplicaSet controller under churn", () => {
+    test("random scales and replica deletions, fired without waiting, settle on exactly <rs>-0..n-1", async () => {
+      const ops = fc.array(
+        fc.oneof(
+          fc.record({ op: fc.constant("scale" as const), n: fc.integer({ min: 0, max: 6 }) }),
+          fc.record({ op: fc.constant("kill" as const), ordinal: fc.integer({ min: 0, max: 6 }) }),
+        ),
+        { minLength: 1, maxLength: 8 },
+      );
+      let run = 0;
+      await fc.assert(
+        fc.asyncProperty(ops, async (steps) => {
+          const rs = `churn-${run++}`;
+          await resources.create(newReplicaSet(rs, { replicas: 2, template: { spec: containerSpec("echo") } }));
+          let desired = 2;
+          for (const step of steps) {
+            if (step.op === "scale") {
+              desired = step.n;
+              await scale(resources, rs, step.n);
+            } else {
+              await resources.delete("Container", `${rs}-${step.ordinal}`).catch((err) => {
+                if (ConnectError.from(err).code !== Code.NotFound) throw err;
+              });
+            }
+          }
+          await expectReplicas(resources, rs, Array.from({ length: desired }, (_, i) => `${rs}-${i}`));
+          await eventually(async () => (await resources.get("ReplicaSet", rs))?.status?.replicas === desired, 5000, "status follows");
+          await resources.delete("ReplicaSet", rs);
+        }),
+        { numRuns: 12 },
+      );
+    });
+  });
+
+  describe("ReplicaSet controller across a restart", () => {
+    test("a restarted controller adopts the stored replicas instead of creating more", async () => {
+      const dir = mkdtempSync(join(tmpdir(), "k4s-ctl-"));
+      try {
+        const first = await startHarness(join(dir, "k4s.db"));
+        await first.resources.create(newReplicaSet("keep", { replicas: 3, template: { spec: containerSpec("echo") } }));
+        await expectReplicas(first.resources, "keep", ["keep-0", "keep-1", "keep-2"]);
+        await first.stop();
+        const second = await startHarness(join(dir, "k4s.db"));
+        try {
+          await scale(second.resources, "keep", 4);
+          await expectReplicas(second.resources, "keep", ["keep-0", "keep-1", "keep-2", "keep-3"]);
+          const created = second.events.recent({ kind: "ReplicaSet", name: "keep" }).filter((e) => e.reason === "SuccessfulCreate");
+          assert.deepEqual(created.map((e) => e.message), ["Created container: keep-3"]);
+        } finally {
+          await second.stop();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 
