@@ -296,6 +296,7 @@ async function startFake(options: { port?: number; behaviour?: (c: FakeConn, f: 
         } catch {
           // the client went away
         }
+        conn.end();
       })();
       ctx.signal.addEventListener("abort", () => conn.end());
       return (async function* () {
@@ -516,4 +517,262 @@ process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
     await host.stop();
     await fake.stop();
   }
+});
+
+test("session: calls made while the server is unreachable fail with UNAVAILABLE at their timeout", async () => {
+  const fake = await startFake();
+  const address = fake.address;
+  await fake.stop();
+  const session = openSession({ address, reconnect: true, maxBackoffMs: 100, hello: { role: "client" } });
+  try {
+    const started = Date.now();
+    await assert.rejects(
+      session.call({ target: "x", data: new Uint8Array(0), contentType: "", expectsReply: true, timeoutMs: 200 }),
+      (e: ConnectError) => e.code === Code.Unavailable && e.rawMessage.includes(address),
+    );
+    assert.ok(Date.now() - started < 3000);
+  } finally {
+    await session.close();
+  }
+});
+
+// ---------------------------------------------------------------- end to end: real server, real host process
+
+import { spawn } from "node:child_process";
+import { ContainerSchema, ServiceSchema, type ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { eventually, startTestServer } from "./helpers.js";
+import type { K4sServer } from "../src/server/server.js";
+import type { Session } from "../src/workers/runtime/session.js";
+
+const HOST_MAIN = fileURLToPath(new URL("../src/workers/runtime/host-main.ts", import.meta.url));
+const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
+
+/** Worker module served by the e2e host besides the built-ins. */
+const E2E_MODULE = `import { defineWorker } from ${JSON.stringify(SDK)};
+export const relay = defineWorker(async (ctx) => {
+  await ctx.handle(async (msg) => {
+    try {
+      return await ctx.request(ctx.params.to, msg.value);
+    } catch (err) {
+      ctx.log("nested failed: " + err.code + " " + err.rawMessage + " after " + (msg.deadline - Date.now() < 200 ? "deadline" : "early"));
+      throw err;
+    }
+  });
+});
+export const waiter = defineWorker(async (ctx) => {
+  await ctx.handle((msg) => new Promise((resolve) => {
+    ctx.log("waiting " + JSON.stringify(msg.value));
+    msg.signal.addEventListener("abort", () => { ctx.log("aborted " + JSON.stringify(msg.value)); resolve("too late"); });
+  }));
+});
+export const thrower = defineWorker(async (ctx) => {
+  for await (const msg of ctx.messages) throw new Error("thrower exploded on " + JSON.stringify(msg.value));
+});
+`;
+
+/** The tiny command a command container runs: attaches itself through the SDK. */
+const ATTACHED_SCRIPT = `import { attach, defineWorker } from ${JSON.stringify(SDK)};
+console.log("spawned " + process.env.K4S_CONTAINER);
+const a = attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "from " + ctx.name + ": " + m.value); }) });
+process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
+`;
+
+interface E2E {
+  server: K4sServer;
+  client: Session;
+  stopHost(): Promise<void>;
+  dir: string;
+}
+
+let e2e: E2E | undefined;
+let e2eSkip: string | undefined;
+
+async function setupE2E(): Promise<E2E | undefined> {
+  if (e2e || e2eSkip) return e2e;
+  let server: K4sServer;
+  try {
+    server = await startTestServer({ heartbeatIntervalMs: 1000 });
+  } catch (err) {
+    e2eSkip = `server not available: ${(err as Error).message}`;
+    return undefined;
+  }
+  const dir = mkdtempSync(join(tmpdir(), "k4s-e2e-"));
+  writeFileSync(join(dir, "e2e-module.ts"), E2E_MODULE);
+  writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
+  const child = spawn(process.execPath, ["--import", "tsx", HOST_MAIN, "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.ts")}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  await eventually(() => out.includes("ready "), 20_000, `host ready (output: ${out})`);
+  const client = openSession({ address: server.address, hello: { role: "client", name: "e2e-client" }, reconnect: true });
+  await client.ready;
+  e2e = {
+    server,
+    client,
+    dir,
+    async stopHost() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+  return e2e;
+}
+
+async function request(target: string, value: unknown, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+  const p = encodePayload(value);
+  const r = await e2e!.client.call({ target, data: p.data, contentType: p.contentType, expectsReply: true, ...options });
+  return decodePayload(r.data, r.contentType);
+}
+
+async function sendTo(target: string, value: unknown): Promise<void> {
+  const p = encodePayload(value);
+  await e2e!.client.call({ target, data: p.data, contentType: p.contentType, expectsReply: false });
+}
+
+async function container(name: string, spec: MessageInitShape<typeof ContainerSpecSchema>, labels: Record<string, string> = {}) {
+  await e2e!.server.resources.create(create(ContainerSchema, { metadata: { name, labels }, spec }));
+}
+
+async function phaseOf(name: string): Promise<string | undefined> {
+  return (await e2e!.server.resources.get("Container", name))?.status?.phase;
+}
+
+async function readyContainer(name: string): Promise<void> {
+  await eventually(async () => (await e2e!.server.resources.get("Container", name))?.status?.ready, 15_000, `${name} ready`);
+}
+
+function logsOf(name: string): string[] {
+  return e2e!.server.logs.lines(name).map((l) => l.text);
+}
+
+/** Runs an e2e test body, or skips it while the server's messaging plane is not there. */
+function e2eTest(name: string, body: (env: E2E) => Promise<void>) {
+  test(`e2e: ${name}`, async (t) => {
+    const env = await setupE2E();
+    if (!env) {
+      t.skip(e2eSkip);
+      return;
+    }
+    await body(env);
+  });
+}
+
+e2eTest("echo request through a host process", async () => {
+  await container("echo-1", { module: "workers", function: "echo_worker", parameters: { prefix: "E2E" } });
+  assert.equal(await request("echo-1", "hello", { timeoutMs: 15_000 }), "E2E: hello");
+  await eventually(() => logsOf("echo-1").includes("E2E: hello"), 5000, "echo log line");
+});
+
+e2eTest("calculator replicas behind a service", async () => {
+  await container("calc-a", { module: "workers", function: "calculator_worker" });
+  await container("calc-b", { module: "workers", function: "calculator" });
+  await e2e!.server.resources.create(create(ServiceSchema, { metadata: { name: "calc" }, spec: { selector: "calc-*" } }));
+  assert.equal(await request("service/calc", { operation: "sum", operands: [1, 2, 3] }, { timeoutMs: 15_000 }), 6);
+  const answers = await Promise.all([1, 2, 3, 4].map((n) => request("calc", { operation: "product", operands: [n, 10] })));
+  assert.deepEqual(answers, [10, 20, 30, 40]);
+  await assert.rejects(
+    request("calc", { operation: "cube", operands: [2] }),
+    (e: ConnectError) => e.code === Code.InvalidArgument && /unknown operation "cube"/.test(e.rawMessage),
+  );
+});
+
+e2eTest("processor forwards to the aggregator; the report shows in its logs", async () => {
+  await container("agg", { module: "workers", function: "aggregator_worker", parameters: { window_size: 3 } });
+  await container("proc", { module: "workers", function: "processor_worker", parameters: { operation: "reverse", forward_to: "agg" } });
+  await readyContainer("agg");
+  for (const w of ["abc", "def"]) await sendTo("proc", w);
+  assert.equal(await request("proc", "ghi", { timeoutMs: 15_000 }), "ihg");
+  await eventually(() => logsOf("agg").some((l) => l === 'aggregated 3 messages (total 3), sample: cba'), 10_000, "aggregator report");
+  assert.deepEqual(await request("agg", null), { count: 3, messages: ["cba", "fed", "ihg"], sample: "cba" });
+  assert.ok(logsOf("proc").includes("processed (reverse): abc -> cba"));
+});
+
+e2eTest("generator sends its messages then Succeeds", async () => {
+  await container("gen-sink", { module: "workers", function: "aggregator", parameters: { window_size: 4 } });
+  await container("gen", { module: "workers", function: "generator_worker", parameters: { count: 4, interval: 0.02, target: "gen-sink" }, restartPolicy: "Never" });
+  await eventually(async () => (await phaseOf("gen")) === "Succeeded", 15_000, "generator Succeeded");
+  await eventually(() => logsOf("gen-sink").some((l) => l.startsWith("aggregated 4 messages (total 4)")), 10_000, "sink got 4 messages");
+});
+
+e2eTest("a worker exception reaches the caller; an unknown function fails the container", async () => {
+  await container("boom", { module: "e2e", function: "thrower", restartPolicy: "Never" });
+  await assert.rejects(
+    request("boom", "x", { timeoutMs: 15_000 }),
+    (e: ConnectError) => e.code === Code.Unknown && e.rawMessage === 'thrower exploded on "x"',
+  );
+  await eventually(async () => (await phaseOf("boom")) === "Failed", 10_000, "thrower Failed");
+  await container("nope", { module: "workers", function: "nope", restartPolicy: "Never" });
+  await eventually(
+    async () => (await e2e!.server.resources.get("Container", "nope"))?.status?.message.includes('module "workers" has no function "nope"'),
+    10_000,
+    "nope's status names the missing function",
+  );
+});
+
+e2eTest("ctx.request nested in a handler inherits the caller's deadline", async () => {
+  await container("sleeper", { module: "e2e", function: "waiter" });
+  await container("relay", { module: "e2e", function: "relay", parameters: { to: "sleeper" } });
+  await readyContainer("sleeper");
+  await readyContainer("relay");
+  const started = Date.now();
+  await assert.rejects(request("relay", "deep", { timeoutMs: 800 }), (e: ConnectError) => e.code === Code.DeadlineExceeded);
+  const took = Date.now() - started;
+  assert.ok(took >= 700 && took < 5000, `outer request took ${took} ms`);
+  // The nested request ended at the inherited deadline, not at its default 30 s: either the
+  // server's DEADLINE_EXCEEDED (4) or the parent's cancel (1) gets there first.
+  await eventually(
+    () => logsOf("relay").some((l) => /^nested failed: (4|1) .* deadline$/.test(l)),
+    5000,
+    `nested request ended at the deadline (relay log: ${JSON.stringify(logsOf("relay"))})`,
+  );
+  await eventually(() => logsOf("sleeper").includes('aborted "deep"'), 5000, "sleeper saw the cancel");
+});
+
+e2eTest("a caller's cancel aborts the message's signal in the worker", async () => {
+  await container("waiting", { module: "e2e", function: "waiter" });
+  await readyContainer("waiting");
+  const ac = new AbortController();
+  const p = request("waiting", "c1", { timeoutMs: 20_000, signal: ac.signal });
+  await eventually(() => logsOf("waiting").includes('waiting "c1"'), 10_000, "worker got the request");
+  ac.abort();
+  await assert.rejects(p, (e: ConnectError) => e.code === Code.Canceled);
+  await eventually(() => logsOf("waiting").includes('aborted "c1"'), 5000, "worker saw the cancel");
+});
+
+e2eTest("a command container is spawned by the host and attaches itself", async () => {
+  await container("cmd", { command: [process.execPath, "--import", "tsx", join(e2e!.dir, "attached.ts")] });
+  await readyContainer("cmd");
+  assert.equal(await request("cmd", "hi", { timeoutMs: 15_000 }), "from cmd: hi");
+  await eventually(() => logsOf("cmd").includes("spawned cmd"), 5000, "child stdout in the container log");
+});
+
+e2eTest("attach() serves an external container from this process", async () => {
+  await container("ext", {});
+  const a = attach({
+    address: e2e!.server.address,
+    container: "ext",
+    worker: defineWorker(async (ctx) => {
+      await ctx.handle((m) => ({ got: m.value, by: ctx.name }));
+    }),
+  });
+  try {
+    await a.ready;
+    await readyContainer("ext");
+    assert.deepEqual(await request("ext", 42, { timeoutMs: 10_000 }), { got: 42, by: "ext" });
+    // A second process may not serve the same container while the first is attached.
+    const b = attach({ address: e2e!.server.address, container: "ext", reconnect: false, worker: defineWorker(async () => {}) });
+    await assert.rejects(b.ready, (e: ConnectError) => e.code === Code.FailedPrecondition);
+  } finally {
+    await a.stop(1000);
+  }
+});
+
+test("e2e: teardown", async () => {
+  if (!e2e) return;
+  await e2e.client.close();
+  await e2e.stopHost();
+  await e2e.server.stop();
 });

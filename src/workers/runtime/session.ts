@@ -110,7 +110,7 @@ interface PendingCall {
   reject: (err: ConnectError) => void;
   /** Set once its Call frame went out on the current stream. */
   sent: boolean;
-  /** Client-side safety net (ms epoch): the server enforces deadlines, this catches a lost answer. */
+  /** When the call's timeout passes (ms epoch); the server enforces it, the client only backs it up. */
   expiresAt: number;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -119,6 +119,10 @@ interface PendingCall {
 /** Margin on top of a call's timeout before the client gives up on the server's answer. */
 const SAFETY_MARGIN_MS = 2000;
 const DEFAULT_TIMEOUT_MS = 30_000;
+/** Calls that may wait for a (re)connect; more fail at once with UNAVAILABLE. */
+const MAX_WAITING_CALLS = 10_000;
+/** Output frames kept while disconnected; older ones are dropped. */
+const MAX_KEPT_LOG_FRAMES = 1000;
 /** Codes that make retrying pointless: the server refused who we are or what we asked. */
 const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
@@ -178,6 +182,8 @@ class SessionImpl implements Session {
   private backoffWake: (() => void) | undefined;
   private readonly headers: Record<string, string> = {};
   private running: Promise<void> = Promise.resolve();
+  private keptLogFrames = 0;
+  private lastError: ConnectError | undefined;
 
   constructor(private readonly options: SessionOptions) {
     if (!options.hello === !options.attach) throw new ConnectError("openSession: give exactly one of hello or attach", Code.InvalidArgument);
@@ -203,6 +209,11 @@ class SessionImpl implements Session {
   call(options: CallOptions): Promise<CallReply> {
     if (this.closed) return Promise.reject(new ConnectError("session is closed", Code.Unavailable));
     if (options.signal?.aborted) return Promise.reject(new ConnectError("call cancelled", Code.Canceled));
+    if (!this.connected && this.calls.size >= MAX_WAITING_CALLS) {
+      return Promise.reject(
+        new ConnectError(`not connected to the k4s server at ${this.options.address} and ${this.calls.size} calls already wait`, Code.Unavailable),
+      );
+    }
     const id = this.nextId++;
     const timeout = options.timeoutMs && options.timeoutMs > 0 ? options.timeoutMs : DEFAULT_TIMEOUT_MS;
     return new Promise<CallReply>((resolve, reject) => {
@@ -211,7 +222,7 @@ class SessionImpl implements Session {
         resolve,
         reject,
         sent: false,
-        expiresAt: Date.now() + timeout + SAFETY_MARGIN_MS,
+        expiresAt: Date.now() + timeout,
         signal: options.signal,
         onAbort: undefined,
       };
@@ -264,6 +275,10 @@ class SessionImpl implements Session {
   }
 
   private enqueue(frame: MessageInitShape<typeof WorkerFrameSchema>["frame"]): void {
+    if (!this.connected && frame?.case === "log" && ++this.keptLogFrames > MAX_KEPT_LOG_FRAMES) {
+      const i = this.pending.findIndex((f) => f.frame.case === "log");
+      if (i >= 0) this.pending.splice(i, 1);
+    }
     this.pending.push(create(WorkerFrameSchema, { frame }));
     if (!this.flushScheduled && this.connected) {
       this.flushScheduled = true;
@@ -276,6 +291,7 @@ class SessionImpl implements Session {
     if (!this.connected || !this.outbox || this.pending.length === 0) return;
     const frames = this.pending;
     this.pending = [];
+    this.keptLogFrames = 0;
     for (const f of frames) {
       if (f.frame.case === "call") {
         const c = this.calls.get(Number(f.frame.value.id));
@@ -327,6 +343,7 @@ class SessionImpl implements Session {
         this.rejectDone(err);
         return;
       }
+      this.lastError = err;
       this.options.onDisconnect?.(err);
       if (this.everWelcomed) attempt = 0;
       const max = this.options.maxBackoffMs ?? 5000;
@@ -446,10 +463,16 @@ class SessionImpl implements Session {
       if (now - this.lastReceived > 3 * this.heartbeatMs) this.abort?.abort();
     }
     for (const c of this.calls.values()) {
-      if (c.expiresAt > now) continue;
+      if (c.sent ? c.expiresAt + SAFETY_MARGIN_MS > now : c.expiresAt > now) continue;
       this.finish(c.id);
-      if (c.sent) this.enqueue({ case: "cancelCall", value: { id: BigInt(c.id) } });
-      c.reject(new ConnectError("no answer from the server before the call's deadline", Code.DeadlineExceeded));
+      if (c.sent) {
+        this.enqueue({ case: "cancelCall", value: { id: BigInt(c.id) } });
+        c.reject(new ConnectError("no answer from the server before the call's deadline", Code.DeadlineExceeded));
+      } else {
+        this.pending = this.pending.filter((f) => !(f.frame.case === "call" && Number(f.frame.value.id) === c.id));
+        const why = this.lastError ? `: ${this.lastError.rawMessage}` : "";
+        c.reject(new ConnectError(`could not reach the k4s server at ${this.options.address} before the call's deadline${why}`, Code.Unavailable));
+      }
     }
   }
 }
