@@ -137,6 +137,28 @@ test("server output round-trips: status and server-set metadata are accepted and
   assert.equal(back.spec!.container, "calc-template");
 });
 
+test("accepts a List of objects (what `get -o yaml` prints for several), naming items in errors", () => {
+  const list = {
+    apiVersion: "k4s/v1",
+    kind: "List",
+    items: [
+      toJson(ContainerSchema, create(ContainerSchema, { apiVersion: "k4s/v1", kind: "Container", metadata: { name: "a", uid: "u1" }, status: { phase: "Running" } })),
+      toJson(ServiceSchema, create(ServiceSchema, { apiVersion: "k4s/v1", kind: "Service", metadata: { name: "s" }, spec: { selector: "a*" } })),
+    ],
+  };
+  const docs = parseManifestDocuments(`kind: Container\nmetadata: {name: first}\n---\n${stringify(list)}`);
+  assert.deepEqual(
+    docs.map((d) => `${d.index} ${kindOf(d.object)}/${d.object.metadata!.name}`),
+    ["1 Container/first", "2 Container/a", "2 Service/s"],
+  );
+  rejects(
+    "kind: List\nitems:\n- kind: Container\n  metadata: {name: ok}\n- kind: Container\n  metadata: {name: Bad}\n",
+    /^document 1 items\[1\] \(Container "Bad"\): metadata\.name: /,
+  );
+  rejects("kind: List\nitems:\n- kind: Container\n  metadata: {name: a}\n- kind: Container\n  metadata: {name: a}\n", /^document 1 items\[1\] \(Container "a"\): duplicate of document 1 items\[0\]/);
+  rejects("kind: List\nitems: {a: 1}\n", /^document 1 \(List\): items: expected a list, got a mapping$/);
+});
+
 test("rejects YAML syntax errors, naming the document and the line", () => {
   rejects("kind: Container\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: b\n", /^document 2: invalid YAML: .*line \d+, column \d+/);
   rejects("kind: Container\nkind: Container\nmetadata: {name: a}\n", /^document 1: invalid YAML: Map keys must be unique/);

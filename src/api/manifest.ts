@@ -314,7 +314,7 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
   const docs = Array.isArray(parsed) ? parsed : [];
   const errors: string[] = [];
   const out: ManifestDocument[] = [];
-  const seen = new Map<string, number>();
+  const seen = new Map<string, string>();
   docs.forEach((doc, i) => {
     const index = i + 1;
     if (doc.errors.length > 0) {
@@ -332,15 +332,32 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       return;
     }
     if (js === null || js === undefined) return;
+    if (isPlainObject(js) && js["kind"] === "List") {
+      // What `k4s get -o yaml` prints for several objects, as kubectl's List.
+      const extra = Object.keys(js).filter((k) => !["kind", "apiVersion", "items", "metadata"].includes(k));
+      if (extra.length > 0) errors.push(`${docLabel(index)} (List): ${extra[0]}: unknown field "${extra[0]}" (known: apiVersion, kind, items)`);
+      const items = js["items"] ?? [];
+      if (!Array.isArray(items)) {
+        errors.push(`${docLabel(index)} (List): items: expected a list, got ${describeValue(items)}`);
+        return;
+      }
+      items.forEach((item, i) => take(item, index, `document ${index} items[${i}]`));
+      return;
+    }
+    take(js, index, `document ${index}`);
+  });
+
+  /** Converts one object of document `index`; `where` names it in errors. */
+  function take(js: unknown, index: number, where: string): void {
     if (!isPlainObject(js)) {
-      errors.push(`${docLabel(index)}: expected a mapping with kind, metadata and spec, got ${describeValue(js)}`);
+      errors.push(`${where}: expected a mapping with kind, metadata and spec, got ${describeValue(js)}`);
       return;
     }
     const kindValue = js["kind"];
     const meta = js["metadata"];
     const name = isPlainObject(meta) && typeof meta["name"] === "string" ? meta["name"] : undefined;
     if (kindValue === undefined || kindValue === null || kindValue === "") {
-      errors.push(`${docLabel(index)}: kind: required, one of ${KINDS.join(", ")}`);
+      errors.push(`${where}: kind: required, one of ${KINDS.join(", ")}`);
       return;
     }
     if (typeof kindValue !== "string" || !(KINDS as readonly string[]).includes(kindValue)) {
@@ -351,11 +368,11 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       } catch {
         hint = "";
       }
-      errors.push(`${docLabel(index)}: kind: unknown kind ${describeValue(kindValue)}${hint}, expected one of ${KINDS.join(", ")}`);
+      errors.push(`${where}: kind: unknown kind ${describeValue(kindValue)}${hint}, expected one of ${KINDS.join(", ")}`);
       return;
     }
     const kind = kindValue as Kind;
-    const label = docLabel(index, kind, name);
+    const label = `${where} (${kind}${name ? ` "${name}"` : ""})`;
     const issues: FieldIssue[] = [];
     const apiVersion = js["apiVersion"] ?? js["api_version"];
     if (apiVersion !== undefined && apiVersion !== null && apiVersion !== API_VERSION) {
@@ -379,12 +396,12 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
     const key = `${kind}/${name}`;
     const first = seen.get(key);
     if (first !== undefined) {
-      errors.push(`${label}: duplicate of document ${first}, a manifest may declare each object once`);
+      errors.push(`${label}: duplicate of ${first}, a manifest may declare each object once`);
       return;
     }
-    seen.set(key, index);
+    seen.set(key, where);
     out.push({ index, object: obj! });
-  });
+  }
   if (errors.length > 0) failWith(errors);
   return out;
 }
