@@ -78,9 +78,11 @@ test("apply creates, then reports unchanged and configured; get and list return 
   assert.equal(svc.spec?.selector, "ap-rs-*");
   assert.ok(svc.metadata?.uid);
 
-  const tpl = await client.list("containers", { labels: { app: "ap" } });
-  assert.deepEqual(tpl.items.map((c) => c.metadata?.name), ["ap-tpl"]);
-  assert.match(tpl.resourceVersion, /^\d+$/);
+  const labelled = await client.list("containers", { labels: { app: "ap" } });
+  assert.ok(labelled.items.some((c) => c.metadata?.name === "ap-tpl"));
+  for (const c of labelled.items) assert.equal(c.metadata?.labels.app, "ap");
+  assert.match(labelled.resourceVersion, /^\d+$/);
+  assert.deepEqual((await client.list("Container", { labels: { app: "nobody" } })).items, []);
   const byGlob = await client.list("svc", { nameGlob: "ap-*" });
   assert.deepEqual(byGlob.items.map((s) => s.metadata?.name), ["ap-svc"]);
 });
@@ -96,7 +98,7 @@ test("apply takes typed objects too, and create/update/delete work on messages",
   const made = await client.create(
     create(ContainerSchema, { metadata: { name: "typed-two" }, spec: { module: "workers", function: "echo_worker" } }),
   );
-  assert.equal(made.metadata?.generation, 1);
+  assert.equal(Number(made.metadata?.generation), 1);
   assert.equal(made.kind, "Container");
 
   const updated = await client.update(

@@ -4,7 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Kind } from "../api/kinds.js";
 import { withClient } from "./connection.js";
 import { CliError } from "./errors.js";
-import { kindRef } from "./format.js";
+import { kindRef, loadYaml } from "./format.js";
 import { manifestRefs, readManifests, type ObjectRef } from "./manifest-files.js";
 import { collect, kindAndName } from "./options.js";
 
@@ -40,6 +40,7 @@ export function deleteCommand(): Command {
 async function targets(kindArg: string | undefined, names: string[], files: string[]): Promise<ObjectRef[]> {
   if (files.length > 0) {
     if (kindArg !== undefined) throw new CliError("delete takes either -f FILE or KIND NAME, not both");
+    await loadYaml();
     const refs = (await Promise.all(files.map(readManifests))).flat().flatMap(manifestRefs);
     // Users before what they use: services, then replicasets (which take their replicas), then containers.
     const order: Record<Kind, number> = { Service: 0, ReplicaSet: 1, Container: 2 };

@@ -2,7 +2,6 @@
 import { Command } from "commander";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { stringify } from "yaml";
 import { kindOf, type AnyObject } from "../api/kinds.js";
 import type { K4sClient } from "../client/client.js";
 import type { Event } from "../gen/k4s/v1/log_service_pb.js";
@@ -10,7 +9,7 @@ import type { Container } from "../gen/k4s/v1/resources_pb.js";
 import { withClient } from "./connection.js";
 import { CliError } from "./errors.js";
 import { kindAndName } from "./options.js";
-import { age, objectJson, renderTable } from "./format.js";
+import { age, loadYaml, objectJson, renderTable, yaml } from "./format.js";
 
 /** The most events describe shows for one object (the newest). */
 const MAX_EVENTS = 20;
@@ -24,6 +23,7 @@ export function describeCommand(): Command {
     .action(async (kindArg: string, nameArg: string | undefined, _opts: unknown, cmd: Command) => {
       const { kind, name } = kindAndName(kindArg, nameArg);
       if (!name) throw new CliError(`describe ${kindArg} needs a NAME`);
+      await loadYaml();
       await withClient(cmd, async (client) => {
         const obj = await client.get(kind, name);
         console.log(await describe(client, obj));
@@ -45,7 +45,7 @@ function section(title: string, value: JsonValue | undefined): string[] {
   if (value === undefined || (typeof value === "object" && value !== null && Object.keys(value).length === 0)) {
     return [field(title, "<none>")];
   }
-  const body = stringify(value, { lineWidth: 0 }).trimEnd();
+  const body = yaml().stringify(value, { lineWidth: 0 }).trimEnd();
   return [`${title}:`, ...body.split("\n").map((l) => `  ${l}`)];
 }
 

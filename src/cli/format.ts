@@ -5,10 +5,26 @@
  */
 import { toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { stringify } from "yaml";
 import { API_VERSION, kindInfo, kindOf, type AnyObject, type Kind } from "../api/kinds.js";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
 import { CliError } from "./errors.js";
+
+type YamlModule = typeof import("yaml");
+let yamlModule: YamlModule | undefined;
+
+/**
+ * Loads the YAML library. It is slow to load and only -o yaml, describe and delete -f need it,
+ * so commands load it on demand before calling yaml().
+ */
+export async function loadYaml(): Promise<YamlModule> {
+  return (yamlModule ??= await import("yaml"));
+}
+
+/** The YAML library, once loadYaml() resolved. */
+export function yaml(): YamlModule {
+  if (!yamlModule) throw new Error("the YAML library is not loaded: await loadYaml() first");
+  return yamlModule;
+}
 
 /** The output formats of get. */
 export type OutputFormat = "table" | "wide" | "json" | "yaml" | "name";
@@ -212,7 +228,7 @@ export function listJson(objects: readonly AnyObject[]): JsonValue {
   return { apiVersion: API_VERSION, kind: "List", items: objects.map(objectJson) };
 }
 
-/** Renders a JSON value as YAML or indented JSON text, without a trailing newline. */
+/** Renders a JSON value as YAML (after loadYaml()) or indented JSON text, without a trailing newline. */
 export function renderJson(value: JsonValue, format: "json" | "yaml"): string {
-  return format === "json" ? JSON.stringify(value, null, 2) : stringify(value, { lineWidth: 0 }).trimEnd();
+  return format === "json" ? JSON.stringify(value, null, 2) : yaml().stringify(value, { lineWidth: 0 }).trimEnd();
 }

@@ -10,6 +10,7 @@ import { interruptSignal, withClient } from "./connection.js";
 import {
   columnWidths,
   listJson,
+  loadYaml,
   objectJson,
   objectRef,
   objectTable,
@@ -43,6 +44,7 @@ export function getCommand(): Command {
       const { kind, name } = kindAndName(kindArg, nameArg);
       const format = parseOutputFormat(opts.output);
       const labels = parseLabels(opts.selector);
+      if (format === "yaml") await loadYaml();
       await withClient(cmd, (client) => runGet(client, { kind, name, format, labels, watch: opts.watch ?? false }));
     });
 }

@@ -4,9 +4,9 @@
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
-import { parseAllDocuments } from "yaml";
 import { parseKind, type Kind } from "../api/kinds.js";
 import { CliError } from "./errors.js";
+import { yaml } from "./format.js";
 
 /** The most manifest text the CLI reads from one -f argument. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -73,11 +73,11 @@ export interface ObjectRef {
 
 /**
  * Reads the kind and name of every document of manifest text, enough to delete what a file
- * created; the server validates everything else on apply.
+ * created; the server validates everything else on apply. Needs loadYaml() first.
  */
 export function manifestRefs(source: ManifestSource): ObjectRef[] {
   const refs: ObjectRef[] = [];
-  const docs = parseAllDocuments(source.text);
+  const docs = yaml().parseAllDocuments(source.text);
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, i) => {
     const where = `${source.path} document ${i + 1}`;
