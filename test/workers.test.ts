@@ -267,7 +267,7 @@ async function startFake(options: { port?: number; behaviour?: (c: FakeConn, f: 
         },
         waitFor(pred, from = 0) {
           return new Promise((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error("fake server: frame not received in time")), 10_000);
+            const timer = setTimeout(() => reject(new Error("fake server: frame not received in time")), 20_000);
             const check = () => {
               const f = conn.frames.slice(from).find(pred);
               if (f) {
@@ -770,9 +770,55 @@ e2eTest("attach() serves an external container from this process", async () => {
   }
 });
 
+e2eTest("deleting a container stops it on its host", async () => {
+  await container("short-lived", { module: "workers", function: "echo" });
+  await readyContainer("short-lived");
+  await e2e!.server.resources.delete("Container", "short-lived");
+  await eventually(async () => !(await e2e!.server.resources.get("Container", "short-lived")), 10_000, "container gone after its Stop");
+});
+
 test("e2e: teardown", async () => {
   if (!e2e) return;
   await e2e.client.close();
   await e2e.stopHost();
   await e2e.server.stop();
+});
+
+test("e2e: heartbeats keep an idle session alive; a host reconnects after a server restart and serves again", async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), "k4s-restart-"));
+  let server: K4sServer;
+  try {
+    server = await startTestServer({ dataDir, heartbeatIntervalMs: 300 });
+  } catch (err) {
+    t.skip(`server not available: ${(err as Error).message}`);
+    return;
+  }
+  const port = server.port;
+  const host = await runWorkerHost({ address: server.address, name: "restart-host", onError: () => {} });
+  const client = openSession({ address: server.address, hello: { role: "client" }, reconnect: true, maxBackoffMs: 300 });
+  const ask = async (value: string) => {
+    const p = encodePayload(value);
+    const r = await client.call({ target: "r-echo", data: p.data, contentType: p.contentType, expectsReply: true, timeoutMs: 10_000 });
+    return decodePayload(r.data, r.contentType);
+  };
+  try {
+    await client.ready;
+    await server.resources.create(create(ContainerSchema, { metadata: { name: "r-echo" }, spec: { module: "workers", function: "echo" } }));
+    assert.equal(await ask("one"), "ECHO: one");
+    const sessionId = client.sessionId;
+    // Four silent intervals: without heartbeats the server would have dropped the session.
+    await new Promise((r) => setTimeout(r, 1300));
+    assert.equal(client.sessionId, sessionId, "the idle session was kept");
+    assert.equal(await ask("two"), "ECHO: two");
+
+    await server.stop();
+    server = await startTestServer({ dataDir, port, heartbeatIntervalMs: 300 });
+    assert.equal(await eventually(() => ask("three").catch(() => undefined), 20_000, "echo after the restart"), "ECHO: three");
+    assert.notEqual(client.sessionId, sessionId, "the client reconnected");
+    assert.deepEqual(host.containers(), ["r-echo"]);
+  } finally {
+    await client.close();
+    await host.stop();
+    await server.stop();
+  }
 });
