@@ -9,7 +9,6 @@ import { deleteCommand } from "./delete.js";
 import { describeCommand } from "./describe.js";
 import { formatError } from "./errors.js";
 import { eventsCommand } from "./events.js";
-import { demoCommand, exampleCommand } from "./example.js";
 import { getCommand } from "./get.js";
 import { logsCommand } from "./logs.js";
 import { requestCommand } from "./request.js";
