@@ -32,6 +32,23 @@ export interface SqliteStoreOptions {
 /** The most operations one transaction may carry. */
 export const MAX_TXN_OPS = 100_000;
 
+/** The most transactions committed together in one group commit. */
+const MAX_BATCH = 1000;
+
+/** A transaction waiting for the next group commit. */
+interface PendingTxn {
+  readonly compares: readonly Compare[];
+  readonly ops: readonly Op[];
+  resolve(result: TxnResult): void;
+  reject(err: unknown): void;
+}
+
+/** What a transaction of a batch did: its events (undefined when a guard failed) and the revision after it. */
+interface BatchResult {
+  events: StoreEvent[] | undefined;
+  revision: number;
+}
+
 /** Revisions read from history per page while a watcher catches up. */
 const HISTORY_PAGE_REVISIONS = 256;
 
@@ -175,13 +192,12 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     if (closed) throw new ConnectError("store is closed", Code.Unavailable);
   };
 
-  /** Runs inside a SQLite transaction; returns the events written (empty when guards failed). */
-  const write = db.transaction((compares: readonly Compare[], ops: readonly Op[]): StoreEvent[] | undefined => {
+  /** Applies one transaction at revision `rev` (inside a SQLite transaction); undefined when a guard failed. */
+  const applyOne = (compares: readonly Compare[], ops: readonly Op[], rev: number): StoreEvent[] | undefined => {
     for (const c of compares) {
       const row = stmt.get.get(c.key);
       if ((row?.mod_rev ?? 0) !== c.modRevision) return undefined;
     }
-    const rev = revision + 1;
     const events: StoreEvent[] = [];
     for (const op of ops) {
       const prev = stmt.get.get(op.key);
@@ -211,15 +227,69 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
         events.push({ type: "delete", kv: { key: op.key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0 }, prevKv });
       }
     }
-    if (events.length === 0) return events;
-    stmt.setMeta.run(rev, "revision");
-    const compactTo = rev - historyLimit;
-    if (compactTo > compacted) {
-      stmt.compact.run(compactTo);
-      stmt.setMeta.run(compactTo, "compact_revision");
-    }
     return events;
+  };
+
+  /**
+   * Commits a batch of transactions as one SQLite transaction (group commit: one fsync for all
+   * the writes queued in one turn of the event loop), each still with its own revision.
+   */
+  const commitBatch = db.transaction((batch: readonly PendingTxn[]): BatchResult[] => {
+    let rev = revision;
+    const results: BatchResult[] = [];
+    for (const t of batch) {
+      const events = applyOne(t.compares, t.ops, rev + 1);
+      if (events && events.length > 0) rev += 1;
+      results.push({ events, revision: rev });
+    }
+    if (rev !== revision) {
+      stmt.setMeta.run(rev, "revision");
+      const compactTo = rev - historyLimit;
+      if (compactTo > compacted) {
+        stmt.compact.run(compactTo);
+        stmt.setMeta.run(compactTo, "compact_revision");
+      }
+    }
+    return results;
   });
+
+  const queue: PendingTxn[] = [];
+  let flushScheduled = false;
+
+  const flush = () => {
+    flushScheduled = false;
+    const batch = queue.splice(0, MAX_BATCH);
+    if (queue.length > 0) scheduleFlush();
+    if (batch.length === 0) return;
+    if (closed) {
+      for (const t of batch) t.reject(new ConnectError("store is closed", Code.Unavailable));
+      return;
+    }
+    let results: BatchResult[];
+    try {
+      results = commitBatch(batch);
+    } catch (e) {
+      // Rolled back as a whole: none of these writes happened.
+      for (const t of batch) t.reject(e);
+      return;
+    }
+    const last = results[results.length - 1]!.revision;
+    if (last !== revision) {
+      revision = last;
+      compacted = Math.max(compacted, revision - historyLimit);
+    }
+    batch.forEach((t, i) => {
+      const r = results[i]!;
+      if (r.events && r.events.length > 0) fanOut(r.revision, r.events);
+      t.resolve({ succeeded: r.events !== undefined, revision: r.revision });
+    });
+  };
+
+  const scheduleFlush = () => {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  };
 
   const fanOut = (rev: number, events: StoreEvent[]) => {
     for (const w of watchers) {
@@ -330,14 +400,10 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
         if (keys.has(op.key)) throw new ConnectError(`transaction writes key ${op.key} twice`, Code.InvalidArgument);
         keys.add(op.key);
       }
-      const events = write(compares, ops);
-      if (events === undefined) return { succeeded: false, revision };
-      if (events.length > 0) {
-        revision += 1;
-        compacted = Math.max(compacted, revision - historyLimit);
-        fanOut(revision, events);
-      }
-      return { succeeded: true, revision };
+      return new Promise<TxnResult>((resolve, reject) => {
+        queue.push({ compares, ops, resolve, reject });
+        scheduleFlush();
+      });
     },
     watch,
     async compactRevision() {
@@ -347,6 +413,7 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     async close() {
       if (closed) return;
       closed = true;
+      for (const t of queue.splice(0)) t.reject(new ConnectError("store is closed", Code.Unavailable));
       for (const w of watchers) w.wake?.();
       db.close();
     },
