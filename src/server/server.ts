@@ -15,7 +15,7 @@ import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/res
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
 import { createReplicaSetController } from "./controllers/replicaset-controller.js";
 import { createServiceController } from "./controllers/service-controller.js";
-import type { Controller } from "./controllers/controller.js";
+import type { Controller, ReconcileReport } from "./controllers/controller.js";
 import { createEventRecorder, type EventRecorder } from "./events.js";
 import { createAuthInterceptor, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions } from "./grpc-adapter.js";
@@ -124,9 +124,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const resources = createResourceStore(countWrites(store, metrics));
   const events = createEventRecorder();
   const logs = createLogStore();
+  const onReconcile = (r: ReconcileReport) =>
+    metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
   const controllers: Controller[] = [
-    createReplicaSetController({ resources, events }),
-    createServiceController({ resources, events }),
+    createReplicaSetController({ resources, events, onError, onReconcile }),
+    createServiceController({ resources, events, onError, onReconcile }),
   ];
   const messaging: MessagingPlane = createMessagingPlane({
     resources,
