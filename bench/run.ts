@@ -1,0 +1,341 @@
+/**
+ * `npm run bench [-- --quick] [--rounds N] [--out FILE]`: starts k4s and its peers (bare
+ * grpc-js, NATS, Moleculer) in separate processes, runs every scenario for each system
+ * interleaved over several rounds, runs the k4s control-plane benchmark, prints a table of
+ * medians with ratios k4s/peer, writes every round to a JSON file, and stops everything it
+ * started.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, totalmem } from "node:os";
+import { dirname, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { Command } from "commander";
+import type { ClosedLoopResult, OpenLoopResult } from "./lib/load-drivers.js";
+import { cpuMicros, forkTs, rssBytes, spawnBinary, type Child } from "./lib/processes.js";
+import { medians, renderTable } from "./lib/report.js";
+import { dataPlaneScenarios, type Scenario } from "./lib/scenarios.js";
+import { K4S_BIN, startGrpc, startK4s, startMoleculer, startNats, type RunningSystem } from "./lib/systems.js";
+
+interface Options {
+  quick: boolean;
+  rounds?: number;
+  out?: string;
+  systems: string;
+  only?: string;
+  warmupMs?: number;
+  durationMs?: number;
+  replicas?: number;
+  controlPlane: boolean;
+}
+
+const program = new Command("bench")
+  .description("k4s benchmark: k4s vs bare grpc-js, NATS and Moleculer, interleaved rounds, medians and ratios")
+  .option("--quick", "1 round, short windows, 200 replicas (under a minute)", false)
+  .option("--rounds <n>", "rounds (default 5; --quick 1)", (v) => positiveInt(v, "--rounds"))
+  .option("--out <file>", "JSON file of all rounds (default bench/results/<time>.json)")
+  .option("--systems <list>", "comma-separated systems to run", "k4s,grpc,nats,moleculer")
+  .option("--only <text>", "run only scenarios whose id contains text (e.g. c64, ff, open)")
+  .option("--warmup-ms <ms>", "warm-up per run (default 500; --quick 200)", (v) => positiveInt(v, "--warmup-ms"))
+  .option("--duration-ms <ms>", "measured window per run (default 2000; --quick 500)", (v) => positiveInt(v, "--duration-ms"))
+  .option("--replicas <n>", "control plane: ReplicaSet size (default 1000; --quick 200)", (v) => positiveInt(v, "--replicas"))
+  .option("--no-control-plane", "skip the k4s control-plane benchmark")
+  .parse(process.argv);
+
+function positiveInt(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} must be a whole number >= 1, got "${v}"`);
+  return n;
+}
+
+const opts = program.opts<Options>();
+const rounds = opts.rounds ?? (opts.quick ? 1 : 5);
+const warmupMs = opts.warmupMs ?? (opts.quick ? 200 : 500);
+const durationMs = opts.durationMs ?? (opts.quick ? 500 : 2000);
+/** The open loop needs more samples than a closed one for a p99 worth reading. */
+const openDurationMs = opts.quick ? Math.max(durationMs, 1000) : Math.max(durationMs, 5000);
+const replicas = opts.replicas ?? (opts.quick ? 200 : 1000);
+const applies = opts.quick ? 50 : 200;
+const wanted = opts.systems.split(",").map((s) => s.trim()).filter(Boolean);
+const scenarios = dataPlaneScenarios().filter((s) => !opts.only || s.id.includes(opts.only));
+const benchDir = dirname(fileURLToPath(import.meta.url));
+const outFile = resolve(opts.out ?? `${benchDir}/results/${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+
+const starters: Record<string, () => Promise<RunningSystem>> = { k4s: startK4s, grpc: startGrpc, nats: startNats, moleculer: startMoleculer };
+
+/** One measured run of one scenario on one system. */
+interface RunRow {
+  round: number;
+  scenario: string;
+  system: string;
+  metrics?: Record<string, number>;
+  raw?: unknown;
+  error?: string;
+}
+
+interface Snapshot {
+  t: number;
+  serverCpu: number;
+  loadCpu: number;
+  received: number;
+}
+
+async function snapshot(sys: RunningSystem, withCount: boolean): Promise<Snapshot> {
+  const received = withCount ? (await sys.ffReceiver.ask<{ count: number }>({ cmd: "count" }, 10_000)).count : 0;
+  return {
+    t: performance.now(),
+    serverCpu: sys.serverSide.reduce((sum, c) => sum + cpuMicros(c.pid), 0),
+    loadCpu: cpuMicros(sys.load.pid),
+    received,
+  };
+}
+
+let runSeq = 0;
+
+async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: Record<string, number>; raw: unknown }> {
+  const run = ++runSeq;
+  const window = s.kind === "open" ? openDurationMs : durationMs;
+  const timeout = warmupMs + window + 15_000;
+  const result = sys.load.ask<{ result: ClosedLoopResult | OpenLoopResult }>(
+    { cmd: "run", run, scenario: s, warmupMs, durationMs: window },
+    timeout,
+  );
+  const started = sys.load.waitMessage((m) => m.ev === "measuring" && m.run === run, timeout);
+  const ended = sys.load.waitMessage((m) => m.ev === "measured" && m.run === run, timeout);
+  for (const p of [result, started, ended]) p.catch(() => {});
+  const failFirst = result.then(() => {
+    throw new Error("load process answered before its window closed");
+  });
+  failFirst.catch(() => {});
+  await Promise.race([started, failFirst]);
+  const a = await snapshot(sys, s.kind === "ff");
+  await Promise.race([ended, failFirst]);
+  const b = await snapshot(sys, s.kind === "ff");
+  const r = (await result).result;
+  const seconds = (b.t - a.t) / 1000;
+  if (s.kind === "closed") {
+    const c = r as ClosedLoopResult;
+    if (c.calls === 0) throw new Error(`no call answered${c.firstError ? `: ${c.firstError}` : ""}`);
+    const metrics = {
+      rate: c.rate,
+      p50: c.latency.p50,
+      p99: c.latency.p99,
+      errors: c.errors,
+      serverCpuPerCall: (b.serverCpu - a.serverCpu) / c.calls,
+      loadCpuPerCall: (b.loadCpu - a.loadCpu) / c.calls,
+    };
+    return { metrics, raw: c };
+  }
+  if (s.kind === "ff") {
+    const c = r as ClosedLoopResult;
+    const received = b.received - a.received;
+    if (received === 0) throw new Error(`receiver counted no message${c.firstError ? `: ${c.firstError}` : ""}`);
+    const metrics = {
+      recvRate: received / seconds,
+      sendRate: c.rate,
+      errors: c.errors,
+      serverCpuPerCall: (b.serverCpu - a.serverCpu) / received,
+      loadCpuPerCall: (b.loadCpu - a.loadCpu) / Math.max(1, c.calls),
+    };
+    return { metrics, raw: c };
+  }
+  const o = r as OpenLoopResult;
+  if (o.answered === 0) throw new Error(`no call answered${o.firstError ? `: ${o.firstError}` : ""}`);
+  const metrics = {
+    p50: o.latency.p50,
+    p99: o.latency.p99,
+    serviceP50: o.serviceLatency.p50,
+    serviceP99: o.serviceLatency.p99,
+    rate: o.rate,
+    errors: o.errors + o.unanswered,
+    serverCpuPerCall: (b.serverCpu - a.serverCpu) / o.answered,
+  };
+  return { metrics, raw: o };
+}
+
+function applicable(sys: RunningSystem, s: Scenario): boolean {
+  if (s.target === "rr2" && s.kind !== "ff" && sys.name === "grpc") return false;
+  return true;
+}
+
+/** The k4s control-plane benchmark on a fresh server and worker host of its own. */
+async function runControlPlane(round: number): Promise<RunRow> {
+  const children: Child[] = [];
+  try {
+    const srv = await forkTs("k4s control-plane server", new URL("./k4s/k4s-server-process.ts", import.meta.url));
+    children.push(srv.child);
+    const address = String(srv.ready.address);
+    const host = await spawnBinary("k4s worker host", process.execPath, [K4S_BIN, "worker", "--server", address], /serving containers/, 30_000);
+    children.push(host);
+    const cp = await forkTs("k4s control-plane client", new URL("./k4s/control-plane-process.ts", import.meta.url), [
+      address,
+      String(replicas),
+      String(applies),
+    ]);
+    children.push(cp.child);
+    const memory: Record<string, number> = {};
+    cp.child.process.on("message", (m: { ev?: string; label?: string }) => {
+      if (m.ev !== "memory") return;
+      memory[`serverRss_${m.label}`] = rssBytes(srv.child.pid);
+      memory[`hostRss_${m.label}`] = rssBytes(host.pid);
+      cp.child.process.send({ cmd: "memory-read", label: m.label });
+    });
+    const done = await cp.child.waitMessage<{ result: Record<string, number> & { applyToWatch: { p50: number; p99: number }; applyRoundTrip: { p50: number; p99: number } } }>(
+      (m) => m.ev === "result" || m.ev === "error",
+      600_000,
+    );
+    const r = done.result;
+    const mib = (b: number | undefined) => (b ?? Number.NaN) / (1024 * 1024);
+    return {
+      round,
+      scenario: "control-plane",
+      system: "k4s",
+      metrics: {
+        replicas: r.replicas!,
+        scaleUpS: r.scaleUpMs! / 1000,
+        scaleDownS: r.scaleDownMs! / 1000,
+        applyToWatchP50: r.applyToWatch.p50,
+        applyToWatchP99: r.applyToWatch.p99,
+        applyRoundTripP50: r.applyRoundTrip.p50,
+        serverRssEmptyMiB: mib(memory.serverRss_empty),
+        serverRssIdleMiB: mib(memory.serverRss_idle),
+        hostRssEmptyMiB: mib(memory.hostRss_empty),
+        hostRssIdleMiB: mib(memory.hostRss_idle),
+      },
+      raw: r,
+    };
+  } catch (err) {
+    return { round, scenario: "control-plane", system: "k4s", error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    for (const c of children.reverse()) await c.stop().catch(() => {});
+  }
+}
+
+function hasNatsServer(): boolean {
+  try {
+    execFileSync("nats-server", ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<number> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "", memGiB: totalmem() / 2 ** 30, node: process.version, loadavg: loadavg() };
+  console.log(
+    `k4s bench: ${rounds} round(s), warm-up ${warmupMs} ms, window ${durationMs} ms (open loop ${openDurationMs} ms), ` +
+      `${machine.cpus} CPUs, node ${machine.node}, load average ${machine.loadavg.map((l) => l.toFixed(2)).join(" ")}`,
+  );
+  const setupErrors: Record<string, string> = {};
+  const names = wanted.filter((n) => {
+    if (!starters[n]) {
+      setupErrors[n] = `unknown system (known: ${Object.keys(starters).join(", ")})`;
+      return false;
+    }
+    if (n === "nats" && !hasNatsServer()) {
+      setupErrors[n] = "nats-server not found on PATH (Debian: apt-get install nats-server)";
+      return false;
+    }
+    return true;
+  });
+  // Started one after the other: start-up on 2 cores is CPU-bound and errors stay readable.
+  const systems: RunningSystem[] = [];
+  for (const n of names) {
+    const ts = performance.now();
+    try {
+      systems.push(await starters[n]!());
+      console.log(`  started ${n} in ${((performance.now() - ts) / 1000).toFixed(1)} s`);
+    } catch (err) {
+      setupErrors[n] = err instanceof Error ? err.message : String(err);
+      console.log(`  ${n} could not start: ${setupErrors[n]!.split("\n")[0]}`);
+    }
+  }
+  const rows: RunRow[] = [];
+  const broken = new Map<string, string>();
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      console.log(`round ${round}/${rounds}`);
+      for (const s of scenarios) {
+        // Rotate the order each round so no system always runs first (or right after another).
+        const order = systems.map((_, i) => systems[(i + round - 1) % systems.length]!);
+        const parts: string[] = [];
+        for (const sys of order) {
+          if (!applicable(sys, s)) continue;
+          if (broken.has(sys.name)) {
+            rows.push({ round, scenario: s.id, system: sys.name, error: `skipped: ${broken.get(sys.name)}` });
+            continue;
+          }
+          try {
+            const { metrics, raw } = await runScenario(sys, s);
+            rows.push({ round, scenario: s.id, system: sys.name, metrics, raw });
+            const main = s.kind === "ff" ? `${Math.round(metrics.recvRate!)} msg/s` : s.kind === "open" ? `p99 ${metrics.p99!.toFixed(2)} ms` : `${Math.round(metrics.rate!)} req/s`;
+            parts.push(`${sys.name} ${main}`);
+          } catch (err) {
+            const message = err instanceof Error ? err.message : String(err);
+            rows.push({ round, scenario: s.id, system: sys.name, error: message });
+            parts.push(`${sys.name} FAILED (${message.split("\n")[0]!.slice(0, 100)})`);
+            // A load process that stopped answering would only burn the remaining runs' timeouts.
+            if (/no answer within|exited/.test(message)) broken.set(sys.name, `${sys.name} stopped answering in ${s.id}`);
+          }
+        }
+        console.log(`  ${s.id.padEnd(22)} ${parts.join(", ")}`);
+      }
+      if (opts.controlPlane && wanted.includes("k4s")) {
+        const cp = await runControlPlane(round);
+        rows.push(cp);
+        console.log(
+          cp.error
+            ? `  control-plane          k4s FAILED: ${cp.error.split("\n")[0]}`
+            : `  control-plane          k4s 0→${replicas} in ${cp.metrics!.scaleUpS!.toFixed(2)} s, →0 in ${cp.metrics!.scaleDownS!.toFixed(2)} s, apply→watch p50 ${cp.metrics!.applyToWatchP50!.toFixed(2)} ms`,
+        );
+      }
+    }
+  } finally {
+    for (const sys of systems) await sys.stop();
+  }
+
+  const med = medians(rows);
+  const columns = ["k4s", "grpc", "nats", "moleculer"].filter((s) => wanted.includes(s));
+  const table = renderTable(
+    [...scenarios, ...(opts.controlPlane && wanted.includes("k4s") ? [{ id: "control-plane", title: "control plane", kind: "control" }] : [])],
+    columns,
+    med,
+  );
+  console.log(`\nMedians over ${rounds} round(s)${opts.controlPlane ? `; control plane with N = ${replicas}` : ""}:\n`);
+  console.log(table);
+  const errors = rows.filter((r) => r.error);
+  const distinct = new Map<string, string>();
+  for (const e of errors) distinct.set(`${e.system} ${e.scenario}`, e.error!.split("\n")[0]!);
+  for (const [sys, msg] of Object.entries(setupErrors)) distinct.set(`${sys} setup`, msg.split("\n")[0]!);
+  if (distinct.size > 0) {
+    console.log("\nFailures:");
+    for (const [k, v] of distinct) console.log(`  ${k}: ${v}`);
+  }
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(
+    outFile,
+    JSON.stringify(
+      {
+        startedAt: startedAt.toISOString(),
+        elapsedS: (performance.now() - t0) / 1000,
+        options: { rounds, warmupMs, durationMs, openDurationMs, replicas, applies, systems: wanted, only: opts.only ?? null },
+        machine: { ...machine, loadavgAtEnd: loadavg() },
+        placement: Object.fromEntries(systems.map((s) => [s.name, s.placement])),
+        scenarios,
+        setupErrors,
+        medians: med,
+        rounds: rows,
+        table,
+      },
+      null,
+      2,
+    ),
+  );
+  console.log(`\nall rounds written to ${outFile} (${((performance.now() - t0) / 1000).toFixed(1)} s in all)`);
+  return Object.keys(setupErrors).length > 0 || errors.length > 0 ? 1 : 0;
+}
+
+process.exitCode = await main();
