@@ -25,7 +25,8 @@ export function globalOptions(cmd: Command): GlobalOptions {
 /** Runs fn with a client for the command's server and closes the client afterwards. */
 export async function withClient<T>(cmd: Command, fn: (client: K4sClient) => Promise<T>): Promise<T> {
   const g = globalOptions(cmd);
-  const client = createClient({ address: g.server, token: g.token, name: `k4s-cli-${process.pid}` });
+  // One-shot commands fail at once when the server is unreachable instead of waiting to reconnect.
+  const client = createClient({ address: g.server, token: g.token, name: `k4s-cli-${process.pid}`, reconnect: false });
   try {
     return await fn(client);
   } finally {

@@ -22,6 +22,12 @@ export interface ClientOptions {
   token?: string;
   /** Name this client announces on its messaging session (default `client-<hostname>-<pid>`). */
   name?: string;
+  /**
+   * Re-open the messaging session when it breaks, so calls wait (within their timeout) for the
+   * server to come back (default true). A one-shot program sets false to fail at once when the
+   * server cannot be reached; the next call then opens a new session.
+   */
+  reconnect?: boolean;
 }
 
 /** KindName is a kind or any of its aliases ("Container", "containers", "c", "rs", "svc", ...). */
@@ -180,13 +186,21 @@ export function createClient(options: ClientOptions): K4sClient {
 
   const messagingSession = (): Session => {
     if (closed) throw new ConnectError("client is closed", Code.FailedPrecondition);
-    session ??= openSession({
+    if (session) return session;
+    const s = openSession({
       address: options.address,
       token: options.token,
       hello: { role: "client", name: sessionName },
-      reconnect: true,
+      reconnect: options.reconnect ?? true,
     });
-    return session;
+    // A session that ended for good is replaced on the next call; its calls already failed.
+    const forget = () => {
+      if (session === s) session = undefined;
+    };
+    s.done.then(forget, forget);
+    s.ready.catch(() => {});
+    session = s;
+    return s;
   };
 
   const kindName = (kind: KindName): Kind => parseKind(kind);
