@@ -198,6 +198,38 @@ test("runtime: a message's signal aborts on cancel; stop ends messages then abor
   assert.deepEqual(await m.outcome, { ok: true });
 });
 
+test("runtime: deliveries of a broken session are abandoned: their late results are never sent", async () => {
+  const sent: number[] = [];
+  const gates: (() => void)[] = [];
+  const rt = createContainerRuntime({
+    name: "a",
+    params: {},
+    link: { call: async () => ({ data: new Uint8Array(0), contentType: "", container: "" }), result: (id) => sent.push(id), log: () => {} },
+  });
+  const outcome = rt.run(async (ctx) => {
+    await ctx.handle(async (msg) => {
+      if (msg.value === "slow") await new Promise<void>((r) => gates.push(r));
+      return msg.value;
+    });
+  });
+  const d = (id: number, value: string) => {
+    const p = encodePayload(value);
+    rt.deliver({ id, data: p.data, contentType: p.contentType, expectsReply: true, timeoutMs: 0, sender: "", attempt: 1 });
+  };
+  d(1, "slow");
+  while (gates.length === 0) await new Promise((r) => setImmediate(r));
+  rt.abandonDeliveries("session lost");
+  // The new session reuses id 1 for another message.
+  gates[0]!();
+  d(1, "fresh");
+  while (sent.length === 0) await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sent, [1], "one result only: the fresh delivery's");
+  assert.equal(rt.unsettled, 0);
+  rt.stop(0);
+  assert.deepEqual(await outcome, { ok: true });
+});
+
 // ---------------------------------------------------------------- a scripted WorkerService
 
 type FrameInit = MessageInitShape<typeof ServerFrameSchema>["frame"];

@@ -57,6 +57,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
       token: options.token ?? process.env.K4S_TOKEN ?? "",
       host: options.host ?? `${hostname()}/${process.pid}`,
     },
+    onDisconnect: (err) => runtime.abandonDeliveries(`connection to the server lost: ${err.rawMessage}`),
     onFrame: (frame) => {
       const f = frame.frame;
       if (f.case === "delivery") {

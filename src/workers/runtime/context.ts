@@ -134,6 +134,12 @@ export interface ContainerRuntime<P = Record<string, unknown>> {
   cancel(id: number, reason: string): void;
   /** Ends ctx.messages now and aborts ctx.signal after graceMs. */
   stop(graceMs: number): void;
+  /**
+   * Forgets every delivery handed over so far (the session that carried them broke): their
+   * signals abort and their results are never sent, since the server has failed or will
+   * redeliver them, and a new session may reuse their ids.
+   */
+  abandonDeliveries(reason: string): void;
   /** Runs the worker function; resolves with how it ended (never rejects). */
   run(fn: WorkerFunction<P>): Promise<RunOutcome>;
   /** Deliveries handed over and not yet settled. */
@@ -155,6 +161,8 @@ export function toResultError(error: unknown): ResultError {
 
 class MessageImpl implements WorkerMessage {
   settled = false;
+  /** Set when its session broke: settling it sends nothing. */
+  abandoned = false;
   private decoded = false;
   private cached: unknown;
   private controller: AbortController | undefined;
@@ -350,7 +358,17 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
     return outcome;
   }
 
+  abandonDeliveries(reason: string): void {
+    for (const m of this.open.values()) {
+      m.abandoned = true;
+      m.abort(reason);
+    }
+    this.open.clear();
+    this.inbox.length = 0;
+  }
+
   settled(m: MessageImpl, payload: Payload | undefined, error: ResultError | undefined): void {
+    if (m.abandoned) return;
     this.open.delete(m.id);
     this.options.link.result(m.id, payload, error);
   }

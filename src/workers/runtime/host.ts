@@ -156,7 +156,10 @@ class WorkerHostImpl implements WorkerHost {
         running: [...this.running.values()].filter((r) => !r.stopRequested).map((r) => ({ name: r.name, uid: r.uid })),
       }),
       onFrame: (frame) => this.onFrame(frame),
-      onDisconnect: (err) => this.onError(`lost the connection to ${options.address} (${err.rawMessage}); reconnecting`),
+      onDisconnect: (err) => {
+        for (const r of this.running.values()) r.runtime?.abandonDeliveries(`connection to the server lost: ${err.rawMessage}`);
+        this.onError(`lost the connection to ${options.address} (${err.rawMessage}); reconnecting`);
+      },
     });
   }
 

@@ -131,7 +131,11 @@ function createOutbox() {
   const queue: ConnectRequest[] = [];
   let wake: (() => void) | undefined;
   let ended = false;
+  let markDrained!: () => void;
+  const drained = new Promise<void>((r) => (markDrained = r));
   return {
+    /** Resolves once the transport took every queued request after end(). */
+    drained,
     push(req: ConnectRequest) {
       queue.push(req);
       const w = wake;
@@ -147,7 +151,10 @@ function createOutbox() {
     async *[Symbol.asyncIterator](): AsyncGenerator<ConnectRequest> {
       for (;;) {
         while (queue.length > 0) yield queue.shift()!;
-        if (ended) return;
+        if (ended) {
+          markDrained();
+          return;
+        }
         await new Promise<void>((r) => (wake = r));
       }
     },
@@ -266,8 +273,10 @@ class SessionImpl implements Session {
     this.outbox?.end();
     this.backoffWake?.();
     this.rejectReady(new ConnectError("session closed before it was ready", Code.Unavailable));
-    // Give the half-closed stream a moment to carry the last frames before the connection goes.
-    await Promise.race([this.running, new Promise((r) => setTimeout(r, 500).unref())]);
+    // Let the half-closed stream carry the last frames (results, states, logs) before the
+    // connection goes: until the server ends the stream, or the transport took them all.
+    const drained = this.outbox ? this.outbox.drained.then(() => new Promise((r) => setTimeout(r, 20))) : Promise.resolve();
+    await Promise.race([this.running, drained, new Promise((r) => setTimeout(r, 500).unref())]);
     this.abort?.abort();
     this.manager.abort();
     this.stopTimer();
