@@ -158,7 +158,10 @@ test("runtime: handle() replies the return value, keeps ConnectError codes, runs
 test("runtime: ctx.request inside a handler names its parent delivery and inherits the deadline", async () => {
   const m = memoryRuntime(
     defineWorker(async (ctx) => {
-      await ctx.handle(async (msg) => ctx.request("other", msg.value));
+      await ctx.handle(async (msg) => {
+        assert.equal(ctx.deadline, msg.deadline, "ctx.deadline is the current message's");
+        return ctx.request("other", msg.value);
+      });
     }),
     {},
   );

@@ -70,6 +70,11 @@ export interface WorkerContext<P = Record<string, unknown>> {
   readonly signal: AbortSignal;
   /** Aborts as soon as a stop was asked (messages end then; signal follows after the grace). */
   readonly stopping: AbortSignal;
+  /**
+   * The deadline (ms since the epoch) of the message being handled here (inside a handle()
+   * handler, or the for-await loop's current message), or undefined when it has none.
+   */
+  readonly deadline: number | undefined;
   /** Sends a fire-and-forget message to a container or service; resolves once queued. */
   send(target: string, value: unknown, options?: SendOptions): Promise<void>;
   /**
@@ -297,7 +302,11 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
         };
       },
     };
+    const parent = () => this.parent();
     this.ctx = {
+      get deadline() {
+        return parent()?.deadline;
+      },
       name: options.name,
       params: options.params,
       concurrency: this.concurrency,
