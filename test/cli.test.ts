@@ -12,6 +12,11 @@ import { create } from "@bufbuild/protobuf";
 import { parse as parseYaml } from "yaml";
 import { ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { parseDuration } from "../src/cli/duration.js";
+import { CliError, formatError } from "../src/cli/errors.js";
+import { humanDuration, renderTable } from "../src/cli/format.js";
+import { parseLabels } from "../src/cli/options.js";
 import { eventually, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
@@ -199,6 +204,7 @@ test("with a worker host: apply --wait, request, send, logs, describe; --wait ti
     assert.match(r.stdout, /container\/cli-echo ready/);
     assert.match(r.stdout, /container\/cli-calc ready/);
 
+    const follow = spawnK4s(["logs", "cli-echo", "-f", "--server", server.address]);
     const [hi, sum, modulo, sent] = await Promise.all([
       k4s(["request", "cli-echo", '"hi"']),
       k4s(["request", "container/cli-calc", '{"operation":"sum","operands":[1,2,3]}', "--timeout", "5s"]),
@@ -214,14 +220,20 @@ test("with a worker host: apply --wait, request, send, logs, describe; --wait ti
     assert.equal(sent.stdout, "message queued at container/cli-echo\n");
 
     await eventually(() => server.logs.lines("cli-echo").some((l) => l.text === "CLI: yo"), 10_000, "the sent line logged");
+    await follow.waitFor("CLI: yo");
+    assert.equal(await follow.kill("SIGINT"), 0, "logs -f ends cleanly on Ctrl-C");
     const stuck = file("stuck.yaml", "kind: Container\nmetadata: {name: cli-stuck}\nspec: {module: nowhere, function: f}\n");
-    const [logs, tail, wide, described, timedOut] = await Promise.all([
+    const [logs, tail, wide, described, timedOut, events] = await Promise.all([
       k4s(["logs", "cli-echo"]),
       k4s(["logs", "cli-echo", "--tail", "1"]),
       k4s(["get", "c", "cli-echo", "-o", "wide"]),
       k4s(["describe", "c", "cli-echo"]),
       k4s(["apply", "-f", stuck, "--wait", "--timeout", "1s"]),
+      k4s(["events", "--for", "container/cli-echo"]),
     ]);
+    assert.match(events.stdout, /^LAST SEEN\s+TYPE\s+REASON\s+OBJECT\s+MESSAGE\n/);
+    assert.match(events.stdout, /\n\d+s\s+Normal\s+\w+\s+container\/cli-echo\s+/);
+    assert.doesNotMatch(events.stdout, /cli-calc/);
     assert.deepEqual(logs.stdout.trimEnd().split("\n").sort(), ["CLI: hi", "CLI: yo"]);
     assert.match(tail.stdout, /^CLI: (hi|yo)\n$/);
     assert.match(wide.stdout, /\ncli-echo\s+Running\s+1\/1\s+0\s+cli-host\S*\s+\d+s\s+workers\/echo_worker/);
@@ -272,4 +284,37 @@ test("k4s server --port 0 prints its address and keeps every acknowledged write 
   } finally {
     await srv.kill("SIGKILL");
   }
+});
+
+test("helpers: durations, ages, tables, labels and error lines", () => {
+  assert.equal(parseDuration("500ms"), 500);
+  assert.equal(parseDuration("5s"), 5000);
+  assert.equal(parseDuration("1.5m"), 90_000);
+  assert.equal(parseDuration("1m30s"), 90_000);
+  assert.equal(parseDuration("2h"), 7_200_000);
+  assert.equal(parseDuration("0"), 0);
+  for (const bad of ["", "5", "s", "5x", "1m 30s", "-1s"]) assert.throws(() => parseDuration(bad), CliError, bad);
+
+  assert.equal(humanDuration(45_000), "45s");
+  assert.equal(humanDuration(119_000), "119s");
+  assert.equal(humanDuration(330_000), "5m30s");
+  assert.equal(humanDuration(65 * 60_000), "65m");
+  assert.equal(humanDuration(5 * 3_600_000 + 60_000), "5h1m");
+  assert.equal(humanDuration(30 * 3_600_000), "30h");
+  assert.equal(humanDuration(3 * 86_400_000 + 3_600_000), "3d1h");
+  assert.equal(humanDuration(-5), "0s");
+
+  assert.equal(
+    renderTable({ header: ["NAME", "PHASE", "MESSAGE"], rows: [["a", "Running", ""], ["longer-name", "Pending", "no host"]] }),
+    "NAME          PHASE     MESSAGE\na             Running\nlonger-name   Pending   no host",
+  );
+
+  assert.deepEqual(parseLabels(["a=1,b=2", "c="]), { a: "1", b: "2", c: "" });
+  assert.equal(parseLabels([]), undefined);
+  assert.throws(() => parseLabels(["=x"]), /invalid label selector "=x"/);
+
+  assert.equal(formatError(new ConnectError('container "x" not found', Code.NotFound)), 'NOT_FOUND: container "x" not found');
+  assert.equal(formatError(new ConnectError("slow", Code.DeadlineExceeded)), "DEADLINE_EXCEEDED: slow");
+  assert.equal(formatError(new CliError("bad\nthing")), "bad; thing");
+  assert.match(formatError(new ConnectError("connect ECONNREFUSED 127.0.0.1:9", Code.Unavailable), "127.0.0.1:9"), /is a k4s server running at 127\.0\.0\.1:9\?/);
 });
