@@ -106,4 +106,5 @@ export interface ResourceStore {
   readonly store: Store;
 }
 
+/** Creates the typed object layer over a key-value store (implemented in store/create-resource-store.ts). */
 export { createResourceStore } from "./store/create-resource-store.js";
