@@ -857,3 +857,41 @@ test("e2e: heartbeats keep an idle session alive; a host reconnects after a serv
     await server.stop();
   }
 });
+
+test("e2e: behind a token and TLS, a host's spawned command attaches with the server token and TLS it hands down", async (t) => {
+  const { execFileSync } = await import("node:child_process");
+  const { readFileSync } = await import("node:fs");
+  const dir = mkdtempSync(join(tmpdir(), "k4s-tls-workers-"));
+  execFileSync(
+    "openssl",
+    ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")],
+    { stdio: "ignore" },
+  );
+  const cert = readFileSync(join(dir, "cert.pem"));
+  let server: K4sServer;
+  try {
+    server = await startTestServer({ token: "s3cret", tls: { cert, key: readFileSync(join(dir, "key.pem")) } });
+  } catch (err) {
+    t.skip(`server not available: ${(err as Error).message}`);
+    return;
+  }
+  writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
+  const tls = { ca: cert, servername: "localhost" };
+  const host = await runWorkerHost({ address: server.address, name: "tls-host", token: "s3cret", tls, builtin: false, onError: () => {} });
+  const client = openSession({ address: server.address, token: "s3cret", tls, hello: { role: "client" } });
+  const noToken = openSession({ address: server.address, tls, hello: { role: "client" } });
+  try {
+    await assert.rejects(noToken.ready, (e: ConnectError) => e.code === Code.Unauthenticated);
+    await server.resources.create(create(ContainerSchema, { metadata: { name: "tls-cmd" }, spec: { command: [process.execPath, "--import", "tsx", join(dir, "attached.ts")] } }));
+    await eventually(async () => (await server.resources.get("Container", "tls-cmd"))?.status?.ready, 20_000, "tls-cmd ready");
+    const p = encodePayload("secure");
+    const r = await client.call({ target: "tls-cmd", data: p.data, contentType: p.contentType, expectsReply: true, timeoutMs: 10_000 });
+    assert.equal(decodePayload(r.data, r.contentType), "from tls-cmd: secure");
+  } finally {
+    await client.close();
+    await noToken.close();
+    await host.stop();
+    await server.stop();
+  }
+});

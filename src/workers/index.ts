@@ -7,7 +7,7 @@ export type { WorkerContext, WorkerMessage, SendOptions, RequestOptions } from "
 export { createContainerRuntime, type ContainerRuntime, type ContainerLink, type IncomingDelivery } from "./runtime/context.js";
 export { runWorkerHost, type WorkerHost, type WorkerHostOptions } from "./runtime/host.js";
 export { attach, type Attached, type AttachWorkerOptions } from "./runtime/attach.js";
-export { openSession, type Session, type SessionOptions, type CallOptions, type CallReply } from "./runtime/session.js";
+export { openSession, type Session, type SessionOptions, type CallOptions, type CallReply, type TlsOptions } from "./runtime/session.js";
 export {
   BUILTIN_MODULE,
   builtinWorkers,

@@ -6,7 +6,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { hostname } from "node:os";
 import { createContainerRuntime, type ContainerRuntime, type WorkerContext } from "./context.js";
 import type { WorkerDefinition } from "./define-worker.js";
-import { openSession, type Session } from "./session.js";
+import { openSession, type Session, type TlsOptions } from "./session.js";
 
 /** AttachWorkerOptions configure attach; omitted address/container/token come from K4S_* env. */
 export interface AttachWorkerOptions<P> {
@@ -18,6 +18,8 @@ export interface AttachWorkerOptions<P> {
   token?: string;
   /** The server's bearer token, when it runs with one (default env K4S_SERVER_TOKEN). */
   serverToken?: string;
+  /** Connect over TLS (default: env K4S_TLS=1, trusting the PEM in K4S_TLS_CA when set). */
+  tls?: boolean | TlsOptions;
   /** Name shown as the container's host (default hostname/pid). */
   host?: string;
   /** The worker to run. */
@@ -41,6 +43,12 @@ export interface Attached {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** TLS settings a host hands its spawned commands through the environment. */
+function tlsFromEnv(): TlsOptions | undefined {
+  if (process.env.K4S_TLS !== "1") return undefined;
+  return { ca: process.env.K4S_TLS_CA || undefined, servername: process.env.K4S_TLS_SERVERNAME || undefined };
+}
+
 /** Attaches this process to a container and runs worker on it until it returns or stop(). */
 export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions<P>): Attached {
   const address = options.address ?? process.env.K4S_ADDRESS;
@@ -51,6 +59,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
   const session: Session = openSession({
     address,
     token: options.serverToken ?? process.env.K4S_SERVER_TOKEN,
+    tls: options.tls ?? tlsFromEnv(),
     reconnect: options.reconnect ?? true,
     attach: {
       container,

@@ -1,18 +1,20 @@
 /**
  * host-main: a minimal entry point running a worker host in its own process, for tests and for
  * use before `k4s worker` exists: `node --import tsx src/workers/runtime/host-main.ts --server
- * HOST:PORT [--name NAME] [--token T] [--module NAME=PATH]...`. Prints "ready NAME" once welcomed.
+ * HOST:PORT [--name NAME] [--token T] [--tls-ca PEM_FILE] [--module NAME=PATH]...`. Prints "ready NAME" once welcomed.
  */
+import { readFileSync } from "node:fs";
 import { runWorkerHost } from "./host.js";
 
 function parseArgs(argv: string[]) {
-  const out: { server?: string; name?: string; token?: string; modules: Record<string, string> } = { modules: {} };
+  const out: { server?: string; name?: string; token?: string; tlsCa?: string; modules: Record<string, string> } = { modules: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = argv[i + 1];
     if (a === "--server") out.server = v;
     else if (a === "--name") out.name = v;
     else if (a === "--token") out.token = v;
+    else if (a === "--tls-ca") out.tlsCa = v;
     else if (a === "--module" && v?.includes("=")) {
       const [k, p] = v.split("=", 2) as [string, string];
       out.modules[k] = p;
@@ -29,6 +31,7 @@ const host = await runWorkerHost({
   name: args.name,
   token: args.token ?? process.env.K4S_SERVER_TOKEN,
   modules: args.modules,
+  tls: args.tlsCa ? { ca: readFileSync(args.tlsCa) } : undefined,
   onLog: (container, stream, lines) => {
     for (const line of lines) process.stdout.write(`[${container}] ${stream === "log" ? "" : `${stream}: `}${line}\n`);
   },

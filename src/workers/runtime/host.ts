@@ -13,7 +13,7 @@ import type { Assign, ServerFrame, Stop } from "../../gen/k4s/v1/worker_service_
 import { builtinWorkers, BUILTIN_MODULE } from "../builtin/index.js";
 import { createContainerRuntime, type ContainerLink, type ContainerRuntime } from "./context.js";
 import { toWorkerDefinition, type WorkerDefinition } from "./define-worker.js";
-import { openSession, type Session } from "./session.js";
+import { openSession, type Session, type TlsOptions } from "./session.js";
 
 /** A worker module: a path to import, or its already loaded exports. */
 export type WorkerModuleSource = string | Readonly<Record<string, unknown>>;
@@ -24,8 +24,10 @@ export interface WorkerHostOptions {
   address: string;
   /** Host name (default: the machine's hostname and pid). */
   name?: string;
-  /** Bearer token of the server. */
+  /** Bearer token of the server; spawned commands get it as K4S_SERVER_TOKEN. */
   token?: string;
+  /** Connect over TLS; spawned commands get K4S_TLS=1 and the CA as K4S_TLS_CA. */
+  tls?: boolean | TlsOptions;
   labels?: Record<string, string>;
   /** Containers it runs at once (0: no limit). */
   capacity?: number;
@@ -145,6 +147,7 @@ class WorkerHostImpl implements WorkerHost {
     this.session = openSession({
       address: options.address,
       token: options.token,
+      tls: options.tls,
       reconnect: true,
       hello: () => ({
         name: options.name ?? `${hostname()}-${process.pid}`,
@@ -304,6 +307,7 @@ class WorkerHostImpl implements WorkerHost {
           K4S_ADDRESS: this.options.address,
           K4S_CONTAINER: a.container,
           K4S_TOKEN: a.token,
+          ...this.serverEnv(),
         },
         stdio: ["ignore", "pipe", "pipe"],
       });
@@ -329,6 +333,19 @@ class WorkerHostImpl implements WorkerHost {
       else if (signal) finish("Failed", `process killed by ${signal}`, 128);
       else finish("Failed", `process exited with code ${code}`, code ?? -1);
     });
+  }
+
+  /** How a spawned process reaches the server as this host does: bearer token and TLS. */
+  private serverEnv(): Record<string, string> {
+    const env: Record<string, string> = {};
+    if (this.options.token) env.K4S_SERVER_TOKEN = this.options.token;
+    const tls = this.options.tls;
+    if (tls) {
+      env.K4S_TLS = "1";
+      if (typeof tls === "object" && tls.ca) env.K4S_TLS_CA = tls.ca.toString();
+      if (typeof tls === "object" && tls.servername) env.K4S_TLS_SERVERNAME = tls.servername;
+    }
+    return env;
   }
 
   private stopFrame(s: Stop): void {

@@ -40,12 +40,21 @@ export interface AttachOptions {
   host?: string;
 }
 
+/** TlsOptions make a session use TLS; `ca` is the PEM of a certificate to trust. */
+export interface TlsOptions {
+  ca?: string | Buffer;
+  /** Name to check the server's certificate against (default: the address's host). */
+  servername?: string;
+}
+
 /** SessionOptions configure openSession. */
 export interface SessionOptions {
   /** Server host:port. */
   address: string;
   /** Bearer token of the server, when it runs with one. */
   token?: string;
+  /** Connect over TLS (true: trust the system's CAs). */
+  tls?: boolean | TlsOptions;
   /** The Hello to open with; a function is asked again on every (re)connect. */
   hello?: HelloOptions | (() => HelloOptions);
   /** Attach instead of Hello. */
@@ -205,8 +214,10 @@ class SessionImpl implements Session {
     // Callers that only await one of them must not see an unhandled rejection from the other.
     this.ready.catch(() => {});
     this.done.catch(() => {});
-    const baseUrl = `http://${options.address}`;
-    this.manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 });
+    const tls = options.tls === true ? {} : options.tls || undefined;
+    const baseUrl = `${tls ? "https" : "http"}://${options.address}`;
+    const nodeOptions = tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {};
+    this.manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 }, nodeOptions);
     if (options.token) this.headers.authorization = `Bearer ${options.token}`;
     this.client = createClient(WorkerService, createGrpcTransport({ baseUrl, sessionManager: this.manager }));
     this.startTimer();
