@@ -317,7 +317,8 @@ for (let i = 0; ; i++) {
     let out = "";
     let err = "";
     child.stderr.on("data", (d) => (err += d));
-    const exited = new Promise<string | number>((resolve) => child.on("exit", (code, sig) => resolve(sig ?? code ?? -1)));
+    // "close" rather than "exit": every line the writer got out before dying has been read.
+    const exited = new Promise<string | number>((resolve) => child.on("close", (code, sig) => resolve(sig ?? code ?? -1)));
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`writer made too little progress:\n${out}\n${err}`)), 20_000);
       child.stdout.on("data", (d) => {
