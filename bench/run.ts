@@ -77,21 +77,30 @@ interface RunRow {
 interface Snapshot {
   t: number;
   serverCpu: number;
+  /** CPU µs of each server-side process, by name, to tell where a call's cost goes. */
+  byProcess: Record<string, number>;
   loadCpu: number;
   received: number;
 }
 
 async function snapshot(sys: RunningSystem, withCount: boolean): Promise<Snapshot> {
   const received = withCount ? (await sys.ffReceiver.ask<{ count: number }>({ cmd: "count" }, 10_000)).count : 0;
+  const byProcess = Object.fromEntries(sys.serverSide.map((c) => [c.name, cpuMicros(c.pid)]));
   return {
     t: performance.now(),
-    serverCpu: sys.serverSide.reduce((sum, c) => sum + cpuMicros(c.pid), 0),
+    byProcess,
+    serverCpu: Object.values(byProcess).reduce((sum, v) => sum + v, 0),
     loadCpu: cpuMicros(sys.load.pid),
     received,
   };
 }
 
 let runSeq = 0;
+
+/** CPU µs per call of each server-side process over the window. */
+function perProcess(a: Snapshot, b: Snapshot, calls: number): Record<string, number> {
+  return Object.fromEntries(Object.keys(b.byProcess).map((k) => [k, Math.round((b.byProcess[k]! - a.byProcess[k]!) / Math.max(1, calls))]));
+}
 
 async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: Record<string, number>; raw: unknown }> {
   const run = ++runSeq;
@@ -125,7 +134,7 @@ async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: 
       serverCpuPerCall: (b.serverCpu - a.serverCpu) / c.calls,
       loadCpuPerCall: (b.loadCpu - a.loadCpu) / c.calls,
     };
-    return { metrics, raw: c };
+    return { metrics, raw: { ...c, serverCpuPerCallByProcess: perProcess(a, b, c.calls) } };
   }
   if (s.kind === "ff") {
     const c = r as ClosedLoopResult;
@@ -138,7 +147,7 @@ async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: 
       serverCpuPerCall: (b.serverCpu - a.serverCpu) / received,
       loadCpuPerCall: (b.loadCpu - a.loadCpu) / Math.max(1, c.calls),
     };
-    return { metrics, raw: c };
+    return { metrics, raw: { ...c, serverCpuPerMsgByProcess: perProcess(a, b, received) } };
   }
   const o = r as OpenLoopResult;
   if (o.answered === 0) throw new Error(`no call answered${o.firstError ? `: ${o.firstError}` : ""}`);
@@ -151,7 +160,7 @@ async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: 
     errors: o.errors + o.unanswered,
     serverCpuPerCall: (b.serverCpu - a.serverCpu) / o.answered,
   };
-  return { metrics, raw: o };
+  return { metrics, raw: { ...o, serverCpuPerCallByProcess: perProcess(a, b, o.answered) } };
 }
 
 function applicable(sys: RunningSystem, s: Scenario): boolean {
@@ -212,6 +221,19 @@ async function runControlPlane(round: number): Promise<RunRow> {
   }
 }
 
+/**
+ * CPU each system's own processes use while nothing is sent (heartbeats, timers), in percent of
+ * one core, measured over the same window for all: the part of "CPU per call" that is not per call.
+ */
+async function idleCpu(systems: RunningSystem[], windowMs: number): Promise<Record<string, number>> {
+  const sum = (sys: RunningSystem) => sys.serverSide.reduce((acc, c) => acc + cpuMicros(c.pid), 0);
+  const before = systems.map(sum);
+  const t = performance.now();
+  await new Promise((r) => setTimeout(r, windowMs));
+  const elapsedUs = (performance.now() - t) * 1000;
+  return Object.fromEntries(systems.map((sys, i) => [sys.name, ((sum(sys) - before[i]!) / elapsedUs) * 100]));
+}
+
 function hasNatsServer(): boolean {
   try {
     execFileSync("nats-server", ["--version"], { stdio: "ignore" });
@@ -241,20 +263,25 @@ async function main(): Promise<number> {
     }
     return true;
   });
-  // Started one after the other: start-up on 2 cores is CPU-bound and errors stay readable.
+  // Started together: much of a start is waiting (Moleculer's gossip, connects), which overlaps.
+  const ts = performance.now();
+  const started = await Promise.allSettled((scenarios.length > 0 ? names : []).map((n) => starters[n]!()));
   const systems: RunningSystem[] = [];
-  for (const n of names) {
-    const ts = performance.now();
-    try {
-      systems.push(await starters[n]!());
-      console.log(`  started ${n} in ${((performance.now() - ts) / 1000).toFixed(1)} s`);
-    } catch (err) {
-      setupErrors[n] = err instanceof Error ? err.message : String(err);
+  started.forEach((r, i) => {
+    const n = names[i]!;
+    if (r.status === "fulfilled") systems.push(r.value);
+    else {
+      setupErrors[n] = r.reason instanceof Error ? r.reason.message : String(r.reason);
       console.log(`  ${n} could not start: ${setupErrors[n]!.split("\n")[0]}`);
     }
-  }
+  });
+  if (systems.length > 0) console.log(`  started ${systems.map((s) => s.name).join(", ")} in ${((performance.now() - ts) / 1000).toFixed(1)} s`);
   const rows: RunRow[] = [];
   const broken = new Map<string, string>();
+  const idle = await idleCpu(systems, opts.quick ? 500 : 1000);
+  if (systems.length > 0) {
+    console.log(`  idle CPU of each system's own processes: ${systems.map((s) => `${s.name} ${idle[s.name]!.toFixed(1)}%`).join(", ")}`);
+  }
   try {
     for (let round = 1; round <= rounds; round++) {
       console.log(`round ${round}/${rounds}`);
@@ -324,6 +351,7 @@ async function main(): Promise<number> {
         options: { rounds, warmupMs, durationMs, openDurationMs, replicas, applies, systems: wanted, only: opts.only ?? null },
         machine: { ...machine, loadavgAtEnd: loadavg() },
         placement: Object.fromEntries(systems.map((s) => [s.name, s.placement])),
+        idleCpuPercent: idle,
         scenarios,
         setupErrors,
         medians: med,

@@ -96,7 +96,8 @@ export function renderTable(
         const v = med[s.id]?.[p]?.[m.key];
         return k4s !== undefined && v !== undefined && Number.isFinite(k4s) && Number.isFinite(v) && v !== 0 ? `${(k4s / v).toFixed(2)}×` : "—";
       });
-      lines.push(`| ${s.id} | ${m.label} | ${vals.map((v) => formatValue(v, m.unit)).join(" | ")} | ${ratios.join(" | ")} |`);
+      const cells = [s.id, m.label, ...vals.map((v) => formatValue(v, m.unit)), ...ratios];
+      lines.push(`| ${cells.join(" | ")} |`);
     }
   }
   return lines.join("\n");

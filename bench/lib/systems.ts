@@ -23,6 +23,12 @@ export interface RunningSystem {
 
 const here = (p: string) => new URL(`../${p}`, import.meta.url);
 
+/**
+ * Extra node flags for the k4s processes: BENCH_CPU_PROF=DIR writes a V8 CPU profile of each
+ * (server, workers, load client) into DIR when it exits, to see where a call's time goes.
+ */
+const k4sExecArgv = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+
 /** Stops children in reverse start order, never throwing. */
 async function stopAll(children: Child[]): Promise<void> {
   for (const c of [...children].reverse()) await c.stop().catch(() => {});
@@ -147,7 +153,7 @@ async function waitForEndpoints(address: string, service: string, count: number,
 /** k4s: the server, three attached bench worker processes (bench1-0; bench2-0, bench2-1) and the load process. */
 export function startK4s(): Promise<RunningSystem> {
   return starting(async (track) => {
-    const srv = await forkTs("k4s server", here("k4s/k4s-server-process.ts"));
+    const srv = await forkTs("k4s server", here("k4s/k4s-server-process.ts"), [], { execArgv: k4sExecArgv });
     track(srv.child);
     const address = String(srv.ready.address);
     const setup = createClient({ address, name: `bench-setup-${process.pid}` });
@@ -157,11 +163,13 @@ export function startK4s(): Promise<RunningSystem> {
       await setup.close();
     }
     const worker = async (container: string) =>
-      track((await forkTs(`k4s worker ${container}`, here("k4s/k4s-bench-worker.ts"), [address, container])).child);
+      track((await forkTs(`k4s worker ${container}`, here("k4s/k4s-bench-worker.ts"), [address, container], { execArgv: k4sExecArgv })).child);
     const [w1, w2a, w2b] = await Promise.all([worker("bench1-0"), worker("bench2-0"), worker("bench2-1")]);
     await waitForEndpoints(address, "bench-1", 1);
     await waitForEndpoints(address, "bench-2", 2);
-    const load = track((await forkTs("k4s load", here("load-client-process.ts"), ["k4s", JSON.stringify({ address })])).child);
+    const load = track(
+      (await forkTs("k4s load", here("load-client-process.ts"), ["k4s", JSON.stringify({ address })], { execArgv: k4sExecArgv })).child,
+    );
     return {
       name: "k4s",
       serverSide: [srv.child, w1, w2a, w2b],
