@@ -131,7 +131,7 @@ function prefixEnd(prefix: string): string {
 export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
   const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
   const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
-  let db: Database.Database;
+  let db: Database.Database | undefined;
   try {
     db = new Database(options.path ?? ":memory:", { timeout: 250 });
     db.pragma("journal_mode = WAL");
@@ -154,6 +154,7 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compact_revision', 0);
     `);
   } catch (e) {
+    db?.close();
     const code = (e as { code?: string }).code;
     if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") {
       throw new ConnectError(`store ${options.path} is in use by another process`, Code.Unavailable);
