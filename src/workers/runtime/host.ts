@@ -234,8 +234,11 @@ class WorkerHostImpl implements WorkerHost {
   private assign(a: Assign): void {
     const existing = this.running.get(a.container);
     if (existing) {
-      // A reassignment of what runs already (e.g. after a reconnect) changes nothing.
-      if (existing.uid === a.uid && !existing.stopRequested) return;
+      // A reassignment of what runs already (e.g. after a reconnect) only needs its state again.
+      if (existing.uid === a.uid && !existing.stopRequested) {
+        if (existing.runtime || existing.child?.pid !== undefined) this.report(a.container, a.uid, "Running");
+        return;
+      }
       this.stopContainer(existing, 0);
       void existing.finished.then(() => this.assign(a));
       return;

@@ -200,6 +200,8 @@ class SessionImpl implements Session {
   private running: Promise<void> = Promise.resolve();
   private keptLogFrames = 0;
   private lastError: ConnectError | undefined;
+  /** Why the session ended for good, when the server refused it. */
+  private fatal: ConnectError | undefined;
 
   constructor(private readonly options: SessionOptions) {
     if (!options.hello === !options.attach) throw new ConnectError("openSession: give exactly one of hello or attach", Code.InvalidArgument);
@@ -225,7 +227,7 @@ class SessionImpl implements Session {
   }
 
   call(options: CallOptions): Promise<CallReply> {
-    if (this.closed) return Promise.reject(new ConnectError("session is closed", Code.Unavailable));
+    if (this.closed) return Promise.reject(this.fatal ?? new ConnectError("session is closed", Code.Unavailable));
     if (options.signal?.aborted) return Promise.reject(new ConnectError("call cancelled", Code.Canceled));
     if (!this.connected && this.calls.size >= MAX_WAITING_CALLS) {
       return Promise.reject(
@@ -356,6 +358,7 @@ class SessionImpl implements Session {
       const fatal = FATAL_CODES.has(err.code) || (!this.everWelcomed && err.code === Code.FailedPrecondition);
       if (!this.options.reconnect || fatal) {
         this.closed = true;
+        this.fatal = err;
         this.stopTimer();
         this.failCalls(() => true, err);
         this.manager.abort();
