@@ -8,14 +8,14 @@ import assert from "node:assert/strict";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { ContainerSchema, ContainerSpecSchema, ServiceSchema, type ContainerSpec } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ContainerSpecSchema, ReplicaSetSchema, ServiceSchema, type ContainerSpec } from "../src/gen/k4s/v1/resources_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import type { Delivery } from "../src/gen/k4s/v1/worker_service_pb.js";
 import { openRawPeer, type RawPeer } from "../src/server/messaging/raw-peer.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, startTestServer } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
-const HB = 300;
+const HB = 1000;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
@@ -26,7 +26,9 @@ const heartbeats: NodeJS.Timeout[] = [];
 before(async () => {
   server = await startTestServer({ heartbeatIntervalMs: HB });
 });
+const procs: Proc[] = [];
 after(async () => {
+  await Promise.all(procs.map((p) => p.kill("SIGKILL")));
   heartbeats.forEach(clearInterval);
   for (const p of peers) p.cancel();
   await server.stop();
@@ -370,7 +372,7 @@ describe("hosts, restarts and deletion", () => {
     await server.resources.delete("Container", "del-stuck");
     await h.next("stop", (s) => s.container === "del-stuck");
     await eventually(async () => !(await server.resources.get("Container", "del-stuck")), 5000, "del-stuck removed");
-    assert.ok(Date.now() - started >= 1900, "after grace + 1 s");
+    assert.ok(Date.now() - started >= 1900, `after grace + 1 s, not ${Date.now() - started} ms; events: ${JSON.stringify(server.events.recent({ name: "del-stuck" }).map((e) => e.message))}`);
   });
 
   test("a spec change stops the container and starts it again with the new spec", async () => {
@@ -400,5 +402,55 @@ describe("hosts, restarts and deletion", () => {
     const assigned = [...h1.pending("assign"), ...h2.pending("assign")].map((a) => a.container);
     const left = ["cap-x", "cap-y", "cap-z"].find((n) => !assigned.includes(n))!;
     await eventually(async () => (await status(left))?.message.includes("at capacity"), 5000, "capacity reason");
+  });
+});
+
+describe("with real worker host processes", () => {
+  const workerHost = (name: string) => {
+    const p = spawnK4s(["worker", "--server", server.address, "--name", name]);
+    procs.push(p);
+    return p;
+  };
+  const str = (value: string) => ({ kind: { case: "stringValue" as const, value } });
+
+  test("a built-in echo runs in a real host, and moves to the next host when its host is killed", async () => {
+    const h1 = workerHost("real-1");
+    await container("real-echo", { module: "workers", function: "echo_worker", parameters: { prefix: "HI" } });
+    await eventually(async () => (await status("real-echo"))?.ready && (await status("real-echo"))?.host === "real-1", 15_000, "real-echo on real-1");
+    const c = messaging();
+    const r1 = await c.request({ target: "real-echo", json: str("one"), timeoutMs: 5000 });
+    assert.equal(r1.json?.kind.case, "stringValue");
+    assert.match(String(r1.json?.kind.value), /^HI: .*one/);
+    await h1.kill("SIGKILL");
+    await eventually(async () => (await status("real-echo"))?.ready === false, 10_000, "real-echo not ready after its host died");
+    workerHost("real-2");
+    await eventually(async () => (await status("real-echo"))?.ready && (await status("real-echo"))?.host === "real-2", 15_000, "real-echo on real-2");
+    assert.equal((await status("real-echo"))?.restarts, 1);
+    const r2 = await c.request({ target: "real-echo", json: str("two"), timeoutMs: 5000 });
+    assert.match(String(r2.json?.kind.value), /^HI: .*two/);
+  });
+
+  test("a ReplicaSet of calculators behind a round-robin service shares the requests evenly", async () => {
+    workerHost("real-calc");
+    await server.resources.create(
+      create(ReplicaSetSchema, {
+        metadata: { name: "calc" },
+        spec: { replicas: 3, template: { spec: { module: "workers", function: "calculator_worker", concurrency: 4 } } },
+      }),
+    );
+    await service("calc-svc", { selector: "calc-*" });
+    for (const n of ["calc-0", "calc-1", "calc-2"]) await eventually(async () => (await status(n))?.ready, 15_000, `${n} ready`);
+    const c = messaging();
+    const counts = new Map<string, number>();
+    const sum = { kind: { case: "structValue" as const, value: { fields: {
+      operation: str("sum"),
+      operands: { kind: { case: "listValue" as const, value: { values: [1, 2, 3].map((v) => ({ kind: { case: "numberValue" as const, value: v } })) } } },
+    } } } };
+    for (let i = 0; i < 9; i++) {
+      const r = await c.request({ target: "service/calc-svc", json: sum, timeoutMs: 5000 });
+      assert.equal(dec.decode(r.data).trim(), "6");
+      counts.set(r.container, (counts.get(r.container) ?? 0) + 1);
+    }
+    assert.deepEqual([...counts.entries()].sort(), [["calc-0", 3], ["calc-1", 3], ["calc-2", 3]]);
   });
 });
