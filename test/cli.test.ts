@@ -62,7 +62,7 @@ test("apply -f FILE prints <kind>/<name> <action>; get prints tables and kubectl
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "container/one-tpl created\nreplicaset/one-rs created\nservice/one-svc created\n");
   // Independent reads run at once: each is a process start, and the machine is small.
-  const [again, cs, rsTable, svcTable, rsJson, svcYaml, cYaml, names, none] = await Promise.all([
+  const [again, cs, rsTable, svcTable, rsJson, svcYaml, cYaml, names, none, many] = await Promise.all([
     k4s(["apply", "-f", path]),
     k4s(["get", "containers", "-l", "app=one"]),
     k4s(["get", "rs", "one-rs"]),
@@ -72,7 +72,9 @@ test("apply -f FILE prints <kind>/<name> <action>; get prints tables and kubectl
     k4s(["get", "c", "-o", "yaml"]),
     k4s(["get", "services", "one-*", "-o", "name"]),
     k4s(["get", "rs", "-l", "nobody=here"]),
+    k4s(["get", "rs,svc", "one-*"]),
   ]);
+  assert.match(many.stdout, /^NAME\s+DESIRED\s+CURRENT\s+READY\s+AGE\none-rs\s.*\n\nNAME\s+SELECTOR\s+STRATEGY\s+ENDPOINTS\s+AGE\none-svc\s/);
   assert.equal(again.stdout, "container/one-tpl unchanged\nreplicaset/one-rs unchanged\nservice/one-svc unchanged\n");
 
   assert.equal(cs.code, 0, cs.stderr);

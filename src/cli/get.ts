@@ -4,9 +4,10 @@
  */
 import { Command } from "commander";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type AnyObject, type Kind } from "../api/kinds.js";
+import { KINDS, parseKind, type AnyObject, type Kind } from "../api/kinds.js";
 import type { K4sClient } from "../client/client.js";
 import { interruptSignal, withClient } from "./connection.js";
+import { CliError } from "./errors.js";
 import {
   columnWidths,
   listJson,
@@ -35,18 +36,47 @@ const GLOB_CHARS = /[*?[\]{}!]/;
 export function getCommand(): Command {
   return new Command("get")
     .description("list objects of a kind (containers|c, replicasets|rs, services|svc), or one by name")
-    .argument("<kind>", "containers|container|c, replicasets|rs, services|svc (or KIND/NAME)")
+    .argument("<kind>", "containers|container|c, replicasets|rs, services|svc, a comma list, or all (or KIND/NAME)")
     .argument("[name]", "an object name, or a glob over names")
     .option("-o, --output <format>", "json, yaml, wide or name")
     .option("-w, --watch", "after listing, print a row for every change as it happens")
     .option("-l, --selector <key=value>", "only objects carrying these labels (repeatable, comma-separated)", collect, [])
     .action(async (kindArg: string, nameArg: string | undefined, opts: GetOptions, cmd: Command) => {
-      const { kind, name } = kindAndName(kindArg, nameArg);
       const format = parseOutputFormat(opts.output);
       const labels = parseLabels(opts.selector);
       if (format === "yaml") await loadYaml();
+      if (kindArg === "all" || kindArg.includes(",")) {
+        const kinds = kindArg === "all" ? [...KINDS] : [...new Set(kindArg.split(",").filter(Boolean).map(parseKind))];
+        if (opts.watch) throw new CliError("get -w watches one kind at a time");
+        await withClient(cmd, (client) => runGetMany(client, kinds, { name: nameArg, format, labels }));
+        return;
+      }
+      const { kind, name } = kindAndName(kindArg, nameArg);
       await withClient(cmd, (client) => runGet(client, { kind, name, format, labels, watch: opts.watch ?? false }));
     });
+}
+
+/** `get all` and `get c,rs`: every kind's objects, one table per kind, or one List. */
+async function runGetMany(
+  client: K4sClient,
+  kinds: Kind[],
+  req: { name: string | undefined; format: OutputFormat; labels: Record<string, string> | undefined },
+): Promise<void> {
+  const lists = await Promise.all(kinds.map((kind) => client.list(kind, { nameGlob: req.name, labels: req.labels })));
+  const all = lists.flatMap((l) => l.items);
+  if (req.format === "json" || req.format === "yaml") {
+    console.log(renderJson(listJson(all), req.format));
+  } else if (all.length === 0) {
+    process.stderr.write("No resources found.\n");
+  } else if (req.format === "name") {
+    all.forEach((o) => console.log(objectRef(o)));
+  } else {
+    const tables = kinds
+      .map((kind, i) => ({ kind, items: lists[i]!.items }))
+      .filter((t) => t.items.length > 0)
+      .map((t) => renderTable(objectTable(t.kind, t.items, { wide: req.format === "wide" })));
+    console.log(tables.join("\n\n"));
+  }
 }
 
 interface GetRequest {
@@ -59,19 +89,10 @@ interface GetRequest {
 
 async function runGet(client: K4sClient, req: GetRequest): Promise<void> {
   const single = req.name !== undefined && !GLOB_CHARS.test(req.name);
-  let items: AnyObject[];
-  let resourceVersion: string;
-  if (single) {
-    // Get answers NOT_FOUND for a missing object; a label filter still applies, as in kubectl.
-    const obj = await client.get(req.kind, req.name!);
-    const list = await client.list(req.kind, { nameGlob: req.name, labels: req.labels });
-    items = list.items.length > 0 ? list.items : req.labels ? [] : [obj];
-    resourceVersion = list.resourceVersion;
-  } else {
-    const list = await client.list(req.kind, { nameGlob: req.name, labels: req.labels });
-    items = list.items;
-    resourceVersion = list.resourceVersion;
-  }
+  // A named object that does not exist is an error (NOT_FOUND names it), as in kubectl; the
+  // listing then applies any label filter and gives the version to watch from.
+  if (single) await client.get(req.kind, req.name!);
+  const { items, resourceVersion } = await client.list(req.kind, { nameGlob: req.name, labels: req.labels });
   const printer = createPrinter(req.kind, req.format, items, req.watch);
   if (req.format === "json" || req.format === "yaml") {
     if (single && !req.watch && items.length === 1) console.log(renderJson(objectJson(items[0]!), req.format));

@@ -169,7 +169,9 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
 
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions): K4sClient {
-  const baseUrl = `http://${options.address}`;
+  // Accept "http://host:port" too, as copied from a URL.
+  const address = options.address.replace(/^http:\/\//, "").replace(/\/+$/, "");
+  const baseUrl = `http://${address}`;
   // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
   // keep the process alive until its idle timeout.
   const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 });
@@ -188,7 +190,7 @@ export function createClient(options: ClientOptions): K4sClient {
     if (closed) throw new ConnectError("client is closed", Code.FailedPrecondition);
     if (session) return session;
     const s = openSession({
-      address: options.address,
+      address,
       token: options.token,
       hello: { role: "client", name: sessionName },
       reconnect: options.reconnect ?? true,
@@ -206,7 +208,7 @@ export function createClient(options: ClientOptions): K4sClient {
   const kindName = (kind: KindName): Kind => parseKind(kind);
 
   const client: K4sClient = {
-    address: options.address,
+    address,
 
     async apply(manifest, opts = {}) {
       const req =
