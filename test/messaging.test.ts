@@ -5,7 +5,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ContainerSchema, ContainerSpecSchema, ReplicaSetSchema, ServiceSchema, type ContainerSpec } from "../src/gen/k4s/v1/resources_pb.js";
@@ -380,7 +380,9 @@ describe("hosts, restarts and deletion", () => {
     const h = await host("respec-h", ["respecmod"]);
     const a = await run(h, "respec");
     await ready("respec");
-    await server.resources.update(create(ContainerSchema, { metadata: { name: "respec" }, spec: { ...obj.spec!, function: "v2" } }));
+    const next = clone(ContainerSchema, obj);
+    next.spec!.function = "v2";
+    await server.resources.update(next);
     const stop = await h.next("stop", (s) => s.container === "respec");
     assert.equal(stop.uid, a.uid);
     h.send({ case: "state", value: { container: "respec", uid: a.uid, phase: "Stopped" } });
