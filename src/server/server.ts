@@ -45,6 +45,8 @@ export interface ServerOptions {
   token?: string;
   /** TLS certificate chain and private key (PEM text); plaintext HTTP/2 when absent. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Store revisions kept for watches to resume from (default 10000). */
+  historyLimit?: number;
   /** Port of the HTTP `/metrics` endpoint (Prometheus); undefined: not served. */
   metricsPort?: number;
   /** Heartbeat interval announced to worker sessions (ms). */
@@ -116,9 +118,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   let store: Store;
   if (options.dataDir) {
     mkdirSync(options.dataDir, { recursive: true });
-    store = openSqliteStore({ path: join(options.dataDir, "k4s.db") });
+    store = openSqliteStore({ path: join(options.dataDir, "k4s.db"), historyLimit: options.historyLimit });
   } else {
-    store = openSqliteStore({});
+    store = openSqliteStore({ historyLimit: options.historyLimit });
   }
   const metrics = createMetrics();
   const resources = createResourceStore(countWrites(store, metrics));
