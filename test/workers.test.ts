@@ -302,7 +302,11 @@ async function startFake(options: { port?: number; behaviour?: (c: FakeConn, f: 
         },
         waitFor(pred, from = 0) {
           return new Promise((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error("fake server: frame not received in time")), 20_000);
+            const timer = setTimeout(
+              () => reject(new Error(`fake server: frame not received in time; got ${JSON.stringify(conn.frames.map((f) => f.frame.case))}`)),
+              20_000,
+            );
+            timer.unref();
             const check = () => {
               const f = conn.frames.slice(from).find(pred);
               if (f) {
@@ -524,7 +528,13 @@ process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
 `,
   );
   const fake = await startFake();
-  const host = await runWorkerHost({ address: fake.address, name: "h2", onError: () => {} });
+  const output: string[] = [];
+  const host = await runWorkerHost({
+    address: fake.address,
+    name: "h2",
+    onError: (m) => output.push(`host: ${m}`),
+    onLog: (_c, stream, lines) => output.push(...lines.map((l) => `${stream}: ${l}`)),
+  });
   try {
     const c = await fake.conn(0);
     c.send({
@@ -537,7 +547,12 @@ process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
       },
     });
     await c.waitFor(isState("cmd1", "Running"));
-    const child = await fake.conn(1);
+    const child = await Promise.race([
+      fake.conn(1),
+      c.waitFor((f) => f.frame.case === "state" && f.frame.value.phase !== "Running").then((f) => {
+        throw new Error(`command ended before attaching: ${JSON.stringify(f.frame.value)}; output: ${output.join("\n")}`);
+      }),
+    ]);
     const att = (await child.waitFor((f) => f.frame.case === "attach")).frame.value as { container: string; token: string };
     assert.equal(att.container, "cmd1");
     assert.equal(att.token, "tok-9");
