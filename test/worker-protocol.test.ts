@@ -238,6 +238,64 @@ describe("liveness", () => {
   });
 });
 
+describe("reconnecting hosts", () => {
+  test("a host that reconnects with `running` resumes its containers without a new Assign", async () => {
+    await container("resume-echo", { module: "resmod", function: "echo" });
+    const first = await hostPeer("res-host", { modules: ["resmod"] });
+    const a = await first.p.next("assign", (x) => x.container === "resume-echo");
+    first.p.send({ case: "state", value: { container: "resume-echo", uid: a.uid, phase: "Running" } });
+    await eventually(async () => (await status("resume-echo"))?.ready, 5000, "ready on the first session");
+    // A second session of the same host (its old stream not yet declared lost) takes over.
+    const again = peer({
+      case: "hello",
+      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }] },
+    });
+    const welcome = await again.next("welcome");
+    assert.equal(welcome.name, "res-host", "same host, same name");
+    const old = await first.p.ended;
+    assert.equal(old?.code, Code.Unavailable);
+    const reply = messaging().request({ target: "resume-echo", data: enc.encode("1"), timeoutMs: 3000 });
+    const d = await again.next("delivery");
+    again.send({ case: "result", value: { id: d.id, data: enc.encode("resumed") } });
+    assert.equal(dec.decode((await reply).data), "resumed");
+    assert.equal(again.pending("assign").length, 0, "no Assign for what runs already");
+    const st = await status("resume-echo");
+    assert.equal(st?.restarts, 0);
+    assert.equal(st?.host, "res-host");
+
+    // After a real loss the container is Pending; the host coming back with it resumes it.
+    again.cancel();
+    await eventually(async () => (await status("resume-echo"))?.ready === false, 5000, "not ready after the loss");
+    const third = peer({
+      case: "hello",
+      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }] },
+    });
+    await third.next("welcome");
+    await eventually(async () => (await status("resume-echo"))?.ready, 5000, "ready again");
+    assert.equal(third.pending("assign").length, 0);
+    assert.ok(server.events.recent({ name: "resume-echo" }).some((e) => e.reason === "Resumed"));
+  });
+
+  test("a host told it runs an unknown or moved container is asked to stop it", async () => {
+    const { p } = await hostPeer("stale-host", { modules: ["stalemod"] });
+    p.cancel();
+    const q = peer({ case: "hello", value: { name: "stale-host-b", role: "host", modules: ["stalemod"], running: [{ name: "gone-one", uid: "u-1" }] } });
+    await q.next("welcome");
+    const stop = await q.next("stop", (s) => s.container === "gone-one");
+    assert.equal(stop.uid, "u-1");
+    assert.equal(stop.graceMs, 0);
+  });
+});
+
+test("log lines of a container reach the log store", async () => {
+  await container("logger", { module: "logmod", function: "f" });
+  const { p } = await hostPeer("log-host", { modules: ["logmod"] });
+  await p.next("assign", (x) => x.container === "logger");
+  p.send({ case: "log", value: { container: "logger", lines: ["one", "two"], stream: "stdout" } });
+  await eventually(() => server.logs.lines("logger").length === 2, 5000, "two lines");
+  assert.deepEqual(server.logs.lines("logger").map((l) => [l.stream, l.text]), [["stdout", "one"], ["stdout", "two"]]);
+});
+
 test("ConnectError codes map to the wire", () => {
   // Guards the assumption the protocol relies on: Connect codes are gRPC codes.
   assert.equal(new ConnectError("x", Code.ResourceExhausted).code, 8);
