@@ -5,7 +5,8 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -285,6 +286,31 @@ test("k4s server --port 0 prints its address and keeps every acknowledged write 
     assert.equal(tpl.metadata.labels.app, "dur");
   } finally {
     await srv.kill("SIGKILL");
+  }
+});
+
+test("--tls-ca reaches a TLS server for resources and messages; a plaintext call says TLS may be missing", async () => {
+  const tlsDir = mkdtempSync(join(tmpdir(), "k4s-cli-tls-"));
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-keyout", join(tlsDir, "key.pem"), "-out", join(tlsDir, "cert.pem"),
+  ], { stdio: "ignore" });
+  const tlsServer = await startTestServer({ tls: { cert: readFileSync(join(tlsDir, "cert.pem")), key: readFileSync(join(tlsDir, "key.pem")) } });
+  try {
+    const at = ["--server", tlsServer.address];
+    const ca = ["--tls-ca", join(tlsDir, "cert.pem")];
+    const [applied, request, plain] = await Promise.all([
+      runK4s(["apply", "-f", "-", ...at, ...ca], {}, "kind: Service\nmetadata: {name: tls-svc}\nspec: {selector: 'x-*'}\n"),
+      runK4s(["request", "container/nowhere", "1", ...at, ...ca]),
+      runK4s(["get", "svc", ...at]),
+    ]);
+    assert.equal(applied.stdout, "service/tls-svc created\n", applied.stderr);
+    assert.match(request.stderr, /^error: NOT_FOUND: /, "the messaging session spoke TLS too");
+    assert.equal(plain.code, 1);
+    assert.match(plain.stderr, /does the server use TLS\?/);
+  } finally {
+    await tlsServer.stop();
   }
 });
 

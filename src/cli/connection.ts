@@ -2,13 +2,18 @@
  * The connection every client command shares: the global --server and --token options, turned
  * into a K4sClient that is always closed when the command ends.
  */
+import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { createClient, type K4sClient } from "../client/client.js";
+import type { TlsOptions } from "../workers/runtime/session.js";
+import { CliError } from "./errors.js";
 
 /** GlobalOptions are the options every command inherits from `k4s`. */
 export interface GlobalOptions {
   server: string;
   token?: string;
+  /** TLS settings when the server speaks TLS. */
+  tls?: TlsOptions;
 }
 
 /** The default server address: $K4S_ADDRESS, else the local default port. */
@@ -18,15 +23,33 @@ export function defaultServer(): string {
 
 /** Reads the global options as seen from a (sub)command. */
 export function globalOptions(cmd: Command): GlobalOptions {
-  const o = cmd.optsWithGlobals<{ server?: string; token?: string }>();
-  return { server: o.server || defaultServer(), token: o.token || process.env.K4S_TOKEN || undefined };
+  const o = cmd.optsWithGlobals<{ server?: string; token?: string; tls?: boolean; tlsCa?: string; tlsServerName?: string }>();
+  const env = process.env;
+  let tls: TlsOptions | undefined;
+  if (o.tls || o.tlsCa || env.K4S_TLS === "1") {
+    // The environment carries the PEM itself (as worker hosts hand it to spawned processes); the flag a file.
+    tls = {};
+    if (o.tlsCa) tls.ca = readPem(o.tlsCa);
+    else if (env.K4S_TLS_CA) tls.ca = env.K4S_TLS_CA;
+    const servername = o.tlsServerName || env.K4S_TLS_SERVERNAME;
+    if (servername) tls.servername = servername;
+  }
+  return { server: o.server || defaultServer(), token: o.token || env.K4S_TOKEN || undefined, tls };
+}
+
+function readPem(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CliError(`cannot read --tls-ca ${path}: ${(err as Error).message}`);
+  }
 }
 
 /** Runs fn with a client for the command's server and closes the client afterwards. */
 export async function withClient<T>(cmd: Command, fn: (client: K4sClient) => Promise<T>): Promise<T> {
   const g = globalOptions(cmd);
   // One-shot commands fail at once when the server is unreachable instead of waiting to reconnect.
-  const client = createClient({ address: g.server, token: g.token, name: `k4s-cli-${process.pid}`, reconnect: false });
+  const client = createClient({ address: g.server, token: g.token, tls: g.tls, name: `k4s-cli-${process.pid}`, reconnect: false });
   try {
     return await fn(client);
   } finally {

@@ -40,6 +40,9 @@ export function createProgram(): Command {
     .description("k4s: a Kubernetes-shaped control plane for message-driven microservices")
     .option("-s, --server <address>", "k4s server host:port (env K4S_ADDRESS)", defaultServer())
     .option("--token <token>", "bearer token for the server (env K4S_TOKEN)")
+    .option("--tls", "connect over TLS, trusting the system's CAs (env K4S_TLS=1)")
+    .option("--tls-ca <file>", "connect over TLS, trusting this PEM certificate (env K4S_TLS_CA: the PEM itself)")
+    .option("--tls-server-name <name>", "name to check the server's certificate against (env K4S_TLS_SERVERNAME)")
     .showSuggestionAfterError();
   for (const cmd of [
     serverCommand(),

@@ -71,9 +71,17 @@ export function serverCommand(): Command {
       await server.start();
       console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
       if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);
-      // The worker session speaks plaintext only for now, so a TLS server runs no local worker.
-      const worker =
-        opts.localWorker && !tls ? startLocalWorker(workerAddress(opts.host, server.port), token) : undefined;
+      // The local worker trusts the server's own certificate (the usual self-signed case);
+      // --tls-server-name says which name in it to check when it lacks the loopback address.
+      const g = globalOptions(cmd);
+      const workerEnv: Record<string, string> = {};
+      if (token) workerEnv.K4S_TOKEN = token;
+      if (tls) {
+        workerEnv.K4S_TLS = "1";
+        workerEnv.K4S_TLS_CA = tls.cert.toString();
+        if (g.tls?.servername) workerEnv.K4S_TLS_SERVERNAME = g.tls.servername;
+      }
+      const worker = opts.localWorker ? startLocalWorker(workerAddress(opts.host, server.port), workerEnv) : undefined;
 
       const signal = await untilSignal();
       console.log(`k4s server: ${signal}, shutting down`);
@@ -99,7 +107,7 @@ interface LocalWorker {
   stop(): Promise<void>;
 }
 
-function startLocalWorker(address: string, token: string | undefined): LocalWorker {
+function startLocalWorker(address: string, serverEnv: Record<string, string>): LocalWorker {
   let child: ChildProcess | undefined;
   let stopping = false;
   let backoff = RESTART_MIN_MS;
@@ -109,8 +117,8 @@ function startLocalWorker(address: string, token: string | undefined): LocalWork
     const startedAt = Date.now();
     const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local"], {
       stdio: ["ignore", "inherit", "inherit"],
-      // The token travels in the environment, not argv, so `ps` does not show it.
-      env: { ...process.env, K4S_ADDRESS: address, ...(token ? { K4S_TOKEN: token } : {}) },
+      // Token and certificate travel in the environment, not argv, so `ps` does not show them.
+      env: { ...process.env, K4S_ADDRESS: address, ...serverEnv },
     });
     child = c;
     c.on("exit", (code, sig) => {

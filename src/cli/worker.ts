@@ -32,7 +32,7 @@ export function workerCommand(): Command {
       const modules = parseModules(opts.module);
       const g = globalOptions(cmd);
       const { runWorkerHost } = await import("../workers/runtime/host.js");
-      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, modules });
+      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules });
       console.log(`k4s worker host ${host.name} serving containers from ${g.server}`);
       const signal = await untilSignal();
       console.log(`k4s worker host ${host.name}: ${signal}, stopping`);

@@ -12,7 +12,7 @@ import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
-import { openSession, type Session } from "../workers/runtime/session.js";
+import { openSession, type Session, type TlsOptions } from "../workers/runtime/session.js";
 
 /** ClientOptions say where the server is and how to authenticate. */
 export interface ClientOptions {
@@ -22,6 +22,8 @@ export interface ClientOptions {
   token?: string;
   /** Name this client announces on its messaging session (default `client-<hostname>-<pid>`). */
   name?: string;
+  /** Connect over TLS: true trusts the system's CAs; `ca` adds a PEM certificate to trust. */
+  tls?: boolean | TlsOptions;
   /**
    * Re-open the messaging session when it breaks, so calls wait (within their timeout) for the
    * server to come back (default true). A one-shot program sets false to fail at once when the
@@ -169,12 +171,15 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
 
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions): K4sClient {
-  // Accept "http://host:port" too, as copied from a URL.
-  const address = options.address.replace(/^http:\/\//, "").replace(/\/+$/, "");
-  const baseUrl = `http://${address}`;
+  // Accept "http(s)://host:port" too, as copied from a URL; https means TLS.
+  const address = options.address.replace(/^https?:\/\//, "").replace(/\/+$/, "");
+  const tlsOption = options.tls ?? (/^https:\/\//.test(options.address) ? true : undefined);
+  const tls = tlsOption === true ? {} : tlsOption || undefined;
+  const baseUrl = `${tls ? "https" : "http"}://${address}`;
+  const nodeOptions = tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {};
   // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
   // keep the process alive until its idle timeout.
-  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 });
+  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 }, nodeOptions);
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
@@ -192,6 +197,7 @@ export function createClient(options: ClientOptions): K4sClient {
     const s = openSession({
       address,
       token: options.token,
+      tls,
       hello: { role: "client", name: sessionName },
       reconnect: options.reconnect ?? true,
     });
