@@ -209,6 +209,31 @@ describe("services", () => {
     assert.equal(r.container, "late-1");
   });
 
+  test("messages a service queued at a deleted container go to another endpoint", async () => {
+    const a = await external("rt-a", {}, { app: "rt" });
+    const b = await external("rt-b", {}, { app: "rt" });
+    await service("rt-svc", { matchLabels: { app: "rt" } });
+    const c = messaging();
+    const where: string[] = [];
+    for (let i = 0; i < 4; i++) where.push((await c.send({ target: "rt-svc", data: enc.encode(String(i)) })).container);
+    assert.deepEqual(where, ["rt-a", "rt-b", "rt-a", "rt-b"]);
+    const a0 = await a.next("delivery");
+    assert.equal(dec.decode(a0.data), "0");
+    await server.resources.delete("Container", "rt-a");
+    // rt-a finishes what it holds; what waited in its inbox moves to rt-b.
+    ack(a, a0);
+    const ended = await a.ended;
+    assert.equal(ended?.code, Code.NotFound);
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const d = await b.next("delivery");
+      got.push(dec.decode(d.data));
+      ack(b, d);
+    }
+    assert.deepEqual(got.sort(), ["1", "2", "3"]);
+    await eventually(async () => !(await server.resources.get("Container", "rt-a")), 5000, "rt-a finalized");
+  });
+
   test("no endpoint before the deadline answers UNAVAILABLE", async () => {
     await service("empty-svc", { selector: "nobody-*" });
     const started = Date.now();

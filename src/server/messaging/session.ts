@@ -45,6 +45,11 @@ export class Session {
     private readonly onOverflow: (s: Session) => void = () => {},
   ) {}
 
+  /** Frames waiting to be written. */
+  get queued(): number {
+    return this.out.length;
+  }
+
   /** Whether a host may take one more container. */
   hasRoom(): boolean {
     return this.capacity <= 0 || this.bound.size < this.capacity;

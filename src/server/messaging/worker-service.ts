@@ -295,7 +295,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
     for (const s of [...sessions.values()]) {
       if (now - s.lastReceived > lostAfter) {
         lose(s, new ConnectError(`session "${s.name}" sent nothing for ${now - s.lastReceived} ms (3 heartbeat intervals): declared lost`, Code.Unavailable));
-      } else if (now - s.lastSent >= hb) {
+      } else if (now - s.lastSent >= hb && s.queued === 0) {
         s.push(heartbeatFrame());
       }
     }
