@@ -57,6 +57,8 @@ export function serverCommand(): Command {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
       const { token } = globalOptions(cmd);
+      // grpc-js would also log a failed bind on its own; the one error line below says it all.
+      process.env.GRPC_VERBOSITY ??= "NONE";
       // Loaded here so client commands do not pay for the server's modules.
       const { createServer } = await import("../server/server.js");
       const server = createServer({
@@ -68,7 +70,16 @@ export function serverCommand(): Command {
         tls,
         metricsPort: opts.metricsPort,
       });
-      await server.start();
+      try {
+        await server.start();
+      } catch (err) {
+        const message = (err as Error).message;
+        if (/EADDRINUSE/.test(message)) {
+          throw new CliError(`cannot listen on ${opts.host}:${opts.port}: address already in use (another k4s server? pick another --port)`);
+        }
+        if (/EADDRNOTAVAIL|EACCES/.test(message)) throw new CliError(`cannot listen on ${opts.host}:${opts.port}: ${message}`);
+        throw err;
+      }
       console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
       if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);
       // The local worker trusts the server's own certificate (the usual self-signed case);
