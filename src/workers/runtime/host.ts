@@ -56,6 +56,8 @@ export interface WorkerHost {
 interface Running {
   name: string;
   uid: string;
+  /** Grace the container gets when its host shuts down (spec.terminationGraceSeconds). */
+  graceMs: number;
   runtime?: ContainerRuntime<unknown>;
   child?: ChildProcess;
   stopRequested: boolean;
@@ -70,6 +72,18 @@ const EMPTY = new Uint8Array(0);
 const MAX_SHUTDOWN_GRACE_MS = 10_000;
 /** Most bytes of one output line forwarded; longer lines are cut. */
 const MAX_LINE = 16 * 1024;
+
+/** Spawned processes still running: killed when this process exits, so none is orphaned. */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once("exit", () => {
+    for (const c of liveChildren) c.kill("SIGKILL");
+  });
+}
 
 /** Loads worker modules: each export that is a worker (or async function) becomes a function. */
 async function loadModules(sources: Record<string, WorkerModuleSource>): Promise<Map<string, Map<string, WorkerDefinition<unknown>>>> {
@@ -178,7 +192,7 @@ class WorkerHostImpl implements WorkerHost {
     if (this.stopping) return;
     this.stopping = true;
     const all = [...this.running.values()];
-    for (const r of all) this.stopContainer(r, MAX_SHUTDOWN_GRACE_MS);
+    for (const r of all) this.stopContainer(r, r.graceMs);
     await Promise.all(all.map((r) => r.finished));
     await this.session.close();
   }
@@ -196,7 +210,9 @@ class WorkerHostImpl implements WorkerHost {
         const d = f.value;
         const r = this.running.get(d.container);
         const id = Number(d.id);
-        if (!r?.runtime || r.stopRequested) {
+        // A stopping container still takes deliveries that crossed its Stop: it drains them
+        // within its grace period, or leaves them unsettled for the server to hand on.
+        if (!r?.runtime) {
           this.session.send({
             case: "result",
             value: { id: d.id, error: { code: 14, message: `container ${d.container} is not running on host ${this.name}` } },
@@ -249,7 +265,15 @@ class WorkerHostImpl implements WorkerHost {
     }
     let markFinished!: () => void;
     const finished = new Promise<void>((r) => (markFinished = r));
-    const r: Running = { name: a.container, uid: a.uid, stopRequested: false, finished, markFinished };
+    const graceSeconds = a.spec?.terminationGraceSeconds || 5;
+    const r: Running = {
+      name: a.container,
+      uid: a.uid,
+      graceMs: Math.min(graceSeconds * 1000, MAX_SHUTDOWN_GRACE_MS),
+      stopRequested: false,
+      finished,
+      markFinished,
+    };
     const spec = a.spec;
     if (spec && spec.command.length > 0) {
       this.running.set(a.container, r);
@@ -319,6 +343,8 @@ class WorkerHostImpl implements WorkerHost {
       return;
     }
     r.child = child;
+    liveChildren.add(child);
+    child.once("exit", () => liveChildren.delete(child));
     const out = lineSplitter((lines) => this.log(r.name, "stdout", lines));
     const errOut = lineSplitter((lines) => this.log(r.name, "stderr", lines));
     child.stdout!.setEncoding("utf8").on("data", (d: string) => out.write(d));
@@ -396,6 +422,7 @@ export async function runWorkerHost(options: WorkerHostOptions): Promise<WorkerH
   if (options.builtin ?? true) {
     modules.set(BUILTIN_MODULE, new Map(Object.entries(builtinWorkers) as [string, WorkerDefinition<unknown>][]));
   }
+  installExitHook();
   const host = new WorkerHostImpl(options, modules);
   await host.session.ready;
   return host;
