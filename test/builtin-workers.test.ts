@@ -113,6 +113,7 @@ test("processor_worker transforms by operation and forwards to forward_to", asyn
 test("processor_worker refuses non-strings and unknown operations", async () => {
   const w = runInMemory(builtinWorkers.processor_worker as WorkerDefinition<unknown>, {});
   await assert.rejects(w.request(42), (e: ConnectError) => e.code === Code.InvalidArgument && /expected a string/.test(e.rawMessage));
+  assert.deepEqual(await w.request({ seq: 3, text: "message 3" }), { seq: 3, text: "MESSAGE 3" }, "a generator message's text");
   assert.equal(w.calls.length, 0, "nothing forwarded without forward_to");
   w.runtime.stop(0);
   const bad = runInMemory(builtinWorkers.processor_worker as WorkerDefinition<unknown>, { operation: "shout" });

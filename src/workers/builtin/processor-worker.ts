@@ -1,6 +1,7 @@
 /**
  * processor_worker: transforms string messages (uppercase, lowercase or reverse), replies the
- * result to requests and passes it on to `forward_to` when set.
+ * result to requests and passes it on to `forward_to` when set. An object with a string `text`
+ * (what generator_worker sends) has its text transformed and its other fields kept.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { defineWorker } from "../runtime/define-worker.js";
@@ -33,11 +34,17 @@ export const processorWorker = defineWorker<ProcessorParams>(async (ctx) => {
   const forwardTo = ctx.params.forward_to;
   await ctx.handle(async (msg) => {
     const input = msg.value;
-    if (typeof input !== "string") {
-      throw new ConnectError(`processor_worker: expected a string message, got ${show(input)}`, Code.InvalidArgument);
+    let result: unknown;
+    if (typeof input === "string") {
+      result = transform(input);
+      ctx.log(`processed (${operation}): ${input} -> ${result}`);
+    } else if (typeof input === "object" && input !== null && typeof (input as { text?: unknown }).text === "string") {
+      const text = (input as { text: string }).text;
+      result = { ...input, text: transform(text) };
+      ctx.log(`processed (${operation}): ${text} -> ${(result as { text: string }).text}`);
+    } else {
+      throw new ConnectError(`processor_worker: expected a string or {text: string} message, got ${show(input)}`, Code.InvalidArgument);
     }
-    const result = transform(input);
-    ctx.log(`processed (${operation}): ${input} -> ${result}`);
     if (forwardTo) {
       try {
         await ctx.send(forwardTo, result);
