@@ -385,7 +385,7 @@ const container = (name: string, extra: MessageInitShape<typeof ContainerSchema>
 test("ResourceStore: create stamps server fields; update bumps generation on spec change and keeps status", async () => {
   const rs = createResourceStore(openSqliteStore());
   const input = container("echo", { status: { phase: "Running" } });
-  const c = await rs.create<"Container">(input);
+  const c = await rs.create(input);
   assert.equal(input.metadata!.uid, "", "the input is not mutated");
   assert.equal(c.apiVersion, "k4s/v1");
   assert.equal(c.kind, "Container");
@@ -401,7 +401,7 @@ test("ResourceStore: create stamps server fields; update bumps generation on spe
   const same = await rs.updateStatus("Container", "echo", (cur) => cur.status);
   assert.equal(same!.metadata!.resourceVersion, st!.metadata!.resourceVersion, "an unchanged status writes nothing");
 
-  const labelsOnly = await rs.update<"Container">(container("echo", { metadata: { name: "echo", labels: { app: "x" } } }));
+  const labelsOnly = await rs.update(container("echo", { metadata: { name: "echo", labels: { app: "x" } } }));
   assert.equal(labelsOnly.metadata!.generation, 1n, "labels do not bump generation");
   assert.equal(labelsOnly.status!.phase, "Running", "status kept");
   const specChange = await rs.update(create(ContainerSchema, { metadata: { name: "echo", labels: { app: "x" } }, spec: { command: ["python3"] } }));

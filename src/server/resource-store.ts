@@ -63,14 +63,14 @@ export interface ResourceStore {
   get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K> | undefined>;
   list<K extends Kind>(kind: K, options?: ListOptions): Promise<ListResult<K>>;
   /** Stores a new object: sets apiVersion, kind, uid, generation 1, creationTimestamp, empty status. */
-  create<K extends Kind>(obj: ObjectOf<K>): Promise<ObjectOf<K>>;
+  create<T extends AnyObject>(obj: T): Promise<T>;
   /**
    * Replaces labels, annotations, ownerReference and spec of an existing object, keeping its
    * status. When metadata.resourceVersion is set it must match (else ABORTED). Generation is
    * incremented when spec changed. A write that changes nothing is skipped and returns the
    * stored object.
    */
-  update<K extends Kind>(obj: ObjectOf<K>): Promise<ObjectOf<K>>;
+  update<T extends AnyObject>(obj: T): Promise<T>;
   /**
    * Read-modify-write of status (controllers only), retried on conflict. `mutate` gets a
    * copy of the current object and returns the new status, or undefined to write nothing.

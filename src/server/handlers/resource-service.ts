@@ -128,7 +128,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
         next.spec!.replicas = req.replicas;
         try {
           // Conditional on the version read, so a concurrent spec change is never overwritten.
-          return { replicaSet: await resources.update<"ReplicaSet">(next) };
+          return { replicaSet: await resources.update(next) };
         } catch (e) {
           const err = ConnectError.from(e);
           if (err.code !== Code.Aborted || attempt >= SCALE_RETRIES) throw err;

@@ -257,7 +257,7 @@ export function createResourceStore(store: Store): ResourceStore {
 
     listAll,
 
-    async create<K extends Kind>(input: ObjectOf<K>) {
+    async create<T extends AnyObject>(input: T): Promise<T> {
       const kind = kindOf(input);
       checkValid(input);
       const obj = stampNew(kind, input);
@@ -266,10 +266,10 @@ export function createResourceStore(store: Store): ResourceStore {
       const r = await store.txn([{ key, modRevision: 0 }], [{ type: "put", key, value: encode(obj) }]);
       if (!r.succeeded) throw new ConnectError(`${describe(kind, name)} already exists`, Code.AlreadyExists);
       obj.metadata!.resourceVersion = String(r.revision);
-      return obj as ObjectOf<K>;
+      return obj as T;
     },
 
-    async update<K extends Kind>(input: ObjectOf<K>) {
+    async update<T extends AnyObject>(input: T): Promise<T> {
       const kind = kindOf(input);
       checkValid(input);
       const name = input.metadata!.name;
@@ -280,11 +280,11 @@ export function createResourceStore(store: Store): ResourceStore {
         if (!cur) throw notFound(kind, name);
         if (precondition && precondition !== String(cur.kv.modRevision)) throw conflict(kind, name, precondition, cur.kv.modRevision);
         const { next, changed } = merge(kind, cur.obj, input, true);
-        if (!changed) return cur.obj as ObjectOf<K>;
+        if (!changed) return cur.obj as T;
         const r = await store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
         if (r.succeeded) {
           next.metadata!.resourceVersion = String(r.revision);
-          return next as ObjectOf<K>;
+          return next as T;
         }
         if (precondition) {
           const now = await store.get(key);
