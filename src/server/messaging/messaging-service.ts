@@ -53,7 +53,6 @@ export function createMessagingServiceImpl(options: { router: Router; metrics?: 
       const [data, contentType] = payloadOf(req);
       if (req.timeoutMs < 0) throw new ConnectError(`timeoutMs must be 0 (default) or more, got ${req.timeoutMs}`, Code.InvalidArgument);
       options.metrics?.messages.inc({ kind: "request" });
-      const started = performance.now();
       return new Promise((resolve, reject) => {
         const onAbort = () => router.abandon(env, Code.Canceled, "cancelled by the caller");
         const env = new Envelope(
@@ -61,7 +60,6 @@ export function createMessagingServiceImpl(options: { router: Router; metrics?: 
           undefined,
           (code, message, replyData, replyType, container) => {
             ctx.signal.removeEventListener("abort", onAbort);
-            options.metrics?.requestSeconds.observe({ code: code ? Code[code] : "OK" }, (performance.now() - started) / 1000);
             if (code) {
               reject(new ConnectError(message, code));
               return;

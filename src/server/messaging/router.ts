@@ -71,6 +71,13 @@ export interface Router {
   stop(message: string): void;
 }
 
+/** The canonical gRPC name of a status code (NOT_FOUND), as the server's other metrics label them. */
+function codeName(code: number): string {
+  if (code === 0) return "OK";
+  const name = Code[code];
+  return name ? name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() : String(code);
+}
+
 /** Creates the router. */
 export function createRouter(options: RouterOptions): Router {
   const containers = new Map<string, ContainerRuntime>();
@@ -83,6 +90,13 @@ export function createRouter(options: RouterOptions): Router {
 
   const deadlines: DeadlineQueue<Envelope> = createDeadlineQueue(expire);
   const deliveries = options.metrics?.deliveries;
+  const requestSeconds = options.metrics?.requestSeconds;
+  const latencyByCode = new Map<number, { observe(v: number): void }>();
+  const observe = (code: number, ms: number) => {
+    let h = latencyByCode.get(code);
+    if (!h) latencyByCode.set(code, (h = requestSeconds!.labels(codeName(code))));
+    h.observe(ms / 1000);
+  };
   const redeliveries = options.metrics?.redeliveries;
 
   function answer(env: Envelope, code: Code | 0, message: string, data: Uint8Array | undefined, contentType: string, container: string) {
@@ -92,6 +106,7 @@ export function createRouter(options: RouterOptions): Router {
     if (env.expectsReply) {
       deadlines.remove(env);
       o?.calls.delete(env.callId);
+      if (env.started > 0) observe(code, performance.now() - env.started);
     }
     if (o) {
       o.push(callResultFrame(env.callId, code, message, data, contentType, container));
@@ -349,7 +364,10 @@ export function createRouter(options: RouterOptions): Router {
     containers,
     services,
     route(env, target) {
-      if (env.expectsReply && env.deadline > 0) deadlines.add(env);
+      if (env.expectsReply) {
+        if (env.deadline > 0) deadlines.add(env);
+        if (requestSeconds) env.started = performance.now();
+      }
       if (stopped) {
         refuse(env, Code.Unavailable, "server is stopping");
         return;
