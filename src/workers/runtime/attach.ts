@@ -16,7 +16,7 @@ export interface AttachWorkerOptions<P> {
   container?: string;
   /** The container's token (default env K4S_TOKEN): the Assign token of a spawned command. */
   token?: string;
-  /** The server's bearer token, when it runs with one (default env K4S_SERVER_TOKEN). */
+  /** The server's bearer token, when it runs with one (default env K4S_BEARER_TOKEN). */
   serverToken?: string;
   /** Connect over TLS (default: env K4S_TLS=1, trusting the PEM in K4S_TLS_CA when set). */
   tls?: boolean | TlsOptions;
@@ -58,7 +58,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
   let runtime!: ContainerRuntime<P>;
   const session: Session = openSession({
     address,
-    token: options.serverToken ?? process.env.K4S_SERVER_TOKEN,
+    token: options.serverToken ?? process.env.K4S_BEARER_TOKEN,
     tls: options.tls ?? tlsFromEnv(),
     reconnect: options.reconnect ?? true,
     attach: {

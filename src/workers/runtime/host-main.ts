@@ -29,7 +29,7 @@ const address = args.server ?? process.env.K4S_ADDRESS ?? "127.0.0.1:50051";
 const host = await runWorkerHost({
   address,
   name: args.name,
-  token: args.token ?? process.env.K4S_SERVER_TOKEN,
+  token: args.token ?? process.env.K4S_BEARER_TOKEN,
   modules: args.modules,
   tls: args.tlsCa ? { ca: readFileSync(args.tlsCa) } : undefined,
   onLog: (container, stream, lines) => {

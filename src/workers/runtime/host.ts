@@ -24,7 +24,7 @@ export interface WorkerHostOptions {
   address: string;
   /** Host name (default: the machine's hostname and pid). */
   name?: string;
-  /** Bearer token of the server; spawned commands get it as K4S_SERVER_TOKEN. */
+  /** Bearer token of the server; spawned commands get it as K4S_BEARER_TOKEN. */
   token?: string;
   /** Connect over TLS; spawned commands get K4S_TLS=1 and the CA as K4S_TLS_CA. */
   tls?: boolean | TlsOptions;
@@ -367,7 +367,7 @@ class WorkerHostImpl implements WorkerHost {
   /** How a spawned process reaches the server as this host does: bearer token and TLS. */
   private serverEnv(): Record<string, string> {
     const env: Record<string, string> = {};
-    if (this.options.token) env.K4S_SERVER_TOKEN = this.options.token;
+    if (this.options.token) env.K4S_BEARER_TOKEN = this.options.token;
     const tls = this.options.tls;
     if (tls) {
       env.K4S_TLS = "1";
