@@ -4,7 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { K4sClient } from "../client/client.js";
-import type { AnyObject, Kind } from "../api/kinds.js";
+import { kindOf, type AnyObject, type Kind } from "../api/kinds.js";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
 import { formatDuration } from "./duration.js";
 import { CliError } from "./errors.js";
@@ -71,7 +71,7 @@ export async function waitReady(
   }, options.timeoutMs);
   try {
     for await (const ev of client.watch({ signal: controller.signal })) {
-      const ref = kindRef(ev.object.$typeName.slice("k4s.v1.".length) as Kind, ev.object.metadata?.name ?? "");
+      const ref = kindRef(kindOf(ev.object), ev.object.metadata?.name ?? "");
       if (!pending.has(ref)) continue;
       if (ev.type === "DELETED") {
         pending.set(ref, "deleted");
