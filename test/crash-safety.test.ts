@@ -1,0 +1,233 @@
+/**
+ * Crash safety: a real `k4s server` process on a data dir takes a stream of applies
+ * (multi-document), updates, scales and deletes, and is SIGKILLed at a random point. After a
+ * restart on the same data dir every acknowledged write is there, the write in flight is there
+ * entirely or not at all, and a watch resumes from the last resourceVersion it saw (or is told
+ * OUT_OF_RANGE and relists). Rounds: K4S_CRASH_ROUNDS (default 2); scripts/soak.ts runs many.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createClient, type AnyObject, type K4sClient, type WatchEvent } from "../src/client/index.js";
+import { eventually, spawnK4s, type Proc } from "./helpers.js";
+
+const ROUNDS = Number(process.env.K4S_CRASH_ROUNDS ?? 2);
+const SEED = Number(process.env.K4S_SEED ?? Date.now() % 1_000_000);
+
+/** A small deterministic PRNG (mulberry32), so a failing round can be replayed with K4S_SEED. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function startServer(dataDir: string): Promise<{ proc: Proc; address: string }> {
+  const proc = spawnK4s(["server", "--port", "0", "--data-dir", dataDir, "--no-local-worker"]);
+  await proc.waitFor(/listening on (\S+)/, 20_000);
+  const address = /listening on (\S+)/.exec(proc.stdout())![1]!;
+  return { proc, address };
+}
+
+/** What the model expects of one object: a label value, a replica count, or absence. */
+type Expect = string | null;
+/** key "Kind/name" -> expected observable value. */
+type Model = Map<string, Expect>;
+
+function observe(o: AnyObject): string {
+  if (o.$typeName === "k4s.v1.ReplicaSet") return `replicas=${(o as { spec?: { replicas: number } }).spec?.replicas}`;
+  return `op=${o.metadata?.labels.op ?? ""}`;
+}
+
+interface Op {
+  describe: string;
+  effect: Map<string, Expect>;
+  run(c: K4sClient): Promise<unknown>;
+}
+
+function groupManifest(g: number, op: number): string {
+  const docs: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    docs.push(`kind: Container\nmetadata:\n  name: g${g}-c${i}\n  labels: {op: "${op}", group: "g${g}"}\nspec:\n  module: workers\n  function: echo_worker\n  parameters: {prefix: "P${op}"}\n`);
+  }
+  docs.push(`kind: Service\nmetadata:\n  name: g${g}-svc\n  labels: {op: "${op}"}\nspec:\n  selector: "g${g}-c*"\n`);
+  return docs.join("---\n");
+}
+
+/** Picks the next operation from the model of acknowledged state. */
+function nextOp(model: Model, n: number, r: () => number): Op {
+  const pick = r();
+  const existing = [...model.entries()].filter(([k, v]) => v !== null && k.startsWith("Container/"));
+  if (pick < 0.45 || existing.length === 0) {
+    const g = Math.floor(r() * 12);
+    const effect = new Map<string, Expect>();
+    for (let i = 0; i < 3; i++) effect.set(`Container/g${g}-c${i}`, `op=${n}`);
+    effect.set(`Service/g${g}-svc`, `op=${n}`);
+    const manifest = groupManifest(g, n);
+    return { describe: `apply group g${g} op=${n}`, effect, run: (c) => c.apply(manifest) };
+  }
+  if (pick < 0.7) {
+    const [key] = existing[Math.floor(r() * existing.length)]!;
+    const name = key.slice("Container/".length);
+    return {
+      describe: `update ${key} op=${n}`,
+      effect: new Map([[key, `op=${n}`]]),
+      async run(c) {
+        const cur = await c.get("Container", name);
+        const next = { ...cur, metadata: { ...cur.metadata!, labels: { ...cur.metadata!.labels, op: String(n) }, resourceVersion: "" } };
+        return c.update(next as AnyObject);
+      },
+    };
+  }
+  if (pick < 0.85) {
+    const replicas = Math.floor(r() * 4);
+    return { describe: `scale crash-rs ${replicas}`, effect: new Map([["ReplicaSet/crash-rs", `replicas=${replicas}`]]), run: (c) => c.scale("crash-rs", replicas) };
+  }
+  const [key] = existing[Math.floor(r() * existing.length)]!;
+  const name = key.slice("Container/".length);
+  return { describe: `delete ${key}`, effect: new Map([[key, null]]), run: (c) => c.delete("Container", name) };
+}
+
+async function snapshot(c: K4sClient): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const kind of ["Container", "Service", "ReplicaSet"] as const) {
+    for (const o of (await c.list(kind)).items) {
+      // Replicas of crash-rs are the controller's writes, not the client's.
+      if (o.metadata?.ownerReference) continue;
+      out.set(`${kind}/${o.metadata!.name}`, observe(o));
+    }
+  }
+  return out;
+}
+
+/** Follows a watch in the background, remembering the last resourceVersion seen. */
+function follow(c: K4sClient, from: string | undefined) {
+  const abort = new AbortController();
+  const events: WatchEvent[] = [];
+  const state = { last: from ?? "", error: undefined as ConnectError | undefined };
+  const done = (async () => {
+    try {
+      for await (const e of c.watch({ resourceVersion: from, signal: abort.signal })) {
+        events.push(e);
+        state.last = e.resourceVersion;
+      }
+    } catch (err) {
+      state.error = ConnectError.from(err);
+    }
+  })();
+  return { events, state, done, stop: () => abort.abort() };
+}
+
+/** Figures of the whole run, printed at the end for docs/guarantees.md. */
+const figures = { rounds: 0, acked: 0, inFlightApplied: 0, inFlightNotApplied: 0, inFlightNone: 0, watchResumed: 0, watchRelisted: 0 };
+
+async function crashRound(round: number): Promise<void> {
+  const r = rng(SEED + round);
+  const dir = mkdtempSync(join(tmpdir(), "k4s-crash-"));
+  let srv = await startServer(dir);
+  let c = createClient({ address: srv.address, reconnect: false });
+  try {
+    const model: Model = new Map();
+    await c.apply(`kind: ReplicaSet\nmetadata: {name: crash-rs}\nspec:\n  replicas: 1\n  template:\n    spec: {module: workers, function: echo_worker}\n`);
+    model.set("ReplicaSet/crash-rs", "replicas=1");
+    const watch = follow(c, (await c.list("Container")).resourceVersion);
+    const killAt = 3 + Math.floor(r() * 25);
+    let inFlight: { op: Op; acked: boolean; before: Model } | undefined;
+    for (let n = 1; ; n++) {
+      const op = nextOp(model, n, r);
+      if (n < killAt) {
+        await op.run(c);
+        op.effect.forEach((v, k) => model.set(k, v));
+        figures.acked++;
+        continue;
+      }
+      // Kill while the op travels: after a random few ms, so the kill lands before, during or
+      // after the server's commit.
+      const pending = op.run(c).then(
+        () => true,
+        () => false,
+      );
+      await new Promise((res) => setTimeout(res, Math.floor(r() * 12)));
+      await srv.proc.kill("SIGKILL");
+      const acked = await pending;
+      const before = new Map(model);
+      if (acked) {
+        op.effect.forEach((v, k) => model.set(k, v));
+        figures.acked++;
+      }
+      inFlight = { op, acked, before };
+      break;
+    }
+    await watch.done;
+    const lastSeen = watch.state.last;
+    await c.close();
+
+    srv = await startServer(dir);
+    c = createClient({ address: srv.address, reconnect: false });
+    const actual = await snapshot(c);
+    const ctx = () => `round ${round} (K4S_SEED=${SEED}), in flight: ${inFlight?.op.describe} (acked ${inFlight?.acked})`;
+    const effect = inFlight!.op.effect;
+    const before = inFlight!.before;
+    const keys = new Set([...before.keys(), ...effect.keys(), ...actual.keys()]);
+    let applied = 0;
+    let notApplied = 0;
+    for (const key of keys) {
+      const was = before.get(key) ?? null;
+      const got = actual.get(key) ?? null;
+      if (!effect.has(key) || effect.get(key) === was) {
+        assert.equal(got, was, `${key}: expected ${was ?? "absent"}, found ${got ?? "absent"}; ${ctx()}`);
+        continue;
+      }
+      if (got === effect.get(key)) applied++;
+      else if (got === was) notApplied++;
+      else assert.fail(`${key}: found ${got ?? "absent"}, neither the acknowledged ${was ?? "absent"} nor the in-flight ${effect.get(key) ?? "absent"}; ${ctx()}`);
+    }
+    assert.ok(applied === 0 || notApplied === 0, `in-flight write half applied (${applied} keys applied, ${notApplied} not); ${ctx()}`);
+    if (inFlight!.acked) assert.equal(notApplied, 0, `acknowledged write missing after restart; ${ctx()}`);
+    else if (applied > 0) figures.inFlightApplied++;
+    else if (notApplied > 0) figures.inFlightNotApplied++;
+    else figures.inFlightNone++;
+
+    // The watch resumes from the last version it saw, or is told to relist.
+    const resumed = follow(c, lastSeen || undefined);
+    const marker = `watch-marker-${round}`;
+    await c.apply(`kind: Container\nmetadata: {name: ${marker}}\nspec: {module: workers, function: echo_worker}\n`);
+    const saw = await eventually(
+      () => resumed.state.error !== undefined || resumed.events.some((e) => e.object.metadata?.name === marker),
+      10_000,
+      `resumed watch delivering ${marker} or failing`,
+    ).then(() => resumed.events.some((e) => e.object.metadata?.name === marker));
+    resumed.stop();
+    await resumed.done;
+    if (resumed.state.error) {
+      assert.equal(resumed.state.error.code, Code.OutOfRange, `watch from ${lastSeen} failed with ${resumed.state.error.message}; ${ctx()}`);
+      figures.watchRelisted++;
+      const relist = await c.list("Container");
+      assert.ok(relist.items.some((o) => o.metadata?.name === marker), "relist shows the marker");
+    } else {
+      assert.ok(saw, `resumed watch from ${lastSeen} never delivered the marker; ${ctx()}`);
+      for (const e of resumed.events) {
+        assert.ok(BigInt(e.resourceVersion) > BigInt(lastSeen || "0"), `resumed watch replayed ${e.resourceVersion} <= ${lastSeen}`);
+      }
+      figures.watchResumed++;
+    }
+    figures.rounds++;
+  } finally {
+    await c.close();
+    await srv.proc.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test(`acknowledged writes survive SIGKILL of the server; in-flight writes are all or nothing; watches resume (${ROUNDS} rounds)`, async () => {
+  for (let round = 0; round < ROUNDS; round++) await crashRound(round);
+  console.log(`crash-safety figures (K4S_SEED=${SEED}): ${JSON.stringify(figures)}`);
+  assert.equal(figures.rounds, ROUNDS);
+});
