@@ -627,6 +627,11 @@ const a = attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) =>
 process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
 `;
 
+/** A command whose worker throws on its first message: the process must end Failed. */
+const FAILING_SCRIPT = `import { attach, defineWorker } from ${JSON.stringify(SDK)};
+attach({ worker: defineWorker(async (ctx) => { for await (const m of ctx.messages) throw new Error("command broke on " + m.value); }) });
+`;
+
 interface E2E {
   server: K4sServer;
   client: Session;
@@ -649,6 +654,7 @@ async function setupE2E(): Promise<E2E | undefined> {
   const dir = mkdtempSync(join(tmpdir(), "k4s-e2e-"));
   writeFileSync(join(dir, "e2e-module.ts"), E2E_MODULE);
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
+  writeFileSync(join(dir, "failing.ts"), FAILING_SCRIPT);
   const child = spawn(process.execPath, ["--import", "tsx", HOST_MAIN, "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.ts")}`], {
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -797,6 +803,18 @@ e2eTest("a command container is spawned by the host and attaches itself", async 
   await readyContainer("cmd");
   assert.equal(await request("cmd", "hi", { timeoutMs: 15_000 }), "from cmd: hi");
   await eventually(() => logsOf("cmd").includes("spawned cmd"), 5000, "child stdout in the container log");
+});
+
+e2eTest("a command whose worker throws fails its caller and exits non-zero: the container is Failed", async () => {
+  await container("cmd-fail", { command: [process.execPath, "--import", "tsx", join(e2e!.dir, "failing.ts")], restartPolicy: "Never" });
+  await readyContainer("cmd-fail");
+  await assert.rejects(
+    request("cmd-fail", "x", { timeoutMs: 15_000 }),
+    (e: ConnectError) => /command broke on x/.test(e.rawMessage) || e.code === Code.Unavailable,
+  );
+  await eventually(async () => (await phaseOf("cmd-fail")) === "Failed", 15_000, "cmd-fail Failed");
+  const status = (await e2e!.server.resources.get("Container", "cmd-fail"))?.status;
+  assert.equal(status?.exitCode, 1, `exit code in status: ${JSON.stringify(status?.message)}`);
 });
 
 e2eTest("attach() serves an external container from this process", async () => {

@@ -30,6 +30,12 @@ export interface AttachWorkerOptions<P> {
   concurrency?: number;
   /** Re-attach after a server restart (default true). */
   reconnect?: boolean;
+  /**
+   * Set process.exitCode = 1 when the worker fails or the attach is refused, so a spawned
+   * command's container ends Failed rather than Succeeded (default: true when the container
+   * came from K4S_CONTAINER, i.e. this process was spawned by a worker host).
+   */
+  failProcess?: boolean;
 }
 
 /** Attached is a worker serving an attached container. */
@@ -110,7 +116,13 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
     if (!outcome.ok) throw outcome.error;
     await session.done;
   })();
-  done.catch(() => {});
+  const failProcess = options.failProcess ?? (options.container === undefined && process.env.K4S_CONTAINER !== undefined);
+  done.catch((err) => {
+    if (failProcess) {
+      process.exitCode = 1;
+      console.error(`k4s attach ${container}: ${err instanceof ConnectError ? err.rawMessage : String(err)}`);
+    }
+  });
   return {
     ready: session.ready,
     done,
