@@ -12,6 +12,9 @@ import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import { openRawPeer, type RawPeer } from "../src/server/messaging/raw-peer.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { eventually, startTestServer } from "./helpers.js";
 import type { K4sServer } from "../src/server/server.js";
 
@@ -285,6 +288,43 @@ describe("reconnecting hosts", () => {
     assert.equal(stop.uid, "u-1");
     assert.equal(stop.graceMs, 0);
   });
+});
+
+test("after a server restart, a container waits for its host to come back and resume it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-resume-"));
+  let s1: K4sServer | undefined = await startTestServer({ heartbeatIntervalMs: HB, dataDir: dir });
+  let s2: K4sServer | undefined;
+  try {
+    await s1.resources.create(create(ContainerSchema, { metadata: { name: "survivor" }, spec: { module: "survmod", function: "f" } }));
+    const h1 = openRawPeer(s1.address, { case: "hello", value: { name: "surv-host", role: "host", modules: ["survmod"] } });
+    const a = await h1.next("assign");
+    h1.send({ case: "state", value: { container: "survivor", uid: a.uid, phase: "Running" } });
+    await eventually(async () => (await s1!.resources.get("Container", "survivor"))?.status?.ready, 5000, "running before the restart");
+    h1.cancel();
+    await s1.stop();
+    s1 = undefined;
+
+    s2 = await startTestServer({ heartbeatIntervalMs: HB, dataDir: dir });
+    // Another host is there first; the container still waits for the host that ran it.
+    const other = openRawPeer(s2.address, { case: "hello", value: { name: "other-host", role: "host", modules: ["survmod"] } });
+    await other.next("welcome");
+    const back = openRawPeer(s2.address, {
+      case: "hello",
+      value: { name: "surv-host", role: "host", modules: ["survmod"], running: [{ name: "survivor", uid: a.uid }] },
+    });
+    await back.next("welcome");
+    await eventually(async () => (await s2!.resources.get("Container", "survivor"))?.status?.ready, 5000, "resumed");
+    const st = (await s2.resources.get("Container", "survivor"))?.status;
+    assert.equal(st?.host, "surv-host");
+    assert.equal(st?.restarts, 0);
+    assert.equal(other.pending("assign").length + back.pending("assign").length, 0, "nothing assigned anew");
+    other.cancel();
+    back.cancel();
+  } finally {
+    await s1?.stop();
+    await s2?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("log lines of a container reach the log store", async () => {

@@ -48,6 +48,11 @@ export interface ContainerLifecycleOptions {
   /** Ends a session from the server side with an error status. */
   closeSession: (s: Session, err: ConnectError) => void;
   onError: (message: string, err?: unknown) => void;
+  /**
+   * How long, after the plane starts, a container its stored status shows Running on a host
+   * waits for that host to reconnect and resume it (ms).
+   */
+  resumeGraceMs: number;
 }
 
 /** ContainerLifecycle reacts to stored Containers and to what sessions report. */
@@ -84,6 +89,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   const writes = new Set<Promise<void>>();
   let scheduled = false;
   let stopped = false;
+  let resumeTimer: NodeJS.Timeout | undefined;
 
   const record = (c: ContainerRuntime, reason: string, message: string, type: "Normal" | "Warning" = "Normal") =>
     events.record({ type, reason, kind: "Container", name: c.name, message });
@@ -151,9 +157,15 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     scheduled = false;
     if (stopped) return;
     const hosts = [...options.hosts()];
+    const now = Date.now();
+    let nextResume = Infinity;
     for (const c of pending) {
       if (c.deleting || c.terminal || c.host || c.backoffTimer || c.kind === "external") {
         pending.delete(c);
+        continue;
+      }
+      if (c.awaitUntil > now) {
+        nextResume = Math.min(nextResume, c.awaitUntil);
         continue;
       }
       const h = pickHost(c, hosts);
@@ -171,6 +183,12 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
       pending.delete(c);
       bind(c, h);
     }
+    if (nextResume < Infinity && !resumeTimer) {
+      resumeTimer = setTimeout(() => {
+        resumeTimer = undefined;
+        scheduleSoon();
+      }, nextResume - now + 1);
+    }
   }
 
   function needHost(c: ContainerRuntime) {
@@ -187,6 +205,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   }
 
   function bind(c: ContainerRuntime, h: Session) {
+    c.awaitUntil = 0;
     c.host = h;
     h.bound.add(c);
     c.started = false;
@@ -429,6 +448,12 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
         return c;
       }
       if (c.kind === "external") c.observedGeneration = c.generation;
+      if (st?.phase === "Running" && st.host !== "" && c.kind !== "external" && options.resumeGraceMs > 0) {
+        // Running before a server restart: its host may still run it and is about to reconnect.
+        c.awaitHost = st.host;
+        c.awaitUntil = Date.now() + options.resumeGraceMs;
+        c.message = `waiting up to ${options.resumeGraceMs} ms for host "${st.host}" to reconnect and resume it`;
+      }
       needHost(c);
       writeStatus(c);
       return c;
@@ -479,6 +504,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
         if (c && c.uid === r.uid && !c.host && !c.deleting && !c.terminal && !c.backoffTimer && c.kind !== "external") {
           // A reconnecting host still runs it: resume instead of restarting.
           pending.delete(c);
+          c.awaitUntil = 0;
           c.host = h;
           h.bound.add(c);
           c.started = true;
@@ -494,6 +520,10 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
         } else if (!c || c.host !== h) {
           h.push(stopFrame(r.name, r.uid, 0));
         }
+      }
+      for (const c of pending) {
+        // Its old host is back and did not list it: no reason to wait any longer.
+        if (c.awaitUntil > 0 && c.awaitHost === h.name) c.awaitUntil = 0;
       }
       if (h.bound.size > 0) {
         const still = new Set(running.map((r) => r.name));
@@ -621,6 +651,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     },
     async stop() {
       stopped = true;
+      if (resumeTimer) clearTimeout(resumeTimer);
       for (const c of containers.values()) {
         if (c.backoffTimer) clearTimeout(c.backoffTimer);
         if (c.stopTimer) clearTimeout(c.stopTimer);

@@ -67,6 +67,12 @@ export class ContainerRuntime {
   observedGeneration = 0n;
   exitCode = 0;
 
+  /**
+   * After a server restart: the host that ran it, and until when (ms) the scheduler waits for
+   * that host to reconnect and resume it before running it elsewhere.
+   */
+  awaitHost = "";
+  awaitUntil = 0;
   /** Consecutive exits without a healthy run, for the restart back-off. */
   failures = 0;
   /** When the current run started (ms), 0 when not running. */

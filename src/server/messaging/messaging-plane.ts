@@ -76,6 +76,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     hosts: () => sessions.hosts(),
     closeSession: (s, err) => sessions.lose(s, err),
     onError,
+    resumeGraceMs: 2 * heartbeatIntervalMs,
   });
   metrics?.onCollectInboxes(function* () {
     for (const c of router.containers.values()) yield [c.name, c.inbox.live] as [string, number];
