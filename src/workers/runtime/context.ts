@@ -457,20 +457,33 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
     const parent = this.parent();
     let timeoutMs = opts.timeoutMs;
     if (timeoutMs === undefined && parent?.deadline !== undefined) timeoutMs = Math.max(1, parent.deadline - Date.now());
+    // One controller fed by the container's cut-off, the caller's signal and the parent
+    // message's cancel; the listeners go when the call ends, so the container's long-lived
+    // signal does not accumulate one per request made over its lifetime.
     const signals = [this.cutoff.signal];
     if (opts.signal) signals.push(opts.signal);
     if (parent) signals.push(parent.signal);
-    const reply = await this.options.link.call({
-      target,
-      data: payload.data,
-      contentType: payload.contentType,
-      expectsReply: true,
-      timeoutMs,
-      from: this.options.name,
-      parentDelivery: parent?.id,
-      signal: signals.length === 1 ? signals[0] : AbortSignal.any(signals),
-    });
-    return decodePayload(reply.data, reply.contentType) as T;
+    const controller = new AbortController();
+    const onAbort = () => controller.abort();
+    for (const s of signals) {
+      if (s.aborted) controller.abort();
+      else s.addEventListener("abort", onAbort, { once: true });
+    }
+    try {
+      const reply = await this.options.link.call({
+        target,
+        data: payload.data,
+        contentType: payload.contentType,
+        expectsReply: true,
+        timeoutMs,
+        from: this.options.name,
+        parentDelivery: parent?.id,
+        signal: controller.signal,
+      });
+      return decodePayload(reply.data, reply.contentType) as T;
+    } finally {
+      for (const s of signals) s.removeEventListener("abort", onAbort);
+    }
   }
 
   private log(stream: string, text: string): void {
