@@ -260,6 +260,16 @@ describe("deadlines, cancel and errors", () => {
     assert.equal(dec.decode(next.data), "next");
   });
 
+  test("a request that expires in the inbox of a container that is not ready says why", async () => {
+    await container("nohost", { module: "nohostmod", function: "f" });
+    await eventually(async () => (await status("nohost"))?.message.includes("nohostmod"), 5000, "pending reason");
+    await rejects(
+      messaging().request({ target: "nohost", timeoutMs: 300 }),
+      Code.DeadlineExceeded,
+      /container "nohost" to answer; it is not ready: no worker host serves module "nohostmod"/,
+    );
+  });
+
   test("CancelCall answers CANCELLED and the worker gets CancelDelivery", async () => {
     const p = await external("cancel-ext");
     const c = await client();

@@ -34,10 +34,18 @@ export function createMessagingServiceImpl(options: { router: Router; metrics?: 
       const [data, contentType] = payloadOf(req);
       options.metrics?.messages.inc({ kind: "send" });
       return new Promise((resolve, reject) => {
+        // A caller that gives up while its send waits for a service endpoint takes it back.
+        const onAbort = () => {
+          if (!env.answered) router.abandon(env, Code.Canceled, "cancelled by the caller");
+        };
         const env = new Envelope(
           0n,
           undefined,
-          (code, message, _data, _ct, container) => (code ? reject(new ConnectError(message, code)) : resolve({ container })),
+          (code, message, _data, _ct, container) => {
+            ctx.signal.removeEventListener("abort", onAbort);
+            if (code) reject(new ConnectError(message, code));
+            else resolve({ container });
+          },
           data,
           contentType,
           false,
@@ -45,6 +53,7 @@ export function createMessagingServiceImpl(options: { router: Router; metrics?: 
         );
         // For a send the deadline only bounds the wait for a service endpoint.
         if (ctx.deadline) env.deadline = ctx.deadline;
+        ctx.signal.addEventListener("abort", onAbort);
         router.route(env, target);
       });
     },

@@ -309,7 +309,13 @@ export function createRouter(options: RouterOptions): Router {
       case EnvelopeState.Waiting:
         abandon(env, Code.Unavailable, `no endpoint of service "${env.service!.name}" became ready before the deadline`);
         return;
-      case EnvelopeState.Queued:
+      case EnvelopeState.Queued: {
+        const c = env.container!;
+        // Never delivered: say why the container did not take it, which is what a user can fix.
+        const why = c.ready ? "" : `; it is not ready${c.message ? `: ${c.message}` : ` (${c.phase})`}`;
+        abandon(env, Code.DeadlineExceeded, `deadline exceeded waiting for container "${c.name}" to answer${why}`);
+        return;
+      }
       case EnvelopeState.InFlight:
         abandon(env, Code.DeadlineExceeded, `deadline exceeded waiting for container "${env.container!.name}" to answer`);
         return;
