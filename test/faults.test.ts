@@ -1,0 +1,275 @@
+/**
+ * Worker faults with real worker host processes: a host SIGKILLed with messages and requests in
+ * flight, a host frozen with SIGSTOP (heartbeat loss), a slow consumer, a worker that never
+ * replies, and a server restart under live hosts and clients. Workers record every delivery in
+ * a file, so what was delivered survives the process that handled it.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createClient, type K4sClient } from "../src/client/index.js";
+import { ContainerSchema, ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import type { K4sServer } from "../src/server/server.js";
+import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+
+const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
+
+/** Worker module of the fault tests: a recorder that writes each delivery down, and a black hole. */
+const FAULTS_MODULE = `import { appendFileSync } from "node:fs";
+import { defineWorker } from ${JSON.stringify(SDK)};
+export const recorder = defineWorker(async (ctx) => {
+  await ctx.handle(async (msg) => {
+    appendFileSync(ctx.params.file, JSON.stringify({ v: msg.value, a: msg.attempt, r: msg.expectsReply, pid: process.pid }) + "\\n");
+    if (ctx.params.delayMs) await new Promise((r) => setTimeout(r, ctx.params.delayMs));
+    return msg.expectsReply ? { echo: msg.value } : undefined;
+  });
+});
+export const blackhole = defineWorker(async (ctx) => {
+  await ctx.handle((msg) => new Promise((resolve) => msg.signal.addEventListener("abort", () => resolve(undefined))));
+});
+`;
+
+let dir: string;
+let modulePath: string;
+const procs: Proc[] = [];
+const clients: K4sClient[] = [];
+const servers: K4sServer[] = [];
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), "k4s-faults-"));
+  modulePath = join(dir, "faults-module.mts");
+  writeFileSync(modulePath, FAULTS_MODULE);
+});
+
+after(async () => {
+  for (const p of procs) {
+    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGCONT");
+  }
+  await Promise.all(procs.map((p) => p.kill("SIGKILL")));
+  await Promise.all(clients.map((c) => c.close()));
+  for (const s of servers) await s.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function server(options: Parameters<typeof startTestServer>[0] = {}): Promise<K4sServer> {
+  const s = await startTestServer({ heartbeatIntervalMs: 1000, ...options });
+  servers.push(s);
+  return s;
+}
+
+async function workerHost(s: K4sServer | string, name: string): Promise<Proc> {
+  const address = typeof s === "string" ? s : s.address;
+  const p = spawnK4s(["worker", "--server", address, "--name", name, "--module", `faults=${modulePath}`]);
+  procs.push(p);
+  await p.waitFor(`host ${name} serving`, 20_000);
+  return p;
+}
+
+function client(address: string, reconnect = true): K4sClient {
+  const c = createClient({ address, reconnect });
+  clients.push(c);
+  return c;
+}
+
+async function container(s: K4sServer, name: string, spec: MessageInitShape<typeof ContainerSpecSchema>): Promise<void> {
+  await s.resources.create(create(ContainerSchema, { metadata: { name }, spec }));
+}
+
+async function readyOn(s: K4sServer, name: string, host?: string, timeoutMs = 20_000): Promise<void> {
+  await eventually(
+    async () => {
+      const st = (await s.resources.get("Container", name))?.status;
+      return st?.ready && (host === undefined || st.host === host);
+    },
+    timeoutMs,
+    `${name} ready${host ? ` on ${host}` : ""}`,
+  );
+}
+
+interface Record_ {
+  v: { s?: number; q?: number; slow?: number };
+  a: number;
+  r: boolean;
+  pid: number;
+}
+
+function records(file: string): Record_[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.endsWith("}"))
+    .map((l) => JSON.parse(l) as Record_);
+}
+
+function codeOf(err: unknown): Code {
+  return ConnectError.from(err).code;
+}
+
+test("SIGKILL of a host mid-stream: no accepted send lost, no request run twice or left hanging", async () => {
+  const s = await server();
+  const h1 = await workerHost(s, "fk-1");
+  const file = join(dir, "kill.log");
+  await container(s, "fk-rec", { module: "faults", function: "recorder", concurrency: 4, parameters: { file, delayMs: 15 } as never });
+  await readyOn(s, "fk-rec", "fk-1");
+  await workerHost(s, "fk-2");
+  const c = client(s.address);
+  const SENDS = 300;
+  const REQUESTS = 60;
+  const TIMEOUT = 8000;
+  const sends: Promise<boolean>[] = [];
+  const requests: Promise<{ ok: boolean; code?: Code; ms: number }>[] = [];
+  for (let i = 0; i < SENDS; i++) {
+    sends.push(c.send("fk-rec", { s: i }).then(() => true, () => false));
+    if (i % 5 === 0) {
+      const q = i / 5;
+      const t0 = Date.now();
+      requests.push(
+        c.request("fk-rec", { q }, { timeoutMs: TIMEOUT }).then(
+          (reply) => {
+            assert.deepEqual(reply, { echo: { q } });
+            return { ok: true, ms: Date.now() - t0 };
+          },
+          (err) => ({ ok: false, code: codeOf(err), ms: Date.now() - t0 }),
+        ),
+      );
+    }
+  }
+  await eventually(() => records(file).length >= 40, 15_000, "40 deliveries recorded before the kill");
+  await h1.kill("SIGKILL");
+  const accepted = (await Promise.all(sends)).filter(Boolean).length;
+  const outcomes = await Promise.all(requests);
+  assert.equal(requests.length, REQUESTS);
+  for (const o of outcomes) {
+    assert.ok(o.ms <= TIMEOUT + 3000, `a request settled after ${o.ms} ms, past its ${TIMEOUT} ms deadline`);
+    if (!o.ok) assert.ok(o.code === Code.Unavailable || o.code === Code.DeadlineExceeded, `a request failed with ${Code[o.code!]}, not UNAVAILABLE`);
+  }
+  // Every accepted send reaches a worker at least once (the moved container on fk-2).
+  await eventually(
+    () => {
+      const seen = new Set(records(file).filter((r) => r.v.s !== undefined).map((r) => r.v.s));
+      return seen.size === accepted;
+    },
+    20_000,
+    `all ${accepted} accepted sends delivered`,
+  );
+  const all = records(file);
+  const sendRecords = all.filter((r) => r.v.s !== undefined);
+  const requestRecords = all.filter((r) => r.v.q !== undefined);
+  const perRequest = new Map<number, number>();
+  for (const r of requestRecords) perRequest.set(r.v.q!, (perRequest.get(r.v.q!) ?? 0) + 1);
+  for (const [q, n] of perRequest) assert.equal(n, 1, `request ${q} was delivered ${n} times (at most once)`);
+  const answered = outcomes.filter((o) => o.ok).length;
+  for (const [i, o] of outcomes.entries()) if (o.ok) assert.equal(perRequest.get(i), 1, `answered request ${i} is recorded once`);
+  const redelivered = sendRecords.length - new Set(sendRecords.map((r) => r.v.s)).size;
+  console.log(
+    `faults/kill figures: sends ${SENDS} accepted ${accepted} delivered ${sendRecords.length} redelivered ${redelivered} (attempt>1: ${sendRecords.filter((r) => r.a > 1).length}); requests ${REQUESTS} answered ${answered} failed ${REQUESTS - answered} (${outcomes.filter((o) => !o.ok).map((o) => Code[o.code!]).join(",")})`,
+  );
+  assert.equal(accepted, SENDS, "every send was accepted (the inbox stays on the server)");
+  assert.ok(sendRecords.some((r) => r.pid !== h1.child.pid), "the container moved to the other host");
+});
+
+test("a host frozen with SIGSTOP loses its heartbeat; its container moves to another host", async () => {
+  const s = await server({ heartbeatIntervalMs: 200 });
+  const h1 = await workerHost(s, "fs-1");
+  await container(s, "fs-echo", { module: "workers", function: "echo_worker", parameters: { prefix: "FS" } as never });
+  await readyOn(s, "fs-echo", "fs-1");
+  await workerHost(s, "fs-2");
+  const c = client(s.address);
+  assert.equal(await c.request("fs-echo", "before", { timeoutMs: 5000 }), "FS: before");
+  h1.child.kill("SIGSTOP");
+  try {
+    await readyOn(s, "fs-echo", "fs-2", 15_000);
+    assert.equal(await c.request("fs-echo", "after", { timeoutMs: 5000 }), "FS: after");
+    assert.ok(s.events.recent({ name: "fs-echo" }).length > 0);
+  } finally {
+    h1.child.kill("SIGCONT");
+    await h1.kill("SIGKILL");
+  }
+});
+
+test("a slow consumer: a full inbox answers RESOURCE_EXHAUSTED and nothing accepted is lost", async () => {
+  const s = await server();
+  await workerHost(s, "fc-1");
+  const file = join(dir, "slow.log");
+  const LIMIT = 20;
+  await container(s, "fc-slow", { module: "faults", function: "recorder", queueLimit: LIMIT, parameters: { file, delayMs: 20 } as never });
+  await readyOn(s, "fc-slow");
+  const c = client(s.address);
+  const results = await Promise.all(
+    Array.from({ length: 150 }, (_, i) => c.send("fc-slow", { s: i }).then(() => ({ i, err: undefined }), (err) => ({ i, err: ConnectError.from(err) }))),
+  );
+  const accepted = results.filter((r) => !r.err).map((r) => r.i);
+  const refused = results.filter((r) => r.err);
+  for (const r of refused) {
+    assert.equal(r.err!.code, Code.ResourceExhausted, r.err!.message);
+    assert.match(r.err!.rawMessage, /fc-slow/);
+  }
+  assert.ok(refused.length > 0, "some sends were refused");
+  assert.ok(accepted.length >= LIMIT, `at least the inbox's worth accepted, got ${accepted.length}`);
+  assert.ok(accepted.length <= 150 - refused.length);
+  await eventually(() => new Set(records(file).map((r) => r.v.s)).size === accepted.length, 15_000, `all ${accepted.length} accepted delivered`);
+  const seen = new Set(records(file).map((r) => r.v.s));
+  for (const i of accepted) assert.ok(seen.has(i), `accepted send ${i} delivered`);
+  console.log(`faults/slow figures: sent 150 accepted ${accepted.length} refused ${refused.length} (queueLimit ${LIMIT})`);
+});
+
+test("a worker that never replies: requests fail DEADLINE_EXCEEDED at their deadline, other containers unaffected", async () => {
+  const s = await server();
+  await workerHost(s, "fn-1");
+  const file = join(dir, "ok.log");
+  await container(s, "fn-hole", { module: "faults", function: "blackhole", concurrency: 8 });
+  await container(s, "fn-ok", { module: "faults", function: "recorder", parameters: { file } as never });
+  await readyOn(s, "fn-hole");
+  await readyOn(s, "fn-ok");
+  const c = client(s.address);
+  const DEADLINE = 800;
+  const holes = Array.from({ length: 12 }, () => {
+    const t0 = Date.now();
+    return c.request("fn-hole", "anyone?", { timeoutMs: DEADLINE }).then(
+      () => ({ code: 0, ms: Date.now() - t0 }),
+      (err) => ({ code: codeOf(err) as number, ms: Date.now() - t0 }),
+    );
+  });
+  const oks = await Promise.all(Array.from({ length: 30 }, (_, i) => c.request("fn-ok", { q: i }, { timeoutMs: 5000 })));
+  assert.deepEqual(oks, Array.from({ length: 30 }, (_, i) => ({ echo: { q: i } })));
+  for (const h of await Promise.all(holes)) {
+    assert.equal(h.code, Code.DeadlineExceeded, `never-answered request ended with ${Code[h.code]}`);
+    assert.ok(h.ms >= DEADLINE - 50 && h.ms <= DEADLINE + 3000, `ended after ${h.ms} ms, deadline ${DEADLINE}`);
+  }
+});
+
+test("a server restart on the same data dir: a host and a client survive, errors in the gap are UNAVAILABLE", async () => {
+  const dataDir = join(dir, "restart-data");
+  const first = await startTestServer({ dataDir, heartbeatIntervalMs: 1000 });
+  const port = first.port;
+  await workerHost(first.address, "fr-1");
+  await container(first, "fr-echo", { module: "workers", function: "echo_worker", parameters: { prefix: "FR" } as never });
+  await readyOn(first, "fr-echo");
+  const address = first.address;
+  const c = client(address);
+  assert.equal(await c.request("fr-echo", "one", { timeoutMs: 5000 }), "FR: one");
+  await first.stop();
+
+  const oneShot = client(address, false);
+  await assert.rejects(oneShot.request("fr-echo", "gap", { timeoutMs: 2000 }), (err) => {
+    assert.equal(codeOf(err), Code.Unavailable, ConnectError.from(err).message);
+    return true;
+  });
+  await assert.rejects(oneShot.get("Container", "fr-echo"), (err) => {
+    assert.equal(codeOf(err), Code.Unavailable, ConnectError.from(err).message);
+    return true;
+  });
+
+  const second = await server({ dataDir, port });
+  assert.equal(second.port, port);
+  assert.ok(await second.resources.get("Container", "fr-echo"), "the container survived the restart");
+  // The long-lived client waits within its timeout for the server to come back.
+  assert.equal(await c.request("fr-echo", "two", { timeoutMs: 15_000 }), "FR: two");
+  await readyOn(second, "fr-echo", "fr-1");
+  assert.equal(await oneShot.request("fr-echo", "three", { timeoutMs: 5000 }), "FR: three");
+});
