@@ -136,6 +136,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     resources,
     events,
     logs,
+    metrics,
+    onError,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
   });
   const grpcServer = new grpc.Server({
