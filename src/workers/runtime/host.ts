@@ -164,7 +164,9 @@ class WorkerHostImpl implements WorkerHost {
       tls: options.tls,
       reconnect: true,
       hello: () => ({
-        name: options.name ?? `${hostname()}-${process.pid}`,
+        // Once registered, keep the name the server gave (it may have added a suffix), so a
+        // reconnect resumes as the same host.
+        name: (this.session as Session | undefined)?.name || options.name || `${hostname()}-${process.pid}`,
         role: "host",
         labels: options.labels,
         modules: [...modules.keys()],
