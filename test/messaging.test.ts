@@ -323,6 +323,18 @@ describe("deadlines, cancel and errors", () => {
     const after = await p.next("delivery");
     assert.equal(dec.decode(after.data), "after", "the failed message is not delivered again");
   });
+
+  test("a send the worker reports as not processed (UNAVAILABLE) is delivered again", async () => {
+    const p = await external("unproc-ext");
+    const c = messaging();
+    await c.send({ target: "unproc-ext", data: enc.encode("again") });
+    const first = await p.next("delivery");
+    p.send({ case: "result", value: { id: first.id, error: { code: Code.Unavailable, message: "container not running here" } } });
+    const second = await p.next("delivery");
+    assert.equal(dec.decode(second.data), "again");
+    assert.equal(second.attempt, 2);
+    ack(p, second);
+  });
 });
 
 describe("hosts, restarts and deletion", () => {

@@ -15,6 +15,9 @@ import { callResultFrame, cancelDeliveryFrame, deliveryFrame } from "./frames.js
 import { MAX_SERVICE_WAITERS, type ServiceRuntime } from "./service-runtime.js";
 import type { Session } from "./session.js";
 
+
+/** Delay before a message a worker reported as not processed (UNAVAILABLE) is offered again. */
+const UNPROCESSED_RETRY_MS = 100;
 /** How long a send waits for a service endpoint before it is refused (ms). */
 export const SEND_ENDPOINT_WAIT_MS = 30_000;
 /** Default deadline of a request (ms). */
@@ -398,8 +401,18 @@ export function createRouter(options: RouterOptions): Router {
       const env = inflight.get(Number(result.id));
       if (!env || env.session !== session) return;
       const c = unsettle(env);
-      env.state = EnvelopeState.Done;
       const err = result.error;
+      if (!env.expectsReply && err?.code === Code.Unavailable) {
+        // The worker did not process it (e.g. its host no longer runs the container): at least
+        // once means it waits in the inbox again. Retried a little later, not in a tight loop
+        // against a worker that keeps refusing.
+        env.state = EnvelopeState.Queued;
+        c.inbox.unshift(env);
+        setTimeout(() => pump(c), UNPROCESSED_RETRY_MS).unref();
+        if (c.inflight.size === 0) options.onIdle?.(c);
+        return;
+      }
+      env.state = EnvelopeState.Done;
       if (env.expectsReply) {
         if (err) answer(env, (err.code || Code.Unknown) as Code, err.message, undefined, "", c.name);
         else answer(env, 0, "", result.data, result.contentType, c.name);
