@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type AnyObject, type K4sClient, type WatchEvent } from "../src/client/index.js";
-import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 const ROUNDS = Number(process.env.K4S_CRASH_ROUNDS ?? 2);
 const SEED = Number(process.env.K4S_SEED ?? Date.now() % 1_000_000);
@@ -230,4 +230,37 @@ test(`acknowledged writes survive SIGKILL of the server; in-flight writes are al
   for (let round = 0; round < ROUNDS; round++) await crashRound(round);
   console.log(`crash-safety figures (K4S_SEED=${SEED}): ${JSON.stringify(figures)}`);
   assert.equal(figures.rounds, ROUNDS);
+});
+
+test("a watch from a version compacted away across a restart gets OUT_OF_RANGE, and a relist then watch catches up", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-crash-"));
+  try {
+    let server = await startTestServer({ dataDir: dir, historyLimit: 5 });
+    let c = createClient({ address: server.address, reconnect: false });
+    const first = await c.apply("kind: Container\nmetadata: {name: oor-0}\nspec: {}\n");
+    const oldVersion = first[0]!.object!.metadata!.resourceVersion;
+    for (let i = 1; i <= 20; i++) await c.apply(`kind: Container\nmetadata: {name: oor-${i}}\nspec: {}\n`);
+    await c.close();
+    await server.stop();
+    server = await startTestServer({ dataDir: dir, historyLimit: 5 });
+    c = createClient({ address: server.address, reconnect: false });
+    try {
+      const stale = follow(c, oldVersion);
+      await stale.done;
+      assert.equal(stale.state.error?.code, Code.OutOfRange, `watch from ${oldVersion}: ${stale.state.error?.message ?? "no error"}`);
+      const listing = await c.list("Container", { nameGlob: "oor-*" });
+      assert.equal(listing.items.length, 21, "every object survived the restart");
+      const fresh = follow(c, listing.resourceVersion);
+      await c.apply("kind: Container\nmetadata: {name: oor-new}\nspec: {}\n");
+      await eventually(() => fresh.events.some((e) => e.object.metadata?.name === "oor-new"), 10_000, "the relisted watch sees the next change");
+      assert.ok(fresh.events.every((e) => e.object.metadata?.name === "oor-new" || e.type !== "ADDED"), "no replay of listed objects");
+      fresh.stop();
+      await fresh.done;
+    } finally {
+      await c.close();
+      await server.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
