@@ -61,7 +61,7 @@ function runFile(file: string, env: Record<string, string>): Promise<{ code: num
     child.stdout.on("data", (d) => (output += d));
     child.stderr.on("data", (d) => (output += d));
     child.on("exit", (code, signal) => {
-      const figures = output.split("\n").filter((l) => /figures|rss grew|garbage answered/.test(l)).map((l) => l.replace(/^#\s*/, ""));
+      const figures = output.split("\n").filter((l) => /figures|server rss|garbage answered/.test(l)).map((l) => l.replace(/^#\s*/, ""));
       resolve({ code: code ?? (signal ? 1 : 0), figures, output });
     });
   });

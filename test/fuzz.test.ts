@@ -335,7 +335,7 @@ test("server memory stays bounded across the hostile run", async () => {
 
 test(
   "a message beyond the 16 MiB limit answers RESOURCE_EXHAUSTED, on the unary API and on the session",
-  { todo: "server.ts: Node's HTTP/2 maxSessionMemory (10 MB) resets the stream with ENHANCE_YOUR_CALM before grpc-js's 16 MiB check, so the caller sees INTERNAL" },
+  { todo: "server.ts: Node's HTTP/2 maxSessionMemory (10 MB) resets the unary call with ENHANCE_YOUR_CALM before grpc-js's 16 MiB check (INTERNAL); on the session the oversized call kills the whole stream (UNAVAILABLE) and the client's next call fails too — the SDK does not refuse an oversized payload itself" },
   async () => {
     await resources.apply({ manifest: "kind: Container\nmetadata: {name: fz-big}\nspec: {}\n" });
     const huge = new Uint8Array(17 * 1024 * 1024);
