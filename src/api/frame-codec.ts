@@ -645,7 +645,8 @@ class Reader {
     const n = this.length();
     const start = this.pos;
     this.pos += n;
-    return n === 0 ? EMPTY : this.buf.subarray(start, start + n);
+    // A plain Uint8Array view (not a Buffer), as protobuf-es would hand out, without a copy.
+    return n === 0 ? EMPTY : new Uint8Array(this.buf.buffer, this.buf.byteOffset + start, n);
   }
 }
 

@@ -6,10 +6,15 @@
  *
  * Ids are plain numbers inside the session (Map keys); the generated types carry them as bigint
  * (the codegen did not honour jstype = JS_NUMBER), so they are converted at the frame boundary.
+ *
+ * The stream runs on @grpc/grpc-js's client rather than connect-node's transport because only
+ * grpc-js takes custom serializers: the frames use the hand-written codec of
+ * src/api/frame-codec.ts, which costs a fraction of protobuf-es's reflection on every message.
  */
+import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { decodeConnectResponse, encodeConnectRequest } from "../../api/frame-codec.js";
 import {
   ConnectRequestSchema,
   WorkerFrameSchema,
@@ -135,40 +140,10 @@ const MAX_KEPT_LOG_FRAMES = 1000;
 /** Codes that make retrying pointless: the server refused who we are or what we asked. */
 const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
-/** A minimal push-based async iterable feeding the request side of the stream. */
-function createOutbox() {
-  const queue: ConnectRequest[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  let markDrained!: () => void;
-  const drained = new Promise<void>((r) => (markDrained = r));
-  return {
-    /** Resolves once the transport took every queued request after end(). */
-    drained,
-    push(req: ConnectRequest) {
-      queue.push(req);
-      const w = wake;
-      wake = undefined;
-      w?.();
-    },
-    end() {
-      ended = true;
-      const w = wake;
-      wake = undefined;
-      w?.();
-    },
-    async *[Symbol.asyncIterator](): AsyncGenerator<ConnectRequest> {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (ended) {
-          markDrained();
-          return;
-        }
-        await new Promise<void>((r) => (wake = r));
-      }
-    },
-  };
-}
+const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
+
+/** The client side of one Connect stream. */
+type ConnectStream = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
 
 class SessionImpl implements Session {
   readonly ready: Promise<void>;
@@ -177,14 +152,12 @@ class SessionImpl implements Session {
   sessionId = "";
   connected = false;
 
-  private readonly client: Client<typeof WorkerService>;
-  private readonly manager: Http2SessionManager;
+  private readonly channel: grpc.Client;
   private readonly calls = new Map<number, PendingCall>();
   private pending: WorkerFrame[] = [];
   private flushScheduled = false;
   private nextId = 1;
-  private outbox: ReturnType<typeof createOutbox> | undefined;
-  private abort: AbortController | undefined;
+  private stream: ConnectStream | undefined;
   private closed = false;
   private everWelcomed = false;
   private heartbeatMs = 5000;
@@ -196,7 +169,7 @@ class SessionImpl implements Session {
   private resolveDone!: () => void;
   private rejectDone!: (err: unknown) => void;
   private backoffWake: (() => void) | undefined;
-  private readonly headers: Record<string, string> = {};
+  private readonly metadata = new grpc.Metadata();
   private running: Promise<void> = Promise.resolve();
   private keptLogFrames = 0;
   private lastError: ConnectError | undefined;
@@ -217,11 +190,20 @@ class SessionImpl implements Session {
     this.ready.catch(() => {});
     this.done.catch(() => {});
     const tls = options.tls === true ? {} : options.tls || undefined;
-    const baseUrl = `${tls ? "https" : "http"}://${options.address}`;
-    const nodeOptions = tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {};
-    this.manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 15_000, pingTimeoutMs: 10_000 }, nodeOptions);
-    if (options.token) this.headers.authorization = `Bearer ${options.token}`;
-    this.client = createClient(WorkerService, createGrpcTransport({ baseUrl, sessionManager: this.manager }));
+    const credentials = tls
+      ? grpc.credentials.createSsl(tls.ca ? Buffer.from(tls.ca) : null)
+      : grpc.credentials.createInsecure();
+    this.channel = new grpc.Client(options.address, credentials, {
+      "grpc.keepalive_time_ms": 15_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      // The server bounds what it sends (its own limits and MAX_QUEUED_FRAMES); a batch of
+      // deliveries may well exceed grpc-js's 4 MiB default.
+      "grpc.max_receive_message_length": -1,
+      "grpc.max_send_message_length": -1,
+      ...(tls && tls.servername ? { "grpc.ssl_target_name_override": tls.servername, "grpc.default_authority": tls.servername } : {}),
+    });
+    if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.startTimer();
     this.running = this.run();
   }
@@ -283,15 +265,16 @@ class SessionImpl implements Session {
     this.flushNow();
     this.closed = true;
     this.failCalls(() => true, new ConnectError("session closed", Code.Unavailable));
-    this.outbox?.end();
+    this.stream?.end();
     this.backoffWake?.();
     this.rejectReady(new ConnectError("session closed before it was ready", Code.Unavailable));
     // Let the half-closed stream carry the last frames (results, states, logs) before the
-    // connection goes: until the server ends the stream, or the transport took them all.
-    const drained = this.outbox ? this.outbox.drained.then(() => new Promise((r) => setTimeout(r, 20))) : Promise.resolve();
-    await Promise.race([this.running, drained, new Promise((r) => setTimeout(r, 500).unref())]);
-    this.abort?.abort();
-    this.manager.abort();
+    // connection goes: the server ends the stream once it read them all.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, 500)))]);
+    clearTimeout(timer);
+    this.stream?.cancel();
+    this.channel.close();
     this.stopTimer();
     this.resolveDone();
   }
@@ -310,7 +293,7 @@ class SessionImpl implements Session {
 
   private flushNow(): void {
     this.flushScheduled = false;
-    if (!this.connected || !this.outbox || this.pending.length === 0) return;
+    if (!this.connected || !this.stream || this.pending.length === 0) return;
     const frames = this.pending;
     this.pending = [];
     this.keptLogFrames = 0;
@@ -320,7 +303,7 @@ class SessionImpl implements Session {
         if (c) c.sent = true;
       }
     }
-    this.outbox.push(create(ConnectRequestSchema, { frames }));
+    this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames });
     this.lastSent = Date.now();
   }
 
@@ -361,7 +344,7 @@ class SessionImpl implements Session {
         this.fatal = err;
         this.stopTimer();
         this.failCalls(() => true, err);
-        this.manager.abort();
+        this.channel.close();
         this.rejectReady(err);
         this.rejectDone(err);
         return;
@@ -384,27 +367,47 @@ class SessionImpl implements Session {
   }
 
   /** Runs one stream until it ends; resolves with why it ended. */
-  private async connectOnce(): Promise<ConnectError> {
-    const outbox = createOutbox();
-    const abort = new AbortController();
-    this.outbox = outbox;
-    this.abort = abort;
-    outbox.push(create(ConnectRequestSchema, { frames: [this.firstFrame()] }));
-    this.lastSent = this.lastReceived = Date.now();
-    let wasWelcomed = false;
-    try {
-      for await (const res of this.client.connect(outbox, { signal: abort.signal, headers: this.headers })) {
+  private connectOnce(): Promise<ConnectError> {
+    return new Promise<ConnectError>((resolve) => {
+      const stream: ConnectStream = this.channel.makeBidiStreamRequest(
+        CONNECT_PATH,
+        encodeConnectRequest,
+        decodeConnectResponse,
+        this.metadata,
+      );
+      this.stream = stream;
+      this.lastSent = this.lastReceived = Date.now();
+      let wasWelcomed = false;
+      let ended = false;
+      const onWelcome = () => (wasWelcomed = true);
+      const end = (err: ConnectError) => {
+        if (ended) return;
+        ended = true;
+        if (this.stream === stream) this.stream = undefined;
+        if (wasWelcomed) this.connected = false;
+        stream.cancel();
+        resolve(err);
+      };
+      stream.on("data", (res: ConnectResponse) => {
+        if (ended) return;
         this.lastReceived = Date.now();
-        this.receive(res, () => (wasWelcomed = true));
-      }
-      return new ConnectError("server ended the stream", Code.Unavailable);
-    } catch (err) {
-      return ConnectError.from(err, Code.Unavailable);
-    } finally {
-      outbox.end();
-      abort.abort();
-      if (wasWelcomed) this.connected = false;
-    }
+        try {
+          this.receive(res, onWelcome);
+        } catch (err) {
+          end(ConnectError.from(err, Code.Internal));
+        }
+      });
+      // Every failure also arrives as a status; the listener only keeps the emitter from throwing.
+      stream.on("error", () => {});
+      stream.on("status", (status: grpc.StatusObject) => {
+        end(
+          status.code === grpc.status.OK
+            ? new ConnectError("server ended the stream", Code.Unavailable)
+            : new ConnectError(status.details, status.code as number as Code),
+        );
+      });
+      stream.write(create(ConnectRequestSchema, { frames: [this.firstFrame()] }));
+    });
   }
 
   private receive(res: ConnectResponse, onWelcome: () => void): void {
@@ -483,7 +486,7 @@ class SessionImpl implements Session {
     if (this.connected) {
       if (now - this.lastSent >= this.heartbeatMs) this.enqueue({ case: "heartbeat", value: { sentAtMs: BigInt(now) } });
       // A server silent for three intervals is gone even if TCP has not noticed yet.
-      if (now - this.lastReceived > 3 * this.heartbeatMs) this.abort?.abort();
+      if (now - this.lastReceived > 3 * this.heartbeatMs) this.stream?.cancel();
     }
     for (const c of this.calls.values()) {
       if (c.sent ? c.expiresAt + SAFETY_MARGIN_MS > now : c.expiresAt > now) continue;
