@@ -28,7 +28,28 @@ export interface Child {
 
 let nextAskId = 1;
 
+/** Every child still running, so a harness that exits or is interrupted leaves none behind. */
+const live = new Set<ChildProcess>();
+let reaperInstalled = false;
+
+function installReaper(): void {
+  if (reaperInstalled || process.send) return;
+  reaperInstalled = true;
+  process.on("exit", () => {
+    for (const c of live) c.kill("SIGKILL");
+  });
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      for (const c of live) c.kill("SIGTERM");
+      process.exit(130);
+    });
+  }
+}
+
 function wrapChild(name: string, child: ChildProcess, passStdout: boolean): Child {
+  installReaper();
+  live.add(child);
+  child.once("exit", () => live.delete(child));
   let err = "";
   child.stderr?.on("data", (d: Buffer) => {
     err = (err + d.toString()).slice(-8192);
