@@ -241,6 +241,8 @@ const frameArb = fc.oneof(
   fc.record({ case: fc.constant("log" as const), value: fc.record({ container: fc.string({ maxLength: 8 }), lines: fc.array(fc.string({ maxLength: 20 }), { maxLength: 3 }), stream: fc.string({ maxLength: 6 }) }) }),
 );
 
+const streamCodes = new Map<string, number>();
+
 test("the worker stream with random frames answers a clear status and the server keeps serving", async () => {
   await fc.assert(
     fc.asyncProperty(fc.array(frameArb, { minLength: 1, maxLength: 8 }), async (frames) => {
@@ -253,6 +255,8 @@ test("the worker stream with random frames answers a clear status and the server
       const timer = setTimeout(() => peer.cancel(), 3000);
       const ended = await peer.ended;
       clearTimeout(timer);
+      const tag = `${init[0]?.case}→${ended ? Code[ended.code] : "OK"}`;
+      streamCodes.set(tag, (streamCodes.get(tag) ?? 0) + 1);
       if (ended) {
         figures.streamsEnded++;
         assert.ok(ended.code !== Code.Internal && ended.code !== Code.Unknown, `stream ended with ${Code[ended.code]}: ${ended.rawMessage} after ${JSON.stringify(frames.map((f) => f?.case))}`);
@@ -267,6 +271,7 @@ test("the worker stream with random frames answers a clear status and the server
     }),
     { numRuns: 80 * SCALE, seed: SEED },
   );
+  console.log(`fuzz: worker streams by first frame → status: ${JSON.stringify(Object.fromEntries([...streamCodes].sort()))}`);
   await stillServing();
 });
 
