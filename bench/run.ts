@@ -37,8 +37,8 @@ const program = new Command("bench")
   .option("--out <file>", "JSON file of all rounds (default bench/results/<time>.json)")
   .option("--systems <list>", "comma-separated systems to run", "k4s,grpc,nats,moleculer")
   .option("--only <text>", "run only scenarios whose id contains text (e.g. c64, ff, open)")
-  .option("--warmup-ms <ms>", "warm-up per run (default 500; --quick 200)", (v) => positiveInt(v, "--warmup-ms"))
-  .option("--duration-ms <ms>", "measured window per run (default 2000; --quick 500)", (v) => positiveInt(v, "--duration-ms"))
+  .option("--warmup-ms <ms>", "warm-up per run (default 500; --quick 150)", (v) => positiveInt(v, "--warmup-ms"))
+  .option("--duration-ms <ms>", "measured window per run (default 2000; --quick 400)", (v) => positiveInt(v, "--duration-ms"))
   .option("--replicas <n>", "control plane: ReplicaSet size (default 1000; --quick 200)", (v) => positiveInt(v, "--replicas"))
   .option("--no-control-plane", "skip the k4s control-plane benchmark")
   .parse(process.argv);
@@ -51,12 +51,12 @@ function positiveInt(v: string, flag: string): number {
 
 const opts = program.opts<Options>();
 const rounds = opts.rounds ?? (opts.quick ? 1 : 5);
-const warmupMs = opts.warmupMs ?? (opts.quick ? 200 : 500);
-const durationMs = opts.durationMs ?? (opts.quick ? 500 : 2000);
+const warmupMs = opts.warmupMs ?? (opts.quick ? 150 : 500);
+const durationMs = opts.durationMs ?? (opts.quick ? 400 : 2000);
 /** The open loop needs more samples than a closed one for a p99 worth reading. */
-const openDurationMs = opts.quick ? Math.max(durationMs, 1000) : Math.max(durationMs, 5000);
+const openDurationMs = opts.quick ? Math.max(durationMs, 800) : Math.max(durationMs, 5000);
 const replicas = opts.replicas ?? (opts.quick ? 200 : 1000);
-const applies = opts.quick ? 50 : 200;
+const applies = opts.quick ? 30 : 200;
 const wanted = opts.systems.split(",").map((s) => s.trim()).filter(Boolean);
 const scenarios = dataPlaneScenarios().filter((s) => !opts.only || s.id.includes(opts.only));
 const benchDir = dirname(fileURLToPath(import.meta.url));
