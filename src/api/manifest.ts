@@ -30,6 +30,9 @@ export const MAX_MANIFEST_BYTES = 1024 * 1024;
 /** The most alias expansions a manifest may use (guards against "billion laughs" documents). */
 export const MAX_ALIAS_COUNT = 50;
 
+/** The most documents one manifest may hold. */
+export const MAX_DOCUMENTS = 1000;
+
 /** The most errors reported for one manifest; the rest are counted. */
 const MAX_REPORTED_ERRORS = 20;
 
@@ -309,6 +312,12 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
   const bytes = Buffer.byteLength(text, "utf8");
   if (bytes > MAX_MANIFEST_BYTES) {
     throw new ConnectError(`manifest is ${bytes} bytes, more than the limit of ${MAX_MANIFEST_BYTES} bytes (1 MiB)`, Code.InvalidArgument);
+  }
+  // A document marker at the start of a line always starts a new document, so counting them is
+  // a cheap upper bound that keeps a flood of tiny documents from reaching the parser.
+  const markers = text.match(/^---/gm)?.length ?? 0;
+  if (markers + 1 > MAX_DOCUMENTS) {
+    throw new ConnectError(`manifest has ${markers + 1} documents, more than the limit of ${MAX_DOCUMENTS}`, Code.InvalidArgument);
   }
   const parsed = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true, merge: false, intAsBigInt: false });
   const docs = Array.isArray(parsed) ? parsed : [];
