@@ -4,7 +4,6 @@
  * heartbeat when the server was otherwise silent for an interval; a session silent for three
  * intervals is declared lost).
  */
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { parseTarget, type Target } from "../../api/target.js";
@@ -280,7 +279,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
         const frames = await s.next();
         if (!frames) break;
         if (frames.length === 0) continue;
-        yield create(ConnectResponseSchema, { frames });
+        yield { $typeName: ConnectResponseSchema.typeName, frames };
       }
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);

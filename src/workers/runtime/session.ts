@@ -16,7 +16,10 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeConnectResponse, encodeConnectRequest } from "../../api/frame-codec.js";
 import {
+  CallSchema,
   ConnectRequestSchema,
+  DeliveryResultSchema,
+  ErrorSchema,
   WorkerFrameSchema,
   WorkerService,
   type ConnectRequest,
@@ -145,6 +148,29 @@ const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.
 /** The client side of one Connect stream. */
 type ConnectStream = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
 
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A complete DeliveryResult frame from its init shape, built as a literal: one is sent per
+ * message handled, and protobuf-es's create() fills messages by reflection.
+ */
+function resultFrame(v: MessageInitShape<typeof DeliveryResultSchema>): WorkerFrame {
+  const e = v.error;
+  return {
+    $typeName: WorkerFrameSchema.typeName,
+    frame: {
+      case: "result",
+      value: {
+        $typeName: DeliveryResultSchema.typeName,
+        id: v.id === undefined ? 0n : BigInt(v.id),
+        data: v.data ?? EMPTY,
+        contentType: v.contentType ?? "",
+        error: e ? { $typeName: ErrorSchema.typeName, code: e.code ?? 0, message: e.message ?? "" } : undefined,
+      },
+    },
+  };
+}
+
 class SessionImpl implements Session {
   readonly ready: Promise<void>;
   readonly done: Promise<void>;
@@ -239,17 +265,21 @@ class SessionImpl implements Session {
         options.signal.addEventListener("abort", call.onAbort, { once: true });
       }
       this.calls.set(id, call);
-      this.enqueue({
-        case: "call",
-        value: {
-          id: BigInt(id),
-          target: options.target,
-          data: options.data,
-          contentType: options.contentType,
-          expectsReply: options.expectsReply,
-          timeoutMs: options.timeoutMs ?? 0,
-          from: options.from ?? "",
-          parentDelivery: BigInt(options.parentDelivery ?? 0),
+      this.push({
+        $typeName: WorkerFrameSchema.typeName,
+        frame: {
+          case: "call",
+          value: {
+            $typeName: CallSchema.typeName,
+            id: BigInt(id),
+            target: options.target,
+            data: options.data,
+            contentType: options.contentType,
+            expectsReply: options.expectsReply,
+            timeoutMs: options.timeoutMs ?? 0,
+            from: options.from ?? "",
+            parentDelivery: options.parentDelivery ? BigInt(options.parentDelivery) : 0n,
+          },
         },
       });
     });
@@ -284,7 +314,12 @@ class SessionImpl implements Session {
       const i = this.pending.findIndex((f) => f.frame.case === "log");
       if (i >= 0) this.pending.splice(i, 1);
     }
-    this.pending.push(create(WorkerFrameSchema, { frame }));
+    this.push(frame?.case === "result" ? resultFrame(frame.value) : create(WorkerFrameSchema, { frame }));
+  }
+
+  /** Queues a complete frame for the next flush (one per tick). */
+  private push(frame: WorkerFrame): void {
+    this.pending.push(frame);
     if (!this.flushScheduled && this.connected) {
       this.flushScheduled = true;
       setImmediate(() => this.flushNow());
