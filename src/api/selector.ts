@@ -30,9 +30,21 @@ export function matchesSelector(obj: AnyObject, opts: SelectorOptions): boolean 
   return true;
 }
 
+const GLOB_OPTIONS = { dot: true, nonegate: true, nocomment: true } as const;
+
+/** Compiled globs by pattern: watches and the router match the same few globs very often. */
+const compiled = new Map<string, RegExp | false>();
+const MAX_COMPILED = 1024;
+
 /** Tells whether a name matches a glob (minimatch; no dotfile special case). */
 export function matchesGlob(name: string, glob: string): boolean {
-  return minimatch(name, glob, { dot: true, nonegate: true, nocomment: true });
+  let re = compiled.get(glob);
+  if (re === undefined) {
+    re = new minimatch.Minimatch(glob, GLOB_OPTIONS).makeRe();
+    if (compiled.size >= MAX_COMPILED) compiled.delete(compiled.keys().next().value!);
+    compiled.set(glob, re);
+  }
+  return re !== false && re.test(name);
 }
 
 /**
@@ -49,7 +61,7 @@ export function validateGlob(glob: string): string | undefined {
   if (glob.length > MAX_GLOB_LENGTH) return `must be at most ${MAX_GLOB_LENGTH} characters, got ${glob.length}`;
   if (glob.includes("/")) return `"${glob}" is not a valid glob: names contain no '/'`;
   try {
-    const re = new minimatch.Minimatch(glob, { dot: true, nonegate: true, nocomment: true }).makeRe();
+    const re = new minimatch.Minimatch(glob, GLOB_OPTIONS).makeRe();
     if (re === false) return `"${glob}" is not a valid glob`;
   } catch (e) {
     return `"${glob}" is not a valid glob: ${(e as Error).message}`;

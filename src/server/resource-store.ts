@@ -54,8 +54,9 @@ export interface ApplyOutcome {
 }
 
 /**
- * ResourceStore reads and writes typed objects. Objects it returns are fresh copies that the
- * caller may keep; objects passed in are never mutated (they are cloned first).
+ * ResourceStore reads and writes typed objects. Objects get/list/create/update return are
+ * fresh copies that the caller may keep; watch events' objects are shared, read-only; objects
+ * passed in are never mutated (they are cloned first).
  * Errors are ConnectErrors: NOT_FOUND, ALREADY_EXISTS, ABORTED (resourceVersion conflict),
  * INVALID_ARGUMENT (bad object).
  */
@@ -92,7 +93,11 @@ export interface ResourceStore {
   finalize(name: string): Promise<void>;
   /** Creates or updates every object in one transaction, all or nothing (seed semantics). */
   apply(objects: readonly AnyObject[], options?: { dryRun?: boolean }): Promise<ApplyOutcome[]>;
-  /** Streams batches of object events (one batch per store transaction) until signal aborts. */
+  /**
+   * Streams batches of object events (one batch per store transaction) until signal aborts.
+   * Event objects are shared by every watcher of the store: read them, never change them
+   * (clone first).
+   */
   watch(options: WatchOptions, signal: AbortSignal): AsyncIterable<ObjectEvent[]>;
   /** The current store revision. */
   revision(): Promise<number>;

@@ -9,7 +9,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ObjectMetaSchema, OwnerReferenceSchema, type OwnerReference } from "../../gen/k4s/v1/resources_pb.js";
 import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
-import { matchesSelector } from "../../api/selector.js";
+import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { formatIssues, validateObject, type FieldIssue } from "../../api/validate.js";
 import type { ApplyOutcome, ListOptions, ObjectEvent, ResourceStore, WatchOptions } from "../resource-store.js";
 import type { Compare, KeyValue, Op, Store, StoreEvent } from "./store.js";
@@ -55,6 +55,9 @@ const SPEC = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "spec"
 const STATUS = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "status")]));
 
 /** Decodes a stored value into a fresh object whose resourceVersion is the key's modRevision. */
+/** Decoded object versions kept for the watchers that have not seen them yet. */
+const SHARED_DECODES = 4096;
+
 function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject {
   const obj = fromBinary(schemaOf(kind), kv.value) as AnyObject;
   obj.metadata ??= create(ObjectMetaSchema);
@@ -186,17 +189,35 @@ function stampNew(kind: Kind, input: AnyObject): AnyObject {
  * the store, so several may share one store.
  */
 export function createResourceStore(store: Store): ResourceStore {
+  // Every watcher (each controller, the messaging plane, API watches) sees the same events; a
+  // version of an object is decoded once and shared by all of them, read-only.
+  const shared = new Map<string, AnyObject>();
+  const decodeShared = (kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject => {
+    const id = `${kv.key}\u0000${kv.modRevision}\u0000${revision}`;
+    let obj = shared.get(id);
+    if (!obj) {
+      obj = decode(kind, kv, revision);
+      if (shared.size >= SHARED_DECODES) shared.delete(shared.keys().next().value!);
+      shared.set(id, obj);
+    }
+    return obj;
+  };
   const read = async (kind: Kind, name: string) => {
     const kv = await store.get(objectKey(kind, name));
     return kv ? { kv, obj: decode(kind, kv) } : undefined;
   };
 
   const listAll = async (options: ListOptions & { kind?: Kind } = {}) => {
-    const r = await store.range(kindPrefix(options.kind));
+    // Keys end in the name, so a glob's literal head narrows the range and a name that does not
+    // match is skipped before its value is decoded (a ReplicaSet's reconcile lists `<rs>-*`).
+    const glob = options.nameGlob;
+    const head = options.kind && glob ? glob.slice(0, glob.search(/[*?[{!\\+@(]|$/)) : "";
+    const r = await store.range(kindPrefix(options.kind) + head);
     const items: AnyObject[] = [];
     for (const kv of r.kvs) {
       const kind = kindOfKey(kv.key);
       if (!kind) continue;
+      if (glob && !matchesGlob(kv.key.slice(kv.key.lastIndexOf("/") + 1), glob)) continue;
       const obj = decode(kind, kv);
       if (matchesSelector(obj, options)) items.push(obj);
     }
@@ -208,17 +229,19 @@ export function createResourceStore(store: Store): ResourceStore {
     for (const e of batch) {
       const kind = kindOfKey(e.kv.key);
       if (!kind) continue;
+      // The name is in the key and never changes: no need to decode what the glob rules out.
+      if (filter.nameGlob && !matchesGlob(e.kv.key.slice(e.kv.key.lastIndexOf("/") + 1), filter.nameGlob)) continue;
       const revision = e.kv.modRevision;
       if (e.type === "delete") {
         if (!e.prevKv) continue;
-        const previous = decode(kind, e.prevKv);
+        const previous = decodeShared(kind, e.prevKv);
         if (!matchesSelector(previous, filter)) continue;
-        out.push({ type: "DELETED", object: decode(kind, e.prevKv, revision), previous, revision });
+        out.push({ type: "DELETED", object: decodeShared(kind, e.prevKv, revision), previous, revision });
         continue;
       }
-      const object = decode(kind, e.kv);
+      const object = decodeShared(kind, e.kv);
       const now = matchesSelector(object, filter);
-      const previous = e.prevKv ? decode(kind, e.prevKv) : undefined;
+      const previous = e.prevKv ? decodeShared(kind, e.prevKv) : undefined;
       const before = previous !== undefined && matchesSelector(previous, filter);
       // As Kubernetes does for label selectors: an object that starts matching is ADDED, one
       // that stops matching is DELETED.
