@@ -76,10 +76,37 @@ function serializer(schema: DescMessage) {
   };
 }
 
+/**
+ * A request message that did not decode. grpc-js answers INTERNAL when a deserializer throws;
+ * handing this marker to the handler lets the adapter answer INVALID_ARGUMENT instead.
+ */
+class Undecodable {
+  constructor(readonly error: ConnectError) {}
+}
+
 function deserializer(schema: DescMessage) {
-  const fast = fastCodecs.get(schema.typeName);
-  if (fast) return fast.deserialize as (buf: Buffer) => MessageShape<DescMessage>;
-  return (buf: Buffer): MessageShape<DescMessage> => fromBinary(schema, buf);
+  const decode = (fastCodecs.get(schema.typeName)?.deserialize as ((buf: Buffer) => unknown) | undefined) ?? ((buf: Buffer) => fromBinary(schema, buf));
+  return (buf: Buffer): unknown => {
+    try {
+      return decode(buf);
+    } catch (err) {
+      return new Undecodable(new ConnectError(`request is not a valid ${schema.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
+    }
+  };
+}
+
+/** The decoded request of a unary or server-streaming call; throws INVALID_ARGUMENT when it did not decode. */
+function requestOf(call: { request: unknown }): unknown {
+  if (call.request instanceof Undecodable) throw call.request.error;
+  return call.request;
+}
+
+/** The requests of a streaming call as an iterable that throws INVALID_ARGUMENT at one that did not decode. */
+async function* requestsOf(call: AsyncIterable<unknown>): AsyncGenerator<unknown> {
+  for await (const msg of call) {
+    if (msg instanceof Undecodable) throw msg.error;
+    yield msg;
+  }
 }
 
 function isMessage(value: unknown, schema: DescMessage): value is MessageShape<DescMessage> {
@@ -178,7 +205,7 @@ export function addService<S extends DescService>(
         handlers[m.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call);
           intercept(ctx)
-            .then(() => fn.call(impl, call.request, ctx))
+            .then(() => fn.call(impl, requestOf(call), ctx))
             .then(
               (res) => {
                 ok(m);
@@ -192,7 +219,7 @@ export function addService<S extends DescService>(
         handlers[m.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           intercept(ctx)
-            .then(() => writeAll(call, fn.call(impl, call.request, ctx) as AsyncIterable<unknown>, ctx.signal))
+            .then(() => writeAll(call, fn.call(impl, requestOf(call), ctx) as AsyncIterable<unknown>, ctx.signal))
             .then(
               () => {
                 ok(m);
@@ -206,7 +233,7 @@ export function addService<S extends DescService>(
         handlers[m.name] = (call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
           const ctx = contextOf(call);
           intercept(ctx)
-            .then(() => fn.call(impl, call, ctx))
+            .then(() => fn.call(impl, requestsOf(call), ctx))
             .then(
               (res) => {
                 ok(m);
@@ -220,7 +247,7 @@ export function addService<S extends DescService>(
         handlers[m.name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
           const ctx = contextOf(call);
           intercept(ctx)
-            .then(() => writeAll(call, fn.call(impl, call, ctx) as AsyncIterable<unknown>, ctx.signal))
+            .then(() => writeAll(call, fn.call(impl, requestsOf(call), ctx) as AsyncIterable<unknown>, ctx.signal))
             .then(
               () => {
                 ok(m);
