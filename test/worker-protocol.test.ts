@@ -105,6 +105,19 @@ describe("handshake", () => {
     assert.equal(st?.phase, "Running");
     assert.equal(st?.host, "proc-1");
   });
+
+  test("an attached process acts only as its own container: a call claiming another sender is sent as its own", async () => {
+    await container("own-a", {});
+    await container("own-sink", {});
+    const a = peer({ case: "attach", value: { container: "own-a" } });
+    await a.next("welcome");
+    const sink = peer({ case: "attach", value: { container: "own-sink" } });
+    await sink.next("welcome");
+    a.send({ case: "call", value: { id: 1n, target: "own-sink", data: enc.encode("x"), contentType: "text/plain", from: "someone-else" } });
+    const d = await sink.next("delivery");
+    assert.equal(d.sender, "own-a");
+    assert.equal((await a.next("callResult", (r) => r.id === 1n)).error, undefined);
+  });
 });
 
 describe("hosts and containers", () => {
