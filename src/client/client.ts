@@ -169,6 +169,10 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
   }
 }
 
+function sendResult(res: { container: string }): { container: string } {
+  return { container: res.container };
+}
+
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions): K4sClient {
   // Accept "http(s)://host:port" too, as copied from a URL; https means TLS.
@@ -176,7 +180,12 @@ export function createClient(options: ClientOptions): K4sClient {
   const tlsOption = options.tls ?? (/^https:\/\//.test(options.address) ? true : undefined);
   const tls = tlsOption === true ? {} : tlsOption || undefined;
   const baseUrl = `${tls ? "https" : "http"}://${address}`;
-  const nodeOptions = tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {};
+  const nodeOptions = {
+    // Node's HTTP/2 default (10 MB of buffered data per session) would reset a large but
+    // allowed (16 MiB) manifest or message with ENHANCE_YOUR_CALM and break the connection.
+    maxSessionMemory: 64,
+    ...(tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {}),
+  };
   // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
   // keep the process alive until its idle timeout.
   const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 }, nodeOptions);
@@ -298,29 +307,35 @@ export function createClient(options: ClientOptions): K4sClient {
       })();
     },
 
-    async send(target, value, opts = {}) {
-      const payload = encodePayload(value, opts.contentType);
-      const res = await messagingSession().call({
-        target,
-        data: payload.data,
-        contentType: payload.contentType,
-        expectsReply: false,
-        signal: opts.signal,
-      });
-      return { container: res.container };
+    // send and request are on the hot path: plain promise chains (no async wrapper), so a call
+    // costs one promise and one continuation less; errors thrown before the call still reject.
+    send(target, value, opts = {}) {
+      try {
+        const payload = encodePayload(value, opts.contentType);
+        return messagingSession()
+          .call({ target, data: payload.data, contentType: payload.contentType, expectsReply: false, signal: opts.signal })
+          .then(sendResult);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     },
 
-    async request<T>(target: string, value: unknown, opts: RequestOptions = {}) {
-      const payload = encodePayload(value, opts.contentType);
-      const res = await messagingSession().call({
-        target,
-        data: payload.data,
-        contentType: payload.contentType,
-        expectsReply: true,
-        timeoutMs: opts.timeoutMs,
-        signal: opts.signal,
-      });
-      return decodePayload(res.data, res.contentType) as T;
+    request<T>(target: string, value: unknown, opts: RequestOptions = {}): Promise<T> {
+      try {
+        const payload = encodePayload(value, opts.contentType);
+        return messagingSession()
+          .call({
+            target,
+            data: payload.data,
+            contentType: payload.contentType,
+            expectsReply: true,
+            timeoutMs: opts.timeoutMs,
+            signal: opts.signal,
+          })
+          .then((res) => decodePayload(res.data, res.contentType) as T);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     },
 
     async close() {
