@@ -9,6 +9,7 @@ import type { DeliveryResult } from "../../gen/k4s/v1/worker_service_pb.js";
 import type { EventRecorder } from "../events.js";
 import type { Metrics } from "../metrics.js";
 import type { ContainerRuntime } from "./container-runtime.js";
+import { createBatchedCounter } from "./batched-counter.js";
 import { createDeadlineQueue, type DeadlineQueue } from "./deadline-queue.js";
 import { Envelope, EnvelopeState } from "./envelope.js";
 import { callResultFrame, cancelDeliveryFrame, deliveryFrame } from "./frames.js";
@@ -92,7 +93,7 @@ export function createRouter(options: RouterOptions): Router {
   let stopped = false;
 
   const deadlines: DeadlineQueue<Envelope> = createDeadlineQueue(expire);
-  const deliveries = options.metrics?.deliveries;
+  const deliveries = options.metrics && createBatchedCounter(options.metrics.deliveries);
   const requestSeconds = options.metrics?.requestSeconds;
   const latencyByCode = new Map<number, { observe(v: number): void }>();
   const observe = (code: number, ms: number) => {

@@ -20,6 +20,7 @@ import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
 import type { LogStore } from "../logs.js";
 import type { Metrics } from "../metrics.js";
 import type { ContainerLifecycle } from "./container-lifecycle.js";
+import { createBatchedCounter } from "./batched-counter.js";
 import { Envelope } from "./envelope.js";
 import { callResultFrame, heartbeatFrame, welcomeFrame } from "./frames.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, type Router } from "./router.js";
@@ -60,8 +61,8 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
   const targets = new Map<string, Target>();
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
-  const sendCounter = options.metrics?.messages.labels("send");
-  const requestCounter = options.metrics?.messages.labels("request");
+  const sendCounter = options.metrics && createBatchedCounter(options.metrics.messages.labels("send"));
+  const requestCounter = options.metrics && createBatchedCounter(options.metrics.messages.labels("request"));
 
   function* hosts(): Iterable<Session> {
     for (const s of sessions.values()) if (s.role === "host" && !s.closed) yield s;
