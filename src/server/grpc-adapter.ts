@@ -2,6 +2,7 @@
  * A generic bridge from protobuf-es service descriptors to @grpc/grpc-js: handlers are written
  * against generated message types, and grpc-js does the HTTP/2 work.
  */
+import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import {
   create,
@@ -101,9 +102,14 @@ function requestOf(call: { request: unknown }): unknown {
   return call.request;
 }
 
-/** The requests of a streaming call as an iterable that throws INVALID_ARGUMENT at one that did not decode. */
-async function* requestsOf(call: AsyncIterable<unknown>): AsyncGenerator<unknown> {
-  for await (const msg of call) {
+/**
+ * The requests of a streaming call as an iterable that throws INVALID_ARGUMENT at one that did
+ * not decode. Iterated without destroyOnReturn: a plain for-await destroys the grpc-js call once
+ * the client half-closes, and a destroyed call can no longer send its status, so the client
+ * would wait forever.
+ */
+async function* requestsOf(call: Readable): AsyncGenerator<unknown> {
+  for await (const msg of call.iterator({ destroyOnReturn: false })) {
     if (msg instanceof Undecodable) throw msg.error;
     yield msg;
   }
