@@ -29,7 +29,7 @@ function certificate(): { cert: Buffer; key: Buffer } {
   return { cert: readFileSync(join(dir, "cert.pem")), key: readFileSync(join(dir, "key.pem")) };
 }
 
-test("sessions over TLS (servername checked) with a bearer token carry requests; a wrong token or an untrusted certificate is refused", async () => {
+test("sessions over TLS (servername checked) with a bearer token carry requests; a wrong token, a certificate for another name or an untrusted one is refused", async () => {
   const { cert, key } = certificate();
   const token = "tls-s3cret";
   const server = await startTestServer({ tls: { cert, key }, token });
@@ -50,6 +50,13 @@ test("sessions over TLS (servername checked) with a bearer token carry requests;
       await assert.rejects(wrongToken.send("tls-echo", 1), (e: ConnectError) => e.code === Code.Unauthenticated);
     } finally {
       await wrongToken.close();
+    }
+    // Without servername the certificate is checked against the address, 127.0.0.1: no match.
+    const wrongName = createClient({ address: server.address, tls: { ca: cert }, token, reconnect: false });
+    try {
+      await assert.rejects(wrongName.send("tls-echo", 1), (e: ConnectError) => e.code === Code.Unavailable);
+    } finally {
+      await wrongName.close();
     }
     const untrusted = createClient({ address: server.address, tls: { servername: "k4s.test" }, token, reconnect: false });
     try {

@@ -11,6 +11,8 @@
  * grpc-js takes custom serializers: the frames use the hand-written codec of
  * src/api/frame-codec.ts, which costs a fraction of protobuf-es's reflection on every message.
  */
+import { isIP } from "node:net";
+import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -143,6 +145,26 @@ const MAX_KEPT_LOG_FRAMES = 1000;
 /** Codes that make retrying pointless: the server refused who we are or what we asked. */
 const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
+/**
+ * Channel credentials and options for TLS. The certificate is checked against `servername`
+ * when given, else against the address's host. grpc-js always sends its target host as the TLS
+ * server name, which for an IP address makes Node print a DEP0123 warning on every process
+ * (RFC 6066 has no IP server names); then the name sent is "localhost" and the certificate is
+ * still checked against the IP address itself.
+ */
+function tlsChannel(address: string, tls: TlsOptions): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  const ca = tls.ca ? Buffer.from(tls.ca) : null;
+  if (tls.servername) {
+    return { credentials: grpc.credentials.createSsl(ca), options: { "grpc.ssl_target_name_override": tls.servername } };
+  }
+  const host = address.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  if (!isIP(host)) return { credentials: grpc.credentials.createSsl(ca), options: {} };
+  const credentials = grpc.credentials.createSsl(ca, null, null, {
+    checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert),
+  });
+  return { credentials, options: { "grpc.ssl_target_name_override": "localhost" } };
+}
+
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
 
 /** The client side of one Connect stream. */
@@ -216,10 +238,8 @@ class SessionImpl implements Session {
     this.ready.catch(() => {});
     this.done.catch(() => {});
     const tls = options.tls === true ? {} : options.tls || undefined;
-    const credentials = tls
-      ? grpc.credentials.createSsl(tls.ca ? Buffer.from(tls.ca) : null)
-      : grpc.credentials.createInsecure();
-    this.channel = new grpc.Client(options.address, credentials, {
+    const secure = tls ? tlsChannel(options.address, tls) : undefined;
+    this.channel = new grpc.Client(options.address, secure?.credentials ?? grpc.credentials.createInsecure(), {
       "grpc.keepalive_time_ms": 15_000,
       "grpc.keepalive_timeout_ms": 10_000,
       "grpc.keepalive_permit_without_calls": 1,
@@ -227,7 +247,7 @@ class SessionImpl implements Session {
       // deliveries may well exceed grpc-js's 4 MiB default.
       "grpc.max_receive_message_length": -1,
       "grpc.max_send_message_length": -1,
-      ...(tls && tls.servername ? { "grpc.ssl_target_name_override": tls.servername, "grpc.default_authority": tls.servername } : {}),
+      ...secure?.options,
     });
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.startTimer();
