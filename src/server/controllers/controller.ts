@@ -23,9 +23,10 @@ export interface Controller {
 }
 
 /**
- * ObjectCache is the controller's read-only view of the watched kinds, as of the event being
- * mapped. It is for finding keys (which services select this container?), not for reconcile,
- * which re-reads the store.
+ * ObjectCache is the controller's read-only view of the watched kinds, as of the last event
+ * taken in (Kubernetes' lister). It finds keys (which services select this container?), and a
+ * reconcile may list from it instead of decoding every object from the store, as long as its
+ * writes do not trust it blindly: it may lag the store by the events not yet delivered.
  */
 export interface ObjectCache {
   get<K extends Kind>(kind: K, name: string): ObjectOf<K> | undefined;
@@ -58,7 +59,7 @@ export interface ControllerOptions {
    * repeat. A rejection retries the key with back-off, and so does a result asking to requeue
    * (for work left over on purpose, without reporting an error). signal aborts on stop.
    */
-  reconcile(key: string, signal: AbortSignal): Promise<ReconcileResult | void>;
+  reconcile(key: string, signal: AbortSignal, cache: ObjectCache): Promise<ReconcileResult | void>;
   /** Keys reconciled at once (default 2); one key is never reconciled twice at once. */
   workers?: number;
   /** First retry delay of a failing key (default 5 ms), doubled per failure. */
@@ -206,7 +207,7 @@ export function createController(options: ControllerOptions): Controller {
       const started = performance.now();
       let error: unknown;
       try {
-        const result = await options.reconcile(key, abort.signal);
+        const result = await options.reconcile(key, abort.signal, cache);
         if (result?.requeue && !abort.signal.aborted) {
           queue.addAfter(key, backoff(key));
         } else {

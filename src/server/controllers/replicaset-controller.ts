@@ -44,6 +44,7 @@ export interface ReplicaSetControllerOptions {
 /** Creates the ReplicaSet controller. */
 export function createReplicaSetController(options: ReplicaSetControllerOptions): Controller {
   const { resources, events } = options;
+  const expectations: Expectations = new Map();
   return createController({
     name: "replicaset",
     resources,
@@ -52,9 +53,15 @@ export function createReplicaSetController(options: ReplicaSetControllerOptions)
     onReconcile: options.onReconcile,
     watches: [
       { kind: "ReplicaSet", keys: (e) => (specOrIdentityChanged(e, ReplicaSetSpecSchema) ? [e.object.metadata?.name ?? ""] : []) },
-      { kind: "Container", keys: containerKeys },
+      {
+        kind: "Container",
+        keys: (e, cache) => {
+          observe(expectations, e);
+          return containerKeys(e, cache);
+        },
+      },
     ],
-    reconcile: (name) => reconcileReplicaSet(resources, events, name),
+    reconcile: (name, _signal, cache) => reconcileReplicaSet(resources, events, name, cache, expectations),
   });
 }
 
@@ -117,10 +124,65 @@ function ordinalOf(rsName: string, containerName: string): number | undefined {
   return /^(0|[1-9][0-9]{0,8})$/.test(rest) ? Number(rest) : undefined;
 }
 
-async function reconcileReplicaSet(resources: ResourceStore, events: EventRecorder, name: string): Promise<ReconcileResult | void> {
+/**
+ * Replicas a ReplicaSet created or deleted that its cache has not shown yet, by ReplicaSet
+ * (Kubernetes' expectations): until the cache caught up, a reconcile would count from a stale
+ * listing and create or delete the same replicas again.
+ */
+type Expectations = Map<string, { creates: Set<string>; deletes: Set<string>; until: number }>;
+
+/** Marks the expectations an event meets: a create seen (even if deleted since), a delete seen. */
+function observe(expectations: Expectations, e: ObjectEvent): void {
+  const owner = (e.object.metadata?.ownerReference ?? e.previous?.metadata?.ownerReference)?.name;
+  const expected = owner ? expectations.get(owner) : undefined;
+  if (!expected) return;
+  const n = e.object.metadata?.name ?? "";
+  expected.creates.delete(n);
+  if (e.type === "DELETED" || e.object.metadata?.deletionTimestamp) expected.deletes.delete(n);
+}
+
+/** How long unmet expectations hold a ReplicaSet back before it lists from the store instead. */
+const EXPECTATIONS_TTL_MS = 5000;
+
+/** The containers a ReplicaSet may own, from the cache; undefined while expectations are unmet. */
+function listCandidates(cache: ObjectCache, name: string, expectations: Expectations): Container[] | undefined {
+  const prefix = `${name}-`;
+  const candidates: Container[] = [];
+  for (const c of cache.list("Container")) if (c.metadata?.name.startsWith(prefix)) candidates.push(c);
+  const expected = expectations.get(name);
+  if (!expected) return candidates;
+  for (const n of expected.creates) if (cache.get("Container", n)) expected.creates.delete(n);
+  for (const n of expected.deletes) {
+    const c = cache.get("Container", n);
+    if (!c || c.metadata?.deletionTimestamp) expected.deletes.delete(n);
+  }
+  if (expected.creates.size === 0 && expected.deletes.size === 0) {
+    expectations.delete(name);
+    return candidates;
+  }
+  return Date.now() < expected.until ? undefined : candidates;
+}
+
+async function reconcileReplicaSet(
+  resources: ResourceStore,
+  events: EventRecorder,
+  name: string,
+  cache: ObjectCache,
+  expectations: Expectations,
+): Promise<ReconcileResult | void> {
   const rs = await resources.get("ReplicaSet", name);
-  // Replicas are named <rs>-<n>, so this glob finds every container the ReplicaSet may own.
-  const candidates = (await resources.list("Container", { nameGlob: `${name}-*` })).items;
+  // Replicas are named <rs>-<n>: listed from the cache (no decoding of every replica from the
+  // store on each of the many reconciles a scale-up causes); the store re-read once the cache
+  // has not caught up with our own writes for a while.
+  let candidates = listCandidates(cache, name, expectations);
+  if (!candidates) {
+    // The watch events of our own writes are on their way; look again shortly.
+    return { requeue: true };
+  }
+  if (expectations.has(name)) {
+    expectations.delete(name);
+    candidates = (await resources.list("Container", { nameGlob: `${name}-*` })).items;
+  }
   const ownedByName = (c: Container) => {
     const o = c.metadata?.ownerReference;
     return o?.kind === "ReplicaSet" && o.name === name;
@@ -144,12 +206,16 @@ async function reconcileReplicaSet(resources: ResourceStore, events: EventRecord
   const template = await resolveTemplate(resources, rs);
   const outcome: Outcome = { live: new Set(active.map((c) => c.metadata!.name)), failed: [], requeue: false };
 
+  const before = new Set(outcome.live);
   if (active.length < desired && typeof template !== "string") {
     const taken = new Set(candidates.map((c) => c.metadata!.name));
     await createReplicas(resources, events, rs, template, desired - active.length, taken, outcome);
   } else if (active.length > desired) {
     await deleteReplicas(resources, events, name, active.slice(desired).reverse(), outcome);
   }
+  const creates = new Set([...outcome.live].filter((n) => !before.has(n)));
+  const deletes = new Set([...before].filter((n) => !outcome.live.has(n)));
+  if (creates.size > 0 || deletes.size > 0) expectations.set(name, { creates, deletes, until: Date.now() + EXPECTATIONS_TTL_MS });
   if (outcome.live.size !== active.length) {
     const direction = outcome.live.size > active.length ? "up" : "down";
     events.record({
