@@ -1,7 +1,7 @@
 /**
  * The SDK session's transport (grpc-js client with the hand-written frame codec): TLS with a
- * trusted certificate and servername, the bearer token, and stream messages larger than
- * grpc-js's 4 MiB default, end to end through a real server and an attached worker.
+ * trusted certificate and servername, the bearer token, and batches split below the message
+ * size limits, end to end through a real server and an attached worker.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -71,17 +71,17 @@ test("sessions over TLS (servername checked) with a bearer token carry requests;
   }
 });
 
-test("batches of stream frames beyond 4 MiB pass in both directions", async () => {
+test("calls sent together beyond the server's 16 MiB message limit go in several batches; an oversized payload fails alone", async () => {
   const server = await startTestServer();
   const client = createClient({ address: server.address, reconnect: false });
   const worker = attach({ address: server.address, container: "big-echo", worker: echo, reconnect: false });
   try {
-    await client.apply("kind: Container\nmetadata: {name: big-echo}\nspec: {concurrency: 16}\n");
+    await client.apply("kind: Container\nmetadata: {name: big-echo}\nspec: {concurrency: 32}\n");
     await worker.ready;
     await eventually(async () => (await client.get("Container", "big-echo"))?.status?.ready === true, 10_000, "big-echo ready");
-    // Ten 1 MiB requests sent in one tick leave as one ConnectRequest of ~10 MiB; their replies
-    // come back batched the same way, past grpc-js's default 4 MiB receive limit.
-    const payloads = Array.from({ length: 10 }, (_, i) => new Uint8Array(1024 * 1024).fill(i + 1));
+    // Twenty 1 MiB requests made in one tick: joined into one ConnectRequest they would pass the
+    // server's 16 MiB limit and end the stream; their replies would pass grpc clients' 4 MiB.
+    const payloads = Array.from({ length: 20 }, (_, i) => new Uint8Array(1024 * 1024).fill(i + 1));
     const replies = await Promise.all(
       payloads.map((p) => client.request<Uint8Array>("big-echo", p, { contentType: "application/octet-stream", timeoutMs: 20_000 })),
     );
@@ -89,6 +89,12 @@ test("batches of stream frames beyond 4 MiB pass in both directions", async () =
       assert.equal(r.byteLength, 1024 * 1024);
       assert.ok(r.every((b) => b === i + 1), `reply ${i} carries request ${i}'s bytes`);
     });
+    const huge = new Uint8Array(17 * 1024 * 1024);
+    await assert.rejects(
+      client.send("big-echo", huge, { contentType: "application/octet-stream" }),
+      (e: ConnectError) => e.code === Code.ResourceExhausted && /exceeds the limit/.test(e.rawMessage),
+    );
+    assert.deepEqual(await client.send("big-echo", "small"), { container: "big-echo" });
   } finally {
     await worker.stop(1000);
     await client.close();

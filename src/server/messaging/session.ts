@@ -14,6 +14,14 @@ export type SessionRole = "host" | "client" | "attached";
 /** Frames a session may have queued for a peer that does not read before it is cut off. */
 export const MAX_QUEUED_FRAMES = 100_000;
 
+/**
+ * Payload bytes one ConnectResponse carries before the rest of the queue goes in the next:
+ * grpc clients refuse messages beyond their receive limit (4 MiB by default in grpcio and
+ * grpc-js), so batching must never join frames that each fit into one that does not. A single
+ * larger frame still goes, alone.
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+
 /** Session is the lifecycle state of one worker stream. */
 export class Session {
   /** Containers bound to this host. */
@@ -88,10 +96,22 @@ export class Session {
   }
 
   private take(): ServerFrame[] {
-    const frames = this.out;
-    this.out = [];
+    const out = this.out;
     this.lastSent = Date.now();
-    return frames;
+    let bytes = 0;
+    let n = 0;
+    for (; n < out.length; n++) {
+      const v = out[n]!.frame.value as { data?: Uint8Array } | undefined;
+      bytes += 32 + (v?.data ? v.data.byteLength : 0);
+      if (bytes > MAX_BATCH_BYTES && n > 0) break;
+    }
+    if (n === out.length) {
+      this.out = [];
+      return out;
+    }
+    // The rest goes in the next response: next() finds it queued and returns it at once.
+    this.out = out.slice(n);
+    return out.slice(0, n);
   }
 
   private readonly wake = () => {

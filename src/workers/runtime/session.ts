@@ -135,6 +135,15 @@ interface PendingCall {
   onAbort: (() => void) | undefined;
 }
 
+/** Payload bytes one ConnectRequest carries before the next frames go in another. */
+const MAX_BATCH_BYTES = 1024 * 1024;
+/**
+ * Largest payload a call may carry: the server's receive limit (16 MiB) less room for the
+ * frame around it. A larger one would make the server end the whole stream, failing every
+ * call on it, so it is refused here, alone.
+ */
+export const MAX_CALL_PAYLOAD_BYTES = 16 * 1024 * 1024 - 64 * 1024;
+
 /** Margin on top of a call's timeout before the client gives up on the server's answer. */
 const SAFETY_MARGIN_MS = 2000;
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -257,6 +266,14 @@ class SessionImpl implements Session {
   call(options: CallOptions): Promise<CallReply> {
     if (this.closed) return Promise.reject(this.fatal ?? new ConnectError("session is closed", Code.Unavailable));
     if (options.signal?.aborted) return Promise.reject(new ConnectError("call cancelled", Code.Canceled));
+    if (options.data.byteLength > MAX_CALL_PAYLOAD_BYTES) {
+      return Promise.reject(
+        new ConnectError(
+          `payload of ${options.data.byteLength} bytes to "${options.target}" exceeds the limit of ${MAX_CALL_PAYLOAD_BYTES} bytes`,
+          Code.ResourceExhausted,
+        ),
+      );
+    }
     if (!this.connected && this.calls.size >= MAX_WAITING_CALLS) {
       return Promise.reject(
         new ConnectError(`not connected to the k4s server at ${this.options.address} and ${this.calls.size} calls already wait`, Code.Unavailable),
@@ -352,13 +369,27 @@ class SessionImpl implements Session {
     const frames = this.pending;
     this.pending = [];
     this.keptLogFrames = 0;
-    for (const f of frames) {
+    // Split by payload bytes: the server refuses a ConnectRequest beyond its receive limit
+    // (16 MiB by default) and ends the stream, so frames that each fit must not be joined into
+    // one that does not.
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i]!;
+      const v = f.frame.value as { data?: Uint8Array } | undefined;
+      const size = 32 + (v?.data ? v.data.byteLength : 0);
+      if (bytes + size > MAX_BATCH_BYTES && i > start) {
+        this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: frames.slice(start, i) });
+        start = i;
+        bytes = 0;
+      }
+      bytes += size;
       if (f.frame.case === "call") {
         const c = this.calls.get(Number(f.frame.value.id));
         if (c) c.sent = true;
       }
     }
-    this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames });
+    this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: start === 0 ? frames : frames.slice(start) });
     this.lastSent = Date.now();
   }
 
