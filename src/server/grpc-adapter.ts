@@ -149,7 +149,43 @@ type SurfaceCall =
   | grpc.ServerWritableStream<unknown, unknown>
   | grpc.ServerDuplexStream<unknown, unknown>;
 
+/** HTTP/2 flow-control windows the server grants its peers: per stream, and per connection. */
+const STREAM_WINDOW_BYTES = 4 * 1024 * 1024;
+const CONNECTION_WINDOW_BYTES = 8 * 1024 * 1024;
+
+/** HTTP/2 sessions whose flow-control windows were already widened. */
+const widened = new WeakSet<object>();
+
+/**
+ * Widens the HTTP/2 flow-control windows of the connection a call came on. Node's defaults
+ * (64 KiB per stream and per connection) let a peer have only 64 KiB in flight to the server,
+ * so one WorkerService stream carrying large payloads moved one window per round trip of a
+ * WINDOW_UPDATE (~30 MB/s on a loaded machine). grpc-js has no server option for it, so the
+ * session is reached through grpc-js internals; every step is optional, and if they change
+ * the connection just keeps Node's defaults.
+ */
+function widenWindows(call: SurfaceCall): void {
+  try {
+    let c = (call as unknown as { call?: { stream?: unknown; nextCall?: unknown } }).call;
+    for (let i = 0; i < 8 && c && !c.stream; i++) c = c.nextCall as typeof c;
+    const session = (c?.stream as { session?: Http2SessionLike } | undefined)?.session;
+    if (!session || widened.has(session) || session.destroyed) return;
+    widened.add(session);
+    session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+    session.settings({ initialWindowSize: STREAM_WINDOW_BYTES });
+  } catch {
+    // Internals moved or the session is closing: keep the defaults.
+  }
+}
+
+interface Http2SessionLike {
+  readonly destroyed: boolean;
+  setLocalWindowSize(size: number): void;
+  settings(settings: { initialWindowSize: number }): void;
+}
+
 function contextOf(call: SurfaceCall): CallContext {
+  widenWindows(call);
   const controller = new AbortController();
   const abort = () => controller.abort(new ConnectError("call cancelled", Code.Canceled));
   if (call.cancelled) abort();

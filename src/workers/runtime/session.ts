@@ -256,6 +256,10 @@ class SessionImpl implements Session {
       // deliveries may well exceed grpc-js's 4 MiB default.
       "grpc.max_receive_message_length": -1,
       "grpc.max_send_message_length": -1,
+      // HTTP/2 windows (per stream and connection) beyond Node's 64 KiB: one stream carries
+      // every message of the process, and a 64 KiB window caps large payloads at one window
+      // per round trip.
+      "grpc-node.flow_control_window": 8 * 1024 * 1024,
       ...secure?.options,
     });
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
