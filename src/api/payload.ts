@@ -24,6 +24,8 @@ const EMPTY = new Uint8Array(0);
 /** Whether a content type is JSON (empty counts as JSON, the default). */
 export function isJsonContentType(contentType: string): boolean {
   if (contentType === "" || contentType === JSON_CONTENT_TYPE) return true;
+  // The other common exact form, on every message of a byte-payload path: no string work.
+  if (contentType === "application/octet-stream") return false;
   const base = contentType.split(";", 1)[0]!.trim().toLowerCase();
   return base === JSON_CONTENT_TYPE || base.endsWith("+json");
 }
