@@ -67,7 +67,7 @@ spec: {matchLabels: {lang: python}}
   }, 10_000, "the python worker's log line");
 });
 
-test("the Python client calls a TypeScript worker's service", async () => {
+test("the Python client, and a Python worker's own request, call a TypeScript worker's service", async () => {
   await client.apply(`
 kind: Container
 metadata: {name: calculator}
@@ -81,6 +81,11 @@ kind: Service
 metadata: {name: calculator-service}
 spec: {selector: "calculator-rs-*"}
 `);
+  // A Python replica's own request to a TypeScript service (nested, inheriting its deadline).
+  assert.equal(
+    await client.request("py-service", { op: "call", target: "service/calculator-service", value: { operation: "product", operands: [2, 3, 7] } }),
+    42,
+  );
   const { stdout } = await run("/usr/bin/python3", [
     "examples/python/client.py", "--address", server.address, "calculator-service", '{"operation": "sum", "operands": [1, 2, 3]}',
   ], { cwd: root });

@@ -194,7 +194,10 @@ class Worker:
             while not self._stopping.is_set() and reader.is_alive():
                 self._stopping.wait(0.2)
             server.join()
+            # Half-close after the last results, and let the server end the stream, so nothing
+            # still queued for it is cut off; cancel only if it does not answer.
             self._out.put(None)
+            reader.join(timeout=5)
             stream.cancel()
         if self._error is not None:
             raise self._error
