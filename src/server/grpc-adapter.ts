@@ -242,64 +242,40 @@ export function addService<S extends DescService>(
     const intercept = async (ctx: CallContext) => {
       for (const i of interceptors) await i(m, ctx);
     };
-    switch (m.methodKind) {
-      case "unary":
-        handlers[m.name] = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-          const ctx = contextOf(call);
-          intercept(ctx)
-            .then(() => fn.call(impl, requestOf(call), ctx))
-            .then(
-              (res) => {
-                ok(m);
-                cb(null, res);
-              },
-              (err) => cb(fail(m, err)),
-            );
-        };
-        break;
-      case "server_streaming":
-        handlers[m.name] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const ctx = contextOf(call);
-          intercept(ctx)
-            .then(() => writeAll(call, fn.call(impl, requestOf(call), ctx) as AsyncIterable<unknown>, ctx.signal))
-            .then(
-              () => {
-                ok(m);
-                call.end();
-              },
-              (err) => call.emit("error", fail(m, err)),
-            );
-        };
-        break;
-      case "client_streaming":
-        handlers[m.name] = (call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-          const ctx = contextOf(call);
-          intercept(ctx)
-            .then(() => fn.call(impl, requestsOf(call), ctx))
-            .then(
-              (res) => {
-                ok(m);
-                cb(null, res);
-              },
-              (err) => cb(fail(m, err)),
-            );
-        };
-        break;
-      case "bidi_streaming":
-        handlers[m.name] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-          const ctx = contextOf(call);
-          intercept(ctx)
-            .then(() => writeAll(call, fn.call(impl, requestsOf(call), ctx) as AsyncIterable<unknown>, ctx.signal))
-            .then(
-              () => {
-                ok(m);
-                call.end();
-              },
-              (err) => call.emit("error", fail(m, err)),
-            );
-        };
-        break;
-    }
+    // Unary and client-streaming calls answer once through a callback; server-streaming and
+    // bidi calls write a stream. What differs within each pair is only how requests are read.
+    const answerOnce =
+      (requests: (call: never) => unknown) => (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        const ctx = contextOf(call);
+        intercept(ctx)
+          .then(() => fn.call(impl, requests(call as never), ctx))
+          .then(
+            (res) => {
+              ok(m);
+              cb(null, res);
+            },
+            (err) => cb(fail(m, err)),
+          );
+      };
+    const answerStream =
+      (requests: (call: never) => unknown) => (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
+        const ctx = contextOf(call);
+        intercept(ctx)
+          .then(() => writeAll(call, fn.call(impl, requests(call as never), ctx) as AsyncIterable<unknown>, ctx.signal))
+          .then(
+            () => {
+              ok(m);
+              call.end();
+            },
+            (err) => call.emit("error", fail(m, err)),
+          );
+      };
+    handlers[m.name] = {
+      unary: answerOnce(requestOf),
+      client_streaming: answerOnce(requestsOf),
+      server_streaming: answerStream(requestOf),
+      bidi_streaming: answerStream(requestsOf),
+    }[m.methodKind] as grpc.UntypedHandleCall;
   }
   server.addService(createServiceDefinition(service), handlers);
 }
