@@ -6,7 +6,7 @@
  * Run it with `npx k4s demo` (embedded cluster).
  */
 import { readFileSync } from "node:fs";
-import { create, ContainerSchema, type Container, type K4sClient } from "../src/client/index.js";
+import { Code, ConnectError, create, ContainerSchema, type Container, type K4sClient } from "../src/client/index.js";
 
 const manifest = (name: string) => readFileSync(new URL(`./${name}`, import.meta.url), "utf8");
 
@@ -153,9 +153,20 @@ const demos: [string, (client: K4sClient, print: Print) => Promise<void>][] = [
         }),
       );
       print(`  created container/crud-demo (resourceVersion ${created.metadata?.resourceVersion})`);
-      const got = await client.get("Container", "crud-demo");
-      got.metadata!.labels.tier = "updated";
-      const updated = await client.update(got);
+      // Read-modify-write with the resourceVersion as precondition: the server writes the
+      // container's status meanwhile (it is being scheduled), so a conflict (ABORTED) means
+      // "read it again and retry", as with Kubernetes.
+      let updated: Container | undefined;
+      for (let attempt = 1; !updated; attempt++) {
+        const got = await client.get("Container", "crud-demo");
+        got.metadata!.labels.tier = "updated";
+        try {
+          updated = await client.update(got);
+        } catch (err) {
+          if (ConnectError.from(err).code !== Code.Aborted || attempt >= 10) throw err;
+          print(`  update conflicted (resourceVersion ${got.metadata?.resourceVersion} is stale); retrying`);
+        }
+      }
       print(`  updated labels: ${JSON.stringify(updated.metadata?.labels)}`);
       const listed = await client.list("Container", { labels: { tier: "updated" } });
       print(`  listed by label: ${listed.items.map((c) => c.metadata?.name).join(", ")}`);
