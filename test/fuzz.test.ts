@@ -15,7 +15,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
-import { openRawPeer, type WorkerFrameInit } from "../src/server/messaging/raw-peer.js";
+import { openRawPeer, type WorkerFrameInit } from "./raw-peer.js";
 import { createClient as createK4sClient } from "../src/client/index.js";
 import { readFileSync } from "node:fs";
 import { spawnK4s, type Proc } from "./helpers.js";

@@ -11,7 +11,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ContainerSchema, ContainerSpecSchema, ReplicaSetSchema, ServiceSchema, type Container, type ContainerSpec } from "../src/gen/k4s/v1/resources_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import type { Delivery } from "../src/gen/k4s/v1/worker_service_pb.js";
-import { openRawPeer, type RawPeer } from "../src/server/messaging/raw-peer.js";
+import { openRawPeer, type RawPeer } from "./raw-peer.js";
 import type { K4sServer } from "../src/server/server.js";
 import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 

@@ -11,7 +11,7 @@ import { ContainerSchema, type ContainerSpec } from "../src/gen/k4s/v1/resources
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
-import { openRawPeer, type RawPeer } from "../src/server/messaging/raw-peer.js";
+import { openRawPeer, type RawPeer } from "./raw-peer.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

@@ -13,7 +13,7 @@ import {
   type ConnectRequest,
   type ServerFrame,
   type WorkerFrame,
-} from "../../gen/k4s/v1/worker_service_pb.js";
+} from "../src/gen/k4s/v1/worker_service_pb.js";
 
 /** A frame a peer sends, as an init shape of WorkerFrame's oneof. */
 export type WorkerFrameInit = MessageInitShape<typeof WorkerFrameSchema>["frame"];
