@@ -4,7 +4,7 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { hostname } from "node:os";
-import { createContainerRuntime, type ContainerRuntime, type WorkerContext } from "./context.js";
+import { createContainerRuntime, toIncomingDelivery, type ContainerRuntime, type WorkerContext } from "./context.js";
 import type { WorkerDefinition } from "./define-worker.js";
 import { openSession, type Session, type TlsOptions } from "./session.js";
 
@@ -76,16 +76,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
     onFrame: (frame) => {
       const f = frame.frame;
       if (f.case === "delivery") {
-        const d = f.value;
-        runtime.deliver({
-          id: Number(d.id),
-          data: d.data,
-          contentType: d.contentType,
-          expectsReply: d.expectsReply,
-          timeoutMs: d.timeoutMs,
-          sender: d.sender,
-          attempt: d.attempt,
-        });
+        runtime.deliver(toIncomingDelivery(f.value));
       } else if (f.case === "cancelDelivery") {
         runtime.cancel(Number(f.value.id), f.value.reason);
       } else if (f.case === "stop") {

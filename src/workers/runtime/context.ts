@@ -8,6 +8,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { format } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodePayload, encodePayload, payloadText, type Payload } from "../../api/payload.js";
+import type { Delivery } from "../../gen/k4s/v1/worker_service_pb.js";
 import type { CallOptions, CallReply } from "./session.js";
 import type { WorkerFunction } from "./define-worker.js";
 
@@ -101,6 +102,19 @@ export interface IncomingDelivery {
   timeoutMs: number;
   sender: string;
   attempt: number;
+}
+
+/** Converts a Delivery frame into its plain form. */
+export function toIncomingDelivery(d: Delivery): IncomingDelivery {
+  return {
+    id: Number(d.id),
+    data: d.data,
+    contentType: d.contentType,
+    expectsReply: d.expectsReply,
+    timeoutMs: d.timeoutMs,
+    sender: d.sender,
+    attempt: d.attempt,
+  };
 }
 
 /** ResultError is the error of a DeliveryResult. */

@@ -11,7 +11,7 @@ import { pathToFileURL } from "node:url";
 import { ConnectError } from "@connectrpc/connect";
 import type { Assign, ServerFrame, Stop } from "../../gen/k4s/v1/worker_service_pb.js";
 import { builtinWorkers, BUILTIN_MODULE } from "../builtin/index.js";
-import { createContainerRuntime, type ContainerLink, type ContainerRuntime } from "./context.js";
+import { createContainerRuntime, toIncomingDelivery, type ContainerLink, type ContainerRuntime } from "./context.js";
 import { toWorkerDefinition, type WorkerDefinition } from "./define-worker.js";
 import { openSession, type Session, type TlsOptions } from "./session.js";
 
@@ -211,7 +211,6 @@ class WorkerHostImpl implements WorkerHost {
       case "delivery": {
         const d = f.value;
         const r = this.running.get(d.container);
-        const id = Number(d.id);
         // A stopping container still takes deliveries that crossed its Stop: it drains them
         // within its grace period, or leaves them unsettled for the server to hand on.
         if (!r?.runtime) {
@@ -221,15 +220,7 @@ class WorkerHostImpl implements WorkerHost {
           });
           return;
         }
-        r.runtime.deliver({
-          id,
-          data: d.data,
-          contentType: d.contentType,
-          expectsReply: d.expectsReply,
-          timeoutMs: d.timeoutMs,
-          sender: d.sender,
-          attempt: d.attempt,
-        });
+        r.runtime.deliver(toIncomingDelivery(d));
         break;
       }
       case "cancelDelivery":
