@@ -17,7 +17,6 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { parseDuration } from "../src/cli/duration.js";
 import { CliError, formatError } from "../src/cli/errors.js";
 import { humanDuration, renderTable } from "../src/cli/format.js";
-import { parseLabels } from "../src/cli/options.js";
 import { eventually, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
@@ -314,7 +313,7 @@ test("--tls-ca reaches a TLS server for resources and messages; a plaintext call
   }
 });
 
-test("helpers: durations, ages, tables, labels and error lines", () => {
+test("helpers: durations, ages, tables and error lines", () => {
   assert.equal(parseDuration("500ms"), 500);
   assert.equal(parseDuration("5s"), 5000);
   assert.equal(parseDuration("1.5m"), 90_000);
@@ -337,9 +336,6 @@ test("helpers: durations, ages, tables, labels and error lines", () => {
     "NAME          PHASE     MESSAGE\na             Running\nlonger-name   Pending   no host",
   );
 
-  assert.deepEqual(parseLabels(["a=1,b=2", "c="]), { a: "1", b: "2", c: "" });
-  assert.equal(parseLabels([]), undefined);
-  assert.throws(() => parseLabels(["=x"]), /invalid label selector "=x"/);
 
   assert.equal(formatError(new ConnectError('container "x" not found', Code.NotFound)), 'NOT_FOUND: container "x" not found');
   assert.equal(formatError(new ConnectError("slow", Code.DeadlineExceeded)), "DEADLINE_EXCEEDED: slow");

@@ -1,9 +1,10 @@
 /**
  * Object selection by a glob over names (minimatch, as the seed's service selectors) and by
- * labels, shared by List, Watch, the service controller and the router.
+ * labels (a map, or a label selector), shared by List, Watch, the service controller and the router.
  */
 import { minimatch } from "minimatch";
 import type { AnyObject } from "./kinds.js";
+import { matchesLabelSelector, type LabelSelector } from "./label-selector.js";
 
 /** SelectorOptions pick objects: a name glob and labels that must all match. */
 export interface SelectorOptions {
@@ -11,6 +12,8 @@ export interface SelectorOptions {
   nameGlob?: string;
   /** Labels the object must all carry with these values. */
   labels?: Readonly<Record<string, string>>;
+  /** A parsed label selector (kubectl's `-l` forms) the object must also satisfy. */
+  labelSelector?: LabelSelector;
 }
 
 /** The longest glob accepted, to bound minimatch's work. */
@@ -27,6 +30,7 @@ export function matchesSelector(obj: AnyObject, opts: SelectorOptions): boolean 
       if (have[k] !== v) return false;
     }
   }
+  if (opts.labelSelector && !matchesLabelSelector(meta?.labels ?? {}, opts.labelSelector)) return false;
   return true;
 }
 

@@ -22,7 +22,7 @@ import {
   tableLayout,
   type OutputFormat,
 } from "./format.js";
-import { collect, kindAndName, parseLabels } from "./options.js";
+import { collect, kindAndName, labelSelectorOption } from "./options.js";
 
 interface GetOptions {
   output?: string;
@@ -40,19 +40,19 @@ export function getCommand(): Command {
     .argument("[name]", "an object name, or a glob over names")
     .option("-o, --output <format>", "json, yaml, wide or name")
     .option("-w, --watch", "after listing, print a row for every change as it happens")
-    .option("-l, --selector <key=value>", "only objects carrying these labels (repeatable, comma-separated)", collect, [])
+    .option("-l, --selector <selector>", "only objects whose labels match: k=v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k (comma-separated, repeatable)", collect, [])
     .action(async (kindArg: string, nameArg: string | undefined, opts: GetOptions, cmd: Command) => {
       const format = parseOutputFormat(opts.output);
-      const labels = parseLabels(opts.selector);
+      const labelSelector = labelSelectorOption(opts.selector);
       if (format === "yaml") await loadYaml();
       if (kindArg === "all" || kindArg.includes(",")) {
         const kinds = kindArg === "all" ? [...KINDS] : [...new Set(kindArg.split(",").filter(Boolean).map(parseKind))];
         if (opts.watch) throw new CliError("get -w watches one kind at a time");
-        await withClient(cmd, (client) => runGetMany(client, kinds, { name: nameArg, format, labels }));
+        await withClient(cmd, (client) => runGetMany(client, kinds, { name: nameArg, format, labelSelector }));
         return;
       }
       const { kind, name } = kindAndName(kindArg, nameArg);
-      await withClient(cmd, (client) => runGet(client, { kind, name, format, labels, watch: opts.watch ?? false }));
+      await withClient(cmd, (client) => runGet(client, { kind, name, format, labelSelector, watch: opts.watch ?? false }));
     });
 }
 
@@ -60,9 +60,9 @@ export function getCommand(): Command {
 async function runGetMany(
   client: K4sClient,
   kinds: Kind[],
-  req: { name: string | undefined; format: OutputFormat; labels: Record<string, string> | undefined },
+  req: { name: string | undefined; format: OutputFormat; labelSelector: string | undefined },
 ): Promise<void> {
-  const lists = await Promise.all(kinds.map((kind) => client.list(kind, { nameGlob: req.name, labels: req.labels })));
+  const lists = await Promise.all(kinds.map((kind) => client.list(kind, { nameGlob: req.name, labelSelector: req.labelSelector })));
   const all = lists.flatMap((l) => l.items);
   if (req.format === "json" || req.format === "yaml") {
     console.log(renderJson(listJson(all), req.format));
@@ -83,7 +83,7 @@ interface GetRequest {
   kind: Kind;
   name: string | undefined;
   format: OutputFormat;
-  labels: Record<string, string> | undefined;
+  labelSelector: string | undefined;
   watch: boolean;
 }
 
@@ -92,7 +92,7 @@ async function runGet(client: K4sClient, req: GetRequest): Promise<void> {
   // A named object that does not exist is an error (NOT_FOUND names it), as in kubectl; the
   // listing then applies any label filter and gives the version to watch from.
   if (single) await client.get(req.kind, req.name!);
-  const { items, resourceVersion } = await client.list(req.kind, { nameGlob: req.name, labels: req.labels });
+  const { items, resourceVersion } = await client.list(req.kind, { nameGlob: req.name, labelSelector: req.labelSelector });
   const printer = createPrinter(req.kind, req.format, items, req.watch);
   if (req.format === "json" || req.format === "yaml") {
     if (single && !req.watch && items.length === 1) console.log(renderJson(objectJson(items[0]!), req.format));
@@ -109,7 +109,7 @@ async function runGet(client: K4sClient, req: GetRequest): Promise<void> {
   let from = resourceVersion;
   for (;;) {
     try {
-      for await (const ev of client.watch({ kind: req.kind, nameGlob: req.name, labels: req.labels, resourceVersion: from, signal })) {
+      for await (const ev of client.watch({ kind: req.kind, nameGlob: req.name, labelSelector: req.labelSelector, resourceVersion: from, signal })) {
         from = ev.resourceVersion;
         printer.print(ev.object);
       }
@@ -117,7 +117,7 @@ async function runGet(client: K4sClient, req: GetRequest): Promise<void> {
     } catch (err) {
       // History compacted past our version (Kubernetes' 410 Gone): relist and go on.
       if (!(err instanceof ConnectError && err.code === Code.OutOfRange)) throw err;
-      const list = await client.list(req.kind, { nameGlob: req.name, labels: req.labels });
+      const list = await client.list(req.kind, { nameGlob: req.name, labelSelector: req.labelSelector });
       list.items.forEach((o) => printer.print(o));
       from = list.resourceVersion;
     }

@@ -29,19 +29,13 @@ export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-/** Parses repeated `-l key=value[,key=value]` arguments into a label map. */
-export function parseLabels(values: readonly string[] = []): Record<string, string> | undefined {
-  const labels: Record<string, string> = {};
-  for (const value of values) {
-    for (const pair of value.split(",")) {
-      if (pair.trim() === "") continue;
-      const eq = pair.indexOf("=");
-      const key = eq > 0 ? pair.slice(0, eq).trim() : "";
-      if (!key) throw new CliError(`invalid label selector "${pair}": expected key=value`);
-      labels[key] = pair.slice(eq + 1).trim();
-    }
-  }
-  return Object.keys(labels).length > 0 ? labels : undefined;
+/**
+ * Joins repeated `-l` arguments into one label selector (the server parses it: kubectl's
+ * `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`); undefined when none.
+ */
+export function labelSelectorOption(values: readonly string[] = []): string | undefined {
+  const parts = values.map((v) => v.trim()).filter(Boolean);
+  return parts.length > 0 ? parts.join(",") : undefined;
 }
 
 /**

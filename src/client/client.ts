@@ -45,11 +45,17 @@ export interface ApplyOutcome {
   object: AnyObject | undefined;
 }
 
-/** ListFilter selects objects by a glob over their names and labels they all carry. */
+/** ListFilter selects objects by a glob over their names and by their labels. */
 export interface ListFilter {
   /** minimatch glob over names; empty means all. */
   nameGlob?: string;
+  /** Labels the objects must all carry with these values. */
   labels?: Record<string, string>;
+  /**
+   * A label selector as kubectl's `-l` takes it, evaluated by the server: `app=web`,
+   * `tier!=db`, `env in (a,b)`, `env notin (a)`, `canary`, `!canary`, comma-separated.
+   */
+  labelSelector?: string;
 }
 
 /** ListOutcome is a consistent listing and the resource version it was read at. */
@@ -245,7 +251,12 @@ export function createClient(options: ClientOptions): K4sClient {
     },
 
     async list(kind: KindName, filter: ListFilter = {}) {
-      const res = await resources.list({ kind: kindName(kind), nameGlob: filter.nameGlob ?? "", labels: filter.labels ?? {} });
+      const res = await resources.list({
+        kind: kindName(kind),
+        nameGlob: filter.nameGlob ?? "",
+        labels: filter.labels ?? {},
+        labelSelector: filter.labelSelector ?? "",
+      });
       return { items: res.items.map((o) => unwrap(o)), resourceVersion: res.resourceVersion };
     },
 
@@ -278,6 +289,7 @@ export function createClient(options: ClientOptions): K4sClient {
         kind: opts.kind ? kindName(opts.kind) : "",
         nameGlob: opts.nameGlob ?? "",
         labels: opts.labels ?? {},
+        labelSelector: opts.labelSelector ?? "",
         resourceVersion: opts.resourceVersion ?? "",
       };
       return (async function* () {

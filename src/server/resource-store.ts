@@ -8,6 +8,7 @@
  * resourceVersion is the modRevision of its key, as a decimal string.
  */
 import type { AnyObject, Kind, ObjectOf } from "../api/kinds.js";
+import type { LabelSelector } from "../api/label-selector.js";
 import type { Store } from "./store/store.js";
 
 /** ListOptions filter a List or Watch. */
@@ -16,6 +17,8 @@ export interface ListOptions {
   nameGlob?: string;
   /** Labels an object must all carry. */
   labels?: Readonly<Record<string, string>>;
+  /** A parsed label selector the objects must also satisfy. */
+  labelSelector?: LabelSelector;
 }
 
 /** ListResult is a consistent listing and the revision it was read at. */

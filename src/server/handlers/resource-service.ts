@@ -14,9 +14,10 @@ import { kindOf, parseKind, unwrap, wrap, type AnyObject, type Kind } from "../.
 import { parseManifestDocuments } from "../../api/manifest.js";
 import { validateName } from "../../api/names.js";
 import { validateGlob } from "../../api/selector.js";
+import { parseLabelSelector } from "../../api/label-selector.js";
 import { formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
 import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
-import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { ListOptions, ObjectEvent, ResourceStore } from "../resource-store.js";
 
 /** Retries of Scale's read-modify-write when the ReplicaSet changes in between. */
 const SCALE_RETRIES = 20;
@@ -33,6 +34,13 @@ function checkGlob(glob: string): string | undefined {
   const reason = validateGlob(glob);
   if (reason) throw new ConnectError(`nameGlob: ${reason}`, Code.InvalidArgument);
   return glob;
+}
+
+/** The object filter of a List or Watch request: name glob, labels and label selector, checked. */
+function listFilter(req: { nameGlob: string; labels: Record<string, string>; labelSelector: string }): ListOptions {
+  const filter: ListOptions = { nameGlob: checkGlob(req.nameGlob), labels: req.labels };
+  if (req.labelSelector.trim() !== "") filter.labelSelector = parseLabelSelector(req.labelSelector);
+  return filter;
 }
 
 function parseRevision(rv: string, field: string): number {
@@ -56,10 +64,10 @@ function objectFrom(obj: Parameters<typeof unwrap>[0], where: string): AnyObject
 export function createResourceServiceImpl(deps: { resources: ResourceStore }): ServiceImpl<typeof ResourceService> {
   const { resources } = deps;
 
-  const snapshot = async (kind: Kind | undefined, nameGlob: string | undefined, labels: Record<string, string>) => {
-    if (resources.listAll) return resources.listAll({ kind, nameGlob, labels });
+  const snapshot = async (kind: Kind | undefined, filter: ListOptions) => {
+    if (resources.listAll) return resources.listAll({ kind, ...filter });
     if (!kind) throw new ConnectError("watching every kind needs a ResourceStore with listAll", Code.Unimplemented);
-    return resources.list(kind, { nameGlob, labels });
+    return resources.list(kind, filter);
   };
 
   return {
@@ -106,7 +114,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
 
     async list(req) {
       const kind = parseKind(req.kind);
-      const r = await resources.list(kind, { nameGlob: checkGlob(req.nameGlob), labels: req.labels });
+      const r = await resources.list(kind, listFilter(req));
       const items = [...r.items].sort((a, b) => (a.metadata!.name < b.metadata!.name ? -1 : a.metadata!.name > b.metadata!.name ? 1 : 0));
       return { items: items.map(wrap), resourceVersion: String(r.revision) };
     },
@@ -145,11 +153,10 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
 
     async *watch(req, ctx: CallContext) {
       const kind = req.kind.trim() === "" ? undefined : parseKind(req.kind);
-      const nameGlob = checkGlob(req.nameGlob);
-      const labels = req.labels;
+      const filter = listFilter(req);
       let fromRevision: number;
       if (req.resourceVersion === "") {
-        const snap = await snapshot(kind, nameGlob, labels);
+        const snap = await snapshot(kind, filter);
         for (const obj of snap.items) {
           yield create(WatchResponseSchema, { type: "ADDED", object: wrap(obj), resourceVersion: obj.metadata?.resourceVersion ?? "" });
         }
@@ -163,7 +170,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
         object: wrap(e.object),
         resourceVersion: String(e.revision),
       });
-      for await (const batch of resources.watch({ kind, nameGlob, labels, fromRevision }, ctx.signal)) {
+      for await (const batch of resources.watch({ kind, ...filter, fromRevision }, ctx.signal)) {
         for (const e of batch) yield toResponse(e);
       }
     },

@@ -253,7 +253,7 @@ export function createResourceStore(store: Store): ResourceStore {
   };
 
   async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectEvent[]> {
-    const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels };
+    const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
     let from = options.fromRevision;
     if (from === undefined) {
       const snap = await listAll({ ...filter, kind: options.kind });
