@@ -1,8 +1,12 @@
 #!/usr/bin/env node
-// The k4s command. Runs the TypeScript sources through tsx, so `npm ci` leaves a working
-// command with no build step.
-import { register } from "tsx/esm/api";
-
-register();
-const { main } = await import("../src/cli/main.ts");
-await main(process.argv);
+// The k4s command: runs the compiled JavaScript in dist/ (built by `npm run build`, which
+// `npm ci`, `npm pack` and `npm test` run first), with no TypeScript loader.
+let cli;
+try {
+  cli = await import("../dist/cli/main.js");
+} catch (err) {
+  if (err?.code !== "ERR_MODULE_NOT_FOUND" || !String(err.message).includes("dist/cli/main.js")) throw err;
+  process.stderr.write("k4s: dist/ is missing: run `npm run build` in the k4s folder first\n");
+  process.exit(1);
+}
+await cli.main(process.argv);

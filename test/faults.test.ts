@@ -9,19 +9,17 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { ContainerSchema, ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
 
-const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
 
 /** Worker module of the fault tests: a recorder that writes each delivery down, and a black hole. */
 const FAULTS_MODULE = `import { appendFileSync } from "node:fs";
-import { defineWorker } from ${JSON.stringify(SDK)};
+import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
 export const recorder = defineWorker(async (ctx) => {
   await ctx.handle(async (msg) => {
     appendFileSync(ctx.params.file, JSON.stringify({ v: msg.value, a: msg.attempt, r: msg.expectsReply, pid: process.pid }) + "\\n");
@@ -42,7 +40,7 @@ const servers: K4sServer[] = [];
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), "k4s-faults-"));
-  modulePath = join(dir, "faults-module.mts");
+  modulePath = join(dir, "faults-module.mjs");
   writeFileSync(modulePath, FAULTS_MODULE);
 });
 

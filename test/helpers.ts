@@ -5,8 +5,17 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createServer, type K4sServer, type ServerOptions } from "../src/server/server.js";
 
-/** Path of the k4s command. */
+/**
+ * Path of the k4s command. It runs the compiled JavaScript of dist/, which `npm test` builds
+ * first (its pretest script); run `npm run build` before running a test file on its own.
+ */
 export const K4S_BIN = fileURLToPath(new URL("../bin/k4s.js", import.meta.url));
+
+/**
+ * Path of the compiled worker SDK (what `k4s/workers` resolves to), for worker modules that tests
+ * write as plain JavaScript and hand to `k4s worker --module`, which loads no TypeScript.
+ */
+export const WORKERS_SDK_JS = fileURLToPath(new URL("../dist/workers/index.js", import.meta.url));
 
 /** Starts an in-process server on a free loopback port with in-memory state unless told otherwise. */
 export async function startTestServer(options: ServerOptions = {}): Promise<K4sServer> {

@@ -9,20 +9,18 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { ContainerSchema, ContainerSpecSchema, ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
 
 const SCALE = Number(process.env.K4S_LOAD_SCALE ?? 1);
-const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
 
 /** A gated recorder: holds every delivery until the gate file exists, then writes it down. */
 const LOAD_MODULE = `import { appendFileSync, existsSync } from "node:fs";
-import { defineWorker } from ${JSON.stringify(SDK)};
+import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
 export const gated = defineWorker(async (ctx) => {
   await ctx.handle(async (msg) => {
     while (!existsSync(ctx.params.gate)) await new Promise((r) => setTimeout(r, 20));
@@ -39,9 +37,9 @@ const clients: K4sClient[] = [];
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "k4s-load-"));
-  writeFileSync(join(dir, "load-module.mts"), LOAD_MODULE);
+  writeFileSync(join(dir, "load-module.mjs"), LOAD_MODULE);
   server = await startTestServer({ heartbeatIntervalMs: 2000 });
-  host = spawnK4s(["worker", "--server", server.address, "--name", "ld-host", "--module", `load=${join(dir, "load-module.mts")}`]);
+  host = spawnK4s(["worker", "--server", server.address, "--name", "ld-host", "--module", `load=${join(dir, "load-module.mjs")}`]);
   await host.waitFor("host ld-host serving", 20_000);
 });
 

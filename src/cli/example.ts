@@ -5,10 +5,10 @@
  * when a step misbehaves.
  */
 import { Command } from "commander";
-import { runDemo } from "../../examples/demo.js";
-import { runExample } from "../../examples/example.js";
-import { startLocalCluster } from "../../examples/local-cluster.js";
 import type { K4sClient } from "../client/index.js";
+import { startLocalCluster } from "./quickstart/local-cluster.js";
+import { runDemo } from "./quickstart/run-demo.js";
+import { runExample } from "./quickstart/run-example.js";
 
 function clusterCommand(name: string, description: string, run: (client: K4sClient) => Promise<void>): Command {
   return new Command(name).description(description).action(async () => {

@@ -4,11 +4,11 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
 import { intOption } from "./options.js";
+import { K4S_BIN } from "./package-files.js";
 import { untilSignal } from "./signals.js";
 
 interface ServerCommandOptions {
@@ -31,7 +31,6 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
-const K4S_BIN = fileURLToPath(new URL("../../bin/k4s.js", import.meta.url));
 /** Back-off between restarts of the local worker host: doubles per quick death, capped. */
 const RESTART_MIN_MS = 500;
 const RESTART_MAX_MS = 30_000;

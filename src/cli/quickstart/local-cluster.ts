@@ -3,9 +3,9 @@
  * worker host process, as `k4s server` runs them, plus a client connected to it.
  */
 import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { createClient, type K4sClient } from "../src/client/index.js";
-import { createServer } from "../src/server/server.js";
+import { createClient, type K4sClient } from "../../client/index.js";
+import { createServer } from "../../server/server.js";
+import { K4S_BIN } from "../package-files.js";
 
 /** LocalCluster is a running server, worker host and client. */
 export interface LocalCluster {
@@ -18,8 +18,7 @@ export interface LocalCluster {
 export async function startLocalCluster(): Promise<LocalCluster> {
   const server = createServer({ port: 0, onError: () => {} });
   await server.start();
-  const bin = fileURLToPath(new URL("../bin/k4s.js", import.meta.url));
-  const host = spawn(process.execPath, [bin, "worker", "--server", server.address, "--name", "local"], {
+  const host = spawn(process.execPath, [K4S_BIN, "worker", "--server", server.address, "--name", "local"], {
     stdio: ["ignore", "ignore", "inherit"],
   });
   const client = createClient({ address: server.address });

@@ -2,13 +2,9 @@
  * The quick-start walkthrough (the seed's example.py): an echo container, a replicated
  * calculator behind a service, scaling, and a processing pipeline — all through the SDK,
  * against a real server and a real worker host process.
- *
- * Run it with `npx k4s example` (embedded cluster) or `npx tsx examples/example.ts ADDRESS`.
  */
-import { readFileSync } from "node:fs";
-import type { K4sClient } from "../src/client/index.js";
-
-const manifest = (name: string) => readFileSync(new URL(`./${name}`, import.meta.url), "utf8");
+import type { K4sClient } from "../../client/index.js";
+import { seedManifest as manifest } from "../package-files.js";
 
 /** Runs the walkthrough against a cluster, printing each step; throws when a step misbehaves. */
 export async function runExample(client: K4sClient, print: (line: string) => void = console.log): Promise<void> {

@@ -2,13 +2,9 @@
  * The seed's seven demos (demo.py), through the SDK against a real server and worker host:
  * basic container, replica set with load balancing, scaling, an inter-container pipeline,
  * generator → service, calculator request/response, and resource CRUD.
- *
- * Run it with `npx k4s demo` (embedded cluster).
  */
-import { readFileSync } from "node:fs";
-import { Code, ConnectError, create, ContainerSchema, type Container, type K4sClient } from "../src/client/index.js";
-
-const manifest = (name: string) => readFileSync(new URL(`./${name}`, import.meta.url), "utf8");
+import { Code, ConnectError, create, ContainerSchema, type Container, type K4sClient } from "../../client/index.js";
+import { seedManifest as manifest } from "../package-files.js";
 
 type Print = (line: string) => void;
 
