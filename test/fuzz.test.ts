@@ -17,8 +17,14 @@ import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { openRawPeer, type WorkerFrameInit } from "./raw-peer.js";
 import { createClient as createK4sClient } from "../src/client/index.js";
-import { readFileSync } from "node:fs";
-import { spawnK4s, type Proc } from "./helpers.js";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ContainerSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { attach, defineWorker } from "../src/workers/index.js";
+import { runK4s, spawnK4s, type Proc } from "./helpers.js";
 
 const SCALE = Number(process.env.K4S_FUZZ_SCALE ?? 1);
 const SEED = Number(process.env.K4S_SEED ?? Date.now() % 1_000_000);
@@ -326,6 +332,117 @@ test("garbage bytes on the TCP port and in gRPC messages: the server survives", 
     console.log(`fuzz: gRPC garbage answered ${JSON.stringify(Object.fromEntries(codes))}`);
   } finally {
     raw.close();
+  }
+  await stillServing();
+});
+
+/** Text nesting `depth` collections in one of the forms YAML and JSON allow. */
+function deepText(form: string, depth: number): string {
+  switch (form) {
+    case "flow-lists":
+      return "[".repeat(depth) + "]".repeat(depth);
+    case "flow-maps":
+      return "{a: ".repeat(depth) + "1" + "}".repeat(depth);
+    case "json":
+      return '{"a":'.repeat(depth) + "1" + "}".repeat(depth);
+    case "compact-lists":
+      return "\n" + "- ".repeat(depth) + "x";
+    default: // block mappings, each level indented one more
+      return "\n" + Array.from({ length: depth }, (_, i) => `${" ".repeat(i + 1)}k:`).join("\n") + " 1";
+  }
+}
+
+/** Where deep text goes: a Container's parameters, a document's top, a List's items. */
+function deepManifest(place: string, text: string): string {
+  if (place === "top") return text.startsWith("\n") ? text.slice(1) : text;
+  if (place === "list") return `kind: List\nitems:\n- kind: Container\n  metadata: {name: fz-deep-l}\n  spec:\n    parameters:\n      x: ${text.replace(/\n/g, "\n      ")}\n`;
+  return `kind: Container\nmetadata: {name: fz-deep}\nspec:\n  module: workers\n  function: echo_worker\n  parameters:\n    x: ${text.replace(/\n/g, "\n    ")}\n`;
+}
+
+const NESTING = /nests collections more than 32 levels deep/;
+
+test("deep nesting in every form and place is refused before parsing, through Apply twice, the SDK and the CLI; the server lives", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("flow-lists", "flow-maps", "json", "compact-lists", "block-maps"),
+      fc.constantFrom("parameters", "top", "list"),
+      fc.integer({ min: 33, max: 30_000 }),
+      async (form, place, wanted) => {
+        // Block mappings indent one more per level: their size grows with the square of depth.
+        const depth = form === "block-maps" ? Math.min(wanted, 1200) : wanted;
+        const manifest = deepManifest(place, deepText(form, depth));
+        for (let round = 0; round < 2; round++) {
+          figures.applies++;
+          await assert.rejects(resources.apply({ manifest }), (err) => {
+            const e = ConnectError.from(err);
+            assert.equal(e.code, Code.InvalidArgument, `${form} ${place} ${depth}: ${Code[e.code]} ${e.rawMessage.slice(0, 200)}`);
+            assert.match(e.rawMessage, NESTING);
+            return true;
+          });
+          figures.rejected++;
+        }
+      },
+    ),
+    { numRuns: 40 * SCALE, seed: SEED },
+  );
+  // The report's case: 20,000 nested lists (40 KB) in parameters, YAML and JSON, through the SDK.
+  const deepYaml = deepManifest("parameters", deepText("flow-lists", 20_000));
+  const deepJson = `{"kind": "Container", "metadata": {"name": "fz-deep"}, "spec": {"parameters": {"x": ${deepText("flow-lists", 20_000)}}}}`;
+  const sdk = createK4sClient({ address: server.address });
+  try {
+    for (const text of [deepYaml, deepJson, deepYaml, deepJson]) await assert.rejects(sdk.apply(text), NESTING);
+  } finally {
+    await sdk.close();
+  }
+  const dir = mkdtempSync(join(tmpdir(), "k4s-fuzz-deep-"));
+  try {
+    const file = join(dir, "deep.yaml");
+    writeFileSync(file, deepYaml);
+    for (const args of [["apply", "-f", file], ["delete", "-f", file]]) {
+      const run = await runK4s(["--server", server.address, ...args]);
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, NESTING);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await stillServing();
+});
+
+test("typed objects and JSON payloads nest at most 32 levels: Create, Apply and Send refuse deeper ones, a deeper reply keeps only its bytes", async () => {
+  const nested = (d: number): JsonValue => (d === 0 ? 1 : [nested(d - 1)]);
+  const container = (params: JsonValue) =>
+    create(ContainerSchema, { metadata: { name: "fz-typed-deep" }, spec: { parameters: { x: params } as JsonObject } });
+  const sdk = createK4sClient({ address: server.address });
+  try {
+    // spec.parameters is at depth 3 of a Container: x's value may nest 29 more levels.
+    await sdk.create(container(nested(29)));
+    await sdk.delete("Container", "fz-typed-deep");
+    for (const depth of [30, 45, 200]) {
+      await assert.rejects(sdk.create(container(nested(depth))), (err) => {
+        const e = ConnectError.from(err);
+        assert.equal(e.code, Code.InvalidArgument, `${depth}: ${Code[e.code]} ${e.rawMessage}`);
+        assert.match(e.rawMessage, /spec\.parameters: nests more than 30 levels deep|maximum recursion depth/);
+        return true;
+      });
+    }
+    await assert.rejects(
+      ownMessaging().send({ target: "fz-any", json: fromJson(ValueSchema, nested(40)) }),
+      (err) => ConnectError.from(err).code === Code.InvalidArgument && /json: nests more than 32 levels deep/.test(ConnectError.from(err).rawMessage),
+    );
+    // A worker's reply too deep for the protobuf JSON form still arrives, as bytes.
+    await sdk.apply("kind: Container\nmetadata: {name: fz-deep-reply}\nspec: {}\n");
+    const worker = attach({ address: server.address, container: "fz-deep-reply", worker: defineWorker(async (ctx) => ctx.handle(() => nested(40))) });
+    try {
+      await worker.ready;
+      const res = await ownMessaging().request({ target: "fz-deep-reply", json: fromJson(ValueSchema, "hi") });
+      assert.equal(res.json, undefined);
+      assert.deepEqual(JSON.parse(new TextDecoder().decode(res.data)), nested(40));
+    } finally {
+      await worker.stop();
+    }
+  } finally {
+    await sdk.close();
   }
   await stillServing();
 });

@@ -20,6 +20,7 @@ import { isWrapperDesc, StructSchema, TimestampSchema } from "@bufbuild/protobuf
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseAllDocuments } from "yaml";
 import { API_VERSION, KINDS, kindInfo, kindOf, parseKind, type AnyObject, type Kind } from "./kinds.js";
+import { assertTextNesting, MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
 import { formatIssues, validateObject, type FieldIssue } from "./validate.js";
 
 export { validateObject, type FieldIssue } from "./validate.js";
@@ -319,6 +320,8 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
   if (markers + 1 > MAX_DOCUMENTS) {
     throw new ConnectError(`manifest has ${markers + 1} documents, more than the limit of ${MAX_DOCUMENTS}`, Code.InvalidArgument);
   }
+  // The YAML parser recurses per level: a deep document must never reach it.
+  assertTextNesting(text, "manifest");
   const parsed = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true, merge: false, intAsBigInt: false });
   const docs = Array.isArray(parsed) ? parsed : [];
   const errors: string[] = [];
@@ -341,6 +344,10 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       return;
     }
     if (js === null || js === undefined) return;
+    if (valueNestingDepth(js) > MAX_NESTING_DEPTH) {
+      errors.push(`${docLabel(index)}: nests collections more than ${MAX_NESTING_DEPTH} levels deep once its aliases are expanded`);
+      return;
+    }
     if (isPlainObject(js) && js["kind"] === "List") {
       // What `k4s get -o yaml` prints for several objects, as kubectl's List.
       const extra = Object.keys(js).filter((k) => !["kind", "apiVersion", "items", "metadata"].includes(k));

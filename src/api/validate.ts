@@ -6,6 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ContainerSpec } from "../gen/k4s/v1/resources_pb.js";
 import { API_VERSION, kindOf, type AnyObject } from "./kinds.js";
+import { MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
 import { MAX_ANNOTATION_VALUE_LENGTH, MAX_LABELS, validateLabelKey, validateLabelValue, validateName } from "./names.js";
 import { validateGlob } from "./selector.js";
 
@@ -60,10 +61,19 @@ function checkMap(
   }
 }
 
-/** Validates a container spec (of a Container or a ReplicaSet template) under a path prefix. */
-export function validateContainerSpec(spec: ContainerSpec | undefined, path: string): FieldIssue[] {
+/**
+ * Validates a container spec (of a Container or a ReplicaSet template) under a path prefix;
+ * `depth` is the nesting depth of the spec mapping in its object (2 for a Container's spec).
+ */
+export function validateContainerSpec(spec: ContainerSpec | undefined, path: string, depth: number): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (!spec) return issues;
+  if (spec.parameters && depth + valueNestingDepth(spec.parameters, MAX_NESTING_DEPTH - depth) > MAX_NESTING_DEPTH) {
+    issues.push({
+      path: `${path}.parameters`,
+      reason: `nests more than ${MAX_NESTING_DEPTH - depth} levels deep (an object may nest ${MAX_NESTING_DEPTH} levels in all)`,
+    });
+  }
   const hasModule = spec.module !== "" || spec.function !== "";
   if (spec.module !== "" && spec.function === "") issues.push({ path: `${path}.function`, reason: "required when module is set" });
   if (spec.function !== "" && spec.module === "") issues.push({ path: `${path}.module`, reason: "required when function is set" });
@@ -110,7 +120,7 @@ export function validateObject(obj: AnyObject): FieldIssue[] {
   checkMap(issues, "metadata.annotations", meta.annotations, "annotations");
   switch (obj.$typeName) {
     case "k4s.v1.Container":
-      issues.push(...validateContainerSpec(obj.spec, "spec"));
+      issues.push(...validateContainerSpec(obj.spec, "spec", 2));
       break;
     case "k4s.v1.ReplicaSet": {
       if (meta.name.length > MAX_REPLICASET_NAME_LENGTH) {
@@ -136,7 +146,7 @@ export function validateObject(obj: AnyObject): FieldIssue[] {
           checkMap(issues, "spec.template.metadata.labels", tm.labels, "labels");
           checkMap(issues, "spec.template.metadata.annotations", tm.annotations, "annotations");
         }
-        issues.push(...validateContainerSpec(spec.template.spec, "spec.template.spec"));
+        issues.push(...validateContainerSpec(spec.template.spec, "spec.template.spec", 4));
       }
       break;
     }

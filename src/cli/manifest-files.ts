@@ -5,6 +5,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { extname, join } from "node:path";
 import { parseKind, type Kind } from "../api/kinds.js";
+import { MAX_NESTING_DEPTH, textNestingDepth } from "../api/nesting-depth.js";
 import { CliError } from "./errors.js";
 import { yaml } from "./format.js";
 
@@ -77,6 +78,8 @@ export interface ObjectRef {
  */
 export function manifestRefs(source: ManifestSource): ObjectRef[] {
   const refs: ObjectRef[] = [];
+  const { depth, line } = textNestingDepth(source.text, MAX_NESTING_DEPTH);
+  if (depth > MAX_NESTING_DEPTH) throw new CliError(`${source.path}: nests collections more than ${MAX_NESTING_DEPTH} levels deep (line ${line})`);
   const docs = yaml().parseAllDocuments(source.text);
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, i) => {

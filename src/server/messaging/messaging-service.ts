@@ -2,9 +2,10 @@
  * The unary MessagingService (Send, Request) for grpcurl and simple clients: the same router as
  * the worker streams, with the JSON `Value` form for hand-typed payloads.
  */
-import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { fromJsonString, toJson } from "@bufbuild/protobuf";
 import { ValueSchema, type Value } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { MAX_NESTING_DEPTH, textNestingDepth, valueNestingDepth } from "../../api/nesting-depth.js";
 import { parseTarget } from "../../api/target.js";
 import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
 import type { ServiceImpl } from "../grpc-adapter.js";
@@ -17,8 +18,27 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 function payloadOf(req: { data: Uint8Array; contentType: string; json?: Value }): [Uint8Array, string] {
-  if (req.data.length === 0 && req.json) return [encoder.encode(toJsonString(ValueSchema, req.json)), JSON_TYPE];
+  if (req.data.length === 0 && req.json) {
+    const value = toJson(ValueSchema, req.json);
+    if (valueNestingDepth(value) > MAX_NESTING_DEPTH) {
+      throw new ConnectError(`json: nests more than ${MAX_NESTING_DEPTH} levels deep`, Code.InvalidArgument);
+    }
+    return [encoder.encode(JSON.stringify(value)), JSON_TYPE];
+  }
   return [req.data, req.contentType || JSON_TYPE];
+}
+
+/** The reply as a JSON Value, when it is JSON that the caller's protobuf decoder can take. */
+function replyJson(data: Uint8Array, contentType: string): Value | undefined {
+  if (!isJson(contentType) || data.length === 0) return undefined;
+  const text = decoder.decode(data);
+  if (textNestingDepth(text, MAX_NESTING_DEPTH).depth > MAX_NESTING_DEPTH) return undefined;
+  try {
+    return fromJsonString(ValueSchema, text);
+  } catch {
+    // Not valid JSON despite its content type: the bytes still go back as they are.
+    return undefined;
+  }
 }
 
 function isJson(contentType: string): boolean {
@@ -73,15 +93,7 @@ export function createMessagingServiceImpl(options: { router: Router; metrics?: 
               reject(new ConnectError(message, code));
               return;
             }
-            let json: Value | undefined;
-            if (isJson(replyType) && replyData.length > 0) {
-              try {
-                json = fromJsonString(ValueSchema, decoder.decode(replyData));
-              } catch {
-                // Not valid JSON despite its content type: the bytes still go back as they are.
-              }
-            }
-            resolve({ data: replyData, contentType: replyType, json, container });
+            resolve({ data: replyData, contentType: replyType, json: replyJson(replyData, replyType), container });
           },
           data,
           contentType,
