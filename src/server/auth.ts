@@ -1,9 +1,20 @@
 /**
  * Bearer-token authentication for every RPC of the server, as a grpc-js server interceptor so
- * that it also guards the services not added through the adapter (reflection, health).
+ * that it also guards the services not added through the adapter (reflection). Health checks are
+ * the one exception: load balancers and orchestrator probes cannot send a token, and the answer
+ * (SERVING or not) reveals nothing a TCP connect would not.
  */
 import { timingSafeEqual } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+
+/** The methods anyone may call without a token: the standard gRPC health service. */
+export const OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/";
+
+/**
+ * What a refused caller is told to set: the variable the k4s CLI, the SDKs and the processes a
+ * worker host spawns all read the bearer token from, and the header any other client sends.
+ */
+const HINT = 'send "authorization: Bearer <token>" (the k4s CLI and SDK read it from K4S_TOKEN or --token)';
 
 /** Tells whether an `authorization` header value carries the expected bearer token. */
 export function bearerMatches(header: unknown, token: string): boolean {
@@ -14,28 +25,56 @@ export function bearerMatches(header: unknown, token: string): boolean {
 }
 
 /**
- * Creates an interceptor that refuses, with UNAUTHENTICATED, every call whose metadata lacks
- * `authorization: Bearer <token>`. The refusal happens before the handler runs.
+ * Creates an interceptor that refuses, with UNAUTHENTICATED, every call but a health check whose
+ * metadata lacks `authorization: Bearer <token>`. The refusal happens before the handler runs.
  */
 export function createAuthInterceptor(token: string): grpc.ServerInterceptor {
-  return (_method, call) =>
+  return (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata, mdNext) {
             const header = metadata.get("authorization")[0];
-            if (bearerMatches(header, token)) {
+            if (method.path.startsWith(OPEN_METHOD_PREFIX) || bearerMatches(header, token)) {
               mdNext(metadata);
             } else {
               call.sendStatus({
                 code: grpc.status.UNAUTHENTICATED,
-                details: header === undefined ? "missing bearer token: set --token or K4S_TOKEN" : "invalid bearer token",
+                details: header === undefined ? `missing bearer token: ${HINT}` : `invalid bearer token: ${HINT}`,
               });
             }
           },
         });
       },
     });
+}
+
+/**
+ * Makes `server` answer a method it does not serve only after its interceptors let the call
+ * through, so an unauthenticated caller learns UNAUTHENTICATED, not which methods exist.
+ * grpc-js itself answers UNIMPLEMENTED for such a path before any interceptor runs; this hands
+ * it a catch-all handler instead (through grpc-js's handler lookup, the one place that decides),
+ * which answers UNIMPLEMENTED naming the method.
+ */
+export function guardUnknownMethods(server: grpc.Server): void {
+  const lookup = server as unknown as { _retrieveHandler(path: string): unknown };
+  const retrieve = lookup._retrieveHandler;
+  if (typeof retrieve !== "function") throw new Error("this grpc-js version has no handler lookup to guard");
+  const passthrough = (value: Buffer) => value;
+  lookup._retrieveHandler = function (this: unknown, path: string) {
+    return (
+      retrieve.call(this, path) ?? {
+        type: "bidi",
+        path,
+        serialize: passthrough,
+        deserialize: passthrough,
+        func: (stream: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+          stream.on("data", () => {});
+          stream.emit("error", { code: grpc.status.UNIMPLEMENTED, details: `the server does not implement the method ${path}` });
+        },
+      }
+    );
+  };
 }
 
 /** Tells whether a listen address is a loopback one (safe to serve without a token). */

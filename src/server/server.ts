@@ -17,7 +17,7 @@ import { createReplicaSetController } from "./controllers/replicaset-controller.
 import { createServiceController } from "./controllers/service-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
 import { createEventRecorder, type EventRecorder } from "./events.js";
-import { createAuthInterceptor, isLoopback } from "./auth.js";
+import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions } from "./grpc-adapter.js";
 import { createLogServiceImpl } from "./handlers/log-service.js";
 import { createResourceServiceImpl } from "./handlers/resource-service.js";
@@ -147,6 +147,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
   });
+  if (options.token) guardUnknownMethods(grpcServer);
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
