@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
-import type { K4sServer } from "../src/server/server.js";
+import { createServer, type K4sServer } from "../src/server/server.js";
 import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 const BUF = fileURLToPath(new URL("../node_modules/.bin/buf", import.meta.url));
@@ -20,9 +20,11 @@ let url: string;
 
 /** Runs `buf curl --protocol grpc --http2-prior-knowledge ...args` and returns stdout. */
 async function bufCurl(...args: string[]): Promise<string> {
-  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args], { timeout: 30_000 });
+  const { stdout } = await run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args], { timeout: 30_000, cwd: ROOT });
   return stdout;
 }
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 before(async () => {
   server = await startTestServer();
@@ -83,5 +85,24 @@ test("apply, request, send, get and watch with hand-typed JSON", async () => {
     await eventually(() => /"(DELETED|MODIFIED)"/.test(out.slice(out.indexOf("BOOKMARK"))), 15_000, "the delete in the watch");
   } finally {
     watch.kill();
+  }
+});
+
+test("with a token: -H alone fails at reflection; -H with --reflect-header '*' works; health needs none (schema from proto/)", async () => {
+  const guarded = createServer({ port: 0, token: "s3cret", onError: () => {} });
+  await guarded.start();
+  try {
+    const base = `http://${guarded.address}`;
+    const auth = "authorization: Bearer s3cret";
+    const headerOnly = await bufCurl("-H", auth, "-d", '{"kind": "Container"}', `${base}/k4s.v1.ResourceService/List`).catch((e) => e);
+    // buf curl reports the refused reflection as "not authenticated" or as a missing service.
+    assert.match(String(headerOnly.stderr), /not authenticated|failed to find service/i, "reflection is refused without --reflect-header");
+    const services = await bufCurl("-H", auth, "--reflect-header", "*", "--list-services", base);
+    assert.ok(services.split("\n").includes("k4s.v1.ResourceService"), services);
+    const listed = JSON.parse(await bufCurl("-H", auth, "--reflect-header", "*", "-d", '{"kind": "Container"}', `${base}/k4s.v1.ResourceService/List`));
+    assert.ok(typeof listed.resourceVersion === "string", JSON.stringify(listed));
+    assert.deepEqual(JSON.parse(await bufCurl("--schema", "proto", `${base}/grpc.health.v1.Health/Check`)), { status: "SERVING" });
+  } finally {
+    await guarded.stop();
   }
 });
