@@ -13,6 +13,7 @@ import { parseManifest, parseManifestDocuments, validateObject, MAX_MANIFEST_BYT
 import { matchesSelector, isValidGlob } from "../src/api/selector.js";
 import { validateName } from "../src/api/names.js";
 import { kindOf } from "../src/api/kinds.js";
+import { fieldViolations } from "../src/api/bad-request.js";
 import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container, type ReplicaSet, type Service } from "../src/gen/k4s/v1/resources_pb.js";
 
 function rejects(text: string, re: RegExp): string {
@@ -248,6 +249,40 @@ test("reports problems of several documents in one error", () => {
     "kind: Pod\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: B}\n",
     /^document 1: kind: unknown kind .*; document 2 \(Container "B"\): metadata\.name: /,
   );
+});
+
+test("each problem is also a google.rpc.BadRequest field violation: manifest[i] (0-based) and the JSON path", () => {
+  const text = [
+    "kind: Pod\nmetadata: {name: a}",
+    "kind: ReplicaSet\nmetadata: {name: calc}\nspec: {replicas: -1, container: t}",
+    "kind: List\nitems:\n- kind: Container\n  metadata: {name: x}\n  spec: {queueLimit: nope}",
+    "kind: Container\nmetadata: {name: y}\nspec: {module: m: n}",
+  ].join("\n---\n");
+  let err: unknown;
+  try {
+    parseManifest(text);
+  } catch (e) {
+    err = e;
+  }
+  assert.match(ConnectError.from(err).rawMessage, /^document 1: kind: unknown kind .*; document 2 \(ReplicaSet "calc"\): spec\.replicas: must be between 0 and 10000, got -1; /);
+  assert.deepEqual(
+    fieldViolations(err).map((v) => ({ field: v.field, description: v.description })),
+    [
+      { field: "manifest[0].kind", description: 'unknown kind string "Pod", expected one of Container, ReplicaSet, Service' },
+      { field: "manifest[1].spec.replicas", description: "must be between 0 and 10000, got -1" },
+      { field: "manifest[2].items[0].spec.queueLimit", description: 'expected an integer, got string "nope"' },
+      { field: "manifest[3]", description: fieldViolations(err)[3]!.description },
+    ],
+  );
+  assert.match(fieldViolations(err)[3]!.description, /^invalid YAML: /);
+  for (const [bad, field] of [["x".repeat(MAX_MANIFEST_BYTES + 1), "manifest"], ["[".repeat(40), "manifest"]] as const) {
+    try {
+      parseManifest(bad);
+      assert.fail("accepted");
+    } catch (e) {
+      assert.equal(fieldViolations(e)[0]?.field, field);
+    }
+  }
 });
 
 test("validateObject checks typed objects the same way", () => {

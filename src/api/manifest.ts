@@ -17,9 +17,9 @@ import {
   type Message,
 } from "@bufbuild/protobuf";
 import { isWrapperDesc, StructSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { parseAllDocuments } from "yaml";
 import { API_VERSION, KINDS, kindInfo, kindOf, parseKind, type AnyObject, type Kind } from "./kinds.js";
+import { badRequest, violationsOf, type FieldViolation } from "./bad-request.js";
 import { assertTextNesting, MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
 import { formatIssues, validateObject, type FieldIssue } from "./validate.js";
 
@@ -299,38 +299,53 @@ function docLabel(index: number, kind?: string, name?: string): string {
   return `document ${index} (${kind}${name ? ` "${name}"` : ""})`;
 }
 
-function failWith(errors: string[]): never {
+function failWith(errors: string[], violations: FieldViolation[]): never {
   const shown = errors.slice(0, MAX_REPORTED_ERRORS);
   if (errors.length > shown.length) shown.push(`and ${errors.length - shown.length} more errors`);
-  throw new ConnectError(shown.join("; "), Code.InvalidArgument);
+  throw badRequest(shown.join("; "), violations);
+}
+
+/** The request path of document `index` (1-based) of a manifest: `manifest[0]` is the first. */
+function docPath(index: number): string {
+  return `manifest[${index - 1}]`;
 }
 
 /**
  * Parses manifest text into typed objects with the documents they came from. Throws one
- * INVALID_ARGUMENT ConnectError listing every problem (document, field path, reason).
+ * INVALID_ARGUMENT ConnectError listing every problem (document, field path, reason) in its
+ * message, and each as a `google.rpc.BadRequest` field violation whose field is
+ * `manifest[i].<path>` (the i-th document, 0-based, in JSON field names) or `manifest`.
  */
 export function parseManifestDocuments(text: string): ManifestDocument[] {
   const bytes = Buffer.byteLength(text, "utf8");
   if (bytes > MAX_MANIFEST_BYTES) {
-    throw new ConnectError(`manifest is ${bytes} bytes, more than the limit of ${MAX_MANIFEST_BYTES} bytes (1 MiB)`, Code.InvalidArgument);
+    const reason = `is ${bytes} bytes, more than the limit of ${MAX_MANIFEST_BYTES} bytes (1 MiB)`;
+    throw badRequest(`manifest ${reason}`, [{ field: "manifest", description: reason }]);
   }
   // A document marker at the start of a line always starts a new document, so counting them is
   // a cheap upper bound that keeps a flood of tiny documents from reaching the parser.
   const markers = text.match(/^---/gm)?.length ?? 0;
   if (markers + 1 > MAX_DOCUMENTS) {
-    throw new ConnectError(`manifest has ${markers + 1} documents, more than the limit of ${MAX_DOCUMENTS}`, Code.InvalidArgument);
+    const reason = `has ${markers + 1} documents, more than the limit of ${MAX_DOCUMENTS}`;
+    throw badRequest(`manifest ${reason}`, [{ field: "manifest", description: reason }]);
   }
   // The YAML parser recurses per level: a deep document must never reach it.
   assertTextNesting(text, "manifest");
   const parsed = parseAllDocuments(text, { uniqueKeys: true, prettyErrors: true, merge: false, intAsBigInt: false });
   const docs = Array.isArray(parsed) ? parsed : [];
   const errors: string[] = [];
+  const violations: FieldViolation[] = [];
+  /** Records a problem: `label: reason` in the message, `field` with the reason as a violation. */
+  const report = (label: string, field: string, reason: string) => {
+    errors.push(`${label}: ${reason}`);
+    violations.push({ field, description: reason });
+  };
   const out: ManifestDocument[] = [];
   const seen = new Map<string, string>();
   docs.forEach((doc, i) => {
     const index = i + 1;
     if (doc.errors.length > 0) {
-      for (const e of doc.errors) errors.push(`${docLabel(index)}: invalid YAML: ${e.message.split("\n")[0]!.replace(/:$/, "")}`);
+      for (const e of doc.errors) report(docLabel(index), docPath(index), `invalid YAML: ${e.message.split("\n")[0]!.replace(/:$/, "")}`);
       return;
     }
     let js: unknown;
@@ -340,40 +355,40 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       const reason = /alias/i.test((e as Error).message)
         ? `too many alias expansions (limit ${MAX_ALIAS_COUNT}); the document looks like an alias bomb`
         : (e as Error).message;
-      errors.push(`${docLabel(index)}: invalid YAML: ${reason}`);
+      report(docLabel(index), docPath(index), `invalid YAML: ${reason}`);
       return;
     }
     if (js === null || js === undefined) return;
     if (valueNestingDepth(js) > MAX_NESTING_DEPTH) {
-      errors.push(`${docLabel(index)}: nests collections more than ${MAX_NESTING_DEPTH} levels deep once its aliases are expanded`);
+      report(docLabel(index), docPath(index), `nests collections more than ${MAX_NESTING_DEPTH} levels deep once its aliases are expanded`);
       return;
     }
     if (isPlainObject(js) && js["kind"] === "List") {
       // What `k4s get -o yaml` prints for several objects, as kubectl's List.
       const extra = Object.keys(js).filter((k) => !["kind", "apiVersion", "items", "metadata"].includes(k));
-      if (extra.length > 0) errors.push(`${docLabel(index)} (List): ${extra[0]}: unknown field "${extra[0]}" (known: apiVersion, kind, items)`);
+      if (extra.length > 0) report(`${docLabel(index)} (List): ${extra[0]}`, `${docPath(index)}.${extra[0]}`, `unknown field "${extra[0]}" (known: apiVersion, kind, items)`);
       const items = js["items"] ?? [];
       if (!Array.isArray(items)) {
-        errors.push(`${docLabel(index)} (List): items: expected a list, got ${describeValue(items)}`);
+        report(`${docLabel(index)} (List): items`, `${docPath(index)}.items`, `expected a list, got ${describeValue(items)}`);
         return;
       }
-      items.forEach((item, i) => take(item, index, `document ${index} items[${i}]`));
+      items.forEach((item, i) => take(item, index, `document ${index} items[${i}]`, `${docPath(index)}.items[${i}]`));
       return;
     }
-    take(js, index, `document ${index}`);
+    take(js, index, `document ${index}`, docPath(index));
   });
 
-  /** Converts one object of document `index`; `where` names it in errors. */
-  function take(js: unknown, index: number, where: string): void {
+  /** Converts one object of document `index`; `where` names it in errors, `path` in violations. */
+  function take(js: unknown, index: number, where: string, path: string): void {
     if (!isPlainObject(js)) {
-      errors.push(`${where}: expected a mapping with kind, metadata and spec, got ${describeValue(js)}`);
+      report(where, path, `expected a mapping with kind, metadata and spec, got ${describeValue(js)}`);
       return;
     }
     const kindValue = js["kind"];
     const meta = js["metadata"];
     const name = isPlainObject(meta) && typeof meta["name"] === "string" ? meta["name"] : undefined;
     if (kindValue === undefined || kindValue === null || kindValue === "") {
-      errors.push(`${where}: kind: required, one of ${KINDS.join(", ")}`);
+      report(`${where}: kind`, `${path}.kind`, `required, one of ${KINDS.join(", ")}`);
       return;
     }
     if (typeof kindValue !== "string" || !(KINDS as readonly string[]).includes(kindValue)) {
@@ -384,7 +399,7 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
       } catch {
         hint = "";
       }
-      errors.push(`${where}: kind: unknown kind ${describeValue(kindValue)}${hint}, expected one of ${KINDS.join(", ")}`);
+      report(`${where}: kind`, `${path}.kind`, `unknown kind ${describeValue(kindValue)}${hint}, expected one of ${KINDS.join(", ")}`);
       return;
     }
     const kind = kindValue as Kind;
@@ -407,18 +422,19 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
     }
     if (issues.length > 0) {
       errors.push(`${label}: ${formatIssues(issues)}`);
+      violations.push(...violationsOf(issues, path));
       return;
     }
     const key = `${kind}/${name}`;
     const first = seen.get(key);
     if (first !== undefined) {
-      errors.push(`${label}: duplicate of ${first}, a manifest may declare each object once`);
+      report(label, `${path}.metadata.name`, `duplicate of ${first}, a manifest may declare each object once`);
       return;
     }
     seen.set(key, where);
     out.push({ index, object: obj! });
   }
-  if (errors.length > 0) failWith(errors);
+  if (errors.length > 0) failWith(errors, violations);
   return out;
 }
 

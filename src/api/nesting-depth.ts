@@ -5,7 +5,7 @@
  * lists exhausts its stack and heap; protobuf decoders (protobuf-es, Python, Go) refuse messages
  * nested deeper than 100, and every level of a `google.protobuf.Struct` costs two of those.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { badRequest } from "./bad-request.js";
 
 /**
  * The deepest nesting of collections (mappings and lists) an object may have, counting its own
@@ -256,14 +256,12 @@ export function valueNestingDepth(value: unknown, limit = MAX_NESTING_DEPTH): nu
 
 /**
  * Throws INVALID_ARGUMENT when text nests deeper than `limit`, before anything parses it;
- * `what` names the text in the message ("manifest", "json").
+ * `what` is the request field that holds the text ("manifest"), named in the message.
  */
 export function assertTextNesting(text: string, what: string, limit = MAX_NESTING_DEPTH): void {
   const { depth, line } = textNestingDepth(text, limit);
   if (depth > limit) {
-    throw new ConnectError(
-      `${what} nests collections more than ${limit} levels deep (line ${line}); k4s accepts at most ${limit}`,
-      Code.InvalidArgument,
-    );
+    const reason = `nests collections more than ${limit} levels deep (line ${line}); k4s accepts at most ${limit}`;
+    throw badRequest(`${what} ${reason}`, [{ field: what, description: reason }]);
   }
 }

@@ -15,6 +15,7 @@ import {
   type MessageShape,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../api/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 
@@ -119,10 +120,22 @@ function isMessage(value: unknown, schema: DescMessage): value is MessageShape<D
   return typeof value === "object" && value !== null && (value as { $typeName?: string }).$typeName === schema.typeName;
 }
 
-/** Converts any thrown value into a grpc-js status object. */
+/** The trailer that carries a status's details (a serialized `google.rpc.Status`). */
+const STATUS_DETAILS = "grpc-status-details-bin";
+
+/**
+ * Converts any thrown value into a grpc-js status object; an error's details (such as a
+ * `google.rpc.BadRequest`) travel in the `grpc-status-details-bin` trailer, encoded by
+ * connect-es as its own gRPC servers do.
+ */
 export function toGrpcStatus(err: unknown): grpc.StatusObject {
   const e = ConnectError.from(err);
-  return { code: e.code as number as grpc.status, details: e.rawMessage, metadata: new grpc.Metadata() };
+  const metadata = new grpc.Metadata();
+  if (e.details.length > 0) {
+    const details = setTrailerStatus(new Headers(), e).get(STATUS_DETAILS);
+    if (details) metadata.set(STATUS_DETAILS, Buffer.from(details, "base64"));
+  }
+  return { code: e.code as number as grpc.status, details: e.rawMessage, metadata };
 }
 
 /** Creates the grpc-js service definition (paths, codecs, streaming flags) of a service. */
