@@ -71,6 +71,7 @@ export function createProgram(): Command {
  * `error: <message>`, on stderr and set exit code 1; usage errors are commander's (exit 1).
  */
 export async function main(argv: string[], program: Command = createProgram()): Promise<void> {
+  exitQuietlyOnClosedOutput();
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -81,5 +82,18 @@ export async function main(argv: string[], program: Command = createProgram()): 
     const server = program.opts<{ server?: string }>().server;
     process.stderr.write(`error: ${formatError(err, server)}\n`);
     process.exitCode = 1;
+  }
+}
+
+/**
+ * Ends the process quietly when its reader went away (`k4s events | head`): like every Unix tool
+ * killed by SIGPIPE, without the stack trace Node prints for an unhandled EPIPE.
+ */
+function exitQuietlyOnClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE" || err.code === "ERR_STREAM_DESTROYED") process.exit(process.exitCode ?? 0);
+      throw err;
+    });
   }
 }
