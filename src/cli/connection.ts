@@ -4,6 +4,8 @@
  */
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
+import type { ConnectError } from "@connectrpc/connect";
+import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { createClient, type K4sClient } from "../client/client.js";
 import type { TlsOptions } from "../workers/runtime/session.js";
 import { CliError } from "./errors.js";
@@ -18,7 +20,7 @@ export interface GlobalOptions {
 
 /** The default server address: $K4S_ADDRESS, else the local default port. */
 export function defaultServer(): string {
-  return process.env.K4S_ADDRESS || "127.0.0.1:50051";
+  return process.env.K4S_ADDRESS || `127.0.0.1:${DEFAULT_PORT}`;
 }
 
 /** Reads the global options as seen from a (sub)command. */
@@ -34,7 +36,16 @@ export function globalOptions(cmd: Command): GlobalOptions {
     const servername = o.tlsServerName || env.K4S_TLS_SERVERNAME;
     if (servername) tls.servername = servername;
   }
-  return { server: o.server || defaultServer(), token: o.token || env.K4S_TOKEN || undefined, tls };
+  return { server: serverAddress(o.server || defaultServer()), token: o.token || env.K4S_TOKEN || undefined, tls };
+}
+
+/** Checks and completes --server (a bare host means the default port); a bad one is a usage error. */
+function serverAddress(text: string): string {
+  try {
+    return normalizeAddress(text);
+  } catch (err) {
+    throw new CliError((err as ConnectError).rawMessage);
+  }
 }
 
 function readPem(path: string): Buffer {

@@ -3,6 +3,7 @@
  * scale, send, request, logs, events) plus the `server` and `worker` processes themselves.
  */
 import { Command, CommanderError } from "commander";
+import { normalizeAddress } from "../api/address.js";
 import { applyCommand } from "./apply.js";
 import { defaultServer } from "./connection.js";
 import { deleteCommand } from "./delete.js";
@@ -79,8 +80,7 @@ export async function main(argv: string[], program: Command = createProgram()): 
       process.exitCode = err.exitCode;
       return;
     }
-    const server = program.opts<{ server?: string }>().server;
-    process.stderr.write(`error: ${formatError(err, server)}\n`);
+    process.stderr.write(`error: ${formatError(err, namedServer(program))}\n`);
     process.exitCode = 1;
   }
 }
@@ -95,5 +95,15 @@ function exitQuietlyOnClosedOutput(): void {
       if (err.code === "EPIPE" || err.code === "ERR_STREAM_DESTROYED") process.exit(process.exitCode ?? 0);
       throw err;
     });
+  }
+}
+
+/** The server address the command used, as dialled (with the default port), to name in errors. */
+function namedServer(program: Command): string | undefined {
+  const server = program.opts<{ server?: string }>().server;
+  try {
+    return server === undefined ? undefined : normalizeAddress(server);
+  } catch {
+    return server;
   }
 }

@@ -4,12 +4,12 @@ import { parseKind, type Kind } from "../api/kinds.js";
 import { CliError } from "./errors.js";
 import { parseDuration } from "./duration.js";
 
-/** Parses a whole number >= min, for commander options. */
-export function intOption(min = 0): (value: string) => number {
+/** Parses a whole number >= min (and <= max when given), for commander options. */
+export function intOption(min = 0, max?: number): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+      throw new InvalidArgumentError(max === undefined ? `expected a whole number >= ${min}` : `expected a whole number between ${min} and ${max}`);
     }
     return n;
   };

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { DEFAULT_PORT } from "../api/address.js";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
 import { intOption } from "./options.js";
@@ -44,14 +45,14 @@ export function serverCommand(): Command {
   return new Command("server")
     .description("run a k4s server (and a local worker host for the built-in workers)")
     .option("--host <host>", "interface to listen on", "127.0.0.1")
-    .option("--port <n>", "port to listen on (0 picks a free one; the bound address is printed)", intOption(0), 50051)
+    .option("--port <n>", "port to listen on (0 picks a free one; the bound address is printed)", intOption(0, 65535), DEFAULT_PORT)
     .option("--data-dir <dir>", "folder of the durable state", "./k4s-data")
     .option("--memory", "keep state in memory only (lost on exit)")
     .option("--no-local-worker", "do not start the local worker host")
     .option("--heartbeat-ms <n>", "heartbeat interval announced to worker sessions", intOption(1))
     .option("--tls-cert <file>", "serve TLS with this PEM certificate chain (needs --tls-key)")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
-    .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0))
+    .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0, 65535))
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;

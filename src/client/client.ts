@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { normalizeAddress } from "../api/address.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
 import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
@@ -181,8 +182,9 @@ function sendResult(res: { container: string }): { container: string } {
 
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions): K4sClient {
-  // Accept "http(s)://host:port" too, as copied from a URL; https means TLS.
-  const address = options.address.replace(/^https?:\/\//, "").replace(/\/+$/, "");
+  // Accept "http(s)://host:port" too, as copied from a URL; https means TLS. A bare host means
+  // the default port, as for the server.
+  const address = normalizeAddress(options.address);
   const tlsOption = options.tls ?? (/^https:\/\//.test(options.address) ? true : undefined);
   const tls = tlsOption === true ? {} : tlsOption || undefined;
   const baseUrl = `${tls ? "https" : "http"}://${address}`;

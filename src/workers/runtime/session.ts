@@ -16,6 +16,7 @@ import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { normalizeAddress } from "../../api/address.js";
 import { decodeConnectResponse, encodeConnectRequest } from "../../api/frame-codec.js";
 import {
   CallSchema,
@@ -493,7 +494,7 @@ class SessionImpl implements Session {
         end(
           status.code === grpc.status.OK
             ? new ConnectError("server ended the stream", Code.Unavailable)
-            : new ConnectError(status.details, status.code as number as Code),
+            : new ConnectError(statusMessage(status.details), status.code as number as Code),
         );
       });
       stream.write(create(ConnectRequestSchema, { frames: [this.firstFrame()] }));
@@ -593,7 +594,17 @@ class SessionImpl implements Session {
   }
 }
 
+/**
+ * The message of a stream's status, without the wrapping grpc-js puts around a failed connect
+ * ("No connection established. Last error: Error: connect ECONNREFUSED ... Resolution note:"),
+ * so it reads like the same failure on the unary API: "connect ECONNREFUSED 127.0.0.1:1".
+ */
+function statusMessage(details: string): string {
+  const m = /^No connection established\. Last error: (?:Error: )?([^]*?)\.?(?: Resolution note:[^]*)?$/.exec(details);
+  return m ? m[1]!.trim() : details;
+}
+
 /** Opens a session on WorkerService.Connect; see SessionOptions. */
 export function openSession(options: SessionOptions): Session {
-  return new SessionImpl(options);
+  return new SessionImpl({ ...options, address: normalizeAddress(options.address) });
 }
