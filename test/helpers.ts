@@ -36,9 +36,13 @@ export interface Proc {
   kill(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
-/** Spawns `node bin/k4s.js ...args` and collects its output. */
-export function spawnK4s(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [K4S_BIN, ...args], {
+/**
+ * Spawns `node bin/k4s.js ...args` and collects its output; `via` is a command that runs it
+ * (e.g. `setpriv --reuid=...` to run it as another user).
+ */
+export function spawnK4s(args: string[], env: Record<string, string> = {}, via: readonly string[] = []): Proc {
+  const argv = [...via, process.execPath, K4S_BIN, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });

@@ -40,6 +40,12 @@ const HEALTHY_RUN_MS = 10_000;
 /** How long a stopping worker host gets before it is killed. */
 const WORKER_STOP_GRACE_MS = 8_000;
 
+/** What to do about a port in use, per setting. */
+const STARTUP_HINTS: Record<string, string> = {
+  port: "another k4s server? pick another --port",
+  metricsPort: "pick another --metrics-port",
+};
+
 /** Creates the server command. */
 export function serverCommand(): Command {
   return new Command("server")
@@ -57,10 +63,16 @@ export function serverCommand(): Command {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
       const { token } = globalOptions(cmd);
-      // grpc-js would also log a failed bind on its own; the one error line below says it all.
-      process.env.GRPC_VERBOSITY ??= "NONE";
+      // grpc-js would also log a failed bind on its own ("No address added out of total 1
+      // resolved"); the one error line below says it all. It is loaded already (the client
+      // modules use it), so its environment variable would be read too late.
+      if (!process.env.GRPC_VERBOSITY) {
+        const grpc = await import("@grpc/grpc-js");
+        grpc.setLogVerbosity(grpc.logVerbosity.NONE);
+      }
       // Loaded here so client commands do not pay for the server's modules.
       const { createServer } = await import("../server/server.js");
+      const { StartupError } = await import("../server/startup-error.js");
       const server = createServer({
         host: opts.host,
         port: opts.port,
@@ -73,12 +85,9 @@ export function serverCommand(): Command {
       try {
         await server.start();
       } catch (err) {
-        const message = (err as Error).message;
-        if (/EADDRINUSE/.test(message)) {
-          throw new CliError(`cannot listen on ${opts.host}:${opts.port}: address already in use (another k4s server? pick another --port)`);
-        }
-        if (/EADDRNOTAVAIL|EACCES/.test(message)) throw new CliError(`cannot listen on ${opts.host}:${opts.port}: ${message}`);
-        throw err;
+        if (!(err instanceof StartupError)) throw err;
+        const hint = STARTUP_HINTS[err.setting];
+        throw new CliError(hint && /address already in use/.test(err.message) ? `${err.message} (${hint})` : err.message);
       }
       console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
       if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);

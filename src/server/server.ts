@@ -7,7 +7,8 @@ import { toBinary, type DescFile } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { DEFAULT_PORT } from "../api/address.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
@@ -28,7 +29,8 @@ import { createResourceStore, type ResourceStore } from "./resource-store.js";
 import { openSqliteStore } from "./store/sqlite-store.js";
 import type { Store } from "./store/store.js";
 import { join } from "node:path";
-import { mkdirSync } from "node:fs";
+import { prepareDataDir, removeCreatedDirs } from "./data-dir.js";
+import { listenError, reasonOf, StartupError } from "./startup-error.js";
 
 /** ServerOptions configure a k4s server. */
 export interface ServerOptions {
@@ -66,6 +68,11 @@ export interface K4sServer {
   readonly metrics: Metrics;
   /** Port of the `/metrics` endpoint once started, when served. */
   readonly metricsPort: number | undefined;
+  /**
+   * Binds the port (and the metrics port), then opens the data dir and the store, then starts
+   * the controllers. A failure rejects with a StartupError naming the address or path and the
+   * reason, and leaves nothing bound and nothing written.
+   */
   start(): Promise<void>;
   /** Stops controllers and sessions, then the port, then closes the store. */
   stop(): Promise<void>;
@@ -91,21 +98,38 @@ function codeName(code: number): string {
   return name ? name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() : String(code);
 }
 
-/** Wraps a store so that every committed write transaction is counted. */
-function countWrites(store: Store, metrics: Metrics): Store {
+/**
+ * The server's Store, opened when the server starts (so a server that cannot bind its port
+ * writes nothing), with every committed write transaction counted.
+ */
+function countWrites(current: () => Store, metrics: Metrics): Store {
   return {
-    revision: () => store.revision(),
-    get: (key) => store.get(key),
-    range: (prefix) => store.range(prefix),
+    revision: () => current().revision(),
+    get: (key) => current().get(key),
+    range: (prefix) => current().range(prefix),
     async txn(compares, ops) {
-      const result = await store.txn(compares, ops);
+      const result = await current().txn(compares, ops);
       if (result.succeeded && ops.length > 0) metrics.storeWrites.inc();
       return result;
     },
-    watch: (prefix, from, signal) => store.watch(prefix, from, signal),
-    compactRevision: () => store.compactRevision(),
-    close: () => store.close(),
+    watch: (prefix, from, signal) => current().watch(prefix, from, signal),
+    compactRevision: () => current().compactRevision(),
+    close: () => current().close(),
   };
+}
+
+/** Opens the durable store in a data dir (or an in-memory one); failures name the path. */
+function openStore(dataDir: string | undefined, historyLimit: number | undefined): Store {
+  if (!dataDir) return openSqliteStore({ historyLimit });
+  const dir = prepareDataDir(dataDir);
+  const path = join(dir.path, "k4s.db");
+  try {
+    return openSqliteStore({ path, historyLimit });
+  } catch (err) {
+    removeCreatedDirs(dir.created);
+    const reason = err instanceof ConnectError ? err.rawMessage.replace(`store ${path} is `, "") : reasonOf(err);
+    throw new StartupError(`cannot open the store ${path}: ${reason}`, "dataDir");
+  }
 }
 
 /** Creates a k4s server; call start() to open its store and port. */
@@ -115,15 +139,13 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     throw new Error(`refusing to listen on ${host} without a token: set --token (or K4S_TOKEN), or listen on 127.0.0.1`);
   }
   const onError = options.onError ?? ((message, err) => console.error(`k4s: ${message}`, err ?? ""));
-  let store: Store;
-  if (options.dataDir) {
-    mkdirSync(options.dataDir, { recursive: true });
-    store = openSqliteStore({ path: join(options.dataDir, "k4s.db"), historyLimit: options.historyLimit });
-  } else {
-    store = openSqliteStore({ historyLimit: options.historyLimit });
-  }
+  let store: Store | undefined;
+  const current = (): Store => {
+    if (!store) throw new ConnectError("the k4s server is not started", Code.Unavailable);
+    return store;
+  };
   const metrics = createMetrics();
-  const resources = createResourceStore(countWrites(store, metrics));
+  const resources = createResourceStore(countWrites(current, metrics));
   const events = createEventRecorder();
   const logs = createLogStore();
   const onReconcile = (r: ReconcileReport) =>
@@ -191,18 +213,32 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       return metricsServer?.port;
     },
     async start() {
-      port = await new Promise<number>((resolve, reject) =>
-        grpcServer.bindAsync(
-          `${host.includes(":") ? `[${host}]` : host}:${options.port ?? 50051}`,
-          credentials,
-          (err, p) => (err ? reject(err) : resolve(p)),
-        ),
-      );
+      // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
+      const hostPart = host.includes(":") ? `[${host}]` : host;
+      const wanted = `${hostPart}:${options.port ?? DEFAULT_PORT}`;
+      try {
+        port = await new Promise<number>((resolve, reject) =>
+          grpcServer.bindAsync(wanted, credentials, (err, p) => (err ? reject(err) : resolve(p))),
+        ).catch((err) => {
+          throw listenError(err, "listen", wanted, "port");
+        });
+        if (options.metricsPort !== undefined) {
+          const metricsPort = options.metricsPort;
+          metricsServer = await serveMetrics(metrics.registry, host, metricsPort).catch((err) => {
+            throw listenError(err, "serve metrics", `${hostPart}:${metricsPort}`, "metricsPort");
+          });
+        }
+        store = openStore(options.dataDir, options.historyLimit);
+      } catch (err) {
+        await metricsServer?.close();
+        metricsServer = undefined;
+        grpcServer.forceShutdown();
+        throw err;
+      }
       await messaging.start();
       for (const c of controllers) await c.start();
       health.setStatus("", "SERVING");
       for (const s of serviceNames) health.setStatus(s, "SERVING");
-      if (options.metricsPort !== undefined) metricsServer = await serveMetrics(metrics.registry, host, options.metricsPort);
     },
     async stop() {
       health.setStatus("", "NOT_SERVING");
@@ -219,7 +255,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
           resolve();
         });
       });
-      await store.close();
+      await store?.close();
     },
   };
 }
