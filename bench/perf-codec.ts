@@ -9,7 +9,7 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
-} from "../src/api/frame-codec.js";
+} from "../src/transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../src/gen/k4s/v1/worker_service_pb.js";
 
 const payload = new Uint8Array(100).fill(7);

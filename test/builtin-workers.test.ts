@@ -5,9 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { decodePayload, encodePayload, type Payload } from "../src/api/payload.js";
-import { createContainerRuntime, type ResultError } from "../src/workers/runtime/context.js";
+import { createContainerRuntime, type ResultError } from "../src/workers/runtime/container-runtime.js";
 import type { WorkerDefinition } from "../src/workers/runtime/define-worker.js";
-import type { CallOptions, CallReply } from "../src/workers/runtime/session.js";
+import type { CallOptions, CallReply } from "../src/transport/session.js";
 import { builtinWorkers, calculate } from "../src/workers/builtin/index.js";
 
 interface Result {

@@ -17,7 +17,7 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
-} from "../src/api/frame-codec.js";
+} from "../src/transport/frame-codec.js";
 
 const u64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 1n, max: 2n ** 32n }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
 const i32 = fc.oneof(fc.constant(0), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }));

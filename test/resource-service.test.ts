@@ -13,8 +13,8 @@ import { ResourceService, type WatchResponse } from "../src/gen/k4s/v1/resource_
 import { ContainerSchema, ReplicaSetSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { wrap } from "../src/api/kinds.js";
 import { addService } from "../src/server/grpc-adapter.js";
-import { createResourceServiceImpl } from "../src/server/handlers/resource-service.js";
-import { createResourceStore } from "../src/server/resource-store.js";
+import { createResourceService } from "../src/server/handlers/resource-service.js";
+import { createResourceStore } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import type { K4sServer } from "../src/server/server.js";
 import { eventually, startTestServer } from "./helpers.js";
@@ -291,7 +291,7 @@ test("watch from a version older than the kept history is OUT_OF_RANGE", async (
   const store = openSqliteStore({ historyLimit: 5 });
   const resources = createResourceStore(store);
   const grpcServer = new grpc.Server();
-  addService(grpcServer, ResourceService, createResourceServiceImpl({ resources }));
+  addService(grpcServer, ResourceService, createResourceService({ resources }));
   const port = await new Promise<number>((resolve, reject) =>
     grpcServer.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );

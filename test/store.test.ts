@@ -14,7 +14,8 @@ import fc from "fast-check";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store, StoreEvent } from "../src/server/store/store.js";
-import { createResourceStore, type ObjectEvent } from "../src/server/resource-store.js";
+import { createResourceStore } from "../src/server/store/create-resource-store.js";
+import type { ObjectEvent } from "../src/server/store/resource-store.js";
 import { ContainerSchema, ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 
 const enc = (s: string) => new TextEncoder().encode(s);

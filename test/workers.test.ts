@@ -19,14 +19,14 @@ import {
   type ConnectResponse,
   type WorkerFrame,
 } from "../src/gen/k4s/v1/worker_service_pb.js";
-import { addService, type ServiceImpl } from "../src/server/grpc-adapter.js";
+import { addService, type ServiceHandlers } from "../src/server/grpc-adapter.js";
 import { decodePayload, encodePayload } from "../src/api/payload.js";
-import { createContainerRuntime, type ResultError } from "../src/workers/runtime/context.js";
+import { createContainerRuntime, type ResultError } from "../src/workers/runtime/container-runtime.js";
 import { defineWorker, type WorkerDefinition } from "../src/workers/runtime/define-worker.js";
-import { openSession } from "../src/workers/runtime/session.js";
-import { runWorkerHost } from "../src/workers/runtime/host.js";
+import { openSession } from "../src/transport/session.js";
+import { runWorkerHost } from "../src/workers/runtime/worker-host.js";
 import { attach } from "../src/workers/runtime/attach.js";
-import type { CallOptions } from "../src/workers/runtime/session.js";
+import type { CallOptions } from "../src/transport/session.js";
 
 // ---------------------------------------------------------------- payload
 
@@ -350,7 +350,7 @@ async function startFake(options: { port?: number; behaviour?: (c: FakeConn, f: 
       })();
     },
   };
-  addService(server, WorkerService, impl as unknown as ServiceImpl<typeof WorkerService>);
+  addService(server, WorkerService, impl as unknown as ServiceHandlers<typeof WorkerService>);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`127.0.0.1:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
@@ -588,13 +588,11 @@ test("session: calls made while the server is unreachable fail with UNAVAILABLE 
 
 // ---------------------------------------------------------------- end to end: real server, real host process
 
-import { spawn } from "node:child_process";
 import { ContainerSchema, ServiceSchema, type ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
-import { eventually, startTestServer } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer } from "./helpers.js";
 import type { K4sServer } from "../src/server/server.js";
-import type { Session } from "../src/workers/runtime/session.js";
+import type { Session } from "../src/transport/session.js";
 
-const HOST_MAIN = fileURLToPath(new URL("../src/workers/runtime/host-main.ts", import.meta.url));
 const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
 
 /** Worker module served by the e2e host besides the built-ins. */
@@ -640,28 +638,17 @@ interface E2E {
 }
 
 let e2e: E2E | undefined;
-let e2eSkip: string | undefined;
 
-async function setupE2E(): Promise<E2E | undefined> {
-  if (e2e || e2eSkip) return e2e;
-  let server: K4sServer;
-  try {
-    server = await startTestServer({ heartbeatIntervalMs: 1000 });
-  } catch (err) {
-    e2eSkip = `server not available: ${(err as Error).message}`;
-    return undefined;
-  }
+async function setupE2E(): Promise<E2E> {
+  if (e2e) return e2e;
+  const server = await startTestServer({ heartbeatIntervalMs: 1000 });
   const dir = mkdtempSync(join(tmpdir(), "k4s-e2e-"));
   writeFileSync(join(dir, "e2e-module.ts"), E2E_MODULE);
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
   writeFileSync(join(dir, "failing.ts"), FAILING_SCRIPT);
-  const child = spawn(process.execPath, ["--import", "tsx", HOST_MAIN, "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.ts")}`], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  child.stdout!.on("data", (d) => (out += d));
-  child.stderr!.on("data", (d) => (out += d));
-  await eventually(() => out.includes("ready "), 20_000, `host ready (output: ${out})`);
+  // The real command a user runs: `k4s worker`, serving the test's module besides the built-ins.
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.ts")}`]);
+  await host.waitFor("serving containers", 20_000);
   const client = openSession({ address: server.address, hello: { role: "client", name: "e2e-client" }, reconnect: true });
   await client.ready;
   e2e = {
@@ -669,9 +656,7 @@ async function setupE2E(): Promise<E2E | undefined> {
     client,
     dir,
     async stopHost() {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      await exited;
+      await host.kill("SIGTERM");
     },
   };
   return e2e;
@@ -704,15 +689,10 @@ function logsOf(name: string): string[] {
   return e2e!.server.logs.lines(name).map((l) => l.text);
 }
 
-/** Runs an e2e test body, or skips it while the server's messaging plane is not there. */
+/** Runs an e2e test body against the shared server and host (set up by the first one). */
 function e2eTest(name: string, body: (env: E2E) => Promise<void>) {
-  test(`e2e: ${name}`, async (t) => {
-    const env = await setupE2E();
-    if (!env) {
-      t.skip(e2eSkip);
-      return;
-    }
-    await body(env);
+  test(`e2e: ${name}`, async () => {
+    await body(await setupE2E());
   });
 }
 

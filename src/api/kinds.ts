@@ -11,7 +11,6 @@ import {
   ServiceSchema,
   type Container,
   type Object$,
-  type ObjectMeta,
   type ReplicaSet,
   type Service,
 } from "../gen/k4s/v1/resources_pb.js";
@@ -109,14 +108,8 @@ export function wrap(obj: AnyObject): Object$ {
   }
 }
 
-/** Unwraps the API's `Object` envelope; INVALID_ARGUMENT when it is empty. */
-export function unwrap(obj: Object$ | undefined): AnyObject {
-  if (!obj?.kind.value) throw new ConnectError("object is empty: set container, replicaSet or service", Code.InvalidArgument);
+/** Unwraps the API's `Object` envelope; INVALID_ARGUMENT naming `where` when it is empty. */
+export function unwrap(obj: Object$ | undefined, where = "object"): AnyObject {
+  if (!obj?.kind.value) throw new ConnectError(`${where} is empty: set container, replicaSet or service`, Code.InvalidArgument);
   return obj.kind.value;
-}
-
-/** Returns an object's metadata, creating an empty one when missing. */
-export function metaOf(obj: AnyObject): ObjectMeta {
-  if (!obj.metadata) throw new ConnectError(`${kindOf(obj)} has no metadata`, Code.InvalidArgument);
-  return obj.metadata;
 }

@@ -18,7 +18,7 @@ import {
 } from "@bufbuild/protobuf";
 import { isWrapperDesc, StructSchema, TimestampSchema } from "@bufbuild/protobuf/wkt";
 import { parseAllDocuments } from "yaml";
-import { API_VERSION, KINDS, kindInfo, kindOf, parseKind, type AnyObject, type Kind } from "./kinds.js";
+import { API_VERSION, KINDS, kindInfo, parseKind, type AnyObject, type Kind } from "./kinds.js";
 import { badRequest, violationsOf, type FieldViolation } from "./bad-request.js";
 import { assertTextNesting, MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
 import { formatIssues, validateObject, type FieldIssue } from "./validate.js";
@@ -445,9 +445,4 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
  */
 export function parseManifest(text: string): AnyObject[] {
   return parseManifestDocuments(text).map((d) => d.object);
-}
-
-/** Returns the kind and name of an object, as "Kind/name". */
-export function objectRef(obj: AnyObject): string {
-  return `${kindOf(obj)}/${obj.metadata?.name ?? ""}`;
 }

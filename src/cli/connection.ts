@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import type { ConnectError } from "@connectrpc/connect";
 import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { createClient, type K4sClient } from "../client/client.js";
-import type { TlsOptions } from "../workers/runtime/session.js";
+import type { TlsOptions } from "../transport/channel.js";
 import { CliError } from "./errors.js";
 
 /** GlobalOptions are the options every command inherits from `k4s`. */

@@ -31,7 +31,7 @@ export function workerCommand(): Command {
     .action(async (opts: WorkerCommandOptions, cmd: Command) => {
       const modules = parseModules(opts.module);
       const g = globalOptions(cmd);
-      const { runWorkerHost } = await import("../workers/runtime/host.js");
+      const { runWorkerHost } = await import("../workers/runtime/worker-host.js");
       const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules });
       console.log(`k4s worker host ${host.name} serving containers from ${g.server}`);
       const signal = await untilSignal();

@@ -13,7 +13,8 @@ import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
-import { openSession, type Session, type TlsOptions } from "../workers/runtime/session.js";
+import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
+import { openSession, type Session } from "../transport/session.js";
 
 /** ClientOptions say where the server is and how to authenticate. */
 export interface ClientOptions {
@@ -176,6 +177,9 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
   }
 }
 
+/** How long the resource client's HTTP/2 connection may sit idle before it is closed (ms). */
+const IDLE_CONNECTION_TIMEOUT_MS = 60_000;
+
 function sendResult(res: { container: string }): { container: string } {
   return { container: res.container };
 }
@@ -188,15 +192,13 @@ export function createClient(options: ClientOptions): K4sClient {
   const tlsOption = options.tls ?? (/^https:\/\//.test(options.address) ? true : undefined);
   const tls = tlsOption === true ? {} : tlsOption || undefined;
   const baseUrl = `${tls ? "https" : "http"}://${address}`;
-  const nodeOptions = {
-    // Node's HTTP/2 default (10 MB of buffered data per session) would reset a large but
-    // allowed (16 MiB) manifest or message with ENHANCE_YOUR_CALM and break the connection.
-    maxSessionMemory: 64,
-    ...(tls ? { ...(tls.ca ? { ca: tls.ca } : {}), ...(tls.servername ? { servername: tls.servername } : {}) } : {}),
-  };
   // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
   // keep the process alive until its idle timeout.
-  const sessionManager = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000, idleConnectionTimeoutMs: 60_000 }, nodeOptions);
+  const sessionManager = new Http2SessionManager(
+    baseUrl,
+    { pingIntervalMs: KEEPALIVE_TIME_MS, pingTimeoutMs: KEEPALIVE_TIMEOUT_MS, idleConnectionTimeoutMs: IDLE_CONNECTION_TIMEOUT_MS },
+    http2ConnectOptions(tls),
+  );
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,

@@ -48,4 +48,4 @@ export {
 export { EventSchema, LogLineSchema, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 export { create, clone, toJson, fromJson } from "@bufbuild/protobuf";
 export { Code, ConnectError } from "@connectrpc/connect";
-export type { TlsOptions } from "../workers/runtime/session.js";
+export type { TlsOptions } from "../transport/channel.js";

@@ -16,7 +16,7 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../api/frame-codec.js";
+import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 
 /** CallContext is what a handler knows about the call it serves. */
@@ -28,8 +28,6 @@ export interface CallContext {
   readonly peer: string;
   /** Absolute deadline in ms since the epoch, when the client set one. */
   readonly deadline: number | undefined;
-  /** Free slot for interceptors (e.g. the authenticated identity). */
-  readonly values: Map<string, unknown>;
 }
 
 type Method = Pick<DescMethod, "input" | "output" | "methodKind">;
@@ -42,17 +40,16 @@ type MethodImpl<M extends Method> = M["methodKind"] extends "unary"
       ? (reqs: AsyncIterable<MessageShape<M["input"]>>, ctx: CallContext) => Promise<MessageInitShape<M["output"]>>
       : (reqs: AsyncIterable<MessageShape<M["input"]>>, ctx: CallContext) => AsyncIterable<MessageInitShape<M["output"]>>;
 
-/** ServiceImpl maps each method of a generated service to its handler. */
-export type ServiceImpl<S extends DescService> = {
+/**
+ * ServiceHandlers maps each method of a generated service to its handler (the counterpart of
+ * connect-es's ServiceHandlers, with this adapter's CallContext).
+ */
+export type ServiceHandlers<S extends DescService> = {
   [K in keyof S["method"]]: MethodImpl<S["method"][K]>;
 };
 
-/** An Interceptor runs before every handler; it throws a ConnectError to refuse the call. */
-export type Interceptor = (method: DescMethod, ctx: CallContext) => void | Promise<void>;
-
 /** AdapterOptions are shared by every service added through the adapter. */
 export interface AdapterOptions {
-  interceptors?: Interceptor[];
   /** Called with every error a handler throws that is not a ConnectError (a bug). */
   onInternalError?: (method: DescMethod, err: unknown) => void;
   /** Called once per call when it ends, with its gRPC status code (0: OK). */
@@ -61,7 +58,7 @@ export interface AdapterOptions {
 
 /**
  * Hand-written codecs for the messages of the message path, by type name: the same bytes as
- * protobuf-es at a fraction of its (reflection-based) cost; see src/api/frame-codec.ts.
+ * protobuf-es at a fraction of its (reflection-based) cost; see src/transport/frame-codec.ts.
  */
 const fastCodecs = new Map<string, { serialize: (value: never) => Buffer; deserialize: (buf: Buffer) => unknown }>([
   [ConnectRequestSchema.typeName, { serialize: encodeConnectRequest, deserialize: decodeConnectRequest }],
@@ -205,7 +202,7 @@ function contextOf(call: SurfaceCall): CallContext {
   else (call as grpc.ServerUnaryCall<unknown, unknown>).once("cancelled", abort);
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : undefined;
-  return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline, values: new Map() };
+  return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline };
 }
 
 async function writeAll(
@@ -236,11 +233,10 @@ async function writeAll(
 export function addService<S extends DescService>(
   server: grpc.Server,
   service: S,
-  impl: ServiceImpl<S>,
+  impl: ServiceHandlers<S>,
   options: AdapterOptions = {},
 ): void {
   const handlers: grpc.UntypedServiceImplementation = {};
-  const interceptors = options.interceptors ?? [];
   const ended = options.onCallEnd ?? (() => {});
   const fail = (m: DescMethod, err: unknown) => {
     if (!(err instanceof ConnectError)) options.onInternalError?.(m, err);
@@ -252,29 +248,27 @@ export function addService<S extends DescService>(
   for (const m of service.methods) {
     const fn = (impl as Record<string, (...a: unknown[]) => unknown>)[m.localName];
     if (!fn) throw new Error(`no handler for ${service.typeName}.${m.name}`);
-    const intercept = async (ctx: CallContext) => {
-      for (const i of interceptors) await i(m, ctx);
-    };
+    // A request that does not decode, or a handler that throws before its first await, still
+    // answers with a status.
+    const run = (requests: () => unknown, ctx: CallContext) => new Promise<unknown>((resolve) => resolve(fn.call(impl, requests(), ctx)));
     // Unary and client-streaming calls answer once through a callback; server-streaming and
     // bidi calls write a stream. What differs within each pair is only how requests are read.
     const answerOnce =
       (requests: (call: never) => unknown) => (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         const ctx = contextOf(call);
-        intercept(ctx)
-          .then(() => fn.call(impl, requests(call as never), ctx))
-          .then(
-            (res) => {
-              ok(m);
-              cb(null, res);
-            },
-            (err) => cb(fail(m, err)),
-          );
+        run(() => requests(call as never), ctx).then(
+          (res) => {
+            ok(m);
+            cb(null, res);
+          },
+          (err) => cb(fail(m, err)),
+        );
       };
     const answerStream =
       (requests: (call: never) => unknown) => (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
         const ctx = contextOf(call);
-        intercept(ctx)
-          .then(() => writeAll(call, fn.call(impl, requests(call as never), ctx) as AsyncIterable<unknown>, ctx.signal))
+        run(() => requests(call as never), ctx)
+          .then((answers) => writeAll(call, answers as AsyncIterable<unknown>, ctx.signal))
           .then(
             () => {
               ok(m);

@@ -9,6 +9,8 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DEFAULT_PORT } from "../api/address.js";
+import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
+import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
@@ -17,15 +19,16 @@ import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_
 import { createReplicaSetController } from "./controllers/replicaset-controller.js";
 import { createServiceController } from "./controllers/service-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
-import { createEventRecorder, type EventRecorder } from "./events.js";
+import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions } from "./grpc-adapter.js";
-import { createLogServiceImpl } from "./handlers/log-service.js";
-import { createResourceServiceImpl } from "./handlers/resource-service.js";
+import { createLogService } from "./handlers/log-service.js";
+import { createResourceService } from "./handlers/resource-service.js";
 import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
-import { createLogStore, type LogStore } from "./logs.js";
+import { createLogStore, type LogStore } from "./log-store.js";
 import { createMessagingPlane, type MessagingPlane } from "./messaging/messaging-plane.js";
-import { createResourceStore, type ResourceStore } from "./resource-store.js";
+import { createResourceStore } from "./store/create-resource-store.js";
+import type { ResourceStore } from "./store/resource-store.js";
 import { openSqliteStore } from "./store/sqlite-store.js";
 import type { Store } from "./store/store.js";
 import { join } from "node:path";
@@ -163,10 +166,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     heartbeatIntervalMs: options.heartbeatIntervalMs,
   });
   const grpcServer = new grpc.Server({
-    "grpc.keepalive_time_ms": 20_000,
-    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     "grpc.keepalive_permit_without_calls": 1,
-    "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
   });
   if (options.token) guardUnknownMethods(grpcServer);
@@ -174,10 +177,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
   };
-  addService(grpcServer, ResourceService, createResourceServiceImpl({ resources }), adapter);
+  addService(grpcServer, ResourceService, createResourceService({ resources }), adapter);
   addService(grpcServer, MessagingService, messaging.messagingService, adapter);
   addService(grpcServer, WorkerService, messaging.workerService, adapter);
-  addService(grpcServer, LogService, createLogServiceImpl({ logs, events, resources }), adapter);
+  addService(grpcServer, LogService, createLogService({ logs, events, resources }), adapter);
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(grpcServer);
   new ReflectionService(

@@ -3,11 +3,12 @@
  * the built-in "workers" module.
  */
 export { defineWorker, isWorkerDefinition, type WorkerDefinition, type WorkerFunction } from "./runtime/define-worker.js";
-export type { WorkerContext, WorkerMessage, SendOptions, RequestOptions } from "./runtime/context.js";
-export { createContainerRuntime, type ContainerRuntime, type ContainerLink, type IncomingDelivery } from "./runtime/context.js";
-export { runWorkerHost, type WorkerHost, type WorkerHostOptions } from "./runtime/host.js";
+export type { WorkerContext, WorkerMessage, SendOptions, RequestOptions } from "./runtime/worker-context.js";
+export { createContainerRuntime, type ContainerRuntime, type ContainerLink, type IncomingDelivery } from "./runtime/container-runtime.js";
+export { runWorkerHost, type WorkerHost, type WorkerHostOptions } from "./runtime/worker-host.js";
 export { attach, type Attached, type AttachWorkerOptions } from "./runtime/attach.js";
-export { openSession, type Session, type SessionOptions, type CallOptions, type CallReply, type TlsOptions } from "./runtime/session.js";
+export { openSession, type Session, type SessionOptions, type CallOptions, type CallReply } from "../transport/session.js";
+export type { TlsOptions } from "../transport/channel.js";
 export {
   BUILTIN_MODULE,
   builtinWorkers,

@@ -10,7 +10,7 @@
 import { equals, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
-import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createWorkQueue } from "./work-queue.js";
 
 /** Controller is a running reconcile loop. */

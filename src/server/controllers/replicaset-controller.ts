@@ -19,8 +19,8 @@ import {
   type ContainerSpec,
   type ReplicaSet,
 } from "../../gen/k4s/v1/resources_pb.js";
-import type { EventRecorder } from "../events.js";
-import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createController, sameLabels, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport, type ReconcileResult } from "./controller.js";
 
 /** The label every replica carries, naming its ReplicaSet. */

@@ -10,8 +10,8 @@ import { create } from "@bufbuild/protobuf";
 import type { AnyObject } from "../../api/kinds.js";
 import { matchesSelector } from "../../api/selector.js";
 import { ServiceSpecSchema, ServiceStatusSchema, type Container, type Service } from "../../gen/k4s/v1/resources_pb.js";
-import type { EventRecorder } from "../events.js";
-import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createController, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport } from "./controller.js";
 
 /** ServiceControllerOptions are the controller's dependencies. */

@@ -1,10 +1,10 @@
 /** The LogService handlers: container output and cluster events, kept and followed. */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Event, LogLine, LogService } from "../../gen/k4s/v1/log_service_pb.js";
-import type { EventRecorder } from "../events.js";
-import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
-import type { LogStore } from "../logs.js";
-import type { ResourceStore } from "../resource-store.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
+import type { LogStore } from "../log-store.js";
+import type { ResourceStore } from "../store/resource-store.js";
 
 /**
  * Turns a subscription into an async iterable that ends when the call's signal aborts.
@@ -32,11 +32,11 @@ async function* follow<T>(subscribe: (push: (item: T) => void) => () => void, si
 }
 
 /** Creates the LogService implementation. */
-export function createLogServiceImpl(deps: {
+export function createLogService(deps: {
   logs: LogStore;
   events: EventRecorder;
   resources: ResourceStore;
-}): ServiceImpl<typeof LogService> {
+}): ServiceHandlers<typeof LogService> {
   return {
     async *logs(req, ctx: CallContext) {
       if (!req.container) throw new ConnectError("container is required", Code.InvalidArgument);

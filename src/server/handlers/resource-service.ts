@@ -16,8 +16,8 @@ import { validateName } from "../../api/names.js";
 import { validateGlob } from "../../api/selector.js";
 import { parseLabelSelector } from "../../api/label-selector.js";
 import { formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
-import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
-import type { ListOptions, ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
+import type { ListOptions, ObjectEvent, ResourceStore } from "../store/resource-store.js";
 
 /** Retries of Scale's read-modify-write when the ReplicaSet changes in between. */
 const SCALE_RETRIES = 20;
@@ -54,14 +54,8 @@ function notFound(kind: Kind, name: string): ConnectError {
   return new ConnectError(`${kind} "${name}" not found`, Code.NotFound);
 }
 
-/** Unwraps a typed object sent by a client, naming where it was when empty. */
-function objectFrom(obj: Parameters<typeof unwrap>[0], where: string): AnyObject {
-  if (!obj?.kind.value) throw new ConnectError(`${where} is empty: set container, replicaSet or service`, Code.InvalidArgument);
-  return obj.kind.value;
-}
-
 /** Creates the ResourceService implementation. */
-export function createResourceServiceImpl(deps: { resources: ResourceStore }): ServiceImpl<typeof ResourceService> {
+export function createResourceService(deps: { resources: ResourceStore }): ServiceHandlers<typeof ResourceService> {
   const { resources } = deps;
 
   const snapshot = async (kind: Kind | undefined, filter: ListOptions) => {
@@ -76,7 +70,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
       if (req.manifest.trim() !== "") objects.push(...parseManifestDocuments(req.manifest).map((d) => d.object));
       const errors: string[] = [];
       req.objects.forEach((o, i) => {
-        const obj = objectFrom(o, `objects[${i}]`);
+        const obj = unwrap(o, `objects[${i}]`);
         const issues = validateObject(obj);
         if (issues.length > 0) {
           const name = obj.metadata?.name;
@@ -100,7 +94,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
     },
 
     async create(req) {
-      const obj = await resources.create(objectFrom(req.object, "object"));
+      const obj = await resources.create(unwrap(req.object));
       return { object: wrap(obj) };
     },
 
@@ -120,7 +114,7 @@ export function createResourceServiceImpl(deps: { resources: ResourceStore }): S
     },
 
     async update(req) {
-      const obj = await resources.update(objectFrom(req.object, "object"));
+      const obj = await resources.update(unwrap(req.object));
       return { object: wrap(obj) };
     },
 

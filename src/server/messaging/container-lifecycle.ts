@@ -14,14 +14,14 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { ContainerStatusSchema, type Container, type ContainerStatus } from "../../gen/k4s/v1/resources_pb.js";
 import type { Attach, ContainerState, RunningContainer } from "../../gen/k4s/v1/worker_service_pb.js";
-import type { EventRecorder } from "../events.js";
-import type { LogStore } from "../logs.js";
-import type { ResourceStore } from "../resource-store.js";
-import { ContainerRuntime } from "./container-runtime.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { LogStore } from "../log-store.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import { ContainerRecord } from "./container-record.js";
 import { assignFrame, stopFrame } from "./frames.js";
 import type { Router } from "./router.js";
-import { pickHost, unschedulableReason } from "./scheduler.js";
-import type { Session } from "./session.js";
+import { pickHost, unschedulableReason } from "../controllers/scheduler.js";
+import type { WorkerLink } from "./worker-link.js";
 
 /** First restart delay after an exit (ms). */
 export const BACKOFF_INITIAL_MS = 200;
@@ -44,9 +44,9 @@ export interface ContainerLifecycleOptions {
   logs: LogStore;
   router: Router;
   /** The live host sessions. */
-  hosts: () => Iterable<Session>;
+  hosts: () => Iterable<WorkerLink>;
   /** Ends a session from the server side with an error status. */
-  closeSession: (s: Session, err: ConnectError) => void;
+  closeSession: (s: WorkerLink, err: ConnectError) => void;
   onError: (message: string, err?: unknown) => void;
   /**
    * How long, after the plane starts, a container its stored status shows Running on a host
@@ -62,21 +62,21 @@ export interface ContainerLifecycle {
   /** A Container was deleted from the store. */
   remove(obj: Container): void;
   /** A host said hello; `running` lists what it still runs from before a reconnect. */
-  hostJoined(host: Session, running: readonly RunningContainer[]): void;
+  hostJoined(host: WorkerLink, running: readonly RunningContainer[]): void;
   /** A host reconnected on a new session before its old one was declared lost: move its containers over. */
-  hostReplaced(old: Session, next: Session): void;
+  hostReplaced(old: WorkerLink, next: WorkerLink): void;
   /** A host reported a container's state. */
-  stateReported(host: Session, state: ContainerState): void;
+  stateReported(host: WorkerLink, state: ContainerState): void;
   /** Validates an Attach; resolves to the container or rejects with the reason. */
-  checkAttach(attach: Attach): Promise<ContainerRuntime>;
+  checkAttach(attach: Attach): Promise<ContainerRecord>;
   /** An attached session was registered for a container. */
-  attached(session: Session, c: ContainerRuntime, processName: string): void;
+  attached(session: WorkerLink, c: ContainerRecord, processName: string): void;
   /** A session ended (host or attached). */
-  sessionLost(session: Session): void;
+  sessionLost(session: WorkerLink): void;
   /** A container has no unsettled delivery left. */
-  idle(c: ContainerRuntime): void;
+  idle(c: ContainerRecord): void;
   /** Looks a container up in the store when the plane did not see it yet. */
-  fetch(name: string): Promise<ContainerRuntime | undefined>;
+  fetch(name: string): Promise<ContainerRecord | undefined>;
   stop(): Promise<void>;
 }
 
@@ -85,16 +85,16 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   const { resources, events, router, onError } = options;
   const containers = router.containers;
   /** Containers waiting for a host, in arrival order. */
-  const pending = new Set<ContainerRuntime>();
+  const pending = new Set<ContainerRecord>();
   const writes = new Set<Promise<void>>();
   let scheduled = false;
   let stopped = false;
   let resumeTimer: NodeJS.Timeout | undefined;
 
-  const record = (c: ContainerRuntime, reason: string, message: string, type: "Normal" | "Warning" = "Normal") =>
+  const record = (c: ContainerRecord, reason: string, message: string, type: "Normal" | "Warning" = "Normal") =>
     events.record({ type, reason, kind: "Container", name: c.name, message });
 
-  function buildStatus(c: ContainerRuntime, current: Container): ContainerStatus {
+  function buildStatus(c: ContainerRecord, current: Container): ContainerStatus {
     return create(ContainerStatusSchema, {
       phase: current.metadata?.deletionTimestamp ? "Terminating" : c.phase,
       ready: c.ready,
@@ -108,7 +108,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   }
 
   /** Writes the container's status, coalescing changes made while a write is on its way. */
-  function writeStatus(c: ContainerRuntime) {
+  function writeStatus(c: ContainerRecord) {
     if (stopped) return;
     c.statusDirty = true;
     if (c.statusWriting) return;
@@ -137,7 +137,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   }
 
   /** Recomputes readiness (telling the router when it changed), delivers, and writes status. */
-  function refresh(c: ContainerRuntime) {
+  function refresh(c: ContainerRecord) {
     const ready = c.computeReady();
     if (ready !== c.ready) {
       c.ready = ready;
@@ -191,7 +191,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     }
   }
 
-  function needHost(c: ContainerRuntime) {
+  function needHost(c: ContainerRecord) {
     if (c.kind === "external") {
       if (!c.attached) {
         c.phase = "Pending";
@@ -204,7 +204,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     scheduleSoon();
   }
 
-  function bind(c: ContainerRuntime, h: Session) {
+  function bind(c: ContainerRecord, h: WorkerLink) {
     c.awaitUntil = 0;
     c.host = h;
     h.bound.add(c);
@@ -220,7 +220,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     refresh(c);
   }
 
-  function unbind(c: ContainerRuntime) {
+  function unbind(c: ContainerRecord) {
     if (c.host) {
       c.host.bound.delete(c);
       c.host = undefined;
@@ -234,7 +234,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     }
   }
 
-  function closeAttached(c: ContainerRuntime, why: string, code: Code = Code.Unavailable) {
+  function closeAttached(c: ContainerRecord, why: string, code: Code = Code.Unavailable) {
     const s = c.attached;
     if (!s) return;
     c.attached = undefined;
@@ -243,7 +243,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     options.closeSession(s, new ConnectError(why, code));
   }
 
-  function finalize(c: ContainerRuntime) {
+  function finalize(c: ContainerRecord) {
     if (c.finalized || stopped) return;
     c.finalized = true;
     resources.finalize(c.name).catch((err: unknown) => {
@@ -252,7 +252,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     });
   }
 
-  function stopOnHost(c: ContainerRuntime, reason: string) {
+  function stopOnHost(c: ContainerRecord, reason: string) {
     const h = c.host;
     if (!h || c.stopping) return;
     c.stopping = true;
@@ -270,7 +270,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
   }
 
   /** The host stopped a container we asked it to stop (or its grace passed). */
-  function stoppedOnHost(c: ContainerRuntime) {
+  function stoppedOnHost(c: ContainerRecord) {
     unbind(c);
     c.stopping = false;
     router.release(c, "was stopped");
@@ -286,7 +286,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     refresh(c);
   }
 
-  function exited(c: ContainerRuntime, phase: string, message: string, exitCode: number) {
+  function exited(c: ContainerRecord, phase: string, message: string, exitCode: number) {
     const hostName = c.host?.name ?? "";
     const ranFor = c.runningSince ? Date.now() - c.runningSince : 0;
     unbind(c);
@@ -331,7 +331,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     refresh(c);
   }
 
-  function hostLost(c: ContainerRuntime, h: Session) {
+  function hostLost(c: ContainerRecord, h: WorkerLink) {
     unbind(c);
     router.release(c, `lost its host "${h.name}"`);
     if (c.kind === "command") closeAttached(c, `container "${c.name}" lost its host "${h.name}"`);
@@ -353,7 +353,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     refresh(c);
   }
 
-  function beginDelete(c: ContainerRuntime) {
+  function beginDelete(c: ContainerRecord) {
     c.deleting = true;
     c.phase = "Terminating";
     pending.delete(c);
@@ -385,7 +385,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     refresh(c);
   }
 
-  function respecced(c: ContainerRuntime) {
+  function respecced(c: ContainerRecord) {
     if (c.deleting) return;
     if (c.host) {
       c.respec = true;
@@ -413,7 +413,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     return true;
   }
 
-  function ingest(obj: Container): ContainerRuntime | undefined {
+  function ingest(obj: Container): ContainerRecord | undefined {
     const meta = obj.metadata;
     if (!meta || !obj.spec) return undefined;
     let c = containers.get(meta.name);
@@ -422,7 +422,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
       c = undefined;
     }
     if (!c) {
-      c = new ContainerRuntime(meta.name, meta.uid, obj);
+      c = new ContainerRecord(meta.name, meta.uid, obj);
       const st = obj.status;
       if (st) {
         c.restarts = st.restarts;
@@ -470,7 +470,7 @@ export function createContainerLifecycle(options: ContainerLifecycleOptions): Co
     return c;
   }
 
-  function remove(obj: Container, known?: ContainerRuntime) {
+  function remove(obj: Container, known?: ContainerRecord) {
     const c = known ?? containers.get(obj.metadata?.name ?? "");
     if (!c || (!known && c.uid !== obj.metadata?.uid)) return;
     pending.delete(c);

@@ -4,9 +4,9 @@
  * container's inbox, or delivered and unsettled).
  */
 import type { Code } from "@connectrpc/connect";
-import type { ContainerRuntime } from "./container-runtime.js";
-import type { ServiceRuntime } from "./service-runtime.js";
-import type { Session } from "./session.js";
+import type { ContainerRecord } from "./container-record.js";
+import type { ServiceRoute } from "./service-route.js";
+import type { WorkerLink } from "./worker-link.js";
 
 /** Where an envelope is. */
 export const EnvelopeState = {
@@ -42,17 +42,17 @@ export class Envelope {
   /** Whether the caller got its answer (sends are answered when queued). */
   answered = false;
   /** The container whose inbox holds it or whose worker handles it. */
-  container: ContainerRuntime | undefined = undefined;
+  container: ContainerRecord | undefined = undefined;
   /** The service it was sent through, so it can go to another endpoint. */
-  service: ServiceRuntime | undefined = undefined;
+  service: ServiceRoute | undefined = undefined;
   /** The session the current delivery went to. */
-  session: Session | undefined = undefined;
+  session: WorkerLink | undefined = undefined;
 
   constructor(
     /** The caller's id for its call (a stream Call's id; 0 for unary calls). */
     readonly callId: bigint,
     /** The session that made the call; answers go there as CallResult frames. */
-    public origin: Session | undefined,
+    public origin: WorkerLink | undefined,
     /** Receives the answer when the call came from the unary API. */
     readonly onAnswer: AnswerFn | undefined,
     readonly data: Uint8Array,

@@ -11,16 +11,17 @@ import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js"
 import type { WorkerService } from "../../gen/k4s/v1/worker_service_pb.js";
 import type { AnyObject } from "../../api/kinds.js";
 import type { Target } from "../../api/target.js";
-import type { EventRecorder } from "../events.js";
-import type { ServiceImpl } from "../grpc-adapter.js";
-import type { LogStore } from "../logs.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { ServiceHandlers } from "../grpc-adapter.js";
+import type { LogStore } from "../log-store.js";
 import type { Metrics } from "../metrics.js";
-import type { ObjectEvent, ResourceStore } from "../resource-store.js";
+import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createContainerLifecycle, type ContainerLifecycle } from "./container-lifecycle.js";
-import { createMessagingServiceImpl } from "./messaging-service.js";
+import { createMessagingService } from "../handlers/messaging-service.js";
+import { createWorkerService } from "../handlers/worker-service.js";
 import { createRouter } from "./router.js";
-import { ServiceRuntime } from "./service-runtime.js";
-import { createWorkerSessions } from "./worker-service.js";
+import { ServiceRoute } from "./service-route.js";
+import { createLinkRegistry } from "./link-registry.js";
 
 /** MessagingPlaneOptions are the plane's dependencies and limits. */
 export interface MessagingPlaneOptions {
@@ -37,8 +38,8 @@ export interface MessagingPlaneOptions {
 
 /** MessagingPlane serves the worker and messaging APIs. */
 export interface MessagingPlane {
-  readonly workerService: ServiceImpl<typeof WorkerService>;
-  readonly messagingService: ServiceImpl<typeof MessagingService>;
+  readonly workerService: ServiceHandlers<typeof WorkerService>;
+  readonly messagingService: ServiceHandlers<typeof MessagingService>;
   start(): Promise<void>;
   /** Ends every session and fails every waiting call with UNAVAILABLE. */
   stop(): Promise<void>;
@@ -61,22 +62,20 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     onIdle: (c) => lifecycle.idle(c),
     metrics,
   });
-  const sessions = createWorkerSessions({
-    router,
-    lifecycle: () => lifecycle,
-    logs,
-    heartbeatIntervalMs,
-    metrics,
-  });
+  const links = createLinkRegistry({ heartbeatIntervalMs, metrics });
   const lifecycle: ContainerLifecycle = createContainerLifecycle({
     resources,
     events,
     logs,
     router,
-    hosts: () => sessions.hosts(),
-    closeSession: (s, err) => sessions.lose(s, err),
+    hosts: () => links.hosts(),
+    closeSession: (s, err) => links.lose(s, err),
     onError,
     resumeGraceMs: 2 * heartbeatIntervalMs,
+  });
+  links.onLost((link) => {
+    for (const env of [...link.calls.values()]) router.abandon(env, 0, `caller session ${link.id} ended`);
+    lifecycle.sessionLost(link);
   });
   metrics?.onCollectInboxes(function* () {
     for (const c of router.containers.values()) yield [c.name, c.inbox.live] as [string, number];
@@ -91,7 +90,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
       s = undefined;
     }
     if (s) s.apply(obj);
-    else router.services.set(meta.name, new ServiceRuntime(meta.name, meta.uid, obj));
+    else router.services.set(meta.name, new ServiceRoute(meta.name, meta.uid, obj));
     router.topologyChanged();
   }
 
@@ -184,19 +183,19 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   }
 
   return {
-    workerService: sessions.impl,
-    messagingService: createMessagingServiceImpl({ router, metrics }),
+    workerService: createWorkerService({ router, lifecycle, links, logs, heartbeatIntervalMs, metrics }),
+    messagingService: createMessagingService({ router, metrics }),
     async start() {
       const it = resources.watch({}, abort.signal)[Symbol.asyncIterator]();
       const listing = await it.next();
       if (!listing.done) relist(listing.value.map((e) => e.object));
-      sessions.start();
+      links.start();
       watchDone = follow(it);
     },
     async stop() {
       const stopping = lifecycle.stop();
       abort.abort();
-      sessions.stop(new ConnectError("server is stopping", Code.Unavailable));
+      links.stop(new ConnectError("server is stopping", Code.Unavailable));
       router.stop("server is stopping");
       await stopping;
       await watchDone.catch(() => {});

@@ -6,23 +6,21 @@
 import { Code } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
 import type { DeliveryResult } from "../../gen/k4s/v1/worker_service_pb.js";
-import type { EventRecorder } from "../events.js";
+import type { EventRecorder } from "../event-recorder.js";
 import type { Metrics } from "../metrics.js";
-import type { ContainerRuntime } from "./container-runtime.js";
+import type { ContainerRecord } from "./container-record.js";
 import { createBatchedCounter } from "./batched-counter.js";
 import { createDeadlineQueue, type DeadlineQueue } from "./deadline-queue.js";
 import { Envelope, EnvelopeState } from "./envelope.js";
 import { callResultFrame, cancelDeliveryFrame, deliveryFrame } from "./frames.js";
-import { MAX_SERVICE_WAITERS, type ServiceRuntime } from "./service-runtime.js";
-import type { Session } from "./session.js";
+import { MAX_SERVICE_WAITERS, type ServiceRoute } from "./service-route.js";
+import type { WorkerLink } from "./worker-link.js";
 
 
 /** Delay before a message a worker reported as not processed (UNAVAILABLE) is offered again. */
 const UNPROCESSED_RETRY_MS = 100;
 /** How long a send waits for a service endpoint before it is refused (ms). */
 export const SEND_ENDPOINT_WAIT_MS = 30_000;
-/** Default deadline of a request (ms). */
-export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 const EMPTY = new Uint8Array(0);
 
@@ -35,40 +33,40 @@ export interface RouterOptions {
    */
   lookup?: (target: Target) => Promise<void>;
   /** Called when a container has no unsettled delivery left (a draining stop may finish). */
-  onIdle?: (c: ContainerRuntime) => void;
+  onIdle?: (c: ContainerRecord) => void;
   metrics?: Metrics;
 }
 
 /** Router moves envelopes from callers to workers and answers back. */
 export interface Router {
-  readonly containers: Map<string, ContainerRuntime>;
-  readonly services: Map<string, ServiceRuntime>;
+  readonly containers: Map<string, ContainerRecord>;
+  readonly services: Map<string, ServiceRoute>;
   /** Routes a new envelope; requests must have their deadline set. */
   route(env: Envelope, target: Target): void;
   /** Hands waiting messages of a container to its worker, up to its concurrency. */
-  pump(c: ContainerRuntime): void;
+  pump(c: ContainerRecord): void;
   /** Settles a delivery with the worker's result; unknown or late results are dropped. */
-  settle(session: Session, result: DeliveryResult): void;
+  settle(session: WorkerLink, result: DeliveryResult): void;
   /** Gives up on an envelope (cancel, deadline, caller gone), answering code/message unless 0. */
   abandon(env: Envelope, code: Code | 0, message: string): void;
   /** The delivery a session is handling, for nested calls. */
-  inflightOf(session: Session, deliveryId: number): Envelope | undefined;
+  inflightOf(session: WorkerLink, deliveryId: number): Envelope | undefined;
   /**
    * A container lost its worker (session gone, exited, stopped): unsettled requests fail with
    * UNAVAILABLE (at most once), unsettled sends go back to the front of its inbox (at least once).
    */
-  release(c: ContainerRuntime, why: string): void;
+  release(c: ContainerRecord, why: string): void;
   /**
    * Moves messages that came through a service out of a container's inbox to other endpoints:
    * all of them (`force`, the container is going away) or only when another endpoint is ready.
    */
-  reroute(c: ContainerRuntime, force: boolean): void;
+  reroute(c: ContainerRecord, force: boolean): void;
   /** Fails the requests waiting in a container's inbox. */
-  failQueuedRequests(c: ContainerRuntime, code: Code, message: string): void;
+  failQueuedRequests(c: ContainerRecord, code: Code, message: string): void;
   /** Forgets a deleted container: its messages fail or go to other endpoints of their service. */
-  dropContainer(c: ContainerRuntime): void;
+  dropContainer(c: ContainerRecord): void;
   /** Forgets a deleted service: calls waiting for it fail. */
-  dropService(s: ServiceRuntime): void;
+  dropService(s: ServiceRoute): void;
   /** Readiness, labels or the set of containers or services changed: recompute endpoints. */
   topologyChanged(): void;
   /** Fails every waiting call with UNAVAILABLE and disarms the deadline timer. */
@@ -84,8 +82,8 @@ function codeName(code: number): string {
 
 /** Creates the router. */
 export function createRouter(options: RouterOptions): Router {
-  const containers = new Map<string, ContainerRuntime>();
-  const services = new Map<string, ServiceRuntime>();
+  const containers = new Map<string, ContainerRecord>();
+  const services = new Map<string, ServiceRoute>();
   const inflight = new Map<number, Envelope>();
   let deliverySeq = 0;
   let topologyVersion = 0;
@@ -126,7 +124,7 @@ export function createRouter(options: RouterOptions): Router {
   }
 
   /** Why a container cannot take an envelope now, or undefined when it can. */
-  function refusal(c: ContainerRuntime, env: Envelope): [Code, string] | undefined {
+  function refusal(c: ContainerRecord, env: Envelope): [Code, string] | undefined {
     if (c.deleting) return [Code.Unavailable, `container "${c.name}" is being deleted`];
     if (c.terminal && env.expectsReply) {
       return [Code.Unavailable, `container "${c.name}" has ended (${c.phase}) and takes no more requests`];
@@ -137,7 +135,7 @@ export function createRouter(options: RouterOptions): Router {
     return undefined;
   }
 
-  function enqueue(c: ContainerRuntime, env: Envelope) {
+  function enqueue(c: ContainerRecord, env: Envelope) {
     env.container = c;
     env.state = EnvelopeState.Queued;
     c.inbox.push(env);
@@ -150,15 +148,15 @@ export function createRouter(options: RouterOptions): Router {
     pump(c);
   }
 
-  function routeToContainer(env: Envelope, c: ContainerRuntime) {
+  function routeToContainer(env: Envelope, c: ContainerRecord) {
     const no = refusal(c, env);
     if (no) refuse(env, no[0], no[1]);
     else enqueue(c, env);
   }
 
-  function endpointsOf(s: ServiceRuntime): ContainerRuntime[] {
+  function endpointsOf(s: ServiceRoute): ContainerRecord[] {
     if (s.endpointsVersion === topologyVersion) return s.endpoints;
-    const eps: ContainerRuntime[] = [];
+    const eps: ContainerRecord[] = [];
     for (const c of containers.values()) {
       if (c.ready && (s.selects(c) || s.statusEndpoints.includes(c.name))) eps.push(c);
     }
@@ -168,7 +166,7 @@ export function createRouter(options: RouterOptions): Router {
     return eps;
   }
 
-  function pick(s: ServiceRuntime, eps: ContainerRuntime[]): number {
+  function pick(s: ServiceRoute, eps: ContainerRecord[]): number {
     const n = eps.length;
     if (n === 1) return 0;
     switch (s.strategy) {
@@ -198,7 +196,7 @@ export function createRouter(options: RouterOptions): Router {
     }
   }
 
-  function routeToService(env: Envelope, s: ServiceRuntime) {
+  function routeToService(env: Envelope, s: ServiceRoute) {
     env.service = s;
     const eps = endpointsOf(s);
     if (eps.length > 0) {
@@ -261,7 +259,7 @@ export function createRouter(options: RouterOptions): Router {
     return `no container or service named "${target.name}"`;
   }
 
-  function pump(c: ContainerRuntime) {
+  function pump(c: ContainerRecord) {
     const s = c.serving();
     if (!s) return;
     while (c.inflight.size < c.concurrency) {
@@ -281,7 +279,7 @@ export function createRouter(options: RouterOptions): Router {
     }
   }
 
-  function unsettle(env: Envelope): ContainerRuntime {
+  function unsettle(env: Envelope): ContainerRecord {
     inflight.delete(env.deliveryId);
     const c = env.container!;
     c.inflight.delete(env);
@@ -289,7 +287,7 @@ export function createRouter(options: RouterOptions): Router {
     return c;
   }
 
-  function handlerFailed(c: ContainerRuntime, env: Envelope, code: number, message: string) {
+  function handlerFailed(c: ContainerRecord, env: Envelope, code: number, message: string) {
     const now = Date.now();
     // One event a second per container at most: a failing handler must not flood the event ring.
     if (now - c.lastFailureEventAt < 1000) {

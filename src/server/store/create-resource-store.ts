@@ -1,5 +1,5 @@
 /**
- * The implementation of ResourceStore (see ../resource-store.ts for the contract): typed
+ * The implementation of ResourceStore (see resource-store.ts for the contract): typed
  * objects as protobuf binary under `/k4s/<plural>/<name>`, with Kubernetes' API machinery
  * rules applied on every write.
  */
@@ -10,8 +10,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ObjectMetaSchema, OwnerReferenceSchema, type OwnerReference } from "../../gen/k4s/v1/resources_pb.js";
 import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
-import { formatIssues, validateObject, type FieldIssue } from "../../api/validate.js";
-import type { ApplyOutcome, ListOptions, ObjectEvent, ResourceStore, WatchOptions } from "../resource-store.js";
+import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
+import type { ApplyOutcome, ListOptions, ObjectEvent, ResourceStore, WatchOptions } from "./resource-store.js";
 import type { Compare, KeyValue, Op, Store, StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -54,10 +54,10 @@ function subSchema(kind: Kind, field: "spec" | "status"): DescMessage {
 const SPEC = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "spec")]));
 const STATUS = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "status")]));
 
-/** Decodes a stored value into a fresh object whose resourceVersion is the key's modRevision. */
 /** Decoded object versions kept for the watchers that have not seen them yet. */
 const SHARED_DECODES = 4096;
 
+/** Decodes a stored value into a fresh object whose resourceVersion is the key's modRevision. */
 function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject {
   const obj = fromBinary(schemaOf(kind), kv.value) as AnyObject;
   obj.metadata ??= create(ObjectMetaSchema);
@@ -117,16 +117,6 @@ function conflict(kind: Kind, name: string, expected: string, actual: number | u
 
 function gaveUp(kind: Kind, name: string): ConnectError {
   return new ConnectError(`${describe(kind, name)} kept changing during the write; retry`, Code.Aborted);
-}
-
-function invalid(obj: AnyObject, issues: readonly FieldIssue[]): ConnectError {
-  const name = obj.metadata?.name;
-  return new ConnectError(`${kindOf(obj)}${name ? ` "${name}"` : ""}: ${formatIssues(issues)}`, Code.InvalidArgument);
-}
-
-function checkValid(obj: AnyObject): void {
-  const issues = validateObject(obj);
-  if (issues.length > 0) throw invalid(obj, issues);
 }
 
 /** Tells whether deleting this Container must wait for its host to stop it. */
@@ -282,7 +272,7 @@ export function createResourceStore(store: Store): ResourceStore {
 
     async create<T extends AnyObject>(input: T): Promise<T> {
       const kind = kindOf(input);
-      checkValid(input);
+      assertValid(input);
       const obj = stampNew(kind, input);
       const name = obj.metadata!.name;
       const key = objectKey(kind, name);
@@ -294,7 +284,7 @@ export function createResourceStore(store: Store): ResourceStore {
 
     async update<T extends AnyObject>(input: T): Promise<T> {
       const kind = kindOf(input);
-      checkValid(input);
+      assertValid(input);
       const name = input.metadata!.name;
       const key = objectKey(kind, name);
       const precondition = input.metadata!.resourceVersion;

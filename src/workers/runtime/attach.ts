@@ -4,9 +4,11 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { hostname } from "node:os";
-import { createContainerRuntime, toIncomingDelivery, type ContainerRuntime, type WorkerContext } from "./context.js";
+import { createContainerRuntime, toIncomingDelivery, type ContainerRuntime } from "./container-runtime.js";
+import type { WorkerContext } from "./worker-context.js";
 import type { WorkerDefinition } from "./define-worker.js";
-import { openSession, type Session, type TlsOptions } from "./session.js";
+import type { TlsOptions } from "../../transport/channel.js";
+import { openSession, type Session } from "../../transport/session.js";
 
 /** AttachWorkerOptions configure attach; omitted address/container/token come from K4S_* env. */
 export interface AttachWorkerOptions<P> {

@@ -2,7 +2,7 @@
  * defineWorker: how a worker function is declared, so hosts can tell worker exports from
  * anything else a module exports.
  */
-import type { WorkerContext } from "./context.js";
+import type { WorkerContext } from "./worker-context.js";
 
 const WORKER_BRAND = Symbol.for("k4s.worker");
 

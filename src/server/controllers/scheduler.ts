@@ -2,11 +2,11 @@
  * The scheduler's choices, as pure functions: which live worker host can run a container
  * (least loaded first, capacity respected), and, when none can, why, in words a user can act on.
  */
-import type { ContainerRuntime } from "./container-runtime.js";
-import type { Session } from "./session.js";
+import type { ContainerRecord } from "../messaging/container-record.js";
+import type { WorkerLink } from "../messaging/worker-link.js";
 
 /** Whether a host can run a container at all (ignoring its capacity). */
-export function canRun(host: Session, c: ContainerRuntime): boolean {
+export function canRun(host: WorkerLink, c: ContainerRecord): boolean {
   if (host.closed || host.role !== "host") return false;
   if (c.kind === "module") return host.modules.has(c.spec.module);
   if (c.kind === "command") return host.canSpawn;
@@ -17,8 +17,8 @@ export function canRun(host: Session, c: ContainerRuntime): boolean {
  * Picks the host for a container: among hosts that can run it and have room, the one with the
  * fewest bound containers (the first connected wins a tie). Undefined when none fits.
  */
-export function pickHost(c: ContainerRuntime, hosts: Iterable<Session>): Session | undefined {
-  let best: Session | undefined;
+export function pickHost(c: ContainerRecord, hosts: Iterable<WorkerLink>): WorkerLink | undefined {
+  let best: WorkerLink | undefined;
   for (const h of hosts) {
     if (!canRun(h, c) || !h.hasRoom()) continue;
     if (!best || h.bound.size < best.bound.size) best = h;
@@ -27,7 +27,7 @@ export function pickHost(c: ContainerRuntime, hosts: Iterable<Session>): Session
 }
 
 /** Explains why no host can take a container right now. */
-export function unschedulableReason(c: ContainerRuntime, hosts: Iterable<Session>): string {
+export function unschedulableReason(c: ContainerRecord, hosts: Iterable<WorkerLink>): string {
   if (c.kind === "external") return `waiting for a process to attach to external container "${c.name}"`;
   const live = [...hosts].filter((h) => !h.closed && h.role === "host");
   const what = c.kind === "module" ? `no worker host serves module "${c.spec.module}"` : "no worker host can spawn command containers";

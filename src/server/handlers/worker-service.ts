@@ -1,11 +1,9 @@
 /**
  * WorkerService.Connect: the handshake (Hello or Attach, answered by Welcome or an error
- * status), the frame dispatch of a live session, the session registry, and liveness (a
- * heartbeat when the server was otherwise silent for an interval; a session silent for three
- * intervals is declared lost).
+ * status) and the frame dispatch of a live link. The links themselves, and their liveness, are
+ * kept by the link registry.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { randomUUID } from "node:crypto";
 import { parseTarget, type Target } from "../../api/target.js";
 import {
   ConnectResponseSchema,
@@ -16,15 +14,17 @@ import {
   type WorkerFrame,
   type WorkerService,
 } from "../../gen/k4s/v1/worker_service_pb.js";
-import type { CallContext, ServiceImpl } from "../grpc-adapter.js";
-import type { LogStore } from "../logs.js";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "../../transport/limits.js";
+import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
+import type { LogStore } from "../log-store.js";
 import type { Metrics } from "../metrics.js";
-import type { ContainerLifecycle } from "./container-lifecycle.js";
-import { createBatchedCounter } from "./batched-counter.js";
-import { Envelope } from "./envelope.js";
-import { callResultFrame, heartbeatFrame, welcomeFrame } from "./frames.js";
-import { DEFAULT_REQUEST_TIMEOUT_MS, type Router } from "./router.js";
-import { MAX_QUEUED_FRAMES, Session } from "./session.js";
+import { createBatchedCounter } from "../messaging/batched-counter.js";
+import type { ContainerLifecycle } from "../messaging/container-lifecycle.js";
+import { Envelope } from "../messaging/envelope.js";
+import { callResultFrame } from "../messaging/frames.js";
+import type { LinkRegistry } from "../messaging/link-registry.js";
+import type { Router } from "../messaging/router.js";
+import type { WorkerLink } from "../messaging/worker-link.js";
 
 /** Unanswered requests one session may have at once. */
 export const MAX_PENDING_CALLS = 65_536;
@@ -34,66 +34,21 @@ const TARGET_CACHE_SIZE = 1024;
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
   router: Router;
-  lifecycle: () => ContainerLifecycle;
+  lifecycle: ContainerLifecycle;
+  links: LinkRegistry;
   logs: LogStore;
+  /** Heartbeat interval announced to links (ms): a stream must say hello within 3 of them. */
   heartbeatIntervalMs: number;
   metrics?: Metrics;
 }
 
-/** WorkerSessions serves Connect and keeps the live sessions. */
-export interface WorkerSessions {
-  readonly impl: ServiceImpl<typeof WorkerService>;
-  /** Live host sessions, in connection order. */
-  hosts(): Iterable<Session>;
-  /** Ends a session (idempotent); with an error, the stream ends with that status. */
-  lose(s: Session, err?: ConnectError): void;
-  /** Starts the liveness timer. */
-  start(): void;
-  /** Ends every session with `err` and stops the liveness timer. */
-  stop(err: ConnectError): void;
-}
-
-/** Creates the WorkerService handler and its session registry. */
-export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessions {
-  const { router, logs } = options;
+/** Creates the WorkerService handlers. */
+export function createWorkerService(options: WorkerServiceOptions): ServiceHandlers<typeof WorkerService> {
+  const { router, lifecycle, links, logs } = options;
   const hb = options.heartbeatIntervalMs;
-  const sessions = new Map<string, Session>();
   const targets = new Map<string, Target>();
-  let timer: NodeJS.Timeout | undefined;
-  let stopping = false;
   const sendCounter = options.metrics && createBatchedCounter(options.metrics.messages.labels("send"));
   const requestCounter = options.metrics && createBatchedCounter(options.metrics.messages.labels("request"));
-
-  function* hosts(): Iterable<Session> {
-    for (const s of sessions.values()) if (s.role === "host" && !s.closed) yield s;
-  }
-
-  function countRole(role: string, delta: number) {
-    options.metrics?.sessions.inc({ role }, delta);
-  }
-
-  function lose(s: Session, err?: ConnectError) {
-    if (!sessions.delete(s.id)) {
-      s.close(err);
-      return;
-    }
-    countRole(s.role, -1);
-    s.close(err);
-    if (s.calls.size > 0) {
-      for (const env of [...s.calls.values()]) router.abandon(env, 0, `caller session ${s.id} ended`);
-    }
-    options.lifecycle().sessionLost(s);
-  }
-
-  function register(s: Session) {
-    sessions.set(s.id, s);
-    countRole(s.role, 1);
-    s.push(welcomeFrame(s.id, s.name, hb));
-  }
-
-  function overflow(s: Session) {
-    lose(s, new ConnectError(`session "${s.name}" does not read its stream: more than ${MAX_QUEUED_FRAMES} frames queued`, Code.ResourceExhausted));
-  }
 
   function target(text: string): Target {
     let t = targets.get(text);
@@ -105,16 +60,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
     return t;
   }
 
-  function uniqueName(base: string): string {
-    const taken = (n: string) => {
-      for (const s of sessions.values()) if (s.name === n && s.role !== "attached") return true;
-      return false;
-    };
-    if (!taken(base)) return base;
-    for (let i = 2; ; i++) if (!taken(`${base}-${i}`)) return `${base}-${i}`;
-  }
-
-  function openHello(hello: Hello): Session {
+  function openHello(hello: Hello): WorkerLink {
     const role = hello.role === "" ? "host" : hello.role;
     if (role !== "host" && role !== "client") {
       throw new ConnectError(`hello.role must be "host" or "client", got "${hello.role}"`, Code.InvalidArgument);
@@ -126,24 +72,22 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
       // The same host reconnecting before its old stream was declared lost: the new session
       // takes over what the old one ran, under the same name.
       const running = new Set(hello.running.map((r) => `${r.name}/${r.uid}`));
-      for (const old of hosts()) {
+      for (const old of links.hosts()) {
         if (old.name !== base) continue;
         if (![...old.bound].some((c) => running.has(`${c.name}/${c.uid}`))) continue;
-        const s = new Session(randomUUID(), base, "host", new Set(hello.modules), hello.capacity, hello.canSpawn, overflow);
-        register(s);
-        options.lifecycle().hostReplaced(old, s);
-        lose(old, new ConnectError(`host "${base}" reconnected on a new session`, Code.Unavailable));
-        options.lifecycle().hostJoined(s, hello.running);
+        const s = links.open({ name: base, role: "host", modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn }, { keepName: true });
+        lifecycle.hostReplaced(old, s);
+        links.lose(old, new ConnectError(`host "${base}" reconnected on a new session`, Code.Unavailable));
+        lifecycle.hostJoined(s, hello.running);
         return s;
       }
     }
-    const s = new Session(randomUUID(), uniqueName(base), role, new Set(hello.modules), hello.capacity, hello.canSpawn, overflow);
-    register(s);
-    if (role === "host") options.lifecycle().hostJoined(s, hello.running);
+    const s = links.open({ name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn });
+    if (role === "host") lifecycle.hostJoined(s, hello.running);
     return s;
   }
 
-  function handleCall(s: Session, call: Call) {
+  function handleCall(s: WorkerLink, call: Call) {
     let t: Target;
     try {
       t = target(call.target);
@@ -176,7 +120,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
     router.route(env, t);
   }
 
-  function handleFrame(s: Session, f: WorkerFrame) {
+  function handleFrame(s: WorkerLink, f: WorkerFrame) {
     const frame = f.frame;
     switch (frame.case) {
       case "result":
@@ -191,7 +135,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
         return;
       }
       case "state":
-        if (s.role === "host") options.lifecycle().stateReported(s, frame.value);
+        if (s.role === "host") lifecycle.stateReported(s, frame.value);
         return;
       case "log": {
         const v = frame.value;
@@ -203,14 +147,14 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
         return;
       case "hello":
       case "attach":
-        lose(s, new ConnectError(`${frame.case} is only valid as the first frame of a stream`, Code.InvalidArgument));
+        links.lose(s, new ConnectError(`${frame.case} is only valid as the first frame of a stream`, Code.InvalidArgument));
         return;
       default:
         return;
     }
   }
 
-  async function readLoop(it: AsyncIterator<ConnectRequest>, s: Session) {
+  async function readLoop(it: AsyncIterator<ConnectRequest>, s: WorkerLink) {
     try {
       while (!s.closed) {
         const r = await it.next();
@@ -222,7 +166,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
     } catch {
       // The stream broke: the session is lost like a closed one.
     }
-    lose(s);
+    links.lose(s);
   }
 
   async function firstRequest(it: AsyncIterator<ConnectRequest>, signal: AbortSignal): Promise<ConnectRequest> {
@@ -247,24 +191,23 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
   }
 
   async function* connect(reqs: AsyncIterable<ConnectRequest>, ctx: CallContext): AsyncGenerator<ConnectResponse> {
-    if (stopping) throw new ConnectError("server is stopping", Code.Unavailable);
+    if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
     const f0 = first.frames[0]?.frame;
-    let s: Session;
+    let s: WorkerLink;
     if (f0?.case === "hello") {
       s = openHello(f0.value);
     } else if (f0?.case === "attach") {
       const a = f0.value;
-      const c = await options.lifecycle().checkAttach(a);
-      if (stopping) throw new ConnectError("server is stopping", Code.Unavailable);
+      const c = await lifecycle.checkAttach(a);
+      if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
       if (c.attached && !c.attached.closed) {
         throw new ConnectError(`attach: container "${c.name}" is already attached by "${c.attached.name}"`, Code.FailedPrecondition);
       }
       const name = a.host || `${c.name}-process`;
-      s = new Session(randomUUID(), name, "attached", undefined, 0, false, overflow);
-      register(s);
-      options.lifecycle().attached(s, c, name);
+      s = links.open({ name, role: "attached" });
+      lifecycle.attached(s, c, name);
     } else {
       throw new ConnectError(
         `the first frame must be hello or attach, got ${f0?.case ? f0.case : "no frame"}`,
@@ -273,7 +216,7 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
     }
     for (let i = 1; i < first.frames.length && !s.closed; i++) handleFrame(s, first.frames[i]!);
     void readLoop(it, s);
-    const onAbort = () => lose(s);
+    const onAbort = () => links.lose(s);
     ctx.signal.addEventListener("abort", onAbort);
     try {
       for (;;) {
@@ -284,36 +227,10 @@ export function createWorkerSessions(options: WorkerServiceOptions): WorkerSessi
       }
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);
-      lose(s);
+      links.lose(s);
     }
     if (s.closeError) throw s.closeError;
   }
 
-  function tick() {
-    const now = Date.now();
-    const lostAfter = 3 * hb;
-    for (const s of [...sessions.values()]) {
-      if (now - s.lastReceived > lostAfter) {
-        lose(s, new ConnectError(`session "${s.name}" sent nothing for ${now - s.lastReceived} ms (3 heartbeat intervals): declared lost`, Code.Unavailable));
-      } else if (now - s.lastSent >= hb && s.queued === 0) {
-        s.push(heartbeatFrame());
-      }
-    }
-  }
-
-  return {
-    impl: { connect },
-    hosts,
-    lose,
-    start() {
-      timer = setInterval(tick, Math.max(10, Math.floor(hb / 4)));
-      timer.unref();
-    },
-    stop(err) {
-      stopping = true;
-      if (timer) clearInterval(timer);
-      timer = undefined;
-      for (const s of [...sessions.values()]) lose(s, err);
-    },
-  };
+  return { connect };
 }

@@ -8,10 +8,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { MAX_NESTING_DEPTH, textNestingDepth, valueNestingDepth } from "../../api/nesting-depth.js";
 import { parseTarget } from "../../api/target.js";
 import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
-import type { ServiceImpl } from "../grpc-adapter.js";
+import type { ServiceHandlers } from "../grpc-adapter.js";
 import type { Metrics } from "../metrics.js";
-import { Envelope } from "./envelope.js";
-import { DEFAULT_REQUEST_TIMEOUT_MS, type Router } from "./router.js";
+import { Envelope } from "../messaging/envelope.js";
+import { DEFAULT_REQUEST_TIMEOUT_MS } from "../../transport/limits.js";
+import type { Router } from "../messaging/router.js";
 
 const JSON_TYPE = "application/json";
 const encoder = new TextEncoder();
@@ -46,7 +47,7 @@ function isJson(contentType: string): boolean {
 }
 
 /** Creates the MessagingService handlers over a router. */
-export function createMessagingServiceImpl(options: { router: Router; metrics?: Metrics }): ServiceImpl<typeof MessagingService> {
+export function createMessagingService(options: { router: Router; metrics?: Metrics }): ServiceHandlers<typeof MessagingService> {
   const { router } = options;
   return {
     async send(req, ctx) {

@@ -7,7 +7,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Container, ContainerSpec } from "../../gen/k4s/v1/resources_pb.js";
 import type { Envelope } from "./envelope.js";
 import { Inbox } from "./inbox.js";
-import type { Session } from "./session.js";
+import type { WorkerLink } from "./worker-link.js";
 
 /** How a container runs: a module function in a host, a spawned command, or an external process. */
 export type ContainerKind = "module" | "command" | "external";
@@ -26,8 +26,8 @@ export function containerKind(spec: ContainerSpec | undefined): ContainerKind {
   return "external";
 }
 
-/** ContainerRuntime is the lifecycle state of one container in the messaging plane. */
-export class ContainerRuntime {
+/** ContainerRecord is what the messaging plane knows of one container now: inbox, binding, lifecycle. */
+export class ContainerRecord {
   readonly inbox = new Inbox();
   /** Delivered, unsettled envelopes. */
   readonly inflight = new Set<Envelope>();
@@ -39,9 +39,9 @@ export class ContainerRuntime {
   queueLimit: number;
 
   /** The host it is bound to (module and command containers). */
-  host: Session | undefined = undefined;
+  host: WorkerLink | undefined = undefined;
   /** The session attached to it (command and external containers). */
-  attached: Session | undefined = undefined;
+  attached: WorkerLink | undefined = undefined;
   /** Its host reported Running for the current assignment. */
   started = false;
   /** A Stop was sent and not yet answered. */
@@ -111,7 +111,7 @@ export class ContainerRuntime {
   }
 
   /** The session deliveries go to right now, if the container can take them. */
-  serving(): Session | undefined {
+  serving(): WorkerLink | undefined {
     if (!this.ready) return undefined;
     return this.kind === "module" ? this.host : this.attached;
   }

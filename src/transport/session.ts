@@ -8,16 +8,17 @@
  * (the codegen did not honour jstype = JS_NUMBER), so they are converted at the frame boundary.
  *
  * The stream runs on @grpc/grpc-js's client rather than connect-node's transport because only
- * grpc-js takes custom serializers: the frames use the hand-written codec of
- * src/api/frame-codec.ts, which costs a fraction of protobuf-es's reflection on every message.
+ * grpc-js takes custom serializers: the frames use the hand-written codec of frame-codec.ts,
+ * which costs a fraction of protobuf-es's reflection on every message.
  */
-import { isIP } from "node:net";
-import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { normalizeAddress } from "../../api/address.js";
-import { decodeConnectResponse, encodeConnectRequest } from "../../api/frame-codec.js";
+import { normalizeAddress } from "../api/address.js";
+import { grpcChannel, type TlsOptions } from "./channel.js";
+import { batchEnd } from "./frame-batch.js";
+import { decodeConnectResponse, encodeConnectRequest } from "./frame-codec.js";
+import { DEFAULT_REQUEST_TIMEOUT_MS, MAX_CALL_PAYLOAD_BYTES } from "./limits.js";
 import {
   CallSchema,
   ConnectRequestSchema,
@@ -30,7 +31,7 @@ import {
   type HelloSchema,
   type ServerFrame,
   type WorkerFrame,
-} from "../../gen/k4s/v1/worker_service_pb.js";
+} from "../gen/k4s/v1/worker_service_pb.js";
 
 /** HelloOptions describe a host or client session. */
 export interface HelloOptions {
@@ -49,13 +50,6 @@ export interface AttachOptions {
   container: string;
   token?: string;
   host?: string;
-}
-
-/** TlsOptions make a session use TLS; `ca` is the PEM of a certificate to trust. */
-export interface TlsOptions {
-  ca?: string | Buffer;
-  /** Name to check the server's certificate against (default: the address's host). */
-  servername?: string;
 }
 
 /** SessionOptions configure openSession. */
@@ -136,44 +130,14 @@ interface PendingCall {
   onAbort: (() => void) | undefined;
 }
 
-/** Payload bytes one ConnectRequest carries before the next frames go in another. */
-const MAX_BATCH_BYTES = 1024 * 1024;
-/**
- * Largest payload a call may carry: the server's receive limit (16 MiB) less room for the
- * frame around it. A larger one would make the server end the whole stream, failing every
- * call on it, so it is refused here, alone.
- */
-export const MAX_CALL_PAYLOAD_BYTES = 16 * 1024 * 1024 - 64 * 1024;
-
 /** Margin on top of a call's timeout before the client gives up on the server's answer. */
 const SAFETY_MARGIN_MS = 2000;
-const DEFAULT_TIMEOUT_MS = 30_000;
 /** Calls that may wait for a (re)connect; more fail at once with UNAVAILABLE. */
 const MAX_WAITING_CALLS = 10_000;
 /** Output frames kept while disconnected; older ones are dropped. */
 const MAX_KEPT_LOG_FRAMES = 1000;
 /** Codes that make retrying pointless: the server refused who we are or what we asked. */
 const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
-
-/**
- * Channel credentials and options for TLS. The certificate is checked against `servername`
- * when given, else against the address's host. grpc-js always sends its target host as the TLS
- * server name, which for an IP address makes Node print a DEP0123 warning on every process
- * (RFC 6066 has no IP server names); then the name sent is "localhost" and the certificate is
- * still checked against the IP address itself.
- */
-function tlsChannel(address: string, tls: TlsOptions): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
-  const ca = tls.ca ? Buffer.from(tls.ca) : null;
-  if (tls.servername) {
-    return { credentials: grpc.credentials.createSsl(ca), options: { "grpc.ssl_target_name_override": tls.servername } };
-  }
-  const host = address.replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
-  if (!isIP(host)) return { credentials: grpc.credentials.createSsl(ca), options: {} };
-  const credentials = grpc.credentials.createSsl(ca, null, null, {
-    checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert),
-  });
-  return { credentials, options: { "grpc.ssl_target_name_override": "localhost" } };
-}
 
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
 
@@ -247,22 +211,8 @@ class SessionImpl implements Session {
     // Callers that only await one of them must not see an unhandled rejection from the other.
     this.ready.catch(() => {});
     this.done.catch(() => {});
-    const tls = options.tls === true ? {} : options.tls || undefined;
-    const secure = tls ? tlsChannel(options.address, tls) : undefined;
-    this.channel = new grpc.Client(options.address, secure?.credentials ?? grpc.credentials.createInsecure(), {
-      "grpc.keepalive_time_ms": 15_000,
-      "grpc.keepalive_timeout_ms": 10_000,
-      "grpc.keepalive_permit_without_calls": 1,
-      // The server bounds what it sends (its own limits and MAX_QUEUED_FRAMES); a batch of
-      // deliveries may well exceed grpc-js's 4 MiB default.
-      "grpc.max_receive_message_length": -1,
-      "grpc.max_send_message_length": -1,
-      // HTTP/2 windows (per stream and connection) beyond Node's 64 KiB: one stream carries
-      // every message of the process, and a 64 KiB window caps large payloads at one window
-      // per round trip.
-      "grpc-node.flow_control_window": 8 * 1024 * 1024,
-      ...secure?.options,
-    });
+    const channel = grpcChannel(options.address, options.tls);
+    this.channel = new grpc.Client(options.address, channel.credentials, channel.options);
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.startTimer();
     this.running = this.run();
@@ -285,7 +235,7 @@ class SessionImpl implements Session {
       );
     }
     const id = this.nextId++;
-    const timeout = options.timeoutMs && options.timeoutMs > 0 ? options.timeoutMs : DEFAULT_TIMEOUT_MS;
+    const timeout = options.timeoutMs && options.timeoutMs > 0 ? options.timeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
     return new Promise<CallReply>((resolve, reject) => {
       const call: PendingCall = {
         id,
@@ -374,27 +324,17 @@ class SessionImpl implements Session {
     const frames = this.pending;
     this.pending = [];
     this.keptLogFrames = 0;
-    // Split by payload bytes: the server refuses a ConnectRequest beyond its receive limit
-    // (16 MiB by default) and ends the stream, so frames that each fit must not be joined into
-    // one that does not.
-    let start = 0;
-    let bytes = 0;
-    for (let i = 0; i < frames.length; i++) {
-      const f = frames[i]!;
-      const v = f.frame.value as { data?: Uint8Array } | undefined;
-      const size = 32 + (v?.data ? v.data.byteLength : 0);
-      if (bytes + size > MAX_BATCH_BYTES && i > start) {
-        this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: frames.slice(start, i) });
-        start = i;
-        bytes = 0;
-      }
-      bytes += size;
-      if (f.frame.case === "call") {
-        const c = this.calls.get(Number(f.frame.value.id));
-        if (c) c.sent = true;
-      }
+    for (const f of frames) {
+      if (f.frame.case !== "call") continue;
+      const c = this.calls.get(Number(f.frame.value.id));
+      if (c) c.sent = true;
     }
-    this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: start === 0 ? frames : frames.slice(start) });
+    // Split by payload bytes: the server refuses a ConnectRequest beyond its receive limit and
+    // ends the stream, so frames that each fit must not be joined into one that does not.
+    for (let start = 0, end = 0; start < frames.length; start = end) {
+      end = batchEnd(frames, start);
+      this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: end - start === frames.length ? frames : frames.slice(start, end) });
+    }
     this.lastSent = Date.now();
   }
 

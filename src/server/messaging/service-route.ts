@@ -4,7 +4,7 @@
  */
 import { Minimatch } from "minimatch";
 import type { Service } from "../../gen/k4s/v1/resources_pb.js";
-import type { ContainerRuntime } from "./container-runtime.js";
+import type { ContainerRecord } from "./container-record.js";
 import { Inbox } from "./inbox.js";
 
 /** Calls that may wait for an endpoint of one service. */
@@ -13,8 +13,8 @@ export const MAX_SERVICE_WAITERS = 10_000;
 /** How a service picks an endpoint. */
 export type Strategy = "round-robin" | "random" | "least-in-flight";
 
-/** ServiceRuntime is the lifecycle state of one service in the messaging plane. */
-export class ServiceRuntime {
+/** ServiceRoute is how the router reaches one service: selector, ready endpoints, waiting calls. */
+export class ServiceRoute {
   /** Calls waiting for a ready endpoint. */
   readonly waiters = new Inbox();
   cursor = 0;
@@ -22,7 +22,7 @@ export class ServiceRuntime {
   /** Endpoints last published by the Service controller (status.endpoints). */
   statusEndpoints: readonly string[] = [];
   /** Ready endpoints, recomputed when the plane's topology version moved. */
-  endpoints: ContainerRuntime[] = [];
+  endpoints: ContainerRecord[] = [];
   endpointsVersion = -1;
   private matcher: Minimatch | undefined;
   private matchLabels: Record<string, string> = {};
@@ -47,7 +47,7 @@ export class ServiceRuntime {
   }
 
   /** Whether the service's selector picks a container (empty selector and labels: none). */
-  selects(c: ContainerRuntime): boolean {
+  selects(c: ContainerRecord): boolean {
     const labelKeys = Object.keys(this.matchLabels);
     if (!this.matcher && labelKeys.length === 0) return false;
     if (this.matcher && !this.matcher.match(c.name)) return false;

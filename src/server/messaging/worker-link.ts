@@ -1,57 +1,71 @@
 /**
- * One WorkerService.Connect stream seen from the server: who is on the other end (a worker
- * host, a calling client, or a process attached to one container), what it serves, its
- * unanswered calls, and its outgoing frames, coalesced into one ConnectResponse per tick.
+ * The server's end of one WorkerService.Connect stream (a "link"; "session" is the client's
+ * word for its end): who is on the other end (a worker host, a calling client, or a process
+ * attached to one container), what it serves, its unanswered calls, and its outgoing frames,
+ * coalesced into one ConnectResponse per tick.
  */
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
-import type { ContainerRuntime } from "./container-runtime.js";
+import { batchEnd } from "../../transport/frame-batch.js";
+import type { ContainerRecord } from "./container-record.js";
 import type { Envelope } from "./envelope.js";
 
-/** The kinds of sessions. */
-export type SessionRole = "host" | "client" | "attached";
+/** Who is on the other end of a link. */
+export type LinkRole = "host" | "client" | "attached";
 
-/** Frames a session may have queued for a peer that does not read before it is cut off. */
+/** Frames a link may have queued for a peer that does not read before it is cut off. */
 export const MAX_QUEUED_FRAMES = 100_000;
 
-/**
- * Payload bytes one ConnectResponse carries before the rest of the queue goes in the next:
- * grpc clients refuse messages beyond their receive limit (4 MiB by default in grpcio and
- * grpc-js), so batching must never join frames that each fit into one that does not. A single
- * larger frame still goes, alone.
- */
-export const MAX_BATCH_BYTES = 1024 * 1024;
+/** WorkerLinkInit describes a new link. */
+export interface WorkerLinkInit {
+  id: string;
+  name: string;
+  role: LinkRole;
+  modules?: ReadonlySet<string>;
+  capacity?: number;
+  canSpawn?: boolean;
+  /** Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES. */
+  onOverflow?: (link: WorkerLink) => void;
+}
 
-/** Session is the lifecycle state of one worker stream. */
-export class Session {
+/** WorkerLink is the server's end of one worker stream, with its lifecycle state. */
+export class WorkerLink {
   /** Containers bound to this host. */
-  readonly bound = new Set<ContainerRuntime>();
-  /** The container an attached session serves. */
-  attached: ContainerRuntime | undefined = undefined;
-  /** This session's own requests not yet answered, by its call id. */
+  readonly bound = new Set<ContainerRecord>();
+  /** The container an attached link serves. */
+  attached: ContainerRecord | undefined = undefined;
+  /** This link's own requests not yet answered, by its call id. */
   readonly calls = new Map<bigint, Envelope>();
   lastReceived = Date.now();
   lastSent = Date.now();
   closed = false;
-  /** Why the server ended the session (sent as the stream's status); undefined: ended cleanly. */
+  /** Why the server ended the link (sent as the stream's status); undefined: ended cleanly. */
   closeError: ConnectError | undefined = undefined;
   private out: ServerFrame[] = [];
   private waiter: ((frames: ServerFrame[] | undefined) => void) | undefined = undefined;
   private wakeScheduled = false;
 
-  constructor(
-    readonly id: string,
-    /** Registered name: the host name, or the attaching process's name. */
-    readonly name: string,
-    readonly role: SessionRole,
-    /** Worker modules a host runs. */
-    readonly modules: ReadonlySet<string> = new Set(),
-    /** Containers a host runs at once (0: no limit). */
-    readonly capacity = 0,
-    readonly canSpawn = false,
-    /** Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES. */
-    private readonly onOverflow: (s: Session) => void = () => {},
-  ) {}
+  readonly id: string;
+  /** Registered name: the host name, or the attaching process's name. */
+  readonly name: string;
+  readonly role: LinkRole;
+  /** Worker modules a host runs. */
+  readonly modules: ReadonlySet<string>;
+  /** Containers a host runs at once (0: no limit). */
+  readonly capacity: number;
+  /** Whether a host spawns command containers. */
+  readonly canSpawn: boolean;
+  private readonly onOverflow: (link: WorkerLink) => void;
+
+  constructor(init: WorkerLinkInit) {
+    this.id = init.id;
+    this.name = init.name;
+    this.role = init.role;
+    this.modules = init.modules ?? new Set();
+    this.capacity = init.capacity ?? 0;
+    this.canSpawn = init.canSpawn ?? false;
+    this.onOverflow = init.onOverflow ?? (() => {});
+  }
 
   /** Frames waiting to be written. */
   get queued(): number {
@@ -98,13 +112,7 @@ export class Session {
   private take(): ServerFrame[] {
     const out = this.out;
     this.lastSent = Date.now();
-    let bytes = 0;
-    let n = 0;
-    for (; n < out.length; n++) {
-      const v = out[n]!.frame.value as { data?: Uint8Array } | undefined;
-      bytes += 32 + (v?.data ? v.data.byteLength : 0);
-      if (bytes > MAX_BATCH_BYTES && n > 0) break;
-    }
+    const n = batchEnd(out);
     if (n === out.length) {
       this.out = [];
       return out;

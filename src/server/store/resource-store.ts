@@ -7,9 +7,9 @@
  * Keys are `/k4s/<plural>/<name>` and values the protobuf binary of the object; an object's
  * resourceVersion is the modRevision of its key, as a decimal string.
  */
-import type { AnyObject, Kind, ObjectOf } from "../api/kinds.js";
-import type { LabelSelector } from "../api/label-selector.js";
-import type { Store } from "./store/store.js";
+import type { AnyObject, Kind, ObjectOf } from "../../api/kinds.js";
+import type { LabelSelector } from "../../api/label-selector.js";
+import type { Store } from "./store.js";
 
 /** ListOptions filter a List or Watch. */
 export interface ListOptions {
@@ -113,6 +113,3 @@ export interface ResourceStore {
   /** The underlying key-value store. */
   readonly store: Store;
 }
-
-/** Creates the typed object layer over a key-value store (implemented in store/create-resource-store.ts). */
-export { createResourceStore } from "./store/create-resource-store.js";

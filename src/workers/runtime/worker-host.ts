@@ -11,9 +11,10 @@ import { pathToFileURL } from "node:url";
 import { ConnectError } from "@connectrpc/connect";
 import type { Assign, ServerFrame, Stop } from "../../gen/k4s/v1/worker_service_pb.js";
 import { builtinWorkers, BUILTIN_MODULE } from "../builtin/index.js";
-import { createContainerRuntime, toIncomingDelivery, type ContainerLink, type ContainerRuntime } from "./context.js";
+import { createContainerRuntime, toIncomingDelivery, type ContainerLink, type ContainerRuntime } from "./container-runtime.js";
 import { toWorkerDefinition, type WorkerDefinition } from "./define-worker.js";
-import { openSession, type Session, type TlsOptions } from "./session.js";
+import type { TlsOptions } from "../../transport/channel.js";
+import { openSession, type Session } from "../../transport/session.js";
 
 /** A worker module: a path to import, or its already loaded exports. */
 export type WorkerModuleSource = string | Readonly<Record<string, unknown>>;

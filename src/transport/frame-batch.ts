@@ -1,0 +1,27 @@
+/**
+ * How the frames queued on a stream are cut into stream messages: as many as fit in
+ * MAX_BATCH_BYTES of payload, and at least one. Both ends of WorkerService.Connect batch this way.
+ */
+import { MAX_BATCH_BYTES } from "./limits.js";
+
+/** Bytes counted for a frame's fields besides its payload (ids, names, tags). */
+const FRAME_OVERHEAD_BYTES = 32;
+
+/** A frame as batching sees it: a oneof whose value may carry payload bytes. */
+interface BatchedFrame {
+  readonly frame: { readonly value?: unknown };
+}
+
+/**
+ * Returns the end (exclusive) of the batch that starts at `start`: the frames up to
+ * MAX_BATCH_BYTES of payload, and never fewer than one.
+ */
+export function batchEnd(frames: readonly BatchedFrame[], start = 0): number {
+  let bytes = 0;
+  for (let i = start; i < frames.length; i++) {
+    const v = frames[i]!.frame.value as { data?: Uint8Array } | undefined;
+    bytes += FRAME_OVERHEAD_BYTES + (v?.data ? v.data.byteLength : 0);
+    if (bytes > MAX_BATCH_BYTES && i > start) return i;
+  }
+  return frames.length;
+}
