@@ -589,14 +589,14 @@ test("session: calls made while the server is unreachable fail with UNAVAILABLE 
 // ---------------------------------------------------------------- end to end: real server, real host process
 
 import { ContainerSchema, ServiceSchema, type ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
-import { eventually, spawnK4s, startTestServer } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS } from "./helpers.js";
 import type { K4sServer } from "../src/server/server.js";
 import type { Session } from "../src/transport/session.js";
 
 const SDK = fileURLToPath(new URL("../src/workers/index.ts", import.meta.url));
 
-/** Worker module served by the e2e host besides the built-ins. */
-const E2E_MODULE = `import { defineWorker } from ${JSON.stringify(SDK)};
+/** Worker module served by the e2e host besides the built-ins (plain JS on the compiled SDK, as users write it). */
+const E2E_MODULE = `import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
 export const relay = defineWorker(async (ctx) => {
   await ctx.handle(async (msg) => {
     try {
@@ -643,11 +643,11 @@ async function setupE2E(): Promise<E2E> {
   if (e2e) return e2e;
   const server = await startTestServer({ heartbeatIntervalMs: 1000 });
   const dir = mkdtempSync(join(tmpdir(), "k4s-e2e-"));
-  writeFileSync(join(dir, "e2e-module.ts"), E2E_MODULE);
+  writeFileSync(join(dir, "e2e-module.mjs"), E2E_MODULE);
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
   writeFileSync(join(dir, "failing.ts"), FAILING_SCRIPT);
   // The real command a user runs: `k4s worker`, serving the test's module besides the built-ins.
-  const host = spawnK4s(["worker", "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.ts")}`]);
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.mjs")}`]);
   await host.waitFor("serving containers", 20_000);
   const client = openSession({ address: server.address, hello: { role: "client", name: "e2e-client" }, reconnect: true });
   await client.ready;
