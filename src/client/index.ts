@@ -46,6 +46,8 @@ export {
   type ServiceStatus,
 } from "../gen/k4s/v1/resources_pb.js";
 export { EventSchema, LogLineSchema, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
+export { BadRequestSchema, type BadRequest, type BadRequest_FieldViolation } from "../gen/google/rpc/error_details_pb.js";
+export { fieldViolations } from "../api/bad-request.js";
 export { create, clone, toJson, fromJson } from "@bufbuild/protobuf";
 export { Code, ConnectError } from "@connectrpc/connect";
 export type { TlsOptions } from "../transport/channel.js";
