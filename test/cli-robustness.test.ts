@@ -124,3 +124,22 @@ test("normalizeAddress completes and checks server addresses", () => {
     assert.throws(() => normalizeAddress(bad), why, bad);
   }
 });
+
+test("send and request to a service with no endpoint say so on stderr while they wait; send takes --timeout", async () => {
+  const applied = await runK4s(["apply", "-f", "-", "--server", server.address], {}, "kind: Service\nmetadata: {name: nobody-home}\nspec: {selector: 'none-*'}\n");
+  assert.equal(applied.code, 0, applied.stderr);
+  const [sent, asked] = await Promise.all([
+    runK4s(["send", "service/nobody-home", "1", "--timeout", "3s", "--server", server.address]),
+    runK4s(["request", "nobody-home", "1", "--timeout", "3s", "--server", server.address]),
+  ]);
+  for (const r of [sent, asked]) {
+    assert.equal(r.code, 1);
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 2, r.stderr);
+    assert.match(lines[0]!, /^waiting for service\/nobody-home: no ready endpoint yet \(gives up after 3s\)$/);
+    assert.equal(lines[1], 'error: UNAVAILABLE: no endpoint of service "nobody-home" became ready before the deadline');
+  }
+  const bad = await runK4s(["send", "x", "1", "--timeout", "soon", "--server", server.address]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error: option '--timeout <duration>' argument 'soon' is invalid/);
+});

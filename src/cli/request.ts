@@ -4,6 +4,7 @@ import { TEXT_CONTENT_TYPE } from "../api/payload.js";
 import { interruptSignal, withClient } from "./connection.js";
 import { durationOption } from "./options.js";
 import { readPayloadArg } from "./payload-arg.js";
+import { withWaitingNotice } from "./waiting-notice.js";
 
 interface RequestOptions {
   timeout?: number;
@@ -21,12 +22,13 @@ export function requestCommand(): Command {
     .action(async (target: string, json: string | undefined, opts: RequestOptions, cmd: Command) => {
       const value = await readPayloadArg(json, opts.text ?? false);
       await withClient(cmd, async (client) => {
-        const reply = await client.request(target, value, {
+        const call = client.request(target, value, {
           timeoutMs: opts.timeout,
           contentType: opts.text ? TEXT_CONTENT_TYPE : undefined,
           // Ctrl-C cancels the request on the server too, down to the worker handling it.
           signal: interruptSignal(),
         });
+        const reply = await withWaitingNotice(client, target, opts.timeout, call);
         printReply(reply);
       });
     });

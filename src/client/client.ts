@@ -109,14 +109,16 @@ export interface EventsOptions {
 export interface SendOptions {
   /** Payload content type; a string with "text/plain" travels as text, default JSON. */
   contentType?: string;
+  /**
+   * Milliseconds to wait: for a send, until an inbox took the message (a service waits for a
+   * ready endpoint); for a request, until the reply (default 30000).
+   */
+  timeoutMs?: number;
   signal?: AbortSignal;
 }
 
 /** RequestOptions shape a request. */
-export interface RequestOptions extends SendOptions {
-  /** Milliseconds to wait for the reply (server default 30000). */
-  timeoutMs?: number;
-}
+export interface RequestOptions extends SendOptions {}
 
 /** SendReceipt tells which container's inbox took a message. */
 export interface SendReceipt {
@@ -329,7 +331,14 @@ export function createClient(options: ClientOptions): K4sClient {
       try {
         const payload = encodePayload(value, opts.contentType);
         return messagingSession()
-          .call({ target, data: payload.data, contentType: payload.contentType, expectsReply: false, signal: opts.signal })
+          .call({
+            target,
+            data: payload.data,
+            contentType: payload.contentType,
+            expectsReply: false,
+            timeoutMs: opts.timeoutMs,
+            signal: opts.signal,
+          })
           .then(sendResult);
       } catch (err) {
         return Promise.reject(err);

@@ -115,6 +115,8 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
       s.calls.set(call.id, env);
       requestCounter?.inc();
     } else {
+      // A send's timeout bounds its wait for an inbox (a service's ready endpoint) only.
+      if (call.timeoutMs > 0) env.deadline = Date.now() + call.timeoutMs;
       sendCounter?.inc();
     }
     router.route(env, t);
