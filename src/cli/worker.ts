@@ -9,6 +9,7 @@ import { untilSignal } from "./signals.js";
 interface WorkerCommandOptions {
   name?: string;
   module: string[];
+  builtin: boolean;
 }
 
 /** Parses `NAME=PATH` module arguments into a module map with absolute paths. */
@@ -17,7 +18,9 @@ function parseModules(values: readonly string[]): Record<string, string> {
   for (const v of values) {
     const eq = v.indexOf("=");
     if (eq <= 0 || eq === v.length - 1) throw new CliError(`invalid --module "${v}": expected NAME=PATH`);
-    modules[v.slice(0, eq)] = resolve(v.slice(eq + 1));
+    const name = v.slice(0, eq);
+    if (Object.hasOwn(modules, name)) throw new CliError(`--module "${name}" is given twice`);
+    modules[name] = resolve(v.slice(eq + 1));
   }
   return modules;
 }
@@ -27,13 +30,15 @@ export function workerCommand(): Command {
   return new Command("worker")
     .description("run a worker host: it connects to the server and runs the containers assigned to it")
     .option("--name <name>", "host name shown in container status (default: this machine's name)")
-    .option("--module <name=path>", "serve a worker module: NAME=PATH of a JS/TS file of defineWorker exports (repeatable)", collect, [])
+    .option("--module <name=path>", "serve a worker module: NAME=PATH of a JavaScript file of defineWorker exports (repeatable)", collect, [])
+    .option("--no-builtin", "do not serve the built-in \"workers\" module (a --module may then take its name)")
     .action(async (opts: WorkerCommandOptions, cmd: Command) => {
       const modules = parseModules(opts.module);
       const g = globalOptions(cmd);
       const { runWorkerHost } = await import("../workers/runtime/worker-host.js");
-      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules });
-      console.log(`k4s worker host ${host.name} serving containers from ${g.server}`);
+      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules, builtin: opts.builtin });
+      const served = host.served().map((m) => `  ${m.module}: ${m.functions.join(", ")}\n`);
+      process.stdout.write(`k4s worker host ${host.name} serving containers from ${g.server}\n${served.join("")}`);
       const signal = await untilSignal();
       console.log(`k4s worker host ${host.name}: ${signal}, stopping`);
       const force = () => process.exit(1);

@@ -50,6 +50,8 @@ export interface WorkerHost {
   readonly name: string;
   /** Names of the containers it runs now. */
   containers(): string[];
+  /** The worker modules it serves and each one's function names, sorted. */
+  served(): { module: string; functions: string[] }[];
   /** Stops every container (their grace periods apply), reports them Stopped, and disconnects. */
   stop(): Promise<void>;
 }
@@ -109,6 +111,14 @@ async function loadModules(sources: Record<string, WorkerModuleSource>): Promise
       for (const [k, v] of Object.entries(exports.default)) add(k, v);
     }
     for (const [k, v] of Object.entries(exports)) add(k, v);
+    if (fns.size === 0) {
+      const seen = Object.keys(exports).filter((k) => k !== "default");
+      const from = typeof source === "string" ? ` (${source})` : "";
+      throw new Error(
+        `worker module "${name}"${from} exports no worker function: export defineWorker(...) results` +
+          (seen.length > 0 ? ` (exports seen: ${seen.join(", ")})` : " (it exports nothing)"),
+      );
+    }
     modules.set(name, fns);
   }
   return modules;
@@ -189,6 +199,12 @@ class WorkerHostImpl implements WorkerHost {
 
   containers(): string[] {
     return [...this.running.keys()];
+  }
+
+  served(): { module: string; functions: string[] }[] {
+    return [...this.modules]
+      .map(([module, fns]) => ({ module, functions: [...fns.keys()].sort() }))
+      .sort((a, b) => (a.module < b.module ? -1 : a.module > b.module ? 1 : 0));
   }
 
   async stop(): Promise<void> {
@@ -412,6 +428,9 @@ function errorMessage(err: unknown): string {
  * to the server and resolves once the server welcomed it.
  */
 export async function runWorkerHost(options: WorkerHostOptions): Promise<WorkerHost> {
+  if ((options.builtin ?? true) && options.modules && Object.hasOwn(options.modules, BUILTIN_MODULE)) {
+    throw new Error(`worker module name "${BUILTIN_MODULE}" is the built-in module's: pick another name, or leave the built-in module out to replace it (builtin: false; k4s worker --no-builtin)`);
+  }
   const modules = await loadModules(options.modules ?? {});
   if (options.builtin ?? true) {
     modules.set(BUILTIN_MODULE, new Map(Object.entries(builtinWorkers) as [string, WorkerDefinition<unknown>][]));
