@@ -14,7 +14,9 @@ import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
-import { openSession, type Session } from "../transport/session.js";
+import type { Session } from "../transport/session.js";
+
+type SessionModule = typeof import("../transport/session.js");
 
 /** ClientOptions say where the server is and how to authenticate. */
 export interface ClientOptions {
@@ -211,11 +213,20 @@ export function createClient(options: ClientOptions): K4sClient {
   const sessionName = options.name ?? `client-${hostname()}-${process.pid}`;
   let session: Session | undefined;
   let closed = false;
+  // The session's module (and grpc-js under it) loads on the first send or request, so a client
+  // that only reads and writes resources, like most CLI commands, starts without it.
+  let sessions: SessionModule | undefined;
 
-  const messagingSession = (): Session => {
+  const messagingSession = (): Session | Promise<Session> => {
     if (closed) throw new ConnectError("client is closed", Code.FailedPrecondition);
     if (session) return session;
-    const s = openSession({
+    if (!sessions) {
+      return import("../transport/session.js").then((m) => {
+        sessions = m;
+        return messagingSession();
+      });
+    }
+    const s = sessions.openSession({
       address,
       token: options.token,
       tls,
@@ -230,6 +241,12 @@ export function createClient(options: ClientOptions): K4sClient {
     s.ready.catch(() => {});
     session = s;
     return s;
+  };
+
+  /** Runs fn on the messaging session: at once when it is open, else once it is. */
+  const onSession = <T>(fn: (s: Session) => Promise<T>): Promise<T> => {
+    const s = messagingSession();
+    return s instanceof Promise ? s.then(fn) : fn(s);
   };
 
   const kindName = (kind: KindName): Kind => parseKind(kind);
@@ -330,16 +347,16 @@ export function createClient(options: ClientOptions): K4sClient {
     send(target, value, opts = {}) {
       try {
         const payload = encodePayload(value, opts.contentType);
-        return messagingSession()
-          .call({
+        return onSession((s) =>
+          s.call({
             target,
             data: payload.data,
             contentType: payload.contentType,
             expectsReply: false,
             timeoutMs: opts.timeoutMs,
             signal: opts.signal,
-          })
-          .then(sendResult);
+          }),
+        ).then(sendResult);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -348,16 +365,16 @@ export function createClient(options: ClientOptions): K4sClient {
     request<T>(target: string, value: unknown, opts: RequestOptions = {}): Promise<T> {
       try {
         const payload = encodePayload(value, opts.contentType);
-        return messagingSession()
-          .call({
+        return onSession((s) =>
+          s.call({
             target,
             data: payload.data,
             contentType: payload.contentType,
             expectsReply: true,
             timeoutMs: opts.timeoutMs,
             signal: opts.signal,
-          })
-          .then((res) => decodePayload(res.data, res.contentType) as T);
+          }),
+        ).then((res) => decodePayload(res.data, res.contentType) as T);
       } catch (err) {
         return Promise.reject(err);
       }
