@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const BUNDLED = new Set(["commander", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf", "yaml", "minimatch"]);
+const BUNDLED = new Set(["commander", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf", "minimatch"]);
 const { dependencies } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
 const external = Object.keys(dependencies).filter((name) => !BUNDLED.has(name));
 

@@ -36,7 +36,7 @@ test("sessions over TLS (servername checked) with a bearer token carry requests;
   // The certificate names k4s.test, not 127.0.0.1: only servername makes it match.
   const tls = { ca: cert, servername: "k4s.test" };
   const client = createClient({ address: server.address, tls, token, reconnect: false });
-  const worker = attach({ address: server.address, container: "tls-echo", serverToken: token, tls, worker: echo, reconnect: false });
+  const worker = attach({ address: server.address, container: "tls-echo", token, tls, worker: echo, reconnect: false });
   try {
     await client.apply("kind: Container\nmetadata: {name: tls-echo}\nspec: {concurrency: 8}\n");
     await worker.ready;

@@ -521,7 +521,7 @@ test("host: spawns a command container with K4S_* env; the process attaches, ser
   writeFileSync(
     script,
     `import { attach, defineWorker } from ${JSON.stringify(sdk)};
-console.log("child up as " + process.env.K4S_CONTAINER + " " + process.env.GREETING);
+console.log("child up as " + process.env.K4S_CONTAINER + " " + process.env.GREETING + " attach=" + process.env.K4S_ATTACH_TOKEN + " token=" + (process.env.K4S_TOKEN ?? "none"));
 console.error("to stderr");
 const a = attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "child says " + m.value); }) });
 process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
@@ -557,7 +557,8 @@ process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
     assert.equal(att.container, "cmd1");
     assert.equal(att.token, "tok-9");
     const out = await c.waitFor((f) => f.frame.case === "log" && f.frame.value.stream === "stdout");
-    assert.deepEqual((out.frame.value as { lines: string[] }).lines, ["child up as cmd1 hola"]);
+    // The container's credential in K4S_ATTACH_TOKEN; no bearer token, as this host has none.
+    assert.deepEqual((out.frame.value as { lines: string[] }).lines, ["child up as cmd1 hola attach=tok-9 token=none"]);
     await c.waitFor((f) => f.frame.case === "log" && f.frame.value.stream === "stderr");
     child.send(delivery(7, "cmd1", "hey"));
     assert.deepEqual(resultOf(await child.waitFor(isResult(7))), { value: "child says hey" });

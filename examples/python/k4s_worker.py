@@ -8,7 +8,8 @@ answers them, and can send its own messages and requests. Payloads are JSON.
     def handle(msg):          # msg.value is the decoded JSON; return the reply (for requests)
         return msg.value * 2
 
-    Worker.from_env().run(handle)   # K4S_ADDRESS, K4S_CONTAINER, K4S_TOKEN (set by worker hosts)
+    Worker.from_env().run(handle)   # K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN, K4S_TOKEN
+                                    # (set by the worker host that spawned it)
 """
 import itertools
 import json
@@ -88,8 +89,8 @@ class Worker:
         return cls(
             os.environ.get("K4S_ADDRESS", "127.0.0.1:50051"),
             container or os.environ["K4S_CONTAINER"],
+            os.environ.get("K4S_ATTACH_TOKEN", ""),
             os.environ.get("K4S_TOKEN", ""),
-            os.environ.get("K4S_BEARER_TOKEN", ""),
         )
 
     # -- outgoing -------------------------------------------------------------------------

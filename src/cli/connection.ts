@@ -8,6 +8,7 @@ import type { ConnectError } from "@connectrpc/connect";
 import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { createClient, type K4sClient } from "../client/client.js";
 import type { TlsOptions } from "../transport/channel.js";
+import { ENV, tlsFromEnvironment } from "../transport/environment.js";
 import { CliError } from "./errors.js";
 
 /** GlobalOptions are the options every command inherits from `k4s`. */
@@ -20,23 +21,22 @@ export interface GlobalOptions {
 
 /** The default server address: $K4S_ADDRESS, else the local default port. */
 export function defaultServer(): string {
-  return process.env.K4S_ADDRESS || `127.0.0.1:${DEFAULT_PORT}`;
+  return process.env[ENV.address] || `127.0.0.1:${DEFAULT_PORT}`;
 }
 
 /** Reads the global options as seen from a (sub)command. */
 export function globalOptions(cmd: Command): GlobalOptions {
   const o = cmd.optsWithGlobals<{ server?: string; token?: string; tls?: boolean; tlsCa?: string; tlsServerName?: string }>();
-  const env = process.env;
+  // Flags win over the environment. The environment carries the PEM itself (as worker hosts
+  // hand it to spawned processes); the flag names a file.
+  const fromEnv = tlsFromEnvironment();
   let tls: TlsOptions | undefined;
-  if (o.tls || o.tlsCa || env.K4S_TLS === "1") {
-    // The environment carries the PEM itself (as worker hosts hand it to spawned processes); the flag a file.
-    tls = {};
+  if (o.tls || o.tlsCa || fromEnv) {
+    tls = { ...fromEnv };
     if (o.tlsCa) tls.ca = readPem(o.tlsCa);
-    else if (env.K4S_TLS_CA) tls.ca = env.K4S_TLS_CA;
-    const servername = o.tlsServerName || env.K4S_TLS_SERVERNAME;
-    if (servername) tls.servername = servername;
+    if (o.tlsServerName) tls.servername = o.tlsServerName;
   }
-  return { server: serverAddress(o.server || defaultServer()), token: o.token || env.K4S_TOKEN || undefined, tls };
+  return { server: serverAddress(o.server || defaultServer()), token: o.token || process.env[ENV.token] || undefined, tls };
 }
 
 /** Checks and completes --server (a bare host means the default port); a bad one is a usage error. */

@@ -10,6 +10,7 @@ import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
 import { intOption } from "./options.js";
 import { K4S_BIN } from "./package-files.js";
+import { connectionEnvironment } from "../transport/environment.js";
 import { untilSignal } from "./signals.js";
 
 interface ServerCommandOptions {
@@ -94,14 +95,13 @@ export function serverCommand(): Command {
       // The local worker trusts the server's own certificate (the usual self-signed case);
       // --tls-server-name says which name in it to check when it lacks the loopback address.
       const g = globalOptions(cmd);
-      const workerEnv: Record<string, string> = {};
-      if (token) workerEnv.K4S_TOKEN = token;
-      if (tls) {
-        workerEnv.K4S_TLS = "1";
-        workerEnv.K4S_TLS_CA = tls.cert.toString();
-        if (g.tls?.servername) workerEnv.K4S_TLS_SERVERNAME = g.tls.servername;
-      }
-      const worker = opts.localWorker ? startLocalWorker(workerAddress(opts.host, server.port), workerEnv) : undefined;
+      const address = workerAddress(opts.host, server.port);
+      const workerEnv = connectionEnvironment({
+        address,
+        token,
+        tls: tls ? { ca: tls.cert, ...(g.tls?.servername ? { servername: g.tls.servername } : {}) } : undefined,
+      });
+      const worker = opts.localWorker ? startLocalWorker(address, workerEnv) : undefined;
 
       const signal = await untilSignal();
       console.log(`k4s server: ${signal}, shutting down`);
@@ -138,7 +138,7 @@ function startLocalWorker(address: string, serverEnv: Record<string, string>): L
     const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local"], {
       stdio: ["ignore", "inherit", "inherit"],
       // Token and certificate travel in the environment, not argv, so `ps` does not show them.
-      env: { ...process.env, K4S_ADDRESS: address, ...serverEnv },
+      env: { ...process.env, ...serverEnv },
     });
     child = c;
     c.on("exit", (code, sig) => {

@@ -7,26 +7,33 @@ import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { normalizeAddress } from "../api/address.js";
+import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
 import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
+import { ENV, tlsFromEnvironment } from "../transport/environment.js";
 import type { Session } from "../transport/session.js";
 
 type SessionModule = typeof import("../transport/session.js");
 
-/** ClientOptions say where the server is and how to authenticate. */
+/**
+ * ClientOptions say where the server is and how to authenticate; what is omitted comes from the
+ * environment (K4S_ADDRESS, K4S_TOKEN, K4S_TLS, K4S_TLS_CA, K4S_TLS_SERVERNAME), as for the CLI.
+ */
 export interface ClientOptions {
-  /** The server's host:port, e.g. "127.0.0.1:50051". */
-  address: string;
-  /** Bearer token sent with every call when the server requires one. */
+  /** The server's host:port, e.g. "127.0.0.1:50051" (default env K4S_ADDRESS, else 127.0.0.1:50051). */
+  address?: string;
+  /** Bearer token sent with every call when the server requires one (default env K4S_TOKEN). */
   token?: string;
   /** Name this client announces on its messaging session (default `client-<hostname>-<pid>`). */
   name?: string;
-  /** Connect over TLS: true trusts the system's CAs; `ca` adds a PEM certificate to trust. */
+  /**
+   * Connect over TLS: true trusts the system's CAs; `ca` adds a PEM certificate to trust
+   * (default from the environment: K4S_TLS=1 or K4S_TLS_CA).
+   */
   tls?: boolean | TlsOptions;
   /**
    * Re-open the messaging session when it breaks, so calls wait (within their timeout) for the
@@ -189,11 +196,13 @@ function sendResult(res: { container: string }): { container: string } {
 }
 
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
-export function createClient(options: ClientOptions): K4sClient {
+export function createClient(options: ClientOptions = {}): K4sClient {
   // Accept "http(s)://host:port" too, as copied from a URL; https means TLS. A bare host means
   // the default port, as for the server.
-  const address = normalizeAddress(options.address);
-  const tlsOption = options.tls ?? (/^https:\/\//.test(options.address) ? true : undefined);
+  const given = options.address ?? process.env[ENV.address] ?? `127.0.0.1:${DEFAULT_PORT}`;
+  const address = normalizeAddress(given);
+  const token = options.token ?? (process.env[ENV.token] || undefined);
+  const tlsOption = options.tls ?? (/^https:\/\//.test(given) ? true : tlsFromEnvironment());
   const tls = tlsOption === true ? {} : tlsOption || undefined;
   const baseUrl = `${tls ? "https" : "http"}://${address}`;
   // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
@@ -206,7 +215,7 @@ export function createClient(options: ClientOptions): K4sClient {
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
-    interceptors: options.token ? [bearer(options.token)] : [],
+    interceptors: token ? [bearer(token)] : [],
   });
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
@@ -228,7 +237,7 @@ export function createClient(options: ClientOptions): K4sClient {
     }
     const s = sessions.openSession({
       address,
-      token: options.token,
+      token,
       tls,
       hello: { role: "client", name: sessionName },
       reconnect: options.reconnect ?? true,

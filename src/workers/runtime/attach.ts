@@ -8,19 +8,26 @@ import { createContainerRuntime, toIncomingDelivery, type ContainerRuntime } fro
 import type { WorkerContext } from "./worker-context.js";
 import type { WorkerDefinition } from "./define-worker.js";
 import type { TlsOptions } from "../../transport/channel.js";
+import { ENV, tlsFromEnvironment } from "../../transport/environment.js";
 import { openSession, type Session } from "../../transport/session.js";
 
-/** AttachWorkerOptions configure attach; omitted address/container/token come from K4S_* env. */
+/**
+ * AttachWorkerOptions configure attach; what is omitted comes from the environment a worker host
+ * gives the processes it spawns (K4S_ADDRESS, K4S_TOKEN, K4S_TLS*, K4S_CONTAINER, K4S_ATTACH_TOKEN).
+ */
 export interface AttachWorkerOptions<P> {
   /** Server host:port (default env K4S_ADDRESS). */
   address?: string;
   /** Container to serve (default env K4S_CONTAINER). */
   container?: string;
-  /** The container's token (default env K4S_TOKEN): the Assign token of a spawned command. */
+  /** The server's bearer token, when it requires one (default env K4S_TOKEN). */
   token?: string;
-  /** The server's bearer token, when it runs with one (default env K4S_BEARER_TOKEN). */
-  serverToken?: string;
-  /** Connect over TLS (default: env K4S_TLS=1, trusting the PEM in K4S_TLS_CA when set). */
+  /**
+   * The container's attach credential (default env K4S_ATTACH_TOKEN): what a worker host hands
+   * the command it spawns. An external container (no module, no command) needs none.
+   */
+  attachToken?: string;
+  /** Connect over TLS (default: env K4S_TLS=1 or K4S_TLS_CA, trusting the PEM in K4S_TLS_CA). */
   tls?: boolean | TlsOptions;
   /** Name shown as the container's host (default hostname/pid). */
   host?: string;
@@ -51,27 +58,21 @@ export interface Attached {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** TLS settings a host hands its spawned commands through the environment. */
-function tlsFromEnv(): TlsOptions | undefined {
-  if (process.env.K4S_TLS !== "1") return undefined;
-  return { ca: process.env.K4S_TLS_CA || undefined, servername: process.env.K4S_TLS_SERVERNAME || undefined };
-}
-
 /** Attaches this process to a container and runs worker on it until it returns or stop(). */
 export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions<P>): Attached {
-  const address = options.address ?? process.env.K4S_ADDRESS;
-  const container = options.container ?? process.env.K4S_CONTAINER;
+  const address = options.address ?? process.env[ENV.address];
+  const container = options.container ?? process.env[ENV.container];
   if (!address) throw new ConnectError("attach: no server address (option address or env K4S_ADDRESS)", Code.InvalidArgument);
   if (!container) throw new ConnectError("attach: no container (option container or env K4S_CONTAINER)", Code.InvalidArgument);
   let runtime!: ContainerRuntime<P>;
   const session: Session = openSession({
     address,
-    token: options.serverToken ?? process.env.K4S_BEARER_TOKEN,
-    tls: options.tls ?? tlsFromEnv(),
+    token: options.token ?? process.env[ENV.token],
+    tls: options.tls ?? tlsFromEnvironment(),
     reconnect: options.reconnect ?? true,
     attach: {
       container,
-      token: options.token ?? process.env.K4S_TOKEN ?? "",
+      token: options.attachToken ?? process.env[ENV.attachToken] ?? "",
       host: options.host ?? `${hostname()}/${process.pid}`,
     },
     onDisconnect: (err) => runtime.abandonDeliveries(`connection to the server lost: ${err.rawMessage}`),
@@ -109,7 +110,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
     if (!outcome.ok) throw outcome.error;
     await session.done;
   })();
-  const failProcess = options.failProcess ?? (options.container === undefined && process.env.K4S_CONTAINER !== undefined);
+  const failProcess = options.failProcess ?? (options.container === undefined && process.env[ENV.container] !== undefined);
   done.catch((err) => {
     if (failProcess) {
       process.exitCode = 1;

@@ -14,6 +14,7 @@ import { builtinWorkers, BUILTIN_MODULE } from "../builtin/index.js";
 import { createContainerRuntime, toIncomingDelivery, type ContainerLink, type ContainerRuntime } from "./container-runtime.js";
 import { toWorkerDefinition, type WorkerDefinition } from "./define-worker.js";
 import type { TlsOptions } from "../../transport/channel.js";
+import { connectionEnvironment, ENV } from "../../transport/environment.js";
 import { openSession, type Session } from "../../transport/session.js";
 
 /** A worker module: a path to import, or its already loaded exports. */
@@ -25,7 +26,7 @@ export interface WorkerHostOptions {
   address: string;
   /** Host name (default: the machine's hostname and pid). */
   name?: string;
-  /** Bearer token of the server; spawned commands get it as K4S_BEARER_TOKEN. */
+  /** Bearer token of the server; spawned commands get it as K4S_TOKEN. */
   token?: string;
   /** Connect over TLS; spawned commands get K4S_TLS=1 and the CA as K4S_TLS_CA. */
   tls?: boolean | TlsOptions;
@@ -338,14 +339,7 @@ class WorkerHostImpl implements WorkerHost {
     };
     try {
       child = spawn(cmd!, [...cmdArgs, ...spec.args], {
-        env: {
-          ...process.env,
-          ...spec.env,
-          K4S_ADDRESS: this.options.address,
-          K4S_CONTAINER: a.container,
-          K4S_TOKEN: a.token,
-          ...this.serverEnv(),
-        },
+        env: this.commandEnvironment(spec.env, a),
         stdio: ["ignore", "pipe", "pipe"],
       });
     } catch (err) {
@@ -374,17 +368,20 @@ class WorkerHostImpl implements WorkerHost {
     });
   }
 
-  /** How a spawned process reaches the server as this host does: bearer token and TLS. */
-  private serverEnv(): Record<string, string> {
-    const env: Record<string, string> = {};
-    if (this.options.token) env.K4S_BEARER_TOKEN = this.options.token;
-    const tls = this.options.tls;
-    if (tls) {
-      env.K4S_TLS = "1";
-      if (typeof tls === "object" && tls.ca) env.K4S_TLS_CA = tls.ca.toString();
-      if (typeof tls === "object" && tls.servername) env.K4S_TLS_SERVERNAME = tls.servername;
-    }
-    return env;
+  /**
+   * A spawned process's environment: this host's, the container's `spec.env`, then how to reach
+   * the server as this host does and which container to serve with which credential. The k4s
+   * variables this host inherited are dropped first, so a child never sees a stale one.
+   */
+  private commandEnvironment(specEnv: Readonly<Record<string, string>>, a: Assign): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...specEnv };
+    for (const name of Object.values(ENV)) delete env[name];
+    return {
+      ...env,
+      ...connectionEnvironment({ address: this.options.address, token: this.options.token, tls: this.options.tls }),
+      [ENV.container]: a.container,
+      [ENV.attachToken]: a.token,
+    };
   }
 
   private stopFrame(s: Stop): void {
