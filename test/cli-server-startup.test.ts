@@ -5,11 +5,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawnK4s } from "./helpers.js";
+import { K4S_BIN, eventually, runK4s, spawnK4s } from "./helpers.js";
 
 /** Generous for a loaded 2-core machine; a start-up failure takes well under a second alone. */
 const EXIT_WITHIN_MS = 30_000;
@@ -91,4 +92,34 @@ test("a read-only data dir: one line naming the path, exit 1", async () => {
   assert.equal(r.code, 1, r.stderr);
   assert.equal(r.stderr, `error: data dir ${ro}: not writable (permission denied)\n`);
   assert.deepEqual(readdirSync(ro), []);
+});
+
+test("a server started through npx/npm exec stops when that npm process is killed", async () => {
+  // A folder that has k4s installed, as a user's project would: npm exec finds the local bin.
+  const project = tmp();
+  mkdirSync(join(project, "node_modules", ".bin"), { recursive: true });
+  symlinkSync(K4S_BIN, join(project, "node_modules", ".bin", "k4s"));
+  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "uses-k4s", private: true }));
+  // Its own process group, so whatever outlives npm can be cleaned up below.
+  const npm = spawn("npm", ["exec", "--offline", "--", "k4s", "server", "--port", "0", "--memory", "--no-local-worker"], {
+    cwd: project,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  npm.stdout.on("data", (d) => (out += d));
+  npm.stderr.on("data", (d) => (out += d));
+  try {
+    const address: string = await eventually(() => /listening on (\S+)/.exec(out)?.[1] ?? "", 60_000, `the server's address; output:\n${out}`);
+    assert.equal((await runK4s(["get", "c", "--server", address])).code, 0);
+    process.kill(npm.pid!, "SIGKILL");
+    await eventually(() => /npx \(npm exec\) that started it is gone; shutting down/.test(out), 30_000, `the server to notice; output:\n${out}`);
+    await eventually(async () => (await runK4s(["get", "c", "--server", address])).code === 1, 30_000, "the server to stop");
+  } finally {
+    try {
+      process.kill(-npm.pid!, "SIGKILL");
+    } catch {
+      // already gone, as it should be
+    }
+  }
 });

@@ -11,7 +11,7 @@ import { CliError } from "./errors.js";
 import { intOption } from "./options.js";
 import { K4S_BIN } from "./package-files.js";
 import { connectionEnvironment } from "../transport/environment.js";
-import { untilSignal } from "./signals.js";
+import { untilStopped } from "./signals.js";
 
 interface ServerCommandOptions {
   host: string;
@@ -103,8 +103,8 @@ export function serverCommand(): Command {
       });
       const worker = opts.localWorker ? startLocalWorker(address, workerEnv) : undefined;
 
-      const signal = await untilSignal();
-      console.log(`k4s server: ${signal}, shutting down`);
+      const why = await untilStopped();
+      console.log(`k4s server: ${why}; shutting down`);
       // A second signal means "now": skip the graceful path.
       const force = () => process.exit(1);
       process.once("SIGINT", force);

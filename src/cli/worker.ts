@@ -4,7 +4,7 @@ import { Command } from "commander";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
 import { collect } from "./options.js";
-import { untilSignal } from "./signals.js";
+import { untilStopped } from "./signals.js";
 
 interface WorkerCommandOptions {
   name?: string;
@@ -39,8 +39,8 @@ export function workerCommand(): Command {
       const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules, builtin: opts.builtin });
       const served = host.served().map((m) => `  ${m.module}: ${m.functions.join(", ")}\n`);
       process.stdout.write(`k4s worker host ${host.name} serving containers from ${g.server}\n${served.join("")}`);
-      const signal = await untilSignal();
-      console.log(`k4s worker host ${host.name}: ${signal}, stopping`);
+      const why = await untilStopped();
+      console.log(`k4s worker host ${host.name}: ${why}; stopping`);
       const force = () => process.exit(1);
       process.once("SIGINT", force);
       process.once("SIGTERM", force);
