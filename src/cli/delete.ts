@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Kind } from "../api/kinds.js";
 import { withClient } from "./connection.js";
-import { CliError } from "./errors.js";
+import { CliError, formatError } from "./errors.js";
 import { kindRef, loadYaml } from "./format.js";
 import { manifestRefs, readManifests, type ObjectRef } from "./manifest-files.js";
 import { collect, kindAndName } from "./options.js";
@@ -12,6 +12,9 @@ interface DeleteOptions {
   filename: string[];
   ignoreNotFound?: boolean;
 }
+
+/** Failures that are about the connection, not one object: the rest would fail the same way. */
+const STOP_CODES = new Set([Code.Unavailable, Code.Unauthenticated, Code.PermissionDenied, Code.DeadlineExceeded, Code.Canceled]);
 
 /** Creates the delete command. */
 export function deleteCommand(): Command {
@@ -24,15 +27,21 @@ export function deleteCommand(): Command {
     .action(async (kindArg: string | undefined, names: string[], opts: DeleteOptions, cmd: Command) => {
       const refs = await targets(kindArg, names, opts.filename);
       await withClient(cmd, async (client) => {
+        // As kubectl: an object that cannot be deleted is reported and the others still go.
+        let failed = false;
         for (const ref of refs) {
           try {
             await client.delete(ref.kind, ref.name);
           } catch (err) {
             if (opts.ignoreNotFound && err instanceof ConnectError && err.code === Code.NotFound) continue;
-            throw err;
+            if (!(err instanceof ConnectError) || STOP_CODES.has(err.code)) throw err;
+            process.stderr.write(`error: ${formatError(err)}\n`);
+            failed = true;
+            continue;
           }
           console.log(`${kindRef(ref.kind, ref.name)} deleted`);
         }
+        if (failed) process.exitCode = 1;
       });
     });
 }
