@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { K4sServer } from "../src/server/server.js";
-import { runK4s, spawnK4s, startTestServer } from "./helpers.js";
+import { runK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
 let dir: string;
