@@ -7,6 +7,9 @@ import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import type { K4sServer } from "../src/server/server.js";
 import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
@@ -95,4 +98,25 @@ spec: {selector: "calculator-rs-*"}
   ], { cwd: root }).catch((e: { code: number; stderr: string }) => e);
   assert.equal((failed as { code: number }).code, 1);
   assert.match((failed as { stderr: string }).stderr, /error: INVALID_ARGUMENT: .*unknown operation "pow"/);
+});
+
+test("a Python client decodes a rejected manifest's google.rpc.BadRequest field violations from the status details", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-py-"));
+  try {
+    const file = join(dir, "bad.yaml");
+    writeFileSync(file, "kind: ReplicaSet\nmetadata: {name: py-bad}\nspec: {replicas: -1, container: t}\n---\nkind: Container\nmetadata: {name: Py_Bad}\n");
+    const failed = (await run("/usr/bin/python3", ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root }).catch(
+      (e: { code: number; stderr: string }) => e,
+    )) as { code: number; stderr: string };
+    assert.equal(failed.code, 1, failed.stderr);
+    const lines = failed.stderr.trim().split("\n");
+    assert.match(lines[0]!, /^error: INVALID_ARGUMENT: document 1 \(ReplicaSet "py-bad"\): spec\.replicas: must be between 0 and 10000, got -1; document 2/);
+    assert.deepEqual(lines.slice(1).map((l) => l.replace(/: .*/, "")), ["  manifest[0].spec.replicas", "  manifest[1].metadata.name"]);
+    assert.equal(lines[1], "  manifest[0].spec.replicas: must be between 0 and 10000, got -1");
+    writeFileSync(file, "kind: Container\nmetadata: {name: py-good}\nspec: {}\n");
+    const { stdout } = await run("/usr/bin/python3", ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root });
+    assert.equal(stdout.trim(), "container/py-good created");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -6,10 +6,14 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { ResourceService, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { GetRequestSchema, ResourceService, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
+import { BadRequestSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
+import { fieldViolations } from "../src/api/bad-request.js";
 import { ContainerSchema, ReplicaSetSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { wrap } from "../src/api/kinds.js";
 import { addService } from "../src/server/grpc-adapter.js";
@@ -371,4 +375,48 @@ test("apply rejects every kind of bad input, naming document, field and reason, 
     ok.results.map((r) => r.action),
     ["created"],
   );
+});
+
+test("validation failures carry google.rpc.BadRequest field violations at the request's field paths, beside the message", async () => {
+  const violations = async (p: Promise<unknown>): Promise<Array<[string, string]>> => {
+    try {
+      await p;
+    } catch (err) {
+      assert.equal(ConnectError.from(err).code, Code.InvalidArgument, ConnectError.from(err).rawMessage);
+      return fieldViolations(err).map((v) => [v.field, v.description]);
+    }
+    assert.fail("the call was accepted");
+  };
+  const badRs = create(ReplicaSetSchema, { metadata: { name: "Bad_Name" }, spec: { replicas: 10_001, container: "t" } });
+  assert.deepEqual(await violations(client.apply({ manifest: "kind: ReplicaSet\nmetadata: {name: r}\nspec: {replicas: -1, container: t}\n" })), [
+    ["manifest[0].spec.replicas", "must be between 0 and 10000, got -1"],
+  ]);
+  const typed = await violations(client.apply({ objects: [wrap(create(ContainerSchema, { metadata: { name: "fine" } })), wrap(badRs)] }));
+  assert.deepEqual(typed.map(([f]) => f), ["objects[1].replicaSet.metadata.name", "objects[1].replicaSet.spec.replicas"]);
+  assert.deepEqual((await violations(client.create({ object: wrap(badRs) }))).map(([f]) => f), ["object.replicaSet.metadata.name", "object.replicaSet.spec.replicas"]);
+  assert.deepEqual((await violations(client.update({ object: wrap(badRs) }))).map(([f]) => f), ["object.replicaSet.metadata.name", "object.replicaSet.spec.replicas"]);
+  assert.deepEqual(await violations(client.create({})), [["object", "empty: set container, replicaSet or service"]]);
+  assert.deepEqual((await violations(client.get({ kind: "Pod", name: "x" }))).map(([f]) => f), ["kind"]);
+  assert.deepEqual((await violations(client.get({ kind: "c", name: "Not_Valid" }))).map(([f]) => f), ["name"]);
+  assert.deepEqual((await violations(client.list({ kind: "c", labelSelector: "a in (" }))).map(([f]) => f), ["labelSelector"]);
+  assert.deepEqual(await violations(client.scale({ name: "r", replicas: -2 })), [["replicas", "must be between 0 and 10000, got -2"]]);
+  const messaging = createClient(MessagingService, createGrpcTransport({ baseUrl: `http://${server.address}` }));
+  assert.deepEqual((await violations(messaging.send({ target: "pod/x" }))).map(([f]) => f), ["target"]);
+  assert.deepEqual((await violations(messaging.request({ target: "x", timeoutMs: -1 }))).map(([f]) => f), ["timeoutMs"]);
+  // The message is what it always was.
+  await expectCode(client.create({ object: wrap(badRs) }), Code.InvalidArgument, /^ReplicaSet "Bad_Name": metadata\.name: .*; spec\.replicas: must be between 0 and 10000, got 10001$/);
+  // On the wire: a grpc-status-details-bin trailer holding a google.rpc.Status with the same code and message.
+  const raw = new grpc.Client(server.address, grpc.credentials.createInsecure());
+  try {
+    const err = await new Promise<grpc.ServiceError>((resolve) =>
+      raw.makeUnaryRequest("/k4s.v1.ResourceService/Get", (b: Buffer) => b, (b: Buffer) => b, Buffer.from(toBinary(GetRequestSchema, create(GetRequestSchema, { kind: "Pod", name: "x" }))), (e) => resolve(e!)),
+    );
+    const status = fromBinary(StatusSchema, err.metadata.get("grpc-status-details-bin")[0] as Buffer);
+    assert.equal(status.code, Code.InvalidArgument);
+    assert.equal(status.message, err.details);
+    assert.equal(status.details[0]?.typeUrl, "type.googleapis.com/google.rpc.BadRequest");
+    assert.deepEqual(fromBinary(BadRequestSchema, status.details[0]!.value).fieldViolations.map((v) => v.field), ["kind"]);
+  } finally {
+    raw.close();
+  }
 });

@@ -33,9 +33,12 @@ export function badRequest(message: string, violations: readonly FieldViolation[
   return new ConnectError(message, Code.InvalidArgument, undefined, [{ desc: BadRequestSchema, value: { fieldViolations: kept } }]);
 }
 
-/** Creates the INVALID_ARGUMENT error of one bad request field: "field: reason", as a violation too. */
-export function badField(field: string, reason: string): ConnectError {
-  return badRequest(`${field}: ${reason}`, [{ field, description: reason }]);
+/**
+ * Creates the INVALID_ARGUMENT error of one bad request field, with `reason` as its violation's
+ * description; the message is `message` when given, else "field: reason".
+ */
+export function badField(field: string, reason: string, message = `${field}: ${reason}`): ConnectError {
+  return badRequest(message, [{ field, description: reason }]);
 }
 
 /**

@@ -3,7 +3,7 @@
  * the generic `Object` envelope of the API.
  */
 import { create, type DescMessage } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { badField } from "./bad-request.js";
 import {
   ContainerSchema,
   ObjectSchema,
@@ -78,10 +78,8 @@ export function parseKind(name: string): Kind {
   for (const info of Object.values(INFO)) {
     if (info.kind.toLowerCase() === lower || info.aliases.includes(lower)) return info.kind;
   }
-  throw new ConnectError(
-    `unknown kind "${name}": expected Container (c), ReplicaSet (rs) or Service (svc)`,
-    Code.InvalidArgument,
-  );
+  const reason = "expected Container (c), ReplicaSet (rs) or Service (svc)";
+  throw badField("kind", `unknown kind "${name}": ${reason}`, `unknown kind "${name}": ${reason}`);
 }
 
 /** Returns the kind of a typed object from its message type. */
@@ -110,6 +108,6 @@ export function wrap(obj: AnyObject): Object$ {
 
 /** Unwraps the API's `Object` envelope; INVALID_ARGUMENT naming `where` when it is empty. */
 export function unwrap(obj: Object$ | undefined, where = "object"): AnyObject {
-  if (!obj?.kind.value) throw new ConnectError(`${where} is empty: set container, replicaSet or service`, Code.InvalidArgument);
+  if (!obj?.kind.value) throw badField(where, "empty: set container, replicaSet or service", `${where} is empty: set container, replicaSet or service`);
   return obj.kind.value;
 }

@@ -4,7 +4,7 @@
  * `!canary` (has not), comma-separated and all required. Parsed once where a request arrives,
  * then matched against each object's labels.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { badField } from "./bad-request.js";
 import { validateLabelKey, validateLabelValue } from "./names.js";
 
 /** LabelRequirement is one comma-separated part of a label selector. */
@@ -45,7 +45,7 @@ function tokenize(text: string, fail: (reason: string) => never): Token[] {
  */
 export function parseLabelSelector(text: string): LabelSelector {
   const fail = (reason: string): never => {
-    throw new ConnectError(`label selector "${text}": ${reason}`, Code.InvalidArgument);
+    throw badField("labelSelector", `"${text}": ${reason}`, `label selector "${text}": ${reason}`);
   };
   if (text.length > MAX_LABEL_SELECTOR_LENGTH) fail(`must be at most ${MAX_LABEL_SELECTOR_LENGTH} characters`);
   const tokens = tokenize(text, fail);

@@ -2,7 +2,7 @@
  * Message targets: where a send or request goes, written "container/NAME", "service/NAME" or a
  * bare NAME (a container when one has that name, else a service).
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { badField } from "./bad-request.js";
 
 /** Target is a parsed message target. */
 export interface Target {
@@ -30,7 +30,7 @@ const KIND_PREFIXES: Record<string, "container" | "service"> = {
 export function parseTarget(text: string): Target {
   const trimmed = text.trim();
   if (trimmed === "") {
-    throw new ConnectError("target is empty: expected container/NAME, service/NAME or NAME", Code.InvalidArgument);
+    throw badField("target", "empty: expected container/NAME, service/NAME or NAME", "target is empty: expected container/NAME, service/NAME or NAME");
   }
   const slash = trimmed.indexOf("/");
   let kind: Target["kind"] = "any";
@@ -39,19 +39,15 @@ export function parseTarget(text: string): Target {
     const prefix = trimmed.slice(0, slash).toLowerCase();
     const k = KIND_PREFIXES[prefix];
     if (!k) {
-      throw new ConnectError(
-        `target "${text}": unknown kind "${trimmed.slice(0, slash)}"; expected container/NAME, service/NAME or NAME`,
-        Code.InvalidArgument,
-      );
+      const reason = `unknown kind "${trimmed.slice(0, slash)}"; expected container/NAME, service/NAME or NAME`;
+      throw badField("target", reason, `target "${text}": ${reason}`);
     }
     kind = k;
     name = trimmed.slice(slash + 1);
   }
   if (name.length > 63 || !NAME.test(name)) {
-    throw new ConnectError(
-      `target "${text}": "${name}" is not a valid name (lowercase letters, digits and '-', at most 63 characters)`,
-      Code.InvalidArgument,
-    );
+    const reason = `"${name}" is not a valid name (lowercase letters, digits and '-', at most 63 characters)`;
+    throw badField("target", reason, `target "${text}": ${reason}`);
   }
   return { kind, name };
 }

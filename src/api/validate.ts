@@ -3,7 +3,7 @@
  * labels, which spec fields go together, ranges). Used by manifest parsing and by the store on
  * every create, update and apply, so objects sent as typed messages obey the same rules.
  */
-import { Code, ConnectError } from "@connectrpc/connect";
+import { badRequest, violationsOf } from "./bad-request.js";
 import type { ContainerSpec } from "../gen/k4s/v1/resources_pb.js";
 import { API_VERSION, kindOf, type AnyObject } from "./kinds.js";
 import { MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
@@ -177,10 +177,14 @@ export function formatIssues(issues: readonly FieldIssue[]): string {
   return issues.map((i) => `${i.path}: ${i.reason}`).join("; ");
 }
 
-/** Throws one INVALID_ARGUMENT naming the object and every broken rule, when there is any. */
-export function assertValid(obj: AnyObject): void {
+/**
+ * Throws one INVALID_ARGUMENT naming the object and every broken rule, when there is any; its
+ * field violations are the rules' paths under `path`, where the object sits in the request
+ * ("" for paths relative to the object).
+ */
+export function assertValid(obj: AnyObject, path = ""): void {
   const issues = validateObject(obj);
   if (issues.length === 0) return;
   const name = obj.metadata?.name;
-  throw new ConnectError(`${kindOf(obj)}${name ? ` "${name}"` : ""}: ${formatIssues(issues)}`, Code.InvalidArgument);
+  throw badRequest(`${kindOf(obj)}${name ? ` "${name}"` : ""}: ${formatIssues(issues)}`, violationsOf(issues, path));
 }

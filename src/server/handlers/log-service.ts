@@ -1,5 +1,6 @@
 /** The LogService handlers: container output and cluster events, kept and followed. */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { badField } from "../../api/bad-request.js";
 import type { Event, LogLine, LogService } from "../../gen/k4s/v1/log_service_pb.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
@@ -39,7 +40,7 @@ export function createLogService(deps: {
 }): ServiceHandlers<typeof LogService> {
   return {
     async *logs(req, ctx: CallContext) {
-      if (!req.container) throw new ConnectError("container is required", Code.InvalidArgument);
+      if (!req.container) throw badField("container", "required", "container is required");
       const kept = deps.logs.lines(req.container, req.tail);
       if (kept.length === 0 && !(await deps.resources.get("Container", req.container))) {
         throw new ConnectError(`container "${req.container}" not found`, Code.NotFound);

@@ -5,6 +5,7 @@
 import { fromJsonString, toJson } from "@bufbuild/protobuf";
 import { ValueSchema, type Value } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { badField } from "../../api/bad-request.js";
 import { MAX_NESTING_DEPTH, textNestingDepth, valueNestingDepth } from "../../api/nesting-depth.js";
 import { parseTarget } from "../../api/target.js";
 import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
@@ -22,7 +23,7 @@ function payloadOf(req: { data: Uint8Array; contentType: string; json?: Value })
   if (req.data.length === 0 && req.json) {
     const value = toJson(ValueSchema, req.json);
     if (valueNestingDepth(value) > MAX_NESTING_DEPTH) {
-      throw new ConnectError(`json: nests more than ${MAX_NESTING_DEPTH} levels deep`, Code.InvalidArgument);
+      throw badField("json", `nests more than ${MAX_NESTING_DEPTH} levels deep`);
     }
     return [encoder.encode(JSON.stringify(value)), JSON_TYPE];
   }
@@ -81,7 +82,7 @@ export function createMessagingService(options: { router: Router; metrics?: Metr
     async request(req, ctx) {
       const target = parseTarget(req.target);
       const [data, contentType] = payloadOf(req);
-      if (req.timeoutMs < 0) throw new ConnectError(`timeoutMs must be 0 (default) or more, got ${req.timeoutMs}`, Code.InvalidArgument);
+      if (req.timeoutMs < 0) throw badField("timeoutMs", `must be 0 (default) or more, got ${req.timeoutMs}`, `timeoutMs must be 0 (default) or more, got ${req.timeoutMs}`);
       options.metrics?.messages.inc({ kind: "request" });
       return new Promise((resolve, reject) => {
         const onAbort = () => router.abandon(env, Code.Canceled, "cancelled by the caller");

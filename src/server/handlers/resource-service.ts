@@ -15,7 +15,8 @@ import { parseManifestDocuments } from "../../api/manifest.js";
 import { validateName } from "../../api/names.js";
 import { validateGlob } from "../../api/selector.js";
 import { parseLabelSelector } from "../../api/label-selector.js";
-import { formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
+import { assertValid, formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
+import { badField, badRequest, violationsOf, type FieldViolation } from "../../api/bad-request.js";
 import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
 import type { ListOptions, ObjectEvent, ResourceStore } from "../store/resource-store.js";
 
@@ -23,16 +24,16 @@ import type { ListOptions, ObjectEvent, ResourceStore } from "../store/resource-
 const SCALE_RETRIES = 20;
 
 function requireName(name: string, what = "name"): string {
-  if (name === "") throw new ConnectError(`${what} is required`, Code.InvalidArgument);
+  if (name === "") throw badField(what, "required", `${what} is required`);
   const reason = validateName(name);
-  if (reason) throw new ConnectError(`${what}: ${reason}`, Code.InvalidArgument);
+  if (reason) throw badField(what, reason);
   return name;
 }
 
 function checkGlob(glob: string): string | undefined {
   if (glob === "") return undefined;
   const reason = validateGlob(glob);
-  if (reason) throw new ConnectError(`nameGlob: ${reason}`, Code.InvalidArgument);
+  if (reason) throw badField("nameGlob", reason);
   return glob;
 }
 
@@ -45,9 +46,14 @@ function listFilter(req: { nameGlob: string; labels: Record<string, string>; lab
 
 function parseRevision(rv: string, field: string): number {
   if (!/^\d{1,15}$/.test(rv)) {
-    throw new ConnectError(`${field}: "${rv}" is not a resource version (a non-negative integer from a listing or an object)`, Code.InvalidArgument);
+    throw badField(field, `"${rv}" is not a resource version (a non-negative integer from a listing or an object)`);
   }
   return Number(rv);
+}
+
+/** The request path of a typed object: the `Object` field, then the kind it holds ("object.container"). */
+function objectPath(field: string, obj: { kind: { case?: string } } | undefined): string {
+  return obj?.kind.case ? `${field}.${obj.kind.case}` : field;
 }
 
 function notFound(kind: Kind, name: string): ConnectError {
@@ -69,17 +75,21 @@ export function createResourceService(deps: { resources: ResourceStore }): Servi
       const objects: AnyObject[] = [];
       if (req.manifest.trim() !== "") objects.push(...parseManifestDocuments(req.manifest).map((d) => d.object));
       const errors: string[] = [];
+      const violations: FieldViolation[] = [];
       req.objects.forEach((o, i) => {
         const obj = unwrap(o, `objects[${i}]`);
         const issues = validateObject(obj);
         if (issues.length > 0) {
           const name = obj.metadata?.name;
           errors.push(`objects[${i}] (${kindOf(obj)}${name ? ` "${name}"` : ""}): ${formatIssues(issues)}`);
+          violations.push(...violationsOf(issues, objectPath(`objects[${i}]`, o)));
         }
         objects.push(obj);
       });
-      if (errors.length > 0) throw new ConnectError(errors.join("; "), Code.InvalidArgument);
-      if (objects.length === 0) throw new ConnectError("nothing to apply: the manifest has no objects and no typed objects were given", Code.InvalidArgument);
+      if (errors.length > 0) throw badRequest(errors.join("; "), violations);
+      if (objects.length === 0) {
+        throw badField("manifest", "no objects, and no typed objects were given", "nothing to apply: the manifest has no objects and no typed objects were given");
+      }
       const outcomes = await resources.apply(objects, { dryRun: req.dryRun });
       return {
         results: outcomes.map((o) =>
@@ -94,8 +104,9 @@ export function createResourceService(deps: { resources: ResourceStore }): Servi
     },
 
     async create(req) {
-      const obj = await resources.create(unwrap(req.object));
-      return { object: wrap(obj) };
+      const obj = unwrap(req.object);
+      assertValid(obj, objectPath("object", req.object));
+      return { object: wrap(await resources.create(obj)) };
     },
 
     async get(req) {
@@ -114,14 +125,15 @@ export function createResourceService(deps: { resources: ResourceStore }): Servi
     },
 
     async update(req) {
-      const obj = await resources.update(unwrap(req.object));
-      return { object: wrap(obj) };
+      const obj = unwrap(req.object);
+      assertValid(obj, objectPath("object", req.object));
+      return { object: wrap(await resources.update(obj)) };
     },
 
     async scale(req) {
       const name = requireName(req.name);
       if (!Number.isInteger(req.replicas) || req.replicas < 0 || req.replicas > MAX_REPLICAS) {
-        throw new ConnectError(`replicas: must be between 0 and ${MAX_REPLICAS}, got ${req.replicas}`, Code.InvalidArgument);
+        throw badField("replicas", `must be between 0 and ${MAX_REPLICAS}, got ${req.replicas}`);
       }
       for (let attempt = 0; ; attempt++) {
         const current = await resources.get("ReplicaSet", name);
