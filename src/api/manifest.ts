@@ -305,6 +305,16 @@ function failWith(errors: string[], violations: FieldViolation[]): never {
   throw badRequest(shown.join("; "), violations);
 }
 
+/**
+ * Counts lines that start with `---`, stopping once past `limit`: a regular expression over a
+ * flood of 200,000 markers took half a second; this stops after the limit's worth.
+ */
+function countDocumentMarkers(text: string, limit: number): number {
+  let n = 0;
+  for (let i = text.startsWith("---") ? 0 : text.indexOf("\n---"); i >= 0 && n <= limit; i = text.indexOf("\n---", i + 1)) n++;
+  return n;
+}
+
 /** The request path of document `index` (1-based) of a manifest: `manifest[0]` is the first. */
 function docPath(index: number): string {
   return `manifest[${index - 1}]`;
@@ -324,9 +334,9 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
   }
   // A document marker at the start of a line always starts a new document, so counting them is
   // a cheap upper bound that keeps a flood of tiny documents from reaching the parser.
-  const markers = text.match(/^---/gm)?.length ?? 0;
+  const markers = countDocumentMarkers(text, MAX_DOCUMENTS);
   if (markers + 1 > MAX_DOCUMENTS) {
-    const reason = `has ${markers + 1} documents, more than the limit of ${MAX_DOCUMENTS}`;
+    const reason = `has more than the limit of ${MAX_DOCUMENTS} documents`;
     throw badRequest(`manifest ${reason}`, [{ field: "manifest", description: reason }]);
   }
   // The YAML parser recurses per level: a deep document must never reach it.
