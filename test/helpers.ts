@@ -1,7 +1,10 @@
 /**
  * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer, type K4sServer, type ServerOptions } from "../src/server/server.js";
 
@@ -126,4 +129,15 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A fresh self-signed certificate and key (PEM) for these subject alternative names, made by openssl. */
+export function selfSignedCertificate(altNames = "DNS:localhost,IP:127.0.0.1"): { cert: Buffer; key: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-cert-"));
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=k4s-test",
+    "-addext", `subjectAltName=${altNames}`,
+    "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+  ], { stdio: "ignore" });
+  return { cert: readFileSync(join(dir, "cert.pem")), key: readFileSync(join(dir, "key.pem")) };
 }

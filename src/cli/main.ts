@@ -6,6 +6,7 @@ import { Command, CommanderError } from "commander";
 import { normalizeAddress } from "../api/address.js";
 import { applyCommand } from "./apply.js";
 import { defaultServer } from "./connection.js";
+import { dashboardCommand } from "./dashboard.js";
 import { deleteCommand } from "./delete.js";
 import { describeCommand } from "./describe.js";
 import { formatError } from "./errors.js";
@@ -16,6 +17,7 @@ import { requestCommand } from "./request.js";
 import { scaleCommand } from "./scale.js";
 import { sendCommand } from "./send.js";
 import { serverCommand } from "./server.js";
+import { topCommand } from "./top.js";
 import { workerCommand } from "./worker.js";
 
 /**
@@ -57,6 +59,8 @@ export function createProgram(): Command {
     requestCommand(),
     logsCommand(),
     eventsCommand(),
+    topCommand(),
+    dashboardCommand(),
     lazyCommand("example", "run the quick-start walkthrough on an embedded cluster", async () =>
       (await import("./example.js")).exampleCommand(),
     ),

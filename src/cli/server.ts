@@ -23,6 +23,9 @@ interface ServerCommandOptions {
   tlsCert?: string;
   tlsKey?: string;
   metricsPort?: number;
+  dashboard: boolean;
+  dashboardHost: string;
+  dashboardPort?: number;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -45,6 +48,7 @@ const WORKER_STOP_GRACE_MS = 8_000;
 const STARTUP_HINTS: Record<string, string> = {
   port: "another k4s server? pick another --port",
   metricsPort: "pick another --metrics-port",
+  dashboardPort: "another k4s server? pick another --dashboard-port, or --no-dashboard",
 };
 
 /** Creates the server command. */
@@ -60,6 +64,9 @@ export function serverCommand(): Command {
     .option("--tls-cert <file>", "serve TLS with this PEM certificate chain (needs --tls-key)")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0, 65535))
+    .option("--dashboard-host <host>", "interface of the web dashboard's HTTP port", "127.0.0.1")
+    .option("--dashboard-port <n>", "port of the web dashboard (default: --port + 1; a free one with --port 0)", intOption(0, 65535))
+    .option("--no-dashboard", "do not serve the web dashboard")
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
@@ -82,6 +89,9 @@ export function serverCommand(): Command {
         token,
         tls,
         metricsPort: opts.metricsPort,
+        dashboard: opts.dashboard
+          ? { host: opts.dashboardHost, port: opts.dashboardPort ?? (opts.port === 0 ? 0 : opts.port + 1) }
+          : undefined,
       });
       try {
         await server.start();
@@ -91,6 +101,7 @@ export function serverCommand(): Command {
         throw new CliError(hint && /address already in use/.test(err.message) ? `${err.message} (${hint})` : err.message);
       }
       console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
+      if (server.dashboardUrl) console.log(`k4s dashboard on ${server.dashboardUrl}`);
       if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);
       // The local worker trusts the server's own certificate (the usual self-signed case);
       // --tls-server-name says which name in it to check when it lacks the loopback address.

@@ -11,6 +11,7 @@ import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
 import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
+import { StatsService, type Stats } from "../gen/k4s/v1/stats_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
@@ -160,6 +161,10 @@ export interface K4sClient {
   logs(container: string, options?: LogsOptions): AsyncIterable<LogLine>;
   /** Streams cluster events. */
   events(options?: EventsOptions): AsyncIterable<Event>;
+  /** The latest snapshot of the live load per container, service and host. */
+  stats(): Promise<Stats>;
+  /** The latest load snapshot at once, then one per sampling window (about a second), until signal aborts. */
+  watchStats(options?: { signal?: AbortSignal }): AsyncIterable<Stats>;
   /** Queues a fire-and-forget message at a target ("container/NAME", "service/NAME" or NAME). */
   send(target: string, value: unknown, options?: SendOptions): Promise<SendReceipt>;
   /** Sends a request and resolves to the decoded reply (at most once). */
@@ -219,6 +224,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
   });
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
+  const statsService = createConnectClient(StatsService, transport);
   const sessionName = options.name ?? `client-${hostname()}-${process.pid}`;
   let session: Session | undefined;
   let closed = false;
@@ -347,6 +353,18 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return (async function* () {
         for await (const res of quietOnAbort(logService.events(req, { signal: opts.signal }), opts.signal)) {
           if (res.event) yield res.event;
+        }
+      })();
+    },
+
+    async stats() {
+      return (await statsService.getStats({})).stats!;
+    },
+
+    watchStats(opts = {}) {
+      return (async function* () {
+        for await (const res of quietOnAbort(statsService.watchStats({}, { signal: opts.signal }), opts.signal)) {
+          if (res.stats) yield res.stats;
         }
       })();
     },

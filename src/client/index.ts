@@ -48,6 +48,18 @@ export {
 export { EventSchema, LogLineSchema, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 export { BadRequestSchema, type BadRequest, type BadRequest_FieldViolation } from "../gen/google/rpc/error_details_pb.js";
 export { fieldViolations } from "../api/bad-request.js";
+export {
+  ContainerStatsSchema,
+  HostStatsSchema,
+  LoadSchema,
+  ServiceStatsSchema,
+  StatsSchema,
+  type ContainerStats,
+  type HostStats,
+  type Load,
+  type ServiceStats,
+  type Stats,
+} from "../gen/k4s/v1/stats_service_pb.js";
 export { create, clone, toJson, fromJson } from "@bufbuild/protobuf";
 export { Code, ConnectError } from "@connectrpc/connect";
 export type { TlsOptions } from "../transport/channel.js";

@@ -6,6 +6,8 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+
 
 /** The methods anyone may call without a token: the standard gRPC health service. */
 export const OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/";
@@ -15,6 +17,8 @@ export const OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/";
  * worker host spawns all read the bearer token from, and the header any other client sends.
  */
 const HINT = 'send "authorization: Bearer <token>" (the k4s CLI and SDK read it from K4S_TOKEN or --token)';
+const MISSING_TOKEN = `missing bearer token: ${HINT}`;
+const INVALID_TOKEN = `invalid bearer token: ${HINT}`;
 
 /** Tells whether an `authorization` header value carries the expected bearer token. */
 export function bearerMatches(header: unknown, token: string): boolean {
@@ -40,7 +44,7 @@ export function createAuthInterceptor(token: string): grpc.ServerInterceptor {
             } else {
               call.sendStatus({
                 code: grpc.status.UNAUTHENTICATED,
-                details: header === undefined ? `missing bearer token: ${HINT}` : `invalid bearer token: ${HINT}`,
+                details: header === undefined ? MISSING_TOKEN : INVALID_TOKEN,
               });
             }
           },
@@ -74,6 +78,20 @@ export function guardUnknownMethods(server: grpc.Server): void {
         },
       }
     );
+  };
+}
+
+/**
+ * Creates the connect-es interceptor that refuses, with UNAUTHENTICATED, every Connect call
+ * lacking `authorization: Bearer <token>`: the same rule as the gRPC port's interceptor.
+ */
+export function createConnectAuthInterceptor(token: string): Interceptor {
+  return (next) => async (req) => {
+    const header = req.header.get("authorization");
+    if (!bearerMatches(header ?? undefined, token)) {
+      throw new ConnectError(header === null ? MISSING_TOKEN : INVALID_TOKEN, Code.Unauthenticated);
+    }
+    return next(req);
   };
 }
 

@@ -1,18 +1,21 @@
 /**
- * The k4s server: one gRPC port serving the resource, messaging, worker and log APIs, with
- * server reflection and the standard health service, over a durable store and its controllers.
+ * The k4s server: one gRPC port serving the resource, messaging, worker, log and stats APIs,
+ * with server reflection and the standard health service, over a durable store and its
+ * controllers; and, on an HTTP port of its own, the web dashboard with the same APIs over the
+ * Connect protocol.
  */
 import * as grpc from "@grpc/grpc-js";
 import { toBinary, type DescFile } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { DEFAULT_PORT } from "../api/address.js";
 import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
 import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
+import { StatsService, file_k4s_v1_stats_service } from "../gen/k4s/v1/stats_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
@@ -21,7 +24,9 @@ import { createServiceController } from "./controllers/service-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
-import { addService, type AdapterOptions } from "./grpc-adapter.js";
+import { addService, type AdapterOptions, type ServiceHandlers } from "./grpc-adapter.js";
+import { addConnectService } from "./connect-adapter.js";
+import { serveDashboard, type DashboardServer } from "./dashboard-server.js";
 import { createLogService } from "./handlers/log-service.js";
 import { createResourceService } from "./handlers/resource-service.js";
 import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
@@ -31,6 +36,8 @@ import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openSqliteStore } from "./store/sqlite-store.js";
 import type { Store } from "./store/store.js";
+import { createStatsCollector } from "./stats/stats-collector.js";
+import { createStatsService } from "./stats/stats-service.js";
 import { join } from "node:path";
 import { prepareDataDir, removeCreatedDirs } from "./data-dir.js";
 import { listenError, reasonOf, StartupError } from "./startup-error.js";
@@ -54,6 +61,24 @@ export interface ServerOptions {
   historyLimit?: number;
   /** Port of the HTTP `/metrics` endpoint (Prometheus); undefined: not served. */
   metricsPort?: number;
+  /**
+   * The web dashboard: the page and the resource, messaging, log and stats APIs over the Connect
+   * protocol on an HTTP port of its own (HTTPS with the server's certificate), with the same
+   * token. Undefined: not served.
+   */
+  dashboard?: {
+    /** Interface to listen on (default 127.0.0.1). */
+    host?: string;
+    /** Port (0 picks a free one). */
+    port: number;
+    /** Folder of the built page (default: the package's dist/dashboard). */
+    assetsDir?: string;
+  };
+  /**
+   * Collect the live stats (per-container message counts and latency histograms) served by
+   * StatsService (default true). Off only to measure what they cost.
+   */
+  stats?: boolean;
   /** Heartbeat interval announced to worker sessions (ms). */
   heartbeatIntervalMs?: number;
   /** Where the server reports problems it cannot answer to a caller (default stderr). */
@@ -71,8 +96,10 @@ export interface K4sServer {
   readonly metrics: Metrics;
   /** Port of the `/metrics` endpoint once started, when served. */
   readonly metricsPort: number | undefined;
+  /** The dashboard's address (http://host:port/) once started, when served. */
+  readonly dashboardUrl: string | undefined;
   /**
-   * Binds the port (and the metrics port), then opens the data dir and the store, then starts
+   * Binds the port (and the metrics and dashboard ports), then opens the data dir and the store, then starts
    * the controllers. A failure rejects with a StartupError naming the address or path and the
    * reason, and leaves nothing bound and nothing written.
    */
@@ -135,11 +162,26 @@ function openStore(dataDir: string | undefined, historyLimit: number | undefined
   }
 }
 
+/** The StatsService of a server whose stats are off: every call says so. */
+function statsOff(): ServiceHandlers<typeof StatsService> {
+  const off = () => new ConnectError("live stats are off on this server", Code.Unavailable);
+  return {
+    getStats: () => Promise.reject(off()),
+    watchStats: async function* () {
+      throw off();
+    },
+  };
+}
+
 /** Creates a k4s server; call start() to open its store and port. */
 export function createServer(options: ServerOptions = {}): K4sServer {
   const host = options.host ?? "127.0.0.1";
   if (!options.token && !isLoopback(host)) {
     throw new Error(`refusing to listen on ${host} without a token: set --token (or K4S_TOKEN), or listen on 127.0.0.1`);
+  }
+  const dashboardHost = options.dashboard?.host ?? "127.0.0.1";
+  if (options.dashboard && !options.token && !isLoopback(dashboardHost)) {
+    throw new Error(`refusing to serve the dashboard on ${dashboardHost} without a token: set --token (or K4S_TOKEN), or serve it on 127.0.0.1`);
   }
   const onError = options.onError ?? ((message, err) => console.error(`k4s: ${message}`, err ?? ""));
   let store: Store | undefined;
@@ -164,7 +206,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     metrics,
     onError,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
+    countLoad: options.stats ?? true,
   });
+  const stats = createStatsCollector({ source: messaging.load });
+  const statsService = options.stats === false ? statsOff() : createStatsService(stats);
   const grpcServer = new grpc.Server({
     "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
@@ -177,10 +222,21 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
   };
-  addService(grpcServer, ResourceService, createResourceService({ resources }), adapter);
+  const resourceService = createResourceService({ resources });
+  const logService = createLogService({ logs, events, resources });
+  addService(grpcServer, ResourceService, resourceService, adapter);
   addService(grpcServer, MessagingService, messaging.messagingService, adapter);
   addService(grpcServer, WorkerService, messaging.workerService, adapter);
-  addService(grpcServer, LogService, createLogService({ logs, events, resources }), adapter);
+  addService(grpcServer, LogService, logService, adapter);
+  addService(grpcServer, StatsService, statsService, adapter);
+  // The dashboard's port serves the same handler objects (not the worker protocol, whose bidi
+  // stream browsers cannot open over HTTP/1.1).
+  const dashboardRoutes = (router: ConnectRouter) => {
+    addConnectService(router, ResourceService, resourceService, adapter);
+    addConnectService(router, MessagingService, messaging.messagingService, adapter);
+    addConnectService(router, LogService, logService, adapter);
+    addConnectService(router, StatsService, statsService, adapter);
+  };
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(grpcServer);
   new ReflectionService(
@@ -189,13 +245,15 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       file_k4s_v1_messaging_service,
       file_k4s_v1_worker_service,
       file_k4s_v1_log_service,
+      file_k4s_v1_stats_service,
       file_grpc_health_v1_health,
     ]) as never,
   ).addToServer(grpcServer);
-  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService].map((s) => s.typeName);
+  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService].map((s) => s.typeName);
 
   let port = 0;
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
+  let dashboardServer: DashboardServer | undefined;
   const credentials = options.tls
     ? grpc.ServerCredentials.createSsl(null, [
         { cert_chain: Buffer.from(options.tls.cert), private_key: Buffer.from(options.tls.key) },
@@ -215,6 +273,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     get metricsPort() {
       return metricsServer?.port;
     },
+    get dashboardUrl() {
+      return dashboardServer?.url;
+    },
     async start() {
       // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
       const hostPart = host.includes(":") ? `[${host}]` : host;
@@ -231,14 +292,32 @@ export function createServer(options: ServerOptions = {}): K4sServer {
             throw listenError(err, "serve metrics", `${hostPart}:${metricsPort}`, "metricsPort");
           });
         }
+        if (options.dashboard) {
+          const { port: dashboardPort, assetsDir } = options.dashboard;
+          const dashboardAddress = `${dashboardHost.includes(":") ? `[${dashboardHost}]` : dashboardHost}:${dashboardPort}`;
+          dashboardServer = await serveDashboard({
+            host: dashboardHost,
+            port: dashboardPort,
+            token: options.token,
+            tls: options.tls,
+            assetsDir,
+            routes: dashboardRoutes,
+            readMaxBytes: MAX_MESSAGE_BYTES,
+          }).catch((err) => {
+            throw listenError(err, "serve the dashboard", dashboardAddress, "dashboardPort");
+          });
+        }
         store = openStore(options.dataDir, options.historyLimit);
       } catch (err) {
         await metricsServer?.close();
         metricsServer = undefined;
+        await dashboardServer?.close();
+        dashboardServer = undefined;
         grpcServer.forceShutdown();
         throw err;
       }
       await messaging.start();
+      if (options.stats !== false) stats.start();
       for (const c of controllers) await c.start();
       health.setStatus("", "SERVING");
       for (const s of serviceNames) health.setStatus(s, "SERVING");
@@ -246,7 +325,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     async stop() {
       health.setStatus("", "NOT_SERVING");
       await metricsServer?.close();
+      await dashboardServer?.close();
       for (const c of controllers) await c.stop();
+      stats.stop();
       await messaging.stop();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

@@ -8,6 +8,7 @@ import type { Container, ContainerSpec } from "../../gen/k4s/v1/resources_pb.js"
 import type { Envelope } from "./envelope.js";
 import { Inbox } from "./inbox.js";
 import type { WorkerLink } from "./worker-link.js";
+import { LoadCounters } from "../stats/load-counters.js";
 
 /** How a container runs: a module function in a host, a spawned command, or an external process. */
 export type ContainerKind = "module" | "command" | "external";
@@ -31,6 +32,8 @@ export class ContainerRecord {
   readonly inbox = new Inbox();
   /** Delivered, unsettled envelopes. */
   readonly inflight = new Set<Envelope>();
+  /** What it settled, for the live stats. */
+  readonly load = new LoadCounters();
   spec: ContainerSpec;
   generation: bigint;
   labels: Record<string, string>;

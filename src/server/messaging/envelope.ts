@@ -37,7 +37,7 @@ export class Envelope {
   /** Absolute deadline in ms (0: none); for sends it only bounds the wait for an endpoint. */
   deadline = 0;
   heapIndex = -1;
-  /** When a request entered the router (performance.now()), for the latency histogram; 0: not measured. */
+  /** When it entered the router (performance.now()), for the latency histograms; 0: not measured. */
   started = 0;
   /** Whether the caller got its answer (sends are answered when queued). */
   answered = false;

@@ -22,6 +22,7 @@ import { createWorkerService } from "../handlers/worker-service.js";
 import { createRouter } from "./router.js";
 import { ServiceRoute } from "./service-route.js";
 import { createLinkRegistry } from "./link-registry.js";
+import type { StatsSource } from "../stats/stats-collector.js";
 
 /** MessagingPlaneOptions are the plane's dependencies and limits. */
 export interface MessagingPlaneOptions {
@@ -34,12 +35,16 @@ export interface MessagingPlaneOptions {
   metrics?: Metrics;
   /** Where the plane reports problems it cannot answer to a caller (default stderr). */
   onError?: (message: string, err?: unknown) => void;
+  /** Count each container's load for the live stats (default true). */
+  countLoad?: boolean;
 }
 
 /** MessagingPlane serves the worker and messaging APIs. */
 export interface MessagingPlane {
   readonly workerService: ServiceHandlers<typeof WorkerService>;
   readonly messagingService: ServiceHandlers<typeof MessagingService>;
+  /** The live load of containers and services, for the stats collector. */
+  readonly load: StatsSource;
   start(): Promise<void>;
   /** Ends every session and fails every waiting call with UNAVAILABLE. */
   stop(): Promise<void>;
@@ -61,6 +66,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     lookup: (target) => lookup(target),
     onIdle: (c) => lifecycle.idle(c),
     metrics,
+    countLoad: options.countLoad,
   });
   const links = createLinkRegistry({ heartbeatIntervalMs, metrics });
   const lifecycle: ContainerLifecycle = createContainerLifecycle({
@@ -182,8 +188,20 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     }
   }
 
+  const load: StatsSource = {
+    *containers() {
+      for (const c of router.containers.values()) {
+        yield { name: c.name, hostName: c.hostName, phase: c.phase, restarts: c.restarts, inFlight: c.inflight.size, inboxDepth: c.inbox.live, counters: c.load };
+      }
+    },
+    *services() {
+      for (const s of router.services.values()) yield { name: s.name, endpoints: s.statusEndpoints };
+    },
+  };
+
   return {
     workerService: createWorkerService({ router, lifecycle, links, logs, heartbeatIntervalMs, metrics }),
+    load,
     messagingService: createMessagingService({ router, metrics }),
     async start() {
       const it = resources.watch({}, abort.signal)[Symbol.asyncIterator]();

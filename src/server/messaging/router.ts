@@ -35,6 +35,8 @@ export interface RouterOptions {
   /** Called when a container has no unsettled delivery left (a draining stop may finish). */
   onIdle?: (c: ContainerRecord) => void;
   metrics?: Metrics;
+  /** Count each container's settled messages and their latency for the live stats (default true). */
+  countLoad?: boolean;
 }
 
 /** Router moves envelopes from callers to workers and answers back. */
@@ -100,6 +102,8 @@ export function createRouter(options: RouterOptions): Router {
     h.observe(ms / 1000);
   };
   const redeliveries = options.metrics?.redeliveries;
+  const countLoad = options.countLoad ?? true;
+  const timed = countLoad || requestSeconds !== undefined;
 
   function answer(env: Envelope, code: Code | 0, message: string, data: Uint8Array | undefined, contentType: string, container: string) {
     if (env.answered) return;
@@ -108,7 +112,7 @@ export function createRouter(options: RouterOptions): Router {
     if (env.expectsReply) {
       deadlines.remove(env);
       o?.calls.delete(env.callId);
-      if (env.started > 0) observe(code, performance.now() - env.started);
+      if (env.started > 0 && requestSeconds) observe(code, performance.now() - env.started);
     }
     if (o) {
       o.push(callResultFrame(env.callId, code, message, data, contentType, container));
@@ -372,10 +376,8 @@ export function createRouter(options: RouterOptions): Router {
     containers,
     services,
     route(env, target) {
-      if (env.expectsReply) {
-        if (env.deadline > 0) deadlines.add(env);
-        if (requestSeconds) env.started = performance.now();
-      }
+      if (env.expectsReply && env.deadline > 0) deadlines.add(env);
+      if (timed) env.started = performance.now();
       if (stopped) {
         refuse(env, Code.Unavailable, "server is stopping");
         return;
@@ -412,6 +414,7 @@ export function createRouter(options: RouterOptions): Router {
         return;
       }
       env.state = EnvelopeState.Done;
+      if (countLoad) c.load.record(performance.now() - env.started, env.expectsReply, err !== undefined);
       if (env.expectsReply) {
         if (err) answer(env, (err.code || Code.Unknown) as Code, err.message, undefined, "", c.name);
         else answer(env, 0, "", result.data, result.contentType, c.name);

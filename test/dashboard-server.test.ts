@@ -1,0 +1,201 @@
+/**
+ * The dashboard's HTTP port without a browser: the built page, the same service
+ * implementations over the Connect protocol as over gRPC (connect-node's client against one,
+ * connect-node's gRPC client against the other), the token, loopback-only answers without a
+ * token, HTTPS with the server's certificate, and the CLI flags.
+ */
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { StatsService } from "../src/gen/k4s/v1/stats_service_pb.js";
+import type { K4sServer } from "../src/server/server.js";
+import { runK4s, selfSignedCertificate, spawnK4s, startTestServer } from "./helpers.js";
+
+const MANIFEST = `
+kind: Container
+metadata: {name: echo-a, labels: {app: echo}}
+spec: {module: workers, function: echo_worker}
+`;
+
+let assets: string;
+let server: K4sServer;
+
+before(async () => {
+  // A stand-in page: the serving is under test here, the real page in dashboard.test.ts.
+  assets = mkdtempSync(join(tmpdir(), "k4s-assets-"));
+  writeFileSync(join(assets, "index.html"), "<!doctype html><title>k4s</title><script src=/app.js></script>");
+  writeFileSync(join(assets, "app.js"), "console.log('k4s')");
+  server = await startTestServer({ dashboard: { port: 0, assetsDir: assets } });
+});
+
+after(async () => {
+  await server.stop();
+});
+
+/** A GET with a chosen Host header (fetch does not let one set it). */
+function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
+  return new Promise((resolve, reject) => {
+    httpRequest(url, { headers }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
+test("the dashboard port serves the page with a strict content security policy, and 404 for the rest", async () => {
+  const url = server.dashboardUrl!;
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  const index = await get(url);
+  assert.equal(index.status, 200);
+  assert.match(String(index.headers["content-type"]), /text\/html/);
+  assert.match(String(index.headers["content-security-policy"]), /default-src 'self'/);
+  assert.match(index.body, /<title>k4s<\/title>/);
+  const script = await get(`${url}app.js`);
+  assert.equal(script.status, 200);
+  assert.match(String(script.headers["content-type"]), /text\/javascript/);
+  assert.equal((await get(`${url}../package.json`)).status, 404);
+  assert.equal((await get(`${url}nope.js`)).status, 404);
+});
+
+test("the Connect protocol reaches the same implementations as gRPC", async () => {
+  const web = createConnectClient(ResourceService, createConnectTransport({ baseUrl: server.dashboardUrl!, httpVersion: "1.1" }));
+  const grpc = createConnectClient(ResourceService, createGrpcTransport({ baseUrl: `http://${server.address}` }));
+  const applied = await web.apply({ manifest: MANIFEST });
+  assert.deepEqual(
+    applied.results.map((r) => `${r.kind}/${r.name} ${r.action}`),
+    ["Container/echo-a created"],
+  );
+  const viaGrpc = await grpc.list({ kind: "Container" });
+  const viaWeb = await web.list({ kind: "Container" });
+  assert.deepEqual(viaWeb, viaGrpc);
+  // Errors keep their code and message.
+  await assert.rejects(web.get({ kind: "Container", name: "missing" }), (e: ConnectError) => {
+    assert.equal(e.code, Code.NotFound);
+    assert.match(e.rawMessage, /Container "missing" not found/);
+    return true;
+  });
+  // A watch streams over HTTP/1.1: the listing, then the bookmark.
+  const abort = new AbortController();
+  const types: string[] = [];
+  for await (const ev of web.watch({ kind: "Container" }, { signal: abort.signal })) {
+    types.push(ev.type);
+    if (ev.type === "BOOKMARK") break;
+  }
+  abort.abort();
+  assert.deepEqual(types, ["ADDED", "BOOKMARK"]);
+  const stats = createConnectClient(StatsService, createConnectTransport({ baseUrl: server.dashboardUrl!, httpVersion: "1.1" }));
+  const snap = await stats.getStats({});
+  assert.deepEqual(
+    snap.stats!.containers.map((c) => c.name),
+    ["echo-a"],
+  );
+  // Every call is counted in the server's metrics like a gRPC one.
+  const text = await server.metrics.registry.metrics();
+  assert.match(text, /k4s_rpcs_total\{method="ResourceService\/Apply",code="OK"\} 1/);
+});
+
+test("without a token the dashboard answers only loopback hosts and origins (no DNS rebinding, no cross-site calls)", async () => {
+  const url = server.dashboardUrl!;
+  assert.equal((await get(url, { host: "evil.example:80" })).status, 403);
+  assert.equal((await get(url, { host: "localhost" })).status, 200);
+  assert.equal((await get(url, { origin: "http://evil.example" })).status, 403);
+  assert.equal((await get(url, { origin: "http://127.0.0.1:1234" })).status, 200);
+  await assert.rejects(
+    startTestServer({ dashboard: { host: "0.0.0.0", port: 0, assetsDir: assets } }),
+    /refusing to serve the dashboard on 0.0.0.0 without a token/,
+  );
+});
+
+test("with a token every API call needs it; the page itself loads without it", async () => {
+  const token = "t0ken";
+  const s = await startTestServer({ token, dashboard: { port: 0, assetsDir: assets } });
+  try {
+    assert.equal((await get(s.dashboardUrl!)).status, 200);
+    const client = (headers: Record<string, string>) =>
+      createConnectClient(
+        ResourceService,
+        createConnectTransport({
+          baseUrl: s.dashboardUrl!,
+          httpVersion: "1.1",
+          interceptors: [(next) => (req) => (Object.entries(headers).forEach(([k, v]) => req.header.set(k, v)), next(req))],
+        }),
+      );
+    await assert.rejects(client({}).list({ kind: "Container" }), (e: ConnectError) => e.code === Code.Unauthenticated && /missing bearer token/.test(e.rawMessage));
+    await assert.rejects(client({ authorization: "Bearer wrong" }).list({ kind: "Container" }), (e: ConnectError) => e.code === Code.Unauthenticated);
+    assert.deepEqual((await client({ authorization: `Bearer ${token}` }).list({ kind: "Container" })).items, []);
+    // With a token, any Host may reach it (a name in front of a proxy, a LAN address).
+    assert.equal((await get(s.dashboardUrl!, { host: "k4s.example" })).status, 200);
+  } finally {
+    await s.stop();
+  }
+});
+
+test("with the server's certificate the dashboard is HTTPS (HTTP/2 and HTTP/1.1)", async () => {
+  const { cert, key } = selfSignedCertificate();
+  const s = await startTestServer({ tls: { cert, key }, dashboard: { port: 0, assetsDir: assets } });
+  try {
+    assert.match(s.dashboardUrl!, /^https:\/\/127\.0\.0\.1:\d+\/$/);
+    for (const httpVersion of ["2", "1.1"] as const) {
+      const transport = createConnectTransport({ baseUrl: s.dashboardUrl!, httpVersion, nodeOptions: { ca: cert } });
+      const res = await createConnectClient(ResourceService, transport).list({ kind: "Service" });
+      assert.deepEqual(res.items, [], `over HTTP/${httpVersion}`);
+    }
+  } finally {
+    await s.stop();
+  }
+});
+
+test("k4s dashboard prints the address with the token in its fragment, after checking the page answers", async () => {
+  const url = server.dashboardUrl!;
+  const plain = await runK4s(["dashboard", "--url", url, "--no-open", "--server", server.address]);
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(plain.stdout, `${url}\n`);
+  const withToken = await runK4s(["dashboard", "--url", url.replace(/\/$/, ""), "--no-open"], { K4S_TOKEN: "a b/c" });
+  assert.equal(withToken.stdout, `${url}#token=a%20b%2Fc\n`);
+  // By default the dashboard is the server's port + 1; nothing answers there for this server.
+  const port = Number(server.address.split(":").pop());
+  const missing = await runK4s(["dashboard", "--no-open", "--server", `127.0.0.1:${port}`]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, new RegExp(`error: no dashboard answers at http://127\\.0\\.0\\.1:${port + 1}/: .*pass --url`));
+});
+
+test("k4s server prints the dashboard's address, takes --dashboard-port, and --no-dashboard turns it off", async () => {
+  const on = spawnK4s(["server", "--memory", "--port", "0", "--no-local-worker"]);
+  try {
+    await on.waitFor(/k4s dashboard on http:\/\/127\.0\.0\.1:\d+\/\n/, 30_000);
+    const url = /k4s dashboard on (\S+)/.exec(on.stdout())![1]!;
+    const page = await get(url);
+    // The page npm ci built (dist/dashboard), or a clear word that it is missing.
+    assert.ok(page.status === 200 || (page.status === 503 && /npm run build/.test(page.body)), `${page.status} ${page.body}`);
+  } finally {
+    await on.kill();
+  }
+  const busy = createNetServer();
+  await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
+  const port = (busy.address() as AddressInfo).port;
+  try {
+    const taken = await runK4s(["server", "--memory", "--port", "0", "--no-local-worker", "--dashboard-port", String(port)]);
+    assert.equal(taken.code, 1);
+    assert.match(taken.stderr, new RegExp(`error: cannot serve the dashboard on 127.0.0.1:${port}: address already in use .*--no-dashboard`));
+  } finally {
+    busy.close();
+  }
+  const off = spawnK4s(["server", "--memory", "--port", "0", "--no-local-worker", "--no-dashboard"]);
+  try {
+    await off.waitFor(/listening on/, 30_000);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.doesNotMatch(off.stdout(), /dashboard/);
+  } finally {
+    await off.kill();
+  }
+});
