@@ -14,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import type { ClosedLoopResult, OpenLoopResult } from "./lib/load-drivers.js";
 import { cpuMicros, forkTs, rssBytes, spawnBinary, type Child } from "./lib/processes.js";
+import { median } from "./lib/latency-recorder.js";
 import { medians, renderTable } from "./lib/report.js";
 import { dataPlaneScenarios, type Scenario } from "./lib/scenarios.js";
 import { K4S_BIN, startGrpc, startK4s, startMoleculer, startNats, type RunningSystem } from "./lib/systems.js";
@@ -35,7 +36,7 @@ const program = new Command("bench")
   .option("--quick", "1 round, short windows, 200 replicas (under a minute)", false)
   .option("--rounds <n>", "rounds (default 5; --quick 1)", (v) => positiveInt(v, "--rounds"))
   .option("--out <file>", "JSON file of all rounds (default bench/results/<time>.json)")
-  .option("--systems <list>", "comma-separated systems to run", "k4s,grpc,nats,moleculer")
+  .option("--systems <list>", "comma-separated systems to run (k4s-nostats: k4s with its live stats off, C=64 only)", "k4s,k4s-nostats,grpc,nats,moleculer")
   .option("--only <text>", "run only scenarios whose id contains text (e.g. c64, ff, open)")
   .option("--warmup-ms <ms>", "warm-up per run (default 500; --quick 150)", (v) => positiveInt(v, "--warmup-ms"))
   .option("--duration-ms <ms>", "measured window per run (default 2000; --quick 400)", (v) => positiveInt(v, "--duration-ms"))
@@ -62,7 +63,16 @@ const scenarios = dataPlaneScenarios().filter((s) => !opts.only || s.id.includes
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const outFile = resolve(opts.out ?? `${benchDir}/results/${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
 
-const starters: Record<string, () => Promise<RunningSystem>> = { k4s: startK4s, grpc: startGrpc, nats: startNats, moleculer: startMoleculer };
+const starters: Record<string, () => Promise<RunningSystem>> = {
+  k4s: () => startK4s({ stats: true }),
+  "k4s-nostats": () => startK4s({ stats: false }),
+  grpc: startGrpc,
+  nats: startNats,
+  moleculer: startMoleculer,
+};
+
+/** The scenarios the stats-off k4s runs: the 64-in-flight request loads, where stats cost most. */
+const STATS_COST_SCENARIOS = ["req-1rep-c64-100B", "req-2rep-c64-100B"];
 
 /** One measured run of one scenario on one system. */
 interface RunRow {
@@ -165,7 +175,38 @@ async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: 
 
 function applicable(sys: RunningSystem, s: Scenario): boolean {
   if (s.target === "rr2" && s.kind !== "ff" && sys.name === "grpc") return false;
+  if (sys.name === "k4s-nostats") return STATS_COST_SCENARIOS.includes(s.id);
   return true;
+}
+
+/**
+ * What the live stats cost at the 64-in-flight loads: the k4s server process's CPU per call with
+ * stats on (and a stats stream open) against off, medians over rounds, and the throughputs.
+ */
+function statsCostReport(rows: RunRow[]): { lines: string[]; figures: Record<string, Record<string, number>> } {
+  const lines: string[] = [];
+  const figures: Record<string, Record<string, number>> = {};
+  const serverUs = (r: RunRow) => (r.raw as { serverCpuPerCallByProcess?: Record<string, number> }).serverCpuPerCallByProcess?.["k4s server"];
+  for (const id of STATS_COST_SCENARIOS) {
+    const of = (system: string) => rows.filter((r) => r.scenario === id && r.system === system && r.metrics);
+    const on = of("k4s");
+    const off = of("k4s-nostats");
+    if (on.length === 0 || off.length === 0) continue;
+    const f = {
+      serverUsOn: median(on.map(serverUs).filter((v): v is number => v !== undefined)),
+      serverUsOff: median(off.map(serverUs).filter((v): v is number => v !== undefined)),
+      rateOn: median(on.map((r) => r.metrics!.rate!)),
+      rateOff: median(off.map((r) => r.metrics!.rate!)),
+      costPercent: 0,
+    };
+    f.costPercent = ((f.serverUsOn - f.serverUsOff) / f.serverUsOff) * 100;
+    figures[id] = f;
+    lines.push(
+      `  ${id.padEnd(22)} server process CPU ${f.serverUsOn.toFixed(1)} µs/call on, ${f.serverUsOff.toFixed(1)} off: ` +
+        `${f.costPercent >= 0 ? "+" : ""}${f.costPercent.toFixed(1)} %; ${Math.round(f.rateOn)} req/s on, ${Math.round(f.rateOff)} off`,
+    );
+  }
+  return { lines, figures };
 }
 
 /** The k4s control-plane benchmark on a fresh server and worker host of its own. */
@@ -331,7 +372,7 @@ async function main(): Promise<number> {
   }
 
   const med = medians(rows);
-  const columns = ["k4s", "grpc", "nats", "moleculer"].filter((s) => wanted.includes(s));
+  const columns = ["k4s", "k4s-nostats", "grpc", "nats", "moleculer"].filter((s) => wanted.includes(s));
   const table = renderTable(
     [...scenarios, ...(opts.controlPlane && wanted.includes("k4s") ? [{ id: "control-plane", title: "control plane", kind: "control" }] : [])],
     columns,
@@ -339,6 +380,8 @@ async function main(): Promise<number> {
   );
   console.log(`\nMedians over ${rounds} round(s)${opts.controlPlane ? `; control plane with N = ${replicas}` : ""}:\n`);
   console.log(table);
+  const statsCost = statsCostReport(rows);
+  if (statsCost.lines.length > 0) console.log(`\nCost of the live stats (k4s with a stats stream open vs k4s-nostats, same run):\n${statsCost.lines.join("\n")}`);
   const errors = rows.filter((r) => r.error);
   const distinct = new Map<string, string>();
   for (const e of errors) distinct.set(`${e.system} ${e.scenario}`, e.error!.split("\n")[0]!);
@@ -358,6 +401,7 @@ async function main(): Promise<number> {
         machine: { ...machine, loadavgAtEnd: loadavg() },
         placement: Object.fromEntries(systems.map((s) => [s.name, s.placement])),
         idleCpuPercent: idle,
+        statsCost: statsCost.figures,
         scenarios,
         setupErrors,
         medians: med,

@@ -42,7 +42,13 @@ async function starting(start: (track: <T extends Child>(c: T) => T) => Promise<
       children.push(c);
       return c;
     });
-    return { ...sys, stop: () => stopAll(children) };
+    return {
+      ...sys,
+      stop: async () => {
+        await sys.stop().catch(() => {});
+        await stopAll(children);
+      },
+    };
   } catch (err) {
     await stopAll(children);
     throw err;
@@ -151,9 +157,10 @@ async function waitForEndpoints(address: string, service: string, count: number,
 }
 
 /** k4s: the server, three attached bench worker processes (bench1-0; bench2-0, bench2-1) and the load process. */
-export function startK4s(): Promise<RunningSystem> {
+export function startK4s(options: { stats?: boolean } = {}): Promise<RunningSystem> {
+  const stats = options.stats ?? true;
   return starting(async (track) => {
-    const srv = await forkTs("k4s server", here("k4s/k4s-server-process.ts"), [], { execArgv: k4sExecArgv });
+    const srv = await forkTs("k4s server", here("k4s/k4s-server-process.ts"), stats ? [] : ["--no-stats"], { execArgv: k4sExecArgv });
     track(srv.child);
     const address = String(srv.ready.address);
     const setup = createClient({ address, name: `bench-setup-${process.pid}` });
@@ -170,15 +177,36 @@ export function startK4s(): Promise<RunningSystem> {
     const load = track(
       (await forkTs("k4s load", here("load-client-process.ts"), ["k4s", JSON.stringify({ address })], { execArgv: k4sExecArgv })).child,
     );
+    // With stats on, a stats stream stays open as a dashboard or `k4s top` would keep it, so its
+    // once-a-second snapshots are part of what is measured.
+    const follower = stats ? followStats(address) : undefined;
     return {
-      name: "k4s",
+      name: stats ? "k4s" : "k4s-nostats",
       serverSide: [srv.child, w1, w2a, w2b],
       load,
       ffReceiver: w1,
-      placement: "k4s server | attached worker bench1-0 | attached worker bench2-0 | attached worker bench2-1 | load process (SDK client)",
-      stop: async () => {},
+      placement: `k4s server${stats ? " (stats on, one WatchStats stream open)" : " (stats off)"} | attached worker bench1-0 | attached worker bench2-0 | attached worker bench2-1 | load process (SDK client)`,
+      stop: async () => follower?.stop(),
     };
   });
+}
+
+/** Keeps a WatchStats stream open from the harness until stopped. */
+function followStats(address: string): { stop(): Promise<void> } {
+  const client = createClient({ address, name: `bench-stats-${process.pid}` });
+  const abort = new AbortController();
+  const done = (async () => {
+    for await (const _ of client.watchStats({ signal: abort.signal })) {
+      // Read and dropped: the server's cost of sending it is what counts.
+    }
+  })().catch(() => {});
+  return {
+    async stop() {
+      abort.abort();
+      await done;
+      await client.close();
+    },
+  };
 }
 
 /** Path of the k4s command, for spawning a worker host. */
