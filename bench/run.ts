@@ -15,6 +15,7 @@ import { Command } from "commander";
 import type { ClosedLoopResult, OpenLoopResult } from "./lib/load-drivers.js";
 import { cpuMicros, forkTs, rssBytes, spawnBinary, type Child } from "./lib/processes.js";
 import { median } from "./lib/latency-recorder.js";
+import { measureStatsWork } from "./lib/stats-work.js";
 import { medians, renderTable } from "./lib/report.js";
 import { dataPlaneScenarios, type Scenario } from "./lib/scenarios.js";
 import { K4S_BIN, startGrpc, startK4s, startMoleculer, startNats, type RunningSystem } from "./lib/systems.js";
@@ -180,30 +181,50 @@ function applicable(sys: RunningSystem, s: Scenario): boolean {
 }
 
 /**
- * What the live stats cost at the 64-in-flight loads: the k4s server process's CPU per call with
- * stats on (and a stats stream open) against off, medians over rounds, and the throughputs.
+ * What the live stats cost at the 64-in-flight loads. End to end: the k4s server process's CPU
+ * per call with stats on (and a stats stream open) against off, as the median of the per-round
+ * ratios (each round runs both back to back, so they share the machine's load of the moment).
+ * In isolation: the stats' own work per message and per window, against the server process's
+ * CPU per call and per second at that load.
  */
 function statsCostReport(rows: RunRow[]): { lines: string[]; figures: Record<string, Record<string, number>> } {
   const lines: string[] = [];
   const figures: Record<string, Record<string, number>> = {};
-  const serverUs = (r: RunRow) => (r.raw as { serverCpuPerCallByProcess?: Record<string, number> }).serverCpuPerCallByProcess?.["k4s server"];
+  const serverUs = (r: RunRow | undefined) => (r?.raw as { serverCpuPerCallByProcess?: Record<string, number> } | undefined)?.serverCpuPerCallByProcess?.["k4s server"];
+  const work = measureStatsWork();
   for (const id of STATS_COST_SCENARIOS) {
     const of = (system: string) => rows.filter((r) => r.scenario === id && r.system === system && r.metrics);
     const on = of("k4s");
     const off = of("k4s-nostats");
     if (on.length === 0 || off.length === 0) continue;
+    const ratios = on.flatMap((r) => {
+      const a = serverUs(r);
+      const b = serverUs(off.find((o) => o.round === r.round));
+      return a !== undefined && b !== undefined && b > 0 ? [a / b] : [];
+    });
+    const serverUsOff = median(off.map(serverUs).filter((v): v is number => v !== undefined));
+    const rateOff = median(off.map((r) => r.metrics!.rate!));
     const f = {
+      endToEndPercent: (median(ratios) - 1) * 100,
+      endToEndMinPercent: (Math.min(...ratios) - 1) * 100,
+      endToEndMaxPercent: (Math.max(...ratios) - 1) * 100,
       serverUsOn: median(on.map(serverUs).filter((v): v is number => v !== undefined)),
-      serverUsOff: median(off.map(serverUs).filter((v): v is number => v !== undefined)),
+      serverUsOff,
       rateOn: median(on.map((r) => r.metrics!.rate!)),
-      rateOff: median(off.map((r) => r.metrics!.rate!)),
-      costPercent: 0,
+      rateOff,
+      perMessageNs: work.perMessageNs,
+      perWindowUs: work.perWindowUs,
+      // Per message, plus one window a second spread over that second's calls.
+      isolatedPercent: ((work.perMessageNs / 1000 + work.perWindowUs / Math.max(1, rateOff)) / serverUsOff) * 100,
     };
-    f.costPercent = ((f.serverUsOn - f.serverUsOff) / f.serverUsOff) * 100;
     figures[id] = f;
+    const pct = (v: number) => `${v >= 0 ? "+" : ""}${v.toFixed(1)} %`;
     lines.push(
-      `  ${id.padEnd(22)} server process CPU ${f.serverUsOn.toFixed(1)} µs/call on, ${f.serverUsOff.toFixed(1)} off: ` +
-        `${f.costPercent >= 0 ? "+" : ""}${f.costPercent.toFixed(1)} %; ${Math.round(f.rateOn)} req/s on, ${Math.round(f.rateOff)} off`,
+      `  ${id}: end to end ${pct(f.endToEndPercent)} server process CPU per call (median of ${ratios.length} paired rounds, ` +
+        `range ${pct(f.endToEndMinPercent)} to ${pct(f.endToEndMaxPercent)}; ${f.serverUsOn.toFixed(1)} µs on, ${f.serverUsOff.toFixed(1)} off; ` +
+        `${Math.round(f.rateOn)} req/s on, ${Math.round(f.rateOff)} off)`,
+      `  ${" ".repeat(id.length)}  in isolation ${f.perMessageNs.toFixed(0)} ns per message + ${f.perWindowUs.toFixed(0)} µs per window = ` +
+        `${f.isolatedPercent.toFixed(2)} % of the server process's ${serverUsOff.toFixed(1)} µs per call`,
     );
   }
   return { lines, figures };

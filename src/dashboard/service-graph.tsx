@@ -51,11 +51,11 @@ function layout(cluster: Cluster, stats: LiveStats): { nodes: Map<string, Node>;
   }
   const containers = [...cluster.containers.values()].sort((a, b) => (a.metadata!.name < b.metadata!.name ? -1 : 1));
   for (const c of containers) add(`c/${c.metadata!.name}`, c.metadata!.name, 1, c.status?.ready ? "container" : "container not-ready");
+  const hosts = [...new Set(containers.map((c) => c.status?.host ?? "").filter(Boolean))].sort();
+  for (const host of hosts) add(`h/${host}`, withRate(host, hostRates.get(host)), 2, "host");
   for (const c of containers) {
     const host = c.status?.host;
-    if (!host) continue;
-    add(`h/${host}`, withRate(host, hostRates.get(host)), 2, "host");
-    edges.push({ from: `c/${c.metadata!.name}`, to: `h/${host}`, rate: undefined });
+    if (host) edges.push({ from: `c/${c.metadata!.name}`, to: `h/${host}`, rate: undefined });
   }
   const rows = Math.max(1, ...[0, 1, 2].map((col) => [...nodes.values()].filter((n) => n.column === col).length));
   return { nodes, edges, rows };

@@ -41,6 +41,8 @@ export interface StatsCollector {
   latest(): Stats;
   /** The latest snapshot at once, then each new one, until the signal aborts. */
   watch(signal: AbortSignal): AsyncIterable<Stats>;
+  /** Ends the current window now and returns its snapshot (the timer does this once a window). */
+  sampleNow(): Stats;
   start(): void;
   stop(): void;
 }
@@ -192,11 +194,12 @@ export function createStatsCollector(options: StatsCollectorOptions): StatsColle
     });
   }
 
-  function tick() {
+  function tick(): Stats {
     current = sample();
     const w = wake;
     next = new Promise<void>((resolve) => (wake = resolve));
     w?.();
+    return current;
   }
 
   return {
@@ -218,6 +221,7 @@ export function createStatsCollector(options: StatsCollectorOptions): StatsColle
         yield current!;
       }
     },
+    sampleNow: tick,
     start() {
       stopped = false;
       lastSampleAt = performance.now();
