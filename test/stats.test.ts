@@ -9,7 +9,8 @@ import { createClient, type K4sClient, type Stats } from "../src/client/index.js
 import type { K4sServer } from "../src/server/server.js";
 import { bucketMiddleUs, LATENCY_BUCKETS, latencyBucket, LoadCounters, quantileMs } from "../src/server/stats/load-counters.js";
 import { createStatsCollector, type ContainerLoad } from "../src/server/stats/stats-collector.js";
-import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { spawn } from "node:child_process";
+import { eventually, K4S_BIN, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 test("latency buckets are monotonic, cover 0 to 2^32 µs, and their middles are within 6.25 % of what they hold", () => {
   let last = -1;
@@ -200,4 +201,22 @@ test("k4s top prints containers, services and hosts; -o json once", async () => 
   const bad = await runK4s(["top", "pods", "--server", server.address]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /error: unknown kind "pods" for top: use containers, services or hosts/);
+});
+
+test("k4s top on a terminal redraws the table once a window until interrupted", async () => {
+  // `script` gives the command a pseudo-terminal, as a user's shell would.
+  const command = [process.execPath, K4S_BIN, "top", "services", "--server", server.address].map((a) => `'${a}'`).join(" ");
+  const child = spawn("script", ["-qfec", command, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  try {
+    const screens = () => out.split("\x1b[H\x1b[2J").length - 1;
+    await eventually(() => screens() >= 3, 30_000, "three screens of k4s top");
+    const last = out.slice(out.lastIndexOf("\x1b[H\x1b[2J"));
+    assert.match(last, /k4s top services · .* · window \d\.\ds · Ctrl-C to quit/);
+    assert.match(last, /calc-svc\s+2\s/);
+  } finally {
+    child.kill("SIGINT");
+    await new Promise((resolve) => child.once("exit", resolve));
+  }
 });
