@@ -21,17 +21,23 @@ export const file_k4s_v1_log_service: GenFile = /*@__PURE__*/
  */
 export type LogsRequest = Message<"k4s.v1.LogsRequest"> & {
   /**
+   * Name of the container (required; INVALID_ARGUMENT when empty). A container that never
+   * existed has no lines: the stream ends at once (or, with follow, waits for its first line).
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
+   * Keep the stream open after the kept lines and send new lines as they are written, until the
+   * client cancels the call.
+   *
    * @generated from field: bool follow = 2;
    */
   follow: boolean;
 
   /**
-   * Only the last N kept lines (0: all kept).
+   * Only the last N kept lines (0: all kept; the server keeps the last 1,000 per container).
    *
    * @generated from field: int32 tail = 3;
    */
@@ -46,12 +52,14 @@ export const LogsRequestSchema: GenMessage<LogsRequest> = /*@__PURE__*/
   messageDesc(file_k4s_v1_log_service, 0);
 
 /**
- * LogsResponse is a batch of output lines.
+ * LogsResponse is a batch of output lines, oldest first.
  *
  * @generated from message k4s.v1.LogsResponse
  */
 export type LogsResponse = Message<"k4s.v1.LogsResponse"> & {
   /**
+   * The lines of this batch, in the order they were written.
+   *
    * @generated from field: repeated k4s.v1.LogLine lines = 1;
    */
   lines: LogLine[];
@@ -71,23 +79,30 @@ export const LogsResponseSchema: GenMessage<LogsResponse> = /*@__PURE__*/
  */
 export type LogLine = Message<"k4s.v1.LogLine"> & {
   /**
+   * When the server received the line.
+   *
    * @generated from field: google.protobuf.Timestamp time = 1;
    */
   time?: Timestamp | undefined;
 
   /**
+   * Name of the container that wrote it.
+   *
    * @generated from field: string container = 2;
    */
   container: string;
 
   /**
-   * log | stdout | stderr
+   * Where the line came from: "log" (a worker function's ctx.log), "stdout" or "stderr" (a
+   * spawned command's output).
    *
    * @generated from field: string stream = 3;
    */
   stream: string;
 
   /**
+   * The line, without its trailing newline.
+   *
    * @generated from field: string text = 4;
    */
   text: string;
@@ -107,18 +122,23 @@ export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
  */
 export type EventsRequest = Message<"k4s.v1.EventsRequest"> & {
   /**
+   * Keep the stream open after the kept events and send new ones as they happen, until the
+   * client cancels the call.
+   *
    * @generated from field: bool follow = 1;
    */
   follow: boolean;
 
   /**
-   * Only events about objects of this kind / name (empty: all).
+   * Only events about objects of this kind: Container, ReplicaSet or Service (empty: all kinds).
    *
    * @generated from field: string kind = 2;
    */
   kind: string;
 
   /**
+   * Only events about the object of this name (empty: all names).
+   *
    * @generated from field: string name = 3;
    */
   name: string;
@@ -138,6 +158,8 @@ export const EventsRequestSchema: GenMessage<EventsRequest> = /*@__PURE__*/
  */
 export type EventsResponse = Message<"k4s.v1.EventsResponse"> & {
   /**
+   * The event; the server keeps the last 1,000 in memory (events are not persisted).
+   *
    * @generated from field: k4s.v1.Event event = 1;
    */
   event?: Event | undefined;
@@ -157,33 +179,44 @@ export const EventsResponseSchema: GenMessage<EventsResponse> = /*@__PURE__*/
  */
 export type Event = Message<"k4s.v1.Event"> & {
   /**
+   * When it happened.
+   *
    * @generated from field: google.protobuf.Timestamp time = 1;
    */
   time?: Timestamp | undefined;
 
   /**
-   * Normal | Warning
+   * "Normal" or "Warning".
    *
    * @generated from field: string type = 2;
    */
   type: string;
 
   /**
+   * A CamelCase word for what happened: Scheduled, Killing, BackOff, SuccessfulCreate,
+   * ScalingReplicaSet, ...
+   *
    * @generated from field: string reason = 3;
    */
   reason: string;
 
   /**
+   * Kind of the object it happened to: Container, ReplicaSet or Service.
+   *
    * @generated from field: string kind = 4;
    */
   kind: string;
 
   /**
+   * Name of the object it happened to.
+   *
    * @generated from field: string name = 5;
    */
   name: string;
 
   /**
+   * What happened, in words.
+   *
    * @generated from field: string message = 6;
    */
   message: string;

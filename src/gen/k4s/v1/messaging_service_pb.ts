@@ -28,19 +28,22 @@ export type SendRequest = Message<"k4s.v1.SendRequest"> & {
   target: string;
 
   /**
+   * The payload as bytes, handed to the worker as they are.
+   *
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
 
   /**
-   * Default application/json.
+   * Content type of data (default application/json); text/* payloads reach workers as strings.
    *
    * @generated from field: string content_type = 3;
    */
   contentType: string;
 
   /**
-   * A JSON value for hand-typed calls; used when data is empty.
+   * A JSON value for hand-typed calls; used when data is empty, and sent as application/json.
+   * It may nest at most 32 levels deep.
    *
    * @generated from field: google.protobuf.Value json = 4;
    */
@@ -61,6 +64,8 @@ export const SendRequestSchema: GenMessage<SendRequest> = /*@__PURE__*/
  */
 export type SendResponse = Message<"k4s.v1.SendResponse"> & {
   /**
+   * Name of that container (for a service: the endpoint it picked).
+   *
    * @generated from field: string container = 1;
    */
   container: string;
@@ -80,21 +85,30 @@ export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
  */
 export type RequestRequest = Message<"k4s.v1.RequestRequest"> & {
   /**
+   * "container/NAME", "service/NAME", or a bare NAME (a container, else a service).
+   *
    * @generated from field: string target = 1;
    */
   target: string;
 
   /**
+   * The payload as bytes, handed to the worker as they are.
+   *
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data (default application/json); text/* payloads reach workers as strings.
+   *
    * @generated from field: string content_type = 3;
    */
   contentType: string;
 
   /**
+   * A JSON value for hand-typed calls; used when data is empty, and sent as application/json.
+   * It may nest at most 32 levels deep.
+   *
    * @generated from field: google.protobuf.Value json = 4;
    */
   json?: Value | undefined;
@@ -121,16 +135,22 @@ export const RequestRequestSchema: GenMessage<RequestRequest> = /*@__PURE__*/
  */
 export type RequestResponse = Message<"k4s.v1.RequestResponse"> & {
   /**
+   * The reply as the handler gave it.
+   *
    * @generated from field: bytes data = 1;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data.
+   *
    * @generated from field: string content_type = 2;
    */
   contentType: string;
 
   /**
+   * The reply as a JSON value, when it is JSON nesting at most 32 levels deep (else only data).
+   *
    * @generated from field: google.protobuf.Value json = 3;
    */
   json?: Value | undefined;
@@ -153,6 +173,12 @@ export const RequestResponseSchema: GenMessage<RequestResponse> = /*@__PURE__*/
 /**
  * MessagingService routes single messages for simple clients and grpcurl. SDKs use the pipelined
  * WorkerService.Connect stream instead, which costs far less per message.
+ *
+ * Errors: NOT_FOUND (no such container or service), UNAVAILABLE (no ready endpoint before the
+ * deadline, or the worker died mid-request), DEADLINE_EXCEEDED (no reply in time),
+ * RESOURCE_EXHAUSTED (the container's inbox is full), INVALID_ARGUMENT (a bad target, payload or
+ * timeout, with a google.rpc.BadRequest naming the field in the status details), and the code a
+ * worker's handler failed with.
  *
  * @generated from service k4s.v1.MessagingService
  */

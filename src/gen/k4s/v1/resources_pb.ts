@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/resources.proto.
  */
 export const file_k4s_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChZrNHMvdjEvcmVzb3VyY2VzLnByb3RvEgZrNHMudjEixwMKCk9iamVjdE1ldGESDAoEbmFtZRgBIAEoCRILCgN1aWQYAiABKAkSLgoGbGFiZWxzGAMgAygLMh4uazRzLnYxLk9iamVjdE1ldGEuTGFiZWxzRW50cnkSOAoLYW5ub3RhdGlvbnMYBCADKAsyIy5rNHMudjEuT2JqZWN0TWV0YS5Bbm5vdGF0aW9uc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBSABKAkSFgoKZ2VuZXJhdGlvbhgGIAEoA0ICMAISNgoSY3JlYXRpb25fdGltZXN0YW1wGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCg9vd25lcl9yZWZlcmVuY2UYCCABKAsyFi5rNHMudjEuT3duZXJSZWZlcmVuY2USNgoSZGVsZXRpb25fdGltZXN0YW1wGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjIKEEFubm90YXRpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI5Cg5Pd25lclJlZmVyZW5jZRIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkSCwoDdWlkGAMgASgJIqIBCglDb250YWluZXISEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIkCghtZXRhZGF0YRgDIAEoCzISLms0cy52MS5PYmplY3RNZXRhEiMKBHNwZWMYBCABKAsyFS5rNHMudjEuQ29udGFpbmVyU3BlYxInCgZzdGF0dXMYBSABKAsyFy5rNHMudjEuQ29udGFpbmVyU3RhdHVzIrsCCg1Db250YWluZXJTcGVjEg4KBm1vZHVsZRgBIAEoCRIQCghmdW5jdGlvbhgCIAEoCRIrCgpwYXJhbWV0ZXJzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdjb21tYW5kGAQgAygJEgwKBGFyZ3MYBSADKAkSKwoDZW52GAYgAygLMh4uazRzLnYxLkNvbnRhaW5lclNwZWMuRW52RW50cnkSFgoOcmVzdGFydF9wb2xpY3kYByABKAkSEwoLY29uY3VycmVuY3kYCCABKAUSEwoLcXVldWVfbGltaXQYCSABKAUSIQoZdGVybWluYXRpb25fZ3JhY2Vfc2Vjb25kcxgKIAEoBRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsQBCg9Db250YWluZXJTdGF0dXMSDQoFcGhhc2UYASABKAkSDQoFcmVhZHkYAiABKAgSEAoIcmVzdGFydHMYAyABKAUSDAoEaG9zdBgEIAEoCRIuCgpzdGFydGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdtZXNzYWdlGAYgASgJEh8KE29ic2VydmVkX2dlbmVyYXRpb24YByABKANCAjACEhEKCWV4aXRfY29kZRgIIAEoBSKlAQoKUmVwbGljYVNldBITCgthcGlfdmVyc2lvbhgBIAEoCRIMCgRraW5kGAIgASgJEiQKCG1ldGFkYXRhGAMgASgLMhIuazRzLnYxLk9iamVjdE1ldGESJAoEc3BlYxgEIAEoCzIWLms0cy52MS5SZXBsaWNhU2V0U3BlYxIoCgZzdGF0dXMYBSABKAsyGC5rNHMudjEuUmVwbGljYVNldFN0YXR1cyJ/Cg5SZXBsaWNhU2V0U3BlYxItCghyZXBsaWNhcxgBIAEoCzIbLmdvb2dsZS5wcm90b2J1Zi5JbnQzMlZhbHVlEhEKCWNvbnRhaW5lchgCIAEoCRIrCgh0ZW1wbGF0ZRgDIAEoCzIZLms0cy52MS5Db250YWluZXJUZW1wbGF0ZSJeChFDb250YWluZXJUZW1wbGF0ZRIkCghtZXRhZGF0YRgBIAEoCzISLms0cy52MS5PYmplY3RNZXRhEiMKBHNwZWMYAiABKAsyFS5rNHMudjEuQ29udGFpbmVyU3BlYyJuChBSZXBsaWNhU2V0U3RhdHVzEhAKCHJlcGxpY2FzGAEgASgFEhYKDnJlYWR5X3JlcGxpY2FzGAIgASgFEh8KE29ic2VydmVkX2dlbmVyYXRpb24YAyABKANCAjACEg8KB21lc3NhZ2UYBCABKAkinAEKB1NlcnZpY2USEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIkCghtZXRhZGF0YRgDIAEoCzISLms0cy52MS5PYmplY3RNZXRhEiEKBHNwZWMYBCABKAsyEy5rNHMudjEuU2VydmljZVNwZWMSJQoGc3RhdHVzGAUgASgLMhUuazRzLnYxLlNlcnZpY2VTdGF0dXMioQEKC1NlcnZpY2VTcGVjEhAKCHNlbGVjdG9yGAEgASgJEjoKDG1hdGNoX2xhYmVscxgCIAMoCzIkLms0cy52MS5TZXJ2aWNlU3BlYy5NYXRjaExhYmVsc0VudHJ5EhAKCHN0cmF0ZWd5GAMgASgJGjIKEE1hdGNoTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJDCg1TZXJ2aWNlU3RhdHVzEhEKCWVuZHBvaW50cxgBIAMoCRIfChNvYnNlcnZlZF9nZW5lcmF0aW9uGAIgASgDQgIwAiKHAQoGT2JqZWN0EiYKCWNvbnRhaW5lchgBIAEoCzIRLms0cy52MS5Db250YWluZXJIABIpCgtyZXBsaWNhX3NldBgCIAEoCzISLms0cy52MS5SZXBsaWNhU2V0SAASIgoHc2VydmljZRgDIAEoCzIPLms0cy52MS5TZXJ2aWNlSABCBgoEa2luZGIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_protobuf_wrappers]);
+  fileDesc("ChZrNHMvdjEvcmVzb3VyY2VzLnByb3RvEgZrNHMudjEiwwMKCk9iamVjdE1ldGESDAoEbmFtZRgBIAEoCRILCgN1aWQYAiABKAkSLgoGbGFiZWxzGAMgAygLMh4uazRzLnYxLk9iamVjdE1ldGEuTGFiZWxzRW50cnkSOAoLYW5ub3RhdGlvbnMYBCADKAsyIy5rNHMudjEuT2JqZWN0TWV0YS5Bbm5vdGF0aW9uc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBSABKAkSEgoKZ2VuZXJhdGlvbhgGIAEoAxI2ChJjcmVhdGlvbl90aW1lc3RhbXAYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KD293bmVyX3JlZmVyZW5jZRgIIAEoCzIWLms0cy52MS5Pd25lclJlZmVyZW5jZRI2ChJkZWxldGlvbl90aW1lc3RhbXAYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaMgoQQW5ub3RhdGlvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjkKDk93bmVyUmVmZXJlbmNlEgwKBGtpbmQYASABKAkSDAoEbmFtZRgCIAEoCRILCgN1aWQYAyABKAkiogEKCUNvbnRhaW5lchITCgthcGlfdmVyc2lvbhgBIAEoCRIMCgRraW5kGAIgASgJEiQKCG1ldGFkYXRhGAMgASgLMhIuazRzLnYxLk9iamVjdE1ldGESIwoEc3BlYxgEIAEoCzIVLms0cy52MS5Db250YWluZXJTcGVjEicKBnN0YXR1cxgFIAEoCzIXLms0cy52MS5Db250YWluZXJTdGF0dXMiuwIKDUNvbnRhaW5lclNwZWMSDgoGbW9kdWxlGAEgASgJEhAKCGZ1bmN0aW9uGAIgASgJEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2NvbW1hbmQYBCADKAkSDAoEYXJncxgFIAMoCRIrCgNlbnYYBiADKAsyHi5rNHMudjEuQ29udGFpbmVyU3BlYy5FbnZFbnRyeRIWCg5yZXN0YXJ0X3BvbGljeRgHIAEoCRITCgtjb25jdXJyZW5jeRgIIAEoBRITCgtxdWV1ZV9saW1pdBgJIAEoBRIhChl0ZXJtaW5hdGlvbl9ncmFjZV9zZWNvbmRzGAogASgFGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwAEKD0NvbnRhaW5lclN0YXR1cxINCgVwaGFzZRgBIAEoCRINCgVyZWFkeRgCIAEoCBIQCghyZXN0YXJ0cxgDIAEoBRIMCgRob3N0GAQgASgJEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYBiABKAkSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgHIAEoAxIRCglleGl0X2NvZGUYCCABKAUipQEKClJlcGxpY2FTZXQSEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIkCghtZXRhZGF0YRgDIAEoCzISLms0cy52MS5PYmplY3RNZXRhEiQKBHNwZWMYBCABKAsyFi5rNHMudjEuUmVwbGljYVNldFNwZWMSKAoGc3RhdHVzGAUgASgLMhguazRzLnYxLlJlcGxpY2FTZXRTdGF0dXMifwoOUmVwbGljYVNldFNwZWMSLQoIcmVwbGljYXMYASABKAsyGy5nb29nbGUucHJvdG9idWYuSW50MzJWYWx1ZRIRCgljb250YWluZXIYAiABKAkSKwoIdGVtcGxhdGUYAyABKAsyGS5rNHMudjEuQ29udGFpbmVyVGVtcGxhdGUiXgoRQ29udGFpbmVyVGVtcGxhdGUSJAoIbWV0YWRhdGEYASABKAsyEi5rNHMudjEuT2JqZWN0TWV0YRIjCgRzcGVjGAIgASgLMhUuazRzLnYxLkNvbnRhaW5lclNwZWMiagoQUmVwbGljYVNldFN0YXR1cxIQCghyZXBsaWNhcxgBIAEoBRIWCg5yZWFkeV9yZXBsaWNhcxgCIAEoBRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgDEg8KB21lc3NhZ2UYBCABKAkinAEKB1NlcnZpY2USEwoLYXBpX3ZlcnNpb24YASABKAkSDAoEa2luZBgCIAEoCRIkCghtZXRhZGF0YRgDIAEoCzISLms0cy52MS5PYmplY3RNZXRhEiEKBHNwZWMYBCABKAsyEy5rNHMudjEuU2VydmljZVNwZWMSJQoGc3RhdHVzGAUgASgLMhUuazRzLnYxLlNlcnZpY2VTdGF0dXMioQEKC1NlcnZpY2VTcGVjEhAKCHNlbGVjdG9yGAEgASgJEjoKDG1hdGNoX2xhYmVscxgCIAMoCzIkLms0cy52MS5TZXJ2aWNlU3BlYy5NYXRjaExhYmVsc0VudHJ5EhAKCHN0cmF0ZWd5GAMgASgJGjIKEE1hdGNoTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI/Cg1TZXJ2aWNlU3RhdHVzEhEKCWVuZHBvaW50cxgBIAMoCRIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAIgASgDIocBCgZPYmplY3QSJgoJY29udGFpbmVyGAEgASgLMhEuazRzLnYxLkNvbnRhaW5lckgAEikKC3JlcGxpY2Ffc2V0GAIgASgLMhIuazRzLnYxLlJlcGxpY2FTZXRIABIiCgdzZXJ2aWNlGAMgASgLMg8uazRzLnYxLlNlcnZpY2VIAEIGCgRraW5kYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_protobuf_wrappers]);
 
 /**
  * ObjectMeta is the metadata every stored object carries, as in Kubernetes.
@@ -21,25 +21,32 @@ export const file_k4s_v1_resources: GenFile = /*@__PURE__*/
  */
 export type ObjectMeta = Message<"k4s.v1.ObjectMeta"> & {
   /**
-   * DNS-label-like name: lowercase letters, digits and '-', at most 63 characters.
+   * DNS-label-like name: lowercase letters, digits and '-', at most 63 characters. Unique per
+   * kind; required.
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * Unique id assigned by the server when the object is created.
+   * Unique id assigned by the server when the object is created; a recreated object gets a new
+   * one. Ignored when sent.
    *
    * @generated from field: string uid = 2;
    */
   uid: string;
 
   /**
+   * Key/value pairs to select objects by (List and Watch filters, Service.spec.match_labels):
+   * at most 64, keys and values as in Kubernetes (a value at most 63 characters).
+   *
    * @generated from field: map<string, string> labels = 3;
    */
   labels: { [key: string]: string };
 
   /**
+   * Free-form key/value pairs for tools and people; not used to select (values at most 64 KiB).
+   *
    * @generated from field: map<string, string> annotations = 4;
    */
   annotations: { [key: string]: string };
@@ -53,13 +60,15 @@ export type ObjectMeta = Message<"k4s.v1.ObjectMeta"> & {
   resourceVersion: string;
 
   /**
-   * Incremented by the server on every change of spec.
+   * Incremented by the server on every change of spec. Ignored when sent.
    *
-   * @generated from field: int64 generation = 6 [jstype = JS_NUMBER];
+   * @generated from field: int64 generation = 6;
    */
   generation: bigint;
 
   /**
+   * When the server created the object. Ignored when sent.
+   *
    * @generated from field: google.protobuf.Timestamp creation_timestamp = 7;
    */
   creationTimestamp?: Timestamp | undefined;
@@ -94,16 +103,22 @@ export const ObjectMetaSchema: GenMessage<ObjectMeta> = /*@__PURE__*/
  */
 export type OwnerReference = Message<"k4s.v1.OwnerReference"> & {
   /**
+   * Kind of the owner (ReplicaSet).
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
+   * Name of the owner.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
+   * Uid of the owner, so a recreated owner of the same name does not adopt the old one's objects.
+   *
    * @generated from field: string uid = 3;
    */
   uid: string;
@@ -124,26 +139,36 @@ export const OwnerReferenceSchema: GenMessage<OwnerReference> = /*@__PURE__*/
  */
 export type Container = Message<"k4s.v1.Container"> & {
   /**
+   * "k4s/v1" (the only version; may be left empty when sent).
+   *
    * @generated from field: string api_version = 1;
    */
   apiVersion: string;
 
   /**
+   * "Container" (may be left empty when sent).
+   *
    * @generated from field: string kind = 2;
    */
   kind: string;
 
   /**
+   * Name, labels and the server-set fields.
+   *
    * @generated from field: k4s.v1.ObjectMeta metadata = 3;
    */
   metadata?: ObjectMeta | undefined;
 
   /**
+   * The desired state.
+   *
    * @generated from field: k4s.v1.ContainerSpec spec = 4;
    */
   spec?: ContainerSpec | undefined;
 
   /**
+   * The observed state, written only by the server (ignored when sent).
+   *
    * @generated from field: k4s.v1.ContainerStatus status = 5;
    */
   status?: ContainerStatus | undefined;
@@ -157,70 +182,85 @@ export const ContainerSchema: GenMessage<Container> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resources, 2);
 
 /**
- * ContainerSpec is the desired state of a Container.
+ * ContainerSpec is the desired state of a Container. Set module and function (a worker function
+ * run by a worker host), or command (a process a worker host spawns), or neither (an external
+ * container: any process may attach to it under its name).
  *
  * @generated from message k4s.v1.ContainerSpec
  */
 export type ContainerSpec = Message<"k4s.v1.ContainerSpec"> & {
   /**
-   * Worker module served by worker hosts (the built-in one is "workers") and the function in it.
+   * Worker module served by worker hosts: "workers" is built in, others are the NAME of
+   * `k4s worker --module NAME=PATH`. Requires function.
    *
    * @generated from field: string module = 1;
    */
   module: string;
 
   /**
+   * Name of the worker function (an export of the module), e.g. "echo_worker". Requires module.
+   *
    * @generated from field: string function = 2;
    */
   function: string;
 
   /**
-   * Parameters handed to the worker function as ctx.params.
+   * Parameters handed to the worker function as ctx.params (any JSON object, at most 30 levels
+   * deep so the whole object stays within 32).
    *
    * @generated from field: google.protobuf.Struct parameters = 3;
    */
   parameters?: JsonObject | undefined;
 
   /**
-   * A process to spawn instead of a module function; it attaches itself to this container.
+   * A process to spawn instead of a module function: the executable and its first arguments.
+   * The process gets K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN (and K4S_TOKEN, K4S_TLS*
+   * when the server needs them) and attaches itself to this container (see WorkerService).
    *
    * @generated from field: repeated string command = 4;
    */
   command: string[];
 
   /**
+   * Further arguments of command (requires command).
+   *
    * @generated from field: repeated string args = 5;
    */
   args: string[];
 
   /**
+   * Environment variables of the spawned process, besides the host's own; K4S_* are set by the
+   * host and win over these.
+   *
    * @generated from field: map<string, string> env = 6;
    */
   env: { [key: string]: string };
 
   /**
-   * Always | OnFailure | Never (default Always).
+   * Always | OnFailure | Never (default Always): whether the server restarts the container when
+   * it ends, with capped exponential back-off.
    *
    * @generated from field: string restart_policy = 7;
    */
   restartPolicy: string;
 
   /**
-   * Deliveries in flight at once (default 1: one message at a time, FIFO).
+   * Deliveries in flight at once (default 1: one message at a time, FIFO; at most 1000).
    *
    * @generated from field: int32 concurrency = 8;
    */
   concurrency: number;
 
   /**
-   * Messages that may wait in the inbox beyond those in flight (default 1000).
+   * Messages that may wait in the inbox beyond those in flight (default 1000); a send beyond
+   * it answers RESOURCE_EXHAUSTED.
    *
    * @generated from field: int32 queue_limit = 9;
    */
   queueLimit: number;
 
   /**
-   * Seconds a stopping container gets to finish in-flight work (default 5).
+   * Seconds a stopping container gets to finish in-flight work (default 5; at most 3600).
    *
    * @generated from field: int32 termination_grace_seconds = 10;
    */
@@ -248,11 +288,15 @@ export type ContainerStatus = Message<"k4s.v1.ContainerStatus"> & {
   phase: string;
 
   /**
+   * Whether the container takes deliveries now: Running and served by a live session.
+   *
    * @generated from field: bool ready = 2;
    */
   ready: boolean;
 
   /**
+   * How many times the server restarted it.
+   *
    * @generated from field: int32 restarts = 3;
    */
   restarts: number;
@@ -265,6 +309,8 @@ export type ContainerStatus = Message<"k4s.v1.ContainerStatus"> & {
   host: string;
 
   /**
+   * When it last became Running.
+   *
    * @generated from field: google.protobuf.Timestamp started_at = 5;
    */
   startedAt?: Timestamp | undefined;
@@ -277,11 +323,15 @@ export type ContainerStatus = Message<"k4s.v1.ContainerStatus"> & {
   message: string;
 
   /**
-   * @generated from field: int64 observed_generation = 7 [jstype = JS_NUMBER];
+   * The metadata.generation this status describes.
+   *
+   * @generated from field: int64 observed_generation = 7;
    */
   observedGeneration: bigint;
 
   /**
+   * Exit code of the last run as its host reported it (a spawned command's exit code).
+   *
    * @generated from field: int32 exit_code = 8;
    */
   exitCode: number;
@@ -301,26 +351,36 @@ export const ContainerStatusSchema: GenMessage<ContainerStatus> = /*@__PURE__*/
  */
 export type ReplicaSet = Message<"k4s.v1.ReplicaSet"> & {
   /**
+   * "k4s/v1" (the only version; may be left empty when sent).
+   *
    * @generated from field: string api_version = 1;
    */
   apiVersion: string;
 
   /**
+   * "ReplicaSet" (may be left empty when sent).
+   *
    * @generated from field: string kind = 2;
    */
   kind: string;
 
   /**
+   * Name (at most 58 characters, so replica names stay valid), labels and the server-set fields.
+   *
    * @generated from field: k4s.v1.ObjectMeta metadata = 3;
    */
   metadata?: ObjectMeta | undefined;
 
   /**
+   * The desired state.
+   *
    * @generated from field: k4s.v1.ReplicaSetSpec spec = 4;
    */
   spec?: ReplicaSetSpec | undefined;
 
   /**
+   * The observed state, written only by the server (ignored when sent).
+   *
    * @generated from field: k4s.v1.ReplicaSetStatus status = 5;
    */
   status?: ReplicaSetStatus | undefined;
@@ -334,14 +394,14 @@ export const ReplicaSetSchema: GenMessage<ReplicaSet> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resources, 5);
 
 /**
- * ReplicaSetSpec is the desired state of a ReplicaSet.
+ * ReplicaSetSpec is the desired state of a ReplicaSet: set exactly one of container or template.
  *
  * @generated from message k4s.v1.ReplicaSetSpec
  */
 export type ReplicaSetSpec = Message<"k4s.v1.ReplicaSetSpec"> & {
   /**
-   * Number of replicas (default 1 when unset). A wrapper rather than `optional` so that the
-   * protoc of older toolchains (e.g. Debian's grpc-tools) still compiles the API.
+   * Number of replicas (default 1 when unset; 0 to 10000). A wrapper rather than `optional` so
+   * that the protoc of older toolchains (e.g. Debian's grpc-tools) still compiles the API.
    *
    * @generated from field: google.protobuf.Int32Value replicas = 1;
    */
@@ -376,11 +436,16 @@ export const ReplicaSetSpecSchema: GenMessage<ReplicaSetSpec> = /*@__PURE__*/
  */
 export type ContainerTemplate = Message<"k4s.v1.ContainerTemplate"> & {
   /**
+   * Labels and annotations every replica gets (a name here is ignored: replicas are named
+   * <replicaset>-<ordinal>).
+   *
    * @generated from field: k4s.v1.ObjectMeta metadata = 1;
    */
   metadata?: ObjectMeta | undefined;
 
   /**
+   * The spec every replica gets; a change reaches the replicas' spec and labels.
+   *
    * @generated from field: k4s.v1.ContainerSpec spec = 2;
    */
   spec?: ContainerSpec | undefined;
@@ -400,21 +465,29 @@ export const ContainerTemplateSchema: GenMessage<ContainerTemplate> = /*@__PURE_
  */
 export type ReplicaSetStatus = Message<"k4s.v1.ReplicaSetStatus"> & {
   /**
+   * Replicas that exist and are not terminating.
+   *
    * @generated from field: int32 replicas = 1;
    */
   replicas: number;
 
   /**
+   * Those of them that are ready.
+   *
    * @generated from field: int32 ready_replicas = 2;
    */
   readyReplicas: number;
 
   /**
-   * @generated from field: int64 observed_generation = 3 [jstype = JS_NUMBER];
+   * The metadata.generation this status describes.
+   *
+   * @generated from field: int64 observed_generation = 3;
    */
   observedGeneration: bigint;
 
   /**
+   * Why the ReplicaSet cannot reach its spec, in words (e.g. a missing template Container).
+   *
    * @generated from field: string message = 4;
    */
   message: string;
@@ -434,26 +507,36 @@ export const ReplicaSetStatusSchema: GenMessage<ReplicaSetStatus> = /*@__PURE__*
  */
 export type Service = Message<"k4s.v1.Service"> & {
   /**
+   * "k4s/v1" (the only version; may be left empty when sent).
+   *
    * @generated from field: string api_version = 1;
    */
   apiVersion: string;
 
   /**
+   * "Service" (may be left empty when sent).
+   *
    * @generated from field: string kind = 2;
    */
   kind: string;
 
   /**
+   * Name, labels and the server-set fields.
+   *
    * @generated from field: k4s.v1.ObjectMeta metadata = 3;
    */
   metadata?: ObjectMeta | undefined;
 
   /**
+   * The desired state.
+   *
    * @generated from field: k4s.v1.ServiceSpec spec = 4;
    */
   spec?: ServiceSpec | undefined;
 
   /**
+   * The observed state, written only by the server (ignored when sent).
+   *
    * @generated from field: k4s.v1.ServiceStatus status = 5;
    */
   status?: ServiceStatus | undefined;
@@ -467,7 +550,8 @@ export const ServiceSchema: GenMessage<Service> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resources, 9);
 
 /**
- * ServiceSpec is the desired state of a Service.
+ * ServiceSpec is the desired state of a Service: set selector, match_labels, or both (a
+ * container must then match both).
  *
  * @generated from message k4s.v1.ServiceSpec
  */
@@ -515,7 +599,9 @@ export type ServiceStatus = Message<"k4s.v1.ServiceStatus"> & {
   endpoints: string[];
 
   /**
-   * @generated from field: int64 observed_generation = 2 [jstype = JS_NUMBER];
+   * The metadata.generation this status describes.
+   *
+   * @generated from field: int64 observed_generation = 2;
    */
   observedGeneration: bigint;
 };
@@ -534,22 +620,30 @@ export const ServiceStatusSchema: GenMessage<ServiceStatus> = /*@__PURE__*/
  */
 export type Object$ = Message<"k4s.v1.Object"> & {
   /**
+   * The object, by its kind.
+   *
    * @generated from oneof k4s.v1.Object.kind
    */
   kind: {
     /**
+     * A Container.
+     *
      * @generated from field: k4s.v1.Container container = 1;
      */
     value: Container;
     case: "container";
   } | {
     /**
+     * A ReplicaSet.
+     *
      * @generated from field: k4s.v1.ReplicaSet replica_set = 2;
      */
     value: ReplicaSet;
     case: "replicaSet";
   } | {
     /**
+     * A Service.
+     *
      * @generated from field: k4s.v1.Service service = 3;
      */
     value: Service;

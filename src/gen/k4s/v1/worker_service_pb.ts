@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/worker_service.proto.
  */
 export const file_k4s_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtrNHMvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SBms0cy52MSI1Cg5Db25uZWN0UmVxdWVzdBIjCgZmcmFtZXMYASADKAsyEy5rNHMudjEuV29ya2VyRnJhbWUiNgoPQ29ubmVjdFJlc3BvbnNlEiMKBmZyYW1lcxgBIAMoCzITLms0cy52MS5TZXJ2ZXJGcmFtZSK9AgoLV29ya2VyRnJhbWUSHgoFaGVsbG8YASABKAsyDS5rNHMudjEuSGVsbG9IABIgCgZhdHRhY2gYAiABKAsyDi5rNHMudjEuQXR0YWNoSAASKAoGcmVzdWx0GAMgASgLMhYuazRzLnYxLkRlbGl2ZXJ5UmVzdWx0SAASJwoFc3RhdGUYBCABKAsyFi5rNHMudjEuQ29udGFpbmVyU3RhdGVIABIcCgRjYWxsGAUgASgLMgwuazRzLnYxLkNhbGxIABIpCgtjYW5jZWxfY2FsbBgGIAEoCzISLms0cy52MS5DYW5jZWxDYWxsSAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAEh8KA2xvZxgIIAEoCzIQLms0cy52MS5Mb2dMaW5lc0gAQgcKBWZyYW1lIqYCCgtTZXJ2ZXJGcmFtZRIiCgd3ZWxjb21lGAEgASgLMg8uazRzLnYxLldlbGNvbWVIABIgCgZhc3NpZ24YAiABKAsyDi5rNHMudjEuQXNzaWduSAASHAoEc3RvcBgDIAEoCzIMLms0cy52MS5TdG9wSAASJAoIZGVsaXZlcnkYBCABKAsyEC5rNHMudjEuRGVsaXZlcnlIABIxCg9jYW5jZWxfZGVsaXZlcnkYBSABKAsyFi5rNHMudjEuQ2FuY2VsRGVsaXZlcnlIABIpCgtjYWxsX3Jlc3VsdBgGIAEoCzISLms0cy52MS5DYWxsUmVzdWx0SAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIt4BCgVIZWxsbxIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSKQoGbGFiZWxzGAMgAygLMhkuazRzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Eg8KB21vZHVsZXMYBCADKAkSEAoIY2FwYWNpdHkYBSABKAUSEQoJY2FuX3NwYXduGAYgASgIEikKB3J1bm5pbmcYByADKAsyGC5rNHMudjEuUnVubmluZ0NvbnRhaW5lchotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi0KEFJ1bm5pbmdDb250YWluZXISDAoEbmFtZRgBIAEoCRILCgN1aWQYAiABKAkiOAoGQXR0YWNoEhEKCWNvbnRhaW5lchgBIAEoCRINCgV0b2tlbhgCIAEoCRIMCgRob3N0GAMgASgJIkoKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoBSJuCgZBc3NpZ24SEQoJY29udGFpbmVyGAEgASgJEgsKA3VpZBgCIAEoCRIjCgRzcGVjGAMgASgLMhUuazRzLnYxLkNvbnRhaW5lclNwZWMSDQoFdG9rZW4YBCABKAkSEAoIcmVzdGFydHMYBSABKAUiOAoEU3RvcBIRCgljb250YWluZXIYASABKAkSCwoDdWlkGAIgASgJEhAKCGdyYWNlX21zGAMgASgFImMKDkNvbnRhaW5lclN0YXRlEhEKCWNvbnRhaW5lchgBIAEoCRILCgN1aWQYAiABKAkSDQoFcGhhc2UYAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIRCglleGl0X2NvZGUYBSABKAUinQEKCERlbGl2ZXJ5Eg4KAmlkGAEgASgEQgIwAhIRCgljb250YWluZXIYAiABKAkSDAoEZGF0YRgDIAEoDBIUCgxjb250ZW50X3R5cGUYBCABKAkSFQoNZXhwZWN0c19yZXBseRgFIAEoCBISCgp0aW1lb3V0X21zGAYgASgFEg4KBnNlbmRlchgHIAEoCRIPCgdhdHRlbXB0GAggASgFImIKDkRlbGl2ZXJ5UmVzdWx0Eg4KAmlkGAEgASgEQgIwAhIMCgRkYXRhGAIgASgMEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIcCgVlcnJvchgEIAEoCzINLms0cy52MS5FcnJvciIwCg5DYW5jZWxEZWxpdmVyeRIOCgJpZBgBIAEoBEICMAISDgoGcmVhc29uGAIgASgJIqABCgRDYWxsEg4KAmlkGAEgASgEQgIwAhIOCgZ0YXJnZXQYAiABKAkSDAoEZGF0YRgDIAEoDBIUCgxjb250ZW50X3R5cGUYBCABKAkSFQoNZXhwZWN0c19yZXBseRgFIAEoCBISCgp0aW1lb3V0X21zGAYgASgFEgwKBGZyb20YByABKAkSGwoPcGFyZW50X2RlbGl2ZXJ5GAggASgEQgIwAiIcCgpDYW5jZWxDYWxsEg4KAmlkGAEgASgEQgIwAiJxCgpDYWxsUmVzdWx0Eg4KAmlkGAEgASgEQgIwAhIMCgRkYXRhGAIgASgMEhQKDGNvbnRlbnRfdHlwZRgDIAEoCRIcCgVlcnJvchgEIAEoCzINLms0cy52MS5FcnJvchIRCgljb250YWluZXIYBSABKAkiJgoFRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJIiMKCUhlYXJ0YmVhdBIWCgpzZW50X2F0X21zGAEgASgDQgIwAiI8CghMb2dMaW5lcxIRCgljb250YWluZXIYASABKAkSDQoFbGluZXMYAiADKAkSDgoGc3RyZWFtGAMgASgJMk8KDVdvcmtlclNlcnZpY2USPgoHQ29ubmVjdBIWLms0cy52MS5Db25uZWN0UmVxdWVzdBoXLms0cy52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_k4s_v1_resources]);
+  fileDesc("ChtrNHMvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SBms0cy52MSI1Cg5Db25uZWN0UmVxdWVzdBIjCgZmcmFtZXMYASADKAsyEy5rNHMudjEuV29ya2VyRnJhbWUiNgoPQ29ubmVjdFJlc3BvbnNlEiMKBmZyYW1lcxgBIAMoCzITLms0cy52MS5TZXJ2ZXJGcmFtZSK9AgoLV29ya2VyRnJhbWUSHgoFaGVsbG8YASABKAsyDS5rNHMudjEuSGVsbG9IABIgCgZhdHRhY2gYAiABKAsyDi5rNHMudjEuQXR0YWNoSAASKAoGcmVzdWx0GAMgASgLMhYuazRzLnYxLkRlbGl2ZXJ5UmVzdWx0SAASJwoFc3RhdGUYBCABKAsyFi5rNHMudjEuQ29udGFpbmVyU3RhdGVIABIcCgRjYWxsGAUgASgLMgwuazRzLnYxLkNhbGxIABIpCgtjYW5jZWxfY2FsbBgGIAEoCzISLms0cy52MS5DYW5jZWxDYWxsSAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAEh8KA2xvZxgIIAEoCzIQLms0cy52MS5Mb2dMaW5lc0gAQgcKBWZyYW1lIqYCCgtTZXJ2ZXJGcmFtZRIiCgd3ZWxjb21lGAEgASgLMg8uazRzLnYxLldlbGNvbWVIABIgCgZhc3NpZ24YAiABKAsyDi5rNHMudjEuQXNzaWduSAASHAoEc3RvcBgDIAEoCzIMLms0cy52MS5TdG9wSAASJAoIZGVsaXZlcnkYBCABKAsyEC5rNHMudjEuRGVsaXZlcnlIABIxCg9jYW5jZWxfZGVsaXZlcnkYBSABKAsyFi5rNHMudjEuQ2FuY2VsRGVsaXZlcnlIABIpCgtjYWxsX3Jlc3VsdBgGIAEoCzISLms0cy52MS5DYWxsUmVzdWx0SAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIt4BCgVIZWxsbxIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSKQoGbGFiZWxzGAMgAygLMhkuazRzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Eg8KB21vZHVsZXMYBCADKAkSEAoIY2FwYWNpdHkYBSABKAUSEQoJY2FuX3NwYXduGAYgASgIEikKB3J1bm5pbmcYByADKAsyGC5rNHMudjEuUnVubmluZ0NvbnRhaW5lchotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi0KEFJ1bm5pbmdDb250YWluZXISDAoEbmFtZRgBIAEoCRILCgN1aWQYAiABKAkiOAoGQXR0YWNoEhEKCWNvbnRhaW5lchgBIAEoCRINCgV0b2tlbhgCIAEoCRIMCgRob3N0GAMgASgJIkoKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoBSJuCgZBc3NpZ24SEQoJY29udGFpbmVyGAEgASgJEgsKA3VpZBgCIAEoCRIjCgRzcGVjGAMgASgLMhUuazRzLnYxLkNvbnRhaW5lclNwZWMSDQoFdG9rZW4YBCABKAkSEAoIcmVzdGFydHMYBSABKAUiOAoEU3RvcBIRCgljb250YWluZXIYASABKAkSCwoDdWlkGAIgASgJEhAKCGdyYWNlX21zGAMgASgFImMKDkNvbnRhaW5lclN0YXRlEhEKCWNvbnRhaW5lchgBIAEoCRILCgN1aWQYAiABKAkSDQoFcGhhc2UYAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIRCglleGl0X2NvZGUYBSABKAUimQEKCERlbGl2ZXJ5EgoKAmlkGAEgASgEEhEKCWNvbnRhaW5lchgCIAEoCRIMCgRkYXRhGAMgASgMEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIVCg1leHBlY3RzX3JlcGx5GAUgASgIEhIKCnRpbWVvdXRfbXMYBiABKAUSDgoGc2VuZGVyGAcgASgJEg8KB2F0dGVtcHQYCCABKAUiXgoORGVsaXZlcnlSZXN1bHQSCgoCaWQYASABKAQSDAoEZGF0YRgCIAEoDBIUCgxjb250ZW50X3R5cGUYAyABKAkSHAoFZXJyb3IYBCABKAsyDS5rNHMudjEuRXJyb3IiLAoOQ2FuY2VsRGVsaXZlcnkSCgoCaWQYASABKAQSDgoGcmVhc29uGAIgASgJIpgBCgRDYWxsEgoKAmlkGAEgASgEEg4KBnRhcmdldBgCIAEoCRIMCgRkYXRhGAMgASgMEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIVCg1leHBlY3RzX3JlcGx5GAUgASgIEhIKCnRpbWVvdXRfbXMYBiABKAUSDAoEZnJvbRgHIAEoCRIXCg9wYXJlbnRfZGVsaXZlcnkYCCABKAQiGAoKQ2FuY2VsQ2FsbBIKCgJpZBgBIAEoBCJtCgpDYWxsUmVzdWx0EgoKAmlkGAEgASgEEgwKBGRhdGEYAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEhwKBWVycm9yGAQgASgLMg0uazRzLnYxLkVycm9yEhEKCWNvbnRhaW5lchgFIAEoCSImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkiHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiPAoITG9nTGluZXMSEQoJY29udGFpbmVyGAEgASgJEg0KBWxpbmVzGAIgAygJEg4KBnN0cmVhbRgDIAEoCTJPCg1Xb3JrZXJTZXJ2aWNlEj4KB0Nvbm5lY3QSFi5rNHMudjEuQ29ubmVjdFJlcXVlc3QaFy5rNHMudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_k4s_v1_resources]);
 
 /**
  * ConnectRequest is a batch of frames from a process.
@@ -21,6 +21,8 @@ export const file_k4s_v1_worker_service: GenFile = /*@__PURE__*/
  */
 export type ConnectRequest = Message<"k4s.v1.ConnectRequest"> & {
   /**
+   * The frames, in the order they were produced.
+   *
    * @generated from field: repeated k4s.v1.WorkerFrame frames = 1;
    */
   frames: WorkerFrame[];
@@ -40,6 +42,8 @@ export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
  */
 export type ConnectResponse = Message<"k4s.v1.ConnectResponse"> & {
   /**
+   * The frames, in the order they were produced.
+   *
    * @generated from field: repeated k4s.v1.ServerFrame frames = 1;
    */
   frames: ServerFrame[];
@@ -59,52 +63,70 @@ export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
  */
 export type WorkerFrame = Message<"k4s.v1.WorkerFrame"> & {
   /**
+   * What the frame says.
+   *
    * @generated from oneof k4s.v1.WorkerFrame.frame
    */
   frame: {
     /**
+     * Opens a host or client session (first frame only).
+     *
      * @generated from field: k4s.v1.Hello hello = 1;
      */
     value: Hello;
     case: "hello";
   } | {
     /**
+     * Opens a session serving one container (first frame only).
+     *
      * @generated from field: k4s.v1.Attach attach = 2;
      */
     value: Attach;
     case: "attach";
   } | {
     /**
+     * Finishes a Delivery.
+     *
      * @generated from field: k4s.v1.DeliveryResult result = 3;
      */
     value: DeliveryResult;
     case: "result";
   } | {
     /**
+     * Reports an assigned container's phase (hosts).
+     *
      * @generated from field: k4s.v1.ContainerState state = 4;
      */
     value: ContainerState;
     case: "state";
   } | {
     /**
+     * The process's own send or request.
+     *
      * @generated from field: k4s.v1.Call call = 5;
      */
     value: Call;
     case: "call";
   } | {
     /**
+     * Abandons one of its own requests.
+     *
      * @generated from field: k4s.v1.CancelCall cancel_call = 6;
      */
     value: CancelCall;
     case: "cancelCall";
   } | {
     /**
+     * Keeps a quiet session alive.
+     *
      * @generated from field: k4s.v1.Heartbeat heartbeat = 7;
      */
     value: Heartbeat;
     case: "heartbeat";
   } | {
     /**
+     * Output lines of a container this session serves.
+     *
      * @generated from field: k4s.v1.LogLines log = 8;
      */
     value: LogLines;
@@ -126,46 +148,62 @@ export const WorkerFrameSchema: GenMessage<WorkerFrame> = /*@__PURE__*/
  */
 export type ServerFrame = Message<"k4s.v1.ServerFrame"> & {
   /**
+   * What the frame says.
+   *
    * @generated from oneof k4s.v1.ServerFrame.frame
    */
   frame: {
     /**
+     * Accepts the session (the first frame the server sends).
+     *
      * @generated from field: k4s.v1.Welcome welcome = 1;
      */
     value: Welcome;
     case: "welcome";
   } | {
     /**
+     * Runs a container on this host.
+     *
      * @generated from field: k4s.v1.Assign assign = 2;
      */
     value: Assign;
     case: "assign";
   } | {
     /**
+     * Stops a container on this host.
+     *
      * @generated from field: k4s.v1.Stop stop = 3;
      */
     value: Stop;
     case: "stop";
   } | {
     /**
+     * A message for a container this session serves.
+     *
      * @generated from field: k4s.v1.Delivery delivery = 4;
      */
     value: Delivery;
     case: "delivery";
   } | {
     /**
+     * The caller of a delivery gave up on it.
+     *
      * @generated from field: k4s.v1.CancelDelivery cancel_delivery = 5;
      */
     value: CancelDelivery;
     case: "cancelDelivery";
   } | {
     /**
+     * Answers a Call.
+     *
      * @generated from field: k4s.v1.CallResult call_result = 6;
      */
     value: CallResult;
     case: "callResult";
   } | {
     /**
+     * Keeps a quiet session alive.
+     *
      * @generated from field: k4s.v1.Heartbeat heartbeat = 7;
      */
     value: Heartbeat;
@@ -201,6 +239,8 @@ export type Hello = Message<"k4s.v1.Hello"> & {
   role: string;
 
   /**
+   * Labels of the host, shown to operators (not used for scheduling yet).
+   *
    * @generated from field: map<string, string> labels = 3;
    */
   labels: { [key: string]: string };
@@ -248,11 +288,15 @@ export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
  */
 export type RunningContainer = Message<"k4s.v1.RunningContainer"> & {
   /**
+   * The container's name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * The uid of the Assign it runs, so a recreated container of the same name is not confused with it.
+   *
    * @generated from field: string uid = 2;
    */
   uid: string;
@@ -266,19 +310,27 @@ export const RunningContainerSchema: GenMessage<RunningContainer> = /*@__PURE__*
   messageDesc(file_k4s_v1_worker_service, 5);
 
 /**
- * Attach makes this session serve one named container (external or spawned command).
+ * Attach makes this session serve one named container (external or spawned command). One live
+ * session serves a container at a time (another attach is refused FAILED_PRECONDITION); an
+ * attached session acts only as its container.
  *
  * @generated from message k4s.v1.Attach
  */
 export type Attach = Message<"k4s.v1.Attach"> & {
   /**
+   * Name of the container to serve: an external one (no module, no command) or a spawned
+   * command's (K4S_CONTAINER). NOT_FOUND when there is none; a module container cannot be attached.
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
-   * The container's token: from the Assign of a spawned command, or required for an external
-   * container only when the server runs with a token.
+   * The container's attach credential. For a command container it must be the token of the
+   * Assign that spawned it (its host hands it to the process as K4S_ATTACH_TOKEN); anything else
+   * is refused PERMISSION_DENIED, so only the spawned process serves it. For an external
+   * container it is not checked: any session that passed the server's bearer-token check (the
+   * `authorization` header, when the server requires one) may attach to it.
    *
    * @generated from field: string token = 2;
    */
@@ -306,6 +358,8 @@ export const AttachSchema: GenMessage<Attach> = /*@__PURE__*/
  */
 export type Welcome = Message<"k4s.v1.Welcome"> & {
   /**
+   * Id of the session, unique on this server (for logs).
+   *
    * @generated from field: string session_id = 1;
    */
   sessionId: string;
@@ -318,6 +372,8 @@ export type Welcome = Message<"k4s.v1.Welcome"> & {
   name: string;
 
   /**
+   * Milliseconds between heartbeats on an idle session; three silent intervals lose it.
+   *
    * @generated from field: int32 heartbeat_interval_ms = 3;
    */
   heartbeatIntervalMs: number;
@@ -337,16 +393,22 @@ export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
  */
 export type Assign = Message<"k4s.v1.Assign"> & {
   /**
+   * Name of the container.
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
+   * Its uid (changes when the container is recreated under the same name).
+   *
    * @generated from field: string uid = 2;
    */
   uid: string;
 
   /**
+   * What to run: a module function, or a command to spawn.
+   *
    * @generated from field: k4s.v1.ContainerSpec spec = 3;
    */
   spec?: ContainerSpec | undefined;
@@ -380,16 +442,23 @@ export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
  */
 export type Stop = Message<"k4s.v1.Stop"> & {
   /**
+   * Name of the container.
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
+   * The uid of its Assign.
+   *
    * @generated from field: string uid = 2;
    */
   uid: string;
 
   /**
+   * Milliseconds it may take to finish in-flight work before it is cut off (a spawned process
+   * gets SIGTERM at once and SIGKILL after grace_ms).
+   *
    * @generated from field: int32 grace_ms = 3;
    */
   graceMs: number;
@@ -409,11 +478,15 @@ export const StopSchema: GenMessage<Stop> = /*@__PURE__*/
  */
 export type ContainerState = Message<"k4s.v1.ContainerState"> & {
   /**
+   * Name of the container.
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
+   * The uid of its Assign; a report for another uid is ignored.
+   *
    * @generated from field: string uid = 2;
    */
   uid: string;
@@ -426,11 +499,15 @@ export type ContainerState = Message<"k4s.v1.ContainerState"> & {
   phase: string;
 
   /**
+   * Why, in words (e.g. the error a worker function failed with).
+   *
    * @generated from field: string message = 4;
    */
   message: string;
 
   /**
+   * A spawned process's exit code (Succeeded/Failed), else 0.
+   *
    * @generated from field: int32 exit_code = 5;
    */
   exitCode: number;
@@ -450,26 +527,36 @@ export const ContainerStateSchema: GenMessage<ContainerState> = /*@__PURE__*/
  */
 export type Delivery = Message<"k4s.v1.Delivery"> & {
   /**
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * Id chosen by the server, unique within the session; the DeliveryResult names it.
+   *
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
+   * The container (served by this session) the message is for.
+   *
    * @generated from field: string container = 2;
    */
   container: string;
 
   /**
+   * The payload, as the sender gave it.
+   *
    * @generated from field: bytes data = 3;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data (application/json when the sender gave none).
+   *
    * @generated from field: string content_type = 4;
    */
   contentType: string;
 
   /**
+   * True for a request (the DeliveryResult carries the reply), false for a fire-and-forget message.
+   *
    * @generated from field: bool expects_reply = 5;
    */
   expectsReply: boolean;
@@ -510,21 +597,29 @@ export const DeliverySchema: GenMessage<Delivery> = /*@__PURE__*/
  */
 export type DeliveryResult = Message<"k4s.v1.DeliveryResult"> & {
   /**
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * The Delivery's id.
+   *
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
+   * The reply (requests only).
+   *
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data.
+   *
    * @generated from field: string content_type = 3;
    */
   contentType: string;
 
   /**
+   * Set when the handler failed; the caller gets its code and message.
+   *
    * @generated from field: k4s.v1.Error error = 4;
    */
   error?: Error | undefined;
@@ -544,11 +639,15 @@ export const DeliveryResultSchema: GenMessage<DeliveryResult> = /*@__PURE__*/
  */
 export type CancelDelivery = Message<"k4s.v1.CancelDelivery"> & {
   /**
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * The Delivery's id.
+   *
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
+   * Why, in words (cancelled by the caller, deadline passed).
+   *
    * @generated from field: string reason = 2;
    */
   reason: string;
@@ -570,26 +669,34 @@ export type Call = Message<"k4s.v1.Call"> & {
   /**
    * Chosen by the process, unique within the session.
    *
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
+   * "container/NAME", "service/NAME", or a bare NAME (a container, else a service).
+   *
    * @generated from field: string target = 2;
    */
   target: string;
 
   /**
+   * The payload, handed to the receiver as it is.
+   *
    * @generated from field: bytes data = 3;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data (default application/json).
+   *
    * @generated from field: string content_type = 4;
    */
   contentType: string;
 
   /**
+   * True for a request (the CallResult carries the reply), false for a send.
+   *
    * @generated from field: bool expects_reply = 5;
    */
   expectsReply: boolean;
@@ -612,7 +719,7 @@ export type Call = Message<"k4s.v1.Call"> & {
    * The delivery being handled when the call was made: a request inherits what remains of
    * that delivery's deadline when it is shorter than timeout_ms.
    *
-   * @generated from field: uint64 parent_delivery = 8 [jstype = JS_NUMBER];
+   * @generated from field: uint64 parent_delivery = 8;
    */
   parentDelivery: bigint;
 };
@@ -631,7 +738,9 @@ export const CallSchema: GenMessage<Call> = /*@__PURE__*/
  */
 export type CancelCall = Message<"k4s.v1.CancelCall"> & {
   /**
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * The Call's id.
+   *
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 };
@@ -650,21 +759,29 @@ export const CancelCallSchema: GenMessage<CancelCall> = /*@__PURE__*/
  */
 export type CallResult = Message<"k4s.v1.CallResult"> & {
   /**
-   * @generated from field: uint64 id = 1 [jstype = JS_NUMBER];
+   * The Call's id.
+   *
+   * @generated from field: uint64 id = 1;
    */
   id: bigint;
 
   /**
+   * The reply (requests only).
+   *
    * @generated from field: bytes data = 2;
    */
   data: Uint8Array;
 
   /**
+   * Content type of data.
+   *
    * @generated from field: string content_type = 3;
    */
   contentType: string;
 
   /**
+   * Set when the call failed (see the service comment for the codes).
+   *
    * @generated from field: k4s.v1.Error error = 4;
    */
   error?: Error | undefined;
@@ -691,11 +808,17 @@ export const CallResultSchema: GenMessage<CallResult> = /*@__PURE__*/
  */
 export type Error = Message<"k4s.v1.Error"> & {
   /**
+   * A gRPC status code (google.rpc.Code numbers: 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED,
+   * 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...), never 0. A handler that fails
+   * without a code of its own reports 2 UNKNOWN.
+   *
    * @generated from field: int32 code = 1;
    */
   code: number;
 
   /**
+   * What went wrong, in words.
+   *
    * @generated from field: string message = 2;
    */
   message: string;
@@ -715,7 +838,9 @@ export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
  */
 export type Heartbeat = Message<"k4s.v1.Heartbeat"> & {
   /**
-   * @generated from field: int64 sent_at_ms = 1 [jstype = JS_NUMBER];
+   * The sender's clock when it sent the frame, in milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 sent_at_ms = 1;
    */
   sentAtMs: bigint;
 };
@@ -734,11 +859,15 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
  */
 export type LogLines = Message<"k4s.v1.LogLines"> & {
   /**
+   * The container that wrote them (served by this session).
+   *
    * @generated from field: string container = 1;
    */
   container: string;
 
   /**
+   * The lines, without trailing newlines.
+   *
    * @generated from field: repeated string lines = 2;
    */
   lines: string[];
@@ -783,6 +912,17 @@ export const LogLinesSchema: GenMessage<LogLines> = /*@__PURE__*/
  *
  * Liveness: both sides send Heartbeat every Welcome.heartbeat_interval_ms when otherwise idle;
  * a session silent for three intervals is declared lost.
+ *
+ * Errors: Error frames (in DeliveryResult and CallResult) carry gRPC status codes, the same code
+ * space as the status of any k4s RPC: NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED,
+ * RESOURCE_EXHAUSTED, INVALID_ARGUMENT, ... A handler's own failure reaches the caller with its
+ * code and message. A problem with the session itself ends the stream with a status.
+ *
+ * Environment: a worker host spawns a command container's process with K4S_ADDRESS (the
+ * server), K4S_CONTAINER (the container to attach to), K4S_ATTACH_TOKEN (Attach.token for it),
+ * and, when the server needs them, K4S_TOKEN (the bearer token sent as
+ * `authorization: Bearer ...` on the Connect call) and K4S_TLS=1 / K4S_TLS_CA (PEM text) /
+ * K4S_TLS_SERVERNAME.
  *
  * @generated from service k4s.v1.WorkerService
  */
