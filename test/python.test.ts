@@ -24,7 +24,7 @@ let client: K4sClient;
 before(async () => {
   execFileSync("sh", ["examples/python/generate.sh"], { cwd: root, stdio: "inherit" });
   server = await startTestServer();
-  host = spawnK4s(["worker", "--server", server.address, "--name", "polyglot-host"]);
+  host = spawnK4s(["worker", "--server", server.address, "--name", "polyglot-host", "--allow-command"]);
   client = createClient({ address: server.address });
 });
 

@@ -532,6 +532,7 @@ process.on("SIGTERM", () => { void a.stop(1000).then(() => process.exit(0)); });
   const host = await runWorkerHost({
     address: fake.address,
     name: "h2",
+    canSpawn: true,
     onError: (m) => output.push(`host: ${m}`),
     onLog: (_c, stream, lines) => output.push(...lines.map((l) => `${stream}: ${l}`)),
   });
@@ -648,7 +649,7 @@ async function setupE2E(): Promise<E2E> {
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
   writeFileSync(join(dir, "failing.ts"), FAILING_SCRIPT);
   // The real command a user runs: `k4s worker`, serving the test's module besides the built-ins.
-  const host = spawnK4s(["worker", "--server", server.address, "--name", "e2e-host", "--module", `e2e=${join(dir, "e2e-module.mjs")}`]);
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "e2e-host", "--allow-command", "--module", `e2e=${join(dir, "e2e-module.mjs")}`]);
   await host.waitFor("serving containers", 20_000);
   const client = openSession({ address: server.address, hello: { role: "client", name: "e2e-client" }, reconnect: true });
   await client.ready;
@@ -892,7 +893,7 @@ test("e2e: behind a token and TLS, a host's spawned command attaches with the se
   }
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
   const tls = { ca: cert, servername: "localhost" };
-  const host = await runWorkerHost({ address: server.address, name: "tls-host", token: "s3cret", tls, builtin: false, onError: () => {} });
+  const host = await runWorkerHost({ address: server.address, name: "tls-host", token: "s3cret", tls, builtin: false, canSpawn: true, onError: () => {} });
   const client = openSession({ address: server.address, token: "s3cret", tls, hello: { role: "client" } });
   const noToken = openSession({ address: server.address, tls, hello: { role: "client" } });
   try {

@@ -26,7 +26,7 @@ export function defaultServer(): string {
 
 /** Reads the global options as seen from a (sub)command. */
 export function globalOptions(cmd: Command): GlobalOptions {
-  const o = cmd.optsWithGlobals<{ server?: string; token?: string; tls?: boolean; tlsCa?: string; tlsServerName?: string }>();
+  const o = cmd.optsWithGlobals<{ server?: string; token?: string; tokenFile?: string; tls?: boolean; tlsCa?: string; tlsServerName?: string }>();
   // Flags win over the environment. The environment carries the PEM itself (as worker hosts
   // hand it to spawned processes); the flag names a file.
   const fromEnv = tlsFromEnvironment();
@@ -36,7 +36,36 @@ export function globalOptions(cmd: Command): GlobalOptions {
     if (o.tlsCa) tls.ca = readPem(o.tlsCa);
     if (o.tlsServerName) tls.servername = o.tlsServerName;
   }
-  return { server: serverAddress(o.server || defaultServer()), token: o.token || process.env[ENV.token] || undefined, tls };
+  return { server: serverAddress(o.server || defaultServer()), token: tokenOf(o.token, o.tokenFile), tls };
+}
+
+let warnedAboutToken = false;
+
+/**
+ * The bearer token: --token (with a warning, since every user of the machine sees it in `ps`),
+ * else the first line of --token-file, else $K4S_TOKEN.
+ */
+function tokenOf(flag: string | undefined, file: string | undefined): string | undefined {
+  if (flag && file) throw new CliError("give --token or --token-file, not both");
+  if (flag) {
+    if (!warnedAboutToken) {
+      warnedAboutToken = true;
+      process.stderr.write("warning: --token shows the token to every user of this machine (ps); use --token-file FILE or K4S_TOKEN\n");
+    }
+    return flag;
+  }
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (err) {
+      throw new CliError(`cannot read --token-file ${file}: ${(err as Error).message}`);
+    }
+    const token = text.split(/\r?\n/, 1)[0]!.trim();
+    if (!token) throw new CliError(`--token-file ${file} is empty: expected the token on its first line`);
+    return token;
+  }
+  return process.env[ENV.token] || undefined;
 }
 
 /** Checks and completes --server (a bare host means the default port); a bad one is a usage error. */

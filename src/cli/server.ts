@@ -26,6 +26,7 @@ interface ServerCommandOptions {
   dashboard: boolean;
   dashboardHost: string;
   dashboardPort?: number;
+  allowCommand?: boolean;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -67,6 +68,7 @@ export function serverCommand(): Command {
     .option("--dashboard-host <host>", "interface of the web dashboard's HTTP port", "127.0.0.1")
     .option("--dashboard-port <n>", "port of the web dashboard (default: --port + 1; a free one with --port 0)", intOption(0, 65535))
     .option("--no-dashboard", "do not serve the web dashboard")
+    .option("--allow-command", "let the local worker host spawn command containers (spec.command); off by default")
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
@@ -112,7 +114,7 @@ export function serverCommand(): Command {
         token,
         tls: tls ? { ca: tls.cert, ...(g.tls?.servername ? { servername: g.tls.servername } : {}) } : undefined,
       });
-      const worker = opts.localWorker ? startLocalWorker(address, workerEnv) : undefined;
+      const worker = opts.localWorker ? startLocalWorker(address, workerEnv, opts.allowCommand ? ["--allow-command"] : []) : undefined;
 
       const why = await untilStopped();
       console.log(`k4s server: ${why}; shutting down`);
@@ -138,7 +140,12 @@ interface LocalWorker {
   stop(): Promise<void>;
 }
 
-function startLocalWorker(address: string, serverEnv: Record<string, string>): LocalWorker {
+/**
+ * Starts the local worker host and restarts it when it dies. Its standard input is a pipe from
+ * this process that nothing writes to: when this process ends, however it ends (SIGKILL too),
+ * the pipe closes and the host stops, so no host outlives the server that started it.
+ */
+function startLocalWorker(address: string, serverEnv: Record<string, string>, extraArgs: readonly string[]): LocalWorker {
   let child: ChildProcess | undefined;
   let stopping = false;
   let backoff = RESTART_MIN_MS;
@@ -146,12 +153,14 @@ function startLocalWorker(address: string, serverEnv: Record<string, string>): L
 
   const launch = () => {
     const startedAt = Date.now();
-    const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local"], {
-      stdio: ["ignore", "inherit", "inherit"],
+    const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local", "--until-stdin-closes", ...extraArgs], {
+      stdio: ["pipe", "inherit", "inherit"],
       // Token and certificate travel in the environment, not argv, so `ps` does not show them.
       env: { ...process.env, ...serverEnv },
     });
     child = c;
+    // Nothing is written to the lifeline; a host that died first must not make it throw.
+    c.stdin?.on("error", () => {});
     c.on("exit", (code, sig) => {
       child = undefined;
       if (stopping) return;

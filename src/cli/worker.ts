@@ -10,6 +10,8 @@ interface WorkerCommandOptions {
   name?: string;
   module: string[];
   builtin: boolean;
+  allowCommand?: boolean;
+  untilStdinCloses?: boolean;
 }
 
 /** Parses `NAME=PATH` module arguments into a module map with absolute paths. */
@@ -25,6 +27,17 @@ function parseModules(values: readonly string[]): Record<string, string> {
   return modules;
 }
 
+/** Resolves once standard input reaches its end or closes (its writer, the parent, is gone). */
+function stdinClosed(): Promise<string> {
+  return new Promise((resolve) => {
+    const done = () => resolve("standard input closed (the process that started it exited)");
+    process.stdin.once("end", done);
+    process.stdin.once("close", done);
+    process.stdin.on("data", () => {});
+    process.stdin.resume();
+  });
+}
+
 /** Creates the worker command. */
 export function workerCommand(): Command {
   return new Command("worker")
@@ -32,14 +45,30 @@ export function workerCommand(): Command {
     .option("--name <name>", "host name shown in container status (default: this machine's name)")
     .option("--module <name=path>", "serve a worker module: NAME=PATH of a JavaScript file of defineWorker exports (repeatable)", collect, [])
     .option("--no-builtin", "do not serve the built-in \"workers\" module (a --module may then take its name)")
+    .option(
+      "--allow-command",
+      "spawn command containers (spec.command) on this machine; off by default, since anyone who may create a Container could then run any program here",
+    )
+    .option("--until-stdin-closes", "stop when standard input closes (the process that started this host went away)")
     .action(async (opts: WorkerCommandOptions, cmd: Command) => {
       const modules = parseModules(opts.module);
       const g = globalOptions(cmd);
+      // Listen before connecting: a host whose parent is gone, or that is told to stop, while it
+      // still waits for the server's first Welcome must not linger.
+      const ending = Promise.race([untilStopped(), ...(opts.untilStdinCloses ? [stdinClosed()] : [])]);
       const { runWorkerHost } = await import("../workers/runtime/worker-host.js");
-      const host = await runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules, builtin: opts.builtin });
+      const host = await Promise.race([
+        runWorkerHost({ address: g.server, name: opts.name, token: g.token, tls: g.tls, modules, builtin: opts.builtin, canSpawn: opts.allowCommand ?? false }),
+        ending.then(() => undefined),
+      ]);
+      if (!host) {
+        console.log(`k4s worker host: ${await ending} before the server at ${g.server} welcomed it; exiting`);
+        process.exit(0);
+      }
       const served = host.served().map((m) => `  ${m.module}: ${m.functions.join(", ")}\n`);
-      process.stdout.write(`k4s worker host ${host.name} serving containers from ${g.server}\n${served.join("")}`);
-      const why = await untilStopped();
+      const spawns = opts.allowCommand ? " (spawns command containers)" : "";
+      process.stdout.write(`k4s worker host ${host.name} serving containers from ${g.server}${spawns}\n${served.join("")}`);
+      const why = await ending;
       console.log(`k4s worker host ${host.name}: ${why}; stopping`);
       const force = () => process.exit(1);
       process.once("SIGINT", force);

@@ -37,7 +37,10 @@ export interface WorkerHostOptions {
   modules?: Record<string, WorkerModuleSource>;
   /** Serve the built-in "workers" module (default true). */
   builtin?: boolean;
-  /** Spawn command containers (default true). */
+  /**
+   * Spawn command containers (default false): whoever may create a Container could otherwise
+   * run any program on this machine, so a host opts in.
+   */
   canSpawn?: boolean;
   /** Also receives every output line of its containers (e.g. to print them). */
   onLog?: (container: string, stream: string, lines: readonly string[]) => void;
@@ -183,7 +186,7 @@ class WorkerHostImpl implements WorkerHost {
         labels: options.labels,
         modules: [...modules.keys()],
         capacity: options.capacity ?? 0,
-        canSpawn: options.canSpawn ?? true,
+        canSpawn: options.canSpawn ?? false,
         running: [...this.running.values()].filter((r) => !r.stopRequested).map((r) => ({ name: r.name, uid: r.uid })),
       }),
       onFrame: (frame) => this.onFrame(frame),
