@@ -264,6 +264,9 @@ function standardBehaviour(c: FakeConn, f: WorkerFrame): void {
   const fr = f.frame;
   if (fr.case === "hello") c.send({ case: "welcome", value: { sessionId: "s1", name: fr.value.name || "anon", heartbeatIntervalMs: 1000 } });
   if (fr.case === "attach") c.send({ case: "welcome", value: { sessionId: "s2", name: fr.value.host, heartbeatIntervalMs: 1000 } });
+  // A live server answers a quiet peer's heartbeat; without it, a peer slowed down by a loaded
+  // machine would declare this one silent and reconnect.
+  if (fr.case === "heartbeat") c.send({ case: "heartbeat", value: { sentAtMs: fr.value.sentAtMs } });
   if (fr.case === "call") {
     const call = fr.value;
     if (call.target === "slow") return;
