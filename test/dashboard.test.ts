@@ -127,6 +127,15 @@ test("the page loads every view with no console error, shows the cluster live, a
   // The stats stream reaches the page: the service's row gets a total rate once a window ends.
   await page.waitForFunction(() => document.querySelector('#services tr[data-name="calculator-service"] .rate')?.textContent !== "", { timeout: 10_000 });
   await screenshot(page, "resources");
+  // Filters: a name glob and a label selector narrow every table.
+  await fill(page, "#filter-name", "calculator-rs-*");
+  await page.waitForFunction(() => document.querySelectorAll("#containers tbody tr[data-name]").length === 3);
+  await fill(page, "#filter-name", "");
+  await fill(page, "#filter-labels", "app=calculator,k4s.io/replicaset notin (calculator-rs)");
+  await page.waitForFunction(() => Array.from(document.querySelectorAll("#containers tbody tr[data-name]")).map((r) => r.getAttribute("data-name")).join() === "calculator");
+  await fill(page, "#filter-labels", "app in (");
+  await page.waitForFunction(() => document.querySelector(".filters .error")?.textContent?.includes("label selector"));
+  await fill(page, "#filter-labels", "");
   for (const view of ["graph", "charts", "logs", "events", "apply", "message"]) {
     await show(page, view);
     // Each view is driven by live data; give it a moment to draw (charts: a stats window).

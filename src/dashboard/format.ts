@@ -36,17 +36,3 @@ export function labelText(labels: Record<string, string> | undefined): string {
     .map(([k, v]) => `${k}=${v}`)
     .join(",");
 }
-
-/**
- * Parses a label filter `k=v,k2=v2` into a record; returns an error string for a term without
- * `=` or with an empty key.
- */
-export function parseLabelFilter(text: string): Record<string, string> | string {
-  const out: Record<string, string> = {};
-  for (const term of text.split(",").map((t) => t.trim()).filter(Boolean)) {
-    const eq = term.indexOf("=");
-    if (eq <= 0) return `label filter "${term}" is not key=value`;
-    out[term.slice(0, eq).trim()] = term.slice(eq + 1).trim();
-  }
-  return out;
-}

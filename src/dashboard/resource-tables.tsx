@@ -4,12 +4,14 @@
  */
 import { useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
-import { matchesSelector, validateGlob } from "../api/selector.js";
+import { ConnectError } from "@connectrpc/connect";
+import { parseLabelSelector, type LabelSelector } from "../api/label-selector.js";
+import { matchesSelector, validateGlob, type SelectorOptions } from "../api/selector.js";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
 import type { ContainerStats, ServiceStats } from "../gen/k4s/v1/stats_service_pb.js";
 import { describeError, resourceClient } from "./api.js";
 import type { Cluster } from "./cluster.js";
-import { age, labelText, num, parseLabelFilter } from "./format.js";
+import { age, labelText, num } from "./format.js";
 import type { LiveStats } from "./stats.js";
 
 /** ResourceTablesProps are what the tables show and where their actions lead. */
@@ -22,16 +24,20 @@ export interface ResourceTablesProps {
   onCharts: (key: string) => void;
 }
 
-type Selector = { nameGlob?: string; labels?: Record<string, string> };
-
 /** The three resource tables with their filter bar. */
 export function ResourceTables(props: ResourceTablesProps) {
   const [glob, setGlob] = useState("");
   const [labels, setLabels] = useState("");
   const globError = glob ? validateGlob(glob) : undefined;
-  const parsedLabels = parseLabelFilter(labels);
-  const filterError = globError ? `name: ${globError}` : typeof parsedLabels === "string" ? parsedLabels : undefined;
-  const selector: Selector = filterError ? {} : { nameGlob: glob || undefined, labels: parsedLabels as Record<string, string> };
+  let labelSelector: LabelSelector | undefined;
+  let labelError: string | undefined;
+  try {
+    labelSelector = parseLabelSelector(labels);
+  } catch (err) {
+    labelError = ConnectError.from(err).rawMessage;
+  }
+  const filterError = globError ? `name: ${globError}` : labelError;
+  const selector: SelectorOptions = filterError ? {} : { nameGlob: glob || undefined, labelSelector };
   const pick = <T extends Container | ReplicaSet | Service>(m: ReadonlyMap<string, T>) =>
     [...m.values()].filter((o) => matchesSelector(o, selector)).sort((a, b) => (a.metadata!.name < b.metadata!.name ? -1 : 1));
   const containerStats = new Map((props.stats.latest?.containers ?? []).map((c) => [c.name, c]));
@@ -43,7 +49,7 @@ export function ResourceTables(props: ResourceTablesProps) {
           name <input id="filter-name" placeholder="glob, e.g. calc-*" value={glob} onInput={(e) => setGlob(e.currentTarget.value)} />
         </label>
         <label>
-          labels <input id="filter-labels" placeholder="app=calc,tier=back" value={labels} onInput={(e) => setLabels(e.currentTarget.value)} />
+          labels <input id="filter-labels" placeholder="app=calc,tier in (a,b)" value={labels} onInput={(e) => setLabels(e.currentTarget.value)} />
         </label>
         {filterError && <span class="error">{filterError}</span>}
       </div>
