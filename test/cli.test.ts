@@ -74,7 +74,8 @@ test("apply -f FILE prints <kind>/<name> <action>; get prints tables and kubectl
     k4s(["get", "rs", "-l", "nobody=here"]),
     k4s(["get", "rs,svc", "one-*"]),
   ]);
-  assert.match(many.stdout, /^NAME\s+DESIRED\s+CURRENT\s+READY\s+AGE\none-rs\s.*\n\nNAME\s+SELECTOR\s+STRATEGY\s+ENDPOINTS\s+AGE\none-svc\s/);
+  // Several kinds: names carry their kind, as in kubectl's `get all`.
+  assert.match(many.stdout, /^NAME\s+DESIRED\s+CURRENT\s+READY\s+AGE\nreplicaset\/one-rs\s.*\n\nNAME\s+SELECTOR\s+STRATEGY\s+ENDPOINTS\s+AGE\nservice\/one-svc\s/);
   assert.equal(again.stdout, "container/one-tpl unchanged\nreplicaset/one-rs unchanged\nservice/one-svc unchanged\n");
 
   assert.equal(cs.code, 0, cs.stderr);

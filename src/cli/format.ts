@@ -78,10 +78,19 @@ export function columnWidths(table: Table): number[] {
   return table.header.map((h, i) => Math.max(h.length, ...table.rows.map((r) => (r[i] ?? "").length)));
 }
 
-/** Renders one row padded to the given widths, three spaces between columns, as kubectl does. */
-export function renderRow(cells: string[], widths: number[]): string {
-  return cells
-    .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? c.length)))
+/**
+ * Renders one row padded to the given widths, three spaces between columns, as kubectl does;
+ * `style` may colour a cell after it was padded, so colour codes never upset the alignment.
+ */
+export function renderRow(cells: string[], widths: number[], style?: (index: number, padded: string) => string): string {
+  const padded = cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? c.length)));
+  const line = padded.join("   ").trimEnd();
+  if (!style) return line;
+  return padded
+    .map((p, i) => {
+      const text = p.trimEnd();
+      return style(i, text) + p.slice(text.length);
+    })
     .join("   ")
     .trimEnd();
 }
@@ -125,14 +134,45 @@ export interface TableOptions {
   wide?: boolean;
   /** Show the MESSAGE column of containers even when no row has a message (watch mode). */
   alwaysMessage?: boolean;
+  /** Names as `<kind>/<name>`, as kubectl's `get all` prints them. */
+  kindPrefix?: boolean;
+  /** A LABELS column at the end (`--show-labels`). */
+  showLabels?: boolean;
   now?: number;
 }
 
-/** Header and row function for the table of a kind; rows depend on the options only. */
-export function tableLayout(kind: Kind, objects: readonly AnyObject[], options: TableOptions = {}): {
+/** Labels as kubectl's --show-labels prints them: `k=v,k2=v2`, sorted, or `<none>`. */
+export function labelsText(labels: Readonly<Record<string, string>> | undefined): string {
+  const entries = Object.entries(labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return entries.length === 0 ? "<none>" : entries.map(([k, v]) => `${k}=${v}`).join(",");
+}
+
+/** Header and row function of a kind's table. */
+export interface TableLayout {
   header: string[];
   row: (obj: AnyObject) => string[];
-} {
+}
+
+/**
+ * Header and row function for the table of a kind; rows depend on the options only, so watch
+ * rows match the listing's columns.
+ */
+export function tableLayout(kind: Kind, objects: readonly AnyObject[], options: TableOptions = {}): TableLayout {
+  const base = kindLayout(kind, objects, options);
+  if (!options.kindPrefix && !options.showLabels) return base;
+  const prefix = `${kind.toLowerCase()}/`;
+  return {
+    header: options.showLabels ? [...base.header, "LABELS"] : base.header,
+    row: (o) => {
+      const cells = base.row(o);
+      if (options.kindPrefix) cells[0] = prefix + cells[0];
+      if (options.showLabels) cells.push(labelsText(o.metadata?.labels));
+      return cells;
+    },
+  };
+}
+
+function kindLayout(kind: Kind, objects: readonly AnyObject[], options: TableOptions): TableLayout {
   const now = () => options.now ?? Date.now();
   switch (kind) {
     case "Container": {

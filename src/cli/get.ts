@@ -1,33 +1,35 @@
 /**
- * `k4s get KIND [NAME] [-o json|yaml|wide|name] [-w] [-l key=value]`: tables like kubectl's,
- * the objects' JSON/YAML, and with -w a row per change as it happens.
+ * `k4s get KIND [NAME...] [-o json|yaml|wide|name] [-l SELECTOR] [--show-labels] [-w|--watch-only]`:
+ * tables like kubectl's, the objects' JSON/YAML, and with -w a row per change as it happens.
+ * KIND may be a kind, a comma list (`rs,svc`) or `all`; names may be globs, or `KIND/NAME`s.
  */
 import { Command } from "commander";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { KINDS, parseKind, type AnyObject, type Kind } from "../api/kinds.js";
+import { KINDS, kindOf, parseKind, type AnyObject, type Kind } from "../api/kinds.js";
+import { matchesGlob } from "../api/selector.js";
 import type { K4sClient } from "../client/client.js";
+import { colourFor } from "./colour.js";
 import { interruptSignal, withClient } from "./connection.js";
-import { CliError } from "./errors.js";
-import {
-  columnWidths,
-  listJson,
-  loadYaml,
-  objectJson,
-  objectRef,
-  objectTable,
-  parseOutputFormat,
-  renderJson,
-  renderRow,
-  renderTable,
-  tableLayout,
-  type OutputFormat,
-} from "./format.js";
+import { CliError, formatError } from "./errors.js";
+import { listJson, loadYaml, objectJson, objectRef, parseOutputFormat, renderJson, type OutputFormat } from "./format.js";
 import { collect, kindAndName, labelSelectorOption } from "./options.js";
+import { createTablePrinter, type ChangeType } from "./table-printer.js";
 
 interface GetOptions {
   output?: string;
   watch?: boolean;
+  watchOnly?: boolean;
+  outputWatchEvents?: boolean;
+  showLabels?: boolean;
   selector: string[];
+}
+
+/** The objects asked for: per kind, names or globs (none: all of the kind). */
+interface Query {
+  groups: { kind: Kind; names: string[] }[];
+  /** Several kinds were asked for (`all`, `rs,svc`, KIND/NAME of several kinds): names carry their kind. */
+  manyKinds: boolean;
+  labelSelector: string | undefined;
 }
 
 const GLOB_CHARS = /[*?[\]{}!]/;
@@ -35,129 +37,164 @@ const GLOB_CHARS = /[*?[\]{}!]/;
 /** Creates the get command. */
 export function getCommand(): Command {
   return new Command("get")
-    .description("list objects of a kind (containers|c, replicasets|rs, services|svc), or one by name")
+    .description("list objects of a kind (containers|c, replicasets|rs, services|svc, all), or some by name")
     .argument("<kind>", "containers|container|c, replicasets|rs, services|svc, a comma list, or all (or KIND/NAME)")
-    .argument("[name]", "an object name, or a glob over names")
+    .argument("[names...]", "object names or globs over names (or more KIND/NAMEs)")
     .option("-o, --output <format>", "json, yaml, wide or name")
-    .option("-w, --watch", "after listing, print a row for every change as it happens")
     .option("-l, --selector <selector>", "only objects whose labels match: k=v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k (comma-separated, repeatable)", collect, [])
-    .action(async (kindArg: string, nameArg: string | undefined, opts: GetOptions, cmd: Command) => {
+    .option("--show-labels", "add a LABELS column")
+    .option("-w, --watch", "after listing, print a row for every change as it happens")
+    .option("--watch-only", "print a row for every change from now on, without listing first")
+    .option("--output-watch-events", "with -w: an EVENT column saying ADDED, MODIFIED or DELETED")
+    .action(async (kindArg: string, names: string[], opts: GetOptions, cmd: Command) => {
       const format = parseOutputFormat(opts.output);
-      const labelSelector = labelSelectorOption(opts.selector);
       if (format === "yaml") await loadYaml();
-      if (kindArg === "all" || kindArg.includes(",")) {
-        const kinds = kindArg === "all" ? [...KINDS] : [...new Set(kindArg.split(",").filter(Boolean).map(parseKind))];
-        if (opts.watch) throw new CliError("get -w watches one kind at a time");
-        await withClient(cmd, (client) => runGetMany(client, kinds, { name: nameArg, format, labelSelector }));
-        return;
-      }
-      const { kind, name } = kindAndName(kindArg, nameArg);
-      await withClient(cmd, (client) => runGet(client, { kind, name, format, labelSelector, watch: opts.watch ?? false }));
+      const query = parseQuery(kindArg, names, labelSelectorOption(opts.selector));
+      await withClient(cmd, (client) => runGet(client, query, format, opts));
     });
 }
 
-/** `get all` and `get c,rs`: every kind's objects, one table per kind, or one List. */
-async function runGetMany(
-  client: K4sClient,
-  kinds: Kind[],
-  req: { name: string | undefined; format: OutputFormat; labelSelector: string | undefined },
-): Promise<void> {
-  const lists = await Promise.all(kinds.map((kind) => client.list(kind, { nameGlob: req.name, labelSelector: req.labelSelector })));
-  const all = lists.flatMap((l) => l.items);
-  if (req.format === "json" || req.format === "yaml") {
-    console.log(renderJson(listJson(all), req.format));
-  } else if (all.length === 0) {
-    process.stderr.write("No resources found.\n");
-  } else if (req.format === "name") {
-    all.forEach((o) => console.log(objectRef(o)));
-  } else {
-    const tables = kinds
-      .map((kind, i) => ({ kind, items: lists[i]!.items }))
-      .filter((t) => t.items.length > 0)
-      .map((t) => renderTable(objectTable(t.kind, t.items, { wide: req.format === "wide" })));
-    console.log(tables.join("\n\n"));
+/** Reads `KIND [NAME...]`, `all|K1,K2 [NAME...]` and `KIND/NAME...`. */
+function parseQuery(kindArg: string, names: string[], labelSelector: string | undefined): Query {
+  if (kindArg.includes("/")) {
+    const groups: Query["groups"] = [];
+    for (const arg of [kindArg, ...names]) {
+      if (!arg.includes("/")) throw new CliError(`"${arg}": when one argument is KIND/NAME, all must be`);
+      const { kind, name } = kindAndName(arg, undefined);
+      let group = groups.find((g) => g.kind === kind);
+      if (!group) groups.push((group = { kind, names: [] }));
+      group.names.push(name!);
+    }
+    return { groups, manyKinds: groups.length > 1, labelSelector };
   }
+  const kinds = kindArg === "all" ? [...KINDS] : [...new Set(kindArg.split(",").filter(Boolean).map(parseKind))];
+  if (kinds.length === 0) throw new CliError(`"${kindArg}" names no kind`);
+  return { groups: kinds.map((kind) => ({ kind, names })), manyKinds: kindArg === "all" || kinds.length > 1, labelSelector };
 }
 
-interface GetRequest {
-  kind: Kind;
-  name: string | undefined;
-  format: OutputFormat;
-  labelSelector: string | undefined;
-  watch: boolean;
+/** Whether an object is one of the group's names or globs (any, when there are none). */
+function named(names: readonly string[], obj: AnyObject): boolean {
+  const name = obj.metadata?.name ?? "";
+  return names.length === 0 || names.some((n) => (GLOB_CHARS.test(n) ? matchesGlob(name, n) : n === name));
 }
 
-async function runGet(client: K4sClient, req: GetRequest): Promise<void> {
-  const single = req.name !== undefined && !GLOB_CHARS.test(req.name);
-  // A named object that does not exist is an error (NOT_FOUND names it), as in kubectl; the
-  // listing then applies any label filter and gives the version to watch from.
-  if (single) await client.get(req.kind, req.name!);
-  const { items, resourceVersion } = await client.list(req.kind, { nameGlob: req.name, labelSelector: req.labelSelector });
-  const printer = createPrinter(req.kind, req.format, items, req.watch);
-  if (req.format === "json" || req.format === "yaml") {
-    if (single && !req.watch && items.length === 1) console.log(renderJson(objectJson(items[0]!), req.format));
-    else if (!req.watch) console.log(renderJson(listJson(items), req.format));
-    else items.forEach((o) => printer.print(o));
-  } else if (items.length === 0) {
-    if (!req.watch) process.stderr.write("No resources found.\n");
-  } else {
-    printer.printAll(items);
-  }
-  if (!req.watch) return;
+async function runGet(client: K4sClient, query: Query, format: OutputFormat, opts: GetOptions): Promise<void> {
+  const watch = Boolean(opts.watch || opts.watchOnly);
+  // One name (or glob) is filtered by the server; several are filtered here.
+  const lists = await Promise.all(
+    query.groups.map(async ({ kind, names }) => {
+      const list = await client.list(kind, { nameGlob: names.length === 1 ? names[0] : undefined, labelSelector: query.labelSelector });
+      return { kind, objects: list.items.filter((o) => named(names, o)), resourceVersion: list.resourceVersion };
+    }),
+  );
+  const missing = await missingNames(client, query, lists);
+  const objects = lists.flatMap((l) => l.objects);
+  const table = format === "table" || format === "wide";
+  const printer = table
+    ? createTablePrinter({
+        wide: format === "wide",
+        kindPrefix: query.manyKinds,
+        showLabels: opts.showLabels ?? false,
+        watch,
+        watchEvents: opts.outputWatchEvents ?? false,
+        colour: colourFor(process.stdout),
+      })
+    : undefined;
 
+  if (!opts.watchOnly) {
+    if (printer) printer.list(lists);
+    else if (format === "name") objects.forEach((o) => console.log(objectRef(o)));
+    else if (watch) objects.forEach((o) => printDocument(o, format));
+    else {
+      const one = singleObject(query, objects);
+      console.log(renderJson(one ? objectJson(one) : listJson(objects), format as "json" | "yaml"));
+    }
+    if (objects.length === 0 && !watch && missing.length === 0 && (printer || format === "name")) {
+      process.stderr.write("No resources found.\n");
+    }
+  }
+  for (const err of missing) process.stderr.write(`error: ${formatError(err)}\n`);
+  if (missing.length > 0) process.exitCode = 1;
+  if (!watch) return;
+
+  // From the oldest listing: a change seen twice prints once (rows that show nothing new are skipped).
+  const from = oldest(lists.map((l) => l.resourceVersion));
+  await followChanges(client, query, from, (type, obj) => {
+    if (printer) printer.change(type, obj);
+    else if (format === "name") console.log(objectRef(obj));
+    else printDocument(obj, format);
+  });
+}
+
+/** The oldest of some resource versions. */
+function oldest(versions: readonly string[]): string {
+  return versions.reduce((min, v) => (BigInt(v) < BigInt(min) ? v : min));
+}
+
+/** The one object `get KIND NAME -o json` prints as itself rather than as a List. */
+function singleObject(query: Query, objects: AnyObject[]): AnyObject | undefined {
+  const g = query.groups;
+  return g.length === 1 && g[0]!.names.length === 1 && !GLOB_CHARS.test(g[0]!.names[0]!) && objects.length === 1 ? objects[0] : undefined;
+}
+
+function printDocument(obj: AnyObject, format: OutputFormat): void {
+  const text = renderJson(objectJson(obj), format as "json" | "yaml");
+  console.log(format === "yaml" ? `---\n${text}` : text);
+}
+
+/**
+ * The NOT_FOUND errors of names asked for by exact name and not listed, as kubectl reports
+ * them; a name the label selector left out is not missing.
+ */
+async function missingNames(client: K4sClient, query: Query, lists: { kind: Kind; objects: AnyObject[] }[]): Promise<ConnectError[]> {
+  const checks = query.groups.flatMap(({ kind, names }, i) => {
+    const listed = new Set(lists[i]!.objects.map((o) => o.metadata?.name));
+    return names.filter((n) => !GLOB_CHARS.test(n) && !listed.has(n)).map((n) => ({ kind, name: n }));
+  });
+  const errors = await Promise.all(
+    checks.map(({ kind, name }) =>
+      client.get(kind, name).then(
+        () => undefined,
+        (err) => {
+          if (err instanceof ConnectError && err.code === Code.NotFound) return err;
+          throw err;
+        },
+      ),
+    ),
+  );
+  return errors.filter((e): e is ConnectError => e !== undefined);
+}
+
+/**
+ * Follows the changes of the query's objects from a resource version until interrupted; when
+ * the server's history no longer reaches that far back (OUT_OF_RANGE, Kubernetes' 410 Gone), it
+ * lists again and goes on from there.
+ */
+async function followChanges(client: K4sClient, query: Query, from: string, onChange: (type: ChangeType, obj: AnyObject) => void): Promise<void> {
   const signal = interruptSignal();
-  let from = resourceVersion;
+  const kinds = new Map(query.groups.map((g) => [g.kind, g.names]));
+  const single = query.groups.length === 1 ? query.groups[0]! : undefined;
+  const filter = {
+    kind: single?.kind,
+    nameGlob: single?.names.length === 1 ? single.names[0] : undefined,
+    labelSelector: query.labelSelector,
+  };
+  const wanted = (obj: AnyObject) => {
+    const names = kinds.get(kindOf(obj));
+    return names !== undefined && named(names, obj);
+  };
   for (;;) {
     try {
-      for await (const ev of client.watch({ kind: req.kind, nameGlob: req.name, labelSelector: req.labelSelector, resourceVersion: from, signal })) {
+      for await (const ev of client.watch({ ...filter, resourceVersion: from, signal })) {
         from = ev.resourceVersion;
-        printer.print(ev.object);
+        if (wanted(ev.object)) onChange(ev.type, ev.object);
       }
       return;
     } catch (err) {
-      // History compacted past our version (Kubernetes' 410 Gone): relist and go on.
       if (!(err instanceof ConnectError && err.code === Code.OutOfRange)) throw err;
-      const list = await client.list(req.kind, { nameGlob: req.name, labelSelector: req.labelSelector });
-      list.items.forEach((o) => printer.print(o));
-      from = list.resourceVersion;
+      const lists = await Promise.all(query.groups.map((g) => client.list(g.kind, { labelSelector: query.labelSelector })));
+      for (const list of lists) for (const o of list.items) if (wanted(o)) onChange("MODIFIED", o);
+      from = oldest(lists.map((l) => l.resourceVersion));
     }
   }
-}
-
-interface Printer {
-  printAll(objects: AnyObject[]): void;
-  print(obj: AnyObject): void;
-}
-
-/** A printer keeps table column widths from the first listing so watch rows line up under it. */
-function createPrinter(kind: Kind, format: OutputFormat, initial: AnyObject[], watch: boolean): Printer {
-  if (format === "name") {
-    return {
-      printAll: (objects) => objects.forEach((o) => console.log(objectRef(o))),
-      print: (o) => console.log(objectRef(o)),
-    };
-  }
-  if (format === "json" || format === "yaml") {
-    return {
-      printAll: (objects) => objects.forEach((o) => console.log(renderJson(objectJson(o), format))),
-      print: (o) => console.log(format === "yaml" ? `---\n${renderJson(objectJson(o), format)}` : renderJson(objectJson(o), format)),
-    };
-  }
-  const layout = tableLayout(kind, initial, { wide: format === "wide", alwaysMessage: watch });
-  let widths: number[] | undefined;
-  return {
-    printAll(objects) {
-      const table = objectTable(kind, objects, { wide: format === "wide", alwaysMessage: watch });
-      widths = columnWidths(table);
-      console.log(renderTable(table));
-    },
-    print(o) {
-      const row = layout.row(o);
-      if (!widths) {
-        widths = columnWidths({ header: layout.header, rows: [row] });
-        console.log(renderRow(layout.header, widths));
-      }
-      console.log(renderRow(row, widths));
-    },
-  };
 }
