@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { K4sServer } from "../src/server/server.js";
@@ -165,4 +165,25 @@ test("get all -w follows every kind with kind-prefixed names; --watch-only print
     assert.equal(await all.kill("SIGINT"), 0);
     assert.equal(await only.kill("SIGINT"), 0);
   }
+});
+
+test("--help shows durations as durations and the full command name; k4s --version prints the package version", async () => {
+  const version = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version as string;
+  const [apply, request, example, demo, v] = await Promise.all([
+    runK4s(["apply", "--help"]),
+    runK4s(["request", "--help"]),
+    runK4s(["example", "--help"]),
+    runK4s(["demo", "--help"]),
+    runK4s(["--version"]),
+  ]);
+  assert.equal(apply.code, 0);
+  // Help text wraps at the terminal's width: compare it with spaces collapsed.
+  const flat = (text: string) => text.replace(/\s+/g, " ");
+  assert.match(flat(apply.stdout), /--timeout <duration> how long --wait waits, e\.g\. 30s, 2m \(default: 1m\)/);
+  assert.doesNotMatch(apply.stdout, /60000/);
+  assert.match(flat(request.stdout), /--timeout <duration> how long to wait for the reply, e\.g\. 500ms, 5s \(default: 30s\)/);
+  assert.match(example.stdout, /^Usage: k4s example \[options\]\n/);
+  assert.match(demo.stdout, /^Usage: k4s demo \[options\]\n/);
+  assert.equal(v.code, 0);
+  assert.equal(v.stdout, `${version}\n`);
 });

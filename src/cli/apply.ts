@@ -4,7 +4,7 @@ import { withClient } from "./connection.js";
 import { CliError } from "./errors.js";
 import { kindRef } from "./format.js";
 import { joinManifests, readManifests } from "./manifest-files.js";
-import { collect, durationOption } from "./options.js";
+import { collect, durationFlag } from "./options.js";
 import { waitReady } from "./wait-ready.js";
 
 interface ApplyOptions {
@@ -21,7 +21,7 @@ export function applyCommand(): Command {
     .option("-f, --filename <path>", "manifest file, directory of *.yaml|*.yml|*.json, or - for stdin (repeatable)", collect, [])
     .option("--dry-run", "validate and report what would happen without writing")
     .option("--wait", "wait until every applied object is ready")
-    .option("--timeout <duration>", "how long --wait waits, e.g. 30s, 2m", durationOption, 60_000)
+    .addOption(durationFlag("--timeout <duration>", "how long --wait waits, e.g. 30s, 2m", 60_000))
     .action(async (opts: ApplyOptions, cmd: Command) => {
       if (opts.filename.length === 0) throw new CliError("apply needs -f FILE, -f DIR or -f -");
       const sources = (await Promise.all(opts.filename.map(readManifests))).flat();

@@ -4,30 +4,20 @@
  * its seven demos through the SDK, prints what happens, stops everything, and exits non-zero
  * when a step misbehaves.
  */
-import { Command } from "commander";
-import type { K4sClient } from "../client/index.js";
 import { startLocalCluster } from "./quickstart/local-cluster.js";
 import { runDemo } from "./quickstart/run-demo.js";
 import { runExample } from "./quickstart/run-example.js";
 
-function clusterCommand(name: string, description: string, run: (client: K4sClient) => Promise<void>): Command {
-  return new Command(name).description(description).action(async () => {
-    const cluster = await startLocalCluster();
-    console.log(`k4s: embedded server on ${cluster.address} with one local worker host`);
-    try {
-      await run(cluster.client);
-    } finally {
-      await cluster.stop();
-    }
-  });
-}
-
-/** The `k4s example` command: the quick-start walkthrough on an embedded cluster. */
-export function exampleCommand(): Command {
-  return clusterCommand("example", "run the quick-start walkthrough on an embedded cluster", (c) => runExample(c));
-}
-
-/** The `k4s demo` command: the seven demos of the seed on an embedded cluster. */
-export function demoCommand(): Command {
-  return clusterCommand("demo", "run the seven demos on an embedded cluster", (c) => runDemo(c));
+/**
+ * Runs the quick-start walkthrough ("example") or the seed's seven demos ("demo") on an
+ * embedded cluster, which it stops afterwards.
+ */
+export async function runOnLocalCluster(what: "example" | "demo"): Promise<void> {
+  const cluster = await startLocalCluster();
+  console.log(`k4s: embedded server on ${cluster.address} with one local worker host`);
+  try {
+    await (what === "example" ? runExample(cluster.client) : runDemo(cluster.client));
+  } finally {
+    await cluster.stop();
+  }
 }

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { normalizeAddress } from "../api/address.js";
+import { packageVersion } from "./package-files.js";
 import { applyCommand } from "./apply.js";
 import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
@@ -20,23 +21,6 @@ import { serverCommand } from "./server.js";
 import { topCommand } from "./top.js";
 import { workerCommand } from "./worker.js";
 
-/**
- * A command whose implementation is loaded only when it runs, so `k4s get` does not load what
- * `k4s example` needs; its arguments and options are handed to the loaded command as given.
- */
-function lazyCommand(name: string, description: string, load: () => Promise<Command>): Command {
-  return new Command(name)
-    .description(description)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .helpOption(false)
-    .argument("[args...]")
-    .action(async (_args: string[], _opts: unknown, cmd: Command) => {
-      const real = await load();
-      await real.parseAsync(cmd.args, { from: "user" });
-    });
-}
-
 /** Builds the k4s program with every command; exported so other entry points can add theirs. */
 export function createProgram(): Command {
   const program = new Command("k4s")
@@ -47,6 +31,7 @@ export function createProgram(): Command {
     .option("--tls", "connect over TLS, trusting the system's CAs (env K4S_TLS=1)")
     .option("--tls-ca <file>", "connect over TLS, trusting this PEM certificate (env K4S_TLS_CA: the PEM itself)")
     .option("--tls-server-name <name>", "name to check the server's certificate against (env K4S_TLS_SERVERNAME)")
+    .version(packageVersion(), "--version", "print the version of this k4s command")
     .showSuggestionAfterError();
   for (const cmd of [
     serverCommand(),
@@ -62,10 +47,13 @@ export function createProgram(): Command {
     eventsCommand(),
     topCommand(),
     dashboardCommand(),
-    lazyCommand("example", "run the quick-start walkthrough on an embedded cluster", async () =>
-      (await import("./example.js")).exampleCommand(),
-    ),
-    lazyCommand("demo", "run the seven demos on an embedded cluster", async () => (await import("./example.js")).demoCommand()),
+    // Their code (the embedded cluster, the walkthrough) loads only when they run.
+    new Command("example")
+      .description("run the quick-start walkthrough on an embedded cluster")
+      .action(async () => (await import("./example.js")).runOnLocalCluster("example")),
+    new Command("demo")
+      .description("run the seven demos on an embedded cluster")
+      .action(async () => (await import("./example.js")).runOnLocalCluster("demo")),
   ]) {
     program.addCommand(cmd);
   }

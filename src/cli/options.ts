@@ -1,8 +1,8 @@
 /** Option value parsers shared by the commands; they raise commander's usage errors. */
-import { InvalidArgumentError } from "commander";
+import { InvalidArgumentError, Option } from "commander";
 import { parseKind, type Kind } from "../api/kinds.js";
 import { CliError } from "./errors.js";
-import { parseDuration } from "./duration.js";
+import { formatDuration, parseDuration } from "./duration.js";
 
 /** Parses a whole number >= min (and <= max when given), for commander options. */
 export function intOption(min = 0, max?: number): (value: string) => number {
@@ -22,6 +22,15 @@ export function durationOption(value: string): number {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
+}
+
+/**
+ * A duration option (`--timeout <duration>`): parsed to milliseconds, its default shown in
+ * --help as a duration ("1m"), not as milliseconds.
+ */
+export function durationFlag(flags: string, description: string, defaultMs?: number): Option {
+  const option = new Option(flags, description).argParser(durationOption);
+  return defaultMs === undefined ? option : option.default(defaultMs, formatDuration(defaultMs));
 }
 
 /** Collects a repeatable option into an array. */

@@ -2,12 +2,12 @@
 import { Command } from "commander";
 import { TEXT_CONTENT_TYPE } from "../api/payload.js";
 import { interruptSignal, withClient } from "./connection.js";
-import { durationOption } from "./options.js";
+import { durationFlag } from "./options.js";
 import { readPayloadArg } from "./payload-arg.js";
-import { withWaitingNotice } from "./waiting-notice.js";
+import { DEFAULT_CALL_TIMEOUT_MS, withWaitingNotice } from "./waiting-notice.js";
 
 interface RequestOptions {
-  timeout?: number;
+  timeout: number;
   text?: boolean;
 }
 
@@ -17,7 +17,7 @@ export function requestCommand(): Command {
     .description("send a request to container/NAME, service/NAME or NAME and print the reply")
     .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
     .argument("[json]", "the request as JSON (- or omitted: read stdin)")
-    .option("--timeout <duration>", "how long to wait for the reply, e.g. 500ms, 5s (default 30s)", durationOption)
+    .addOption(durationFlag("--timeout <duration>", "how long to wait for the reply, e.g. 500ms, 5s", DEFAULT_CALL_TIMEOUT_MS))
     .option("--text", "send the argument as text/plain instead of JSON")
     .action(async (target: string, json: string | undefined, opts: RequestOptions, cmd: Command) => {
       const value = await readPayloadArg(json, opts.text ?? false);

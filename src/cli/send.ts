@@ -2,9 +2,9 @@
 import { Command } from "commander";
 import { TEXT_CONTENT_TYPE } from "../api/payload.js";
 import { withClient } from "./connection.js";
-import { durationOption } from "./options.js";
+import { durationFlag } from "./options.js";
 import { readPayloadArg } from "./payload-arg.js";
-import { withWaitingNotice } from "./waiting-notice.js";
+import { DEFAULT_CALL_TIMEOUT_MS, withWaitingNotice } from "./waiting-notice.js";
 
 /** Creates the send command. */
 export function sendCommand(): Command {
@@ -12,9 +12,9 @@ export function sendCommand(): Command {
     .description("send a fire-and-forget message to container/NAME, service/NAME or NAME")
     .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
     .argument("[json]", "the message as JSON (- or omitted: read stdin)")
-    .option("--timeout <duration>", "how long to wait for an inbox to take it (a service: a ready endpoint), e.g. 500ms, 5s (default 30s)", durationOption)
+    .addOption(durationFlag("--timeout <duration>", "how long to wait for an inbox to take it (a service: a ready endpoint), e.g. 500ms, 5s", DEFAULT_CALL_TIMEOUT_MS))
     .option("--text", "send the argument as text/plain instead of JSON")
-    .action(async (target: string, json: string | undefined, opts: { text?: boolean; timeout?: number }, cmd: Command) => {
+    .action(async (target: string, json: string | undefined, opts: { text?: boolean; timeout: number }, cmd: Command) => {
       const value = await readPayloadArg(json, opts.text ?? false);
       await withClient(cmd, async (client) => {
         const call = client.send(target, value, { contentType: opts.text ? TEXT_CONTENT_TYPE : undefined, timeoutMs: opts.timeout });

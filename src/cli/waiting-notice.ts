@@ -10,7 +10,7 @@ import { formatDuration } from "./duration.js";
 /** How long a call may take before the command says what it waits for. */
 const NOTICE_AFTER_MS = 1000;
 
-/** The wait a call gets when the command sets none: the server's default deadline. */
+/** The wait a call gets unless --timeout says otherwise: the server's default deadline. */
 export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
 
 /**
@@ -18,12 +18,12 @@ export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
  * on stderr what it waits for (no ready endpoint, a container not running yet). Resolves or
  * rejects as the call does.
  */
-export async function withWaitingNotice<T>(client: K4sClient, target: string, timeoutMs: number | undefined, call: Promise<T>): Promise<T> {
+export async function withWaitingNotice<T>(client: K4sClient, target: string, timeoutMs: number, call: Promise<T>): Promise<T> {
   let settled = false;
   const timer = setTimeout(() => {
     void describeWait(client, target).then((what) => {
       if (settled || !what) return;
-      process.stderr.write(`waiting for ${what} (gives up after ${formatDuration(timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS)})\n`);
+      process.stderr.write(`waiting for ${what} (gives up after ${formatDuration(timeoutMs)})\n`);
     });
   }, NOTICE_AFTER_MS);
   try {
