@@ -6,19 +6,20 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { attach, defineWorker, type Attached } from "../src/workers/index.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, startTestServer } from "./helpers.js";
+import { PYTHON, eventually, preparePython, startTestServer } from "./helpers.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
-const IMPLEMENTATIONS: { name: string; command: string[] }[] = [
+/** Each worker client: how to start it, and what it needs first (failing its own scenarios only). */
+const IMPLEMENTATIONS: { name: string; command: string[]; prepare?: () => void }[] = [
   { name: "typescript", command: [process.execPath, "--import", "tsx", "test/fixtures/conformance-worker.ts"] },
-  { name: "python", command: ["/usr/bin/python3", "examples/python/worker.py"] },
+  { name: "python", command: [PYTHON, "examples/python/worker.py"], prepare: preparePython },
 ];
 
 async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
@@ -29,10 +30,6 @@ async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
     return ConnectError.from(err).code;
   }
 }
-
-before(() => {
-  execFileSync("sh", ["examples/python/generate.sh"], { cwd: root, stdio: "inherit" });
-});
 
 for (const impl of IMPLEMENTATIONS) {
   describe(`worker conformance: ${impl.name}`, () => {
@@ -69,6 +66,7 @@ for (const impl of IMPLEMENTATIONS) {
     }
 
     before(async () => {
+      impl.prepare?.();
       server = await startTestServer({ heartbeatIntervalMs: 500 });
       client = createClient({ address: server.address });
       await client.apply(

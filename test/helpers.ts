@@ -1,7 +1,7 @@
 /**
  * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -140,4 +140,22 @@ export function selfSignedCertificate(altNames = "DNS:localhost,IP:127.0.0.1"): 
     "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
   ], { stdio: "ignore" });
   return { cert: readFileSync(join(dir, "cert.pem")), key: readFileSync(join(dir, "key.pem")) };
+}
+
+/** The Python the polyglot tests run: Debian's, with its gRPC packages (K4S_TEST_PYTHON to change). */
+export const PYTHON = process.env.K4S_TEST_PYTHON || "/usr/bin/python3";
+
+/**
+ * Readies the Python parts of the tests: checks that PYTHON has gRPC and its code generator,
+ * failing with one line that names the Debian packages when not, then generates the stubs.
+ */
+export function preparePython(): void {
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const probe = spawnSync(PYTHON, ["-c", "import grpc, grpc_tools"], { encoding: "utf8" });
+  if (probe.status !== 0) {
+    throw new Error(
+      `${PYTHON} cannot import grpc and grpc_tools: the Python tests need Debian's python3-grpcio and python3-grpc-tools (apt-get install python3-grpcio python3-grpc-tools)`,
+    );
+  }
+  execFileSync("sh", ["examples/python/generate.sh"], { cwd: root, stdio: "inherit", env: { ...process.env, PYTHON } });
 }

@@ -4,7 +4,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { fileURLToPath } from "node:url";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { PYTHON, eventually, preparePython, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const run = promisify(execFile);
@@ -22,7 +22,7 @@ let host: Proc;
 let client: K4sClient;
 
 before(async () => {
-  execFileSync("sh", ["examples/python/generate.sh"], { cwd: root, stdio: "inherit" });
+  preparePython();
   server = await startTestServer();
   host = spawnK4s(["worker", "--server", server.address, "--name", "polyglot-host", "--allow-command"]);
   client = createClient({ address: server.address });
@@ -43,7 +43,7 @@ spec:
   template:
     metadata: {labels: {lang: python}}
     spec:
-      command: [/usr/bin/python3, ${root}examples/python/worker.py]
+      command: [${PYTHON}, ${root}examples/python/worker.py]
 ---
 kind: Service
 metadata: {name: py-service}
@@ -89,11 +89,11 @@ spec: {selector: "calculator-rs-*"}
     await client.request("py-service", { op: "call", target: "service/calculator-service", value: { operation: "product", operands: [2, 3, 7] } }),
     42,
   );
-  const { stdout } = await run("/usr/bin/python3", [
+  const { stdout } = await run(PYTHON, [
     "examples/python/client.py", "--address", server.address, "calculator-service", '{"operation": "sum", "operands": [1, 2, 3]}',
   ], { cwd: root });
   assert.equal(stdout.trim(), "6");
-  const failed = await run("/usr/bin/python3", [
+  const failed = await run(PYTHON, [
     "examples/python/client.py", "--address", server.address, "calculator-service", '{"operation": "pow", "operands": [2]}',
   ], { cwd: root }).catch((e: { code: number; stderr: string }) => e);
   assert.equal((failed as { code: number }).code, 1);
@@ -105,7 +105,7 @@ test("a Python client decodes a rejected manifest's google.rpc.BadRequest field 
   try {
     const file = join(dir, "bad.yaml");
     writeFileSync(file, "kind: ReplicaSet\nmetadata: {name: py-bad}\nspec: {replicas: -1, container: t}\n---\nkind: Container\nmetadata: {name: Py_Bad}\n");
-    const failed = (await run("/usr/bin/python3", ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root }).catch(
+    const failed = (await run(PYTHON, ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root }).catch(
       (e: { code: number; stderr: string }) => e,
     )) as { code: number; stderr: string };
     assert.equal(failed.code, 1, failed.stderr);
@@ -114,7 +114,7 @@ test("a Python client decodes a rejected manifest's google.rpc.BadRequest field 
     assert.deepEqual(lines.slice(1).map((l) => l.replace(/: .*/, "")), ["  manifest[0].spec.replicas", "  manifest[1].metadata.name"]);
     assert.equal(lines[1], "  manifest[0].spec.replicas: must be between 0 and 10000, got -1");
     writeFileSync(file, "kind: Container\nmetadata: {name: py-good}\nspec: {}\n");
-    const { stdout } = await run("/usr/bin/python3", ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root });
+    const { stdout } = await run(PYTHON, ["examples/python/client.py", "--address", server.address, "--apply", file], { cwd: root });
     assert.equal(stdout.trim(), "container/py-good created");
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Generates the Python gRPC stubs of the k4s API from proto/ into examples/python/gen/, and the
 # descriptors of google.rpc's Status and BadRequest (validation errors' details).
-# Needs Debian's python3-grpcio and python3-grpc-tools (run with /usr/bin/python3).
+# Needs Debian's python3-grpcio and python3-grpc-tools (run with /usr/bin/python3, or $PYTHON).
 set -e
+python=${PYTHON:-/usr/bin/python3}
 here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$here/gen" && mkdir -p "$here/gen"
-/usr/bin/python3 -m grpc_tools.protoc -I"$here/../../proto" \
+"$python" -m grpc_tools.protoc -I"$here/../../proto" \
   --python_out="$here/gen" --grpc_python_out="$here/gen" \
   "$here"/../../proto/k4s/v1/*.proto
 # google/rpc's protos use proto3 `optional`, which Debian's protoc (3.5) cannot compile: their
