@@ -9,7 +9,8 @@ import type { Container } from "../gen/k4s/v1/resources_pb.js";
 import { withClient } from "./connection.js";
 import { CliError } from "./errors.js";
 import { kindAndName } from "./options.js";
-import { age, loadYaml, objectJson, renderTable, yaml } from "./format.js";
+import { objectToJson } from "../api/object-json.js";
+import { age, loadYaml, renderTable, yaml } from "./format.js";
 
 /** The most events describe shows for one object (the newest). */
 const MAX_EVENTS = 20;
@@ -52,7 +53,7 @@ function section(title: string, value: JsonValue | undefined): string[] {
 async function describe(client: K4sClient, obj: AnyObject): Promise<string> {
   const kind = kindOf(obj);
   const meta = obj.metadata;
-  const json = objectJson(obj) as Record<string, JsonValue>;
+  const json = objectToJson(obj) as Record<string, JsonValue>;
   const lines: string[] = [
     field("Name", meta?.name ?? ""),
     field("Kind", kind),

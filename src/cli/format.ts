@@ -3,9 +3,9 @@
  * headers, human ages, `<kind>/<name>` references, and the protobuf JSON of objects in
  * Kubernetes' shape (apiVersion, kind, metadata, spec, status) for `-o json|yaml`.
  */
-import { toJson, type JsonValue } from "@bufbuild/protobuf";
+import type { JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { API_VERSION, kindInfo, kindOf, type AnyObject, type Kind } from "../api/kinds.js";
+import { kindOf, type AnyObject, type Kind } from "../api/kinds.js";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
 import { CliError } from "./errors.js";
 
@@ -248,24 +248,6 @@ function kindLayout(kind: Kind, objects: readonly AnyObject[], options: TableOpt
 export function objectTable(kind: Kind, objects: readonly AnyObject[], options: TableOptions = {}): Table {
   const layout = tableLayout(kind, objects, options);
   return { header: layout.header, rows: objects.map(layout.row) };
-}
-
-/** The protobuf JSON of an object in Kubernetes' shape (apiVersion and kind first). */
-export function objectJson(obj: AnyObject): JsonValue {
-  const kind = kindOf(obj);
-  const json = toJson(kindInfo(kind).schema, obj) as Record<string, JsonValue>;
-  const { apiVersion: _a, kind: _k, ...rest } = json;
-  // Protobuf JSON spells int64 as strings; these counters read better as numbers, as in kubectl.
-  for (const [section, key] of [["metadata", "generation"], ["status", "observedGeneration"]] as const) {
-    const part = rest[section] as Record<string, JsonValue> | undefined;
-    if (typeof part?.[key] === "string" && /^\d{1,15}$/.test(part[key])) part[key] = Number(part[key]);
-  }
-  return { apiVersion: obj.apiVersion || API_VERSION, kind, ...rest };
-}
-
-/** The JSON of several objects as a Kubernetes List. */
-export function listJson(objects: readonly AnyObject[]): JsonValue {
-  return { apiVersion: API_VERSION, kind: "List", items: objects.map(objectJson) };
 }
 
 /** Renders a JSON value as YAML (after loadYaml()) or indented JSON text, without a trailing newline. */

@@ -11,7 +11,8 @@ import type { K4sClient } from "../client/client.js";
 import { colourFor } from "./colour.js";
 import { interruptSignal, withClient } from "./connection.js";
 import { CliError, formatError } from "./errors.js";
-import { listJson, loadYaml, objectJson, objectRef, parseOutputFormat, renderJson, type OutputFormat } from "./format.js";
+import { listToJson, objectToJson } from "../api/object-json.js";
+import { loadYaml, objectRef, parseOutputFormat, renderJson, type OutputFormat } from "./format.js";
 import { collect, kindAndName, labelSelectorOption } from "./options.js";
 import { createTablePrinter, type ChangeType } from "./table-printer.js";
 
@@ -107,7 +108,7 @@ async function runGet(client: K4sClient, query: Query, format: OutputFormat, opt
     else if (watch) objects.forEach((o) => printDocument(o, format));
     else {
       const one = singleObject(query, objects);
-      console.log(renderJson(one ? objectJson(one) : listJson(objects), format as "json" | "yaml"));
+      console.log(renderJson(one ? objectToJson(one) : listToJson(objects), format as "json" | "yaml"));
     }
     if (objects.length === 0 && !watch && missing.length === 0 && (printer || format === "name")) {
       process.stderr.write("No resources found.\n");
@@ -138,7 +139,7 @@ function singleObject(query: Query, objects: AnyObject[]): AnyObject | undefined
 }
 
 function printDocument(obj: AnyObject, format: OutputFormat): void {
-  const text = renderJson(objectJson(obj), format as "json" | "yaml");
+  const text = renderJson(objectToJson(obj), format as "json" | "yaml");
   console.log(format === "yaml" ? `---\n${text}` : text);
 }
 

@@ -53,8 +53,8 @@ export interface ApplyOutcome {
   name: string;
   /** created | configured | unchanged */
   action: string;
-  /** The object as stored (or as it would be, for a dry run). */
-  object: AnyObject | undefined;
+  /** The object as stored (or as it would be, for a dry run); objectToJson() makes it plain JSON. */
+  object: AnyObject;
 }
 
 /** ListFilter selects objects by a glob over their names and by their labels. */
@@ -87,11 +87,14 @@ export interface WatchOptions extends ListFilter {
   signal?: AbortSignal;
 }
 
-/** WatchEvent is one change of one object, in Kubernetes' watch vocabulary. */
-export interface WatchEvent {
+/**
+ * WatchEvent is one change of one object, in Kubernetes' watch vocabulary; T is the object's
+ * type when the watch is of one kind.
+ */
+export interface WatchEvent<T extends AnyObject = AnyObject> {
   type: "ADDED" | "MODIFIED" | "DELETED";
   /** The object after the change (for DELETED, as it was last stored). */
-  object: AnyObject;
+  object: T;
   /** The revision of the change; resume a broken watch from the last one seen. */
   resourceVersion: string;
 }
@@ -155,7 +158,11 @@ export interface K4sClient {
   scale(name: string, replicas: number): Promise<ReplicaSet>;
   /** Deletes an object (a ReplicaSet with its replicas); resolves to the object as deleted. */
   delete(kind: KindName, name: string, options?: { resourceVersion?: string }): Promise<AnyObject>;
-  /** Streams object changes until the signal aborts or the consumer stops iterating. */
+  /**
+   * Streams object changes until the signal aborts or the consumer stops iterating. A watch of
+   * one kind, named by its kind ("Container"), yields objects of that kind.
+   */
+  watch<K extends Kind>(options: WatchOptions & { kind: K }): AsyncIterable<WatchEvent<ObjectOf<K>>>;
   watch(options?: WatchOptions): AsyncIterable<WatchEvent>;
   /** Streams a container's output lines, one by one. */
   logs(container: string, options?: LogsOptions): AsyncIterable<LogLine>;
@@ -195,6 +202,10 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
 
 /** How long the resource client's HTTP/2 connection may sit idle before it is closed (ms). */
 const IDLE_CONNECTION_TIMEOUT_MS = 60_000;
+
+function noObject(kind: string, name: string): never {
+  throw new ConnectError(`the server's apply result for ${kind} "${name}" carries no object`, Code.Internal);
+}
 
 function sendResult(res: { container: string }): { container: string } {
   return { container: res.container };
@@ -279,7 +290,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
         kind: parseKind(r.kind),
         name: r.name,
         action: r.action,
-        object: r.object?.kind.value,
+        object: r.object?.kind.value ?? noObject(r.kind, r.name),
       }));
     },
 
@@ -322,7 +333,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return unwrap(res.object ?? create(ObjectSchema));
     },
 
-    watch(opts = {}): AsyncIterable<WatchEvent> {
+    watch(opts: WatchOptions = {}): AsyncIterable<WatchEvent> {
       const req = {
         kind: opts.kind ? kindName(opts.kind) : "",
         nameGlob: opts.nameGlob ?? "",

@@ -19,6 +19,7 @@ export {
   type WatchOptions,
 } from "./client.js";
 export { API_VERSION, KINDS, kindOf, parseKind, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
+export { listToJson, objectToJson } from "../api/object-json.js";
 export {
   ContainerSchema,
   ContainerSpecSchema,

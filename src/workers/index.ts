@@ -9,6 +9,8 @@ export { runWorkerHost, type WorkerHost, type WorkerHostOptions } from "./runtim
 export { attach, type Attached, type AttachWorkerOptions } from "./runtime/attach.js";
 export { openSession, type Session, type SessionOptions, type CallOptions, type CallReply } from "../transport/session.js";
 export type { TlsOptions } from "../transport/channel.js";
+// What a worker fails a message with: new ConnectError("why", Code.InvalidArgument).
+export { Code, ConnectError } from "@connectrpc/connect";
 export {
   BUILTIN_MODULE,
   builtinWorkers,
