@@ -259,9 +259,14 @@ interface Fake {
   stop(): Promise<void>;
 }
 
-/** Answers like a tiny server: Welcome to Hello/Attach, CallResults that echo the payload. */
+/**
+ * Answers like a tiny server: Welcome to Hello/Attach, CallResults that echo the payload, and a
+ * heartbeat for each heartbeat (as a real server keeps an idle session alive), so a session does
+ * not declare this server lost while a slow machine starts a spawned process.
+ */
 function standardBehaviour(c: FakeConn, f: WorkerFrame): void {
   const fr = f.frame;
+  if (fr.case === "heartbeat") c.send({ case: "heartbeat", value: { sentAtMs: BigInt(Date.now()) } });
   if (fr.case === "hello") c.send({ case: "welcome", value: { sessionId: "s1", name: fr.value.name || "anon", heartbeatIntervalMs: 1000 } });
   if (fr.case === "attach") c.send({ case: "welcome", value: { sessionId: "s2", name: fr.value.host, heartbeatIntervalMs: 1000 } });
   // A live server answers a quiet peer's heartbeat; without it, a peer slowed down by a loaded

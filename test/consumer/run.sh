@@ -2,7 +2,7 @@
 # The package as a user gets it: `npm pack`, install the tarball into an empty folder, and with
 # plain `node` (no TypeScript loader) run a server from the installed package, a client (apply,
 # watch, request, error details), a worker both through `k4s worker --module` and through
-# attach(); type-check a TypeScript consumer against the shipped .d.ts; and check that
+# attach(), `k4s example` and `k4s demo`; type-check a TypeScript consumer against the shipped .d.ts; and check that
 # importing k4s/client or k4s/workers loads no server-only module. Run by .ci/run.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -62,6 +62,12 @@ pids+=($!)
 echo "== the client"
 node client.mjs "$address"
 npx k4s get containers --server "$address"
+
+echo "== k4s example and k4s demo from the installed package"
+npx k4s example >"$work/example.log" 2>&1 || { tail -20 "$work/example.log" >&2; exit 1; }
+tail -1 "$work/example.log"
+npx k4s demo >"$work/demo.log" 2>&1 || { tail -20 "$work/demo.log" >&2; exit 1; }
+tail -1 "$work/demo.log"
 
 echo "== type-check a TypeScript consumer against the shipped .d.ts"
 ./node_modules/.bin/tsc -p tsconfig.json
