@@ -15,6 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { normalizeAddress } from "../api/address.js";
+import { createBackoff } from "../api/backoff.js";
 import type { TlsOptions } from "./channel.js";
 import { grpcChannel } from "./grpc-channel.js";
 import { batchEnd } from "./frame-batch.js";
@@ -69,11 +70,19 @@ export interface SessionOptions {
   onFrame?: (frame: ServerFrame) => void;
   /** Called after every Welcome (first connect and reconnects). */
   onWelcome?: (welcome: { sessionId: string; name: string; reconnect: boolean }) => void;
-  /** Called when the stream broke and the session will reconnect. */
+  /**
+   * Called once when a welcomed stream broke and the session will reconnect (not again for each
+   * failed attempt that follows).
+   */
   onDisconnect?: (err: ConnectError) => void;
+  /**
+   * Called when an attempt to (re)connect failed for another reason than the attempt before it
+   * (the first failure included), so a caller can report each change once, not every attempt.
+   */
+  onConnectFailed?: (err: ConnectError) => void;
   /** Re-open the stream when it breaks (default false). */
   reconnect?: boolean;
-  /** Longest back-off between reconnect attempts (default 5000 ms). */
+  /** Longest back-off between reconnect attempts (default 1000 ms). */
   maxBackoffMs?: number;
 }
 
@@ -131,6 +140,16 @@ interface PendingCall {
   onAbort: (() => void) | undefined;
 }
 
+/** First delay before re-opening a broken stream (ms). */
+const RECONNECT_INITIAL_MS = 100;
+/**
+ * Longest delay between reconnect attempts unless SessionOptions.maxBackoffMs says otherwise
+ * (ms): a host must be back within the server's resume grace after a restart, and one attempt a
+ * second costs a server that is down nothing.
+ */
+const RECONNECT_MAX_MS = 1000;
+/** A stream that stayed up this long (ms) was a working connection: the back-off starts over. */
+const STABLE_CONNECTION_MS = 10_000;
 /** Margin on top of a call's timeout before the client gives up on the server's answer. */
 const SAFETY_MARGIN_MS = 2000;
 /** Calls that may wait for a (re)connect; more fail at once with UNAVAILABLE. */
@@ -175,7 +194,7 @@ class SessionImpl implements Session {
   sessionId = "";
   connected = false;
 
-  private readonly channel: grpc.Client;
+  private channel: grpc.Client;
   private readonly calls = new Map<number, PendingCall>();
   private pending: WorkerFrame[] = [];
   private flushScheduled = false;
@@ -212,8 +231,7 @@ class SessionImpl implements Session {
     // Callers that only await one of them must not see an unhandled rejection from the other.
     this.ready.catch(() => {});
     this.done.catch(() => {});
-    const channel = grpcChannel(options.address, options.tls);
-    this.channel = new grpc.Client(options.address, channel.credentials, channel.options);
+    this.channel = this.newChannel();
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
     this.startTimer();
     this.running = this.run();
@@ -360,9 +378,10 @@ class SessionImpl implements Session {
   }
 
   private async run(): Promise<void> {
-    let attempt = 0;
+    const reconnects = createBackoff({ initialMs: RECONNECT_INITIAL_MS, maxMs: this.options.maxBackoffMs ?? RECONNECT_MAX_MS, jitter: 0.2 });
+    let lastFailure = "";
     while (!this.closed) {
-      const err = await this.connectOnce();
+      const { err, upFor } = await this.connectOnce();
       if (this.closed) break;
       this.connected = false;
       this.flushScheduled = false;
@@ -382,11 +401,19 @@ class SessionImpl implements Session {
         return;
       }
       this.lastError = err;
-      this.options.onDisconnect?.(err);
-      if (this.everWelcomed) attempt = 0;
-      const max = this.options.maxBackoffMs ?? 5000;
-      const delay = Math.min(max, 100 * 2 ** Math.min(attempt, 10)) * (0.75 + Math.random() * 0.5);
-      attempt++;
+      // Report changes, not attempts: a lost connection once, then each new reason it cannot
+      // be re-opened for.
+      if (upFor >= 0) {
+        lastFailure = "";
+        this.options.onDisconnect?.(err);
+      } else if (err.message !== lastFailure) {
+        lastFailure = err.message;
+        this.options.onConnectFailed?.(err);
+      }
+      // Only a connection that stayed up starts the back-off over; one that breaks right after
+      // its Welcome (a server that keeps failing) must not turn it into a busy loop.
+      if (upFor >= STABLE_CONNECTION_MS) reconnects.reset();
+      const delay = reconnects.next();
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
         this.backoffWake = () => {
@@ -395,12 +422,24 @@ class SessionImpl implements Session {
         };
       });
       this.backoffWake = undefined;
+      // A fresh channel per attempt: grpc-js would otherwise hold its connection attempts to a
+      // back-off of its own (up to 2 minutes), and this loop is the one that decides.
+      this.channel.close();
+      if (!this.closed) this.channel = this.newChannel();
     }
   }
 
-  /** Runs one stream until it ends; resolves with why it ended. */
-  private connectOnce(): Promise<ConnectError> {
-    return new Promise<ConnectError>((resolve) => {
+  private newChannel(): grpc.Client {
+    const channel = grpcChannel(this.options.address, this.options.tls);
+    return new grpc.Client(this.options.address, channel.credentials, { ...channel.options, "grpc.use_local_subchannel_pool": 1 });
+  }
+
+  /**
+   * Runs one stream until it ends; resolves with why it ended and how long it was up after its
+   * Welcome (ms; -1 when it was never welcomed).
+   */
+  private connectOnce(): Promise<{ err: ConnectError; upFor: number }> {
+    return new Promise((resolve) => {
       const stream: ConnectStream = this.channel.makeBidiStreamRequest(
         CONNECT_PATH,
         encodeConnectRequest,
@@ -409,16 +448,16 @@ class SessionImpl implements Session {
       );
       this.stream = stream;
       this.lastSent = this.lastReceived = Date.now();
-      let wasWelcomed = false;
+      let welcomedAt = -1;
       let ended = false;
-      const onWelcome = () => (wasWelcomed = true);
+      const onWelcome = () => (welcomedAt = Date.now());
       const end = (err: ConnectError) => {
         if (ended) return;
         ended = true;
         if (this.stream === stream) this.stream = undefined;
-        if (wasWelcomed) this.connected = false;
+        if (welcomedAt >= 0) this.connected = false;
         stream.cancel();
-        resolve(err);
+        resolve({ err, upFor: welcomedAt >= 0 ? Date.now() - welcomedAt : -1 });
       };
       stream.on("data", (res: ConnectResponse) => {
         if (ended) return;

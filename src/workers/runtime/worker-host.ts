@@ -44,7 +44,7 @@ export interface WorkerHostOptions {
   canSpawn?: boolean;
   /** Also receives every output line of its containers (e.g. to print them). */
   onLog?: (container: string, stream: string, lines: readonly string[]) => void;
-  /** Receives problems the host cannot report to the server. */
+  /** Receives problems the host cannot report to the server, and each change of its connection (lost, reconnected). */
   onError?: (message: string, err?: unknown) => void;
 }
 
@@ -190,9 +190,14 @@ class WorkerHostImpl implements WorkerHost {
         running: [...this.running.values()].filter((r) => !r.stopRequested).map((r) => ({ name: r.name, uid: r.uid })),
       }),
       onFrame: (frame) => this.onFrame(frame),
+      // One line per change of the connection, never one per attempt.
       onDisconnect: (err) => {
         for (const r of this.running.values()) r.runtime?.abandonDeliveries(`connection to the server lost: ${err.rawMessage}`);
         this.onError(`lost the connection to ${options.address} (${err.rawMessage}); reconnecting`);
+      },
+      onConnectFailed: (err) => this.onError(`cannot connect to ${options.address} (${err.rawMessage}); retrying`),
+      onWelcome: ({ reconnect, name }) => {
+        if (reconnect) this.onError(`reconnected to ${options.address} as host ${name}`);
       },
     });
   }
