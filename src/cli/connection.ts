@@ -7,6 +7,7 @@ import type { Command } from "commander";
 import type { ConnectError } from "@connectrpc/connect";
 import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { createClient, type K4sClient } from "../client/client.js";
+import type { ResumeOptions } from "../client/resume.js";
 import type { TlsOptions } from "../transport/channel.js";
 import { ENV, tlsFromEnvironment } from "../transport/environment.js";
 import { CliError } from "./errors.js";
@@ -107,4 +108,23 @@ export function interruptSignal(): AbortSignal {
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   return controller.signal;
+}
+
+/** How long `-f`/`-w` commands wait for a server that went away by default (ms). */
+export const DEFAULT_RECONNECT_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * How a following command (`logs -f`, `events -w`, `get -w`) rides out a server restart: it
+ * says once on stderr that the server went away and once that it is back, resumes where it was,
+ * and gives up after `timeoutMs` with the one line "the k4s server at ADDRESS went away".
+ */
+export function followThroughRestarts(cmd: Command, timeoutMs = DEFAULT_RECONNECT_TIMEOUT_MS): ResumeOptions {
+  const server = globalOptions(cmd).server;
+  return {
+    giveUpAfterMs: timeoutMs,
+    onConnection(state, err) {
+      if (state === "lost") process.stderr.write(`k4s: lost the server at ${server} (${err?.rawMessage ?? "connection closed"}); resuming when it is back\n`);
+      else process.stderr.write(`k4s: the server at ${server} is back; resumed\n`);
+    },
+  };
 }

@@ -2,14 +2,15 @@
 import { Command } from "commander";
 import type { Event } from "../gen/k4s/v1/log_service_pb.js";
 import type { Kind } from "../api/kinds.js";
-import { interruptSignal, withClient } from "./connection.js";
+import { followThroughRestarts, interruptSignal, withClient } from "./connection.js";
 import { CliError } from "./errors.js";
 import { age, columnWidths, renderRow } from "./format.js";
-import { kindAndName } from "./options.js";
+import { durationOption, kindAndName } from "./options.js";
 
 interface EventsOptions {
   watch?: boolean;
   for?: string;
+  reconnectTimeout?: number;
 }
 
 const HEADER = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"];
@@ -24,6 +25,7 @@ export function eventsCommand(): Command {
     .description("list recent cluster events (scheduling, starts, failures, scaling)")
     .option("-w, --watch", "after listing, print new events as they happen")
     .option("--for <object>", "only events about KIND/NAME")
+    .option("--reconnect-timeout <duration>", "with -w: how long to wait for a server that went away before giving up (default 5m)", durationOption)
     .action(async (opts: EventsOptions, cmd: Command) => {
       let filter: { kind?: Kind; name?: string } = {};
       if (opts.for) {
@@ -46,7 +48,8 @@ export function eventsCommand(): Command {
         // Following: widths cannot be known ahead, so use generous ones and let long cells push.
         const widths = [9, 7, 18, 28, 0];
         console.log(renderRow(HEADER, widths));
-        for await (const e of client.events({ ...filter, follow: true, signal: interruptSignal() })) {
+        const resume = followThroughRestarts(cmd, opts.reconnectTimeout);
+        for await (const e of client.events({ ...filter, follow: true, signal: interruptSignal(), resume })) {
           console.log(renderRow(row(e), widths));
         }
       });

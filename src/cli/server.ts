@@ -27,6 +27,7 @@ interface ServerCommandOptions {
   dashboardHost: string;
   dashboardPort?: number;
   allowCommand?: boolean;
+  maxConnections?: number;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -62,6 +63,7 @@ export function serverCommand(): Command {
     .option("--memory", "keep state in memory only (lost on exit)")
     .option("--no-local-worker", "do not start the local worker host")
     .option("--heartbeat-ms <n>", "heartbeat interval announced to worker sessions", intOption(1))
+    .option("--max-connections <n>", "connections the port holds at once; more are refused (default 1024)", intOption(1))
     .option("--tls-cert <file>", "serve TLS with this PEM certificate chain (needs --tls-key)")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0, 65535))
@@ -88,6 +90,7 @@ export function serverCommand(): Command {
         port: opts.port,
         dataDir: opts.memory ? undefined : opts.dataDir,
         heartbeatIntervalMs: opts.heartbeatMs,
+        maxConnections: opts.maxConnections,
         token,
         tls,
         metricsPort: opts.metricsPort,

@@ -17,6 +17,7 @@ import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
 import { ENV, tlsFromEnvironment } from "../transport/environment.js";
 import type { Session } from "../transport/session.js";
+import { resumeStream, retryRefusedCalls, type ResumeOptions } from "./resume.js";
 
 type SessionModule = typeof import("../transport/session.js");
 
@@ -105,6 +106,13 @@ export interface LogsOptions {
   follow?: boolean;
   /** Only the last N kept lines (0 or undefined: all kept). */
   tail?: number;
+  /** Only lines after this position (a LogLine's seq already seen). */
+  afterSeq?: bigint;
+  /**
+   * When a follow loses its server, re-open it after the last line received (no line repeated
+   * or skipped) once the server is back, instead of failing (default false).
+   */
+  resume?: boolean | ResumeOptions;
   signal?: AbortSignal;
 }
 
@@ -115,6 +123,10 @@ export interface EventsOptions {
   kind?: KindName;
   /** Only events about objects of this name. */
   name?: string;
+  /** Only events after this position (an Event's seq already seen). */
+  afterSeq?: bigint;
+  /** When a follow loses its server, re-open it after the last event received (default false). */
+  resume?: boolean | ResumeOptions;
   signal?: AbortSignal;
 }
 
@@ -200,6 +212,11 @@ async function* quietOnAbort<T>(source: AsyncIterable<T>, signal: AbortSignal | 
   }
 }
 
+/** The resume options of a `resume` setting (true: the defaults). */
+function resumeOptions(resume: true | ResumeOptions): ResumeOptions {
+  return resume === true ? {} : resume;
+}
+
 /** How long the resource client's HTTP/2 connection may sit idle before it is closed (ms). */
 const IDLE_CONNECTION_TIMEOUT_MS = 60_000;
 
@@ -231,7 +248,8 @@ export function createClient(options: ClientOptions = {}): K4sClient {
   const transport = createGrpcTransport({
     baseUrl,
     sessionManager,
-    interceptors: token ? [bearer(token)] : [],
+    // A call the server refused while stopping did not run: wait for the server and send it again.
+    interceptors: [retryRefusedCalls(), ...(token ? [bearer(token)] : [])],
   });
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
@@ -351,21 +369,35 @@ export function createClient(options: ClientOptions = {}): K4sClient {
     },
 
     logs(container, opts = {}) {
-      const req = { container, follow: opts.follow ?? false, tail: opts.tail ?? 0 };
-      return (async function* () {
-        for await (const res of quietOnAbort(logService.logs(req, { signal: opts.signal }), opts.signal)) {
-          yield* res.lines;
-        }
-      })();
+      let afterSeq = opts.afterSeq ?? 0n;
+      let tail = opts.tail ?? 0;
+      const open = (established?: () => void) =>
+        (async function* () {
+          const req = { container, follow: opts.follow ?? false, tail, afterSeq };
+          for await (const res of logService.logs(req, { signal: opts.signal, onHeader: established })) {
+            for (const line of res.lines) {
+              afterSeq = line.seq;
+              // A resumed follow wants every line after the last one seen, not the last N.
+              tail = 0;
+              yield line;
+            }
+          }
+        })();
+      return opts.resume && opts.follow ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
     },
 
     events(opts = {}) {
-      const req = { follow: opts.follow ?? false, kind: opts.kind ? kindName(opts.kind) : "", name: opts.name ?? "" };
-      return (async function* () {
-        for await (const res of quietOnAbort(logService.events(req, { signal: opts.signal }), opts.signal)) {
-          if (res.event) yield res.event;
-        }
-      })();
+      let afterSeq = opts.afterSeq ?? 0n;
+      const open = (established?: () => void) =>
+        (async function* () {
+          const req = { follow: opts.follow ?? false, kind: opts.kind ? kindName(opts.kind) : "", name: opts.name ?? "", afterSeq };
+          for await (const res of logService.events(req, { signal: opts.signal, onHeader: established })) {
+            if (!res.event) continue;
+            afterSeq = res.event.seq;
+            yield res.event;
+          }
+        })();
+      return opts.resume && opts.follow ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
     },
 
     async stats() {

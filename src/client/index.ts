@@ -18,6 +18,7 @@ export {
   type WatchEvent,
   type WatchOptions,
 } from "./client.js";
+export type { ResumeOptions } from "./resume.js";
 export { API_VERSION, KINDS, kindOf, parseKind, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
 export { listToJson, objectToJson } from "../api/object-json.js";
 export {

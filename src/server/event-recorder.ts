@@ -1,12 +1,14 @@
 /**
  * Cluster events, as Kubernetes records them: short notes about what happened to an object
  * (Scheduled, Started, BackOff, ScalingReplicaSet, ...), kept in a bounded ring and streamed to
- * followers. Events are observability, not state: they are not persisted.
+ * followers. Each event gets a position (seq) that a follower resumes after; with a journal, the
+ * kept events are also written to the store and read back after a restart.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { EventSchema, type Event } from "../gen/k4s/v1/log_service_pb.js";
 import type { Kind } from "../api/kinds.js";
+import { nextPosition, type TailJournal } from "./tail-journal.js";
 
 /** EventInput is what a component reports. */
 export interface EventInput {
@@ -20,31 +22,53 @@ export interface EventInput {
 /** EventRecorder keeps recent events and tells followers about new ones. */
 export interface EventRecorder {
   record(e: EventInput): void;
-  /** Kept events, oldest first. */
-  recent(filter?: { kind?: string; name?: string }): Event[];
+  /** Kept events, oldest first (those after position `afterSeq`, when given). */
+  recent(filter?: { kind?: string; name?: string; afterSeq?: bigint }): Event[];
   /** Calls listener for each new event until the returned function is called. */
   subscribe(listener: (e: Event) => void): () => void;
+  /** Reads the kept events back from the journal (before the first record). */
+  restore(): Promise<void>;
 }
 
-/** Creates an event recorder keeping the last `capacity` events. */
-export function createEventRecorder(options: { capacity?: number; onRecord?: (e: Event) => void } = {}): EventRecorder {
+/** The journal group all events are kept in. */
+const GROUP = "all";
+
+/** Creates an event recorder keeping the last `capacity` events (default 1000). */
+export function createEventRecorder(
+  options: { capacity?: number; onRecord?: (e: Event) => void; journal?: TailJournal<Event> } = {},
+): EventRecorder {
   const capacity = options.capacity ?? 1000;
-  const ring: Event[] = [];
+  const journal = options.journal;
+  let ring: Event[] = [];
+  let last = 0n;
   const listeners = new Set<(e: Event) => void>();
   return {
     record(input) {
-      const e = create(EventSchema, { time: timestampNow(), type: input.type ?? "Normal", ...input });
+      last = nextPosition(last);
+      const e = create(EventSchema, { time: timestampNow(), type: input.type ?? "Normal", ...input, seq: last });
       ring.push(e);
-      if (ring.length > capacity) ring.shift();
+      journal?.append(GROUP, [e]);
+      if (ring.length > capacity) {
+        ring.shift();
+        journal?.trimmed(GROUP, ring[0]!.seq);
+      }
       options.onRecord?.(e);
       for (const l of listeners) l(e);
     },
     recent(filter = {}) {
-      return ring.filter((e) => (!filter.kind || e.kind === filter.kind) && (!filter.name || e.name === filter.name));
+      const after = filter.afterSeq ?? 0n;
+      return ring.filter((e) => e.seq > after && (!filter.kind || e.kind === filter.kind) && (!filter.name || e.name === filter.name));
     },
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+    async restore() {
+      if (!journal) return;
+      const kept = (await journal.load()).get(GROUP) ?? [];
+      ring = [...kept.slice(-capacity), ...ring];
+      last = ring.reduce((m, e) => (e.seq > m ? e.seq : m), last);
+      if (kept.length > capacity) journal.trimmed(GROUP, kept[kept.length - capacity]!.seq);
     },
   };
 }

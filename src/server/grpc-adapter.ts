@@ -18,6 +18,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
+import { stoppingRefusal } from "../api/retry-info.js";
 
 /** CallContext is what a handler knows about the call it serves. */
 export interface CallContext {
@@ -54,6 +55,13 @@ export interface AdapterOptions {
   onInternalError?: (method: DescMethod, err: unknown) => void;
   /** Called once per call when it ends, with its gRPC status code (0: OK). */
   onCallEnd?: (method: DescMethod, code: number) => void;
+  /**
+   * Aborted when the server begins to stop. Calls that arrive after it are refused UNAVAILABLE
+   * with a google.rpc.RetryInfo (they did not run, so any client may retry them); server
+   * streams in progress (watches, log follows) end UNAVAILABLE, for their clients to resume.
+   * Unary calls in progress run to their end.
+   */
+  shutdown?: AbortSignal;
 }
 
 /**
@@ -194,9 +202,18 @@ interface Http2SessionLike {
   settings(settings: { initialWindowSize: number }): void;
 }
 
-function contextOf(call: SurfaceCall): CallContext {
+/** Why a stream ended when the server stopped under it. */
+const STREAM_SHUTDOWN = new ConnectError("the k4s server is stopping: reconnect and resume (here once it is back, or at another server)", Code.Unavailable);
+
+function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
   widenWindows(call);
   const controller = new AbortController();
+  if (shutdown) {
+    const onShutdown = () => controller.abort(STREAM_SHUTDOWN);
+    shutdown.addEventListener("abort", onShutdown, { once: true });
+    // Every stream ends with "close" (finished, failed or cancelled): no listener outlives it.
+    (call as unknown as NodeJS.EventEmitter).once("close", () => shutdown.removeEventListener("abort", onShutdown));
+  }
   const abort = () => controller.abort(new ConnectError("call cancelled", Code.Canceled));
   if (call.cancelled) abort();
   else (call as grpc.ServerUnaryCall<unknown, unknown>).once("cancelled", abort);
@@ -255,6 +272,10 @@ export function addService<S extends DescService>(
     // bidi calls write a stream. What differs within each pair is only how requests are read.
     const answerOnce =
       (requests: (call: never) => unknown) => (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+        if (options.shutdown?.aborted) {
+          cb(fail(m, stoppingRefusal()));
+          return;
+        }
         const ctx = contextOf(call);
         run(() => requests(call as never), ctx).then(
           (res) => {
@@ -266,15 +287,24 @@ export function addService<S extends DescService>(
       };
     const answerStream =
       (requests: (call: never) => unknown) => (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
-        const ctx = contextOf(call);
+        if (options.shutdown?.aborted) {
+          call.emit("error", fail(m, stoppingRefusal()));
+          return;
+        }
+        // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
+        const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined);
         run(() => requests(call as never), ctx)
           .then((answers) => writeAll(call, answers as AsyncIterable<unknown>, ctx.signal))
           .then(
             () => {
+              if (ctx.signal.reason === STREAM_SHUTDOWN) {
+                call.emit("error", fail(m, STREAM_SHUTDOWN));
+                return;
+              }
               ok(m);
               call.end();
             },
-            (err) => call.emit("error", fail(m, err)),
+            (err) => call.emit("error", fail(m, ctx.signal.reason === STREAM_SHUTDOWN ? STREAM_SHUTDOWN : err)),
           );
       };
     handlers[m.name] = {

@@ -4,6 +4,7 @@
  */
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { bearerMatches } from "./auth.js";
 
 /** Metrics are the instruments every part of the server reports to. */
 export interface Metrics {
@@ -67,11 +68,21 @@ export function createMetrics(): Metrics {
   };
 }
 
-/** Serves `GET /metrics` of a registry over HTTP; resolves to the bound port. */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * Serves `GET /metrics` of a registry over HTTP; resolves to the bound port. With a token, a
+ * scrape must send it as the gRPC port's clients do (`authorization: Bearer TOKEN`, Prometheus'
+ * `authorization` or `bearer_token_file` setting); without one the server listens on loopback.
+ */
+export async function serveMetrics(registry: Registry, host: string, port: number, token?: string): Promise<{ port: number; close(): Promise<void> }> {
   const http: HttpServer = createHttpServer((req, res) => {
     if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
       res.writeHead(404).end("not found: try GET /metrics\n");
+      return;
+    }
+    if (token !== undefined && !bearerMatches(req.headers.authorization, token)) {
+      res
+        .writeHead(401, { "www-authenticate": 'Bearer realm="k4s"' })
+        .end(`${req.headers.authorization === undefined ? "missing" : "invalid"} bearer token: send "authorization: Bearer <token>" with the server's token\n`);
       return;
     }
     registry.metrics().then(

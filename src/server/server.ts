@@ -14,7 +14,7 @@ import { DEFAULT_PORT } from "../api/address.js";
 import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
 import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
-import { LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
+import { EventSchema, LogLineSchema, LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
 import { StatsService, file_k4s_v1_stats_service } from "../gen/k4s/v1/stats_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
@@ -41,6 +41,8 @@ import { createStatsService } from "./stats/stats-service.js";
 import { join } from "node:path";
 import { prepareDataDir, removeCreatedDirs } from "./data-dir.js";
 import { listenError, reasonOf, StartupError } from "./startup-error.js";
+import { listen, type Listener } from "./listener.js";
+import { createTailJournal, protoChunks } from "./tail-journal.js";
 
 /** ServerOptions configure a k4s server. */
 export interface ServerOptions {
@@ -81,6 +83,13 @@ export interface ServerOptions {
   stats?: boolean;
   /** Heartbeat interval announced to worker sessions (ms). */
   heartbeatIntervalMs?: number;
+  /** Connections the gRPC port holds at once; more are closed as they arrive (default 1024). */
+  maxConnections?: number;
+  /**
+   * A connection with no call open for this long is closed (GOAWAY; ms, default 120000). Clients
+   * open a new one for their next call; worker sessions, watches and follows keep theirs busy.
+   */
+  idleConnectionTimeoutMs?: number;
   /** Where the server reports problems it cannot answer to a caller (default stderr). */
   onError?: (message: string, err?: unknown) => void;
 }
@@ -173,6 +182,20 @@ function statsOff(): ServiceHandlers<typeof StatsService> {
   };
 }
 
+/** Key prefixes of the persisted tails of container output and of events (beside the objects' /k4s/). */
+const LOG_PREFIX = "/k4s-logs/";
+const EVENT_PREFIX = "/k4s-events/";
+
+/** Connections the gRPC port holds at once by default. */
+const DEFAULT_MAX_CONNECTIONS = 1024;
+/** How long a connection without calls stays open by default (ms). */
+const DEFAULT_IDLE_CONNECTION_TIMEOUT_MS = 120_000;
+/**
+ * A socket silent this long is dropped (ms): one that never finished its TLS handshake or
+ * HTTP/2 preface. Live connections carry the server's keepalive ping every 15 s.
+ */
+const SILENT_SOCKET_MS = 4 * KEEPALIVE_TIME_MS;
+
 /** Creates a k4s server; call start() to open its store and port. */
 export function createServer(options: ServerOptions = {}): K4sServer {
   const host = options.host ?? "127.0.0.1";
@@ -190,9 +213,14 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     return store;
   };
   const metrics = createMetrics();
-  const resources = createResourceStore(countWrites(current, metrics));
-  const events = createEventRecorder();
-  const logs = createLogStore();
+  const kv = countWrites(current, metrics);
+  const resources = createResourceStore(kv);
+  // Output lines and events are kept in the store too (a bounded tail, flushed every second),
+  // so `k4s logs` and `k4s events` still show them after a restart.
+  const logJournal = createTailJournal({ store: kv, prefix: LOG_PREFIX, ...protoChunks(LogLineSchema), seqOf: (l) => l.seq, onError });
+  const eventJournal = createTailJournal({ store: kv, prefix: EVENT_PREFIX, ...protoChunks(EventSchema), seqOf: (e) => e.seq, onError });
+  const events = createEventRecorder({ journal: eventJournal });
+  const logs = createLogStore({ journal: logJournal });
   const onReconcile = (r: ReconcileReport) =>
     metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
   const controllers: Controller[] = [
@@ -210,17 +238,20 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   });
   const stats = createStatsCollector({ source: messaging.load });
   const statsService = options.stats === false ? statsOff() : createStatsService(stats);
+  const shutdown = new AbortController();
   const grpcServer = new grpc.Server({
     "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_connection_idle_ms": options.idleConnectionTimeoutMs ?? DEFAULT_IDLE_CONNECTION_TIMEOUT_MS,
     interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
   });
   if (options.token) guardUnknownMethods(grpcServer);
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
+    shutdown: shutdown.signal,
   };
   const resourceService = createResourceService({ resources });
   const logService = createLogService({ logs, events, resources });
@@ -252,6 +283,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService].map((s) => s.typeName);
 
   let port = 0;
+  let listener: Listener | undefined;
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
   let dashboardServer: DashboardServer | undefined;
   const credentials = options.tls
@@ -281,14 +313,19 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       const hostPart = host.includes(":") ? `[${host}]` : host;
       const wanted = `${hostPart}:${options.port ?? DEFAULT_PORT}`;
       try {
-        port = await new Promise<number>((resolve, reject) =>
-          grpcServer.bindAsync(wanted, credentials, (err, p) => (err ? reject(err) : resolve(p))),
-        ).catch((err) => {
+        listener = await listen(grpcServer, credentials, {
+          host: host.replace(/^\[(.*)\]$/, "$1"),
+          port: options.port ?? DEFAULT_PORT,
+          maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+          silentSocketMs: SILENT_SOCKET_MS,
+          onRefused: (message) => onError(message),
+        }).catch((err) => {
           throw listenError(err, "listen", wanted, "port");
         });
+        port = listener.port;
         if (options.metricsPort !== undefined) {
           const metricsPort = options.metricsPort;
-          metricsServer = await serveMetrics(metrics.registry, host, metricsPort).catch((err) => {
+          metricsServer = await serveMetrics(metrics.registry, host, metricsPort, options.token).catch((err) => {
             throw listenError(err, "serve metrics", `${hostPart}:${metricsPort}`, "metricsPort");
           });
         }
@@ -313,16 +350,25 @@ export function createServer(options: ServerOptions = {}): K4sServer {
         metricsServer = undefined;
         await dashboardServer?.close();
         dashboardServer = undefined;
+        await listener?.close();
+        listener = undefined;
         grpcServer.forceShutdown();
         throw err;
       }
+      await events.restore();
+      await logs.restore();
       await messaging.start();
+      logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
+      logJournal.start();
+      eventJournal.start();
       if (options.stats !== false) stats.start();
       for (const c of controllers) await c.start();
       health.setStatus("", "SERVING");
       for (const s of serviceNames) health.setStatus(s, "SERVING");
     },
     async stop() {
+      // From now on new calls are refused with a status that says "retry", not run halfway.
+      shutdown.abort();
       health.setStatus("", "NOT_SERVING");
       await metricsServer?.close();
       await dashboardServer?.close();
@@ -339,6 +385,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
           resolve();
         });
       });
+      await listener?.close();
+      await logJournal.stop();
+      await eventJournal.stop();
       await store?.close();
     },
   };

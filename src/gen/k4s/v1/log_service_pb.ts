@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/log_service.proto.
  */
 export const file_k4s_v1_log_service: GenFile = /*@__PURE__*/
-  fileDesc("ChhrNHMvdjEvbG9nX3NlcnZpY2UucHJvdG8SBms0cy52MSI+CgtMb2dzUmVxdWVzdBIRCgljb250YWluZXIYASABKAkSDgoGZm9sbG93GAIgASgIEgwKBHRhaWwYAyABKAUiLgoMTG9nc1Jlc3BvbnNlEh4KBWxpbmVzGAEgAygLMg8uazRzLnYxLkxvZ0xpbmUiZAoHTG9nTGluZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb250YWluZXIYAiABKAkSDgoGc3RyZWFtGAMgASgJEgwKBHRleHQYBCABKAkiOwoNRXZlbnRzUmVxdWVzdBIOCgZmb2xsb3cYASABKAgSDAoEa2luZBgCIAEoCRIMCgRuYW1lGAMgASgJIi4KDkV2ZW50c1Jlc3BvbnNlEhwKBWV2ZW50GAEgASgLMg0uazRzLnYxLkV2ZW50InwKBUV2ZW50EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBHR5cGUYAiABKAkSDgoGcmVhc29uGAMgASgJEgwKBGtpbmQYBCABKAkSDAoEbmFtZRgFIAEoCRIPCgdtZXNzYWdlGAYgASgJMnwKCkxvZ1NlcnZpY2USMwoETG9ncxITLms0cy52MS5Mb2dzUmVxdWVzdBoULms0cy52MS5Mb2dzUmVzcG9uc2UwARI5CgZFdmVudHMSFS5rNHMudjEuRXZlbnRzUmVxdWVzdBoWLms0cy52MS5FdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChhrNHMvdjEvbG9nX3NlcnZpY2UucHJvdG8SBms0cy52MSJVCgtMb2dzUmVxdWVzdBIRCgljb250YWluZXIYASABKAkSDgoGZm9sbG93GAIgASgIEgwKBHRhaWwYAyABKAUSFQoJYWZ0ZXJfc2VxGAQgASgEQgIwAiIuCgxMb2dzUmVzcG9uc2USHgoFbGluZXMYASADKAsyDy5rNHMudjEuTG9nTGluZSJ1CgdMb2dMaW5lEigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbnRhaW5lchgCIAEoCRIOCgZzdHJlYW0YAyABKAkSDAoEdGV4dBgEIAEoCRIPCgNzZXEYBSABKARCAjACIlIKDUV2ZW50c1JlcXVlc3QSDgoGZm9sbG93GAEgASgIEgwKBGtpbmQYAiABKAkSDAoEbmFtZRgDIAEoCRIVCglhZnRlcl9zZXEYBCABKARCAjACIi4KDkV2ZW50c1Jlc3BvbnNlEhwKBWV2ZW50GAEgASgLMg0uazRzLnYxLkV2ZW50Io0BCgVFdmVudBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0eXBlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIMCgRraW5kGAQgASgJEgwKBG5hbWUYBSABKAkSDwoHbWVzc2FnZRgGIAEoCRIPCgNzZXEYByABKARCAjACMnwKCkxvZ1NlcnZpY2USMwoETG9ncxITLms0cy52MS5Mb2dzUmVxdWVzdBoULms0cy52MS5Mb2dzUmVzcG9uc2UwARI5CgZFdmVudHMSFS5rNHMudjEuRXZlbnRzUmVxdWVzdBoWLms0cy52MS5FdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * LogsRequest selects a container's output.
@@ -37,11 +37,20 @@ export type LogsRequest = Message<"k4s.v1.LogsRequest"> & {
   follow: boolean;
 
   /**
-   * Only the last N kept lines (0: all kept; the server keeps the last 1,000 per container).
+   * Only the last N kept lines (0: all kept; the server keeps the last 1,000 per container, and
+   * at most 256 KiB of them). Applies after after_seq.
    *
    * @generated from field: int32 tail = 3;
    */
   tail: number;
+
+  /**
+   * Only lines after this position (a LogLine.seq already received): how a follow that lost its
+   * connection resumes without repeating or skipping a line. 0: from the first kept line.
+   *
+   * @generated from field: uint64 after_seq = 4 [jstype = JS_NUMBER];
+   */
+  afterSeq: bigint;
 };
 
 /**
@@ -106,6 +115,14 @@ export type LogLine = Message<"k4s.v1.LogLine"> & {
    * @generated from field: string text = 4;
    */
   text: string;
+
+  /**
+   * The line's position in its container's output: larger for every later line, also across
+   * server restarts (it is about a microsecond timestamp, bumped where lines come faster).
+   *
+   * @generated from field: uint64 seq = 5 [jstype = JS_NUMBER];
+   */
+  seq: bigint;
 };
 
 /**
@@ -142,6 +159,14 @@ export type EventsRequest = Message<"k4s.v1.EventsRequest"> & {
    * @generated from field: string name = 3;
    */
   name: string;
+
+  /**
+   * Only events after this position (an Event.seq already received): how a follow that lost its
+   * connection resumes without repeating or skipping one. 0: from the first kept event.
+   *
+   * @generated from field: uint64 after_seq = 4 [jstype = JS_NUMBER];
+   */
+  afterSeq: bigint;
 };
 
 /**
@@ -158,7 +183,8 @@ export const EventsRequestSchema: GenMessage<EventsRequest> = /*@__PURE__*/
  */
 export type EventsResponse = Message<"k4s.v1.EventsResponse"> & {
   /**
-   * The event; the server keeps the last 1,000 in memory (events are not persisted).
+   * The event. The server keeps the last 1,000, and persists them (with each container's last
+   * output lines) at least once a second and when it stops, so they survive a restart.
    *
    * @generated from field: k4s.v1.Event event = 1;
    */
@@ -220,6 +246,14 @@ export type Event = Message<"k4s.v1.Event"> & {
    * @generated from field: string message = 6;
    */
   message: string;
+
+  /**
+   * The event's position among all events: larger for every later one, also across server
+   * restarts (about a microsecond timestamp, bumped where events come faster).
+   *
+   * @generated from field: uint64 seq = 7 [jstype = JS_NUMBER];
+   */
+  seq: bigint;
 };
 
 /**

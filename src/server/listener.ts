@@ -1,0 +1,75 @@
+/**
+ * The server's TCP listener. It hands each connection to grpc-js (its connection injector),
+ * which does HTTP/2 and TLS; owning the socket lets the server bound how many connections it
+ * holds at once, which grpc-js's own listener cannot, and drop a socket that never becomes a
+ * working connection.
+ */
+import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
+import type * as grpc from "@grpc/grpc-js";
+
+/** ListenerOptions say where to listen and what to bound. */
+export interface ListenerOptions {
+  host: string;
+  port: number;
+  /** Connections held at once; more are closed as they arrive (Node's net.Server maxConnections). */
+  maxConnections: number;
+  /**
+   * A socket with no traffic at all for this long is closed (ms). Live HTTP/2 connections never
+   * reach it: the server pings each of them every keepalive interval.
+   */
+  silentSocketMs: number;
+  /** Told, at most once a minute, that connections were refused at the limit. */
+  onRefused?: (message: string) => void;
+}
+
+/** Listener is a bound port feeding a grpc-js server. */
+export interface Listener {
+  readonly port: number;
+  /** Connections open now. */
+  connections(): number;
+  /** Stops accepting; open connections are ended by the grpc-js server's shutdown. */
+  close(): Promise<void>;
+}
+
+/** How often the refusal at the connection limit is reported, at most (ms). */
+const REFUSAL_REPORT_INTERVAL_MS = 60_000;
+
+/** Listens on host:port and injects every accepted connection into `server`. */
+export async function listen(server: grpc.Server, credentials: grpc.ServerCredentials, options: ListenerOptions): Promise<Listener> {
+  const injector = server.createConnectionInjector(credentials);
+  let open = 0;
+  let refused = 0;
+  let lastReport = 0;
+  const tcp: TcpServer = createTcpServer((socket) => {
+    open++;
+    socket.once("close", () => open--);
+    socket.setTimeout(options.silentSocketMs, () => socket.destroy());
+    injector.injectConnection(socket);
+  });
+  tcp.maxConnections = options.maxConnections;
+  tcp.on("drop", () => {
+    refused++;
+    const now = Date.now();
+    if (now - lastReport < REFUSAL_REPORT_INTERVAL_MS) return;
+    lastReport = now;
+    options.onRefused?.(`${options.maxConnections} connections open (the limit): refused ${refused} new one(s)`);
+    refused = 0;
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(options.port, options.host, () => {
+      tcp.off("error", reject);
+      resolve();
+    });
+  });
+  const address = tcp.address();
+  return {
+    port: typeof address === "object" && address ? address.port : options.port,
+    connections: () => open,
+    close: () =>
+      new Promise<void>((resolve) => {
+        injector.destroy();
+        tcp.close(() => resolve());
+      }),
+  };
+}
