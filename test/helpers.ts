@@ -2,7 +2,7 @@
  * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -158,4 +158,30 @@ export function preparePython(): void {
     );
   }
   execFileSync("sh", ["examples/python/generate.sh"], { cwd: root, stdio: "inherit", env: { ...process.env, PYTHON } });
+}
+
+/** The pids of the live processes whose parent is `ppid` (from /proc). */
+export function childrenOf(ppid: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === ppid && fields[0] !== "Z") pids.push(Number(entry));
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return pids;
+}
+
+/** Whether a process runs (and is not a zombie left for a parent that does not reap it). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+  } catch {
+    return false;
+  }
 }

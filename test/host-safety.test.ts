@@ -5,13 +5,13 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { ContainerSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { childrenOf, eventually, isAlive, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 let dir: string;
 const procs: Proc[] = [];
@@ -27,30 +27,6 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The pids of the live processes whose parent is `ppid`. */
-function childrenOf(ppid: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[1]) === ppid && fields[0] !== "Z") pids.push(Number(entry));
-    } catch {
-      // It ended meanwhile.
-    }
-  }
-  return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 test("the local worker host of k4s server ends when the server is killed with SIGKILL", async () => {
   const server = spawnK4s(["server", "--port", "0", "--memory", "--heartbeat-ms", "1000"]);
@@ -63,9 +39,9 @@ test("the local worker host of k4s server ends when the server is killed with SI
   }, 30_000, "the local worker host to start") as number[];
   await server.kill("SIGKILL");
   try {
-    await eventually(() => workers.every((w) => !alive(w)), 20_000, "the orphaned local worker host to exit");
+    await eventually(() => workers.every((w) => !isAlive(w)), 20_000, "the orphaned local worker host to exit");
   } finally {
-    for (const w of workers) if (alive(w)) process.kill(w, "SIGKILL");
+    for (const w of workers) if (isAlive(w)) process.kill(w, "SIGKILL");
   }
 });
 
