@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { normalizeAddress } from "../api/address.js";
-import { packageVersion } from "./package-files.js";
+import { packageVersion } from "../server/package-version.js";
 import { applyCommand } from "./apply.js";
 import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
@@ -19,6 +19,7 @@ import { scaleCommand } from "./scale.js";
 import { sendCommand } from "./send.js";
 import { serverCommand } from "./server.js";
 import { topCommand } from "./top.js";
+import { versionCommand } from "./version.js";
 import { workerCommand } from "./worker.js";
 
 /** Builds the k4s program with every command; exported so other entry points can add theirs. */
@@ -46,6 +47,7 @@ export function createProgram(): Command {
     logsCommand(),
     eventsCommand(),
     topCommand(),
+    versionCommand(),
     dashboardCommand(),
     // Their code (the embedded cluster, the walkthrough) loads only when they run.
     new Command("example")

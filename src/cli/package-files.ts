@@ -14,8 +14,3 @@ export const K4S_BIN = fileURLToPath(new URL("../../bin/k4s.js", import.meta.url
 export function seedManifest(name: string): string {
   return readFileSync(new URL(`../../examples/${name}`, import.meta.url), "utf8");
 }
-
-/** The version of the k4s package this code is part of, from its package.json. */
-export function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
-}

@@ -12,6 +12,7 @@ import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } fro
 import { decodePayload, encodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { StatsService, type Stats } from "../gen/k4s/v1/stats_service_pb.js";
+import { InfoService } from "../gen/k4s/v1/info_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
@@ -145,6 +146,18 @@ export interface SendOptions {
 /** RequestOptions shape a request. */
 export interface RequestOptions extends SendOptions {}
 
+/** ServerVersion is which server a client talks to. */
+export interface ServerVersion {
+  /** The k4s release the server runs, e.g. "0.2.0". */
+  version: string;
+  /** The API version of its objects, "k4s/v1". */
+  apiVersion: string;
+  /** The Node.js version it runs on. */
+  runtimeVersion: string;
+  /** Its operating system and CPU architecture, e.g. "linux/x64". */
+  platform: string;
+}
+
 /** SendReceipt tells which container's inbox took a message. */
 export interface SendReceipt {
   container: string;
@@ -182,6 +195,8 @@ export interface K4sClient {
   events(options?: EventsOptions): AsyncIterable<Event>;
   /** The latest snapshot of the live load per container, service and host. */
   stats(): Promise<Stats>;
+  /** The server's release and platform, as `k4s version` shows them. */
+  serverVersion(): Promise<ServerVersion>;
   /** The latest load snapshot at once, then one per sampling window (about a second), until signal aborts. */
   watchStats(options?: { signal?: AbortSignal }): AsyncIterable<Stats>;
   /** Queues a fire-and-forget message at a target ("container/NAME", "service/NAME" or NAME). */
@@ -254,6 +269,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
   const statsService = createConnectClient(StatsService, transport);
+  const infoService = createConnectClient(InfoService, transport);
   const sessionName = options.name ?? `client-${hostname()}-${process.pid}`;
   let session: Session | undefined;
   let closed = false;
@@ -402,6 +418,11 @@ export function createClient(options: ClientOptions = {}): K4sClient {
 
     async stats() {
       return (await statsService.getStats({})).stats!;
+    },
+
+    async serverVersion() {
+      const { version, apiVersion, runtimeVersion, platform } = await infoService.getVersion({});
+      return { version, apiVersion, runtimeVersion, platform };
     },
 
     watchStats(opts = {}) {

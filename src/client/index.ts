@@ -15,6 +15,7 @@ export {
   type RequestOptions,
   type SendOptions,
   type SendReceipt,
+  type ServerVersion,
   type WatchEvent,
   type WatchOptions,
 } from "./client.js";

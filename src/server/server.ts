@@ -16,6 +16,7 @@ import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import { EventSchema, LogLineSchema, LogService, file_k4s_v1_log_service } from "../gen/k4s/v1/log_service_pb.js";
 import { StatsService, file_k4s_v1_stats_service } from "../gen/k4s/v1/stats_service_pb.js";
+import { InfoService, file_k4s_v1_info_service } from "../gen/k4s/v1/info_service_pb.js";
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
@@ -27,6 +28,7 @@ import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.j
 import { addService, type AdapterOptions, type ServiceHandlers } from "./grpc-adapter.js";
 import { addConnectService } from "./connect-adapter.js";
 import { serveDashboard, type DashboardServer } from "./dashboard-server.js";
+import { createInfoService } from "./handlers/info-service.js";
 import { createLogService } from "./handlers/log-service.js";
 import { createResourceService } from "./handlers/resource-service.js";
 import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
@@ -260,6 +262,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   addService(grpcServer, WorkerService, messaging.workerService, adapter);
   addService(grpcServer, LogService, logService, adapter);
   addService(grpcServer, StatsService, statsService, adapter);
+  const infoService = createInfoService();
+  addService(grpcServer, InfoService, infoService, adapter);
   // The dashboard's port serves the same handler objects (not the worker protocol, whose bidi
   // stream browsers cannot open over HTTP/1.1).
   const dashboardRoutes = (router: ConnectRouter) => {
@@ -267,6 +271,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     addConnectService(router, MessagingService, messaging.messagingService, adapter);
     addConnectService(router, LogService, logService, adapter);
     addConnectService(router, StatsService, statsService, adapter);
+    addConnectService(router, InfoService, infoService, adapter);
   };
   const health = new HealthImplementation({ "": "NOT_SERVING" });
   health.addToServer(grpcServer);
@@ -277,10 +282,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       file_k4s_v1_worker_service,
       file_k4s_v1_log_service,
       file_k4s_v1_stats_service,
+      file_k4s_v1_info_service,
       file_grpc_health_v1_health,
     ]) as never,
   ).addToServer(grpcServer);
-  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService].map((s) => s.typeName);
+  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService, InfoService].map((s) => s.typeName);
 
   let port = 0;
   let listener: Listener | undefined;
