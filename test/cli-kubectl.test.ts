@@ -5,18 +5,18 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import type { K4sServer } from "../src/server/server.js";
-import { runK4s, startTestServer } from "./helpers.js";
+import { K4S_BIN, runK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
-let dir: string;
 
 before(async () => {
   server = await startTestServer();
-  dir = mkdtempSync(join(tmpdir(), "k4s-kubectl-"));
 });
 
 after(async () => {
@@ -50,4 +50,31 @@ test("k4s version prints this command's and the server's versions; --client need
   assert.equal(noServer.code, 1);
   assert.match(noServer.stdout, /^Client Version: /);
   assert.match(noServer.stderr, /^error: UNAVAILABLE: .*is a k4s server running at 127\.0\.0\.1:1\?/);
+});
+
+test("k4s completion bash|zsh|fish: commands, flags, kinds and the server's object names complete in each shell", async () => {
+  const applied = await k4s(["apply", "-f", "-"], "kind: Service\nmetadata: {name: comp-one}\nspec: {selector: 'a-*'}\n---\nkind: Service\nmetadata: {name: comp-two}\nspec: {selector: 'b-*'}\n");
+  assert.equal(applied.code, 0, applied.stderr);
+  // The scripts call `k4s` from PATH, as an installed command.
+  const bin = mkdtempSync(join(tmpdir(), "k4s-bin-"));
+  symlinkSync(K4S_BIN, join(bin, "k4s"));
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, K4S_ADDRESS: server.address };
+  const shell = (cmd: string, args: string[]) => promisify(execFile)(cmd, args, { env }).then((r) => r.stdout.split("\n").filter(Boolean).sort());
+  const bash = (line: string[]) =>
+    shell("bash", ["-c", `source <(k4s completion bash); COMP_WORDS=(${line.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${line.length - 1}; _k4s; printf '%s\\n' "\${COMPREPLY[@]}"`]);
+  const zsh = (line: string[]) =>
+    shell("zsh", ["-c", `compadd() { shift; print -l -- "$@"; }; _files() { print FILES; }; source <(k4s completion zsh); words=(${line.map((w) => `'${w}'`).join(" ")}); CURRENT=${line.length}; _k4s`]);
+  const fish = (line: string) => shell("fish", ["-c", `k4s completion fish | source; complete -C '${line}'`]).then((l) => l.map((c) => c.split("\t")[0]!));
+
+  assert.deepEqual(await bash(["k4s", "ge"]), ["get"]);
+  assert.deepEqual(await bash(["k4s", "get", ""]), ["all", "containers", "replicasets", "services"]);
+  assert.deepEqual(await bash(["k4s", "get", "svc", "comp-"]), ["comp-one", "comp-two"]);
+  assert.deepEqual(await bash(["k4s", "get", "svc/comp-t"]), ["svc/comp-two"]);
+  assert.deepEqual(await bash(["k4s", "get", "svc", "--show-l"]), ["--show-labels"]);
+  assert.deepEqual(await bash(["k4s", "get", "c", "-o", "y"]), ["yaml"]);
+  assert.deepEqual(await bash(["k4s", "completion", ""]), ["bash", "fish", "zsh"]);
+  assert.deepEqual(await zsh(["k4s", "describe", "services", ""]), ["comp-one", "comp-two"]);
+  assert.deepEqual(await zsh(["k4s", "apply", "-f", ""]), ["FILES"], "file names where a file is wanted");
+  assert.deepEqual(await fish("k4s get services comp"), ["comp-one", "comp-two"]);
+  assert.ok((await fish("k4s sc")).includes("scale"));
 });

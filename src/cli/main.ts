@@ -6,6 +6,7 @@ import { Command, CommanderError } from "commander";
 import { normalizeAddress } from "../api/address.js";
 import { packageVersion } from "../server/package-version.js";
 import { applyCommand } from "./apply.js";
+import { complete, completionCommand } from "./completion.js";
 import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
 import { deleteCommand } from "./delete.js";
@@ -48,6 +49,7 @@ export function createProgram(): Command {
     eventsCommand(),
     topCommand(),
     versionCommand(),
+    completionCommand(),
     dashboardCommand(),
     // Their code (the embedded cluster, the walkthrough) loads only when they run.
     new Command("example")
@@ -68,6 +70,13 @@ export function createProgram(): Command {
  */
 export async function main(argv: string[], program: Command = createProgram()): Promise<void> {
   exitQuietlyOnClosedOutput();
+  // The shells' completion scripts call this with the words typed so far (see completion.ts);
+  // they are not parsed as options.
+  if (argv[2] === "__complete") {
+    const candidates = await complete(program, argv.slice(3));
+    if (candidates.length > 0) process.stdout.write(`${candidates.join("\n")}\n`);
+    return;
+  }
   try {
     await program.parseAsync(argv);
   } catch (err) {
