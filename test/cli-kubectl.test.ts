@@ -78,3 +78,40 @@ test("k4s completion bash|zsh|fish: commands, flags, kinds and the server's obje
   assert.deepEqual(await fish("k4s get services comp"), ["comp-one", "comp-two"]);
   assert.ok((await fish("k4s sc")).includes("scale"));
 });
+
+test("k4s label and annotate set and remove keys, refuse to change a value without --overwrite, take -l and --all", async () => {
+  const svc = (n: string) => `kind: Service\nmetadata: {name: ${n}}\nspec: {selector: '${n}-*'}\n`;
+  assert.equal((await k4s(["apply", "-f", "-"], [svc("lab-a"), svc("lab-b"), svc("lab-c")].join("---\n"))).code, 0);
+  let r = await k4s(["label", "svc", "lab-a", "lab-b", "app=web", "tier=front"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/lab-a labeled\nservice/lab-b labeled\n");
+  r = await k4s(["label", "svc/lab-a", "app=db"]);
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, "error: 'app' already has a value (web), and --overwrite is false\n");
+  r = await k4s(["label", "svc/lab-a", "app=db", "tier-", "--overwrite"]);
+  assert.equal(r.stdout, "service/lab-a labeled\n", r.stderr);
+  r = await k4s(["label", "svc", "-l", "app=web", "seen=yes"]);
+  assert.equal(r.stdout, "service/lab-b labeled\n", r.stderr);
+  r = await k4s(["label", "svc", "--all", "env=test"]);
+  assert.match(r.stdout, /^service\/lab-a labeled\nservice\/lab-b labeled\nservice\/lab-c labeled\n/);
+  r = await k4s(["label", "svc", "lab-c", "env=test"]);
+  assert.equal(r.stdout, "service/lab-c unchanged\n");
+  r = await k4s(["get", "svc", "lab-a", "lab-b", "lab-c", "--show-labels", "-o", "wide"]);
+  assert.match(r.stdout, /\nlab-a\s.*\sapp=db,env=test\nlab-b\s.*\sapp=web,env=test,seen=yes,tier=front\nlab-c\s.*\senv=test\n$/);
+  r = await k4s(["label", "svc", "lab-a", "lab-missing", "x=1"]);
+  assert.equal(r.code, 1);
+  assert.equal(r.stdout, "service/lab-a labeled\n");
+  assert.equal(r.stderr, 'error: NOT_FOUND: Service "lab-missing" not found\n');
+  r = await k4s(["label", "svc", "lab-a", "bad key=1"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^error: INVALID_ARGUMENT: .*metadata\.labels.*bad key/);
+
+  r = await k4s(["annotate", "svc", "lab-c", "note=hello world", "owner=team-a"]);
+  assert.equal(r.stdout, "service/lab-c annotated\n", r.stderr);
+  r = await k4s(["annotate", "svc", "lab-c", "owner-", "--list"]);
+  assert.equal(r.stdout, "note=hello world\nowner=team-a\n", "--list prints and changes nothing");
+  r = await k4s(["annotate", "svc", "lab-c", "owner-"]);
+  assert.equal(r.stdout, "service/lab-c annotated\n");
+  const obj = JSON.parse((await k4s(["get", "svc", "lab-c", "-o", "json"])).stdout);
+  assert.deepEqual(obj.metadata.annotations, { note: "hello world" });
+});

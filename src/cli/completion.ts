@@ -24,6 +24,8 @@ const POSITIONALS: Record<string, readonly Slot[]> = {
   get: [{ kind: "kind" }, { kind: "names", many: true }],
   describe: [{ kind: "kind" }, { kind: "names" }],
   delete: [{ kind: "kind" }, { kind: "names", many: true }],
+  label: [{ kind: "kind" }, { kind: "names", many: true }],
+  annotate: [{ kind: "kind" }, { kind: "names", many: true }],
   scale: [{ kind: "words", words: ["replicasets"] }, { kind: "names", of: "ReplicaSet" }],
   logs: [{ kind: "names", of: "Container" }],
   send: [{ kind: "target" }],

@@ -14,6 +14,7 @@ import { describeCommand } from "./describe.js";
 import { formatError } from "./errors.js";
 import { eventsCommand } from "./events.js";
 import { getCommand } from "./get.js";
+import { annotateCommand, labelCommand } from "./label.js";
 import { logsCommand } from "./logs.js";
 import { requestCommand } from "./request.js";
 import { scaleCommand } from "./scale.js";
@@ -43,6 +44,8 @@ export function createProgram(): Command {
     describeCommand(),
     deleteCommand(),
     scaleCommand(),
+    labelCommand(),
+    annotateCommand(),
     sendCommand(),
     requestCommand(),
     logsCommand(),
