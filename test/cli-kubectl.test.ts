@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, symlinkSync } from "node:fs";
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -115,4 +115,55 @@ test("k4s label and annotate set and remove keys, refuse to change a value witho
   assert.equal(r.stdout, "service/lab-c annotated\n");
   const obj = JSON.parse((await k4s(["get", "svc", "lab-c", "-o", "json"])).stdout);
   assert.deepEqual(obj.metadata.annotations, { note: "hello world" });
+});
+
+/** Writes an editor script (run as `sh SCRIPT FILE`) and returns the EDITOR value that runs it. */
+function editorScript(body: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-editor-"));
+  const path = join(dir, "editor.sh");
+  writeFileSync(path, `set -e\n${body}\n`);
+  return `sh ${path}`;
+}
+
+test("k4s edit saves what the editor wrote, conditional on the version read; a refused save reopens with the error and keeps the file", async () => {
+  const svc = (n: string) => `kind: Service\nmetadata: {name: ${n}}\nspec: {selector: '${n}-*'}\n`;
+  assert.equal((await k4s(["apply", "-f", "-"], svc("ed-a"))).code, 0);
+  let r = await k4s(["edit", "svc", "ed-a"], undefined, { EDITOR: "true" });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "Edit cancelled, no changes made.\n");
+
+  const seen = join(mkdtempSync(join(tmpdir(), "k4s-edit-seen-")), "first");
+  r = await k4s(["edit", "svc/ed-a"], undefined, { EDITOR: editorScript(`cp "$1" ${seen}; sed -i "s/selector: ed-a-\\*/selector: ed-b-*/" "$1"`) });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/ed-a edited\n");
+  assert.match(readFileSync(seen, "utf8"), /^# Please edit the object below\.[^]*\nkind: Service\n[^]*\n {2}name: ed-a\n[^]*\n {2}selector: ed-a-\*\n/);
+  assert.equal(JSON.parse((await k4s(["get", "svc", "ed-a", "-o", "json"])).stdout).spec.selector, "ed-b-*");
+
+  // Another writer changes the object while the editor is open: the save is refused, the file
+  // reopens with the error on top; saving it unchanged gives up and keeps the file.
+  const marker = join(mkdtempSync(join(tmpdir(), "k4s-edit-mark-")), "labelled");
+  const label = `node ${K4S_BIN} label svc ed-a meanwhile=yes --server ${server.address}`;
+  const editor = editorScript(
+    `sed -i "s/selector: ed-b-\\*/selector: ed-c-*/" "$1"; if [ ! -e ${marker} ]; then touch ${marker}; ${label} >/dev/null; else cp "$1" ${marker}; fi`,
+  );
+  r = await k4s(["edit", "svc", "ed-a"], undefined, { EDITOR: editor });
+  assert.equal(r.code, 1);
+  const kept = /^A copy of your changes has been stored to "([^"]+)"\n/.exec(r.stderr)?.[1];
+  assert.ok(kept, r.stderr);
+  assert.match(r.stderr, /\nerror: edit cancelled, no valid changes were saved \(last error: ABORTED: .*\)\n$/);
+  assert.match(readFileSync(kept, "utf8"), /selector: ed-c-\*/);
+  assert.match(readFileSync(marker, "utf8"), /^# The edit could not be saved:\n# \* ABORTED: /m, "the reopened file shows the error");
+  const after = JSON.parse((await k4s(["get", "svc", "ed-a", "-o", "json"])).stdout);
+  assert.equal(after.spec.selector, "ed-b-*", "the refused edit changed nothing");
+  assert.equal(after.metadata.labels.meanwhile, "yes");
+
+  // An invalid edit shows the validation error in the reopened file; fixing it there saves.
+  r = await k4s(["edit", "svc", "ed-a", "-o", "json"], undefined, {
+    EDITOR: editorScript(`if grep -q "could not be saved" "$1"; then sed -i 's/"strategy": "bogus"/"strategy": "round-robin"/' "$1"; else sed -i 's/"selector": "ed-b-\\*"/"selector": "ed-b-*", "strategy": "bogus"/' "$1"; fi`),
+  });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "service/ed-a edited\n");
+  r = await k4s(["edit", "svc", "ed-missing"], undefined, { EDITOR: "true" });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'error: NOT_FOUND: Service "ed-missing" not found\n');
 });

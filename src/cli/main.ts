@@ -11,6 +11,7 @@ import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
 import { deleteCommand } from "./delete.js";
 import { describeCommand } from "./describe.js";
+import { editCommand } from "./edit.js";
 import { formatError } from "./errors.js";
 import { eventsCommand } from "./events.js";
 import { getCommand } from "./get.js";
@@ -42,6 +43,7 @@ export function createProgram(): Command {
     applyCommand(),
     getCommand(),
     describeCommand(),
+    editCommand(),
     deleteCommand(),
     scaleCommand(),
     labelCommand(),
