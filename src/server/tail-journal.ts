@@ -165,7 +165,7 @@ export function createTailJournal<T>(options: TailJournalOptions<T>): TailJourna
 
 /**
  * The position after `last`: the current time in microseconds, or last + 1 when records come
- * faster than that. Since a server that restarts takes far longer than the lead a burst can
+ * faster than that. Since a server that restarts takes far longer than the head start a burst can
  * build, positions keep increasing across restarts, even when the last flush before a crash
  * was lost.
  */
