@@ -5,41 +5,83 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { create, fromBinary, toBinary, equals } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, equals, ScalarType, type DescMessage } from "@bufbuild/protobuf";
 import {
   ConnectRequestSchema,
   ConnectResponseSchema,
+  ServerFrameSchema,
+  WorkerFrameSchema,
   type ConnectRequest,
   type ConnectResponse,
 } from "../src/gen/k4s/v1/worker_service_pb.js";
 import {
+  CODEC_FIELDS,
   decodeConnectRequest,
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
+  fastPathCovers,
+  fieldKindOf,
 } from "../src/transport/frame-codec.js";
 
 const u64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 1n, max: 2n ** 32n }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
+const i64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
 const i32 = fc.oneof(fc.constant(0), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }));
 const str = fc.oneof(fc.constant(""), fc.string({ maxLength: 20 }), fc.string({ unit: "binary", maxLength: 80 }));
 const bytes = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ maxLength: 300 }));
-const err = fc.option(fc.record({ code: i32, message: str }), { nil: undefined });
+
+/**
+ * Random values of a message, field by field from its schema: a field added to the proto is
+ * generated (and so checked byte for byte) without anyone listing it here.
+ */
+function valuesOf(schema: DescMessage): fc.Arbitrary<Record<string, unknown>> {
+  const fields: Record<string, fc.Arbitrary<unknown>> = {};
+  for (const f of schema.fields) {
+    if (f.fieldKind === "message") fields[f.localName] = fc.option(valuesOf(f.message), { nil: undefined });
+    else if (f.fieldKind === "scalar") fields[f.localName] = scalarValues(f.scalar, `${schema.typeName}.${f.name}`);
+    else throw new Error(`no values for ${schema.typeName}.${f.name} (${f.fieldKind}): teach this test`);
+  }
+  return fc.record(fields);
+}
+
+function scalarValues(t: ScalarType, name: string): fc.Arbitrary<unknown> {
+  switch (t) {
+    case ScalarType.UINT64:
+      return u64;
+    case ScalarType.INT64:
+      return i64;
+    case ScalarType.INT32:
+      return i32;
+    case ScalarType.BOOL:
+      return fc.boolean();
+    case ScalarType.STRING:
+      return str;
+    case ScalarType.BYTES:
+      return bytes;
+    default:
+      throw new Error(`no values for ${name} (scalar ${ScalarType[t]}): teach this test`);
+  }
+}
+
+/** Random frames of the given oneof cases of a frame message, each value from its schema. */
+function framesOf(frame: DescMessage, cases: readonly string[]): fc.Arbitrary<unknown>[] {
+  return cases.map((c) => {
+    const f = frame.fields.find((x) => x.localName === c);
+    if (f?.fieldKind !== "message") throw new Error(`${frame.typeName} has no message case ${c}`);
+    return fc.record({ case: fc.constant(c), value: valuesOf(f.message) });
+  });
+}
 
 const workerFrame = fc.oneof(
-  fc.record({ case: fc.constant("call" as const), value: fc.record({ id: u64, target: str, data: bytes, contentType: str, expectsReply: fc.boolean(), timeoutMs: i32, from: str, parentDelivery: u64 }) }),
-  fc.record({ case: fc.constant("result" as const), value: fc.record({ id: u64, data: bytes, contentType: str, error: err }) }),
-  fc.record({ case: fc.constant("cancelCall" as const), value: fc.record({ id: u64 }) }),
-  fc.record({ case: fc.constant("heartbeat" as const), value: fc.record({ sentAtMs: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }) }) }),
+  ...framesOf(WorkerFrameSchema, ["call", "result", "cancelCall", "heartbeat"]),
+  // Rare frames: protobuf-es writes them, the codec only passes them through.
   fc.record({ case: fc.constant("hello" as const), value: fc.record({ name: str, role: str, labels: fc.dictionary(fc.string({ maxLength: 5 }), str, { maxKeys: 3 }), modules: fc.array(str, { maxLength: 3 }) }) }),
   fc.record({ case: fc.constant("log" as const), value: fc.record({ container: str, lines: fc.array(str, { maxLength: 3 }), stream: str }) }),
   fc.constant(undefined),
 );
 
 const serverFrame = fc.oneof(
-  fc.record({ case: fc.constant("delivery" as const), value: fc.record({ id: u64, container: str, data: bytes, contentType: str, expectsReply: fc.boolean(), timeoutMs: i32, sender: str, attempt: i32 }) }),
-  fc.record({ case: fc.constant("callResult" as const), value: fc.record({ id: u64, data: bytes, contentType: str, error: err, container: str }) }),
-  fc.record({ case: fc.constant("cancelDelivery" as const), value: fc.record({ id: u64, reason: str }) }),
-  fc.record({ case: fc.constant("heartbeat" as const), value: fc.record({ sentAtMs: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }) }) }),
+  ...framesOf(ServerFrameSchema, ["delivery", "callResult", "cancelDelivery", "heartbeat"]),
   fc.record({ case: fc.constant("welcome" as const), value: fc.record({ sessionId: str, name: str, heartbeatIntervalMs: i32 }) }),
   fc.constant(undefined),
 );
@@ -79,6 +121,26 @@ test("ConnectResponse: the codec writes protobuf-es's bytes and reads back an eq
     }),
     { numRuns: 500 },
   );
+});
+
+test("the codec knows every field of every hot message, as the schema declares them", () => {
+  for (const [name, m] of Object.entries(CODEC_FIELDS)) {
+    const declared = Object.fromEntries(m.schema.fields.map((f) => [f.localName, fieldKindOf(f)]));
+    // A field added to the proto: the codec leaves these frames to protobuf-es (nothing is lost,
+    // but the fast path is): add the field to CODEC_FIELDS and to its size, writer and reader.
+    assert.deepEqual(declared, { ...m.fields }, `${m.schema.typeName}: the codec's fields differ from the schema's`);
+    assert.ok(fastPathCovers(name as keyof typeof CODEC_FIELDS), `${m.schema.typeName} is off the fast path`);
+  }
+  // Every hot frame case has its message in the table.
+  for (const [frame, cases] of [
+    [WorkerFrameSchema, ["call", "result", "cancelCall", "heartbeat"]],
+    [ServerFrameSchema, ["delivery", "callResult", "cancelDelivery", "heartbeat"]],
+  ] as const) {
+    for (const c of cases) {
+      const f = frame.fields.find((x) => x.localName === c);
+      assert.ok(f?.fieldKind === "message" && Object.values(CODEC_FIELDS).some((m) => m.schema.typeName === f.message.typeName), `${frame.typeName}.${c}`);
+    }
+  }
 });
 
 test("payloads are decoded as views of the received buffer, not copies", () => {

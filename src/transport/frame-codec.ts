@@ -9,12 +9,25 @@
  * know fall back to protobuf-es for that one frame, so unknown fields survive and other
  * languages see exactly the same bytes. Decoded payloads are subarrays of the received buffer,
  * never copies. The decoded values are ordinary protobuf-es message shapes (with $typeName).
+ *
+ * The codec is tied to the schema: the tags it writes and reads are derived from the generated
+ * descriptors, and a hot message whose schema holds a field the codec does not know (one added
+ * to the proto since) is left to protobuf-es whole, so nothing is dropped silently; a test
+ * compares the codec's fields with the schema's, to say the fast path was lost.
  */
 import { isUtf8 } from "node:buffer";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, ScalarType, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import {
+  CallResultSchema,
+  CallSchema,
+  CancelCallSchema,
+  CancelDeliverySchema,
   ConnectRequestSchema,
   ConnectResponseSchema,
+  DeliveryResultSchema,
+  DeliverySchema,
+  ErrorSchema,
+  HeartbeatSchema,
   ServerFrameSchema,
   WorkerFrameSchema,
   type Call,
@@ -32,6 +45,92 @@ import {
 } from "../gen/k4s/v1/worker_service_pb.js";
 
 const EMPTY = new Uint8Array(0);
+
+// ---------------------------------------------------------------------------------------------
+// The fields the codec knows, and their tags from the schema
+
+/** How the codec writes one field. */
+export type FieldKind = "uint64" | "int64" | "int32" | "bool" | "string" | "bytes" | "message";
+
+const KIND_OF_SCALAR: Partial<Record<ScalarType, FieldKind>> = {
+  [ScalarType.UINT64]: "uint64",
+  [ScalarType.INT64]: "int64",
+  [ScalarType.INT32]: "int32",
+  [ScalarType.BOOL]: "bool",
+  [ScalarType.STRING]: "string",
+  [ScalarType.BYTES]: "bytes",
+};
+
+/** The kind of a schema field as the codec sees it (undefined: a kind it never writes). */
+export function fieldKindOf(field: DescMessage["fields"][number]): FieldKind | undefined {
+  if (field.fieldKind === "message") return "message";
+  return field.fieldKind === "scalar" ? KIND_OF_SCALAR[field.scalar] : undefined;
+}
+
+/** The hot messages and the fields the fast path reads and writes, by local name. */
+export const CODEC_FIELDS = {
+  call: { schema: CallSchema, fields: { id: "uint64", target: "string", data: "bytes", contentType: "string", expectsReply: "bool", timeoutMs: "int32", from: "string", parentDelivery: "uint64" } },
+  result: { schema: DeliveryResultSchema, fields: { id: "uint64", data: "bytes", contentType: "string", error: "message" } },
+  cancelCall: { schema: CancelCallSchema, fields: { id: "uint64" } },
+  heartbeat: { schema: HeartbeatSchema, fields: { sentAtMs: "int64" } },
+  delivery: { schema: DeliverySchema, fields: { id: "uint64", container: "string", data: "bytes", contentType: "string", expectsReply: "bool", timeoutMs: "int32", sender: "string", attempt: "int32" } },
+  callResult: { schema: CallResultSchema, fields: { id: "uint64", data: "bytes", contentType: "string", error: "message", container: "string" } },
+  cancelDelivery: { schema: CancelDeliverySchema, fields: { id: "uint64", reason: "string" } },
+  error: { schema: ErrorSchema, fields: { code: "int32", message: "string" } },
+} as const satisfies Record<string, { schema: DescMessage; fields: Record<string, FieldKind> }>;
+
+type Tags<F> = { readonly [K in keyof F]: number };
+
+/** A field's one-byte tag: its number and wire type (varint 0, length-delimited 2). */
+function tagOf(schema: DescMessage, name: string, kind: FieldKind): number {
+  const f = schema.fields.find((x) => x.localName === name);
+  if (!f || f.number >= 16) throw new Error(`frame-codec: ${schema.typeName}.${name} has no one-byte tag`);
+  return (f.number << 3) | (kind === "string" || kind === "bytes" || kind === "message" ? 2 : 0);
+}
+
+/**
+ * The tags of a hot message's fields, or undefined when its schema holds fields the codec does
+ * not know (or of another kind): its frames then go through protobuf-es.
+ */
+function tagsOf<F extends Record<string, FieldKind>>(m: { schema: DescMessage; fields: F }): Tags<F> | undefined {
+  const known = Object.entries(m.fields);
+  if (m.schema.fields.length !== known.length) return undefined;
+  for (const f of m.schema.fields) if (m.fields[f.localName] !== fieldKindOf(f)) return undefined;
+  return Object.fromEntries(known.map(([name, kind]) => [name, tagOf(m.schema, name, kind)])) as Tags<F>;
+}
+
+const CALL = tagsOf(CODEC_FIELDS.call);
+const RESULT = tagsOf(CODEC_FIELDS.result);
+const CANCEL_CALL = tagsOf(CODEC_FIELDS.cancelCall);
+const HEARTBEAT = tagsOf(CODEC_FIELDS.heartbeat);
+const DELIVERY = tagsOf(CODEC_FIELDS.delivery);
+const CALL_RESULT = tagsOf(CODEC_FIELDS.callResult);
+const CANCEL_DELIVERY = tagsOf(CODEC_FIELDS.cancelDelivery);
+const ERROR = tagsOf(CODEC_FIELDS.error);
+
+/** The tag of a frame's oneof case (a length-delimited field of WorkerFrame or ServerFrame). */
+const frameTag = (schema: DescMessage, name: string) => tagOf(schema, name, "message");
+const W = {
+  result: frameTag(WorkerFrameSchema, "result"),
+  call: frameTag(WorkerFrameSchema, "call"),
+  cancelCall: frameTag(WorkerFrameSchema, "cancelCall"),
+  heartbeat: frameTag(WorkerFrameSchema, "heartbeat"),
+};
+const S = {
+  delivery: frameTag(ServerFrameSchema, "delivery"),
+  cancelDelivery: frameTag(ServerFrameSchema, "cancelDelivery"),
+  callResult: frameTag(ServerFrameSchema, "callResult"),
+  heartbeat: frameTag(ServerFrameSchema, "heartbeat"),
+};
+/** The tag of `repeated frames = 1` in ConnectRequest and ConnectResponse. */
+const FRAMES = tagOf(ConnectRequestSchema, "frames", "message");
+if (FRAMES !== tagOf(ConnectResponseSchema, "frames", "message")) throw new Error("frame-codec: frames fields differ");
+
+/** Whether the fast path covers every field of a hot message (false: its frames use protobuf-es). */
+export function fastPathCovers(message: keyof typeof CODEC_FIELDS): boolean {
+  const m: { schema: DescMessage; fields: Record<string, FieldKind> } = CODEC_FIELDS[message];
+  return tagsOf(m) !== undefined;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Writing
@@ -77,6 +176,18 @@ function u64(v: bigint): number {
 function hasUnknown(m: { $unknown?: unknown[] }): boolean {
   return m.$unknown !== undefined && m.$unknown.length > 0;
 }
+
+/** Encoded size of fields, 0 for a default value (which is not written). */
+const varintFieldSize = (n: number) => (n === 0 ? 0 : 1 + varintSize(n));
+const int32FieldSize = (n: number) => (n === 0 ? 0 : 1 + int32Size(n));
+const boolFieldSize = (b: boolean) => (b ? 2 : 0);
+const bytesFieldSize = (b: Uint8Array) => (b.byteLength === 0 ? 0 : 1 + varintSize(b.byteLength) + b.byteLength);
+function stringFieldSize(s: string): number {
+  if (s === "") return 0;
+  const n = utf8Size(s);
+  return 1 + varintSize(n) + n;
+}
+const messageFieldSize = (n: number) => 1 + varintSize(n) + n;
 
 class Writer {
   pos = 0;
@@ -131,6 +242,38 @@ class Writer {
     this.buf.set(b, this.pos);
     this.pos += b.byteLength;
   }
+
+  // One call per field, skipping default values as protobuf does; tags are single bytes
+  // (every hot field number is below 16, which the tables check).
+  varintField(tag: number, n: number): void {
+    if (n === 0) return;
+    this.buf[this.pos++] = tag;
+    this.varint(n);
+  }
+
+  int32Field(tag: number, n: number): void {
+    if (n === 0) return;
+    this.buf[this.pos++] = tag;
+    this.int32(n);
+  }
+
+  boolField(tag: number, b: boolean): void {
+    if (!b) return;
+    this.buf[this.pos++] = tag;
+    this.buf[this.pos++] = 1;
+  }
+
+  stringField(tag: number, s: string): void {
+    if (s === "") return;
+    this.buf[this.pos++] = tag;
+    this.string(s, utf8Size(s));
+  }
+
+  bytesField(tag: number, b: Uint8Array): void {
+    if (b.byteLength === 0) return;
+    this.buf[this.pos++] = tag;
+    this.bytes(b);
+  }
 }
 
 // Per-frame sizes are computed once and kept in these scratch arrays between the sizing pass
@@ -143,87 +286,76 @@ function ensureScratch(n: number): void {
 }
 
 function errorSize(e: WireError): number {
-  if (hasUnknown(e)) throw SLOW;
-  let n = 0;
-  if (e.code !== 0) n += 1 + int32Size(e.code);
-  if (e.message !== "") {
-    const m = utf8Size(e.message);
-    n += 1 + varintSize(m) + m;
-  }
-  return n;
+  if (hasUnknown(e) || !ERROR) throw SLOW;
+  return int32FieldSize(e.code) + stringFieldSize(e.message);
 }
 
-function writeError(w: Writer, e: WireError): void {
-  if (e.code !== 0) {
-    w.buf[w.pos++] = 0x08;
-    w.int32(e.code);
-  }
-  if (e.message !== "") {
-    w.buf[w.pos++] = 0x12;
-    w.string(e.message, utf8Size(e.message));
-  }
+/** The fields a call and a delivery share (data, content type, reply expected, timeout). */
+interface Payload {
+  data: Uint8Array;
+  contentType: string;
+  expectsReply: boolean;
+  timeoutMs: number;
+}
+type PayloadTags = { readonly data: number; readonly contentType: number; readonly expectsReply: number; readonly timeoutMs: number };
+
+/** The fields a delivery's result and a call's result share (id, data, content type, error). */
+interface Outcome {
+  id: bigint;
+  data: Uint8Array;
+  contentType: string;
+  error?: WireError;
+}
+type OutcomeTags = { readonly id: number; readonly data: number; readonly contentType: number; readonly error: number };
+
+const payloadSize = (v: Payload) => bytesFieldSize(v.data) + stringFieldSize(v.contentType) + boolFieldSize(v.expectsReply) + int32FieldSize(v.timeoutMs);
+const outcomeSize = (v: Outcome) =>
+  varintFieldSize(u64(v.id)) + bytesFieldSize(v.data) + stringFieldSize(v.contentType) + (v.error ? messageFieldSize(errorSize(v.error)) : 0);
+
+function writePayload(w: Writer, t: PayloadTags, v: Payload): void {
+  w.bytesField(t.data, v.data);
+  w.stringField(t.contentType, v.contentType);
+  w.boolField(t.expectsReply, v.expectsReply);
+  w.int32Field(t.timeoutMs, v.timeoutMs);
 }
 
-function heartbeatSize(h: Heartbeat): number {
-  const t = h.sentAtMs;
-  if (t === 0n) return 0;
-  return 1 + varintSize(u64(t));
+function writeOutcome(w: Writer, t: OutcomeTags, v: Outcome): void {
+  w.varintField(t.id, u64(v.id));
+  w.bytesField(t.data, v.data);
+  w.stringField(t.contentType, v.contentType);
+  const e = v.error;
+  if (!e) return;
+  w.buf[w.pos++] = t.error;
+  w.varint(errorSize(e));
+  w.int32Field(ERROR!.code, e.code);
+  w.stringField(ERROR!.message, e.message);
 }
 
-/** Size of a hot WorkerFrame's body (the oneof field, tag included), or -1 to fall back. */
+/** Writes the tag and length of a frame's oneof field. */
+function frameHead(w: Writer, tag: number, size: number): void {
+  w.buf[w.pos++] = tag;
+  w.varint(size);
+}
+
+/** Size of a heartbeat's one field; SLOW for a time the fast path does not write (negative). */
+const heartbeatSize = (h: Heartbeat) => (HEARTBEAT ? varintFieldSize(u64(h.sentAtMs)) : -1);
+
+/** Size of a hot WorkerFrame's message (without its oneof tag and length), or -1 to fall back. */
 function workerFrameSize(f: WorkerFrame): number {
   const fr = f.frame;
   if (hasUnknown(f) || (fr.case !== undefined && hasUnknown(fr.value))) return -1;
   switch (fr.case) {
     case "call": {
-      const v = fr.value as Call;
-      let n = 0;
-      const id = u64(v.id);
-      if (id !== 0) n += 1 + varintSize(id);
-      if (v.target !== "") {
-        const s = utf8Size(v.target);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.data.byteLength > 0) n += 1 + varintSize(v.data.byteLength) + v.data.byteLength;
-      if (v.contentType !== "") {
-        const s = utf8Size(v.contentType);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.expectsReply) n += 2;
-      if (v.timeoutMs !== 0) n += 1 + int32Size(v.timeoutMs);
-      if (v.from !== "") {
-        const s = utf8Size(v.from);
-        n += 1 + varintSize(s) + s;
-      }
-      const p = u64(v.parentDelivery);
-      if (p !== 0) n += 1 + varintSize(p);
-      return n;
+      const v = fr.value;
+      if (!CALL) return -1;
+      return varintFieldSize(u64(v.id)) + stringFieldSize(v.target) + payloadSize(v) + stringFieldSize(v.from) + varintFieldSize(u64(v.parentDelivery));
     }
-    case "result": {
-      const v = fr.value as DeliveryResult;
-      let n = 0;
-      const id = u64(v.id);
-      if (id !== 0) n += 1 + varintSize(id);
-      if (v.data.byteLength > 0) n += 1 + varintSize(v.data.byteLength) + v.data.byteLength;
-      if (v.contentType !== "") {
-        const s = utf8Size(v.contentType);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.error) {
-        const e = errorSize(v.error);
-        n += 1 + varintSize(e) + e;
-      }
-      return n;
-    }
-    case "cancelCall": {
-      const id = u64((fr.value as CancelCall).id);
-      const n = id !== 0 ? 1 + varintSize(id) : 0;
-      return n;
-    }
-    case "heartbeat": {
-      const n = heartbeatSize(fr.value as Heartbeat);
-      return n;
-    }
+    case "result":
+      return RESULT ? outcomeSize(fr.value) : -1;
+    case "cancelCall":
+      return CANCEL_CALL ? varintFieldSize(u64(fr.value.id)) : -1;
+    case "heartbeat":
+      return heartbeatSize(fr.value);
     default:
       return -1;
   }
@@ -231,158 +363,49 @@ function workerFrameSize(f: WorkerFrame): number {
 
 function writeWorkerFrame(w: Writer, f: WorkerFrame, size: number): void {
   const fr = f.frame;
-  const buf = w.buf;
   switch (fr.case) {
     case "call": {
       const v = fr.value as Call;
-      buf[w.pos++] = 0x2a; // field 5, length-delimited
-      w.varint(size);
-      const id = u64(v.id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
-      if (v.target !== "") {
-        buf[w.pos++] = 0x12;
-        w.string(v.target, utf8Size(v.target));
-      }
-      if (v.data.byteLength > 0) {
-        buf[w.pos++] = 0x1a;
-        w.bytes(v.data);
-      }
-      if (v.contentType !== "") {
-        buf[w.pos++] = 0x22;
-        w.string(v.contentType, utf8Size(v.contentType));
-      }
-      if (v.expectsReply) {
-        buf[w.pos++] = 0x28;
-        buf[w.pos++] = 0x01;
-      }
-      if (v.timeoutMs !== 0) {
-        buf[w.pos++] = 0x30;
-        w.int32(v.timeoutMs);
-      }
-      if (v.from !== "") {
-        buf[w.pos++] = 0x3a;
-        w.string(v.from, utf8Size(v.from));
-      }
-      const p = u64(v.parentDelivery);
-      if (p !== 0) {
-        buf[w.pos++] = 0x40;
-        w.varint(p);
-      }
+      const t = CALL!;
+      frameHead(w, W.call, size);
+      w.varintField(t.id, u64(v.id));
+      w.stringField(t.target, v.target);
+      writePayload(w, t, v);
+      w.stringField(t.from, v.from);
+      w.varintField(t.parentDelivery, u64(v.parentDelivery));
       return;
     }
-    case "result": {
-      const v = fr.value as DeliveryResult;
-      buf[w.pos++] = 0x1a; // field 3
-      w.varint(size);
-      const id = u64(v.id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
-      if (v.data.byteLength > 0) {
-        buf[w.pos++] = 0x12;
-        w.bytes(v.data);
-      }
-      if (v.contentType !== "") {
-        buf[w.pos++] = 0x1a;
-        w.string(v.contentType, utf8Size(v.contentType));
-      }
-      if (v.error) {
-        buf[w.pos++] = 0x22;
-        w.varint(errorSize(v.error));
-        writeError(w, v.error);
-      }
+    case "result":
+      frameHead(w, W.result, size);
+      writeOutcome(w, RESULT!, fr.value as DeliveryResult);
       return;
-    }
-    case "cancelCall": {
-      buf[w.pos++] = 0x32; // field 6
-      w.varint(size);
-      const id = u64((fr.value as CancelCall).id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
+    case "cancelCall":
+      frameHead(w, W.cancelCall, size);
+      w.varintField(CANCEL_CALL!.id, u64((fr.value as CancelCall).id));
       return;
-    }
-    case "heartbeat": {
-      buf[w.pos++] = 0x3a; // field 7
-      w.varint(size);
-      const t = (fr.value as Heartbeat).sentAtMs;
-      if (t !== 0n) {
-        buf[w.pos++] = 0x08;
-        w.varint(Number(t));
-      }
+    case "heartbeat":
+      frameHead(w, W.heartbeat, size);
+      w.varintField(HEARTBEAT!.sentAtMs, Number((fr.value as Heartbeat).sentAtMs));
       return;
-    }
   }
 }
 
-/** Size of a hot ServerFrame's body (the oneof field, tag included), or -1 to fall back. */
+/** Size of a hot ServerFrame's message (without its oneof tag and length), or -1 to fall back. */
 function serverFrameSize(f: ServerFrame): number {
   const fr = f.frame;
   if (hasUnknown(f) || (fr.case !== undefined && hasUnknown(fr.value))) return -1;
   switch (fr.case) {
     case "delivery": {
-      const v = fr.value as Delivery;
-      let n = 0;
-      const id = u64(v.id);
-      if (id !== 0) n += 1 + varintSize(id);
-      if (v.container !== "") {
-        const s = utf8Size(v.container);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.data.byteLength > 0) n += 1 + varintSize(v.data.byteLength) + v.data.byteLength;
-      if (v.contentType !== "") {
-        const s = utf8Size(v.contentType);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.expectsReply) n += 2;
-      if (v.timeoutMs !== 0) n += 1 + int32Size(v.timeoutMs);
-      if (v.sender !== "") {
-        const s = utf8Size(v.sender);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.attempt !== 0) n += 1 + int32Size(v.attempt);
-      return n;
+      const v = fr.value;
+      if (!DELIVERY) return -1;
+      return varintFieldSize(u64(v.id)) + stringFieldSize(v.container) + payloadSize(v) + stringFieldSize(v.sender) + int32FieldSize(v.attempt);
     }
-    case "callResult": {
-      const v = fr.value as CallResult;
-      let n = 0;
-      const id = u64(v.id);
-      if (id !== 0) n += 1 + varintSize(id);
-      if (v.data.byteLength > 0) n += 1 + varintSize(v.data.byteLength) + v.data.byteLength;
-      if (v.contentType !== "") {
-        const s = utf8Size(v.contentType);
-        n += 1 + varintSize(s) + s;
-      }
-      if (v.error) {
-        const e = errorSize(v.error);
-        n += 1 + varintSize(e) + e;
-      }
-      if (v.container !== "") {
-        const s = utf8Size(v.container);
-        n += 1 + varintSize(s) + s;
-      }
-      return n;
-    }
-    case "cancelDelivery": {
-      const v = fr.value as CancelDelivery;
-      let n = 0;
-      const id = u64(v.id);
-      if (id !== 0) n += 1 + varintSize(id);
-      if (v.reason !== "") {
-        const s = utf8Size(v.reason);
-        n += 1 + varintSize(s) + s;
-      }
-      return n;
-    }
-    case "heartbeat": {
-      const n = heartbeatSize(fr.value as Heartbeat);
-      return n;
-    }
+    case "callResult":
+      return CALL_RESULT ? outcomeSize(fr.value) + stringFieldSize(fr.value.container) : -1;
+    case "cancelDelivery":
+      return CANCEL_DELIVERY ? varintFieldSize(u64(fr.value.id)) + stringFieldSize(fr.value.reason) : -1;
+    case "heartbeat":
+      return heartbeatSize(fr.value);
     default:
       return -1;
   }
@@ -390,100 +413,36 @@ function serverFrameSize(f: ServerFrame): number {
 
 function writeServerFrame(w: Writer, f: ServerFrame, size: number): void {
   const fr = f.frame;
-  const buf = w.buf;
   switch (fr.case) {
     case "delivery": {
       const v = fr.value as Delivery;
-      buf[w.pos++] = 0x22; // field 4
-      w.varint(size);
-      const id = u64(v.id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
-      if (v.container !== "") {
-        buf[w.pos++] = 0x12;
-        w.string(v.container, utf8Size(v.container));
-      }
-      if (v.data.byteLength > 0) {
-        buf[w.pos++] = 0x1a;
-        w.bytes(v.data);
-      }
-      if (v.contentType !== "") {
-        buf[w.pos++] = 0x22;
-        w.string(v.contentType, utf8Size(v.contentType));
-      }
-      if (v.expectsReply) {
-        buf[w.pos++] = 0x28;
-        buf[w.pos++] = 0x01;
-      }
-      if (v.timeoutMs !== 0) {
-        buf[w.pos++] = 0x30;
-        w.int32(v.timeoutMs);
-      }
-      if (v.sender !== "") {
-        buf[w.pos++] = 0x3a;
-        w.string(v.sender, utf8Size(v.sender));
-      }
-      if (v.attempt !== 0) {
-        buf[w.pos++] = 0x40;
-        w.int32(v.attempt);
-      }
+      const t = DELIVERY!;
+      frameHead(w, S.delivery, size);
+      w.varintField(t.id, u64(v.id));
+      w.stringField(t.container, v.container);
+      writePayload(w, t, v);
+      w.stringField(t.sender, v.sender);
+      w.int32Field(t.attempt, v.attempt);
       return;
     }
     case "callResult": {
       const v = fr.value as CallResult;
-      buf[w.pos++] = 0x32; // field 6
-      w.varint(size);
-      const id = u64(v.id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
-      if (v.data.byteLength > 0) {
-        buf[w.pos++] = 0x12;
-        w.bytes(v.data);
-      }
-      if (v.contentType !== "") {
-        buf[w.pos++] = 0x1a;
-        w.string(v.contentType, utf8Size(v.contentType));
-      }
-      if (v.error) {
-        buf[w.pos++] = 0x22;
-        w.varint(errorSize(v.error));
-        writeError(w, v.error);
-      }
-      if (v.container !== "") {
-        buf[w.pos++] = 0x2a;
-        w.string(v.container, utf8Size(v.container));
-      }
+      frameHead(w, S.callResult, size);
+      writeOutcome(w, CALL_RESULT!, v);
+      w.stringField(CALL_RESULT!.container, v.container);
       return;
     }
     case "cancelDelivery": {
       const v = fr.value as CancelDelivery;
-      buf[w.pos++] = 0x2a; // field 5
-      w.varint(size);
-      const id = u64(v.id);
-      if (id !== 0) {
-        buf[w.pos++] = 0x08;
-        w.varint(id);
-      }
-      if (v.reason !== "") {
-        buf[w.pos++] = 0x12;
-        w.string(v.reason, utf8Size(v.reason));
-      }
+      frameHead(w, S.cancelDelivery, size);
+      w.varintField(CANCEL_DELIVERY!.id, u64(v.id));
+      w.stringField(CANCEL_DELIVERY!.reason, v.reason);
       return;
     }
-    case "heartbeat": {
-      buf[w.pos++] = 0x3a; // field 7
-      w.varint(size);
-      const t = (fr.value as Heartbeat).sentAtMs;
-      if (t !== 0n) {
-        buf[w.pos++] = 0x08;
-        w.varint(Number(t));
-      }
+    case "heartbeat":
+      frameHead(w, S.heartbeat, size);
+      w.varintField(HEARTBEAT!.sentAtMs, Number((fr.value as Heartbeat).sentAtMs));
       return;
-    }
   }
 }
 
@@ -521,7 +480,7 @@ function encodeBatch<F>(
   }
   const w = new Writer(Buffer.allocUnsafe(total));
   for (let i = 0; i < count; i++) {
-    w.buf[w.pos++] = 0x0a; // repeated frames = 1
+    w.buf[w.pos++] = FRAMES;
     const slowBytes = fallback[i];
     if (slowBytes) {
       w.varint(slowBytes.byteLength);
@@ -658,14 +617,24 @@ declare global {
 }
 
 function readError(r: Reader): WireError | typeof FALLBACK {
+  const t = ERROR!;
   const e: WireError = { $typeName: "k4s.v1.Error", code: 0, message: "" };
   while (r.pos < r.end) {
     const tag = r.varint();
-    if (tag === 0x08) e.code = r.int32();
-    else if (tag === 0x12) e.message = r.string();
+    if (tag === t.code) e.code = r.int32();
+    else if (tag === t.message) e.message = r.string();
     else return FALLBACK;
   }
   return e;
+}
+
+/** Reads an Error sub-message into its holder; false to fall back (a repeated one merges in protobuf). */
+function readErrorField(r: Reader, holder: { error?: WireError }): boolean {
+  if (holder.error || !ERROR) return false;
+  const e = sub(r, readError);
+  if (e === FALLBACK) return false;
+  holder.error = e;
+  return true;
 }
 
 /** Runs `read` over the sub-message at the reader's position, then moves past it. */
@@ -679,7 +648,31 @@ function sub<T>(r: Reader, read: (r: Reader) => T): T {
   return v;
 }
 
+// The readers below are written out per message, not driven by a table: a table-driven reader
+// is what protobuf-es does, and what this codec exists to avoid. Their tags come from the schema.
+
+/** Reads a field of the payload a call and a delivery share; false when the tag is none of them. */
+function readPayloadField(r: Reader, tag: number, t: PayloadTags, v: Payload): boolean {
+  if (tag === t.data) v.data = r.bytes();
+  else if (tag === t.contentType) v.contentType = r.string();
+  else if (tag === t.expectsReply) v.expectsReply = r.varint() !== 0;
+  else if (tag === t.timeoutMs) v.timeoutMs = r.int32();
+  else return false;
+  return true;
+}
+
+/** Reads a field of the outcome both results share; false when the tag is none of them (or to fall back). */
+function readOutcomeField(r: Reader, tag: number, t: OutcomeTags, v: Outcome): boolean {
+  if (tag === t.id) v.id = r.u64();
+  else if (tag === t.data) v.data = r.bytes();
+  else if (tag === t.contentType) v.contentType = r.string();
+  else if (tag === t.error) return readErrorField(r, v);
+  else return false;
+  return true;
+}
+
 function readCall(r: Reader): Call | typeof FALLBACK {
+  const t = CALL!;
   const v: Call = {
     $typeName: "k4s.v1.Call",
     id: 0n,
@@ -692,70 +685,26 @@ function readCall(r: Reader): Call | typeof FALLBACK {
     parentDelivery: 0n,
   };
   while (r.pos < r.end) {
-    switch (r.varint()) {
-      case 0x08:
-        v.id = r.u64();
-        break;
-      case 0x12:
-        v.target = r.string();
-        break;
-      case 0x1a:
-        v.data = r.bytes();
-        break;
-      case 0x22:
-        v.contentType = r.string();
-        break;
-      case 0x28:
-        v.expectsReply = r.varint() !== 0;
-        break;
-      case 0x30:
-        v.timeoutMs = r.int32();
-        break;
-      case 0x3a:
-        v.from = r.string();
-        break;
-      case 0x40:
-        v.parentDelivery = r.u64();
-        break;
-      default:
-        return FALLBACK;
-    }
+    const tag = r.varint();
+    if (tag === t.id) v.id = r.u64();
+    else if (tag === t.target) v.target = r.string();
+    else if (tag === t.from) v.from = r.string();
+    else if (tag === t.parentDelivery) v.parentDelivery = r.u64();
+    else if (!readPayloadField(r, tag, t, v)) return FALLBACK;
   }
   return v;
 }
 
 function readDeliveryResult(r: Reader): DeliveryResult | typeof FALLBACK {
   const v: DeliveryResult = { $typeName: "k4s.v1.DeliveryResult", id: 0n, data: EMPTY, contentType: "", error: undefined };
-  while (r.pos < r.end) {
-    switch (r.varint()) {
-      case 0x08:
-        v.id = r.u64();
-        break;
-      case 0x12:
-        v.data = r.bytes();
-        break;
-      case 0x1a:
-        v.contentType = r.string();
-        break;
-      case 0x22: {
-        // A repeated sub-message field merges in protobuf; leave that rarity to protobuf-es.
-        if (v.error) return FALLBACK;
-        const e = sub(r, readError);
-        if (e === FALLBACK) return FALLBACK;
-        v.error = e;
-        break;
-      }
-      default:
-        return FALLBACK;
-    }
-  }
+  while (r.pos < r.end) if (!readOutcomeField(r, r.varint(), RESULT!, v)) return FALLBACK;
   return v;
 }
 
-function readIdOnly<T extends CancelCall>(r: Reader, typeName: T["$typeName"]): T | typeof FALLBACK {
-  const v = { $typeName: typeName, id: 0n } as T;
+function readCancelCall(r: Reader): CancelCall | typeof FALLBACK {
+  const v: CancelCall = { $typeName: "k4s.v1.CancelCall", id: 0n };
   while (r.pos < r.end) {
-    if (r.varint() !== 0x08) return FALLBACK;
+    if (r.varint() !== CANCEL_CALL!.id) return FALLBACK;
     v.id = r.u64();
   }
   return v;
@@ -764,7 +713,7 @@ function readIdOnly<T extends CancelCall>(r: Reader, typeName: T["$typeName"]): 
 function readHeartbeat(r: Reader): Heartbeat | typeof FALLBACK {
   const v: Heartbeat = { $typeName: "k4s.v1.Heartbeat", sentAtMs: 0n };
   while (r.pos < r.end) {
-    if (r.varint() !== 0x08) return FALLBACK;
+    if (r.varint() !== HEARTBEAT!.sentAtMs) return FALLBACK;
     const n = r.varint();
     // Negative int64s (ten-byte varints) are left to protobuf-es.
     if (n > Number.MAX_SAFE_INTEGER) return FALLBACK;
@@ -774,6 +723,7 @@ function readHeartbeat(r: Reader): Heartbeat | typeof FALLBACK {
 }
 
 function readDelivery(r: Reader): Delivery | typeof FALLBACK {
+  const t = DELIVERY!;
   const v: Delivery = {
     $typeName: "k4s.v1.Delivery",
     id: 0n,
@@ -786,149 +736,74 @@ function readDelivery(r: Reader): Delivery | typeof FALLBACK {
     attempt: 0,
   };
   while (r.pos < r.end) {
-    switch (r.varint()) {
-      case 0x08:
-        v.id = r.u64();
-        break;
-      case 0x12:
-        v.container = r.string();
-        break;
-      case 0x1a:
-        v.data = r.bytes();
-        break;
-      case 0x22:
-        v.contentType = r.string();
-        break;
-      case 0x28:
-        v.expectsReply = r.varint() !== 0;
-        break;
-      case 0x30:
-        v.timeoutMs = r.int32();
-        break;
-      case 0x3a:
-        v.sender = r.string();
-        break;
-      case 0x40:
-        v.attempt = r.int32();
-        break;
-      default:
-        return FALLBACK;
-    }
+    const tag = r.varint();
+    if (tag === t.id) v.id = r.u64();
+    else if (tag === t.container) v.container = r.string();
+    else if (tag === t.sender) v.sender = r.string();
+    else if (tag === t.attempt) v.attempt = r.int32();
+    else if (!readPayloadField(r, tag, t, v)) return FALLBACK;
   }
   return v;
 }
 
 function readCallResult(r: Reader): CallResult | typeof FALLBACK {
-  const v: CallResult = {
-    $typeName: "k4s.v1.CallResult",
-    id: 0n,
-    data: EMPTY,
-    contentType: "",
-    error: undefined,
-    container: "",
-  };
+  const t = CALL_RESULT!;
+  const v: CallResult = { $typeName: "k4s.v1.CallResult", id: 0n, data: EMPTY, contentType: "", error: undefined, container: "" };
   while (r.pos < r.end) {
-    switch (r.varint()) {
-      case 0x08:
-        v.id = r.u64();
-        break;
-      case 0x12:
-        v.data = r.bytes();
-        break;
-      case 0x1a:
-        v.contentType = r.string();
-        break;
-      case 0x22: {
-        if (v.error) return FALLBACK;
-        const e = sub(r, readError);
-        if (e === FALLBACK) return FALLBACK;
-        v.error = e;
-        break;
-      }
-      case 0x2a:
-        v.container = r.string();
-        break;
-      default:
-        return FALLBACK;
-    }
+    const tag = r.varint();
+    if (tag === t.container) v.container = r.string();
+    else if (!readOutcomeField(r, tag, t, v)) return FALLBACK;
   }
   return v;
 }
 
 function readCancelDelivery(r: Reader): CancelDelivery | typeof FALLBACK {
+  const t = CANCEL_DELIVERY!;
   const v: CancelDelivery = { $typeName: "k4s.v1.CancelDelivery", id: 0n, reason: "" };
   while (r.pos < r.end) {
-    switch (r.varint()) {
-      case 0x08:
-        v.id = r.u64();
-        break;
-      case 0x12:
-        v.reason = r.string();
-        break;
-      default:
-        return FALLBACK;
-    }
+    const tag = r.varint();
+    if (tag === t.id) v.id = r.u64();
+    else if (tag === t.reason) v.reason = r.string();
+    else return FALLBACK;
   }
   return v;
 }
 
-/** Decodes one WorkerFrame occupying [r.pos, r.end); undefined: leave it to protobuf-es. */
-function readWorkerFrame(r: Reader): WorkerFrame | undefined {
-  // A hot frame is exactly one length-delimited oneof field; anything else falls back.
-  const tag = r.varint();
-  let value: unknown;
-  let kind: string;
-  switch (tag) {
-    case 0x1a:
-      kind = "result";
-      value = sub(r, readDeliveryResult);
-      break;
-    case 0x2a:
-      kind = "call";
-      value = sub(r, readCall);
-      break;
-    case 0x32:
-      kind = "cancelCall";
-      value = sub(r, (x) => readIdOnly<CancelCall>(x, "k4s.v1.CancelCall"));
-      break;
-    case 0x3a:
-      kind = "heartbeat";
-      value = sub(r, readHeartbeat);
-      break;
-    default:
-      return undefined;
-  }
-  if (value === FALLBACK || r.pos !== r.end) return undefined;
-  return { $typeName: "k4s.v1.WorkerFrame", frame: { case: kind, value } } as WorkerFrame;
+/** A oneof case of a frame the fast path reads: its tag, name, and reader (undefined: off the fast path). */
+interface FrameCase {
+  tag: number;
+  name: string;
+  read: ((r: Reader) => unknown) | undefined;
 }
 
-/** Decodes one ServerFrame occupying [r.pos, r.end); undefined: leave it to protobuf-es. */
-function readServerFrame(r: Reader): ServerFrame | undefined {
+const WORKER_CASES: readonly FrameCase[] = [
+  { tag: W.result, name: "result", read: RESULT && readDeliveryResult },
+  { tag: W.call, name: "call", read: CALL && readCall },
+  { tag: W.cancelCall, name: "cancelCall", read: CANCEL_CALL && readCancelCall },
+  { tag: W.heartbeat, name: "heartbeat", read: HEARTBEAT && readHeartbeat },
+];
+
+const SERVER_CASES: readonly FrameCase[] = [
+  { tag: S.delivery, name: "delivery", read: DELIVERY && readDelivery },
+  { tag: S.cancelDelivery, name: "cancelDelivery", read: CANCEL_DELIVERY && readCancelDelivery },
+  { tag: S.callResult, name: "callResult", read: CALL_RESULT && readCallResult },
+  { tag: S.heartbeat, name: "heartbeat", read: HEARTBEAT && readHeartbeat },
+];
+
+/**
+ * Decodes one frame occupying [r.pos, r.end): a hot frame is exactly one length-delimited oneof
+ * field of a case the fast path reads; undefined leaves the frame to protobuf-es.
+ */
+function readFrame<F>(r: Reader, typeName: string, cases: readonly FrameCase[]): F | undefined {
   const tag = r.varint();
-  let value: unknown;
-  let kind: string;
-  switch (tag) {
-    case 0x22:
-      kind = "delivery";
-      value = sub(r, readDelivery);
-      break;
-    case 0x2a:
-      kind = "cancelDelivery";
-      value = sub(r, readCancelDelivery);
-      break;
-    case 0x32:
-      kind = "callResult";
-      value = sub(r, readCallResult);
-      break;
-    case 0x3a:
-      kind = "heartbeat";
-      value = sub(r, readHeartbeat);
-      break;
-    default:
-      return undefined;
+  for (const c of cases) {
+    if (c.tag !== tag) continue;
+    if (!c.read) return undefined;
+    const value = sub(r, c.read);
+    if (value === FALLBACK || r.pos !== r.end) return undefined;
+    return { $typeName: typeName, frame: { case: c.name, value } } as F;
   }
-  if (value === FALLBACK || r.pos !== r.end) return undefined;
-  return { $typeName: "k4s.v1.ServerFrame", frame: { case: kind, value } } as ServerFrame;
+  return undefined;
 }
 
 function decodeBatch<F, M extends { frames: F[] }>(
@@ -945,7 +820,7 @@ function decodeBatch<F, M extends { frames: F[] }>(
     let n: number;
     try {
       tag = r.varint();
-      n = tag === 0x0a ? r.length() : -1;
+      n = tag === FRAMES ? r.length() : -1;
     } catch (err) {
       if (!(err instanceof DecodeError)) throw err;
       n = -1;
@@ -976,7 +851,7 @@ export function decodeConnectRequest(buf: Buffer): ConnectRequest {
   return decodeBatch(
     buf,
     "k4s.v1.ConnectRequest",
-    readWorkerFrame,
+    (r) => readFrame<WorkerFrame>(r, WorkerFrameSchema.typeName, WORKER_CASES),
     (b) => fromBinary(WorkerFrameSchema, b),
     (b) => fromBinary(ConnectRequestSchema, b),
   );
@@ -987,7 +862,7 @@ export function decodeConnectResponse(buf: Buffer): ConnectResponse {
   return decodeBatch(
     buf,
     "k4s.v1.ConnectResponse",
-    readServerFrame,
+    (r) => readFrame<ServerFrame>(r, ServerFrameSchema.typeName, SERVER_CASES),
     (b) => fromBinary(ServerFrameSchema, b),
     (b) => fromBinary(ConnectResponseSchema, b),
   );
