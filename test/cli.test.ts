@@ -16,7 +16,8 @@ import type { K4sServer } from "../src/server/server.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseDuration } from "../src/cli/duration.js";
 import { CliError, formatError } from "../src/cli/errors.js";
-import { humanDuration, renderTable } from "../src/cli/format.js";
+import { humanDuration } from "../src/cli/duration.js";
+import { renderTable } from "../src/cli/format.js";
 import { eventually, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;

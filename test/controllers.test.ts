@@ -412,6 +412,8 @@ describe("controllers", () => {
       const tpl = (await resources.get("Container", "tpl"))!;
       tpl.spec!.parameters = { mode: "reverse" };
       tpl.metadata!.labels = { v: "2" };
+      // Unconditional, as `k4s apply`: the controllers' status writes must not make it conflict.
+      tpl.metadata!.resourceVersion = "";
       await resources.update(tpl);
       await eventually(
         async () => {
@@ -426,6 +428,7 @@ describe("controllers", () => {
       await expectReplicas(resources, "tpl-in", ["tpl-in-0"]);
       const rs = (await resources.get("ReplicaSet", "tpl-in"))!;
       rs.spec!.template!.spec!.parameters = { prefix: "b" };
+      rs.metadata!.resourceVersion = "";
       await resources.update(rs);
       await eventually(async () => (await resources.get("Container", "tpl-in-0"))?.spec?.parameters?.prefix === "b", 5000, "inline template change");
       await resources.delete("ReplicaSet", "tpl-rs");
@@ -621,11 +624,13 @@ describe("controllers", () => {
       // Relabeling a container moves it between services.
       const api1 = (await resources.get("Container", "api-1"))!;
       api1.metadata!.labels = { tier: "back" };
+      api1.metadata!.resourceVersion = "";
       await resources.update(api1);
       await expectEndpoints(resources, "api-back", ["api-0", "api-1"]);
       // A selector change re-selects.
       const svc = (await resources.get("Service", "api-back"))!;
       svc.spec!.selector = "db-*";
+      svc.metadata!.resourceVersion = "";
       await resources.update(svc);
       await expectEndpoints(resources, "api-back", ["db-0"]);
       // Replicas of a ReplicaSet become endpoints once ready.

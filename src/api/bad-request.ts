@@ -6,7 +6,12 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, type BadRequest_FieldViolation } from "../gen/google/rpc/error_details_pb.js";
-import type { FieldIssue } from "./validate.js";
+
+/** FieldIssue is one broken rule of an object: the field path (e.g. "spec.replicas") and the reason. */
+export interface FieldIssue {
+  path: string;
+  reason: string;
+}
 
 /** FieldViolation is one broken rule: where in the request (a field path) and why. */
 export interface FieldViolation {

@@ -10,11 +10,9 @@ import { MAX_NESTING_DEPTH, valueNestingDepth } from "./nesting-depth.js";
 import { MAX_ANNOTATION_VALUE_LENGTH, MAX_LABELS, validateLabelKey, validateLabelValue, validateName } from "./names.js";
 import { validateGlob } from "./selector.js";
 
-/** FieldIssue is one broken rule: the field path (e.g. "spec.replicas") and the reason. */
-export interface FieldIssue {
-  path: string;
-  reason: string;
-}
+import type { FieldIssue } from "./bad-request.js";
+
+export type { FieldIssue };
 
 /** Restart policies a Container accepts ("" means Always). */
 export const RESTART_POLICIES = ["Always", "OnFailure", "Never"] as const;

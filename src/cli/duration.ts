@@ -1,4 +1,8 @@
-/** Parsing of human durations as kubectl takes them: 500ms, 5s, 1.5m, 2h, or combined like 1m30s. */
+/**
+ * Durations in the CLI, one home for their rules: parsing what flags take (500ms, 5s, 1.5m, 2h,
+ * or combined like 1m30s), writing one back exactly (timeouts), and kubectl's rounded form for
+ * ages ("45s", "5m30s", "3h", "2d4h").
+ */
 import { CliError } from "./errors.js";
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -27,4 +31,19 @@ export function formatDuration(ms: number): string {
   const m = Math.floor(ms / 60_000);
   const s = Math.round((ms % 60_000) / 1000);
   return s ? `${m}m${s}s` : `${m}m`;
+}
+
+/** Formats a duration in milliseconds with kubectl's HumanDuration rules. */
+export function humanDuration(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 120) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 10) return seconds % 60 ? `${minutes}m${seconds % 60}s` : `${minutes}m`;
+  if (minutes < 180) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 8) return minutes % 60 ? `${hours}h${minutes % 60}m` : `${hours}h`;
+  if (hours < 48) return `${hours}h`;
+  const days = Math.floor(hours / 24);
+  if (days < 8) return hours % 24 ? `${days}d${hours % 24}h` : `${days}d`;
+  return `${days}d`;
 }

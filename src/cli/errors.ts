@@ -3,15 +3,11 @@
  * that came from the server so a script can tell NOT_FOUND from UNAVAILABLE.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { codeName } from "../api/code-name.js";
 
 /** CliError is a mistake in what the user typed (a bad flag value, bad JSON, a missing file). */
 export class CliError extends Error {
   override name = "CliError";
-}
-
-/** Converts a Code to the gRPC spelling of its name, e.g. Code.NotFound → "NOT_FOUND". */
-export function codeName(code: Code): string {
-  return (Code[code] ?? String(code)).replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
 /**

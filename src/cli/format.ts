@@ -7,6 +7,7 @@ import type { JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { kindOf, type AnyObject, type Kind } from "../api/kinds.js";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
+import { humanDuration } from "./duration.js";
 import { CliError } from "./errors.js";
 
 type YamlModule = typeof import("yaml");
@@ -50,21 +51,6 @@ export function kindRef(kind: Kind, name: string): string {
 export function age(ts: Timestamp | undefined, now = Date.now()): string {
   if (!ts) return "<unknown>";
   return humanDuration(now - timestampMs(ts));
-}
-
-/** Formats a duration in milliseconds with kubectl's HumanDuration rules. */
-export function humanDuration(ms: number): string {
-  const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 120) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 10) return seconds % 60 ? `${minutes}m${seconds % 60}s` : `${minutes}m`;
-  if (minutes < 180) return `${minutes}m`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 8) return minutes % 60 ? `${hours}h${minutes % 60}m` : `${hours}h`;
-  if (hours < 48) return `${hours}h`;
-  const days = Math.floor(hours / 24);
-  if (days < 8) return hours % 24 ? `${days}d${hours % 24}h` : `${days}d`;
-  return `${days}d`;
 }
 
 /** Table is a header row and data rows of cells. */

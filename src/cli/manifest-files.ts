@@ -7,6 +7,7 @@ import { extname, join } from "node:path";
 import { parseKind, type Kind } from "../api/kinds.js";
 import { MAX_NESTING_DEPTH, textNestingDepth } from "../api/nesting-depth.js";
 import { CliError } from "./errors.js";
+import { readStdin } from "./stdin.js";
 import { yaml } from "./format.js";
 
 /** The most manifest text the CLI reads from one -f argument. */
@@ -33,20 +34,9 @@ function readText(path: string): string {
   return text;
 }
 
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of process.stdin) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_MANIFEST_BYTES) throw new CliError(`manifest on stdin is too large (more than ${MAX_MANIFEST_BYTES} bytes)`);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 /** Reads the manifests a -f argument names. */
 export async function readManifests(path: string): Promise<ManifestSource[]> {
-  if (path === "-") return [{ path: "<stdin>", text: await readStdin() }];
+  if (path === "-") return [{ path: "<stdin>", text: await readStdin(MAX_MANIFEST_BYTES, "manifest") }];
   let isDir: boolean;
   try {
     isDir = statSync(path).isDirectory();

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { DEFAULT_PORT } from "../api/address.js";
+import { createBackoff } from "../api/backoff.js";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
 import { intOption } from "./options.js";
@@ -151,7 +152,7 @@ interface LocalWorker {
 function startLocalWorker(address: string, serverEnv: Record<string, string>, extraArgs: readonly string[]): LocalWorker {
   let child: ChildProcess | undefined;
   let stopping = false;
-  let backoff = RESTART_MIN_MS;
+  const restarts = createBackoff({ initialMs: RESTART_MIN_MS, maxMs: RESTART_MAX_MS });
   let restartTimer: NodeJS.Timeout | undefined;
 
   const launch = () => {
@@ -167,9 +168,10 @@ function startLocalWorker(address: string, serverEnv: Record<string, string>, ex
     c.on("exit", (code, sig) => {
       child = undefined;
       if (stopping) return;
-      backoff = Date.now() - startedAt > HEALTHY_RUN_MS ? RESTART_MIN_MS : Math.min(backoff * 2, RESTART_MAX_MS);
-      console.error(`k4s server: local worker host exited (${sig ?? `code ${code}`}); restarting in ${backoff} ms`);
-      restartTimer = setTimeout(launch, backoff);
+      if (Date.now() - startedAt > HEALTHY_RUN_MS) restarts.reset();
+      const delay = restarts.next();
+      console.error(`k4s server: local worker host exited (${sig ?? `code ${code}`}); restarting in ${delay} ms`);
+      restartTimer = setTimeout(launch, delay);
     });
   };
   launch();

@@ -17,7 +17,7 @@ import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
 import { ENV, tlsFromEnvironment } from "../transport/environment.js";
-import type { Session } from "../transport/session.js";
+import type { CallReply, Session } from "../transport/session.js";
 import { resumeStream, retryRefusedCalls, type ResumeOptions } from "./resume.js";
 
 type SessionModule = typeof import("../transport/session.js");
@@ -308,6 +308,22 @@ export function createClient(options: ClientOptions = {}): K4sClient {
     const s = messagingSession();
     return s instanceof Promise ? s.then(fn) : fn(s);
   };
+  /**
+   * A send or request on the messaging session. On the hot path: a plain promise chain (no async
+   * wrapper), so a call costs one promise and one continuation less; errors thrown before the
+   * call still reject.
+   */
+  const call = (target: string, value: unknown, expectsReply: boolean, opts: RequestOptions): Promise<CallReply> => {
+    try {
+      const payload = encodePayload(value, opts.contentType);
+      return onSession((s) =>
+        s.call({ target, data: payload.data, contentType: payload.contentType, expectsReply, timeoutMs: opts.timeoutMs, signal: opts.signal }),
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  };
+
 
   const kindName = (kind: KindName): Kind => parseKind(kind);
 
@@ -433,42 +449,12 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       })();
     },
 
-    // send and request are on the hot path: plain promise chains (no async wrapper), so a call
-    // costs one promise and one continuation less; errors thrown before the call still reject.
     send(target, value, opts = {}) {
-      try {
-        const payload = encodePayload(value, opts.contentType);
-        return onSession((s) =>
-          s.call({
-            target,
-            data: payload.data,
-            contentType: payload.contentType,
-            expectsReply: false,
-            timeoutMs: opts.timeoutMs,
-            signal: opts.signal,
-          }),
-        ).then(sendResult);
-      } catch (err) {
-        return Promise.reject(err);
-      }
+      return call(target, value, false, opts).then(sendResult);
     },
 
     request<T>(target: string, value: unknown, opts: RequestOptions = {}): Promise<T> {
-      try {
-        const payload = encodePayload(value, opts.contentType);
-        return onSession((s) =>
-          s.call({
-            target,
-            data: payload.data,
-            contentType: payload.contentType,
-            expectsReply: true,
-            timeoutMs: opts.timeoutMs,
-            signal: opts.signal,
-          }),
-        ).then((res) => decodePayload(res.data, res.contentType) as T);
-      } catch (err) {
-        return Promise.reject(err);
-      }
+      return call(target, value, true, opts).then((res) => decodePayload(res.data, res.contentType) as T);
     },
 
     async close() {

@@ -11,6 +11,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { DEFAULT_PORT } from "../api/address.js";
+import { codeName } from "../api/code-name.js";
 import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
 import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
 import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
@@ -20,9 +21,7 @@ import { InfoService, file_k4s_v1_info_service } from "../gen/k4s/v1/info_servic
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
-import { createReplicaSetController } from "./controllers/replicaset-controller.js";
-import { createServiceController } from "./controllers/service-controller.js";
-import type { Controller, ReconcileReport } from "./controllers/controller.js";
+import { createControlPlane } from "./control-plane.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions, type ServiceHandlers } from "./grpc-adapter.js";
@@ -33,7 +32,6 @@ import { createLogService } from "./handlers/log-service.js";
 import { createResourceService } from "./handlers/resource-service.js";
 import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
 import { createLogStore, type LogStore } from "./log-store.js";
-import { createMessagingPlane, type MessagingPlane } from "./messaging/messaging-plane.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openSqliteStore } from "./store/sqlite-store.js";
@@ -132,13 +130,6 @@ function reflectionPackage(files: DescFile[]): Record<string, { fileDescriptorPr
   return { k4s: { fileDescriptorProtos: protos } };
 }
 
-/** The canonical gRPC name of a status code (NOT_FOUND), as Prometheus labels usually carry it. */
-function codeName(code: number): string {
-  if (code === 0) return "OK";
-  const name = Code[code];
-  return name ? name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase() : String(code);
-}
-
 /**
  * The server's Store, opened when the server starts (so a server that cannot bind its port
  * writes nothing), with every committed write transaction counted.
@@ -223,13 +214,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const eventJournal = createTailJournal({ store: kv, prefix: EVENT_PREFIX, ...protoChunks(EventSchema), seqOf: (e) => e.seq, onError });
   const events = createEventRecorder({ journal: eventJournal });
   const logs = createLogStore({ journal: logJournal });
-  const onReconcile = (r: ReconcileReport) =>
-    metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
-  const controllers: Controller[] = [
-    createReplicaSetController({ resources, events, onError, onReconcile }),
-    createServiceController({ resources, events, onError, onReconcile }),
-  ];
-  const messaging: MessagingPlane = createMessagingPlane({
+  const plane = createControlPlane({
     resources,
     events,
     logs,
@@ -238,7 +223,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     countLoad: options.stats ?? true,
   });
-  const stats = createStatsCollector({ source: messaging.load });
+  const stats = createStatsCollector({ source: plane.load });
   const statsService = options.stats === false ? statsOff() : createStatsService(stats);
   const shutdown = new AbortController();
   const grpcServer = new grpc.Server({
@@ -258,8 +243,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const resourceService = createResourceService({ resources });
   const logService = createLogService({ logs, events, resources });
   addService(grpcServer, ResourceService, resourceService, adapter);
-  addService(grpcServer, MessagingService, messaging.messagingService, adapter);
-  addService(grpcServer, WorkerService, messaging.workerService, adapter);
+  addService(grpcServer, MessagingService, plane.messagingService, adapter);
+  addService(grpcServer, WorkerService, plane.workerService, adapter);
   addService(grpcServer, LogService, logService, adapter);
   addService(grpcServer, StatsService, statsService, adapter);
   const infoService = createInfoService();
@@ -268,7 +253,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   // stream browsers cannot open over HTTP/1.1).
   const dashboardRoutes = (router: ConnectRouter) => {
     addConnectService(router, ResourceService, resourceService, adapter);
-    addConnectService(router, MessagingService, messaging.messagingService, adapter);
+    addConnectService(router, MessagingService, plane.messagingService, adapter);
     addConnectService(router, LogService, logService, adapter);
     addConnectService(router, StatsService, statsService, adapter);
     addConnectService(router, InfoService, infoService, adapter);
@@ -363,12 +348,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       }
       await events.restore();
       await logs.restore();
-      await messaging.start();
+      await plane.start();
       logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
       logJournal.start();
       eventJournal.start();
       if (options.stats !== false) stats.start();
-      for (const c of controllers) await c.start();
       health.setStatus("", "SERVING");
       for (const s of serviceNames) health.setStatus(s, "SERVING");
     },
@@ -378,9 +362,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       health.setStatus("", "NOT_SERVING");
       await metricsServer?.close();
       await dashboardServer?.close();
-      for (const c of controllers) await c.stop();
       stats.stop();
-      await messaging.stop();
+      await plane.stop();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           grpcServer.forceShutdown();

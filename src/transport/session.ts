@@ -4,8 +4,8 @@
  * ConnectRequest per event-loop tick; calls are multiplexed by numeric id; heartbeats keep a
  * quiet stream alive; a broken stream is re-opened with capped exponential back-off.
  *
- * Ids are plain numbers inside the session (Map keys); the generated types carry them as bigint
- * (the codegen did not honour jstype = JS_NUMBER), so they are converted at the frame boundary.
+ * Ids are plain numbers inside the session (Map keys); the generated types carry 64-bit
+ * integers as bigint, so they are converted at the frame boundary.
  *
  * The stream runs on @grpc/grpc-js's client rather than connect-node's transport because only
  * grpc-js takes custom serializers: the frames use the hand-written codec of frame-codec.ts,

@@ -1,36 +1,35 @@
 /**
- * The controller framework: a watch feeds a keyed work queue, and workers call an idempotent
- * reconcile(key) that re-reads state (Kubernetes' sample-controller pattern).
+ * The controller framework: an informer's events feed a keyed work queue, and workers call an
+ * idempotent reconcile(key) that re-reads state (Kubernetes' sample-controller pattern).
  *
- * One watch over the resource store keeps a cache of the watched kinds (an informer) and maps
- * each event to the keys it affects. The queue dedupes keys, never hands one key to two
- * workers, and retries a failing key with capped exponential back-off. Nothing polls: a change
- * in the store reaches reconcile within one event-loop turn of the watch delivering it.
+ * Each watch maps an event of its kind to the keys it affects. The queue dedupes keys, never
+ * hands one key to two workers, and retries a failing key with capped exponential back-off.
+ * Nothing polls: a change in the store reaches reconcile within one event-loop turn of the
+ * watch delivering it. Other sources (a worker's report, a timer) queue keys with enqueue().
  */
 import { equals, type DescMessage, type Message } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
+import { backoffDelay, type BackoffPolicy } from "../../api/backoff.js";
+import { kindOf, type AnyObject, type Kind } from "../../api/kinds.js";
+import { sameStringMap } from "../../api/string-map.js";
+import type { EventRecorder } from "../event-recorder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
+import { createInformer, type Informer, type ObjectCache } from "./informer.js";
 import { createWorkQueue } from "./work-queue.js";
+
+export type { ObjectCache } from "./informer.js";
 
 /** Controller is a running reconcile loop. */
 export interface Controller {
   readonly name: string;
-  /** Lists the watched kinds, queues the keys of the listing, then follows changes. */
+  /**
+   * Starts the workers. A controller with its own informer lists the watched kinds first (their
+   * keys are queued), then follows changes; a shared informer is started by its owner.
+   */
   start(): Promise<void>;
-  /** Stops the watch and the workers, waiting for reconciles in flight. */
+  /** Stops the workers (and its own informer), waiting for reconciles in flight. */
   stop(): Promise<void>;
-}
-
-/**
- * ObjectCache is the controller's read-only view of the watched kinds, as of the last event
- * taken in (Kubernetes' lister). It finds keys (which services select this container?), and a
- * reconcile may list from it instead of decoding every object from the store, as long as its
- * writes do not trust it blindly: it may lag the store by the events not yet delivered.
- */
-export interface ObjectCache {
-  get<K extends Kind>(kind: K, name: string): ObjectOf<K> | undefined;
-  list<K extends Kind>(kind: K): IterableIterator<ObjectOf<K>>;
+  /** Queues a key, after delayMs when given (an earlier pending delay wins). */
+  enqueue(key: string, delayMs?: number): void;
 }
 
 /** WatchSpec maps the events of one kind to the keys they affect. */
@@ -44,22 +43,26 @@ export interface WatchSpec {
   keys(event: ObjectEvent, cache: ObjectCache): Iterable<string>;
 }
 
-/** ReconcileResult asks for the key to be reconciled again later, with the key's back-off. */
+/** ReconcileResult asks for the key to be reconciled again: later with the key's back-off, or after a delay. */
 export interface ReconcileResult {
-  requeue: boolean;
+  requeue?: boolean;
+  /** Reconcile again after this many ms (a deadline the key waits for), without counting a failure. */
+  requeueAfterMs?: number;
 }
 
 /** ControllerOptions describe a controller. */
 export interface ControllerOptions {
   name: string;
-  resources: ResourceStore;
+  /** Where the watched kinds come from: a shared informer, or a store to follow with an own one. */
+  informer?: Informer;
+  resources?: ResourceStore;
   watches: readonly WatchSpec[];
   /**
    * Makes the world match the desired state of one key; re-reads what it needs and is safe to
    * repeat. A rejection retries the key with back-off, and so does a result asking to requeue
    * (for work left over on purpose, without reporting an error). signal aborts on stop.
    */
-  reconcile(key: string, signal: AbortSignal, cache: ObjectCache): Promise<ReconcileResult | void>;
+  reconcile(key: string, signal: AbortSignal, cache: ObjectCache): Promise<ReconcileResult | void> | ReconcileResult | void;
   /** Keys reconciled at once (default 2); one key is never reconciled twice at once. */
   workers?: number;
   /** First retry delay of a failing key (default 5 ms), doubled per failure. */
@@ -67,6 +70,20 @@ export interface ControllerOptions {
   /** Longest retry delay (default 30 s). */
   backoffMaxMs?: number;
   /** Told about failed reconciles and watch errors (default: ignored; they are retried). */
+  onError?: (message: string, err: unknown) => void;
+  /** Told after every reconcile, for metrics. */
+  onReconcile?: (result: ReconcileReport) => void;
+}
+
+/** StoredKindControllerOptions are the dependencies of a controller of stored objects (ReplicaSet, Service). */
+export interface StoredKindControllerOptions {
+  resources: ResourceStore;
+  /** A shared informer to follow the store through (default: the controller's own). */
+  informer?: Informer;
+  events: EventRecorder;
+  /** Keys reconciled at once (default 2). */
+  workers?: number;
+  /** Told about failed reconciles (they are retried with back-off). */
   onError?: (message: string, err: unknown) => void;
   /** Told after every reconcile, for metrics. */
   onReconcile?: (result: ReconcileReport) => void;
@@ -81,12 +98,17 @@ export interface ReconcileReport {
   error: unknown;
 }
 
+/** The cache of a controller that watches nothing. */
+const EMPTY_CACHE: ObjectCache = {
+  get: () => undefined,
+  list: () => [][Symbol.iterator](),
+};
+
 /** Creates a controller from a watch-to-keys mapping and a reconcile function. */
 export function createController(options: ControllerOptions): Controller {
-  const { name, resources, watches } = options;
+  const { name, watches } = options;
   const workerCount = Math.max(1, options.workers ?? 2);
-  const backoffBaseMs = options.backoffBaseMs ?? 5;
-  const backoffMaxMs = options.backoffMaxMs ?? 30_000;
+  const retry: BackoffPolicy = { initialMs: options.backoffBaseMs ?? 5, maxMs: options.backoffMaxMs ?? 30_000 };
   const onError = options.onError ?? (() => {});
   const watchesByKind = new Map<Kind, WatchSpec[]>();
   for (const w of watches) {
@@ -94,19 +116,20 @@ export function createController(options: ControllerOptions): Controller {
     list.push(w);
     watchesByKind.set(w.kind, list);
   }
-  const kinds = [...watchesByKind.keys()];
+  // A controller of in-memory keys only (no watches) needs no informer.
+  const owned = !options.informer && watches.length > 0;
+  if (owned && !options.resources) throw new Error(`controller ${name}: give informer or resources`);
+  const informer: Informer | undefined = owned
+    ? createInformer({ resources: options.resources!, kinds: [...watchesByKind.keys()], onError, name: `controller ${name}` })
+    : options.informer;
+  const cache: ObjectCache = informer ?? EMPTY_CACHE;
 
   const queue = createWorkQueue();
   const failures = new Map<string, number>();
-  const objects = new Map<Kind, Map<string, AnyObject>>(kinds.map((k) => [k, new Map()]));
-  const cache: ObjectCache = {
-    get: <K extends Kind>(kind: K, objName: string) => objects.get(kind)?.get(objName) as ObjectOf<K> | undefined,
-    list: <K extends Kind>(kind: K) => (objects.get(kind) ?? new Map()).values() as IterableIterator<ObjectOf<K>>,
-  };
   const abort = new AbortController();
   let running: Promise<unknown> | undefined;
 
-  const enqueue = (event: ObjectEvent) => {
+  informer?.subscribe((event) => {
     for (const w of watchesByKind.get(kindOf(event.object)) ?? []) {
       try {
         for (const key of w.keys(event, cache)) queue.add(key);
@@ -115,89 +138,13 @@ export function createController(options: ControllerOptions): Controller {
         onError(`controller ${name}: mapping a ${event.type} event of ${w.kind} "${event.object.metadata?.name}" to keys failed`, err);
       }
     }
-  };
+  });
 
-  /** Applies a watch event to the cache; false for a replay older than what the cache holds. */
-  const absorb = (event: ObjectEvent): boolean => {
-    const byName = objects.get(kindOf(event.object));
-    if (!byName) return false;
-    const objName = event.object.metadata?.name ?? "";
-    const cached = byName.get(objName);
-    if (event.type === "DELETED") {
-      // A replayed delete of an object the listing already saw re-created.
-      if (cached && revisionOf(cached) > event.revision) return false;
-      byName.delete(objName);
-      return true;
-    }
-    if (cached && revisionOf(cached) >= revisionOf(event.object)) return false;
-    byName.set(objName, event.object);
-    return true;
-  };
-
-  /**
-   * Lists every watched kind and queues what changed against the cache (everything, the first
-   * time); resolves to a revision the watch may resume from. Changes between that revision and
-   * the listings are replayed by the watch and dropped by absorb().
-   */
-  const relist = async (): Promise<number> => {
-    const from = await resources.revision();
-    const listed = new Map<Kind, AnyObject[]>();
-    for (const kind of kinds) listed.set(kind, (await resources.list(kind)).items);
-    for (const kind of kinds) {
-      const byName = objects.get(kind)!;
-      const seen = new Set<string>();
-      const synthetic: ObjectEvent[] = [];
-      for (const obj of listed.get(kind)!) {
-        const objName = obj.metadata?.name ?? "";
-        seen.add(objName);
-        const previous = byName.get(objName);
-        byName.set(objName, obj);
-        synthetic.push({ type: previous ? "MODIFIED" : "ADDED", object: obj, previous, revision: revisionOf(obj) });
-      }
-      for (const [objName, obj] of byName) {
-        if (seen.has(objName)) continue;
-        byName.delete(objName);
-        synthetic.push({ type: "DELETED", object: obj, previous: obj, revision: from });
-      }
-      synthetic.forEach(enqueue);
-    }
-    return from;
-  };
-
-  const follow = async (initialRevision: number) => {
-    let from: number | undefined = initialRevision;
-    let failuresInRow = 0;
-    while (!abort.signal.aborted) {
-      try {
-        if (from === undefined) from = await relist();
-        for await (const batch of resources.watch({ fromRevision: from }, abort.signal)) {
-          failuresInRow = 0;
-          for (const event of batch) {
-            if (absorb(event)) enqueue(event);
-            from = Math.max(from, event.revision);
-          }
-        }
-        // A watch that ends without being stopped is resumed; back off in case it keeps ending.
-        if (!abort.signal.aborted) throw new ConnectError(`watch for controller ${name} ended`, Code.Unavailable);
-      } catch (err) {
-        if (abort.signal.aborted) return;
-        if (ConnectError.from(err).code === Code.OutOfRange) {
-          // Our revision fell out of the kept history: relist, as a Kubernetes informer on 410.
-          from = undefined;
-          continue;
-        }
-        onError(`controller ${name}: watch failed, retrying`, err);
-        failuresInRow++;
-        await abortableDelay(Math.min(backoffBaseMs * 2 ** failuresInRow, backoffMaxMs), abort.signal);
-      }
-    }
-  };
-
-  /** Counts a failure of key and returns its next delay: base * 2^(failures-1), capped. */
+  /** Counts a failure of key and returns its next delay. */
   const backoff = (key: string): number => {
     const n = (failures.get(key) ?? 0) + 1;
     failures.set(key, n);
-    return Math.min(backoffBaseMs * 2 ** Math.min(n - 1, 30), backoffMaxMs);
+    return backoffDelay(retry, n - 1);
   };
 
   const work = async () => {
@@ -208,10 +155,13 @@ export function createController(options: ControllerOptions): Controller {
       let error: unknown;
       try {
         const result = await options.reconcile(key, abort.signal, cache);
-        if (result?.requeue && !abort.signal.aborted) {
+        if (abort.signal.aborted) {
+          // Stopping: nothing is queued again.
+        } else if (result?.requeue) {
           queue.addAfter(key, backoff(key));
         } else {
           failures.delete(key);
+          if (result?.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
         }
       } catch (err) {
         error = err;
@@ -231,15 +181,24 @@ export function createController(options: ControllerOptions): Controller {
     name,
     async start() {
       if (running) throw new Error(`controller ${name} already started`);
-      const from = await relist();
-      running = Promise.all([follow(from), ...Array.from({ length: workerCount }, work)]);
+      if (owned) await informer!.start();
+      running = Promise.all(Array.from({ length: workerCount }, work));
     },
     async stop() {
       abort.abort();
       queue.shutDown();
+      if (owned) await informer!.stop();
       await running;
     },
+    enqueue(key, delayMs = 0) {
+      queue.addAfter(key, delayMs);
+    },
   };
+}
+
+/** The keys of a kind's own events: its name, unless only its status changed (see specOrIdentityChanged). */
+export function keysOnSpecChange(specSchema: DescMessage): (event: ObjectEvent) => string[] {
+  return (e) => (specOrIdentityChanged(e, specSchema) ? [e.object.metadata?.name ?? ""] : []);
 }
 
 /**
@@ -255,31 +214,7 @@ export function specOrIdentityChanged(event: ObjectEvent, specSchema: DescMessag
   const bm = b.metadata;
   if (am?.uid !== bm?.uid || am?.generation !== bm?.generation) return true;
   if (!am?.deletionTimestamp !== !bm?.deletionTimestamp) return true;
-  if (!sameLabels(am?.labels, bm?.labels)) return true;
+  if (!sameStringMap(am?.labels, bm?.labels)) return true;
   if (!a.spec || !b.spec) return a.spec !== b.spec;
   return !equals(specSchema, a.spec as never, b.spec as never);
-}
-
-/** Tells whether two label maps hold the same keys and values. */
-export function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {
-  const entries = Object.entries(a ?? {});
-  if (entries.length !== Object.keys(b ?? {}).length) return false;
-  return entries.every(([k, v]) => b?.[k] === v);
-}
-
-/** The store revision of an object's last change (its resourceVersion as a number). */
-function revisionOf(obj: AnyObject): number {
-  return Number(obj.metadata?.resourceVersion ?? 0) || 0;
-}
-
-function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

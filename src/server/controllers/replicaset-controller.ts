@@ -19,9 +19,10 @@ import {
   type ContainerSpec,
   type ReplicaSet,
 } from "../../gen/k4s/v1/resources_pb.js";
+import { sameStringMap } from "../../api/string-map.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
-import { createController, sameLabels, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport, type ReconcileResult } from "./controller.js";
+import { createController, keysOnSpecChange, type Controller, type ObjectCache, type ReconcileResult, type StoredKindControllerOptions } from "./controller.js";
 
 /** The label every replica carries, naming its ReplicaSet. */
 export const REPLICASET_LABEL = "k4s.io/replicaset";
@@ -30,29 +31,17 @@ export const REPLICASET_LABEL = "k4s.io/replicaset";
 const MAX_CHANGES_PER_RECONCILE = 256;
 
 /** ReplicaSetControllerOptions are the controller's dependencies. */
-export interface ReplicaSetControllerOptions {
-  resources: ResourceStore;
-  events: EventRecorder;
-  /** Keys reconciled at once (default 2). */
-  workers?: number;
-  /** Told about failed reconciles (they are retried with back-off). */
-  onError?: (message: string, err: unknown) => void;
-  /** Told after every reconcile, for metrics. */
-  onReconcile?: (result: ReconcileReport) => void;
-}
+export type ReplicaSetControllerOptions = StoredKindControllerOptions;
 
 /** Creates the ReplicaSet controller. */
 export function createReplicaSetController(options: ReplicaSetControllerOptions): Controller {
   const { resources, events } = options;
   const expectations: Expectations = new Map();
   return createController({
+    ...options,
     name: "replicaset",
-    resources,
-    workers: options.workers,
-    onError: options.onError,
-    onReconcile: options.onReconcile,
     watches: [
-      { kind: "ReplicaSet", keys: (e) => (specOrIdentityChanged(e, ReplicaSetSpecSchema) ? [e.object.metadata?.name ?? ""] : []) },
+      { kind: "ReplicaSet", keys: keysOnSpecChange(ReplicaSetSpecSchema) },
       {
         kind: "Container",
         keys: (e, cache) => {
@@ -79,7 +68,7 @@ function containerKeys(event: ObjectEvent, cache: ObjectCache): string[] {
     event.type !== "MODIFIED" ||
     !previous ||
     !sameSpec(previous.spec, current.spec) ||
-    !sameLabels(previous.metadata?.labels, current.metadata?.labels);
+    !sameStringMap(previous.metadata?.labels, current.metadata?.labels);
   if (templateChanged) {
     const name = current.metadata?.name;
     for (const rs of cache.list("ReplicaSet")) {
@@ -307,7 +296,7 @@ async function deleteReplicas(resources: ResourceStore, events: EventRecorder, n
 async function updateReplicas(resources: ResourceStore, name: string, template: Template, replicas: Container[], outcome: Outcome): Promise<void> {
   const labels = replicaLabels(name, template);
   for (const c of replicas) {
-    if (sameSpec(c.spec, template.spec) && sameLabels(c.metadata?.labels, labels)) continue;
+    if (sameSpec(c.spec, template.spec) && sameStringMap(c.metadata?.labels, labels)) continue;
     const next = clone(ContainerSchema, c);
     next.spec = clone(ContainerSpecSchema, template.spec);
     next.metadata!.labels = { ...labels };

@@ -1,12 +1,21 @@
 /**
- * The scheduler's choices, as pure functions: which live worker host can run a container
- * (least loaded first, capacity respected), and, when none can, why, in words a user can act on.
+ * The scheduler: binds containers that need a host to a live worker host that can run them,
+ * least loaded first, with capacity respected; when none can, it says why, in words a user can
+ * act on. A reconciler on the controller framework, keyed by container name: the container
+ * controller queues a container when it becomes Unscheduled, and every waiting one when hosts
+ * come, go or get room again. The choices themselves are pure functions.
  */
-import type { ContainerRecord } from "../messaging/container-record.js";
+import type { EventRecorder } from "../event-recorder.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
+import type { ContainerController } from "./container-controller.js";
+import type { ContainerRecord } from "./container-record.js";
+import { createController, type Controller, type ReconcileReport } from "./controller.js";
+
+/** Host is what scheduling knows of a worker host. */
+export type Host = Pick<WorkerLink, "name" | "role" | "closed" | "modules" | "capacity" | "canSpawn">;
 
 /** Whether a host can run a container at all (ignoring its capacity). */
-export function canRun(host: WorkerLink, c: ContainerRecord): boolean {
+export function canRun(host: Host, c: Pick<ContainerRecord, "kind" | "spec">): boolean {
   if (host.closed || host.role !== "host") return false;
   if (c.kind === "module") return host.modules.has(c.spec.module);
   if (c.kind === "command") return host.canSpawn;
@@ -17,17 +26,23 @@ export function canRun(host: WorkerLink, c: ContainerRecord): boolean {
  * Picks the host for a container: among hosts that can run it and have room, the one with the
  * fewest bound containers (the first connected wins a tie). Undefined when none fits.
  */
-export function pickHost(c: ContainerRecord, hosts: Iterable<WorkerLink>): WorkerLink | undefined {
-  let best: WorkerLink | undefined;
+export function pickHost<H extends Host>(c: Pick<ContainerRecord, "kind" | "spec">, hosts: Iterable<H>, load: (h: H) => number): H | undefined {
+  let best: H | undefined;
+  let bestLoad = Infinity;
   for (const h of hosts) {
-    if (!canRun(h, c) || !h.hasRoom()) continue;
-    if (!best || h.bound.size < best.bound.size) best = h;
+    if (!canRun(h, c)) continue;
+    const n = load(h);
+    if (h.capacity > 0 && n >= h.capacity) continue;
+    if (n < bestLoad) {
+      best = h;
+      bestLoad = n;
+    }
   }
   return best;
 }
 
 /** Explains why no host can take a container right now. */
-export function unschedulableReason(c: ContainerRecord, hosts: Iterable<WorkerLink>): string {
+export function unschedulableReason<H extends Host>(c: Pick<ContainerRecord, "kind" | "spec" | "name">, hosts: Iterable<H>, load: (h: H) => number): string {
   if (c.kind === "external") return `waiting for a process to attach to external container "${c.name}"`;
   const live = [...hosts].filter((h) => !h.closed && h.role === "host");
   const what = c.kind === "module" ? `no worker host serves module "${c.spec.module}"` : "no worker host can spawn command containers";
@@ -40,6 +55,52 @@ export function unschedulableReason(c: ContainerRecord, hosts: Iterable<WorkerLi
       ? `${what}: connected hosts serve other modules (${names.join("; ")}${more})`
       : `${what}: none of the connected hosts may spawn processes (${names.join(", ")}${more})`;
   }
-  const load = able.slice(0, 5).map((h) => `${h.name} ${h.bound.size}/${h.capacity}`);
-  return `every worker host that can run container "${c.name}" is at capacity (${load.join(", ")})`;
+  const loads = able.slice(0, 5).map((h) => `${h.name} ${load(h)}/${h.capacity}`);
+  return `every worker host that can run container "${c.name}" is at capacity (${loads.join(", ")})`;
+}
+
+/** SchedulerOptions are the scheduler's dependencies. */
+export interface SchedulerOptions {
+  containers: ContainerController;
+  /** The live worker hosts, in connection order. */
+  hosts: () => Iterable<WorkerLink>;
+  events?: EventRecorder;
+  onError?: (message: string, err: unknown) => void;
+  onReconcile?: (report: ReconcileReport) => void;
+}
+
+/** Creates the scheduler. */
+export function createScheduler(options: SchedulerOptions): Controller {
+  const { containers } = options;
+  /** Containers waiting for a host, in arrival order (the queue dedupes, this remembers). */
+  const waiting = new Set<string>();
+  const load = (h: WorkerLink) => containers.load(h);
+  const scheduler = createController({
+    name: "scheduler",
+    workers: 1,
+    watches: [],
+    onError: options.onError,
+    onReconcile: options.onReconcile,
+    reconcile(name) {
+      const rec = containers.record(name);
+      if (!rec || rec.state.is !== "Unscheduled" || rec.deleting || rec.kind === "external") {
+        waiting.delete(name);
+        return;
+      }
+      const hosts = [...options.hosts()];
+      const host = pickHost(rec, hosts, load);
+      if (!host) return containers.unschedulable(name, unschedulableReason(rec, hosts, load));
+      waiting.delete(name);
+      containers.bind(name, host);
+    },
+  });
+  containers.onSchedulingNeeded((name) => {
+    if (name !== undefined) {
+      waiting.add(name);
+      scheduler.enqueue(name);
+    } else {
+      for (const n of waiting) scheduler.enqueue(n);
+    }
+  });
+  return scheduler;
 }

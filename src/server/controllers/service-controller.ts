@@ -10,33 +10,20 @@ import { create } from "@bufbuild/protobuf";
 import type { AnyObject } from "../../api/kinds.js";
 import { matchesSelector } from "../../api/selector.js";
 import { ServiceSpecSchema, ServiceStatusSchema, type Container, type Service } from "../../gen/k4s/v1/resources_pb.js";
-import type { EventRecorder } from "../event-recorder.js";
-import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
-import { createController, specOrIdentityChanged, type Controller, type ObjectCache, type ReconcileReport } from "./controller.js";
+import type { ObjectEvent } from "../store/resource-store.js";
+import { createController, keysOnSpecChange, type Controller, type ObjectCache, type StoredKindControllerOptions } from "./controller.js";
 
 /** ServiceControllerOptions are the controller's dependencies. */
-export interface ServiceControllerOptions {
-  resources: ResourceStore;
-  events: EventRecorder;
-  /** Keys reconciled at once (default 2). */
-  workers?: number;
-  /** Told about failed reconciles (they are retried with back-off). */
-  onError?: (message: string, err: unknown) => void;
-  /** Told after every reconcile, for metrics. */
-  onReconcile?: (result: ReconcileReport) => void;
-}
+export type ServiceControllerOptions = StoredKindControllerOptions;
 
 /** Creates the Service controller. */
 export function createServiceController(options: ServiceControllerOptions): Controller {
   const { resources } = options;
   return createController({
+    ...options,
     name: "service",
-    resources,
-    workers: options.workers,
-    onError: options.onError,
-    onReconcile: options.onReconcile,
     watches: [
-      { kind: "Service", keys: (e) => (specOrIdentityChanged(e, ServiceSpecSchema) ? [e.object.metadata?.name ?? ""] : []) },
+      { kind: "Service", keys: keysOnSpecChange(ServiceSpecSchema) },
       { kind: "Container", keys: containerKeys },
     ],
     async reconcile(name) {

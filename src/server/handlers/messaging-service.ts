@@ -11,11 +11,12 @@ import { parseTarget } from "../../api/target.js";
 import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
 import type { ServiceHandlers } from "../grpc-adapter.js";
 import type { Metrics } from "../metrics.js";
-import { Envelope } from "../messaging/envelope.js";
+import { JSON_CONTENT_TYPE, isJsonContentType } from "../../api/payload.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS } from "../../transport/limits.js";
+import { Envelope } from "../messaging/envelope.js";
+import type { Letter } from "../messaging/mailbox.js";
 import type { Router } from "../messaging/router.js";
 
-const JSON_TYPE = "application/json";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -25,14 +26,14 @@ function payloadOf(req: { data: Uint8Array; contentType: string; json?: Value })
     if (valueNestingDepth(value) > MAX_NESTING_DEPTH) {
       throw badField("json", `nests more than ${MAX_NESTING_DEPTH} levels deep`);
     }
-    return [encoder.encode(JSON.stringify(value)), JSON_TYPE];
+    return [encoder.encode(JSON.stringify(value)), JSON_CONTENT_TYPE];
   }
-  return [req.data, req.contentType || JSON_TYPE];
+  return [req.data, req.contentType || JSON_CONTENT_TYPE];
 }
 
 /** The reply as a JSON Value, when it is JSON that the caller's protobuf decoder can take. */
 function replyJson(data: Uint8Array, contentType: string): Value | undefined {
-  if (!isJson(contentType) || data.length === 0) return undefined;
+  if (!isJsonContentType(contentType) || data.length === 0) return undefined;
   const text = decoder.decode(data);
   if (textNestingDepth(text, MAX_NESTING_DEPTH).depth > MAX_NESTING_DEPTH) return undefined;
   try {
@@ -41,10 +42,6 @@ function replyJson(data: Uint8Array, contentType: string): Value | undefined {
     // Not valid JSON despite its content type: the bytes still go back as they are.
     return undefined;
   }
-}
-
-function isJson(contentType: string): boolean {
-  return contentType === JSON_TYPE || contentType.startsWith(`${JSON_TYPE};`);
 }
 
 /** Creates the MessagingService handlers over a router. */
@@ -60,21 +57,18 @@ export function createMessagingService(options: { router: Router; metrics?: Metr
         const onAbort = () => {
           if (!env.answered) router.abandon(env, Code.Canceled, "cancelled by the caller");
         };
-        const env = new Envelope(
-          0n,
-          undefined,
-          (code, message, _data, _ct, container) => {
+        const env: Letter = new Envelope({
+          data,
+          contentType,
+          expectsReply: false,
+          // For a send the deadline only bounds the wait for a service endpoint.
+          deadline: ctx.deadline,
+          onAnswer: ({ code, message, container }) => {
             ctx.signal.removeEventListener("abort", onAbort);
             if (code) reject(new ConnectError(message, code));
             else resolve({ container });
           },
-          data,
-          contentType,
-          false,
-          "",
-        );
-        // For a send the deadline only bounds the wait for a service endpoint.
-        if (ctx.deadline) env.deadline = ctx.deadline;
+        });
         ctx.signal.addEventListener("abort", onAbort);
         router.route(env, target);
       });
@@ -86,24 +80,21 @@ export function createMessagingService(options: { router: Router; metrics?: Metr
       options.metrics?.messages.inc({ kind: "request" });
       return new Promise((resolve, reject) => {
         const onAbort = () => router.abandon(env, Code.Canceled, "cancelled by the caller");
-        const env = new Envelope(
-          0n,
-          undefined,
-          (code, message, replyData, replyType, container) => {
-            ctx.signal.removeEventListener("abort", onAbort);
-            if (code) {
-              reject(new ConnectError(message, code));
-              return;
-            }
-            resolve({ data: replyData, contentType: replyType, json: replyJson(replyData, replyType), container });
-          },
+        const timeout = req.timeoutMs > 0 ? req.timeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
+        const env: Letter = new Envelope({
           data,
           contentType,
-          true,
-          "",
-        );
-        const timeout = req.timeoutMs > 0 ? req.timeoutMs : DEFAULT_REQUEST_TIMEOUT_MS;
-        env.deadline = Math.min(Date.now() + timeout, ctx.deadline ?? Infinity);
+          expectsReply: true,
+          deadline: Math.min(Date.now() + timeout, ctx.deadline ?? Infinity),
+          onAnswer: (answer) => {
+            ctx.signal.removeEventListener("abort", onAbort);
+            if (answer.code) {
+              reject(new ConnectError(answer.message, answer.code));
+              return;
+            }
+            resolve({ data: answer.data, contentType: answer.contentType, json: replyJson(answer.data, answer.contentType), container: answer.container });
+          },
+        });
         if (ctx.signal.aborted) {
           reject(new ConnectError("cancelled by the caller", Code.Canceled));
           return;

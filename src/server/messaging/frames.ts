@@ -19,6 +19,7 @@ import {
   type Error as WireError,
   type ServerFrame,
 } from "../../gen/k4s/v1/worker_service_pb.js";
+import type { Envelope } from "./envelope.js";
 
 const EMPTY = new Uint8Array(0);
 
@@ -35,33 +36,35 @@ export function welcomeFrame(sessionId: string, name: string, heartbeatIntervalM
 }
 
 /** Builds an Assign frame. */
-export function assignFrame(container: string, uid: string, spec: ContainerSpec, token: string, restarts: number): ServerFrame {
-  return create(ServerFrameSchema, {
-    frame: { case: "assign", value: create(AssignSchema, { container, uid, spec, token, restarts }) },
-  });
+export function assignFrame(assign: { container: string; uid: string; spec: ContainerSpec; token: string; restarts: number }): ServerFrame {
+  return create(ServerFrameSchema, { frame: { case: "assign", value: create(AssignSchema, assign) } });
 }
 
 /** Builds a Stop frame. */
-export function stopFrame(container: string, uid: string, graceMs: number): ServerFrame {
-  return create(ServerFrameSchema, { frame: { case: "stop", value: create(StopSchema, { container, uid, graceMs }) } });
+export function stopFrame(stop: { container: string; uid: string; graceMs: number }): ServerFrame {
+  return create(ServerFrameSchema, { frame: { case: "stop", value: create(StopSchema, stop) } });
 }
 
-/** Builds a Delivery frame. */
-export function deliveryFrame(
-  id: number,
-  container: string,
-  data: Uint8Array,
-  contentType: string,
-  expectsReply: boolean,
-  timeoutMs: number,
-  sender: string,
-  attempt: number,
-): ServerFrame {
+/**
+ * Builds the Delivery frame of an envelope's current attempt to a container's worker;
+ * `timeoutMs` is what remains of a request's deadline (0: none).
+ */
+export function deliveryFrame(env: Envelope, container: string, timeoutMs: number): ServerFrame {
   return {
     $typeName: ServerFrameSchema.typeName,
     frame: {
       case: "delivery",
-      value: { $typeName: DeliverySchema.typeName, id: BigInt(id), container, data, contentType, expectsReply, timeoutMs, sender, attempt },
+      value: {
+        $typeName: DeliverySchema.typeName,
+        id: BigInt(env.deliveryId),
+        container,
+        data: env.data,
+        contentType: env.contentType,
+        expectsReply: env.expectsReply,
+        timeoutMs,
+        sender: env.sender,
+        attempt: env.attempt,
+      },
     },
   };
 }
@@ -74,20 +77,21 @@ export function cancelDeliveryFrame(id: number, reason: string): ServerFrame {
   };
 }
 
-/** Builds a CallResult frame (code 0: success). */
-export function callResultFrame(
-  id: bigint,
-  code: number,
-  message: string,
-  data: Uint8Array | undefined,
-  contentType: string,
-  container: string,
-): ServerFrame {
+/** Builds the CallResult frame of a reply: its payload and the container that answered. */
+export function callReplyFrame(id: bigint, data: Uint8Array, contentType: string, container: string): ServerFrame {
+  return {
+    $typeName: ServerFrameSchema.typeName,
+    frame: { case: "callResult", value: { $typeName: CallResultSchema.typeName, id, data, contentType, error: undefined, container } },
+  };
+}
+
+/** Builds the CallResult frame of a failed call; `container` names who failed it, when one did. */
+export function callErrorFrame(id: bigint, code: number, message: string, container = ""): ServerFrame {
   return {
     $typeName: ServerFrameSchema.typeName,
     frame: {
       case: "callResult",
-      value: { $typeName: CallResultSchema.typeName, id, data: data ?? EMPTY, contentType, error: wireError(code, message), container },
+      value: { $typeName: CallResultSchema.typeName, id, data: EMPTY, contentType: "", error: wireError(code, message), container },
     },
   };
 }

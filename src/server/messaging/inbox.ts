@@ -3,18 +3,23 @@
  * endpoint): a growable ring buffer with O(1) push, push-front and shift. Envelopes abandoned
  * while queued (deadline, cancel) are skipped lazily instead of searched for.
  */
-import { EnvelopeState, type Envelope } from "./envelope.js";
+import { EnvelopeState } from "./envelope.js";
+
+/** An item an inbox holds: an envelope, whose state tells whether it was abandoned. */
+interface Queued {
+  readonly state: number;
+}
 
 /** Inbox is a FIFO of envelopes with a live count that excludes abandoned ones. */
-export class Inbox {
-  private buf: (Envelope | undefined)[] = new Array(16);
+export class Inbox<T extends Queued> {
+  private buf: (T | undefined)[] = new Array(16);
   private head = 0;
   private length = 0;
   /** Envelopes still waiting (abandoned ones excluded). */
   live = 0;
 
   /** Appends an envelope. */
-  push(env: Envelope): void {
+  push(env: T): void {
     if (this.length === this.buf.length) this.grow();
     this.buf[(this.head + this.length) & (this.buf.length - 1)] = env;
     this.length++;
@@ -22,7 +27,7 @@ export class Inbox {
   }
 
   /** Puts an envelope first (a redelivery goes before newer messages). */
-  unshift(env: Envelope): void {
+  unshift(env: T): void {
     if (this.length === this.buf.length) this.grow();
     this.head = (this.head - 1) & (this.buf.length - 1);
     this.buf[this.head] = env;
@@ -31,7 +36,7 @@ export class Inbox {
   }
 
   /** Takes the first envelope still waiting, skipping abandoned ones. */
-  shift(): Envelope | undefined {
+  shift(): T | undefined {
     while (this.length > 0) {
       const env = this.buf[this.head]!;
       this.buf[this.head] = undefined;
@@ -55,30 +60,30 @@ export class Inbox {
   }
 
   /** Removes and returns every waiting envelope, in order. */
-  drain(): Envelope[] {
-    const out: Envelope[] = [];
+  drain(): T[] {
+    const out: T[] = [];
     for (let env = this.shift(); env; env = this.shift()) out.push(env);
     return out;
   }
 
   /** Removes the waiting envelopes for which pick returns true; returns them in order. */
-  extract(pick: (env: Envelope) => boolean): Envelope[] {
-    const taken: Envelope[] = [];
-    const kept: Envelope[] = [];
+  extract(pick: (env: T) => boolean): T[] {
+    const taken: T[] = [];
+    const kept: T[] = [];
     for (let env = this.shift(); env; env = this.shift()) (pick(env) ? taken : kept).push(env);
     for (const env of kept) this.push(env);
     return taken;
   }
 
   private compact(): void {
-    const kept: Envelope[] = [];
+    const kept: T[] = [];
     for (let env = this.shift(); env; env = this.shift()) kept.push(env);
     this.live = 0;
     for (const env of kept) this.push(env);
   }
 
   private grow(): void {
-    const next: (Envelope | undefined)[] = new Array(this.buf.length * 2);
+    const next: (T | undefined)[] = new Array(this.buf.length * 2);
     for (let i = 0; i < this.length; i++) next[i] = this.buf[(this.head + i) & (this.buf.length - 1)];
     this.buf = next;
     this.head = 0;

@@ -26,6 +26,8 @@ export interface LinkSpec {
   /** Containers a host runs at once (0: no limit). */
   capacity?: number;
   canSpawn?: boolean;
+  /** The container an attached process serves. */
+  container?: string;
 }
 
 /** LinkRegistry keeps the live links: it opens them (with their Welcome), finds and loses them. */
@@ -103,6 +105,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         modules: new Set(spec.modules ?? []),
         capacity: spec.capacity ?? 0,
         canSpawn: spec.canSpawn ?? false,
+        container: spec.container ?? "",
         onOverflow: overflow,
       });
       links.set(link.id, link);

@@ -1,11 +1,12 @@
 /**
- * The messaging plane's live state of one Service: its selector, the endpoints it routes to,
- * the round-robin cursor, and the calls waiting for an endpoint to become ready.
+ * How the router reaches one Service: its selector, the ready endpoints it routes to, how it
+ * picks among them (round-robin, random, least-in-flight), and the calls waiting for an
+ * endpoint to become ready.
  */
 import { Minimatch } from "minimatch";
 import type { Service } from "../../gen/k4s/v1/resources_pb.js";
-import type { ContainerRecord } from "./container-record.js";
 import { Inbox } from "./inbox.js";
+import type { Letter, Mailbox } from "./mailbox.js";
 
 /** Calls that may wait for an endpoint of one service. */
 export const MAX_SERVICE_WAITERS = 10_000;
@@ -13,16 +14,16 @@ export const MAX_SERVICE_WAITERS = 10_000;
 /** How a service picks an endpoint. */
 export type Strategy = "round-robin" | "random" | "least-in-flight";
 
-/** ServiceRoute is how the router reaches one service: selector, ready endpoints, waiting calls. */
+/** ServiceRoute is the router's state of one service. */
 export class ServiceRoute {
   /** Calls waiting for a ready endpoint. */
-  readonly waiters = new Inbox();
+  readonly waiters = new Inbox<Letter>();
   cursor = 0;
   strategy: Strategy = "round-robin";
   /** Endpoints last published by the Service controller (status.endpoints). */
   statusEndpoints: readonly string[] = [];
-  /** Ready endpoints, recomputed when the plane's topology version moved. */
-  endpoints: ContainerRecord[] = [];
+  /** Ready endpoints, sorted by name; recomputed when the router's topology version moved. */
+  endpoints: Mailbox[] = [];
   endpointsVersion = -1;
   private matcher: Minimatch | undefined;
   private matchLabels: Record<string, string> = {};
@@ -47,11 +48,39 @@ export class ServiceRoute {
   }
 
   /** Whether the service's selector picks a container (empty selector and labels: none). */
-  selects(c: ContainerRecord): boolean {
+  selects(m: Mailbox): boolean {
     const labelKeys = Object.keys(this.matchLabels);
     if (!this.matcher && labelKeys.length === 0) return false;
-    if (this.matcher && !this.matcher.match(c.name)) return false;
-    for (const k of labelKeys) if (c.labels[k] !== this.matchLabels[k]) return false;
+    if (this.matcher && !this.matcher.match(m.name)) return false;
+    for (const k of labelKeys) if (m.labels[k] !== this.matchLabels[k]) return false;
     return true;
+  }
+
+  /** Whether a ready container is an endpoint: selected, or published in status.endpoints. */
+  routesTo(m: Mailbox): boolean {
+    return this.selects(m) || this.statusEndpoints.includes(m.name);
+  }
+
+  /** The index in `endpoints` (not empty) of the endpoint to try first, by the service's strategy. */
+  pick(endpoints: readonly Mailbox[]): number {
+    const n = endpoints.length;
+    if (n === 1) return 0;
+    if (this.strategy === "random") return Math.floor(Math.random() * n);
+    const start = this.cursor++ % n;
+    if (this.cursor > 0x3fffffff) this.cursor = 0;
+    if (this.strategy === "round-robin") return start;
+    // least-in-flight: the fewest unsettled plus waiting messages, the rotation breaking ties.
+    let best = start;
+    let bestLoad = Infinity;
+    for (let i = 0; i < n; i++) {
+      const j = (start + i) % n;
+      const m = endpoints[j]!;
+      const load = m.inflight.size + m.inbox.live;
+      if (load < bestLoad) {
+        best = j;
+        bestLoad = load;
+      }
+    }
+    return best;
   }
 }

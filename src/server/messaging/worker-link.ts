@@ -7,8 +7,8 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
 import { batchEnd } from "../../transport/frame-batch.js";
-import type { ContainerRecord } from "./container-record.js";
-import type { Envelope } from "./envelope.js";
+import type { Caller } from "./envelope.js";
+import type { Letter, Mailbox } from "./mailbox.js";
 
 /** Who is on the other end of a link. */
 export type LinkRole = "host" | "client" | "attached";
@@ -24,18 +24,15 @@ export interface WorkerLinkInit {
   modules?: ReadonlySet<string>;
   capacity?: number;
   canSpawn?: boolean;
+  container?: string;
   /** Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES. */
   onOverflow?: (link: WorkerLink) => void;
 }
 
 /** WorkerLink is the server's end of one worker stream, with its lifecycle state. */
-export class WorkerLink {
-  /** Containers bound to this host. */
-  readonly bound = new Set<ContainerRecord>();
-  /** The container an attached link serves. */
-  attached: ContainerRecord | undefined = undefined;
+export class WorkerLink implements Caller<Mailbox> {
   /** This link's own requests not yet answered, by its call id. */
-  readonly calls = new Map<bigint, Envelope>();
+  readonly calls = new Map<bigint, Letter>();
   lastReceived = Date.now();
   lastSent = Date.now();
   closed = false;
@@ -55,6 +52,8 @@ export class WorkerLink {
   readonly capacity: number;
   /** Whether a host spawns command containers. */
   readonly canSpawn: boolean;
+  /** The container an attached link serves ("" for hosts and clients). */
+  readonly container: string;
   private readonly onOverflow: (link: WorkerLink) => void;
 
   constructor(init: WorkerLinkInit) {
@@ -64,17 +63,13 @@ export class WorkerLink {
     this.modules = init.modules ?? new Set();
     this.capacity = init.capacity ?? 0;
     this.canSpawn = init.canSpawn ?? false;
+    this.container = init.container ?? "";
     this.onOverflow = init.onOverflow ?? (() => {});
   }
 
   /** Frames waiting to be written. */
   get queued(): number {
     return this.out.length;
-  }
-
-  /** Whether a host may take one more container. */
-  hasRoom(): boolean {
-    return this.capacity <= 0 || this.bound.size < this.capacity;
   }
 
   /** Queues a frame; frames queued in one tick leave together in one ConnectResponse. */

@@ -10,6 +10,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { ObjectMetaSchema, OwnerReferenceSchema, type OwnerReference } from "../../gen/k4s/v1/resources_pb.js";
 import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
+import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
 import type { ApplyOutcome, ListOptions, ObjectEvent, ResourceStore, WatchOptions } from "./resource-store.js";
 import type { Compare, KeyValue, Op, Store, StoreEvent } from "./store.js";
@@ -87,12 +88,6 @@ function sameMessage(schema: DescMessage, a: unknown, b: unknown): boolean {
   return equals(schema, x, y);
 }
 
-function sameRecord(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
-  const ka = Object.keys(a);
-  if (ka.length !== Object.keys(b).length) return false;
-  return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && a[k] === b[k]);
-}
-
 function sameOwner(a: OwnerReference | undefined, b: OwnerReference | undefined): boolean {
   if (!a || !b) return a === b;
   return equals(OwnerReferenceSchema, a, b);
@@ -142,8 +137,8 @@ function merge(kind: Kind, current: AnyObject, input: AnyObject, ownerFromInput:
   const cm = current.metadata!;
   const im = input.metadata!;
   const specChanged = !sameMessage(SPEC.get(kind)!, current.spec, input.spec);
-  const labelsChanged = !sameRecord(cm.labels, im.labels);
-  const annotationsChanged = !sameRecord(cm.annotations, im.annotations);
+  const labelsChanged = !sameStringMap(cm.labels, im.labels);
+  const annotationsChanged = !sameStringMap(cm.annotations, im.annotations);
   const ownerChanged = ownerFromInput && !sameOwner(cm.ownerReference, im.ownerReference);
   const changed = specChanged || labelsChanged || annotationsChanged || ownerChanged;
   if (!changed) return { next: current, changed };

@@ -3,6 +3,7 @@
  * seconds, then finishes (the container Succeeds).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { abortableDelay } from "../../api/abortable-delay.js";
 import { defineWorker } from "../runtime/define-worker.js";
 
 /** GeneratorParams are generator_worker's parameters. */
@@ -13,20 +14,6 @@ export interface GeneratorParams {
   interval?: number;
   /** Container or service that receives them. */
   target?: string;
-}
-
-/** Resolves after ms, or early when signal aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** generator_worker: sends params.count messages to params.target every params.interval seconds. */
@@ -48,7 +35,7 @@ export const generatorWorker = defineWorker<GeneratorParams>(async (ctx) => {
     } catch (err) {
       ctx.log(`warning: message ${seq}/${count} to ${target} not sent: ${ConnectError.from(err).rawMessage}`);
     }
-    if (seq < count) await pause(interval * 1000, ctx.stopping);
+    if (seq < count) await abortableDelay(interval * 1000, ctx.stopping);
   }
   ctx.log(`generated ${count} messages`);
 });

@@ -99,6 +99,9 @@ export function toResultError(error: unknown): ResultError {
   return { code: Code.Unknown, message: String(error) };
 }
 
+/** A message shows the fields of its delivery as they came. */
+interface MessageImpl extends Readonly<Omit<IncomingDelivery, "timeoutMs">> {}
+
 class MessageImpl implements WorkerMessage {
   settled = false;
   /** Set when its session broke: settling it sends nothing. */
@@ -110,33 +113,17 @@ class MessageImpl implements WorkerMessage {
   readonly deadline: number | undefined;
 
   constructor(
-    private readonly d: IncomingDelivery,
+    d: IncomingDelivery,
     private readonly runtime: RuntimeImpl<unknown>,
   ) {
+    // id, data, contentType, expectsReply, sender and attempt are the delivery's own.
+    Object.assign(this, d);
     this.deadline = d.timeoutMs > 0 ? Date.now() + d.timeoutMs : undefined;
   }
 
-  get id() {
-    return this.d.id;
-  }
-  get data() {
-    return this.d.data;
-  }
-  get contentType() {
-    return this.d.contentType;
-  }
-  get expectsReply() {
-    return this.d.expectsReply;
-  }
-  get sender() {
-    return this.d.sender;
-  }
-  get attempt() {
-    return this.d.attempt;
-  }
   get value(): unknown {
     if (!this.decoded) {
-      this.cached = decodePayload(this.d.data, this.d.contentType);
+      this.cached = decodePayload(this.data, this.contentType);
       this.decoded = true;
     }
     return this.cached;
@@ -145,7 +132,7 @@ class MessageImpl implements WorkerMessage {
     return this.value as U;
   }
   get text(): string {
-    return payloadText(this.d.data);
+    return payloadText(this.data);
   }
   // Created on first use: most handlers never look at the signal.
   get signal(): AbortSignal {
@@ -188,12 +175,12 @@ class MessageImpl implements WorkerMessage {
   settleDefault(error?: unknown): void {
     if (this.settled) return;
     if (error !== undefined) this.settle(undefined, toResultError(error));
-    else if (this.d.expectsReply) this.settle(undefined, { code: Code.Unknown, message: "handler finished without replying" });
+    else if (this.expectsReply) this.settle(undefined, { code: Code.Unknown, message: "handler finished without replying" });
     else this.settle(undefined, undefined);
   }
 
   private assertOpen(op: string): void {
-    if (this.settled) throw new ConnectError(`cannot ${op} message ${this.d.id}: it was already settled`, Code.FailedPrecondition);
+    if (this.settled) throw new ConnectError(`cannot ${op} message ${this.id}: it was already settled`, Code.FailedPrecondition);
   }
 
   private settle(payload: Payload | undefined, error: ResultError | undefined): void {

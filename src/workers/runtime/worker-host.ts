@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { hostname } from "node:os";
 import { resolve as resolvePath } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Assign, ServerFrame, Stop } from "../../gen/k4s/v1/worker_service_pb.js";
 import { builtinWorkers, BUILTIN_MODULE } from "../builtin/index.js";
 import { createContainerRuntime, toIncomingDelivery, type ContainerLink, type ContainerRuntime } from "./container-runtime.js";
@@ -242,7 +242,7 @@ class WorkerHostImpl implements WorkerHost {
         if (!r?.runtime) {
           this.session.send({
             case: "result",
-            value: { id: d.id, error: { code: 14, message: `container ${d.container} is not running on host ${this.name}` } },
+            value: { id: d.id, error: { code: Code.Unavailable, message: `container ${d.container} is not running on host ${this.name}` } },
           });
           return;
         }

@@ -1,0 +1,120 @@
+/**
+ * Everything of the server that follows the store: one informer over every kind feeds the
+ * controllers (ReplicaSet, Service, container lifecycle, scheduler) and the messaging plane
+ * (router and worker links); the messaging and worker APIs are served over them.
+ *
+ * Who calls whom: the informer hands stored changes to the router and to the controllers'
+ * queues; the worker handler tells the container controller what hosts say and routes calls;
+ * the container controller tells the router where each container's worker is
+ * (setAvailability) and writes status; the scheduler binds what the container controller leaves
+ * Unscheduled. No part reaches into another's state.
+ */
+import { KINDS } from "../api/kinds.js";
+import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
+import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
+import { createContainerController } from "./controllers/container-controller.js";
+import type { Controller, ReconcileReport } from "./controllers/controller.js";
+import { createInformer } from "./controllers/informer.js";
+import { createReplicaSetController } from "./controllers/replicaset-controller.js";
+import { createScheduler } from "./controllers/scheduler.js";
+import { createServiceController } from "./controllers/service-controller.js";
+import type { EventRecorder } from "./event-recorder.js";
+import type { ServiceHandlers } from "./grpc-adapter.js";
+import { createWorkerService } from "./handlers/worker-service.js";
+import type { LogStore } from "./log-store.js";
+import { createMessagingPlane } from "./messaging/messaging-plane.js";
+import type { Metrics } from "./metrics.js";
+import type { StatsSource } from "./stats/stats-collector.js";
+import type { ResourceStore } from "./store/resource-store.js";
+
+/** ControlPlaneOptions are what the control plane works over. */
+export interface ControlPlaneOptions {
+  resources: ResourceStore;
+  events: EventRecorder;
+  logs: LogStore;
+  metrics: Metrics;
+  /** Heartbeat interval announced to worker links (default 5000 ms). */
+  heartbeatIntervalMs?: number;
+  /** Count each container's load for the live stats (default true). */
+  countLoad?: boolean;
+  onError: (message: string, err?: unknown) => void;
+}
+
+/** ControlPlane is the running controllers and messaging, with the APIs served over them. */
+export interface ControlPlane {
+  readonly messagingService: ServiceHandlers<typeof MessagingService>;
+  readonly workerService: ServiceHandlers<typeof WorkerService>;
+  /** The live load of containers and services, for the stats collector. */
+  readonly load: StatsSource;
+  /** Lists the store, then starts following it, the controllers and the links' liveness. */
+  start(): Promise<void>;
+  /** Stops the controllers, ends every link and fails every waiting call with UNAVAILABLE. */
+  stop(): Promise<void>;
+}
+
+/** Creates the control plane (nothing runs until start()). */
+export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
+  const { resources, events, logs, metrics, onError } = options;
+  const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
+  const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
+  const messaging = createMessagingPlane({ informer, events, metrics, heartbeatIntervalMs: options.heartbeatIntervalMs, countLoad: options.countLoad });
+  const { router, links, heartbeatIntervalMs } = messaging;
+  const containers = createContainerController({
+    informer,
+    resources,
+    events,
+    logs,
+    router,
+    links,
+    // After a server restart, a host gets two heartbeats to come back before its containers move.
+    resumeGraceMs: 2 * heartbeatIntervalMs,
+    onError,
+    onReconcile,
+  });
+  const controllers: Controller[] = [
+    createReplicaSetController({ informer, resources, events, onError, onReconcile }),
+    createServiceController({ informer, resources, events, onError, onReconcile }),
+    containers,
+    createScheduler({ containers, hosts: () => links.hosts(), onError, onReconcile }),
+  ];
+  router.onIdle((name) => {
+    if (containers.record(name)?.deleting) containers.enqueue(name);
+  });
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+
+  const load: StatsSource = {
+    *containers() {
+      for (const l of router.loads()) {
+        const rec = containers.record(l.name);
+        yield {
+          name: l.name,
+          hostName: rec?.hostName ?? "",
+          phase: rec?.phase() ?? "Pending",
+          restarts: rec?.restarts ?? 0,
+          inFlight: l.inFlight,
+          inboxDepth: l.queued,
+          counters: l.counters,
+        };
+      }
+    },
+    services: () => router.services(),
+  };
+
+  return {
+    load,
+    messagingService: messaging.messagingService,
+    workerService: createWorkerService({ router, lifecycle: containers, links, logs, heartbeatIntervalMs, ready, metrics }),
+    async start() {
+      await informer.start();
+      messaging.start();
+      for (const c of controllers) await c.start();
+      markReady();
+    },
+    async stop() {
+      for (const c of controllers) await c.stop();
+      messaging.stop("server is stopping");
+      await informer.stop();
+    },
+  };
+}

@@ -1,0 +1,324 @@
+/**
+ * The container controller: follows stored Containers and what worker hosts and attached
+ * processes say, and reconciles each container by name on the controller framework. A
+ * reconcile re-reads the stored object and the record (state, host reports, attached process,
+ * time), advances it through the lifecycle's transitions, and publishes the result: where the
+ * router delivers (availability) and the stored status. The scheduler binds the containers it
+ * leaves Unscheduled.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { randomBytes } from "node:crypto";
+import type { Container } from "../../gen/k4s/v1/resources_pb.js";
+import type { Attach, ContainerState as ReportedState, RunningContainer } from "../../gen/k4s/v1/worker_service_pb.js";
+import type { EventRecorder } from "../event-recorder.js";
+import type { LogStore } from "../log-store.js";
+import { assignFrame, stopFrame } from "../messaging/frames.js";
+import type { LinkRegistry } from "../messaging/link-registry.js";
+import type { Router } from "../messaging/router.js";
+import type { WorkerLink } from "../messaging/worker-link.js";
+import type { ResourceStore } from "../store/resource-store.js";
+import { adopt, advance, bind, resume, stopAwaiting, unschedulable, type LifecycleEffects } from "./container-lifecycle.js";
+import { ContainerRecord, containerKind } from "./container-record.js";
+import { createController, type Controller, type ReconcileReport } from "./controller.js";
+import type { Informer } from "./informer.js";
+import { createStatusWriter } from "./status-writer.js";
+
+/** ContainerControllerOptions are the controller's dependencies. */
+export interface ContainerControllerOptions {
+  informer: Informer;
+  resources: ResourceStore;
+  events: EventRecorder;
+  logs: LogStore;
+  router: Router;
+  links: LinkRegistry;
+  /**
+   * How long, after the server starts, a container its stored status shows Running on a host
+   * waits for that host to reconnect and resume it before it is scheduled elsewhere (ms).
+   */
+  resumeGraceMs: number;
+  onError: (message: string, err?: unknown) => void;
+  onReconcile?: (report: ReconcileReport) => void;
+}
+
+/**
+ * ContainerLifecycle is what the stream handlers tell the lifecycle: hosts joining and
+ * reporting, processes attaching. A server that does not run the controllers would forward it.
+ */
+export interface ContainerLifecycle {
+  /** A host said hello; `running` lists what it still runs from before a reconnect. */
+  hostJoined(host: WorkerLink, running: readonly RunningContainer[]): void;
+  /** A host reconnected on a new stream before its old one was declared lost: what it still runs moves over. */
+  hostReplaced(old: WorkerLink, next: WorkerLink, running: readonly RunningContainer[]): void;
+  /** A host reported a container's state. */
+  stateReported(host: WorkerLink, state: ReportedState): void;
+  /** Validates an Attach; resolves to the container's name or rejects with the reason. */
+  checkAttach(attach: Attach): Promise<string>;
+  /**
+   * A process attached to a container (after checkAttach); FAILED_PRECONDITION when another
+   * one attached meanwhile, NOT_FOUND when the container went.
+   */
+  attached(link: WorkerLink, container: string): void;
+  /** Whether a host link runs any of these containers (its reconnect then takes them over). */
+  runsAny(host: WorkerLink, running: readonly RunningContainer[]): boolean;
+}
+
+/** ContainerController is the running lifecycle, with what the scheduler needs of it. */
+export interface ContainerController extends Controller, ContainerLifecycle {
+  /** The record of a container, read-only for the scheduler. */
+  record(name: string): ContainerRecord | undefined;
+  /** Containers bound to a host now. */
+  load(host: WorkerLink): number;
+  /** Binds an Unscheduled container to a host (the scheduler's choice). */
+  bind(name: string, host: WorkerLink): void;
+  /** Says why no host can take an Unscheduled container now. */
+  unschedulable(name: string, why: string): void;
+  /**
+   * Calls listener with a container's name when it needs a host, and with undefined when
+   * every waiting container may fit now (a host joined, or one has room again).
+   */
+  onSchedulingNeeded(listener: (name: string | undefined) => void): void;
+}
+
+/** Creates the container controller. */
+export function createContainerController(options: ContainerControllerOptions): ContainerController {
+  const { informer, router, links, events } = options;
+  const records = new Map<string, ContainerRecord>();
+  const hostLoad = new Map<WorkerLink, number>();
+  const schedulingListeners: Array<(name: string | undefined) => void> = [];
+  const status = createStatusWriter({ resources: options.resources, onError: options.onError });
+  const needScheduling = (name: string | undefined) => schedulingListeners.forEach((l) => l(name));
+  const adjustLoad = (host: WorkerLink | undefined, delta: number) => {
+    if (host) hostLoad.set(host, (hostLoad.get(host) ?? 0) + delta);
+  };
+
+  const fx: LifecycleEffects = {
+    now: () => Date.now(),
+    assign: (rec, host) => host.push(assignFrame({ container: rec.name, uid: rec.uid, spec: rec.spec, token: rec.token, restarts: rec.restarts })),
+    stop: (rec, host, graceMs) => host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs })),
+    release: (rec, why) => router.release(rec.name, why),
+    detach: (_rec, link, why, code) => links.lose(link, new ConnectError(why, code)),
+    finalize(rec) {
+      rec.finalizing = true;
+      options.resources.finalize(rec.name).catch((err: unknown) => {
+        rec.finalizing = false;
+        options.onError(`finalizing container "${rec.name}" failed`, err);
+        controller.enqueue(rec.name, FINALIZE_RETRY_MS);
+      });
+    },
+    inFlight: (rec) => router.load(rec.name)?.inFlight ?? 0,
+    record: (rec, reason, message, type = "Normal") => events.record({ type, reason, kind: "Container", name: rec.name, message }),
+    wakeAt: (rec, at) => controller.enqueue(rec.name, Math.max(0, at - Date.now()) + 1),
+    token: () => randomBytes(16).toString("hex"),
+    changed(rec, from) {
+      const before = from.is === "Starting" || from.is === "Running" || from.is === "Stopping" ? from.host : undefined;
+      if (before !== rec.host) {
+        adjustLoad(before, -1);
+        adjustLoad(rec.host, +1);
+        // A host with room again may take a waiting container.
+        if (before && !before.closed) needScheduling(undefined);
+      }
+      if (rec.state.is === "Unscheduled") needScheduling(rec.name);
+    },
+  };
+
+  /** Tells the router and the store where the container is now. */
+  function publish(rec: ContainerRecord) {
+    const ended = rec.state.is === "Ended";
+    router.setAvailability(rec.name, {
+      link: rec.deliveryLink(),
+      ready: rec.ready(),
+      accepts: rec.deleting ? "none" : ended ? "sends" : "all",
+      notReady: rec.message || rec.phase(),
+      refusal: rec.deleting
+        ? `container "${rec.name}" is being deleted`
+        : `container "${rec.name}" has ended (${rec.phase()}) and takes no more requests`,
+    });
+    status.write(rec);
+  }
+
+  function newRecord(obj: Container): ContainerRecord {
+    const rec = new ContainerRecord(obj.metadata!.name, obj.metadata!.uid, obj);
+    records.set(rec.name, rec);
+    adopt(rec, obj.status, options.resumeGraceMs, Date.now());
+    if (rec.state.is === "Unscheduled") needScheduling(rec.name);
+    return rec;
+  }
+
+  /** A container gone from the store (or re-created under its name): nothing of it may keep running. */
+  function forget(rec: ContainerRecord) {
+    records.delete(rec.name);
+    const host = rec.host;
+    // Removed while its host still runs it (grace passed, or deleted before it was bound in
+    // the store): the host stops it now.
+    if (host && !host.closed) host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs: 0 }));
+    adjustLoad(host, -1);
+    if (rec.attached) links.lose(rec.attached, new ConnectError(`container "${rec.name}" was deleted`, Code.NotFound));
+    options.logs.drop(rec.name);
+    if (host) needScheduling(undefined);
+  }
+
+  function reconcile(name: string): void {
+    const obj = informer.get("Container", name);
+    let rec = records.get(name);
+    if (rec && rec.uid !== obj?.metadata?.uid) {
+      forget(rec);
+      rec = undefined;
+    }
+    if (!obj?.metadata || !obj.spec) return;
+    rec ??= newRecord(obj);
+    rec.spec = obj.spec;
+    rec.generation = obj.metadata.generation;
+    rec.kind = containerKind(obj.spec);
+    rec.deleting = !!obj.metadata.deletionTimestamp;
+    advance(rec, fx);
+    publish(rec);
+  }
+
+  const controller = createController({
+    name: "container",
+    informer,
+    workers: 1,
+    onError: options.onError,
+    onReconcile: options.onReconcile,
+    watches: [{ kind: "Container", keys: (e) => [e.object.metadata?.name ?? ""] }],
+    reconcile: (name) => reconcile(name),
+  });
+
+  links.onLost((link) => {
+    for (const rec of records.values()) if (rec.host === link || rec.attached === link) controller.enqueue(rec.name);
+    if (link.role === "host") needScheduling(undefined);
+  });
+
+  const lifecycle = createLifecycleInput({ records, informer, reconcile, enqueue: controller.enqueue, fx, publish, needScheduling });
+  return {
+    ...controller,
+    ...lifecycle,
+    record: (name) => records.get(name),
+    load: (host) => hostLoad.get(host) ?? 0,
+    bind(name, host) {
+      const rec = records.get(name);
+      if (!rec) return;
+      bind(rec, host, fx);
+      publish(rec);
+    },
+    unschedulable(name, why) {
+      const rec = records.get(name);
+      if (!rec) return;
+      unschedulable(rec, why, fx);
+      publish(rec);
+    },
+    onSchedulingNeeded(listener) {
+      schedulingListeners.push(listener);
+    },
+    async stop() {
+      await controller.stop();
+      await status.stop();
+    },
+  };
+}
+
+/** Retry delay of a finalize that failed (ms). */
+const FINALIZE_RETRY_MS = 500;
+
+/** What createLifecycleInput works on: the controller's records and how to reconcile them. */
+interface LifecycleInputOptions {
+  records: Map<string, ContainerRecord>;
+  informer: Informer;
+  reconcile(name: string): void;
+  enqueue(name: string): void;
+  fx: LifecycleEffects;
+  publish(rec: ContainerRecord): void;
+  needScheduling(name: string | undefined): void;
+}
+
+/** The lifecycle's inputs from worker streams, turned into facts on the records and reconciles. */
+function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
+  const { records, fx } = o;
+  return {
+    runsAny(host, running) {
+      return running.some((r) => {
+        const rec = records.get(r.name);
+        return rec !== undefined && rec.uid === r.uid && rec.host === host;
+      });
+    },
+    hostJoined(host, running) {
+      for (const r of running) {
+        // A container whose stored change is still in the queue is looked at now.
+        if (!records.has(r.name)) o.reconcile(r.name);
+        const rec = records.get(r.name);
+        if (rec && rec.uid === r.uid && rec.host === undefined) {
+          // A reconnecting host still runs it: resume instead of restarting. At once, so that
+          // the scheduler, which may be about to look at it, finds it running.
+          resume(rec, host, fx);
+          o.publish(rec);
+        }
+        if (!rec || rec.uid !== r.uid || rec.host !== host) host.push(stopFrame({ container: r.name, uid: r.uid, graceMs: 0 }));
+      }
+      for (const rec of records.values()) {
+        // Its old host is back and did not list it: no reason to wait any longer.
+        if (rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
+          stopAwaiting(rec, fx);
+          o.enqueue(rec.name);
+        }
+      }
+      o.needScheduling(undefined);
+    },
+    hostReplaced(old, next, running) {
+      const still = new Set(running.map((r) => `${r.name}/${r.uid}`));
+      for (const rec of records.values()) {
+        const s = rec.state;
+        if ((s.is !== "Starting" && s.is !== "Running" && s.is !== "Stopping") || s.host !== old) continue;
+        if (!still.has(`${rec.name}/${rec.uid}`)) continue;
+        // Deliveries sent on the old stream are gone with it.
+        fx.release(rec, `lost its host session ${old.id}`);
+        const from = rec.state;
+        rec.state = { ...s, host: next };
+        rec.hostName = next.name;
+        fx.changed(rec, from);
+        o.publish(rec);
+      }
+    },
+    stateReported(host, st) {
+      const rec = records.get(st.container);
+      if (!rec || rec.host !== host || (st.uid !== "" && st.uid !== rec.uid)) return;
+      if (st.phase !== "Running" && st.phase !== "Stopped" && st.phase !== "Succeeded" && st.phase !== "Failed") return;
+      rec.reports.push({ host, phase: st.phase, message: st.message, exitCode: st.exitCode });
+      o.enqueue(rec.name);
+    },
+    async checkAttach(a) {
+      let rec = records.get(a.container);
+      if (!rec && (await o.informer.refresh("Container", a.container))) {
+        o.reconcile(a.container);
+        rec = records.get(a.container);
+      }
+      if (!rec) throw new ConnectError(`attach: no container named "${a.container}"`, Code.NotFound);
+      if (rec.deleting) throw new ConnectError(`attach: container "${rec.name}" is being deleted`, Code.FailedPrecondition);
+      if (rec.kind === "module") {
+        throw new ConnectError(
+          `attach: container "${rec.name}" runs function "${rec.spec.function}" of module "${rec.spec.module}" in a worker host; only command and external containers take an attached process`,
+          Code.FailedPrecondition,
+        );
+      }
+      if (rec.kind === "command" && (rec.token === "" || a.token !== rec.token)) {
+        throw new ConnectError(
+          `attach: wrong token for container "${rec.name}": a command container is attached by the process its host spawned, with the token of its Assign`,
+          Code.PermissionDenied,
+        );
+      }
+      if (rec.attached && !rec.attached.closed) {
+        throw new ConnectError(`attach: container "${rec.name}" is already attached by "${rec.attached.name}" (session ${rec.attached.id})`, Code.FailedPrecondition);
+      }
+      return rec.name;
+    },
+    attached(link, name) {
+      const rec = records.get(name);
+      if (!rec) throw new ConnectError(`attach: no container named "${name}"`, Code.NotFound);
+      if (rec.attached && !rec.attached.closed) {
+        throw new ConnectError(`attach: container "${name}" is already attached by "${rec.attached.name}"`, Code.FailedPrecondition);
+      }
+      rec.attached = link;
+      // At once: deliveries may go to it from now on.
+      o.reconcile(name);
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * A container's mailbox in the router: its inbox (FIFO, bounded by spec.queueLimit), the
+ * deliveries its worker has not settled (at most spec.concurrency), where deliveries go, and
+ * which messages it takes now. It exists from the moment the Container does, so messages sent
+ * before the worker is up wait for it. The lifecycle controller says where and whether
+ * (Availability); the router does the rest.
+ */
+import { Code } from "@connectrpc/connect";
+import type { Container } from "../../gen/k4s/v1/resources_pb.js";
+import type { Envelope, FrameSink } from "./envelope.js";
+import { LoadCounters } from "../stats/load-counters.js";
+import { Inbox } from "./inbox.js";
+
+/** An envelope as the router moves it between mailboxes. */
+export type Letter = Envelope<Mailbox>;
+
+/** Default deliveries in flight per container. */
+export const DEFAULT_CONCURRENCY = 1;
+/** Default messages waiting in an inbox beyond those in flight. */
+export const DEFAULT_QUEUE_LIMIT = 1000;
+
+/**
+ * Availability is what the lifecycle says about a container, as a level: set it again with the
+ * same value and nothing happens.
+ */
+export interface Availability {
+  /** The stream its deliveries go to; undefined while no worker serves it. */
+  link: FrameSink | undefined;
+  /** Whether new deliveries may go to link now (false while starting or stopping). */
+  ready: boolean;
+  /** Which new messages it takes: all, only sends (it ended for good), none (it is being deleted). */
+  accepts: "all" | "sends" | "none";
+  /** Why it is not ready, in words a user can act on (said when a waiting request times out). */
+  notReady: string;
+  /** What a refused message is answered, when it does not take all. */
+  refusal: string;
+}
+
+/** Mailbox is the router's state of one container. */
+export class Mailbox {
+  readonly inbox = new Inbox<Letter>();
+  /** Delivered, unsettled envelopes. */
+  readonly inflight = new Set<Letter>();
+  /** What it settled, for the live stats. */
+  readonly load = new LoadCounters();
+  labels: Readonly<Record<string, string>> = {};
+  concurrency = DEFAULT_CONCURRENCY;
+  queueLimit = DEFAULT_QUEUE_LIMIT;
+  link: FrameSink | undefined = undefined;
+  ready = false;
+  accepts: Availability["accepts"] = "all";
+  notReady = "";
+  refusal = "";
+  /** Throttle of the MessageFailed events of a failing handler. */
+  lastFailureEventAt = 0;
+  suppressedFailures = 0;
+
+  constructor(
+    readonly name: string,
+    readonly uid: string,
+  ) {}
+
+  /** Takes labels and limits of a stored Container. */
+  apply(obj: Container): void {
+    const spec = obj.spec;
+    this.labels = obj.metadata?.labels ?? {};
+    this.concurrency = spec && spec.concurrency > 0 ? spec.concurrency : DEFAULT_CONCURRENCY;
+    this.queueLimit = spec && spec.queueLimit > 0 ? spec.queueLimit : DEFAULT_QUEUE_LIMIT;
+  }
+
+  /** The stream deliveries go to right now, if the container takes them. */
+  serving(): FrameSink | undefined {
+    const link = this.link;
+    return this.ready && link && !link.closed ? link : undefined;
+  }
+
+  /** Why the mailbox refuses an envelope now, or undefined when it takes it. */
+  refuses(env: Letter): [Code, string] | undefined {
+    if (this.accepts === "none" || (this.accepts === "sends" && env.expectsReply)) return [Code.Unavailable, this.refusal];
+    if (this.inbox.live >= this.queueLimit) {
+      return [Code.ResourceExhausted, `inbox of container "${this.name}" is full (queueLimit ${this.queueLimit})`];
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Where an envelope goes: into a container's inbox, or through a service to one of its ready
+ * endpoints, waiting (bounded) at the service while none is ready; and how envelopes move on
+ * when a container stops taking them (rerouted to other endpoints, or failed).
+ */
+import { Code } from "@connectrpc/connect";
+import type { Answers } from "./answers.js";
+import type { DeadlineQueue } from "./deadline-queue.js";
+import type { Deliveries } from "./deliveries.js";
+import type { Directory } from "./directory.js";
+import { EnvelopeState } from "./envelope.js";
+import type { Letter, Mailbox } from "./mailbox.js";
+import { MAX_SERVICE_WAITERS, type ServiceRoute } from "./service-route.js";
+
+/** How long a send waits for a service endpoint before it is refused (ms). */
+export const SEND_ENDPOINT_WAIT_MS = 30_000;
+
+/** ServiceRouting places envelopes in mailboxes, directly or through services. */
+export interface ServiceRouting {
+  /** Queues an envelope at a container, or refuses it (full inbox, ended, being deleted). */
+  toContainer(env: Letter, m: Mailbox): void;
+  /** Queues an envelope at a ready endpoint of a service, or lets it wait for one. */
+  toService(env: Letter, s: ServiceRoute): void;
+  /**
+   * Moves the messages that came through a service out of a mailbox to other endpoints: all
+   * of them (`force`: the container takes no more), or only while another endpoint is ready.
+   */
+  reroute(m: Mailbox, force: boolean): void;
+  /** Fails the requests waiting in a mailbox with UNAVAILABLE. */
+  failQueuedRequests(m: Mailbox, message: string): void;
+  /** Empties a forgotten mailbox: its messages go to other endpoints of their service, or fail. */
+  empty(m: Mailbox, message: string): void;
+  /** Fails the calls waiting for a forgotten service. */
+  dropService(s: ServiceRoute): void;
+  /** Readiness, labels or the set of containers or services changed: waiting calls may move. */
+  topologyChanged(): void;
+}
+
+/** ServiceRoutingOptions are the parts of the router that routing works with. */
+export interface ServiceRoutingOptions {
+  directory: Directory;
+  deadlines: DeadlineQueue<Letter>;
+  answers: Answers;
+  deliveries: Deliveries;
+}
+
+/** Creates the placing of envelopes over a directory. */
+export function createServiceRouting(options: ServiceRoutingOptions): ServiceRouting {
+  const { directory, deadlines, answers, deliveries } = options;
+  let drainScheduled = false;
+
+  const fail = (env: Letter, message: string, container = "") => {
+    env.state = EnvelopeState.Done;
+    deadlines.remove(env);
+    answers.fail(env, Code.Unavailable, message, container);
+  };
+
+  function enqueue(m: Mailbox, env: Letter) {
+    env.mailbox = m;
+    env.state = EnvelopeState.Queued;
+    m.inbox.push(env);
+    if (!env.expectsReply && !env.answered) {
+      // A send is accepted once queued; from here on only the worker's ack settles it.
+      deadlines.remove(env);
+      env.deadline = 0;
+      answers.accept(env, m.name);
+    }
+    deliveries.pump(m);
+  }
+
+  function toContainer(env: Letter, m: Mailbox) {
+    const no = m.refuses(env);
+    if (!no) return enqueue(m, env);
+    deadlines.remove(env);
+    env.state = EnvelopeState.Done;
+    answers.fail(env, no[0], no[1]);
+  }
+
+  function toService(env: Letter, s: ServiceRoute) {
+    env.service = s.name;
+    const eps = directory.endpointsOf(s);
+    if (eps.length > 0) {
+      const first = s.pick(eps);
+      let lastRefusal: [Code, string] | undefined;
+      for (let i = 0; i < eps.length; i++) {
+        const m = eps[(first + i) % eps.length]!;
+        lastRefusal = m.refuses(env);
+        if (!lastRefusal) return enqueue(m, env);
+      }
+      // An accepted send must not be lost: it waits at the service instead.
+      if (!env.answered) {
+        const message = eps.length === 1 ? lastRefusal![1] : `every endpoint of service "${s.name}" has a full inbox (${eps.length} endpoints)`;
+        deadlines.remove(env);
+        env.state = EnvelopeState.Done;
+        answers.fail(env, Code.ResourceExhausted, message);
+        return;
+      }
+    }
+    if (s.waiters.live >= MAX_SERVICE_WAITERS && !env.answered) {
+      deadlines.remove(env);
+      env.state = EnvelopeState.Done;
+      answers.fail(env, Code.ResourceExhausted, `too many calls wait for an endpoint of service "${s.name}" (limit ${MAX_SERVICE_WAITERS})`);
+      return;
+    }
+    env.state = EnvelopeState.Waiting;
+    env.mailbox = undefined;
+    s.waiters.push(env);
+    if (!env.expectsReply && !env.answered) {
+      const limit = Date.now() + SEND_ENDPOINT_WAIT_MS;
+      env.deadline = env.deadline > 0 ? Math.min(env.deadline, limit) : limit;
+      deadlines.add(env);
+    }
+  }
+
+  function drainWaiters() {
+    drainScheduled = false;
+    for (const s of directory.services()) {
+      if (s.waiters.live === 0 || directory.endpointsOf(s).length === 0) continue;
+      for (const env of s.waiters.drain()) {
+        env.state = EnvelopeState.New;
+        toService(env, s);
+      }
+    }
+  }
+
+  /** Sends an envelope taken out of a mailbox through its service again, or fails it. */
+  function again(env: Letter, orFail: string, container: string) {
+    const s = env.service ? directory.service(env.service) : undefined;
+    if (!s) return fail(env, orFail, container);
+    env.state = EnvelopeState.New;
+    env.mailbox = undefined;
+    toService(env, s);
+  }
+
+  return {
+    toContainer,
+    toService,
+    reroute(m, force) {
+      const moved = m.inbox.extract((env) => {
+        if (!env.service) return false;
+        if (force) return true;
+        const s = directory.service(env.service);
+        return !!s && directory.endpointsOf(s).some((e) => e !== m);
+      });
+      for (const env of moved) again(env, `service "${env.service}" was deleted`, m.name);
+    },
+    failQueuedRequests(m, message) {
+      for (const env of m.inbox.extract((e) => e.expectsReply)) fail(env, message, m.name);
+    },
+    empty(m, message) {
+      m.ready = false;
+      // Delivered once already: at most once means a request fails rather than runs again.
+      deliveries.release(m, "was deleted");
+      for (const env of m.inbox.drain()) again(env, message, m.name);
+      drainWaiters();
+    },
+    dropService(s) {
+      for (const env of s.waiters.drain()) fail(env, `service "${s.name}" was deleted`);
+    },
+    topologyChanged() {
+      directory.topologyChanged();
+      if (!drainScheduled) {
+        drainScheduled = true;
+        setImmediate(drainWaiters);
+      }
+    },
+  };
+}
