@@ -167,3 +167,36 @@ test("k4s edit saves what the editor wrote, conditional on the version read; a r
   assert.equal(r.code, 1);
   assert.equal(r.stderr, 'error: NOT_FOUND: Service "ed-missing" not found\n');
 });
+
+test("k4s diff -f shows what apply would change as a unified diff; exit 0 none, 1 differences, 2 error; nothing is written", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-diff-"));
+  const file = join(dir, "svc.yaml");
+  writeFileSync(file, "kind: Service\nmetadata: {name: df-a}\nspec: {selector: 'df-a-*'}\n");
+  let r = await k4s(["diff", "-f", file]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stdout, /^--- live\/service\/df-a\n\+\+\+ merged\/service\/df-a\n@@ -0,0 \+1,\d+ @@\n\+apiVersion: k4s\/v1\n\+kind: Service\n\+metadata:\n\+ {2}name: df-a\n/);
+  assert.equal((await k4s(["get", "svc", "df-a"])).code, 1, "diff wrote nothing");
+  assert.equal((await k4s(["apply", "-f", file])).code, 0);
+  r = await k4s(["diff", "-f", file]);
+  assert.deepEqual([r.code, r.stdout, r.stderr], [0, "", ""]);
+
+  writeFileSync(file, "kind: Service\nmetadata: {name: df-a, labels: {tier: web}}\nspec: {selector: 'df-b-*'}\n---\nkind: Service\nmetadata: {name: df-new}\nspec: {selector: 'x-*'}\n");
+  r = await k4s(["diff", "-f", file]);
+  assert.equal(r.code, 1, r.stderr);
+  const [changed, created] = r.stdout.split(/(?=^--- )/m);
+  assert.match(changed!, /^--- live\/service\/df-a\n\+\+\+ merged\/service\/df-a\n@@ [^\n]+ @@\n/);
+  assert.match(changed!, /\n\+ {2}labels:\n\+ {4}tier: web\n/);
+  assert.match(changed!, /\n- {2}generation: 1\n\+ {2}generation: 2\n/);
+  assert.match(changed!, /\n- {2}selector: df-a-\*\n\+ {2}selector: df-b-\*\n/);
+  assert.match(created!, /^--- live\/service\/df-new\n\+\+\+ merged\/service\/df-new\n@@ -0,0 /);
+  assert.equal(JSON.parse((await k4s(["get", "svc", "df-a", "-o", "json"])).stdout).spec.selector, "df-a-*");
+
+  r = await k4s(["diff", "-f", "-"], "kind: Service\nmetadata: {name: df-a}\nspec: {selector: 'df-a-*', strategy: bogus}\n");
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^error: INVALID_ARGUMENT: .*spec\.strategy: must be one of/);
+  r = await k4s(["diff", "-f", join(dir, "missing.yaml")]);
+  assert.equal(r.code, 2);
+  r = await runK4s(["diff", "-f", file, "--server", "127.0.0.1:1"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^error: UNAVAILABLE: .*is a k4s server running at 127\.0\.0\.1:1\?/);
+});

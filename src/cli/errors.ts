@@ -8,6 +8,13 @@ import { codeName } from "../api/code-name.js";
 /** CliError is a mistake in what the user typed (a bad flag value, bad JSON, a missing file). */
 export class CliError extends Error {
   override name = "CliError";
+  /** The process's exit code for this failure (1 unless a command's convention says otherwise). */
+  readonly exitCode: number;
+
+  constructor(message: string, options: { exitCode?: number } = {}) {
+    super(message);
+    this.exitCode = options.exitCode ?? 1;
+  }
 }
 
 /**

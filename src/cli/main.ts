@@ -11,8 +11,9 @@ import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
 import { deleteCommand } from "./delete.js";
 import { describeCommand } from "./describe.js";
+import { diffCommand } from "./diff.js";
 import { editCommand } from "./edit.js";
-import { formatError } from "./errors.js";
+import { CliError, formatError } from "./errors.js";
 import { eventsCommand } from "./events.js";
 import { getCommand } from "./get.js";
 import { annotateCommand, labelCommand } from "./label.js";
@@ -44,6 +45,7 @@ export function createProgram(): Command {
     getCommand(),
     describeCommand(),
     editCommand(),
+    diffCommand(),
     deleteCommand(),
     scaleCommand(),
     labelCommand(),
@@ -90,7 +92,7 @@ export async function main(argv: string[], program: Command = createProgram()): 
       return;
     }
     process.stderr.write(`error: ${formatError(err, namedServer(program))}\n`);
-    process.exitCode = 1;
+    process.exitCode = err instanceof CliError ? err.exitCode : 1;
   }
 }
 
