@@ -200,3 +200,37 @@ test("k4s diff -f shows what apply would change as a unified diff; exit 0 none, 
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^error: UNAVAILABLE: .*is a k4s server running at 127\.0\.0\.1:1\?/);
 });
+
+test("k4s explain KIND[.field] prints the proto comments of the kind, the field and the fields below, as kubectl does", async () => {
+  const proto = readFileSync(new URL("../proto/k4s/v1/resources.proto", import.meta.url), "utf8");
+  /** The comment right above a line of the proto file, as explain prints it (indented 4). */
+  const commentAbove = (line: string) => {
+    const lines = proto.split("\n");
+    const at = lines.findIndex((l) => l.trim() === line);
+    assert.ok(at > 0, line);
+    const comment: string[] = [];
+    for (let i = at - 1; lines[i]!.trim().startsWith("//"); i--) comment.unshift(`    ${lines[i]!.trim().replace(/^\/\/ ?/, "")}`);
+    return comment.join("\n");
+  };
+  const [kind, field, nested, recursive, unknown, scalar, badKind] = await Promise.all([
+    k4s(["explain", "rs"]),
+    k4s(["explain", "svc.spec.strategy"]),
+    k4s(["explain", "containers.spec"]),
+    k4s(["explain", "rs.spec", "--recursive"]),
+    k4s(["explain", "c.spec.nope"]),
+    k4s(["explain", "c.metadata.name.x"]),
+    k4s(["explain", "pods"]),
+  ]);
+  assert.equal(kind.code, 0, kind.stderr);
+  assert.ok(kind.stdout.startsWith(`KIND:       ReplicaSet\nVERSION:    k4s/v1\n\nDESCRIPTION:\n${commentAbove("message ReplicaSet {")}\n\nFIELDS:\n  apiVersion\t<string>\n`), kind.stdout);
+  assert.ok(kind.stdout.includes(`  spec\t<ReplicaSetSpec>\n    The desired state.\n`));
+  assert.equal(field.stdout, `KIND:       Service\nVERSION:    k4s/v1\n\nFIELD: strategy <string>\n\nDESCRIPTION:\n${commentAbove("string strategy = 3;")}\n`);
+  assert.match(nested.stdout, /^KIND: {7}Container\nVERSION: {4}k4s\/v1\n\nFIELD: spec <ContainerSpec>\n\nDESCRIPTION:\n {4}The desired state\.\n\n {4}ContainerSpec is the desired state/);
+  assert.ok(nested.stdout.includes(`  module\t<string>\n${commentAbove("string module = 1;")}\n`), nested.stdout);
+  assert.match(nested.stdout, /\n {2}env\t<map\[string\]string>\n/);
+  assert.match(recursive.stdout, /\nFIELDS:\n {2}replicas\t<integer>\n(.*\n)* {2}template\t<\w+>\n {4}metadata\t<ObjectMeta>\n {6}name\t<string>\n/);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /^error: field "nope" does not exist in Container\.spec \(fields: module, function, /);
+  assert.equal(scalar.stderr, "error: Container.metadata.name is <string> and has no fields\n");
+  assert.match(badKind.stderr, /unknown kind "pods"/);
+});

@@ -15,6 +15,7 @@ import { diffCommand } from "./diff.js";
 import { editCommand } from "./edit.js";
 import { CliError, formatError } from "./errors.js";
 import { eventsCommand } from "./events.js";
+import { explainCommand } from "./explain.js";
 import { getCommand } from "./get.js";
 import { annotateCommand, labelCommand } from "./label.js";
 import { logsCommand } from "./logs.js";
@@ -46,6 +47,7 @@ export function createProgram(): Command {
     describeCommand(),
     editCommand(),
     diffCommand(),
+    explainCommand(),
     deleteCommand(),
     scaleCommand(),
     labelCommand(),
