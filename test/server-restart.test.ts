@@ -141,6 +141,41 @@ test("logs -f and events -w resume after a server restart, each line once, and s
   await events.kill("SIGINT");
 });
 
+test("get -w resumes from its last resource version after a server restart, and gives up with one line", async () => {
+  const dataDir = join(dir, "get-watch");
+  const first = await server({ dataDir });
+  const port = first.port;
+  const c1 = createClient({ address: first.address, reconnect: false });
+  await c1.apply(EXTERNAL("watched-1"));
+  await c1.close();
+  // A quiet watch: nothing changes between its listing and the stop.
+  const watch = spawnK4s(["get", "containers", "-w", "--server", first.address]);
+  const quitter = spawnK4s(["get", "containers", "-w", "--server", first.address, "--reconnect-timeout", "2s"]);
+  procs.push(watch, quitter);
+  await watch.waitFor("watched-1", 20_000);
+  await quitter.waitFor("watched-1", 20_000);
+  await first.stop();
+  await watch.waitFor("lost the server", 20_000);
+  assert.equal(await quitter.exited, 1, quitter.stderr());
+  const last = quitter.stderr().trim().split("\n").pop()!;
+  assert.match(last, /^error: UNAVAILABLE: the k4s server at 127\.0\.0\.1:\d+ went away \(not back after \d+ s\)$/);
+
+  const second = await server({ dataDir, port });
+  const c2 = createClient({ address: second.address, reconnect: false });
+  await c2.apply(EXTERNAL("watched-2"));
+  await c2.close();
+  await watch.waitFor("watched-2", 30_000);
+  assert.equal(watch.child.exitCode, null, watch.stderr());
+  // watched-1 did not change: its listing row is its only row.
+  const rows = watch.stdout().trim().split("\n");
+  assert.equal(rows.filter((r) => r.startsWith("watched-1")).length, 1, watch.stdout());
+  const stderr = watch.stderr().trim().split("\n");
+  assert.equal(stderr.length, 2, watch.stderr());
+  assert.match(stderr[0]!, /^k4s: lost the server at 127\.0\.0\.1:\d+ \(.*\); resuming when it is back$/);
+  assert.match(stderr[1]!, /^k4s: the server at 127\.0\.0\.1:\d+ is back; resumed$/);
+  await watch.kill("SIGINT");
+});
+
 test("a follow whose server does not come back gives up with one line naming the server", async () => {
   const s = await startTestServer();
   const c = createClient({ address: s.address, reconnect: false });

@@ -8,12 +8,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { KINDS, kindOf, parseKind, type AnyObject, type Kind } from "../api/kinds.js";
 import { matchesGlob } from "../api/selector.js";
 import type { K4sClient } from "../client/client.js";
+import type { ResumeOptions } from "../client/resume.js";
 import { colourFor } from "./colour.js";
-import { interruptSignal, withClient } from "./connection.js";
+import { followThroughRestarts, interruptSignal, withClient } from "./connection.js";
 import { CliError, formatError } from "./errors.js";
 import { listToJson, objectToJson } from "../api/object-json.js";
 import { loadYaml, objectRef, parseOutputFormat, renderJson, type OutputFormat } from "./format.js";
-import { collect, kindAndName, labelSelectorOption } from "./options.js";
+import { collect, durationOption, kindAndName, labelSelectorOption } from "./options.js";
 import { createTablePrinter, type ChangeType } from "./table-printer.js";
 
 interface GetOptions {
@@ -23,6 +24,7 @@ interface GetOptions {
   outputWatchEvents?: boolean;
   showLabels?: boolean;
   selector: string[];
+  reconnectTimeout?: number;
 }
 
 /** The objects asked for: per kind, names or globs (none: all of the kind). */
@@ -47,11 +49,13 @@ export function getCommand(): Command {
     .option("-w, --watch", "after listing, print a row for every change as it happens")
     .option("--watch-only", "print a row for every change from now on, without listing first")
     .option("--output-watch-events", "with -w: an EVENT column saying ADDED, MODIFIED or DELETED")
+    .option("--reconnect-timeout <duration>", "with -w: how long to wait for a server that went away before giving up (default 5m)", durationOption)
     .action(async (kindArg: string, names: string[], opts: GetOptions, cmd: Command) => {
       const format = parseOutputFormat(opts.output);
       if (format === "yaml") await loadYaml();
       const query = parseQuery(kindArg, names, labelSelectorOption(opts.selector));
-      await withClient(cmd, (client) => runGet(client, query, format, opts));
+      const resume = opts.watch || opts.watchOnly ? followThroughRestarts(cmd, opts.reconnectTimeout) : undefined;
+      await withClient(cmd, (client) => runGet(client, query, format, opts, resume));
     });
 }
 
@@ -79,7 +83,7 @@ function named(names: readonly string[], obj: AnyObject): boolean {
   return names.length === 0 || names.some((n) => (GLOB_CHARS.test(n) ? matchesGlob(name, n) : n === name));
 }
 
-async function runGet(client: K4sClient, query: Query, format: OutputFormat, opts: GetOptions): Promise<void> {
+async function runGet(client: K4sClient, query: Query, format: OutputFormat, opts: GetOptions, resume?: ResumeOptions): Promise<void> {
   const watch = Boolean(opts.watch || opts.watchOnly);
   // One name (or glob) is filtered by the server; several are filtered here.
   const lists = await Promise.all(
@@ -120,7 +124,7 @@ async function runGet(client: K4sClient, query: Query, format: OutputFormat, opt
 
   // From the oldest listing: a change seen twice prints once (rows that show nothing new are skipped).
   const from = oldest(lists.map((l) => l.resourceVersion));
-  await followChanges(client, query, from, (type, obj) => {
+  await followChanges(client, query, from, resume, (type, obj) => {
     if (printer) printer.change(type, obj);
     else if (format === "name") console.log(objectRef(obj));
     else printDocument(obj, format);
@@ -169,9 +173,16 @@ async function missingNames(client: K4sClient, query: Query, lists: { kind: Kind
 /**
  * Follows the changes of the query's objects from a resource version until interrupted; when
  * the server's history no longer reaches that far back (OUT_OF_RANGE, Kubernetes' 410 Gone), it
- * lists again and goes on from there.
+ * lists again and goes on from there. A server that goes away is waited for (`resume`), and the
+ * watch resumes from the last version it delivered.
  */
-async function followChanges(client: K4sClient, query: Query, from: string, onChange: (type: ChangeType, obj: AnyObject) => void): Promise<void> {
+async function followChanges(
+  client: K4sClient,
+  query: Query,
+  from: string,
+  resume: ResumeOptions | undefined,
+  onChange: (type: ChangeType, obj: AnyObject) => void,
+): Promise<void> {
   const signal = interruptSignal();
   const kinds = new Map(query.groups.map((g) => [g.kind, g.names]));
   const single = query.groups.length === 1 ? query.groups[0]! : undefined;
@@ -186,7 +197,7 @@ async function followChanges(client: K4sClient, query: Query, from: string, onCh
   };
   for (;;) {
     try {
-      for await (const ev of client.watch({ ...filter, resourceVersion: from, signal })) {
+      for await (const ev of client.watch({ ...filter, resourceVersion: from, signal, resume })) {
         from = ev.resourceVersion;
         if (wanted(ev.object)) onChange(ev.type, ev.object);
       }

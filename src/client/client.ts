@@ -87,6 +87,12 @@ export interface WatchOptions extends ListFilter {
   resourceVersion?: string;
   /** Ends the watch; the iteration then simply finishes. */
   signal?: AbortSignal;
+  /**
+   * When the watch loses its server, re-open it from the last resource version it delivered
+   * (as Kubernetes' reflector does) once the server is back, instead of failing (default false).
+   * A watch cut during its initial listing lists again.
+   */
+  resume?: boolean | ResumeOptions;
 }
 
 /**
@@ -384,20 +390,31 @@ export function createClient(options: ClientOptions = {}): K4sClient {
     },
 
     watch(opts: WatchOptions = {}): AsyncIterable<WatchEvent> {
-      const req = {
-        kind: opts.kind ? kindName(opts.kind) : "",
-        nameGlob: opts.nameGlob ?? "",
-        labels: opts.labels ?? {},
-        labelSelector: opts.labelSelector ?? "",
-        resourceVersion: opts.resourceVersion ?? "",
-      };
-      return (async function* () {
-        for await (const res of quietOnAbort(resources.watch(req, { signal: opts.signal }), opts.signal)) {
-          // BOOKMARKs only carry the revision reached; resourceVersion of the events covers it.
-          if (res.type !== "ADDED" && res.type !== "MODIFIED" && res.type !== "DELETED") continue;
-          yield { type: res.type as WatchEvent["type"], object: unwrap(res.object), resourceVersion: res.resourceVersion };
-        }
-      })();
+      // The resume point: a version whose changes were all delivered (an event's or a bookmark's,
+      // never one of the initial listing's objects, which carry their own older versions).
+      let from = opts.resourceVersion ?? "";
+      const open = (established?: () => void) =>
+        (async function* () {
+          const req = {
+            kind: opts.kind ? kindName(opts.kind) : "",
+            nameGlob: opts.nameGlob ?? "",
+            labels: opts.labels ?? {},
+            labelSelector: opts.labelSelector ?? "",
+            resourceVersion: from,
+          };
+          let listing = from === "";
+          for await (const res of resources.watch(req, { signal: opts.signal, onHeader: established })) {
+            // BOOKMARKs only carry the revision reached: the listing is complete up to it.
+            if (res.type !== "ADDED" && res.type !== "MODIFIED" && res.type !== "DELETED") {
+              listing = false;
+              if (res.resourceVersion) from = res.resourceVersion;
+              continue;
+            }
+            if (!listing) from = res.resourceVersion;
+            yield { type: res.type as WatchEvent["type"], object: unwrap(res.object), resourceVersion: res.resourceVersion };
+          }
+        })();
+      return opts.resume ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
     },
 
     logs(container, opts = {}) {

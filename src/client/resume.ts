@@ -43,10 +43,15 @@ export function isConnectionLoss(err: ConnectError): boolean {
     case Code.Internal:
     case Code.Unknown:
       // connect-node's words for an HTTP/2 stream or session the peer reset or closed.
-      return /stream closed|session closed|ECONNRESET|socket hang up|GOAWAY|premature close/i.test(err.rawMessage);
+      return /stream closed|session closed|REFUSED_STREAM|ECONNRESET|socket hang up|GOAWAY|premature close/i.test(err.rawMessage);
     default:
       return false;
   }
+}
+
+/** Whether the server refused a call as not run because it was stopping (RetryInfo, REFUSED_STREAM). */
+function isRefusal(err: ConnectError): boolean {
+  return retryDelayOf(err) !== undefined || /REFUSED_STREAM/.test(err.rawMessage);
 }
 
 /**
@@ -101,7 +106,9 @@ export async function* resumeStream<T>(
     } catch (err) {
       if (signal?.aborted) return;
       const e = ConnectError.from(err);
-      // A server that was never reached is a mistake to report at once, not an outage to wait out.
+      // A server that was never reached is a mistake to report at once, not an outage to wait
+      // out; one that refused the stream because it was stopping was reached.
+      if (isRefusal(e)) everEstablished = true;
       if (!everEstablished || !isConnectionLoss(e)) throw e;
       if (lostSince === 0) {
         lostSince = Date.now();
@@ -133,7 +140,7 @@ export function retryRefusedCalls(): Interceptor {
       } catch (err) {
         const hint = retryDelayOf(err);
         // HTTP/2's REFUSED_STREAM also means "not processed" (a server closing its connection).
-        const notRun = hint !== undefined || (err instanceof ConnectError && /REFUSED_STREAM/.test(err.rawMessage));
+        const notRun = err instanceof ConnectError && isRefusal(err);
         const retry = notRun || (refused && err instanceof ConnectError && err.code === Code.Unavailable);
         if (!retry || req.signal.aborted || Date.now() - started > REFUSED_CALL_MAX_WAIT_MS) throw err;
         refused = true;

@@ -293,6 +293,9 @@ export function addService<S extends DescService>(
         }
         // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
         const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined);
+        // Headers at once: a client learns its follow (a watch of a quiet kind, say) reached the
+        // server before anything changes, so it knows to resume it, not fail, if the server goes.
+        if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());
         run(() => requests(call as never), ctx)
           .then((answers) => writeAll(call, answers as AsyncIterable<unknown>, ctx.signal))
           .then(
