@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { K4sServer } from "../src/server/server.js";
-import { K4S_BIN, runK4s, startTestServer } from "./helpers.js";
+import { eventually, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
 
@@ -233,4 +233,60 @@ test("k4s explain KIND[.field] prints the proto comments of the kind, the field 
   assert.match(unknown.stderr, /^error: field "nope" does not exist in Container\.spec \(fields: module, function, /);
   assert.equal(scalar.stderr, "error: Container.metadata.name is <string> and has no fields\n");
   assert.match(badKind.stderr, /unknown kind "pods"/);
+});
+
+test("k4s logs of rs/NAME, svc/NAME and -l prefix each line with its container; --since; --previous after a restart; -f of several", async () => {
+  let host = spawnK4s(["worker", "--server", server.address, "--name", "logs-host-1"]);
+  try {
+    const manifest =
+      "kind: ReplicaSet\nmetadata: {name: lg}\nspec: {replicas: 2, template: {metadata: {labels: {app: lg}}, spec: {module: workers, function: echo_worker, parameters: {prefix: LG}}}}\n" +
+      "---\nkind: Service\nmetadata: {name: lg-svc}\nspec: {selector: 'lg-*'}\n";
+    let r = await k4s(["apply", "-f", "-", "--wait", "--timeout", "60s"], manifest);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await k4s(["request", "container/lg-0", '"one"'])).code, 0);
+    assert.equal((await k4s(["request", "container/lg-1", '"two"'])).code, 0);
+    const expected = /^\[lg-0\] LG: .*one\n\[lg-1\] LG: .*two\n$/;
+    const [byRs, bySvc, bySelector, one, none, notRestarted] = await Promise.all([
+      k4s(["logs", "rs/lg"]),
+      k4s(["logs", "svc/lg-svc"]),
+      k4s(["logs", "-l", "app=lg"]),
+      k4s(["logs", "lg-0"]),
+      k4s(["logs", "-l", "app=nothing"]),
+      k4s(["logs", "lg-0", "--previous"]),
+    ]);
+    assert.match(byRs.stdout, expected, byRs.stderr);
+    assert.match(bySvc.stdout, expected, bySvc.stderr);
+    assert.match(bySelector.stdout, expected, bySelector.stderr);
+    assert.match(one.stdout, /^LG: .*one\n$/, "one container: no prefix");
+    assert.deepEqual([none.code, none.stdout, none.stderr], [0, "", "No containers found for -l app=nothing.\n"]);
+    assert.equal(notRestarted.code, 1);
+    assert.equal(notRestarted.stderr, "error: no previous run: container lg-0 has not been restarted\n");
+
+    // --since: a line older than the window is left out, a new one kept.
+    await new Promise((resolve) => setTimeout(resolve, 6000));
+    assert.equal((await k4s(["request", "container/lg-1", '"three"'])).code, 0);
+    r = await k4s(["logs", "rs/lg", "--since", "5s"]);
+    assert.match(r.stdout, /^\[lg-1\] LG: .*three\n$/, r.stderr);
+
+    const follow = spawnK4s(["logs", "-l", "app=lg", "-f", "--server", server.address]);
+    await follow.waitFor("three");
+    assert.equal((await k4s(["request", "container/lg-0", '"four"'])).code, 0);
+    await follow.waitFor(/\[lg-0\] LG: .*four\n/);
+    assert.equal(await follow.kill("SIGINT"), 0);
+
+    // The host dies and another takes the replicas over: a restart; --previous shows the lines
+    // of the run before it, not the new ones.
+    await host.kill("SIGKILL");
+    host = spawnK4s(["worker", "--server", server.address, "--name", "logs-host-2"]);
+    await eventually(async () => {
+      const rs = JSON.parse((await k4s(["get", "c", "lg-0", "-o", "json"])).stdout);
+      return rs.status.restarts === 1 && rs.status.ready;
+    }, 60_000, "lg-0 restarted on logs-host-2");
+    assert.equal((await k4s(["request", "container/lg-0", '"five"'])).code, 0);
+    const [previous, current] = await Promise.all([k4s(["logs", "lg-0", "--previous"]), k4s(["logs", "lg-0"])]);
+    assert.match(previous.stdout, /^LG: .*one\nLG: .*four\n$/, previous.stderr);
+    assert.match(current.stdout, /^LG: .*one\nLG: .*four\nLG: .*five\n$/);
+  } finally {
+    await host.kill("SIGKILL");
+  }
 });
