@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { createClient } from "../src/client/client.js";
 import type { K4sServer } from "../src/server/server.js";
 import { eventually, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
@@ -287,6 +288,72 @@ test("k4s logs of rs/NAME, svc/NAME and -l prefix each line with its container; 
     assert.match(previous.stdout, /^LG: .*one\nLG: .*four\n$/, previous.stderr);
     assert.match(current.stdout, /^LG: .*one\nLG: .*four\nLG: .*five\n$/);
   } finally {
+    await host.kill("SIGKILL");
+  }
+});
+
+test("k4s rollout restart rs replaces the replicas one by one: the Service over them always has a ready endpoint and every request is answered", async () => {
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "rollout-host"]);
+  const client = createClient({ address: server.address });
+  const stop = new AbortController();
+  try {
+    const manifest =
+      "kind: ReplicaSet\nmetadata: {name: ro}\nspec: {replicas: 2, template: {spec: {module: workers, function: echo_worker, parameters: {prefix: RO}}}}\n" +
+      "---\nkind: Service\nmetadata: {name: ro-svc}\nspec: {selector: 'ro-*'}\n";
+    let r = await k4s(["apply", "-f", "-", "--wait", "--timeout", "60s"], manifest);
+    assert.equal(r.code, 0, r.stderr);
+    const before = (await client.list("Container", { nameGlob: "ro-*" })).items.map((c) => c.metadata!.name).sort();
+    assert.deepEqual(before, ["ro-0", "ro-1"]);
+
+    // The Service's endpoints as they change, and a request loop through it, all along.
+    const endpointCounts: number[] = [];
+    const watching = (async () => {
+      for await (const ev of client.watch({ kind: "Service", nameGlob: "ro-svc", signal: stop.signal })) endpointCounts.push(ev.object.status?.endpoints.length ?? 0);
+    })().catch((err) => assert.ok(stop.signal.aborted, String(err)));
+    const failures: string[] = [];
+    let answered = 0;
+    const requests = (async () => {
+      for (let i = 0; !stop.signal.aborted; i++) {
+        try {
+          assert.match(String(await client.request("service/ro-svc", `n${i}`, { timeoutMs: 20_000 })), new RegExp(`^RO: .*n${i}`));
+          answered++;
+        } catch (err) {
+          failures.push(String(err));
+        }
+      }
+    })();
+
+    r = await k4s(["rollout", "restart", "rs/ro", "--wait", "--timeout", "120s"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^replicaset\/ro restarted\n(waiting for replicaset\/ro: .*\n)*replicaset\/ro successfully rolled out \(2 of 2 updated replicas ready\)\n$/);
+    const rs = await client.get("ReplicaSet", "ro");
+    const after = (await client.list("Container", { nameGlob: "ro-*" })).items.filter((c) => !c.metadata?.deletionTimestamp);
+    assert.equal(after.length, 2);
+    for (const c of after) {
+      assert.ok(!before.includes(c.metadata!.name), `${c.metadata!.name} is a new replica`);
+      assert.equal(c.metadata!.annotations["k4s.io/restartedAt"], rs.spec!.template!.metadata!.annotations["k4s.io/restartedAt"]);
+      assert.ok(c.status?.ready);
+    }
+    const events = (await k4s(["events", "--for", "rs/ro"])).stdout;
+    // One replica at a time: each old one deleted only after one more was created.
+    const steps = [...events.matchAll(/(Created|Deleted) container: (ro-\d+)/g)].map((m) => m[1]);
+    assert.deepEqual(steps.slice(-4), ["Created", "Deleted", "Created", "Deleted"], events);
+
+    stop.abort();
+    await requests;
+    await watching;
+    assert.deepEqual(failures, [], "no request failed during the rollout");
+    assert.ok(answered > 0);
+    assert.ok(endpointCounts.length > 2, `endpoint changes seen: ${endpointCounts}`);
+    assert.ok(endpointCounts.every((n) => n >= 1), `the Service always had a ready endpoint: ${endpointCounts}`);
+
+    r = await k4s(["rollout", "restart", "svc", "ro-svc"]);
+    assert.equal(r.stderr, "error: cannot rollout restart a Service: only ReplicaSets (rs) have replicas to restart\n");
+    r = await k4s(["rollout", "restart", "rs", "ro-missing"]);
+    assert.equal(r.stderr, 'error: NOT_FOUND: ReplicaSet "ro-missing" not found\n');
+  } finally {
+    stop.abort();
+    await client.close();
     await host.kill("SIGKILL");
   }
 });

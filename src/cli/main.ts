@@ -20,6 +20,7 @@ import { getCommand } from "./get.js";
 import { annotateCommand, labelCommand } from "./label.js";
 import { logsCommand } from "./logs.js";
 import { requestCommand } from "./request.js";
+import { rolloutCommand } from "./rollout.js";
 import { scaleCommand } from "./scale.js";
 import { sendCommand } from "./send.js";
 import { serverCommand } from "./server.js";
@@ -50,6 +51,7 @@ export function createProgram(): Command {
     explainCommand(),
     deleteCommand(),
     scaleCommand(),
+    rolloutCommand(),
     labelCommand(),
     annotateCommand(),
     sendCommand(),

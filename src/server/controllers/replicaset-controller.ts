@@ -5,6 +5,9 @@
  * template's labels plus `k4s.io/replicaset: <name>`, and the template's spec. Scale-up fills
  * the lowest free ordinals and scale-down removes the highest, so names stay small and stable.
  * Replicas being deleted (deletionTimestamp set) do not count, but keep their names until gone.
+ * A rolling restart (the template's `k4s.io/restartedAt` annotation changed, see api/rollout.ts)
+ * replaces out-of-date replicas one at a time: one spare from the current template, ready before
+ * an old one is deleted, so the ready count never drops below the desired one.
  */
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -20,6 +23,7 @@ import {
   type ReplicaSet,
 } from "../../gen/k4s/v1/resources_pb.js";
 import { sameStringMap } from "../../api/string-map.js";
+import { isUpToDate } from "../../api/rollout.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createController, keysOnSpecChange, type Controller, type ObjectCache, type ReconcileResult, type StoredKindControllerOptions } from "./controller.js";
@@ -196,9 +200,12 @@ async function reconcileReplicaSet(
   const outcome: Outcome = { live: new Set(active.map((c) => c.metadata!.name)), failed: [], requeue: false };
 
   const before = new Set(outcome.live);
+  const taken = new Set(candidates.map((c) => c.metadata!.name));
+  const outdated = typeof template === "string" ? [] : active.filter((c) => !isUpToDate(c, template.annotations));
   if (active.length < desired && typeof template !== "string") {
-    const taken = new Set(candidates.map((c) => c.metadata!.name));
     await createReplicas(resources, events, rs, template, desired - active.length, taken, outcome);
+  } else if (outdated.length > 0 && typeof template !== "string") {
+    await rollOne(resources, events, rs, template, { active, outdated, desired, taken }, outcome);
   } else if (active.length > desired) {
     await deleteReplicas(resources, events, name, active.slice(desired).reverse(), outcome);
   }
@@ -276,6 +283,34 @@ async function createReplicas(
     outcome.failed.push(`creating ${replica}: ${err.rawMessage}`);
     events.record({ type: "Warning", reason: "FailedCreate", kind: "ReplicaSet", name, message: `Error creating: ${err.rawMessage}` });
   });
+}
+
+/**
+ * One step of a rolling restart (replicas made before the template's restart annotation
+ * changed), never leaving fewer than `desired` ready replicas that were ready: while a new replica
+ * is not ready yet, wait (its status events bring us back); then, with one replica to spare,
+ * delete an outdated one (not-ready ones first, then the highest ordinal); else create one more
+ * from the current template, the spare.
+ */
+async function rollOne(
+  resources: ResourceStore,
+  events: EventRecorder,
+  rs: ReplicaSet,
+  template: Template,
+  state: { active: Container[]; outdated: Container[]; desired: number; taken: ReadonlySet<string> },
+  outcome: Outcome,
+): Promise<void> {
+  const { active, outdated, desired } = state;
+  const updatedNotReady = active.some((c) => !outdated.includes(c) && !c.status?.ready);
+  if (updatedNotReady) return;
+  const spare = active.length - desired;
+  if (spare <= 0) {
+    await createReplicas(resources, events, rs, template, 1, state.taken, outcome);
+    return;
+  }
+  const ordinal = (c: Container) => ordinalOf(rs.metadata!.name, c.metadata!.name) ?? 0;
+  const victims = [...outdated].sort((a, b) => Number(Boolean(a.status?.ready)) - Number(Boolean(b.status?.ready)) || ordinal(b) - ordinal(a));
+  await deleteReplicas(resources, events, rs.metadata!.name, victims.slice(0, spare), outcome);
 }
 
 /** Deletes replicas in the given order (highest ordinal first), at most a bounded number. */
