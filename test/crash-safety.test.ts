@@ -7,7 +7,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -261,6 +261,73 @@ test("a watch from a version compacted away across a restart gets OUT_OF_RANGE, 
       await server.stop();
     }
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** One system call of the strace log: what, on which file, when it started and ended (µs). */
+interface Syscall {
+  name: string;
+  path: string;
+  startUs: number;
+  endUs: number;
+}
+
+/** Parses `strace -f -ttt -T -y` lines: `PID SECS.USECS name(FD</path>, ...) = R <DUR>`. */
+function parseStrace(text: string): Syscall[] {
+  const calls: Syscall[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\d+\s+(\d+)\.(\d+) (\w+)\(\d+<([^>]*)>.*\) = (-?\d+).* <(\d+)\.(\d+)>$/.exec(line);
+    if (!m || Number(m[5]) < 0) continue;
+    const startUs = Number(m[1]) * 1e6 + Number(m[2]);
+    calls.push({ name: m[3]!, path: m[4]!, startUs, endUs: startUs + Number(m[6]) * 1e6 + Number(m[7]) });
+  }
+  return calls;
+}
+
+test("every acknowledged write is written and fsynced to the database or its WAL before its reply (the server under strace)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-fsync-"));
+  const log = join(dir, "strace.log");
+  const proc = spawnK4s(["server", "--port", "0", "--data-dir", join(dir, "data"), "--no-local-worker"], {}, [
+    "strace", "-f", "-qq", "-ttt", "-T", "-y", "-e", "trace=fsync,fdatasync,write,pwrite64,pwritev,pwritev2", "-o", log,
+  ]);
+  try {
+    await proc.waitFor(/listening on (\S+)/, 30_000);
+    const c = createClient({ address: /listening on (\S+)/.exec(proc.stdout())![1]!, reconnect: false });
+    const writes: { what: string; sentUs: number; repliedUs: number }[] = [];
+    const timed = async (what: string, run: () => Promise<unknown>) => {
+      const sentUs = Date.now() * 1000;
+      await run();
+      writes.push({ what, sentUs, repliedUs: Date.now() * 1000 });
+    };
+    try {
+      await timed("apply", () => c.apply(groupManifest(1, 1)));
+      await timed("apply a ReplicaSet", () => c.apply(`kind: ReplicaSet\nmetadata: {name: fs-rs}\nspec:\n  replicas: 0\n  template:\n    spec: {module: workers, function: echo_worker}\n`));
+      for (let n = 2; n <= 6; n++) {
+        await timed(`apply ${n}`, () => c.apply(groupManifest(n % 3, n)));
+        await timed(`scale ${n}`, () => c.scale("fs-rs", 0));
+        await timed(`update ${n}`, async () => {
+          const cur = await c.get("Container", `g${n % 3}-c0`);
+          await c.update({ ...cur, metadata: { ...cur.metadata!, labels: { op: `u${n}` }, resourceVersion: "" } } as AnyObject);
+        });
+      }
+      await timed("delete", () => c.delete("Container", "g1-c1"));
+    } finally {
+      await c.close();
+    }
+    await proc.kill("SIGKILL");
+    const db = join(dir, "data", "k4s.db");
+    const calls = parseStrace(readFileSync(log, "utf8")).filter((s) => s.path === db || s.path === `${db}-wal`);
+    assert.ok(calls.length > 0, `strace saw no call on ${db}: ${readFileSync(log, "utf8").slice(0, 500)}`);
+    for (const w of writes) {
+      const inside = calls.filter((s) => s.startUs >= w.sentUs - 1000 && s.endUs <= w.repliedUs + 1000);
+      const lastWrite = inside.filter((s) => s.name.includes("write")).at(-1);
+      assert.ok(lastWrite, `${w.what}: no write to the database or its WAL between the request and its reply`);
+      const synced = inside.some((s) => (s.name === "fsync" || s.name === "fdatasync") && s.path === lastWrite.path && s.startUs >= lastWrite.endUs);
+      assert.ok(synced, `${w.what}: acknowledged with no fsync of ${lastWrite.path} after its last write (${inside.map((s) => s.name).join(",")})`);
+    }
+  } finally {
+    await proc.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 });
