@@ -198,7 +198,7 @@ describe("hosts and containers", () => {
     assert.ok(Math.max(...c.batches) >= 40, `call results batched: ${c.batches.join(",")}`);
   });
 
-  test("a command container is assigned with a token and becomes ready when its process attaches with it", async () => {
+  test("a command container is assigned with a token and becomes ready when its process attaches with it; a wrong or missing token is refused", async () => {
     await container("cmd-one", { command: ["my-worker"], env: { A: "1" } });
     const { p } = await hostPeer("spawner", { modules: [], canSpawn: true });
     const assign = await p.next("assign", (a) => a.container === "cmd-one");
@@ -207,6 +207,12 @@ describe("hosts and containers", () => {
     p.send({ case: "state", value: { container: "cmd-one", uid: assign.uid, phase: "Running" } });
     await eventually(async () => (await status("cmd-one"))?.message.includes("waiting for it to attach"), 5000, "waiting for attach");
     assert.equal((await status("cmd-one"))?.ready, false);
+    // The token now issued is compared: a wrong one and none are refused.
+    for (const token of ["0".repeat(assign.token.length), "", assign.token.slice(1)]) {
+      const refused = await peer({ case: "attach", value: { container: "cmd-one", token, host: "pid-666" } }).ended;
+      assert.equal(refused?.code, Code.PermissionDenied, `attach with token "${token}": ${refused?.rawMessage ?? "accepted"}`);
+      assert.match(refused!.rawMessage, /wrong token for container "cmd-one"/);
+    }
     const proc = peer({ case: "attach", value: { container: "cmd-one", token: assign.token, host: "pid-42" } });
     await proc.next("welcome");
     await eventually(async () => (await status("cmd-one"))?.ready, 5000, "cmd-one ready");
