@@ -201,25 +201,31 @@ describe("hosts and containers", () => {
   test("a command container is assigned with a token and becomes ready when its process attaches with it; a wrong or missing token is refused", async () => {
     await container("cmd-one", { command: ["my-worker"], env: { A: "1" } });
     const { p } = await hostPeer("spawner", { modules: [], canSpawn: true });
-    const assign = await p.next("assign", (a) => a.container === "cmd-one");
-    assert.ok(assign.token.length >= 16);
-    assert.deepEqual(assign.spec?.command, ["my-worker"]);
-    p.send({ case: "state", value: { container: "cmd-one", uid: assign.uid, phase: "Running" } });
-    await eventually(async () => (await status("cmd-one"))?.message.includes("waiting for it to attach"), 5000, "waiting for attach");
-    assert.equal((await status("cmd-one"))?.ready, false);
-    // The token now issued is compared: a wrong one and none are refused.
-    for (const token of ["0".repeat(assign.token.length), "", assign.token.slice(1)]) {
-      const refused = await peer({ case: "attach", value: { container: "cmd-one", token, host: "pid-666" } }).ended;
-      assert.equal(refused?.code, Code.PermissionDenied, `attach with token "${token}": ${refused?.rawMessage ?? "accepted"}`);
-      assert.match(refused!.rawMessage, /wrong token for container "cmd-one"/);
+    // The host answers the server's heartbeats, as a real one does, for as long as the test runs.
+    const beat = setInterval(() => p.send({ case: "heartbeat", value: {} }), HB / 2);
+    try {
+      const assign = await p.next("assign", (a) => a.container === "cmd-one");
+      assert.ok(assign.token.length >= 16);
+      assert.deepEqual(assign.spec?.command, ["my-worker"]);
+      p.send({ case: "state", value: { container: "cmd-one", uid: assign.uid, phase: "Running" } });
+      await eventually(async () => (await status("cmd-one"))?.message.includes("waiting for it to attach"), 5000, "waiting for attach");
+      assert.equal((await status("cmd-one"))?.ready, false);
+      // The token now issued is compared: a wrong one and none are refused.
+      for (const token of ["0".repeat(assign.token.length), "", assign.token.slice(1)]) {
+        const refused = await peer({ case: "attach", value: { container: "cmd-one", token, host: "pid-666" } }).ended;
+        assert.equal(refused?.code, Code.PermissionDenied, `attach with token "${token}": ${refused?.rawMessage ?? "accepted"}`);
+        assert.match(refused!.rawMessage, /wrong token for container "cmd-one"/);
+      }
+      const proc = peer({ case: "attach", value: { container: "cmd-one", token: assign.token, host: "pid-42" } });
+      await proc.next("welcome");
+      await eventually(async () => (await status("cmd-one"))?.ready, 5000, "cmd-one ready");
+      const reply = messaging().request({ target: "cmd-one", data: enc.encode("{}"), timeoutMs: 3000 });
+      const d = await proc.next("delivery");
+      proc.send({ case: "result", value: { id: d.id, data: enc.encode('{"ok":true}'), contentType: "application/json" } });
+      assert.deepEqual((await reply).json?.kind, { case: "structValue", value: (await reply).json?.kind.value });
+    } finally {
+      clearInterval(beat);
     }
-    const proc = peer({ case: "attach", value: { container: "cmd-one", token: assign.token, host: "pid-42" } });
-    await proc.next("welcome");
-    await eventually(async () => (await status("cmd-one"))?.ready, 5000, "cmd-one ready");
-    const reply = messaging().request({ target: "cmd-one", data: enc.encode("{}"), timeoutMs: 3000 });
-    const d = await proc.next("delivery");
-    proc.send({ case: "result", value: { id: d.id, data: enc.encode('{"ok":true}'), contentType: "application/json" } });
-    assert.deepEqual((await reply).json?.kind, { case: "structValue", value: (await reply).json?.kind.value });
   });
 });
 
