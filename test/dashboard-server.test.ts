@@ -6,7 +6,8 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -16,7 +17,7 @@ import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect
 import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { StatsService } from "../src/gen/k4s/v1/stats_service_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { runK4s, selfSignedCertificate, spawnK4s, startTestServer } from "./helpers.js";
+import { eventually, K4S_BIN, runK4s, selfSignedCertificate, spawnK4s, startTestServer } from "./helpers.js";
 
 const MANIFEST = `
 kind: Container
@@ -167,6 +168,42 @@ test("k4s dashboard prints the address with the token in its fragment, after che
   const missing = await runK4s(["dashboard", "--no-open", "--server", `127.0.0.1:${port}`]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, new RegExp(`error: no dashboard answers at http://127\\.0\\.0\\.1:${port + 1}/: .*pass --url`));
+});
+
+test("k4s dashboard opens the address in the desktop's browser on a terminal with a display, and only then", async () => {
+  const url = server.dashboardUrl!;
+  // A stand-in xdg-open that records what it was asked to open.
+  const bin = mkdtempSync(join(tmpdir(), "k4s-opener-"));
+  const opened = join(bin, "opened");
+  writeFileSync(join(bin, "xdg-open"), `#!/bin/sh\necho "$1" >> '${opened}'\n`, { mode: 0o755 });
+  const env = (token: string, display: boolean) => ({
+    ...process.env,
+    PATH: `${bin}:${process.env.PATH}`,
+    K4S_TOKEN: token,
+    DISPLAY: display ? ":99" : "",
+    WAYLAND_DISPLAY: "",
+  });
+  /** Runs k4s dashboard on a pseudo-terminal (`script`), as from a user's shell. */
+  const onTerminal = (token: string, display: boolean, ...extra: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      const command = [process.execPath, K4S_BIN, "dashboard", "--url", url, ...extra].map((a) => `'${a}'`).join(" ");
+      const child = spawn("script", ["-qfec", command, "/dev/null"], { env: env(token, display), stdio: ["pipe", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      child.on("error", reject);
+      child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`k4s dashboard exited ${code}: ${out}`))));
+    });
+  // Not opened: piped output, no display, --no-open.
+  const piped = spawnK4s(["dashboard", "--url", url], { PATH: env("", true).PATH, K4S_TOKEN: "piped", DISPLAY: ":99" });
+  piped.child.stdin!.end();
+  assert.equal(await piped.exited, 0, piped.stderr());
+  assert.match(await onTerminal("nodisplay", false), /#token=nodisplay/);
+  assert.match(await onTerminal("noopen", true, "--no-open"), /#token=noopen/);
+  // Opened: a terminal and a display.
+  assert.match(await onTerminal("tty", true), /#token=tty/);
+  const lines = await eventually(() => existsSync(opened) && readFileSync(opened, "utf8"), 10_000, "the browser opened");
+  assert.equal(lines, `${url}#token=tty\n`);
+  rmSync(bin, { recursive: true, force: true });
 });
 
 test("k4s server prints the dashboard's address, takes --dashboard-port, and --no-dashboard turns it off", async () => {

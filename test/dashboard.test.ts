@@ -59,8 +59,8 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-function k4s(args: string[]) {
-  return runK4s([...args, "--server", address], { K4S_TOKEN: TOKEN });
+function k4s(args: string[], input?: string) {
+  return runK4s([...args, "--server", address], { K4S_TOKEN: TOKEN }, input);
 }
 
 /** A new page that records console errors, uncaught exceptions and failed requests. */
@@ -112,42 +112,85 @@ async function fill(page: Page, selector: string, value: string): Promise<void> 
   );
 }
 
+/** Requests to the calculator service every few ms until stopped, so the stats have a rate. */
+function keepRequesting(): () => Promise<void> {
+  const client = createClient({ address, token: TOKEN });
+  let stopped = false;
+  const loop = (async () => {
+    for (let i = 0; !stopped; i++) {
+      assert.equal(await client.request("service/calculator-service", { operation: "sum", operands: [1, 2, i] }), 3 + i);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    try {
+      await loop;
+    } finally {
+      await client.close();
+    }
+  };
+}
+
 test("the page loads every view with no console error, shows the cluster live, and is screenshotted", async () => {
   const { page, problems } = await openSignedIn();
-  // Some traffic, so the charts and the graph's edges have something to show.
-  const client = createClient({ address, token: TOKEN });
+  // Traffic all along, so the tables, charts and the graph's edges have rates to show.
+  const stopTraffic = keepRequesting();
   try {
-    for (let i = 0; i < 50; i++) assert.equal(await client.request("service/calculator-service", { operation: "sum", operands: [1, 2, i] }), 3 + i);
+    await page.waitForSelector('#containers tr[data-name="calculator-rs-2"]');
+    const row = (cell: string) => page.$eval(`#containers tr[data-name="calculator-rs-0"] ${cell}`, (el) => el.textContent);
+    assert.equal(await row(".phase"), "Running");
+    assert.equal(await row(".restarts"), "0");
+    assert.equal(await row(".host"), "local");
+    assert.match((await row(".age"))!, /^\d+[smhd]$/);
+    // The phase is a coloured badge (its own background), not plain text.
+    const badge = await page.$eval('#containers tr[data-name="calculator-rs-0"] .phase', (el) => [el.className, getComputedStyle(el).backgroundColor]);
+    assert.equal(badge[0], "phase phase-running");
+    assert.notEqual(badge[1], "rgba(0, 0, 0, 0)");
+    // The stats stream reaches the page: the service's row gets a total rate once a window ends.
+    await page.waitForFunction(() => Number(document.querySelector('#services tr[data-name="calculator-service"] .rate')?.textContent) > 0, { timeout: 15_000 });
+    await screenshot(page, "resources");
+    // Filters: a name glob and a label selector narrow every table.
+    await fill(page, "#filter-name", "calculator-rs-*");
+    await page.waitForFunction(() => document.querySelectorAll("#containers tbody tr[data-name]").length === 3);
+    assert.equal(await page.$$eval("#services tbody tr[data-name]", (rows) => rows.length), 0);
+    await fill(page, "#filter-name", "");
+    await fill(page, "#filter-labels", "app=calculator,k4s.io/replicaset notin (calculator-rs)");
+    await page.waitForFunction(() => Array.from(document.querySelectorAll("#containers tbody tr[data-name]")).map((r) => r.getAttribute("data-name")).join() === "calculator");
+    await fill(page, "#filter-labels", "app in (");
+    await page.waitForFunction(() => document.querySelector(".filters .error")?.textContent?.includes("label selector"));
+    await fill(page, "#filter-labels", "");
+    for (const view of ["graph", "charts", "logs", "events", "apply", "message"]) {
+      await show(page, view);
+      // Each view is driven by live data; give it a moment to draw (charts: a stats window).
+      await new Promise((r) => setTimeout(r, view === "charts" ? 1500 : 300));
+      await screenshot(page, view);
+    }
+    // The graph: service → each endpoint, labelled with the endpoint's message rate; endpoint → host.
+    await show(page, "graph");
+    const edges = await page.$$eval("#service-graph .edge", (els) => els.map((e) => `${e.getAttribute("data-from")}>${e.getAttribute("data-to")}`));
+    for (const ep of ["calculator-rs-0", "calculator-rs-1", "calculator-rs-2"]) assert.ok(edges.includes(`s/calculator-service>c/${ep}`), `edge to ${ep} in ${edges}`);
+    assert.ok(edges.includes("c/calculator-rs-0>h/local"), String(edges));
+    await page.waitForFunction(
+      () =>
+        Array.from(document.querySelectorAll('#service-graph .edge[data-from="s/calculator-service"] .rate')).some((t) => parseFloat(t.textContent ?? "") > 0),
+      { timeout: 15_000 },
+    );
+    // The charts of the service: three uPlot charts, and the live figures above them.
+    await show(page, "charts");
+    await page.waitForFunction(() => document.querySelectorAll("#view-charts .chart canvas").length === 3, { timeout: 15_000 });
+    assert.equal(await page.$eval("#chart-select", (el) => (el as HTMLSelectElement).value), "service/calculator-service");
+    assert.deepEqual(await page.$$eval("#view-charts .chart", (els) => els.map((e) => e.getAttribute("data-title"))), ["messages per second", "in flight and queued", "latency (ms)"]);
+    await page.waitForFunction(() => /^[\d.]+ msg\/s · \d+ in flight · \d+ queued · p50 \S+ (ms|µs)/.test(document.querySelector("#view-charts .summary")?.textContent ?? "") && parseFloat(document.querySelector("#view-charts .summary")!.textContent!) > 0, { timeout: 15_000 });
+    // A container's charts, reached from its row.
+    await show(page, "resources");
+    await page.click('#containers tr[data-name="calculator-rs-1"] .actions button:nth-child(2)');
+    await page.waitForFunction(() => (document.querySelector("#chart-select") as HTMLSelectElement | null)?.value === "container/calculator-rs-1");
+    await show(page, "events");
+    await page.waitForFunction(() => document.querySelector("#events")?.textContent?.includes("ScalingReplicaSet"), { timeout: 10_000 });
   } finally {
-    await client.close();
+    await stopTraffic();
   }
-  await page.waitForSelector('#containers tr[data-name="calculator-rs-2"]');
-  const phase = await page.$eval('#containers tr[data-name="calculator-rs-0"] .phase', (el) => el.textContent);
-  assert.equal(phase, "Running");
-  // The stats stream reaches the page: the service's row gets a total rate once a window ends.
-  await page.waitForFunction(() => document.querySelector('#services tr[data-name="calculator-service"] .rate')?.textContent !== "", { timeout: 10_000 });
-  await screenshot(page, "resources");
-  // Filters: a name glob and a label selector narrow every table.
-  await fill(page, "#filter-name", "calculator-rs-*");
-  await page.waitForFunction(() => document.querySelectorAll("#containers tbody tr[data-name]").length === 3);
-  await fill(page, "#filter-name", "");
-  await fill(page, "#filter-labels", "app=calculator,k4s.io/replicaset notin (calculator-rs)");
-  await page.waitForFunction(() => Array.from(document.querySelectorAll("#containers tbody tr[data-name]")).map((r) => r.getAttribute("data-name")).join() === "calculator");
-  await fill(page, "#filter-labels", "app in (");
-  await page.waitForFunction(() => document.querySelector(".filters .error")?.textContent?.includes("label selector"));
-  await fill(page, "#filter-labels", "");
-  for (const view of ["graph", "charts", "logs", "events", "apply", "message"]) {
-    await show(page, view);
-    // Each view is driven by live data; give it a moment to draw (charts: a stats window).
-    await new Promise((r) => setTimeout(r, view === "charts" ? 1500 : 300));
-    await screenshot(page, view);
-  }
-  await show(page, "graph");
-  const edges = await page.$$eval("#service-graph .edge", (els) => els.map((e) => `${e.getAttribute("data-from")}>${e.getAttribute("data-to")}`));
-  for (const ep of ["calculator-rs-0", "calculator-rs-1", "calculator-rs-2"]) assert.ok(edges.includes(`s/calculator-service>c/${ep}`), `edge to ${ep} in ${edges}`);
-  assert.ok(edges.includes("c/calculator-rs-0>h/local"), String(edges));
-  await show(page, "events");
-  await page.waitForFunction(() => document.querySelector("#events")?.textContent?.includes("ScalingReplicaSet"), { timeout: 10_000 });
   await page.close();
   assert.deepEqual(problems, []);
 });
@@ -170,6 +213,60 @@ test("a `k4s scale` from the CLI shows in the page within a second", async () =>
   assert.ok(ms < 1000, `page showed the scale after ${ms.toFixed(0)} ms`);
   // And the replicas themselves follow.
   await page.waitForFunction((n) => document.querySelectorAll('#containers tr[data-name^="calculator-rs-"]').length === n, { timeout: 30_000 }, target);
+  await page.close();
+  assert.deepEqual(problems, []);
+});
+
+test("scale and delete from a row reach the server: the CLI sees them, and a refusal is shown in the row", async () => {
+  const applied = await k4s(["apply", "-f", "-"], "kind: ReplicaSet\nmetadata: {name: page-rs}\nspec: {replicas: 1, container: calculator}\n");
+  assert.equal(applied.code, 0, applied.stderr);
+  const { page, problems } = await openSignedIn();
+  const row = '#replicasets tr[data-name="page-rs"]';
+  await page.waitForSelector(row, { timeout: 15_000 });
+  await fill(page, `${row} input.replicas`, "2");
+  await page.click(`${row} .scale button`);
+  await page.waitForFunction((r) => document.querySelector(`${r} .desired`)?.textContent === "2", { timeout: 10_000 }, row);
+  const got = await k4s(["get", "rs", "page-rs", "-o", "json"]);
+  assert.equal(got.code, 0, got.stderr);
+  assert.equal((JSON.parse(got.stdout) as { spec: { replicas: number } }).spec.replicas, 2);
+  await page.waitForSelector('#containers tr[data-name="page-rs-1"]', { timeout: 30_000 });
+  // A count the server refuses: its error, in the row; nothing changed.
+  await fill(page, `${row} input.replicas`, "-1");
+  await page.click(`${row} .scale button`);
+  await page.waitForFunction((r) => document.querySelector(`${r} .scale .error`)?.textContent?.startsWith("INVALID_ARGUMENT"), { timeout: 10_000 }, row);
+  await screenshot(page, "scale-error");
+  assert.equal(await page.$eval(`${row} .desired`, (el) => el.textContent), "2");
+  // Delete takes two clicks: the first only arms the button.
+  await page.click(`${row} button.danger`);
+  await page.waitForSelector(`${row} button.danger.armed`);
+  assert.equal((await k4s(["get", "rs", "page-rs"])).code, 0);
+  await page.click(`${row} button.danger.armed`);
+  await page.waitForFunction((r) => document.querySelector(r) === null, { timeout: 10_000 }, row);
+  const gone = await k4s(["get", "rs", "page-rs"]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /not found/);
+  await page.close();
+  assert.deepEqual(
+    problems.filter((p) => !/HTTP 400: .*ResourceService\/Scale|status of 400/.test(p)),
+    [],
+  );
+});
+
+test("a container's log follows: a line it prints after the page opened shows up", async () => {
+  const { page, problems } = await openSignedIn("logs/calculator");
+  await page.waitForSelector("#log-lines");
+  assert.equal(await page.$eval("#log-select", (el) => (el as HTMLSelectElement).value), "calculator");
+  const n = 1_000_000 + Math.floor(Math.random() * 1_000_000);
+  const line = `sum(40, 2, ${n}) = ${42 + n}`;
+  assert.doesNotMatch(await page.$eval("#log-lines", (el) => el.textContent ?? ""), new RegExp(String(n)));
+  const client = createClient({ address, token: TOKEN });
+  try {
+    assert.equal(await client.request("container/calculator", { operation: "sum", operands: [40, 2, n] }), 42 + n);
+  } finally {
+    await client.close();
+  }
+  await page.waitForFunction((l) => document.querySelector("#log-lines")?.textContent?.includes(l), { timeout: 10_000 }, line);
+  await screenshot(page, "logs-following");
   await page.close();
   assert.deepEqual(problems, []);
 });
@@ -211,6 +308,9 @@ test("a request from the form shows the reply", async () => {
   assert.match(reply, /reply from calculator-rs-\d/);
   assert.equal(await page.$eval("#reply pre", (el) => el.textContent), "42");
   await screenshot(page, "message-reply");
+  // A send is queued at one endpoint, and the form says which.
+  await page.click("#send");
+  await page.waitForFunction(() => /^queued at calculator-rs-\d$/.test(document.querySelector("#reply")?.textContent ?? ""), { timeout: 10_000 });
   // An error is shown as the server said it.
   await fill(page, "#target", "service/no-such-service");
   await page.click("#request");

@@ -109,7 +109,7 @@ function ContainerTable(props: { items: Container[]; stats: Map<string, Containe
             <td class="host">{c.status?.host}</td>
             <td class="rate">{num(load?.messagesPerSecond)}</td>
             <td class="inflight">{load?.inFlight ?? ""}</td>
-            <td>{age(c.metadata?.creationTimestamp)}</td>
+            <td class="age">{age(c.metadata?.creationTimestamp)}</td>
             <td class="labels">{labelText(c.metadata?.labels)}</td>
             <td class="actions">
               <button onClick={() => props.onLogs(name)}>logs</button>
@@ -135,7 +135,7 @@ function ReplicaSetTable(props: { items: ReplicaSet[] }) {
             <td class="desired">{desired}</td>
             <td class="current">{rs.status?.replicas ?? 0}</td>
             <td class="ready">{rs.status?.readyReplicas ?? 0}</td>
-            <td>{age(rs.metadata?.creationTimestamp)}</td>
+            <td class="age">{age(rs.metadata?.creationTimestamp)}</td>
             <td class="labels">{labelText(rs.metadata?.labels)}</td>
             <td class="actions">
               <ScaleControl name={name} replicas={desired} />
@@ -165,7 +165,7 @@ function ServiceTable(props: { items: Service[]; stats: Map<string, ServiceStats
             </td>
             <td class="rate">{num(load?.messagesPerSecond)}</td>
             <td>{load?.latencyP99Ms ? `${num(load.latencyP99Ms)} ms` : ""}</td>
-            <td>{age(s.metadata?.creationTimestamp)}</td>
+            <td class="age">{age(s.metadata?.creationTimestamp)}</td>
             <td class="actions">
               <button onClick={() => props.onCharts(`service/${name}`)}>charts</button>
               <DeleteButton kind="Service" name={name} />

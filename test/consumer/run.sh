@@ -19,7 +19,7 @@ echo "== npm pack"
 (cd "$repo" && npm pack --silent --pack-destination "$work" >/dev/null)
 tarball=$(ls "$work"/k4s-*.tgz)
 tar -tzf "$tarball" | sed 's|^package/||' >"$work/contents"
-for must in bin/k4s.js dist/client/index.js dist/client/index.d.ts dist/workers/index.js dist/server/index.js dist/gen/k4s/v1/resources_pb.js examples/calculator.yaml proto/k4s/v1/resources.proto; do
+for must in bin/k4s.js dist/dashboard/index.html dist/dashboard/app.js dist/dashboard/app.css dist/client/index.js dist/client/index.d.ts dist/workers/index.js dist/server/index.js dist/gen/k4s/v1/resources_pb.js examples/calculator.yaml proto/k4s/v1/resources.proto; do
   grep -qx "$must" "$work/contents" || { echo "the tarball lacks $must" >&2; exit 1; }
 done
 if grep -E '^(src|test|bench|scripts|\.ci)/|\.ts$' "$work/contents" | grep -v '\.d\.ts$'; then
@@ -47,6 +47,27 @@ done
 address=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
 [ -n "$address" ] || { cat "$work/server.log" >&2; echo "the server did not start" >&2; exit 1; }
 echo "server at $address"
+
+echo "== the server serves the dashboard page shipped in the package"
+for _ in $(seq 1 100); do
+  grep -q "k4s dashboard on" "$work/server.log" && break
+  sleep 0.1
+done
+dashboard=$(sed -n 's/.*k4s dashboard on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
+[ -n "$dashboard" ] || { cat "$work/server.log" >&2; echo "the server printed no dashboard address" >&2; exit 1; }
+node --input-type=module -e '
+const base = process.argv[1];
+const get = async (path, type, text) => {
+  const res = await fetch(base + path);
+  const body = await res.text();
+  if (res.status !== 200 || !(res.headers.get("content-type") ?? "").startsWith(type) || !body.includes(text))
+    throw new Error(`GET ${base}${path}: HTTP ${res.status} ${res.headers.get("content-type")}: ${body.slice(0, 200)}`);
+};
+await get("", "text/html", "<script type=\"module\" src=\"/app.js\">");
+await get("app.js", "text/javascript", "Connect-Protocol-Version");
+await get("app.css", "text/css", ".phase-running");
+console.log(`dashboard page served at ${base}`);
+' "$dashboard"
 
 echo "== a worker host serving ./worker.mjs, and a process attached through attach()"
 npx k4s worker --server "$address" --name consumer-host --module greeter=./worker.mjs >"$work/host.log" 2>&1 &
