@@ -5,7 +5,7 @@
  * built first with the same build `npm ci` runs. Screenshots of every view are written to
  * test-artifacts/dashboard/.
  */
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -59,6 +59,15 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
+/** Pages a test opened: closed after it even when it failed, since every open page holds streams
+ * and Chromium allows six HTTP/1.1 connections per server across all of them. */
+const openPages = new Set<Page>();
+
+afterEach(async () => {
+  for (const page of openPages) if (!page.isClosed()) await page.close();
+  openPages.clear();
+});
+
 function k4s(args: string[], input?: string) {
   return runK4s([...args, "--server", address], { K4S_TOKEN: TOKEN }, input);
 }
@@ -66,6 +75,7 @@ function k4s(args: string[], input?: string) {
 /** A new page that records console errors, uncaught exceptions and failed requests. */
 async function openPage(): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.newPage();
+  openPages.add(page);
   await page.setViewport({ width: 1400, height: 900 });
   const problems: string[] = [];
   page.on("console", (m) => {
@@ -91,9 +101,10 @@ async function openSignedIn(view = "resources"): Promise<{ page: Page; problems:
   return opened;
 }
 
+/** Shows a view (with its argument: `logs/NAME`, `charts/service/NAME`). */
 async function show(page: Page, view: string): Promise<void> {
   await page.evaluate((v) => (location.hash = `#/${v}`), view);
-  await page.waitForSelector(`#view-${view}`);
+  await page.waitForSelector(`#view-${view.split("/")[0]}`);
 }
 
 async function screenshot(page: Page, name: string): Promise<void> {
