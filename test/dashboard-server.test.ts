@@ -206,6 +206,40 @@ test("k4s dashboard opens the address in the desktop's browser on a terminal wit
   rmSync(bin, { recursive: true, force: true });
 });
 
+test("k4s server --dashboard-host: loopback only by default; all interfaces only with a token", async () => {
+  // 127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 does not answer it.
+  const at = (url: string, host: string) => url.replace("127.0.0.1", host);
+  const local = spawnK4s(["server", "--memory", "--port", "0", "--no-local-worker"]);
+  try {
+    await local.waitFor(/k4s dashboard on (\S+)\n/, 30_000);
+    const url = /k4s dashboard on (\S+)/.exec(local.stdout())![1]!;
+    await assert.rejects(get(at(url, "127.0.0.2")), /ECONNREFUSED/);
+  } finally {
+    await local.kill();
+  }
+  const refused = await runK4s(["server", "--memory", "--port", "0", "--no-local-worker", "--dashboard-host", "0.0.0.0"]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /refusing to serve the dashboard on 0\.0\.0\.0 without a token/);
+  const dir = mkdtempSync(join(tmpdir(), "k4s-token-"));
+  writeFileSync(join(dir, "token"), "all-interfaces\n");
+  const all = spawnK4s(["server", "--memory", "--port", "0", "--no-local-worker", "--dashboard-host", "0.0.0.0", "--token-file", join(dir, "token")]);
+  try {
+    await all.waitFor(/k4s dashboard on (\S+)\n/, 30_000);
+    const url = /k4s dashboard on (\S+)/.exec(all.stdout())![1]!;
+    const page = await get(at(url, "127.0.0.2"));
+    assert.ok(page.status === 200 || page.status === 503, `${page.status} ${page.body}`);
+    const list = await fetch(`${at(url, "127.0.0.2")}k4s.v1.ResourceService/List`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer all-interfaces" },
+      body: '{"kind":"Container"}',
+    });
+    assert.equal(list.status, 200);
+  } finally {
+    await all.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("k4s server prints the dashboard's address, takes --dashboard-port, and --no-dashboard turns it off", async () => {
   const on = spawnK4s(["server", "--memory", "--port", "0", "--no-local-worker"]);
   try {
