@@ -40,21 +40,22 @@ npm install --no-audit --no-fund --loglevel=error "$tarball" "typescript@$ts_ver
 echo "== a server from the installed package"
 ./node_modules/.bin/k4s server --memory --port 0 >"$work/server.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 300); do
-  grep -q "listening on" "$work/server.log" && break
-  sleep 0.1
-done
-address=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
-[ -n "$address" ] || { cat "$work/server.log" >&2; echo "the server did not start" >&2; exit 1; }
+# printed PHRASE: the word after "PHRASE " in the server's output, waiting up to 30 s for it.
+printed() {
+  for _ in $(seq 1 300); do
+    grep -q "$1 " "$work/server.log" && break
+    sleep 0.1
+  done
+  local value
+  value=$(sed -n "s/.*$1 \\([^ ]*\\).*/\\1/p" "$work/server.log" | head -1)
+  [ -n "$value" ] || { cat "$work/server.log" >&2; echo "the server did not print '$1'" >&2; exit 1; }
+  echo "$value"
+}
+address=$(printed "listening on")
 echo "server at $address"
 
 echo "== the server serves the dashboard page shipped in the package"
-for _ in $(seq 1 100); do
-  grep -q "k4s dashboard on" "$work/server.log" && break
-  sleep 0.1
-done
-dashboard=$(sed -n 's/.*k4s dashboard on \([^ ]*\).*/\1/p' "$work/server.log" | head -1)
-[ -n "$dashboard" ] || { cat "$work/server.log" >&2; echo "the server printed no dashboard address" >&2; exit 1; }
+dashboard=$(printed "k4s dashboard on")
 node --input-type=module -e '
 const base = process.argv[1];
 const get = async (path, type, text) => {
