@@ -133,7 +133,7 @@ export function createContainerController(options: ContainerControllerOptions): 
         ? `container "${rec.name}" is being deleted`
         : `container "${rec.name}" has ended (${rec.phase()}) and takes no more requests`,
     });
-    status.write(rec);
+    status.write(rec, informer.get("Container", rec.name));
   }
 
   function newRecord(obj: Container): ContainerRecord {

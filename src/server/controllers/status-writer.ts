@@ -10,8 +10,12 @@ import type { ContainerRecord } from "./container-record.js";
 
 /** StatusWriter keeps the stored status of containers in step with their records. */
 export interface StatusWriter {
-  /** Writes a record's status soon (coalescing with other changes). */
-  write(rec: ContainerRecord): void;
+  /**
+   * Writes a record's status soon (coalescing with other changes). `stored` is the object as
+   * the informer holds it: when its status already says what the record says and no write is on
+   * its way, nothing is written (a reconcile that changed nothing costs no store round trip).
+   */
+  write(rec: ContainerRecord, stored?: Container): void;
   /** Stops writing; resolves once the writes on their way are done. */
   stop(): Promise<void>;
 }
@@ -59,8 +63,9 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
   }
 
   return {
-    write(rec) {
+    write(rec, stored) {
       if (stopped) return;
+      if (!writing.has(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
       dirty.add(rec);
       if (writing.has(rec)) return;
       writing.add(rec);
