@@ -1,4 +1,5 @@
 /** The message argument of `send` and `request`: JSON text, `-` for stdin, or text with --text. */
+import type { Command } from "commander";
 import { CliError } from "./errors.js";
 import { readStdin } from "./stdin.js";
 
@@ -15,4 +16,12 @@ export async function readPayloadArg(arg: string | undefined, text: boolean): Pr
   } catch (err) {
     throw new CliError(`message is not valid JSON (${(err as Error).message}); quote strings as '"hello"' or use --text`);
   }
+}
+
+/** Adds what `send` and `request` both take: TARGET, the message (`what`, e.g. "the message") and --text. */
+export function messageArguments(command: Command, what: string): Command {
+  return command
+    .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
+    .argument("[json]", `${what} as JSON (- or omitted: read stdin)`)
+    .option("--text", "send the argument as text/plain instead of JSON");
 }

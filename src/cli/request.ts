@@ -3,7 +3,7 @@ import { Command } from "commander";
 import { TEXT_CONTENT_TYPE } from "../api/payload.js";
 import { interruptSignal, withClient } from "./connection.js";
 import { durationFlag } from "./options.js";
-import { readPayloadArg } from "./payload-arg.js";
+import { messageArguments, readPayloadArg } from "./payload-arg.js";
 import { DEFAULT_CALL_TIMEOUT_MS, withWaitingNotice } from "./waiting-notice.js";
 
 interface RequestOptions {
@@ -13,12 +13,8 @@ interface RequestOptions {
 
 /** Creates the request command. */
 export function requestCommand(): Command {
-  return new Command("request")
-    .description("send a request to container/NAME, service/NAME or NAME and print the reply")
-    .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
-    .argument("[json]", "the request as JSON (- or omitted: read stdin)")
+  return messageArguments(new Command("request").description("send a request to container/NAME, service/NAME or NAME and print the reply"), "the request")
     .addOption(durationFlag("--timeout <duration>", "how long to wait for the reply, e.g. 500ms, 5s", DEFAULT_CALL_TIMEOUT_MS))
-    .option("--text", "send the argument as text/plain instead of JSON")
     .action(async (target: string, json: string | undefined, opts: RequestOptions, cmd: Command) => {
       const value = await readPayloadArg(json, opts.text ?? false);
       await withClient(cmd, async (client) => {

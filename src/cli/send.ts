@@ -3,17 +3,13 @@ import { Command } from "commander";
 import { TEXT_CONTENT_TYPE } from "../api/payload.js";
 import { withClient } from "./connection.js";
 import { durationFlag } from "./options.js";
-import { readPayloadArg } from "./payload-arg.js";
+import { messageArguments, readPayloadArg } from "./payload-arg.js";
 import { DEFAULT_CALL_TIMEOUT_MS, withWaitingNotice } from "./waiting-notice.js";
 
 /** Creates the send command. */
 export function sendCommand(): Command {
-  return new Command("send")
-    .description("send a fire-and-forget message to container/NAME, service/NAME or NAME")
-    .argument("<target>", "container/NAME, service/NAME, or NAME (a container, else a service)")
-    .argument("[json]", "the message as JSON (- or omitted: read stdin)")
+  return messageArguments(new Command("send").description("send a fire-and-forget message to container/NAME, service/NAME or NAME"), "the message")
     .addOption(durationFlag("--timeout <duration>", "how long to wait for an inbox to take it (a service: a ready endpoint), e.g. 500ms, 5s", DEFAULT_CALL_TIMEOUT_MS))
-    .option("--text", "send the argument as text/plain instead of JSON")
     .action(async (target: string, json: string | undefined, opts: { text?: boolean; timeout: number }, cmd: Command) => {
       const value = await readPayloadArg(json, opts.text ?? false);
       await withClient(cmd, async (client) => {

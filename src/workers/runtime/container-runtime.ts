@@ -13,17 +13,12 @@ import type { CallOptions, CallReply } from "../../transport/session.js";
 import type { WorkerFunction } from "./define-worker.js";
 import type { RequestOptions, SendOptions, WorkerContext, WorkerMessage } from "./worker-context.js";
 
-/** IncomingDelivery is a Delivery frame in plain form. */
-export interface IncomingDelivery {
-  id: number;
-  data: Uint8Array;
-  contentType: string;
-  expectsReply: boolean;
-  /** Milliseconds left before the caller's deadline (0: none). */
-  timeoutMs: number;
-  sender: string;
-  attempt: number;
-}
+/**
+ * IncomingDelivery is a Delivery frame in plain form, for the runtime of its container: the
+ * schema's fields (a field added there must be carried by toIncomingDelivery, or this does not
+ * compile), the id as a number, without the container's name.
+ */
+export type IncomingDelivery = Omit<Delivery, "$typeName" | "$unknown" | "id" | "container"> & { id: number };
 
 /** Converts a Delivery frame into its plain form. */
 export function toIncomingDelivery(d: Delivery): IncomingDelivery {
