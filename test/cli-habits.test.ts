@@ -5,12 +5,11 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { K4sServer } from "../src/server/server.js";
-import { K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
+import { inTerminal, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
 let dir: string;
@@ -72,18 +71,6 @@ test("get takes several names and KIND/NAMEs of several kinds; --show-labels; a 
   assert.equal(list.kind, "List");
   assert.deepEqual(list.items.map((i: { metadata: { name: string } }) => i.metadata.name), ["g-b", "g-c"]);
 });
-
-/** Runs a command line on a pseudo-terminal (util-linux's `script`), returning what it printed. */
-function inTerminal(commandLine: string, env: Record<string, string>): Promise<{ stdout: string }> {
-  return new Promise((resolve, reject) => {
-    const { NO_COLOR: _n, FORCE_COLOR: _f, ...rest } = process.env;
-    const child = spawn("script", ["-qec", commandLine, "/dev/null"], { env: { ...rest, TERM: "xterm", ...env }, stdio: ["ignore", "pipe", "inherit"] });
-    let stdout = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.on("error", reject);
-    child.on("close", () => resolve({ stdout }));
-  });
-}
 
 /** The column at which a header's title starts, and the same column in every row below. */
 function assertAligned(text: string, title: string): void {

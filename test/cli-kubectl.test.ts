@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createClient } from "../src/client/client.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
+import { eventually, inTerminal, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
 let server: K4sServer;
 
@@ -354,6 +354,44 @@ test("k4s rollout restart rs replaces the replicas one by one: the Service over 
   } finally {
     stop.abort();
     await client.close();
+    await host.kill("SIGKILL");
+  }
+});
+
+test("long waits draw a progress bar on a terminal's stderr and plain lines when piped; --color=always|never", async () => {
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "progress-host"]);
+  try {
+    const rs = "kind: ReplicaSet\nmetadata: {name: pg}\nspec: {replicas: 1, template: {spec: {module: workers, function: echo_worker}}}\n";
+    let r = await k4s(["apply", "-f", "-", "--wait", "--timeout", "60s"], rs);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^replicaset\/pg created\n(waiting for replicaset\/pg: .*\n)*replicaset\/pg ready \(1 of 1 replicas ready\)\n$/);
+    assert.doesNotMatch(r.stderr, /\x1b/);
+
+    // On a terminal (script gives the command one; it shows stdout and stderr together).
+    const tty = await inTerminal(`${process.execPath} ${K4S_BIN} scale rs pg --replicas 3 --wait --timeout 60s --server ${server.address}`, {});
+    assert.match(tty.stdout, /^replicaset\/pg scaled\r\n/, JSON.stringify(tty.stdout));
+    assert.match(tty.stdout, /\r\x1b\[2K\[#*-*\] [0-2]\/3 waiting for replicaset\/pg: [0-2] of 3 replicas/, JSON.stringify(tty.stdout));
+    assert.match(tty.stdout, /\r\x1b\[2Kreplicaset\/pg ready \(3 of 3 replicas ready\)\r\n$/, JSON.stringify(tty.stdout));
+    assert.doesNotMatch(tty.stdout, /\nwaiting for/, "no plain progress lines on a terminal");
+
+    r = await k4s(["scale", "rs/pg", "--replicas", "1", "--wait", "--timeout", "60s"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^replicaset\/pg scaled\n(waiting for replicaset\/pg: .*\n)*replicaset\/pg ready \(1 of 1 replicas ready\)\n$/);
+    assert.doesNotMatch(r.stdout + r.stderr, /\x1b|#/, "piped: no bar, no colour");
+
+    const [always, never, noColour] = await Promise.all([
+      k4s(["get", "c", "pg-0", "--color=always"]),
+      inTerminal(`${process.execPath} ${K4S_BIN} get c pg-0 --color never --server ${server.address}`, {}),
+      inTerminal(`${process.execPath} ${K4S_BIN} get c pg-0 --server ${server.address}`, { NO_COLOR: "1" }),
+    ]);
+    assert.match(always.stdout, /\x1b\[32mRunning\x1b\[39m/);
+    assert.match(never.stdout, /pg-0\s+Running\s/);
+    assert.doesNotMatch(never.stdout, /\x1b\[/);
+    assert.doesNotMatch(noColour.stdout, /\x1b\[/);
+    r = await k4s(["get", "c", "--color=sometimes"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--color <when>' argument 'sometimes' is invalid\. Allowed choices are auto, always, never/);
+  } finally {
     await host.kill("SIGKILL");
   }
 });

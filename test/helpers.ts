@@ -185,3 +185,15 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** Runs a command line on a pseudo-terminal (util-linux's `script`), returning what it printed. */
+export function inTerminal(commandLine: string, env: Record<string, string>): Promise<{ stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const { NO_COLOR: _n, FORCE_COLOR: _f, ...rest } = process.env;
+    const child = spawn("script", ["-qec", commandLine, "/dev/null"], { env: { ...rest, TERM: "xterm", ...env }, stdio: ["ignore", "pipe", "inherit"] });
+    let stdout = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.on("error", reject);
+    child.on("close", () => resolve({ stdout }));
+  });
+}

@@ -1,12 +1,27 @@
 /**
  * Colour in the CLI's output: only on a terminal, never when piped or when NO_COLOR is set
- * (https://no-color.org), and forced with FORCE_COLOR (as Node and most tools read it).
+ * (https://no-color.org), and forced with FORCE_COLOR (as Node and most tools read it) or
+ * chosen with `--color=always|never`.
  */
 /** The colours the CLI uses. */
 export type Colour = "green" | "yellow" | "red" | "gray" | "cyan" | "bold";
 
-/** Tells whether output to a stream should be coloured. */
+/** When to colour: `--color=auto|always|never`, kubectl's and git's words. */
+export type ColourMode = "auto" | "always" | "never";
+
+let mode: ColourMode = "auto";
+
+/** Sets the `--color` mode of this run (main() does it from the global option). */
+export function setColourMode(value: ColourMode): void {
+  mode = value;
+}
+
+/**
+ * Tells whether output to a stream should be coloured: `--color=always|never` decides; with
+ * `auto` (the default) NO_COLOR turns it off, FORCE_COLOR on, and otherwise a terminal gets colour.
+ */
 export function colourFor(stream: NodeJS.WriteStream): boolean {
+  if (mode !== "auto") return mode === "always";
   const env = process.env;
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== "") return false;
   if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== "0") return true;

@@ -2,10 +2,11 @@
  * The k4s command line: a kubectl-shaped client for a k4s server (apply, get, describe, delete,
  * scale, send, request, logs, events) plus the `server` and `worker` processes themselves.
  */
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { normalizeAddress } from "../api/address.js";
 import { packageVersion } from "../server/package-version.js";
 import { applyCommand } from "./apply.js";
+import { setColourMode, type ColourMode } from "./colour.js";
 import { complete, completionCommand } from "./completion.js";
 import { defaultServer } from "./connection.js";
 import { dashboardCommand } from "./dashboard.js";
@@ -38,8 +39,10 @@ export function createProgram(): Command {
     .option("--tls", "connect over TLS, trusting the system's CAs (env K4S_TLS=1)")
     .option("--tls-ca <file>", "connect over TLS, trusting this PEM certificate (env K4S_TLS_CA: the PEM itself)")
     .option("--tls-server-name <name>", "name to check the server's certificate against (env K4S_TLS_SERVERNAME)")
+    .addOption(new Option("--color <when>", "colour the output: auto (on a terminal, unless NO_COLOR is set), always or never").choices(["auto", "always", "never"]).default("auto"))
     .version(packageVersion(), "--version", "print the version of this k4s command")
-    .showSuggestionAfterError();
+    .showSuggestionAfterError()
+    .hook("preAction", (cmd) => setColourMode(cmd.opts<{ color: ColourMode }>().color));
   for (const cmd of [
     serverCommand(),
     workerCommand(),

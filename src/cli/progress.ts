@@ -13,7 +13,7 @@ export interface Progress {
 }
 
 /** Width of the bar in cells. */
-const BAR_WIDTH = 24;
+const BAR_WIDTH = 20;
 
 /**
  * Creates a progress reporter: a bar on `stream` (stderr) when it is a terminal, else

@@ -2,7 +2,14 @@
 import { Command } from "commander";
 import { withClient } from "./connection.js";
 import { CliError } from "./errors.js";
-import { kindAndName, intOption } from "./options.js";
+import { durationFlag, intOption, kindAndName } from "./options.js";
+import { waitReady } from "./wait-ready.js";
+
+interface ScaleOptions {
+  replicas: number;
+  wait?: boolean;
+  timeout: number;
+}
 
 /** Creates the scale command. */
 export function scaleCommand(): Command {
@@ -11,13 +18,16 @@ export function scaleCommand(): Command {
     .argument("<kind>", "replicasets|replicaset|rs, or replicaset/NAME")
     .argument("[name]", "the ReplicaSet's name")
     .requiredOption("--replicas <n>", "the new number of replicas", intOption(0))
-    .action(async (kindArg: string, nameArg: string | undefined, opts: { replicas: number }, cmd: Command) => {
+    .option("--wait", "wait until the ReplicaSet has that many ready replicas, showing progress")
+    .addOption(durationFlag("--timeout <duration>", "how long --wait waits, e.g. 30s, 2m", 60_000))
+    .action(async (kindArg: string, nameArg: string | undefined, opts: ScaleOptions, cmd: Command) => {
       const { kind, name } = kindAndName(kindArg, nameArg);
       if (kind !== "ReplicaSet") throw new CliError(`cannot scale a ${kind}: only ReplicaSets (rs) have replicas`);
       if (!name) throw new CliError(`scale ${kindArg} needs a NAME`);
       await withClient(cmd, async (client) => {
         await client.scale(name, opts.replicas);
         console.log(`replicaset/${name} scaled`);
+        if (opts.wait) await waitReady(client, [{ kind: "ReplicaSet", name }], { timeoutMs: opts.timeout, print: (line) => console.log(line) });
       });
     });
 }

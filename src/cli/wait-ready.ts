@@ -9,11 +9,15 @@ import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.
 import { formatDuration } from "./duration.js";
 import { CliError } from "./errors.js";
 import { kindRef } from "./format.js";
+import { createProgress } from "./progress.js";
 
 /** Readiness of one object: whether it is ready and, in words, how far it got. */
 interface Readiness {
   ready: boolean;
   progress: string;
+  /** How far it got in steps of `of` (a ReplicaSet: its ready replicas); else 0 or 1 of 1. */
+  done?: number;
+  of?: number;
   /** Set when the object can never become ready (a container failed for good). */
   failure?: string;
 }
@@ -32,7 +36,8 @@ function replicaSetReadiness(rs: ReplicaSet): Readiness {
   const desired = rs.spec?.replicas ?? 1;
   const ready = rs.status?.readyReplicas ?? 0;
   const current = rs.status?.replicas ?? 0;
-  return { ready: ready >= desired && current === desired, progress: `${ready} of ${desired} replicas ready` };
+  const progress = current > desired ? `${current} replicas, scaling down to ${desired}` : `${ready} of ${desired} replicas ready`;
+  return { ready: ready >= desired && current === desired, progress, done: Math.min(ready, desired), of: desired };
 }
 
 function serviceReadiness(s: Service): Readiness {
@@ -53,7 +58,8 @@ export function readiness(obj: AnyObject): Readiness {
 }
 
 /**
- * Watches until every named object is ready, printing a line whenever one's progress changes.
+ * Watches until every named object is ready, printing a line as each becomes ready and showing
+ * progress meanwhile: a bar on a terminal (stderr), else a line whenever one's progress changes.
  * Throws a CliError naming the objects still not ready when timeoutMs passes.
  */
 export async function waitReady(
@@ -63,6 +69,19 @@ export async function waitReady(
 ): Promise<void> {
   const pending = new Map<string, string>(objects.map((o) => [kindRef(o.kind, o.name), "not found yet"]));
   if (pending.size === 0) return;
+  const bar = createProgress(options.print);
+  /** Steps done and to do per object, for the bar: a ReplicaSet counts its replicas. */
+  const steps = new Map<string, { done: number; of: number }>([...pending.keys()].map((ref) => [ref, { done: 0, of: 1 }]));
+  const report = (ref: string, r: Readiness) => {
+    steps.set(ref, { done: r.ready ? (r.of ?? 1) : (r.done ?? 0), of: r.of ?? 1 });
+    let done = 0;
+    let of = 0;
+    for (const s of steps.values()) {
+      done += s.done;
+      of += s.of;
+    }
+    return { done, of };
+  };
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -79,15 +98,17 @@ export async function waitReady(
       }
       const r = readiness(ev.object);
       if (r.failure) throw new CliError(`${ref} ${r.failure}`);
+      const { done, of } = report(ref, r);
       if (r.ready) {
         pending.delete(ref);
+        bar.end();
         options.print(`${ref} ${r.progress === "ready" || r.progress === "Succeeded" ? r.progress : `ready (${r.progress})`}`);
         if (pending.size === 0) return;
         continue;
       }
       if (pending.get(ref) !== r.progress) {
         pending.set(ref, r.progress);
-        options.print(`waiting for ${ref}: ${r.progress}`);
+        bar.update(done, of, `waiting for ${ref}: ${r.progress}`);
       }
     }
   } catch (err) {
@@ -95,6 +116,7 @@ export async function waitReady(
   } finally {
     clearTimeout(timer);
     controller.abort();
+    bar.end();
   }
   const what = [...pending].map(([ref, progress]) => `${ref} (${progress})`).join(", ");
   if (!timedOut) throw new CliError(`the server ended the watch while waiting for ${what}`);
