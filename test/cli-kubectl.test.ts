@@ -74,6 +74,10 @@ test("k4s completion bash|zsh|fish: commands, flags, kinds and the server's obje
   assert.deepEqual(await bash(["k4s", "get", "svc", "--show-l"]), ["--show-labels"]);
   assert.deepEqual(await bash(["k4s", "get", "c", "-o", "y"]), ["yaml"]);
   assert.deepEqual(await bash(["k4s", "completion", ""]), ["bash", "fish", "zsh"]);
+  assert.deepEqual(await bash(["k4s", "edit", "svc", "comp-o"]), ["comp-one"]);
+  assert.deepEqual(await bash(["k4s", "rollout", ""]), ["restart", "status"]);
+  assert.deepEqual(await bash(["k4s", "explain", "re"]), ["replicasets"]);
+  assert.deepEqual(await bash(["k4s", "get", "c", "--color", ""]), ["always", "auto", "never"]);
   assert.deepEqual(await zsh(["k4s", "describe", "services", ""]), ["comp-one", "comp-two"]);
   assert.deepEqual(await zsh(["k4s", "apply", "-f", ""]), ["FILES"], "file names where a file is wanted");
   assert.deepEqual(await fish("k4s get services comp"), ["comp-one", "comp-two"]);

@@ -23,6 +23,9 @@ const KIND_WORDS = [...KINDS.map((k) => kindInfo(k).plural), "all"];
 const POSITIONALS: Record<string, readonly Slot[]> = {
   get: [{ kind: "kind" }, { kind: "names", many: true }],
   describe: [{ kind: "kind" }, { kind: "names" }],
+  edit: [{ kind: "kind" }, { kind: "names" }],
+  explain: [{ kind: "words", words: KINDS.map((k) => kindInfo(k).plural) }],
+  rollout: [{ kind: "words", words: ["restart", "status"] }, { kind: "words", words: ["replicasets"] }, { kind: "names", of: "ReplicaSet" }],
   delete: [{ kind: "kind" }, { kind: "names", many: true }],
   label: [{ kind: "kind" }, { kind: "names", many: true }],
   annotate: [{ kind: "kind" }, { kind: "names", many: true }],
@@ -36,6 +39,7 @@ const POSITIONALS: Record<string, readonly Slot[]> = {
 /** Values of options that take one from a short list. */
 const OPTION_VALUES: Record<string, readonly string[]> = {
   "--output": ["json", "yaml", "wide", "name"],
+  "--color": ["auto", "always", "never"],
 };
 
 const SCRIPTS: Record<string, string> = {
