@@ -12,6 +12,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AnyObject } from "../src/api/kinds.js";
+import { RESTARTED_AT_ANNOTATION } from "../src/api/rollout.js";
 import {
   ContainerSchema,
   ContainerSpecSchema,
@@ -645,6 +646,60 @@ describe("controllers", () => {
       for (const n of ["back", "api-back", "calc-svc"]) await resources.delete("Service", n);
       await resources.delete("ReplicaSet", "calc");
     });
+  });
+});
+
+describe("rolling restart", () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness();
+  });
+  after(async () => {
+    await h?.stop();
+  });
+
+  test("a changed k4s.io/restartedAt replaces replicas one at a time: a spare first, an old one deleted only once the spare is ready", async () => {
+    const { resources } = h;
+    const at = "2026-01-01T00:00:00.000Z";
+    await resources.create(newReplicaSet("roll", { replicas: 2, template: { spec: containerSpec("echo_worker") } }));
+    await expectReplicas(resources, "roll", ["roll-0", "roll-1"]);
+    for (const n of ["roll-0", "roll-1"]) await setReady(resources, n, true);
+    const rs = (await resources.get("ReplicaSet", "roll"))!;
+    rs.spec!.template!.metadata!.annotations[RESTARTED_AT_ANNOTATION] = at;
+    await resources.update(rs);
+
+    /** The live replicas as "old"/"new" (by their annotation) and "ready"/"waiting", sorted. */
+    const shape = async () => {
+      const { items } = await resources.list("Container", { labels: { [REPLICASET_LABEL]: "roll" } });
+      return items
+        .filter((c) => !c.metadata?.deletionTimestamp)
+        .map((c) => `${c.metadata!.annotations[RESTARTED_AT_ANNOTATION] === at ? "new" : "old"}-${c.status?.ready ? "ready" : "waiting"}`)
+        .sort()
+        .join(",");
+    };
+    const expectShape = async (want: string) => {
+      let got = "";
+      await eventually(async () => (got = await shape()) === want, 5000, `replicas ${want}`).catch((err) => {
+        throw new Error(`${(err as Error).message}; last saw ${got}`);
+      });
+    };
+    const readySpare = async () => {
+      const { items } = await resources.list("Container", { labels: { [REPLICASET_LABEL]: "roll" } });
+      const spare = items.find((c) => c.metadata!.annotations[RESTARTED_AT_ANNOTATION] === at && !c.status?.ready)!;
+      await setReady(resources, spare.metadata!.name, true);
+    };
+    await expectShape("new-waiting,old-ready,old-ready");
+    // While the spare is not ready, no old replica goes.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await shape(), "new-waiting,old-ready,old-ready");
+    await readySpare();
+    await expectShape("new-ready,new-waiting,old-ready");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await shape(), "new-ready,new-waiting,old-ready");
+    await readySpare();
+    await expectShape("new-ready,new-ready");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await shape(), "new-ready,new-ready", "nothing more once every replica is up to date");
   });
 });
 
