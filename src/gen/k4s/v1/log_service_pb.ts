@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/log_service.proto.
  */
 export const file_k4s_v1_log_service: GenFile = /*@__PURE__*/
-  fileDesc("ChhrNHMvdjEvbG9nX3NlcnZpY2UucHJvdG8SBms0cy52MSJVCgtMb2dzUmVxdWVzdBIRCgljb250YWluZXIYASABKAkSDgoGZm9sbG93GAIgASgIEgwKBHRhaWwYAyABKAUSFQoJYWZ0ZXJfc2VxGAQgASgEQgIwAiIuCgxMb2dzUmVzcG9uc2USHgoFbGluZXMYASADKAsyDy5rNHMudjEuTG9nTGluZSJ1CgdMb2dMaW5lEigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbnRhaW5lchgCIAEoCRIOCgZzdHJlYW0YAyABKAkSDAoEdGV4dBgEIAEoCRIPCgNzZXEYBSABKARCAjACIlIKDUV2ZW50c1JlcXVlc3QSDgoGZm9sbG93GAEgASgIEgwKBGtpbmQYAiABKAkSDAoEbmFtZRgDIAEoCRIVCglhZnRlcl9zZXEYBCABKARCAjACIi4KDkV2ZW50c1Jlc3BvbnNlEhwKBWV2ZW50GAEgASgLMg0uazRzLnYxLkV2ZW50Io0BCgVFdmVudBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0eXBlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIMCgRraW5kGAQgASgJEgwKBG5hbWUYBSABKAkSDwoHbWVzc2FnZRgGIAEoCRIPCgNzZXEYByABKARCAjACMnwKCkxvZ1NlcnZpY2USMwoETG9ncxITLms0cy52MS5Mb2dzUmVxdWVzdBoULms0cy52MS5Mb2dzUmVzcG9uc2UwARI5CgZFdmVudHMSFS5rNHMudjEuRXZlbnRzUmVxdWVzdBoWLms0cy52MS5FdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChhrNHMvdjEvbG9nX3NlcnZpY2UucHJvdG8SBms0cy52MSJRCgtMb2dzUmVxdWVzdBIRCgljb250YWluZXIYASABKAkSDgoGZm9sbG93GAIgASgIEgwKBHRhaWwYAyABKAUSEQoJYWZ0ZXJfc2VxGAQgASgEIi4KDExvZ3NSZXNwb25zZRIeCgVsaW5lcxgBIAMoCzIPLms0cy52MS5Mb2dMaW5lInEKB0xvZ0xpbmUSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29udGFpbmVyGAIgASgJEg4KBnN0cmVhbRgDIAEoCRIMCgR0ZXh0GAQgASgJEgsKA3NlcRgFIAEoBCJOCg1FdmVudHNSZXF1ZXN0Eg4KBmZvbGxvdxgBIAEoCBIMCgRraW5kGAIgASgJEgwKBG5hbWUYAyABKAkSEQoJYWZ0ZXJfc2VxGAQgASgEIi4KDkV2ZW50c1Jlc3BvbnNlEhwKBWV2ZW50GAEgASgLMg0uazRzLnYxLkV2ZW50IokBCgVFdmVudBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0eXBlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIMCgRraW5kGAQgASgJEgwKBG5hbWUYBSABKAkSDwoHbWVzc2FnZRgGIAEoCRILCgNzZXEYByABKAQyfAoKTG9nU2VydmljZRIzCgRMb2dzEhMuazRzLnYxLkxvZ3NSZXF1ZXN0GhQuazRzLnYxLkxvZ3NSZXNwb25zZTABEjkKBkV2ZW50cxIVLms0cy52MS5FdmVudHNSZXF1ZXN0GhYuazRzLnYxLkV2ZW50c1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * LogsRequest selects a container's output.
@@ -48,7 +48,7 @@ export type LogsRequest = Message<"k4s.v1.LogsRequest"> & {
    * Only lines after this position (a LogLine.seq already received): how a follow that lost its
    * connection resumes without repeating or skipping a line. 0: from the first kept line.
    *
-   * @generated from field: uint64 after_seq = 4 [jstype = JS_NUMBER];
+   * @generated from field: uint64 after_seq = 4;
    */
   afterSeq: bigint;
 };
@@ -120,7 +120,7 @@ export type LogLine = Message<"k4s.v1.LogLine"> & {
    * The line's position in its container's output: larger for every later line, also across
    * server restarts (it is about a microsecond timestamp, bumped where lines come faster).
    *
-   * @generated from field: uint64 seq = 5 [jstype = JS_NUMBER];
+   * @generated from field: uint64 seq = 5;
    */
   seq: bigint;
 };
@@ -164,7 +164,7 @@ export type EventsRequest = Message<"k4s.v1.EventsRequest"> & {
    * Only events after this position (an Event.seq already received): how a follow that lost its
    * connection resumes without repeating or skipping one. 0: from the first kept event.
    *
-   * @generated from field: uint64 after_seq = 4 [jstype = JS_NUMBER];
+   * @generated from field: uint64 after_seq = 4;
    */
   afterSeq: bigint;
 };
@@ -251,7 +251,7 @@ export type Event = Message<"k4s.v1.Event"> & {
    * The event's position among all events: larger for every later one, also across server
    * restarts (about a microsecond timestamp, bumped where events come faster).
    *
-   * @generated from field: uint64 seq = 7 [jstype = JS_NUMBER];
+   * @generated from field: uint64 seq = 7;
    */
   seq: bigint;
 };
