@@ -103,6 +103,10 @@ test("src/workers imports nothing of src/server, src/client or src/cli; src/serv
   assert.deepEqual(offending("server", (i) => under(i.file, "cli") || under(i.file, "client")), []);
 });
 
+test("src/dashboard is browser code: of the tree it imports only src/api and src/gen", () => {
+  assert.deepEqual(offending("dashboard", (i) => i.file !== undefined && !/\.css$/.test(i.file) && !["dashboard", "api", "gen"].some((f) => under(i.file, f))), []);
+});
+
 test("src/gen is generated code: it imports only src/gen and packages", () => {
   assert.deepEqual(offending("gen", (i) => i.file !== undefined && !under(i.file, "gen")), []);
 });
