@@ -266,6 +266,65 @@ test("a watch from a version compacted away across a restart gets OUT_OF_RANGE, 
   }
 });
 
+test("a watch resumed after a restart from version V delivers every change after V, the one right after V included, and none before", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-crash-"));
+  try {
+    let server = await startTestServer({ dataDir: dir });
+    let c = createClient({ address: server.address, reconnect: false });
+    const versions: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [out] = await c.apply(`kind: Container\nmetadata: {name: rs-${i}}\nspec: {}\n`);
+      versions.push(out!.object!.metadata!.resourceVersion);
+    }
+    await c.close();
+    await server.stop();
+    server = await startTestServer({ dataDir: dir });
+    c = createClient({ address: server.address, reconnect: false });
+    try {
+      // From the revision just before rs-2's: the first change after it is rs-2 itself.
+      const from = String(BigInt(versions[2]!) - 1n);
+      const resumed = follow(c, from);
+      await eventually(() => resumed.events.some((e) => e.object.metadata?.name === "rs-4") || resumed.state.error !== undefined, 10_000, "the resumed watch reaching rs-4");
+      resumed.stop();
+      await resumed.done;
+      const seen = resumed.events.map((e) => `${e.type} ${e.object.metadata?.name}@${e.resourceVersion}`);
+      // (The controllers' status writes come as MODIFIED events in between.)
+      assert.deepEqual(seen.filter((x) => x.startsWith("ADDED ")), [2, 3, 4].map((i) => `ADDED rs-${i}@${versions[i]}`), `watch from ${from}: ${seen.join(", ")}`);
+      for (const e of resumed.events) assert.ok(BigInt(e.resourceVersion) > BigInt(from), `replayed ${e.resourceVersion} <= ${from}`);
+    } finally {
+      await c.close();
+      await server.stop();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a multi-document apply is one write: every object it created has the apply's resourceVersion, as the answer and a watch show it", async () => {
+  const server = await startTestServer();
+  const c = createClient({ address: server.address, reconnect: false });
+  try {
+    const watch = follow(c, (await c.list("Container")).resourceVersion);
+    for (let round = 0; round < 3; round++) {
+      const outcomes = await c.apply(groupManifest(round, round + 1));
+      const versions = new Set(outcomes.map((o) => o.object!.metadata!.resourceVersion));
+      assert.equal(versions.size, 1, `apply answered versions ${[...versions]}`);
+      const [version] = versions;
+      // Each object's creation, as the watch sees it, is at the apply's one revision (the
+      // controllers' status writes come after it).
+      const names = outcomes.map((o) => o.object!.metadata!.name);
+      const added = () => watch.events.filter((e) => e.type === "ADDED" && names.includes(e.object.metadata!.name));
+      await eventually(() => added().length === names.length, 10_000, `the watch seeing the apply's ${names.length} objects`);
+      for (const e of added()) assert.equal(e.resourceVersion, version, `${e.object.metadata!.name} created at ${e.resourceVersion}, not at the apply's ${version}`);
+    }
+    watch.stop();
+    await watch.done;
+  } finally {
+    await c.close();
+    await server.stop();
+  }
+});
+
 /** One system call of the strace log: what, on which file, when it started and ended (µs). */
 interface Syscall {
   name: string;

@@ -226,6 +226,8 @@ test("Apply of random text, hostile YAML and oversized documents answers INVALID
     `${"[".repeat(50_000)}${"]".repeat(50_000)}`,
     `kind: Container\nmetadata: {name: fz-deep}\nspec:\n  parameters: ${"{a: ".repeat(5000)}1${"}".repeat(5000)}\n`,
     Array.from({ length: 3000 }, (_, i) => `kind: Container\nmetadata: {name: fz-many-${i}}\nspec: {module: workers, function: echo_worker}\n`).join("---\n") + "---\nkind: Nope\n",
+    // Under the document limit, so every document is parsed and validated: the bad one is last.
+    Array.from({ length: 998 }, (_, i) => `kind: Container\nmetadata: {name: fz-most-${i}}\nspec: {module: workers, function: echo_worker}\n`).join("---\n") + "---\nkind: Container\nmetadata: {name: Bad_Name}\nspec: {}\n",
     "kind: Container\nmetadata: {name: fz-dup, name: fz-dup2}\nspec: {}\n",
     "\u0000\u0001\u0002",
     "!!js/function 'function(){}'",
@@ -241,6 +243,7 @@ test("Apply of random text, hostile YAML and oversized documents answers INVALID
     figures.rejected++;
   }
   assert.equal((await resources.list({ kind: "Container", nameGlob: "fz-many-*" })).items.length, 0, "nothing of a rejected manifest was applied");
+  assert.equal((await resources.list({ kind: "Container", nameGlob: "fz-most-*" })).items.length, 0, "nothing of a 999-document manifest whose last document is bad was applied");
   await stillServing();
 });
 
