@@ -131,11 +131,12 @@ test("errors carry the server's codes: NOT_FOUND, ALREADY_EXISTS, ABORTED, INVAL
     spec: stored.spec,
   });
   assert.equal(await codeOf(client.update(stale)), Code.Aborted);
-  try {
-    await client.get("Container", "no-such");
-  } catch (err) {
-    assert.match((err as ConnectError).rawMessage, /no-such/, "the message names the object");
-  }
+  await assert.rejects(client.get("Container", "no-such"), (err) => {
+    assert.ok(err instanceof ConnectError, `expected a ConnectError, got ${String(err)}`);
+    assert.equal(err.code, Code.NotFound);
+    assert.match(err.rawMessage, /no-such/, "the message names the object");
+    return true;
+  });
 });
 
 test("watch from a list's resourceVersion streams each change, and ends quietly on abort", async () => {
@@ -169,11 +170,13 @@ test("watch from a list's resourceVersion streams each change, and ends quietly 
 
 test("watch without a version first lists current objects as ADDED", async () => {
   await client.apply("kind: Service\nmetadata: {name: wl-svc}\nspec: {selector: 'nothing-*'}\n");
+  let first: WatchEvent | undefined;
   for await (const ev of client.watch({ kind: "Service", nameGlob: "wl-*" })) {
-    assert.equal(ev.type, "ADDED");
-    assert.equal(ev.object.metadata?.name, "wl-svc");
+    first = ev;
     break; // leaving the loop ends the stream
   }
+  assert.equal(first?.type, "ADDED", "the watch's first event lists the existing Service");
+  assert.equal(first.object.metadata?.name, "wl-svc");
 });
 
 test("events are streamed; logs of a missing container are NOT_FOUND", async () => {

@@ -258,12 +258,23 @@ const frameArb = fc.oneof(
   fc.record({ case: fc.constant("log" as const), value: fc.record({ container: fc.string({ maxLength: 8 }), lines: fc.array(fc.string({ maxLength: 20 }), { maxLength: 3 }), stream: fc.string({ maxLength: 6 }) }) }),
 );
 
+/**
+ * A first frame that passes the handshake (a hello as a host or a client) most of the time, so
+ * the random frames after it reach the frame handlers; a random first frame otherwise.
+ */
+const firstFrameArb = fc.oneof(
+  { weight: 4, arbitrary: fc.record({ case: fc.constant("hello" as const), value: fc.record({ name: fc.nat(999).map((n) => `fz-peer-${n}`), role: fc.constantFrom("host", "client"), modules: fc.constantFrom([], ["workers"], ["fz-mod"]), capacity: fc.nat(8) }) }) },
+  { weight: 1, arbitrary: frameArb },
+);
+
 const streamCodes = new Map<string, number>();
 
 test("the worker stream with random frames answers a clear status and the server keeps serving", async () => {
+  let welcomed = 0;
   await fc.assert(
-    fc.asyncProperty(fc.array(frameArb, { minLength: 1, maxLength: 8 }), async (frames) => {
+    fc.asyncProperty(firstFrameArb, fc.array(frameArb, { maxLength: 8 }), async (first, rest) => {
       figures.streams++;
+      const frames = [first, ...rest];
       const init = frames as WorkerFrameInit[];
       const peer = openRawPeer(server.address, init[0]!);
       if (init.length > 1) peer.send(...init.slice(1));
@@ -272,6 +283,7 @@ test("the worker stream with random frames answers a clear status and the server
       const timer = setTimeout(() => peer.cancel(), 3000);
       const ended = await peer.ended;
       clearTimeout(timer);
+      if (peer.received.some((f) => f.frame.case === "welcome")) welcomed++;
       const tag = `${init[0]?.case}→${ended ? Code[ended.code] : "OK"}`;
       streamCodes.set(tag, (streamCodes.get(tag) ?? 0) + 1);
       if (ended) {
@@ -288,7 +300,8 @@ test("the worker stream with random frames answers a clear status and the server
     }),
     { numRuns: 80 * SCALE, seed: SEED },
   );
-  console.log(`fuzz: worker streams by first frame → status: ${JSON.stringify(Object.fromEntries([...streamCodes].sort()))}`);
+  console.log(`fuzz: worker streams by first frame → status: ${JSON.stringify(Object.fromEntries([...streamCodes].sort()))}; ${welcomed} of ${80 * SCALE} past the handshake`);
+  assert.ok(welcomed >= 80 * SCALE * 0.5, `only ${welcomed} of ${80 * SCALE} streams got past the handshake`);
   await stillServing();
 });
 
@@ -528,7 +541,8 @@ test(
     });
     const ms = Date.now() - t0;
     const grown = serverRssMb() - before;
-    assert.ok(ms < 500 && grown < 50, `took ${ms} ms and +${grown.toFixed(0)} MB`);
+    // Tens of ms on a quiet machine; the bound keeps 5x headroom over a loaded one.
+    assert.ok(ms < 2500 && grown < 50, `took ${ms} ms and +${grown.toFixed(0)} MB`);
   },
 );
 

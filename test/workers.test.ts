@@ -842,15 +842,10 @@ test("e2e: teardown", async () => {
   await e2e.server.stop();
 });
 
-test("e2e: heartbeats keep an idle session alive; a host reconnects after a server restart and serves again", async (t) => {
+test("e2e: heartbeats keep an idle session alive; a host reconnects after a server restart and serves again", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "k4s-restart-"));
-  let server: K4sServer;
-  try {
-    server = await startTestServer({ dataDir, heartbeatIntervalMs: 300 });
-  } catch (err) {
-    t.skip(`server not available: ${(err as Error).message}`);
-    return;
-  }
+  // A server that does not start fails the test (no skip).
+  let server = await startTestServer({ dataDir, heartbeatIntervalMs: 300 });
   const port = server.port;
   const host = await runWorkerHost({ address: server.address, name: "restart-host", onError: () => {} });
   const client = openSession({ address: server.address, hello: { role: "client" }, reconnect: true, maxBackoffMs: 300 });
@@ -881,7 +876,7 @@ test("e2e: heartbeats keep an idle session alive; a host reconnects after a serv
   }
 });
 
-test("e2e: behind a token and TLS, a host's spawned command attaches with the server token and TLS it hands down", async (t) => {
+test("e2e: behind a token and TLS, a host's spawned command attaches with the server token and TLS it hands down", async () => {
   const { execFileSync } = await import("node:child_process");
   const { readFileSync } = await import("node:fs");
   const dir = mkdtempSync(join(tmpdir(), "k4s-tls-workers-"));
@@ -892,13 +887,7 @@ test("e2e: behind a token and TLS, a host's spawned command attaches with the se
     { stdio: "ignore" },
   );
   const cert = readFileSync(join(dir, "cert.pem"));
-  let server: K4sServer;
-  try {
-    server = await startTestServer({ token: "s3cret", tls: { cert, key: readFileSync(join(dir, "key.pem")) } });
-  } catch (err) {
-    t.skip(`server not available: ${(err as Error).message}`);
-    return;
-  }
+  const server = await startTestServer({ token: "s3cret", tls: { cert, key: readFileSync(join(dir, "key.pem")) } });
   writeFileSync(join(dir, "attached.ts"), ATTACHED_SCRIPT);
   const tls = { ca: cert, servername: "localhost" };
   const host = await runWorkerHost({ address: server.address, name: "tls-host", token: "s3cret", tls, builtin: false, canSpawn: true, onError: () => {} });
