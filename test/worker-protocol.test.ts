@@ -113,7 +113,7 @@ describe("handshake", () => {
     await a.next("welcome");
     const sink = peer({ case: "attach", value: { container: "own-sink" } });
     await sink.next("welcome");
-    a.send({ case: "call", value: { id: 1n, target: "own-sink", data: enc.encode("x"), contentType: "text/plain", from: "someone-else" } });
+    a.send({ case: "call", value: { id: 1n, target: "own-sink", data: enc.encode("x"), contentType: "text/plain", sender: "someone-else" } });
     const d = await sink.next("delivery");
     assert.equal(d.sender, "own-a");
     assert.equal((await a.next("callResult", (r) => r.id === 1n)).error, undefined);
@@ -275,14 +275,18 @@ describe("reconnecting hosts", () => {
     first.p.send({ case: "state", value: { container: "resume-echo", uid: a.uid, phase: "Running" } });
     await eventually(async () => (await status("resume-echo"))?.ready, 5000, "ready on the first session");
     // A second session of the same host (its old stream not yet declared lost) takes over.
+    const credential = first.welcome.credential;
+    assert.ok(credential.length > 0, "a host's Welcome carries its credential");
     const again = peer({
       case: "hello",
-      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }] },
+      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }], credential },
     });
     const welcome = await again.next("welcome");
     assert.equal(welcome.name, "res-host", "same host, same name");
+    assert.equal(welcome.credential, credential);
+    // The older session is told a newer one took over, with a code that says: do not reconnect.
     const old = await first.p.ended;
-    assert.equal(old?.code, Code.Unavailable);
+    assert.equal(old?.code, Code.AlreadyExists);
     const reply = messaging().request({ target: "resume-echo", data: enc.encode("1"), timeoutMs: 3000 });
     const d = await again.next("delivery");
     again.send({ case: "result", value: { id: d.id, data: enc.encode("resumed") } });
@@ -297,12 +301,58 @@ describe("reconnecting hosts", () => {
     await eventually(async () => (await status("resume-echo"))?.ready === false, 5000, "not ready after the loss");
     const third = peer({
       case: "hello",
-      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }] },
+      value: { name: "res-host", role: "host", modules: ["resmod"], running: [{ name: "resume-echo", uid: a.uid }], credential },
     });
     await third.next("welcome");
     await eventually(async () => (await status("resume-echo"))?.ready, 5000, "ready again");
     assert.equal(third.pending("assign").length, 0);
     assert.ok(server.events.recent({ name: "resume-echo" }).some((e) => e.reason === "Resumed"));
+  });
+
+  test("a second session claiming a live host's name and its containers' uids gets nothing", async () => {
+    await container("imp-echo", { module: "impmod", function: "echo" });
+    const real = await hostPeer("imp-host", { modules: ["impmod"] });
+    const a = await real.p.next("assign", (x) => x.container === "imp-echo");
+    real.p.send({ case: "state", value: { container: "imp-echo", uid: a.uid, phase: "Running" } });
+    await eventually(async () => (await status("imp-echo"))?.ready, 5000, "ready on the real host");
+    // The impostor read the uid (Get shows it) and claims the name, with a made-up credential.
+    const impostor = peer({
+      case: "hello",
+      value: { name: "imp-host", role: "host", modules: ["impmod"], running: [{ name: "imp-echo", uid: a.uid }], credential: "Zm9yZ2Vk" },
+    });
+    const w = await impostor.next("welcome");
+    assert.equal(w.name, "imp-host-2", "a live host's name cannot be claimed");
+    assert.notEqual(w.credential, real.welcome.credential);
+    assert.equal((await impostor.next("stop", (s) => s.container === "imp-echo")).uid, a.uid, "its claim is answered with a Stop");
+    const client = messaging();
+    const replies = Array.from({ length: 10 }, (_, i) => client.request({ target: "imp-echo", data: enc.encode(String(i)), timeoutMs: 5000 }));
+    for (let i = 0; i < 10; i++) {
+      const d = await real.p.next("delivery");
+      real.p.send({ case: "result", value: { id: d.id, data: enc.encode("real") } });
+    }
+    for (const r of replies) assert.equal(dec.decode((await r).data), "real");
+    assert.equal(impostor.pending("delivery").length, 0, "the impostor got no delivery");
+    assert.equal(real.p.pending("stop").length, 0, "the real host was not disturbed");
+    assert.equal((await status("imp-echo"))?.host, "imp-host");
+  });
+
+  test("a host's call naming a container it does not run as its sender is refused PERMISSION_DENIED", async () => {
+    await container("snd-own", { module: "sndmod", function: "f" });
+    await container("snd-sink", {});
+    await container("snd-victim", {});
+    const sink = peer({ case: "attach", value: { container: "snd-sink" } });
+    await sink.next("welcome");
+    const { p } = await hostPeer("snd-host", { modules: ["sndmod"] });
+    const a = await p.next("assign", (x) => x.container === "snd-own");
+    p.send({ case: "state", value: { container: "snd-own", uid: a.uid, phase: "Running" } });
+    p.send({ case: "call", value: { id: 1n, target: "snd-sink", data: enc.encode("x"), contentType: "text/plain", sender: "snd-victim" } });
+    const refused = await p.next("callResult", (r) => r.id === 1n);
+    assert.equal(refused.error?.code, Code.PermissionDenied);
+    assert.match(refused.error!.message, /call.sender "snd-victim" is not a container this host runs/);
+    p.send({ case: "call", value: { id: 2n, target: "snd-sink", data: enc.encode("y"), contentType: "text/plain", sender: "snd-own" } });
+    const d = await sink.next("delivery");
+    assert.equal(dec.decode(d.data), "y", "the forged call was not delivered");
+    assert.equal(d.sender, "snd-own");
   });
 
   test("a host told it runs an unknown or moved container is asked to stop it", async () => {
@@ -323,6 +373,7 @@ test("after a server restart, a container waits for its host to come back and re
   try {
     await s1.resources.create(create(ContainerSchema, { metadata: { name: "survivor" }, spec: { module: "survmod", function: "f" } }));
     const h1 = openRawPeer(s1.address, { case: "hello", value: { name: "surv-host", role: "host", modules: ["survmod"] } });
+    const { credential } = await h1.next("welcome");
     const a = await h1.next("assign");
     h1.send({ case: "state", value: { container: "survivor", uid: a.uid, phase: "Running" } });
     await eventually(async () => (await s1!.resources.get("Container", "survivor"))?.status?.ready, 5000, "running before the restart");
@@ -334,11 +385,22 @@ test("after a server restart, a container waits for its host to come back and re
     // Another host is there first; the container still waits for the host that ran it.
     const other = openRawPeer(s2.address, { case: "hello", value: { name: "other-host", role: "host", modules: ["survmod"] } });
     await other.next("welcome");
-    const back = openRawPeer(s2.address, {
+    // So is an impostor claiming the host's name and its container's uid, without its credential:
+    // it gets the free name but not the container (a Stop answers its claim).
+    const impostor = openRawPeer(s2.address, {
       case: "hello",
       value: { name: "surv-host", role: "host", modules: ["survmod"], running: [{ name: "survivor", uid: a.uid }] },
     });
-    await back.next("welcome");
+    assert.equal((await impostor.next("welcome")).name, "surv-host");
+    assert.equal((await impostor.next("stop", (s) => s.container === "survivor")).uid, a.uid);
+    assert.equal((await s2.resources.get("Container", "survivor"))?.status?.ready, false, "the impostor resumed nothing");
+    // The host with the credential (issued by the first server, valid on the second) takes its name back.
+    const back = openRawPeer(s2.address, {
+      case: "hello",
+      value: { name: "surv-host", role: "host", modules: ["survmod"], running: [{ name: "survivor", uid: a.uid }], credential },
+    });
+    assert.equal((await back.next("welcome")).name, "surv-host");
+    assert.equal((await impostor.ended)?.code, Code.AlreadyExists);
     await eventually(async () => (await s2!.resources.get("Container", "survivor"))?.status?.ready, 5000, "resumed");
     const st = (await s2.resources.get("Container", "survivor"))?.status;
     assert.equal(st?.host, "surv-host");

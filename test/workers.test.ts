@@ -170,7 +170,7 @@ test("runtime: ctx.request inside a handler names its parent delivery and inheri
   const call = m.calls[0]!;
   assert.equal(call.parentDelivery, r.id);
   assert.equal(call.expectsReply, true);
-  assert.equal(call.from, "m");
+  assert.equal(call.sender, "m");
   assert.ok(call.timeoutMs! > 0 && call.timeoutMs! <= 2000, `inherited timeout ${call.timeoutMs}`);
   m.rt.stop(0);
 });

@@ -121,9 +121,10 @@ class Worker:
         slot = {"done": done}
         with self._lock:
             self._calls[call_id] = slot
+        # sender: the server sets it to this attached process's container whatever is sent.
         call = pb.Call(id=call_id, target=target, data=json.dumps(value).encode(), content_type=JSON,
                        expects_reply=expects_reply, timeout_ms=int(timeout * 1000),
-                       parent_delivery=parent.id if parent else 0)
+                       parent_delivery=parent.id if parent else 0, sender=self.container)
         self._out.put(pb.WorkerFrame(call=call))
         if not done.wait(timeout + 5):
             with self._lock:

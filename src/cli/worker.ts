@@ -68,12 +68,22 @@ export function workerCommand(): Command {
       const served = host.served().map((m) => `  ${m.module}: ${m.functions.join(", ")}\n`);
       const spawns = opts.allowCommand ? " (spawns command containers)" : "";
       process.stdout.write(`k4s worker host ${host.name} serving containers from ${g.server}${spawns}\n${served.join("")}`);
-      const why = await ending;
+      // The server ending the session for good (a newer session of this host took its name over,
+      // say) ends the host: reconnecting would only take the name back.
+      let failed = false;
+      const endedByServer = host.done.then(
+        () => new Promise<never>(() => {}),
+        (err: unknown) => {
+          failed = true;
+          return `the server ended its session (${err instanceof Error ? err.message : String(err)})`;
+        },
+      );
+      const why = await Promise.race([ending, endedByServer]);
       console.log(`k4s worker host ${host.name}: ${why}; stopping`);
       const force = () => process.exit(1);
       process.once("SIGINT", force);
       process.once("SIGTERM", force);
       await host.stop();
-      process.exit(0);
+      process.exit(failed ? 1 : 0);
     });
 }

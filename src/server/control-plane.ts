@@ -22,6 +22,7 @@ import type { EventRecorder } from "./event-recorder.js";
 import type { ServiceHandlers } from "./grpc-adapter.js";
 import { createWorkerService } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
+import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane } from "./messaging/messaging-plane.js";
 import type { Metrics } from "./metrics.js";
 import type { StatsSource } from "./stats/stats-collector.js";
@@ -37,6 +38,8 @@ export interface ControlPlaneOptions {
   heartbeatIntervalMs?: number;
   /** Count each container's load for the live stats (default true). */
   countLoad?: boolean;
+  /** Issues and checks the credentials of host names (they prove a host's identity). */
+  credentials?: HostCredentials;
   onError: (message: string, err?: unknown) => void;
 }
 
@@ -57,7 +60,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const { resources, events, logs, metrics, onError } = options;
   const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
   const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
-  const messaging = createMessagingPlane({ informer, events, metrics, heartbeatIntervalMs: options.heartbeatIntervalMs, countLoad: options.countLoad });
+  const { credentials } = options;
+  const messaging = createMessagingPlane({ informer, events, metrics, heartbeatIntervalMs: options.heartbeatIntervalMs, countLoad: options.countLoad, credentials });
   const { router, links, heartbeatIntervalMs } = messaging;
   const containers = createContainerController({
     informer,
@@ -104,8 +108,9 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   return {
     load,
     messagingService: messaging.messagingService,
-    workerService: createWorkerService({ router, lifecycle: containers, links, logs, heartbeatIntervalMs, ready, metrics }),
+    workerService: createWorkerService({ router, lifecycle: containers, links, logs, heartbeatIntervalMs, ready, metrics, credentials }),
     async start() {
+      await credentials?.load();
       await informer.start();
       messaging.start();
       for (const c of controllers) await c.start();

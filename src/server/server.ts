@@ -22,6 +22,7 @@ import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/m
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
 import { createControlPlane } from "./control-plane.js";
+import { createHostCredentials } from "./messaging/host-credentials.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions, type ServiceHandlers } from "./grpc-adapter.js";
@@ -216,6 +217,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const logs = createLogStore({ journal: logJournal });
   const plane = createControlPlane({
     resources,
+    credentials: createHostCredentials(kv),
     events,
     logs,
     metrics,

@@ -69,7 +69,7 @@ export function fieldKindOf(field: DescMessage["fields"][number]): FieldKind | u
 
 /** The hot messages and the fields the fast path reads and writes, by local name. */
 export const CODEC_FIELDS = {
-  call: { schema: CallSchema, fields: { id: "uint64", target: "string", data: "bytes", contentType: "string", expectsReply: "bool", timeoutMs: "int32", from: "string", parentDelivery: "uint64" } },
+  call: { schema: CallSchema, fields: { id: "uint64", target: "string", data: "bytes", contentType: "string", expectsReply: "bool", timeoutMs: "int32", sender: "string", parentDelivery: "uint64" } },
   result: { schema: DeliveryResultSchema, fields: { id: "uint64", data: "bytes", contentType: "string", error: "message" } },
   cancelCall: { schema: CancelCallSchema, fields: { id: "uint64" } },
   heartbeat: { schema: HeartbeatSchema, fields: { sentAtMs: "int64" } },
@@ -348,7 +348,7 @@ function workerFrameSize(f: WorkerFrame): number {
     case "call": {
       const v = fr.value;
       if (!CALL) return -1;
-      return varintFieldSize(u64(v.id)) + stringFieldSize(v.target) + payloadSize(v) + stringFieldSize(v.from) + varintFieldSize(u64(v.parentDelivery));
+      return varintFieldSize(u64(v.id)) + stringFieldSize(v.target) + payloadSize(v) + stringFieldSize(v.sender) + varintFieldSize(u64(v.parentDelivery));
     }
     case "result":
       return RESULT ? outcomeSize(fr.value) : -1;
@@ -371,7 +371,7 @@ function writeWorkerFrame(w: Writer, f: WorkerFrame, size: number): void {
       w.varintField(t.id, u64(v.id));
       w.stringField(t.target, v.target);
       writePayload(w, t, v);
-      w.stringField(t.from, v.from);
+      w.stringField(t.sender, v.sender);
       w.varintField(t.parentDelivery, u64(v.parentDelivery));
       return;
     }
@@ -681,14 +681,14 @@ function readCall(r: Reader): Call | typeof FALLBACK {
     contentType: "",
     expectsReply: false,
     timeoutMs: 0,
-    from: "",
+    sender: "",
     parentDelivery: 0n,
   };
   while (r.pos < r.end) {
     const tag = r.varint();
     if (tag === t.id) v.id = r.u64();
     else if (tag === t.target) v.target = r.string();
-    else if (tag === t.from) v.from = r.string();
+    else if (tag === t.sender) v.sender = r.string();
     else if (tag === t.parentDelivery) v.parentDelivery = r.u64();
     else if (!readPayloadField(r, tag, t, v)) return FALLBACK;
   }

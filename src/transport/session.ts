@@ -95,7 +95,7 @@ export interface CallOptions {
   /** Milliseconds to wait for the reply (0 or undefined: the server default, 30000). */
   timeoutMs?: number;
   /** Sending container, for host sessions that run many. */
-  from?: string;
+  sender?: string;
   /** The delivery being handled, whose deadline a request inherits. */
   parentDelivery?: number;
   signal?: AbortSignal;
@@ -156,8 +156,12 @@ const SAFETY_MARGIN_MS = 2000;
 const MAX_WAITING_CALLS = 10_000;
 /** Output frames kept while disconnected; older ones are dropped. */
 const MAX_KEPT_LOG_FRAMES = 1000;
-/** Codes that make retrying pointless: the server refused who we are or what we asked. */
-const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
+/**
+ * Codes that make retrying pointless: the server refused who we are or what we asked, or a
+ * newer session of this host took over its name (ALREADY_EXISTS: reconnecting would take it
+ * back, and the two would take turns forever).
+ */
+const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented, Code.AlreadyExists]);
 
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
 
@@ -202,6 +206,8 @@ class SessionImpl implements Session {
   private stream: ConnectStream | undefined;
   private closed = false;
   private everWelcomed = false;
+  /** The host credential of the last Welcome, shown again on every reconnect. */
+  private credential = "";
   private heartbeatMs = 5000;
   private lastSent = Date.now();
   private lastReceived = Date.now();
@@ -288,7 +294,7 @@ class SessionImpl implements Session {
             contentType: options.contentType,
             expectsReply: options.expectsReply,
             timeoutMs: options.timeoutMs ?? 0,
-            from: options.from ?? "",
+            sender: options.sender ?? "",
             parentDelivery: options.parentDelivery ? BigInt(options.parentDelivery) : 0n,
           },
         },
@@ -373,6 +379,7 @@ class SessionImpl implements Session {
       capacity: h.capacity ?? 0,
       canSpawn: h.canSpawn ?? false,
       running: h.running ?? [],
+      credential: this.credential,
     };
     return create(WorkerFrameSchema, { frame: { case: "hello", value: hello } });
   }
@@ -499,6 +506,7 @@ class SessionImpl implements Session {
           const reconnect = this.everWelcomed;
           this.sessionId = f.value.sessionId;
           this.name = f.value.name;
+          this.credential = f.value.credential;
           if (f.value.heartbeatIntervalMs > 0 && f.value.heartbeatIntervalMs !== this.heartbeatMs) {
             this.heartbeatMs = f.value.heartbeatIntervalMs;
             this.stopTimer();

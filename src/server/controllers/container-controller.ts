@@ -51,6 +51,8 @@ export interface ContainerLifecycle {
   hostReplaced(old: WorkerLink, next: WorkerLink, running: readonly RunningContainer[]): void;
   /** A host reported a container's state. */
   stateReported(host: WorkerLink, state: ReportedState): void;
+  /** The host link a container is bound to now, if any. */
+  hostOf(container: string): WorkerLink | undefined;
   /** Validates an Attach; resolves to the container's name or rejects with the reason. */
   checkAttach(attach: Attach): Promise<string>;
   /**
@@ -58,8 +60,6 @@ export interface ContainerLifecycle {
    * one attached meanwhile, NOT_FOUND when the container went.
    */
   attached(link: WorkerLink, container: string): void;
-  /** Whether a host link runs any of these containers (its reconnect then takes them over). */
-  runsAny(host: WorkerLink, running: readonly RunningContainer[]): boolean;
 }
 
 /** ContainerController is the running lifecycle, with what the scheduler needs of it. */
@@ -235,18 +235,18 @@ interface LifecycleInputOptions {
 function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
   const { records, fx } = o;
   return {
-    runsAny(host, running) {
-      return running.some((r) => {
-        const rec = records.get(r.name);
-        return rec !== undefined && rec.uid === r.uid && rec.host === host;
-      });
+    hostOf(container) {
+      return records.get(container)?.host;
     },
     hostJoined(host, running) {
       for (const r of running) {
         // A container whose stored change is still in the queue is looked at now.
         if (!records.has(r.name)) o.reconcile(r.name);
         const rec = records.get(r.name);
-        if (rec && rec.uid === r.uid && rec.host === undefined) {
+        // Only the host it ran on resumes it: one that proved its name, and after a server
+        // restart the very name the container waits for.
+        const awaited = rec?.state.is !== "AwaitingHost" || rec.state.host === host.name;
+        if (rec && rec.uid === r.uid && rec.host === undefined && host.proven && awaited) {
           // A reconnecting host still runs it: resume instead of restarting. At once, so that
           // the scheduler, which may be about to look at it, finds it running.
           resume(rec, host, fx);
@@ -256,7 +256,7 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       }
       for (const rec of records.values()) {
         // Its old host is back and did not list it: no reason to wait any longer.
-        if (rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
+        if (host.proven && rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
           stopAwaiting(rec, fx);
           o.enqueue(rec.name);
         }

@@ -58,7 +58,11 @@ export function createLinkFrames(options: LinkFramesOptions): (link: WorkerLink,
       return;
     }
     // A host speaks for the containers it runs; an attached process only for its own.
-    const sender = s.role === "attached" ? s.container : s.role === "host" ? call.from : "";
+    const sender = s.role === "attached" ? s.container : s.role === "host" ? call.sender : "";
+    if (s.role === "host" && sender !== "" && lifecycle.hostOf(sender) !== s) {
+      s.push(callErrorFrame(call.id, Code.PermissionDenied, `call.sender "${sender}" is not a container this host runs`));
+      return;
+    }
     const env: Letter = new Envelope({
       callId: call.id,
       origin: s,

@@ -16,6 +16,7 @@ import type { ContainerLifecycle } from "../controllers/container-controller.js"
 import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
 import type { LogStore } from "../log-store.js";
 import type { Metrics } from "../metrics.js";
+import type { HostCredentials } from "../messaging/host-credentials.js";
 import type { LinkRegistry } from "../messaging/link-registry.js";
 import type { Router } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
@@ -31,6 +32,8 @@ export interface WorkerServiceOptions {
   heartbeatIntervalMs: number;
   /** Resolves once the server knows its containers: a host's running list is read against them. */
   ready: Promise<void>;
+  /** Checks the credential a host shows for its name (none: no host proves its name). */
+  credentials?: HostCredentials;
   metrics?: Metrics;
 }
 
@@ -48,19 +51,24 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     if (hello.capacity < 0) throw new ConnectError(`hello.capacity must be 0 (no limit) or more, got ${hello.capacity}`, Code.InvalidArgument);
     if (hello.name.length > 253) throw new ConnectError(`hello.name is longer than 253 characters`, Code.InvalidArgument);
     const base = hello.name || role;
-    if (role === "host") {
-      // The same host reconnecting before its old stream was declared lost: the new session
-      // takes over what the old one ran, under the same name.
+    // Only the credential the server issued for a name proves a session is that host: without
+    // it, a live host's name (and with it its containers) cannot be claimed.
+    const proven = role === "host" && (options.credentials?.verify(base, hello.credential) ?? false);
+    const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven } as const;
+    if (role === "host" && proven) {
+      // The same host reconnecting before its old stream was declared lost: the newer session
+      // takes over what the old one ran, under the same name, once. The older one is told so
+      // (ALREADY_EXISTS) and must not reconnect, so two copies of one host never take turns.
       for (const old of links.hosts()) {
-        if (old.name !== base || !lifecycle.runsAny(old, hello.running)) continue;
-        const s = links.open({ name: base, role: "host", modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn }, { keepName: true });
+        if (old.name !== base) continue;
+        const s = links.open(spec, { keepName: true });
         lifecycle.hostReplaced(old, s, hello.running);
-        links.lose(old, new ConnectError(`host "${base}" reconnected on a new session`, Code.Unavailable));
+        links.lose(old, new ConnectError(`host "${base}" reconnected on a newer session, which took over its name and containers`, Code.AlreadyExists));
         lifecycle.hostJoined(s, hello.running);
         return s;
       }
     }
-    const s = links.open({ name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn });
+    const s = links.open(spec);
     if (role === "host") lifecycle.hostJoined(s, hello.running);
     return s;
   }

@@ -29,9 +29,9 @@ export function wireError(code: number, message: string): WireError | undefined 
 }
 
 /** Builds a Welcome frame. */
-export function welcomeFrame(sessionId: string, name: string, heartbeatIntervalMs: number): ServerFrame {
+export function welcomeFrame(sessionId: string, name: string, heartbeatIntervalMs: number, credential = ""): ServerFrame {
   return create(ServerFrameSchema, {
-    frame: { case: "welcome", value: create(WelcomeSchema, { sessionId, name, heartbeatIntervalMs }) },
+    frame: { case: "welcome", value: create(WelcomeSchema, { sessionId, name, heartbeatIntervalMs, credential }) },
   });
 }
 

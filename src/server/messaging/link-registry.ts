@@ -6,6 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import type { Metrics } from "../metrics.js";
+import type { HostCredentials } from "./host-credentials.js";
 import { heartbeatFrame, welcomeFrame } from "./frames.js";
 import { MAX_QUEUED_FRAMES, WorkerLink, type LinkRole } from "./worker-link.js";
 
@@ -13,6 +14,8 @@ import { MAX_QUEUED_FRAMES, WorkerLink, type LinkRole } from "./worker-link.js";
 export interface LinkRegistryOptions {
   /** Heartbeat interval announced to links (ms); a link silent for 3 intervals is lost. */
   heartbeatIntervalMs: number;
+  /** Issues each host link's Welcome the credential of its name (none: hosts get no credential). */
+  credentials?: HostCredentials;
   metrics?: Metrics;
 }
 
@@ -28,6 +31,8 @@ export interface LinkSpec {
   canSpawn?: boolean;
   /** The container an attached process serves. */
   container?: string;
+  /** A host that showed the credential of the name it asked for. */
+  proven?: boolean;
 }
 
 /** LinkRegistry keeps the live links: it opens them (with their Welcome), finds and loses them. */
@@ -106,11 +111,14 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         capacity: spec.capacity ?? 0,
         canSpawn: spec.canSpawn ?? false,
         container: spec.container ?? "",
+        // A suffixed name is a new identity: only the name asked for was proven.
+        proven: (spec.proven ?? false) && name === spec.name,
         onOverflow: overflow,
       });
       links.set(link.id, link);
       countRole(link.role, 1);
-      link.push(welcomeFrame(link.id, link.name, hb));
+      const credential = link.role === "host" ? (options.credentials?.issue(link.name) ?? "") : "";
+      link.push(welcomeFrame(link.id, link.name, hb, credential));
       return link;
     },
     hosts,

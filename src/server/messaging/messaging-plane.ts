@@ -16,6 +16,7 @@ import type { ServiceHandlers } from "../grpc-adapter.js";
 import { createMessagingService } from "../handlers/messaging-service.js";
 import type { Metrics } from "../metrics.js";
 import type { ObjectEvent } from "../store/resource-store.js";
+import type { HostCredentials } from "./host-credentials.js";
 import { createLinkRegistry, type LinkRegistry } from "./link-registry.js";
 import { createRouter, type Router } from "./router.js";
 import type { WorkerLink } from "./worker-link.js";
@@ -31,6 +32,8 @@ export interface MessagingPlaneOptions {
   metrics?: Metrics;
   /** Count each container's load for the live stats (default true). */
   countLoad?: boolean;
+  /** Issues and checks the credentials of host names (none: any session may claim any name). */
+  credentials?: HostCredentials;
 }
 
 /** MessagingPlane is the router with its links, and the unary messaging API over them. */
@@ -50,7 +53,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   const { informer, metrics } = options;
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 5000;
   const router = createRouter({ events: options.events, metrics, lookup, countLoad: options.countLoad });
-  const links = createLinkRegistry({ heartbeatIntervalMs, metrics });
+  const links = createLinkRegistry({ heartbeatIntervalMs, metrics, credentials: options.credentials });
 
   links.onLost((link) => {
     for (const env of [...link.calls.values()]) router.abandon(env, 0, `caller session ${link.id} ended`);

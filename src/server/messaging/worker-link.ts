@@ -25,6 +25,8 @@ export interface WorkerLinkInit {
   capacity?: number;
   canSpawn?: boolean;
   container?: string;
+  /** A host that showed the credential of its name. */
+  proven?: boolean;
   /** Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES. */
   onOverflow?: (link: WorkerLink) => void;
 }
@@ -54,6 +56,11 @@ export class WorkerLink implements Caller<Mailbox> {
   readonly canSpawn: boolean;
   /** The container an attached link serves ("" for hosts and clients). */
   readonly container: string;
+  /**
+   * A host that showed the credential of its name on connect (Hello.credential): it may take
+   * over its own live session and resume the containers that waited for its name.
+   */
+  readonly proven: boolean;
   private readonly onOverflow: (link: WorkerLink) => void;
 
   constructor(init: WorkerLinkInit) {
@@ -64,6 +71,7 @@ export class WorkerLink implements Caller<Mailbox> {
     this.capacity = init.capacity ?? 0;
     this.canSpawn = init.canSpawn ?? false;
     this.container = init.container ?? "";
+    this.proven = init.proven ?? false;
     this.onOverflow = init.onOverflow ?? (() => {});
   }
 

@@ -357,7 +357,7 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
           data: payload.data,
           contentType: payload.contentType,
           expectsReply: false,
-          from: this.options.name,
+          sender: this.options.name,
           parentDelivery: this.parent()?.id,
         })
         .then(() => undefined);
@@ -393,7 +393,7 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
         contentType: payload.contentType,
         expectsReply: true,
         timeoutMs,
-        from: this.options.name,
+        sender: this.options.name,
         parentDelivery: parent?.id,
         signal: controller.signal,
       });

@@ -58,6 +58,12 @@ export interface WorkerHost {
   served(): { module: string; functions: string[] }[];
   /** Stops every container (their grace periods apply), reports them Stopped, and disconnects. */
   stop(): Promise<void>;
+  /**
+   * Resolves once stopped; rejects when the server ended the host's session for good, for
+   * instance ALREADY_EXISTS when a newer session of this host (same name and credential) took
+   * over: the host must then not carry on, or the two would take turns.
+   */
+  readonly done: Promise<void>;
 }
 
 interface Running {
@@ -204,6 +210,10 @@ class WorkerHostImpl implements WorkerHost {
 
   get name(): string {
     return this.session.name;
+  }
+
+  get done(): Promise<void> {
+    return this.session.done;
   }
 
   containers(): string[] {

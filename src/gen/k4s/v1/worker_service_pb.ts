@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/worker_service.proto.
  */
 export const file_k4s_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("ChtrNHMvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SBms0cy52MSI1Cg5Db25uZWN0UmVxdWVzdBIjCgZmcmFtZXMYASADKAsyEy5rNHMudjEuV29ya2VyRnJhbWUiNgoPQ29ubmVjdFJlc3BvbnNlEiMKBmZyYW1lcxgBIAMoCzITLms0cy52MS5TZXJ2ZXJGcmFtZSK9AgoLV29ya2VyRnJhbWUSHgoFaGVsbG8YASABKAsyDS5rNHMudjEuSGVsbG9IABIgCgZhdHRhY2gYAiABKAsyDi5rNHMudjEuQXR0YWNoSAASKAoGcmVzdWx0GAMgASgLMhYuazRzLnYxLkRlbGl2ZXJ5UmVzdWx0SAASJwoFc3RhdGUYBCABKAsyFi5rNHMudjEuQ29udGFpbmVyU3RhdGVIABIcCgRjYWxsGAUgASgLMgwuazRzLnYxLkNhbGxIABIpCgtjYW5jZWxfY2FsbBgGIAEoCzISLms0cy52MS5DYW5jZWxDYWxsSAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAEh8KA2xvZxgIIAEoCzIQLms0cy52MS5Mb2dMaW5lc0gAQgcKBWZyYW1lIqYCCgtTZXJ2ZXJGcmFtZRIiCgd3ZWxjb21lGAEgASgLMg8uazRzLnYxLldlbGNvbWVIABIgCgZhc3NpZ24YAiABKAsyDi5rNHMudjEuQXNzaWduSAASHAoEc3RvcBgDIAEoCzIMLms0cy52MS5TdG9wSAASJAoIZGVsaXZlcnkYBCABKAsyEC5rNHMudjEuRGVsaXZlcnlIABIxCg9jYW5jZWxfZGVsaXZlcnkYBSABKAsyFi5rNHMudjEuQ2FuY2VsRGVsaXZlcnlIABIpCgtjYWxsX3Jlc3VsdBgGIAEoCzISLms0cy52MS5DYWxsUmVzdWx0SAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIt4BCgVIZWxsbxIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSKQoGbGFiZWxzGAMgAygLMhkuazRzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Eg8KB21vZHVsZXMYBCADKAkSEAoIY2FwYWNpdHkYBSABKAUSEQoJY2FuX3NwYXduGAYgASgIEikKB3J1bm5pbmcYByADKAsyGC5rNHMudjEuUnVubmluZ0NvbnRhaW5lchotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi0KEFJ1bm5pbmdDb250YWluZXISDAoEbmFtZRgBIAEoCRILCgN1aWQYAiABKAkiOAoGQXR0YWNoEhEKCWNvbnRhaW5lchgBIAEoCRINCgV0b2tlbhgCIAEoCRIMCgRob3N0GAMgASgJIkoKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgDIAEoBSJuCgZBc3NpZ24SEQoJY29udGFpbmVyGAEgASgJEgsKA3VpZBgCIAEoCRIjCgRzcGVjGAMgASgLMhUuazRzLnYxLkNvbnRhaW5lclNwZWMSDQoFdG9rZW4YBCABKAkSEAoIcmVzdGFydHMYBSABKAUiOAoEU3RvcBIRCgljb250YWluZXIYASABKAkSCwoDdWlkGAIgASgJEhAKCGdyYWNlX21zGAMgASgFImMKDkNvbnRhaW5lclN0YXRlEhEKCWNvbnRhaW5lchgBIAEoCRILCgN1aWQYAiABKAkSDQoFcGhhc2UYAyABKAkSDwoHbWVzc2FnZRgEIAEoCRIRCglleGl0X2NvZGUYBSABKAUimQEKCERlbGl2ZXJ5EgoKAmlkGAEgASgEEhEKCWNvbnRhaW5lchgCIAEoCRIMCgRkYXRhGAMgASgMEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIVCg1leHBlY3RzX3JlcGx5GAUgASgIEhIKCnRpbWVvdXRfbXMYBiABKAUSDgoGc2VuZGVyGAcgASgJEg8KB2F0dGVtcHQYCCABKAUiXgoORGVsaXZlcnlSZXN1bHQSCgoCaWQYASABKAQSDAoEZGF0YRgCIAEoDBIUCgxjb250ZW50X3R5cGUYAyABKAkSHAoFZXJyb3IYBCABKAsyDS5rNHMudjEuRXJyb3IiLAoOQ2FuY2VsRGVsaXZlcnkSCgoCaWQYASABKAQSDgoGcmVhc29uGAIgASgJIpgBCgRDYWxsEgoKAmlkGAEgASgEEg4KBnRhcmdldBgCIAEoCRIMCgRkYXRhGAMgASgMEhQKDGNvbnRlbnRfdHlwZRgEIAEoCRIVCg1leHBlY3RzX3JlcGx5GAUgASgIEhIKCnRpbWVvdXRfbXMYBiABKAUSDAoEZnJvbRgHIAEoCRIXCg9wYXJlbnRfZGVsaXZlcnkYCCABKAQiGAoKQ2FuY2VsQ2FsbBIKCgJpZBgBIAEoBCJtCgpDYWxsUmVzdWx0EgoKAmlkGAEgASgEEgwKBGRhdGEYAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEhwKBWVycm9yGAQgASgLMg0uazRzLnYxLkVycm9yEhEKCWNvbnRhaW5lchgFIAEoCSImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkiHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiPAoITG9nTGluZXMSEQoJY29udGFpbmVyGAEgASgJEg0KBWxpbmVzGAIgAygJEg4KBnN0cmVhbRgDIAEoCTJPCg1Xb3JrZXJTZXJ2aWNlEj4KB0Nvbm5lY3QSFi5rNHMudjEuQ29ubmVjdFJlcXVlc3QaFy5rNHMudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_k4s_v1_resources]);
+  fileDesc("ChtrNHMvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SBms0cy52MSI1Cg5Db25uZWN0UmVxdWVzdBIjCgZmcmFtZXMYASADKAsyEy5rNHMudjEuV29ya2VyRnJhbWUiNgoPQ29ubmVjdFJlc3BvbnNlEiMKBmZyYW1lcxgBIAMoCzITLms0cy52MS5TZXJ2ZXJGcmFtZSK9AgoLV29ya2VyRnJhbWUSHgoFaGVsbG8YASABKAsyDS5rNHMudjEuSGVsbG9IABIgCgZhdHRhY2gYAiABKAsyDi5rNHMudjEuQXR0YWNoSAASKAoGcmVzdWx0GAMgASgLMhYuazRzLnYxLkRlbGl2ZXJ5UmVzdWx0SAASJwoFc3RhdGUYBCABKAsyFi5rNHMudjEuQ29udGFpbmVyU3RhdGVIABIcCgRjYWxsGAUgASgLMgwuazRzLnYxLkNhbGxIABIpCgtjYW5jZWxfY2FsbBgGIAEoCzISLms0cy52MS5DYW5jZWxDYWxsSAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAEh8KA2xvZxgIIAEoCzIQLms0cy52MS5Mb2dMaW5lc0gAQgcKBWZyYW1lIqYCCgtTZXJ2ZXJGcmFtZRIiCgd3ZWxjb21lGAEgASgLMg8uazRzLnYxLldlbGNvbWVIABIgCgZhc3NpZ24YAiABKAsyDi5rNHMudjEuQXNzaWduSAASHAoEc3RvcBgDIAEoCzIMLms0cy52MS5TdG9wSAASJAoIZGVsaXZlcnkYBCABKAsyEC5rNHMudjEuRGVsaXZlcnlIABIxCg9jYW5jZWxfZGVsaXZlcnkYBSABKAsyFi5rNHMudjEuQ2FuY2VsRGVsaXZlcnlIABIpCgtjYWxsX3Jlc3VsdBgGIAEoCzISLms0cy52MS5DYWxsUmVzdWx0SAASJgoJaGVhcnRiZWF0GAcgASgLMhEuazRzLnYxLkhlYXJ0YmVhdEgAQgcKBWZyYW1lIvIBCgVIZWxsbxIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSKQoGbGFiZWxzGAMgAygLMhkuazRzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Eg8KB21vZHVsZXMYBCADKAkSEAoIY2FwYWNpdHkYBSABKAUSEQoJY2FuX3NwYXduGAYgASgIEikKB3J1bm5pbmcYByADKAsyGC5rNHMudjEuUnVubmluZ0NvbnRhaW5lchISCgpjcmVkZW50aWFsGAggASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoQUnVubmluZ0NvbnRhaW5lchIMCgRuYW1lGAEgASgJEgsKA3VpZBgCIAEoCSI4CgZBdHRhY2gSEQoJY29udGFpbmVyGAEgASgJEg0KBXRva2VuGAIgASgJEgwKBGhvc3QYAyABKAkiXgoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAMgASgFEhIKCmNyZWRlbnRpYWwYBCABKAkibgoGQXNzaWduEhEKCWNvbnRhaW5lchgBIAEoCRILCgN1aWQYAiABKAkSIwoEc3BlYxgDIAEoCzIVLms0cy52MS5Db250YWluZXJTcGVjEg0KBXRva2VuGAQgASgJEhAKCHJlc3RhcnRzGAUgASgFIjgKBFN0b3ASEQoJY29udGFpbmVyGAEgASgJEgsKA3VpZBgCIAEoCRIQCghncmFjZV9tcxgDIAEoBSJjCg5Db250YWluZXJTdGF0ZRIRCgljb250YWluZXIYASABKAkSCwoDdWlkGAIgASgJEg0KBXBoYXNlGAMgASgJEg8KB21lc3NhZ2UYBCABKAkSEQoJZXhpdF9jb2RlGAUgASgFIpkBCghEZWxpdmVyeRIKCgJpZBgBIAEoBBIRCgljb250YWluZXIYAiABKAkSDAoEZGF0YRgDIAEoDBIUCgxjb250ZW50X3R5cGUYBCABKAkSFQoNZXhwZWN0c19yZXBseRgFIAEoCBISCgp0aW1lb3V0X21zGAYgASgFEg4KBnNlbmRlchgHIAEoCRIPCgdhdHRlbXB0GAggASgFIl4KDkRlbGl2ZXJ5UmVzdWx0EgoKAmlkGAEgASgEEgwKBGRhdGEYAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEhwKBWVycm9yGAQgASgLMg0uazRzLnYxLkVycm9yIiwKDkNhbmNlbERlbGl2ZXJ5EgoKAmlkGAEgASgEEg4KBnJlYXNvbhgCIAEoCSKaAQoEQ2FsbBIKCgJpZBgBIAEoBBIOCgZ0YXJnZXQYAiABKAkSDAoEZGF0YRgDIAEoDBIUCgxjb250ZW50X3R5cGUYBCABKAkSFQoNZXhwZWN0c19yZXBseRgFIAEoCBISCgp0aW1lb3V0X21zGAYgASgFEg4KBnNlbmRlchgHIAEoCRIXCg9wYXJlbnRfZGVsaXZlcnkYCCABKAQiGAoKQ2FuY2VsQ2FsbBIKCgJpZBgBIAEoBCJtCgpDYWxsUmVzdWx0EgoKAmlkGAEgASgEEgwKBGRhdGEYAiABKAwSFAoMY29udGVudF90eXBlGAMgASgJEhwKBWVycm9yGAQgASgLMg0uazRzLnYxLkVycm9yEhEKCWNvbnRhaW5lchgFIAEoCSImCgVFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkiHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiPAoITG9nTGluZXMSEQoJY29udGFpbmVyGAEgASgJEg0KBWxpbmVzGAIgAygJEg4KBnN0cmVhbRgDIAEoCTJPCg1Xb3JrZXJTZXJ2aWNlEj4KB0Nvbm5lY3QSFi5rNHMudjEuQ29ubmVjdFJlcXVlc3QaFy5rNHMudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_k4s_v1_resources]);
 
 /**
  * ConnectRequest is a batch of frames from a process.
@@ -267,11 +267,24 @@ export type Hello = Message<"k4s.v1.Hello"> & {
   canSpawn: boolean;
 
   /**
-   * Containers a reconnecting host still runs: name and uid, so they resume instead of restarting.
+   * Containers a reconnecting host still runs: name and uid, so they resume instead of
+   * restarting. Only a host that proves its name (credential) resumes them; for any other
+   * session each listed container is answered with a Stop.
    *
    * @generated from field: repeated k4s.v1.RunningContainer running = 7;
    */
   running: RunningContainer[];
+
+  /**
+   * The credential of the Welcome that gave this host its name ("" on its first connect). It is
+   * what lets a reconnect take over the name of a live session (the newer session wins; the
+   * older one's stream ends ALREADY_EXISTS and it must not reconnect) and resume `running`,
+   * also on a restarted server. A Hello without the right credential for a name in use gets a
+   * suffixed name instead (name-2).
+   *
+   * @generated from field: string credential = 8;
+   */
+  credential: string;
 };
 
 /**
@@ -377,6 +390,15 @@ export type Welcome = Message<"k4s.v1.Welcome"> & {
    * @generated from field: int32 heartbeat_interval_ms = 3;
    */
   heartbeatIntervalMs: number;
+
+  /**
+   * Hosts only: the secret that proves this name is the host's (an HMAC of the name under a key
+   * kept in the server's store, so it stays valid across server restarts). Keep it in memory
+   * and send it as Hello.credential on every reconnect; never log or share it.
+   *
+   * @generated from field: string credential = 4;
+   */
+  credential: string;
 };
 
 /**
@@ -709,11 +731,14 @@ export type Call = Message<"k4s.v1.Call"> & {
   timeoutMs: number;
 
   /**
-   * Which container of this session sends it (hosts run many); "" for a client.
+   * Which container of this session sends it (hosts run many); "" for a client or a host
+   * speaking for none. Checked by the server: a host may name only a container it runs now
+   * (anything else is answered PERMISSION_DENIED); for an attached process the server sets it to
+   * its container, for a client to "". The receiver sees it as Delivery.sender.
    *
-   * @generated from field: string from = 7;
+   * @generated from field: string sender = 7;
    */
-  from: string;
+  sender: string;
 
   /**
    * The delivery being handled when the call was made: a request inherits what remains of
