@@ -5,13 +5,18 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { ContainerSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { childrenOf, eventually, isAlive, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
+import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createClient } from "../src/client/index.js";
+import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { childrenOf, eventually, isAlive, runK4s, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
+import { openRawPeer } from "./raw-peer.js";
 
 let dir: string;
 const procs: Proc[] = [];
@@ -83,4 +88,51 @@ test("the CLI reads its token from --token-file or K4S_TOKEN, and warns when it 
   const missing = await runK4s(["get", "containers", "--server", server.address, "--token-file", join(dir, "nope")]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /^error: cannot read --token-file .*nope: ENOENT/);
+});
+
+test("a spawned process gets only its container's credential: it attaches with it, and the credential admits nothing else", async () => {
+  const token = "cluster-s3cret";
+  const server = await startTestServer({ heartbeatIntervalMs: 1000, token });
+  servers.push(server);
+  const tokenFile = join(dir, "cluster-token");
+  writeFileSync(tokenFile, `${token}\n`);
+  const envFile = join(dir, "spawned-env.json");
+  const script = join(dir, "spawned.mjs");
+  writeFileSync(
+    script,
+    `import { writeFileSync } from "node:fs";
+import { attach, defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
+const e = process.env;
+writeFileSync(${JSON.stringify(envFile)}, JSON.stringify({ token: e.K4S_TOKEN ?? null, attachToken: e.K4S_ATTACH_TOKEN ?? null, container: e.K4S_CONTAINER }));
+attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "spawned:" + m.value); }) });
+`,
+  );
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "cred-host", "--allow-command", "--token-file", tokenFile]);
+  procs.push(host);
+  await host.waitFor("host cred-host serving", 20_000);
+  const client = createClient({ address: server.address, token, reconnect: false });
+  try {
+    await client.apply(`kind: Container\nmetadata: {name: cred-cmd}\nspec: {command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(script)}]}\n---\nkind: Container\nmetadata: {name: cred-ext}\nspec: {}\n`);
+    await eventually(async () => (await client.get("Container", "cred-cmd")).status?.ready, 30_000, "the spawned process to attach");
+    assert.equal(await client.request("container/cred-cmd", "hi", { timeoutMs: 10_000 }), "spawned:hi");
+  } finally {
+    await client.close();
+  }
+  const env = JSON.parse(readFileSync(envFile, "utf8")) as { token: string | null; attachToken: string | null; container: string };
+  assert.equal(env.token, null, "the cluster's bearer token is not handed to a spawned process");
+  assert.equal(env.container, "cred-cmd");
+  assert.ok(env.attachToken && env.attachToken !== token, "it gets its own container's credential");
+
+  // What the credential does not admit: a host's Hello, another container's Attach, any other API.
+  const header = { "k4s-attach-token": env.attachToken };
+  const hello = await openRawPeer(server.address, { case: "hello", value: { name: "cred-host", role: "host" } }, header).ended;
+  assert.equal(hello?.code, Code.PermissionDenied, String(hello));
+  const other = await openRawPeer(server.address, { case: "attach", value: { container: "cred-ext", token: env.attachToken } }, header).ended;
+  assert.equal(other?.code, Code.PermissionDenied, String(other));
+  const resources = createConnectClient(ResourceService, createGrpcTransport({ baseUrl: `http://${server.address}` }));
+  const listed = await resources.list({ kind: "Container" }, { headers: header }).then(
+    () => undefined,
+    (err: unknown) => ConnectError.from(err),
+  );
+  assert.equal(listed?.code, Code.Unauthenticated);
 });

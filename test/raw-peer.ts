@@ -44,8 +44,8 @@ export interface RawPeer {
   cancel(): void;
 }
 
-/** Opens a Connect stream to a server at host:port and sends `first` as its first frame. */
-export function openRawPeer(address: string, first: WorkerFrameInit): RawPeer {
+/** Opens a Connect stream to a server at host:port (with these request headers) and sends `first` as its first frame. */
+export function openRawPeer(address: string, first: WorkerFrameInit, headers?: Record<string, string>): RawPeer {
   const transport = createGrpcTransport({ baseUrl: `http://${address}` });
   const client = createClient(WorkerService, transport);
   const abort = new AbortController();
@@ -75,7 +75,7 @@ export function openRawPeer(address: string, first: WorkerFrameInit): RawPeer {
 
   const ended = (async () => {
     try {
-      for await (const res of client.connect(requests(), { signal: abort.signal })) {
+      for await (const res of client.connect(requests(), { signal: abort.signal, headers })) {
         received.push(...res.frames);
         batches.push(res.frames.length);
         notify();

@@ -188,7 +188,11 @@ class Worker:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-        metadata = [("authorization", f"Bearer {self.bearer}")] if self.bearer else []
+        # A spawned process holds no bearer token: its attach credential admits it for its Attach.
+        if self.bearer:
+            metadata = [("authorization", f"Bearer {self.bearer}")]
+        else:
+            metadata = [("k4s-attach-token", self.token)] if self.token else []
         with grpc.insecure_channel(self.address) as channel:
             stream = pb_grpc.WorkerServiceStub(channel).Connect(self._frames(), metadata=metadata)
             reader = threading.Thread(target=self._read, args=(stream, work), daemon=True)

@@ -7,10 +7,20 @@
 import { timingSafeEqual } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { ATTACH_TOKEN_HEADER } from "../transport/environment.js";
 
 
 /** The methods anyone may call without a token: the standard gRPC health service. */
 export const OPEN_METHOD_PREFIX = "/grpc.health.v1.Health/";
+
+/**
+ * Set by the interceptor (never taken from the caller) on a WorkerService.Connect call it let in
+ * on an attach credential instead of the bearer token.
+ */
+export const ADMITTED_BY_ATTACH_TOKEN = "k4s-admitted-by-attach-token";
+
+/** The one method an attach credential admits. */
+const WORKER_CONNECT_PATH = "/k4s.v1.WorkerService/Connect";
 
 /**
  * What a refused caller is told to set: the variable the k4s CLI, the SDKs and the processes a
@@ -31,6 +41,8 @@ export function bearerMatches(header: unknown, token: string): boolean {
 /**
  * Creates an interceptor that refuses, with UNAUTHENTICATED, every call but a health check whose
  * metadata lacks `authorization: Bearer <token>`. The refusal happens before the handler runs.
+ * A WorkerService.Connect call with an attach credential instead is let in marked
+ * ADMITTED_BY_ATTACH_TOKEN; the worker service then accepts only the Attach it is for.
  */
 export function createAuthInterceptor(token: string): grpc.ServerInterceptor {
   return (method, call) =>
@@ -39,7 +51,11 @@ export function createAuthInterceptor(token: string): grpc.ServerInterceptor {
         next({
           onReceiveMetadata(metadata, mdNext) {
             const header = metadata.get("authorization")[0];
+            metadata.remove(ADMITTED_BY_ATTACH_TOKEN);
             if (method.path.startsWith(OPEN_METHOD_PREFIX) || bearerMatches(header, token)) {
+              mdNext(metadata);
+            } else if (header === undefined && method.path === WORKER_CONNECT_PATH && metadata.get(ATTACH_TOKEN_HEADER)[0]) {
+              metadata.set(ADMITTED_BY_ATTACH_TOKEN, "1");
               mdNext(metadata);
             } else {
               call.sendStatus({

@@ -14,7 +14,9 @@
  * | K4S_ATTACH_TOKEN | set by a worker host for a spawned process: that container's attach credential |
  *
  * K4S_TOKEN means the same thing everywhere, so a refused call can always be told to set it;
- * a spawned process's own credential has a name of its own.
+ * a spawned process's own credential has a name of its own. A spawned process is NOT given
+ * K4S_TOKEN: its attach credential (sent in the ATTACH_TOKEN_HEADER header and as Attach.token)
+ * admits it to the server for that one Attach, and for nothing else.
  */
 import type { TlsOptions } from "./channel.js";
 
@@ -28,6 +30,13 @@ export const ENV = {
   container: "K4S_CONTAINER",
   attachToken: "K4S_ATTACH_TOKEN",
 } as const;
+
+/**
+ * The header a process holding only an attach credential (K4S_ATTACH_TOKEN, no bearer token)
+ * sends it in: the server then admits its WorkerService.Connect for the Attach of that
+ * container alone.
+ */
+export const ATTACH_TOKEN_HEADER = "k4s-attach-token";
 
 /** The TLS settings of the environment: K4S_TLS=1 or a K4S_TLS_CA; undefined for plaintext. */
 export function tlsFromEnvironment(env: NodeJS.ProcessEnv = process.env): TlsOptions | undefined {

@@ -21,6 +21,7 @@ import { grpcChannel } from "./grpc-channel.js";
 import { batchEnd } from "./frame-batch.js";
 import { decodeConnectResponse, encodeConnectRequest } from "./frame-codec.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, MAX_CALL_PAYLOAD_BYTES } from "./limits.js";
+import { ATTACH_TOKEN_HEADER } from "./environment.js";
 import {
   CallSchema,
   ConnectRequestSchema,
@@ -239,6 +240,8 @@ class SessionImpl implements Session {
     this.done.catch(() => {});
     this.channel = this.newChannel();
     if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
+    // A spawned process holds no bearer token: its attach credential admits it for its Attach.
+    else if (options.attach?.token) this.metadata.set(ATTACH_TOKEN_HEADER, options.attach.token);
     this.startTimer();
     this.running = this.run();
   }

@@ -53,8 +53,12 @@ export interface ContainerLifecycle {
   stateReported(host: WorkerLink, state: ReportedState): void;
   /** The host link a container is bound to now, if any. */
   hostOf(container: string): WorkerLink | undefined;
-  /** Validates an Attach; resolves to the container's name or rejects with the reason. */
-  checkAttach(attach: Attach): Promise<string>;
+  /**
+   * Validates an Attach; resolves to the container's name or rejects with the reason.
+   * `credentialOnly`: the stream holds no bearer token, only an attach credential, which admits
+   * a command container's own process and nothing else.
+   */
+  checkAttach(attach: Attach, credentialOnly?: boolean): Promise<string>;
   /**
    * A process attached to a container (after checkAttach); FAILED_PRECONDITION when another
    * one attached meanwhile, NOT_FOUND when the container went.
@@ -285,7 +289,7 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       rec.reports.push({ host, phase: st.phase, message: st.message, exitCode: st.exitCode });
       o.enqueue(rec.name);
     },
-    async checkAttach(a) {
+    async checkAttach(a, credentialOnly = false) {
       let rec = records.get(a.container);
       if (!rec && (await o.informer.refresh("Container", a.container))) {
         o.reconcile(a.container);
@@ -298,6 +302,9 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
           `attach: container "${rec.name}" runs function "${rec.spec.function}" of module "${rec.spec.module}" in a worker host; only command and external containers take an attached process`,
           Code.FailedPrecondition,
         );
+      }
+      if (credentialOnly && rec.kind !== "command") {
+        throw new ConnectError(`attach: container "${rec.name}" is not a command container: attaching to it needs the server's bearer token`, Code.PermissionDenied);
       }
       if (rec.kind === "command" && (rec.token === "" || a.token !== rec.token)) {
         throw new ConnectError(

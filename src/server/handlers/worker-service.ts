@@ -12,6 +12,8 @@ import {
   type Hello,
   type WorkerService,
 } from "../../gen/k4s/v1/worker_service_pb.js";
+import { ATTACH_TOKEN_HEADER } from "../../transport/environment.js";
+import { ADMITTED_BY_ATTACH_TOKEN } from "../auth.js";
 import type { ContainerLifecycle } from "../controllers/container-controller.js";
 import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
 import type { LogStore } from "../log-store.js";
@@ -73,8 +75,8 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     return s;
   }
 
-  async function openAttach(a: Attach): Promise<WorkerLink> {
-    const container = await lifecycle.checkAttach(a);
+  async function openAttach(a: Attach, credentialOnly: boolean): Promise<WorkerLink> {
+    const container = await lifecycle.checkAttach(a, credentialOnly);
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const s = links.open({ name: a.host || `${container}-process`, role: "attached", container });
     try {
@@ -129,11 +131,16 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     const first = await firstRequest(it, ctx.signal);
     await options.ready;
     const f0 = first.frames[0]?.frame;
+    // Let in on an attach credential rather than the bearer token: only that Attach may follow.
+    const credential = ctx.metadata.get(ADMITTED_BY_ATTACH_TOKEN)[0] === "1" ? String(ctx.metadata.get(ATTACH_TOKEN_HEADER)[0]) : undefined;
+    if (credential !== undefined && (f0?.case !== "attach" || f0.value.token !== credential)) {
+      throw new ConnectError(`an attach credential (${ATTACH_TOKEN_HEADER}) admits only the Attach of its own container, with that token as Attach.token`, Code.PermissionDenied);
+    }
     let s: WorkerLink;
     if (f0?.case === "hello") {
       s = openHello(f0.value);
     } else if (f0?.case === "attach") {
-      s = await openAttach(f0.value);
+      s = await openAttach(f0.value, credential !== undefined);
     } else {
       throw new ConnectError(
         `the first frame must be hello or attach, got ${f0?.case ? f0.case : "no frame"}`,

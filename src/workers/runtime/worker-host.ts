@@ -396,7 +396,8 @@ class WorkerHostImpl implements WorkerHost {
     for (const name of Object.values(ENV)) delete env[name];
     return {
       ...env,
-      ...connectionEnvironment({ address: this.options.address, token: this.options.token, tls: this.options.tls }),
+      // No bearer token: the process's own attach credential is all it gets.
+      ...connectionEnvironment({ address: this.options.address, tls: this.options.tls }),
       [ENV.container]: a.container,
       [ENV.attachToken]: a.token,
     };

@@ -27,7 +27,7 @@ export const RESOURCE_DOCS: Readonly<Record<string, string>> = {
   "k4s.v1.ContainerSpec.module": "Worker module served by worker hosts: \"workers\" is built in, others are the NAME of\n`k4s worker --module NAME=PATH`. Requires function.",
   "k4s.v1.ContainerSpec.function": "Name of the worker function (an export of the module), e.g. \"echo_worker\". Requires module.",
   "k4s.v1.ContainerSpec.parameters": "Parameters handed to the worker function as ctx.params (any JSON object, at most 30 levels\ndeep so the whole object stays within 32).",
-  "k4s.v1.ContainerSpec.command": "A process to spawn instead of a module function: the executable and its first arguments.\nThe process gets K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN (and K4S_TOKEN, K4S_TLS*\nwhen the server needs them) and attaches itself to this container (see WorkerService).",
+  "k4s.v1.ContainerSpec.command": "A process to spawn instead of a module function: the executable and its first arguments.\nThe process gets K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN (and K4S_TLS* when the\nserver speaks TLS; never the bearer token) and attaches itself to this container (see\nWorkerService).",
   "k4s.v1.ContainerSpec.args": "Further arguments of command (requires command).",
   "k4s.v1.ContainerSpec.env": "Environment variables of the spawned process, besides the host's own; K4S_* are set by the\nhost and win over these.",
   "k4s.v1.ContainerSpec.restart_policy": "Always | OnFailure | Never (default Always): whether the server restarts the container when\nit ends, with capped exponential back-off.",

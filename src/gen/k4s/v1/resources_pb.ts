@@ -214,8 +214,9 @@ export type ContainerSpec = Message<"k4s.v1.ContainerSpec"> & {
 
   /**
    * A process to spawn instead of a module function: the executable and its first arguments.
-   * The process gets K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN (and K4S_TOKEN, K4S_TLS*
-   * when the server needs them) and attaches itself to this container (see WorkerService).
+   * The process gets K4S_ADDRESS, K4S_CONTAINER, K4S_ATTACH_TOKEN (and K4S_TLS* when the
+   * server speaks TLS; never the bearer token) and attaches itself to this container (see
+   * WorkerService).
    *
    * @generated from field: repeated string command = 4;
    */

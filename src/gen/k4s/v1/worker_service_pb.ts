@@ -945,9 +945,12 @@ export const LogLinesSchema: GenMessage<LogLines> = /*@__PURE__*/
  *
  * Environment: a worker host spawns a command container's process with K4S_ADDRESS (the
  * server), K4S_CONTAINER (the container to attach to), K4S_ATTACH_TOKEN (Attach.token for it),
- * and, when the server needs them, K4S_TOKEN (the bearer token sent as
- * `authorization: Bearer ...` on the Connect call) and K4S_TLS=1 / K4S_TLS_CA (PEM text) /
- * K4S_TLS_SERVERNAME.
+ * and, when the server speaks TLS, K4S_TLS=1 / K4S_TLS_CA (PEM text) / K4S_TLS_SERVERNAME. It
+ * is not given the cluster's bearer token: when the server requires one, the process sends
+ * its K4S_ATTACH_TOKEN as the `k4s-attach-token` request header instead of
+ * `authorization: Bearer ...`, which admits this one Connect call, and on it only the Attach of
+ * that container with that token (anything else: PERMISSION_DENIED; any other RPC:
+ * UNAUTHENTICATED).
  *
  * @generated from service k4s.v1.WorkerService
  */
