@@ -876,7 +876,7 @@ test("e2e: heartbeats keep an idle session alive; a host reconnects after a serv
   }
 });
 
-test("e2e: behind a token and TLS, a host's spawned command attaches with the server token and TLS it hands down", async () => {
+test("e2e: behind a token and TLS, a host's spawned command attaches with its own attach credential (no bearer token) and the TLS it hands down", async () => {
   const { execFileSync } = await import("node:child_process");
   const { readFileSync } = await import("node:fs");
   const dir = mkdtempSync(join(tmpdir(), "k4s-tls-workers-"));

@@ -385,7 +385,8 @@ export type Welcome = Message<"k4s.v1.Welcome"> & {
   name: string;
 
   /**
-   * Milliseconds between heartbeats on an idle session; three silent intervals lose it.
+   * Milliseconds between heartbeats on an idle session; three silent intervals lose it. Both
+   * sides use this value (the server's --heartbeat-ms; default 5000).
    *
    * @generated from field: int32 heartbeat_interval_ms = 3;
    */
@@ -924,19 +925,47 @@ export const LogLinesSchema: GenMessage<LogLines> = /*@__PURE__*/
  * Stopped after a Stop). A command container is spawned by its host and becomes ready when the
  * spawned process attaches with the token of its Assign.
  *
+ * Attached process: it sends no ContainerState (the server ignores one): its container is
+ * ready from the Welcome of its Attach on, and its stream ending is its detaching (for a
+ * command container, the spawning host reports the process's exit). When the container is
+ * deleted, the server stops sending deliveries, waits up to the container's
+ * spec.termination_grace_seconds for the results of those in flight, then ends the stream with
+ * status NOT_FOUND ("container X was deleted"); a command container that was stopped or lost
+ * its host ends it with UNAVAILABLE. There is no Stop frame for an attached process: the
+ * status is the message, and the process should exit (or attach again, for an external
+ * container that is recreated).
+ *
+ * Goodbye: a half-close of the request stream is the clean end of a session. The server then
+ * ends its side with status OK. Deliveries still in flight at that moment are treated as on a
+ * lost session (sends are delivered again, requests fail UNAVAILABLE), so a process that wants
+ * to leave cleanly first sends the results of what it holds, then half-closes.
+ *
  * Deliveries: the server sends Delivery frames for containers the session serves; the worker
  * answers each with one DeliveryResult when the handler finished (the reply for a request, an
  * ack for a fire-and-forget message; error set when the handler failed). Unacked
  * fire-and-forget deliveries are delivered again if the session is lost; requests in flight
  * then fail with UNAVAILABLE instead (at most once). CancelDelivery tells a worker the caller
- * gave up (cancel or deadline).
+ * gave up (cancel or deadline): the delivery is settled by the CancelDelivery itself and needs
+ * no DeliveryResult (one sent anyway is ignored); its in-flight slot is free at once, so the
+ * next delivery may arrive while the cancelled handler is still winding down.
  *
  * Calls: any session may send Call frames (its own sends and requests, pipelined, each with an
  * id chosen by the process); the server answers each with one CallResult: for a send once the
  * message is queued at its target, for a request with the reply. CancelCall abandons a request.
  *
- * Liveness: both sides send Heartbeat every Welcome.heartbeat_interval_ms when otherwise idle;
- * a session silent for three intervals is declared lost.
+ * Liveness: every frame counts, not only Heartbeat: each side records when it last received
+ * any ConnectRequest / ConnectResponse. A side that has sent nothing for
+ * Welcome.heartbeat_interval_ms sends a Heartbeat; a session the server received nothing from
+ * for three intervals is declared lost (its deliveries are released as above), and a process
+ * should likewise reconnect when the server was silent for three intervals. Until the Welcome,
+ * the server waits at most three intervals (at least 1 s) for the first frame.
+ *
+ * Identity: the sender of a Call is set or checked by the server (Call.sender); a host's name
+ * is proven by the credential of its Welcome (Hello.credential), so no other session can take
+ * over a live host's name or its containers.
+ *
+ * Units: every duration field is in milliseconds and says so in its name (_ms); timestamps are
+ * milliseconds since the Unix epoch (Heartbeat.sent_at_ms).
  *
  * Errors: Error frames (in DeliveryResult and CallResult) carry gRPC status codes, the same code
  * space as the status of any k4s RPC: NOT_FOUND, UNAVAILABLE, DEADLINE_EXCEEDED,
