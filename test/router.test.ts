@@ -164,7 +164,7 @@ test("deadlines: requests expire in deadline order, saying why the container did
   const router = newRouter();
   router.upsertContainer(container("slow"));
   router.setAvailability("slow", notReady('no worker host serves module "m": none connected'));
-  const later = call(router, "slow", "later", { request: true, timeoutMs: 60 });
+  const later = call(router, "slow", "later", { request: true, timeoutMs: 400 });
   const sooner = call(router, "slow", "sooner", { request: true, timeoutMs: 20 });
   while (!later.value || !sooner.value) await new Promise((r) => setTimeout(r, 5));
   assert.ok(sooner.nth! < later.nth!, "the earlier deadline expired first");
