@@ -9,7 +9,7 @@ import { Code, ConnectError, createClient as createConnectClient, type Intercept
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
-import { decodePayload, encodePayload } from "../api/payload.js";
+import { decodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { StatsService, type Stats } from "../gen/k4s/v1/stats_service_pb.js";
 import { InfoService } from "../gen/k4s/v1/info_service_pb.js";
@@ -17,10 +17,8 @@ import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
 import { ENV, tlsFromEnvironment } from "../transport/environment.js";
-import type { CallReply, Session } from "../transport/session.js";
+import { createMessageCaller } from "./message-caller.js";
 import { resumeStream, retryRefusedCalls, type ResumeOptions } from "./resume.js";
-
-type SessionModule = typeof import("../transport/session.js");
 
 /**
  * ClientOptions say where the server is and how to authenticate; what is omitted comes from the
@@ -249,8 +247,8 @@ function sendResult(res: { container: string }): { container: string } {
   return { container: res.container };
 }
 
-/** Creates a client for the k4s server at options.address; nothing connects until the first call. */
-export function createClient(options: ClientOptions = {}): K4sClient {
+/** Where a client connects and how (options first, then the environment), and its HTTP/2 transport. */
+function connect(options: ClientOptions) {
   // Accept "http(s)://host:port" too, as copied from a URL; https means TLS. A bare host means
   // the default port, as for the server.
   const given = options.address ?? process.env[ENV.address] ?? `127.0.0.1:${DEFAULT_PORT}`;
@@ -272,64 +270,24 @@ export function createClient(options: ClientOptions = {}): K4sClient {
     // A call the server refused while stopping did not run: wait for the server and send it again.
     interceptors: [retryRefusedCalls(), ...(token ? [bearer(token)] : [])],
   });
+  return { address, token, tls, sessionManager, transport };
+}
+
+/** Creates a client for the k4s server at options.address; nothing connects until the first call. */
+export function createClient(options: ClientOptions = {}): K4sClient {
+  const { address, token, tls, sessionManager, transport } = connect(options);
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
   const statsService = createConnectClient(StatsService, transport);
   const infoService = createConnectClient(InfoService, transport);
-  const sessionName = options.name ?? `client-${hostname()}-${process.pid}`;
-  let session: Session | undefined;
+  const messages = createMessageCaller({
+    address,
+    token,
+    tls,
+    name: options.name ?? `client-${hostname()}-${process.pid}`,
+    reconnect: options.reconnect ?? true,
+  });
   let closed = false;
-  // The session's module (and grpc-js under it) loads on the first send or request, so a client
-  // that only reads and writes resources, like most CLI commands, starts without it.
-  let sessions: SessionModule | undefined;
-
-  const messagingSession = (): Session | Promise<Session> => {
-    if (closed) throw new ConnectError("client is closed", Code.FailedPrecondition);
-    if (session) return session;
-    if (!sessions) {
-      return import("../transport/session.js").then((m) => {
-        sessions = m;
-        return messagingSession();
-      });
-    }
-    const s = sessions.openSession({
-      address,
-      token,
-      tls,
-      hello: { role: "client", name: sessionName },
-      reconnect: options.reconnect ?? true,
-    });
-    // A session that ended for good is replaced on the next call; its calls already failed.
-    const forget = () => {
-      if (session === s) session = undefined;
-    };
-    s.done.then(forget, forget);
-    s.ready.catch(() => {});
-    session = s;
-    return s;
-  };
-
-  /** Runs fn on the messaging session: at once when it is open, else once it is. */
-  const onSession = <T>(fn: (s: Session) => Promise<T>): Promise<T> => {
-    const s = messagingSession();
-    return s instanceof Promise ? s.then(fn) : fn(s);
-  };
-  /**
-   * A send or request on the messaging session. On the hot path: a plain promise chain (no async
-   * wrapper), so a call costs one promise and one continuation less; errors thrown before the
-   * call still reject.
-   */
-  const call = (target: string, value: unknown, expectsReply: boolean, opts: RequestOptions): Promise<CallReply> => {
-    try {
-      const payload = encodePayload(value, opts.contentType);
-      return onSession((s) =>
-        s.call({ target, data: payload.data, contentType: payload.contentType, expectsReply, timeoutMs: opts.timeoutMs, signal: opts.signal }),
-      );
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  };
-
 
   const kindName = (kind: KindName): Kind => parseKind(kind);
 
@@ -467,19 +425,17 @@ export function createClient(options: ClientOptions = {}): K4sClient {
     },
 
     send(target, value, opts = {}) {
-      return call(target, value, false, opts).then(sendResult);
+      return messages.call(target, value, false, opts).then(sendResult);
     },
 
     request<T>(target: string, value: unknown, opts: RequestOptions = {}): Promise<T> {
-      return call(target, value, true, opts).then((res) => decodePayload(res.data, res.contentType) as T);
+      return messages.call(target, value, true, opts).then((res) => decodePayload(res.data, res.contentType) as T);
     },
 
     async close() {
       if (closed) return;
       closed = true;
-      const s = session;
-      session = undefined;
-      if (s) await s.close();
+      await messages.close();
       sessionManager.abort();
     },
   } as K4sClient;
