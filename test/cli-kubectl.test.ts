@@ -288,9 +288,20 @@ test("k4s logs of rs/NAME, svc/NAME and -l prefix each line with its container; 
       return rs.status.restarts === 1 && rs.status.ready;
     }, 60_000, "lg-0 restarted on logs-host-2");
     assert.equal((await k4s(["request", "container/lg-0", '"five"'])).code, 0);
-    const [previous, current] = await Promise.all([k4s(["logs", "lg-0", "--previous"]), k4s(["logs", "lg-0"])]);
+    let [previous, current] = await Promise.all([k4s(["logs", "lg-0", "--previous"]), k4s(["logs", "lg-0"])]);
     assert.match(previous.stdout, /^LG: .*one\nLG: .*four\n$/, previous.stderr);
     assert.match(current.stdout, /^LG: .*one\nLG: .*four\nLG: .*five\n$/);
+    // Once more: --previous is the run just before the current one, not every earlier one.
+    await host.kill("SIGKILL");
+    host = spawnK4s(["worker", "--server", server.address, "--name", "logs-host-3"]);
+    await eventually(async () => {
+      const c = JSON.parse((await k4s(["get", "c", "lg-0", "-o", "json"])).stdout);
+      return c.status.restarts === 2 && c.status.ready;
+    }, 60_000, "lg-0 restarted on logs-host-3");
+    assert.equal((await k4s(["request", "container/lg-0", '"six"'])).code, 0);
+    [previous, current] = await Promise.all([k4s(["logs", "lg-0", "--previous"]), k4s(["logs", "rs/lg", "--previous"])]);
+    assert.match(previous.stdout, /^LG: .*five\n$/, previous.stderr);
+    assert.match(current.stdout, /^(\[lg-[01]\] .*\n)*\[lg-0\] LG: .*five\n(\[lg-1\] .*\n)*$/, "rs/ prefixes the previous runs of each replica");
   } finally {
     await host.kill("SIGKILL");
   }

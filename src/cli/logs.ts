@@ -2,7 +2,7 @@
  * `k4s logs`, as kubectl's: the output lines of a container, of every replica of a ReplicaSet
  * (`rs/NAME`), of every container a Service selects (`svc/NAME`) or of every container a label
  * selector matches (`-l`), each line prefixed `[NAME]` when several containers may speak.
- * `--since` keeps the recent lines, `--previous` the lines of the runs before the current one.
+ * `--since` keeps the recent lines, `--previous` the lines of the run before the current one.
  */
 import { Command } from "commander";
 import { create } from "@bufbuild/protobuf";
@@ -45,7 +45,7 @@ export function logsCommand(): Command {
     .option("-f, --follow", "keep printing new lines until interrupted")
     .option("--tail <n>", "only the last N kept lines (of each container)", intOption(0))
     .option("--since <duration>", "only lines newer than this, e.g. 30s, 5m, 1h", durationOption)
-    .option("-p, --previous", "the lines of the container's earlier runs (before it last started), after a restart")
+    .option("-p, --previous", "the lines of the container's previous run, after a restart")
     .option("--prefix", "prefix each line with [NAME] even for one container (always on for rs/, svc/ and -l)")
     .option("--timestamps", "prefix each line with its time")
     .option("--reconnect-timeout <duration>", "with -f: how long to wait for a server that went away before giving up (default 5m)", durationOption)
@@ -60,7 +60,7 @@ export function logsCommand(): Command {
           process.stderr.write(`No containers found for ${sources.what}.\n`);
           return;
         }
-        const previous = opts.previous ? previousRuns(sources.containers) : undefined;
+        const previous = opts.previous ? await previousRuns(client, sources.containers) : undefined;
         const print = printer(opts, sources.prefix || opts.prefix === true);
         const signal = opts.follow ? interruptSignal() : undefined;
         const resume = opts.follow ? once(followThroughRestarts(cmd, opts.reconnectTimeout)) : undefined;
@@ -68,8 +68,9 @@ export function logsCommand(): Command {
         const keep = (line: LogLine) => {
           const at = line.time ? timestampMs(line.time) : undefined;
           if (since !== undefined && at !== undefined && at < since) return false;
-          const before = previous?.get(line.container);
-          return previous === undefined || (before !== undefined && at !== undefined && at < before);
+          if (previous === undefined) return true;
+          const run = previous.get(line.container);
+          return run !== undefined && at !== undefined && at < run.to && (run.from === undefined || at >= run.from);
         };
         const streams = sources.containers
           .filter((c) => previous === undefined || previous.has(c.metadata!.name))
@@ -119,20 +120,36 @@ async function resolve(client: K4sClient, target: string | undefined, selector: 
   }
 }
 
+/** The span of a container's previous run, in ms since the epoch: from (when known) up to before `to`. */
+interface Run {
+  from?: number;
+  to: number;
+}
+
 /**
- * When each container's current run started, for --previous: its earlier runs' lines are those
- * written before then. A container that never restarted has no earlier run; none at all is an error.
+ * The previous run of each container, for --previous: a run starts when the container is
+ * scheduled onto a host, so the previous run is the time between the last two Scheduled events
+ * (kept with the cluster's recent events); when those have scrolled out, everything before the
+ * current run started. A container that never restarted has no previous run; none at all is an error.
  */
-function previousRuns(containers: readonly Container[]): Map<string, number> {
-  const started = new Map<string, number>();
+async function previousRuns(client: K4sClient, containers: readonly Container[]): Promise<Map<string, Run>> {
+  const runs = new Map<string, Run>();
   for (const c of containers) {
-    if ((c.status?.restarts ?? 0) > 0 && c.status?.startedAt) started.set(c.metadata!.name, timestampMs(c.status.startedAt));
+    const name = c.metadata!.name;
+    if ((c.status?.restarts ?? 0) === 0 || !c.status?.startedAt) continue;
+    const scheduled: number[] = [];
+    for await (const e of client.events({ kind: "Container", name })) {
+      if (e.reason === "Scheduled" && e.time) scheduled.push(timestampMs(e.time));
+    }
+    const started = timestampMs(c.status.startedAt);
+    const before = scheduled.filter((t) => t <= started);
+    runs.set(name, before.length >= 2 ? { from: before.at(-2)!, to: before.at(-1)! } : { to: before.at(-1) ?? started });
   }
-  if (started.size === 0) {
+  if (runs.size === 0) {
     const names = containers.map((c) => c.metadata!.name).join(", ");
     throw new CliError(`no previous run: ${containers.length === 1 ? `container ${names} has` : `containers ${names} have`} not been restarted`);
   }
-  return started;
+  return runs;
 }
 
 /** Prints lines with the chosen prefixes; the [NAME] prefix coloured on a terminal. */
