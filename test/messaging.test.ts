@@ -260,6 +260,30 @@ describe("deadlines, cancel and errors", () => {
     assert.equal(dec.decode(next.data), "next");
   });
 
+  test("protocol: an attached process reports no state; a cancelled delivery needs no result; deleting it ends its stream NOT_FOUND after its in-flight results", async () => {
+    // Ready from the Welcome of its Attach: external() waits for ready, and no state frame was sent.
+    const p = await external("proto-ext", { terminationGraceSeconds: 10 });
+    const c = messaging();
+    const expired = c.request({ target: "proto-ext", data: enc.encode("1"), timeoutMs: 300 });
+    const d1 = await p.next("delivery");
+    await assert.rejects(expired);
+    await p.next("cancelDelivery", (x) => x.id === d1.id);
+    // No result for d1 was sent: its slot (concurrency 1) is free anyway.
+    const second = c.request({ target: "proto-ext", data: enc.encode("2"), timeoutMs: 10_000 });
+    const d2 = await p.next("delivery");
+    assert.equal(dec.decode(d2.data), "2");
+    // Deleted while d2 is in flight: no new delivery, d2's result still reaches its caller, then
+    // the stream ends NOT_FOUND.
+    await server.resources.delete("Container", "proto-ext");
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await Promise.race([p.ended.then(() => "ended"), Promise.resolve("open")]), "open", "the stream waits for the in-flight result");
+    ack(p, d2, "two");
+    assert.equal(dec.decode((await second).data), "two");
+    const end = await p.ended;
+    assert.equal(end?.code, Code.NotFound);
+    assert.match(end!.rawMessage, /container "proto-ext" was deleted/);
+  });
+
   test("a request that expires in the inbox of a container that is not ready says why", async () => {
     await container("nohost", { module: "nohostmod", function: "f" });
     await eventually(async () => (await status("nohost"))?.message.includes("nohostmod"), 5000, "pending reason");
