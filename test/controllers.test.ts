@@ -151,7 +151,7 @@ async function watchFromNow(resources: ResourceStore): Promise<{ events: ObjectE
   void (async () => {
     try {
       for await (const batch of resources.watch({ fromRevision: from }, abort.signal)) {
-        seen.push(...batch);
+        seen.push(...batch.events);
         waiters.forEach((w) => w());
       }
     } catch {

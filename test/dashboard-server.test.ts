@@ -85,12 +85,15 @@ test("the Connect protocol reaches the same implementations as gRPC", async () =
     assert.match(e.rawMessage, /Container "missing" not found/);
     return true;
   });
-  // A watch streams over HTTP/1.1: the listing, then the bookmark.
+  // A watch streams over HTTP/1.1: the listing, then the bookmark (a response with only a version).
   const abort = new AbortController();
   const types: string[] = [];
-  for await (const ev of web.watch({ kind: "Container" }, { signal: abort.signal })) {
-    types.push(ev.type);
-    if (ev.type === "BOOKMARK") break;
+  for await (const res of web.watch({ kind: "Container" }, { signal: abort.signal })) {
+    types.push(...res.events.map((e) => e.type));
+    if (res.resourceVersion) {
+      types.push(res.events.length === 0 ? "BOOKMARK" : "REVISION");
+      break;
+    }
   }
   abort.abort();
   assert.deepEqual(types, ["ADDED", "BOOKMARK"]);

@@ -196,13 +196,13 @@ async function followChanges(
     return names !== undefined && named(names, obj);
   };
   for (;;) {
+    const stream = client.watch({ ...filter, resourceVersion: from, signal, resume });
     try {
-      for await (const ev of client.watch({ ...filter, resourceVersion: from, signal, resume })) {
-        from = ev.resourceVersion;
-        if (wanted(ev.object)) onChange(ev.type, ev.object);
-      }
+      for await (const ev of stream) if (wanted(ev.object)) onChange(ev.type, ev.object);
       return;
     } catch (err) {
+      // Events of one write come together; the stream knows where the last complete one ended.
+      from = stream.resourceVersion || from;
       if (!(err instanceof ConnectError && err.code === Code.OutOfRange)) throw err;
       const lists = await Promise.all(query.groups.map((g) => client.list(g.kind, { labelSelector: query.labelSelector })));
       for (const list of lists) for (const o of list.items) if (wanted(o)) onChange("MODIFIED", o);

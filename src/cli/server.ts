@@ -18,6 +18,7 @@ interface ServerCommandOptions {
   host: string;
   port: number;
   dataDir: string;
+  store?: string;
   memory?: boolean;
   localWorker: boolean;
   heartbeatMs?: number;
@@ -60,7 +61,8 @@ export function serverCommand(): Command {
     .description("run a k4s server (and a local worker host for the built-in workers)")
     .option("--host <host>", "interface to listen on", "127.0.0.1")
     .option("--port <n>", "port to listen on (0 picks a free one; the bound address is printed)", intOption(0, 65535), DEFAULT_PORT)
-    .option("--data-dir <dir>", "folder of the durable state", "./k4s-data")
+    .option("--data-dir <dir>", "folder of the durable state (the same as --store sqlite:DIR)", "./k4s-data")
+    .option("--store <url>", "where the state lives: sqlite:DIR (default sqlite:./k4s-data) or etcd://HOST:PORT[,HOST:PORT...]")
     .option("--memory", "keep state in memory only (lost on exit)")
     .option("--no-local-worker", "do not start the local worker host")
     .option("--heartbeat-ms <n>", "heartbeat interval announced to worker sessions", intOption(1))
@@ -74,6 +76,8 @@ export function serverCommand(): Command {
     .option("--allow-command", "let the local worker host spawn command containers (spec.command); off by default")
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
+      const dataDirGiven = cmd.getOptionValueSource("dataDir") !== "default";
+      if (opts.store && (dataDirGiven || opts.memory)) throw new CliError(`--store goes alone: not with ${opts.memory ? "--memory" : "--data-dir"}`);
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
       const { token } = globalOptions(cmd);
       // grpc-js would also log a failed bind on its own ("No address added out of total 1
@@ -89,7 +93,8 @@ export function serverCommand(): Command {
       const server = createServer({
         host: opts.host,
         port: opts.port,
-        dataDir: opts.memory ? undefined : opts.dataDir,
+        store: opts.store,
+        dataDir: opts.memory || opts.store ? undefined : opts.dataDir,
         heartbeatIntervalMs: opts.heartbeatMs,
         maxConnections: opts.maxConnections,
         token,

@@ -70,11 +70,27 @@ export interface ListFilter {
   labelSelector?: string;
 }
 
-/** ListOutcome is a consistent listing and the resource version it was read at. */
+/** ListOptions filter a listing and, optionally, ask for one page of it. */
+export interface ListOptions extends ListFilter {
+  /**
+   * Read one page of at most this many objects (0: the server's default page size) and return
+   * its continueToken. Undefined: read every page and return all the objects.
+   */
+  limit?: number;
+  /** Read the page after the one this token came with (same kind and filter). */
+  continueToken?: string;
+}
+
+/** ListOutcome is a consistent listing (or one page of it) and the resource version it was read at. */
 export interface ListOutcome<T extends AnyObject = AnyObject> {
+  /** Sorted by name. */
   items: T[];
   /** Pass to watch() to follow changes from exactly this listing on. */
   resourceVersion: string;
+  /** When one page was asked for and more follow: pass it as ListOptions.continueToken. */
+  continueToken?: string;
+  /** An estimate of the objects on the following pages, when the server knows it. */
+  remainingItemCount?: number;
 }
 
 /** WatchOptions select the changes a watch streams. */
@@ -101,8 +117,24 @@ export interface WatchEvent<T extends AnyObject = AnyObject> {
   type: "ADDED" | "MODIFIED" | "DELETED";
   /** The object after the change (for DELETED, as it was last stored). */
   object: T;
-  /** The revision of the change; resume a broken watch from the last one seen. */
+  /**
+   * The revision of the change. Several objects changed by one write (one Apply) share it, so
+   * it is not where to resume a cut watch: WatchStream.resourceVersion is.
+   */
   resourceVersion: string;
+}
+
+/** WatchStream is a running watch: its events, and the point to resume it from. */
+export interface WatchStream<T extends AnyObject = AnyObject> extends AsyncIterable<WatchEvent<T>> {
+  /**
+   * Where a new watch picks up with nothing lost and nothing of the listing missing: every
+   * change up to this version has been yielded and consumed (it moves past a revision only
+   * once its last event was handed over and the next one asked for; bookmarks from the server
+   * move it while nothing selected changes). Empty until the initial listing is complete.
+   * After the stream broke, resume with `watch({ ..., resourceVersion: stream.resourceVersion })`
+   * (empty: start over with a listing).
+   */
+  readonly resourceVersion: string;
 }
 
 /** LogsOptions select a container's output. */
@@ -176,9 +208,12 @@ export interface K4sClient {
   /** Reads one object; NOT_FOUND when there is none. */
   get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K>>;
   get(kind: KindName, name: string): Promise<AnyObject>;
-  /** Lists the objects of a kind, sorted by name. */
-  list<K extends Kind>(kind: K, filter?: ListFilter): Promise<ListOutcome<ObjectOf<K>>>;
-  list(kind: KindName, filter?: ListFilter): Promise<ListOutcome>;
+  /**
+   * Lists the objects of a kind, sorted by name: every page, read at one version, unless
+   * options.limit asks for a single page.
+   */
+  list<K extends Kind>(kind: K, options?: ListOptions): Promise<ListOutcome<ObjectOf<K>>>;
+  list(kind: KindName, options?: ListOptions): Promise<ListOutcome>;
   /** Stores a new object; ALREADY_EXISTS when the name is taken. */
   create<T extends AnyObject>(object: T): Promise<T>;
   /** Replaces an object's labels, annotations and spec; a set resourceVersion is a precondition (ABORTED). */
@@ -191,8 +226,8 @@ export interface K4sClient {
    * Streams object changes until the signal aborts or the consumer stops iterating. A watch of
    * one kind, named by its kind ("Container"), yields objects of that kind.
    */
-  watch<K extends Kind>(options: WatchOptions & { kind: K }): AsyncIterable<WatchEvent<ObjectOf<K>>>;
-  watch(options?: WatchOptions): AsyncIterable<WatchEvent>;
+  watch<K extends Kind>(options: WatchOptions & { kind: K }): WatchStream<ObjectOf<K>>;
+  watch(options?: WatchOptions): WatchStream;
   /** Streams a container's output lines, one by one. */
   logs(container: string, options?: LogsOptions): AsyncIterable<LogLine>;
   /** Streams cluster events. */
@@ -313,14 +348,34 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return unwrap(res.object);
     },
 
-    async list(kind: KindName, filter: ListFilter = {}) {
-      const res = await resources.list({
-        kind: kindName(kind),
-        nameGlob: filter.nameGlob ?? "",
-        labels: filter.labels ?? {},
-        labelSelector: filter.labelSelector ?? "",
-      });
-      return { items: res.items.map((o) => unwrap(o)), resourceVersion: res.resourceVersion };
+    async list(kind: KindName, opts: ListOptions = {}): Promise<ListOutcome> {
+      const req = { kind: kindName(kind), nameGlob: opts.nameGlob ?? "", labels: opts.labels ?? {}, labelSelector: opts.labelSelector ?? "" };
+      const page = async (limit: number, continueToken: string): Promise<ListOutcome> => {
+        const res = await resources.list({ ...req, limit, continueToken });
+        return {
+          items: res.items.map((o) => unwrap(o)),
+          resourceVersion: res.resourceVersion,
+          ...(res.continueToken ? { continueToken: res.continueToken } : {}),
+          ...(res.remainingItemCount !== undefined ? { remainingItemCount: Number(res.remainingItemCount) } : {}),
+        };
+      };
+      if (opts.limit !== undefined || opts.continueToken) return page(opts.limit ?? 0, opts.continueToken ?? "");
+      // Every page, as Kubernetes' pager does; a listing whose version was compacted away
+      // between pages starts over.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const first = await page(0, "");
+          const items = first.items;
+          for (let token = first.continueToken; token; ) {
+            const next = await page(0, token);
+            items.push(...next.items);
+            token = next.continueToken;
+          }
+          return { items, resourceVersion: first.resourceVersion };
+        } catch (err) {
+          if (ConnectError.from(err).code !== Code.OutOfRange || attempt >= 3) throw err;
+        }
+      }
     },
 
     async create<T extends AnyObject>(object: T) {
@@ -347,12 +402,13 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return unwrap(res.object ?? create(ObjectSchema));
     },
 
-    watch(opts: WatchOptions = {}): AsyncIterable<WatchEvent> {
-      // The resume point: a version whose changes were all delivered (an event's or a bookmark's,
-      // never one of the initial listing's objects, which carry their own older versions).
+    watch(opts: WatchOptions = {}): WatchStream {
+      // The resume point: a version whose changes were all delivered and consumed (a response's,
+      // after its last event; never one of the initial listing's objects, which carry their own
+      // older versions). Empty until the listing is complete: a watch cut during it lists again.
       let from = opts.resourceVersion ?? "";
       const open = (established?: () => void) =>
-        (async function* () {
+        (async function* (): AsyncGenerator<WatchEvent> {
           const req = {
             kind: opts.kind ? kindName(opts.kind) : "",
             nameGlob: opts.nameGlob ?? "",
@@ -360,19 +416,22 @@ export function createClient(options: ClientOptions = {}): K4sClient {
             labelSelector: opts.labelSelector ?? "",
             resourceVersion: from,
           };
-          let listing = from === "";
           for await (const res of resources.watch(req, { signal: opts.signal, onHeader: established })) {
-            // BOOKMARKs only carry the revision reached: the listing is complete up to it.
-            if (res.type !== "ADDED" && res.type !== "MODIFIED" && res.type !== "DELETED") {
-              listing = false;
-              if (res.resourceVersion) from = res.resourceVersion;
-              continue;
+            for (const e of res.events) {
+              const object = unwrap(e.object);
+              yield { type: e.type as WatchEvent["type"], object, resourceVersion: object.metadata?.resourceVersion ?? "" };
             }
-            if (!listing) from = res.resourceVersion;
-            yield { type: res.type as WatchEvent["type"], object: unwrap(res.object), resourceVersion: res.resourceVersion };
+            // Reached once the consumer asks for more after the response's last event.
+            if (res.resourceVersion) from = res.resourceVersion;
           }
         })();
-      return opts.resume ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
+      const events = opts.resume ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
+      return {
+        [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](),
+        get resourceVersion() {
+          return from;
+        },
+      };
     },
 
     logs(container, opts = {}) {

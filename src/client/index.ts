@@ -10,6 +10,7 @@ export {
   type K4sClient,
   type KindName,
   type ListFilter,
+  type ListOptions,
   type ListOutcome,
   type LogsOptions,
   type RequestOptions,
@@ -18,6 +19,7 @@ export {
   type ServerVersion,
   type WatchEvent,
   type WatchOptions,
+  type WatchStream,
 } from "./client.js";
 export type { ResumeOptions } from "./resume.js";
 export { API_VERSION, KINDS, kindOf, parseKind, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";

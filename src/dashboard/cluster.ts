@@ -6,7 +6,7 @@
 import { useEffect, useState } from "preact/hooks";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Container, ReplicaSet, Service } from "../gen/k4s/v1/resources_pb.js";
-import type { WatchResponse } from "../gen/k4s/v1/resource_service_pb.js";
+import type { WatchEvent } from "../gen/k4s/v1/resource_service_pb.js";
 import { keepStreaming, resourceClient } from "./api.js";
 
 /** Cluster is a snapshot of the watched objects, by name. */
@@ -26,7 +26,7 @@ const RENDER_EVERY_MS = 50;
 const RELIST_CODES = new Set([Code.OutOfRange, Code.InvalidArgument, Code.FailedPrecondition]);
 
 /** Applies one watch event to the maps. */
-function applyEvent(maps: MutableMaps, ev: WatchResponse): void {
+function applyEvent(maps: MutableMaps, ev: WatchEvent): void {
   const o = ev.object?.kind;
   if (!o?.case) return;
   const map = maps[o.case] as Map<string, typeof o.value>;
@@ -73,11 +73,14 @@ export function useCluster(): Cluster {
         maps.service.clear();
       }
       try {
-        for await (const ev of resourceClient.watch({ resourceVersion: version }, { signal })) {
-          if (ev.type === "BOOKMARK") synced = true;
-          else applyEvent(maps, ev);
-          // Resume only from a point after the listing: the listed objects carry their own versions.
-          if (synced && ev.resourceVersion) version = ev.resourceVersion;
+        for await (const res of resourceClient.watch({ resourceVersion: version }, { signal })) {
+          for (const ev of res.events) applyEvent(maps, ev);
+          // A response with a version is a resume point: the first one ends the initial listing
+          // (its responses carry none), the later ones each end a whole revision.
+          if (res.resourceVersion) {
+            synced = true;
+            version = res.resourceVersion;
+          }
           error = undefined;
           changed();
         }

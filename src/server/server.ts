@@ -35,13 +35,11 @@ import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
 import { createLogStore, type LogStore } from "./log-store.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
-import { openSqliteStore } from "./store/sqlite-store.js";
+import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
 import { createStatsService } from "./stats/stats-service.js";
-import { join } from "node:path";
-import { prepareDataDir, removeCreatedDirs } from "./data-dir.js";
-import { listenError, reasonOf, StartupError } from "./startup-error.js";
+import { listenError } from "./startup-error.js";
 import { listen, type Listener } from "./listener.js";
 import { createTailJournal, protoChunks } from "./tail-journal.js";
 
@@ -51,7 +49,12 @@ export interface ServerOptions {
   host?: string;
   /** Port (default 50051; 0 picks a free one). */
   port?: number;
-  /** Folder for the durable state; undefined keeps state in memory (tests). */
+  /**
+   * Where the state lives: `sqlite:DIR` or `etcd://HOST:PORT[,HOST:PORT...]`. Unset: `dataDir`
+   * (SQLite), or in memory when that is unset too.
+   */
+  store?: string;
+  /** Folder for the durable state (the same as store `sqlite:DIR`); undefined keeps state in memory (tests). */
   dataDir?: string;
   /**
    * Bearer token required on every RPC. Without one the server refuses to listen on anything
@@ -62,6 +65,12 @@ export interface ServerOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Store revisions kept for watches to resume from (default 10000). */
   historyLimit?: number;
+  /** Bytes of values the SQLite store's history may hold (default 64 MiB). */
+  historyBytes?: number;
+  /** Time between the etcd store's compaction rounds (default 60 s). */
+  compactIntervalMs?: number;
+  /** How often a quiet watch gets a BOOKMARK (default 5000 ms). */
+  watchBookmarkIntervalMs?: number;
   /** Port of the HTTP `/metrics` endpoint (Prometheus); undefined: not served. */
   metricsPort?: number;
   /**
@@ -139,7 +148,7 @@ function countWrites(current: () => Store, metrics: Metrics): Store {
   return {
     revision: () => current().revision(),
     get: (key) => current().get(key),
-    range: (prefix) => current().range(prefix),
+    range: (prefix, o) => current().range(prefix, o),
     async txn(compares, ops) {
       const result = await current().txn(compares, ops);
       if (result.succeeded && ops.length > 0) metrics.storeWrites.inc();
@@ -149,20 +158,6 @@ function countWrites(current: () => Store, metrics: Metrics): Store {
     compactRevision: () => current().compactRevision(),
     close: () => current().close(),
   };
-}
-
-/** Opens the durable store in a data dir (or an in-memory one); failures name the path. */
-function openStore(dataDir: string | undefined, historyLimit: number | undefined): Store {
-  if (!dataDir) return openSqliteStore({ historyLimit });
-  const dir = prepareDataDir(dataDir);
-  const path = join(dir.path, "k4s.db");
-  try {
-    return openSqliteStore({ path, historyLimit });
-  } catch (err) {
-    removeCreatedDirs(dir.created);
-    const reason = err instanceof ConnectError ? err.rawMessage.replace(`store ${path} is `, "") : reasonOf(err);
-    throw new StartupError(`cannot open the store ${path}: ${reason}`, "dataDir");
-  }
 }
 
 /** The StatsService of a server whose stats are off: every call says so. */
@@ -242,7 +237,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
     shutdown: shutdown.signal,
   };
-  const resourceService = createResourceService({ resources });
+  const resourceService = createResourceService({ resources, bookmarkIntervalMs: options.watchBookmarkIntervalMs });
   const logService = createLogService({ logs, events, resources });
   addService(grpcServer, ResourceService, resourceService, adapter);
   addService(grpcServer, MessagingService, plane.messagingService, adapter);
@@ -337,7 +332,13 @@ export function createServer(options: ServerOptions = {}): K4sServer {
             throw listenError(err, "serve the dashboard", dashboardAddress, "dashboardPort");
           });
         }
-        store = openStore(options.dataDir, options.historyLimit);
+        store = await openStore({
+          url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
+          historyLimit: options.historyLimit,
+          historyBytes: options.historyBytes,
+          compactIntervalMs: options.compactIntervalMs,
+          onError,
+        });
       } catch (err) {
         await metricsServer?.close();
         metricsServer = undefined;

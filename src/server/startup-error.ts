@@ -3,7 +3,7 @@
  * setting to change, so a command line can add its own flag name.
  */
 /** The server setting a StartupError is about. */
-export type StartupSetting = "port" | "metricsPort" | "dashboardPort" | "dataDir";
+export type StartupSetting = "port" | "metricsPort" | "dashboardPort" | "dataDir" | "store";
 
 /** StartupError is a server start that failed because of its environment: nothing was written. */
 export class StartupError extends Error {

@@ -133,10 +133,11 @@ export function createInformer(options: InformerOptions): Informer {
         if (from === undefined) from = await relist();
         for await (const batch of resources.watch({ fromRevision: from }, abort.signal)) {
           retries.reset();
-          for (const event of batch) {
+          for (const event of batch.events) {
             if (absorb(event)) dispatch(event);
-            from = Math.max(from, event.revision);
           }
+          // Also a batch without events: the watch resumes past revisions that held nothing.
+          from = Math.max(from, batch.revision);
         }
         // A watch that ends without being stopped is resumed; back off in case it keeps ending.
         if (!abort.signal.aborted) throw new ConnectError(`${name}: watch ended`, Code.Unavailable);

@@ -2,12 +2,14 @@
  * The ResourceService handlers: the API over the ResourceStore, with manifest parsing and
  * validation for Apply.
  */
-import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   ApplyResultSchema,
+  WatchEventSchema,
   WatchResponseSchema,
   type ResourceService,
+  type WatchResponse,
 } from "../../gen/k4s/v1/resource_service_pb.js";
 import { ReplicaSetSchema } from "../../gen/k4s/v1/resources_pb.js";
 import { kindOf, parseKind, unwrap, wrap, type AnyObject, type Kind } from "../../api/kinds.js";
@@ -18,10 +20,86 @@ import { parseLabelSelector } from "../../api/label-selector.js";
 import { assertValid, formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
 import { badField, badRequest, violationsOf, type FieldViolation } from "../../api/bad-request.js";
 import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
-import type { ListOptions, ObjectEvent, ResourceStore } from "../store/resource-store.js";
+import type { ListOptions, ObjectBatch, ObjectEvent, ResourceStore } from "../store/resource-store.js";
+import { MAX_APPLY_OBJECTS } from "../store/create-resource-store.js";
 
 /** Retries of Scale's read-modify-write when the ReplicaSet changes in between. */
 const SCALE_RETRIES = 20;
+
+/** The page size of a List that sets no limit (what Kubernetes clients ask for by default). */
+export const DEFAULT_LIST_LIMIT = 500;
+
+/**
+ * Bytes of stored objects after which a List page or a Watch response ends (it holds at least
+ * one object): every response stays under a client's default 4 MiB receive limit.
+ */
+export const RESPONSE_OBJECT_BYTES = 2 * 1024 * 1024;
+
+/** How often a watch whose revision moved without selected changes gets a BOOKMARK (ms). */
+export const DEFAULT_BOOKMARK_INTERVAL_MS = 5000;
+
+/** ResourceServiceDeps are what the ResourceService handlers work with. */
+export interface ResourceServiceDeps {
+  resources: ResourceStore;
+  /** Interval of watch bookmarks (default DEFAULT_BOOKMARK_INTERVAL_MS). */
+  bookmarkIntervalMs?: number;
+}
+
+const TICK = Symbol("tick");
+
+/**
+ * Interleaves a source with a tick every `everyMs` (restarted after each tick). The source is
+ * read one item ahead; it must end when `signal` aborts.
+ */
+async function* withTicks<T>(source: AsyncIterable<T>, everyMs: number): AsyncGenerator<T | typeof TICK> {
+  const it = source[Symbol.asyncIterator]();
+  let timer: NodeJS.Timeout | undefined;
+  const tick = () => new Promise<typeof TICK>((resolve) => (timer = setTimeout(() => resolve(TICK), everyMs)));
+  let nextTick = tick();
+  let next = it.next();
+  try {
+    for (;;) {
+      const r = await Promise.race([next, nextTick]);
+      if (r === TICK) {
+        nextTick = tick();
+        yield TICK;
+        continue;
+      }
+      if (r.done) return;
+      next = it.next();
+      yield r.value;
+    }
+  } finally {
+    clearTimeout(timer);
+    // The read-ahead settles once the source ends; nobody waits for it any more.
+    next.catch(() => {});
+  }
+}
+
+/**
+ * Cuts a revision's (or the listing's) events into responses of at most about
+ * RESPONSE_OBJECT_BYTES; only the last carries `resourceVersion` (empty for the listing).
+ */
+function* responsesOf(events: readonly ObjectEvent[], resourceVersion: string): Generator<WatchResponse> {
+  let piece: ObjectEvent[] = [];
+  let bytes = 0;
+  const flush = (last: boolean) =>
+    create(WatchResponseSchema, {
+      events: piece.map((e) => create(WatchEventSchema, { type: e.type, object: wrap(e.object) })),
+      resourceVersion: last ? resourceVersion : "",
+    });
+  for (const e of events) {
+    const size = e.size ?? 1024;
+    if (piece.length > 0 && bytes + size > RESPONSE_OBJECT_BYTES) {
+      yield flush(false);
+      piece = [];
+      bytes = 0;
+    }
+    piece.push(e);
+    bytes += size;
+  }
+  if (piece.length > 0 || resourceVersion !== "") yield flush(true);
+}
 
 function requireName(name: string, what = "name"): string {
   if (name === "") throw badField(what, "required", `${what} is required`);
@@ -61,36 +139,41 @@ function notFound(kind: Kind, name: string): ConnectError {
 }
 
 /** Creates the ResourceService implementation. */
-export function createResourceService(deps: { resources: ResourceStore }): ServiceHandlers<typeof ResourceService> {
+export function createResourceService(deps: ResourceServiceDeps): ServiceHandlers<typeof ResourceService> {
   const { resources } = deps;
-
-  const snapshot = async (kind: Kind | undefined, filter: ListOptions) => {
-    if (resources.listAll) return resources.listAll({ kind, ...filter });
-    if (!kind) throw new ConnectError("watching every kind needs a ResourceStore with listAll", Code.Unimplemented);
-    return resources.list(kind, filter);
-  };
+  const bookmarkIntervalMs = deps.bookmarkIntervalMs ?? DEFAULT_BOOKMARK_INTERVAL_MS;
 
   return {
     async apply(req) {
+      if (req.objects.length > MAX_APPLY_OBJECTS) {
+        throw badField("objects", `${req.objects.length} typed objects, more than the ${MAX_APPLY_OBJECTS} one apply may hold`, `apply of ${req.objects.length} typed objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`);
+      }
       const objects: AnyObject[] = [];
-      if (req.manifest.trim() !== "") objects.push(...parseManifestDocuments(req.manifest).map((d) => d.object));
+      const labels: string[] = [];
+      const label = (where: string, obj: AnyObject) => `${where} (${kindOf(obj)}${obj.metadata?.name ? ` "${obj.metadata.name}"` : ""})`;
+      if (req.manifest.trim() !== "") {
+        for (const d of parseManifestDocuments(req.manifest)) {
+          objects.push(d.object);
+          labels.push(label(`document ${d.index}`, d.object));
+        }
+      }
       const errors: string[] = [];
       const violations: FieldViolation[] = [];
       req.objects.forEach((o, i) => {
         const obj = unwrap(o, `objects[${i}]`);
         const issues = validateObject(obj);
         if (issues.length > 0) {
-          const name = obj.metadata?.name;
-          errors.push(`objects[${i}] (${kindOf(obj)}${name ? ` "${name}"` : ""}): ${formatIssues(issues)}`);
+          errors.push(`${label(`objects[${i}]`, obj)}: ${formatIssues(issues)}`);
           violations.push(...violationsOf(issues, objectPath(`objects[${i}]`, o)));
         }
         objects.push(obj);
+        labels.push(label(`objects[${i}]`, obj));
       });
       if (errors.length > 0) throw badRequest(errors.join("; "), violations);
       if (objects.length === 0) {
         throw badField("manifest", "no objects, and no typed objects were given", "nothing to apply: the manifest has no objects and no typed objects were given");
       }
-      const outcomes = await resources.apply(objects, { dryRun: req.dryRun });
+      const outcomes = await resources.apply(objects, { dryRun: req.dryRun, labels });
       return {
         results: outcomes.map((o) =>
           create(ApplyResultSchema, {
@@ -119,9 +202,19 @@ export function createResourceService(deps: { resources: ResourceStore }): Servi
 
     async list(req) {
       const kind = parseKind(req.kind);
-      const r = await resources.list(kind, listFilter(req));
-      const items = [...r.items].sort((a, b) => (a.metadata!.name < b.metadata!.name ? -1 : a.metadata!.name > b.metadata!.name ? 1 : 0));
-      return { items: items.map(wrap), resourceVersion: String(r.revision) };
+      if (req.limit < 0) throw badField("limit", `must be 0 (the server's default page of ${DEFAULT_LIST_LIMIT}) or more, got ${req.limit}`);
+      const r = await resources.list(kind, {
+        ...listFilter(req),
+        limit: req.limit || DEFAULT_LIST_LIMIT,
+        maxBytes: RESPONSE_OBJECT_BYTES,
+        continueToken: req.continueToken || undefined,
+      });
+      return {
+        items: r.items.map(wrap),
+        resourceVersion: String(r.revision),
+        continueToken: r.continueToken ?? "",
+        remainingItemCount: r.remainingItemCount === undefined ? undefined : BigInt(r.remainingItemCount),
+      };
     },
 
     async update(req) {
@@ -160,24 +253,35 @@ export function createResourceService(deps: { resources: ResourceStore }): Servi
     async *watch(req, ctx: CallContext) {
       const kind = req.kind.trim() === "" ? undefined : parseKind(req.kind);
       const filter = listFilter(req);
-      let fromRevision: number;
-      if (req.resourceVersion === "") {
-        const snap = await snapshot(kind, filter);
-        for (const obj of snap.items) {
-          yield create(WatchResponseSchema, { type: "ADDED", object: wrap(obj), resourceVersion: obj.metadata?.resourceVersion ?? "" });
+      const fromRevision = req.resourceVersion === "" ? undefined : parseRevision(req.resourceVersion, "resourceVersion");
+      // Ends the store watch also when this stream ends for another reason than a cancel.
+      const done = new AbortController();
+      const signal = AbortSignal.any([ctx.signal, done.signal]);
+      const batches: AsyncIterable<ObjectBatch> = resources.watch({ kind, ...filter, fromRevision }, signal);
+      // `sent`: the last resume point the client has; `reached`: how far the store watch is.
+      let sent = fromRevision ?? -1;
+      let reached = sent;
+      try {
+        for await (const item of withTicks(batches, bookmarkIntervalMs)) {
+          if (item === TICK) {
+            if (reached > sent) {
+              yield create(WatchResponseSchema, { resourceVersion: String(reached) });
+              sent = reached;
+            }
+            continue;
+          }
+          reached = item.revision;
+          if (item.listing) {
+            yield* responsesOf(item.events, "");
+            yield create(WatchResponseSchema, { resourceVersion: String(reached) });
+            sent = reached;
+          } else if (item.events.length > 0) {
+            yield* responsesOf(item.events, String(reached));
+            sent = reached;
+          }
         }
-        yield create(WatchResponseSchema, { type: "BOOKMARK", resourceVersion: String(snap.revision) });
-        fromRevision = snap.revision;
-      } else {
-        fromRevision = parseRevision(req.resourceVersion, "resourceVersion");
-      }
-      const toResponse = (e: ObjectEvent): MessageInitShape<typeof WatchResponseSchema> => ({
-        type: e.type,
-        object: wrap(e.object),
-        resourceVersion: String(e.revision),
-      });
-      for await (const batch of resources.watch({ kind, ...filter, fromRevision }, ctx.signal)) {
-        for (const e of batch) yield toResponse(e);
+      } finally {
+        done.abort();
       }
     },
   };

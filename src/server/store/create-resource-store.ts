@@ -12,11 +12,28 @@ import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type O
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
-import type { ApplyOutcome, ListOptions, ObjectEvent, ResourceStore, WatchOptions } from "./resource-store.js";
-import type { Compare, KeyValue, Op, Store, StoreEvent } from "./store.js";
+import type { ApplyOutcome, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, WatchOptions } from "./resource-store.js";
+import { createYielder, type Yielder } from "../yielder.js";
+import { futureRevisionError, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
 export const KEY_PREFIX = "/k4s/";
+
+/**
+ * The largest object, in bytes of its stored (protobuf) form: what counts is the object as
+ * stored, after a manifest's aliases were expanded, whatever form it arrived in.
+ */
+export const MAX_OBJECT_BYTES = 1024 * 1024;
+
+/**
+ * The most objects one Apply may hold (manifest documents and typed objects together): one
+ * transaction the server commits, and all its watchers digest, while yielding to other work
+ * (see README "Limits" for the measured cost).
+ */
+export const MAX_APPLY_OBJECTS = 10_000;
+
+/** Reads issued at once while an apply looks up the current versions of its objects. */
+const APPLY_READ_CONCURRENCY = 256;
 
 /** Optimistic-concurrency retries before a write without precondition gives up with ABORTED. */
 const MAX_RETRIES = 50;
@@ -36,10 +53,16 @@ export function kindPrefix(kind: Kind | undefined): string {
 
 const KIND_BY_PLURAL = new Map<string, Kind>(KINDS.map((k) => [kindInfo(k).plural, k]));
 
+/** The kind of an object key; undefined for other keys under the prefix (e.g. the etcd compactor's). */
 function kindOfKey(key: string): Kind | undefined {
   if (!key.startsWith(KEY_PREFIX)) return undefined;
   const rest = key.slice(KEY_PREFIX.length);
-  return KIND_BY_PLURAL.get(rest.slice(0, rest.indexOf("/")));
+  const slash = rest.indexOf("/");
+  return slash < 0 ? undefined : KIND_BY_PLURAL.get(rest.slice(0, slash));
+}
+
+function nameOfKey(key: string): string {
+  return key.slice(key.lastIndexOf("/") + 1);
 }
 
 function schemaOf(kind: Kind): DescMessage {
@@ -55,9 +78,6 @@ function subSchema(kind: Kind, field: "spec" | "status"): DescMessage {
 const SPEC = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "spec")]));
 const STATUS = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "status")]));
 
-/** Decoded object versions kept for the watchers that have not seen them yet. */
-const SHARED_DECODES = 4096;
-
 /** Decodes a stored value into a fresh object whose resourceVersion is the key's modRevision. */
 function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject {
   const obj = fromBinary(schemaOf(kind), kv.value) as AnyObject;
@@ -66,16 +86,59 @@ function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject 
   return obj;
 }
 
-/** Encodes an object owned by this module; resourceVersion is derived from the key, never stored. */
-function encode(obj: AnyObject): Uint8Array {
+/**
+ * Encodes an object owned by this module; resourceVersion is derived from the key, never
+ * stored. INVALID_ARGUMENT, naming the object (`label`) and its size, when it is too big.
+ */
+function encode(obj: AnyObject, label = describe(kindOf(obj), obj.metadata?.name ?? "")): Uint8Array {
   const meta = obj.metadata!;
   const rv = meta.resourceVersion;
   meta.resourceVersion = "";
+  let bytes: Uint8Array;
   try {
-    return toBinary(schemaOf(kindOf(obj)), obj);
+    bytes = toBinary(schemaOf(kindOf(obj)), obj);
   } finally {
     meta.resourceVersion = rv;
   }
+  if (bytes.byteLength > MAX_OBJECT_BYTES) throw tooBig(label, bytes.byteLength);
+  return bytes;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(2)} MiB`;
+}
+
+function tooBig(label: string, bytes: number): ConnectError {
+  return new ConnectError(
+    `${label}: is ${mib(bytes)} (${bytes} bytes) when stored, more than the ${mib(MAX_OBJECT_BYTES)} an object may hold (aliases and parameters count as expanded)`,
+    Code.InvalidArgument,
+  );
+}
+
+/** A continue token's content: the revision the listing is read at and the last key it covered. */
+interface ContinueToken {
+  rv: number;
+  key: string;
+}
+
+function encodeToken(t: ContinueToken): string {
+  return Buffer.from(JSON.stringify({ v: 1, rv: t.rv, key: t.key })).toString("base64url");
+}
+
+function decodeToken(token: string, kind: Kind): ContinueToken {
+  let t: { v?: unknown; rv?: unknown; key?: unknown };
+  try {
+    t = JSON.parse(Buffer.from(token, "base64url").toString()) as typeof t;
+  } catch {
+    t = {};
+  }
+  if (t.v !== 1 || typeof t.rv !== "number" || !Number.isSafeInteger(t.rv) || t.rv < 0 || typeof t.key !== "string") {
+    throw new ConnectError("continueToken: not a continue token from a List of this server", Code.InvalidArgument);
+  }
+  if (!t.key.startsWith(kindPrefix(kind))) {
+    throw new ConnectError(`continueToken: the token continues a listing of another kind, not ${kind}`, Code.InvalidArgument);
+  }
+  return { rv: t.rv, key: t.key };
 }
 
 function copy<T extends AnyObject>(obj: T): T {
@@ -175,15 +238,24 @@ function stampNew(kind: Kind, input: AnyObject): AnyObject {
  */
 export function createResourceStore(store: Store): ResourceStore {
   // Every watcher (each controller, the messaging plane, API watches) sees the same events; a
-  // version of an object is decoded once and shared by all of them, read-only.
-  const shared = new Map<string, AnyObject>();
-  const decodeShared = (kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject => {
-    const id = `${kv.key}\u0000${kv.modRevision}\u0000${revision}`;
-    let obj = shared.get(id);
+  // version of an object is decoded once and shared by all of them, read-only. The decodes hang
+  // off the store's event objects, so they live exactly as long as some watcher still holds
+  // the batch: no cache to bound, nothing left behind.
+  const decodedKv = new WeakMap<KeyValue, AnyObject>();
+  const decodedDelete = new WeakMap<StoreEvent, AnyObject>();
+  const decodeShared = (kind: Kind, kv: KeyValue): AnyObject => {
+    let obj = decodedKv.get(kv);
     if (!obj) {
-      obj = decode(kind, kv, revision);
-      if (shared.size >= SHARED_DECODES) shared.delete(shared.keys().next().value!);
-      shared.set(id, obj);
+      obj = decode(kind, kv);
+      decodedKv.set(kv, obj);
+    }
+    return obj;
+  };
+  const decodeDeleted = (kind: Kind, e: StoreEvent & { prevKv: KeyValue }): AnyObject => {
+    let obj = decodedDelete.get(e);
+    if (!obj) {
+      obj = decode(kind, e.prevKv, e.kv.modRevision);
+      decodedDelete.set(e, obj);
     }
     return obj;
   };
@@ -192,62 +264,126 @@ export function createResourceStore(store: Store): ResourceStore {
     return kv ? { kv, obj: decode(kind, kv) } : undefined;
   };
 
-  const listAll = async (options: ListOptions & { kind?: Kind } = {}) => {
+  /** Reads a page (or all) of one kind's objects, or of every kind's; see ResourceStore.list. */
+  const listPage = async (kind: Kind | undefined, options: PageOptions = {}): Promise<ListResult<Kind> & { items: AnyObject[]; sizes: number[] }> => {
+    const token = options.continueToken && kind ? decodeToken(options.continueToken, kind) : undefined;
     // Keys end in the name, so a glob's literal head narrows the range and a name that does not
     // match is skipped before its value is decoded (a ReplicaSet's reconcile lists `<rs>-*`).
     const glob = options.nameGlob;
-    const head = options.kind && glob ? glob.slice(0, glob.search(/[*?[{!\\+@(]|$/)) : "";
-    const r = await store.range(kindPrefix(options.kind) + head);
+    const head = kind && glob ? glob.slice(0, glob.search(/[*?[{!\\+@(]|$/)) : "";
+    const prefix = kindPrefix(kind) + head;
+    const filtered = !!glob || Object.keys(options.labels ?? {}).length > 0 || options.labelSelector !== undefined;
+    const limit = options.limit && options.limit > 0 ? options.limit : 0;
+    const maxBytes = options.maxBytes ?? Infinity;
+    const y = createYielder();
     const items: AnyObject[] = [];
-    for (const kv of r.kvs) {
-      const kind = kindOfKey(kv.key);
-      if (!kind) continue;
-      if (glob && !matchesGlob(kv.key.slice(kv.key.lastIndexOf("/") + 1), glob)) continue;
-      const obj = decode(kind, kv);
-      if (matchesSelector(obj, options)) items.push(obj);
+    const sizes: number[] = [];
+    let bytes = 0;
+    let after = token?.key;
+    let revision = token?.rv;
+    for (;;) {
+      const want = limit > 0 ? limit - items.length : 0;
+      const chunk = limit > 0 ? (filtered ? Math.max(want, 256) : want) : Number.isFinite(maxBytes) ? 500 : 0;
+      let r;
+      try {
+        r = await store.range(prefix, { after, limit: chunk, revision });
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (token && err.code === Code.OutOfRange) {
+          throw new ConnectError(
+            `continue token expired: its listing was read at revision ${token.rv}, which is no longer kept (${err.rawMessage}); start a new list without continueToken`,
+            Code.OutOfRange,
+          );
+        }
+        throw err;
+      }
+      revision = r.revision;
+      const page = (next: string | undefined, remaining: number) => ({
+        items,
+        sizes,
+        revision: r.revision,
+        ...(next !== undefined ? { continueToken: encodeToken({ rv: r.revision, key: next }) } : {}),
+        ...(next !== undefined && !filtered ? { remainingItemCount: remaining } : {}),
+      });
+      for (let i = 0; i < r.kvs.length; i++) {
+        await y.yield();
+        const kv = r.kvs[i]!;
+        const k = kindOfKey(kv.key);
+        if (!k || (glob && !matchesGlob(nameOfKey(kv.key), glob))) {
+          after = kv.key;
+          continue;
+        }
+        const obj = decode(k, kv);
+        if (!matchesSelector(obj, options)) {
+          after = kv.key;
+          continue;
+        }
+        if (items.length > 0 && bytes + kv.value.byteLength > maxBytes) return page(after, r.kvs.length - i + r.remaining);
+        items.push(obj);
+        sizes.push(kv.value.byteLength);
+        bytes += kv.value.byteLength;
+        after = kv.key;
+        if (limit > 0 && items.length >= limit) {
+          const left = r.kvs.length - 1 - i + r.remaining;
+          return page(i < r.kvs.length - 1 || r.more ? after : undefined, left);
+        }
+      }
+      if (!r.more) return page(undefined, 0);
     }
-    return { items, revision: r.revision };
   };
 
-  const toObjectEvents = (batch: StoreEvent[], filter: ListOptions): ObjectEvent[] => {
+  /** Turns a revision's store events into the object events a filter selects, yielding between decodes. */
+  const toObjectEvents = async (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions, y: Yielder): Promise<ObjectEvent[]> => {
     const out: ObjectEvent[] = [];
     for (const e of batch) {
-      const kind = kindOfKey(e.kv.key);
-      if (!kind) continue;
+      const k = kindOfKey(e.kv.key);
+      if (!k || (kind && k !== kind)) continue;
       // The name is in the key and never changes: no need to decode what the glob rules out.
-      if (filter.nameGlob && !matchesGlob(e.kv.key.slice(e.kv.key.lastIndexOf("/") + 1), filter.nameGlob)) continue;
+      if (filter.nameGlob && !matchesGlob(nameOfKey(e.kv.key), filter.nameGlob)) continue;
+      await y.yield();
       const revision = e.kv.modRevision;
       if (e.type === "delete") {
         if (!e.prevKv) continue;
-        const previous = decodeShared(kind, e.prevKv);
+        const previous = decodeShared(k, e.prevKv);
         if (!matchesSelector(previous, filter)) continue;
-        out.push({ type: "DELETED", object: decodeShared(kind, e.prevKv, revision), previous, revision });
+        const object = decodeDeleted(k, e as StoreEvent & { prevKv: KeyValue });
+        out.push({ type: "DELETED", object, previous, revision, size: e.prevKv.value.byteLength });
         continue;
       }
-      const object = decodeShared(kind, e.kv);
+      const object = decodeShared(k, e.kv);
       const now = matchesSelector(object, filter);
-      const previous = e.prevKv ? decodeShared(kind, e.prevKv) : undefined;
+      const previous = e.prevKv ? decodeShared(k, e.prevKv) : undefined;
       const before = previous !== undefined && matchesSelector(previous, filter);
+      const size = e.kv.value.byteLength;
       // As Kubernetes does for label selectors: an object that starts matching is ADDED, one
       // that stops matching is DELETED.
-      if (now && before) out.push({ type: "MODIFIED", object, previous, revision });
-      else if (now) out.push({ type: "ADDED", object, previous, revision });
-      else if (before) out.push({ type: "DELETED", object, previous, revision });
+      if (now && before) out.push({ type: "MODIFIED", object, previous, revision, size });
+      else if (now) out.push({ type: "ADDED", object, previous, revision, size });
+      else if (before) out.push({ type: "DELETED", object, previous, revision, size });
     }
     return out;
   };
 
-  async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectEvent[]> {
+  async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
     const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
     let from = options.fromRevision;
     if (from === undefined) {
-      const snap = await listAll({ ...filter, kind: options.kind });
+      const snap = await listPage(options.kind, filter);
       from = snap.revision;
-      yield snap.items.map((object) => ({ type: "ADDED" as const, object, previous: undefined, revision: snap.revision }));
+      const events = snap.items.map(
+        (object, i): ObjectEvent => ({ type: "ADDED", object, previous: undefined, revision: Number(object.metadata!.resourceVersion), size: snap.sizes[i]! }),
+      );
+      yield { revision: snap.revision, events, listing: true };
+    } else {
+      const head = await store.revision();
+      if (from > head) throw futureRevisionError(from, head);
     }
-    for await (const batch of store.watch(kindPrefix(options.kind), from, signal)) {
-      const events = toObjectEvents(batch, filter);
-      if (events.length > 0) yield events;
+    // The whole prefix, not the kind's: every write under it (including the etcd compactor's
+    // key) moves the watch forward, so a quiet kind still reports progress.
+    const y = createYielder();
+    for await (const batch of store.watch(KEY_PREFIX, from, signal)) {
+      const events = await toObjectEvents(batch.events, options.kind, filter, y);
+      yield { revision: batch.revision, events };
     }
   }
 
@@ -258,12 +394,10 @@ export function createResourceStore(store: Store): ResourceStore {
       return (await read(kind, name))?.obj as ObjectOf<K> | undefined;
     },
 
-    async list<K extends Kind>(kind: K, options: ListOptions = {}) {
-      const r = await listAll({ ...options, kind });
-      return { items: r.items as ObjectOf<K>[], revision: r.revision };
+    async list<K extends Kind>(kind: K, options: PageOptions = {}) {
+      const { sizes: _, ...page } = await listPage(kind, options);
+      return page as ListResult<K>;
     },
-
-    listAll,
 
     async create<T extends AnyObject>(input: T): Promise<T> {
       const kind = kindOf(input);
@@ -341,7 +475,9 @@ export function createResourceStore(store: Store): ResourceStore {
         if (kind === "ReplicaSet") {
           const uid = cur.obj.metadata!.uid;
           const containers = await store.range(kindPrefix("Container"));
+          const y = createYielder();
           for (const kv of containers.kvs) {
+            await y.yield();
             const c = decode("Container", kv);
             const owner = c.metadata!.ownerReference;
             if (owner?.kind !== "ReplicaSet" || owner.uid !== uid) continue;
@@ -377,45 +513,65 @@ export function createResourceStore(store: Store): ResourceStore {
     },
 
     async apply(objects, options = {}) {
-      const inputs = objects.map((o) => copy(o));
+      if (objects.length > MAX_APPLY_OBJECTS) {
+        throw new ConnectError(
+          `apply of ${objects.length} objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`,
+          Code.InvalidArgument,
+        );
+      }
+      // Thousands of objects are checked, read and encoded a slice at a time, so heartbeats
+      // and other clients' requests are served in between.
+      const y = createYielder();
+      const inputs: AnyObject[] = [];
+      const labels: string[] = [];
       const errors: string[] = [];
       const seen = new Map<string, number>();
-      inputs.forEach((obj, i) => {
+      for (const [i, o] of objects.entries()) {
+        await y.yield();
+        const obj = copy(o);
         const kind = kindOf(obj);
         const name = obj.metadata?.name ?? "";
-        const label = `object ${i + 1} (${kind}${name ? ` "${name}"` : ""})`;
+        const label = options.labels?.[i] ?? `object ${i + 1} (${kind}${name ? ` "${name}"` : ""})`;
+        inputs.push(obj);
+        labels.push(label);
         const issues = validateObject(obj);
         if (issues.length > 0) errors.push(`${label}: ${formatIssues(issues)}`);
         const key = objectKey(kind, name);
         const first = seen.get(key);
         if (first !== undefined) errors.push(`${label}: duplicate of object ${first + 1}`);
         else seen.set(key, i);
-      });
+      }
       if (errors.length > 0) throw new ConnectError(errors.join("; "), Code.InvalidArgument);
 
+      const keys = inputs.map((o) => objectKey(kindOf(o), o.metadata!.name));
       for (let attempt = 0; ; attempt++) {
+        const current: (KeyValue | undefined)[] = [];
+        for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
+          current.push(...(await Promise.all(keys.slice(i, i + APPLY_READ_CONCURRENCY).map((k) => store.get(k)))));
+          await y.yield();
+        }
         const compares: Compare[] = [];
         const writes: { order: number; op: Op }[] = [];
         const outcomes: ApplyOutcome[] = [];
-        for (const input of inputs) {
+        for (const [i, input] of inputs.entries()) {
+          await y.yield();
           const kind = kindOf(input);
-          const name = input.metadata!.name;
-          const key = objectKey(kind, name);
-          const cur = await read(kind, name);
-          compares.push({ key, modRevision: cur?.kv.modRevision ?? 0 });
-          if (!cur) {
+          const key = keys[i]!;
+          const kv = current[i];
+          compares.push({ key, modRevision: kv?.modRevision ?? 0 });
+          if (!kv) {
             const obj = stampNew(kind, input);
             outcomes.push({ action: "created", object: obj });
-            writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(obj) } });
+            writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(obj, labels[i]) } });
             continue;
           }
-          const { next, changed } = merge(kind, cur.obj, input, input.metadata!.ownerReference !== undefined);
+          const { next, changed } = merge(kind, decode(kind, kv), input, input.metadata!.ownerReference !== undefined);
           if (!changed) {
-            outcomes.push({ action: "unchanged", object: cur.obj });
+            outcomes.push({ action: "unchanged", object: next });
             continue;
           }
           outcomes.push({ action: "configured", object: next });
-          writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(next) } });
+          writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(next, labels[i]) } });
         }
         if (options.dryRun || writes.length === 0) return outcomes;
         // Templates before their users, so a watcher reading the batch in order sees them first.

@@ -21,10 +21,29 @@ export interface ListOptions {
   labelSelector?: LabelSelector;
 }
 
-/** ListResult is a consistent listing and the revision it was read at. */
+/** PageOptions ask for one page of a listing (Kubernetes' limit and continue). */
+export interface PageOptions extends ListOptions {
+  /** The most objects in the page; 0 or undefined: no count limit. */
+  limit?: number;
+  /** The page ends before the object that would take its stored bytes past this (it holds at least one). */
+  maxBytes?: number;
+  /**
+   * The continueToken of the previous page: read on from there, at that page's revision.
+   * INVALID_ARGUMENT when it is not a token for this kind; OUT_OF_RANGE when the revision it
+   * reads at has been compacted ("continue token expired").
+   */
+  continueToken?: string;
+}
+
+/** ListResult is a consistent listing (or a page of one) and the revision it was read at. */
 export interface ListResult<K extends Kind> {
+  /** Sorted by name. */
   items: ObjectOf<K>[];
   revision: number;
+  /** Set when more objects follow: pass it as PageOptions.continueToken. */
+  continueToken?: string;
+  /** How many objects the following pages hold (an estimate), when there is no name or label filter. */
+  remainingItemCount?: number;
 }
 
 /** ObjectEvent is one change of one object, in Kubernetes' watch vocabulary. */
@@ -35,6 +54,20 @@ export interface ObjectEvent {
   /** The object before the change, for MODIFIED and DELETED. */
   previous: AnyObject | undefined;
   revision: number;
+  /** The object's stored (encoded) size in bytes, when known (for splitting responses). */
+  size?: number;
+}
+
+/**
+ * ObjectBatch is what a watch yields: the events of one store revision, all together, or none
+ * (progress: every selected change up to `revision` has been yielded).
+ */
+export interface ObjectBatch {
+  /** The revision of the events; without events, the revision the watch has reached. */
+  revision: number;
+  events: ObjectEvent[];
+  /** True for the initial listing: an ADDED event for every selected object at `revision`. */
+  listing?: boolean;
 }
 
 /** WatchOptions select the events of a watch. */
@@ -42,12 +75,20 @@ export interface WatchOptions extends ListOptions {
   /** Undefined or empty means every kind. */
   kind?: Kind;
   /**
-   * Stream events after this revision. Undefined: first an ADDED event for every current
-   * object (one batch, yielded even when empty so the consumer knows the listing is complete;
-   * its events carry the listing's revision), then follow. Older than the kept history:
+   * Stream events after this revision. Undefined: first the listing batch (an ADDED event for
+   * every current object, yielded even when empty so the consumer knows the listing is
+   * complete), then follow. Older than the kept history, or newer than the store's revision:
    * ConnectError OUT_OF_RANGE.
    */
   fromRevision?: number;
+}
+
+/** ApplyOptions shape an apply. */
+export interface ApplyOptions {
+  /** Check and report, write nothing. */
+  dryRun?: boolean;
+  /** How errors name each object (e.g. `document 2 (Container "x")`); default `object N (Kind "name")`. */
+  labels?: readonly string[];
 }
 
 /** ApplyOutcome is what apply did to one object. */
@@ -65,7 +106,8 @@ export interface ApplyOutcome {
  */
 export interface ResourceStore {
   get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K> | undefined>;
-  list<K extends Kind>(kind: K, options?: ListOptions): Promise<ListResult<K>>;
+  /** Lists the objects of a kind in one consistent read: all of them, or a page. */
+  list<K extends Kind>(kind: K, options?: PageOptions): Promise<ListResult<K>>;
   /** Stores a new object: sets apiVersion, kind, uid, generation 1, creationTimestamp, empty status. */
   create<T extends AnyObject>(obj: T): Promise<T>;
   /**
@@ -94,22 +136,19 @@ export interface ResourceStore {
   delete(kind: Kind, name: string, options?: { resourceVersion?: string }): Promise<AnyObject>;
   /** Removes a Container marked for deletion (its host stopped it or its grace passed). */
   finalize(name: string): Promise<void>;
-  /** Creates or updates every object in one transaction, all or nothing (seed semantics). */
-  apply(objects: readonly AnyObject[], options?: { dryRun?: boolean }): Promise<ApplyOutcome[]>;
   /**
-   * Streams batches of object events (one batch per store transaction) until signal aborts.
-   * Event objects are shared by every watcher of the store: read them, never change them
-   * (clone first).
+   * Creates or updates every object in one transaction, all or nothing (seed semantics); at
+   * most MAX_APPLY_OBJECTS objects.
    */
-  watch(options: WatchOptions, signal: AbortSignal): AsyncIterable<ObjectEvent[]>;
+  apply(objects: readonly AnyObject[], options?: ApplyOptions): Promise<ApplyOutcome[]>;
+  /**
+   * Streams batches of object events, one per store revision (never split), and progress
+   * batches without events, until signal aborts. Event objects are shared by every watcher of
+   * the store: read them, never change them (clone first).
+   */
+  watch(options: WatchOptions, signal: AbortSignal): AsyncIterable<ObjectBatch>;
   /** The current store revision. */
   revision(): Promise<number>;
-  /**
-   * Lists the objects of one kind, or of every kind when options.kind is unset, in one
-   * consistent read: sorted by kind (Container, ReplicaSet, Service) then name, with the
-   * revision they were read at (what Watch needs for its initial listing).
-   */
-  listAll?(options?: Omit<WatchOptions, "fromRevision">): Promise<{ items: AnyObject[]; revision: number }>;
   /** The underlying key-value store. */
   readonly store: Store;
 }

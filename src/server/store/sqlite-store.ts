@@ -8,25 +8,48 @@
  * a duplicate. In WAL mode with synchronous=FULL every commit is fsynced before txn() resolves.
  *
  * Layout: `kv` holds the current value of each key with its revisions; `history` holds every
- * change of the last `historyLimit` revisions (with the value before the change), which is what
- * lets a watch resume from a revision, also after a restart; `meta` holds the current and the
- * compacted revision.
+ * change of the kept window of revisions (with the value before the change), which is what
+ * lets a watch resume from a revision (also after a restart) and a paged listing read every
+ * page at its first page's revision; `meta` holds the current and the compacted revision.
+ *
+ * The window is bounded twice, as etcd's is by its compaction and quota: at most
+ * `historyLimit` revisions and at most `historyBytes` of stored values. Compaction deletes the
+ * older rows, and the freed pages go back to the file system (incremental vacuum, and a WAL
+ * that is truncated after each checkpoint), so the data directory stays near the size of the
+ * current state plus the window.
  */
 import Database from "better-sqlite3";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Compare, KeyValue, Op, RangeResult, Store, StoreEvent, TxnResult } from "./store.js";
+import {
+  compactedError,
+  eventBytes,
+  futureRevisionError,
+  type Compare,
+  type KeyValue,
+  type Op,
+  type RangeOptions,
+  type RangeResult,
+  type Store,
+  type StoreEvent,
+  type TxnResult,
+  type WatchBatch,
+} from "./store.js";
 
-/** SqliteStoreOptions choose the database file and the history window. */
+/** SqliteStoreOptions choose the database file and the bounds of the history window. */
 export interface SqliteStoreOptions {
   /** Database file; undefined keeps everything in memory (tests). */
   path?: string;
-  /** Revisions of history kept for watches (default 10000). */
+  /** Revisions of history kept for watches and paged listings (default 10000). */
   historyLimit?: number;
+  /** Bytes of values the history may hold (default 64 MiB); the newest revision is always kept. */
+  historyBytes?: number;
   /**
    * Events a live watcher may have waiting before it is switched to catching up from the
    * history table (default 10000); a watcher that falls behind the history gets OUT_OF_RANGE.
    */
   watchBufferLimit?: number;
+  /** Bytes of values a live watcher may have waiting before the same switch (default 16 MiB). */
+  watchBufferBytes?: number;
 }
 
 /** The most operations one transaction may carry. */
@@ -34,6 +57,17 @@ export const MAX_TXN_OPS = 100_000;
 
 /** The most transactions committed together in one group commit. */
 const MAX_BATCH = 1000;
+
+/** Default bound of the history's values in bytes. */
+export const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
+
+/** Revisions and bytes read from history per step while a watcher catches up. */
+const HISTORY_PAGE_REVISIONS = 256;
+const HISTORY_PAGE_BYTES = 4 * 1024 * 1024;
+
+/** Free pages (4 KiB each) above which space is given back to the file system, and per step. */
+const VACUUM_THRESHOLD_PAGES = 1024;
+const VACUUM_STEP_PAGES = 4096;
 
 /** A transaction waiting for the next group commit. */
 interface PendingTxn {
@@ -48,9 +82,6 @@ interface BatchResult {
   events: StoreEvent[] | undefined;
   revision: number;
 }
-
-/** Revisions read from history per page while a watcher catches up. */
-const HISTORY_PAGE_REVISIONS = 256;
 
 const PUT = 0;
 const DELETE = 1;
@@ -76,16 +107,25 @@ interface KvRow {
   version: number;
 }
 
-/** One watch stream's position and its buffer of live batches. */
+/** One watch stream's position and its bounded buffer of live batches. */
 interface Watcher {
   readonly prefix: string;
   /** The last revision delivered to the consumer. */
   cursor: number;
   /** True while live batches are pushed to `queue`; false while catching up from history. */
   synced: boolean;
-  queue: { revision: number; events: StoreEvent[] }[];
+  queue: WatchBatch[];
   queuedEvents: number;
+  queuedBytes: number;
+  /** The newest revision committed while synced (delivered once the queue is empty). */
+  reached: number;
   wake: (() => void) | undefined;
+}
+
+/** The bytes one revision's rows hold in history. */
+interface RevisionSize {
+  rev: number;
+  bytes: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -115,30 +155,30 @@ function historyToEvent(row: HistoryRow): StoreEvent {
   };
 }
 
-function outOfRange(fromRevision: number, compacted: number): ConnectError {
-  return new ConnectError(
-    `revision ${fromRevision} is older than the kept history (compacted up to ${compacted}): relist and watch from the listing's revision`,
-    Code.OutOfRange,
-  );
-}
-
 /** The smallest string greater than every string that starts with prefix (for range scans). */
 function prefixEnd(prefix: string): string {
   return prefix + "\u{10FFFF}";
 }
 
-/** Opens (creating when needed) a SQLite-backed store. */
-export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
-  const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
-  const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
+/** Opens the database, creating the tables when needed; reclaimable space is turned on. */
+function openDatabase(path: string | undefined): Database.Database {
   let db: Database.Database | undefined;
   try {
-    db = new Database(options.path ?? ":memory:", { timeout: 250 });
-    db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = FULL");
+    db = new Database(path ?? ":memory:", { timeout: 250 });
     // One server per data directory: a second process opening the same file fails here
     // instead of writing revisions that this process's watchers would never hear about.
     db.pragma("locking_mode = EXCLUSIVE");
+    const fresh = (db.pragma("page_count", { simple: true }) as number) === 0;
+    if (fresh) db.pragma("auto_vacuum = INCREMENTAL");
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    // After a checkpoint the WAL file shrinks back to this size instead of keeping its peak.
+    db.pragma(`journal_size_limit = ${8 * 1024 * 1024}`);
+    if (!fresh && (db.pragma("auto_vacuum", { simple: true }) as number) !== 2) {
+      // A file written before compaction freed space: convert it once.
+      db.pragma("auto_vacuum = INCREMENTAL");
+      db.exec("VACUUM");
+    }
     db.exec(`
       CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS kv (
@@ -153,21 +193,48 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       ) WITHOUT ROWID;
       INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compact_revision', 0);
     `);
+    return db;
   } catch (e) {
     db?.close();
     const code = (e as { code?: string }).code;
     if (code === "SQLITE_BUSY" || code === "SQLITE_LOCKED") {
-      throw new ConnectError(`store ${options.path} is in use by another process`, Code.Unavailable);
+      throw new ConnectError(`store ${path} is in use by another process`, Code.Unavailable);
     }
     throw e;
   }
+}
 
+/** Opens (creating when needed) a SQLite-backed store. */
+export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
+  const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
+  const historyBudget = Math.max(1, Math.floor(options.historyBytes ?? DEFAULT_HISTORY_BYTES));
+  const db = openDatabase(options.path);
+
+  const rowBytes = "length(key) + COALESCE(length(value), 0) + COALESCE(length(prev_value), 0)";
   const stmt = {
     getMeta: db.prepare<[string], { value: number }>("SELECT value FROM meta WHERE name = ?"),
     setMeta: db.prepare<[number, string]>("UPDATE meta SET value = ? WHERE name = ?"),
     get: db.prepare<[string], KvRow>("SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key = ?"),
-    range: db.prepare<[string, string], KvRow>(
-      "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+    range: db.prepare<{ prefix: string; after: string; end: string; limit: number }, KvRow>(
+      `SELECT key, value, create_rev, mod_rev, version FROM kv
+       WHERE key >= @prefix AND key > @after AND key < @end ORDER BY key LIMIT @limit`,
+    ),
+    count: db.prepare<{ prefix: string; after: string; end: string }, { n: number }>(
+      "SELECT COUNT(*) AS n FROM kv WHERE key >= @prefix AND key > @after AND key < @end",
+    ),
+    // The keys as they were at @rev: the current row of every key not changed since, and for
+    // the others the value before their first change after @rev (absent if it was a create).
+    rangeAt: db.prepare<{ prefix: string; after: string; end: string; limit: number; rev: number }, KvRow>(
+      `SELECT key, value, create_rev, mod_rev, version FROM (
+         SELECT key, value, create_rev, mod_rev, version FROM kv
+         WHERE key >= @prefix AND key > @after AND key < @end
+           AND key NOT IN (SELECT key FROM history WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end)
+         UNION ALL
+         SELECT key, prev_value, prev_create_rev, prev_mod_rev, prev_version FROM (
+           SELECT key, MIN(rev), prev_value, prev_create_rev, prev_mod_rev, prev_version FROM history
+           WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end GROUP BY key
+         ) WHERE prev_mod_rev IS NOT NULL
+       ) ORDER BY key LIMIT @limit`,
     ),
     put: db.prepare<[string, Buffer, number, number, number]>(
       "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version) VALUES (?, ?, ?, ?, ?)",
@@ -182,24 +249,32 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       `SELECT rev, key, type, value, create_rev, version, prev_value, prev_create_rev, prev_mod_rev, prev_version
        FROM history WHERE rev > ? AND rev <= ? AND key >= ? AND key < ? ORDER BY rev, idx`,
     ),
+    sizes: db.prepare<[], RevisionSize>(`SELECT rev, SUM(${rowBytes}) AS bytes FROM history GROUP BY rev ORDER BY rev`),
   };
 
   let revision = stmt.getMeta.get("revision")!.value;
   let compacted = stmt.getMeta.get("compact_revision")!.value;
   let closed = false;
   const watchers = new Set<Watcher>();
+  const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
+  const bufferBytes = Math.max(1, Math.floor(options.watchBufferBytes ?? 16 * 1024 * 1024));
+  // The bytes of every kept revision, oldest first (a queue with a moving head).
+  let sizes: RevisionSize[] = stmt.sizes.all();
+  let sizesHead = 0;
+  let historyBytes = sizes.reduce((n, s) => n + s.bytes, 0);
 
   const checkOpen = () => {
     if (closed) throw new ConnectError("store is closed", Code.Unavailable);
   };
 
   /** Applies one transaction at revision `rev` (inside a SQLite transaction); undefined when a guard failed. */
-  const applyOne = (compares: readonly Compare[], ops: readonly Op[], rev: number): StoreEvent[] | undefined => {
+  const applyOne = (compares: readonly Compare[], ops: readonly Op[], rev: number): { events: StoreEvent[]; bytes: number } | undefined => {
     for (const c of compares) {
       const row = stmt.get.get(c.key);
       if ((row?.mod_rev ?? 0) !== c.modRevision) return undefined;
     }
     const events: StoreEvent[] = [];
+    let bytes = 0;
     for (const op of ops) {
       const prev = stmt.get.get(op.key);
       const prevKv = prev ? toKv(prev) : undefined;
@@ -212,12 +287,14 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
         prev_mod_rev: prev?.mod_rev ?? null,
         prev_version: prev?.version ?? null,
       };
+      bytes += Buffer.byteLength(op.key) + (prev?.value.byteLength ?? 0);
       if (op.type === "put") {
         const value = Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength);
         const createRev = prev?.create_rev ?? rev;
         const version = (prev?.version ?? 0) + 1;
         stmt.put.run(op.key, value, createRev, rev, version);
         stmt.addHistory.run({ ...base, type: PUT, value, create_rev: createRev, version });
+        bytes += value.byteLength;
         // Copy: the caller's buffer may be reused after txn() returns.
         const stored = new Uint8Array(op.value);
         events.push({ type: "put", kv: { key: op.key, value: stored, createRevision: createRev, modRevision: rev, version }, prevKv });
@@ -228,31 +305,83 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
         events.push({ type: "delete", kv: { key: op.key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0 }, prevKv });
       }
     }
-    return events;
+    return { events, bytes };
+  };
+
+  /**
+   * The revision to compact up to so that at most historyLimit revisions and historyBudget
+   * bytes stay (the newest revision always stays), given the revisions about to be added.
+   */
+  const compactionTarget = (head: number, added: readonly RevisionSize[]): number => {
+    let target = Math.max(compacted, head - historyLimit);
+    let bytes = historyBytes + added.reduce((n, s) => n + s.bytes, 0);
+    const all = (i: number) => (i < sizes.length ? sizes[i] : added[i - sizes.length]);
+    for (let i = sizesHead; bytes > historyBudget && i < sizes.length + added.length; i++) {
+      const s = all(i)!;
+      if (s.rev >= head) break;
+      target = Math.max(target, s.rev);
+      bytes -= s.bytes;
+    }
+    return target;
+  };
+
+  /** Drops the sizes of compacted revisions and records the new ones, once a batch committed. */
+  const recordSizes = (added: readonly RevisionSize[], compactTo: number) => {
+    for (const s of added) {
+      sizes.push(s);
+      historyBytes += s.bytes;
+    }
+    while (sizesHead < sizes.length && sizes[sizesHead]!.rev <= compactTo) historyBytes -= sizes[sizesHead++]!.bytes;
+    if (sizesHead > 1024 && sizesHead * 2 > sizes.length) {
+      sizes = sizes.slice(sizesHead);
+      sizesHead = 0;
+    }
   };
 
   /**
    * Commits a batch of transactions as one SQLite transaction (group commit: one fsync for all
    * the writes queued in one turn of the event loop), each still with its own revision.
    */
-  const commitBatch = db.transaction((batch: readonly PendingTxn[]): BatchResult[] => {
+  const commitBatch = db.transaction((batch: readonly PendingTxn[]) => {
     let rev = revision;
     const results: BatchResult[] = [];
+    const added: RevisionSize[] = [];
     for (const t of batch) {
-      const events = applyOne(t.compares, t.ops, rev + 1);
-      if (events && events.length > 0) rev += 1;
-      results.push({ events, revision: rev });
+      const r = applyOne(t.compares, t.ops, rev + 1);
+      if (r && r.events.length > 0) {
+        rev += 1;
+        added.push({ rev, bytes: r.bytes });
+      }
+      results.push({ events: r?.events, revision: rev });
     }
+    let compactTo = compacted;
     if (rev !== revision) {
       stmt.setMeta.run(rev, "revision");
-      const compactTo = rev - historyLimit;
+      compactTo = compactionTarget(rev, added);
       if (compactTo > compacted) {
         stmt.compact.run(compactTo);
         stmt.setMeta.run(compactTo, "compact_revision");
       }
     }
-    return results;
+    return { results, added, compactTo };
   });
+
+  let vacuumScheduled = false;
+  /** Gives free pages back to the file system a step at a time, between other work. */
+  const vacuum = () => {
+    vacuumScheduled = false;
+    if (closed) return;
+    const free = db.pragma("freelist_count", { simple: true }) as number;
+    if (free <= VACUUM_THRESHOLD_PAGES) return;
+    db.pragma(`incremental_vacuum(${VACUUM_STEP_PAGES})`);
+    if (free > VACUUM_STEP_PAGES) scheduleVacuum();
+    else db.pragma("wal_checkpoint(TRUNCATE)");
+  };
+  const scheduleVacuum = () => {
+    if (vacuumScheduled) return;
+    vacuumScheduled = true;
+    setImmediate(vacuum);
+  };
 
   const queue: PendingTxn[] = [];
   let flushScheduled = false;
@@ -266,19 +395,22 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       for (const t of batch) t.reject(new ConnectError("store is closed", Code.Unavailable));
       return;
     }
-    let results: BatchResult[];
+    let outcome: ReturnType<typeof commitBatch>;
     try {
-      results = commitBatch(batch);
+      outcome = commitBatch(batch);
     } catch (e) {
       // Rolled back as a whole: none of these writes happened.
       for (const t of batch) t.reject(e);
       return;
     }
+    const { results, added, compactTo } = outcome;
     const last = results[results.length - 1]!.revision;
-    if (last !== revision) {
-      revision = last;
-      compacted = Math.max(compacted, revision - historyLimit);
+    if (last !== revision) revision = last;
+    if (compactTo > compacted) {
+      compacted = compactTo;
+      scheduleVacuum();
     }
+    recordSizes(added, compacted);
     batch.forEach((t, i) => {
       const r = results[i]!;
       if (r.events && r.events.length > 0) fanOut(r.revision, r.events);
@@ -294,45 +426,59 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
 
   const fanOut = (rev: number, events: StoreEvent[]) => {
     for (const w of watchers) {
-      if (w.synced && rev > w.cursor) {
-        const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
-        if (mine.length > 0) {
-          if (w.queuedEvents + mine.length > bufferLimit) {
-            // Too slow to keep in memory: drop the buffer and let it catch up from history.
-            w.synced = false;
-            w.queue = [];
-            w.queuedEvents = 0;
-          } else {
-            w.queue.push({ revision: rev, events: mine });
-            w.queuedEvents += mine.length;
-          }
+      if (!w.synced || rev <= w.cursor) continue;
+      w.reached = rev;
+      const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
+      if (mine.length > 0) {
+        const bytes = eventBytes(mine);
+        if (w.queuedEvents + mine.length > bufferLimit || w.queuedBytes + bytes > bufferBytes) {
+          // Too slow to keep in memory: drop the buffer and let it catch up from history.
+          w.synced = false;
+          w.queue = [];
+          w.queuedEvents = 0;
+          w.queuedBytes = 0;
+        } else {
+          w.queue.push({ revision: rev, events: mine });
+          w.queuedEvents += mine.length;
+          w.queuedBytes += bytes;
         }
       }
       w.wake?.();
     }
   };
 
-  /** Reads the history batches in (after, upTo] under prefix, grouped per revision. */
-  const readHistory = (prefix: string, after: number, upTo: number) => {
-    const rows = stmt.history.all(after, upTo, prefix, prefixEnd(prefix));
+  /**
+   * Reads the history batches in (after, upTo] under prefix, grouped per revision, stopping at a
+   * revision boundary once about HISTORY_PAGE_BYTES were read; returns them and the revision
+   * read up to.
+   */
+  const readHistory = (prefix: string, after: number, upTo: number): { batches: WatchBatch[]; reached: number } => {
     const batches: { revision: number; events: StoreEvent[] }[] = [];
-    for (const row of rows) {
+    let bytes = 0;
+    for (const row of stmt.history.iterate(after, upTo, prefix, prefixEnd(prefix))) {
       const last = batches[batches.length - 1];
+      if (last && last.revision !== row.rev && bytes > HISTORY_PAGE_BYTES) {
+        return { batches, reached: last.revision };
+      }
+      bytes += (row.value?.byteLength ?? 0) + (row.prev_value?.byteLength ?? 0);
       const e = historyToEvent(row);
       if (last && last.revision === row.rev) last.events.push(e);
       else batches.push({ revision: row.rev, events: [e] });
     }
-    return batches;
+    return { batches, reached: upTo };
   };
 
-  async function* watch(prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<StoreEvent[]> {
+  async function* watch(prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<WatchBatch> {
     checkOpen();
-    if (fromRevision < compacted) throw outOfRange(fromRevision, compacted);
-    // A cursor past the head is kept: etcd-like, events up to fromRevision are never sent.
-    const w: Watcher = { prefix, cursor: fromRevision, synced: false, queue: [], queuedEvents: 0, wake: undefined };
+    if (fromRevision < compacted) throw compactedError(fromRevision, compacted);
+    const w: Watcher = { prefix, cursor: fromRevision, synced: false, queue: [], queuedEvents: 0, queuedBytes: 0, reached: 0, wake: undefined };
     watchers.add(w);
     const onAbort = () => w.wake?.();
     signal.addEventListener("abort", onAbort);
+    const resync = () => {
+      w.synced = true;
+      w.reached = revision;
+    };
     try {
       for (;;) {
         if (signal.aborted) return;
@@ -340,30 +486,38 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
         if (!w.synced) {
           // Catch up from history one page at a time; reading the last page and switching to
           // live mode happen in the same synchronous step, so no write falls in between.
-          if (w.cursor < compacted) throw outOfRange(w.cursor, compacted);
+          if (w.cursor < compacted) throw compactedError(w.cursor, compacted);
           const upTo = Math.min(revision, w.cursor + HISTORY_PAGE_REVISIONS);
           if (upTo <= w.cursor) {
-            w.synced = true;
+            resync();
             continue;
           }
-          const batches = readHistory(prefix, w.cursor, upTo);
-          const caughtUp = upTo === revision;
-          if (caughtUp) w.synced = true;
+          const { batches, reached } = readHistory(prefix, w.cursor, upTo);
+          if (reached === revision) resync();
           for (const b of batches) {
             if (signal.aborted) return;
             w.cursor = b.revision;
-            yield b.events;
+            yield b;
           }
-          // Everything under prefix up to upTo is delivered; if live mode overflowed while the
-          // consumer was busy, the next round resumes from here.
-          w.cursor = upTo;
+          // Everything under prefix up to `reached` is delivered: say so, then go on from there.
+          if (reached > w.cursor) {
+            w.cursor = reached;
+            yield { revision: reached, events: [] };
+          }
           continue;
         }
         const next = w.queue.shift();
         if (next) {
           w.queuedEvents -= next.events.length;
+          w.queuedBytes -= eventBytes(next.events);
           w.cursor = next.revision;
-          yield next.events;
+          yield next;
+          continue;
+        }
+        if (w.reached > w.cursor) {
+          // Revisions with nothing under prefix: report the progress.
+          w.cursor = w.reached;
+          yield { revision: w.cursor, events: [] };
           continue;
         }
         await new Promise<void>((resolve) => {
@@ -377,6 +531,21 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     }
   }
 
+  const range = (prefix: string, o: RangeOptions = {}): RangeResult => {
+    const at = o.revision || revision;
+    if (at > revision) throw futureRevisionError(at, revision);
+    if (at < compacted) throw compactedError(at, compacted);
+    const limit = o.limit && o.limit > 0 ? o.limit : -1;
+    const params = { prefix, after: o.after ?? "", end: prefixEnd(prefix), limit: limit > 0 ? limit + 1 : -1 };
+    const rows = at === revision ? stmt.range.all(params) : stmt.rangeAt.all({ ...params, rev: at });
+    const more = limit > 0 && rows.length > limit;
+    if (more) rows.pop();
+    const kvs = rows.map(toKv);
+    const lastKey = kvs[kvs.length - 1]?.key;
+    const remaining = more && lastKey !== undefined ? stmt.count.get({ prefix, after: lastKey, end: prefixEnd(prefix) })!.n : 0;
+    return { kvs, revision: at, more, remaining };
+  };
+
   return {
     async revision() {
       checkOpen();
@@ -387,9 +556,9 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       const row = stmt.get.get(key);
       return row ? toKv(row) : undefined;
     },
-    async range(prefix) {
+    async range(prefix, o) {
       checkOpen();
-      return { kvs: stmt.range.all(prefix, prefixEnd(prefix)).map(toKv), revision } satisfies RangeResult;
+      return range(prefix, o);
     },
     async txn(compares, ops): Promise<TxnResult> {
       checkOpen();

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/resource_service.proto.
  */
 export const file_k4s_v1_resource_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1rNHMvdjEvcmVzb3VyY2Vfc2VydmljZS5wcm90bxIGazRzLnYxIlIKDEFwcGx5UmVxdWVzdBIQCghtYW5pZmVzdBgBIAEoCRIfCgdvYmplY3RzGAIgAygLMg4uazRzLnYxLk9iamVjdBIPCgdkcnlfcnVuGAMgASgIIjUKDUFwcGx5UmVzcG9uc2USJAoHcmVzdWx0cxgBIAMoCzITLms0cy52MS5BcHBseVJlc3VsdCJZCgtBcHBseVJlc3VsdBIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGYWN0aW9uGAMgASgJEh4KBm9iamVjdBgEIAEoCzIOLms0cy52MS5PYmplY3QiLwoNQ3JlYXRlUmVxdWVzdBIeCgZvYmplY3QYASABKAsyDi5rNHMudjEuT2JqZWN0IjAKDkNyZWF0ZVJlc3BvbnNlEh4KBm9iamVjdBgBIAEoCzIOLms0cy52MS5PYmplY3QiKAoKR2V0UmVxdWVzdBIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkiLQoLR2V0UmVzcG9uc2USHgoGb2JqZWN0GAEgASgLMg4uazRzLnYxLk9iamVjdCKmAQoLTGlzdFJlcXVlc3QSDAoEa2luZBgBIAEoCRIRCgluYW1lX2dsb2IYAiABKAkSLwoGbGFiZWxzGAMgAygLMh8uazRzLnYxLkxpc3RSZXF1ZXN0LkxhYmVsc0VudHJ5EhYKDmxhYmVsX3NlbGVjdG9yGAogASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRwoMTGlzdFJlc3BvbnNlEh0KBWl0ZW1zGAEgAygLMg4uazRzLnYxLk9iamVjdBIYChByZXNvdXJjZV92ZXJzaW9uGAIgASgJIi8KDVVwZGF0ZVJlcXVlc3QSHgoGb2JqZWN0GAEgASgLMg4uazRzLnYxLk9iamVjdCIwCg5VcGRhdGVSZXNwb25zZRIeCgZvYmplY3QYASABKAsyDi5rNHMudjEuT2JqZWN0Ii4KDFNjYWxlUmVxdWVzdBIMCgRuYW1lGAEgASgJEhAKCHJlcGxpY2FzGAIgASgFIjgKDVNjYWxlUmVzcG9uc2USJwoLcmVwbGljYV9zZXQYASABKAsyEi5rNHMudjEuUmVwbGljYVNldCJFCg1EZWxldGVSZXF1ZXN0EgwKBGtpbmQYASABKAkSDAoEbmFtZRgCIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAMgASgJIjAKDkRlbGV0ZVJlc3BvbnNlEh4KBm9iamVjdBgBIAEoCzIOLms0cy52MS5PYmplY3QiwgEKDFdhdGNoUmVxdWVzdBIMCgRraW5kGAEgASgJEhEKCW5hbWVfZ2xvYhgCIAEoCRIwCgZsYWJlbHMYAyADKAsyIC5rNHMudjEuV2F0Y2hSZXF1ZXN0LkxhYmVsc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YBCABKAkSFgoObGFiZWxfc2VsZWN0b3IYCiABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJXCg1XYXRjaFJlc3BvbnNlEgwKBHR5cGUYASABKAkSHgoGb2JqZWN0GAIgASgLMg4uazRzLnYxLk9iamVjdBIYChByZXNvdXJjZV92ZXJzaW9uGAMgASgJMsMDCg9SZXNvdXJjZVNlcnZpY2USNAoFQXBwbHkSFC5rNHMudjEuQXBwbHlSZXF1ZXN0GhUuazRzLnYxLkFwcGx5UmVzcG9uc2USNwoGQ3JlYXRlEhUuazRzLnYxLkNyZWF0ZVJlcXVlc3QaFi5rNHMudjEuQ3JlYXRlUmVzcG9uc2USLgoDR2V0EhIuazRzLnYxLkdldFJlcXVlc3QaEy5rNHMudjEuR2V0UmVzcG9uc2USMQoETGlzdBITLms0cy52MS5MaXN0UmVxdWVzdBoULms0cy52MS5MaXN0UmVzcG9uc2USNwoGVXBkYXRlEhUuazRzLnYxLlVwZGF0ZVJlcXVlc3QaFi5rNHMudjEuVXBkYXRlUmVzcG9uc2USNAoFU2NhbGUSFC5rNHMudjEuU2NhbGVSZXF1ZXN0GhUuazRzLnYxLlNjYWxlUmVzcG9uc2USNwoGRGVsZXRlEhUuazRzLnYxLkRlbGV0ZVJlcXVlc3QaFi5rNHMudjEuRGVsZXRlUmVzcG9uc2USNgoFV2F0Y2gSFC5rNHMudjEuV2F0Y2hSZXF1ZXN0GhUuazRzLnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_k4s_v1_resources]);
+  fileDesc("Ch1rNHMvdjEvcmVzb3VyY2Vfc2VydmljZS5wcm90bxIGazRzLnYxIlIKDEFwcGx5UmVxdWVzdBIQCghtYW5pZmVzdBgBIAEoCRIfCgdvYmplY3RzGAIgAygLMg4uazRzLnYxLk9iamVjdBIPCgdkcnlfcnVuGAMgASgIIjUKDUFwcGx5UmVzcG9uc2USJAoHcmVzdWx0cxgBIAMoCzITLms0cy52MS5BcHBseVJlc3VsdCJZCgtBcHBseVJlc3VsdBIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGYWN0aW9uGAMgASgJEh4KBm9iamVjdBgEIAEoCzIOLms0cy52MS5PYmplY3QiLwoNQ3JlYXRlUmVxdWVzdBIeCgZvYmplY3QYASABKAsyDi5rNHMudjEuT2JqZWN0IjAKDkNyZWF0ZVJlc3BvbnNlEh4KBm9iamVjdBgBIAEoCzIOLms0cy52MS5PYmplY3QiKAoKR2V0UmVxdWVzdBIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkiLQoLR2V0UmVzcG9uc2USHgoGb2JqZWN0GAEgASgLMg4uazRzLnYxLk9iamVjdCLNAQoLTGlzdFJlcXVlc3QSDAoEa2luZBgBIAEoCRIRCgluYW1lX2dsb2IYAiABKAkSLwoGbGFiZWxzGAMgAygLMh8uazRzLnYxLkxpc3RSZXF1ZXN0LkxhYmVsc0VudHJ5EhYKDmxhYmVsX3NlbGVjdG9yGAogASgJEg0KBWxpbWl0GAQgASgFEhYKDmNvbnRpbnVlX3Rva2VuGAUgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimwEKDExpc3RSZXNwb25zZRIdCgVpdGVtcxgBIAMoCzIOLms0cy52MS5PYmplY3QSGAoQcmVzb3VyY2VfdmVyc2lvbhgCIAEoCRIWCg5jb250aW51ZV90b2tlbhgDIAEoCRIhChRyZW1haW5pbmdfaXRlbV9jb3VudBgEIAEoA0gAiAEBQhcKFV9yZW1haW5pbmdfaXRlbV9jb3VudCIvCg1VcGRhdGVSZXF1ZXN0Eh4KBm9iamVjdBgBIAEoCzIOLms0cy52MS5PYmplY3QiMAoOVXBkYXRlUmVzcG9uc2USHgoGb2JqZWN0GAEgASgLMg4uazRzLnYxLk9iamVjdCIuCgxTY2FsZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIQCghyZXBsaWNhcxgCIAEoBSI4Cg1TY2FsZVJlc3BvbnNlEicKC3JlcGxpY2Ffc2V0GAEgASgLMhIuazRzLnYxLlJlcGxpY2FTZXQiRQoNRGVsZXRlUmVxdWVzdBIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkSGAoQcmVzb3VyY2VfdmVyc2lvbhgDIAEoCSIwCg5EZWxldGVSZXNwb25zZRIeCgZvYmplY3QYASABKAsyDi5rNHMudjEuT2JqZWN0IsIBCgxXYXRjaFJlcXVlc3QSDAoEa2luZBgBIAEoCRIRCgluYW1lX2dsb2IYAiABKAkSMAoGbGFiZWxzGAMgAygLMiAuazRzLnYxLldhdGNoUmVxdWVzdC5MYWJlbHNFbnRyeRIYChByZXNvdXJjZV92ZXJzaW9uGAQgASgJEhYKDmxhYmVsX3NlbGVjdG9yGAogASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOgoKV2F0Y2hFdmVudBIMCgR0eXBlGAEgASgJEh4KBm9iamVjdBgCIAEoCzIOLms0cy52MS5PYmplY3QiTQoNV2F0Y2hSZXNwb25zZRIiCgZldmVudHMYASADKAsyEi5rNHMudjEuV2F0Y2hFdmVudBIYChByZXNvdXJjZV92ZXJzaW9uGAIgASgJMsMDCg9SZXNvdXJjZVNlcnZpY2USNAoFQXBwbHkSFC5rNHMudjEuQXBwbHlSZXF1ZXN0GhUuazRzLnYxLkFwcGx5UmVzcG9uc2USNwoGQ3JlYXRlEhUuazRzLnYxLkNyZWF0ZVJlcXVlc3QaFi5rNHMudjEuQ3JlYXRlUmVzcG9uc2USLgoDR2V0EhIuazRzLnYxLkdldFJlcXVlc3QaEy5rNHMudjEuR2V0UmVzcG9uc2USMQoETGlzdBITLms0cy52MS5MaXN0UmVxdWVzdBoULms0cy52MS5MaXN0UmVzcG9uc2USNwoGVXBkYXRlEhUuazRzLnYxLlVwZGF0ZVJlcXVlc3QaFi5rNHMudjEuVXBkYXRlUmVzcG9uc2USNAoFU2NhbGUSFC5rNHMudjEuU2NhbGVSZXF1ZXN0GhUuazRzLnYxLlNjYWxlUmVzcG9uc2USNwoGRGVsZXRlEhUuazRzLnYxLkRlbGV0ZVJlcXVlc3QaFi5rNHMudjEuRGVsZXRlUmVzcG9uc2USNgoFV2F0Y2gSFC5rNHMudjEuV2F0Y2hSZXF1ZXN0GhUuazRzLnYxLldhdGNoUmVzcG9uc2UwAWIGcHJvdG8z", [file_k4s_v1_resources]);
 
 /**
  * ApplyRequest carries YAML/JSON manifest text (multi-document) and/or typed objects.
@@ -182,7 +182,7 @@ export const GetResponseSchema: GenMessage<GetResponse> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resource_service, 6);
 
 /**
- * ListRequest selects objects of one kind.
+ * ListRequest selects objects of one kind, and which page of them to read.
  *
  * @generated from message k4s.v1.ListRequest
  */
@@ -214,6 +214,27 @@ export type ListRequest = Message<"k4s.v1.ListRequest"> & {
    * @generated from field: string label_selector = 10;
    */
   labelSelector: string;
+
+  /**
+   * The most objects this page holds. 0 means the server's default page size (500). Whatever
+   * the limit, a page also ends after about 2 MiB of objects (it always holds at least one),
+   * so every page fits a client's default 4 MiB receive limit. A page may hold fewer objects
+   * than the limit and still not be the last: only an empty continue_token says it is.
+   *
+   * @generated from field: int32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Reads the next page: the continue_token of the previous ListResponse, sent with the same
+   * kind, name_glob, labels and label_selector. Every page of one listing is read at the resource version of
+   * the first page, so the pages together are one consistent listing. When that version has
+   * been compacted meanwhile, the call fails with OUT_OF_RANGE ("continue token expired",
+   * Kubernetes' 410): start a new listing without a token.
+   *
+   * @generated from field: string continue_token = 5;
+   */
+  continueToken: string;
 };
 
 /**
@@ -224,7 +245,7 @@ export const ListRequestSchema: GenMessage<ListRequest> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resource_service, 7);
 
 /**
- * ListResponse lists objects sorted by name, and the store revision they were read at.
+ * ListResponse is one page of objects, sorted by name, and the store revision they were read at.
  *
  * @generated from message k4s.v1.ListResponse
  */
@@ -235,9 +256,29 @@ export type ListResponse = Message<"k4s.v1.ListResponse"> & {
   items: Object$[];
 
   /**
+   * The store revision the listing was read at (the same on every page of one listing); watch
+   * from it to follow changes from exactly this listing on.
+   *
    * @generated from field: string resource_version = 2;
    */
   resourceVersion: string;
+
+  /**
+   * Set when more objects follow: send it as ListRequest.continue_token to read the next page.
+   * Empty on the last page.
+   *
+   * @generated from field: string continue_token = 3;
+   */
+  continueToken: string;
+
+  /**
+   * An estimate of how many objects the following pages hold, as Kubernetes'
+   * remainingItemCount: set only when more pages follow and the request has no name_glob or
+   * labels. Do not rely on it being exact or set.
+   *
+   * @generated from field: optional int64 remaining_item_count = 4;
+   */
+  remainingItemCount?: bigint | undefined;
 };
 
 /**
@@ -390,17 +431,25 @@ export type WatchRequest = Message<"k4s.v1.WatchRequest"> & {
   kind: string;
 
   /**
+   * Glob over names (minimatch); empty means all.
+   *
    * @generated from field: string name_glob = 2;
    */
   nameGlob: string;
 
   /**
+   * Labels the objects must all carry; an object that starts carrying them is ADDED, one that
+   * stops is DELETED (as Kubernetes does for label selectors).
+   *
    * @generated from field: map<string, string> labels = 3;
    */
   labels: { [key: string]: string };
 
   /**
-   * Stream changes after this version; empty lists current objects first, then follows.
+   * Stream the changes after this version (a ListResponse's or a WatchResponse's
+   * resource_version). Empty: first the initial listing, then the changes after it. A version
+   * older than the kept history, or newer than the store's revision, fails at once with
+   * OUT_OF_RANGE: list again and watch from the listing's version.
    *
    * @generated from field: string resource_version = 4;
    */
@@ -422,24 +471,71 @@ export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
   messageDesc(file_k4s_v1_resource_service, 15);
 
 /**
- * WatchResponse is one change. type is ADDED, MODIFIED, DELETED, or BOOKMARK (sent after the
- * initial listing, carrying only the revision reached).
+ * WatchEvent is one change of one object.
  *
- * @generated from message k4s.v1.WatchResponse
+ * @generated from message k4s.v1.WatchEvent
  */
-export type WatchResponse = Message<"k4s.v1.WatchResponse"> & {
+export type WatchEvent = Message<"k4s.v1.WatchEvent"> & {
   /**
+   * ADDED, MODIFIED or DELETED.
+   *
    * @generated from field: string type = 1;
    */
   type: string;
 
   /**
+   * The object after the change (for DELETED, as it was last stored). Its
+   * metadata.resource_version is the store revision of the change.
+   *
    * @generated from field: k4s.v1.Object object = 2;
    */
   object?: Object$ | undefined;
+};
+
+/**
+ * Describes the message k4s.v1.WatchEvent.
+ * Use `create(WatchEventSchema)` to create a new message.
+ */
+export const WatchEventSchema: GenMessage<WatchEvent> = /*@__PURE__*/
+  messageDesc(file_k4s_v1_resource_service, 16);
+
+/**
+ * WatchResponse carries the events of one store revision, or none (a bookmark).
+ *
+ * Every response that has a resource_version is a resume point: every selected change up to
+ * that revision has been sent. A watch cut at any moment and resumed from the last
+ * resource_version it received loses nothing.
+ *
+ * All events of one revision (say, every object of one Apply) are sent together, in one
+ * response; only when they hold more than about 2 MiB are they split over consecutive
+ * responses, and then only the last of those carries the resource_version (the others leave
+ * it empty: they are not resume points).
+ *
+ * A response without events is a BOOKMARK: nothing selected changed up to resource_version.
+ * The server sends one after the initial listing, and then about every 5 seconds while the
+ * store's revision moves on without changes this watch selects, so a quiet filtered watch
+ * keeps a resume point that is not compacted away.
+ *
+ * The initial listing (a request without resource_version) is sent as ADDED events in
+ * responses without resource_version (as many as needed, each under about 2 MiB), ended by a
+ * bookmark carrying the listing's revision. A watch cut before that bookmark must start over
+ * without a resource_version.
+ *
+ * @generated from message k4s.v1.WatchResponse
+ */
+export type WatchResponse = Message<"k4s.v1.WatchResponse"> & {
+  /**
+   * The events, in the order they happened within the revision.
+   *
+   * @generated from field: repeated k4s.v1.WatchEvent events = 1;
+   */
+  events: WatchEvent[];
 
   /**
-   * @generated from field: string resource_version = 3;
+   * The revision reached; empty on a response that more of the same revision or of the
+   * initial listing follows.
+   *
+   * @generated from field: string resource_version = 2;
    */
   resourceVersion: string;
 };
@@ -449,7 +545,7 @@ export type WatchResponse = Message<"k4s.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_k4s_v1_resource_service, 16);
+  messageDesc(file_k4s_v1_resource_service, 17);
 
 /**
  * ResourceService stores Containers, ReplicaSets and Services and streams their changes.
@@ -488,7 +584,8 @@ export const ResourceService: GenService<{
     output: typeof GetResponseSchema;
   },
   /**
-   * List reads the objects of a kind, optionally filtered by a name glob and labels.
+   * List reads the objects of a kind, optionally filtered by a name glob and labels, one page at
+   * a time (limit + continue_token, as Kubernetes pages a list).
    *
    * @generated from rpc k4s.v1.ResourceService.List
    */
@@ -529,7 +626,8 @@ export const ResourceService: GenService<{
   },
   /**
    * Watch streams changes from a resource version; without one it first lists the current
-   * objects as ADDED events. OUT_OF_RANGE when the version is older than the kept history.
+   * objects as ADDED events. OUT_OF_RANGE when the version is older than the kept history or
+   * newer than the store's. See WatchResponse for how events, bookmarks and resuming work.
    *
    * @generated from rpc k4s.v1.ResourceService.Watch
    */
