@@ -387,7 +387,7 @@ spec:
         Array.from({ length: 10 }, (_, i) => `page-${String(i).padStart(2, "0")}`),
       );
       assert.notEqual(first.continueToken, "");
-      assert.equal(first.remainingItemCount, undefined, "not given with a name filter");
+      assert.equal(first.remainingItemCount, 0n, "not known with a name filter");
       // Changes between pages do not show: every page is read at the first page's version.
       await client.delete({ kind: "c", name: "page-15" });
       await client.create({ object: wrap(echo("page-15a")) });

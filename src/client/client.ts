@@ -356,7 +356,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
           items: res.items.map((o) => unwrap(o)),
           resourceVersion: res.resourceVersion,
           ...(res.continueToken ? { continueToken: res.continueToken } : {}),
-          ...(res.remainingItemCount !== undefined ? { remainingItemCount: Number(res.remainingItemCount) } : {}),
+          ...(res.remainingItemCount > 0n ? { remainingItemCount: Number(res.remainingItemCount) } : {}),
         };
       };
       if (opts.limit !== undefined || opts.continueToken) return page(opts.limit ?? 0, opts.continueToken ?? "");

@@ -213,7 +213,7 @@ export function createResourceService(deps: ResourceServiceDeps): ServiceHandler
         items: r.items.map(wrap),
         resourceVersion: String(r.revision),
         continueToken: r.continueToken ?? "",
-        remainingItemCount: r.remainingItemCount === undefined ? undefined : BigInt(r.remainingItemCount),
+        remainingItemCount: BigInt(r.remainingItemCount ?? 0),
       };
     },
 
