@@ -19,6 +19,7 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 import { stoppingRefusal } from "../api/retry-info.js";
+import { decodePaced, encodePaced, PACE_BYTES } from "./paced-codec.js";
 
 /** CallContext is what a handler knows about the call it serves. */
 export interface CallContext {
@@ -73,10 +74,16 @@ const fastCodecs = new Map<string, { serialize: (value: never) => Buffer; deseri
   [ConnectResponseSchema.typeName, { serialize: encodeConnectResponse, deserialize: decodeConnectResponse }],
 ]);
 
+/** A response the adapter encoded already (a slice at a time, see encodeResponse). */
+class Encoded {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
 function serializer(schema: DescMessage) {
   const fast = fastCodecs.get(schema.typeName);
   if (fast) return fast.serialize as (value: unknown) => Buffer;
   return (value: unknown): Buffer => {
+    if (value instanceof Encoded) return Buffer.from(value.bytes.buffer, value.bytes.byteOffset, value.bytes.byteLength);
     const msg = isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>);
     const bytes = toBinary(schema, msg);
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -91,21 +98,48 @@ class Undecodable {
   constructor(readonly error: ConnectError) {}
 }
 
+function undecodable(schema: DescMessage, err: unknown): Undecodable {
+  return new Undecodable(new ConnectError(`request is not a valid ${schema.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
+}
+
+/** A big request left as bytes by the deserializer, to be decoded a slice at a time by the handler's turn. */
+class Undecoded {
+  constructor(
+    readonly schema: DescMessage,
+    readonly bytes: Buffer,
+  ) {}
+}
+
 function deserializer(schema: DescMessage) {
-  const decode = (fastCodecs.get(schema.typeName)?.deserialize as ((buf: Buffer) => unknown) | undefined) ?? ((buf: Buffer) => fromBinary(schema, buf));
+  const fast = fastCodecs.get(schema.typeName)?.deserialize as ((buf: Buffer) => unknown) | undefined;
+  const decode = fast ?? ((buf: Buffer) => fromBinary(schema, buf));
   return (buf: Buffer): unknown => {
+    if (!fast && buf.byteLength >= PACE_BYTES) return new Undecoded(schema, buf);
     try {
       return decode(buf);
     } catch (err) {
-      return new Undecodable(new ConnectError(`request is not a valid ${schema.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
+      return undecodable(schema, err);
     }
   };
 }
 
-/** The decoded request of a unary or server-streaming call; throws INVALID_ARGUMENT when it did not decode. */
-function requestOf(call: { request: unknown }): unknown {
-  if (call.request instanceof Undecodable) throw call.request.error;
-  return call.request;
+/** The decoded request of a unary or server-streaming call; throws INVALID_ARGUMENT when it does not decode. */
+async function requestOf(call: { request: unknown }): Promise<unknown> {
+  const req = call.request;
+  if (req instanceof Undecodable) throw req.error;
+  if (!(req instanceof Undecoded)) return req;
+  try {
+    return await decodePaced(req.schema, req.bytes);
+  } catch (err) {
+    throw undecodable(req.schema, err).error;
+  }
+}
+
+/** Encodes a (possibly big) response a slice at a time; the path's own fast codecs stay as they are. */
+async function encodeResponse(schema: DescMessage, value: unknown): Promise<unknown> {
+  if (fastCodecs.has(schema.typeName)) return value;
+  const msg = isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>);
+  return new Encoded(await encodePaced(schema, msg));
 }
 
 /**
@@ -224,12 +258,13 @@ function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
 
 async function writeAll(
   call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+  schema: DescMessage,
   source: AsyncIterable<unknown>,
   signal: AbortSignal,
 ): Promise<void> {
   for await (const msg of source) {
     if (signal.aborted) return;
-    if (!call.write(msg)) {
+    if (!call.write(await encodeResponse(schema, msg))) {
       await new Promise<void>((resolve) => {
         const done = () => {
           call.off("drain", done);
@@ -267,7 +302,8 @@ export function addService<S extends DescService>(
     if (!fn) throw new Error(`no handler for ${service.typeName}.${m.name}`);
     // A request that does not decode, or a handler that throws before its first await, still
     // answers with a status.
-    const run = (requests: () => unknown, ctx: CallContext) => new Promise<unknown>((resolve) => resolve(fn.call(impl, requests(), ctx)));
+    // A request is decoded (a big one a slice at a time) before the handler runs.
+    const run = async (requests: () => unknown, ctx: CallContext) => fn.call(impl, await requests(), ctx);
     // Unary and client-streaming calls answer once through a callback; server-streaming and
     // bidi calls write a stream. What differs within each pair is only how requests are read.
     const answerOnce =
@@ -277,13 +313,15 @@ export function addService<S extends DescService>(
           return;
         }
         const ctx = contextOf(call);
-        run(() => requests(call as never), ctx).then(
-          (res) => {
-            ok(m);
-            cb(null, res);
-          },
-          (err) => cb(fail(m, err)),
-        );
+        run(() => requests(call as never), ctx)
+          .then((res) => encodeResponse(m.output, res))
+          .then(
+            (res) => {
+              ok(m);
+              cb(null, res);
+            },
+            (err) => cb(fail(m, err)),
+          );
       };
     const answerStream =
       (requests: (call: never) => unknown) => (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
@@ -297,7 +335,7 @@ export function addService<S extends DescService>(
         // server before anything changes, so it knows to resume it, not fail, if the server goes.
         if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());
         run(() => requests(call as never), ctx)
-          .then((answers) => writeAll(call, answers as AsyncIterable<unknown>, ctx.signal))
+          .then((answers) => writeAll(call, m.output, answers as AsyncIterable<unknown>, ctx.signal))
           .then(
             () => {
               if (ctx.signal.reason === STREAM_SHUTDOWN) {

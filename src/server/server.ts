@@ -203,7 +203,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   };
   const metrics = createMetrics();
   const kv = countWrites(current, metrics);
+  // Controllers and the messaging plane work in the background; API requests take turns first.
   const resources = createResourceStore(kv);
+  const requests = createResourceStore(kv, { priority: "request" });
   // Output lines and events are kept in the store too (a bounded tail, flushed every second),
   // so `k4s logs` and `k4s events` still show them after a restart.
   const logJournal = createTailJournal({ store: kv, prefix: LOG_PREFIX, ...protoChunks(LogLineSchema), seqOf: (l) => l.seq, onError });
@@ -237,7 +239,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
     shutdown: shutdown.signal,
   };
-  const resourceService = createResourceService({ resources, bookmarkIntervalMs: options.watchBookmarkIntervalMs });
+  const resourceService = createResourceService({ resources: requests, bookmarkIntervalMs: options.watchBookmarkIntervalMs });
   const logService = createLogService({ logs, events, resources });
   addService(grpcServer, ResourceService, resourceService, adapter);
   addService(grpcServer, MessagingService, plane.messagingService, adapter);

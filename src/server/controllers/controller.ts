@@ -15,6 +15,7 @@ import type { EventRecorder } from "../event-recorder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createInformer, type Informer, type ObjectCache } from "./informer.js";
 import { createWorkQueue } from "./work-queue.js";
+import { yieldToLoop } from "../yielder.js";
 
 export type { ObjectCache } from "./informer.js";
 
@@ -151,6 +152,9 @@ export function createController(options: ControllerOptions): Controller {
     for (;;) {
       const key = await queue.get();
       if (key === undefined) return;
+      // Thousands of queued keys (a huge apply, a host coming back) are reconciled a slice at
+      // a time: heartbeats and requests are served in between.
+      await yieldToLoop();
       const started = performance.now();
       let error: unknown;
       try {

@@ -11,6 +11,7 @@ import { abortableDelay } from "../../api/abortable-delay.js";
 import { createBackoff } from "../../api/backoff.js";
 import { kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
+import { yieldToLoop } from "../yielder.js";
 
 /**
  * ObjectCache is a read-only view of the watched kinds, as of the last event taken in
@@ -120,7 +121,11 @@ export function createInformer(options: InformerOptions): Informer {
         byName.delete(objName);
         events.push({ type: "DELETED", object: obj, previous: obj, revision: from });
       }
-      events.forEach(dispatch);
+      // Ten thousand objects are handed out a slice at a time, so I/O runs in between.
+      for (const event of events) {
+        await yieldToLoop();
+        dispatch(event);
+      }
     }
     return from;
   };
@@ -134,6 +139,8 @@ export function createInformer(options: InformerOptions): Informer {
         for await (const batch of resources.watch({ fromRevision: from }, abort.signal)) {
           retries.reset();
           for (const event of batch.events) {
+            // A revision of thousands of objects (a huge apply) fans out a slice at a time.
+            await yieldToLoop();
             if (absorb(event)) dispatch(event);
           }
           // Also a batch without events: the watch resumes past revisions that held nothing.

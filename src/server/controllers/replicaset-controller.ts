@@ -25,6 +25,7 @@ import {
 import { sameStringMap } from "../../api/string-map.js";
 import { isUpToDate } from "../../api/rollout.js";
 import type { EventRecorder } from "../event-recorder.js";
+import { yieldToLoop } from "../yielder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createController, keysOnSpecChange, type Controller, type ObjectCache, type ReconcileResult, type StoredKindControllerOptions } from "./controller.js";
 
@@ -313,15 +314,26 @@ async function rollOne(
   await deleteReplicas(resources, events, rs.metadata!.name, victims.slice(0, spare), outcome);
 }
 
-/** Deletes replicas in the given order (highest ordinal first), at most a bounded number. */
+/**
+ * Deletes replicas in the given order of choice, at most a bounded number, all at once (the
+ * store commits them together), as creates are made.
+ */
 async function deleteReplicas(resources: ResourceStore, events: EventRecorder, name: string, victims: Container[], outcome: Outcome): Promise<void> {
   if (victims.length > MAX_CHANGES_PER_RECONCILE) outcome.requeue = true;
-  for (const c of victims.slice(0, MAX_CHANGES_PER_RECONCILE)) {
-    const replica = c.metadata!.name;
-    await deleteContainer(resources, replica);
+  const chosen = victims.slice(0, MAX_CHANGES_PER_RECONCILE).map((c) => c.metadata!.name);
+  const results = await Promise.allSettled(chosen.map((replica) => deleteContainer(resources, replica)));
+  results.forEach((r, i) => {
+    const replica = chosen[i]!;
+    if (r.status === "rejected") {
+      const err = ConnectError.from(r.reason);
+      // Changed since we read it: the event that did it brings us back.
+      if (err.code === Code.Aborted) outcome.requeue = true;
+      else outcome.failed.push(`deleting ${replica}: ${err.rawMessage}`);
+      return;
+    }
     outcome.live.delete(replica);
     events.record({ reason: "SuccessfulDelete", kind: "ReplicaSet", name, message: `Deleted container: ${replica}` });
-  }
+  });
 }
 
 /**
@@ -331,6 +343,8 @@ async function deleteReplicas(resources: ResourceStore, events: EventRecorder, n
 async function updateReplicas(resources: ResourceStore, name: string, template: Template, replicas: Container[], outcome: Outcome): Promise<void> {
   const labels = replicaLabels(name, template);
   for (const c of replicas) {
+    // Ten thousand replicas are compared a slice at a time.
+    await yieldToLoop();
     if (sameSpec(c.spec, template.spec) && sameStringMap(c.metadata?.labels, labels)) continue;
     const next = clone(ContainerSchema, c);
     next.spec = clone(ContainerSpecSchema, template.spec);

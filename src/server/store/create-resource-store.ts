@@ -13,7 +13,7 @@ import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
 import type { ApplyOutcome, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, WatchOptions } from "./resource-store.js";
-import { createYielder, type Yielder } from "../yielder.js";
+import { yieldToLoop, type Priority } from "../yielder.js";
 import { futureRevisionError, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -232,11 +232,23 @@ function stampNew(kind: Kind, input: AnyObject): AnyObject {
   return obj;
 }
 
+/** ResourceStoreOptions tune a typed layer. */
+export interface ResourceStoreOptions {
+  /**
+   * Whose work this layer does, for the turns its heavy steps take on the event loop:
+   * "request" for the API handlers (they go first), "background" (default) for controllers and
+   * the messaging plane.
+   */
+  priority?: Priority;
+}
+
 /**
  * Creates the typed object layer over a key-value store. It keeps no state of its own beyond
- * the store, so several may share one store.
+ * the store, so several may share one store (the server has one per priority).
  */
-export function createResourceStore(store: Store): ResourceStore {
+export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
+  const priority = options.priority ?? "background";
+  const pace = () => yieldToLoop(priority);
   // Every watcher (each controller, the messaging plane, API watches) sees the same events; a
   // version of an object is decoded once and shared by all of them, read-only. The decodes hang
   // off the store's event objects, so they live exactly as long as some watcher still holds
@@ -259,9 +271,12 @@ export function createResourceStore(store: Store): ResourceStore {
     }
     return obj;
   };
+  /** Reads and decodes one object; many reads at once (a storm of status writes) take turns. */
   const read = async (kind: Kind, name: string) => {
     const kv = await store.get(objectKey(kind, name));
-    return kv ? { kv, obj: decode(kind, kv) } : undefined;
+    if (!kv) return undefined;
+    await pace();
+    return { kv, obj: decode(kind, kv) };
   };
 
   /** Reads a page (or all) of one kind's objects, or of every kind's; see ResourceStore.list. */
@@ -275,7 +290,6 @@ export function createResourceStore(store: Store): ResourceStore {
     const filtered = !!glob || Object.keys(options.labels ?? {}).length > 0 || options.labelSelector !== undefined;
     const limit = options.limit && options.limit > 0 ? options.limit : 0;
     const maxBytes = options.maxBytes ?? Infinity;
-    const y = createYielder();
     const items: AnyObject[] = [];
     const sizes: number[] = [];
     let bytes = 0;
@@ -306,7 +320,7 @@ export function createResourceStore(store: Store): ResourceStore {
         ...(next !== undefined && !filtered ? { remainingItemCount: remaining } : {}),
       });
       for (let i = 0; i < r.kvs.length; i++) {
-        await y.yield();
+        await pace();
         const kv = r.kvs[i]!;
         const k = kindOfKey(kv.key);
         if (!k || (glob && !matchesGlob(nameOfKey(kv.key), glob))) {
@@ -333,14 +347,14 @@ export function createResourceStore(store: Store): ResourceStore {
   };
 
   /** Turns a revision's store events into the object events a filter selects, yielding between decodes. */
-  const toObjectEvents = async (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions, y: Yielder): Promise<ObjectEvent[]> => {
+  const toObjectEvents = async (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions): Promise<ObjectEvent[]> => {
     const out: ObjectEvent[] = [];
     for (const e of batch) {
       const k = kindOfKey(e.kv.key);
       if (!k || (kind && k !== kind)) continue;
       // The name is in the key and never changes: no need to decode what the glob rules out.
       if (filter.nameGlob && !matchesGlob(nameOfKey(e.kv.key), filter.nameGlob)) continue;
-      await y.yield();
+      await pace();
       const revision = e.kv.modRevision;
       if (e.type === "delete") {
         if (!e.prevKv) continue;
@@ -379,10 +393,8 @@ export function createResourceStore(store: Store): ResourceStore {
       if (from > head) throw futureRevisionError(from, head);
     }
     // The whole prefix, not the kind's: every write under it (including the etcd compactor's
-    // key) moves the watch forward, so a quiet kind still reports progress.
-    const y = createYielder();
     for await (const batch of store.watch(KEY_PREFIX, from, signal)) {
-      const events = await toObjectEvents(batch.events, options.kind, filter, y);
+      const events = await toObjectEvents(batch.events, options.kind, filter);
       yield { revision: batch.revision, events };
     }
   }
@@ -400,6 +412,8 @@ export function createResourceStore(store: Store): ResourceStore {
     },
 
     async create<T extends AnyObject>(input: T): Promise<T> {
+      // A storm of writes (a scale-up, a host coming back) takes turns with other work.
+      await pace();
       const kind = kindOf(input);
       assertValid(input);
       const obj = stampNew(kind, input);
@@ -475,9 +489,8 @@ export function createResourceStore(store: Store): ResourceStore {
         if (kind === "ReplicaSet") {
           const uid = cur.obj.metadata!.uid;
           const containers = await store.range(kindPrefix("Container"));
-          const y = createYielder();
           for (const kv of containers.kvs) {
-            await y.yield();
+            await pace();
             const c = decode("Container", kv);
             const owner = c.metadata!.ownerReference;
             if (owner?.kind !== "ReplicaSet" || owner.uid !== uid) continue;
@@ -520,14 +533,12 @@ export function createResourceStore(store: Store): ResourceStore {
         );
       }
       // Thousands of objects are checked, read and encoded a slice at a time, so heartbeats
-      // and other clients' requests are served in between.
-      const y = createYielder();
       const inputs: AnyObject[] = [];
       const labels: string[] = [];
       const errors: string[] = [];
       const seen = new Map<string, number>();
       for (const [i, o] of objects.entries()) {
-        await y.yield();
+        await pace();
         const obj = copy(o);
         const kind = kindOf(obj);
         const name = obj.metadata?.name ?? "";
@@ -548,13 +559,13 @@ export function createResourceStore(store: Store): ResourceStore {
         const current: (KeyValue | undefined)[] = [];
         for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
           current.push(...(await Promise.all(keys.slice(i, i + APPLY_READ_CONCURRENCY).map((k) => store.get(k)))));
-          await y.yield();
+          await pace();
         }
         const compares: Compare[] = [];
         const writes: { order: number; op: Op }[] = [];
         const outcomes: ApplyOutcome[] = [];
         for (const [i, input] of inputs.entries()) {
-          await y.yield();
+          await pace();
           const kind = kindOf(input);
           const key = keys[i]!;
           const kv = current[i];

@@ -55,8 +55,8 @@ export interface SqliteStoreOptions {
 /** The most operations one transaction may carry. */
 export const MAX_TXN_OPS = 100_000;
 
-/** The most transactions committed together in one group commit. */
-const MAX_BATCH = 1000;
+/** The most transactions committed together in one group commit (one synchronous step). */
+const MAX_BATCH = 256;
 
 /** Default bound of the history's values in bytes. */
 export const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
@@ -240,9 +240,9 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version) VALUES (?, ?, ?, ?, ?)",
     ),
     del: db.prepare<[string]>("DELETE FROM kv WHERE key = ?"),
-    addHistory: db.prepare(
+    addHistory: db.prepare<[number, number, string, number, Buffer | null, number, number, Buffer | null, number | null, number | null, number | null]>(
       `INSERT INTO history (rev, idx, key, type, value, create_rev, version, prev_value, prev_create_rev, prev_mod_rev, prev_version)
-       VALUES (@rev, @idx, @key, @type, @value, @create_rev, @version, @prev_value, @prev_create_rev, @prev_mod_rev, @prev_version)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     compact: db.prepare<[number]>("DELETE FROM history WHERE rev <= ?"),
     history: db.prepare<[number, number, string, string], HistoryRow>(
@@ -269,39 +269,32 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
 
   /** Applies one transaction at revision `rev` (inside a SQLite transaction); undefined when a guard failed. */
   const applyOne = (compares: readonly Compare[], ops: readonly Op[], rev: number): { events: StoreEvent[]; bytes: number } | undefined => {
+    // Rows read for the guards are the rows the writes replace: read each key once.
+    const read = new Map<string, KvRow | undefined>();
     for (const c of compares) {
       const row = stmt.get.get(c.key);
       if ((row?.mod_rev ?? 0) !== c.modRevision) return undefined;
+      read.set(c.key, row);
     }
     const events: StoreEvent[] = [];
     let bytes = 0;
     for (const op of ops) {
-      const prev = stmt.get.get(op.key);
+      const prev = read.has(op.key) ? read.get(op.key) : stmt.get.get(op.key);
       const prevKv = prev ? toKv(prev) : undefined;
-      const base = {
-        rev,
-        idx: events.length,
-        key: op.key,
-        prev_value: prev?.value ?? null,
-        prev_create_rev: prev?.create_rev ?? null,
-        prev_mod_rev: prev?.mod_rev ?? null,
-        prev_version: prev?.version ?? null,
-      };
-      bytes += Buffer.byteLength(op.key) + (prev?.value.byteLength ?? 0);
+      const idx = events.length;
+      bytes += op.key.length + (prev?.value.byteLength ?? 0);
       if (op.type === "put") {
         const value = Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength);
         const createRev = prev?.create_rev ?? rev;
         const version = (prev?.version ?? 0) + 1;
         stmt.put.run(op.key, value, createRev, rev, version);
-        stmt.addHistory.run({ ...base, type: PUT, value, create_rev: createRev, version });
+        stmt.addHistory.run(rev, idx, op.key, PUT, value, createRev, version, prev?.value ?? null, prev?.create_rev ?? null, prev?.mod_rev ?? null, prev?.version ?? null);
         bytes += value.byteLength;
-        // Copy: the caller's buffer may be reused after txn() returns.
-        const stored = new Uint8Array(op.value);
-        events.push({ type: "put", kv: { key: op.key, value: stored, createRevision: createRev, modRevision: rev, version }, prevKv });
+        events.push({ type: "put", kv: { key: op.key, value: op.value, createRevision: createRev, modRevision: rev, version }, prevKv });
       } else {
         if (!prev) continue;
         stmt.del.run(op.key);
-        stmt.addHistory.run({ ...base, type: DELETE, value: null, create_rev: 0, version: 0 });
+        stmt.addHistory.run(rev, idx, op.key, DELETE, null, 0, 0, prev.value, prev.create_rev, prev.mod_rev, prev.version);
         events.push({ type: "delete", kv: { key: op.key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0 }, prevKv });
       }
     }

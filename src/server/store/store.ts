@@ -88,7 +88,8 @@ export interface Store {
   range(prefix: string, options?: RangeOptions): Promise<RangeResult>;
   /**
    * Atomically: if every compare holds, apply every op as one revision and persist it before
-   * resolving. One transaction produces one revision and one batch of events.
+   * resolving. One transaction produces one revision and one batch of events. The store keeps
+   * the ops' value buffers: the caller must not change them afterwards.
    */
   txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult>;
   /**
