@@ -179,6 +179,58 @@ test("watch without a version first lists current objects as ADDED", async () =>
   assert.equal(first.object.metadata?.name, "wl-svc");
 });
 
+test("list reads every page transparently; with a limit it reads one page and its continueToken", async () => {
+  await client.apply(Array.from({ length: 1203 }, (_, i) => create(ContainerSchema, { metadata: { name: `pg-${String(i).padStart(4, "0")}` }, spec: { module: "none", function: "f" } })));
+  const all = await client.list("Container", { nameGlob: "pg-*" });
+  assert.equal(all.items.length, 1203, "three pages of the server's 500, as one listing");
+  assert.deepEqual(
+    all.items.map((c) => c.metadata!.name),
+    Array.from({ length: 1203 }, (_, i) => `pg-${String(i).padStart(4, "0")}`),
+  );
+  assert.equal(all.continueToken, undefined);
+  const first = await client.list("Container", { nameGlob: "pg-*", limit: 1000 });
+  assert.equal(first.items.length, 1000);
+  assert.ok(first.continueToken);
+  const rest = await client.list("Container", { nameGlob: "pg-*", limit: 1000, continueToken: first.continueToken });
+  assert.equal(rest.items.length, 203);
+  assert.equal(rest.continueToken, undefined);
+  assert.equal(rest.resourceVersion, first.resourceVersion);
+  const unfiltered = await client.list("Container", { limit: 3 });
+  assert.ok((unfiltered.remainingItemCount ?? 0) >= 1200, `remaining ${unfiltered.remainingItemCount}`);
+});
+
+test("watch: the stream's resourceVersion resumes without loss when cut inside a revision", async () => {
+  const { resourceVersion: from } = await client.list("Container", { nameGlob: "cut-*" });
+  // One apply: one revision, five objects.
+  await client.apply(Array.from({ length: 5 }, (_, i) => create(ContainerSchema, { metadata: { name: `cut-${i}` }, spec: { module: "none", function: "f" } })));
+  const ac = new AbortController();
+  const stream = client.watch({ kind: "Container", nameGlob: "cut-*", resourceVersion: from, signal: ac.signal });
+  assert.equal(stream.resourceVersion, from);
+  const seen: string[] = [];
+  for await (const ev of stream) {
+    seen.push(ev.object.metadata!.name);
+    // Cut after two of the five: the resume point has not moved past the revision.
+    if (seen.length === 2) break;
+  }
+  assert.equal(stream.resourceVersion, from, "not past a revision only partly consumed");
+  const again = client.watch({ kind: "Container", nameGlob: "cut-*", resourceVersion: stream.resourceVersion, signal: ac.signal });
+  const rest: string[] = [];
+  for await (const ev of again) {
+    rest.push(ev.object.metadata!.name);
+    if (rest.length === 5) break;
+  }
+  assert.deepEqual(new Set([...seen, ...rest]), new Set(["cut-0", "cut-1", "cut-2", "cut-3", "cut-4"]), "every event of the revision");
+  // Once a revision is consumed whole and the next event asked for, the point moves past it.
+  const third = client.watch({ kind: "Container", nameGlob: "cut-*", resourceVersion: from, signal: ac.signal });
+  const it = third[Symbol.asyncIterator]();
+  for (let i = 0; i < 5; i++) await it.next();
+  const next = it.next();
+  await eventually(() => third.resourceVersion !== from, 5000, "the resume point past the revision");
+  assert.ok(Number(third.resourceVersion) > Number(from));
+  ac.abort();
+  await next.catch(() => undefined);
+});
+
 test("events are streamed; logs of a missing container are NOT_FOUND", async () => {
   server.events.record({ reason: "Testing", kind: "Container", name: "ev-one", message: "hello from the test" });
   const events = [];

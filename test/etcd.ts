@@ -93,7 +93,8 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdCluster>
     throw new Error(`etcd not found at ${ETCD_BIN}: install Debian's etcd-server (apt-get install etcd-server) or set K4S_ETCD_BIN`);
   }
   const count = options.members ?? 1;
-  const dir = mkdtempSync(join(tmpdir(), "k4s-etcd-"));
+  // In memory when the machine has /dev/shm: tests want etcd's behaviour, not the disk's fsync time.
+  const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "k4s-etcd-"));
   const ports = await freePorts(count * 2);
   const specs = Array.from({ length: count }, (_, i) => ({
     name: `m${i}`,

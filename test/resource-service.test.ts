@@ -449,6 +449,8 @@ spec:
       try {
         const c = clientOf(s);
         await c.create({ object: wrap(echo("quiet-1", { app: "quiet" })) });
+        // The server writes the new container's status (Pending, no host); then it is quiet.
+        await eventually(async () => ((await c.get({ kind: "c", name: "quiet-1" })).object!.kind.value as Container).status?.message !== "", 10_000, "quiet-1's status");
         const start = (await c.list({ kind: "c", labels: { app: "quiet" } })).resourceVersion;
         const ac = new AbortController();
         const w = follow(c.watch({ kind: "c", labels: { app: "quiet" }, resourceVersion: start }, { signal: ac.signal }));
@@ -506,7 +508,9 @@ spec:
 
     test("20,000 Containers listed page by page through the gRPC API with a 4 MiB receive limit", async () => {
       const own = backend === "etcd" ? await startEtcd() : undefined;
-      const s = await startTestServer(own ? { store: own.storeUrl } : {});
+      // History long enough for the status writes of 20,000 new containers (one revision each)
+      // not to expire the listing's continue token while it is read (etcd: no compaction round).
+      const s = await startTestServer({ ...(own ? { store: own.storeUrl, compactIntervalMs: 600_000 } : {}), historyLimit: 100_000 });
       try {
         const writer = clientOf(s);
         const params = { note: "p".repeat(120) };

@@ -74,9 +74,10 @@ test("sessions over TLS (servername checked) with a bearer token carry requests;
 test("calls sent together beyond the server's 16 MiB message limit go in several batches; an oversized payload fails alone", async () => {
   const server = await startTestServer();
   const client = createClient({ address: server.address, reconnect: false });
+  // The container first: an attach without reconnecting fails for good when it is not there yet.
+  await client.apply("kind: Container\nmetadata: {name: big-echo}\nspec: {concurrency: 32}\n");
   const worker = attach({ address: server.address, container: "big-echo", worker: echo, reconnect: false });
   try {
-    await client.apply("kind: Container\nmetadata: {name: big-echo}\nspec: {concurrency: 32}\n");
     await worker.ready;
     await eventually(async () => (await client.get("Container", "big-echo"))?.status?.ready === true, 10_000, "big-echo ready");
     // Twenty 1 MiB requests made in one tick: joined into one ConnectRequest they would pass the

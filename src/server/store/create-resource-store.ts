@@ -35,6 +35,9 @@ export const MAX_APPLY_OBJECTS = 10_000;
 /** Reads issued at once while an apply looks up the current versions of its objects. */
 const APPLY_READ_CONCURRENCY = 256;
 
+/** Objects of one kind in an apply from which their current versions are read with one range. */
+const APPLY_RANGE_THRESHOLD = 256;
+
 /** Optimistic-concurrency retries before a write without precondition gives up with ABORTED. */
 const MAX_RETRIES = 50;
 
@@ -277,6 +280,28 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     if (!kv) return undefined;
     await pace();
     return { kv, obj: decode(kind, kv) };
+  };
+
+  /**
+   * The stored versions of an apply's objects: one read per object, or, for a kind with many
+   * objects in the apply, one paged range over the kind (ten thousand reads of etcd would be ten
+   * thousand round trips).
+   */
+  const readCurrent = async (inputs: readonly AnyObject[], keys: readonly string[]): Promise<(KeyValue | undefined)[]> => {
+    const byKind = new Map<Kind, number>();
+    for (const o of inputs) byKind.set(kindOf(o), (byKind.get(kindOf(o)) ?? 0) + 1);
+    const ranged = new Map<string, KeyValue>();
+    for (const [kind, n] of byKind) {
+      if (n < APPLY_RANGE_THRESHOLD) continue;
+      for (const kv of (await store.range(kindPrefix(kind))).kvs) ranged.set(kv.key, kv);
+    }
+    const current: (KeyValue | undefined)[] = [];
+    for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
+      const chunk = keys.slice(i, i + APPLY_READ_CONCURRENCY);
+      current.push(...(await Promise.all(chunk.map((k, j) => (byKind.get(kindOf(inputs[i + j]!))! >= APPLY_RANGE_THRESHOLD ? ranged.get(k) : store.get(k))))));
+      await pace();
+    }
+    return current;
   };
 
   /** Reads a page (or all) of one kind's objects, or of every kind's; see ResourceStore.list. */
@@ -556,11 +581,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
 
       const keys = inputs.map((o) => objectKey(kindOf(o), o.metadata!.name));
       for (let attempt = 0; ; attempt++) {
-        const current: (KeyValue | undefined)[] = [];
-        for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
-          current.push(...(await Promise.all(keys.slice(i, i + APPLY_READ_CONCURRENCY).map((k) => store.get(k)))));
-          await pace();
-        }
+        const current = await readCurrent(inputs, keys);
         const compares: Compare[] = [];
         const writes: { order: number; op: Op }[] = [];
         const outcomes: ApplyOutcome[] = [];

@@ -20,7 +20,8 @@
  * stays; never more than `historyLimit` revisions stay. The write lands under the watched
  * prefix, so every watch sees progress at least once per interval and its bookmarks keep up.
  */
-import { Etcd3, type IKeyValue, type IWatchResponse } from "etcd3";
+import { bulkhead, ExponentialBackoff, handleWhen, noop, retry, wrap } from "cockatiel";
+import { Etcd3, isRecoverableError, type IKeyValue, type IWatchResponse } from "etcd3";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compactedError,
@@ -56,6 +57,13 @@ const MAX_TXN_OPS = 100_000;
 
 /** Keys read per request when a range is not paged by the caller (halved when a reply is too big). */
 const RANGE_PAGE = 1000;
+
+/**
+ * Requests in flight to etcd at once; the rest queue here. A storm of ten thousand status writes
+ * sent at once makes etcd time its proposals out ("request timed out"); kube-apiserver bounds
+ * its in-flight requests the same way.
+ */
+const MAX_IN_FLIGHT = 128;
 
 /** Bytes of watch responses buffered for a slow consumer before the stream is paused. */
 const WATCH_BUFFER_BYTES = 16 * 1024 * 1024;
@@ -120,6 +128,15 @@ export function openEtcdStore(options: EtcdStoreOptions): Store {
     hosts,
     dialTimeout: 5000,
     grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024, "grpc.max_send_message_length": 64 * 1024 * 1024 },
+    faultHandling: {
+      // No circuit breaker per endpoint: with etcd3's default, three failures in a row (etcd
+      // busy) refuse every call for 5 s, turning a slow moment into an outage.
+      host: () => noop,
+      // A failed call is retried (a write too: its compares make a second try that finds the
+      // first one applied fail as a conflict, which the object layer handles), within a bound
+      // on the calls in flight.
+      global: wrap(retry(handleWhen(isRecoverableError), { maxAttempts: 3, backoff: new ExponentialBackoff() }), bulkhead(MAX_IN_FLIGHT, Infinity)),
+    },
   });
   const where = `etcd ${options.endpoints.join(",")}`;
   const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
