@@ -43,6 +43,26 @@ function clientOf(server: K4sServer, readMaxBytes?: number): Client<typeof Resou
   return createClient(ResourceService, createGrpcTransport({ baseUrl: `http://${server.address}`, ...(readMaxBytes ? { readMaxBytes } : {}) }));
 }
 
+/**
+ * Runs fn against a server of its own on a backend (with a fresh etcd for etcd: these tests
+ * compact its history), stopped afterwards. `etcdOptions` apply to the etcd server only.
+ */
+async function withOwnServer(
+  backend: (typeof BACKEND_NAMES)[number],
+  options: ServerOptions,
+  etcdOptions: ServerOptions,
+  fn: (client: Client<typeof ResourceService>, server: K4sServer) => Promise<void>,
+): Promise<void> {
+  const own = backend === "etcd" ? await startEtcd() : undefined;
+  const s = await startTestServer({ ...options, ...(own ? { store: own.storeUrl, ...etcdOptions } : {}) });
+  try {
+    await fn(clientOf(s), s);
+  } finally {
+    await s.stop();
+    await own?.stop();
+  }
+}
+
 async function expectCode(p: Promise<unknown>, code: Code, re: RegExp): Promise<string> {
   let message = "";
   await assert.rejects(p, (e: unknown) => {
@@ -440,14 +460,7 @@ spec:
     test("a quiet filtered watch survives a compaction window without relisting, thanks to bookmarks", async () => {
       // A short history and frequent bookmarks: SQLite keeps 20 revisions, the etcd store compacts
       // every 200 ms to at most 20 revisions back.
-      const own = backend === "etcd" ? await startEtcd() : undefined;
-      const s = await startTestServer({
-        ...(own ? { store: own.storeUrl, compactIntervalMs: 200 } : {}),
-        historyLimit: 20,
-        watchBookmarkIntervalMs: 100,
-      });
-      try {
-        const c = clientOf(s);
+      await withOwnServer(backend, { historyLimit: 20, watchBookmarkIntervalMs: 100 }, { compactIntervalMs: 200 }, async (c) => {
         await c.create({ object: wrap(echo("quiet-1", { app: "quiet" })) });
         // The server writes the new container's status (Pending, no host); then it is quiet.
         await eventually(async () => ((await c.get({ kind: "c", name: "quiet-1" })).object!.kind.value as Container).status?.message !== "", 10_000, "quiet-1's status");
@@ -475,17 +488,11 @@ spec:
         ac2.abort();
         const ended = await resumed.done;
         assert.ok(ended === undefined || (ended instanceof ConnectError && ended.code === Code.Canceled), `ended by our cancel only: ${String(ended)}`);
-      } finally {
-        await s.stop();
-        await own?.stop();
-      }
+      });
     });
 
     test("a continue token whose version was compacted is OUT_OF_RANGE: continue token expired", async () => {
-      const own = backend === "etcd" ? await startEtcd() : undefined;
-      const s = await startTestServer({ ...(own ? { store: own.storeUrl, compactIntervalMs: 100 } : {}), historyLimit: 5 });
-      try {
-        const c = clientOf(s);
+      await withOwnServer(backend, { historyLimit: 5 }, { compactIntervalMs: 100 }, async (c) => {
         await c.apply({ objects: Array.from({ length: 4 }, (_, i) => wrap(echo(`exp-${i}`))) });
         const first = await c.list({ kind: "c", limit: 2 });
         for (let i = 0; i < 20; i++) await c.update({ object: wrap(echo("exp-0", { i: String(i) })) });
@@ -500,19 +507,13 @@ spec:
             return true;
           }
         }, 15_000, "the token to expire");
-      } finally {
-        await s.stop();
-        await own?.stop();
-      }
+      });
     });
 
     test("20,000 Containers listed page by page through the gRPC API with a 4 MiB receive limit", async () => {
-      const own = backend === "etcd" ? await startEtcd() : undefined;
       // History long enough for the status writes of 20,000 new containers (one revision each)
       // not to expire the listing's continue token while it is read (etcd: no compaction round).
-      const s = await startTestServer({ ...(own ? { store: own.storeUrl, compactIntervalMs: 600_000 } : {}), historyLimit: 100_000 });
-      try {
-        const writer = clientOf(s);
+      await withOwnServer(backend, { historyLimit: 100_000 }, { compactIntervalMs: 600_000 }, async (writer, s) => {
         const params = { note: "p".repeat(120) };
         for (let batch = 0; batch < 2; batch++) {
           const objects = Array.from({ length: 10_000 }, (_, i) => {
@@ -543,10 +544,7 @@ spec:
         // A limit above what fits still gets pages under the byte cap.
         const wide = await reader.list({ kind: "c", nameGlob: "bulk-*", limit: 20_000 });
         assert.ok(wide.items.length < 20_000 && wide.continueToken !== "", `one page of ${wide.items.length}`);
-      } finally {
-        await s.stop();
-        await own?.stop();
-      }
+      });
     });
 
     /** Applies a manifest that must be rejected, and proves nothing of it was stored. */

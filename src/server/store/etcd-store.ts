@@ -24,6 +24,7 @@ import { bulkhead, ExponentialBackoff, handleWhen, noop, retry, wrap } from "coc
 import { Etcd3, isRecoverableError, type IKeyValue, type IWatchResponse } from "etcd3";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  checkTxnOps,
   compactedError,
   futureRevisionError,
   type Compare,
@@ -51,9 +52,6 @@ export interface EtcdStoreOptions {
 
 /** The key whose version arbitrates compaction rounds between servers; it lies under the watched prefix. */
 export const COMPACT_KEY = "/k4s/compact_rev_key";
-
-/** The most operations one transaction may carry (as the SQLite store). */
-const MAX_TXN_OPS = 100_000;
 
 /** Keys read per request when a range is not paged by the caller (halved when a reply is too big). */
 const RANGE_PAGE = 1000;
@@ -378,14 +376,7 @@ export function openEtcdStore(options: EtcdStoreOptions): Store {
     range,
     async txn(compares: readonly Compare[], ops: readonly Op[]): Promise<TxnResult> {
       checkOpen();
-      if (ops.length > MAX_TXN_OPS) {
-        throw new ConnectError(`transaction has ${ops.length} operations, more than the limit of ${MAX_TXN_OPS}`, Code.InvalidArgument);
-      }
-      const keys = new Set<string>();
-      for (const op of ops) {
-        if (keys.has(op.key)) throw new ConnectError(`transaction writes key ${op.key} twice`, Code.InvalidArgument);
-        keys.add(op.key);
-      }
+      checkTxnOps(ops);
       const r = await call("transaction", () =>
         client.kv.txn({
           compare: compares.map((c) => ({ key: Buffer.from(c.key), target: "Mod", result: "Equal", mod_revision: c.modRevision })),

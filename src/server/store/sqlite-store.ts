@@ -21,6 +21,7 @@
 import Database from "better-sqlite3";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
+  checkTxnOps,
   compactedError,
   eventBytes,
   futureRevisionError,
@@ -51,9 +52,6 @@ export interface SqliteStoreOptions {
   /** Bytes of values a live watcher may have waiting before the same switch (default 16 MiB). */
   watchBufferBytes?: number;
 }
-
-/** The most operations one transaction may carry. */
-export const MAX_TXN_OPS = 100_000;
 
 /** The most transactions committed together in one group commit (one synchronous step). */
 const MAX_BATCH = 256;
@@ -555,14 +553,7 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     },
     async txn(compares, ops): Promise<TxnResult> {
       checkOpen();
-      if (ops.length > MAX_TXN_OPS) {
-        throw new ConnectError(`transaction has ${ops.length} operations, more than the limit of ${MAX_TXN_OPS}`, Code.InvalidArgument);
-      }
-      const keys = new Set<string>();
-      for (const op of ops) {
-        if (keys.has(op.key)) throw new ConnectError(`transaction writes key ${op.key} twice`, Code.InvalidArgument);
-        keys.add(op.key);
-      }
+      checkTxnOps(ops);
       return new Promise<TxnResult>((resolve, reject) => {
         queue.push({ compares, ops, resolve, reject });
         scheduleFlush();

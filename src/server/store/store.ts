@@ -126,3 +126,18 @@ export function eventBytes(events: readonly StoreEvent[]): number {
   for (const e of events) n += e.kv.key.length + e.kv.value.byteLength + (e.prevKv?.value.byteLength ?? 0);
   return n;
 }
+
+/** The most operations one transaction may carry, in either backend. */
+export const MAX_TXN_OPS = 100_000;
+
+/** Refuses a transaction no backend takes: too many operations, or a key written twice. */
+export function checkTxnOps(ops: readonly Op[]): void {
+  if (ops.length > MAX_TXN_OPS) {
+    throw new ConnectError(`transaction has ${ops.length} operations, more than the limit of ${MAX_TXN_OPS}`, Code.InvalidArgument);
+  }
+  const keys = new Set<string>();
+  for (const op of ops) {
+    if (keys.has(op.key)) throw new ConnectError(`transaction writes key ${op.key} twice`, Code.InvalidArgument);
+    keys.add(op.key);
+  }
+}
