@@ -14,8 +14,8 @@ export interface ListenerOptions {
   /** Connections held at once; more are closed as they arrive (Node's net.Server maxConnections). */
   maxConnections: number;
   /**
-   * A socket with no traffic at all for this long is closed (ms). Live HTTP/2 connections never
-   * reach it: the server pings each of them every keepalive interval.
+   * A socket that receives nothing for this long (up to twice as long) is closed (ms). Live
+   * HTTP/2 connections never reach it: the server pings each of them every keepalive interval.
    */
   silentSocketMs: number;
   /** Told, at most once a minute, that connections were refused at the limit. */
@@ -42,8 +42,19 @@ export async function listen(server: grpc.Server, credentials: grpc.ServerCreden
   let lastReport = 0;
   const tcp: TcpServer = createTcpServer((socket) => {
     open++;
-    socket.once("close", () => open--);
-    socket.setTimeout(options.silentSocketMs, () => socket.destroy());
+    // Not socket.setTimeout: once HTTP/2 owns the socket its reads bypass the socket's timer,
+    // which would then close every connection silentSocketMs after it opened, however busy.
+    // The byte count does see them (a live client answers the server's keepalive pings).
+    let seen = -1;
+    const silence = setInterval(() => {
+      if (socket.bytesRead === seen) socket.destroy();
+      else seen = socket.bytesRead;
+    }, options.silentSocketMs);
+    silence.unref();
+    socket.once("close", () => {
+      open--;
+      clearInterval(silence);
+    });
     injector.injectConnection(socket);
   });
   tcp.maxConnections = options.maxConnections;
