@@ -21,11 +21,18 @@ export const file_k4s_v1_resource_service: GenFile = /*@__PURE__*/
  */
 export type ApplyRequest = Message<"k4s.v1.ApplyRequest"> & {
   /**
+   * Manifest text: YAML or JSON documents (YAML separated by `---`), each one object with kind,
+   * metadata.name and spec. At most 1 MiB of text, nested at most 32 deep; each object at most
+   * 1 MiB once stored (YAML aliases count as expanded). Empty: only `objects` are applied.
+   *
    * @generated from field: string manifest = 1;
    */
   manifest: string;
 
   /**
+   * Typed objects, applied after the manifest's documents in the same transaction. At most
+   * 10,000 objects in one Apply, each at most 1 MiB once stored.
+   *
    * @generated from field: repeated k4s.v1.Object objects = 2;
    */
   objects: Object$[];
@@ -52,6 +59,8 @@ export const ApplyRequestSchema: GenMessage<ApplyRequest> = /*@__PURE__*/
  */
 export type ApplyResponse = Message<"k4s.v1.ApplyResponse"> & {
   /**
+   * One result per applied object: the manifest's documents first, then `objects`.
+   *
    * @generated from field: repeated k4s.v1.ApplyResult results = 1;
    */
   results: ApplyResult[];
@@ -71,11 +80,15 @@ export const ApplyResponseSchema: GenMessage<ApplyResponse> = /*@__PURE__*/
  */
 export type ApplyResult = Message<"k4s.v1.ApplyResult"> & {
   /**
+   * The object's kind: Container, ReplicaSet or Service.
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
+   * The object's metadata.name.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -88,6 +101,8 @@ export type ApplyResult = Message<"k4s.v1.ApplyResult"> & {
   action: string;
 
   /**
+   * The object as stored after the Apply (with dry_run: as it would be stored).
+   *
    * @generated from field: k4s.v1.Object object = 4;
    */
   object?: Object$ | undefined;
@@ -107,6 +122,9 @@ export const ApplyResultSchema: GenMessage<ApplyResult> = /*@__PURE__*/
  */
 export type CreateRequest = Message<"k4s.v1.CreateRequest"> & {
   /**
+   * The new object; the server sets uid, resource_version, generation and creation time, and
+   * starts with an empty status.
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
@@ -126,6 +144,8 @@ export const CreateRequestSchema: GenMessage<CreateRequest> = /*@__PURE__*/
  */
 export type CreateResponse = Message<"k4s.v1.CreateResponse"> & {
   /**
+   * The object as stored, with the fields the server set.
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
@@ -145,11 +165,15 @@ export const CreateResponseSchema: GenMessage<CreateResponse> = /*@__PURE__*/
  */
 export type GetRequest = Message<"k4s.v1.GetRequest"> & {
   /**
+   * Container, ReplicaSet or Service, or an alias (c, rs, svc, containers, ...; any case).
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
+   * The object's metadata.name.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
@@ -169,6 +193,8 @@ export const GetRequestSchema: GenMessage<GetRequest> = /*@__PURE__*/
  */
 export type GetResponse = Message<"k4s.v1.GetResponse"> & {
   /**
+   * The object as stored now.
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
@@ -188,6 +214,8 @@ export const GetResponseSchema: GenMessage<GetResponse> = /*@__PURE__*/
  */
 export type ListRequest = Message<"k4s.v1.ListRequest"> & {
   /**
+   * Container, ReplicaSet or Service, or an alias (c, rs, svc, containers, ...; any case).
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
@@ -251,6 +279,8 @@ export const ListRequestSchema: GenMessage<ListRequest> = /*@__PURE__*/
  */
 export type ListResponse = Message<"k4s.v1.ListResponse"> & {
   /**
+   * This page's objects, sorted by name.
+   *
    * @generated from field: repeated k4s.v1.Object items = 1;
    */
   items: Object$[];
@@ -295,6 +325,9 @@ export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
  */
 export type UpdateRequest = Message<"k4s.v1.UpdateRequest"> & {
   /**
+   * The object with its new labels, annotations and spec (named by kind and metadata.name).
+   * A set metadata.resource_version must match the stored one, else ABORTED.
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
@@ -314,6 +347,8 @@ export const UpdateRequestSchema: GenMessage<UpdateRequest> = /*@__PURE__*/
  */
 export type UpdateResponse = Message<"k4s.v1.UpdateResponse"> & {
   /**
+   * The object as stored after the update (generation bumped when the spec changed).
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
@@ -333,11 +368,15 @@ export const UpdateResponseSchema: GenMessage<UpdateResponse> = /*@__PURE__*/
  */
 export type ScaleRequest = Message<"k4s.v1.ScaleRequest"> & {
   /**
+   * The ReplicaSet's metadata.name.
+   *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
+   * The replicas wanted, 0 to 10000.
+   *
    * @generated from field: int32 replicas = 2;
    */
   replicas: number;
@@ -357,6 +396,8 @@ export const ScaleRequestSchema: GenMessage<ScaleRequest> = /*@__PURE__*/
  */
 export type ScaleResponse = Message<"k4s.v1.ScaleResponse"> & {
   /**
+   * The ReplicaSet as stored after the change.
+   *
    * @generated from field: k4s.v1.ReplicaSet replica_set = 1;
    */
   replicaSet?: ReplicaSet | undefined;
@@ -376,16 +417,23 @@ export const ScaleResponseSchema: GenMessage<ScaleResponse> = /*@__PURE__*/
  */
 export type DeleteRequest = Message<"k4s.v1.DeleteRequest"> & {
   /**
+   * Container, ReplicaSet or Service, or an alias (c, rs, svc, containers, ...; any case).
+   *
    * @generated from field: string kind = 1;
    */
   kind: string;
 
   /**
+   * The object's metadata.name.
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
+   * When set, the stored object's resource_version must be this one, else ABORTED. Empty:
+   * delete whatever version is stored.
+   *
    * @generated from field: string resource_version = 3;
    */
   resourceVersion: string;
@@ -405,6 +453,10 @@ export const DeleteRequestSchema: GenMessage<DeleteRequest> = /*@__PURE__*/
  */
 export type DeleteResponse = Message<"k4s.v1.DeleteResponse"> & {
   /**
+   * The object as last stored. A Container running on a host is first marked for deletion
+   * (deletion timestamp set, phase Terminating) and removed once its host stopped it: then this
+   * is the marked object. A ReplicaSet's replicas go (or are marked) in the same write.
+   *
    * @generated from field: k4s.v1.Object object = 1;
    */
   object?: Object$ | undefined;
