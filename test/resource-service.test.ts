@@ -466,6 +466,10 @@ spec:
       huge.spec!.parameters = { blob: "x".repeat(2 * 1024 * 1024) };
       await expectCode(client.apply({ objects: [wrap(echo("too-big-ok")), wrap(huge)] }), Code.InvalidArgument, /^objects\[1\] \(Container "too-big"\): is 2\.00 MiB \(\d+ bytes\) when stored, more than the 1\.00 MiB an object may hold/);
       await expectCode(client.create({ object: wrap(huge) }), Code.InvalidArgument, /^Container "too-big": is 2\.00 MiB/);
+      // 12 MiB of typed parameters (under the 16 MiB message limit): refused the same way.
+      const huger = echo("too-big-12");
+      huger.spec!.parameters = { blob: "x".repeat(12 * 1024 * 1024) };
+      await expectCode(client.apply({ objects: [wrap(huger)] }), Code.InvalidArgument, /^objects\[0\] \(Container "too-big-12"\): is 12\.\d\d MiB \(\d+ bytes\) when stored, more than the 1\.00 MiB an object may hold/);
       // 0.9 MiB of manifest whose aliases expand to ~44 MiB.
       const anchor = "y".repeat(900 * 1024);
       const aliases = Array.from({ length: 48 }, (_, i) => `    k${i}: *big`).join("\n");
