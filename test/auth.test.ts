@@ -5,7 +5,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { bearerMatches, createConnectAuthInterceptor, isLoopback, OPEN_METHOD_PREFIX } from "../src/server/auth.js";
+import * as grpc from "@grpc/grpc-js";
+import {
+  ADMITTED_BY_ATTACH_TOKEN,
+  bearerMatches,
+  createAuthInterceptor,
+  createConnectAuthInterceptor,
+  guardUnknownMethods,
+  isLoopback,
+  OPEN_METHOD_PREFIX,
+} from "../src/server/auth.js";
+import { ATTACH_TOKEN_HEADER } from "../src/transport/environment.js";
 
 test("bearerMatches takes exactly 'Bearer <token>' and nothing else", () => {
   assert.equal(bearerMatches("Bearer s3cret", "s3cret"), true);
@@ -51,4 +61,71 @@ test("only the health service is open, and only loopback hosts count as loopback
   assert.equal(OPEN_METHOD_PREFIX, "/grpc.health.v1.Health/");
   for (const host of ["localhost", "::1", "[::1]", "127.0.0.1", "127.1.2.3"]) assert.equal(isLoopback(host), true, host);
   for (const host of ["0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "1127.0.0.1", "localhost.example", "example.com", ""]) assert.equal(isLoopback(host), false, host);
+});
+
+test("the gRPC interceptor: the token, health without it, an attach credential only for WorkerService.Connect, unknown methods after authentication", async () => {
+  const server = new grpc.Server({ interceptors: [createAuthInterceptor("s3cret")] });
+  guardUnknownMethods(server);
+  const id = (b: Buffer) => b;
+  // Each handler answers with the admission mark it saw, so a test sees what the interceptor set.
+  const mark = (md: grpc.Metadata) => Buffer.from(String(md.get(ADMITTED_BY_ATTACH_TOKEN)[0] ?? "none"));
+  const unary: grpc.handleUnaryCall<Buffer, Buffer> = (call, cb) => cb(null, mark(call.metadata));
+  server.register("/t.Svc/Unary", unary, id, id, "unary");
+  server.register("/grpc.health.v1.Health/Check", unary, id, id, "unary");
+  server.register(
+    "/k4s.v1.WorkerService/Connect",
+    ((call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.write(mark(call.metadata));
+      call.end();
+    }) as grpc.handleBidiStreamingCall<Buffer, Buffer>,
+    id,
+    id,
+    "bidi",
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const md = (headers: Record<string, string>) => {
+    const m = new grpc.Metadata();
+    for (const [k, v] of Object.entries(headers)) m.set(k, v);
+    return m;
+  };
+  const unaryCall = (path: string, headers: Record<string, string>) =>
+    new Promise<string>((resolve) =>
+      client.makeUnaryRequest(path, id, id, Buffer.alloc(0), md(headers), (err, res) =>
+        resolve(err ? `${grpc.status[err.code]}: ${err.details}` : `OK ${res!.toString()}`),
+      ),
+    );
+  const connect = (headers: Record<string, string>) =>
+    new Promise<string>((resolve) => {
+      const call = client.makeBidiStreamRequest("/k4s.v1.WorkerService/Connect", id, id, md(headers));
+      let got = "";
+      call.on("data", (d: Buffer) => (got = `OK ${d.toString()}`));
+      call.on("error", (err: grpc.ServiceError) => resolve(`${grpc.status[err.code]}: ${err.details}`));
+      call.on("status", (st: grpc.StatusObject) => st.code === grpc.status.OK && resolve(got));
+      call.end();
+    });
+  try {
+    const bearer = "Bearer s3cret";
+    assert.equal(await unaryCall("/t.Svc/Unary", { authorization: bearer }), "OK none");
+    assert.match(await unaryCall("/t.Svc/Unary", {}), /^UNAUTHENTICATED: missing bearer token: send "authorization: Bearer <token>"/);
+    assert.match(await unaryCall("/t.Svc/Unary", { authorization: "Bearer nope" }), /^UNAUTHENTICATED: invalid bearer token/);
+    // A caller cannot set the admission mark itself.
+    assert.equal(await unaryCall("/t.Svc/Unary", { authorization: bearer, [ADMITTED_BY_ATTACH_TOKEN]: "1" }), "OK none");
+    assert.equal(await unaryCall("/grpc.health.v1.Health/Check", {}), "OK none");
+    // An attach credential admits WorkerService.Connect only, marked; never another method.
+    assert.equal(await connect({ [ATTACH_TOKEN_HEADER]: "cred" }), "OK 1");
+    assert.equal(await connect({ [ATTACH_TOKEN_HEADER]: "cred", [ADMITTED_BY_ATTACH_TOKEN]: "yes" }), "OK 1");
+    assert.equal(await connect({ authorization: bearer, [ADMITTED_BY_ATTACH_TOKEN]: "1" }), "OK none");
+    assert.match(await connect({}), /^UNAUTHENTICATED: missing bearer token/);
+    assert.match(await connect({ authorization: "Bearer nope", [ATTACH_TOKEN_HEADER]: "cred" }), /^UNAUTHENTICATED: invalid bearer token/);
+    assert.match(await unaryCall("/t.Svc/Unary", { [ATTACH_TOKEN_HEADER]: "cred" }), /^UNAUTHENTICATED: missing bearer token/);
+    // Unknown methods: UNAUTHENTICATED without the token, UNIMPLEMENTED naming the method with it.
+    assert.match(await unaryCall("/t.Svc/Nope", {}), /^UNAUTHENTICATED/);
+    assert.equal(await unaryCall("/t.Svc/Nope", { authorization: bearer }), "UNIMPLEMENTED: the server does not implement the method /t.Svc/Nope");
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
 });
