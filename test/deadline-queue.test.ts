@@ -78,3 +78,27 @@ test("deadline queue: an earlier deadline re-arms the one timer earlier; clear d
   t.mock.timers.tick(1_000);
   assert.deepEqual(expired, [2, 1], "nothing expires after clear");
 });
+
+test("deadline queue: removing an item twice, one never added, or one of a cleared queue leaves the others alone", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  const expired: number[] = [];
+  const q = createDeadlineQueue<Item>((it) => expired.push(it.id));
+  const start = Date.now();
+  const [a, b, c] = [item(1, start + 10), item(2, start + 20), item(3, start + 30)];
+  for (const it of [a!, b!, c!]) q.add(it);
+  q.remove(b!);
+  q.remove(b!); // again: already gone
+  q.remove(item(9, start + 5)); // never added
+  // An item whose index points at another item's slot is not that item: nothing is removed.
+  q.remove({ ...c!, id: 99, heapIndex: c!.heapIndex } as Item);
+  assert.equal(q.size, 2);
+  q.clear();
+  assert.equal(q.size, 0);
+  assert.equal(a!.heapIndex, -1, "a cleared item is out of the queue");
+  // A cleared item can be added again and expires; removing another cleared one does nothing.
+  q.add(a!);
+  q.remove(c!);
+  assert.equal(q.size, 1);
+  t.mock.timers.tick(50);
+  assert.deepEqual(expired, [1]);
+});
