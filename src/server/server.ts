@@ -185,16 +185,96 @@ const DEFAULT_IDLE_CONNECTION_TIMEOUT_MS = 120_000;
  */
 const SILENT_SOCKET_MS = 4 * KEEPALIVE_TIME_MS;
 
-/** Creates a k4s server; call start() to open its store and port. */
-export function createServer(options: ServerOptions = {}): K4sServer {
-  const host = options.host ?? "127.0.0.1";
+/** Throws when a port would be reachable from other machines without a token to guard it. */
+function refuseOpenPortsWithoutToken(options: ServerOptions, host: string, dashboardHost: string): void {
   if (!options.token && !isLoopback(host)) {
     throw new Error(`refusing to listen on ${host} without a token: set --token (or K4S_TOKEN), or listen on 127.0.0.1`);
   }
-  const dashboardHost = options.dashboard?.host ?? "127.0.0.1";
   if (options.dashboard && !options.token && !isLoopback(dashboardHost)) {
     throw new Error(`refusing to serve the dashboard on ${dashboardHost} without a token: set --token (or K4S_TOKEN), or serve it on 127.0.0.1`);
   }
+}
+
+/** The gRPC server with k4s's keepalive, size and idle limits, guarded by the token if there is one. */
+function newGrpcServer(options: ServerOptions): grpc.Server {
+  const grpcServer = new grpc.Server({
+    "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
+    "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_connection_idle_ms": options.idleConnectionTimeoutMs ?? DEFAULT_IDLE_CONNECTION_TIMEOUT_MS,
+    interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
+  });
+  if (options.token) guardUnknownMethods(grpcServer);
+  return grpcServer;
+}
+
+/** Adds the standard health service (NOT_SERVING until started) and reflection to a gRPC server. */
+function addHealthAndReflection(grpcServer: grpc.Server): HealthImplementation {
+  const health = new HealthImplementation({ "": "NOT_SERVING" });
+  health.addToServer(grpcServer);
+  new ReflectionService(
+    reflectionPackage([
+      file_k4s_v1_resource_service,
+      file_k4s_v1_messaging_service,
+      file_k4s_v1_worker_service,
+      file_k4s_v1_log_service,
+      file_k4s_v1_stats_service,
+      file_k4s_v1_info_service,
+      file_grpc_health_v1_health,
+    ]) as never,
+  ).addToServer(grpcServer);
+  return health;
+}
+
+/** The credentials of the gRPC port: TLS with the given certificate, or plaintext. */
+function serverCredentials(tls: ServerOptions["tls"]): grpc.ServerCredentials {
+  return tls
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }])
+    : grpc.ServerCredentials.createInsecure();
+}
+
+/** Opens the dashboard's port, serving the given Connect routes. */
+function startDashboard(
+  options: ServerOptions,
+  dashboard: NonNullable<ServerOptions["dashboard"]>,
+  dashboardHost: string,
+  routes: (router: ConnectRouter) => void,
+): Promise<DashboardServer> {
+  const { port: dashboardPort, assetsDir } = dashboard;
+  const dashboardAddress = `${dashboardHost.includes(":") ? `[${dashboardHost}]` : dashboardHost}:${dashboardPort}`;
+  return serveDashboard({
+    host: dashboardHost,
+    port: dashboardPort,
+    token: options.token,
+    tls: options.tls,
+    assetsDir,
+    routes,
+    readMaxBytes: MAX_MESSAGE_BYTES,
+  }).catch((err) => {
+    throw listenError(err, "serve the dashboard", dashboardAddress, "dashboardPort");
+  });
+}
+
+/** Lets running calls finish for up to 2 s, then cuts the rest. */
+function shutdownGrpcServer(grpcServer: grpc.Server): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      grpcServer.forceShutdown();
+      resolve();
+    }, 2000);
+    grpcServer.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Creates a k4s server; call start() to open its store and port. */
+export function createServer(options: ServerOptions = {}): K4sServer {
+  const host = options.host ?? "127.0.0.1";
+  const dashboardHost = options.dashboard?.host ?? "127.0.0.1";
+  refuseOpenPortsWithoutToken(options, host, dashboardHost);
   const onError = options.onError ?? ((message, err) => console.error(`k4s: ${message}`, err ?? ""));
   let store: Store | undefined;
   const current = (): Store => {
@@ -225,15 +305,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const stats = createStatsCollector({ source: plane.load });
   const statsService = options.stats === false ? statsOff() : createStatsService(stats);
   const shutdown = new AbortController();
-  const grpcServer = new grpc.Server({
-    "grpc.keepalive_time_ms": KEEPALIVE_TIME_MS,
-    "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
-    "grpc.keepalive_permit_without_calls": 1,
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_connection_idle_ms": options.idleConnectionTimeoutMs ?? DEFAULT_IDLE_CONNECTION_TIMEOUT_MS,
-    interceptors: options.token ? [createAuthInterceptor(options.token)] : [],
-  });
-  if (options.token) guardUnknownMethods(grpcServer);
+  const grpcServer = newGrpcServer(options);
   const adapter: AdapterOptions = {
     onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
     onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
@@ -257,30 +329,14 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     addConnectService(router, StatsService, statsService, adapter);
     addConnectService(router, InfoService, infoService, adapter);
   };
-  const health = new HealthImplementation({ "": "NOT_SERVING" });
-  health.addToServer(grpcServer);
-  new ReflectionService(
-    reflectionPackage([
-      file_k4s_v1_resource_service,
-      file_k4s_v1_messaging_service,
-      file_k4s_v1_worker_service,
-      file_k4s_v1_log_service,
-      file_k4s_v1_stats_service,
-      file_k4s_v1_info_service,
-      file_grpc_health_v1_health,
-    ]) as never,
-  ).addToServer(grpcServer);
+  const health = addHealthAndReflection(grpcServer);
   const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService, InfoService].map((s) => s.typeName);
 
   let port = 0;
   let listener: Listener | undefined;
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
   let dashboardServer: DashboardServer | undefined;
-  const credentials = options.tls
-    ? grpc.ServerCredentials.createSsl(null, [
-        { cert_chain: Buffer.from(options.tls.cert), private_key: Buffer.from(options.tls.key) },
-      ])
-    : grpc.ServerCredentials.createInsecure();
+  const credentials = serverCredentials(options.tls);
   return {
     get address() {
       return `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -319,21 +375,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
             throw listenError(err, "serve metrics", `${hostPart}:${metricsPort}`, "metricsPort");
           });
         }
-        if (options.dashboard) {
-          const { port: dashboardPort, assetsDir } = options.dashboard;
-          const dashboardAddress = `${dashboardHost.includes(":") ? `[${dashboardHost}]` : dashboardHost}:${dashboardPort}`;
-          dashboardServer = await serveDashboard({
-            host: dashboardHost,
-            port: dashboardPort,
-            token: options.token,
-            tls: options.tls,
-            assetsDir,
-            routes: dashboardRoutes,
-            readMaxBytes: MAX_MESSAGE_BYTES,
-          }).catch((err) => {
-            throw listenError(err, "serve the dashboard", dashboardAddress, "dashboardPort");
-          });
-        }
+        if (options.dashboard) dashboardServer = await startDashboard(options, options.dashboard, dashboardHost, dashboardRoutes);
         store = await openStore({
           url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
           historyLimit: options.historyLimit,
@@ -369,16 +411,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await dashboardServer?.close();
       stats.stop();
       await plane.stop();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          grpcServer.forceShutdown();
-          resolve();
-        }, 2000);
-        grpcServer.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await shutdownGrpcServer(grpcServer);
       await listener?.close();
       await logJournal.stop();
       await eventJournal.stop();
