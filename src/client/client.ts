@@ -5,7 +5,7 @@
  */
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient as createConnectClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
@@ -308,6 +308,70 @@ function connect(options: ClientOptions) {
   return { address, token, tls, sessionManager, transport };
 }
 
+/** Lists objects of one kind: one page when asked for (limit or continueToken), else every page. */
+async function listResources(resources: Client<typeof ResourceService>, kind: KindName, opts: ListOptions): Promise<ListOutcome> {
+  const req = { kind: parseKind(kind), nameGlob: opts.nameGlob ?? "", labels: opts.labels ?? {}, labelSelector: opts.labelSelector ?? "" };
+  const page = async (limit: number, continueToken: string): Promise<ListOutcome> => {
+    const res = await resources.list({ ...req, limit, continueToken });
+    return {
+      items: res.items.map((o) => unwrap(o)),
+      resourceVersion: res.resourceVersion,
+      ...(res.continueToken ? { continueToken: res.continueToken } : {}),
+      ...(res.remainingItemCount > 0n ? { remainingItemCount: Number(res.remainingItemCount) } : {}),
+    };
+  };
+  if (opts.limit !== undefined || opts.continueToken) return page(opts.limit ?? 0, opts.continueToken ?? "");
+  // Every page, as Kubernetes' pager does; a listing whose version was compacted away
+  // between pages starts over.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const first = await page(0, "");
+      const items = first.items;
+      for (let token = first.continueToken; token; ) {
+        const next = await page(0, token);
+        items.push(...next.items);
+        token = next.continueToken;
+      }
+      return { items, resourceVersion: first.resourceVersion };
+    } catch (err) {
+      if (ConnectError.from(err).code !== Code.OutOfRange || attempt >= 3) throw err;
+    }
+  }
+}
+
+/** Watches objects through the ResourceService; with opts.resume the stream re-opens from its last version after a connection loss. */
+function watchResources(resources: Client<typeof ResourceService>, address: string, opts: WatchOptions): WatchStream {
+  // The resume point: a version whose changes were all delivered and consumed (a response's,
+  // after its last event; never one of the initial listing's objects, which carry their own
+  // older versions). Empty until the listing is complete: a watch cut during it lists again.
+  let from = opts.resourceVersion ?? "";
+  const open = (established?: () => void) =>
+    (async function* (): AsyncGenerator<WatchEvent> {
+      const req = {
+        kind: opts.kind ? parseKind(opts.kind) : "",
+        nameGlob: opts.nameGlob ?? "",
+        labels: opts.labels ?? {},
+        labelSelector: opts.labelSelector ?? "",
+        resourceVersion: from,
+      };
+      for await (const res of resources.watch(req, { signal: opts.signal, onHeader: established })) {
+        for (const e of res.events) {
+          const object = unwrap(e.object);
+          yield { type: e.type as WatchEvent["type"], object, resourceVersion: object.metadata?.resourceVersion ?? "" };
+        }
+        // Reached once the consumer asks for more after the response's last event.
+        if (res.resourceVersion) from = res.resourceVersion;
+      }
+    })();
+  const events = opts.resume ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
+  return {
+    [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](),
+    get resourceVersion() {
+      return from;
+    },
+  };
+}
+
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions = {}): K4sClient {
   const { address, token, tls, sessionManager, transport } = connect(options);
@@ -348,35 +412,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return unwrap(res.object);
     },
 
-    async list(kind: KindName, opts: ListOptions = {}): Promise<ListOutcome> {
-      const req = { kind: kindName(kind), nameGlob: opts.nameGlob ?? "", labels: opts.labels ?? {}, labelSelector: opts.labelSelector ?? "" };
-      const page = async (limit: number, continueToken: string): Promise<ListOutcome> => {
-        const res = await resources.list({ ...req, limit, continueToken });
-        return {
-          items: res.items.map((o) => unwrap(o)),
-          resourceVersion: res.resourceVersion,
-          ...(res.continueToken ? { continueToken: res.continueToken } : {}),
-          ...(res.remainingItemCount > 0n ? { remainingItemCount: Number(res.remainingItemCount) } : {}),
-        };
-      };
-      if (opts.limit !== undefined || opts.continueToken) return page(opts.limit ?? 0, opts.continueToken ?? "");
-      // Every page, as Kubernetes' pager does; a listing whose version was compacted away
-      // between pages starts over.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          const first = await page(0, "");
-          const items = first.items;
-          for (let token = first.continueToken; token; ) {
-            const next = await page(0, token);
-            items.push(...next.items);
-            token = next.continueToken;
-          }
-          return { items, resourceVersion: first.resourceVersion };
-        } catch (err) {
-          if (ConnectError.from(err).code !== Code.OutOfRange || attempt >= 3) throw err;
-        }
-      }
-    },
+    list: (kind: KindName, opts: ListOptions = {}) => listResources(resources, kind, opts),
 
     async create<T extends AnyObject>(object: T) {
       const res = await resources.create({ object: wrap(object) });
@@ -402,37 +438,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       return unwrap(res.object ?? create(ObjectSchema));
     },
 
-    watch(opts: WatchOptions = {}): WatchStream {
-      // The resume point: a version whose changes were all delivered and consumed (a response's,
-      // after its last event; never one of the initial listing's objects, which carry their own
-      // older versions). Empty until the listing is complete: a watch cut during it lists again.
-      let from = opts.resourceVersion ?? "";
-      const open = (established?: () => void) =>
-        (async function* (): AsyncGenerator<WatchEvent> {
-          const req = {
-            kind: opts.kind ? kindName(opts.kind) : "",
-            nameGlob: opts.nameGlob ?? "",
-            labels: opts.labels ?? {},
-            labelSelector: opts.labelSelector ?? "",
-            resourceVersion: from,
-          };
-          for await (const res of resources.watch(req, { signal: opts.signal, onHeader: established })) {
-            for (const e of res.events) {
-              const object = unwrap(e.object);
-              yield { type: e.type as WatchEvent["type"], object, resourceVersion: object.metadata?.resourceVersion ?? "" };
-            }
-            // Reached once the consumer asks for more after the response's last event.
-            if (res.resourceVersion) from = res.resourceVersion;
-          }
-        })();
-      const events = opts.resume ? resumeStream(address, open, opts.signal, resumeOptions(opts.resume)) : quietOnAbort(open(), opts.signal);
-      return {
-        [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](),
-        get resourceVersion() {
-          return from;
-        },
-      };
-    },
+    watch: (opts: WatchOptions = {}) => watchResources(resources, address, opts),
 
     logs(container, opts = {}) {
       let afterSeq = opts.afterSeq ?? 0n;
