@@ -12,7 +12,7 @@ import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type O
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
-import type { ApplyOutcome, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, WatchOptions } from "./resource-store.js";
+import type { ApplyOptions, ApplyOutcome, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
 import { futureRevisionError, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
@@ -245,6 +245,274 @@ export interface ResourceStoreOptions {
   priority?: Priority;
 }
 
+/** What the layer's module-level steps work with: the store, and how to take turns on the event loop. */
+interface Layer {
+  store: Store;
+  pace: () => Promise<void>;
+}
+
+/** Reads and decodes one object; many reads at once (a storm of status writes) take turns. */
+async function readObject(ctx: Layer, kind: Kind, name: string) {
+  const { store, pace } = ctx;
+  const kv = await store.get(objectKey(kind, name));
+  if (!kv) return undefined;
+  await pace();
+  return { kv, obj: decode(kind, kv) };
+}
+
+/**
+ * The stored versions of an apply's objects: one read per object, or, for a kind with many
+ * objects in the apply, one paged range over the kind (ten thousand reads of etcd would be ten
+ * thousand round trips).
+ */
+async function readCurrent(ctx: Layer, inputs: readonly AnyObject[], keys: readonly string[]): Promise<(KeyValue | undefined)[]> {
+  const { store, pace } = ctx;
+  const byKind = new Map<Kind, number>();
+  for (const o of inputs) byKind.set(kindOf(o), (byKind.get(kindOf(o)) ?? 0) + 1);
+  const ranged = new Map<string, KeyValue>();
+  for (const [kind, n] of byKind) {
+    if (n < APPLY_RANGE_THRESHOLD) continue;
+    for (const kv of (await store.range(kindPrefix(kind))).kvs) ranged.set(kv.key, kv);
+  }
+  const current: (KeyValue | undefined)[] = [];
+  for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
+    const chunk = keys.slice(i, i + APPLY_READ_CONCURRENCY);
+    current.push(...(await Promise.all(chunk.map((k, j) => (byKind.get(kindOf(inputs[i + j]!))! >= APPLY_RANGE_THRESHOLD ? ranged.get(k) : store.get(k))))));
+    await pace();
+  }
+  return current;
+}
+
+/** Reads a page (or all) of one kind's objects, or of every kind's; see ResourceStore.list. */
+async function listPage(
+  ctx: Layer,
+  kind: Kind | undefined,
+  options: PageOptions = {},
+): Promise<ListResult<Kind> & { items: AnyObject[]; sizes: number[] }> {
+  const { store, pace } = ctx;
+  const token = options.continueToken && kind ? decodeToken(options.continueToken, kind) : undefined;
+  // Keys end in the name, so a glob's literal head narrows the range and a name that does not
+  // match is skipped before its value is decoded (a ReplicaSet's reconcile lists `<rs>-*`).
+  const glob = options.nameGlob;
+  const head = kind && glob ? glob.slice(0, glob.search(/[*?[{!\\+@(]|$/)) : "";
+  const prefix = kindPrefix(kind) + head;
+  const filtered = !!glob || Object.keys(options.labels ?? {}).length > 0 || options.labelSelector !== undefined;
+  const limit = options.limit && options.limit > 0 ? options.limit : 0;
+  const maxBytes = options.maxBytes ?? Infinity;
+  const items: AnyObject[] = [];
+  const sizes: number[] = [];
+  let bytes = 0;
+  let after = token?.key;
+  let revision = token?.rv;
+  for (;;) {
+    const want = limit > 0 ? limit - items.length : 0;
+    const chunk = limit > 0 ? (filtered ? Math.max(want, 256) : want) : Number.isFinite(maxBytes) ? 500 : 0;
+    let r;
+    try {
+      r = await store.range(prefix, { after, limit: chunk, revision });
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (token && err.code === Code.OutOfRange) {
+        throw new ConnectError(
+          `continue token expired: its listing was read at revision ${token.rv}, which is no longer kept (${err.rawMessage}); start a new list without continueToken`,
+          Code.OutOfRange,
+        );
+      }
+      throw err;
+    }
+    revision = r.revision;
+    const page = (next: string | undefined, remaining: number) => ({
+      items,
+      sizes,
+      revision: r.revision,
+      ...(next !== undefined ? { continueToken: encodeToken({ rv: r.revision, key: next }) } : {}),
+      ...(next !== undefined && !filtered ? { remainingItemCount: remaining } : {}),
+    });
+    for (let i = 0; i < r.kvs.length; i++) {
+      await pace();
+      const kv = r.kvs[i]!;
+      const k = kindOfKey(kv.key);
+      if (!k || (glob && !matchesGlob(nameOfKey(kv.key), glob))) {
+        after = kv.key;
+        continue;
+      }
+      const obj = decode(k, kv);
+      if (!matchesSelector(obj, options)) {
+        after = kv.key;
+        continue;
+      }
+      if (items.length > 0 && bytes + kv.value.byteLength > maxBytes) return page(after, r.kvs.length - i + r.remaining);
+      items.push(obj);
+      sizes.push(kv.value.byteLength);
+      bytes += kv.value.byteLength;
+      after = kv.key;
+      if (limit > 0 && items.length >= limit) {
+        const left = r.kvs.length - 1 - i + r.remaining;
+        return page(i < r.kvs.length - 1 || r.more ? after : undefined, left);
+      }
+    }
+    if (!r.more) return page(undefined, 0);
+  }
+}
+
+/** Replaces an object's spec and metadata (not its status); see ResourceStore.update. */
+async function updateObject<T extends AnyObject>(ctx: Layer, input: T): Promise<T> {
+  const { store } = ctx;
+  const kind = kindOf(input);
+  assertValid(input);
+  const name = input.metadata!.name;
+  const key = objectKey(kind, name);
+  const precondition = input.metadata!.resourceVersion;
+  for (let attempt = 0; ; attempt++) {
+    const cur = await readObject(ctx, kind, name);
+    if (!cur) throw notFound(kind, name);
+    if (precondition && precondition !== String(cur.kv.modRevision)) throw conflict(kind, name, precondition, cur.kv.modRevision);
+    const { next, changed } = merge(kind, cur.obj, input, true);
+    if (!changed) return cur.obj as T;
+    const r = await store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
+    if (r.succeeded) {
+      next.metadata!.resourceVersion = String(r.revision);
+      return next as T;
+    }
+    if (precondition) {
+      const now = await store.get(key);
+      throw conflict(kind, name, precondition, now?.modRevision);
+    }
+    if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
+  }
+}
+
+/** Deletes an object, or marks it for deletion while it drains; a ReplicaSet takes its Containers along. See ResourceStore.delete. */
+async function deleteObject(ctx: Layer, kind: Kind, name: string, options: { resourceVersion?: string } = {}): Promise<AnyObject> {
+  const { store, pace } = ctx;
+  const key = objectKey(kind, name);
+  const precondition = options.resourceVersion;
+  for (let attempt = 0; ; attempt++) {
+    const cur = await readObject(ctx, kind, name);
+    if (!cur) throw notFound(kind, name);
+    if (precondition && precondition !== String(cur.kv.modRevision)) throw conflict(kind, name, precondition, cur.kv.modRevision);
+    const compares: Compare[] = [{ key, modRevision: cur.kv.modRevision }];
+    const ops: Op[] = [];
+    let result = cur.obj;
+    if (mustDrain(cur.obj)) {
+      if (cur.obj.metadata!.deletionTimestamp) return cur.obj;
+      result = markForDeletion(cur.obj);
+      ops.push({ type: "put", key, value: encode(result) });
+    } else {
+      ops.push({ type: "delete", key });
+    }
+    if (kind === "ReplicaSet") {
+      const uid = cur.obj.metadata!.uid;
+      const containers = await store.range(kindPrefix("Container"));
+      for (const kv of containers.kvs) {
+        await pace();
+        const c = decode("Container", kv);
+        const owner = c.metadata!.ownerReference;
+        if (owner?.kind !== "ReplicaSet" || owner.uid !== uid) continue;
+        compares.push({ key: kv.key, modRevision: kv.modRevision });
+        if (!mustDrain(c)) ops.push({ type: "delete", key: kv.key });
+        else if (!c.metadata!.deletionTimestamp) ops.push({ type: "put", key: kv.key, value: encode(markForDeletion(c)) });
+      }
+    }
+    const r = await store.txn(compares, ops);
+    if (r.succeeded) {
+      if (result !== cur.obj) result.metadata!.resourceVersion = String(r.revision);
+      return result;
+    }
+    if (precondition) {
+      const now = await store.get(key);
+      if (now?.modRevision !== cur.kv.modRevision) throw conflict(kind, name, precondition, now?.modRevision);
+    }
+    if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
+  }
+}
+
+/** Creates or updates many objects in one transaction, all or none; see ResourceStore.apply. */
+async function applyObjects(ctx: Layer, objects: readonly AnyObject[], options: ApplyOptions = {}): Promise<ApplyOutcome[]> {
+  const { store, pace } = ctx;
+  if (objects.length > MAX_APPLY_OBJECTS) {
+    throw new ConnectError(
+      `apply of ${objects.length} objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`,
+      Code.InvalidArgument,
+    );
+  }
+  // Thousands of objects are checked, read and encoded a slice at a time, so heartbeats
+  const inputs: AnyObject[] = [];
+  const labels: string[] = [];
+  const errors: string[] = [];
+  const seen = new Map<string, number>();
+  for (const [i, o] of objects.entries()) {
+    await pace();
+    const obj = copy(o);
+    const kind = kindOf(obj);
+    const name = obj.metadata?.name ?? "";
+    const label = options.labels?.[i] ?? `object ${i + 1} (${kind}${name ? ` "${name}"` : ""})`;
+    inputs.push(obj);
+    labels.push(label);
+    const issues = validateObject(obj);
+    if (issues.length > 0) errors.push(`${label}: ${formatIssues(issues)}`);
+    const key = objectKey(kind, name);
+    const first = seen.get(key);
+    if (first !== undefined) errors.push(`${label}: duplicate of object ${first + 1}`);
+    else seen.set(key, i);
+  }
+  if (errors.length > 0) throw new ConnectError(errors.join("; "), Code.InvalidArgument);
+
+  const keys = inputs.map((o) => objectKey(kindOf(o), o.metadata!.name));
+  for (let attempt = 0; ; attempt++) {
+    const current = await readCurrent(ctx, inputs, keys);
+    const compares: Compare[] = [];
+    const writes: { order: number; op: Op }[] = [];
+    const outcomes: ApplyOutcome[] = [];
+    for (const [i, input] of inputs.entries()) {
+      await pace();
+      const kind = kindOf(input);
+      const key = keys[i]!;
+      const kv = current[i];
+      compares.push({ key, modRevision: kv?.modRevision ?? 0 });
+      if (!kv) {
+        const obj = stampNew(kind, input);
+        outcomes.push({ action: "created", object: obj });
+        writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(obj, labels[i]) } });
+        continue;
+      }
+      const { next, changed } = merge(kind, decode(kind, kv), input, input.metadata!.ownerReference !== undefined);
+      if (!changed) {
+        outcomes.push({ action: "unchanged", object: next });
+        continue;
+      }
+      outcomes.push({ action: "configured", object: next });
+      writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(next, labels[i]) } });
+    }
+    if (options.dryRun || writes.length === 0) return outcomes;
+    // Templates before their users, so a watcher reading the batch in order sees them first.
+    writes.sort((a, b) => a.order - b.order);
+    const r = await store.txn(
+      compares,
+      writes.map((w) => w.op),
+    );
+    if (r.succeeded) {
+      for (const o of outcomes) if (o.action !== "unchanged") o.object.metadata!.resourceVersion = String(r.revision);
+      return outcomes;
+    }
+    if (attempt >= MAX_RETRIES) throw new ConnectError("apply: the objects kept changing during the write; retry", Code.Aborted);
+  }
+}
+
+/** Removes a Container marked for deletion once its host reports it stopped; see ResourceStore.finalize. */
+async function finalizeContainer(store: Store, name: string): Promise<void> {
+  const key = objectKey("Container", name);
+  for (let attempt = 0; ; attempt++) {
+    const kv = await store.get(key);
+    if (!kv) return;
+    // Only a marked container goes: a finalize racing a re-created container must not remove it.
+    if (!decode("Container", kv).metadata!.deletionTimestamp) return;
+    const r = await store.txn([{ key, modRevision: kv.modRevision }], [{ type: "delete", key }]);
+    if (r.succeeded) return;
+    if (attempt >= MAX_RETRIES) throw gaveUp("Container", name);
+  }
+}
+
 /**
  * Creates the typed object layer over a key-value store. It keeps no state of its own beyond
  * the store, so several may share one store (the server has one per priority).
@@ -252,6 +520,7 @@ export interface ResourceStoreOptions {
 export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
   const priority = options.priority ?? "background";
   const pace = () => yieldToLoop(priority);
+  const layer: Layer = { store, pace };
   // Every watcher (each controller, the messaging plane, API watches) sees the same events; a
   // version of an object is decoded once and shared by all of them, read-only. The decodes hang
   // off the store's event objects, so they live exactly as long as some watcher still holds
@@ -273,102 +542,6 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
       decodedDelete.set(e, obj);
     }
     return obj;
-  };
-  /** Reads and decodes one object; many reads at once (a storm of status writes) take turns. */
-  const read = async (kind: Kind, name: string) => {
-    const kv = await store.get(objectKey(kind, name));
-    if (!kv) return undefined;
-    await pace();
-    return { kv, obj: decode(kind, kv) };
-  };
-
-  /**
-   * The stored versions of an apply's objects: one read per object, or, for a kind with many
-   * objects in the apply, one paged range over the kind (ten thousand reads of etcd would be ten
-   * thousand round trips).
-   */
-  const readCurrent = async (inputs: readonly AnyObject[], keys: readonly string[]): Promise<(KeyValue | undefined)[]> => {
-    const byKind = new Map<Kind, number>();
-    for (const o of inputs) byKind.set(kindOf(o), (byKind.get(kindOf(o)) ?? 0) + 1);
-    const ranged = new Map<string, KeyValue>();
-    for (const [kind, n] of byKind) {
-      if (n < APPLY_RANGE_THRESHOLD) continue;
-      for (const kv of (await store.range(kindPrefix(kind))).kvs) ranged.set(kv.key, kv);
-    }
-    const current: (KeyValue | undefined)[] = [];
-    for (let i = 0; i < keys.length; i += APPLY_READ_CONCURRENCY) {
-      const chunk = keys.slice(i, i + APPLY_READ_CONCURRENCY);
-      current.push(...(await Promise.all(chunk.map((k, j) => (byKind.get(kindOf(inputs[i + j]!))! >= APPLY_RANGE_THRESHOLD ? ranged.get(k) : store.get(k))))));
-      await pace();
-    }
-    return current;
-  };
-
-  /** Reads a page (or all) of one kind's objects, or of every kind's; see ResourceStore.list. */
-  const listPage = async (kind: Kind | undefined, options: PageOptions = {}): Promise<ListResult<Kind> & { items: AnyObject[]; sizes: number[] }> => {
-    const token = options.continueToken && kind ? decodeToken(options.continueToken, kind) : undefined;
-    // Keys end in the name, so a glob's literal head narrows the range and a name that does not
-    // match is skipped before its value is decoded (a ReplicaSet's reconcile lists `<rs>-*`).
-    const glob = options.nameGlob;
-    const head = kind && glob ? glob.slice(0, glob.search(/[*?[{!\\+@(]|$/)) : "";
-    const prefix = kindPrefix(kind) + head;
-    const filtered = !!glob || Object.keys(options.labels ?? {}).length > 0 || options.labelSelector !== undefined;
-    const limit = options.limit && options.limit > 0 ? options.limit : 0;
-    const maxBytes = options.maxBytes ?? Infinity;
-    const items: AnyObject[] = [];
-    const sizes: number[] = [];
-    let bytes = 0;
-    let after = token?.key;
-    let revision = token?.rv;
-    for (;;) {
-      const want = limit > 0 ? limit - items.length : 0;
-      const chunk = limit > 0 ? (filtered ? Math.max(want, 256) : want) : Number.isFinite(maxBytes) ? 500 : 0;
-      let r;
-      try {
-        r = await store.range(prefix, { after, limit: chunk, revision });
-      } catch (e) {
-        const err = ConnectError.from(e);
-        if (token && err.code === Code.OutOfRange) {
-          throw new ConnectError(
-            `continue token expired: its listing was read at revision ${token.rv}, which is no longer kept (${err.rawMessage}); start a new list without continueToken`,
-            Code.OutOfRange,
-          );
-        }
-        throw err;
-      }
-      revision = r.revision;
-      const page = (next: string | undefined, remaining: number) => ({
-        items,
-        sizes,
-        revision: r.revision,
-        ...(next !== undefined ? { continueToken: encodeToken({ rv: r.revision, key: next }) } : {}),
-        ...(next !== undefined && !filtered ? { remainingItemCount: remaining } : {}),
-      });
-      for (let i = 0; i < r.kvs.length; i++) {
-        await pace();
-        const kv = r.kvs[i]!;
-        const k = kindOfKey(kv.key);
-        if (!k || (glob && !matchesGlob(nameOfKey(kv.key), glob))) {
-          after = kv.key;
-          continue;
-        }
-        const obj = decode(k, kv);
-        if (!matchesSelector(obj, options)) {
-          after = kv.key;
-          continue;
-        }
-        if (items.length > 0 && bytes + kv.value.byteLength > maxBytes) return page(after, r.kvs.length - i + r.remaining);
-        items.push(obj);
-        sizes.push(kv.value.byteLength);
-        bytes += kv.value.byteLength;
-        after = kv.key;
-        if (limit > 0 && items.length >= limit) {
-          const left = r.kvs.length - 1 - i + r.remaining;
-          return page(i < r.kvs.length - 1 || r.more ? after : undefined, left);
-        }
-      }
-      if (!r.more) return page(undefined, 0);
-    }
   };
 
   /** Turns a revision's store events into the object events a filter selects, yielding between decodes. */
@@ -407,7 +580,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
     let from = options.fromRevision;
     if (from === undefined) {
-      const snap = await listPage(options.kind, filter);
+      const snap = await listPage(layer, options.kind, filter);
       from = snap.revision;
       const events = snap.items.map(
         (object, i): ObjectEvent => ({ type: "ADDED", object, previous: undefined, revision: Number(object.metadata!.resourceVersion), size: snap.sizes[i]! }),
@@ -428,11 +601,11 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     store,
 
     async get<K extends Kind>(kind: K, name: string) {
-      return (await read(kind, name))?.obj as ObjectOf<K> | undefined;
+      return (await readObject(layer, kind, name))?.obj as ObjectOf<K> | undefined;
     },
 
     async list<K extends Kind>(kind: K, options: PageOptions = {}) {
-      const { sizes: _, ...page } = await listPage(kind, options);
+      const { sizes: _, ...page } = await listPage(layer, kind, options);
       return page as ListResult<K>;
     },
 
@@ -450,36 +623,13 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
       return obj as T;
     },
 
-    async update<T extends AnyObject>(input: T): Promise<T> {
-      const kind = kindOf(input);
-      assertValid(input);
-      const name = input.metadata!.name;
-      const key = objectKey(kind, name);
-      const precondition = input.metadata!.resourceVersion;
-      for (let attempt = 0; ; attempt++) {
-        const cur = await read(kind, name);
-        if (!cur) throw notFound(kind, name);
-        if (precondition && precondition !== String(cur.kv.modRevision)) throw conflict(kind, name, precondition, cur.kv.modRevision);
-        const { next, changed } = merge(kind, cur.obj, input, true);
-        if (!changed) return cur.obj as T;
-        const r = await store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
-        if (r.succeeded) {
-          next.metadata!.resourceVersion = String(r.revision);
-          return next as T;
-        }
-        if (precondition) {
-          const now = await store.get(key);
-          throw conflict(kind, name, precondition, now?.modRevision);
-        }
-        if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
-      }
-    },
+    update: (input) => updateObject(layer, input),
 
     async updateStatus<K extends Kind>(kind: K, name: string, mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined) {
       const key = objectKey(kind, name);
       const statusSchema = STATUS.get(kind)!;
       for (let attempt = 0; ; attempt++) {
-        const cur = await read(kind, name);
+        const cur = await readObject(layer, kind, name);
         if (!cur) return undefined;
         const status = mutate(copy(cur.obj) as ObjectOf<K>);
         if (status === undefined || sameMessage(statusSchema, cur.obj.status, status)) return cur.obj as ObjectOf<K>;
@@ -494,131 +644,11 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
       }
     },
 
-    async delete(kind, name, options = {}) {
-      const key = objectKey(kind, name);
-      const precondition = options.resourceVersion;
-      for (let attempt = 0; ; attempt++) {
-        const cur = await read(kind, name);
-        if (!cur) throw notFound(kind, name);
-        if (precondition && precondition !== String(cur.kv.modRevision)) throw conflict(kind, name, precondition, cur.kv.modRevision);
-        const compares: Compare[] = [{ key, modRevision: cur.kv.modRevision }];
-        const ops: Op[] = [];
-        let result = cur.obj;
-        if (mustDrain(cur.obj)) {
-          if (cur.obj.metadata!.deletionTimestamp) return cur.obj;
-          result = markForDeletion(cur.obj);
-          ops.push({ type: "put", key, value: encode(result) });
-        } else {
-          ops.push({ type: "delete", key });
-        }
-        if (kind === "ReplicaSet") {
-          const uid = cur.obj.metadata!.uid;
-          const containers = await store.range(kindPrefix("Container"));
-          for (const kv of containers.kvs) {
-            await pace();
-            const c = decode("Container", kv);
-            const owner = c.metadata!.ownerReference;
-            if (owner?.kind !== "ReplicaSet" || owner.uid !== uid) continue;
-            compares.push({ key: kv.key, modRevision: kv.modRevision });
-            if (!mustDrain(c)) ops.push({ type: "delete", key: kv.key });
-            else if (!c.metadata!.deletionTimestamp) ops.push({ type: "put", key: kv.key, value: encode(markForDeletion(c)) });
-          }
-        }
-        const r = await store.txn(compares, ops);
-        if (r.succeeded) {
-          if (result !== cur.obj) result.metadata!.resourceVersion = String(r.revision);
-          return result;
-        }
-        if (precondition) {
-          const now = await store.get(key);
-          if (now?.modRevision !== cur.kv.modRevision) throw conflict(kind, name, precondition, now?.modRevision);
-        }
-        if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
-      }
-    },
+    delete: (kind, name, options) => deleteObject(layer, kind, name, options),
 
-    async finalize(name) {
-      const key = objectKey("Container", name);
-      for (let attempt = 0; ; attempt++) {
-        const kv = await store.get(key);
-        if (!kv) return;
-        // Only a marked container goes: a finalize racing a re-created container must not remove it.
-        if (!decode("Container", kv).metadata!.deletionTimestamp) return;
-        const r = await store.txn([{ key, modRevision: kv.modRevision }], [{ type: "delete", key }]);
-        if (r.succeeded) return;
-        if (attempt >= MAX_RETRIES) throw gaveUp("Container", name);
-      }
-    },
+    finalize: (name) => finalizeContainer(store, name),
 
-    async apply(objects, options = {}) {
-      if (objects.length > MAX_APPLY_OBJECTS) {
-        throw new ConnectError(
-          `apply of ${objects.length} objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`,
-          Code.InvalidArgument,
-        );
-      }
-      // Thousands of objects are checked, read and encoded a slice at a time, so heartbeats
-      const inputs: AnyObject[] = [];
-      const labels: string[] = [];
-      const errors: string[] = [];
-      const seen = new Map<string, number>();
-      for (const [i, o] of objects.entries()) {
-        await pace();
-        const obj = copy(o);
-        const kind = kindOf(obj);
-        const name = obj.metadata?.name ?? "";
-        const label = options.labels?.[i] ?? `object ${i + 1} (${kind}${name ? ` "${name}"` : ""})`;
-        inputs.push(obj);
-        labels.push(label);
-        const issues = validateObject(obj);
-        if (issues.length > 0) errors.push(`${label}: ${formatIssues(issues)}`);
-        const key = objectKey(kind, name);
-        const first = seen.get(key);
-        if (first !== undefined) errors.push(`${label}: duplicate of object ${first + 1}`);
-        else seen.set(key, i);
-      }
-      if (errors.length > 0) throw new ConnectError(errors.join("; "), Code.InvalidArgument);
-
-      const keys = inputs.map((o) => objectKey(kindOf(o), o.metadata!.name));
-      for (let attempt = 0; ; attempt++) {
-        const current = await readCurrent(inputs, keys);
-        const compares: Compare[] = [];
-        const writes: { order: number; op: Op }[] = [];
-        const outcomes: ApplyOutcome[] = [];
-        for (const [i, input] of inputs.entries()) {
-          await pace();
-          const kind = kindOf(input);
-          const key = keys[i]!;
-          const kv = current[i];
-          compares.push({ key, modRevision: kv?.modRevision ?? 0 });
-          if (!kv) {
-            const obj = stampNew(kind, input);
-            outcomes.push({ action: "created", object: obj });
-            writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(obj, labels[i]) } });
-            continue;
-          }
-          const { next, changed } = merge(kind, decode(kind, kv), input, input.metadata!.ownerReference !== undefined);
-          if (!changed) {
-            outcomes.push({ action: "unchanged", object: next });
-            continue;
-          }
-          outcomes.push({ action: "configured", object: next });
-          writes.push({ order: KINDS.indexOf(kind), op: { type: "put", key, value: encode(next, labels[i]) } });
-        }
-        if (options.dryRun || writes.length === 0) return outcomes;
-        // Templates before their users, so a watcher reading the batch in order sees them first.
-        writes.sort((a, b) => a.order - b.order);
-        const r = await store.txn(
-          compares,
-          writes.map((w) => w.op),
-        );
-        if (r.succeeded) {
-          for (const o of outcomes) if (o.action !== "unchanged") o.object.metadata!.resourceVersion = String(r.revision);
-          return outcomes;
-        }
-        if (attempt >= MAX_RETRIES) throw new ConnectError("apply: the objects kept changing during the write; retry", Code.Aborted);
-      }
-    },
+    apply: (objects, options) => applyObjects(layer, objects, options),
 
     watch,
 
