@@ -119,23 +119,185 @@ function toConnectError(err: unknown, what: string): ConnectError {
   return new ConnectError(`${what}: etcd unavailable: ${message}`, Code.Unavailable);
 }
 
+/** The etcd3 client k4s uses: large messages, no per-host circuit breaker, bounded retries. */
+function newEtcdClient(hosts: string[]): Etcd3 {
+  return new Etcd3({
+  hosts,
+  dialTimeout: 5000,
+  grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024, "grpc.max_send_message_length": 64 * 1024 * 1024 },
+  faultHandling: {
+    // No circuit breaker per endpoint: with etcd3's default, three failures in a row (etcd
+    // busy) refuse every call for 5 s, turning a slow moment into an outage.
+    host: () => noop,
+    // A failed call is retried (a write too: its compares make a second try that finds the
+    // first one applied fail as a conflict, which the object layer handles), within a bound
+    // on the calls in flight.
+    global: wrap(retry(handleWhen(isRecoverableError), { maxAttempts: 3, backoff: new ExponentialBackoff() }), bulkhead(MAX_IN_FLIGHT, Infinity)),
+  },
+});
+}
+
+/** What a watch needs from its store: the client, the store's open streams and how to close one. */
+interface EtcdWatcher {
+  client: Etcd3;
+  where: string;
+  call: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+  streams: Set<{ end(): void; cancel(): void }>;
+  isClosed: () => boolean;
+  closeStream: (stream: { end(): void; cancel(): void }) => void;
+}
+
+/** Watches etcd under prefix after fromRevision, yielding each revision's events whole, with back-pressure. */
+async function* watchEtcd(ctx: EtcdWatcher, prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<WatchBatch> {
+  const { client, where, call, streams, closeStream } = ctx;
+  const stream = await call("watch", () => client.watchClient.watch());
+  streams.add(stream);
+  // The duplex is a Node stream: pausing it stops reading, and HTTP/2 flow control tells etcd.
+  const flow = stream as unknown as { pause(): void; resume(): void };
+  const responses: IWatchResponse[] = [];
+  let buffered = 0;
+  let paused = false;
+  let failure: ConnectError | undefined;
+  let wake: (() => void) | undefined;
+  const size = (r: IWatchResponse) => r.events.reduce((n, e) => n + e.kv.key.length + e.kv.value.length + (e.prev_kv?.value.length ?? 0), 64);
+  stream.on("data", (r: IWatchResponse) => {
+    responses.push(r);
+    buffered += size(r);
+    if (buffered > WATCH_BUFFER_BYTES && !paused) {
+      // Back-pressure to etcd, which moves a slow watcher to catching up on its side.
+      paused = true;
+      flow.pause();
+    }
+    wake?.();
+  });
+  stream.on("error", (e: unknown) => {
+    failure ??= toConnectError(e, `${where}: watch`);
+    wake?.();
+  });
+  stream.on("end", () => {
+    failure ??= new ConnectError(`${where}: the watch stream ended`, Code.Unavailable);
+    wake?.();
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort);
+  const key = Buffer.from(prefix);
+  stream.write({
+    create_request: { key, range_end: prefixEnd(key), start_revision: fromRevision + 1, prev_kv: true, progress_notify: true, fragment: true },
+  });
+  let cursor = fromRevision;
+  let fragments: IWatchResponse["events"] = [];
+  try {
+    for (;;) {
+      if (signal.aborted || ctx.isClosed()) return;
+      const r = responses.shift();
+      if (!r) {
+        if (failure) throw failure;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        continue;
+      }
+      buffered -= size(r);
+      if (paused && buffered < WATCH_BUFFER_BYTES / 2) {
+        paused = false;
+        flow.resume();
+      }
+      if (r.canceled) {
+        if (Number(r.compact_revision) > 0) throw compactedError(fromRevision, Number(r.compact_revision));
+        throw new ConnectError(`${where}: etcd cancelled the watch: ${r.cancel_reason || "no reason given"}`, Code.Unavailable);
+      }
+      if (r.created) continue;
+      fragments.push(...r.events);
+      if (r.fragment) continue;
+      const events = fragments;
+      fragments = [];
+      if (events.length === 0) {
+        // A progress notification: every change up to the header's revision was sent.
+        const reached = Number(r.header.revision);
+        if (reached > cursor) {
+          cursor = reached;
+          yield { revision: reached, events: [] };
+        }
+        continue;
+      }
+      // One response may hold several revisions (a watcher catching up); yield each whole.
+      let batch: StoreEvent[] = [];
+      let rev = 0;
+      for (const e of events) {
+        const eventRev = Number(e.kv.mod_revision);
+        if (eventRev !== rev && batch.length > 0) {
+          cursor = rev;
+          yield { revision: rev, events: batch };
+          batch = [];
+        }
+        rev = eventRev;
+        const prevKv = e.prev_kv ? toKv(e.prev_kv) : undefined;
+        if (e.type === "Delete") {
+          batch.push({ type: "delete", kv: { key: e.kv.key.toString(), value: new Uint8Array(0), createRevision: 0, modRevision: rev, version: 0 }, prevKv });
+        } else {
+          batch.push({ type: "put", kv: toKv(e.kv), prevKv });
+        }
+      }
+      cursor = rev;
+      yield { revision: rev, events: batch };
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    closeStream(stream);
+  }
+}
+
+/**
+ * Starts kube-apiserver's compactor on etcd (see the file comment): every interval, one server
+ * records the head and compacts to historyLimit revisions before it. Returns its stop function.
+ */
+function startCompactor(client: Etcd3, options: EtcdStoreOptions, where: string, historyLimit: number, isClosed: () => boolean): () => void {
+  const intervalMs = Math.max(10, options.compactIntervalMs ?? 60_000);
+  let compactVersion = 0;
+  let recorded = 0;
+  const compactRound = async () => {
+    const key = Buffer.from(COMPACT_KEY);
+    const r = await client.kv.txn({
+      compare: [{ key, target: "Version", result: "Equal", version: compactVersion }],
+      success: [{ request_put: { key, value: Buffer.from(String(recorded)) } }],
+      failure: [{ request_range: { key } }],
+    });
+    const head = Number(r.header.revision);
+    if (!r.succeeded) {
+      // Another server compacted this round: follow its count.
+      compactVersion = Number(r.responses[0]?.response_range.kvs[0]?.version ?? 0);
+      recorded = head;
+      return;
+    }
+    compactVersion += 1;
+    const target = Math.max(recorded, head - historyLimit);
+    recorded = head;
+    if (target <= 0) return;
+    try {
+      await client.kv.compact({ revision: target });
+    } catch (err) {
+      // Compacted already (by an operator or etcd's own auto-compaction): nothing to do.
+      if (!/compacted/.test(String((err as Error).message))) throw err;
+    }
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = () => {
+    timer = setTimeout(() => {
+      compactRound()
+        .catch((err: unknown) => options.onError?.(`${where}: compaction failed`, err))
+        .finally(() => {
+          if (!isClosed()) schedule();
+        });
+    }, intervalMs);
+    timer.unref();
+  };
+  schedule();
+  return () => clearTimeout(timer);
+}
+
 /** Opens a store on an etcd cluster; the first call that cannot reach it fails with UNAVAILABLE. */
 export function openEtcdStore(options: EtcdStoreOptions): Store {
   const hosts = options.endpoints.map((e) => `http://${e}`);
-  const client = new Etcd3({
-    hosts,
-    dialTimeout: 5000,
-    grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024, "grpc.max_send_message_length": 64 * 1024 * 1024 },
-    faultHandling: {
-      // No circuit breaker per endpoint: with etcd3's default, three failures in a row (etcd
-      // busy) refuse every call for 5 s, turning a slow moment into an outage.
-      host: () => noop,
-      // A failed call is retried (a write too: its compares make a second try that finds the
-      // first one applied fail as a conflict, which the object layer handles), within a bound
-      // on the calls in flight.
-      global: wrap(retry(handleWhen(isRecoverableError), { maxAttempts: 3, backoff: new ExponentialBackoff() }), bulkhead(MAX_IN_FLIGHT, Infinity)),
-    },
-  });
+  const client = newEtcdClient(hosts);
   const where = `etcd ${options.endpoints.join(",")}`;
   const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
   let closed = false;
@@ -228,144 +390,11 @@ export function openEtcdStore(options: EtcdStoreOptions): Store {
     stream.cancel();
   };
 
-  async function* watch(prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<WatchBatch> {
-    const stream = await call("watch", () => client.watchClient.watch());
-    streams.add(stream);
-    // The duplex is a Node stream: pausing it stops reading, and HTTP/2 flow control tells etcd.
-    const flow = stream as unknown as { pause(): void; resume(): void };
-    const responses: IWatchResponse[] = [];
-    let buffered = 0;
-    let paused = false;
-    let failure: ConnectError | undefined;
-    let wake: (() => void) | undefined;
-    const size = (r: IWatchResponse) => r.events.reduce((n, e) => n + e.kv.key.length + e.kv.value.length + (e.prev_kv?.value.length ?? 0), 64);
-    stream.on("data", (r: IWatchResponse) => {
-      responses.push(r);
-      buffered += size(r);
-      if (buffered > WATCH_BUFFER_BYTES && !paused) {
-        // Back-pressure to etcd, which moves a slow watcher to catching up on its side.
-        paused = true;
-        flow.pause();
-      }
-      wake?.();
-    });
-    stream.on("error", (e: unknown) => {
-      failure ??= toConnectError(e, `${where}: watch`);
-      wake?.();
-    });
-    stream.on("end", () => {
-      failure ??= new ConnectError(`${where}: the watch stream ended`, Code.Unavailable);
-      wake?.();
-    });
-    const onAbort = () => wake?.();
-    signal.addEventListener("abort", onAbort);
-    const key = Buffer.from(prefix);
-    stream.write({
-      create_request: { key, range_end: prefixEnd(key), start_revision: fromRevision + 1, prev_kv: true, progress_notify: true, fragment: true },
-    });
-    let cursor = fromRevision;
-    let fragments: IWatchResponse["events"] = [];
-    try {
-      for (;;) {
-        if (signal.aborted || closed) return;
-        const r = responses.shift();
-        if (!r) {
-          if (failure) throw failure;
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-          continue;
-        }
-        buffered -= size(r);
-        if (paused && buffered < WATCH_BUFFER_BYTES / 2) {
-          paused = false;
-          flow.resume();
-        }
-        if (r.canceled) {
-          if (Number(r.compact_revision) > 0) throw compactedError(fromRevision, Number(r.compact_revision));
-          throw new ConnectError(`${where}: etcd cancelled the watch: ${r.cancel_reason || "no reason given"}`, Code.Unavailable);
-        }
-        if (r.created) continue;
-        fragments.push(...r.events);
-        if (r.fragment) continue;
-        const events = fragments;
-        fragments = [];
-        if (events.length === 0) {
-          // A progress notification: every change up to the header's revision was sent.
-          const reached = Number(r.header.revision);
-          if (reached > cursor) {
-            cursor = reached;
-            yield { revision: reached, events: [] };
-          }
-          continue;
-        }
-        // One response may hold several revisions (a watcher catching up); yield each whole.
-        let batch: StoreEvent[] = [];
-        let rev = 0;
-        for (const e of events) {
-          const eventRev = Number(e.kv.mod_revision);
-          if (eventRev !== rev && batch.length > 0) {
-            cursor = rev;
-            yield { revision: rev, events: batch };
-            batch = [];
-          }
-          rev = eventRev;
-          const prevKv = e.prev_kv ? toKv(e.prev_kv) : undefined;
-          if (e.type === "Delete") {
-            batch.push({ type: "delete", kv: { key: e.kv.key.toString(), value: new Uint8Array(0), createRevision: 0, modRevision: rev, version: 0 }, prevKv });
-          } else {
-            batch.push({ type: "put", kv: toKv(e.kv), prevKv });
-          }
-        }
-        cursor = rev;
-        yield { revision: rev, events: batch };
-      }
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      closeStream(stream);
-    }
-  }
+  const watcher: EtcdWatcher = { client, where, call, streams, isClosed: () => closed, closeStream };
+  const watch = (prefix: string, fromRevision: number, signal: AbortSignal) => watchEtcd(watcher, prefix, fromRevision, signal);
 
   // kube-apiserver's compactor (see the file comment).
-  const intervalMs = Math.max(10, options.compactIntervalMs ?? 60_000);
-  let compactVersion = 0;
-  let recorded = 0;
-  const compactRound = async () => {
-    const key = Buffer.from(COMPACT_KEY);
-    const r = await client.kv.txn({
-      compare: [{ key, target: "Version", result: "Equal", version: compactVersion }],
-      success: [{ request_put: { key, value: Buffer.from(String(recorded)) } }],
-      failure: [{ request_range: { key } }],
-    });
-    const head = Number(r.header.revision);
-    if (!r.succeeded) {
-      // Another server compacted this round: follow its count.
-      compactVersion = Number(r.responses[0]?.response_range.kvs[0]?.version ?? 0);
-      recorded = head;
-      return;
-    }
-    compactVersion += 1;
-    const target = Math.max(recorded, head - historyLimit);
-    recorded = head;
-    if (target <= 0) return;
-    try {
-      await client.kv.compact({ revision: target });
-    } catch (err) {
-      // Compacted already (by an operator or etcd's own auto-compaction): nothing to do.
-      if (!/compacted/.test(String((err as Error).message))) throw err;
-    }
-  };
-  let timer: NodeJS.Timeout | undefined;
-  const schedule = () => {
-    timer = setTimeout(() => {
-      compactRound()
-        .catch((err: unknown) => options.onError?.(`${where}: compaction failed`, err))
-        .finally(() => {
-          if (!closed) schedule();
-        });
-    }, intervalMs);
-    timer.unref();
-  };
-  schedule();
+  const stopCompactor = startCompactor(client, options, where, historyLimit, () => closed);
 
   return {
     revision: currentRevision,
@@ -395,7 +424,7 @@ export function openEtcdStore(options: EtcdStoreOptions): Store {
     async close() {
       if (closed) return;
       closed = true;
-      clearTimeout(timer);
+      stopCompactor();
       for (const s of [...streams]) closeStream(s);
       client.close();
     },
