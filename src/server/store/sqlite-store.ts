@@ -202,14 +202,10 @@ function openDatabase(path: string | undefined): Database.Database {
   }
 }
 
-/** Opens (creating when needed) a SQLite-backed store. */
-export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
-  const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
-  const historyBudget = Math.max(1, Math.floor(options.historyBytes ?? DEFAULT_HISTORY_BYTES));
-  const db = openDatabase(options.path);
-
+/** The store's prepared SQL statements. */
+function prepareStatements(db: Database.Database) {
   const rowBytes = "length(key) + COALESCE(length(value), 0) + COALESCE(length(prev_value), 0)";
-  const stmt = {
+  return {
     getMeta: db.prepare<[string], { value: number }>("SELECT value FROM meta WHERE name = ?"),
     setMeta: db.prepare<[number, string]>("UPDATE meta SET value = ? WHERE name = ?"),
     get: db.prepare<[string], KvRow>("SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key = ?"),
@@ -249,119 +245,212 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     ),
     sizes: db.prepare<[], RevisionSize>(`SELECT rev, SUM(${rowBytes}) AS bytes FROM history GROUP BY rev ORDER BY rev`),
   };
+}
 
-  let revision = stmt.getMeta.get("revision")!.value;
-  let compacted = stmt.getMeta.get("compact_revision")!.value;
-  let closed = false;
-  const watchers = new Set<Watcher>();
-  const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
-  const bufferBytes = Math.max(1, Math.floor(options.watchBufferBytes ?? 16 * 1024 * 1024));
+/** The store's prepared SQL statements. */
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** Applies one transaction at revision `rev` (inside a SQLite transaction); undefined when a guard failed. */
+function applyOne(stmt: Statements, compares: readonly Compare[], ops: readonly Op[], rev: number): { events: StoreEvent[]; bytes: number } | undefined {
+  // Rows read for the guards are the rows the writes replace: read each key once.
+  const read = new Map<string, KvRow | undefined>();
+  for (const c of compares) {
+    const row = stmt.get.get(c.key);
+    if ((row?.mod_rev ?? 0) !== c.modRevision) return undefined;
+    read.set(c.key, row);
+  }
+  const events: StoreEvent[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    const prev = read.has(op.key) ? read.get(op.key) : stmt.get.get(op.key);
+    const prevKv = prev ? toKv(prev) : undefined;
+    const idx = events.length;
+    bytes += op.key.length + (prev?.value.byteLength ?? 0);
+    if (op.type === "put") {
+      const value = Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength);
+      const createRev = prev?.create_rev ?? rev;
+      const version = (prev?.version ?? 0) + 1;
+      stmt.put.run(op.key, value, createRev, rev, version);
+      stmt.addHistory.run(rev, idx, op.key, PUT, value, createRev, version, prev?.value ?? null, prev?.create_rev ?? null, prev?.mod_rev ?? null, prev?.version ?? null);
+      bytes += value.byteLength;
+      events.push({ type: "put", kv: { key: op.key, value: op.value, createRevision: createRev, modRevision: rev, version }, prevKv });
+    } else {
+      if (!prev) continue;
+      stmt.del.run(op.key);
+      stmt.addHistory.run(rev, idx, op.key, DELETE, null, 0, 0, prev.value, prev.create_rev, prev.mod_rev, prev.version);
+      events.push({ type: "delete", kv: { key: op.key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0 }, prevKv });
+    }
+  }
+  return { events, bytes };
+}
+
+/**
+ * Reads the history batches in (after, upTo] under prefix, grouped per revision, stopping at a
+ * revision boundary once about HISTORY_PAGE_BYTES were read; returns them and the revision
+ * read up to.
+ */
+function readHistory(stmt: Statements, prefix: string, after: number, upTo: number): { batches: WatchBatch[]; reached: number } {
+  const batches: { revision: number; events: StoreEvent[] }[] = [];
+  let bytes = 0;
+  for (const row of stmt.history.iterate(after, upTo, prefix, prefixEnd(prefix))) {
+    const last = batches[batches.length - 1];
+    if (last && last.revision !== row.rev && bytes > HISTORY_PAGE_BYTES) {
+      return { batches, reached: last.revision };
+    }
+    bytes += (row.value?.byteLength ?? 0) + (row.prev_value?.byteLength ?? 0);
+    const e = historyToEvent(row);
+    if (last && last.revision === row.rev) last.events.push(e);
+    else batches.push({ revision: row.rev, events: [e] });
+  }
+  return { batches, reached: upTo };
+}
+
+/** Hands a committed revision's events to the live watchers under their prefixes; a watcher whose buffer overflows falls back to history. */
+function fanOut(watchers: Set<Watcher>, bufferLimit: number, bufferBytes: number, rev: number, events: StoreEvent[]): void {
+  for (const w of watchers) {
+    if (!w.synced || rev <= w.cursor) continue;
+    w.reached = rev;
+    const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
+    if (mine.length > 0) {
+      const bytes = eventBytes(mine);
+      if (w.queuedEvents + mine.length > bufferLimit || w.queuedBytes + bytes > bufferBytes) {
+        // Too slow to keep in memory: drop the buffer and let it catch up from history.
+        w.synced = false;
+        w.queue = [];
+        w.queuedEvents = 0;
+        w.queuedBytes = 0;
+      } else {
+        w.queue.push({ revision: rev, events: mine });
+        w.queuedEvents += mine.length;
+        w.queuedBytes += bytes;
+      }
+    }
+    w.wake?.();
+  }
+}
+
+/** What a watch reads of its store: the statements, the watcher set, and the current and compacted revisions. */
+interface WatchState {
+  stmt: Statements;
+  watchers: Set<Watcher>;
+  checkOpen: () => void;
+  revision: () => number;
+  compacted: () => number;
+}
+
+/** Watches the store under prefix after fromRevision: catches up from history, then follows the live writes. */
+async function* watchSqlite(ctx: WatchState, prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<WatchBatch> {
+  ctx.checkOpen();
+  if (fromRevision < ctx.compacted()) throw compactedError(fromRevision, ctx.compacted());
+  const w: Watcher = { prefix, cursor: fromRevision, synced: false, queue: [], queuedEvents: 0, queuedBytes: 0, reached: 0, wake: undefined };
+  ctx.watchers.add(w);
+  const onAbort = () => w.wake?.();
+  signal.addEventListener("abort", onAbort);
+  const resync = () => {
+    w.synced = true;
+    w.reached = ctx.revision();
+  };
+  try {
+    for (;;) {
+      if (signal.aborted) return;
+      ctx.checkOpen();
+      if (!w.synced) {
+        // Catch up from history one page at a time; reading the last page and switching to
+        // live mode happen in the same synchronous step, so no write falls in between.
+        if (w.cursor < ctx.compacted()) throw compactedError(w.cursor, ctx.compacted());
+        const upTo = Math.min(ctx.revision(), w.cursor + HISTORY_PAGE_REVISIONS);
+        if (upTo <= w.cursor) {
+          resync();
+          continue;
+        }
+        const { batches, reached } = readHistory(ctx.stmt, prefix, w.cursor, upTo);
+        if (reached === ctx.revision()) resync();
+        for (const b of batches) {
+          if (signal.aborted) return;
+          w.cursor = b.revision;
+          yield b;
+        }
+        // Everything under prefix up to `reached` is delivered: say so, then go on from there.
+        if (reached > w.cursor) {
+          w.cursor = reached;
+          yield { revision: reached, events: [] };
+        }
+        continue;
+      }
+      const next = w.queue.shift();
+      if (next) {
+        w.queuedEvents -= next.events.length;
+        w.queuedBytes -= eventBytes(next.events);
+        w.cursor = next.revision;
+        yield next;
+        continue;
+      }
+      if (w.reached > w.cursor) {
+        // Revisions with nothing under prefix: report the progress.
+        w.cursor = w.reached;
+        yield { revision: w.cursor, events: [] };
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        w.wake = resolve;
+      });
+      w.wake = undefined;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    ctx.watchers.delete(w);
+  }
+}
+
+/**
+ * The byte sizes of the kept history's revisions, which decide how far to compact so that at
+ * most historyLimit revisions and historyBudget bytes stay.
+ */
+function trackHistorySizes(initial: RevisionSize[], historyLimit: number, historyBudget: number) {
   // The bytes of every kept revision, oldest first (a queue with a moving head).
-  let sizes: RevisionSize[] = stmt.sizes.all();
+  let sizes = initial;
   let sizesHead = 0;
   let historyBytes = sizes.reduce((n, s) => n + s.bytes, 0);
-
-  const checkOpen = () => {
-    if (closed) throw new ConnectError("store is closed", Code.Unavailable);
-  };
-
-  /** Applies one transaction at revision `rev` (inside a SQLite transaction); undefined when a guard failed. */
-  const applyOne = (compares: readonly Compare[], ops: readonly Op[], rev: number): { events: StoreEvent[]; bytes: number } | undefined => {
-    // Rows read for the guards are the rows the writes replace: read each key once.
-    const read = new Map<string, KvRow | undefined>();
-    for (const c of compares) {
-      const row = stmt.get.get(c.key);
-      if ((row?.mod_rev ?? 0) !== c.modRevision) return undefined;
-      read.set(c.key, row);
-    }
-    const events: StoreEvent[] = [];
-    let bytes = 0;
-    for (const op of ops) {
-      const prev = read.has(op.key) ? read.get(op.key) : stmt.get.get(op.key);
-      const prevKv = prev ? toKv(prev) : undefined;
-      const idx = events.length;
-      bytes += op.key.length + (prev?.value.byteLength ?? 0);
-      if (op.type === "put") {
-        const value = Buffer.from(op.value.buffer, op.value.byteOffset, op.value.byteLength);
-        const createRev = prev?.create_rev ?? rev;
-        const version = (prev?.version ?? 0) + 1;
-        stmt.put.run(op.key, value, createRev, rev, version);
-        stmt.addHistory.run(rev, idx, op.key, PUT, value, createRev, version, prev?.value ?? null, prev?.create_rev ?? null, prev?.mod_rev ?? null, prev?.version ?? null);
-        bytes += value.byteLength;
-        events.push({ type: "put", kv: { key: op.key, value: op.value, createRevision: createRev, modRevision: rev, version }, prevKv });
-      } else {
-        if (!prev) continue;
-        stmt.del.run(op.key);
-        stmt.addHistory.run(rev, idx, op.key, DELETE, null, 0, 0, prev.value, prev.create_rev, prev.mod_rev, prev.version);
-        events.push({ type: "delete", kv: { key: op.key, value: EMPTY, createRevision: 0, modRevision: rev, version: 0 }, prevKv });
+  return {
+    /**
+     * The revision to compact up to so that at most historyLimit revisions and historyBudget
+     * bytes stay (the newest revision always stays), given the revisions about to be added.
+     */
+    target(compacted: number, head: number, added: readonly RevisionSize[]): number {
+      let target = Math.max(compacted, head - historyLimit);
+      let bytes = historyBytes + added.reduce((n, s) => n + s.bytes, 0);
+      const all = (i: number) => (i < sizes.length ? sizes[i] : added[i - sizes.length]);
+      for (let i = sizesHead; bytes > historyBudget && i < sizes.length + added.length; i++) {
+        const s = all(i)!;
+        if (s.rev >= head) break;
+        target = Math.max(target, s.rev);
+        bytes -= s.bytes;
       }
-    }
-    return { events, bytes };
-  };
+      return target;
+    },
 
-  /**
-   * The revision to compact up to so that at most historyLimit revisions and historyBudget
-   * bytes stay (the newest revision always stays), given the revisions about to be added.
-   */
-  const compactionTarget = (head: number, added: readonly RevisionSize[]): number => {
-    let target = Math.max(compacted, head - historyLimit);
-    let bytes = historyBytes + added.reduce((n, s) => n + s.bytes, 0);
-    const all = (i: number) => (i < sizes.length ? sizes[i] : added[i - sizes.length]);
-    for (let i = sizesHead; bytes > historyBudget && i < sizes.length + added.length; i++) {
-      const s = all(i)!;
-      if (s.rev >= head) break;
-      target = Math.max(target, s.rev);
-      bytes -= s.bytes;
-    }
-    return target;
-  };
-
-  /** Drops the sizes of compacted revisions and records the new ones, once a batch committed. */
-  const recordSizes = (added: readonly RevisionSize[], compactTo: number) => {
-    for (const s of added) {
-      sizes.push(s);
-      historyBytes += s.bytes;
-    }
-    while (sizesHead < sizes.length && sizes[sizesHead]!.rev <= compactTo) historyBytes -= sizes[sizesHead++]!.bytes;
-    if (sizesHead > 1024 && sizesHead * 2 > sizes.length) {
-      sizes = sizes.slice(sizesHead);
-      sizesHead = 0;
-    }
-  };
-
-  /**
-   * Commits a batch of transactions as one SQLite transaction (group commit: one fsync for all
-   * the writes queued in one turn of the event loop), each still with its own revision.
-   */
-  const commitBatch = db.transaction((batch: readonly PendingTxn[]) => {
-    let rev = revision;
-    const results: BatchResult[] = [];
-    const added: RevisionSize[] = [];
-    for (const t of batch) {
-      const r = applyOne(t.compares, t.ops, rev + 1);
-      if (r && r.events.length > 0) {
-        rev += 1;
-        added.push({ rev, bytes: r.bytes });
+    /** Drops the sizes of compacted revisions and records the new ones, once a batch committed. */
+    record(added: readonly RevisionSize[], compactTo: number): void {
+      for (const s of added) {
+        sizes.push(s);
+        historyBytes += s.bytes;
       }
-      results.push({ events: r?.events, revision: rev });
-    }
-    let compactTo = compacted;
-    if (rev !== revision) {
-      stmt.setMeta.run(rev, "revision");
-      compactTo = compactionTarget(rev, added);
-      if (compactTo > compacted) {
-        stmt.compact.run(compactTo);
-        stmt.setMeta.run(compactTo, "compact_revision");
+      while (sizesHead < sizes.length && sizes[sizesHead]!.rev <= compactTo) historyBytes -= sizes[sizesHead++]!.bytes;
+      if (sizesHead > 1024 && sizesHead * 2 > sizes.length) {
+        sizes = sizes.slice(sizesHead);
+        sizesHead = 0;
       }
-    }
-    return { results, added, compactTo };
-  });
+    },
+  };
+}
 
+/** Returns the function that schedules giving free pages back to the file system a step at a time, between other work. */
+function vacuumInSteps(db: Database.Database, isClosed: () => boolean): () => void {
   let vacuumScheduled = false;
   /** Gives free pages back to the file system a step at a time, between other work. */
   const vacuum = () => {
     vacuumScheduled = false;
-    if (closed) return;
+    if (isClosed()) return;
     const free = db.pragma("freelist_count", { simple: true }) as number;
     if (free <= VACUUM_THRESHOLD_PAGES) return;
     db.pragma(`incremental_vacuum(${VACUUM_STEP_PAGES})`);
@@ -373,6 +462,74 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     vacuumScheduled = true;
     setImmediate(vacuum);
   };
+  return scheduleVacuum;
+}
+
+/** Reads the keys under prefix at o.revision (the current one by default), a page of o.limit after o.after. */
+function rangeAt(stmt: Statements, revision: number, compacted: number, prefix: string, o: RangeOptions = {}): RangeResult {
+  const at = o.revision || revision;
+  if (at > revision) throw futureRevisionError(at, revision);
+  if (at < compacted) throw compactedError(at, compacted);
+  const limit = o.limit && o.limit > 0 ? o.limit : -1;
+  const params = { prefix, after: o.after ?? "", end: prefixEnd(prefix), limit: limit > 0 ? limit + 1 : -1 };
+  const rows = at === revision ? stmt.range.all(params) : stmt.rangeAt.all({ ...params, rev: at });
+  const more = limit > 0 && rows.length > limit;
+  if (more) rows.pop();
+  const kvs = rows.map(toKv);
+  const lastKey = kvs[kvs.length - 1]?.key;
+  const remaining = more && lastKey !== undefined ? stmt.count.get({ prefix, after: lastKey, end: prefixEnd(prefix) })!.n : 0;
+  return { kvs, revision: at, more, remaining };
+}
+
+/** Opens (creating when needed) a SQLite-backed store. */
+export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
+  const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
+  const historyBudget = Math.max(1, Math.floor(options.historyBytes ?? DEFAULT_HISTORY_BYTES));
+  const db = openDatabase(options.path);
+
+  const stmt = prepareStatements(db);
+
+  let revision = stmt.getMeta.get("revision")!.value;
+  let compacted = stmt.getMeta.get("compact_revision")!.value;
+  let closed = false;
+  const watchers = new Set<Watcher>();
+  const bufferLimit = Math.max(1, Math.floor(options.watchBufferLimit ?? 10_000));
+  const bufferBytes = Math.max(1, Math.floor(options.watchBufferBytes ?? 16 * 1024 * 1024));
+  const historySizes = trackHistorySizes(stmt.sizes.all(), historyLimit, historyBudget);
+
+  const checkOpen = () => {
+    if (closed) throw new ConnectError("store is closed", Code.Unavailable);
+  };
+
+  /**
+   * Commits a batch of transactions as one SQLite transaction (group commit: one fsync for all
+   * the writes queued in one turn of the event loop), each still with its own revision.
+   */
+  const commitBatch = db.transaction((batch: readonly PendingTxn[]) => {
+    let rev = revision;
+    const results: BatchResult[] = [];
+    const added: RevisionSize[] = [];
+    for (const t of batch) {
+      const r = applyOne(stmt, t.compares, t.ops, rev + 1);
+      if (r && r.events.length > 0) {
+        rev += 1;
+        added.push({ rev, bytes: r.bytes });
+      }
+      results.push({ events: r?.events, revision: rev });
+    }
+    let compactTo = compacted;
+    if (rev !== revision) {
+      stmt.setMeta.run(rev, "revision");
+      compactTo = historySizes.target(compacted, rev, added);
+      if (compactTo > compacted) {
+        stmt.compact.run(compactTo);
+        stmt.setMeta.run(compactTo, "compact_revision");
+      }
+    }
+    return { results, added, compactTo };
+  });
+
+  const scheduleVacuum = vacuumInSteps(db, () => closed);
 
   const queue: PendingTxn[] = [];
   let flushScheduled = false;
@@ -401,10 +558,10 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
       compacted = compactTo;
       scheduleVacuum();
     }
-    recordSizes(added, compacted);
+    historySizes.record(added, compacted);
     batch.forEach((t, i) => {
       const r = results[i]!;
-      if (r.events && r.events.length > 0) fanOut(r.revision, r.events);
+      if (r.events && r.events.length > 0) fanOut(watchers, bufferLimit, bufferBytes, r.revision, r.events);
       t.resolve({ succeeded: r.events !== undefined, revision: r.revision });
     });
   };
@@ -415,127 +572,14 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     setImmediate(flush);
   };
 
-  const fanOut = (rev: number, events: StoreEvent[]) => {
-    for (const w of watchers) {
-      if (!w.synced || rev <= w.cursor) continue;
-      w.reached = rev;
-      const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
-      if (mine.length > 0) {
-        const bytes = eventBytes(mine);
-        if (w.queuedEvents + mine.length > bufferLimit || w.queuedBytes + bytes > bufferBytes) {
-          // Too slow to keep in memory: drop the buffer and let it catch up from history.
-          w.synced = false;
-          w.queue = [];
-          w.queuedEvents = 0;
-          w.queuedBytes = 0;
-        } else {
-          w.queue.push({ revision: rev, events: mine });
-          w.queuedEvents += mine.length;
-          w.queuedBytes += bytes;
-        }
-      }
-      w.wake?.();
-    }
+  const watchState: WatchState = {
+    stmt,
+    watchers,
+    checkOpen,
+    revision: () => revision,
+    compacted: () => compacted,
   };
-
-  /**
-   * Reads the history batches in (after, upTo] under prefix, grouped per revision, stopping at a
-   * revision boundary once about HISTORY_PAGE_BYTES were read; returns them and the revision
-   * read up to.
-   */
-  const readHistory = (prefix: string, after: number, upTo: number): { batches: WatchBatch[]; reached: number } => {
-    const batches: { revision: number; events: StoreEvent[] }[] = [];
-    let bytes = 0;
-    for (const row of stmt.history.iterate(after, upTo, prefix, prefixEnd(prefix))) {
-      const last = batches[batches.length - 1];
-      if (last && last.revision !== row.rev && bytes > HISTORY_PAGE_BYTES) {
-        return { batches, reached: last.revision };
-      }
-      bytes += (row.value?.byteLength ?? 0) + (row.prev_value?.byteLength ?? 0);
-      const e = historyToEvent(row);
-      if (last && last.revision === row.rev) last.events.push(e);
-      else batches.push({ revision: row.rev, events: [e] });
-    }
-    return { batches, reached: upTo };
-  };
-
-  async function* watch(prefix: string, fromRevision: number, signal: AbortSignal): AsyncGenerator<WatchBatch> {
-    checkOpen();
-    if (fromRevision < compacted) throw compactedError(fromRevision, compacted);
-    const w: Watcher = { prefix, cursor: fromRevision, synced: false, queue: [], queuedEvents: 0, queuedBytes: 0, reached: 0, wake: undefined };
-    watchers.add(w);
-    const onAbort = () => w.wake?.();
-    signal.addEventListener("abort", onAbort);
-    const resync = () => {
-      w.synced = true;
-      w.reached = revision;
-    };
-    try {
-      for (;;) {
-        if (signal.aborted) return;
-        checkOpen();
-        if (!w.synced) {
-          // Catch up from history one page at a time; reading the last page and switching to
-          // live mode happen in the same synchronous step, so no write falls in between.
-          if (w.cursor < compacted) throw compactedError(w.cursor, compacted);
-          const upTo = Math.min(revision, w.cursor + HISTORY_PAGE_REVISIONS);
-          if (upTo <= w.cursor) {
-            resync();
-            continue;
-          }
-          const { batches, reached } = readHistory(prefix, w.cursor, upTo);
-          if (reached === revision) resync();
-          for (const b of batches) {
-            if (signal.aborted) return;
-            w.cursor = b.revision;
-            yield b;
-          }
-          // Everything under prefix up to `reached` is delivered: say so, then go on from there.
-          if (reached > w.cursor) {
-            w.cursor = reached;
-            yield { revision: reached, events: [] };
-          }
-          continue;
-        }
-        const next = w.queue.shift();
-        if (next) {
-          w.queuedEvents -= next.events.length;
-          w.queuedBytes -= eventBytes(next.events);
-          w.cursor = next.revision;
-          yield next;
-          continue;
-        }
-        if (w.reached > w.cursor) {
-          // Revisions with nothing under prefix: report the progress.
-          w.cursor = w.reached;
-          yield { revision: w.cursor, events: [] };
-          continue;
-        }
-        await new Promise<void>((resolve) => {
-          w.wake = resolve;
-        });
-        w.wake = undefined;
-      }
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      watchers.delete(w);
-    }
-  }
-
-  const range = (prefix: string, o: RangeOptions = {}): RangeResult => {
-    const at = o.revision || revision;
-    if (at > revision) throw futureRevisionError(at, revision);
-    if (at < compacted) throw compactedError(at, compacted);
-    const limit = o.limit && o.limit > 0 ? o.limit : -1;
-    const params = { prefix, after: o.after ?? "", end: prefixEnd(prefix), limit: limit > 0 ? limit + 1 : -1 };
-    const rows = at === revision ? stmt.range.all(params) : stmt.rangeAt.all({ ...params, rev: at });
-    const more = limit > 0 && rows.length > limit;
-    if (more) rows.pop();
-    const kvs = rows.map(toKv);
-    const lastKey = kvs[kvs.length - 1]?.key;
-    const remaining = more && lastKey !== undefined ? stmt.count.get({ prefix, after: lastKey, end: prefixEnd(prefix) })!.n : 0;
-    return { kvs, revision: at, more, remaining };
-  };
+  const watch = (prefix: string, fromRevision: number, signal: AbortSignal) => watchSqlite(watchState, prefix, fromRevision, signal);
 
   return {
     async revision() {
@@ -549,7 +593,7 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
     },
     async range(prefix, o) {
       checkOpen();
-      return range(prefix, o);
+      return rangeAt(stmt, revision, compacted, prefix, o);
     },
     async txn(compares, ops): Promise<TxnResult> {
       checkOpen();
