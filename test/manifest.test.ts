@@ -208,6 +208,11 @@ test("rejects bad names, and checks the semantic rules of each kind", () => {
   );
   rejects("kind: Container\nmetadata: {name: a}\nspec: {module: workers}\n", /spec\.function: required when module is set/);
   rejects("kind: Container\nmetadata: {name: a}\nspec: {restartPolicy: Sometimes}\n", /spec\.restartPolicy: must be one of Always, OnFailure, Never, got "Sometimes"/);
+  rejects("kind: Container\nmetadata: {name: a}\nspec: {delivery: persistent}\n", /spec\.delivery: must be one of memory, durable, got "persistent"/);
+  rejects(
+    "kind: ReplicaSet\nmetadata: {name: rs}\nspec: {replicas: 1, template: {spec: {module: m, function: f, delivery: Durable}}}\n",
+    /spec\.template\.spec\.delivery: must be one of memory, durable, got "Durable"/,
+  );
   rejects("kind: Container\nmetadata: {name: a}\nspec: {concurrency: 1001}\n", /spec\.concurrency: must be between 0 and 1000, got 1001/);
   rejects("kind: Container\nmetadata: {name: a}\nspec: {queueLimit: 1000001}\n", /spec\.queueLimit: must be between 0 and 1000000/);
   rejects("kind: Container\nmetadata: {name: a}\nspec: {terminationGraceSeconds: -1}\n", /spec\.terminationGraceSeconds: must be between 0 and 3600, got -1/);

@@ -16,6 +16,8 @@ export type { FieldIssue };
 
 /** Restart policies a Container accepts ("" means Always). */
 export const RESTART_POLICIES = ["Always", "OnFailure", "Never"] as const;
+/** The values of a container's spec.delivery ("" means memory). */
+export const DELIVERY_MODES = ["memory", "durable"] as const;
 
 /** Service strategies ("" means round-robin). */
 export const STRATEGIES = ["random", "round-robin", "least-in-flight"] as const;
@@ -89,6 +91,9 @@ export function validateContainerSpec(spec: ContainerSpec | undefined, path: str
   }
   if (spec.restartPolicy !== "" && !(RESTART_POLICIES as readonly string[]).includes(spec.restartPolicy)) {
     issues.push({ path: `${path}.restartPolicy`, reason: `must be one of ${RESTART_POLICIES.join(", ")}, got "${spec.restartPolicy}"` });
+  }
+  if (spec.delivery !== "" && !(DELIVERY_MODES as readonly string[]).includes(spec.delivery)) {
+    issues.push({ path: `${path}.delivery`, reason: `must be one of ${DELIVERY_MODES.join(", ")}, got "${spec.delivery}"` });
   }
   range(issues, `${path}.concurrency`, spec.concurrency, 0, 1000);
   range(issues, `${path}.queueLimit`, spec.queueLimit, 0, 1_000_000);

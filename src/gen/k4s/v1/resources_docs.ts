@@ -34,6 +34,7 @@ export const RESOURCE_DOCS: Readonly<Record<string, string>> = {
   "k4s.v1.ContainerSpec.concurrency": "Deliveries in flight at once (default 1: one message at a time, FIFO; at most 1000).",
   "k4s.v1.ContainerSpec.queue_limit": "Messages that may wait in the inbox beyond those in flight (default 1000); a send beyond\nit answers RESOURCE_EXHAUSTED.",
   "k4s.v1.ContainerSpec.termination_grace_seconds": "Seconds a stopping container gets to finish in-flight work (default 5; at most 3600).",
+  "k4s.v1.ContainerSpec.delivery": "memory | durable (default memory). memory: an accepted send waits in the server's memory\nand is delivered at least once while the server runs. durable: an accepted send is written\nto the server's store before the sender's answer and removed once the worker acknowledged\nit, so it is delivered (at least once) after a server crash too. Requests are never\njournaled: they stay at most once either way.",
   "k4s.v1.ContainerStatus": "ContainerStatus is the observed state of a Container, written only by the server.",
   "k4s.v1.ContainerStatus.phase": "Pending | Running | Succeeded | Failed | Terminating",
   "k4s.v1.ContainerStatus.ready": "Whether the container takes deliveries now: Running and served by a live session.",
