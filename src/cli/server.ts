@@ -30,6 +30,8 @@ interface ServerCommandOptions {
   dashboardPort?: number;
   allowCommand?: boolean;
   maxConnections?: number;
+  advertise?: string;
+  leaseTtl?: number;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -73,6 +75,8 @@ export function serverCommand(): Command {
     .option("--dashboard-host <host>", "interface of the web dashboard's HTTP port", "127.0.0.1")
     .option("--dashboard-port <n>", "port of the web dashboard (default: --port + 1; a free one with --port 0)", intOption(0, 65535))
     .option("--no-dashboard", "do not serve the web dashboard")
+    .option("--advertise <host:port>", "with --store etcd://: the address other servers and clients reach this one at (default: the listen address)")
+    .option("--lease-ttl <seconds>", "with --store etcd://: TTL of this server's lease, how long a dead leader keeps its place (default 3)", intOption(2, 60))
     .option("--allow-command", "let the local worker host spawn command containers (spec.command); off by default")
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
@@ -97,6 +101,9 @@ export function serverCommand(): Command {
         dataDir: opts.memory || opts.store ? undefined : opts.dataDir,
         heartbeatIntervalMs: opts.heartbeatMs,
         maxConnections: opts.maxConnections,
+        advertise: opts.advertise,
+        leaseTtlSeconds: opts.leaseTtl,
+        onLeadership: (leader) => console.log(`k4s server ${leader ? "is the leader: it runs the controllers" : "is standing by"}`),
         token,
         tls,
         metricsPort: opts.metricsPort,
@@ -123,7 +130,9 @@ export function serverCommand(): Command {
         token,
         tls: tls ? { ca: tls.cert, ...(g.tls?.servername ? { servername: g.tls.servername } : {}) } : undefined,
       });
-      const worker = opts.localWorker ? startLocalWorker(address, workerEnv, opts.allowCommand ? ["--allow-command"] : []) : undefined;
+      // Over etcd each server has a local host of its own: they need names of their own.
+      const localName = server.cluster ? `local-${server.port}` : "local";
+      const worker = opts.localWorker ? startLocalWorker(address, localName, workerEnv, opts.allowCommand ? ["--allow-command"] : []) : undefined;
 
       const why = await untilStopped();
       console.log(`k4s server: ${why}; shutting down`);
@@ -154,7 +163,7 @@ interface LocalWorker {
  * this process that nothing writes to: when this process ends, however it ends (SIGKILL too),
  * the pipe closes and the host stops, so no host outlives the server that started it.
  */
-function startLocalWorker(address: string, serverEnv: Record<string, string>, extraArgs: readonly string[]): LocalWorker {
+function startLocalWorker(address: string, name: string, serverEnv: Record<string, string>, extraArgs: readonly string[]): LocalWorker {
   let child: ChildProcess | undefined;
   let stopping = false;
   const restarts = createBackoff({ initialMs: RESTART_MIN_MS, maxMs: RESTART_MAX_MS });
@@ -162,7 +171,7 @@ function startLocalWorker(address: string, serverEnv: Record<string, string>, ex
 
   const launch = () => {
     const startedAt = Date.now();
-    const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", "local", "--until-stdin-closes", ...extraArgs], {
+    const c = spawn(process.execPath, [K4S_BIN, "worker", "--server", address, "--name", name, "--until-stdin-closes", ...extraArgs], {
       stdio: ["pipe", "inherit", "inherit"],
       // Token and certificate travel in the environment, not argv, so `ps` does not show them.
       env: { ...process.env, ...serverEnv },

@@ -5,6 +5,7 @@
  * Connect protocol.
  */
 import * as grpc from "@grpc/grpc-js";
+import { hostname } from "node:os";
 import { toBinary, type DescFile } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
@@ -36,6 +37,9 @@ import { createLogStore, type LogStore } from "./log-store.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openStore } from "./store/open-store.js";
+import { parseEtcdUrl } from "./store/etcd-store.js";
+import { createClusterMember, type ClusterMember } from "./cluster/cluster-member.js";
+import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
 import { createStatsService } from "./stats/stats-service.js";
@@ -100,6 +104,15 @@ export interface ServerOptions {
    * open a new one for their next call; worker sessions, watches and follows keep theirs busy.
    */
   idleConnectionTimeoutMs?: number;
+  /**
+   * With an etcd store, the address other servers and clients reach this server at: its name in
+   * the cluster (default: the bound host:port).
+   */
+  advertise?: string;
+  /** With an etcd store, the TTL of the server's lease (s, default 3): how long a dead leader keeps its place. */
+  leaseTtlSeconds?: number;
+  /** Called when this server becomes the leader (true) or stops being it (false); etcd stores only. */
+  onLeadership?: (leader: boolean) => void;
   /** Where the server reports problems it cannot answer to a caller (default stderr). */
   onError?: (message: string, err?: unknown) => void;
 }
@@ -117,6 +130,8 @@ export interface K4sServer {
   readonly metricsPort: number | undefined;
   /** The dashboard's address (http://host:port/) once started, when served. */
   readonly dashboardUrl: string | undefined;
+  /** This server's place in its cluster, with an etcd store once started. */
+  readonly cluster: ClusterMember | undefined;
   /**
    * Binds the port (and the metrics and dashboard ports), then opens the data dir and the store, then starts
    * the controllers. A failure rejects with a StartupError naming the address or path and the
@@ -158,6 +173,15 @@ function countWrites(current: () => Store, metrics: Metrics): Store {
     compactRevision: () => current().compactRevision(),
     close: () => current().close(),
   };
+}
+
+/** The etcd endpoints of a `--store etcd://...`, or undefined for any other store (a bad one fails at start). */
+function etcdEndpointsOf(store: string | undefined): string[] | undefined {
+  try {
+    return store ? parseEtcdUrl(store) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The StatsService of a server whose stats are off: every call says so. */
@@ -292,16 +316,25 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const eventJournal = createTailJournal({ store: kv, prefix: EVENT_PREFIX, ...protoChunks(EventSchema), seqOf: (e) => e.seq, onError });
   const events = createEventRecorder({ journal: eventJournal });
   const logs = createLogStore({ journal: logJournal });
-  const plane = createControlPlane({
-    resources,
-    credentials: createHostCredentials(kv),
-    events,
-    logs,
-    metrics,
-    onError,
-    heartbeatIntervalMs: options.heartbeatIntervalMs,
-    countLoad: options.stats ?? true,
-  });
+  const credentials = createHostCredentials(kv);
+  const makePlane = () =>
+    createControlPlane({
+      resources,
+      credentials,
+      events,
+      logs,
+      metrics,
+      onError,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      countLoad: options.stats ?? true,
+    });
+  // Over etcd, several servers may share the state: only the elected leader runs the controllers.
+  const etcdEndpoints = etcdEndpointsOf(options.store);
+  let cluster: ClusterMember | undefined;
+  const gated: LeaderGatedPlane | undefined = etcdEndpoints
+    ? createLeaderGatedPlane({ make: makePlane, standby: () => standbyError(cluster?.advertise ?? "", cluster?.knownLeader), onError })
+    : undefined;
+  const plane = gated ?? makePlane();
   const stats = createStatsCollector({ source: plane.load });
   const statsService = options.stats === false ? statsOff() : createStatsService(stats);
   const shutdown = new AbortController();
@@ -336,7 +369,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   let listener: Listener | undefined;
   let metricsServer: { port: number; close(): Promise<void> } | undefined;
   let dashboardServer: DashboardServer | undefined;
-  const credentials = serverCredentials(options.tls);
+  const tlsCredentials = serverCredentials(options.tls);
   return {
     get address() {
       return `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -354,12 +387,15 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     get dashboardUrl() {
       return dashboardServer?.url;
     },
+    get cluster() {
+      return cluster;
+    },
     async start() {
       // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
       const hostPart = host.includes(":") ? `[${host}]` : host;
       const wanted = `${hostPart}:${options.port ?? DEFAULT_PORT}`;
       try {
-        listener = await listen(grpcServer, credentials, {
+        listener = await listen(grpcServer, tlsCredentials, {
           host: host.replace(/^\[(.*)\]$/, "$1"),
           port: options.port ?? DEFAULT_PORT,
           maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
@@ -396,6 +432,19 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await events.restore();
       await logs.restore();
       await plane.start();
+      if (gated && etcdEndpoints) {
+        cluster = createClusterMember({
+          endpoints: etcdEndpoints,
+          advertise: options.advertise ?? `${host === "0.0.0.0" || host === "::" ? hostname() : hostPart}:${port}`,
+          leaseTtlSeconds: options.leaseTtlSeconds,
+          onLeadership(leader) {
+            void (leader ? gated.lead() : gated.follow());
+            options.onLeadership?.(leader);
+          },
+          onError,
+        });
+        await cluster.start();
+      }
       logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
       logJournal.start();
       eventJournal.start();
@@ -410,6 +459,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await metricsServer?.close();
       await dashboardServer?.close();
       stats.stop();
+      await cluster?.stop();
       await plane.stop();
       await shutdownGrpcServer(grpcServer);
       await listener?.close();

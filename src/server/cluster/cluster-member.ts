@@ -1,0 +1,238 @@
+/**
+ * A server's membership in a k4s cluster over etcd: its record under a lease of its own, its
+ * campaign in the leader election (etcd3's Election: the candidate whose key was created first
+ * leads; the others wait for its key to go), and the sessions it holds, kept under the same
+ * lease so that they vanish with the server.
+ *
+ * Leadership is given up before the lease can have expired: when no keep-alive of the member's
+ * lease succeeded for LEASE_SAFETY of its TTL, the member steps down (its controllers stop) and
+ * campaigns again once etcd answers. A SIGKILLed leader's keys go when etcd expires its lease,
+ * at most one TTL after its last keep-alive; then the next candidate is elected.
+ */
+import { Etcd3, type Campaign, type Election, type ElectionObserver, type Lease } from "etcd3";
+import { createBackoff } from "../../api/backoff.js";
+
+/** Key prefix of everything the cluster keeps in etcd (outside the objects' "/k4s/"). */
+export const CLUSTER_PREFIX = "/k4s-cluster/";
+/** Where each server's record lives: CLUSTER_PREFIX + SERVERS + advertise address. */
+const SERVERS = "servers/";
+/** Where each server's sessions live: CLUSTER_PREFIX + SESSIONS + advertise + "/" + kind + "/" + name. */
+const SESSIONS = "sessions/";
+/** The election's name. */
+const ELECTION = "leader";
+/** Share of the lease's TTL after which a member without a renewed lease stops leading. */
+const LEASE_SAFETY = 0.75;
+
+/** ClusterMemberOptions say where etcd is and who this server is. */
+export interface ClusterMemberOptions {
+  /** host:port of every etcd member. */
+  endpoints: readonly string[];
+  /** The address other servers and clients reach this server at (its name in the cluster). */
+  advertise: string;
+  /** Lease time to live (s, at least 2; default 3): how long a dead leader keeps its place. */
+  leaseTtlSeconds?: number;
+  /** Called with true when this server becomes the leader and false when it stops being it. */
+  onLeadership(leader: boolean): void;
+  onError(message: string, err?: unknown): void;
+}
+
+/** SessionEntry is a session a server holds: a worker host's or an attached process's. */
+export interface SessionEntry {
+  kind: "host" | "attached";
+  /** The host's name, or the attached container's name. */
+  name: string;
+  /** The session's id on its server. */
+  sessionId: string;
+}
+
+/** ServerEntry is one live server of the cluster as etcd knows it. */
+export interface ServerEntry {
+  advertise: string;
+  /** When the server joined (ms since the epoch). */
+  startedAtMs: number;
+  leader: boolean;
+  sessions: SessionEntry[];
+}
+
+/** ClusterMember is this server's place in the cluster. */
+export interface ClusterMember {
+  readonly advertise: string;
+  readonly leaseTtlSeconds: number;
+  /** Whether this server leads now. */
+  readonly isLeader: boolean;
+  /** Joins: writes the record, then campaigns. Resolves once the record is written. */
+  start(): Promise<void>;
+  /** The leader's advertise address, if there is a leader. */
+  leader(): Promise<string | undefined>;
+  /** The leader's advertise address as last seen (kept current by watching the election). */
+  readonly knownLeader: string | undefined;
+  /** Every live server, with the sessions each holds. */
+  servers(): Promise<ServerEntry[]>;
+  /** Records that this server holds a session (kept until sessionEnded or the server goes). */
+  sessionStarted(entry: SessionEntry): void;
+  /** Forgets a session recorded with sessionStarted. */
+  sessionEnded(entry: SessionEntry): void;
+  /** Resigns leadership, removes the record and its sessions, and closes the client. */
+  stop(): Promise<void>;
+}
+
+/** Creates this server's cluster membership (nothing happens until start()). */
+export function createClusterMember(options: ClusterMemberOptions): ClusterMember {
+  const ttl = Math.max(2, Math.round(options.leaseTtlSeconds ?? 3));
+  const { advertise, onError } = options;
+  const client = new Etcd3({ hosts: [...options.endpoints], dialTimeout: 5000 });
+  const ns = client.namespace(CLUSTER_PREFIX);
+  const election: Election = ns.election(ELECTION, ttl);
+  const sessions = new Map<string, SessionEntry>();
+  const sessionKey = (e: SessionEntry) => `${SESSIONS}${advertise}/${e.kind}/${e.name}`;
+  const startedAtMs = Date.now();
+  let lease: Lease | undefined;
+  let renewedAt = 0;
+  let campaign: Campaign | undefined;
+  let leading = false;
+  let stopped = false;
+  let watchdog: NodeJS.Timeout | undefined;
+  let observer: ElectionObserver | undefined;
+  const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
+
+  const setLeading = (value: boolean) => {
+    if (leading === value) return;
+    leading = value;
+    options.onLeadership(value);
+  };
+
+  /** Grants a new lease and writes the record and every held session under it. */
+  async function join(): Promise<void> {
+    const next = ns.lease(ttl, { autoKeepAlive: true });
+    next.on("keepaliveSucceeded", () => (renewedAt = Date.now()));
+    next.on("lost", (err) => {
+      if (lease !== next || stopped) return;
+      onError(`cluster: the lease of server ${advertise} was lost; joining again`, err);
+      rejoin();
+    });
+    await next.grant();
+    renewedAt = Date.now();
+    lease = next;
+    await next.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
+    for (const e of sessions.values()) await next.put(sessionKey(e)).value(JSON.stringify(e)).exec();
+  }
+
+  function rejoin(): void {
+    stepDown();
+    const old = lease;
+    lease = undefined;
+    old?.release();
+    const attempt = () => {
+      if (stopped) return;
+      join().then(
+        () => {
+          retries.reset();
+          campaignOnce();
+        },
+        (err: unknown) => {
+          onError(`cluster: server ${advertise} cannot join through etcd; retrying`, err);
+          setTimeout(attempt, retries.next()).unref();
+        },
+      );
+    };
+    attempt();
+  }
+
+  function campaignOnce(): void {
+    if (stopped || campaign) return;
+    const c = election.campaign(advertise);
+    campaign = c;
+    c.on("elected", () => {
+      if (campaign === c && !stopped) setLeading(true);
+    });
+    c.on("error", (err) => {
+      if (campaign !== c || stopped) return;
+      onError(`cluster: the campaign of server ${advertise} failed; campaigning again`, err);
+      stepDown();
+      setTimeout(campaignOnce, retries.next()).unref();
+    });
+  }
+
+  /** Stops leading now and gives the place up (its key goes with the campaign's lease). */
+  function stepDown(): void {
+    const c = campaign;
+    campaign = undefined;
+    setLeading(false);
+    c?.resign().catch(() => {});
+  }
+
+  /** Steps down once the lease may be about to expire unrenewed, and campaigns again once renewed. */
+  function checkLease(): void {
+    if (stopped || !lease) return;
+    const silentMs = Date.now() - renewedAt;
+    if (silentMs > LEASE_SAFETY * ttl * 1000) {
+      if (campaign) {
+        onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it stops leading`);
+        stepDown();
+      }
+    } else if (!campaign) {
+      campaignOnce();
+    }
+  }
+
+  const put = (key: string, value: string) => lease?.put(key).value(value).exec().catch((err: unknown) => onError(`cluster: recording ${key} failed`, err));
+
+  return {
+    advertise,
+    leaseTtlSeconds: ttl,
+    get isLeader() {
+      return leading;
+    },
+    async start() {
+      await join();
+      campaignOnce();
+      watchdog = setInterval(checkLease, 250);
+      watchdog.unref();
+      observer = await election.observe();
+      observer.on("error", (err) => onError("cluster: watching the election failed", err));
+    },
+    get knownLeader() {
+      return observer?.leader();
+    },
+    leader: () => election.leader(),
+    async servers() {
+      const [records, held, leader] = await Promise.all([
+        ns.getAll().prefix(SERVERS).strings(),
+        ns.getAll().prefix(SESSIONS).strings(),
+        election.leader(),
+      ]);
+      const byServer = new Map<string, ServerEntry>();
+      for (const value of Object.values(records)) {
+        const r = JSON.parse(value) as { advertise: string; startedAtMs: number };
+        byServer.set(r.advertise, { advertise: r.advertise, startedAtMs: r.startedAtMs, leader: r.advertise === leader, sessions: [] });
+      }
+      for (const [key, value] of Object.entries(held)) {
+        const server = key.slice(SESSIONS.length).split("/")[0]!;
+        byServer.get(server)?.sessions.push(JSON.parse(value) as SessionEntry);
+      }
+      return [...byServer.values()].sort((a, b) => a.advertise.localeCompare(b.advertise));
+    },
+    sessionStarted(entry) {
+      sessions.set(sessionKey(entry), entry);
+      void put(sessionKey(entry), JSON.stringify(entry));
+    },
+    sessionEnded(entry) {
+      const key = sessionKey(entry);
+      if (sessions.get(key)?.sessionId !== entry.sessionId) return;
+      sessions.delete(key);
+      ns.delete().key(key).exec().catch((err: unknown) => onError(`cluster: forgetting ${key} failed`, err));
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(watchdog);
+      await observer?.cancel().catch(() => {});
+      const c = campaign;
+      campaign = undefined;
+      setLeading(false);
+      // Resigning and revoking at once lets the next leader take over without waiting a TTL.
+      await Promise.allSettled([c?.resign(), lease?.revoke()]);
+      client.close();
+    },
+  };
+}

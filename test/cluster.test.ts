@@ -1,0 +1,101 @@
+/**
+ * Several `k4s server --store etcd://...` processes over one real etcd: one is elected leader
+ * through an etcd lease and runs the controllers; when it is SIGKILLed, another takes over
+ * within the lease time, runs a scale issued after the kill to its end, and no write any server
+ * acknowledged is lost.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createClient, type K4sClient } from "../src/client/index.js";
+import { startEtcd } from "./etcd.js";
+import { eventually, spawnK4s, type Proc } from "./helpers.js";
+
+/** Lease TTL the servers of these tests run with (s). */
+const LEASE_TTL = 2;
+
+interface ClusterServer {
+  proc: Proc;
+  address: string;
+  client: K4sClient;
+}
+
+/** Starts `k4s server --store URL` on a free port with its local worker host; resolves once it listens. */
+async function clusterServer(store: string): Promise<ClusterServer> {
+  const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--store", store, "--lease-ttl", String(LEASE_TTL)]);
+  await proc.waitFor(/listening on \S+/, 30_000);
+  const address = /listening on (\S+)/.exec(proc.stdout())![1]!;
+  return { proc, address, client: createClient({ address, reconnect: false }) };
+}
+
+const isLeader = (s: ClusterServer) => /is the leader/.test(s.proc.stdout());
+
+const RS = `kind: ReplicaSet
+metadata: {name: ha-rs}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: ha}}
+    spec: {module: workers, function: echo_worker}
+`;
+
+test("cluster: SIGKILL the leader; another server runs the controllers within the lease time, a scale issued after the kill completes, no acknowledged write is lost", async () => {
+  const etcd = await startEtcd();
+  const servers: ClusterServer[] = [];
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    assert.equal(servers.filter(isLeader).length, 1, "exactly one leader");
+    const [b, c] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    // A standby serves the resource API; its status comes from the leader's controllers.
+    await b.client.apply(RS);
+    await eventually(async () => (await b.client.get("ReplicaSet", "ha-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
+    // A standby refuses messages and worker sessions, naming the leader.
+    await assert.rejects(c.client.request("ha-rs-nothing", "x", { timeoutMs: 2000 }), new RegExp(`standing by \\(the leader is ${leader.address.replace(/[.]/g, "\\.")}\\)`));
+
+    // Writes acknowledged through every server while the leader dies.
+    const acked: string[] = [];
+    let writing = true;
+    const writer = async (s: ClusterServer, tag: string) => {
+      for (let i = 0; writing; i++) {
+        const name = `w-${tag}-${i}`;
+        try {
+          await s.client.apply(`kind: Service\nmetadata: {name: ${name}}\nspec: {matchLabels: {app: ha}}\n`);
+          acked.push(name);
+        } catch {
+          if (s === leader) return;
+        }
+      }
+    };
+    const writers = [writer(leader, "a"), writer(b, "b"), writer(c, "c")];
+    await eventually(() => acked.length >= 20, 30_000, "writes under way");
+    const killedAt = Date.now();
+    await leader.proc.kill("SIGKILL");
+    await b.client.scale("ha-rs", 4);
+    const next = (await eventually(() => [b, c].find(isLeader), 30_000, "a new leader"))!;
+    const takeoverMs = Date.now() - killedAt;
+    await eventually(
+      async () => {
+        const rs = await c.client.get("ReplicaSet", "ha-rs");
+        return rs.status?.replicas === 4 && rs.status.readyReplicas === 4;
+      },
+      90_000,
+      "the scale to 4 ready replicas",
+    );
+    const scaledMs = Date.now() - killedAt;
+    writing = false;
+    await Promise.all(writers);
+    const stored = new Set((await next.client.list("Service")).items.map((s) => s.metadata!.name));
+    const lost = acked.filter((n) => !stored.has(n));
+    assert.deepEqual(lost, [], "every acknowledged write is stored");
+    console.log(
+      `# leader SIGKILLed: new leader ${next.address} elected after ${takeoverMs} ms (lease TTL ${LEASE_TTL} s); ` +
+        `scale to 4 ready after ${scaledMs} ms; ${acked.length} acknowledged writes, 0 lost`,
+    );
+  } finally {
+    for (const s of servers) {
+      await s.client.close();
+      await s.proc.kill("SIGKILL");
+    }
+    await etcd.stop();
+  }
+});
