@@ -66,19 +66,6 @@ const MAX_IN_FLIGHT = 128;
 /** Bytes of watch responses buffered for a slow consumer before the stream is paused. */
 const WATCH_BUFFER_BYTES = 16 * 1024 * 1024;
 
-/** Parses `etcd://h:p[,h:p...]` into endpoints, or undefined when the text is not such a URL. */
-export function parseEtcdUrl(url: string): string[] | undefined {
-  const m = /^etcd:\/\/(.+)$/.exec(url.trim());
-  if (!m) return undefined;
-  const endpoints = m[1]!.split(",").map((e) => e.trim().replace(/\/+$/, ""));
-  for (const e of endpoints) {
-    if (!/^[^\s/:]+:\d{1,5}$/.test(e) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(e)) {
-      throw new ConnectError(`etcd endpoint "${e}" in "${url}" is not HOST:PORT`, Code.InvalidArgument);
-    }
-  }
-  return endpoints;
-}
-
 /** The first key after every key starting with prefix, as etcd's clientv3.GetPrefixRangeEnd. */
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);

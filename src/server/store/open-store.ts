@@ -5,10 +5,9 @@
  * StartupError naming it; nothing is left behind.
  */
 import { join } from "node:path";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { prepareDataDir, removeCreatedDirs } from "../data-dir.js";
 import { reasonOf, StartupError } from "../startup-error.js";
-import { openEtcdStore, parseEtcdUrl } from "./etcd-store.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 
@@ -29,6 +28,19 @@ export interface StoreSpec {
 /** The SQLite database file inside a data directory. */
 export const SQLITE_FILE = "k4s.db";
 
+/** Parses `etcd://h:p[,h:p...]` into endpoints, or undefined when the text is not such a URL. */
+export function parseEtcdUrl(url: string): string[] | undefined {
+  const m = /^etcd:\/\/(.+)$/.exec(url.trim());
+  if (!m) return undefined;
+  const endpoints = m[1]!.split(",").map((e) => e.trim().replace(/\/+$/, ""));
+  for (const e of endpoints) {
+    if (!/^[^\s/:]+:\d{1,5}$/.test(e) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(e)) {
+      throw new ConnectError(`etcd endpoint "${e}" in "${url}" is not HOST:PORT`, Code.InvalidArgument);
+    }
+  }
+  return endpoints;
+}
+
 /** Opens the store a spec names, and for etcd checks that it answers. */
 export async function openStore(spec: StoreSpec): Promise<Store> {
   const { url } = spec;
@@ -41,6 +53,9 @@ export async function openStore(spec: StoreSpec): Promise<Store> {
     throw new StartupError(`store ${url}: ${(err as Error).message.replace(/^\[\w+\] /, "")}`, "store");
   }
   if (endpoints) {
+    // Loaded only here: the etcd client and its gRPC stack take ~0.3-1.3 s to import, a cost
+    // every `k4s server` on SQLite (the default) would otherwise pay at start-up.
+    const { openEtcdStore } = await import("./etcd-store.js");
     const store = openEtcdStore({ endpoints, historyLimit: spec.historyLimit, compactIntervalMs: spec.compactIntervalMs, onError: spec.onError });
     try {
       await store.revision();
