@@ -36,9 +36,8 @@ import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
 import { createLogStore, type LogStore } from "./log-store.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
-import { openStore } from "./store/open-store.js";
-import { parseEtcdUrl } from "./store/etcd-store.js";
-import { createClusterMember, type ClusterMember } from "./cluster/cluster-member.js";
+import { openStore, parseEtcdUrl } from "./store/open-store.js";
+import type { ClusterMember } from "./cluster/cluster-member.js";
 import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
@@ -433,6 +432,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await logs.restore();
       await plane.start();
       if (gated && etcdEndpoints) {
+        // Loaded here, as the etcd store is: the etcd client is not imported by SQLite servers.
+        const { createClusterMember } = await import("./cluster/cluster-member.js");
         cluster = createClusterMember({
           endpoints: etcdEndpoints,
           advertise: options.advertise ?? `${host === "0.0.0.0" || host === "::" ? hostname() : hostPart}:${port}`,
