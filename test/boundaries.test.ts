@@ -21,6 +21,8 @@ interface Import {
   /** The imported file relative to the repository ("src/api/x.ts"), or undefined for a package. */
   file: string | undefined;
   line: number;
+  /** Loaded with the importing file: a static import of values (not type-only, not `import()`). */
+  eager: boolean;
 }
 
 function sourceFiles(dir: string): string[] {
@@ -36,7 +38,7 @@ function importsOf(file: string, known: Set<string>): Import[] {
   const text = readFileSync(join(ROOT, file), "utf8");
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, file.endsWith(".tsx") ? ts.ScriptKind.TSX : ts.ScriptKind.TS);
   const out: Import[] = [];
-  const add = (lit: ts.Node | undefined) => {
+  const add = (lit: ts.Node | undefined, eager = false) => {
     if (!lit || !ts.isStringLiteralLike(lit)) return;
     const specifier = lit.text;
     let target: string | undefined;
@@ -44,10 +46,11 @@ function importsOf(file: string, known: Set<string>): Import[] {
       const base = relative(ROOT, resolve(ROOT, dirname(file), specifier));
       target = [base.replace(/\.js$/, ".ts"), base.replace(/\.js$/, ".tsx"), base].find((f) => known.has(f)) ?? base;
     }
-    out.push({ specifier, file: target, line: sf.getLineAndCharacterOfPosition(lit.getStart()).line + 1 });
+    out.push({ specifier, file: target, line: sf.getLineAndCharacterOfPosition(lit.getStart()).line + 1, eager });
   };
   const visit = (n: ts.Node) => {
-    if (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) add(n.moduleSpecifier);
+    if (ts.isImportDeclaration(n)) add(n.moduleSpecifier, !n.importClause?.isTypeOnly);
+    else if (ts.isExportDeclaration(n)) add(n.moduleSpecifier, !n.isTypeOnly);
     else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) add(n.argument.literal);
     else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) add(n.arguments[0]);
     ts.forEachChild(n, visit);
@@ -146,4 +149,27 @@ test("no import cycle between files, type-only and dynamic imports included", ()
   };
   for (const f of files) if (!index.has(f)) connect(f);
   assert.deepEqual(cycles, [], "files that import each other in a loop");
+});
+
+test("the etcd client is loaded only for an etcd:// store: no static import chain from the server or the CLI reaches it", () => {
+  // Importing etcd3 (and its own gRPC stack) costs ~0.3-1.3 s and ~9 MiB; a SQLite server must not pay it.
+  const chainTo = (from: string, pkg: string): string[] | undefined => {
+    const seen = new Set<string>();
+    const walk = (file: string, path: string[]): string[] | undefined => {
+      if (seen.has(file)) return undefined;
+      seen.add(file);
+      for (const imp of graph.get(file) ?? []) {
+        if (!imp.eager) continue;
+        if (imp.specifier === pkg) return [...path, `${file}:${imp.line}`];
+        if (imp.file !== undefined && graph.has(imp.file)) {
+          const found = walk(imp.file, [...path, `${file}:${imp.line}`]);
+          if (found) return found;
+        }
+      }
+      return undefined;
+    };
+    return walk(from, []);
+  };
+  assert.ok(graph.get("src/server/store/etcd-store.ts")!.some((i) => i.eager && i.specifier === "etcd3"), "etcd-store.ts's import of etcd3 was not found");
+  for (const entry of ["src/server/server.ts", "src/cli/main.ts"]) assert.equal(chainTo(entry, "etcd3"), undefined, `${entry} loads etcd3 eagerly`);
 });
