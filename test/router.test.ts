@@ -12,9 +12,11 @@ import { parseTarget } from "../src/api/target.js";
 import { ContainerSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { DeliveryResultSchema, type ServerFrame } from "../src/gen/k4s/v1/worker_service_pb.js";
 import { createEventRecorder } from "../src/server/event-recorder.js";
+import { createMetrics } from "../src/server/metrics.js";
+import { quantileMs } from "../src/server/stats/load-counters.js";
 import { Envelope, type CallAnswer, type FrameSink } from "../src/server/messaging/envelope.js";
 import type { Availability, Letter } from "../src/server/messaging/mailbox.js";
-import { createRouter, type Router } from "../src/server/messaging/router.js";
+import { createRouter, type Router, type RouterOptions } from "../src/server/messaging/router.js";
 
 /** A worker's stream as the router sees it: it keeps the deliveries written to it. */
 class Worker implements FrameSink {
@@ -47,7 +49,7 @@ let answersGiven = 0;
 
 /** Routes a message and returns what its caller is answered (undefined until answered) and when (nth answer). */
 function call(router: Router, target: string, text: string, options: { request?: boolean; timeoutMs?: number } = {}) {
-  const answer: { value?: CallAnswer; nth?: number } = {};
+  const answer: { value?: CallAnswer; nth?: number; env?: Letter } = {};
   const env: Letter = new Envelope({
     data: new TextEncoder().encode(text),
     contentType: "text/plain",
@@ -58,6 +60,7 @@ function call(router: Router, target: string, text: string, options: { request?:
       answer.nth = ++answersGiven;
     },
   });
+  answer.env = env;
   router.route(env, parseTarget(target));
   return answer;
 }
@@ -66,8 +69,8 @@ function settle(router: Router, link: FrameSink, id: number, error?: { code: Cod
   router.settle(link, create(DeliveryResultSchema, { id: BigInt(id), error }));
 }
 
-function newRouter(): Router {
-  return createRouter({ events: createEventRecorder() });
+function newRouter(options: Partial<RouterOptions> = {}): Router {
+  return createRouter({ events: createEventRecorder(), ...options });
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -196,5 +199,255 @@ test("a deleted container's messages go to the other endpoints of their service;
   assert.equal(router.load("d2")?.queued, 1);
   assert.equal(direct.value?.code, Code.Unavailable);
   assert.match(direct.value!.message, /container "d1" was deleted/);
+  router.stop("done");
+});
+
+test("an unknown target is looked up in the store first; still unknown it is NOT_FOUND naming what was asked for", async () => {
+  const plain = newRouter();
+  assert.equal(call(plain, "container/nope", "x", { request: true, timeoutMs: 60_000 }).value?.message, 'no container named "nope"');
+  assert.equal(call(plain, "service/nope", "x").value?.message, 'no service named "nope"');
+  const bare = call(plain, "nope", "x");
+  assert.equal(bare.value?.code, Code.NotFound);
+  assert.equal(bare.value?.message, 'no container or service named "nope"');
+  assert.equal(plain.knows(parseTarget("nope")), false);
+
+  // The store has what the router's watch has not brought yet: the lookup hands it over.
+  const looked: string[] = [];
+  const router = newRouter({
+    lookup: async (target) => {
+      looked.push(target.name);
+      if (target.name === "late") router.upsertContainer(container("late"));
+      if (target.name === "broken") throw new Error("store unreachable");
+    },
+  });
+  const late = call(router, "late", "hello");
+  const missing = call(router, "container/ghost", "x", { request: true, timeoutMs: 60_000 });
+  const broken = call(router, "broken", "x");
+  assert.equal(late.value, undefined, "nothing is answered before the lookup ends");
+  await tick();
+  assert.deepEqual(looked, ["late", "ghost", "broken"]);
+  assert.equal(late.value?.code, 0, "found by the lookup: accepted");
+  assert.equal(router.load("late")?.queued, 1);
+  assert.ok(router.knows(parseTarget("container/late")));
+  assert.equal(router.knows(parseTarget("service/late")), false);
+  assert.equal(missing.value?.code, Code.NotFound);
+  assert.equal(missing.value?.message, 'no container named "ghost"');
+  assert.equal(broken.value?.code, Code.Unavailable);
+  assert.equal(broken.value?.message, 'looking up target "broken" failed: Error: store unreachable');
+
+  // A call given up on while its lookup runs is not routed when the lookup ends.
+  let found!: () => void;
+  const slow = newRouter({ lookup: () => new Promise<void>((r) => (found = r)) });
+  const gone = call(slow, "slowpoke", "x", { request: true, timeoutMs: 60_000 });
+  slow.abandon(gone.env!, Code.Canceled, "caller went away");
+  assert.equal(gone.value?.code, Code.Canceled);
+  const answered = answersGiven;
+  slow.upsertContainer(container("slowpoke"));
+  found();
+  await tick();
+  assert.equal(slow.load("slowpoke")?.queued, 0, "the abandoned call was not queued after its lookup");
+  assert.equal(answersGiven, answered, "answered once");
+  slow.stop("done");
+  router.stop("done");
+});
+
+test("stop answers every call in flight, queued or waiting for an endpoint UNAVAILABLE, and refuses new ones", () => {
+  const router = newRouter();
+  router.upsertContainer(container("s"));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "empty", uid: "e" }, spec: { selector: "zzz-*" } }));
+  const w = new Worker();
+  router.setAvailability("s", ready(w));
+  const inFlight = call(router, "s", "a", { request: true, timeoutMs: 60_000 });
+  const queued = call(router, "s", "b", { request: true, timeoutMs: 60_000 });
+  const waiting = call(router, "service/empty", "c", { request: true, timeoutMs: 60_000 });
+  assert.deepEqual(w.payloads(), ["a"]);
+  assert.deepEqual([inFlight.value, queued.value, waiting.value], [undefined, undefined, undefined]);
+  router.stop("server is shutting down");
+  for (const a of [inFlight, queued, waiting]) {
+    assert.equal(a.value?.code, Code.Unavailable);
+    assert.equal(a.value?.message, "server is shutting down");
+  }
+  assert.equal(inFlight.value?.container, "s", "the container that had it is named");
+  assert.equal(waiting.value?.container, "", "no container had the waiting one");
+  assert.deepEqual(router.load("s"), { ...router.load("s")!, queued: 0, inFlight: 0 });
+  const after = call(router, "s", "d");
+  assert.equal(after.value?.code, Code.Unavailable);
+  assert.equal(after.value?.message, "server is stopping");
+  // A late result of a delivery made before the stop changes nothing.
+  settle(router, w, w.deliveries()[0]!);
+  assert.equal(inFlight.value?.message, "server is shutting down");
+});
+
+test("a container re-created under its name (new uid) fails what waited at the old one; a stale delete changes nothing", () => {
+  const router = newRouter();
+  router.upsertContainer(container("r"));
+  const req = call(router, "r", "old", { request: true, timeoutMs: 60_000 });
+  call(router, "r", "send");
+  assert.equal(router.load("r")?.queued, 2);
+  router.removeContainer("r", "some-other-uid");
+  router.removeContainer("unknown", "uid-unknown");
+  assert.equal(router.load("r")?.queued, 2, "a delete of another uid is not this container's");
+  assert.equal(req.value, undefined);
+
+  const renewed = create(ContainerSchema, { metadata: { name: "r", uid: "uid-r-2" }, spec: { module: "m", function: "f" } });
+  router.upsertContainer(renewed);
+  assert.equal(req.value?.code, Code.Unavailable);
+  assert.equal(req.value?.message, 'container "r" was deleted');
+  assert.equal(router.load("r")?.queued, 0, "the new container starts empty");
+  router.removeContainer("r", "uid-r");
+  assert.ok(router.load("r"), "deleting the old uid leaves the new container");
+  router.removeContainer("r", "uid-r-2");
+  assert.equal(router.load("r"), undefined);
+  assert.equal(router.knows(parseTarget("r")), false);
+  router.stop("done");
+});
+
+test("a service re-created or deleted fails the calls waiting for it; a stale delete changes nothing; services() lists published endpoints", () => {
+  const router = newRouter();
+  const svc = (uid: string, endpoints: string[] = []) =>
+    create(ServiceSchema, { metadata: { name: "s", uid }, spec: { selector: "none-*" }, status: { endpoints } });
+  router.upsertService(svc("u1", ["a", "b"]));
+  assert.deepEqual([...router.services()], [{ name: "s", endpoints: ["a", "b"] }]);
+  const first = call(router, "service/s", "1", { request: true, timeoutMs: 60_000 });
+  router.upsertService(svc("u1", ["a"]));
+  assert.equal(first.value, undefined, "an update of the same service keeps its waiting calls");
+  router.upsertService(svc("u2"));
+  assert.equal(first.value?.code, Code.Unavailable);
+  assert.equal(first.value?.message, 'service "s" was deleted');
+  const second = call(router, "service/s", "2", { request: true, timeoutMs: 60_000 });
+  router.removeService("s", "u1");
+  router.removeService("other", "u2");
+  assert.equal(second.value, undefined, "a delete of another uid is not this service's");
+  assert.ok(router.knows(parseTarget("service/s")));
+  router.removeService("s", "u2");
+  assert.equal(second.value?.code, Code.Unavailable);
+  assert.equal(second.value?.message, 'service "s" was deleted');
+  assert.equal(router.knows(parseTarget("service/s")), false);
+  assert.deepEqual([...router.services()], []);
+  router.stop("done");
+});
+
+test("a container that ends takes only sends: its queued requests fail, its service messages move on, its direct sends stay", async () => {
+  const router = newRouter();
+  for (const name of ["n1", "n2"]) router.upsertContainer(container(name, {}, { app: "n" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "ns", uid: "s" }, spec: { matchLabels: { app: "n" } } }));
+  const w1 = new Worker();
+  router.setAvailability("n1", ready(w1));
+  call(router, "n1", "busy");
+  const req = call(router, "n1", "req", { request: true, timeoutMs: 60_000 });
+  call(router, "n1", "direct-send");
+  call(router, "service/ns", "via-service");
+  assert.equal(router.load("n1")?.queued, 3);
+  // Repeating the same level changes nothing.
+  router.setAvailability("n1", ready(w1));
+  assert.equal(router.load("n1")?.queued, 3);
+  assert.equal(req.value, undefined);
+
+  const refusal = 'container "n1" has ended (Failed) and takes no more requests';
+  router.setAvailability("n1", { link: undefined, ready: false, accepts: "sends", notReady: "ended", refusal });
+  assert.equal(req.value?.code, Code.Unavailable);
+  assert.equal(req.value?.message, refusal);
+  assert.equal(router.load("n1")?.queued, 1, "the direct send stays; the service message left");
+  await tick();
+  const w2 = new Worker();
+  router.setAvailability("n2", ready(w2));
+  await tick();
+  assert.deepEqual(w2.payloads(), ["via-service"], "it waited at the service for a ready endpoint");
+  // Restarted (a new spec), it takes all again and its direct send goes out.
+  router.setAvailability("n1", ready(w1));
+  settle(router, w1, w1.deliveries()[0]!);
+  assert.deepEqual(w1.payloads(), ["busy", "direct-send"]);
+  router.stop("done");
+});
+
+test("a lost stream releases only what was on it and makes only its containers not ready, saying why", async () => {
+  const router = newRouter();
+  const [wa, wb] = [new Worker(), new Worker()];
+  router.upsertContainer(container("la"));
+  router.upsertContainer(container("lb"));
+  router.setAvailability("la", ready(wa));
+  router.setAvailability("lb", ready(wb));
+  const ra = call(router, "la", "a", { request: true, timeoutMs: 60_000 });
+  const rb = call(router, "lb", "b", { request: true, timeoutMs: 60_000 });
+  router.linkLost(wa, 'its host "ha"');
+  assert.equal(ra.value?.code, Code.Unavailable);
+  assert.equal(ra.value?.message, 'container "la" lost its host "ha" while handling the request');
+  assert.equal(rb.value, undefined, "the other stream's request is still in flight");
+  assert.equal(router.load("la")?.ready, false);
+  assert.equal(router.load("lb")?.ready, true);
+  assert.equal(router.load("lb")?.inFlight, 1);
+  // The container waits for a worker; a request times out saying why it is not ready.
+  const waiting = call(router, "la", "later", { request: true, timeoutMs: 20 });
+  while (!waiting.value) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(waiting.value.code, Code.DeadlineExceeded);
+  assert.match(waiting.value.message, /it is not ready: lost its host "ha"/);
+  assert.deepEqual(wa.payloads(), ["a"], "nothing more went to the lost stream");
+  router.stop("done");
+});
+
+test("release: a container's worker lost what it had in flight; unknown names change nothing", () => {
+  const router = newRouter();
+  router.upsertContainer(container("rel", { concurrency: 2 }));
+  const w = new Worker();
+  router.setAvailability("rel", ready(w));
+  const req = call(router, "rel", "r", { request: true, timeoutMs: 60_000 });
+  call(router, "rel", "s");
+  router.release("nobody", "exited");
+  router.setAvailability("nobody", ready(w));
+  assert.equal(req.value, undefined);
+  router.release("rel", "exited with code 1");
+  assert.equal(req.value?.message, 'container "rel" exited with code 1 while handling the request');
+  assert.deepEqual(w.payloads(), ["r", "s", "s"], "the send was handed out again, the request not");
+  router.stop("done");
+});
+
+test("idle listeners hear when a container's last delivery settles; load counts what each container settled, timed from routing", () => {
+  const router = newRouter();
+  const idle: string[] = [];
+  router.onIdle((name) => idle.push(name));
+  router.upsertContainer(container("i1", { concurrency: 2 }));
+  router.upsertContainer(container("i2"));
+  const w = new Worker();
+  router.setAvailability("i1", ready(w));
+  const started = performance.now();
+  call(router, "i1", "one");
+  call(router, "i1", "two", { request: true, timeoutMs: 60_000 });
+  const [first, second] = w.deliveries();
+  settle(router, w, first!);
+  assert.deepEqual(idle, [], "one still in flight");
+  settle(router, w, second!, { code: Code.Internal, message: "boom" });
+  const elapsed = performance.now() - started;
+  assert.deepEqual(idle, ["i1"]);
+  const load = router.load("i1")!;
+  assert.deepEqual([load.counters.messages, load.counters.requests, load.counters.errors], [2, 1, 1]);
+  // Each latency is at most the time since the test routed them (one bucket is ~6 % wide).
+  assert.ok(quantileMs(load.counters.latency!, 2, 1) <= elapsed * 1.07 + 0.01, "latency measured from routing");
+  assert.deepEqual([...router.loads()].map((l) => [l.name, l.ready]), [["i1", true], ["i2", false]]);
+
+  const quiet = newRouter({ countLoad: false });
+  quiet.upsertContainer(container("q"));
+  quiet.setAvailability("q", ready(w));
+  call(quiet, "q", "x");
+  settle(quiet, w, w.deliveries().at(-1)!);
+  assert.equal(quiet.load("q")?.counters.messages, 0, "countLoad false counts nothing");
+  router.stop("done");
+  quiet.stop("done");
+});
+
+test("with a request histogram, requests are timed from routing even when load is not counted", async () => {
+  const metrics = createMetrics();
+  const router = newRouter({ countLoad: false, metrics });
+  router.upsertContainer(container("h"));
+  const w = new Worker();
+  router.setAvailability("h", ready(w));
+  const started = performance.now();
+  call(router, "h", "r", { request: true, timeoutMs: 60_000 });
+  settle(router, w, w.deliveries()[0]!);
+  const elapsed = (performance.now() - started) / 1000;
+  const values = (await metrics.requestSeconds.get()).values;
+  const count = values.find((v) => v.metricName?.endsWith("_count") && v.labels.code === "OK")?.value;
+  const sum = values.find((v) => v.metricName?.endsWith("_sum") && v.labels.code === "OK")?.value;
+  assert.equal(count, 1);
+  assert.ok(sum! <= elapsed, `observed ${sum} s, at most the ${elapsed} s since routing`);
   router.stop("done");
 });

@@ -131,12 +131,13 @@ export function createRouter(options: RouterOptions): Router {
     m.accepts = a.accepts;
     m.notReady = a.notReady;
     m.refusal = a.refusal;
+    const ready = isReady(m);
+    // Before any rerouting: a service must not pick this container from its stale endpoints.
+    if (ready !== wasReady) services.topologyChanged();
     if (narrowed) {
       services.failQueuedRequests(m, a.refusal);
       services.reroute(m, true);
     }
-    const ready = isReady(m);
-    if (ready !== wasReady) services.topologyChanged();
     if (ready) deliveries.pump(m);
     else if (wasReady) services.reroute(m, false);
   }
