@@ -14,7 +14,7 @@ export const MODULE_TESTS = {
   "src/server/messaging/mailbox.ts": ["test/router.test.ts"],
   "src/server/messaging/router.ts": ["test/router.test.ts"],
   "src/server/controllers/container-lifecycle.ts": ["test/container-lifecycle.test.ts"],
-  "src/server/controllers/scheduler.ts": ["test/container-lifecycle.test.ts"],
+  "src/server/controllers/scheduler.ts": ["test/scheduler.test.ts", "test/container-lifecycle.test.ts"],
   "src/api/manifest.ts": ["test/manifest.test.ts"],
   "src/transport/frame-codec.ts": ["test/frame-codec.test.ts"],
   };
