@@ -6,12 +6,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
 import { ContainerSchema, ContainerStatusSchema, type ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import {
   adopt,
   advance,
   bind,
+  resumable,
   resume,
+  stopAwaiting,
+  unschedulable,
   type LifecycleEffects,
 } from "../src/server/controllers/container-lifecycle.js";
 import { ContainerRecord } from "../src/server/controllers/container-record.js";
@@ -27,16 +32,25 @@ class Recorder implements LifecycleEffects {
   assign = (rec: ContainerRecord, host: WorkerLink) => void this.log.push(`assign ${rec.name} to ${host.name} (restarts ${rec.restarts})`);
   stop = (rec: ContainerRecord, host: WorkerLink, graceMs: number) => void this.log.push(`stop ${rec.name} on ${host.name} within ${graceMs}`);
   release = (rec: ContainerRecord, why: string) => void this.log.push(`release ${rec.name}: ${why}`);
-  detach = (_rec: ContainerRecord, link: WorkerLink, why: string) => void this.log.push(`detach ${link.name}: ${why}`);
+  detach = (_rec: ContainerRecord, link: WorkerLink, why: string, code: Code) => void this.log.push(`detach ${link.name} (${Code[code]}): ${why}`);
   finalize = (rec: ContainerRecord) => {
     rec.finalizing = true;
     this.log.push(`finalize ${rec.name}`);
   };
   inFlight = () => this.inflight;
-  record = (_rec: ContainerRecord, reason: string, message: string) => void this.log.push(`event ${reason}: ${message}`);
-  wakeAt = () => {};
+  /** Reasons of the events recorded as warnings. */
+  warnings: string[] = [];
+  /** Times a wake-up was asked for. */
+  wakes: number[] = [];
+  /** State changes told, as "from -> to". */
+  changes: string[] = [];
+  record = (_rec: ContainerRecord, reason: string, message: string, type?: "Normal" | "Warning") => {
+    this.log.push(`event ${reason}: ${message}`);
+    if (type === "Warning") this.warnings.push(reason);
+  };
+  wakeAt = (_rec: ContainerRecord, at: number) => void this.wakes.push(at);
   token = () => "tok";
-  changed = () => {};
+  changed = (rec: ContainerRecord, from: ContainerRecord["state"]) => void this.changes.push(`${from.is} -> ${rec.state.is}`);
   /** What was asked for since the last call. */
   take(): string[] {
     const out = this.log;
@@ -216,7 +230,7 @@ test("external containers: attach, detach, and a delete that lets in-flight mess
   assert.deepEqual(settle(rec, fx), ['event Killing: waiting up to 5000 ms for in-flight messages before detaching "proc2"']);
   assert.equal(stateOf(rec), "Draining");
   fx.inflight = 0; // the router said it is idle
-  assert.deepEqual(settle(rec, fx), ['detach proc2: container "ext" was deleted', "finalize ext"]);
+  assert.deepEqual(settle(rec, fx), ['detach proc2 (NotFound): container "ext" was deleted', "finalize ext"]);
 });
 
 test("after a server restart: a container that ran waits for its host, which resumes it; one that ended stays ended", () => {
@@ -263,4 +277,292 @@ test("scheduling: the least loaded host that serves the module and has room; oth
   assert.match(unschedulableReason(mod, [a], loadOf), /every worker host that can run container "x" is at capacity \(a 2\/2\)/);
   b.close();
   assert.equal(pickHost(mod, [a, b], loadOf), undefined, "a closed host takes nothing");
+});
+
+test("adopting a stored status after a restart: ended for good stays ended, anything else that may run again needs a host", () => {
+  const now = 5_000_000;
+  const status = (phase: string, host = "h1", message = "") => create(ContainerStatusSchema, { phase, host, message });
+  const always = record("always");
+  adopt(always, status("Succeeded"), 10_000, now);
+  assert.equal(stateOf(always), "Unscheduled", "Always restarts even a success");
+  const onFailure = record("onf", { restartPolicy: "OnFailure" });
+  adopt(onFailure, status("Failed"), 10_000, now);
+  assert.equal(stateOf(onFailure), "Unscheduled", "OnFailure restarts a failure");
+  adopt(onFailure, status("Succeeded", "h2", "done"), 10_000, now);
+  assert.deepEqual([onFailure.state, onFailure.message, onFailure.hostName], [{ is: "Ended", phase: "Succeeded" }, "done", "h2"]);
+  const never = record("never", { restartPolicy: "Never" });
+  adopt(never, status("Failed", "h3", "exit code 2"), 10_000, now);
+  assert.deepEqual([never.state, never.message, never.hostName], [{ is: "Ended", phase: "Failed" }, "exit code 2", "h3"]);
+
+  const waits = record("waits");
+  adopt(waits, status("Running", "h1"), 10_000, now);
+  assert.deepEqual(waits.state, { is: "AwaitingHost", host: "h1", until: now + 10_000 });
+  assert.equal(waits.message, 'waiting up to 10000 ms for host "h1" to reconnect and resume it');
+  for (const [st, grace] of [[status("Running", ""), 10_000], [status("Running"), 0], [status("Pending"), 10_000], [undefined, 10_000]] as const) {
+    const r = record("r");
+    adopt(r, st, grace, now);
+    assert.equal(stateOf(r), "Unscheduled", `${st?.phase}/${st?.host}/${grace}`);
+  }
+  const ext = record("ext", { module: "", function: "" });
+  ext.generation = 4n;
+  adopt(ext, status("Running", "proc"), 10_000, now);
+  assert.deepEqual([stateOf(ext), ext.observedGeneration], ["Unattached", 4n]);
+
+  // Who may be resumed by a reconnecting host, and the end of the wait.
+  assert.equal(resumable(waits), true);
+  assert.equal(resumable(always), true);
+  assert.equal(resumable(never), false);
+  assert.equal(resumable(ext), false);
+  const fx = new Recorder();
+  stopAwaiting(never, fx);
+  assert.equal(stateOf(never), "Ended");
+  stopAwaiting(waits, fx);
+  assert.equal(stateOf(waits), "Unscheduled");
+  assert.deepEqual(fx.changes, ["AwaitingHost -> Unscheduled"]);
+  const deleted = record("deleted");
+  adopt(deleted, status("Running"), 10_000, now);
+  deleted.deleting = true;
+  assert.equal(resumable(deleted), false);
+  resume(deleted, host("h1"), fx);
+  assert.equal(stateOf(deleted), "AwaitingHost", "a deleted container is not resumed");
+});
+
+test("a container no host can take says why once per reason; bound ones are not touched", () => {
+  const fx = new Recorder();
+  const rec = record("u");
+  rec.hostName = "old";
+  unschedulable(rec, "no worker host serves module \"m\": none connected", fx);
+  unschedulable(rec, "no worker host serves module \"m\": none connected", fx);
+  assert.deepEqual(fx.take(), ['event FailedScheduling: no worker host serves module "m": none connected']);
+  assert.deepEqual(fx.warnings, ["FailedScheduling"]);
+  assert.equal(rec.message, 'no worker host serves module "m": none connected');
+  assert.equal(rec.hostName, "");
+  unschedulable(rec, "every worker host is at capacity", fx);
+  assert.equal(fx.take().length, 1, "a new reason is said again");
+  bind(rec, host("h1"), fx);
+  fx.take();
+  unschedulable(rec, "late news", fx);
+  assert.deepEqual(fx.take(), []);
+  assert.equal(rec.message, 'starting on host "h1"');
+  assert.equal(rec.hostName, "h1");
+  const gone = record("gone");
+  gone.deleting = true;
+  bind(gone, host("h1"), fx);
+  assert.deepEqual([stateOf(gone), fx.take()], ["Unscheduled", []], "a deleted container is not bound");
+});
+
+test("exits: what the host said is kept; a host that stops a container itself has it rescheduled; stale and repeated reports change nothing", () => {
+  const fx = new Recorder();
+  const h = host("h1");
+  const rec = record("e");
+  rec.generation = 3n;
+  rec.actedGeneration = 3n;
+  bind(rec, h, fx);
+  report(rec, "Running");
+  settle(rec, fx);
+  assert.equal(rec.observedGeneration, 3n);
+  assert.equal(timestampMs(rec.startedAt!), fx.clock);
+  // A second Running and a report from a host it left change nothing.
+  report(rec, "Running");
+  rec.reports.push({ host: host("h9"), phase: "Failed", message: "not yours", exitCode: 9 });
+  assert.deepEqual(settle(rec, fx), []);
+  assert.equal(stateOf(rec), "Running");
+
+  report(rec, "Stopped", "host shutting down");
+  assert.deepEqual(settle(rec, fx), ["release e: ended"]);
+  assert.equal(rec.message, 'stopped by host "h1": host shutting down; rescheduling');
+  assert.deepEqual([stateOf(rec), rec.restarts], ["Unscheduled", 1]);
+  bind(rec, h, fx);
+  report(rec, "Stopped");
+  settle(rec, fx);
+  assert.equal(rec.message, 'stopped by host "h1"; rescheduling', "before it ran, too");
+  assert.equal(rec.restarts, 2);
+
+  bind(rec, h, fx);
+  report(rec, "Running");
+  report(rec, "Succeeded");
+  fx.take();
+  assert.deepEqual(settle(rec, fx), ['event Started: started on host "h1"', "release e: ended", 'event Completed: completed on host "h1"', "event BackOff: back-off 200 ms before restart 3"]);
+  assert.equal(rec.message, "back-off 200 ms before restarting: completed");
+  assert.deepEqual(fx.warnings, ["BackOff"]);
+  assert.deepEqual(fx.wakes.at(-1), fx.clock + 200, "it asks to be woken when the back-off ends");
+
+  fx.clock += 200;
+  settle(rec, fx);
+  bind(rec, h, fx);
+  report(rec, "Failed", "", 7);
+  fx.take();
+  assert.deepEqual(settle(rec, fx), ["release e: failed", 'event Failed: failed on host "h1": exit code 7', "event BackOff: back-off 400 ms before restart 4"]);
+  assert.equal(rec.message, "back-off 400 ms before restarting: failed: exit code 7");
+  assert.equal(rec.exitCode, 7);
+});
+
+test("a spec change in back-off restarts at once with a fresh back-off; one while stopping waits for the stop", () => {
+  const fx = new Recorder();
+  const h = host("h1");
+  const rec = record("s");
+  bind(rec, h, fx);
+  report(rec, "Failed", "x", 1);
+  settle(rec, fx);
+  fx.clock += 200;
+  settle(rec, fx);
+  bind(rec, h, fx);
+  report(rec, "Failed", "x", 1);
+  settle(rec, fx);
+  assert.match(rec.message, /back-off 400 ms/);
+  rec.generation = 2n;
+  settle(rec, fx);
+  assert.equal(stateOf(rec), "Unscheduled", "a new spec does not wait out the back-off");
+  bind(rec, h, fx);
+  report(rec, "Failed", "x", 1);
+  fx.take();
+  settle(rec, fx);
+  assert.match(rec.message, /back-off 200 ms/, "the back-off starts over with a new spec");
+
+  const stopping = record("st");
+  bind(stopping, h, fx);
+  report(stopping, "Running");
+  settle(stopping, fx);
+  stopping.generation = 2n;
+  settle(stopping, fx);
+  fx.take();
+  stopping.generation = 3n;
+  assert.deepEqual(settle(stopping, fx), [], "no second stop while the first one runs");
+  assert.equal(stateOf(stopping), "Stopping");
+  assert.equal(fx.wakes.at(-1), fx.clock + 5000 + 1000, "woken at the stop's deadline");
+  h.close();
+  assert.deepEqual(settle(stopping, fx), ['release st: lost its host "h1"', 'event HostLost: host "h1" was lost; rescheduling']);
+  assert.equal(stopping.restarts, 0, "a container being stopped anyway is not counted as restarted");
+});
+
+test("command containers: a token per assign, their process attaches and detaches, and goes with the run", () => {
+  const fx = new Recorder();
+  const h = host("spawner", [], 0, true);
+  const rec = record("cmd", { module: "", function: "", command: ["sleep", "9"] });
+  bind(rec, h, fx);
+  assert.equal(rec.token, "tok");
+  report(rec, "Running");
+  settle(rec, fx);
+  assert.equal(rec.message, "process started; waiting for it to attach");
+  assert.equal(rec.ready(), false, "not ready before its process attaches");
+  const p = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "cmd" });
+  rec.attached = p;
+  assert.deepEqual(settle(rec, fx), ['event Attached: process "proc" attached']);
+  assert.equal(rec.message, "");
+  assert.equal(rec.ready(), true);
+  p.close();
+  assert.deepEqual(settle(rec, fx), ['release cmd: lost its attached process "proc"', 'event Detached: process "proc" detached']);
+  assert.equal(rec.message, "process detached; waiting for it to attach again");
+  assert.equal(stateOf(rec), "Running", "the process may attach again");
+  assert.ok(fx.warnings.includes("Detached"));
+
+  const p2 = new WorkerLink({ id: "p2", name: "proc2", role: "attached", container: "cmd" });
+  rec.attached = p2;
+  settle(rec, fx);
+  report(rec, "Failed", "", 1);
+  const asked = settle(rec, fx);
+  assert.deepEqual(asked.slice(0, 2), ["release cmd: failed", 'detach proc2 (Unavailable): container "cmd" exited']);
+  assert.equal(rec.attached, undefined);
+
+  fx.clock += 200;
+  settle(rec, fx);
+  bind(rec, h, fx);
+  report(rec, "Running");
+  settle(rec, fx);
+  const p3 = new WorkerLink({ id: "p3", name: "proc3", role: "attached", container: "cmd" });
+  rec.attached = p3;
+  settle(rec, fx);
+  h.close();
+  assert.deepEqual(settle(rec, fx).slice(0, 2), ['release cmd: lost its host "spawner"', 'detach proc3 (Unavailable): container "cmd" lost its host "spawner"']);
+
+  // Resumed after a server restart: its process attaches again on its own.
+  const back = record("back", { module: "", function: "", command: ["sleep", "9"] });
+  adopt(back, create(ContainerStatusSchema, { phase: "Running", host: "spawner" }), 10_000, fx.now());
+  resume(back, host("spawner", [], 0, true), fx);
+  assert.equal(back.message, "process resumed; waiting for it to attach");
+});
+
+test("deletes: an unscheduled or backing-off container is finalized once; an attached process drains until its grace ends", () => {
+  const fx = new Recorder();
+  const idle = record("idle");
+  idle.deleting = true;
+  assert.deepEqual(settle(idle, fx), ["finalize idle"]);
+  assert.deepEqual(fx.changes, ["Unscheduled -> Finalizing"]);
+  assert.equal(idle.phase(), "Terminating");
+
+  const h = host("h1");
+  const backoff = record("bo");
+  bind(backoff, h, fx);
+  report(backoff, "Failed", "x", 1);
+  settle(backoff, fx);
+  backoff.deleting = true;
+  fx.take();
+  assert.deepEqual(settle(backoff, fx), ["finalize bo"]);
+
+  const ext = record("ext", { module: "", function: "", terminationGraceSeconds: 3 });
+  adopt(ext, undefined, 0, fx.now());
+  const p = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "ext" });
+  ext.attached = p;
+  settle(ext, fx);
+  fx.inflight = 1;
+  ext.deleting = true;
+  const start = fx.clock;
+  assert.deepEqual(settle(ext, fx), ['event Killing: waiting up to 3000 ms for in-flight messages before detaching "proc"']);
+  assert.equal(fx.wakes.at(-1), start + 3000);
+  fx.clock += 2999;
+  assert.deepEqual(settle(ext, fx), [], "still within its grace, work in flight");
+  fx.clock += 1;
+  assert.deepEqual(settle(ext, fx), ['detach proc (NotFound): container "ext" was deleted', "finalize ext"], "grace over: detached with work still in flight");
+
+  // Nothing in flight: detached at once; a process that left by itself needs no detach.
+  const quick = record("quick", { module: "", function: "" });
+  adopt(quick, undefined, 0, fx.now());
+  quick.attached = new WorkerLink({ id: "q", name: "qp", role: "attached", container: "quick" });
+  settle(quick, fx);
+  fx.inflight = 0;
+  quick.deleting = true;
+  assert.deepEqual(settle(quick, fx), ['detach qp (NotFound): container "quick" was deleted', "finalize quick"]);
+  const left = record("left", { module: "", function: "" });
+  adopt(left, undefined, 0, fx.now());
+  const lp = new WorkerLink({ id: "l", name: "lp", role: "attached", container: "left" });
+  left.attached = lp;
+  settle(left, fx);
+  left.deleting = true;
+  lp.close();
+  assert.deepEqual(settle(left, fx), ['release left: lost its attached process "lp"', "finalize left"]);
+
+  // A host lost while its container is deleted: finalized, no restart counted.
+  const lost = record("lost");
+  const h2 = host("h2");
+  bind(lost, h2, fx);
+  report(lost, "Running");
+  settle(lost, fx);
+  lost.deleting = true;
+  settle(lost, fx);
+  fx.take();
+  h2.close();
+  assert.deepEqual(settle(lost, fx), ['release lost: lost its host "h2"', "finalize lost"]);
+  assert.equal(lost.restarts, 0);
+});
+
+test("a spec that makes a container external or a module one: the attached process is told why, external ones keep their process", () => {
+  const fx = new Recorder();
+  const rec = record("x", { module: "", function: "" });
+  adopt(rec, undefined, 0, fx.now());
+  const p = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "x" });
+  rec.attached = p;
+  settle(rec, fx);
+  const since = fx.clock;
+  fx.clock += 10;
+  rec.generation = 2n;
+  assert.deepEqual(settle(rec, fx), []);
+  assert.deepEqual(rec.state, { is: "Attached", since }, "a new spec of an attached external container changes nothing of its run");
+  assert.equal(rec.observedGeneration, 2n);
+
+  rec.spec = create(ContainerSchema, { spec: { module: "m", function: "f" } }).spec!;
+  rec.kind = "module";
+  rec.generation = 3n;
+  assert.deepEqual(settle(rec, fx), ['detach proc (FailedPrecondition): container "x" is no longer external']);
+  assert.equal(stateOf(rec), "Unscheduled");
+  assert.equal(rec.attached, undefined);
 });
