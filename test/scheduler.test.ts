@@ -24,7 +24,7 @@ function record(name: string, spec: MessageInitShape<typeof ContainerSpecSchema>
 
 const moduleContainer = record("mod");
 const commandContainer = record("cmd", { command: ["sleep", "1"] });
-const externalContainer = record("ext", { external: true });
+const externalContainer = record("ext", { module: "", function: "" });
 
 test("who can run what: a live host serving the module; a spawning host for commands; nobody for external containers", () => {
   assert.equal(externalContainer.kind, "external");
@@ -125,7 +125,7 @@ test("the scheduler binds waiting containers when a host comes or gets room, lea
   const [one, two, three] = [record("one"), record("two"), record("three")];
   const gone = record("gone");
   gone.deleting = true;
-  const ext = record("ext", { external: true });
+  const ext = record("ext", { module: "", function: "" });
   const { containers, bound, reasons, needed } = standIn([one, two, three, gone, ext]);
   const hosts: WorkerLink[] = [];
   const scheduler = createScheduler({ containers, hosts: () => hosts });
