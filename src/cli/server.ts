@@ -32,6 +32,8 @@ interface ServerCommandOptions {
   maxConnections?: number;
   advertise?: string;
   leaseTtl?: number;
+  journalMaxMessages?: number;
+  journalMaxBytes?: number;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -78,6 +80,8 @@ export function serverCommand(): Command {
     .option("--advertise <host:port>", "with --store etcd://: the address other servers and clients reach this one at (default: the listen address)")
     .option("--lease-ttl <seconds>", "with --store etcd://: TTL of this server's lease, how long a dead leader keeps its place (default 3)", intOption(2, 60))
     .option("--allow-command", "let the local worker host spawn command containers (spec.command); off by default")
+    .option("--journal-max-messages <n>", "unsettled durable sends journaled per container or service (default 10000)", intOption(1))
+    .option("--journal-max-bytes <n>", "payload bytes of unsettled durable sends journaled per container or service (default 67108864)", intOption(1))
     .action(async (opts: ServerCommandOptions, cmd: Command) => {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const dataDirGiven = cmd.getOptionValueSource("dataDir") !== "default";
@@ -104,6 +108,8 @@ export function serverCommand(): Command {
         advertise: opts.advertise,
         leaseTtlSeconds: opts.leaseTtl,
         onLeadership: (leader) => console.log(`k4s server ${leader ? "is the leader: it runs the controllers" : "is standing by"}`),
+        journalMaxMessages: opts.journalMaxMessages,
+        journalMaxBytes: opts.journalMaxBytes,
         token,
         tls,
         metricsPort: opts.metricsPort,

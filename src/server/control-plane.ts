@@ -24,6 +24,7 @@ import { createWorkerService } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane } from "./messaging/messaging-plane.js";
+import type { SendJournal } from "./messaging/send-journal.js";
 import type { Metrics } from "./metrics.js";
 import type { StatsSource } from "./stats/stats-collector.js";
 import type { ResourceStore } from "./store/resource-store.js";
@@ -40,6 +41,8 @@ export interface ControlPlaneOptions {
   countLoad?: boolean;
   /** Issues and checks the credentials of host names (they prove a host's identity). */
   credentials?: HostCredentials;
+  /** Where sends to durable containers are journaled. */
+  journal?: SendJournal;
   onError: (message: string, err?: unknown) => void;
 }
 
@@ -61,7 +64,16 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
   const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
   const { credentials } = options;
-  const messaging = createMessagingPlane({ informer, events, metrics, heartbeatIntervalMs: options.heartbeatIntervalMs, countLoad: options.countLoad, credentials });
+  const messaging = createMessagingPlane({
+    informer,
+    events,
+    metrics,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    countLoad: options.countLoad,
+    credentials,
+    journal: options.journal,
+    onError,
+  });
   const { router, links, heartbeatIntervalMs } = messaging;
   const containers = createContainerController({
     informer,
@@ -119,6 +131,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async stop() {
       for (const c of controllers) await c.stop();
       messaging.stop("server is stopping");
+      await options.journal?.close();
       await informer.stop();
     },
   };

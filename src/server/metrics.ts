@@ -18,6 +18,8 @@ export interface Metrics {
   /** Deliveries handed to workers; redeliveries after a lost worker counted apart. */
   readonly deliveries: Counter;
   readonly redeliveries: Counter;
+  /** Durable sends read back from the journal after a server restart (delivered again). */
+  readonly journalRecovered: Counter;
   /** Reconciles run, by controller and result (ok | error). */
   readonly reconciles: Counter<"controller" | "result">;
   /** Store write transactions committed. */
@@ -58,6 +60,11 @@ export function createMetrics(): Metrics {
     }),
     deliveries: new Counter({ name: "k4s_deliveries_total", help: "Deliveries handed to workers", registers: [registry] }),
     redeliveries: new Counter({ name: "k4s_redeliveries_total", help: "Deliveries handed again after a lost worker", registers: [registry] }),
+    journalRecovered: new Counter({
+      name: "k4s_journal_recovered_total",
+      help: "Durable sends read back from the journal after a server restart",
+      registers: [registry],
+    }),
     reconciles: new Counter({ name: "k4s_reconciles_total", help: "Reconciles run", labelNames: ["controller", "result"] as const, registers: [registry] }),
     storeWrites: new Counter({ name: "k4s_store_writes_total", help: "Store write transactions committed", registers: [registry] }),
     inboxDepth,

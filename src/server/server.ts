@@ -24,6 +24,7 @@ import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/res
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
 import { createControlPlane } from "./control-plane.js";
 import { createHostCredentials } from "./messaging/host-credentials.js";
+import { createSendJournal } from "./messaging/send-journal.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
 import { addService, type AdapterOptions, type ServiceHandlers } from "./grpc-adapter.js";
@@ -72,6 +73,10 @@ export interface ServerOptions {
   historyBytes?: number;
   /** Time between the etcd store's compaction rounds (default 60 s). */
   compactIntervalMs?: number;
+  /** Most journaled, unsettled durable sends per container or service (default 10,000). */
+  journalMaxMessages?: number;
+  /** Most payload bytes of journaled, unsettled durable sends per container or service (default 64 MiB). */
+  journalMaxBytes?: number;
   /** How often a quiet watch gets a BOOKMARK (default 5000 ms). */
   watchBookmarkIntervalMs?: number;
   /** Port of the HTTP `/metrics` endpoint (Prometheus); undefined: not served. */
@@ -320,6 +325,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     createControlPlane({
       resources,
       credentials,
+      // A new plane (a new leadership term) reads back what earlier ones left unsettled.
+      journal: createSendJournal({ store: kv, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError }),
       events,
       logs,
       metrics,

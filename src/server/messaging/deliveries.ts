@@ -13,6 +13,7 @@ import { createBatchedCounter } from "./batched-counter.js";
 import { EnvelopeState, type FrameSink } from "./envelope.js";
 import { cancelDeliveryFrame, deliveryFrame } from "./frames.js";
 import type { Letter, Mailbox } from "./mailbox.js";
+import type { SendJournal } from "./send-journal.js";
 
 /** Delay before a message a worker reported as not processed (UNAVAILABLE) is offered again. */
 const UNPROCESSED_RETRY_MS = 100;
@@ -48,6 +49,8 @@ export interface DeliveriesOptions {
   onIdle?: (m: Mailbox) => void;
   /** Count each container's settled messages and their latency for the live stats. */
   countLoad?: boolean;
+  /** The journal of durable sends: a settled send's entry is deleted from it. */
+  journal?: SendJournal;
 }
 
 /** Creates the deliveries of a router. */
@@ -126,6 +129,7 @@ export function createDeliveries(options: DeliveriesOptions): Deliveries {
         return;
       }
       env.state = EnvelopeState.Done;
+      if (env.journalKey) options.journal?.remove(env.journalKey);
       if (countLoad) m.load.record(performance.now() - env.started, env.expectsReply, err !== undefined);
       if (env.expectsReply) {
         if (err) answers.fail(env, (err.code || Code.Unknown) as Code, err.message, m.name);

@@ -81,6 +81,8 @@ export class Envelope<M = unknown> {
   service = "";
   /** The stream the current delivery went to. */
   link: FrameSink | undefined = undefined;
+  /** Its key in the journal of durable sends ("" when not journaled); deleted once settled. */
+  journalKey = "";
   readonly callId: bigint;
   origin: Caller<M> | undefined;
   readonly onAnswer: ((answer: CallAnswer) => void) | undefined;

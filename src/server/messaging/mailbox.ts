@@ -46,6 +46,8 @@ export class Mailbox {
   labels: Readonly<Record<string, string>> = {};
   concurrency = DEFAULT_CONCURRENCY;
   queueLimit = DEFAULT_QUEUE_LIMIT;
+  /** Whether sends to it are journaled in the store before they are accepted (spec.delivery durable). */
+  durable = false;
   link: FrameSink | undefined = undefined;
   ready = false;
   accepts: Availability["accepts"] = "all";
@@ -66,6 +68,7 @@ export class Mailbox {
     this.labels = obj.metadata?.labels ?? {};
     this.concurrency = spec && spec.concurrency > 0 ? spec.concurrency : DEFAULT_CONCURRENCY;
     this.queueLimit = spec && spec.queueLimit > 0 ? spec.queueLimit : DEFAULT_QUEUE_LIMIT;
+    this.durable = spec?.delivery === "durable";
   }
 
   /** The stream deliveries go to right now, if the container takes them. */

@@ -19,6 +19,7 @@ import type { ObjectEvent } from "../store/resource-store.js";
 import type { HostCredentials } from "./host-credentials.js";
 import { createLinkRegistry, type LinkRegistry } from "./link-registry.js";
 import { createRouter, type Router } from "./router.js";
+import type { SendJournal } from "./send-journal.js";
 import type { WorkerLink } from "./worker-link.js";
 
 /** MessagingPlaneOptions are the plane's dependencies and limits. */
@@ -34,6 +35,9 @@ export interface MessagingPlaneOptions {
   countLoad?: boolean;
   /** Issues and checks the credentials of host names (none: any session may claim any name). */
   credentials?: HostCredentials;
+  /** Where sends to durable containers are journaled (none: durable delivery is kept in memory only). */
+  journal?: SendJournal;
+  onError?: (message: string, err?: unknown) => void;
 }
 
 /** MessagingPlane is the router with its links, and the unary messaging API over them. */
@@ -52,17 +56,43 @@ export interface MessagingPlane {
 export function createMessagingPlane(options: MessagingPlaneOptions): MessagingPlane {
   const { informer, metrics } = options;
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 5000;
-  const router = createRouter({ events: options.events, metrics, lookup, countLoad: options.countLoad });
+  const { journal } = options;
+  const router = createRouter({ events: options.events, metrics, lookup, countLoad: options.countLoad, journal });
   const links = createLinkRegistry({ heartbeatIntervalMs, metrics, credentials: options.credentials });
 
   links.onLost((link) => {
     for (const env of [...link.calls.values()]) router.abandon(env, 0, `caller session ${link.id} ended`);
     router.linkLost(link, describe(link));
   });
-  informer.subscribe((e) => feed(router, e));
+  informer.subscribe((e) => {
+    feed(router, e);
+    if (journal) followJournal(journal, e);
+  });
   metrics?.onCollectInboxes(function* () {
     for (const l of router.loads()) yield [l.name, l.queued] as [string, number];
   });
+
+  /** Which owners' journals this run has read back (once each: later entries are its own). */
+  const recovered = new Set<string>();
+  function followJournal(journal: SendJournal, e: ObjectEvent) {
+    const obj = e.object;
+    const meta = obj.metadata;
+    if (!meta || (obj.$typeName === "k4s.v1.Container" && obj.spec?.delivery !== "durable")) return;
+    if (obj.$typeName !== "k4s.v1.Container" && obj.$typeName !== "k4s.v1.Service") return;
+    const kind = obj.$typeName === "k4s.v1.Container" ? "container" : "service";
+    const fail = (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${meta.name}"`, err);
+    if (e.type === "DELETED") {
+      recovered.delete(meta.uid);
+      journal.drop(meta.uid).catch(fail);
+      return;
+    }
+    if (recovered.has(meta.uid)) return;
+    recovered.add(meta.uid);
+    journal.recover(meta.uid).then((entries) => {
+      if (entries.length === 0) return;
+      if (router.restore(kind, meta.name, meta.uid, entries)) metrics?.journalRecovered.inc(entries.length);
+    }, fail);
+  }
 
   async function lookup(target: Target): Promise<void> {
     if (target.kind !== "service" && (await informer.refresh("Container", target.name))) return;

@@ -18,8 +18,9 @@ import { createCancellation } from "./cancellation.js";
 import { createDeadlineQueue } from "./deadline-queue.js";
 import { createDeliveries } from "./deliveries.js";
 import { createDirectory, isReady } from "./directory.js";
-import { EnvelopeState, type FrameSink } from "./envelope.js";
-import type { Availability, Letter, Mailbox } from "./mailbox.js";
+import { Envelope, EnvelopeState, type FrameSink } from "./envelope.js";
+import { Mailbox, type Availability, type Letter } from "./mailbox.js";
+import type { RecoveredEntry, SendJournal } from "./send-journal.js";
 import { createServiceRouting } from "./service-routing.js";
 
 /** RouterOptions are the router's dependencies. */
@@ -34,6 +35,8 @@ export interface RouterOptions {
   metrics?: Metrics;
   /** Count each container's settled messages and their latency for the live stats (default true). */
   countLoad?: boolean;
+  /** Where sends to durable containers are written before they are accepted (none: kept in memory only). */
+  journal?: SendJournal;
 }
 
 /** MailboxLoad is what waits at one container and what its worker has in hand. */
@@ -81,6 +84,11 @@ export interface Router {
   services(): Iterable<{ name: string; endpoints: readonly string[] }>;
   /** Calls listener when a container has no unsettled delivery left (a draining stop may finish). */
   onIdle(listener: (container: string) => void): void;
+  /**
+   * Hands back durable sends an earlier server run journaled and did not settle: to the front of
+   * the container's inbox, or through the service. False when that very object (uid) is unknown.
+   */
+  restore(kind: "container" | "service", name: string, uid: string, entries: readonly RecoveredEntry[]): boolean;
   /** Whether a target names a container or service the router knows. */
   knows(target: Target): boolean;
   /** Fails every waiting call with UNAVAILABLE and disarms the deadline timer. */
@@ -100,9 +108,10 @@ export function createRouter(options: RouterOptions): Router {
     events: options.events,
     metrics: options.metrics,
     countLoad,
+    journal: options.journal,
     onIdle: (m) => idleListeners.forEach((l) => l(m.name)),
   });
-  const services = createServiceRouting({ directory, deadlines, answers, deliveries });
+  const services = createServiceRouting({ directory, deadlines, answers, deliveries, journal: options.journal });
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
   // Requests are timed for the latency histogram, every message for the live stats.
@@ -215,6 +224,24 @@ export function createRouter(options: RouterOptions): Router {
     onIdle(listener) {
       idleListeners.push(listener);
     },
+    restore(kind, name, uid, entries) {
+      const to = kind === "container" ? directory.mailbox(name) : directory.service(name);
+      if (!to || to.uid !== uid) return false;
+      const envs = entries.map(recovered);
+      if (to instanceof Mailbox) {
+        // Older than anything accepted since the start: they go first.
+        for (let i = envs.length - 1; i >= 0; i--) {
+          const env = envs[i]!;
+          env.mailbox = to;
+          env.state = EnvelopeState.Queued;
+          to.inbox.unshift(env);
+        }
+        deliveries.pump(to);
+      } else {
+        for (const env of envs) services.toService(env, to);
+      }
+      return true;
+    },
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {
       stopped = true;
@@ -231,6 +258,17 @@ export function createRouter(options: RouterOptions): Router {
       deadlines.clear();
     },
   };
+}
+
+/** An envelope for a journaled send: accepted long ago, delivered (maybe) once already. */
+function recovered(e: RecoveredEntry): Letter {
+  const env: Letter = new Envelope({ data: e.data, contentType: e.contentType, expectsReply: false, sender: e.sender });
+  env.answered = true;
+  env.journalKey = e.key;
+  env.service = e.service;
+  // Its next delivery counts as a redelivery.
+  env.attempt = 1;
+  return env;
 }
 
 function loadOf(m: Mailbox): MailboxLoad {

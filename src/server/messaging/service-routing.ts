@@ -10,6 +10,7 @@ import type { Deliveries } from "./deliveries.js";
 import type { Directory } from "./directory.js";
 import { EnvelopeState } from "./envelope.js";
 import type { Letter, Mailbox } from "./mailbox.js";
+import type { SendJournal } from "./send-journal.js";
 import { MAX_SERVICE_WAITERS, type ServiceRoute } from "./service-route.js";
 
 /** How long a send waits for a service endpoint before it is refused (ms). */
@@ -42,11 +43,13 @@ export interface ServiceRoutingOptions {
   deadlines: DeadlineQueue<Letter>;
   answers: Answers;
   deliveries: Deliveries;
+  /** Where sends to durable containers are written before they are accepted. */
+  journal?: SendJournal;
 }
 
 /** Creates the placing of envelopes over a directory. */
 export function createServiceRouting(options: ServiceRoutingOptions): ServiceRouting {
-  const { directory, deadlines, answers, deliveries } = options;
+  const { directory, deadlines, answers, deliveries, journal } = options;
   let drainScheduled = false;
 
   const fail = (env: Letter, message: string, container = "") => {
@@ -56,6 +59,7 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
   };
 
   function enqueue(m: Mailbox, env: Letter) {
+    if (journal && m.durable && !env.expectsReply && !env.journalKey) return journalFirst(journal, m, env);
     env.mailbox = m;
     env.state = EnvelopeState.Queued;
     m.inbox.push(env);
@@ -66,6 +70,43 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
       answers.accept(env, m.name);
     }
     deliveries.pump(m);
+  }
+
+  /**
+   * A send to a durable container is accepted (and delivered) only once it is in the store.
+   * Through a service it is journaled against the service, so that after a restart it goes to
+   * whichever endpoint is ready then; sent to the container itself, against the container.
+   */
+  function journalFirst(journal: SendJournal, m: Mailbox, env: Letter) {
+    const s = env.service ? directory.service(env.service) : undefined;
+    const owner = s ?? m;
+    const what = s ? `service "${s.name}"` : `container "${m.name}"`;
+    const full = journal.refuses(owner.uid, env.data.byteLength, what);
+    if (full) {
+      deadlines.remove(env);
+      env.state = EnvelopeState.Done;
+      answers.fail(env, Code.ResourceExhausted, full);
+      return;
+    }
+    deadlines.remove(env);
+    env.deadline = 0;
+    env.mailbox = m;
+    const entry = { data: env.data, contentType: env.contentType, sender: env.sender, service: s ? s.name : "" };
+    journal.append(owner.uid, entry).then(
+      (key) => {
+        env.journalKey = key;
+        if (env.state === EnvelopeState.Done) return;
+        if (directory.mailbox(m.name) === m) return enqueue(m, env);
+        // The container went while the send was being written.
+        if (s) return again(env, `service "${s.name}" was deleted`, m.name);
+        journal.remove(key);
+        fail(env, `container "${m.name}" was deleted`, m.name);
+      },
+      (err: unknown) => {
+        if (env.state === EnvelopeState.Done) return;
+        fail(env, `could not write the send to the journal of ${what}: ${err instanceof Error ? err.message : String(err)}`, m.name);
+      },
+    );
   }
 
   function toContainer(env: Letter, m: Mailbox) {

@@ -1,0 +1,270 @@
+/**
+ * The journal of durable sends: a send accepted for a container whose spec.delivery is durable
+ * is written to the store before its sender is answered, and deleted once the worker settled
+ * it, so a server that is killed loses nothing it accepted. Writes and deletes are
+ * group-committed: whatever arrives while one store transaction is on its way goes together in
+ * the next one (one fsync, or one etcd round, for many sends).
+ *
+ * Entries live under `/k4s-journal/<owner uid>/<boot>-<seq>`: the owner is the Container the
+ * send went to, or the Service it was sent through (so that after a restart it may go to any of
+ * the service's endpoints). `boot` is this server run's start time, so keys sort in the order
+ * they were written across runs, and a run recovers only what earlier runs left. The keys live
+ * outside the objects' prefix: watches of objects never see them.
+ */
+import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Op, Store } from "../store/store.js";
+
+/** Key prefix of the journal. */
+export const JOURNAL_PREFIX = "/k4s-journal/";
+/** Default most journaled, unsettled sends per owner (container or service). */
+export const DEFAULT_JOURNAL_MESSAGES = 10_000;
+/** Default most payload bytes of journaled, unsettled sends per owner. */
+export const DEFAULT_JOURNAL_BYTES = 64 * 1024 * 1024;
+/** Most ops and value bytes of one journal transaction (etcd's defaults allow 128 ops, 1.5 MiB). */
+const MAX_BATCH_OPS = 100;
+const MAX_BATCH_BYTES = 1024 * 1024;
+/** Keys read per page when recovering or dropping an owner's journal. */
+const PAGE = 500;
+
+/** JournalEntry is one journaled send. */
+export interface JournalEntry {
+  readonly data: Uint8Array;
+  readonly contentType: string;
+  /** The sending container, or "" for an outside client. */
+  readonly sender: string;
+  /** The service it was sent through, or "" when sent to the container. */
+  readonly service: string;
+}
+
+/** A journaled send read back after a restart, with its key (to remove it once settled). */
+export interface RecoveredEntry extends JournalEntry {
+  readonly key: string;
+}
+
+/** SendJournalOptions are the journal's store and bounds. */
+export interface SendJournalOptions {
+  store: Store;
+  /** Most journaled, unsettled sends per owner (default 10,000). */
+  maxMessages?: number;
+  /** Most payload bytes of journaled, unsettled sends per owner (default 64 MiB). */
+  maxBytes?: number;
+  /** Start time of this server run (default now); entries of earlier runs are recovered. */
+  boot?: number;
+  onError?: (message: string, err?: unknown) => void;
+}
+
+/** SendJournal keeps durable sends in the store until they are settled. */
+export interface SendJournal {
+  /**
+   * Why a send of `bytes` to the owner cannot be journaled now (its journal is full, counted with
+   * what is on its way), naming the limit; undefined when it can. `what` names the owner.
+   */
+  refuses(owner: string, bytes: number, what: string): string | undefined;
+  /** Writes a send; resolves with its key once it is on disk (with others, in one transaction). */
+  append(owner: string, entry: JournalEntry): Promise<string>;
+  /** The send was settled: its entry goes in the next transaction. */
+  remove(key: string): void;
+  /** Reads what earlier server runs journaled for an owner and did not settle, oldest first. */
+  recover(owner: string): Promise<RecoveredEntry[]>;
+  /** Deletes an owner's whole journal (its Container or Service was deleted). */
+  drop(owner: string): Promise<void>;
+  /** Unsettled entries (journaled or on their way) of an owner. */
+  usage(owner: string): { messages: number; bytes: number };
+  /** Writes what is pending; later appends are refused. */
+  close(): Promise<void>;
+}
+
+interface Pending {
+  op: Op;
+  bytes: number;
+  done?: { resolve(key: string): void; reject(err: unknown): void };
+}
+
+/** Creates the journal of durable sends over a store. */
+export function createSendJournal(options: SendJournalOptions): SendJournal {
+  const { store } = options;
+  const maxMessages = options.maxMessages ?? DEFAULT_JOURNAL_MESSAGES;
+  const maxBytes = options.maxBytes ?? DEFAULT_JOURNAL_BYTES;
+  const boot = (options.boot ?? Date.now()).toString(16).padStart(12, "0");
+  const owners = new Map<string, { messages: number; bytes: number }>();
+  /** Owner and size of every unsettled entry this run knows, by key. */
+  const entries = new Map<string, { owner: string; bytes: number }>();
+  /** Owners whose journal was dropped: their entries still on the way are deleted once written. */
+  const dropped = new Set<string>();
+  let pending: Pending[] = [];
+  let flushing: Promise<void> | undefined;
+  let seq = 0;
+  let closed = false;
+
+  const usageOf = (owner: string) => {
+    let u = owners.get(owner);
+    if (!u) owners.set(owner, (u = { messages: 0, bytes: 0 }));
+    return u;
+  };
+  const track = (key: string, owner: string, bytes: number) => {
+    entries.set(key, { owner, bytes });
+    const u = usageOf(owner);
+    u.messages++;
+    u.bytes += bytes;
+  };
+  const untrack = (key: string) => {
+    const e = entries.get(key);
+    if (!e) return;
+    entries.delete(key);
+    const u = owners.get(e.owner);
+    if (!u) return;
+    u.messages--;
+    u.bytes -= e.bytes;
+    if (u.messages === 0) owners.delete(e.owner);
+  };
+
+  function schedule() {
+    flushing ??= flush().finally(() => {
+      flushing = undefined;
+      if (pending.length > 0) schedule();
+    });
+  }
+
+  async function flush(): Promise<void> {
+    // Let the sends of this tick (and the deletes of their acks) join one transaction.
+    await new Promise((r) => setImmediate(r));
+    while (pending.length > 0) {
+      const batch = takeBatch();
+      try {
+        await store.txn([], batch.map((p) => p.op));
+      } catch (err) {
+        for (const p of batch) {
+          if (p.done) {
+            untrack(p.op.key);
+            p.done.reject(err);
+          }
+        }
+        // A delete that failed leaves a settled send journaled: delivered again after a restart.
+        if (batch.some((p) => !p.done)) options.onError?.("deleting settled durable sends from the journal failed", err);
+        continue;
+      }
+      for (const p of batch) {
+        if (!p.done) continue;
+        const owner = entries.get(p.op.key)?.owner;
+        if (owner !== undefined && dropped.has(owner)) remove(p.op.key);
+        p.done.resolve(p.op.key);
+      }
+    }
+  }
+
+  function takeBatch(): Pending[] {
+    const keys = new Set<string>();
+    let bytes = 0;
+    let n = 0;
+    for (; n < pending.length && n < MAX_BATCH_OPS; n++) {
+      const p = pending[n]!;
+      if (n > 0 && (bytes + p.bytes > MAX_BATCH_BYTES || keys.has(p.op.key))) break;
+      keys.add(p.op.key);
+      bytes += p.bytes;
+    }
+    const batch = pending.slice(0, n);
+    pending = pending.slice(n);
+    return batch;
+  }
+
+  function remove(key: string) {
+    if (!entries.has(key)) return;
+    untrack(key);
+    pending.push({ op: { type: "delete", key }, bytes: key.length });
+    schedule();
+  }
+
+  async function* keysOf(owner: string): AsyncGenerator<{ key: string; value: Uint8Array }[]> {
+    const prefix = `${JOURNAL_PREFIX}${owner}/`;
+    let after: string | undefined;
+    for (;;) {
+      const page = await store.range(prefix, { after, limit: PAGE });
+      if (page.kvs.length > 0) yield page.kvs;
+      if (!page.more || page.kvs.length === 0) return;
+      after = page.kvs[page.kvs.length - 1]!.key;
+    }
+  }
+
+  return {
+    refuses(owner, bytes, what) {
+      const u = owners.get(owner);
+      if (!u) return bytes > maxBytes ? full(what, `${maxBytes} bytes`, bytes) : undefined;
+      if (u.messages >= maxMessages) return full(what, `${maxMessages} messages`, u.messages + 1);
+      if (u.bytes + bytes > maxBytes) return full(what, `${maxBytes} bytes`, u.bytes + bytes);
+      return undefined;
+    },
+    append(owner, entry) {
+      if (closed) return Promise.reject(new ConnectError("server is stopping", Code.Unavailable));
+      const key = `${JOURNAL_PREFIX}${owner}/${boot}-${(++seq).toString(16).padStart(10, "0")}`;
+      const value = encodeEntry(entry);
+      track(key, owner, entry.data.byteLength);
+      return new Promise<string>((resolve, reject) => {
+        pending.push({ op: { type: "put", key, value }, bytes: key.length + value.byteLength, done: { resolve, reject } });
+        schedule();
+      });
+    },
+    remove,
+    async recover(owner) {
+      const out: RecoveredEntry[] = [];
+      const ours = `${JOURNAL_PREFIX}${owner}/${boot}-`;
+      for await (const kvs of keysOf(owner)) {
+        for (const kv of kvs) {
+          if (kv.key.startsWith(ours) || entries.has(kv.key)) continue;
+          const entry = decodeEntry(kv.value);
+          track(kv.key, owner, entry.data.byteLength);
+          out.push({ key: kv.key, ...entry });
+        }
+      }
+      return out;
+    },
+    async drop(owner) {
+      dropped.add(owner);
+      // Long enough for the appends on their way to land; uids are never reused.
+      setTimeout(() => dropped.delete(owner), 60_000).unref();
+      for (const [key, e] of entries) if (e.owner === owner) untrack(key);
+      owners.delete(owner);
+      for await (const kvs of keysOf(owner)) {
+        for (let i = 0; i < kvs.length; i += MAX_BATCH_OPS) {
+          await store.txn([], kvs.slice(i, i + MAX_BATCH_OPS).map((kv) => ({ type: "delete", key: kv.key }) as const));
+        }
+      }
+    },
+    usage: (owner) => ({ ...(owners.get(owner) ?? { messages: 0, bytes: 0 }) }),
+    async close() {
+      closed = true;
+      while (flushing) await flushing;
+    },
+  };
+}
+
+function full(what: string, limit: string, have: number): string {
+  return `durable journal of ${what} is full (limit ${limit}; it would hold ${have}): wait for its worker to settle what is queued`;
+}
+
+/** Encodes an entry as protobuf wire fields: 1 data, 2 content type, 3 sender, 4 service. */
+function encodeEntry(e: JournalEntry): Uint8Array {
+  const w = new BinaryWriter();
+  w.tag(1, 2).bytes(e.data);
+  if (e.contentType) w.tag(2, 2).string(e.contentType);
+  if (e.sender) w.tag(3, 2).string(e.sender);
+  if (e.service) w.tag(4, 2).string(e.service);
+  return w.finish();
+}
+
+function decodeEntry(bytes: Uint8Array): JournalEntry {
+  const r = new BinaryReader(bytes);
+  let data: Uint8Array = new Uint8Array(0);
+  let contentType = "";
+  let sender = "";
+  let service = "";
+  while (r.pos < r.len) {
+    const [field, wireType] = r.tag();
+    if (field === 1) data = r.bytes();
+    else if (field === 2) contentType = r.string();
+    else if (field === 3) sender = r.string();
+    else if (field === 4) service = r.string();
+    else r.skip(wireType);
+  }
+  return { data, contentType, sender, service };
+}

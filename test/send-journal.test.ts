@@ -1,0 +1,113 @@
+/**
+ * The journal of durable sends over both store backends (SQLite and a real etcd): entries are
+ * in the store once append() resolves, many appends share one transaction, settled entries go
+ * in batches, a later server run reads back exactly what earlier runs left, the bounds refuse
+ * naming the limit, and dropping an owner deletes its whole journal.
+ */
+import { after, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createSendJournal, JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
+import type { Store } from "../src/server/store/store.js";
+import { BACKENDS, type OpenedStore } from "./store-backends.js";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** Counts the store's transactions, to see group commit. */
+function counting(store: Store): { store: Store; txns: () => number } {
+  let n = 0;
+  return {
+    store: {
+      ...store,
+      revision: () => store.revision(),
+      get: (k) => store.get(k),
+      range: (p, o) => store.range(p, o),
+      txn(c, ops) {
+        n++;
+        return store.txn(c, ops);
+      },
+      watch: (p, f, s) => store.watch(p, f, s),
+      compactRevision: () => store.compactRevision(),
+      close: () => store.close(),
+    },
+    txns: () => n,
+  };
+}
+
+async function keys(store: Store, owner = ""): Promise<string[]> {
+  return (await store.range(`${JOURNAL_PREFIX}${owner}`)).kvs.map((kv) => kv.key);
+}
+
+for (const backend of BACKENDS) {
+  describe(`send journal on ${backend.name}`, () => {
+    const opened: OpenedStore[] = [];
+    after(async () => {
+      for (const o of opened) await o.close();
+    });
+    const open = async () => {
+      const o = await backend.open();
+      opened.push(o);
+      return o.store;
+    };
+
+    test("appends are on disk when they resolve, group-committed; removes go in batches", async () => {
+      const base = await open();
+      const { store, txns } = counting(base);
+      const journal = createSendJournal({ store, boot: 1000 });
+      const appended = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => journal.append("c1", { data: bytes(`m${i}`), contentType: "text/plain", sender: "", service: "" })),
+      );
+      assert.equal(new Set(appended).size, 300);
+      assert.deepEqual(await keys(base, "c1/"), [...appended].sort(), "every resolved append is in the store");
+      assert.deepEqual(appended, [...appended].sort(), "keys sort in the order the sends were accepted");
+      assert.ok(txns() <= 6, `300 appends of one tick took ${txns()} transactions (at most 100 ops each)`);
+      assert.deepEqual(journal.usage("c1"), { messages: 300, bytes: appended.reduce((n, _, i) => n + `m${i}`.length, 0) });
+
+      const before = txns();
+      for (const key of appended.slice(0, 250)) journal.remove(key);
+      await journal.close();
+      assert.equal((await keys(base, "c1/")).length, 50);
+      assert.ok(txns() - before <= 3, `250 removes took ${txns() - before} transactions`);
+      assert.equal(journal.usage("c1").messages, 50);
+    });
+
+    test("a later run recovers what earlier runs left, oldest first, not its own entries", async () => {
+      const store = await open();
+      const first = createSendJournal({ store, boot: 1000 });
+      const k1 = await first.append("c1", { data: bytes("one"), contentType: "text/plain", sender: "s", service: "" });
+      await first.append("c1", { data: bytes("two"), contentType: "", sender: "", service: "svc" });
+      first.remove(k1);
+      await first.close();
+
+      const second = createSendJournal({ store, boot: 2000 });
+      await second.append("c1", { data: bytes("three"), contentType: "", sender: "", service: "" });
+      const got = await second.recover("c1");
+      assert.deepEqual(
+        got.map((e) => [text(e.data), e.contentType, e.sender, e.service]),
+        [["two", "", "", "svc"]],
+      );
+      assert.equal(second.usage("c1").messages, 2, "recovered entries count against the bound");
+      assert.deepEqual(await second.recover("c2"), []);
+    });
+
+    test("the bounds refuse naming the limit; dropping an owner deletes its journal", async () => {
+      const store = await open();
+      const journal = createSendJournal({ store, maxMessages: 3, maxBytes: 10, boot: 1000 });
+      assert.match(journal.refuses("c1", 11, 'container "c1"') ?? "", /durable journal of container "c1" is full \(limit 10 bytes; it would hold 11\)/);
+      for (let i = 0; i < 3; i++) {
+        assert.equal(journal.refuses("c1", 1, 'container "c1"'), undefined);
+        await journal.append("c1", { data: bytes("x"), contentType: "", sender: "", service: "" });
+      }
+      assert.match(journal.refuses("c1", 1, 'container "c1"') ?? "", /is full \(limit 3 messages; it would hold 4\)/);
+      assert.match(journal.refuses("c1", 0, "x") ?? "", /limit 3 messages/);
+      assert.equal(journal.refuses("c2", 1, 'container "c2"'), undefined, "the bound is per owner");
+      await journal.append("c2", { data: bytes("y"), contentType: "", sender: "", service: "" });
+
+      await journal.drop("c1");
+      assert.deepEqual(await keys(store, "c1/"), []);
+      assert.equal((await keys(store, "c2/")).length, 1, "other owners keep theirs");
+      assert.equal(journal.refuses("c1", 1, 'container "c1"'), undefined, "a dropped journal frees its bound");
+      await journal.close();
+    });
+  });
+}
