@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { startEtcd } from "./etcd.js";
-import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 /** Lease TTL the servers of these tests run with (s). */
 const LEASE_TTL = 2;
@@ -28,6 +28,16 @@ async function clusterServer(store: string): Promise<ClusterServer> {
 }
 
 const isLeader = (s: ClusterServer) => /is the leader/.test(s.proc.stdout());
+const portOf = (s: ClusterServer) => s.address.split(":").pop();
+
+/** The servers as `client.servers()` of one server lists them: address -> role and held sessions. */
+async function membership(s: ClusterServer): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const m of await s.client.servers()) {
+    out[m.address] = `${m.leader ? "leader" : "standby"} ${m.sessions.map((x) => `${x.kind}/${x.name}`).sort().join(",")}`.trim();
+  }
+  return out;
+}
 
 const RS = `kind: ReplicaSet
 metadata: {name: ha-rs}
@@ -51,6 +61,16 @@ test("cluster: SIGKILL the leader; another server runs the controllers within th
     await eventually(async () => (await b.client.get("ReplicaSet", "ha-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
     // A standby refuses messages and worker sessions, naming the leader.
     await assert.rejects(c.client.request("ha-rs-nothing", "x", { timeoutMs: 2000 }), new RegExp(`standing by \\(the leader is ${leader.address.replace(/[.]/g, "\\.")}\\)`));
+    // Every server lists the same members: one leader, holding its local host's session.
+    const expected = Object.fromEntries(servers.map((s) => [s.address, s === leader ? `leader host/local-${portOf(s)}` : "standby"]));
+    const sameAs = (want: Record<string, string>) => (got: Record<string, string>) => JSON.stringify(Object.entries(got).sort()) === JSON.stringify(Object.entries(want).sort());
+    await eventually(async () => sameAs(expected)(await membership(b)), 10_000, "the membership on b").catch(async () => assert.deepEqual(await membership(b), expected));
+    assert.deepEqual(await membership(c), expected);
+    const table = await runK4s(["get", "servers", "--server", b.address]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, new RegExp(`^ADDRESS +ROLE +SESSIONS +AGE +HELD\n`));
+    assert.match(table.stdout, new RegExp(`\n${leader.address} +leader +1 +\\S+ +host/local-${portOf(leader)}\n`));
+    assert.match(table.stdout, new RegExp(`\n${b.address} \\(this\\) +standby +0 +\\S+ +<none>`));
 
     // Writes acknowledged through every server while the leader dies.
     const acked: string[] = [];
@@ -84,6 +104,11 @@ test("cluster: SIGKILL the leader; another server runs the controllers within th
     const scaledMs = Date.now() - killedAt;
     writing = false;
     await Promise.all(writers);
+    // The dead leader dropped out with its lease; the new one holds its own local host.
+    assert.deepEqual(
+      await membership(c),
+      Object.fromEntries([b, c].map((s) => [s.address, s === next ? `leader host/local-${portOf(s)}` : "standby"])),
+    );
     const stored = new Set((await next.client.list("Service")).items.map((s) => s.metadata!.name));
     const lost = acked.filter((n) => !stored.has(n));
     assert.deepEqual(lost, [], "every acknowledged write is stored");
@@ -97,5 +122,23 @@ test("cluster: SIGKILL the leader; another server runs the controllers within th
       await s.proc.kill("SIGKILL");
     }
     await etcd.stop();
+  }
+});
+
+test("k4s get servers on a server over SQLite: a cluster of one, its own leader, with the sessions it holds", async () => {
+  const server = await startTestServer();
+  const host = spawnK4s(["worker", "--server", server.address, "--name", "solo-host"]);
+  try {
+    await eventually(async () => (await runK4s(["get", "servers", "--server", server.address])).stdout.includes("host/solo-host"), 30_000, "the host's session");
+    const json = await runK4s(["get", "servers", "-o", "json", "--server", server.address]);
+    const list = JSON.parse(json.stdout) as { items: { address: string; leader: boolean; self: boolean; sessions: { kind: string; name: string }[] }[] };
+    assert.equal(list.items.length, 1);
+    assert.equal(list.items[0]!.address, server.address);
+    assert.equal(list.items[0]!.leader, true);
+    assert.equal(list.items[0]!.self, true);
+    assert.deepEqual(list.items[0]!.sessions.map((x) => `${x.kind}/${x.name}`), ["host/solo-host"]);
+  } finally {
+    await host.kill();
+    await server.stop();
   }
 });

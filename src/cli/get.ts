@@ -16,6 +16,7 @@ import { listToJson, objectToJson } from "../api/object-json.js";
 import { loadYaml, objectRef, parseOutputFormat, renderJson, type OutputFormat } from "./format.js";
 import { collect, durationOption, kindAndName, labelSelectorOption } from "./options.js";
 import { createTablePrinter, type ChangeType } from "./table-printer.js";
+import { printServers } from "./servers.js";
 
 interface GetOptions {
   output?: string;
@@ -41,7 +42,7 @@ const GLOB_CHARS = /[*?[\]{}!]/;
 export function getCommand(): Command {
   return new Command("get")
     .description("list objects of a kind (containers|c, replicasets|rs, services|svc, all), or some by name")
-    .argument("<kind>", "containers|container|c, replicasets|rs, services|svc, a comma list, or all (or KIND/NAME)")
+    .argument("<kind>", "containers|container|c, replicasets|rs, services|svc, a comma list, or all (or KIND/NAME); or servers")
     .argument("[names...]", "object names or globs over names (or more KIND/NAMEs)")
     .option("-o, --output <format>", "json, yaml, wide or name")
     .option("-l, --selector <selector>", "only objects whose labels match: k=v, k!=v, 'k in (a,b)', 'k notin (a,b)', k, !k (comma-separated, repeatable)", collect, [])
@@ -53,11 +54,15 @@ export function getCommand(): Command {
     .action(async (kindArg: string, names: string[], opts: GetOptions, cmd: Command) => {
       const format = parseOutputFormat(opts.output);
       if (format === "yaml") await loadYaml();
+      if (SERVERS.has(kindArg)) return withClient(cmd, (client) => printServers(client, format));
       const query = parseQuery(kindArg, names, labelSelectorOption(opts.selector));
       const resume = opts.watch || opts.watchOnly ? followThroughRestarts(cmd, opts.reconnectTimeout) : undefined;
       await withClient(cmd, (client) => runGet(client, query, format, opts, resume));
     });
 }
+
+/** The words `get` takes for the servers of the cluster, which are not stored objects. */
+const SERVERS = new Set(["servers", "server"]);
 
 /** Reads `KIND [NAME...]`, `all|K1,K2 [NAME...]` and `KIND/NAME...`. */
 function parseQuery(kindArg: string, names: string[], labelSelector: string | undefined): Query {

@@ -12,7 +12,7 @@ import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } fro
 import { decodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 import { StatsService, type Stats } from "../gen/k4s/v1/stats_service_pb.js";
-import { InfoService } from "../gen/k4s/v1/info_service_pb.js";
+import { InfoService, type ClusterServer } from "../gen/k4s/v1/info_service_pb.js";
 import { ResourceService } from "../gen/k4s/v1/resource_service_pb.js";
 import { ObjectSchema, type ReplicaSet } from "../gen/k4s/v1/resources_pb.js";
 import { http2ConnectOptions, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "../transport/channel.js";
@@ -236,6 +236,8 @@ export interface K4sClient {
   stats(): Promise<Stats>;
   /** The server's release and platform, as `k4s version` shows them. */
   serverVersion(): Promise<ServerVersion>;
+  /** The servers of the cluster, which one leads, and the worker sessions each holds (`k4s get servers`). */
+  servers(): Promise<ClusterServer[]>;
   /** The latest load snapshot at once, then one per sampling window (about a second), until signal aborts. */
   watchStats(options?: { signal?: AbortSignal }): AsyncIterable<Stats>;
   /** Queues a fire-and-forget message at a target ("container/NAME", "service/NAME" or NAME). */
@@ -474,6 +476,10 @@ export function createClient(options: ClientOptions = {}): K4sClient {
 
     async stats() {
       return (await statsService.getStats({})).stats!;
+    },
+
+    async servers() {
+      return (await infoService.listServers({})).servers;
     },
 
     async serverVersion() {

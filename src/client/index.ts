@@ -53,6 +53,7 @@ export {
 export { EventSchema, LogLineSchema, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
 export { BadRequestSchema, type BadRequest, type BadRequest_FieldViolation } from "../gen/google/rpc/error_details_pb.js";
 export { fieldViolations } from "../api/bad-request.js";
+export { ClusterServerSchema, ClusterSessionSchema, type ClusterServer, type ClusterSession } from "../gen/k4s/v1/info_service_pb.js";
 export {
   ContainerStatsSchema,
   HostStatsSchema,

@@ -22,6 +22,7 @@ import type { EventRecorder } from "./event-recorder.js";
 import type { ServiceHandlers } from "./grpc-adapter.js";
 import { createWorkerService } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
+import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane } from "./messaging/messaging-plane.js";
 import type { SendJournal } from "./messaging/send-journal.js";
@@ -43,6 +44,11 @@ export interface ControlPlaneOptions {
   credentials?: HostCredentials;
   /** Where sends to durable containers are journaled. */
   journal?: SendJournal;
+  /** Told of every worker session (host or attached process) that opens or ends here. */
+  sessions?: {
+    opened(link: WorkerLink): void;
+    ended(link: WorkerLink): void;
+  };
   onError: (message: string, err?: unknown) => void;
 }
 
@@ -75,6 +81,11 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     onError,
   });
   const { router, links, heartbeatIntervalMs } = messaging;
+  const { sessions } = options;
+  if (sessions) {
+    links.onOpened((link) => link.role !== "client" && sessions.opened(link));
+    links.onLost((link) => link.role !== "client" && sessions.ended(link));
+  }
   const containers = createContainerController({
     informer,
     resources,

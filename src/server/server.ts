@@ -38,7 +38,8 @@ import { createLogStore, type LogStore } from "./log-store.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openStore, parseEtcdUrl } from "./store/open-store.js";
-import type { ClusterMember } from "./cluster/cluster-member.js";
+import type { ClusterMember, SessionEntry } from "./cluster/cluster-member.js";
+import type { WorkerLink } from "./messaging/worker-link.js";
 import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
@@ -321,6 +322,25 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const events = createEventRecorder({ journal: eventJournal });
   const logs = createLogStore({ journal: logJournal });
   const credentials = createHostCredentials(kv);
+  const startedAtMs = Date.now();
+  // The sessions held here: recorded in etcd too when in a cluster, for every server to see.
+  const sessions = new Map<string, SessionEntry>();
+  const entryOf = (link: WorkerLink): SessionEntry => ({
+    kind: link.role === "attached" ? "attached" : "host",
+    name: link.role === "attached" ? link.container : link.name,
+    sessionId: link.id,
+  });
+  const sessionHooks = {
+    opened(link: WorkerLink) {
+      const e = entryOf(link);
+      sessions.set(e.sessionId, e);
+      cluster?.sessionStarted(e);
+    },
+    ended(link: WorkerLink) {
+      const e = entryOf(link);
+      if (sessions.delete(e.sessionId)) cluster?.sessionEnded(e);
+    },
+  };
   const makePlane = () =>
     createControlPlane({
       resources,
@@ -333,6 +353,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       onError,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       countLoad: options.stats ?? true,
+      sessions: sessionHooks,
     });
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);
@@ -357,7 +378,13 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   addService(grpcServer, WorkerService, plane.workerService, adapter);
   addService(grpcServer, LogService, logService, adapter);
   addService(grpcServer, StatsService, statsService, adapter);
-  const infoService = createInfoService();
+  const selfAddress = () => cluster?.advertise ?? `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const infoService = createInfoService({
+    self: selfAddress,
+    // Over SQLite the server is a cluster of one.
+    servers: async () =>
+      cluster ? cluster.servers() : [{ advertise: selfAddress(), startedAtMs, leader: true, sessions: [...sessions.values()] }],
+  });
   addService(grpcServer, InfoService, infoService, adapter);
   // The dashboard's port serves the same handler objects (not the worker protocol, whose bidi
   // stream browsers cannot open over HTTP/1.1).

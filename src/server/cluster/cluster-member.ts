@@ -175,7 +175,10 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     }
   }
 
-  const put = (key: string, value: string) => lease?.put(key).value(value).exec().catch((err: unknown) => onError(`cluster: recording ${key} failed`, err));
+  // Session records are written in the order sessions come and go.
+  let writes: Promise<unknown> = Promise.resolve();
+  const inOrder = (what: string, write: () => Promise<unknown> | undefined) =>
+    (writes = writes.then(write).catch((err: unknown) => onError(`cluster: ${what} failed`, err)));
 
   return {
     advertise,
@@ -214,13 +217,13 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     },
     sessionStarted(entry) {
       sessions.set(sessionKey(entry), entry);
-      void put(sessionKey(entry), JSON.stringify(entry));
+      inOrder(`recording ${sessionKey(entry)}`, () => lease?.put(sessionKey(entry)).value(JSON.stringify(entry)).exec());
     },
     sessionEnded(entry) {
       const key = sessionKey(entry);
       if (sessions.get(key)?.sessionId !== entry.sessionId) return;
       sessions.delete(key);
-      ns.delete().key(key).exec().catch((err: unknown) => onError(`cluster: forgetting ${key} failed`, err));
+      inOrder(`forgetting ${key}`, () => ns.delete().key(key).exec());
     },
     async stop() {
       if (stopped) return;

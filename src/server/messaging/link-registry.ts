@@ -45,6 +45,8 @@ export interface LinkRegistry {
   lose(link: WorkerLink, err?: ConnectError): void;
   /** Calls listener once for every link lost from now on (after it was closed). */
   onLost(listener: (link: WorkerLink) => void): void;
+  /** Calls listener once for every link opened from now on (after its Welcome was queued). */
+  onOpened(listener: (link: WorkerLink) => void): void;
   /** Whether the registry refuses new links (it is stopping). */
   readonly stopping: boolean;
   /** Starts the liveness timer. */
@@ -58,6 +60,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
   const hb = options.heartbeatIntervalMs;
   const links = new Map<string, WorkerLink>();
   const listeners: Array<(link: WorkerLink) => void> = [];
+  const openListeners: Array<(link: WorkerLink) => void> = [];
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
 
@@ -119,12 +122,16 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
       countRole(link.role, 1);
       const credential = link.role === "host" ? (options.credentials?.issue(link.name) ?? "") : "";
       link.push(welcomeFrame(link.id, link.name, hb, credential));
+      for (const listener of openListeners) listener(link);
       return link;
     },
     hosts,
     lose,
     onLost(listener) {
       listeners.push(listener);
+    },
+    onOpened(listener) {
+      openListeners.push(listener);
     },
     get stopping() {
       return stopping;

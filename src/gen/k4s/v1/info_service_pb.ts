@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file k4s/v1/info_service.proto.
  */
 export const file_k4s_v1_info_service: GenFile = /*@__PURE__*/
-  fileDesc("ChlrNHMvdjEvaW5mb19zZXJ2aWNlLnByb3RvEgZrNHMudjEiEwoRR2V0VmVyc2lvblJlcXVlc3QiZQoSR2V0VmVyc2lvblJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEwoLYXBpX3ZlcnNpb24YAiABKAkSFwoPcnVudGltZV92ZXJzaW9uGAMgASgJEhAKCHBsYXRmb3JtGAQgASgJMlIKC0luZm9TZXJ2aWNlEkMKCkdldFZlcnNpb24SGS5rNHMudjEuR2V0VmVyc2lvblJlcXVlc3QaGi5rNHMudjEuR2V0VmVyc2lvblJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChlrNHMvdjEvaW5mb19zZXJ2aWNlLnByb3RvEgZrNHMudjEiEwoRR2V0VmVyc2lvblJlcXVlc3QiZQoSR2V0VmVyc2lvblJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEwoLYXBpX3ZlcnNpb24YAiABKAkSFwoPcnVudGltZV92ZXJzaW9uGAMgASgJEhAKCHBsYXRmb3JtGAQgASgJIhQKEkxpc3RTZXJ2ZXJzUmVxdWVzdCI9ChNMaXN0U2VydmVyc1Jlc3BvbnNlEiYKB3NlcnZlcnMYASADKAsyFS5rNHMudjEuQ2x1c3RlclNlcnZlciJ/Cg1DbHVzdGVyU2VydmVyEg8KB2FkZHJlc3MYASABKAkSDgoGbGVhZGVyGAIgASgIEhUKDXN0YXJ0ZWRfYXRfbXMYAyABKAMSKAoIc2Vzc2lvbnMYBCADKAsyFi5rNHMudjEuQ2x1c3RlclNlc3Npb24SDAoEc2VsZhgFIAEoCCJACg5DbHVzdGVyU2Vzc2lvbhIMCgRraW5kGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKc2Vzc2lvbl9pZBgDIAEoCTKaAQoLSW5mb1NlcnZpY2USQwoKR2V0VmVyc2lvbhIZLms0cy52MS5HZXRWZXJzaW9uUmVxdWVzdBoaLms0cy52MS5HZXRWZXJzaW9uUmVzcG9uc2USRgoLTGlzdFNlcnZlcnMSGi5rNHMudjEuTGlzdFNlcnZlcnNSZXF1ZXN0GhsuazRzLnYxLkxpc3RTZXJ2ZXJzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * GetVersionRequest takes no parameters.
@@ -70,6 +70,126 @@ export const GetVersionResponseSchema: GenMessage<GetVersionResponse> = /*@__PUR
   messageDesc(file_k4s_v1_info_service, 1);
 
 /**
+ * ListServersRequest takes no parameters.
+ *
+ * @generated from message k4s.v1.ListServersRequest
+ */
+export type ListServersRequest = Message<"k4s.v1.ListServersRequest"> & {
+};
+
+/**
+ * Describes the message k4s.v1.ListServersRequest.
+ * Use `create(ListServersRequestSchema)` to create a new message.
+ */
+export const ListServersRequestSchema: GenMessage<ListServersRequest> = /*@__PURE__*/
+  messageDesc(file_k4s_v1_info_service, 2);
+
+/**
+ * ListServersResponse lists the live servers, sorted by address.
+ *
+ * @generated from message k4s.v1.ListServersResponse
+ */
+export type ListServersResponse = Message<"k4s.v1.ListServersResponse"> & {
+  /**
+   * Every server whose lease is live, the answering one included.
+   *
+   * @generated from field: repeated k4s.v1.ClusterServer servers = 1;
+   */
+  servers: ClusterServer[];
+};
+
+/**
+ * Describes the message k4s.v1.ListServersResponse.
+ * Use `create(ListServersResponseSchema)` to create a new message.
+ */
+export const ListServersResponseSchema: GenMessage<ListServersResponse> = /*@__PURE__*/
+  messageDesc(file_k4s_v1_info_service, 3);
+
+/**
+ * ClusterServer is one k4s server of a cluster.
+ *
+ * @generated from message k4s.v1.ClusterServer
+ */
+export type ClusterServer = Message<"k4s.v1.ClusterServer"> & {
+  /**
+   * The address it is reached at (its --advertise HOST:PORT), which is also its name.
+   *
+   * @generated from field: string address = 1;
+   */
+  address: string;
+
+  /**
+   * Whether it is the elected leader: the one that runs the controllers and the scheduler.
+   *
+   * @generated from field: bool leader = 2;
+   */
+  leader: boolean;
+
+  /**
+   * When it joined the cluster (ms since the Unix epoch).
+   *
+   * @generated from field: int64 started_at_ms = 3;
+   */
+  startedAtMs: bigint;
+
+  /**
+   * The worker sessions it holds: hosts and attached processes (not calling clients).
+   *
+   * @generated from field: repeated k4s.v1.ClusterSession sessions = 4;
+   */
+  sessions: ClusterSession[];
+
+  /**
+   * Whether it is the server that answered this call.
+   *
+   * @generated from field: bool self = 5;
+   */
+  self: boolean;
+};
+
+/**
+ * Describes the message k4s.v1.ClusterServer.
+ * Use `create(ClusterServerSchema)` to create a new message.
+ */
+export const ClusterServerSchema: GenMessage<ClusterServer> = /*@__PURE__*/
+  messageDesc(file_k4s_v1_info_service, 4);
+
+/**
+ * ClusterSession is a worker session a server holds.
+ *
+ * @generated from message k4s.v1.ClusterSession
+ */
+export type ClusterSession = Message<"k4s.v1.ClusterSession"> & {
+  /**
+   * "host" for a worker host, "attached" for a process attached to one container.
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The host's name, or the name of the container the attached process serves.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The session's id on its server (a UUID), as its Welcome gave it.
+   *
+   * @generated from field: string session_id = 3;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message k4s.v1.ClusterSession.
+ * Use `create(ClusterSessionSchema)` to create a new message.
+ */
+export const ClusterSessionSchema: GenMessage<ClusterSession> = /*@__PURE__*/
+  messageDesc(file_k4s_v1_info_service, 5);
+
+/**
  * InfoService tells a client which server it talks to, as `kubectl version` asks a cluster.
  *
  * @generated from service k4s.v1.InfoService
@@ -84,6 +204,20 @@ export const InfoService: GenService<{
     methodKind: "unary";
     input: typeof GetVersionRequestSchema;
     output: typeof GetVersionResponseSchema;
+  },
+  /**
+   * ListServers answers the servers of the cluster this server belongs to (`k4s get servers`):
+   * which one leads and which worker sessions each holds. A server over SQLite is a cluster of
+   * one, its own leader. Over etcd the list is read from etcd, where each server keeps its record
+   * and its sessions under a lease of its own: a server that died drops out when its lease
+   * expires.
+   *
+   * @generated from rpc k4s.v1.InfoService.ListServers
+   */
+  listServers: {
+    methodKind: "unary";
+    input: typeof ListServersRequestSchema;
+    output: typeof ListServersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_k4s_v1_info_service, 0);
