@@ -1,7 +1,7 @@
 /**
  * The inbox ring buffer against a plain array model: random pushes, redeliveries to the front,
  * takes, abandons and extracts keep FIFO order, never hand out an abandoned envelope, keep the
- * live count exact, and stay bounded when nobody drains them.
+ * live count and byte size exact, and stay bounded when nobody drains them.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,7 +12,12 @@ import { Inbox } from "../src/server/messaging/inbox.js";
 interface Item {
   id: number;
   state: number;
+  data: Uint8Array;
 }
+
+/** An item whose payload size varies with its id, so the byte count is checked, not just the count. */
+const item = (id: number): Item => ({ id, state: EnvelopeState.Queued, data: new Uint8Array(id % 7) });
+const bytesOf = (items: readonly Item[]) => items.reduce((n, it) => n + it.data.byteLength, 0);
 
 type Op = { op: "push" } | { op: "unshift" } | { op: "shift" } | { op: "abandon"; pick: number } | { op: "extractOdd" };
 
@@ -28,7 +33,7 @@ const ops = fc.array(
   { maxLength: 400, size: "max" },
 );
 
-test("inbox: FIFO with redeliveries first, abandoned envelopes skipped, live count exact (model check)", () => {
+test("inbox: FIFO with redeliveries first, abandoned envelopes skipped, live count and bytes exact (model check)", () => {
   fc.assert(
     fc.property(ops, (list) => {
       const inbox = new Inbox<Item>();
@@ -36,7 +41,7 @@ test("inbox: FIFO with redeliveries first, abandoned envelopes skipped, live cou
       let next = 0;
       for (const o of list) {
         if (o.op === "push" || o.op === "unshift") {
-          const it: Item = { id: next++, state: EnvelopeState.Queued };
+          const it = item(next++);
           if (o.op === "push") {
             inbox.push(it);
             model.push(it);
@@ -50,16 +55,18 @@ test("inbox: FIFO with redeliveries first, abandoned envelopes skipped, live cou
           if (model.length === 0) continue;
           const [it] = model.splice(o.pick % model.length, 1);
           it!.state = EnvelopeState.Done;
-          inbox.abandoned();
+          inbox.abandoned(it!);
         } else {
           const taken = inbox.extract((it) => it.id % 2 === 1);
           assert.deepEqual(taken, model.filter((it) => it.id % 2 === 1));
           model = model.filter((it) => it.id % 2 === 0);
         }
         assert.equal(inbox.live, model.length);
+        assert.equal(inbox.bytes, bytesOf(model));
       }
       assert.deepEqual(inbox.drain(), model);
       assert.equal(inbox.live, 0);
+      assert.equal(inbox.bytes, 0);
       assert.equal(inbox.shift(), undefined);
     }),
     { numRuns: 150 },
@@ -70,17 +77,18 @@ test("inbox: an inbox whose envelopes are abandoned without being taken stays bo
   const inbox = new Inbox<Item>();
   const waiting: Item[] = [];
   for (let i = 0; i < 100_000; i++) {
-    const it: Item = { id: i, state: EnvelopeState.Queued };
+    const it = item(i);
     inbox.push(it);
     waiting.push(it);
     // Every envelope but one in a thousand times out while queued.
     if (i % 1000 !== 0) {
       it.state = EnvelopeState.Done;
-      inbox.abandoned();
+      inbox.abandoned(it);
       waiting.pop();
     }
   }
   assert.equal(inbox.live, 100);
+  assert.equal(inbox.bytes, bytesOf(waiting));
   // The ring holds at most about twice the live ones (plus its compaction floor), not 100,000.
   const ring = (inbox as unknown as { buf: unknown[] }).buf.length;
   assert.ok(ring <= 512, `ring of ${ring} slots for 100 live envelopes`);

@@ -3,11 +3,13 @@
  * tests use it to play a worker host, an attached process or a client, and it is handy for
  * poking a server by hand. Not for production use: it keeps every received frame.
  */
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   ConnectRequestSchema,
+  ConnectResponseSchema,
   WorkerFrameSchema,
   WorkerService,
   type ConnectRequest,
@@ -134,6 +136,69 @@ export function openRawPeer(address: string, first: WorkerFrameInit, headers?: R
     },
     cancel() {
       abort.abort();
+    },
+  };
+}
+
+/** NonReadingPeer is a Connect stream whose responses nobody reads until told to. */
+export interface NonReadingPeer {
+  /** Sends frames as one ConnectRequest. */
+  send(...frames: WorkerFrameInit[]): void;
+  /**
+   * Starts reading: resolves once the stream ended, with the frames read and its status (code 0:
+   * ended cleanly); rejects when it has not ended within timeoutMs.
+   */
+  readToEnd(timeoutMs?: number): Promise<{ frames: number; code: number; details: string }>;
+  /** Cancels the stream. */
+  cancel(): void;
+}
+
+/**
+ * Opens a Connect stream (grpc-js, so HTTP/2 flow control applies) that sends `first` and then
+ * reads nothing until readToEnd(): a peer that stopped reading its stream, as a stuck process
+ * would. It still sends a heartbeat every heartbeatMs, so it is not lost for silence.
+ */
+export function openNonReadingPeer(address: string, first: WorkerFrameInit, heartbeatMs = 500): NonReadingPeer {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const call = client.makeBidiStreamRequest(
+    "/k4s.v1.WorkerService/Connect",
+    (req: ConnectRequest) => Buffer.from(toBinary(ConnectRequestSchema, req)),
+    (buf: Buffer) => fromBinary(ConnectResponseSchema, buf),
+  );
+  let frames = 0;
+  let status: { code: number; details: string } | undefined;
+  const statusKnown = new Promise<void>((resolve) => {
+    call.on("status", (s: grpc.StatusObject) => {
+      status ??= { code: s.code, details: s.details };
+      resolve();
+    });
+    call.on("error", (e: grpc.ServiceError) => {
+      status ??= { code: e.code, details: e.details };
+      resolve();
+    });
+  });
+  const send = (...list: WorkerFrameInit[]) => {
+    if (!status) call.write(create(ConnectRequestSchema, { frames: list.map((frame) => create(WorkerFrameSchema, { frame })) as WorkerFrame[] }));
+  };
+  send(first);
+  const beat = setInterval(() => send({ case: "heartbeat", value: {} }), heartbeatMs);
+  return {
+    send,
+    async readToEnd(timeoutMs = 60_000) {
+      call.on("data", (res: { frames: unknown[] }) => (frames += res.frames.length));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the stream did not end within ${timeoutMs} ms (${frames} frames read)`)), timeoutMs);
+      });
+      await Promise.race([statusKnown, late]).finally(() => clearTimeout(timer));
+      clearInterval(beat);
+      client.close();
+      return { frames, ...status! };
+    },
+    cancel() {
+      clearInterval(beat);
+      call.cancel();
+      client.close();
     },
   };
 }

@@ -123,6 +123,41 @@ test("an inbox takes queueLimit messages beyond those in flight, and at most con
   router.stop("done");
 });
 
+test("an inbox holds at most maxInboxBytes of payload: past it a send is refused RESOURCE_EXHAUSTED naming the bound; an empty inbox takes one larger message", () => {
+  const router = createRouter({ events: createEventRecorder(), maxInboxBytes: 100 });
+  router.upsertContainer(container("heavy", { queueLimit: 1000 }));
+  const kb = (n: number) => "x".repeat(n);
+  // Nobody serves it: everything waits in the inbox.
+  const answers = [call(router, "heavy", kb(40)), call(router, "heavy", kb(40)), call(router, "heavy", kb(40)), call(router, "heavy", kb(20))];
+  assert.deepEqual(
+    answers.map((a) => a.value?.code),
+    [0, 0, Code.ResourceExhausted, 0],
+    "80 of 100 bytes wait; 40 more would pass the bound, 20 more fit",
+  );
+  assert.match(answers[2]!.value!.message, /inbox of container "heavy" is full: 80 B waiting, 40 B more would pass the server's maxInboxBytes of 100 B \(100 bytes\)/);
+  router.upsertContainer(container("big"));
+  assert.equal(call(router, "big", kb(500)).value?.code, 0, "an empty inbox takes a message larger than the bound");
+  assert.equal(call(router, "big", kb(1)).value?.code, Code.ResourceExhausted, "and then nothing more");
+  // Taking messages out makes room again.
+  const w = new Worker();
+  router.upsertContainer(container("heavy", { queueLimit: 1000, concurrency: 10 }));
+  router.setAvailability("heavy", ready(w));
+  assert.equal(w.deliveries().length, 3);
+  assert.equal(call(router, "heavy", kb(90)).value?.code, 0, "the inbox is empty again once delivered");
+  router.stop("done");
+});
+
+test("calls waiting for an endpoint of a service are bounded by maxInboxBytes too", () => {
+  const router = createRouter({ events: createEventRecorder(), maxInboxBytes: 100 });
+  router.upsertService(create(ServiceSchema, { metadata: { name: "svc", uid: "uid-svc" }, spec: { selector: "never-*" } }));
+  const first = call(router, "svc", "y".repeat(60), { request: true, timeoutMs: 60_000 });
+  const second = call(router, "svc", "y".repeat(60), { request: true, timeoutMs: 60_000 });
+  assert.equal(first.value, undefined, "the first waits for an endpoint");
+  assert.equal(second.value?.code, Code.ResourceExhausted);
+  assert.match(second.value!.message, /calls waiting for an endpoint of service "svc" is full: .*maxInboxBytes of 100 B/);
+  router.stop("done");
+});
+
 test("a worker that goes: sends come back first in line (at least once), requests fail UNAVAILABLE (at most once)", () => {
   const router = newRouter();
   router.upsertContainer(container("w", { concurrency: 3 }));

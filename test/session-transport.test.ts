@@ -36,9 +36,10 @@ test("sessions over TLS (servername checked) with a bearer token carry requests;
   // The certificate names k4s.test, not 127.0.0.1: only servername makes it match.
   const tls = { ca: cert, servername: "k4s.test" };
   const client = createClient({ address: server.address, tls, token, reconnect: false });
+  // Applied first: an attach that reaches the server before the container exists is refused NOT_FOUND.
+  await client.apply("kind: Container\nmetadata: {name: tls-echo}\nspec: {concurrency: 8}\n");
   const worker = attach({ address: server.address, container: "tls-echo", token, tls, worker: echo, reconnect: false });
   try {
-    await client.apply("kind: Container\nmetadata: {name: tls-echo}\nspec: {concurrency: 8}\n");
     await worker.ready;
     await eventually(async () => (await client.get("Container", "tls-echo"))?.status?.ready === true, 10_000, "tls-echo ready");
     const data = new Uint8Array([1, 2, 3, 250]);

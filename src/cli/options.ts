@@ -1,5 +1,6 @@
 /** Option value parsers shared by the commands; they raise commander's usage errors. */
 import { InvalidArgumentError, Option } from "commander";
+import { parseByteSize } from "../api/byte-size.js";
 import { parseKind, type Kind } from "../api/kinds.js";
 import { CliError } from "./errors.js";
 import { formatDuration, parseDuration } from "./duration.js";
@@ -13,6 +14,15 @@ export function intOption(min = 0, max?: number): (value: string) => number {
     }
     return n;
   };
+}
+
+/** Parses a size such as 64Mi, 1Gi or 67108864 into bytes, for commander options. */
+export function byteSizeOption(value: string): number {
+  try {
+    return parseByteSize(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 /** Parses a duration such as 500ms, 5s or 1m into milliseconds, for commander options. */

@@ -9,7 +9,7 @@ import { DEFAULT_PORT } from "../api/address.js";
 import { createBackoff } from "../api/backoff.js";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
-import { intOption } from "./options.js";
+import { byteSizeOption, intOption } from "./options.js";
 import { K4S_BIN } from "./package-files.js";
 import { connectionEnvironment } from "../transport/environment.js";
 import { untilStopped } from "./signals.js";
@@ -34,6 +34,8 @@ interface ServerCommandOptions {
   leaseTtl?: number;
   journalMaxMessages?: number;
   journalMaxBytes?: number;
+  maxSessionBufferBytes?: number;
+  maxInboxBytes?: number;
 }
 
 function readPem(path: string, what: string): Buffer {
@@ -71,6 +73,8 @@ export function serverCommand(): Command {
     .option("--no-local-worker", "do not start the local worker host")
     .option("--heartbeat-ms <n>", "heartbeat interval announced to worker sessions", intOption(1))
     .option("--max-connections <n>", "connections the port holds at once; more are refused (default 1024)", intOption(1))
+    .option("--max-session-buffer-bytes <size>", "bytes a worker session may leave unread before it is ended RESOURCE_EXHAUSTED (default 64Mi)", byteSizeOption)
+    .option("--max-inbox-bytes <size>", "payload bytes one container's inbox holds; more is refused RESOURCE_EXHAUSTED (default 64Mi)", byteSizeOption)
     .option("--tls-cert <file>", "serve TLS with this PEM certificate chain (needs --tls-key)")
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--metrics-port <n>", "serve Prometheus /metrics over HTTP on this port", intOption(0, 65535))
@@ -110,6 +114,8 @@ export function serverCommand(): Command {
         onLeadership: (leader) => console.log(`k4s server ${leader ? "is the leader: it runs the controllers" : "is standing by"}`),
         journalMaxMessages: opts.journalMaxMessages,
         journalMaxBytes: opts.journalMaxBytes,
+        maxSessionBufferBytes: opts.maxSessionBufferBytes,
+        maxInboxBytes: opts.maxInboxBytes,
         token,
         tls,
         metricsPort: opts.metricsPort,

@@ -24,14 +24,14 @@ import { createWorkerService } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
-import { createMessagingPlane } from "./messaging/messaging-plane.js";
+import { createMessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
 import type { SendJournal } from "./messaging/send-journal.js";
 import type { Metrics } from "./metrics.js";
 import type { StatsSource } from "./stats/stats-collector.js";
 import type { ResourceStore } from "./store/resource-store.js";
 
-/** ControlPlaneOptions are what the control plane works over. */
-export interface ControlPlaneOptions {
+/** ControlPlaneOptions are what the control plane works over, and the messaging plane's byte bounds. */
+export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSessionBufferBytes" | "maxInboxBytes"> {
   resources: ResourceStore;
   events: EventRecorder;
   logs: LogStore;
@@ -79,6 +79,8 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     credentials,
     journal: options.journal,
     onError,
+    maxSessionBufferBytes: options.maxSessionBufferBytes,
+    maxInboxBytes: options.maxInboxBytes,
   });
   const { router, links, heartbeatIntervalMs } = messaging;
   const { sessions } = options;

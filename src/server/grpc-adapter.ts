@@ -20,6 +20,7 @@ import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, enco
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 import { stoppingRefusal } from "../api/retry-info.js";
 import { decodePaced, encodePaced, PACE_BYTES } from "./paced-codec.js";
+import { frameBytes, type BatchedFrame } from "../transport/frame-batch.js";
 
 /** CallContext is what a handler knows about the call it serves. */
 export interface CallContext {
@@ -256,25 +257,50 @@ function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
   return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline };
 }
 
+/**
+ * Bytes of responses a stream may have handed to grpc-js that the peer has not taken yet. grpc-js
+ * buffers 16 messages whatever their size before write() says to wait, which would let a peer
+ * that does not read pin 16 of the largest messages; this bounds it in bytes instead.
+ */
+const WRITE_AHEAD_BYTES = 2 * 1024 * 1024;
+
+/** Bytes a response handed to grpc-js takes: encoded ones exactly, worker-stream batches by their frames. */
+function responseBytes(value: unknown): number {
+  if (value instanceof Encoded) return value.bytes.byteLength;
+  const frames = (value as { frames?: readonly BatchedFrame[] }).frames;
+  return Array.isArray(frames) ? frames.reduce((n, f: BatchedFrame) => n + frameBytes(f), 0) : 0;
+}
+
 async function writeAll(
   call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
   schema: DescMessage,
   source: AsyncIterable<unknown>,
   signal: AbortSignal,
 ): Promise<void> {
-  for await (const msg of source) {
-    if (signal.aborted) return;
-    if (!call.write(await encodeResponse(schema, msg))) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          call.off("drain", done);
-          signal.removeEventListener("abort", done);
-          resolve();
-        };
-        call.on("drain", done);
-        signal.addEventListener("abort", done);
+  let pending = 0;
+  let wake: (() => void) | undefined;
+  const done = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  call.on("drain", done);
+  signal.addEventListener("abort", done);
+  try {
+    for await (const msg of source) {
+      if (signal.aborted) return;
+      const bytes = await encodeResponse(schema, msg);
+      const size = responseBytes(bytes);
+      pending += size;
+      const flowing = call.write(bytes, () => {
+        pending -= size;
+        if (pending <= WRITE_AHEAD_BYTES) done();
       });
+      if ((!flowing || pending > WRITE_AHEAD_BYTES) && !signal.aborted) await new Promise<void>((resolve) => (wake = resolve));
     }
+  } finally {
+    call.off("drain", done);
+    signal.removeEventListener("abort", done);
   }
 }
 

@@ -102,6 +102,18 @@ export interface ServerOptions {
   stats?: boolean;
   /** Heartbeat interval announced to worker sessions (ms). */
   heartbeatIntervalMs?: number;
+  /**
+   * Bytes of frames a worker session may leave unread (queued, not yet written to its stream)
+   * before the server ends it with RESOURCE_EXHAUSTED naming this bound (default 64 MiB). Its
+   * in-flight deliveries go back to their inboxes.
+   */
+  maxSessionBufferBytes?: number;
+  /**
+   * Bytes of message payloads one container's inbox (or one service's queue of calls waiting
+   * for an endpoint) holds; past it a send or request is refused RESOURCE_EXHAUSTED naming this
+   * bound (default 64 MiB). Applies besides the container's `spec.queueLimit` (a count).
+   */
+  maxInboxBytes?: number;
   /** Connections the gRPC port holds at once; more are closed as they arrive (default 1024). */
   maxConnections?: number;
   /**
@@ -354,6 +366,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       countLoad: options.stats ?? true,
       sessions: sessionHooks,
+      maxSessionBufferBytes: options.maxSessionBufferBytes,
+      maxInboxBytes: options.maxInboxBytes,
     });
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);

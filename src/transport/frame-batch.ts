@@ -8,8 +8,14 @@ import { MAX_BATCH_BYTES } from "./limits.js";
 const FRAME_OVERHEAD_BYTES = 32;
 
 /** A frame as batching sees it: a oneof whose value may carry payload bytes. */
-interface BatchedFrame {
+export interface BatchedFrame {
   readonly frame: { readonly value?: unknown };
+}
+
+/** Bytes a frame is counted as: its payload plus FRAME_OVERHEAD_BYTES for the rest. */
+export function frameBytes(frame: BatchedFrame): number {
+  const v = frame.frame.value as { data?: Uint8Array } | undefined;
+  return FRAME_OVERHEAD_BYTES + (v?.data ? v.data.byteLength : 0);
 }
 
 /**
@@ -19,8 +25,7 @@ interface BatchedFrame {
 export function batchEnd(frames: readonly BatchedFrame[], start = 0): number {
   let bytes = 0;
   for (let i = start; i < frames.length; i++) {
-    const v = frames[i]!.frame.value as { data?: Uint8Array } | undefined;
-    bytes += FRAME_OVERHEAD_BYTES + (v?.data ? v.data.byteLength : 0);
+    bytes += frameBytes(frames[i]!);
     if (bytes > MAX_BATCH_BYTES && i > start) return i;
   }
   return frames.length;

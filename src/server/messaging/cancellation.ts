@@ -57,11 +57,11 @@ export function createCancellation(options: CancellationOptions): Cancellation {
         return;
       case EnvelopeState.Waiting:
         env.state = EnvelopeState.Done;
-        directory.service(env.service)?.waiters.abandoned();
+        directory.service(env.service)?.waiters.abandoned(env);
         break;
       case EnvelopeState.Queued:
         env.state = EnvelopeState.Done;
-        env.mailbox!.inbox.abandoned();
+        env.mailbox!.inbox.abandoned(env);
         break;
       case EnvelopeState.InFlight:
         deliveries.withdraw(env, message || "caller gone");

@@ -68,7 +68,7 @@ export function createDeliveries(options: DeliveriesOptions): Deliveries {
   function pump(m: Mailbox) {
     const link = m.serving();
     if (!link) return;
-    while (m.inflight.size < m.concurrency) {
+    while (m.inflight.size < m.concurrency && !link.congested) {
       const env = m.inbox.shift();
       if (!env) break;
       env.deliveryId = ++deliverySeq;

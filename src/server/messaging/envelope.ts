@@ -32,6 +32,11 @@ export interface CallAnswer {
 /** FrameSink is where the router writes frames: the server's end of a worker stream. */
 export interface FrameSink {
   readonly closed: boolean;
+  /**
+   * The stream's peer reads slower than frames come: new deliveries wait in their inbox (whose
+   * bounds refuse more) until the router is told the stream drained (Router.linkDrained).
+   */
+  readonly congested?: boolean;
   push(frame: ServerFrame): void;
 }
 

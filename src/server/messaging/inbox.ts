@@ -8,15 +8,19 @@ import { EnvelopeState } from "./envelope.js";
 /** An item an inbox holds: an envelope, whose state tells whether it was abandoned. */
 interface Queued {
   readonly state: number;
+  /** Its payload, counted in the inbox's bytes. */
+  readonly data: Uint8Array;
 }
 
-/** Inbox is a FIFO of envelopes with a live count that excludes abandoned ones. */
+/** Inbox is a FIFO of envelopes with a live count and byte size that exclude abandoned ones. */
 export class Inbox<T extends Queued> {
   private buf: (T | undefined)[] = new Array(16);
   private head = 0;
   private length = 0;
   /** Envelopes still waiting (abandoned ones excluded). */
   live = 0;
+  /** Payload bytes of the envelopes still waiting. */
+  bytes = 0;
 
   /** Appends an envelope. */
   push(env: T): void {
@@ -24,6 +28,7 @@ export class Inbox<T extends Queued> {
     this.buf[(this.head + this.length) & (this.buf.length - 1)] = env;
     this.length++;
     this.live++;
+    this.bytes += env.data.byteLength;
   }
 
   /** Puts an envelope first (a redelivery goes before newer messages). */
@@ -33,6 +38,7 @@ export class Inbox<T extends Queued> {
     this.buf[this.head] = env;
     this.length++;
     this.live++;
+    this.bytes += env.data.byteLength;
   }
 
   /** Takes the first envelope still waiting, skipping abandoned ones. */
@@ -44,6 +50,7 @@ export class Inbox<T extends Queued> {
       this.length--;
       if (env.state !== EnvelopeState.Done) {
         this.live--;
+        this.bytes -= env.data.byteLength;
         return env;
       }
     }
@@ -54,8 +61,9 @@ export class Inbox<T extends Queued> {
    * Tells the inbox one of its envelopes was abandoned (its state is now Done); compacts when
    * abandoned entries outnumber live ones, so an inbox nobody drains stays bounded.
    */
-  abandoned(): void {
+  abandoned(env: T): void {
     this.live--;
+    this.bytes -= env.data.byteLength;
     if (this.length > 64 && this.length > 2 * this.live) this.compact();
   }
 
@@ -79,6 +87,7 @@ export class Inbox<T extends Queued> {
     const kept: T[] = [];
     for (let env = this.shift(); env; env = this.shift()) kept.push(env);
     this.live = 0;
+    this.bytes = 0;
     for (const env of kept) this.push(env);
   }
 

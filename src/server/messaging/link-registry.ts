@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { Metrics } from "../metrics.js";
 import type { HostCredentials } from "./host-credentials.js";
 import { heartbeatFrame, welcomeFrame } from "./frames.js";
-import { MAX_QUEUED_FRAMES, WorkerLink, type LinkRole } from "./worker-link.js";
+import { WorkerLink, type LinkRole } from "./worker-link.js";
 
 /** LinkRegistryOptions are the registry's dependencies. */
 export interface LinkRegistryOptions {
@@ -17,6 +17,11 @@ export interface LinkRegistryOptions {
   /** Issues each host link's Welcome the credential of its name (none: hosts get no credential). */
   credentials?: HostCredentials;
   metrics?: Metrics;
+  /**
+   * Bytes of frames a link may have queued for a peer that does not read before it is cut off
+   * with RESOURCE_EXHAUSTED (default DEFAULT_SESSION_BUFFER_BYTES, 64 MiB).
+   */
+  maxSessionBufferBytes?: number;
 }
 
 /** LinkSpec describes a link being opened. */
@@ -47,6 +52,8 @@ export interface LinkRegistry {
   onLost(listener: (link: WorkerLink) => void): void;
   /** Calls listener once for every link opened from now on (after its Welcome was queued). */
   onOpened(listener: (link: WorkerLink) => void): void;
+  /** Calls listener whenever a congested link drained (see WorkerLink.congested). */
+  onDrained(listener: (link: WorkerLink) => void): void;
   /** Whether the registry refuses new links (it is stopping). */
   readonly stopping: boolean;
   /** Starts the liveness timer. */
@@ -61,6 +68,8 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
   const links = new Map<string, WorkerLink>();
   const listeners: Array<(link: WorkerLink) => void> = [];
   const openListeners: Array<(link: WorkerLink) => void> = [];
+  const drainListeners: Array<(link: WorkerLink) => void> = [];
+  const drained = (link: WorkerLink) => drainListeners.forEach((l) => l(link));
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
 
@@ -77,8 +86,8 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
     for (const listener of listeners) listener(link);
   }
 
-  function overflow(link: WorkerLink) {
-    lose(link, new ConnectError(`session "${link.name}" does not read its stream: more than ${MAX_QUEUED_FRAMES} frames queued`, Code.ResourceExhausted));
+  function overflow(link: WorkerLink, limit: string) {
+    lose(link, new ConnectError(`session "${link.name}" does not read its stream: ${limit}`, Code.ResourceExhausted));
   }
 
   /** A name no host or client link holds yet: `base`, else `base-2`, `base-3`, ... */
@@ -116,7 +125,9 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         container: spec.container ?? "",
         // A suffixed name is a new identity: only the name asked for was proven.
         proven: (spec.proven ?? false) && name === spec.name,
+        maxQueuedBytes: options.maxSessionBufferBytes,
         onOverflow: overflow,
+        onDrained: drained,
       });
       links.set(link.id, link);
       countRole(link.role, 1);
@@ -132,6 +143,9 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
     },
     onOpened(listener) {
       openListeners.push(listener);
+    },
+    onDrained(listener) {
+      drainListeners.push(listener);
     },
     get stopping() {
       return stopping;

@@ -1,5 +1,6 @@
 /**
- * A container's mailbox in the router: its inbox (FIFO, bounded by spec.queueLimit), the
+ * A container's mailbox in the router: its inbox (FIFO, bounded by spec.queueLimit and the
+ * server's maxInboxBytes), the
  * deliveries its worker has not settled (at most spec.concurrency), where deliveries go, and
  * which messages it takes now. It exists from the moment the Container does, so messages sent
  * before the worker is up wait for it. The lifecycle controller says where and whether
@@ -10,6 +11,7 @@ import type { Container } from "../../gen/k4s/v1/resources_pb.js";
 import type { Envelope, FrameSink } from "./envelope.js";
 import { LoadCounters } from "../stats/load-counters.js";
 import { Inbox } from "./inbox.js";
+import { formatBytes } from "../../api/byte-size.js";
 
 /** An envelope as the router moves it between mailboxes. */
 export type Letter = Envelope<Mailbox>;
@@ -18,6 +20,21 @@ export type Letter = Envelope<Mailbox>;
 export const DEFAULT_CONCURRENCY = 1;
 /** Default messages waiting in an inbox beyond those in flight. */
 export const DEFAULT_QUEUE_LIMIT = 1000;
+/**
+ * Default payload bytes waiting in one inbox (the server's maxInboxBytes): 64 MiB, room for
+ * four of the largest messages.
+ */
+export const DEFAULT_INBOX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Why a queue holding `queued` envelopes of `bytes` refuses one more of `size` bytes under a
+ * bound of `maxBytes`, or undefined when it takes it. One message larger than the bound is
+ * still taken by an empty queue, so the bound never makes a message undeliverable.
+ */
+export function overBytes(what: string, queued: number, bytes: number, size: number, maxBytes: number): string | undefined {
+  if (queued === 0 || bytes + size <= maxBytes) return undefined;
+  return `${what} is full: ${formatBytes(bytes)} waiting, ${formatBytes(size)} more would pass the server's maxInboxBytes of ${formatBytes(maxBytes)} (${maxBytes} bytes)`;
+}
 
 /**
  * Availability is what the lifecycle says about a container, as a level: set it again with the
@@ -77,12 +94,16 @@ export class Mailbox {
     return this.ready && link && !link.closed ? link : undefined;
   }
 
-  /** Why the mailbox refuses an envelope now, or undefined when it takes it. */
-  refuses(env: Letter): [Code, string] | undefined {
+  /**
+   * Why the mailbox refuses an envelope now, or undefined when it takes it: it is ending, or its
+   * inbox holds queueLimit messages or would pass maxBytes of payload.
+   */
+  refuses(env: Letter, maxBytes = DEFAULT_INBOX_BYTES): [Code, string] | undefined {
     if (this.accepts === "none" || (this.accepts === "sends" && env.expectsReply)) return [Code.Unavailable, this.refusal];
     if (this.inbox.live >= this.queueLimit) {
       return [Code.ResourceExhausted, `inbox of container "${this.name}" is full (queueLimit ${this.queueLimit})`];
     }
-    return undefined;
+    const full = overBytes(`inbox of container "${this.name}"`, this.inbox.live, this.inbox.bytes, env.data.byteLength, maxBytes);
+    return full === undefined ? undefined : [Code.ResourceExhausted, full];
   }
 }

@@ -38,6 +38,10 @@ export interface MessagingPlaneOptions {
   /** Where sends to durable containers are journaled (none: durable delivery is kept in memory only). */
   journal?: SendJournal;
   onError?: (message: string, err?: unknown) => void;
+  /** Bytes a session may leave unread before it is cut off (default 64 MiB). */
+  maxSessionBufferBytes?: number;
+  /** Bytes of payload one inbox (or a service's queue of waiting calls) holds (default 64 MiB). */
+  maxInboxBytes?: number;
 }
 
 /** MessagingPlane is the router with its links, and the unary messaging API over them. */
@@ -57,13 +61,14 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   const { informer, metrics } = options;
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 5000;
   const { journal } = options;
-  const router = createRouter({ events: options.events, metrics, lookup, countLoad: options.countLoad, journal });
-  const links = createLinkRegistry({ heartbeatIntervalMs, metrics, credentials: options.credentials });
+  const router = createRouter({ events: options.events, metrics, lookup, countLoad: options.countLoad, journal, maxInboxBytes: options.maxInboxBytes });
+  const links = createLinkRegistry({ heartbeatIntervalMs, metrics, credentials: options.credentials, maxSessionBufferBytes: options.maxSessionBufferBytes });
 
   links.onLost((link) => {
     for (const env of [...link.calls.values()]) router.abandon(env, 0, `caller session ${link.id} ended`);
     router.linkLost(link, describe(link));
   });
+  links.onDrained((link) => router.linkDrained(link));
   informer.subscribe((e) => {
     feed(router, e);
     if (journal) followJournal(journal, e);

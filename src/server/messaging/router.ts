@@ -37,6 +37,8 @@ export interface RouterOptions {
   countLoad?: boolean;
   /** Where sends to durable containers are written before they are accepted (none: kept in memory only). */
   journal?: SendJournal;
+  /** Payload bytes one inbox, or one service's queue of waiting calls, holds (default 64 MiB). */
+  maxInboxBytes?: number;
 }
 
 /** MailboxLoad is what waits at one container and what its worker has in hand. */
@@ -76,6 +78,8 @@ export interface Router {
   release(name: string, why: string): void;
   /** A stream died (`what`: e.g. `its host "h1"`): what was in flight on it is released. */
   linkLost(link: FrameSink, what: string): void;
+  /** A congested stream drained: the containers it serves get their waiting messages. */
+  linkDrained(link: FrameSink): void;
   /** What waits at a container and what its worker has in hand. */
   load(name: string): MailboxLoad | undefined;
   /** The load of every container. */
@@ -111,7 +115,7 @@ export function createRouter(options: RouterOptions): Router {
     journal: options.journal,
     onIdle: (m) => idleListeners.forEach((l) => l(m.name)),
   });
-  const services = createServiceRouting({ directory, deadlines, answers, deliveries, journal: options.journal });
+  const services = createServiceRouting({ directory, deadlines, answers, deliveries, journal: options.journal, maxInboxBytes: options.maxInboxBytes });
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
   // Requests are timed for the latency histogram, every message for the live stats.
@@ -210,6 +214,9 @@ export function createRouter(options: RouterOptions): Router {
         // Not ready any more, before the lifecycle says so: its endpoints move on at once.
         if (m.link === link) setAvailability(m, { link: undefined, ready: false, accepts: m.accepts, notReady: `lost ${what}`, refusal: m.refusal });
       }
+    },
+    linkDrained(link) {
+      for (const m of directory.mailboxes()) if (m.link === link) deliveries.pump(m);
     },
     load(name) {
       const m = directory.mailbox(name);

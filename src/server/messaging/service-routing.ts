@@ -9,7 +9,7 @@ import type { DeadlineQueue } from "./deadline-queue.js";
 import type { Deliveries } from "./deliveries.js";
 import type { Directory } from "./directory.js";
 import { EnvelopeState } from "./envelope.js";
-import type { Letter, Mailbox } from "./mailbox.js";
+import { DEFAULT_INBOX_BYTES, overBytes, type Letter, type Mailbox } from "./mailbox.js";
 import type { SendJournal } from "./send-journal.js";
 import { MAX_SERVICE_WAITERS, type ServiceRoute } from "./service-route.js";
 
@@ -45,11 +45,14 @@ export interface ServiceRoutingOptions {
   deliveries: Deliveries;
   /** Where sends to durable containers are written before they are accepted. */
   journal?: SendJournal;
+  /** Payload bytes one inbox, or one service's queue of waiting calls, holds (default 64 MiB). */
+  maxInboxBytes?: number;
 }
 
 /** Creates the placing of envelopes over a directory. */
 export function createServiceRouting(options: ServiceRoutingOptions): ServiceRouting {
   const { directory, deadlines, answers, deliveries, journal } = options;
+  const maxBytes = options.maxInboxBytes ?? DEFAULT_INBOX_BYTES;
   let drainScheduled = false;
 
   const fail = (env: Letter, message: string, container = "") => {
@@ -110,7 +113,7 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
   }
 
   function toContainer(env: Letter, m: Mailbox) {
-    const no = m.refuses(env);
+    const no = m.refuses(env, maxBytes);
     if (!no) return enqueue(m, env);
     deadlines.remove(env);
     env.state = EnvelopeState.Done;
@@ -125,7 +128,7 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
       let lastRefusal: [Code, string] | undefined;
       for (let i = 0; i < eps.length; i++) {
         const m = eps[(first + i) % eps.length]!;
-        lastRefusal = m.refuses(env);
+        lastRefusal = m.refuses(env, maxBytes);
         if (!lastRefusal) return enqueue(m, env);
       }
       // An accepted send must not be lost: it waits at the service instead.
@@ -137,10 +140,14 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
         return;
       }
     }
-    if (s.waiters.live >= MAX_SERVICE_WAITERS && !env.answered) {
+    const full =
+      s.waiters.live >= MAX_SERVICE_WAITERS
+        ? `too many calls wait for an endpoint of service "${s.name}" (limit ${MAX_SERVICE_WAITERS})`
+        : overBytes(`the queue of calls waiting for an endpoint of service "${s.name}"`, s.waiters.live, s.waiters.bytes, env.data.byteLength, maxBytes);
+    if (full !== undefined && !env.answered) {
       deadlines.remove(env);
       env.state = EnvelopeState.Done;
-      answers.fail(env, Code.ResourceExhausted, `too many calls wait for an endpoint of service "${s.name}" (limit ${MAX_SERVICE_WAITERS})`);
+      answers.fail(env, Code.ResourceExhausted, full);
       return;
     }
     env.state = EnvelopeState.Waiting;

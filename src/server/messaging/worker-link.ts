@@ -6,7 +6,9 @@
  */
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
-import { batchEnd } from "../../transport/frame-batch.js";
+import { formatBytes } from "../../api/byte-size.js";
+import { batchEnd, frameBytes } from "../../transport/frame-batch.js";
+import { MAX_BATCH_BYTES } from "../../transport/limits.js";
 import type { Caller } from "./envelope.js";
 import type { Letter, Mailbox } from "./mailbox.js";
 
@@ -15,6 +17,18 @@ export type LinkRole = "host" | "client" | "attached";
 
 /** Frames a link may have queued for a peer that does not read before it is cut off. */
 export const MAX_QUEUED_FRAMES = 100_000;
+
+/**
+ * Bytes of queued frames past which a link is congested: deliveries wait in their inboxes
+ * rather than on a stream whose peer reads slower than they come.
+ */
+export const CONGESTED_BYTES = MAX_BATCH_BYTES;
+
+/**
+ * Default bytes of frames (payloads plus a fixed overhead each) a link may have queued, not yet
+ * handed to its stream, before it is cut off: 64 MiB, room for four of the largest messages.
+ */
+export const DEFAULT_SESSION_BUFFER_BYTES = 64 * 1024 * 1024;
 
 /** WorkerLinkInit describes a new link. */
 export interface WorkerLinkInit {
@@ -27,8 +41,19 @@ export interface WorkerLinkInit {
   container?: string;
   /** A host that showed the credential of its name. */
   proven?: boolean;
-  /** Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES. */
-  onOverflow?: (link: WorkerLink) => void;
+  /**
+   * Bytes of queued frames past which the peer counts as not reading (default
+   * DEFAULT_SESSION_BUFFER_BYTES). One frame larger than this still goes when nothing else waits.
+   */
+  maxQueuedBytes?: number;
+  /**
+   * Called when the peer lets frames pile up beyond MAX_QUEUED_FRAMES or maxQueuedBytes; the
+   * queued frames are dropped first (a peer that does not read would never take them).
+   * `limit` names the bound it passed, for the error the peer gets.
+   */
+  onOverflow?: (link: WorkerLink, limit: string) => void;
+  /** Called when the link stops being congested (its peer took what held deliveries back). */
+  onDrained?: (link: WorkerLink) => void;
 }
 
 /** WorkerLink is the server's end of one worker stream, with its lifecycle state. */
@@ -41,6 +66,7 @@ export class WorkerLink implements Caller<Mailbox> {
   /** Why the server ended the link (sent as the stream's status); undefined: ended cleanly. */
   closeError: ConnectError | undefined = undefined;
   private out: ServerFrame[] = [];
+  private outBytes = 0;
   private waiter: ((frames: ServerFrame[] | undefined) => void) | undefined = undefined;
   private wakeScheduled = false;
 
@@ -61,7 +87,10 @@ export class WorkerLink implements Caller<Mailbox> {
    * over its own live session and resume the containers that waited for its name.
    */
   readonly proven: boolean;
-  private readonly onOverflow: (link: WorkerLink) => void;
+  /** Bytes of queued frames past which the peer counts as not reading. */
+  readonly maxQueuedBytes: number;
+  private readonly onOverflow: (link: WorkerLink, limit: string) => void;
+  private readonly onDrained: (link: WorkerLink) => void;
 
   constructor(init: WorkerLinkInit) {
     this.id = init.id;
@@ -72,7 +101,9 @@ export class WorkerLink implements Caller<Mailbox> {
     this.canSpawn = init.canSpawn ?? false;
     this.container = init.container ?? "";
     this.proven = init.proven ?? false;
+    this.maxQueuedBytes = init.maxQueuedBytes ?? DEFAULT_SESSION_BUFFER_BYTES;
     this.onOverflow = init.onOverflow ?? (() => {});
+    this.onDrained = init.onDrained ?? (() => {});
   }
 
   /** Frames waiting to be written. */
@@ -80,12 +111,29 @@ export class WorkerLink implements Caller<Mailbox> {
     return this.out.length;
   }
 
+  /** Bytes of the frames waiting to be written (payloads plus a fixed overhead per frame). */
+  get queuedBytes(): number {
+    return this.outBytes;
+  }
+
+  /** Whether deliveries should wait: CONGESTED_BYTES or more are queued. */
+  get congested(): boolean {
+    return this.outBytes >= CONGESTED_BYTES;
+  }
+
   /** Queues a frame; frames queued in one tick leave together in one ConnectResponse. */
   push(frame: ServerFrame): void {
     if (this.closed) return;
     this.out.push(frame);
-    if (this.out.length > MAX_QUEUED_FRAMES) {
-      this.onOverflow(this);
+    this.outBytes += frameBytes(frame);
+    if (this.out.length > MAX_QUEUED_FRAMES || (this.outBytes > this.maxQueuedBytes && this.out.length > 1)) {
+      const limit =
+        this.out.length > MAX_QUEUED_FRAMES
+          ? `more than ${MAX_QUEUED_FRAMES} frames queued`
+          : `more than ${formatBytes(this.maxQueuedBytes)} of frames queued (the server's maxSessionBufferBytes, ${this.maxQueuedBytes} bytes)`;
+      this.out = [];
+      this.outBytes = 0;
+      this.onOverflow(this, limit);
       return;
     }
     if (this.waiter && !this.wakeScheduled) {
@@ -113,16 +161,27 @@ export class WorkerLink implements Caller<Mailbox> {
   }
 
   private take(): ServerFrame[] {
+    const wasCongested = this.congested;
+    const batch = this.takeBatch();
+    // After the batch is on its way: the router pushes the next deliveries then.
+    if (wasCongested && !this.congested && !this.closed) queueMicrotask(() => this.onDrained(this));
+    return batch;
+  }
+
+  private takeBatch(): ServerFrame[] {
     const out = this.out;
     this.lastSent = Date.now();
     const n = batchEnd(out);
     if (n === out.length) {
       this.out = [];
+      this.outBytes = 0;
       return out;
     }
     // The rest goes in the next response: next() finds it queued and returns it at once.
+    const batch = out.slice(0, n);
     this.out = out.slice(n);
-    return out.slice(0, n);
+    for (const f of batch) this.outBytes -= frameBytes(f);
+    return batch;
   }
 
   private readonly wake = () => {

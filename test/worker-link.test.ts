@@ -1,0 +1,51 @@
+/**
+ * A worker link's outgoing queue in memory: its bytes are counted as frames are queued and
+ * taken, and a peer that does not read is cut off once the queue passes the byte bound, with
+ * RESOURCE_EXHAUSTED naming it and the queue dropped (the frames would never be read).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import { ServerFrameSchema, type ServerFrame } from "../src/gen/k4s/v1/worker_service_pb.js";
+import { createLinkRegistry } from "../src/server/messaging/link-registry.js";
+import { WorkerLink } from "../src/server/messaging/worker-link.js";
+import { frameBytes } from "../src/transport/frame-batch.js";
+
+const delivery = (id: number, bytes: number): ServerFrame =>
+  create(ServerFrameSchema, { frame: { case: "delivery", value: { id: BigInt(id), data: new Uint8Array(bytes) } } });
+
+test("worker link: queued bytes go up as frames are queued and back to 0 once they are taken", async () => {
+  const link = new WorkerLink({ id: "l1", name: "h", role: "host", maxQueuedBytes: 10_000 });
+  link.push(delivery(1, 1000));
+  link.push(delivery(2, 2000));
+  assert.equal(link.queuedBytes, frameBytes(delivery(1, 1000)) + frameBytes(delivery(2, 2000)));
+  const batch = await link.next();
+  assert.equal(batch?.length, 2);
+  assert.equal(link.queuedBytes, 0);
+});
+
+test("worker link: a peer that does not read is cut off past the byte bound, the queue dropped; one frame larger than the bound alone still goes", () => {
+  const cut: string[] = [];
+  const link = new WorkerLink({ id: "l2", name: "h", role: "host", maxQueuedBytes: 5000, onOverflow: (_l, limit) => cut.push(limit) });
+  link.push(delivery(1, 20_000));
+  assert.deepEqual(cut, [], "a single frame over the bound is not an overflow");
+  link.push(delivery(2, 10));
+  assert.equal(cut.length, 1);
+  assert.match(cut[0]!, /more than 4\.9 KiB of frames queued \(the server's maxSessionBufferBytes, 5000 bytes\)/);
+  assert.equal(link.queued, 0, "the unread frames are dropped");
+  assert.equal(link.queuedBytes, 0);
+});
+
+test("link registry: the cut-off link is lost with RESOURCE_EXHAUSTED naming maxSessionBufferBytes", async () => {
+  const links = createLinkRegistry({ heartbeatIntervalMs: 60_000, maxSessionBufferBytes: 64 * 1024 });
+  const lost: string[] = [];
+  links.onLost((l) => lost.push(l.name));
+  const link = links.open({ name: "reader-never", role: "host" });
+  for (let i = 0; i < 100 && !link.closed; i++) link.push(delivery(i, 1024));
+  assert.ok(link.closed, "the link is closed");
+  assert.deepEqual(lost, ["reader-never"]);
+  assert.equal(link.closeError?.code, Code.ResourceExhausted);
+  assert.match(link.closeError!.rawMessage, /session "reader-never" does not read its stream: more than 64 KiB of frames queued \(the server's maxSessionBufferBytes, 65536 bytes\)/);
+  assert.equal(await link.next(), undefined, "nothing is left to flush");
+});
