@@ -14,6 +14,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
 import { openStore } from "../src/server/store/open-store.js";
+import { startEtcd } from "./etcd.js";
 import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
 
 /**
@@ -59,9 +60,13 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A `k4s server` process on dataDir (port 0 the first time, then the same port again). */
-async function serverProc(dataDir: string, port = 0, extra: string[] = []): Promise<{ proc: Proc; address: string; port: number }> {
-  const proc = spawnK4s(["server", "--port", String(port), "--data-dir", dataDir, "--no-local-worker", "--no-dashboard", ...extra]);
+/**
+ * A `k4s server` process (port 0 the first time, then the same port again) on a data dir, or on
+ * a store given as `--store URL`.
+ */
+async function serverProc(dataDir: string, port = 0): Promise<{ proc: Proc; address: string; port: number }> {
+  const state = dataDir.startsWith("etcd://") ? ["--store", dataDir] : ["--data-dir", dataDir];
+  const proc = spawnK4s(["server", "--port", String(port), ...state, "--no-local-worker", "--no-dashboard"]);
   procs.push(proc);
   await proc.waitFor(/listening on (\S+)/, 60_000);
   const address = /listening on (\S+)/.exec(proc.stdout())![1]!;
@@ -106,25 +111,30 @@ function allHandled(file: string, acked: Iterable<number>, timeoutMs: number, wh
   ) as Promise<Set<number | undefined>>;
 }
 
-test("SIGKILL of the server with durable sends queued for a stopped worker: every acked send is handled after the restart", async () => {
-  const dataDir = join(dir, "queued");
-  const file = join(dir, "queued.jsonl");
-  const gate = join(dir, "queued.gate");
-  let srv = await serverProc(dataDir);
+/**
+ * Sends queued at a durable ReplicaSet's replica (its worker holds the first one), through a
+ * Service over it, and at a container no host serves; then the server and the host are
+ * SIGKILLed, the server starts again on the same port and state, and a new host handles all.
+ */
+async function queuedForStoppedWorker(state: string, tag: string): Promise<void> {
+  const file = join(dir, `queued-${tag}.jsonl`);
+  const gate = join(dir, `queued-${tag}.gate`);
+  let srv = await serverProc(state);
   const c1 = client(srv.address);
   await c1.apply(
-    durable("keeper", file, { gate }) +
+    "kind: ReplicaSet\nmetadata: {name: keeper}\nspec:\n  replicas: 1\n  template:\n    metadata: {labels: {app: keeper}}\n" +
+      `    spec: {module: dur, function: recorder, delivery: durable, parameters: ${JSON.stringify({ file, gate })}}\n` +
       "---\nkind: Service\nmetadata: {name: keepers}\nspec: {matchLabels: {app: keeper}}\n" +
       // Sends to a container no host serves yet wait in its journal too.
       "---\n" +
       durable("absent", file, {}, "later"),
   );
   // The worker takes the first message and holds it (gate closed); the rest wait in the inbox.
-  const host = await workerHost(srv.address, "h1");
+  const host = await workerHost(srv.address, `h1-${tag}`);
   await eventually(async () => (await c1.get("Service", "keepers"))?.status?.endpoints.length === 1, 30_000, "keepers has its endpoint");
   const acked: number[] = [];
   for (let i = 0; i < 150; i++) {
-    const target = ["container/keeper", "service/keepers", "container/absent"][i % 3]!;
+    const target = ["container/keeper-0", "service/keepers", "container/absent"][i % 3]!;
     await c1.send(target, { i });
     acked.push(i);
   }
@@ -134,15 +144,29 @@ test("SIGKILL of the server with durable sends queued for a stopped worker: ever
   await host.kill("SIGKILL");
   await c1.close();
 
-  srv = await serverProc(dataDir, srv.port);
+  srv = await serverProc(state, srv.port);
   writeFileSync(gate, "");
-  await workerHost(srv.address, "h2", ["dur", "later"]);
+  await workerHost(srv.address, `h2-${tag}`, ["dur", "later"]);
   const handled = await allHandled(file, acked, 90_000, "every acked send handled after the restart");
   const done = lines(file);
   const duplicates = done.length - handled.size;
-  console.log(`queued durable sends: acked ${acked.length}, handled ${handled.size}, duplicates ${duplicates}, lost 0`);
+  console.log(`queued durable sends (${tag}): acked ${acked.length}, handled ${handled.size}, duplicates ${duplicates}, lost 0`);
   assert.ok(duplicates <= 1, `only the message held at the kill may run twice (${duplicates})`);
   assert.ok(done.some((l) => l.a > 1), "the held message is delivered again, as a redelivery");
+  await srv.proc.kill("SIGKILL");
+}
+
+test("SIGKILL of the server with durable sends queued for a stopped worker: every acked send is handled after the restart", async () => {
+  await queuedForStoppedWorker(join(dir, "queued"), "sqlite");
+});
+
+test("the same over etcd: a server SIGKILLed with durable sends queued; its successor on the same etcd delivers every acked one", async () => {
+  const etcd = await startEtcd();
+  try {
+    await queuedForStoppedWorker(etcd.storeUrl, "etcd");
+  } finally {
+    await etcd.stop();
+  }
 });
 
 test("crash rounds: sends in flight at every SIGKILL; acked sends are all handled (sent / acked / delivered / duplicated / lost)", async () => {
