@@ -75,10 +75,10 @@ export function createMessageCaller(options: MessageCallerOptions): MessageCalle
     call(target, value, expectsReply, opts) {
       try {
         const payload = encodePayload(value, opts.contentType);
-        const run = (s: Session) =>
-          s.call({ target, data: payload.data, contentType: payload.contentType, expectsReply, timeoutMs: opts.timeoutMs, signal: opts.signal });
+        const call = { target, data: payload.data, contentType: payload.contentType, expectsReply, timeoutMs: opts.timeoutMs, signal: opts.signal };
+        // No closure on the connected path: the call goes straight to the open session.
         const s = open();
-        return s instanceof Promise ? s.then(run) : run(s);
+        return s instanceof Promise ? s.then((opened) => opened.call(call)) : s.call(call);
       } catch (err) {
         return Promise.reject(err);
       }
