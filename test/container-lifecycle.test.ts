@@ -146,6 +146,12 @@ test("restart policies: Never ends Failed, OnFailure ends on success; an ended c
   report(onFailure, "Succeeded");
   settle(onFailure, fx);
   assert.deepEqual(onFailure.state, { is: "Ended", phase: "Succeeded" });
+  assert.equal(onFailure.message, "completed");
+  const retried = record("retried", { restartPolicy: "OnFailure" });
+  bind(retried, h, fx);
+  report(retried, "Failed", "oops", 1);
+  settle(retried, fx);
+  assert.equal(stateOf(retried), "BackOff", "OnFailure restarts a failure");
 
   onFailure.generation = 2n;
   settle(onFailure, fx);
@@ -239,9 +245,12 @@ test("after a server restart: a container that ran waits for its host, which res
   adopt(rec, create(ContainerStatusSchema, { phase: "Running", host: "h1" }), 10_000, fx.now());
   assert.deepEqual(rec.state, { is: "AwaitingHost", host: "h1", until: fx.clock + 10_000 });
   assert.deepEqual(settle(rec, fx), []);
+  assert.equal(stateOf(rec), "AwaitingHost", "it waits for its host until the grace ends");
+  assert.equal(fx.wakes.at(-1), fx.clock + 10_000);
   const h = host("h1");
   resume(rec, h, fx);
   assert.deepEqual(fx.take(), ['event Resumed: host "h1" still runs it']);
+  assert.equal(rec.message, "", "the wait is over");
   assert.equal(stateOf(rec), "Running");
 
   const late = record("late");
@@ -361,6 +370,10 @@ test("exits: what the host said is kept; a host that stops a container itself ha
   report(rec, "Running");
   settle(rec, fx);
   assert.equal(rec.observedGeneration, 3n);
+  assert.equal(rec.message, "", "a module container has no process to wait for");
+  assert.equal(rec.token, "", "only command containers get an attach token");
+  bind(rec, host("h2"), fx);
+  assert.deepEqual([fx.take(), rec.host], [[], h], "a running container is not bound again");
   assert.equal(timestampMs(rec.startedAt!), fx.clock);
   // A second Running and a report from a host it left change nothing.
   report(rec, "Running");
@@ -565,4 +578,47 @@ test("a spec that makes a container external or a module one: the attached proce
   assert.deepEqual(settle(rec, fx), ['detach proc (FailedPrecondition): container "x" is no longer external']);
   assert.equal(stateOf(rec), "Unscheduled");
   assert.equal(rec.attached, undefined);
+});
+
+test("a delete or a spec change while starting stops it on its host; a command's process goes with the stop; a module that becomes external waits for a process", () => {
+  const fx = new Recorder();
+  const h = host("h1", ["m"], 0, true);
+  const starting = record("st");
+  bind(starting, h, fx);
+  fx.take();
+  starting.deleting = true;
+  assert.deepEqual(settle(starting, fx), ['event Killing: stopping on host "h1" (deleted), grace 5000 ms', "stop st on h1 within 5000"]);
+  report(starting, "Stopped");
+  settle(starting, fx);
+  assert.deepEqual(fx.changes.slice(-2), ["Starting -> Stopping", "Stopping -> Finalizing"]);
+
+  const respec = record("re");
+  bind(respec, h, fx);
+  fx.take();
+  respec.generation = 2n;
+  assert.deepEqual(settle(respec, fx), ['event Killing: stopping on host "h1" (spec changed), grace 5000 ms', "stop re on h1 within 5000"]);
+
+  const cmd = record("cmd", { module: "", function: "", command: ["sleep", "9"] });
+  bind(cmd, h, fx);
+  report(cmd, "Running");
+  cmd.attached = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "cmd" });
+  settle(cmd, fx);
+  cmd.generation = 2n;
+  settle(cmd, fx);
+  report(cmd, "Stopped");
+  fx.take();
+  assert.deepEqual(settle(cmd, fx), ["release cmd: was stopped", 'detach proc (Unavailable): container "cmd" was stopped']);
+
+  const becomes = record("becomes");
+  bind(becomes, h, fx);
+  report(becomes, "Failed", "x", 1);
+  settle(becomes, fx);
+  becomes.spec = create(ContainerSchema, { spec: { module: "", function: "" } }).spec!;
+  becomes.kind = "external";
+  becomes.generation = 2n;
+  settle(becomes, fx);
+  assert.equal(stateOf(becomes), "Unattached");
+  assert.equal(becomes.message, 'waiting for a process to attach to external container "becomes"');
+  assert.equal(becomes.hostName, "");
+  assert.equal(becomes.observedGeneration, 2n);
 });
