@@ -491,3 +491,35 @@ test("with a request histogram, requests are timed from routing even when load i
   assert.ok(sum! <= elapsed, `observed ${sum} s, at most the ${elapsed} s since routing`);
   router.stop("done");
 });
+
+test("defaults: one delivery in flight and 1000 waiting per container; a container being deleted takes nothing; a closed stream gets nothing", () => {
+  const router = newRouter();
+  router.upsertContainer(container("def"));
+  const w = new Worker();
+  router.setAvailability("def", ready(w));
+  const answers = Array.from({ length: 1002 }, (_, i) => call(router, "def", `m${i}`));
+  assert.deepEqual(w.payloads(), ["m0"]);
+  assert.equal(router.load("def")?.queued, 1000);
+  assert.equal(answers[1000]!.value?.code, 0);
+  assert.equal(answers[1001]!.value?.code, Code.ResourceExhausted);
+  assert.match(answers[1001]!.value!.message, /queueLimit 1000/);
+  // A raised limit takes effect at once.
+  router.upsertContainer(container("def", { concurrency: 3, queueLimit: 2000 }));
+  assert.deepEqual(w.payloads(), ["m0", "m1", "m2"]);
+
+  router.upsertContainer(container("del"));
+  router.setAvailability("del", { link: undefined, ready: false, accepts: "none", notReady: "being deleted", refusal: 'container "del" is being deleted' });
+  const refused = call(router, "del", "x");
+  assert.equal(refused.value?.code, Code.Unavailable);
+  assert.equal(refused.value?.message, 'container "del" is being deleted');
+
+  router.upsertContainer(container("cl"));
+  const closed = new Worker();
+  closed.closed = true;
+  router.setAvailability("cl", ready(closed));
+  call(router, "cl", "y");
+  assert.deepEqual(closed.payloads(), [], "nothing is written to a closed stream");
+  assert.equal(router.load("cl")?.queued, 1);
+  assert.equal(router.load("cl")?.ready, false);
+  router.stop("done");
+});
