@@ -275,6 +275,20 @@ test("an unknown target is looked up in the store first; still unknown it is NOT
   assert.equal(broken.value?.code, Code.Unavailable);
   assert.equal(broken.value?.message, 'looking up target "broken" failed: Error: store unreachable');
 
+  // A send's deadline bounds only its wait for a service endpoint, not the lookup.
+  const slowStore = newRouter({
+    lookup: async (target) => {
+      await new Promise((r) => setTimeout(r, 30));
+      slowStore.upsertContainer(container(target.name));
+    },
+  });
+  const noDeadline = call(slowStore, "first", "x");
+  const shortDeadline = call(slowStore, "second", "y", { timeoutMs: 1 });
+  while (!noDeadline.value || !shortDeadline.value) await tick();
+  assert.deepEqual([noDeadline.value.code, shortDeadline.value.code], [0, 0], "both accepted once found");
+  assert.deepEqual([slowStore.load("first")?.queued, slowStore.load("second")?.queued], [1, 1]);
+  slowStore.stop("done");
+
   // A call given up on while its lookup runs is not routed when the lookup ends.
   let found!: () => void;
   const slow = newRouter({ lookup: () => new Promise<void>((r) => (found = r)) });
@@ -521,5 +535,26 @@ test("defaults: one delivery in flight and 1000 waiting per container; a contain
   assert.deepEqual(closed.payloads(), [], "nothing is written to a closed stream");
   assert.equal(router.load("cl")?.queued, 1);
   assert.equal(router.load("cl")?.ready, false);
+  router.stop("done");
+});
+
+test("service messages left at an endpoint that stopped being ready move when another endpoint becomes ready later", () => {
+  const router = newRouter();
+  for (const name of ["s1", "s2"]) router.upsertContainer(container(name, {}, { app: "s" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "later", uid: "l" }, spec: { matchLabels: { app: "s" } } }));
+  const w1 = new Worker();
+  router.setAvailability("s1", ready(w1));
+  for (let i = 0; i < 3; i++) call(router, "service/later", `m${i}`);
+  const direct = call(router, "container/s1", "direct");
+  assert.deepEqual(w1.payloads(), ["m0"]);
+  // s1 crashes while no other endpoint is ready: its queued messages have nowhere to go yet.
+  router.setAvailability("s1", notReady("back-off 30000 ms before restarting"));
+  assert.equal(router.load("s1")?.queued, 3);
+  const w2 = new Worker();
+  router.setAvailability("s2", ready(w2));
+  assert.deepEqual(w2.payloads(), ["m1"], "the service's messages did not wait for s1's back-off");
+  assert.equal(router.load("s2")?.queued, 1);
+  assert.equal(router.load("s1")?.queued, 1, "the message sent to s1 by name stays there");
+  assert.equal(direct.value?.code, 0);
   router.stop("done");
 });

@@ -118,6 +118,9 @@ export function createRouter(options: RouterOptions): Router {
   const services = createServiceRouting({ directory, deadlines, answers, deliveries, journal: options.journal, maxInboxBytes: options.maxInboxBytes });
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
+  // Mailboxes that stopped being ready while no other endpoint of their services was: the
+  // messages that came through a service move on when another endpoint becomes ready.
+  const stranded = new Set<Mailbox>();
   // Requests are timed for the latency histogram, every message for the live stats.
   const timed = !!options.metrics?.requestSeconds || countLoad;
   let stopped = false;
@@ -151,8 +154,19 @@ export function createRouter(options: RouterOptions): Router {
       services.failQueuedRequests(m, a.refusal);
       services.reroute(m, true);
     }
-    if (ready) deliveries.pump(m);
-    else if (wasReady) services.reroute(m, false);
+    if (ready) {
+      stranded.delete(m);
+      deliveries.pump(m);
+      if (!wasReady) {
+        for (const other of stranded) {
+          services.reroute(other, false);
+          if (other.inbox.live === 0) stranded.delete(other);
+        }
+      }
+    } else if (wasReady) {
+      services.reroute(m, false);
+      if (m.inbox.live > 0) stranded.add(m);
+    }
   }
 
   return {
@@ -177,7 +191,10 @@ export function createRouter(options: RouterOptions): Router {
     inflightOf: deliveries.inflightOf,
     upsertContainer(obj) {
       const { mailbox, replaced } = directory.putContainer(obj);
-      if (replaced) services.empty(replaced, `container "${replaced.name}" was deleted`);
+      if (replaced) {
+        stranded.delete(replaced);
+        services.empty(replaced, `container "${replaced.name}" was deleted`);
+      }
       services.topologyChanged();
       // A raised concurrency takes effect at once.
       deliveries.pump(mailbox);
@@ -186,6 +203,7 @@ export function createRouter(options: RouterOptions): Router {
       const m = directory.mailbox(name);
       if (!m || m.uid !== uid) return;
       directory.remove(m);
+      stranded.delete(m);
       services.empty(m, `container "${m.name}" was deleted`);
       services.topologyChanged();
     },
@@ -263,6 +281,7 @@ export function createRouter(options: RouterOptions): Router {
       for (const s of directory.services()) s.waiters.drain().forEach(fail);
       deliveries.clear();
       deadlines.clear();
+      stranded.clear();
     },
   };
 }
