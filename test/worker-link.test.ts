@@ -1,16 +1,18 @@
 /**
  * A worker link's outgoing queue in memory: its bytes are counted as frames are queued and
  * taken, and a peer that does not read is cut off once the queue passes the byte bound, with
- * RESOURCE_EXHAUSTED naming it and the queue dropped (the frames would never be read).
+ * RESOURCE_EXHAUSTED naming it and the queue dropped (the frames would never be read); a
+ * stall of the server's own loop is not blamed on the links.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ServerFrameSchema, type ServerFrame } from "../src/gen/k4s/v1/worker_service_pb.js";
 import { createLinkRegistry } from "../src/server/messaging/link-registry.js";
 import { WorkerLink } from "../src/server/messaging/worker-link.js";
 import { frameBytes } from "../src/transport/frame-batch.js";
+import { eventually } from "./helpers.js";
 
 const delivery = (id: number, bytes: number): ServerFrame =>
   create(ServerFrameSchema, { frame: { case: "delivery", value: { id: BigInt(id), data: new Uint8Array(bytes) } } });
@@ -48,4 +50,32 @@ test("link registry: the cut-off link is lost with RESOURCE_EXHAUSTED naming max
   assert.equal(link.closeError?.code, Code.ResourceExhausted);
   assert.match(link.closeError!.rawMessage, /session "reader-never" does not read its stream: more than 64 KiB of frames queued \(the server's maxSessionBufferBytes, 65536 bytes\)/);
   assert.equal(await link.next(), undefined, "nothing is left to flush");
+});
+
+test("link registry: a link whose heartbeat waits unread behind the server's own stalled loop is not declared lost", async () => {
+  const hb = 100;
+  const links = createLinkRegistry({ heartbeatIntervalMs: hb });
+  links.start();
+  try {
+    const link = links.open({ name: "patient", role: "host" });
+    // The server's loop is held up 6 heartbeat intervals (twice what loses a silent link); the
+    // peer's heartbeat arrived meanwhile and is read right after the timers that run first.
+    await new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const until = Date.now() + 6 * hb;
+        while (Date.now() < until);
+        setImmediate(() => {
+          link.lastReceived = Date.now();
+          resolve();
+        });
+      }),
+    );
+    await new Promise((r) => setTimeout(r, hb));
+    assert.equal(link.closed, false, `declared lost: ${link.closeError?.rawMessage}`);
+    // A link that stays silent is still lost once the grace is over.
+    await eventually(() => link.closed, 20 * hb, "the silent link lost");
+    assert.match(link.closeError!.rawMessage, /sent nothing for \d+ ms \(3 heartbeat intervals\): declared lost/);
+  } finally {
+    links.stop(new ConnectError("done", Code.Unavailable));
+  }
 });

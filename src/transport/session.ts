@@ -22,6 +22,7 @@ import { batchEnd } from "./frame-batch.js";
 import { decodeConnectResponse, encodeConnectRequest } from "./frame-codec.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, MAX_CALL_PAYLOAD_BYTES } from "./limits.js";
 import { ATTACH_TOKEN_HEADER } from "./environment.js";
+import { createStallWatch, type StallWatch } from "./stall-watch.js";
 import {
   CallSchema,
   ConnectRequestSchema,
@@ -212,6 +213,7 @@ class SessionImpl implements Session {
   private heartbeatMs = 5000;
   private lastSent = Date.now();
   private lastReceived = Date.now();
+  private stalls: StallWatch = createStallWatch(1000);
   private timer: NodeJS.Timeout | undefined;
   private resolveReady!: () => void;
   private rejectReady!: (err: unknown) => void;
@@ -554,6 +556,7 @@ class SessionImpl implements Session {
   private startTimer(): void {
     if (this.timer || this.closed) return;
     const tick = Math.max(50, Math.min(1000, Math.floor(this.heartbeatMs / 2)));
+    this.stalls = createStallWatch(tick);
     this.timer = setInterval(() => this.onTick(), tick);
     this.timer.unref();
   }
@@ -567,8 +570,10 @@ class SessionImpl implements Session {
     const now = Date.now();
     if (this.connected) {
       if (now - this.lastSent >= this.heartbeatMs) this.enqueue({ case: "heartbeat", value: { sentAtMs: BigInt(now) } });
-      // A server silent for three intervals is gone even if TCP has not noticed yet.
-      if (now - this.lastReceived > 3 * this.heartbeatMs) this.stream?.cancel();
+      // A server silent for three intervals is gone even if TCP has not noticed yet (unless this
+      // process's own loop was just stalled: the server's frames may be waiting unread).
+      const excused = this.stalls.excused(now, this.heartbeatMs);
+      if (now - this.lastReceived > 3 * this.heartbeatMs && !excused) this.stream?.cancel();
     }
     for (const c of this.calls.values()) {
       if (c.sent ? c.expiresAt + SAFETY_MARGIN_MS > now : c.expiresAt > now) continue;

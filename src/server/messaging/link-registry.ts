@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { Metrics } from "../metrics.js";
 import type { HostCredentials } from "./host-credentials.js";
 import { heartbeatFrame, welcomeFrame } from "./frames.js";
+import { createStallWatch } from "../../transport/stall-watch.js";
 import { WorkerLink, type LinkRole } from "./worker-link.js";
 
 /** LinkRegistryOptions are the registry's dependencies. */
@@ -72,6 +73,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
   const drained = (link: WorkerLink) => drainListeners.forEach((l) => l(link));
   let timer: NodeJS.Timeout | undefined;
   let stopping = false;
+  let stalls = createStallWatch(Math.max(10, Math.floor(hb / 4)));
 
   const countRole = (role: string, delta: number) => options.metrics?.sessions.inc({ role }, delta);
 
@@ -103,8 +105,10 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
   function tick() {
     const now = Date.now();
     const lostAfter = 3 * hb;
+    // After the server's own loop stalled, what the peers sent meanwhile is still unread.
+    const excused = stalls.excused(now, hb);
     for (const l of [...links.values()]) {
-      if (now - l.lastReceived > lostAfter) {
+      if (now - l.lastReceived > lostAfter && !excused) {
         lose(l, new ConnectError(`session "${l.name}" sent nothing for ${now - l.lastReceived} ms (3 heartbeat intervals): declared lost`, Code.Unavailable));
       } else if (now - l.lastSent >= hb && l.queued === 0) {
         l.push(heartbeatFrame());
@@ -151,7 +155,9 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
       return stopping;
     },
     start() {
-      timer = setInterval(tick, Math.max(10, Math.floor(hb / 4)));
+      const interval = Math.max(10, Math.floor(hb / 4));
+      stalls = createStallWatch(interval);
+      timer = setInterval(tick, interval);
       timer.unref();
     },
     stop(err) {
