@@ -19,9 +19,9 @@ interface ClusterServer {
   client: K4sClient;
 }
 
-/** Starts `k4s server --store URL` on a free port with its local worker host; resolves once it listens. */
-async function clusterServer(store: string): Promise<ClusterServer> {
-  const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--store", store, "--lease-ttl", String(LEASE_TTL)]);
+/** Starts `k4s server --store URL` on a free port (with its local worker host unless told not to); resolves once it listens. */
+async function clusterServer(store: string, extra: string[] = []): Promise<ClusterServer> {
+  const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--store", store, "--lease-ttl", String(LEASE_TTL), ...extra]);
   await proc.waitFor(/listening on \S+/, 30_000);
   const address = /listening on (\S+)/.exec(proc.stdout())![1]!;
   return { proc, address, client: createClient({ address, reconnect: false }) };
@@ -140,5 +140,92 @@ test("k4s get servers on a server over SQLite: a cluster of one, its own leader,
   } finally {
     await host.kill();
     await server.stop();
+  }
+});
+
+test("cluster failover: SIGKILL the server holding a host's session with requests in flight; the host and the clients move to the next leader, containers are resumed (not restarted), requests settle within their deadline, a watch resumes", async () => {
+  const etcd = await startEtcd();
+  const servers: ClusterServer[] = [];
+  let host: Proc | undefined;
+  let client: K4sClient | undefined;
+  const ac = new AbortController();
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const others = servers.filter((s) => s !== leader);
+    // Everyone is given every server, the leader first.
+    const all = [leader, ...others].map((s) => s.address);
+    host = spawnK4s(["worker", "--server", all.join(","), "--name", "fo-host"]);
+    await others[0]!.client.apply(RS.replace(/ha-rs/g, "fo-rs").replace(/app: ha/g, "app: fo") + "---\nkind: Service\nmetadata: {name: fo-svc}\nspec: {matchLabels: {app: fo}}\n");
+    await eventually(async () => (await others[0]!.client.get("ReplicaSet", "fo-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
+    const containersNow = async () =>
+      (await others[1]!.client.list("Container")).items.map((c) => `${c.metadata!.name} ${c.metadata!.uid} restarts=${c.status?.restarts ?? 0} ${c.status?.phase}`).sort();
+    const before = await containersNow();
+    client = createClient({ address: all });
+    assert.equal(await client.request("fo-svc", { x: 0 }), 'ECHO: {"x":0}');
+    // A watch through the failover client, resumed across the kill.
+    const watch = client.watch({ kind: "Service", resume: { giveUpAfterMs: 60_000 }, signal: ac.signal });
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const ev of watch) seen.push(`${ev.type} ${ev.object.metadata!.name}`);
+    })().catch(() => {});
+
+    // Requests in flight through the failover client while the leader dies.
+    const DEADLINE_MS = 5000;
+    const settled: { ok: boolean; ms: number }[] = [];
+    let requesting = true;
+    const requester = async (n: number) => {
+      for (let i = 0; requesting; i++) {
+        const started = Date.now();
+        const ok = await client!.request("fo-svc", { n, i }, { timeoutMs: DEADLINE_MS }).then(
+          () => true,
+          () => false,
+        );
+        settled.push({ ok, ms: Date.now() - started });
+        if (!ok) await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const requesters = [0, 1, 2, 3].map(requester);
+    await eventually(() => settled.filter((r) => r.ok).length >= 20, 30_000, "requests under way");
+    const killedAt = Date.now();
+    await leader.proc.kill("SIGKILL");
+    const next = (await eventually(() => others.find(isLeader), 30_000, "a new leader"))!;
+    // The host moved to the new leader, which holds its session now.
+    await eventually(
+      async () => (await next.client.servers()).some((s) => s.leader && s.address === next.address && s.sessions.some((x) => x.name === "fo-host")),
+      30_000,
+      "the host's session on the new leader",
+    );
+    const hostMovedMs = Date.now() - killedAt;
+    const okBefore = settled.filter((r) => r.ok).length;
+    await eventually(() => settled.filter((r) => r.ok).length >= okBefore + 20, 60_000, "requests answered through the new leader");
+    const servedAgainMs = Date.now() - killedAt;
+    requesting = false;
+    await Promise.all(requesters);
+    // The same containers, running, never restarted.
+    await eventually(async () => JSON.stringify(await containersNow()) === JSON.stringify(before), 30_000, "the containers resumed").catch(async () =>
+      assert.deepEqual(await containersNow(), before),
+    );
+    const slowest = Math.max(...settled.map((r) => r.ms));
+    assert.ok(slowest < DEADLINE_MS + 5000, `every request settled within its deadline (slowest ${slowest} ms)`);
+    // The watch resumed through another server and sees a change made after the kill.
+    await next.client.apply("kind: Service\nmetadata: {name: after-kill}\nspec: {matchLabels: {app: fo}}\n");
+    await eventually(() => seen.includes("ADDED after-kill"), 30_000, "the resumed watch");
+    const failed = settled.filter((r) => !r.ok).length;
+    console.log(
+      `# server holding the host SIGKILLed: host on the new leader after ${hostMovedMs} ms, requests answered again after ${servedAgainMs} ms; ` +
+        `${settled.length} requests settled (${failed} failed, slowest ${slowest} ms, deadline ${DEADLINE_MS} ms); containers not restarted`,
+    );
+    ac.abort();
+    await watching;
+  } finally {
+    ac.abort();
+    await client?.close();
+    await host?.kill();
+    for (const s of servers) {
+      await s.client.close();
+      await s.proc.kill("SIGKILL");
+    }
+    await etcd.stop();
   }
 });

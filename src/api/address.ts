@@ -39,3 +39,14 @@ export function normalizeAddress(address: string): string {
   if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) fail(`port ${port || "(empty)"} is not between 1 and 65535`);
   return `${host}:${Number(port)}`;
 }
+
+/**
+ * Returns `host:port` for each server of a list: the addresses of one cluster, given as an
+ * array or as one comma-separated text ("a:50051,b:50051", as --server and K4S_ADDRESS take
+ * them). An empty list is INVALID_ARGUMENT; each address is checked as normalizeAddress does.
+ */
+export function normalizeAddresses(given: string | readonly string[]): string[] {
+  const parts = (typeof given === "string" ? [given] : given).flatMap((a) => a.split(",")).filter((a) => a.trim() !== "");
+  if (parts.length === 0) throw new ConnectError(`invalid server address "${String(given)}": it is empty`, Code.InvalidArgument);
+  return [...new Set(parts.map(normalizeAddress))];
+}

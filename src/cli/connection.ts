@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import type { ConnectError } from "@connectrpc/connect";
-import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
+import { DEFAULT_PORT, normalizeAddresses } from "../api/address.js";
 import { createClient, type K4sClient } from "../client/client.js";
 import type { ResumeOptions } from "../client/resume.js";
 import type { TlsOptions } from "../transport/channel.js";
@@ -69,10 +69,13 @@ function tokenOf(flag: string | undefined, file: string | undefined): string | u
   return process.env[ENV.token] || undefined;
 }
 
-/** Checks and completes --server (a bare host means the default port); a bad one is a usage error. */
+/**
+ * Checks and completes --server (a bare host means the default port; a comma-separated list
+ * names the servers of one cluster); a bad one is a usage error.
+ */
 function serverAddress(text: string): string {
   try {
-    return normalizeAddress(text);
+    return normalizeAddresses(text).join(",");
   } catch (err) {
     throw new CliError((err as ConnectError).rawMessage);
   }

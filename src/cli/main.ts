@@ -33,7 +33,7 @@ import { workerCommand } from "./worker.js";
 export function createProgram(): Command {
   const program = new Command("k4s")
     .description("k4s: a Kubernetes-shaped control plane for message-driven microservices")
-    .option("-s, --server <address>", "k4s server host:port (env K4S_ADDRESS)", defaultServer())
+    .option("-s, --server <address>", "k4s server host:port, or the servers of one cluster comma-separated (env K4S_ADDRESS)", defaultServer())
     .option("--token <token>", "bearer token for the server (env K4S_TOKEN); visible to other users in ps, prefer --token-file")
     .option("--token-file <file>", "read the bearer token from this file (its first line)")
     .option("--tls", "connect over TLS, trusting the system's CAs (env K4S_TLS=1)")

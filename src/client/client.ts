@@ -7,7 +7,8 @@ import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient as createConnectClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { DEFAULT_PORT, normalizeAddress } from "../api/address.js";
+import { DEFAULT_PORT, normalizeAddresses } from "../api/address.js";
+import { createFailoverTransport } from "./failover-transport.js";
 import { parseKind, unwrap, wrap, type AnyObject, type Kind, type ObjectOf } from "../api/kinds.js";
 import { decodePayload } from "../api/payload.js";
 import { LogService, type Event, type LogLine } from "../gen/k4s/v1/log_service_pb.js";
@@ -25,8 +26,12 @@ import { resumeStream, retryRefusedCalls, type ResumeOptions } from "./resume.js
  * environment (K4S_ADDRESS, K4S_TOKEN, K4S_TLS, K4S_TLS_CA, K4S_TLS_SERVERNAME), as for the CLI.
  */
 export interface ClientOptions {
-  /** The server's host:port, e.g. "127.0.0.1:50051" (default env K4S_ADDRESS, else 127.0.0.1:50051). */
-  address?: string;
+  /**
+   * The server's host:port, e.g. "127.0.0.1:50051" (default env K4S_ADDRESS, else
+   * 127.0.0.1:50051); or the servers of one cluster, as an array or comma-separated: calls and
+   * the messaging session move to the next one when theirs is gone.
+   */
+  address?: string | readonly string[];
   /** Bearer token sent with every call when the server requires one (default env K4S_TOKEN). */
   token?: string;
   /** Name this client announces on its messaging session (default `client-<hostname>-<pid>`). */
@@ -287,27 +292,34 @@ function sendResult(res: { container: string }): { container: string } {
 /** Where a client connects and how (options first, then the environment), and its HTTP/2 transport. */
 function connect(options: ClientOptions) {
   // Accept "http(s)://host:port" too, as copied from a URL; https means TLS. A bare host means
-  // the default port, as for the server.
+  // the default port, as for the server. Several addresses (an array, or comma-separated) are
+  // the servers of one cluster.
   const given = options.address ?? process.env[ENV.address] ?? `127.0.0.1:${DEFAULT_PORT}`;
-  const address = normalizeAddress(given);
+  const addresses = normalizeAddresses(given);
   const token = options.token ?? (process.env[ENV.token] || undefined);
-  const tlsOption = options.tls ?? (/^https:\/\//.test(given) ? true : tlsFromEnvironment());
+  const tlsOption = options.tls ?? ([given].flat().some((a) => /^https:\/\//.test(a)) ? true : tlsFromEnvironment());
   const tls = tlsOption === true ? {} : tlsOption || undefined;
-  const baseUrl = `${tls ? "https" : "http"}://${address}`;
-  // Our own session manager, so close() can drop the HTTP/2 connection instead of leaving it to
-  // keep the process alive until its idle timeout.
-  const sessionManager = new Http2SessionManager(
-    baseUrl,
-    { pingIntervalMs: KEEPALIVE_TIME_MS, pingTimeoutMs: KEEPALIVE_TIMEOUT_MS, idleConnectionTimeoutMs: IDLE_CONNECTION_TIMEOUT_MS },
-    http2ConnectOptions(tls),
-  );
-  const transport = createGrpcTransport({
-    baseUrl,
-    sessionManager,
-    // A call the server refused while stopping did not run: wait for the server and send it again.
-    interceptors: [retryRefusedCalls(), ...(token ? [bearer(token)] : [])],
+  // Our own session managers, so close() can drop the HTTP/2 connections instead of leaving
+  // them to keep the process alive until their idle timeout.
+  const sessionManagers: Http2SessionManager[] = [];
+  const transports = addresses.map((address) => {
+    const baseUrl = `${tls ? "https" : "http"}://${address}`;
+    const sessionManager = new Http2SessionManager(
+      baseUrl,
+      { pingIntervalMs: KEEPALIVE_TIME_MS, pingTimeoutMs: KEEPALIVE_TIMEOUT_MS, idleConnectionTimeoutMs: IDLE_CONNECTION_TIMEOUT_MS },
+      http2ConnectOptions(tls),
+    );
+    sessionManagers.push(sessionManager);
+    return createGrpcTransport({
+      baseUrl,
+      sessionManager,
+      // A call the server refused while stopping did not run: wait for the server and send it
+      // again (with several servers, the next one takes it).
+      interceptors: [...(addresses.length === 1 ? [retryRefusedCalls()] : []), ...(token ? [bearer(token)] : [])],
+    });
   });
-  return { address, token, tls, sessionManager, transport };
+  const transport = transports.length === 1 ? transports[0]! : createFailoverTransport(transports);
+  return { address: addresses.join(","), token, tls, sessionManagers, transport };
 }
 
 /** Lists objects of one kind: one page when asked for (limit or continueToken), else every page. */
@@ -376,7 +388,7 @@ function watchResources(resources: Client<typeof ResourceService>, address: stri
 
 /** Creates a client for the k4s server at options.address; nothing connects until the first call. */
 export function createClient(options: ClientOptions = {}): K4sClient {
-  const { address, token, tls, sessionManager, transport } = connect(options);
+  const { address, token, tls, sessionManagers, transport } = connect(options);
   const resources = createConnectClient(ResourceService, transport);
   const logService = createConnectClient(LogService, transport);
   const statsService = createConnectClient(StatsService, transport);
@@ -507,7 +519,7 @@ export function createClient(options: ClientOptions = {}): K4sClient {
       if (closed) return;
       closed = true;
       await messages.close();
-      sessionManager.abort();
+      for (const m of sessionManagers) m.abort();
     },
   } as K4sClient;
   return client;

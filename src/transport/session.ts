@@ -14,7 +14,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { normalizeAddress } from "../api/address.js";
+import { normalizeAddresses } from "../api/address.js";
 import { createBackoff } from "../api/backoff.js";
 import type { TlsOptions } from "./channel.js";
 import { grpcChannel } from "./grpc-channel.js";
@@ -58,8 +58,11 @@ export interface AttachOptions {
 
 /** SessionOptions configure openSession. */
 export interface SessionOptions {
-  /** Server host:port. */
-  address: string;
+  /**
+   * Server host:port, or the servers of one cluster (an array, or comma-separated): a stream
+   * that breaks or is refused is re-opened on the next one.
+   */
+  address: string | readonly string[];
   /** Bearer token of the server, when it runs with one. */
   token?: string;
   /** Connect over TLS (true: trust the system's CAs). */
@@ -226,9 +229,16 @@ class SessionImpl implements Session {
   private lastError: ConnectError | undefined;
   /** Why the session ended for good, when the server refused it. */
   private fatal: ConnectError | undefined;
+  /** The servers to try, in turn, and the one tried now. */
+  private readonly addresses: string[];
+  private at = 0;
+  private get address(): string {
+    return this.addresses[this.at]!;
+  }
 
   constructor(private readonly options: SessionOptions) {
     if (!options.hello === !options.attach) throw new ConnectError("openSession: give exactly one of hello or attach", Code.InvalidArgument);
+    this.addresses = normalizeAddresses(options.address);
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res;
       this.rejectReady = rej;
@@ -261,7 +271,7 @@ class SessionImpl implements Session {
     }
     if (!this.connected && this.calls.size >= MAX_WAITING_CALLS) {
       return Promise.reject(
-        new ConnectError(`not connected to the k4s server at ${this.options.address} and ${this.calls.size} calls already wait`, Code.Unavailable),
+        new ConnectError(`not connected to the k4s server at ${this.address} and ${this.calls.size} calls already wait`, Code.Unavailable),
       );
     }
     const id = this.nextId++;
@@ -392,6 +402,8 @@ class SessionImpl implements Session {
   private async run(): Promise<void> {
     const reconnects = createBackoff({ initialMs: RECONNECT_INITIAL_MS, maxMs: this.options.maxBackoffMs ?? RECONNECT_MAX_MS, jitter: 0.2 });
     let lastFailure = "";
+    // Attempts since the last welcomed stream: every server is tried once before backing off.
+    let failedInTurn = 0;
     while (!this.closed) {
       const { err, upFor } = await this.connectOnce();
       if (this.closed) break;
@@ -402,7 +414,12 @@ class SessionImpl implements Session {
       // Results and heartbeats belong to the broken stream; states, logs and unsent calls carry over.
       this.pending = this.pending.filter((f) => f.frame.case === "state" || f.frame.case === "log" || f.frame.case === "call");
       const fatal = FATAL_CODES.has(err.code) || (!this.everWelcomed && err.code === Code.FailedPrecondition);
-      if (!this.options.reconnect || fatal) {
+      const servers = this.addresses.length;
+      failedInTurn = upFor >= 0 ? 1 : failedInTurn + 1;
+      // Another server of the cluster may take the session (this one died, or stands by).
+      if (servers > 1) this.at = (this.at + 1) % servers;
+      const untried = servers > 1 && upFor < 0 && failedInTurn < servers;
+      if ((!this.options.reconnect && !untried) || fatal) {
         this.closed = true;
         this.fatal = err;
         this.stopTimer();
@@ -425,7 +442,8 @@ class SessionImpl implements Session {
       // Only a connection that stayed up starts the back-off over; one that breaks right after
       // its Welcome (a server that keeps failing) must not turn it into a busy loop.
       if (upFor >= STABLE_CONNECTION_MS) reconnects.reset();
-      const delay = reconnects.next();
+      // Back off once every server failed in turn.
+      const delay = failedInTurn % servers === 0 ? reconnects.next() : 0;
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
         this.backoffWake = () => {
@@ -442,8 +460,8 @@ class SessionImpl implements Session {
   }
 
   private newChannel(): grpc.Client {
-    const channel = grpcChannel(this.options.address, this.options.tls);
-    return new grpc.Client(this.options.address, channel.credentials, { ...channel.options, "grpc.use_local_subchannel_pool": 1 });
+    const channel = grpcChannel(this.address, this.options.tls);
+    return new grpc.Client(this.address, channel.credentials, { ...channel.options, "grpc.use_local_subchannel_pool": 1 });
   }
 
   /**
@@ -584,7 +602,7 @@ class SessionImpl implements Session {
       } else {
         this.pending = this.pending.filter((f) => !(f.frame.case === "call" && Number(f.frame.value.id) === c.id));
         const why = this.lastError ? `: ${this.lastError.rawMessage}` : "";
-        c.reject(new ConnectError(`could not reach the k4s server at ${this.options.address} before the call's deadline${why}`, Code.Unavailable));
+        c.reject(new ConnectError(`could not reach the k4s server at ${this.address} before the call's deadline${why}`, Code.Unavailable));
       }
     }
   }
@@ -602,5 +620,5 @@ function statusMessage(details: string): string {
 
 /** Opens a session on WorkerService.Connect; see SessionOptions. */
 export function openSession(options: SessionOptions): Session {
-  return new SessionImpl({ ...options, address: normalizeAddress(options.address) });
+  return new SessionImpl(options);
 }
