@@ -6,7 +6,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { normalizeAddress } from "../src/api/address.js";
+import { normalizeAddress, normalizeAddresses } from "../src/api/address.js";
+import { freePorts } from "./etcd.js";
 import type { K4sServer } from "../src/server/server.js";
 import { K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
 
@@ -123,6 +124,19 @@ test("normalizeAddress completes and checks server addresses", () => {
   ] as const) {
     assert.throws(() => normalizeAddress(bad), why, bad);
   }
+});
+
+test("normalizeAddresses reads the servers of a cluster from a comma list or an array", () => {
+  assert.deepEqual(normalizeAddresses("a:1,b, [::1]:3"), ["a:1", "b:50051", "[::1]:3"]);
+  assert.deepEqual(normalizeAddresses(["a:1", "b:2,c:3", "a:1"]), ["a:1", "b:2", "c:3"]);
+  assert.throws(() => normalizeAddresses(" , "), /it is empty/);
+  assert.throws(() => normalizeAddresses("a:1,b:0"), /port 0 is not between 1 and 65535/);
+});
+
+test("k4s get with --server a,b: a server that is gone is skipped", async () => {
+  const [gone] = await freePorts(1);
+  const r = await runK4s(["get", "svc", "--server", `127.0.0.1:${gone},${server.address}`]);
+  assert.equal(r.code, 0, r.stderr);
 });
 
 test("send and request to a service with no endpoint say so on stderr while they wait; send takes --timeout", async () => {
