@@ -37,7 +37,10 @@ export interface StatsCollectorOptions {
 
 /** StatsCollector samples the load and hands out snapshots. */
 export interface StatsCollector {
-  /** The snapshot of the last window (sampled now when no window ended yet). */
+  /**
+   * The snapshot of the last window; sampled now when none ended within a window's length (with
+   * nobody watching, windows are not sampled: the rates then average since the last sample).
+   */
   latest(): Stats;
   /** The latest snapshot at once, then each new one, until the signal aborts. */
   watch(signal: AbortSignal): AsyncIterable<Stats>;
@@ -121,6 +124,9 @@ export function createStatsCollector(options: StatsCollectorOptions): StatsColle
   const previous = new Map<string, Previous>();
   let lastSampleAt = performance.now();
   let current: Stats | undefined;
+  let currentAt = 0;
+  /** Open watch() streams: sampling every window (O(containers)) only pays off for them. */
+  let watchers = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let wake: (() => void) | undefined;
@@ -196,36 +202,48 @@ export function createStatsCollector(options: StatsCollectorOptions): StatsColle
 
   function tick(): Stats {
     current = sample();
+    currentAt = performance.now();
     const w = wake;
     next = new Promise<void>((resolve) => (wake = resolve));
     w?.();
     return current;
   }
 
+  /** Each new snapshot as its window ends, until the signal aborts. */
+  async function* following(signal: AbortSignal): AsyncGenerator<Stats> {
+    while (!signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        signal.addEventListener("abort", done);
+        next.then(done);
+      });
+      if (signal.aborted || stopped) return;
+      yield current!;
+    }
+  }
+
   return {
     latest() {
-      return (current ??= sample());
+      return current && performance.now() - currentAt < windowMs ? current : tick();
     },
     async *watch(signal) {
       yield this.latest();
-      while (!signal.aborted) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            signal.removeEventListener("abort", done);
-            resolve();
-          };
-          signal.addEventListener("abort", done);
-          next.then(done);
-        });
-        if (signal.aborted || stopped) return;
-        yield current!;
+      watchers++;
+      try {
+        yield* following(signal);
+      } finally {
+        watchers--;
       }
     },
     sampleNow: tick,
     start() {
       stopped = false;
       lastSampleAt = performance.now();
-      timer ??= setInterval(tick, windowMs).unref();
+      // Ten thousand containers make a sample cost tens of milliseconds: none while nobody watches.
+      timer ??= setInterval(() => watchers > 0 && tick(), windowMs).unref();
     },
     stop() {
       stopped = true;
