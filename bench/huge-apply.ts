@@ -102,6 +102,17 @@ async function main(): Promise<void> {
     await c.apply("kind: Container\nmetadata: {name: canary}\nspec: {module: workers, function: echo_worker}\n");
     await waitFor("the canary to run", 30_000, async () => (await c.get("Container", "canary")).status?.phase === "Running");
 
+    // HostLost events are followed live: the server keeps only its last 1,000 events, far fewer
+    // than a scale of 10,000 makes, so reading them at the end missed every one.
+    const lost: string[] = [];
+    const follow = new AbortController();
+    const following = (async () => {
+      try {
+        for await (const e of c.events({ kind: "Container", follow: true, signal: follow.signal })) if (e.reason === "HostLost") lost.push(`${e.name}: ${e.message}`);
+      } catch {
+        // Aborted at the end.
+      }
+    })();
     const probe = startProbe(c);
     const rows: Record<string, string | number>[] = [];
     const measure = async (name: string, work: () => Promise<void>) => {
@@ -142,9 +153,9 @@ async function main(): Promise<void> {
     }
     await probe.stop();
 
+    follow.abort();
+    await following;
     const canary = (await c.get("Container", "canary")) as Container;
-    const lost = [];
-    for await (const e of c.events({ kind: "Container" })) if (e.reason === "HostLost") lost.push(e);
     console.log(`\nk4s huge-apply bench (store ${opts.store}, ${opts.objects} objects, ${opts.replicas} replicas; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
     console.table(rows);
     const idle = rows[0]!;
