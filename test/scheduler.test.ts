@@ -83,6 +83,11 @@ test("unschedulableReason names what is missing, listing at most five hosts", ()
     "no worker host can spawn command containers: none of the connected hosts may spawn processes (h0, h1, h2, h3, h4, and 2 more)",
   );
   assert.equal(
+    unschedulableReason(commandContainer, seven.slice(0, 5), loadOf),
+    "no worker host can spawn command containers: none of the connected hosts may spawn processes (h0, h1, h2, h3, h4)",
+    "five are all listed",
+  );
+  assert.equal(
     unschedulableReason(commandContainer, seven.slice(0, 2), loadOf),
     "no worker host can spawn command containers: none of the connected hosts may spawn processes (h0, h1)",
   );
@@ -106,6 +111,7 @@ async function eventually(fn: () => boolean, timeoutMs = 10_000, what = "the sch
 function standIn(records: ContainerRecord[]) {
   const byName = new Map(records.map((r) => [r.name, r]));
   const bound = new Map<string, WorkerLink>();
+  const binds: string[] = [];
   const reasons = new Map<string, string>();
   let listener: (name: string | undefined) => void = () => {};
   const containers = {
@@ -113,12 +119,13 @@ function standIn(records: ContainerRecord[]) {
     load: (h: WorkerLink) => [...bound.values()].filter((b) => b === h).length,
     bind(name: string, h: WorkerLink) {
       bound.set(name, h);
+      binds.push(name);
       byName.get(name)!.state = { is: "Starting", host: h } as ContainerRecord["state"];
     },
     unschedulable: (name: string, why: string) => void reasons.set(name, why),
     onSchedulingNeeded: (l: (name: string | undefined) => void) => void (listener = l),
   } as unknown as ContainerController;
-  return { containers, bound, reasons, needed: (name?: string) => listener(name) };
+  return { containers, bound, binds, reasons, needed: (name?: string) => listener(name) };
 }
 
 test("the scheduler binds waiting containers when a host comes or gets room, least loaded first, and skips those that no longer wait", async () => {
@@ -126,9 +133,16 @@ test("the scheduler binds waiting containers when a host comes or gets room, lea
   const gone = record("gone");
   gone.deleting = true;
   const ext = record("ext", { module: "", function: "" });
-  const { containers, bound, reasons, needed } = standIn([one, two, three, gone, ext]);
+  const { containers, bound, binds, reasons, needed } = standIn([one, two, three, gone, ext]);
   const hosts: WorkerLink[] = [];
-  const scheduler = createScheduler({ containers, hosts: () => hosts });
+  const errors: unknown[] = [];
+  const reports: string[] = [];
+  const scheduler = createScheduler({
+    containers,
+    hosts: () => hosts,
+    onError: (_message, err) => void errors.push(err),
+    onReconcile: (r) => void reports.push(`${r.controller} ${r.key}`),
+  });
   await scheduler.start();
   try {
     for (const name of ["one", "two", "gone", "ext", "missing"]) needed(name);
@@ -146,6 +160,12 @@ test("the scheduler binds waiting containers when a host comes or gets room, lea
     needed("three");
     await eventually(() => bound.has("three"));
     assert.equal(bound.get("three"), big, "the only host with room");
+    needed("one");
+    needed(undefined);
+    await eventually(() => reports.filter((r) => r === "scheduler one").length >= 3);
+    assert.deepEqual(binds, ["one", "two", "three"], "a bound container is not bound again");
+    assert.deepEqual(errors, [], "no reconcile failed (an unknown name is no error)");
+    assert.ok(reports.includes("scheduler missing"));
 
     const four = record("four");
     const { containers: c2, bound: b2, reasons: r2, needed: n2 } = standIn([four]);
