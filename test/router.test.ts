@@ -558,3 +558,13 @@ test("service messages left at an endpoint that stopped being ready move when an
   assert.equal(direct.value?.code, 0);
   router.stop("done");
 });
+
+test("a request to a container the lifecycle has not placed yet expires saying nothing serves it yet", async () => {
+  const router = newRouter();
+  router.upsertContainer(container("fresh"));
+  const req = call(router, "fresh", "x", { request: true, timeoutMs: 10 });
+  while (!req.value) await tick();
+  assert.equal(req.value.code, Code.DeadlineExceeded);
+  assert.equal(req.value.message, 'deadline exceeded waiting for container "fresh" to answer; it is not ready: no worker serves it yet');
+  router.stop("done");
+});

@@ -68,7 +68,8 @@ export class Mailbox {
   link: FrameSink | undefined = undefined;
   ready = false;
   accepts: Availability["accepts"] = "all";
-  notReady = "";
+  /** Why it is not ready; until the lifecycle first says where its worker is, that nothing serves it yet. */
+  notReady = "no worker serves it yet";
   refusal = "";
   /** Throttle of the MessageFailed events of a failing handler. */
   lastFailureEventAt = 0;
