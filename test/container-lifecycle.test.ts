@@ -226,6 +226,7 @@ test("external containers: attach, detach, and a delete that lets in-flight mess
   p.close();
   assert.deepEqual(settle(rec, fx), ['release ext: lost its attached process "proc"', 'event Detached: process "proc" detached']);
   assert.equal(stateOf(rec), "Unattached");
+  assert.deepEqual([rec.hostName, fx.warnings], ["", ["Detached"]]);
 
   const p2 = new WorkerLink({ id: "p2", name: "proc2", role: "attached", container: "ext" });
   rec.attached = p2;
@@ -303,6 +304,9 @@ test("adopting a stored status after a restart: ended for good stays ended, anyt
   adopt(never, status("Failed", "h3", "exit code 2"), 10_000, now);
   assert.deepEqual([never.state, never.message, never.hostName], [{ is: "Ended", phase: "Failed" }, "exit code 2", "h3"]);
 
+  const onFailureRan = record("onf-ran", { restartPolicy: "OnFailure" });
+  adopt(onFailureRan, status("Running"), 10_000, now);
+  assert.equal(stateOf(onFailureRan), "AwaitingHost", "a running one waits for its host whatever its policy");
   const waits = record("waits");
   adopt(waits, status("Running", "h1"), 10_000, now);
   assert.deepEqual(waits.state, { is: "AwaitingHost", host: "h1", until: now + 10_000 });
@@ -407,6 +411,7 @@ test("exits: what the host said is kept; a host that stops a container itself ha
   fx.take();
   assert.deepEqual(settle(rec, fx), ["release e: failed", 'event Failed: failed on host "h1": exit code 7', "event BackOff: back-off 400 ms before restart 4"]);
   assert.equal(rec.message, "back-off 400 ms before restarting: failed: exit code 7");
+  assert.deepEqual(fx.warnings, ["BackOff", "Failed", "BackOff"], "a failure is a warning, a completion is not");
   assert.equal(rec.exitCode, 7);
 });
 
@@ -446,6 +451,8 @@ test("a spec change in back-off restarts at once with a fresh back-off; one whil
   h.close();
   assert.deepEqual(settle(stopping, fx), ['release st: lost its host "h1"', 'event HostLost: host "h1" was lost; rescheduling']);
   assert.equal(stopping.restarts, 0, "a container being stopped anyway is not counted as restarted");
+  assert.equal(stopping.message, 'host "h1" was lost; rescheduling');
+  assert.equal(fx.warnings.at(-1), "HostLost");
 });
 
 test("command containers: a token per assign, their process attaches and detaches, and goes with the run", () => {
@@ -526,6 +533,7 @@ test("deletes: an unscheduled or backing-off container is finalized once; an att
   assert.deepEqual(settle(ext, fx), [], "still within its grace, work in flight");
   fx.clock += 1;
   assert.deepEqual(settle(ext, fx), ['detach proc (NotFound): container "ext" was deleted', "finalize ext"], "grace over: detached with work still in flight");
+  assert.equal(fx.changes.at(-1), "Draining -> Finalizing");
 
   // Nothing in flight: detached at once; a process that left by itself needs no detach.
   const quick = record("quick", { module: "", function: "" });
@@ -543,6 +551,7 @@ test("deletes: an unscheduled or backing-off container is finalized once; an att
   left.deleting = true;
   lp.close();
   assert.deepEqual(settle(left, fx), ['release left: lost its attached process "lp"', "finalize left"]);
+  assert.equal(fx.changes.at(-1), "Attached -> Finalizing");
 
   // A host lost while its container is deleted: finalized, no restart counted.
   const lost = record("lost");
@@ -555,6 +564,7 @@ test("deletes: an unscheduled or backing-off container is finalized once; an att
   fx.take();
   h2.close();
   assert.deepEqual(settle(lost, fx), ['release lost: lost its host "h2"', "finalize lost"]);
+  assert.equal(fx.changes.at(-1), "Stopping -> Finalizing");
   assert.equal(lost.restarts, 0);
 });
 
@@ -621,4 +631,47 @@ test("a delete or a spec change while starting stops it on its host; a command's
   assert.equal(becomes.message, 'waiting for a process to attach to external container "becomes"');
   assert.equal(becomes.hostName, "");
   assert.equal(becomes.observedGeneration, 2n);
+});
+
+test("one advance asks for every wake-up and finalize a transition needs (the controller advances once per change)", () => {
+  const fx = new Recorder();
+  const h = host("h1");
+  const running = () => {
+    const rec = record(`r${fx.clock}`);
+    bind(rec, h, fx);
+    report(rec, "Running");
+    advance(rec, fx);
+    fx.clock++;
+    return rec;
+  };
+  const deleted = running();
+  deleted.deleting = true;
+  advance(deleted, fx);
+  assert.equal(fx.wakes.at(-1), fx.clock + 5000 + 1000, "a delete's stop deadline");
+  const respecced = running();
+  respecced.generation = 2n;
+  advance(respecced, fx);
+  assert.equal(fx.wakes.at(-1), fx.clock + 5000 + 1000, "a spec change's stop deadline");
+  // The host never reports the deleted one stopped: at the deadline it is finalized at once.
+  fx.clock += 6000;
+  fx.take();
+  advance(deleted, fx);
+  assert.deepEqual(fx.take().slice(-2), ["release r1000000: was stopped", "finalize r1000000"]);
+
+  const ext = record("ext", { module: "", function: "" });
+  adopt(ext, undefined, 0, fx.now());
+  ext.attached = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "ext" });
+  advance(ext, fx);
+  fx.inflight = 1;
+  ext.deleting = true;
+  advance(ext, fx);
+  assert.equal(fx.wakes.at(-1), fx.clock + 5000, "the drain's end");
+
+  // A command that fails before its process attached has no process to detach.
+  const cmd = record("cmd", { module: "", function: "", command: ["false"] });
+  bind(cmd, host("sp", [], 0, true), fx);
+  report(cmd, "Failed", "", 1);
+  fx.take();
+  advance(cmd, fx);
+  assert.ok(!fx.take().some((l) => l.startsWith("detach")));
 });
