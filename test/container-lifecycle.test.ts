@@ -182,6 +182,7 @@ test("a spec change stops the running container with its grace, then it is sched
   fx.take();
   fx.clock += 2000 + 1000; // grace + slack, and the host never answered
   assert.deepEqual(settle(rec, fx), ['event Killing: host "h1" did not report the container stopped within 3000 ms', "release c: was stopped"]);
+  assert.equal(fx.warnings.at(-1), "Killing", "giving up on a silent host is a warning");
   assert.equal(stateOf(rec), "Unscheduled");
 });
 
