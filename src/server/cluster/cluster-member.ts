@@ -9,7 +9,7 @@
  * campaigns again once etcd answers. A SIGKILLed leader's keys go when etcd expires its lease,
  * at most one TTL after its last keep-alive; then the next candidate is elected.
  */
-import { Etcd3, type Campaign, type Election, type ElectionObserver, type Lease } from "etcd3";
+import { Etcd3, type Campaign, type Election, type Lease } from "etcd3";
 import { createBackoff } from "../../api/backoff.js";
 
 /** Key prefix of everything the cluster keeps in etcd (outside the objects' "/k4s/"). */
@@ -20,6 +20,8 @@ const SERVERS = "servers/";
 const SESSIONS = "sessions/";
 /** The election's name. */
 const ELECTION = "leader";
+/** Longest a stopping server waits for etcd to take its resignation (ms). */
+const STOP_WAIT_MS = 2000;
 /** Share of the lease's TTL after which a member without a renewed lease stops leading. */
 const LEASE_SAFETY = 0.75;
 
@@ -92,7 +94,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let leading = false;
   let stopped = false;
   let watchdog: NodeJS.Timeout | undefined;
-  let observer: ElectionObserver | undefined;
+  let knownLeader: string | undefined;
+  let lookups = 0;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
 
   const setLeading = (value: boolean) => {
@@ -189,13 +192,17 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     async start() {
       await join();
       campaignOnce();
-      watchdog = setInterval(checkLease, 250);
+      watchdog = setInterval(() => {
+        checkLease();
+        // The leader's name, for a standby's answers, read once a second (a plain read: a watch
+        // from a revision the compactor may already have removed would need care of its own).
+        if (++lookups % 4 === 0) election.leader().then((l) => (knownLeader = l), () => {});
+      }, 250);
       watchdog.unref();
-      observer = await election.observe();
-      observer.on("error", (err) => onError("cluster: watching the election failed", err));
+      knownLeader = await election.leader();
     },
     get knownLeader() {
-      return observer?.leader();
+      return knownLeader;
     },
     leader: () => election.leader(),
     async servers() {
@@ -229,12 +236,12 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       if (stopped) return;
       stopped = true;
       clearInterval(watchdog);
-      await observer?.cancel().catch(() => {});
       const c = campaign;
       campaign = undefined;
       setLeading(false);
-      // Resigning and revoking at once lets the next leader take over without waiting a TTL.
-      await Promise.allSettled([c?.resign(), lease?.revoke()]);
+      // Resigning and revoking at once lets the next leader take over without waiting a TTL;
+      // an etcd that does not answer must not hold the server's stop (the lease then expires).
+      await Promise.race([Promise.allSettled([c?.resign(), lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
       client.close();
     },
   };
