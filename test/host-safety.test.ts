@@ -21,6 +21,8 @@ import { openRawPeer } from "./raw-peer.js";
 let dir: string;
 const procs: Proc[] = [];
 const servers: K4sServer[] = [];
+/** Processes the hosts spawned for command containers. */
+const spawnedPids: number[] = [];
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), "k4s-host-safety-"));
@@ -28,6 +30,13 @@ before(() => {
 
 after(async () => {
   await Promise.all(procs.map((p) => p.kill("SIGKILL")));
+  for (const pid of spawnedPids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
   for (const s of servers) await s.stop();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -103,7 +112,7 @@ test("a spawned process gets only its container's credential: it attaches with i
     `import { writeFileSync } from "node:fs";
 import { attach, defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
 const e = process.env;
-writeFileSync(${JSON.stringify(envFile)}, JSON.stringify({ token: e.K4S_TOKEN ?? null, attachToken: e.K4S_ATTACH_TOKEN ?? null, container: e.K4S_CONTAINER }));
+writeFileSync(${JSON.stringify(envFile)}, JSON.stringify({ token: e.K4S_TOKEN ?? null, attachToken: e.K4S_ATTACH_TOKEN ?? null, container: e.K4S_CONTAINER, pid: process.pid }));
 attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "spawned:" + m.value); }) });
 `,
   );
@@ -118,7 +127,10 @@ attach({ worker: defineWorker(async (ctx) => { await ctx.handle((m) => "spawned:
   } finally {
     await client.close();
   }
-  const env = JSON.parse(readFileSync(envFile, "utf8")) as { token: string | null; attachToken: string | null; container: string };
+  const env = JSON.parse(readFileSync(envFile, "utf8")) as { token: string | null; attachToken: string | null; container: string; pid: number };
+  // The host is SIGKILLed at the end, which does not end the process it spawned (an attached
+  // process outlives its host and keeps reconnecting): the test ends it itself.
+  spawnedPids.push(env.pid);
   assert.equal(env.token, null, "the cluster's bearer token is not handed to a spawned process");
   assert.equal(env.container, "cred-cmd");
   assert.ok(env.attachToken && env.attachToken !== token, "it gets its own container's credential");
