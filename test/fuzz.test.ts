@@ -425,6 +425,55 @@ test("deep nesting in every form and place is refused before parsing, through Ap
   await stillServing();
 });
 
+test("alias amplification (one big anchor repeated, or anchors of anchors) is refused or stored within an object's bounds; the server lives", async () => {
+  const OBJECT_BYTES = 1024 * 1024;
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom("wide", "laughs"),
+      fc.integer({ min: 1, max: 900 }),
+      fc.integer({ min: 1, max: 60 }),
+      fc.integer({ min: 1, max: 8 }),
+      async (shape, anchorKiB, fanout, levels) => {
+        const lines = ["kind: Container", "metadata: {name: fz-alias}", "spec:", "  module: workers", "  function: echo_worker", "  parameters:"];
+        lines.push(`    a0: &a0 ${"y".repeat(anchorKiB * 1024)}`);
+        if (shape === "wide") {
+          // One anchor, `fanout` aliases of it: the text stays small, the object does not.
+          for (let i = 0; i < fanout; i++) lines.push(`    k${i}: *a0`);
+        } else {
+          // Each level a list of `fanout` aliases of the level below: fanout^levels copies.
+          const f = Math.min(fanout, 10);
+          for (let l = 1; l <= levels; l++) lines.push(`    a${l}: &a${l} [${Array.from({ length: f }, () => `*a${l - 1}`).join(", ")}]`);
+        }
+        const manifest = `${lines.join("\n")}\n`;
+        figures.applies++;
+        const outcome = await resources.apply({ manifest }).then(
+          () => undefined,
+          (err: unknown) => ConnectError.from(err),
+        );
+        if (outcome) {
+          figures.rejected++;
+          assert.equal(outcome.code, Code.InvalidArgument, `${shape} ${anchorKiB} KiB x${fanout}^${levels}: ${Code[outcome.code]} ${outcome.rawMessage.slice(0, 200)}`);
+          assert.match(outcome.rawMessage, /too many alias expansions|more than the 1\.00 MiB an object may hold|nests collections more than 32 levels/);
+          return;
+        }
+        figures.accepted++;
+        // Accepted: what the server stored is within an object's bound, aliases expanded.
+        const stored = await resources.get({ kind: "Container", name: "fz-alias" });
+        const json = JSON.stringify(stored.object, (_, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+        assert.ok(json.length <= 2 * OBJECT_BYTES, `${shape} ${anchorKiB} KiB x${fanout}^${levels}: stored ${json.length} bytes of JSON`);
+      },
+    ),
+    { numRuns: 25 * SCALE, seed: SEED },
+  );
+  // The report's case: a 0.98 MiB manifest with 49 aliases of one anchor (~49 MiB expanded).
+  const big = ["kind: Container", "metadata: {name: fz-alias}", "spec:", "  parameters:", `    a0: &a0 ${"y".repeat(1000 * 1024)}`];
+  for (let i = 0; i < 49; i++) big.push(`    k${i}: *a0`);
+  for (let round = 0; round < 2; round++) {
+    await assert.rejects(resources.apply({ manifest: `${big.join("\n")}\n` }), /more than the 1\.00 MiB an object may hold/);
+  }
+  await stillServing();
+});
+
 test("typed objects and JSON payloads nest at most 32 levels: Create, Apply and Send refuse deeper ones, a deeper reply keeps only its bytes", async () => {
   const nested = (d: number): JsonValue => (d === 0 ? 1 : [nested(d - 1)]);
   const container = (params: JsonValue) =>
