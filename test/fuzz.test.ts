@@ -425,12 +425,14 @@ test("deep nesting in every form and place is refused before parsing, through Ap
   await stillServing();
 });
 
-test("alias amplification (one big anchor repeated, or anchors of anchors) is refused or stored within an object's bounds; the server lives", async () => {
+test("alias amplification (one big anchor repeated, or anchors of anchors) is refused or stored within an object's bounds; the server lives (the 0.98 MiB, 49-alias case is in memory-bounds and resource-service)", async () => {
   const OBJECT_BYTES = 1024 * 1024;
   await fc.assert(
     fc.asyncProperty(
       fc.constantFrom("wide", "laughs"),
-      fc.integer({ min: 1, max: 900 }),
+      // Anchors up to 256 KiB: enough to pass the 1 MiB object bound with 4 aliases, while the
+      // hostile run's memory check below still measures the server, not this test's parsing.
+      fc.integer({ min: 1, max: 256 }),
       fc.integer({ min: 1, max: 60 }),
       fc.integer({ min: 1, max: 8 }),
       async (shape, anchorKiB, fanout, levels) => {
@@ -465,12 +467,6 @@ test("alias amplification (one big anchor repeated, or anchors of anchors) is re
     ),
     { numRuns: 25 * SCALE, seed: SEED },
   );
-  // The report's case: a 0.98 MiB manifest with 49 aliases of one anchor (~49 MiB expanded).
-  const big = ["kind: Container", "metadata: {name: fz-alias}", "spec:", "  parameters:", `    a0: &a0 ${"y".repeat(1000 * 1024)}`];
-  for (let i = 0; i < 49; i++) big.push(`    k${i}: *a0`);
-  for (let round = 0; round < 2; round++) {
-    await assert.rejects(resources.apply({ manifest: `${big.join("\n")}\n` }), /more than the 1\.00 MiB an object may hold/);
-  }
   await stillServing();
 });
 

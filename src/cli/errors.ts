@@ -29,8 +29,9 @@ export function formatError(err: unknown, server?: string): string {
     text = `${codeName(err.code)}: ${err.rawMessage}`;
     if (err.code === Code.Unavailable && server && /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT/.test(err.rawMessage)) {
       text += ` (is a k4s server running at ${server}?)`;
-    } else if (/stream closed with error code CANCEL|wrong version number/.test(err.rawMessage)) {
-      // A plaintext call to a TLS server (or the reverse) fails this way, which says nothing.
+    } else if (/stream closed with error code CANCEL|wrong version number|ECONNRESET/.test(err.rawMessage)) {
+      // A plaintext call to a TLS server (or the reverse) fails one of these ways (which one
+      // depends on timing), none of which says why.
       text += " (does the server use TLS? then add --tls or --tls-ca FILE)";
     } else if (/self[- ]signed certificate|unable to verify|certificate/.test(err.rawMessage)) {
       text += " (trust the server's certificate with --tls-ca FILE)";
