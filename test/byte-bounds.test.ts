@@ -107,6 +107,20 @@ test("a session that never reads the answers to its calls is ended RESOURCE_EXHA
       value: { id: BigInt(i + 1), target: "bb-echo", data: new Uint8Array(8), expectsReply: true, timeoutMs: 60_000 },
     }));
     caller.send(...calls);
+    // Read nothing until every answer was sent: reading the stream is what this caller must not
+    // do, and readToEnd starts reading (racing the server's queue, which then never fills).
+    // (Or until answers stop coming: once the session is ended its other calls are cancelled.)
+    let seen = -1;
+    await eventually(
+      async () => {
+        const settled = answered >= calls.length || (answered > 0 && answered === seen);
+        seen = answered;
+        if (!settled) await new Promise((r) => setTimeout(r, 2000));
+        return settled;
+      },
+      120_000,
+      "the worker's answers",
+    );
     const end = await caller.readToEnd(60_000);
     assert.equal(end.code, Code.ResourceExhausted, end.details);
     assert.match(end.details, /session "bb-caller" does not read its stream: more than 8 MiB of frames queued \(the server's maxSessionBufferBytes, 8388608 bytes\)/);
