@@ -115,9 +115,13 @@ export function createTablePrinter(options: TablePrinterOptions): TablePrinter {
         if (objects.length === 0) continue;
         const t = tableOf(kind, objects);
         const rows = objects.map((o) => cellsOf(t, o, undefined));
+        // A relist (a watch resumed after the server came back) shows only what changed.
+        const fresh = rows.map((cells, i) => lastRow.get(keyOf(objects[i]!)) !== shownOf(t, cells));
+        if (!fresh.includes(true)) continue;
         t.widths = fit(t, rows);
         header(kind, t);
         rows.forEach((cells, i) => {
+          if (!fresh[i]) return;
           write(line(t, cells));
           lastRow.set(keyOf(objects[i]!), shownOf(t, cells));
         });
