@@ -7,27 +7,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient, type K4sClient } from "../src/client/index.js";
+import { clusterServer, isLeader, LEASE_TTL, type ClusterServer } from "./cluster-harness.js";
 import { startEtcd } from "./etcd.js";
 import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
-/** Lease TTL the servers of these tests run with (s). */
-const LEASE_TTL = 2;
-
-interface ClusterServer {
-  proc: Proc;
-  address: string;
-  client: K4sClient;
-}
-
-/** Starts `k4s server --store URL` on a free port (with its local worker host unless told not to); resolves once it listens. */
-async function clusterServer(store: string, extra: string[] = []): Promise<ClusterServer> {
-  const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--store", store, "--lease-ttl", String(LEASE_TTL), ...extra]);
-  await proc.waitFor(/listening on \S+/, 30_000);
-  const address = /listening on (\S+)/.exec(proc.stdout())![1]!;
-  return { proc, address, client: createClient({ address, reconnect: false }) };
-}
-
-const isLeader = (s: ClusterServer) => /is the leader/.test(s.proc.stdout());
 const portOf = (s: ClusterServer) => s.address.split(":").pop();
 
 /** The servers as `client.servers()` of one server lists them: address -> role and held sessions. */

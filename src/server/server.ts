@@ -40,6 +40,7 @@ import type { ResourceStore } from "./store/resource-store.js";
 import { openStore, parseEtcdUrl } from "./store/open-store.js";
 import type { ClusterMember, SessionEntry } from "./cluster/cluster-member.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
+import { createStandbyPlane } from "./cluster/standby-plane.js";
 import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
@@ -369,11 +370,26 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       maxSessionBufferBytes: options.maxSessionBufferBytes,
       maxInboxBytes: options.maxInboxBytes,
     });
+  const standby = () => standbyError(cluster?.advertise ?? "", cluster?.knownLeader);
+  // A standby routes its clients' calls to the leader over a peer link.
+  const makeStandby = () =>
+    createStandbyPlane({
+      self: () => cluster?.advertise ?? "",
+      leader: () => cluster?.knownLeader,
+      standby,
+      token: options.token,
+      // The servers of one cluster are expected to share their certificate (see docs/cluster.md).
+      tls: options.tls ? { ca: options.tls.cert } : undefined,
+      logs,
+      metrics,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      maxSessionBufferBytes: options.maxSessionBufferBytes,
+    });
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);
   let cluster: ClusterMember | undefined;
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
-    ? createLeaderGatedPlane({ make: makePlane, standby: () => standbyError(cluster?.advertise ?? "", cluster?.knownLeader), onError })
+    ? createLeaderGatedPlane({ make: makePlane, makeStandby, standby, onError })
     : undefined;
   const plane = gated ?? makePlane();
   const stats = createStatsCollector({ source: plane.load });

@@ -1,8 +1,9 @@
 /**
  * The control plane of a server in a cluster: a fresh plane (informer, controllers, scheduler,
- * messaging) runs while this server leads and is stopped when it stops leading; a standby
- * answers the messaging and worker APIs UNAVAILABLE naming the leader, so that sessions and
- * calls go where the containers' hosts are.
+ * messaging) runs while this server leads and is stopped when it stops leading. Meanwhile a
+ * standby plane serves the messaging and worker APIs: it routes its clients' calls to the
+ * leader and answers hosts UNAVAILABLE naming the leader, so that they go where the
+ * containers' lifecycle runs.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -18,6 +19,11 @@ export interface LeaderGatedPlaneOptions {
   make: () => ControlPlane;
   /** The error a standby answers with (UNAVAILABLE, naming the leader). */
   standby: () => ConnectError;
+  /**
+   * Makes the plane of a standby term (none: the messaging and worker APIs answer every call
+   * the standby error).
+   */
+  makeStandby?: () => ControlPlane;
   onError: (message: string, err?: unknown) => void;
 }
 
@@ -50,47 +56,50 @@ function delegate<S extends DescService>(service: S, current: () => ServiceHandl
   return handlers as ServiceHandlers<S>;
 }
 
-/** Creates a plane that runs while its server leads. */
+/** Creates a plane that runs while its server leads, and the standby plane while it does not. */
 export function createLeaderGatedPlane(options: LeaderGatedPlaneOptions): LeaderGatedPlane {
   let plane: ControlPlane | undefined;
+  let leading = false;
   let active: ControlPlane | undefined;
   let changes: Promise<void> = Promise.resolve();
   const inOrder = (step: () => Promise<void>) => (changes = changes.then(step).catch((err: unknown) => options.onError("changing leadership failed", err)));
 
-  const follow = () =>
+  /** Stops the running plane, then starts the one of the new term (none: stopping for good). */
+  const become = (next: { leads: boolean; make: (() => ControlPlane) | undefined } | undefined) =>
     inOrder(async () => {
+      if (next && plane && leading === next.leads) return;
       const p = plane;
       plane = active = undefined;
       await p?.stop();
+      if (!next?.make) return;
+      const n = next.make();
+      plane = n;
+      leading = next.leads;
+      await n.start();
+      if (plane === n) active = n;
     });
   const load: StatsSource = {
     containers: () => active?.load.containers() ?? [],
     services: () => active?.load.services() ?? [],
   };
+  const follow = () => become({ leads: false, make: options.makeStandby });
   return {
     load,
     messagingService: delegate(MessagingService, () => active?.messagingService, options.standby),
     workerService: delegate(WorkerService, () => active?.workerService, options.standby),
     get running() {
-      return active !== undefined;
+      return active !== undefined && leading;
     },
-    lead: () =>
-      inOrder(async () => {
-        if (plane) return;
-        const p = options.make();
-        plane = p;
-        await p.start();
-        if (plane === p) active = p;
-      }),
+    lead: () => become({ leads: true, make: options.make }),
     follow,
-    // Planes start when leadership comes.
-    start: async () => {},
-    stop: follow,
+    // A server stands by until leadership comes.
+    start: follow,
+    stop: () => become(undefined),
   };
 }
 
 /** The error of a standby: UNAVAILABLE, so callers retry, naming where the leader is. */
 export function standbyError(self: string, leader: string | undefined): ConnectError {
   const where = leader && leader !== self ? `the leader is ${leader}` : "no leader is elected yet";
-  return new ConnectError(`k4s server ${self} is standing by (${where}): worker sessions and messages go to the leader`, Code.Unavailable);
+  return new ConnectError(`k4s server ${self} is standing by (${where}): hosts and attached processes connect to the leader`, Code.Unavailable);
 }

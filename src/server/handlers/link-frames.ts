@@ -15,7 +15,7 @@ import { Envelope } from "../messaging/envelope.js";
 import { callErrorFrame } from "../messaging/frames.js";
 import type { LinkRegistry } from "../messaging/link-registry.js";
 import type { Letter } from "../messaging/mailbox.js";
-import type { Router } from "../messaging/router.js";
+import type { CallRouter } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
 
 /** Unanswered requests one session may have at once. */
@@ -25,8 +25,9 @@ const TARGET_CACHE_SIZE = 1024;
 
 /** LinkFramesOptions are what the frames of a link go to. */
 export interface LinkFramesOptions {
-  router: Router;
-  lifecycle: ContainerLifecycle;
+  router: CallRouter;
+  /** The containers' lifecycle; none on a standby, which takes client sessions only. */
+  lifecycle?: ContainerLifecycle;
   links: LinkRegistry;
   logs: LogStore;
   metrics?: Metrics;
@@ -59,7 +60,7 @@ export function createLinkFrames(options: LinkFramesOptions): (link: WorkerLink,
     }
     // A host speaks for the containers it runs; an attached process only for its own.
     const sender = s.role === "attached" ? s.container : s.role === "host" ? call.sender : "";
-    if (s.role === "host" && sender !== "" && lifecycle.hostOf(sender) !== s) {
+    if (s.role === "host" && sender !== "" && lifecycle?.hostOf(sender) !== s) {
       s.push(callErrorFrame(call.id, Code.PermissionDenied, `call.sender "${sender}" is not a container this host runs`));
       return;
     }
@@ -111,7 +112,7 @@ export function createLinkFrames(options: LinkFramesOptions): (link: WorkerLink,
         return;
       }
       case "state":
-        if (s.role === "host") lifecycle.stateReported(s, frame.value);
+        if (s.role === "host") lifecycle?.stateReported(s, frame.value);
         return;
       case "log": {
         const v = frame.value;

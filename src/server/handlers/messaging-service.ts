@@ -15,7 +15,7 @@ import { JSON_CONTENT_TYPE, isJsonContentType } from "../../api/payload.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS } from "../../transport/limits.js";
 import { Envelope } from "../messaging/envelope.js";
 import type { Letter } from "../messaging/mailbox.js";
-import type { Router } from "../messaging/router.js";
+import type { CallRouter } from "../messaging/router.js";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -45,7 +45,7 @@ function replyJson(data: Uint8Array, contentType: string): Value | undefined {
 }
 
 /** Creates the MessagingService handlers over a router. */
-export function createMessagingService(options: { router: Router; metrics?: Metrics }): ServiceHandlers<typeof MessagingService> {
+export function createMessagingService(options: { router: CallRouter; metrics?: Metrics }): ServiceHandlers<typeof MessagingService> {
   const { router } = options;
   return {
     async send(req, ctx) {

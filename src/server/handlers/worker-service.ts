@@ -20,14 +20,20 @@ import type { LogStore } from "../log-store.js";
 import type { Metrics } from "../metrics.js";
 import type { HostCredentials } from "../messaging/host-credentials.js";
 import type { LinkRegistry } from "../messaging/link-registry.js";
-import type { Router } from "../messaging/router.js";
+import type { CallRouter } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
 import { createLinkFrames } from "./link-frames.js";
 
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
-  router: Router;
-  lifecycle: ContainerLifecycle;
+  router: CallRouter;
+  /**
+   * The containers' lifecycle. None on a standby server, which takes client sessions only and
+   * answers a host or an attached process `refuseWorkers()`.
+   */
+  lifecycle?: ContainerLifecycle;
+  /** The error of a host or attach on a server without a lifecycle (UNAVAILABLE, naming the leader). */
+  refuseWorkers?: () => ConnectError;
   links: LinkRegistry;
   logs: LogStore;
   /** Heartbeat interval announced to links (ms): a stream must say hello within 3 of them. */
@@ -41,7 +47,11 @@ export interface WorkerServiceOptions {
 
 /** Creates the WorkerService handlers. */
 export function createWorkerService(options: WorkerServiceOptions): ServiceHandlers<typeof WorkerService> {
-  const { lifecycle, links } = options;
+  const { links } = options;
+  const lifecycleFor = (what: string): ContainerLifecycle => {
+    if (options.lifecycle) return options.lifecycle;
+    throw options.refuseWorkers?.() ?? new ConnectError(`this server takes no ${what}`, Code.Unavailable);
+  };
   const hb = options.heartbeatIntervalMs;
   const handleFrame = createLinkFrames(options);
 
@@ -52,12 +62,13 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
     if (hello.capacity < 0) throw new ConnectError(`hello.capacity must be 0 (no limit) or more, got ${hello.capacity}`, Code.InvalidArgument);
     if (hello.name.length > 253) throw new ConnectError(`hello.name is longer than 253 characters`, Code.InvalidArgument);
+    const lifecycle = role === "host" ? lifecycleFor("host sessions") : undefined;
     const base = hello.name || role;
     // Only the credential the server issued for a name proves a session is that host: without
     // it, a live host's name (and with it its containers) cannot be claimed.
     const proven = role === "host" && (options.credentials?.verify(base, hello.credential) ?? false);
     const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven } as const;
-    if (role === "host" && proven) {
+    if (lifecycle && proven) {
       // The same host reconnecting before its old stream was declared lost: the newer session
       // takes over what the old one ran, under the same name, once. The older one is told so
       // (ALREADY_EXISTS) and must not reconnect, so two copies of one host never take turns.
@@ -71,11 +82,12 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
       }
     }
     const s = links.open(spec);
-    if (role === "host") lifecycle.hostJoined(s, hello.running);
+    lifecycle?.hostJoined(s, hello.running);
     return s;
   }
 
   async function openAttach(a: Attach, credentialOnly: boolean): Promise<WorkerLink> {
+    const lifecycle = lifecycleFor("attached processes");
     const container = await lifecycle.checkAttach(a, credentialOnly);
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const s = links.open({ name: a.host || `${container}-process`, role: "attached", container });

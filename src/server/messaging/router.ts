@@ -99,6 +99,12 @@ export interface Router {
   stop(message: string): void;
 }
 
+/**
+ * CallRouter is what the stream and unary handlers need of a router: routing calls, settling
+ * and cancelling them. A standby server's peer forwarder is one too.
+ */
+export type CallRouter = Pick<Router, "route" | "settle" | "abandon" | "inflightOf" | "knows">;
+
 /** Creates the router. */
 export function createRouter(options: RouterOptions): Router {
   const directory = createDirectory();

@@ -1,0 +1,183 @@
+/**
+ * Routing between servers: three `k4s server` processes over one real etcd; the containers'
+ * processes are attached to the leader, and a client speaks only to a standby, whose peer link
+ * carries its calls to the leader. Replies, sends, services, deadlines, cancels and a SIGKILLed
+ * leader behave across the hop as on one server.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createClient, type K4sClient } from "../src/client/index.js";
+import { attach, type Attached } from "../src/workers/runtime/attach.js";
+import { defineWorker } from "../src/workers/runtime/define-worker.js";
+import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
+import { startEtcd } from "./etcd.js";
+import { eventually } from "./helpers.js";
+
+const MANIFEST = `kind: Container
+metadata: {name: rt-a, labels: {app: rt}}
+spec: {}
+---
+kind: Container
+metadata: {name: rt-b, labels: {app: rt}}
+spec: {}
+---
+kind: Service
+metadata: {name: rt-svc}
+spec: {matchLabels: {app: rt}}
+`;
+
+/** What the attached workers saw. */
+interface Seen {
+  sends: string[];
+  started: string[];
+  cancelled: string[];
+}
+
+/** Serves a container from this process: sends are recorded, {sleep} waits (until cancelled), anything else is echoed. */
+function serve(addresses: string[], container: string, seen: Seen): Attached {
+  return attach({
+    address: addresses.join(","),
+    container,
+    worker: defineWorker(async (ctx) => {
+      await ctx.handle(async (msg) => {
+        const v = msg.value as { sleep?: number; tag?: string };
+        if (!msg.expectsReply) {
+          seen.sends.push(String(v.tag));
+          return undefined;
+        }
+        if (v.sleep) {
+          seen.started.push(String(v.tag));
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, v.sleep);
+            msg.signal.addEventListener("abort", () => {
+              clearTimeout(t);
+              seen.cancelled.push(String(v.tag));
+              resolve();
+            });
+          });
+        }
+        return `${container}:${v.tag}`;
+      });
+    }),
+  });
+}
+
+/** The code of a call that succeeded. */
+const OK = 0;
+const codeOf = (err: unknown) => ConnectError.from(err).code;
+
+test("cluster routing: calls through a standby reach containers attached to the leader over the peer link; deadlines, cancels and a SIGKILLed leader behave as on one server", async () => {
+  const etcd = await startEtcd();
+  const servers: ClusterServer[] = [];
+  const workers: Attached[] = [];
+  let client: K4sClient | undefined;
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const [a, b] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    await a.client.apply(MANIFEST);
+    // The processes list every server, a standby first: it refuses them, naming the leader, and they move on.
+    const everyone = [a, b, leader].map((s) => s.address);
+    const seen: Seen = { sends: [], started: [], cancelled: [] };
+    workers.push(serve(everyone, "rt-a", seen), serve(everyone, "rt-b", seen));
+    await Promise.all(workers.map((w) => w.ready));
+    await eventually(async () => (await leader.client.servers()).find((s) => s.leader)!.sessions.length === 2, 30_000, "both sessions on the leader");
+    // This client knows only the standby A.
+    client = createClient({ address: a.address, reconnect: false });
+
+    // A request through A reaches the container whose process is attached to the leader.
+    let t0 = Date.now();
+    assert.equal(await client.request("container/rt-a", { tag: "one" }), "rt-a:one");
+    const firstMs = Date.now() - t0;
+    t0 = Date.now();
+    for (let i = 0; i < 50; i++) assert.equal(await client.request("rt-b", { tag: `r${i}` }), `rt-b:r${i}`);
+    const perRequestMs = (Date.now() - t0) / 50;
+
+    // Sends through A are accepted by the leader and delivered, each once.
+    const tags = Array.from({ length: 30 }, (_, i) => `s${i}`);
+    await Promise.all(tags.map((tag) => client!.send("container/rt-b", { tag })));
+    await eventually(() => seen.sends.length >= tags.length, 30_000, "the sends delivered");
+    assert.deepEqual([...seen.sends].sort(), [...tags].sort());
+
+    // A service through A spreads over its ready endpoints.
+    const answeredBy = new Set<string>();
+    for (let i = 0; i < 20; i++) answeredBy.add(String(await client.request("service/rt-svc", { tag: "svc" })).split(":")[0]!);
+    assert.deepEqual([...answeredBy].sort(), ["rt-a", "rt-b"]);
+
+    // A deadline holds across the hop: the leader answers DEADLINE_EXCEEDED naming the container.
+    t0 = Date.now();
+    const late = await client.request("rt-a", { sleep: 60_000, tag: "late" }, { timeoutMs: 500 }).then(
+      () => assert.fail("a request past its deadline succeeded"),
+      (err: unknown) => ConnectError.from(err),
+    );
+    const deadlineMs = Date.now() - t0;
+    assert.equal(late.code, Code.DeadlineExceeded, late.message);
+    assert.match(late.rawMessage, /container "rt-a"/);
+    assert.ok(deadlineMs >= 450, `answered after the deadline, not before (${deadlineMs} ms)`);
+    // The leader withdrew it from the worker too.
+    await eventually(() => seen.cancelled.includes("late"), 30_000, "the expired request withdrawn from the worker");
+
+    // A cancel through A reaches the worker: its handler is told, and the container is free at once.
+    const ac = new AbortController();
+    const cancelled = client.request("rt-a", { sleep: 60_000, tag: "cancel-me" }, { signal: ac.signal, timeoutMs: 120_000 });
+    await eventually(() => seen.started.includes("cancel-me"), 30_000, "the request started");
+    ac.abort();
+    assert.equal(await cancelled.then(() => OK, codeOf), Code.Canceled);
+    await eventually(() => seen.cancelled.includes("cancel-me"), 30_000, "the cancel at the worker");
+    assert.equal(await client.request("rt-a", { tag: "after-cancel" }, { timeoutMs: 20_000 }), "rt-a:after-cancel");
+
+    // SIGKILL the leader with a request in its worker's hands and sends pouring in through A.
+    const stuck = client.request("rt-a", { sleep: 60_000, tag: "stuck" }, { timeoutMs: 60_000 }).then(
+      () => ({ code: OK as Code, at: Date.now() }),
+      (err: unknown) => ({ code: codeOf(err), at: Date.now() }),
+    );
+    await eventually(() => seen.started.includes("stuck"), 30_000, "the request started");
+    seen.sends.length = 0;
+    const outcomes = new Map<string, Code | 0>();
+    let sending = true;
+    const sender = (async () => {
+      for (let i = 0; sending; i++) {
+        const tag = `k${i}`;
+        outcomes.set(tag, await client!.send("container/rt-b", { tag }, { timeoutMs: 60_000 }).then(() => OK, codeOf));
+      }
+    })();
+    await eventually(() => outcomes.size >= 20, 30_000, "sends under way");
+    const killedAt = Date.now();
+    await leader.proc.kill("SIGKILL");
+    const { code: stuckCode, at } = await stuck;
+    const stuckMs = at - killedAt;
+    assert.equal(stuckCode, Code.Unavailable, "the request in flight when the leader died fails UNAVAILABLE");
+    assert.ok(stuckMs < 20_000, `the request failed when the peer link broke, not at its deadline (${stuckMs} ms)`);
+    await eventually(() => [...outcomes.values()].some((c) => c !== OK), 30_000, "a send refused while no leader is reachable");
+    sending = false;
+    await sender;
+    // Every send was answered; each refused one is the caller's to retry, and a retry through A
+    // reaches the next leader once the workers moved there.
+    assert.ok([...outcomes.values()].every((c) => c === OK || c === Code.Unavailable), `sends answered OK or UNAVAILABLE: ${[...new Set(outcomes.values())]}`);
+    const refused = [...outcomes].filter(([, c]) => c !== OK).map(([tag]) => tag);
+    const next = (await eventually(() => [a, b].find(isLeader), 30_000, "a new leader"))!;
+    await eventually(async () => (await next.client.servers()).find((s) => s.leader)?.sessions.length === 2, 30_000, "both sessions on the new leader");
+    const retry = createClient({ address: a.address, reconnect: false });
+    try {
+      for (const tag of refused) await eventually(() => retry.send("container/rt-b", { tag }).then(() => true), 30_000, `send ${tag} accepted`);
+      await eventually(() => refused.every((t) => seen.sends.includes(t)), 30_000, "the retried sends delivered");
+      assert.equal(await retry.request("rt-a", { tag: "after-kill" }, { timeoutMs: 20_000 }), "rt-a:after-kill");
+    } finally {
+      await retry.close();
+    }
+    console.log(
+      `# routing through standby ${a.address} to the leader: first request ${firstMs} ms, then ${perRequestMs.toFixed(2)} ms per request (sequential); ` +
+        `deadline 500 ms answered after ${deadlineMs} ms; leader SIGKILLed: request in flight failed UNAVAILABLE after ${stuckMs} ms, ` +
+        `${outcomes.size} sends answered (${refused.length} UNAVAILABLE, retried and delivered through ${next === a ? "A, now the leader" : "A to the new leader"})`,
+    );
+  } finally {
+    await client?.close();
+    for (const w of workers) await w.stop(0).catch(() => {});
+    for (const s of servers) {
+      await s.client.close();
+      await s.proc.kill("SIGKILL");
+    }
+    await etcd.stop();
+  }
+});
