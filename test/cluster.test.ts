@@ -7,6 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient, type K4sClient } from "../src/client/index.js";
+import { openSession } from "../src/transport/session.js";
 import { clusterServer, isLeader, LEASE_TTL, type ClusterServer } from "./cluster-harness.js";
 import { startEtcd } from "./etcd.js";
 import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
@@ -42,8 +43,11 @@ test("cluster: SIGKILL the leader; another server runs the controllers within th
     // A standby serves the resource API; its status comes from the leader's controllers.
     await b.client.apply(RS);
     await eventually(async () => (await b.client.get("ReplicaSet", "ha-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
-    // A standby refuses messages and worker sessions, naming the leader.
-    await assert.rejects(c.client.request("ha-rs-nothing", "x", { timeoutMs: 2000 }), new RegExp(`standing by \\(the leader is ${leader.address.replace(/[.]/g, "\\.")}\\)`));
+    // A standby routes messages to the leader (whose router answers), and refuses host sessions naming the leader.
+    await assert.rejects(c.client.request("ha-rs-nothing", "x", { timeoutMs: 2000 }), /\[not_found\] no container or service named "ha-rs-nothing"/);
+    const refusedHost = openSession({ address: c.address, hello: { role: "host", name: "standby-host" } });
+    await assert.rejects(refusedHost.ready, new RegExp(`standing by \\(the leader is ${leader.address.replace(/[.]/g, "\\.")}\\)`));
+    await refusedHost.close();
     // Every server lists the same members: one leader, holding its local host's session.
     const expected = Object.fromEntries(servers.map((s) => [s.address, s === leader ? `leader host/local-${portOf(s)}` : "standby"]));
     const sameAs = (want: Record<string, string>) => (got: Record<string, string>) => JSON.stringify(Object.entries(got).sort()) === JSON.stringify(Object.entries(want).sort());
