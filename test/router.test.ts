@@ -17,13 +17,19 @@ import { quantileMs } from "../src/server/stats/load-counters.js";
 import { Envelope, type CallAnswer, type FrameSink } from "../src/server/messaging/envelope.js";
 import type { Availability, Letter } from "../src/server/messaging/mailbox.js";
 import { createRouter, type Router, type RouterOptions } from "../src/server/messaging/router.js";
+import type { JournalEntry, RecoveredEntry, SendJournal } from "../src/server/messaging/send-journal.js";
 
 /** A worker's stream as the router sees it: it keeps the deliveries written to it. */
 class Worker implements FrameSink {
   closed = false;
+  /** Whether its peer reads slower than frames come (the router then holds new deliveries back). */
+  congested = false;
+  /** The stream becomes congested once it holds this many frames. */
+  congestAt = Infinity;
   frames: ServerFrame[] = [];
   push(frame: ServerFrame): void {
     this.frames.push(frame);
+    if (this.frames.length >= this.congestAt) this.congested = true;
   }
   /** Ids of the deliveries received so far, in order. */
   deliveries(): number[] {
@@ -34,7 +40,7 @@ class Worker implements FrameSink {
   }
 }
 
-function container(name: string, spec: { concurrency?: number; queueLimit?: number } = {}, labels: Record<string, string> = {}): Container {
+function container(name: string, spec: { concurrency?: number; queueLimit?: number; delivery?: string } = {}, labels: Record<string, string> = {}): Container {
   return create(ContainerSchema, { metadata: { name, uid: `uid-${name}`, labels }, spec: { module: "m", function: "f", ...spec } });
 }
 
@@ -566,5 +572,229 @@ test("a request to a container the lifecycle has not placed yet expires saying n
   while (!req.value) await tick();
   assert.equal(req.value.code, Code.DeadlineExceeded);
   assert.equal(req.value.message, 'deadline exceeded waiting for container "fresh" to answer; it is not ready: no worker serves it yet');
+  router.stop("done");
+});
+
+test("a congested stream gets no new deliveries until the router hears it drained; only the containers on that stream get theirs", () => {
+  const router = newRouter();
+  const [w1, w2] = [new Worker(), new Worker()];
+  router.upsertContainer(container("c1", { concurrency: 10 }));
+  router.upsertContainer(container("c2", { concurrency: 10 }));
+  router.setAvailability("c1", ready(w1));
+  router.setAvailability("c2", ready(w2));
+  w1.congested = true;
+  w2.congested = true;
+  const sent = ["a", "b", "c"].flatMap((x) => [call(router, "c1", `1${x}`), call(router, "c2", `2${x}`)]);
+  assert.deepEqual(sent.map((a) => a.value?.code), [0, 0, 0, 0, 0, 0], "accepted: they wait in their inboxes");
+  assert.deepEqual([w1.payloads(), w2.payloads()], [[], []]);
+  assert.deepEqual([router.load("c1")?.queued, router.load("c2")?.queued], [3, 3]);
+
+  // Both drain, but the router is told only of w1: c2's messages wait for their own stream's word.
+  w1.congested = false;
+  w2.congested = false;
+  router.linkDrained(w1);
+  assert.deepEqual(w1.payloads(), ["1a", "1b", "1c"]);
+  assert.deepEqual(w2.payloads(), []);
+  router.linkDrained(new Worker());
+  assert.deepEqual(w2.payloads(), [], "a stream that serves nothing drains nothing");
+
+  // A stream that congests again part-way stops taking deliveries at once.
+  w2.congestAt = 1;
+  router.linkDrained(w2);
+  assert.deepEqual(w2.payloads(), ["2a"]);
+  assert.equal(router.load("c2")?.queued, 2);
+  w2.congestAt = Infinity;
+  w2.congested = false;
+  router.linkDrained(w2);
+  assert.deepEqual(w2.payloads(), ["2a", "2b", "2c"]);
+  router.stop("done");
+});
+
+/**
+ * The journal of durable sends in memory: appends wait until the test writes them (or fails
+ * them), removes are recorded, and an owner may be made full.
+ */
+class MemoryJournal implements SendJournal {
+  seq = 0;
+  /** Appends on their way, oldest first. */
+  pending: Array<{ owner: string; entry: JournalEntry; resolve(key: string): void; reject(err: unknown): void }> = [];
+  /** Keys written, by owner. */
+  written = new Map<string, string[]>();
+  removed: string[] = [];
+  full = new Set<string>();
+  refuses(owner: string, bytes: number, what: string): string | undefined {
+    return this.full.has(owner) ? `the journal of ${what} is full (${bytes} B more)` : undefined;
+  }
+  append(owner: string, entry: JournalEntry): Promise<string> {
+    return new Promise((resolve, reject) => this.pending.push({ owner, entry, resolve, reject }));
+  }
+  /** Writes every pending append; resolves once their callbacks ran. */
+  async flush(): Promise<void> {
+    for (const p of this.pending.splice(0)) {
+      const key = `k${++this.seq}`;
+      this.written.set(p.owner, [...(this.written.get(p.owner) ?? []), key]);
+      p.resolve(key);
+    }
+    await tick();
+  }
+  /** Fails every pending append. */
+  async fail(message: string): Promise<void> {
+    for (const p of this.pending.splice(0)) p.reject(new Error(message));
+    await tick();
+  }
+  remove(key: string): void {
+    this.removed.push(key);
+  }
+  recover(): Promise<RecoveredEntry[]> {
+    return Promise.resolve([]);
+  }
+  drop(): Promise<void> {
+    return Promise.resolve();
+  }
+  usage(): { messages: number; bytes: number } {
+    return { messages: 0, bytes: 0 };
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+const entry = (key: string, text: string, service = "", sender = "old-sender"): RecoveredEntry => ({
+  key,
+  data: new TextEncoder().encode(text),
+  contentType: "text/plain",
+  sender,
+  service,
+});
+
+/** The attempt numbers and senders of a worker's deliveries. */
+function attempts(w: Worker): Array<[string, number, string]> {
+  return w.frames.flatMap((f) => (f.frame.case === "delivery" ? [[new TextDecoder().decode(f.frame.value.data), f.frame.value.attempt, f.frame.value.sender] as [string, number, string]] : []));
+}
+
+test("a send to a durable container is accepted only once its journal entry is written, and the entry is removed once the worker settled it", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  router.upsertContainer(container("dur", { concurrency: 5, delivery: "durable" }));
+  router.upsertContainer(container("mem", { concurrency: 5 }));
+  const w = new Worker();
+  router.setAvailability("dur", ready(w));
+  router.setAvailability("mem", ready(w));
+  const send = call(router, "dur", "s1");
+  const request = call(router, "dur", "r1", { request: true, timeoutMs: 60_000 });
+  const plain = call(router, "mem", "m1");
+  assert.ok(!answered(send), "not accepted before it is on disk");
+  assert.deepEqual(w.payloads(), ["r1", "m1"], "requests and sends to a memory container are not journaled");
+  assert.deepEqual(journal.pending.map((p) => p.owner), ["uid-dur"], "journaled against the container");
+  assert.equal(plain.value?.code, 0);
+  await journal.flush();
+  assert.equal(send.value?.code, 0);
+  assert.equal(send.value?.container, "dur");
+  assert.deepEqual(w.payloads(), ["r1", "m1", "s1"]);
+  assert.equal(journal.pending.length, 0, "written once");
+
+  // Not processed (UNAVAILABLE): it waits again and keeps its entry; processed: the entry goes.
+  const [, , id] = w.deliveries();
+  settle(router, w, id!, { code: Code.Unavailable, message: "not mine" });
+  assert.deepEqual(journal.removed, []);
+  router.setAvailability("dur", ready(w));
+  router.linkDrained(w);
+  while (w.deliveries().length < 4) await new Promise((r) => setTimeout(r, 20));
+  settle(router, w, w.deliveries()[3]!, { code: Code.Internal, message: "handler failed" });
+  assert.deepEqual(journal.removed, ["k1"], "a failed handler settles it too");
+  settle(router, w, w.deliveries()[0]!);
+  assert.deepEqual(journal.removed, ["k1"], "a request has no entry");
+  assert.ok(answered(request));
+  router.stop("done");
+});
+
+test("a durable send that cannot be journaled is refused naming why; one given up on or whose container went while it was written fails and its entry goes", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  router.upsertContainer(container("dur", { delivery: "durable" }));
+  journal.full.add("uid-dur");
+  const full = call(router, "dur", "x");
+  assert.equal(full.value?.code, Code.ResourceExhausted);
+  assert.equal(full.value?.message, 'the journal of container "dur" is full (1 B more)');
+  assert.equal(journal.pending.length, 0);
+  journal.full.clear();
+
+  const broken = call(router, "dur", "y");
+  await journal.fail("disk gone");
+  assert.equal(broken.value?.code, Code.Unavailable);
+  assert.equal(broken.value?.message, 'could not write the send to the journal of container "dur": disk gone');
+  assert.equal(router.load("dur")?.queued, 0);
+
+  // Its caller went away while it was written: never accepted, so never delivered, not even after a restart.
+  const cancelled = call(router, "dur", "c");
+  router.abandon(cancelled.env!, Code.Canceled, "caller went away");
+  await journal.flush();
+  assert.equal(cancelled.value?.code, Code.Canceled);
+  assert.equal(router.load("dur")?.queued, 0);
+  assert.deepEqual(journal.removed, ["k1"], "its entry is removed");
+
+  const orphan = call(router, "dur", "z");
+  router.removeContainer("dur", "uid-dur");
+  await journal.flush();
+  assert.equal(orphan.value?.code, Code.Unavailable);
+  assert.equal(orphan.value?.message, 'container "dur" was deleted');
+  assert.deepEqual(journal.removed, ["k1", "k2"], "its entry is removed");
+  router.stop("done");
+});
+
+test("a durable send through a service is journaled against the service and moves to another endpoint when its container went while it was written", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  for (const name of ["d1", "d2"]) router.upsertContainer(container(name, { delivery: "durable" }, { app: "d" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
+  const [w1, w2] = [new Worker(), new Worker()];
+  router.setAvailability("d1", ready(w1));
+  const sent = call(router, "service/ds", "via");
+  assert.deepEqual(journal.pending.map((p) => [p.owner, p.entry.service]), [["uid-ds", "ds"]]);
+  router.setAvailability("d2", ready(w2));
+  router.removeContainer("d1", "uid-d1");
+  await journal.flush();
+  assert.equal(sent.value?.code, 0);
+  assert.equal(sent.value?.container, "d2");
+  assert.deepEqual([w1.payloads(), w2.payloads()], [[], ["via"]]);
+  assert.equal(journal.pending.length, 0, "not journaled twice");
+  settle(router, w2, w2.deliveries()[0]!);
+  assert.deepEqual(journal.removed, ["k1"]);
+  router.stop("done");
+});
+
+test("restore hands journaled sends of an earlier run back: first in line at their container, or through their service, as redeliveries", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  router.upsertContainer(container("dur", { concurrency: 5, delivery: "durable" }));
+  const fresh = call(router, "dur", "new");
+  await journal.flush();
+  assert.equal(fresh.value?.code, 0);
+  const old = [entry("old-1", "o1", "", "alice"), entry("old-2", "o2", "", "")];
+  assert.equal(router.restore("container", "dur", "uid-other", old), false, "another object of that name");
+  assert.equal(router.restore("container", "nobody", "uid-nobody", old), false);
+  assert.equal(router.restore("service", "dur", "uid-dur", old), false, "no service of that name");
+  assert.equal(router.load("dur")?.queued, 1);
+  assert.equal(router.restore("container", "dur", "uid-dur", old), true);
+  assert.equal(router.load("dur")?.queued, 3);
+  const w = new Worker();
+  router.setAvailability("dur", ready(w));
+  assert.deepEqual(attempts(w), [["o1", 2, "alice"], ["o2", 2, ""], ["new", 1, ""]], "older than anything accepted since, delivered again");
+  for (const id of w.deliveries()) settle(router, w, id);
+  assert.deepEqual(journal.removed, ["old-1", "old-2", "k1"]);
+  assert.equal(journal.pending.length, 0, "restored sends are not journaled again");
+
+  // Through a service: they wait for an endpoint (they were accepted long ago), then go to one.
+  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
+  assert.equal(router.restore("service", "ds", "uid-x", [entry("s-0", "x", "ds")]), false);
+  assert.equal(router.restore("service", "ds", "uid-ds", [entry("s-1", "v1", "ds"), entry("s-2", "v2", "ds")]), true);
+  router.upsertContainer(container("e1", { concurrency: 5, delivery: "durable" }, { app: "d" }));
+  const e = new Worker();
+  router.setAvailability("e1", ready(e));
+  await tick();
+  assert.deepEqual(attempts(e), [["v1", 2, "old-sender"], ["v2", 2, "old-sender"]]);
+  assert.equal(journal.pending.length, 0);
+  for (const id of e.deliveries()) settle(router, e, id);
+  assert.deepEqual(journal.removed.slice(3), ["s-1", "s-2"]);
   router.stop("done");
 });

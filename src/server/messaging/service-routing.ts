@@ -98,7 +98,9 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
     journal.append(owner.uid, entry).then(
       (key) => {
         env.journalKey = key;
-        if (env.state === EnvelopeState.Done) return;
+        // Given up on while it was written (its caller went): never accepted, so never delivered,
+        // not after a restart either, and not counted against the journal's bounds.
+        if (env.state === EnvelopeState.Done) return journal.remove(key);
         if (directory.mailbox(m.name) === m) return enqueue(m, env);
         // The container went while the send was being written.
         if (s) return again(env, `service "${s.name}" was deleted`, m.name);
