@@ -798,3 +798,72 @@ test("restore hands journaled sends of an earlier run back: first in line at the
   assert.deepEqual(journal.removed.slice(3), ["s-1", "s-2"]);
   router.stop("done");
 });
+
+test("a stranded endpoint's messages move per service: to an endpoint of their own service once one is ready or added by its labels", () => {
+  const router = newRouter();
+  router.upsertContainer(container("a", { concurrency: 1 }, { x: "1", y: "1" }));
+  router.upsertContainer(container("b", { concurrency: 5 }, { y: "1" }));
+  router.upsertContainer(container("c", { concurrency: 5 }, { other: "1" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "sx", uid: "ux" }, spec: { matchLabels: { x: "1" } } }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "sy", uid: "uy" }, spec: { matchLabels: { y: "1" } } }));
+  const wa = new Worker();
+  router.setAvailability("a", ready(wa));
+  for (const m of ["busy", "x1", "y1", "x2", "y2"]) call(router, `service/${m.startsWith("y") ? "sy" : "sx"}`, m);
+  assert.deepEqual(wa.payloads(), ["busy"]);
+  router.setAvailability("a", notReady("back-off 30000 ms before restarting"));
+  assert.equal(router.load("a")?.queued, 4, "nowhere to go yet");
+
+  // b serves only sy: sy's messages go there, sx's stay at a.
+  const wb = new Worker();
+  router.setAvailability("b", ready(wb));
+  assert.deepEqual(wb.payloads(), ["y1", "y2"]);
+  assert.equal(router.load("a")?.queued, 2, "sx's two wait at a");
+
+  // c is ready but in no service; once its labels put it in sx, sx's messages go to it.
+  const wc = new Worker();
+  router.setAvailability("c", ready(wc));
+  assert.deepEqual(wc.payloads(), []);
+  router.upsertContainer(container("c", { concurrency: 5 }, { x: "1" }));
+  assert.deepEqual(wc.payloads(), ["x1", "x2"]);
+  assert.equal(router.load("a")?.queued, 0);
+  router.stop("done");
+});
+
+test("a journaled send that fails before it was accepted has its journal entry removed (its caller was told it failed)", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  router.upsertContainer(container("d1", { delivery: "durable" }, { app: "d" }));
+  router.upsertContainer(container("d2", { queueLimit: 1 }, { app: "d" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
+  const [w1, w2] = [new Worker(), new Worker()];
+  router.setAvailability("d1", ready(w1));
+  router.setAvailability("d2", ready(w2));
+  call(router, "container/d2", "busy");
+  call(router, "container/d2", "queued");
+  const sent = call(router, "service/ds", "via");
+  assert.deepEqual(journal.pending.map((p) => p.owner), ["uid-ds"], "d2 is full: it went to d1, journaled against the service");
+  router.removeContainer("d1", "uid-d1");
+  await journal.flush();
+  assert.equal(sent.value?.code, Code.ResourceExhausted, "the only endpoint left is full");
+  assert.match(sent.value!.message, /inbox of container "d2" is full/);
+  assert.deepEqual(journal.removed, ["k1"]);
+  router.stop("done");
+});
+
+test("a durable send through a service goes to an endpoint ready once it is written, not to one that stopped being ready meanwhile", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  for (const name of ["d1", "d2"]) router.upsertContainer(container(name, { delivery: "durable" }, { app: "d" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
+  const [w1, w2] = [new Worker(), new Worker()];
+  router.setAvailability("d1", ready(w1));
+  const sent = call(router, "service/ds", "via");
+  router.setAvailability("d2", ready(w2));
+  router.setAvailability("d1", notReady("back-off 30000 ms before restarting"));
+  await journal.flush();
+  assert.equal(sent.value?.code, 0);
+  assert.equal(sent.value?.container, "d2");
+  assert.deepEqual(w2.payloads(), ["via"]);
+  assert.equal(router.load("d1")?.queued, 0, "nothing waits at the endpoint that stopped");
+  router.stop("done");
+});

@@ -8,6 +8,7 @@ import type { Metrics } from "../metrics.js";
 import type { DeadlineQueue } from "./deadline-queue.js";
 import { callErrorFrame, callReplyFrame } from "./frames.js";
 import type { Letter } from "./mailbox.js";
+import type { SendJournal } from "./send-journal.js";
 
 const EMPTY = new Uint8Array(0);
 
@@ -28,6 +29,8 @@ export interface AnswersOptions {
   /** Where requests wait for their deadline; an answered request leaves it. */
   deadlines: DeadlineQueue<Letter>;
   metrics?: Metrics;
+  /** The journal of durable sends: a journaled send that fails before it was accepted leaves it. */
+  journal?: SendJournal;
 }
 
 /** Creates the answering of the router. */
@@ -62,6 +65,8 @@ export function createAnswers(options: AnswersOptions): Answers {
     accept: (env, container) => reply(env, container, EMPTY, ""),
     fail(env, code, message, container = "") {
       if (!settled(env, code)) return;
+      // Its caller is told it failed: it must not be delivered after a restart either.
+      if (env.journalKey) options.journal?.remove(env.journalKey);
       if (env.origin) env.origin.push(callErrorFrame(env.callId, code, message, container));
       else env.onAnswer?.({ code, message, data: EMPTY, contentType: "", container });
     },

@@ -110,7 +110,7 @@ export function createRouter(options: RouterOptions): Router {
   const directory = createDirectory();
   // Expired envelopes are given up on (the cancellation is made below, with what it needs).
   const deadlines = createDeadlineQueue<Letter>((env) => cancellation.expire(env));
-  const answers = createAnswers({ deadlines, metrics: options.metrics });
+  const answers = createAnswers({ deadlines, metrics: options.metrics, journal: options.journal });
   const idleListeners: Array<(container: string) => void> = [];
   const countLoad = options.countLoad ?? true;
   const deliveries = createDeliveries({
@@ -145,6 +145,14 @@ export function createRouter(options: RouterOptions): Router {
     return true;
   }
 
+  /** Moves the service messages of stranded mailboxes to endpoints that became ready or were added. */
+  function moveStranded() {
+    for (const m of stranded) {
+      services.reroute(m, false);
+      if (m.inbox.live === 0) stranded.delete(m);
+    }
+  }
+
   function setAvailability(m: Mailbox, a: Availability) {
     const wasReady = isReady(m);
     const narrowed = a.accepts !== m.accepts && a.accepts !== "all";
@@ -163,12 +171,7 @@ export function createRouter(options: RouterOptions): Router {
     if (ready) {
       stranded.delete(m);
       deliveries.pump(m);
-      if (!wasReady) {
-        for (const other of stranded) {
-          services.reroute(other, false);
-          if (other.inbox.live === 0) stranded.delete(other);
-        }
-      }
+      if (!wasReady) moveStranded();
     } else if (wasReady) {
       services.reroute(m, false);
       if (m.inbox.live > 0) stranded.add(m);
@@ -202,6 +205,8 @@ export function createRouter(options: RouterOptions): Router {
         services.empty(replaced, `container "${replaced.name}" was deleted`);
       }
       services.topologyChanged();
+      // New labels may have made a ready container an endpoint of a service.
+      moveStranded();
       // A raised concurrency takes effect at once.
       deliveries.pump(mailbox);
     },
@@ -217,6 +222,7 @@ export function createRouter(options: RouterOptions): Router {
       const { replaced } = directory.putService(obj);
       if (replaced) services.dropService(replaced);
       services.topologyChanged();
+      moveStranded();
     },
     removeService(name, uid) {
       const s = directory.service(name);

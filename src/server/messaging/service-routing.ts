@@ -7,7 +7,7 @@ import { Code } from "@connectrpc/connect";
 import type { Answers } from "./answers.js";
 import type { DeadlineQueue } from "./deadline-queue.js";
 import type { Deliveries } from "./deliveries.js";
-import type { Directory } from "./directory.js";
+import { isReady, type Directory } from "./directory.js";
 import { EnvelopeState } from "./envelope.js";
 import { DEFAULT_INBOX_BYTES, overBytes, type Letter, type Mailbox } from "./mailbox.js";
 import type { SendJournal } from "./send-journal.js";
@@ -101,10 +101,11 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
         // Given up on while it was written (its caller went): never accepted, so never delivered,
         // not after a restart either, and not counted against the journal's bounds.
         if (env.state === EnvelopeState.Done) return journal.remove(key);
-        if (directory.mailbox(m.name) === m) return enqueue(m, env);
-        // The container went while the send was being written.
-        if (s) return again(env, `service "${s.name}" was deleted`, m.name);
-        journal.remove(key);
+        const still = directory.mailbox(m.name) === m;
+        // Through a service it goes to an endpoint that is ready now: the one picked may have
+        // stopped being ready, or gone, while the send was written.
+        if (s) return still && isReady(m) ? enqueue(m, env) : again(env, `service "${s.name}" was deleted`, m.name);
+        if (still) return enqueue(m, env);
         fail(env, `container "${m.name}" was deleted`, m.name);
       },
       (err: unknown) => {
