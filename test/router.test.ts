@@ -742,25 +742,29 @@ test("a durable send that cannot be journaled is refused naming why; one given u
   router.stop("done");
 });
 
-test("a durable send through a service is journaled against the service and moves to another endpoint when its container went while it was written", async () => {
-  const journal = new MemoryJournal();
-  const router = newRouter({ journal });
-  for (const name of ["d1", "d2"]) router.upsertContainer(container(name, { delivery: "durable" }, { app: "d" }));
-  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
-  const [w1, w2] = [new Worker(), new Worker()];
-  router.setAvailability("d1", ready(w1));
-  const sent = call(router, "service/ds", "via");
-  assert.deepEqual(journal.pending.map((p) => [p.owner, p.entry.service]), [["uid-ds", "ds"]]);
-  router.setAvailability("d2", ready(w2));
-  router.removeContainer("d1", "uid-d1");
-  await journal.flush();
-  assert.equal(sent.value?.code, 0);
-  assert.equal(sent.value?.container, "d2");
-  assert.deepEqual([w1.payloads(), w2.payloads()], [[], ["via"]]);
-  assert.equal(journal.pending.length, 0, "not journaled twice");
-  settle(router, w2, w2.deliveries()[0]!);
-  assert.deepEqual(journal.removed, ["k1"]);
-  router.stop("done");
+test("a durable send through a service is journaled against the service and goes to an endpoint ready once written: not to one that went or stopped being ready meanwhile", async () => {
+  for (const meanwhile of ["deleted", "stopped"]) {
+    const journal = new MemoryJournal();
+    const router = newRouter({ journal });
+    for (const name of ["d1", "d2"]) router.upsertContainer(container(name, { delivery: "durable" }, { app: "d" }));
+    router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
+    const [w1, w2] = [new Worker(), new Worker()];
+    router.setAvailability("d1", ready(w1));
+    const sent = call(router, "service/ds", "via");
+    assert.deepEqual(journal.pending.map((p) => [p.owner, p.entry.service]), [["uid-ds", "ds"]]);
+    router.setAvailability("d2", ready(w2));
+    if (meanwhile === "deleted") router.removeContainer("d1", "uid-d1");
+    else router.setAvailability("d1", notReady("back-off 30000 ms before restarting"));
+    await journal.flush();
+    assert.equal(sent.value?.code, 0, meanwhile);
+    assert.equal(sent.value?.container, "d2", meanwhile);
+    assert.deepEqual([w1.payloads(), w2.payloads()], [[], ["via"]], meanwhile);
+    assert.equal(router.load("d1")?.queued ?? 0, 0, `nothing waits at the endpoint that ${meanwhile}`);
+    assert.equal(journal.pending.length, 0, "not journaled twice");
+    settle(router, w2, w2.deliveries()[0]!);
+    assert.deepEqual(journal.removed, ["k1"]);
+    router.stop("done");
+  }
 });
 
 test("restore hands journaled sends of an earlier run back: first in line at their container, or through their service, as redeliveries", async () => {
@@ -847,23 +851,5 @@ test("a journaled send that fails before it was accepted has its journal entry r
   assert.equal(sent.value?.code, Code.ResourceExhausted, "the only endpoint left is full");
   assert.match(sent.value!.message, /inbox of container "d2" is full/);
   assert.deepEqual(journal.removed, ["k1"]);
-  router.stop("done");
-});
-
-test("a durable send through a service goes to an endpoint ready once it is written, not to one that stopped being ready meanwhile", async () => {
-  const journal = new MemoryJournal();
-  const router = newRouter({ journal });
-  for (const name of ["d1", "d2"]) router.upsertContainer(container(name, { delivery: "durable" }, { app: "d" }));
-  router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
-  const [w1, w2] = [new Worker(), new Worker()];
-  router.setAvailability("d1", ready(w1));
-  const sent = call(router, "service/ds", "via");
-  router.setAvailability("d2", ready(w2));
-  router.setAvailability("d1", notReady("back-off 30000 ms before restarting"));
-  await journal.flush();
-  assert.equal(sent.value?.code, 0);
-  assert.equal(sent.value?.container, "d2");
-  assert.deepEqual(w2.payloads(), ["via"]);
-  assert.equal(router.load("d1")?.queued, 0, "nothing waits at the endpoint that stopped");
   router.stop("done");
 });
