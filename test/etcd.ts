@@ -30,6 +30,11 @@ export interface EtcdMember {
   output(): string;
   /** Sends a signal (default SIGKILL) and waits for the exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /**
+   * Starts it again on its data (after kill; a running member is killed first). Resolves once it
+   * answers its health check, which needs a quorum: restart enough members at once.
+   */
+  restart(): Promise<void>;
 }
 
 /** A running etcd cluster (one or three members) with its temporary data. */
@@ -103,39 +108,50 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdCluster>
   }));
   const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(",");
   const members: EtcdMember[] = specs.map((s) => {
+    const args = [
+      "--name", s.name,
+      "--data-dir", join(dir, s.name),
+      "--listen-client-urls", s.client,
+      "--advertise-client-urls", s.client,
+      "--listen-peer-urls", s.peer,
+      "--initial-advertise-peer-urls", s.peer,
+      "--initial-cluster", initialCluster,
+      "--initial-cluster-token", `k4s-test-${process.pid}-${ports[0]}`,
+      "--initial-cluster-state", "new",
+      "--log-level", "warn",
+      // Progress notifications every half second (etcd's default is 10 minutes), so tests see them.
+      "--experimental-watch-progress-notify-interval", "500ms",
+      "--logger", "zap",
+      ...ETCD_K4S_FLAGS,
+      ...(options.flags ?? []),
+    ];
     let out = "";
-    const child = spawn(
-      ETCD_BIN,
-      [
-        "--name", s.name,
-        "--data-dir", join(dir, s.name),
-        "--listen-client-urls", s.client,
-        "--advertise-client-urls", s.client,
-        "--listen-peer-urls", s.peer,
-        "--initial-advertise-peer-urls", s.peer,
-        "--initial-cluster", initialCluster,
-        "--initial-cluster-token", `k4s-test-${process.pid}-${ports[0]}`,
-        "--initial-cluster-state", "new",
-        "--log-level", "warn",
-        // Progress notifications every half second (etcd's default is 10 minutes), so tests see them.
-        "--experimental-watch-progress-notify-interval", "500ms",
-        "--logger", "zap",
-        ...ETCD_K4S_FLAGS,
-        ...(options.flags ?? []),
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    child.stdout!.on("data", (d) => (out += d));
-    child.stderr!.on("data", (d) => (out = (out + d).slice(-200_000)));
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    let child!: ChildProcess;
+    let exited!: Promise<void>;
+    // A restart runs the same member on its data dir (etcd ignores the initial-cluster flags then).
+    const run = () => {
+      child = spawn(ETCD_BIN, args, { stdio: ["ignore", "pipe", "pipe"] });
+      child.stdout!.on("data", (d) => (out += d));
+      child.stderr!.on("data", (d) => (out = (out + d).slice(-200_000)));
+      const c = child;
+      exited = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+    };
+    run();
     return {
       name: s.name,
       clientUrl: s.client,
-      process: child,
+      get process() {
+        return child;
+      },
       output: () => out,
       async kill(signal: NodeJS.Signals = "SIGKILL") {
         if (child.exitCode === null && child.signalCode === null) child.kill(signal);
         await exited;
+      },
+      async restart() {
+        await this.kill();
+        run();
+        await waitHealthy(s.client, child, () => out, 30_000);
       },
     };
   });

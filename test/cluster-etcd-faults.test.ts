@@ -1,0 +1,127 @@
+/**
+ * k4s servers over a real three-member etcd when etcd fails: one member SIGKILLed (etcd keeps its
+ * quorum, the servers keep serving), and two of three (no quorum: writes fail with a clear status,
+ * the leader stands down, and everything works again once the members are back).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ConnectError, Code } from "@connectrpc/connect";
+import { createClient } from "../src/client/index.js";
+import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
+import { startEtcd } from "./etcd.js";
+import { eventually, spawnK4s, type Proc } from "./helpers.js";
+
+const RS = `kind: ReplicaSet
+metadata: {name: ef-rs}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: ef}}
+    spec: {module: workers, function: echo_worker}
+---
+kind: Service
+metadata: {name: ef-svc}
+spec: {matchLabels: {app: ef}}
+`;
+const service = (name: string) => `kind: Service\nmetadata: {name: ${name}}\nspec: {matchLabels: {app: none}}\n`;
+
+/** What the server said last about its leadership: true while it leads. */
+const leadsNow = (s: ClusterServer) => [...s.proc.stdout().matchAll(/k4s server (is the leader|is standing by)/g)].pop()?.[1] === "is the leader";
+
+async function stopAll(servers: ClusterServer[]): Promise<void> {
+  for (const s of servers) {
+    await s.client.close();
+    await s.proc.kill("SIGKILL");
+  }
+}
+
+test("cluster over a three-member etcd: one member SIGKILLed, every server keeps serving writes, watches, messages and scales", async () => {
+  const etcd = await startEtcd({ members: 3 });
+  const servers: ClusterServer[] = [];
+  let host: Proc | undefined;
+  const ac = new AbortController();
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const [a, b] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    host = spawnK4s(["worker", "--server", [leader, a, b].map((s) => s.address).join(","), "--name", "ef-host"]);
+    await a.client.apply(RS);
+    await eventually(async () => (await a.client.get("ReplicaSet", "ef-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const ev of b.client.watch({ kind: "Service", resume: { giveUpAfterMs: 60_000 }, signal: ac.signal })) seen.push(`${ev.type} ${ev.object.metadata!.name}`);
+    })().catch(() => {});
+
+    const killedAt = Date.now();
+    await etcd.members[0]!.kill("SIGKILL");
+    // A write through every server lands (their etcd clients move to a live member).
+    const writeMs: number[] = [];
+    for (const [i, s] of servers.entries()) {
+      await eventually(() => s.client.apply(service(`after-${i}`)).then(() => true), 30_000, `a write through server ${i}`);
+      writeMs.push(Date.now() - killedAt);
+    }
+    await eventually(() => [0, 1, 2].every((i) => seen.includes(`ADDED after-${i}`)), 30_000, "the writes on b's watch");
+    // Messages through a standby, and a scale run by the leader's controllers.
+    assert.equal(await a.client.request("ef-svc", "x", { timeoutMs: 20_000 }), "ECHO: x");
+    await a.client.scale("ef-rs", 3);
+    await eventually(async () => (await b.client.get("ReplicaSet", "ef-rs")).status?.readyReplicas === 3, 60_000, "3 ready replicas");
+    const scaledMs = Date.now() - killedAt;
+    assert.equal(servers.filter(leadsNow).length, 1, "one leader throughout");
+    console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a scale 2 -> 3 was ready ${scaledMs} ms after the kill`);
+    ac.abort();
+    await watching;
+  } finally {
+    ac.abort();
+    await host?.kill();
+    await stopAll(servers);
+    await etcd.stop();
+  }
+});
+
+test("cluster over a three-member etcd that loses its quorum: writes fail with a clear status, the leader stands down, and all works again once the members are back", async () => {
+  const etcd = await startEtcd({ members: 3 });
+  const servers: ClusterServer[] = [];
+  try {
+    for (let i = 0; i < 2; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const other = servers.find((s) => s !== leader)!;
+    await leader.client.apply(service("before-loss"));
+
+    const lostAt = Date.now();
+    await Promise.all([etcd.members[1]!.kill("SIGKILL"), etcd.members[2]!.kill("SIGKILL")]);
+    // The leader cannot renew its lease: it stands down by itself (watched while the writes below wait).
+    const stoodDown = eventually(() => !leadsNow(leader), 60_000, "the leader standing down").then(() => Date.now() - lostAt);
+    // A write through either server fails; it does not hang, and says what failed.
+    const failures: string[] = [];
+    for (const s of servers) {
+      const c = createClient({ address: s.address, reconnect: false });
+      const t0 = Date.now();
+      const err = await c.apply(service(`during-loss-${failures.length}`)).then(
+        () => assert.fail("a write succeeded without an etcd quorum"),
+        (e: unknown) => ConnectError.from(e),
+      );
+      await c.close();
+      assert.ok([Code.Unavailable, Code.DeadlineExceeded].includes(err.code), `write refused UNAVAILABLE or DEADLINE_EXCEEDED, got ${Code[err.code]}: ${err.message}`);
+      failures.push(`${Code[err.code]} after ${Date.now() - t0} ms ("${err.rawMessage.slice(0, 120)}")`);
+    }
+    const stoodDownMs = await stoodDown;
+
+    const backAt = Date.now();
+    await Promise.all([etcd.members[1]!.restart(), etcd.members[2]!.restart()]);
+    await eventually(() => other.client.apply(service("after-loss")).then(() => true), 60_000, "a write once the quorum is back");
+    const writableMs = Date.now() - backAt;
+    await eventually(() => servers.some(leadsNow), 60_000, "a leader again");
+    const leaderMs = Date.now() - backAt;
+    assert.equal(servers.filter(leadsNow).length, 1, "exactly one leader");
+    // What was written before the loss is still there, on both servers.
+    for (const s of servers) assert.equal((await s.client.get("Service", "before-loss")).metadata?.name, "before-loss");
+    assert.equal((await leader.client.get("Service", "after-loss")).metadata?.name, "after-loss");
+    console.log(
+      `# etcd quorum lost (2 of 3 members SIGKILLed): writes failed ${failures.join("; ")}; the leader stood down ${stoodDownMs} ms after the loss; ` +
+        `members back: writes landed after ${writableMs} ms, a leader after ${leaderMs} ms`,
+    );
+  } finally {
+    await stopAll(servers);
+    await etcd.stop();
+  }
+});
