@@ -6,7 +6,9 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient as createConnectClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { attach, type Attached } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
@@ -83,10 +85,12 @@ test("cluster routing: calls through a standby reach containers attached to the 
     workers.push(serve(everyone, "rt-a", seen), serve(everyone, "rt-b", seen));
     await Promise.all(workers.map((w) => w.ready));
     await eventually(async () => (await leader.client.servers()).find((s) => s.leader)!.sessions.length === 2, 30_000, "both sessions on the leader");
-    // This client knows only the standby A.
-    client = createClient({ address: a.address, reconnect: false });
+    // This client knows only the standby B: the last in line for leadership, so that it still
+    // stands by, and routes to whoever leads, after the leader is killed below.
+    const via = b;
+    client = createClient({ address: via.address, reconnect: false });
 
-    // A request through A reaches the container whose process is attached to the leader.
+    // A request through B reaches the container whose process is attached to the leader.
     let t0 = Date.now();
     assert.equal(await client.request("container/rt-a", { tag: "one" }), "rt-a:one");
     const firstMs = Date.now() - t0;
@@ -94,13 +98,23 @@ test("cluster routing: calls through a standby reach containers attached to the 
     for (let i = 0; i < 50; i++) assert.equal(await client.request("rt-b", { tag: `r${i}` }), `rt-b:r${i}`);
     const perRequestMs = (Date.now() - t0) / 50;
 
-    // Sends through A are accepted by the leader and delivered, each once.
+    // The unary MessagingService of B (grpcurl's way in) goes the same way.
+    const unary = createConnectClient(MessagingService, createGrpcTransport({ baseUrl: `http://${via.address}` }));
+    const viaUnary = await unary.request({ target: "container/rt-a", data: new TextEncoder().encode(JSON.stringify({ tag: "unary" })), contentType: "application/json" });
+    assert.equal(JSON.parse(new TextDecoder().decode(viaUnary.data)), "rt-a:unary");
+    assert.equal(viaUnary.container, "rt-a");
+    const unarySend = await unary.send({ target: "rt-b", data: new TextEncoder().encode(JSON.stringify({ tag: "unary-send" })), contentType: "application/json" });
+    assert.equal(unarySend.container, "rt-b");
+    await eventually(() => seen.sends.includes("unary-send"), 30_000, "the unary send delivered");
+    seen.sends.length = 0;
+
+    // Sends through B are accepted by the leader and delivered, each once.
     const tags = Array.from({ length: 30 }, (_, i) => `s${i}`);
     await Promise.all(tags.map((tag) => client!.send("container/rt-b", { tag })));
     await eventually(() => seen.sends.length >= tags.length, 30_000, "the sends delivered");
     assert.deepEqual([...seen.sends].sort(), [...tags].sort());
 
-    // A service through A spreads over its ready endpoints.
+    // A service through B spreads over its ready endpoints.
     const answeredBy = new Set<string>();
     for (let i = 0; i < 20; i++) answeredBy.add(String(await client.request("service/rt-svc", { tag: "svc" })).split(":")[0]!);
     assert.deepEqual([...answeredBy].sort(), ["rt-a", "rt-b"]);
@@ -118,7 +132,7 @@ test("cluster routing: calls through a standby reach containers attached to the 
     // The leader withdrew it from the worker too.
     await eventually(() => seen.cancelled.includes("late"), 30_000, "the expired request withdrawn from the worker");
 
-    // A cancel through A reaches the worker: its handler is told, and the container is free at once.
+    // A cancel through B reaches the worker: its handler is told, and the container is free at once.
     const ac = new AbortController();
     const cancelled = client.request("rt-a", { sleep: 60_000, tag: "cancel-me" }, { signal: ac.signal, timeoutMs: 120_000 });
     await eventually(() => seen.started.includes("cancel-me"), 30_000, "the request started");
@@ -127,7 +141,7 @@ test("cluster routing: calls through a standby reach containers attached to the 
     await eventually(() => seen.cancelled.includes("cancel-me"), 30_000, "the cancel at the worker");
     assert.equal(await client.request("rt-a", { tag: "after-cancel" }, { timeoutMs: 20_000 }), "rt-a:after-cancel");
 
-    // SIGKILL the leader with a request in its worker's hands and sends pouring in through A.
+    // SIGKILL the leader with a request in its worker's hands and sends pouring in through B.
     const stuck = client.request("rt-a", { sleep: 60_000, tag: "stuck" }, { timeoutMs: 60_000 }).then(
       () => ({ code: OK as Code, at: Date.now() }),
       (err: unknown) => ({ code: codeOf(err), at: Date.now() }),
@@ -152,13 +166,13 @@ test("cluster routing: calls through a standby reach containers attached to the 
     await eventually(() => [...outcomes.values()].some((c) => c !== OK), 30_000, "a send refused while no leader is reachable");
     sending = false;
     await sender;
-    // Every send was answered; each refused one is the caller's to retry, and a retry through A
+    // Every send was answered; each refused one is the caller's to retry, and a retry through B
     // reaches the next leader once the workers moved there.
     assert.ok([...outcomes.values()].every((c) => c === OK || c === Code.Unavailable), `sends answered OK or UNAVAILABLE: ${[...new Set(outcomes.values())]}`);
     const refused = [...outcomes].filter(([, c]) => c !== OK).map(([tag]) => tag);
     const next = (await eventually(() => [a, b].find(isLeader), 30_000, "a new leader"))!;
     await eventually(async () => (await next.client.servers()).find((s) => s.leader)?.sessions.length === 2, 30_000, "both sessions on the new leader");
-    const retry = createClient({ address: a.address, reconnect: false });
+    const retry = createClient({ address: via.address, reconnect: false });
     try {
       for (const tag of refused) await eventually(() => retry.send("container/rt-b", { tag }).then(() => true), 30_000, `send ${tag} accepted`);
       await eventually(() => refused.every((t) => seen.sends.includes(t)), 30_000, "the retried sends delivered");
@@ -167,9 +181,9 @@ test("cluster routing: calls through a standby reach containers attached to the 
       await retry.close();
     }
     console.log(
-      `# routing through standby ${a.address} to the leader: first request ${firstMs} ms, then ${perRequestMs.toFixed(2)} ms per request (sequential); ` +
+      `# routing through standby ${via.address} to the leader: first request ${firstMs} ms, then ${perRequestMs.toFixed(2)} ms per request (sequential); ` +
         `deadline 500 ms answered after ${deadlineMs} ms; leader SIGKILLed: request in flight failed UNAVAILABLE after ${stuckMs} ms, ` +
-        `${outcomes.size} sends answered (${refused.length} UNAVAILABLE, retried and delivered through ${next === a ? "A, now the leader" : "A to the new leader"})`,
+        `${outcomes.size} sends answered (${refused.length} UNAVAILABLE, retried and delivered through ${next === via ? "it, now the leader" : `it to the new leader ${next.address}`})`,
     );
   } finally {
     await client?.close();

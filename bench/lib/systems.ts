@@ -27,7 +27,7 @@ const here = (p: string) => new URL(`../${p}`, import.meta.url);
  * Extra node flags for the k4s processes: BENCH_CPU_PROF=DIR writes a V8 CPU profile of each
  * (server, workers, load client) into DIR when it exits, to see where a call's time goes.
  */
-const k4sExecArgv = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+export const k4sExecArgv = process.env.BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
 
 /** Stops children in reverse start order, never throwing. */
 async function stopAll(children: Child[]): Promise<void> {
