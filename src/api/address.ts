@@ -8,6 +8,14 @@ import { Code, ConnectError } from "@connectrpc/connect";
 export const DEFAULT_PORT = 50051;
 
 /**
+ * Returns `host:port` for a host and a port, with an IPv6 host in brackets (`[::1]:50051`) so
+ * the port stays readable; a host already in brackets is kept as it is.
+ */
+export function joinHostPort(host: string, port: number | string): string {
+  return `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+}
+
+/**
  * Returns `host:port` for an address, adding DEFAULT_PORT when it names no port and dropping an
  * `http://` or `https://` prefix. An address with no host, or a port that is not a number from
  * 1 to 65535, is INVALID_ARGUMENT naming the address.

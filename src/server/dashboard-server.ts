@@ -11,6 +11,7 @@ import { dirname, extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createContextValues, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { joinHostPort } from "../api/address.js";
 import { createConnectAuthInterceptor, isLoopback } from "./auth.js";
 import { peerKey } from "./connect-adapter.js";
 
@@ -154,10 +155,9 @@ export async function serveDashboard(options: DashboardServerOptions): Promise<D
   await new Promise<void>((resolve, reject) => server.once("error", reject).listen(options.port, options.host, resolve));
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  const shownHost = options.host.includes(":") ? `[${options.host}]` : options.host === "0.0.0.0" ? "127.0.0.1" : options.host;
   return {
     port,
-    url: `${options.tls ? "https" : "http"}://${shownHost}:${port}/`,
+    url: `${options.tls ? "https" : "http"}://${joinHostPort(options.host === "0.0.0.0" ? "127.0.0.1" : options.host, port)}/`,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

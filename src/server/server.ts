@@ -11,7 +11,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
-import { DEFAULT_PORT } from "../api/address.js";
+import { DEFAULT_PORT, joinHostPort } from "../api/address.js";
 import { codeName } from "../api/code-name.js";
 import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
 import { MAX_MESSAGE_BYTES } from "../transport/limits.js";
@@ -22,7 +22,7 @@ import { InfoService, file_k4s_v1_info_service } from "../gen/k4s/v1/info_servic
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
-import { createControlPlane } from "./control-plane.js";
+import { createControlPlane, type ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
 import { createHostCredentials } from "./messaging/host-credentials.js";
 import { createSendJournal } from "./messaging/send-journal.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
@@ -38,10 +38,10 @@ import { createLogStore, type LogStore } from "./log-store.js";
 import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openStore, parseEtcdUrl } from "./store/open-store.js";
-import type { ClusterMember, SessionEntry } from "./cluster/cluster-member.js";
-import type { WorkerLink } from "./messaging/worker-link.js";
-import { createStandbyPlane } from "./cluster/standby-plane.js";
-import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane } from "./cluster/leader-gated-plane.js";
+import type { ClusterMember } from "./cluster/cluster-member.js";
+import { createSessionTable } from "./cluster/session-table.js";
+import { createStandbyPlane, type StandbyPlaneOptions } from "./cluster/standby-plane.js";
+import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane, type LeaderGatedPlaneOptions } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
 import { createStatsService } from "./stats/stats-service.js";
@@ -276,25 +276,200 @@ function serverCredentials(tls: ServerOptions["tls"]): grpc.ServerCredentials {
     : grpc.ServerCredentials.createInsecure();
 }
 
-/** Opens the dashboard's port, serving the given Connect routes. */
-function startDashboard(
+/**
+ * The server's output lines and events, kept in the store too (a bounded tail, flushed every
+ * second) so that `k4s logs` and `k4s events` still show them after a restart.
+ */
+function createTails(store: Store, onError: (message: string, err?: unknown) => void) {
+  const logJournal = createTailJournal({ store, prefix: LOG_PREFIX, ...protoChunks(LogLineSchema), seqOf: (l) => l.seq, onError });
+  const eventJournal = createTailJournal({ store, prefix: EVENT_PREFIX, ...protoChunks(EventSchema), seqOf: (e) => e.seq, onError });
+  return { logJournal, eventJournal, events: createEventRecorder({ journal: eventJournal }), logs: createLogStore({ journal: logJournal }) };
+}
+
+/** What every control plane of one server works over, and the store its send journals live in. */
+type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "events" | "logs" | "metrics" | "sessions" | "onError"> & {
+  store: Store;
+};
+
+/**
+ * Makes the control planes of a server: one over SQLite, one per leadership term over etcd.
+ * Each has a send journal of its own, which reads back what earlier planes left unsettled.
+ */
+function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPlane {
+  const { store, ...shared } = parts;
+  return () =>
+    createControlPlane({
+      ...shared,
+      journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      countLoad: options.stats ?? true,
+      maxSessionBufferBytes: options.maxSessionBufferBytes,
+      maxInboxBytes: options.maxInboxBytes,
+    });
+}
+
+/**
+ * How a standby server of an etcd cluster answers: the error it refuses hosts and attached
+ * processes with (naming the leader), and its plane, which routes its clients' calls to the
+ * leader over a peer link.
+ */
+function standbyMaker(
   options: ServerOptions,
-  dashboard: NonNullable<ServerOptions["dashboard"]>,
-  dashboardHost: string,
-  routes: (router: ConnectRouter) => void,
-): Promise<DashboardServer> {
-  const { port: dashboardPort, assetsDir } = dashboard;
-  const dashboardAddress = `${dashboardHost.includes(":") ? `[${dashboardHost}]` : dashboardHost}:${dashboardPort}`;
-  return serveDashboard({
-    host: dashboardHost,
-    port: dashboardPort,
-    token: options.token,
-    tls: options.tls,
-    assetsDir,
-    routes,
-    readMaxBytes: MAX_MESSAGE_BYTES,
-  }).catch((err) => {
-    throw listenError(err, "serve the dashboard", dashboardAddress, "dashboardPort");
+  cluster: () => ClusterMember | undefined,
+  parts: Pick<StandbyPlaneOptions, "logs" | "metrics">,
+): Pick<LeaderGatedPlaneOptions, "standby" | "makeStandby"> {
+  const standby = () => standbyError(cluster()?.advertise ?? "", cluster()?.knownLeader);
+  const makeStandby = () =>
+    createStandbyPlane({
+      ...parts,
+      self: () => cluster()?.advertise ?? "",
+      leader: () => cluster()?.knownLeader,
+      standby,
+      token: options.token,
+      // The servers of one cluster are expected to share their certificate (see docs/cluster.md).
+      tls: options.tls ? { ca: options.tls.cert } : undefined,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      maxSessionBufferBytes: options.maxSessionBufferBytes,
+    });
+  return { standby, makeStandby };
+}
+
+/** How the API adapters report: internal errors to onError, every call's end to the metrics. */
+function adapterOptions(metrics: Metrics, onError: (message: string, err?: unknown) => void, shutdown: AbortSignal): AdapterOptions {
+  return {
+    onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
+    onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
+    shutdown,
+  };
+}
+
+/** The handlers of the k4s APIs one server serves. */
+interface ApiHandlers {
+  resource: ServiceHandlers<typeof ResourceService>;
+  messaging: ServiceHandlers<typeof MessagingService>;
+  worker: ServiceHandlers<typeof WorkerService>;
+  log: ServiceHandlers<typeof LogService>;
+  stats: ServiceHandlers<typeof StatsService>;
+  info: ServiceHandlers<typeof InfoService>;
+}
+
+/** The k4s services, by name, for the health service's per-service status. */
+const SERVICE_NAMES = [ResourceService, MessagingService, WorkerService, LogService, StatsService, InfoService].map((s) => s.typeName);
+
+/**
+ * Adds the k4s APIs to the gRPC server and returns the dashboard's routes: the same handler
+ * objects, but not the worker protocol, whose bidi stream browsers cannot open over HTTP/1.1.
+ */
+function addApis(grpcServer: grpc.Server, apis: ApiHandlers, adapter: AdapterOptions): (router: ConnectRouter) => void {
+  addService(grpcServer, ResourceService, apis.resource, adapter);
+  addService(grpcServer, MessagingService, apis.messaging, adapter);
+  addService(grpcServer, WorkerService, apis.worker, adapter);
+  addService(grpcServer, LogService, apis.log, adapter);
+  addService(grpcServer, StatsService, apis.stats, adapter);
+  addService(grpcServer, InfoService, apis.info, adapter);
+  return (router) => {
+    addConnectService(router, ResourceService, apis.resource, adapter);
+    addConnectService(router, MessagingService, apis.messaging, adapter);
+    addConnectService(router, LogService, apis.log, adapter);
+    addConnectService(router, StatsService, apis.stats, adapter);
+    addConnectService(router, InfoService, apis.info, adapter);
+  };
+}
+
+/** The ports a started server holds: gRPC's, and those of /metrics and the dashboard when served. */
+interface BoundPorts {
+  listener: Listener;
+  metricsServer?: { port: number; close(): Promise<void> };
+  dashboardServer?: DashboardServer;
+}
+
+/** What bindPorts binds besides what the server's options say. */
+interface PortPlan {
+  grpcServer: grpc.Server;
+  credentials: grpc.ServerCredentials;
+  host: string;
+  dashboardHost: string;
+  metrics: Metrics;
+  dashboardRoutes: (router: ConnectRouter) => void;
+  onError: (message: string, err?: unknown) => void;
+}
+
+/**
+ * Binds the gRPC port, then the metrics and dashboard ports when they are asked for. A failure
+ * rejects with a StartupError naming the address, after closing whatever was bound already.
+ */
+async function bindPorts(options: ServerOptions, plan: PortPlan): Promise<BoundPorts> {
+  const { host, dashboardHost } = plan;
+  const bound: Partial<BoundPorts> = {};
+  try {
+    const port = options.port ?? DEFAULT_PORT;
+    bound.listener = await listen(plan.grpcServer, plan.credentials, {
+      host: host.replace(/^\[(.*)\]$/, "$1"),
+      port,
+      maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      silentSocketMs: SILENT_SOCKET_MS,
+      onRefused: (message) => plan.onError(message),
+    }).catch((err) => {
+      throw listenError(err, "listen", joinHostPort(host, port), "port");
+    });
+    if (options.metricsPort !== undefined) {
+      const metricsPort = options.metricsPort;
+      bound.metricsServer = await serveMetrics(plan.metrics.registry, host, metricsPort, options.token).catch((err) => {
+        throw listenError(err, "serve metrics", joinHostPort(host, metricsPort), "metricsPort");
+      });
+    }
+    if (options.dashboard) {
+      const { port: dashboardPort, assetsDir } = options.dashboard;
+      bound.dashboardServer = await serveDashboard({
+        host: dashboardHost,
+        port: dashboardPort,
+        token: options.token,
+        tls: options.tls,
+        assetsDir,
+        routes: plan.dashboardRoutes,
+        readMaxBytes: MAX_MESSAGE_BYTES,
+      }).catch((err) => {
+        throw listenError(err, "serve the dashboard", joinHostPort(dashboardHost, dashboardPort), "dashboardPort");
+      });
+    }
+    return bound as BoundPorts;
+  } catch (err) {
+    await closePorts(bound, plan.grpcServer);
+    throw err;
+  }
+}
+
+/** Closes the ports of a start that failed (metrics, dashboard, then gRPC), cutting any call. */
+async function closePorts(bound: Partial<BoundPorts>, grpcServer: grpc.Server): Promise<void> {
+  await bound.metricsServer?.close();
+  await bound.dashboardServer?.close();
+  await bound.listener?.close();
+  grpcServer.forceShutdown();
+}
+
+/**
+ * This server's membership of its etcd cluster, not yet started: as leader it runs the gated
+ * control plane, as standby it keeps the plane stopped.
+ */
+async function newClusterMember(
+  options: ServerOptions,
+  endpoints: string[],
+  gated: LeaderGatedPlane,
+  boundAddress: { host: string; port: number },
+  onError: (message: string, err?: unknown) => void,
+): Promise<ClusterMember> {
+  // Loaded here, as the etcd store is: the etcd client is not imported by SQLite servers.
+  const { createClusterMember } = await import("./cluster/cluster-member.js");
+  const { host, port } = boundAddress;
+  return createClusterMember({
+    endpoints,
+    advertise: options.advertise ?? joinHostPort(host === "0.0.0.0" || host === "::" ? hostname() : host, port),
+    leaseTtlSeconds: options.leaseTtlSeconds,
+    onLeadership(leader) {
+      void (leader ? gated.lead() : gated.follow());
+      options.onLeadership?.(leader);
+    },
+    onError,
   });
 }
 
@@ -328,114 +503,47 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   // Controllers and the messaging plane work in the background; API requests take turns first.
   const resources = createResourceStore(kv);
   const requests = createResourceStore(kv, { priority: "request" });
-  // Output lines and events are kept in the store too (a bounded tail, flushed every second),
-  // so `k4s logs` and `k4s events` still show them after a restart.
-  const logJournal = createTailJournal({ store: kv, prefix: LOG_PREFIX, ...protoChunks(LogLineSchema), seqOf: (l) => l.seq, onError });
-  const eventJournal = createTailJournal({ store: kv, prefix: EVENT_PREFIX, ...protoChunks(EventSchema), seqOf: (e) => e.seq, onError });
-  const events = createEventRecorder({ journal: eventJournal });
-  const logs = createLogStore({ journal: logJournal });
-  const credentials = createHostCredentials(kv);
+  const { logJournal, eventJournal, events, logs } = createTails(kv, onError);
   const startedAtMs = Date.now();
-  // The sessions held here: recorded in etcd too when in a cluster, for every server to see.
-  const sessions = new Map<string, SessionEntry>();
-  const entryOf = (link: WorkerLink): SessionEntry => ({
-    kind: link.role === "attached" ? "attached" : "host",
-    name: link.role === "attached" ? link.container : link.name,
-    sessionId: link.id,
-  });
-  const sessionHooks = {
-    opened(link: WorkerLink) {
-      const e = entryOf(link);
-      sessions.set(e.sessionId, e);
-      cluster?.sessionStarted(e);
-    },
-    ended(link: WorkerLink) {
-      const e = entryOf(link);
-      if (sessions.delete(e.sessionId)) cluster?.sessionEnded(e);
-    },
-  };
-  const makePlane = () =>
-    createControlPlane({
-      resources,
-      credentials,
-      // A new plane (a new leadership term) reads back what earlier ones left unsettled.
-      journal: createSendJournal({ store: kv, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError }),
-      events,
-      logs,
-      metrics,
-      onError,
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
-      countLoad: options.stats ?? true,
-      sessions: sessionHooks,
-      maxSessionBufferBytes: options.maxSessionBufferBytes,
-      maxInboxBytes: options.maxInboxBytes,
-    });
-  const standby = () => standbyError(cluster?.advertise ?? "", cluster?.knownLeader);
-  // A standby routes its clients' calls to the leader over a peer link.
-  const makeStandby = () =>
-    createStandbyPlane({
-      self: () => cluster?.advertise ?? "",
-      leader: () => cluster?.knownLeader,
-      standby,
-      token: options.token,
-      // The servers of one cluster are expected to share their certificate (see docs/cluster.md).
-      tls: options.tls ? { ca: options.tls.cert } : undefined,
-      logs,
-      metrics,
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
-      maxSessionBufferBytes: options.maxSessionBufferBytes,
-    });
+  let cluster: ClusterMember | undefined;
+  const sessions = createSessionTable({ cluster: () => cluster });
+  const makePlane = planeMaker(options, { store: kv, resources, credentials: createHostCredentials(kv), events, logs, metrics, sessions, onError });
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);
-  let cluster: ClusterMember | undefined;
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
-    ? createLeaderGatedPlane({ make: makePlane, makeStandby, standby, onError })
+    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, { logs, metrics }), onError })
     : undefined;
   const plane = gated ?? makePlane();
   const stats = createStatsCollector({ source: plane.load });
-  const statsService = options.stats === false ? statsOff() : createStatsService(stats);
   const shutdown = new AbortController();
   const grpcServer = newGrpcServer(options);
-  const adapter: AdapterOptions = {
-    onInternalError: (method, err) => onError(`internal error in ${method.parent.typeName}/${method.name}`, err),
-    onCallEnd: (method, code) => metrics.rpcs.inc({ method: `${method.parent.name}/${method.name}`, code: codeName(code) }),
-    shutdown: shutdown.signal,
-  };
-  const resourceService = createResourceService({ resources: requests, bookmarkIntervalMs: options.watchBookmarkIntervalMs });
-  const logService = createLogService({ logs, events, resources });
-  addService(grpcServer, ResourceService, resourceService, adapter);
-  addService(grpcServer, MessagingService, plane.messagingService, adapter);
-  addService(grpcServer, WorkerService, plane.workerService, adapter);
-  addService(grpcServer, LogService, logService, adapter);
-  addService(grpcServer, StatsService, statsService, adapter);
-  const selfAddress = () => cluster?.advertise ?? `${host.includes(":") ? `[${host}]` : host}:${port}`;
-  const infoService = createInfoService({
-    self: selfAddress,
-    // Over SQLite the server is a cluster of one.
-    servers: async () =>
-      cluster ? cluster.servers() : [{ advertise: selfAddress(), startedAtMs, leader: true, sessions: [...sessions.values()] }],
-  });
-  addService(grpcServer, InfoService, infoService, adapter);
-  // The dashboard's port serves the same handler objects (not the worker protocol, whose bidi
-  // stream browsers cannot open over HTTP/1.1).
-  const dashboardRoutes = (router: ConnectRouter) => {
-    addConnectService(router, ResourceService, resourceService, adapter);
-    addConnectService(router, MessagingService, plane.messagingService, adapter);
-    addConnectService(router, LogService, logService, adapter);
-    addConnectService(router, StatsService, statsService, adapter);
-    addConnectService(router, InfoService, infoService, adapter);
-  };
-  const health = addHealthAndReflection(grpcServer);
-  const serviceNames = [ResourceService, MessagingService, WorkerService, LogService, StatsService, InfoService].map((s) => s.typeName);
-
+  const adapter = adapterOptions(metrics, onError, shutdown.signal);
   let port = 0;
-  let listener: Listener | undefined;
-  let metricsServer: { port: number; close(): Promise<void> } | undefined;
-  let dashboardServer: DashboardServer | undefined;
-  const tlsCredentials = serverCredentials(options.tls);
+  const selfAddress = () => cluster?.advertise ?? joinHostPort(host, port);
+  const dashboardRoutes = addApis(
+    grpcServer,
+    {
+      resource: createResourceService({ resources: requests, bookmarkIntervalMs: options.watchBookmarkIntervalMs }),
+      messaging: plane.messagingService,
+      worker: plane.workerService,
+      log: createLogService({ logs, events, resources }),
+      stats: options.stats === false ? statsOff() : createStatsService(stats),
+      info: createInfoService({
+        self: selfAddress,
+        // Over SQLite the server is a cluster of one.
+        servers: async () =>
+          cluster ? cluster.servers() : [{ advertise: selfAddress(), startedAtMs, leader: true, sessions: sessions.list() }],
+      }),
+    },
+    adapter,
+  );
+  const health = addHealthAndReflection(grpcServer);
+
+  let ports: BoundPorts | undefined;
+  const portPlan: PortPlan = { grpcServer, credentials: serverCredentials(options.tls), host, dashboardHost, metrics, dashboardRoutes, onError };
   return {
     get address() {
-      return `${host.includes(":") ? `[${host}]` : host}:${port}`;
+      return joinHostPort(host, port);
     },
     get port() {
       return port;
@@ -445,36 +553,20 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     logs,
     metrics,
     get metricsPort() {
-      return metricsServer?.port;
+      return ports?.metricsServer?.port;
     },
     get dashboardUrl() {
-      return dashboardServer?.url;
+      return ports?.dashboardServer?.url;
     },
     get cluster() {
       return cluster;
     },
     async start() {
       // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
-      const hostPart = host.includes(":") ? `[${host}]` : host;
-      const wanted = `${hostPart}:${options.port ?? DEFAULT_PORT}`;
+      const bound = await bindPorts(options, portPlan);
+      ports = bound;
+      port = bound.listener.port;
       try {
-        listener = await listen(grpcServer, tlsCredentials, {
-          host: host.replace(/^\[(.*)\]$/, "$1"),
-          port: options.port ?? DEFAULT_PORT,
-          maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-          silentSocketMs: SILENT_SOCKET_MS,
-          onRefused: (message) => onError(message),
-        }).catch((err) => {
-          throw listenError(err, "listen", wanted, "port");
-        });
-        port = listener.port;
-        if (options.metricsPort !== undefined) {
-          const metricsPort = options.metricsPort;
-          metricsServer = await serveMetrics(metrics.registry, host, metricsPort, options.token).catch((err) => {
-            throw listenError(err, "serve metrics", `${hostPart}:${metricsPort}`, "metricsPort");
-          });
-        }
-        if (options.dashboard) dashboardServer = await startDashboard(options, options.dashboard, dashboardHost, dashboardRoutes);
         store = await openStore({
           url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
           historyLimit: options.historyLimit,
@@ -483,31 +575,15 @@ export function createServer(options: ServerOptions = {}): K4sServer {
           onError,
         });
       } catch (err) {
-        await metricsServer?.close();
-        metricsServer = undefined;
-        await dashboardServer?.close();
-        dashboardServer = undefined;
-        await listener?.close();
-        listener = undefined;
-        grpcServer.forceShutdown();
+        ports = undefined;
+        await closePorts(bound, grpcServer);
         throw err;
       }
       await events.restore();
       await logs.restore();
       await plane.start();
       if (gated && etcdEndpoints) {
-        // Loaded here, as the etcd store is: the etcd client is not imported by SQLite servers.
-        const { createClusterMember } = await import("./cluster/cluster-member.js");
-        cluster = createClusterMember({
-          endpoints: etcdEndpoints,
-          advertise: options.advertise ?? `${host === "0.0.0.0" || host === "::" ? hostname() : hostPart}:${port}`,
-          leaseTtlSeconds: options.leaseTtlSeconds,
-          onLeadership(leader) {
-            void (leader ? gated.lead() : gated.follow());
-            options.onLeadership?.(leader);
-          },
-          onError,
-        });
+        cluster = await newClusterMember(options, etcdEndpoints, gated, { host, port }, onError);
         await cluster.start();
       }
       logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
@@ -515,19 +591,19 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       eventJournal.start();
       if (options.stats !== false) stats.start();
       health.setStatus("", "SERVING");
-      for (const s of serviceNames) health.setStatus(s, "SERVING");
+      for (const s of SERVICE_NAMES) health.setStatus(s, "SERVING");
     },
     async stop() {
       // From now on new calls are refused with a status that says "retry", not run halfway.
       shutdown.abort();
       health.setStatus("", "NOT_SERVING");
-      await metricsServer?.close();
-      await dashboardServer?.close();
+      await ports?.metricsServer?.close();
+      await ports?.dashboardServer?.close();
       stats.stop();
       await cluster?.stop();
       await plane.stop();
       await shutdownGrpcServer(grpcServer);
-      await listener?.close();
+      await ports?.listener.close();
       await logJournal.stop();
       await eventJournal.stop();
       await store?.close();

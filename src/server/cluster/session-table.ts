@@ -1,0 +1,52 @@
+/**
+ * The worker sessions one server holds (worker hosts' and attached processes'), kept in memory
+ * for `k4s get servers` and, when the server is a member of a cluster, recorded in etcd too so
+ * that every server can list them.
+ */
+import type { WorkerLink } from "../messaging/worker-link.js";
+import type { ClusterMember, SessionEntry } from "./cluster-member.js";
+
+/** SessionTableOptions say where else the sessions are recorded. */
+export interface SessionTableOptions {
+  /**
+   * The server's cluster membership, if it has one yet: read at each change, since the member
+   * is created only once the server has bound its port (and never over SQLite).
+   */
+  cluster(): ClusterMember | undefined;
+}
+
+/** SessionTable is the set of worker sessions a server holds, fed by the control plane. */
+export interface SessionTable {
+  /** Records a host or attached session that opened. */
+  opened(link: WorkerLink): void;
+  /** Forgets a session that ended (one never recorded is ignored). */
+  ended(link: WorkerLink): void;
+  /** The sessions held now. */
+  list(): SessionEntry[];
+}
+
+/** The entry of a worker link: a host by its name, an attached process by its container's. */
+function entryOf(link: WorkerLink): SessionEntry {
+  return {
+    kind: link.role === "attached" ? "attached" : "host",
+    name: link.role === "attached" ? link.container : link.name,
+    sessionId: link.id,
+  };
+}
+
+/** Creates the session table of one server. */
+export function createSessionTable(options: SessionTableOptions): SessionTable {
+  const sessions = new Map<string, SessionEntry>();
+  return {
+    opened(link) {
+      const e = entryOf(link);
+      sessions.set(e.sessionId, e);
+      options.cluster()?.sessionStarted(e);
+    },
+    ended(link) {
+      const e = entryOf(link);
+      if (sessions.delete(e.sessionId)) options.cluster()?.sessionEnded(e);
+    },
+    list: () => [...sessions.values()],
+  };
+}
