@@ -13,15 +13,16 @@ import type { DeliveryResult } from "../../gen/k4s/v1/worker_service_pb.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { Metrics } from "../metrics.js";
 import type { LoadCounters } from "../stats/load-counters.js";
-import { createAnswers } from "./answers.js";
+import { createAnswers, type Answers } from "./answers.js";
 import { createCancellation } from "./cancellation.js";
 import { createDeadlineQueue } from "./deadline-queue.js";
-import { createDeliveries } from "./deliveries.js";
-import { createDirectory, isReady } from "./directory.js";
+import { createDeliveries, type Deliveries } from "./deliveries.js";
+import { createDirectory, isReady, type Directory } from "./directory.js";
 import { Envelope, EnvelopeState, type FrameSink } from "./envelope.js";
 import { Mailbox, type Availability, type Letter } from "./mailbox.js";
 import type { RecoveredEntry, SendJournal } from "./send-journal.js";
-import { createServiceRouting } from "./service-routing.js";
+import type { ServiceRoute } from "./service-route.js";
+import { createServiceRouting, type ServiceRouting } from "./service-routing.js";
 
 /** RouterOptions are the router's dependencies. */
 export interface RouterOptions {
@@ -124,9 +125,9 @@ export function createRouter(options: RouterOptions): Router {
   const services = createServiceRouting({ directory, deadlines, answers, deliveries, journal: options.journal, maxInboxBytes: options.maxInboxBytes });
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
-  // Mailboxes that stopped being ready while no other endpoint of their services was: the
-  // messages that came through a service move on when another endpoint becomes ready.
   const stranded = new Set<Mailbox>();
+  const availability: AvailabilityContext = { services, deliveries, stranded };
+  const setAvailability = (m: Mailbox, a: Availability) => applyAvailability(m, a, availability);
   // Requests are timed for the latency histogram, every message for the live stats.
   const timed = !!options.metrics?.requestSeconds || countLoad;
   let stopped = false;
@@ -145,39 +146,6 @@ export function createRouter(options: RouterOptions): Router {
     return true;
   }
 
-  /** Moves the service messages of stranded mailboxes to endpoints that became ready or were added. */
-  function moveStranded() {
-    for (const m of stranded) {
-      services.reroute(m, false);
-      if (m.inbox.live === 0) stranded.delete(m);
-    }
-  }
-
-  function setAvailability(m: Mailbox, a: Availability) {
-    const wasReady = isReady(m);
-    const narrowed = a.accepts !== m.accepts && a.accepts !== "all";
-    m.link = a.link;
-    m.ready = a.ready;
-    m.accepts = a.accepts;
-    m.notReady = a.notReady;
-    m.refusal = a.refusal;
-    const ready = isReady(m);
-    // Before any rerouting: a service must not pick this container from its stale endpoints.
-    if (ready !== wasReady) services.topologyChanged();
-    if (narrowed) {
-      services.failQueuedRequests(m, a.refusal);
-      services.reroute(m, true);
-    }
-    if (ready) {
-      stranded.delete(m);
-      deliveries.pump(m);
-      if (!wasReady) moveStranded();
-    } else if (wasReady) {
-      services.reroute(m, false);
-      if (m.inbox.live > 0) stranded.add(m);
-    }
-  }
-
   return {
     route(env, target) {
       if (env.expectsReply && env.deadline > 0) deadlines.add(env);
@@ -185,15 +153,7 @@ export function createRouter(options: RouterOptions): Router {
       if (stopped) return refuse(env, Code.Unavailable, "server is stopping");
       if (resolveAndRoute(env, target)) return;
       if (!options.lookup) return refuse(env, Code.NotFound, notFound(target));
-      options.lookup(target).then(
-        () => {
-          if (env.state !== EnvelopeState.New) return;
-          if (!resolveAndRoute(env, target)) refuse(env, Code.NotFound, notFound(target));
-        },
-        (err: unknown) => {
-          if (env.state === EnvelopeState.New) refuse(env, Code.Unavailable, `looking up target "${target.name}" failed: ${String(err)}`);
-        },
-      );
+      routeAfterLookup(env, target, options.lookup(target), resolveAndRoute, refuse);
     },
     settle: deliveries.settle,
     abandon,
@@ -206,7 +166,7 @@ export function createRouter(options: RouterOptions): Router {
       }
       services.topologyChanged();
       // New labels may have made a ready container an endpoint of a service.
-      moveStranded();
+      moveStranded(availability);
       // A raised concurrency takes effect at once.
       deliveries.pump(mailbox);
     },
@@ -222,7 +182,7 @@ export function createRouter(options: RouterOptions): Router {
       const { replaced } = directory.putService(obj);
       if (replaced) services.dropService(replaced);
       services.topologyChanged();
-      moveStranded();
+      moveStranded(availability);
     },
     removeService(name, uid) {
       const s = directory.service(name);
@@ -264,38 +224,120 @@ export function createRouter(options: RouterOptions): Router {
     restore(kind, name, uid, entries) {
       const to = kind === "container" ? directory.mailbox(name) : directory.service(name);
       if (!to || to.uid !== uid) return false;
-      const envs = entries.map(recovered);
-      if (to instanceof Mailbox) {
-        // Older than anything accepted since the start: they go first.
-        for (let i = envs.length - 1; i >= 0; i--) {
-          const env = envs[i]!;
-          env.mailbox = to;
-          env.state = EnvelopeState.Queued;
-          to.inbox.unshift(env);
-        }
-        deliveries.pump(to);
-      } else {
-        for (const env of envs) services.toService(env, to);
-      }
+      restoreTo(to, entries.map(recovered), { services, deliveries });
       return true;
     },
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {
       stopped = true;
-      const fail = (env: Letter) => {
-        env.state = EnvelopeState.Done;
-        answers.fail(env, Code.Unavailable, message, env.mailbox?.name);
-      };
-      for (const m of directory.mailboxes()) {
-        for (const env of m.inflight) fail(env);
-        m.inbox.drain().forEach(fail);
-      }
-      for (const s of directory.services()) s.waiters.drain().forEach(fail);
+      failEverything(directory, answers, message);
       deliveries.clear();
       deadlines.clear();
       stranded.clear();
     },
   };
+}
+
+/** What a change of availability moves messages through. */
+interface AvailabilityContext {
+  services: ServiceRouting;
+  deliveries: Deliveries;
+  /**
+   * Mailboxes that stopped being ready while no other endpoint of their services was: the
+   * messages that came through a service move on when another endpoint becomes ready.
+   */
+  stranded: Set<Mailbox>;
+}
+
+/**
+ * Takes a container's new availability: a narrowed `accepts` fails or reroutes what it no longer
+ * takes, a mailbox that became ready gets its messages (and frees the stranded ones of its
+ * services), one that stopped being ready hands its service messages to other endpoints.
+ */
+function applyAvailability(m: Mailbox, a: Availability, ctx: AvailabilityContext): void {
+  const { services, deliveries, stranded } = ctx;
+  const wasReady = isReady(m);
+  const narrowed = a.accepts !== m.accepts && a.accepts !== "all";
+  m.link = a.link;
+  m.ready = a.ready;
+  m.accepts = a.accepts;
+  m.notReady = a.notReady;
+  m.refusal = a.refusal;
+  const ready = isReady(m);
+  // Before any rerouting: a service must not pick this container from its stale endpoints.
+  if (ready !== wasReady) services.topologyChanged();
+  if (narrowed) {
+    services.failQueuedRequests(m, a.refusal);
+    services.reroute(m, true);
+  }
+  if (ready) {
+    stranded.delete(m);
+    deliveries.pump(m);
+    if (!wasReady) moveStranded(ctx);
+  } else if (wasReady) {
+    services.reroute(m, false);
+    if (m.inbox.live > 0) stranded.add(m);
+  }
+}
+
+/** Moves the service messages of stranded mailboxes to endpoints that became ready or were added. */
+function moveStranded(ctx: AvailabilityContext): void {
+  for (const m of ctx.stranded) {
+    ctx.services.reroute(m, false);
+    if (m.inbox.live === 0) ctx.stranded.delete(m);
+  }
+}
+
+/** Hands recovered journaled sends to their container (ahead of its inbox) or their service. */
+function restoreTo(to: Mailbox | ServiceRoute, envs: Letter[], ctx: Pick<AvailabilityContext, "services" | "deliveries">): void {
+  if (to instanceof Mailbox) {
+    // Older than anything accepted since the start: they go first.
+    for (let i = envs.length - 1; i >= 0; i--) {
+      const env = envs[i]!;
+      env.mailbox = to;
+      env.state = EnvelopeState.Queued;
+      to.inbox.unshift(env);
+    }
+    ctx.deliveries.pump(to);
+  } else {
+    for (const env of envs) ctx.services.toService(env, to);
+  }
+}
+
+/** Fails every message the router holds (in flight, queued, waiting for an endpoint) with UNAVAILABLE. */
+function failEverything(directory: Directory, answers: Answers, message: string): void {
+  const fail = (env: Letter) => {
+    env.state = EnvelopeState.Done;
+    answers.fail(env, Code.Unavailable, message, env.mailbox?.name);
+  };
+  for (const m of directory.mailboxes()) {
+    for (const env of m.inflight) fail(env);
+    m.inbox.drain().forEach(fail);
+  }
+  for (const s of directory.services()) s.waiters.drain().forEach(fail);
+}
+
+/**
+ * Routes an envelope to a target the router did not know, once the store was looked up (a
+ * watch event may trail a write the caller already saw): still unknown is NOT_FOUND, a failed
+ * lookup UNAVAILABLE. An envelope given up on meanwhile is left alone.
+ */
+function routeAfterLookup(
+  env: Letter,
+  target: Target,
+  lookup: Promise<void>,
+  tryRoute: (env: Letter, target: Target) => boolean,
+  refuse: (env: Letter, code: Code, message: string) => void,
+): void {
+  lookup.then(
+    () => {
+      if (env.state !== EnvelopeState.New) return;
+      if (!tryRoute(env, target)) refuse(env, Code.NotFound, notFound(target));
+    },
+    (err: unknown) => {
+      if (env.state === EnvelopeState.New) refuse(env, Code.Unavailable, `looking up target "${target.name}" failed: ${String(err)}`);
+    },
+  );
 }
 
 /** An envelope for a journaled send: accepted long ago, delivered (maybe) once already. */
