@@ -55,14 +55,15 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
   const maxBytes = options.maxInboxBytes ?? DEFAULT_INBOX_BYTES;
   let drainScheduled = false;
 
-  const fail = (env: Letter, message: string, container = "") => {
+  const refuse = (env: Letter, code: Code, message: string, container = "") => {
     env.state = EnvelopeState.Done;
     deadlines.remove(env);
-    answers.fail(env, Code.Unavailable, message, container);
+    answers.fail(env, code, message, container);
   };
+  const fail = (env: Letter, message: string, container = "") => refuse(env, Code.Unavailable, message, container);
 
   function enqueue(m: Mailbox, env: Letter) {
-    if (journal && m.durable && !env.expectsReply && !env.journalKey) return journalFirst(journal, m, env);
+    if (journal && m.durable && !env.expectsReply && !env.journalKey) return journalFirst(m, env, { journal, directory, deadlines, refuse, enqueue, again });
     env.mailbox = m;
     env.state = EnvelopeState.Queued;
     m.inbox.push(env);
@@ -75,52 +76,10 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
     deliveries.pump(m);
   }
 
-  /**
-   * A send to a durable container is accepted (and delivered) only once it is in the store.
-   * Through a service it is journaled against the service, so that after a restart it goes to
-   * whichever endpoint is ready then; sent to the container itself, against the container.
-   */
-  function journalFirst(journal: SendJournal, m: Mailbox, env: Letter) {
-    const s = env.service ? directory.service(env.service) : undefined;
-    const owner = s ?? m;
-    const what = s ? `service "${s.name}"` : `container "${m.name}"`;
-    const full = journal.refuses(owner.uid, env.data.byteLength, what);
-    if (full) {
-      deadlines.remove(env);
-      env.state = EnvelopeState.Done;
-      answers.fail(env, Code.ResourceExhausted, full);
-      return;
-    }
-    deadlines.remove(env);
-    env.deadline = 0;
-    env.mailbox = m;
-    const entry = { data: env.data, contentType: env.contentType, sender: env.sender, service: s ? s.name : "" };
-    journal.append(owner.uid, entry).then(
-      (key) => {
-        env.journalKey = key;
-        // Given up on while it was written (its caller went): never accepted, so never delivered,
-        // not after a restart either, and not counted against the journal's bounds.
-        if (env.state === EnvelopeState.Done) return journal.remove(key);
-        const still = directory.mailbox(m.name) === m;
-        // Through a service it goes to an endpoint that is ready now: the one picked may have
-        // stopped being ready, or gone, while the send was written.
-        if (s) return still && isReady(m) ? enqueue(m, env) : again(env, `service "${s.name}" was deleted`, m.name);
-        if (still) return enqueue(m, env);
-        fail(env, `container "${m.name}" was deleted`, m.name);
-      },
-      (err: unknown) => {
-        if (env.state === EnvelopeState.Done) return;
-        fail(env, `could not write the send to the journal of ${what}: ${err instanceof Error ? err.message : String(err)}`, m.name);
-      },
-    );
-  }
-
   function toContainer(env: Letter, m: Mailbox) {
     const no = m.refuses(env, maxBytes);
     if (!no) return enqueue(m, env);
-    deadlines.remove(env);
-    env.state = EnvelopeState.Done;
-    answers.fail(env, no[0], no[1]);
+    refuse(env, no[0], no[1]);
   }
 
   function toService(env: Letter, s: ServiceRoute) {
@@ -137,10 +96,7 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
       // An accepted send must not be lost: it waits at the service instead.
       if (!env.answered) {
         const message = eps.length === 1 ? lastRefusal![1] : `every endpoint of service "${s.name}" has a full inbox (${eps.length} endpoints)`;
-        deadlines.remove(env);
-        env.state = EnvelopeState.Done;
-        answers.fail(env, Code.ResourceExhausted, message);
-        return;
+        return refuse(env, Code.ResourceExhausted, message);
       }
     }
     const full =
@@ -148,10 +104,7 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
         ? `too many calls wait for an endpoint of service "${s.name}" (limit ${MAX_SERVICE_WAITERS})`
         : overBytes(`the queue of calls waiting for an endpoint of service "${s.name}"`, s.waiters.live, s.waiters.bytes, env.data.byteLength, maxBytes);
     if (full !== undefined && !env.answered) {
-      deadlines.remove(env);
-      env.state = EnvelopeState.Done;
-      answers.fail(env, Code.ResourceExhausted, full);
-      return;
+      return refuse(env, Code.ResourceExhausted, full);
     }
     env.state = EnvelopeState.Waiting;
     env.mailbox = undefined;
@@ -216,4 +169,52 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
       }
     },
   };
+}
+
+/** What journalFirst works with: the router's parts, and where a journaled send goes next. */
+interface JournalContext {
+  journal: SendJournal;
+  directory: Directory;
+  deadlines: DeadlineQueue<Letter>;
+  refuse(env: Letter, code: Code, message: string, container?: string): void;
+  /** Queues the send at its container, now that it is journaled. */
+  enqueue(m: Mailbox, env: Letter): void;
+  /** Sends it through its service again (its container went), or fails it. */
+  again(env: Letter, orFail: string, container: string): void;
+}
+
+/**
+ * A send to a durable container is accepted (and delivered) only once it is in the store.
+ * Through a service it is journaled against the service, so that after a restart it goes to
+ * whichever endpoint is ready then; sent to the container itself, against the container.
+ */
+function journalFirst(m: Mailbox, env: Letter, ctx: JournalContext): void {
+  const { journal, directory, deadlines } = ctx;
+  const s = env.service ? directory.service(env.service) : undefined;
+  const owner = s ?? m;
+  const what = s ? `service "${s.name}"` : `container "${m.name}"`;
+  const full = journal.refuses(owner.uid, env.data.byteLength, what);
+  if (full) return ctx.refuse(env, Code.ResourceExhausted, full);
+  deadlines.remove(env);
+  env.deadline = 0;
+  env.mailbox = m;
+  const entry = { data: env.data, contentType: env.contentType, sender: env.sender, service: s ? s.name : "" };
+  journal.append(owner.uid, entry).then(
+    (key) => {
+      env.journalKey = key;
+      // Given up on while it was written (its caller went): never accepted, so never delivered,
+      // not after a restart either, and not counted against the journal's bounds.
+      if (env.state === EnvelopeState.Done) return journal.remove(key);
+      const still = directory.mailbox(m.name) === m;
+      // Through a service it goes to an endpoint that is ready now: the one picked may have
+      // stopped being ready, or gone, while the send was written.
+      if (s) return still && isReady(m) ? ctx.enqueue(m, env) : ctx.again(env, `service "${s.name}" was deleted`, m.name);
+      if (still) return ctx.enqueue(m, env);
+      ctx.refuse(env, Code.Unavailable, `container "${m.name}" was deleted`, m.name);
+    },
+    (err: unknown) => {
+      if (env.state === EnvelopeState.Done) return;
+      ctx.refuse(env, Code.Unavailable, `could not write the send to the journal of ${what}: ${err instanceof Error ? err.message : String(err)}`, m.name);
+    },
+  );
 }
