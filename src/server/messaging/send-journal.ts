@@ -87,37 +87,13 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   const maxMessages = options.maxMessages ?? DEFAULT_JOURNAL_MESSAGES;
   const maxBytes = options.maxBytes ?? DEFAULT_JOURNAL_BYTES;
   const boot = (options.boot ?? Date.now()).toString(16).padStart(12, "0");
-  const owners = new Map<string, { messages: number; bytes: number }>();
-  /** Owner and size of every unsettled entry this run knows, by key. */
-  const entries = new Map<string, { owner: string; bytes: number }>();
+  const ledger = createLedger();
   /** Owners whose journal was dropped: their entries still on the way are deleted once written. */
   const dropped = new Set<string>();
-  let pending: Pending[] = [];
+  const pending: Pending[] = [];
   let flushing: Promise<void> | undefined;
   let seq = 0;
   let closed = false;
-
-  const usageOf = (owner: string) => {
-    let u = owners.get(owner);
-    if (!u) owners.set(owner, (u = { messages: 0, bytes: 0 }));
-    return u;
-  };
-  const track = (key: string, owner: string, bytes: number) => {
-    entries.set(key, { owner, bytes });
-    const u = usageOf(owner);
-    u.messages++;
-    u.bytes += bytes;
-  };
-  const untrack = (key: string) => {
-    const e = entries.get(key);
-    if (!e) return;
-    entries.delete(key);
-    const u = owners.get(e.owner);
-    if (!u) return;
-    u.messages--;
-    u.bytes -= e.bytes;
-    if (u.messages === 0) owners.delete(e.owner);
-  };
 
   function schedule() {
     flushing ??= flush().finally(() => {
@@ -130,13 +106,13 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     // Let the sends of this tick (and the deletes of their acks) join one transaction.
     await new Promise((r) => setImmediate(r));
     while (pending.length > 0) {
-      const batch = takeBatch();
+      const batch = pending.splice(0, batchLength(pending));
       try {
         await store.txn([], batch.map((p) => p.op));
       } catch (err) {
         for (const p of batch) {
           if (p.done) {
-            untrack(p.op.key);
+            ledger.untrack(p.op.key);
             p.done.reject(err);
           }
         }
@@ -146,49 +122,23 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       }
       for (const p of batch) {
         if (!p.done) continue;
-        const owner = entries.get(p.op.key)?.owner;
+        const owner = ledger.ownerOf(p.op.key);
         if (owner !== undefined && dropped.has(owner)) remove(p.op.key);
         p.done.resolve(p.op.key);
       }
     }
   }
 
-  function takeBatch(): Pending[] {
-    const keys = new Set<string>();
-    let bytes = 0;
-    let n = 0;
-    for (; n < pending.length && n < MAX_BATCH_OPS; n++) {
-      const p = pending[n]!;
-      if (n > 0 && (bytes + p.bytes > MAX_BATCH_BYTES || keys.has(p.op.key))) break;
-      keys.add(p.op.key);
-      bytes += p.bytes;
-    }
-    const batch = pending.slice(0, n);
-    pending = pending.slice(n);
-    return batch;
-  }
-
   function remove(key: string) {
-    if (!entries.has(key)) return;
-    untrack(key);
+    if (!ledger.has(key)) return;
+    ledger.untrack(key);
     pending.push({ op: { type: "delete", key }, bytes: key.length });
     schedule();
   }
 
-  async function* keysOf(owner: string): AsyncGenerator<{ key: string; value: Uint8Array }[]> {
-    const prefix = `${JOURNAL_PREFIX}${owner}/`;
-    let after: string | undefined;
-    for (;;) {
-      const page = await store.range(prefix, { after, limit: PAGE });
-      if (page.kvs.length > 0) yield page.kvs;
-      if (!page.more || page.kvs.length === 0) return;
-      after = page.kvs[page.kvs.length - 1]!.key;
-    }
-  }
-
   return {
     refuses(owner, bytes, what) {
-      const u = owners.get(owner);
+      const u = ledger.of(owner);
       if (!u) return bytes > maxBytes ? full(what, `${maxBytes} bytes`, bytes) : undefined;
       if (u.messages >= maxMessages) return full(what, `${maxMessages} messages`, u.messages + 1);
       if (u.bytes + bytes > maxBytes) return full(what, `${maxBytes} bytes`, u.bytes + bytes);
@@ -198,7 +148,7 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       if (closed) return Promise.reject(new ConnectError("server is stopping", Code.Unavailable));
       const key = `${JOURNAL_PREFIX}${owner}/${boot}-${(++seq).toString(16).padStart(10, "0")}`;
       const value = encodeEntry(entry);
-      track(key, owner, entry.data.byteLength);
+      ledger.track(key, owner, entry.data.byteLength);
       return new Promise<string>((resolve, reject) => {
         pending.push({ op: { type: "put", key, value }, bytes: key.length + value.byteLength, done: { resolve, reject } });
         schedule();
@@ -208,11 +158,11 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     async recover(owner) {
       const out: RecoveredEntry[] = [];
       const ours = `${JOURNAL_PREFIX}${owner}/${boot}-`;
-      for await (const kvs of keysOf(owner)) {
+      for await (const kvs of pagesOf(store, owner)) {
         for (const kv of kvs) {
-          if (kv.key.startsWith(ours) || entries.has(kv.key)) continue;
+          if (kv.key.startsWith(ours) || ledger.has(kv.key)) continue;
           const entry = decodeEntry(kv.value);
-          track(kv.key, owner, entry.data.byteLength);
+          ledger.track(kv.key, owner, entry.data.byteLength);
           out.push({ key: kv.key, ...entry });
         }
       }
@@ -222,20 +172,95 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       dropped.add(owner);
       // Long enough for the appends on their way to land; uids are never reused.
       setTimeout(() => dropped.delete(owner), 60_000).unref();
-      for (const [key, e] of entries) if (e.owner === owner) untrack(key);
-      owners.delete(owner);
-      for await (const kvs of keysOf(owner)) {
+      ledger.forget(owner);
+      for await (const kvs of pagesOf(store, owner)) {
         for (let i = 0; i < kvs.length; i += MAX_BATCH_OPS) {
           await store.txn([], kvs.slice(i, i + MAX_BATCH_OPS).map((kv) => ({ type: "delete", key: kv.key }) as const));
         }
       }
     },
-    usage: (owner) => ({ ...(owners.get(owner) ?? { messages: 0, bytes: 0 }) }),
+    usage: (owner) => ({ ...(ledger.of(owner) ?? { messages: 0, bytes: 0 }) }),
     async close() {
       closed = true;
       while (flushing) await flushing;
     },
   };
+}
+
+/** Ledger is what the journal counts: each unsettled entry this run knows, and each owner's totals. */
+interface Ledger {
+  has(key: string): boolean;
+  ownerOf(key: string): string | undefined;
+  /** An owner's unsettled messages and bytes; undefined when it has none. */
+  of(owner: string): { messages: number; bytes: number } | undefined;
+  track(key: string, owner: string, bytes: number): void;
+  /** Forgets one entry (an unknown key is ignored). */
+  untrack(key: string): void;
+  /** Forgets every entry of an owner. */
+  forget(owner: string): void;
+}
+
+/** Creates an empty ledger. */
+function createLedger(): Ledger {
+  const owners = new Map<string, { messages: number; bytes: number }>();
+  const entries = new Map<string, { owner: string; bytes: number }>();
+  const untrack = (key: string) => {
+    const e = entries.get(key);
+    if (!e) return;
+    entries.delete(key);
+    const u = owners.get(e.owner);
+    if (!u) return;
+    u.messages--;
+    u.bytes -= e.bytes;
+    if (u.messages === 0) owners.delete(e.owner);
+  };
+  return {
+    has: (key) => entries.has(key),
+    ownerOf: (key) => entries.get(key)?.owner,
+    of: (owner) => owners.get(owner),
+    track(key, owner, bytes) {
+      entries.set(key, { owner, bytes });
+      let u = owners.get(owner);
+      if (!u) owners.set(owner, (u = { messages: 0, bytes: 0 }));
+      u.messages++;
+      u.bytes += bytes;
+    },
+    untrack,
+    forget(owner) {
+      for (const [key, e] of entries) if (e.owner === owner) untrack(key);
+      owners.delete(owner);
+    },
+  };
+}
+
+/**
+ * How many of the pending writes, from the front, go in the next transaction: at most
+ * MAX_BATCH_OPS and MAX_BATCH_BYTES (at least one), and never one key twice (a put and the
+ * delete of its settle must not meet in one etcd transaction).
+ */
+function batchLength(pending: readonly Pending[]): number {
+  const keys = new Set<string>();
+  let bytes = 0;
+  let n = 0;
+  for (; n < pending.length && n < MAX_BATCH_OPS; n++) {
+    const p = pending[n]!;
+    if (n > 0 && (bytes + p.bytes > MAX_BATCH_BYTES || keys.has(p.op.key))) break;
+    keys.add(p.op.key);
+    bytes += p.bytes;
+  }
+  return n;
+}
+
+/** The journal entries of an owner as stored, a page at a time. */
+async function* pagesOf(store: Store, owner: string): AsyncGenerator<{ key: string; value: Uint8Array }[]> {
+  const prefix = `${JOURNAL_PREFIX}${owner}/`;
+  let after: string | undefined;
+  for (;;) {
+    const page = await store.range(prefix, { after, limit: PAGE });
+    if (page.kvs.length > 0) yield page.kvs;
+    if (!page.more || page.kvs.length === 0) return;
+    after = page.kvs[page.kvs.length - 1]!.key;
+  }
 }
 
 function full(what: string, limit: string, have: number): string {
