@@ -9,7 +9,7 @@
  * campaigns again once etcd answers. A SIGKILLed leader's keys go when etcd expires its lease,
  * at most one TTL after its last keep-alive; then the next candidate is elected.
  */
-import { Etcd3, type Campaign, type Election, type Lease } from "etcd3";
+import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from "etcd3";
 import { createBackoff } from "../../api/backoff.js";
 
 /** Key prefix of everything the cluster keeps in etcd (outside the objects' "/k4s/"). */
@@ -85,8 +85,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   const client = new Etcd3({ hosts: [...options.endpoints], dialTimeout: 5000 });
   const ns = client.namespace(CLUSTER_PREFIX);
   const election: Election = ns.election(ELECTION, ttl);
-  const sessions = new Map<string, SessionEntry>();
-  const sessionKey = (e: SessionEntry) => `${SESSIONS}${advertise}/${e.kind}/${e.name}`;
+  const sessions = createSessionRecords({ ns, advertise, lease: () => lease, onError });
   const startedAtMs = Date.now();
   let lease: Lease | undefined;
   let renewedAt = 0;
@@ -95,7 +94,6 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let stopped = false;
   let watchdog: NodeJS.Timeout | undefined;
   let knownLeader: string | undefined;
-  let lookups = 0;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
 
   const setLeading = (value: boolean) => {
@@ -117,7 +115,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     renewedAt = Date.now();
     lease = next;
     await next.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
-    for (const e of sessions.values()) await next.put(sessionKey(e)).value(JSON.stringify(e)).exec();
+    await sessions.writeAll(next);
   }
 
   function rejoin(): void {
@@ -156,12 +154,15 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     });
   }
 
-  /** Stops leading now and gives the place up (its key goes with the campaign's lease). */
-  function stepDown(): void {
+  /**
+   * Stops leading now and gives the place up (its key goes with the campaign's lease); resolves
+   * once etcd took the resignation, or failed to.
+   */
+  function stepDown(): Promise<void> {
     const c = campaign;
     campaign = undefined;
     setLeading(false);
-    c?.resign().catch(() => {});
+    return c ? c.resign().catch(() => {}) : Promise.resolve();
   }
 
   /** Steps down once the lease may be about to expire unrenewed, and campaigns again once renewed. */
@@ -178,11 +179,6 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     }
   }
 
-  // Session records are written in the order sessions come and go.
-  let writes: Promise<unknown> = Promise.resolve();
-  const inOrder = (what: string, write: () => Promise<unknown> | undefined) =>
-    (writes = writes.then(write).catch((err: unknown) => onError(`cluster: ${what} failed`, err)));
-
   return {
     advertise,
     leaseTtlSeconds: ttl,
@@ -192,57 +188,102 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     async start() {
       await join();
       campaignOnce();
-      watchdog = setInterval(() => {
-        checkLease();
-        // The leader's name, for a standby's answers, read once a second (a plain read: a watch
-        // from a revision the compactor may already have removed would need care of its own).
-        if (++lookups % 4 === 0) election.leader().then((l) => (knownLeader = l), () => {});
-      }, 250);
-      watchdog.unref();
+      watchdog = startWatchdog(checkLease, election, (l) => (knownLeader = l));
       knownLeader = await election.leader();
     },
     get knownLeader() {
       return knownLeader;
     },
     leader: () => election.leader(),
-    async servers() {
-      const [records, held, leader] = await Promise.all([
-        ns.getAll().prefix(SERVERS).strings(),
-        ns.getAll().prefix(SESSIONS).strings(),
-        election.leader(),
-      ]);
-      const byServer = new Map<string, ServerEntry>();
-      for (const value of Object.values(records)) {
-        const r = JSON.parse(value) as { advertise: string; startedAtMs: number };
-        byServer.set(r.advertise, { advertise: r.advertise, startedAtMs: r.startedAtMs, leader: r.advertise === leader, sessions: [] });
-      }
-      for (const [key, value] of Object.entries(held)) {
-        const server = key.slice(SESSIONS.length).split("/")[0]!;
-        byServer.get(server)?.sessions.push(JSON.parse(value) as SessionEntry);
-      }
-      return [...byServer.values()].sort((a, b) => a.advertise.localeCompare(b.advertise));
+    servers: () => listServers(ns, election),
+    sessionStarted: sessions.started,
+    sessionEnded: sessions.ended,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(watchdog);
+      // Resigning and revoking at once lets the next leader take over without waiting a TTL;
+      // an etcd that does not answer must not hold the server's stop (the lease then expires).
+      await Promise.race([Promise.allSettled([stepDown(), lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
+      client.close();
     },
-    sessionStarted(entry) {
+  };
+}
+
+/**
+ * Starts a member's watchdog: every 250 ms it checks the lease, and once a second it reads the
+ * leader's name for a standby's answers (a plain read: a watch from a revision the compactor
+ * may already have removed would need care of its own).
+ */
+function startWatchdog(checkLease: () => void, election: Election, seen: (leader: string | undefined) => void): NodeJS.Timeout {
+  let lookups = 0;
+  const timer = setInterval(() => {
+    checkLease();
+    if (++lookups % 4 === 0) election.leader().then(seen, () => {});
+  }, 250);
+  timer.unref();
+  return timer;
+}
+
+/** Every live server of the cluster as etcd holds it, with its sessions, by advertise address. */
+async function listServers(ns: Namespace, election: Election): Promise<ServerEntry[]> {
+  const [records, held, leader] = await Promise.all([
+    ns.getAll().prefix(SERVERS).strings(),
+    ns.getAll().prefix(SESSIONS).strings(),
+    election.leader(),
+  ]);
+  const byServer = new Map<string, ServerEntry>();
+  for (const value of Object.values(records)) {
+    const r = JSON.parse(value) as { advertise: string; startedAtMs: number };
+    byServer.set(r.advertise, { advertise: r.advertise, startedAtMs: r.startedAtMs, leader: r.advertise === leader, sessions: [] });
+  }
+  for (const [key, value] of Object.entries(held)) {
+    const server = key.slice(SESSIONS.length).split("/")[0]!;
+    byServer.get(server)?.sessions.push(JSON.parse(value) as SessionEntry);
+  }
+  return [...byServer.values()].sort((a, b) => a.advertise.localeCompare(b.advertise));
+}
+
+/** SessionRecordsOptions say where a member's session records go. */
+interface SessionRecordsOptions {
+  /** The cluster's namespace in etcd. */
+  ns: Namespace;
+  advertise: string;
+  /** The member's current lease, if it holds one: records live and die with it. */
+  lease(): Lease | undefined;
+  onError(message: string, err?: unknown): void;
+}
+
+/** SessionRecords are the sessions a member holds, mirrored under its lease in etcd. */
+interface SessionRecords {
+  started(entry: SessionEntry): void;
+  ended(entry: SessionEntry): void;
+  /** Writes every held session under a new lease (the member joined again). */
+  writeAll(lease: Lease): Promise<void>;
+}
+
+/** Creates the session records of a member. */
+function createSessionRecords(options: SessionRecordsOptions): SessionRecords {
+  const { ns, advertise, onError } = options;
+  const sessions = new Map<string, SessionEntry>();
+  const sessionKey = (e: SessionEntry) => `${SESSIONS}${advertise}/${e.kind}/${e.name}`;
+  // Session records are written in the order sessions come and go.
+  let writes: Promise<unknown> = Promise.resolve();
+  const inOrder = (what: string, write: () => Promise<unknown> | undefined) =>
+    (writes = writes.then(write).catch((err: unknown) => onError(`cluster: ${what} failed`, err)));
+  return {
+    started(entry) {
       sessions.set(sessionKey(entry), entry);
-      inOrder(`recording ${sessionKey(entry)}`, () => lease?.put(sessionKey(entry)).value(JSON.stringify(entry)).exec());
+      inOrder(`recording ${sessionKey(entry)}`, () => options.lease()?.put(sessionKey(entry)).value(JSON.stringify(entry)).exec());
     },
-    sessionEnded(entry) {
+    ended(entry) {
       const key = sessionKey(entry);
       if (sessions.get(key)?.sessionId !== entry.sessionId) return;
       sessions.delete(key);
       inOrder(`forgetting ${key}`, () => ns.delete().key(key).exec());
     },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      clearInterval(watchdog);
-      const c = campaign;
-      campaign = undefined;
-      setLeading(false);
-      // Resigning and revoking at once lets the next leader take over without waiting a TTL;
-      // an etcd that does not answer must not hold the server's stop (the lease then expires).
-      await Promise.race([Promise.allSettled([c?.resign(), lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
-      client.close();
+    async writeAll(lease) {
+      for (const e of sessions.values()) await lease.put(sessionKey(e)).value(JSON.stringify(e)).exec();
     },
   };
 }
