@@ -49,6 +49,147 @@ function skipQuoted(text: string, i: number, end: number, quote: number): number
   return -1;
 }
 
+/** Scan is the state of a textNestingDepth pass, carried from line to line. */
+interface Scan {
+  readonly text: string;
+  readonly limit: number;
+  readonly result: NestingDepth;
+  /** Open block collections: their column and type, innermost last. */
+  readonly cols: number[];
+  readonly types: number[];
+  /** Open flow collections (`[`, `{`) inside the innermost block one. */
+  flow: number;
+  /** The quote character of a quoted scalar that continues on the next line (0: none). */
+  quote: number;
+  /** Lines indented deeper than this belong to a block scalar (-2: none). */
+  blockScalarCol: number;
+  /** 1-based number of the line being scanned. */
+  lineNo: number;
+}
+
+/** Records that the scan reached `depth` on the current line. */
+function reach(scan: Scan, depth: number): void {
+  if (depth > scan.result.depth) {
+    scan.result.depth = depth;
+    scan.result.line = scan.lineNo;
+  }
+}
+
+/** Opens (or continues) a block collection entry of `type` at column `col`. */
+function openEntry(scan: Scan, type: number, col: number): void {
+  const { cols, types } = scan;
+  while (cols.length > 0 && cols[cols.length - 1]! > col) {
+    cols.pop();
+    types.pop();
+  }
+  const top = cols.length - 1;
+  if (top >= 0 && cols[top] === col) {
+    if (types[top] === type) return; // a sibling entry
+    // A list may sit at its parent key's column ("key:\n- a"); a key there ends that list.
+    if (type === MAP) {
+      cols.pop();
+      types.pop();
+      if (cols.length > 0 && cols[cols.length - 1] === col) return;
+    }
+  }
+  cols.push(col);
+  types.push(type);
+  reach(scan, cols.length);
+}
+
+/** Scans flow content from i to the line's end. */
+function scanFlow(scan: Scan, i: number, end: number): void {
+  const { text } = scan;
+  // A quote opens a quoted scalar only where a scalar starts, not inside a plain one ("it's").
+  let scalarStart = true;
+  // ":" is a value indicator when a blank follows, or right after a quoted key or a collection.
+  let afterJsonNode = false;
+  while (i < end && scan.flow > 0 && scan.result.depth <= scan.limit) {
+    const c = text.charCodeAt(i);
+    if ((c === 34 || c === 39) && scalarStart) {
+      const after = skipQuoted(text, i + 1, end, c);
+      if (after < 0) {
+        scan.quote = c;
+        return;
+      }
+      i = after;
+      scalarStart = false;
+      afterJsonNode = true;
+      continue;
+    }
+    if (c === 91 /* [ */ || c === 123 /* { */) {
+      scan.flow++;
+      reach(scan, scan.cols.length + scan.flow);
+    } else if (c === 93 /* ] */ || c === 125 /* } */) {
+      scan.flow--;
+    } else if (c === 35 /* # */ && i > 0 && (text.charCodeAt(i - 1) === SPACE || text.charCodeAt(i - 1) === TAB)) {
+      return;
+    }
+    if (c !== SPACE && c !== TAB && c !== CR) {
+      const indicator = c === 58 /* : */ ? afterJsonNode || isBlank(text, i + 1, end) : c === 63 /* ? */ ? isBlank(text, i + 1, end) : false;
+      scalarStart = c === 91 || c === 123 || c === 44 /* , */ || indicator;
+      afterJsonNode = c === 93 || c === 125;
+    }
+    i++;
+  }
+}
+
+/**
+ * Scans the entries of a block line from its first node at `i` (the line starts at `pos`),
+ * outermost first: "- - key: [..." opens four levels.
+ */
+function scanBlockEntries(scan: Scan, pos: number, i: number, end: number): void {
+  const { text } = scan;
+  while (i < end) {
+    const c = text.charCodeAt(i);
+    const col = i - pos;
+    if ((c === 45 /* - */ || c === 63 /* ? */ || c === 58) /* : */ && isBlank(text, i + 1, end)) {
+      openEntry(scan, c === 45 ? SEQ : MAP, col);
+      i++;
+      while (i < end && isBlank(text, i, end)) i++;
+      continue;
+    }
+    if (c === 38 /* & */ || c === 33 /* ! */) {
+      while (i < end && !isBlank(text, i, end)) i++;
+      while (i < end && isBlank(text, i, end)) i++;
+      continue;
+    }
+    if (c === 91 || c === 123) {
+      scan.flow = 1;
+      reach(scan, scan.cols.length + 1);
+      scanFlow(scan, i + 1, end);
+      return;
+    }
+    if (c === 124 /* | */ || c === 62 /* > */) {
+      scan.blockScalarCol = scan.cols.length > 0 ? scan.cols[scan.cols.length - 1]! : -1;
+      return;
+    }
+    if (c === 35) return;
+    // A scalar: a key when ": " follows it on this line, else the line's last node.
+    let j = i;
+    if (c === 34 || c === 39) {
+      j = skipQuoted(text, i + 1, end, c);
+      if (j < 0) {
+        scan.quote = c;
+        return;
+      }
+    }
+    let key = -1;
+    for (; j < end; j++) {
+      const d = text.charCodeAt(j);
+      if (d === 58 && isBlank(text, j + 1, end)) {
+        key = j;
+        break;
+      }
+      if (d === 35 && (text.charCodeAt(j - 1) === SPACE || text.charCodeAt(j - 1) === TAB)) break;
+    }
+    if (key < 0) return;
+    openEntry(scan, MAP, col);
+    i = key + 1;
+    while (i < end && isBlank(text, i, end)) i++;
+  }
+}
+
 /**
  * An upper bound of how deeply the collections of YAML (or JSON) text nest, found without
  * parsing: indentation and the block indicators `- `, `? ` and `key: ` open block collections,
@@ -56,109 +197,40 @@ function skipQuoted(text: string, i: number, end: number, quote: number): number
  * Linear in the text's length; it stops counting once the depth passes `limit`.
  */
 export function textNestingDepth(text: string, limit = Number.POSITIVE_INFINITY): NestingDepth {
-  const result: NestingDepth = { depth: 0, line: 0 };
-  /** Open block collections: their column and type, innermost last. */
-  const cols: number[] = [];
-  const types: number[] = [];
-  let flow = 0;
-  let quote = 0; // the quote character of a quoted scalar that continues on the next line
-  let blockScalarCol = -2; // lines indented deeper than this belong to a block scalar (-2: none)
-  let lineNo = 0;
+  const scan: Scan = { text, limit, result: { depth: 0, line: 0 }, cols: [], types: [], flow: 0, quote: 0, blockScalarCol: -2, lineNo: 0 };
+  const { result } = scan;
   let pos = 0;
   const n = text.length;
-
-  const reach = (depth: number) => {
-    if (depth > result.depth) {
-      result.depth = depth;
-      result.line = lineNo;
-    }
-  };
-  /** Opens (or continues) a block collection entry of `type` at column `col`. */
-  const entry = (type: number, col: number) => {
-    while (cols.length > 0 && cols[cols.length - 1]! > col) {
-      cols.pop();
-      types.pop();
-    }
-    const top = cols.length - 1;
-    if (top >= 0 && cols[top] === col) {
-      if (types[top] === type) return; // a sibling entry
-      // A list may sit at its parent key's column ("key:\n- a"); a key there ends that list.
-      if (type === MAP) {
-        cols.pop();
-        types.pop();
-        if (cols.length > 0 && cols[cols.length - 1] === col) return;
-      }
-    }
-    cols.push(col);
-    types.push(type);
-    reach(cols.length);
-  };
-  /** Scans flow content from i to the line's end. */
-  const scanFlow = (i: number, end: number): void => {
-    // A quote opens a quoted scalar only where a scalar starts, not inside a plain one ("it's").
-    let scalarStart = true;
-    // ":" is a value indicator when a blank follows, or right after a quoted key or a collection.
-    let afterJsonNode = false;
-    while (i < end && flow > 0 && result.depth <= limit) {
-      const c = text.charCodeAt(i);
-      if ((c === 34 || c === 39) && scalarStart) {
-        const after = skipQuoted(text, i + 1, end, c);
-        if (after < 0) {
-          quote = c;
-          return;
-        }
-        i = after;
-        scalarStart = false;
-        afterJsonNode = true;
-        continue;
-      }
-      if (c === 91 /* [ */ || c === 123 /* { */) {
-        flow++;
-        reach(cols.length + flow);
-      } else if (c === 93 /* ] */ || c === 125 /* } */) {
-        flow--;
-      } else if (c === 35 /* # */ && i > 0 && (text.charCodeAt(i - 1) === SPACE || text.charCodeAt(i - 1) === TAB)) {
-        return;
-      }
-      if (c !== SPACE && c !== TAB && c !== CR) {
-        const indicator = c === 58 /* : */ ? afterJsonNode || isBlank(text, i + 1, end) : c === 63 /* ? */ ? isBlank(text, i + 1, end) : false;
-        scalarStart = c === 91 || c === 123 || c === 44 /* , */ || indicator;
-        afterJsonNode = c === 93 || c === 125;
-      }
-      i++;
-    }
-  };
-
   while (pos < n && result.depth <= limit) {
     let end = text.indexOf("\n", pos);
     if (end < 0) end = n;
-    lineNo++;
+    scan.lineNo++;
     let i = pos;
     while (i < end && text.charCodeAt(i) === SPACE) i++;
     const indent = i - pos;
     const next = end + 1;
-    if (quote !== 0) {
-      const after = skipQuoted(text, i, end, quote);
+    if (scan.quote !== 0) {
+      const after = skipQuoted(text, i, end, scan.quote);
       if (after < 0) {
         pos = next;
         continue;
       }
-      quote = 0;
-      if (flow > 0) scanFlow(after, end);
+      scan.quote = 0;
+      if (scan.flow > 0) scanFlow(scan, after, end);
       pos = next;
       continue;
     }
-    if (flow > 0) {
-      scanFlow(i, end);
+    if (scan.flow > 0) {
+      scanFlow(scan, i, end);
       pos = next;
       continue;
     }
-    if (blockScalarCol > -2) {
-      if (isBlank(text, i, end) || indent > blockScalarCol) {
+    if (scan.blockScalarCol > -2) {
+      if (isBlank(text, i, end) || indent > scan.blockScalarCol) {
         pos = next;
         continue;
       }
-      blockScalarCol = -2;
+      scan.blockScalarCol = -2;
     }
     const first = text.charCodeAt(i);
     if (isBlank(text, i, end) || first === 35 /* # */ || (indent === 0 && first === 37) /* % directive */) {
@@ -166,8 +238,8 @@ export function textNestingDepth(text: string, limit = Number.POSITIVE_INFINITY)
       continue;
     }
     if (indent === 0 && (text.startsWith("---", i) || text.startsWith("...", i)) && isBlank(text, i + 3, end)) {
-      cols.length = 0;
-      types.length = 0;
+      scan.cols.length = 0;
+      scan.types.length = 0;
       i += 3;
       while (i < end && isBlank(text, i, end)) i++;
       if (i >= end) {
@@ -175,55 +247,7 @@ export function textNestingDepth(text: string, limit = Number.POSITIVE_INFINITY)
         continue;
       }
     }
-    // The entries of this line, outermost first: "- - key: [..." opens four levels.
-    while (i < end) {
-      const c = text.charCodeAt(i);
-      const col = i - pos;
-      if ((c === 45 /* - */ || c === 63 /* ? */ || c === 58) /* : */ && isBlank(text, i + 1, end)) {
-        entry(c === 45 ? SEQ : MAP, col);
-        i++;
-        while (i < end && isBlank(text, i, end)) i++;
-        continue;
-      }
-      if (c === 38 /* & */ || c === 33 /* ! */) {
-        while (i < end && !isBlank(text, i, end)) i++;
-        while (i < end && isBlank(text, i, end)) i++;
-        continue;
-      }
-      if (c === 91 || c === 123) {
-        flow = 1;
-        reach(cols.length + 1);
-        scanFlow(i + 1, end);
-        break;
-      }
-      if (c === 124 /* | */ || c === 62 /* > */) {
-        blockScalarCol = cols.length > 0 ? cols[cols.length - 1]! : -1;
-        break;
-      }
-      if (c === 35) break;
-      // A scalar: a key when ": " follows it on this line, else the line's last node.
-      let j = i;
-      if (c === 34 || c === 39) {
-        j = skipQuoted(text, i + 1, end, c);
-        if (j < 0) {
-          quote = c;
-          break;
-        }
-      }
-      let key = -1;
-      for (; j < end; j++) {
-        const d = text.charCodeAt(j);
-        if (d === 58 && isBlank(text, j + 1, end)) {
-          key = j;
-          break;
-        }
-        if (d === 35 && (text.charCodeAt(j - 1) === SPACE || text.charCodeAt(j - 1) === TAB)) break;
-      }
-      if (key < 0) break;
-      entry(MAP, col);
-      i = key + 1;
-      while (i < end && isBlank(text, i, end)) i++;
-    }
+    scanBlockEntries(scan, pos, i, end);
     pos = next;
   }
   return result;
