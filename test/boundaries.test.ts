@@ -2,7 +2,8 @@
  * The layout's boundaries, read from the imports of every file under src/ (type-only imports,
  * re-exports, `import("x")` types and dynamic imports included): what each folder may import,
  * and no import cycle between files. A new import that crosses a boundary fails here with the
- * file and the import named.
+ * file and the import named. Also the size rule of the code: no function of src/ (generated
+ * code aside) over MAX_FUNCTION_LINES lines.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -172,4 +173,45 @@ test("the etcd client is loaded only for an etcd:// store: no static import chai
   };
   assert.ok(graph.get("src/server/store/etcd-store.ts")!.some((i) => i.eager && i.specifier === "etcd3"), "etcd-store.ts's import of etcd3 was not found");
   for (const entry of ["src/server/server.ts", "src/cli/main.ts"]) assert.equal(chainTo(entry, "etcd3"), undefined, `${entry} loads etcd3 eagerly`);
+});
+
+/**
+ * The longest a function of src/ may be, in lines from its first to its last (JSDoc aside). Past
+ * it a factory holds several concepts at once: split it into module-level functions or smaller
+ * factories before adding to it.
+ */
+const MAX_FUNCTION_LINES = 150;
+
+/** The functions (declarations, expressions, arrows, methods, accessors) of a source text longer than `limit` lines. */
+function longFunctions(file: string, text: string, limit: number): string[] {
+  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.Latest, true, file.endsWith(".tsx") ? ts.ScriptKind.TSX : ts.ScriptKind.TS);
+  const found: string[] = [];
+  const nameOf = (n: ts.FunctionLikeDeclaration): string => {
+    if (n.name) return n.name.getText(sf);
+    const p = n.parent;
+    if (ts.isVariableDeclaration(p) || ts.isPropertyAssignment(p) || ts.isPropertyDeclaration(p)) return p.name.getText(sf);
+    return "(anonymous)";
+  };
+  const visit = (n: ts.Node) => {
+    if (ts.isFunctionLike(n) && "body" in n && n.body) {
+      const first = sf.getLineAndCharacterOfPosition(n.getStart(sf)).line;
+      const last = sf.getLineAndCharacterOfPosition(n.getEnd()).line;
+      if (last - first + 1 > limit) found.push(`${file}:${first + 1} ${nameOf(n as ts.FunctionLikeDeclaration)} (${last - first + 1} lines)`);
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  return found;
+}
+
+test(`no function of src/ outside src/gen is over ${MAX_FUNCTION_LINES} lines`, () => {
+  // The measure itself finds a long function, a long arrow and a long method.
+  const body = (n: number) => Array.from({ length: n }, (_, i) => `  x += ${i};`).join("\n");
+  const sample = `function f() {\n${body(MAX_FUNCTION_LINES)}\n}\nconst g = () => {\n${body(MAX_FUNCTION_LINES)}\n};\nconst o = { m() {\n${body(MAX_FUNCTION_LINES)}\n} };\nfunction short() {\n${body(MAX_FUNCTION_LINES - 2)}\n}\n`;
+  assert.deepEqual(
+    longFunctions("sample.ts", sample, MAX_FUNCTION_LINES).map((l) => l.replace(/:\d+ /, " ")),
+    [`sample.ts f (${MAX_FUNCTION_LINES + 2} lines)`, `sample.ts g (${MAX_FUNCTION_LINES + 2} lines)`, `sample.ts m (${MAX_FUNCTION_LINES + 2} lines)`],
+  );
+  const tooLong = files.filter((f) => !under(f, "gen")).flatMap((f) => longFunctions(f, readFileSync(join(ROOT, f), "utf8"), MAX_FUNCTION_LINES));
+  assert.deepEqual(tooLong, [], `functions over ${MAX_FUNCTION_LINES} lines: split them into module-level functions or smaller factories`);
 });
