@@ -16,8 +16,12 @@ export function parseByteSize(text: string): number {
   return n;
 }
 
-/** Formats bytes for a message: "64 MiB", "1.5 GiB", "512 KiB", "100 B". */
-export function formatBytes(bytes: number): string {
+/**
+ * Formats bytes for a message in the largest binary unit they fill: "64 MiB", "1.5 GiB",
+ * "512 KiB", "100 B". With `decimals`, always that many digits after the point ("2.00 MiB",
+ * "1.00 MiB"): for a size set beside a limit it may pass by a few bytes only.
+ */
+export function formatBytes(bytes: number, decimals?: number): string {
   const units = ["B", "KiB", "MiB", "GiB"];
   let v = bytes;
   let i = 0;
@@ -25,5 +29,5 @@ export function formatBytes(bytes: number): string {
     v /= 1024;
     i++;
   }
-  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+  return `${decimals !== undefined ? v.toFixed(decimals) : Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
 }

@@ -8,6 +8,7 @@ import { clone, create, equals, fromBinary, toBinary, type DescMessage } from "@
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ObjectMetaSchema, OwnerReferenceSchema, type OwnerReference } from "../../gen/k4s/v1/resources_pb.js";
+import { formatBytes } from "../../api/byte-size.js";
 import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type ObjectOf } from "../../api/kinds.js";
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
@@ -107,13 +108,9 @@ function encode(obj: AnyObject, label = describe(kindOf(obj), obj.metadata?.name
   return bytes;
 }
 
-function mib(bytes: number): string {
-  return `${(bytes / (1024 * 1024)).toFixed(2)} MiB`;
-}
-
 function tooBig(label: string, bytes: number): ConnectError {
   return new ConnectError(
-    `${label}: is ${mib(bytes)} (${bytes} bytes) when stored, more than the ${mib(MAX_OBJECT_BYTES)} an object may hold (aliases and parameters count as expanded)`,
+    `${label}: is ${formatBytes(bytes, 2)} (${bytes} bytes) when stored, more than the ${formatBytes(MAX_OBJECT_BYTES, 2)} an object may hold (aliases and parameters count as expanded)`,
     Code.InvalidArgument,
   );
 }
