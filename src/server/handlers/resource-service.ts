@@ -7,6 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   ApplyResultSchema,
   WatchEventSchema,
+  type ApplyRequest,
   WatchResponseSchema,
   type ResourceService,
   type WatchResponse,
@@ -138,6 +139,43 @@ function notFound(kind: Kind, name: string): ConnectError {
   return new ConnectError(`${kind} "${name}" not found`, Code.NotFound);
 }
 
+/**
+ * The objects of an Apply request (the manifest's documents, then the typed objects), each with
+ * the label its errors name it by; INVALID_ARGUMENT naming every typed object that does not
+ * validate, or when there is nothing to apply.
+ */
+function applyInput(req: ApplyRequest): { objects: AnyObject[]; labels: string[] } {
+  if (req.objects.length > MAX_APPLY_OBJECTS) {
+    throw badField("objects", `${req.objects.length} typed objects, more than the ${MAX_APPLY_OBJECTS} one apply may hold`, `apply of ${req.objects.length} typed objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`);
+  }
+  const objects: AnyObject[] = [];
+  const labels: string[] = [];
+  const label = (where: string, obj: AnyObject) => `${where} (${kindOf(obj)}${obj.metadata?.name ? ` "${obj.metadata.name}"` : ""})`;
+  if (req.manifest.trim() !== "") {
+    for (const d of parseManifestDocuments(req.manifest)) {
+      objects.push(d.object);
+      labels.push(label(`document ${d.index}`, d.object));
+    }
+  }
+  const errors: string[] = [];
+  const violations: FieldViolation[] = [];
+  req.objects.forEach((o, i) => {
+    const obj = unwrap(o, `objects[${i}]`);
+    const issues = validateObject(obj);
+    if (issues.length > 0) {
+      errors.push(`${label(`objects[${i}]`, obj)}: ${formatIssues(issues)}`);
+      violations.push(...violationsOf(issues, objectPath(`objects[${i}]`, o)));
+    }
+    objects.push(obj);
+    labels.push(label(`objects[${i}]`, obj));
+  });
+  if (errors.length > 0) throw badRequest(errors.join("; "), violations);
+  if (objects.length === 0) {
+    throw badField("manifest", "no objects, and no typed objects were given", "nothing to apply: the manifest has no objects and no typed objects were given");
+  }
+  return { objects, labels };
+}
+
 /** Creates the ResourceService implementation. */
 export function createResourceService(deps: ResourceServiceDeps): ServiceHandlers<typeof ResourceService> {
   const { resources } = deps;
@@ -145,34 +183,7 @@ export function createResourceService(deps: ResourceServiceDeps): ServiceHandler
 
   return {
     async apply(req) {
-      if (req.objects.length > MAX_APPLY_OBJECTS) {
-        throw badField("objects", `${req.objects.length} typed objects, more than the ${MAX_APPLY_OBJECTS} one apply may hold`, `apply of ${req.objects.length} typed objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold; split it into several applies`);
-      }
-      const objects: AnyObject[] = [];
-      const labels: string[] = [];
-      const label = (where: string, obj: AnyObject) => `${where} (${kindOf(obj)}${obj.metadata?.name ? ` "${obj.metadata.name}"` : ""})`;
-      if (req.manifest.trim() !== "") {
-        for (const d of parseManifestDocuments(req.manifest)) {
-          objects.push(d.object);
-          labels.push(label(`document ${d.index}`, d.object));
-        }
-      }
-      const errors: string[] = [];
-      const violations: FieldViolation[] = [];
-      req.objects.forEach((o, i) => {
-        const obj = unwrap(o, `objects[${i}]`);
-        const issues = validateObject(obj);
-        if (issues.length > 0) {
-          errors.push(`${label(`objects[${i}]`, obj)}: ${formatIssues(issues)}`);
-          violations.push(...violationsOf(issues, objectPath(`objects[${i}]`, o)));
-        }
-        objects.push(obj);
-        labels.push(label(`objects[${i}]`, obj));
-      });
-      if (errors.length > 0) throw badRequest(errors.join("; "), violations);
-      if (objects.length === 0) {
-        throw badField("manifest", "no objects, and no typed objects were given", "nothing to apply: the manifest has no objects and no typed objects were given");
-      }
+      const { objects, labels } = applyInput(req);
       const outcomes = await resources.apply(objects, { dryRun: req.dryRun, labels });
       return {
         results: outcomes.map((o) =>

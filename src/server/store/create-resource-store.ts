@@ -511,17 +511,15 @@ async function finalizeContainer(store: Store, name: string): Promise<void> {
 }
 
 /**
- * Creates the typed object layer over a key-value store. It keeps no state of its own beyond
- * the store, so several may share one store (the server has one per priority).
+ * Makes the decoding of watch batches: a revision's store events turned into the object events
+ * a filter selects, yielding between decodes.
+ *
+ * Every watcher (each controller, the messaging plane, API watches) sees the same events; a
+ * version of an object is decoded once and shared by all of them, read-only. The decodes hang
+ * off the store's event objects, so they live exactly as long as some watcher still holds
+ * the batch: no cache to bound, nothing left behind.
  */
-export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
-  const priority = options.priority ?? "background";
-  const pace = () => yieldToLoop(priority);
-  const layer: Layer = { store, pace };
-  // Every watcher (each controller, the messaging plane, API watches) sees the same events; a
-  // version of an object is decoded once and shared by all of them, read-only. The decodes hang
-  // off the store's event objects, so they live exactly as long as some watcher still holds
-  // the batch: no cache to bound, nothing left behind.
+function createEventDecoder(pace: () => Promise<void>): (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions) => Promise<ObjectEvent[]> {
   const decodedKv = new WeakMap<KeyValue, AnyObject>();
   const decodedDelete = new WeakMap<StoreEvent, AnyObject>();
   const decodeShared = (kind: Kind, kv: KeyValue): AnyObject => {
@@ -541,8 +539,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     return obj;
   };
 
-  /** Turns a revision's store events into the object events a filter selects, yielding between decodes. */
-  const toObjectEvents = async (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions): Promise<ObjectEvent[]> => {
+  return async (batch, kind, filter) => {
     const out: ObjectEvent[] = [];
     for (const e of batch) {
       const k = kindOfKey(e.kv.key);
@@ -572,6 +569,17 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     }
     return out;
   };
+}
+
+/**
+ * Creates the typed object layer over a key-value store. It keeps no state of its own beyond
+ * the store, so several may share one store (the server has one per priority).
+ */
+export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
+  const priority = options.priority ?? "background";
+  const pace = () => yieldToLoop(priority);
+  const layer: Layer = { store, pace };
+  const toObjectEvents = createEventDecoder(pace);
 
   async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
     const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
