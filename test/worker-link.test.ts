@@ -1,6 +1,6 @@
 /**
- * A worker link's outgoing queue in memory: its bytes are counted as frames are queued and
- * taken, and a peer that does not read is cut off once the queue passes the byte bound, with
+ * A worker link's outgoing queue in memory: its bytes are counted from when frames are queued
+ * until the stream wrote them to the peer, and a peer that does not read is cut off once the queue passes the byte bound, with
  * RESOURCE_EXHAUSTED naming it and the queue dropped (the frames would never be read); a
  * stall of the server's own loop is not blamed on the links.
  */
@@ -17,14 +17,46 @@ import { eventually } from "./helpers.js";
 const delivery = (id: number, bytes: number): ServerFrame =>
   create(ServerFrameSchema, { frame: { case: "delivery", value: { id: BigInt(id), data: new Uint8Array(bytes) } } });
 
-test("worker link: queued bytes go up as frames are queued and back to 0 once they are taken", async () => {
+test("worker link: queued bytes go up as frames are queued and back to 0 once the stream wrote them, not when it took them", async () => {
   const link = new WorkerLink({ id: "l1", name: "h", role: "host", maxQueuedBytes: 10_000 });
   link.push(delivery(1, 1000));
   link.push(delivery(2, 2000));
-  assert.equal(link.queuedBytes, frameBytes(delivery(1, 1000)) + frameBytes(delivery(2, 2000)));
+  const both = frameBytes(delivery(1, 1000)) + frameBytes(delivery(2, 2000));
+  assert.equal(link.queuedBytes, both);
   const batch = await link.next();
   assert.equal(batch?.length, 2);
+  assert.equal(link.queued, 0);
+  assert.equal(link.queuedBytes, both, "taken but not yet written: still unread by the peer");
+  link.written(batch!);
   assert.equal(link.queuedBytes, 0);
+});
+
+test("worker link: frames the stream took and has not written count toward the byte bound and congestion; writing them drains it", async () => {
+  const cut: string[] = [];
+  const drained: string[] = [];
+  const link = new WorkerLink({ id: "l3", name: "h", role: "host", maxQueuedBytes: 3 * 1024 * 1024, onOverflow: (l, limit) => (cut.push(limit), l.close()), onDrained: (l) => drained.push(l.id) });
+  const MiB = 1024 * 1024;
+  link.push(delivery(1, MiB));
+  const first = await link.next();
+  link.push(delivery(2, MiB));
+  const second = await link.next();
+  assert.equal(link.queued, 0, "both taken by the stream");
+  assert.ok(link.congested, "2 MiB handed to the stream and unwritten: congested");
+  link.written(first!);
+  assert.equal(drained.length, 0, "still 1 MiB unwritten: congested");
+  link.push(delivery(3, MiB));
+  link.push(delivery(4, MiB));
+  assert.equal(cut.length, 1, "1 MiB in transport plus 2 MiB queued passes the 3 MiB bound");
+  assert.match(cut[0]!, /more than 3 MiB of frames queued/);
+  link.written(second!);
+  assert.equal(drained.length, 0, "a closed link is not drained");
+  const other = new WorkerLink({ id: "l4", name: "h", role: "host", onDrained: (l) => drained.push(l.id) });
+  other.push(delivery(1, 2 * MiB));
+  const big = await other.next();
+  assert.ok(other.congested);
+  other.written(big!);
+  assert.ok(!other.congested);
+  assert.deepEqual(drained, ["l4"], "drained once the stream wrote what congested it");
 });
 
 test("worker link: a peer that does not read is cut off past the byte bound, the queue dropped; one frame larger than the bound alone still goes", () => {

@@ -271,6 +271,19 @@ function responseBytes(value: unknown): number {
   return Array.isArray(frames) ? frames.reduce((n, f: BatchedFrame) => n + frameBytes(f), 0) : 0;
 }
 
+const WRITTEN = Symbol("k4s.written");
+
+/**
+ * Marks a streamed response so that `callback` runs once grpc-js wrote it to the peer (into its
+ * HTTP/2 flow-control window), not when the adapter handed it over: a handler can so count what
+ * its peer has not read yet, wherever it is buffered. A response whose stream dies first never
+ * calls back.
+ */
+export function onWritten<T extends object>(response: T, callback: () => void): T {
+  (response as Record<symbol, unknown>)[WRITTEN] = callback;
+  return response;
+}
+
 async function writeAll(
   call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
   schema: DescMessage,
@@ -289,10 +302,12 @@ async function writeAll(
   try {
     for await (const msg of source) {
       if (signal.aborted) return;
+      const written = (msg as Record<symbol, (() => void) | undefined>)[WRITTEN];
       const bytes = await encodeResponse(schema, msg);
       const size = responseBytes(bytes);
       pending += size;
       const flowing = call.write(bytes, () => {
+        written?.();
         pending -= size;
         if (pending <= WRITE_AHEAD_BYTES) done();
       });

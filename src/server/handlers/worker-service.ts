@@ -15,7 +15,7 @@ import {
 import { ATTACH_TOKEN_HEADER } from "../../transport/environment.js";
 import { ADMITTED_BY_ATTACH_TOKEN } from "../auth.js";
 import type { ContainerLifecycle } from "../controllers/container-controller.js";
-import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
+import { onWritten, type CallContext, type ServiceHandlers } from "../grpc-adapter.js";
 import type { LogStore } from "../log-store.js";
 import type { Metrics } from "../metrics.js";
 import type { HostCredentials } from "../messaging/host-credentials.js";
@@ -168,7 +168,8 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
         const frames = await s.next();
         if (!frames) break;
         if (frames.length === 0) continue;
-        yield { $typeName: ConnectResponseSchema.typeName, frames };
+        // The frames count as unread by the peer until they are written to it.
+        yield onWritten<ConnectResponse>({ $typeName: ConnectResponseSchema.typeName, frames }, () => s.written(frames));
       }
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);

@@ -17,6 +17,7 @@ import { createMessagingService } from "../handlers/messaging-service.js";
 import type { Metrics } from "../metrics.js";
 import type { ObjectEvent } from "../store/resource-store.js";
 import type { HostCredentials } from "./host-credentials.js";
+import { EnvelopeState } from "./envelope.js";
 import { createLinkRegistry, type LinkRegistry } from "./link-registry.js";
 import { createRouter, type Router } from "./router.js";
 import type { SendJournal } from "./send-journal.js";
@@ -65,7 +66,11 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   const links = createLinkRegistry({ heartbeatIntervalMs, metrics, credentials: options.credentials, maxSessionBufferBytes: options.maxSessionBufferBytes });
 
   links.onLost((link) => {
-    for (const env of [...link.calls.values()]) router.abandon(env, 0, `caller session ${link.id} ended`);
+    const calls = [...link.calls.values()];
+    // The waiting ones first: withdrawing one in flight hands its worker the next waiting
+    // message, which must not be another call of this gone session.
+    for (const env of calls) if (env.state !== EnvelopeState.InFlight) router.abandon(env, 0, `caller session ${link.id} ended`);
+    for (const env of calls) router.abandon(env, 0, `caller session ${link.id} ended`);
     router.linkLost(link, describe(link));
   });
   links.onDrained((link) => router.linkDrained(link));

@@ -25,8 +25,9 @@ export const MAX_QUEUED_FRAMES = 100_000;
 export const CONGESTED_BYTES = MAX_BATCH_BYTES;
 
 /**
- * Default bytes of frames (payloads plus a fixed overhead each) a link may have queued, not yet
- * handed to its stream, before it is cut off: 64 MiB, room for four of the largest messages.
+ * Default bytes of frames (payloads plus a fixed overhead each) a link may hold unread, queued or
+ * handed to its stream and not yet written to the peer, before it is cut off: 64 MiB, room for
+ * four of the largest messages.
  */
 export const DEFAULT_SESSION_BUFFER_BYTES = 64 * 1024 * 1024;
 
@@ -42,8 +43,9 @@ export interface WorkerLinkInit {
   /** A host that showed the credential of its name. */
   proven?: boolean;
   /**
-   * Bytes of queued frames past which the peer counts as not reading (default
-   * DEFAULT_SESSION_BUFFER_BYTES). One frame larger than this still goes when nothing else waits.
+   * Bytes of unread frames (queued, or taken and not yet written: see written()) past which the
+   * peer counts as not reading (default DEFAULT_SESSION_BUFFER_BYTES). One frame larger than
+   * this still goes when nothing else is unread.
    */
   maxQueuedBytes?: number;
   /**
@@ -67,6 +69,9 @@ export class WorkerLink implements Caller<Mailbox> {
   closeError: ConnectError | undefined = undefined;
   private out: ServerFrame[] = [];
   private outBytes = 0;
+  /** Frames (and their bytes) taken for the stream that it has not written to the peer yet. */
+  private sendingFrames = 0;
+  private sendingBytes = 0;
   private waiter: ((frames: ServerFrame[] | undefined) => void) | undefined = undefined;
   private wakeScheduled = false;
 
@@ -111,14 +116,17 @@ export class WorkerLink implements Caller<Mailbox> {
     return this.out.length;
   }
 
-  /** Bytes of the frames waiting to be written (payloads plus a fixed overhead per frame). */
+  /**
+   * Bytes of the frames the peer has not read (payloads plus a fixed overhead per frame): those
+   * queued, and those taken for the stream that it has not written yet.
+   */
   get queuedBytes(): number {
-    return this.outBytes;
+    return this.outBytes + this.sendingBytes;
   }
 
-  /** Whether deliveries should wait: CONGESTED_BYTES or more are queued. */
+  /** Whether deliveries should wait: CONGESTED_BYTES or more are unread. */
   get congested(): boolean {
-    return this.outBytes >= CONGESTED_BYTES;
+    return this.queuedBytes >= CONGESTED_BYTES;
   }
 
   /** Queues a frame; frames queued in one tick leave together in one ConnectResponse. */
@@ -126,7 +134,7 @@ export class WorkerLink implements Caller<Mailbox> {
     if (this.closed) return;
     this.out.push(frame);
     this.outBytes += frameBytes(frame);
-    if (this.out.length > MAX_QUEUED_FRAMES || (this.outBytes > this.maxQueuedBytes && this.out.length > 1)) {
+    if (this.out.length > MAX_QUEUED_FRAMES || (this.queuedBytes > this.maxQueuedBytes && this.out.length + this.sendingFrames > 1)) {
       const limit =
         this.out.length > MAX_QUEUED_FRAMES
           ? `more than ${MAX_QUEUED_FRAMES} frames queued`
@@ -149,6 +157,18 @@ export class WorkerLink implements Caller<Mailbox> {
     return new Promise((resolve) => (this.waiter = resolve));
   }
 
+  /**
+   * The stream wrote a batch that next() returned to the peer (into its HTTP/2 flow-control
+   * window): those frames stop counting as unread. Until then they count, so a peer that does
+   * not read is measured by everything the server holds for it, whatever the transport buffers.
+   */
+  written(batch: readonly ServerFrame[]): void {
+    const wasCongested = this.congested;
+    this.sendingFrames -= batch.length;
+    for (const f of batch) this.sendingBytes -= frameBytes(f);
+    if (wasCongested && !this.congested && !this.closed) this.onDrained(this);
+  }
+
   /** Ends the session; frames already queued are still flushed before the stream ends. */
   close(error?: ConnectError): void {
     if (this.closed) return;
@@ -160,27 +180,23 @@ export class WorkerLink implements Caller<Mailbox> {
     }
   }
 
+  /** Takes the next batch: it counts as unread until the stream says it was written. */
   private take(): ServerFrame[] {
-    const wasCongested = this.congested;
-    const batch = this.takeBatch();
-    // After the batch is on its way: the router pushes the next deliveries then.
-    if (wasCongested && !this.congested && !this.closed) queueMicrotask(() => this.onDrained(this));
-    return batch;
-  }
-
-  private takeBatch(): ServerFrame[] {
     const out = this.out;
     this.lastSent = Date.now();
     const n = batchEnd(out);
+    let batch = out;
     if (n === out.length) {
       this.out = [];
       this.outBytes = 0;
-      return out;
+    } else {
+      // The rest goes in the next response: next() finds it queued and returns it at once.
+      batch = out.slice(0, n);
+      this.out = out.slice(n);
+      for (const f of batch) this.outBytes -= frameBytes(f);
     }
-    // The rest goes in the next response: next() finds it queued and returns it at once.
-    const batch = out.slice(0, n);
-    this.out = out.slice(n);
-    for (const f of batch) this.outBytes -= frameBytes(f);
+    this.sendingFrames += batch.length;
+    for (const f of batch) this.sendingBytes += frameBytes(f);
     return batch;
   }
 
