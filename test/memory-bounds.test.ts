@@ -4,8 +4,9 @@
  * every 50 ms) must stay under its own baseline + MEMORY_BOUND_MIB through all of them, and its
  * data dir under DATA_DIR_BOUND_MIB. The abuses are the ones that once grew it without bound:
  * updates of a 1 MiB object, a manifest whose aliases expand it 49 times, a typed Apply with
- * 12 MiB of parameters, a worker session that never reads while sends pour in, 250 sends of
- * 2 MiB into one inbox, and 300 more updates of a 1 MiB object. Figures are printed.
+ * 12 MiB of parameters, a worker session that never reads while sends pour in, a caller session
+ * that never reads the answers to its requests, 250 sends of 2 MiB into one inbox, and 300 more
+ * updates of a 1 MiB object. Figures are printed.
  *
  * The updates cost the server ~0.1-0.3 s each on a loaded 2-core machine (each rewrites 1 MiB,
  * its status write another), so `npm test` runs 50 and 100 of them (still well past the 64 MiB
@@ -24,7 +25,7 @@ import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { eventually, spawnK4s, type Proc } from "./helpers.js";
-import { openNonReadingPeer } from "./raw-peer.js";
+import { openNonReadingPeer, openRawPeer } from "./raw-peer.js";
 
 const MiB = 1024 * 1024;
 /** What the server's resident set may grow by over its baseline, under any of the abuses. */
@@ -38,6 +39,7 @@ const LATER_UPDATES = FULL ? 300 : 100;
 let server: Proc;
 let dir: string;
 let address: string;
+let metricsUrl: string;
 let resources: Client<typeof ResourceService>;
 let messaging: Client<typeof MessagingService>;
 let baseline = 0;
@@ -91,6 +93,12 @@ async function abuse(name: string, run: () => Promise<string>): Promise<void> {
   assert.ok(dirMiB() < DATA_DIR_BOUND_MIB, `${name}: data dir ${dirMiB().toFixed(1)} MiB`);
 }
 
+/** The server's live client sessions, from its own /metrics. */
+async function clientSessions(): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  return Number(/^k4s_worker_sessions\{role="client"\} (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
 async function updates(count: number): Promise<string> {
   for (let i = 1; i <= count; i++) await resources.apply({ objects: [wrap(bigContainer("mem-big", 1000, i))] });
   return `${count} updates of a 1000 KiB object`;
@@ -99,9 +107,11 @@ async function updates(count: number): Promise<string> {
 before(async () => {
   // On tmpfs when there is one: fsync costs this test time, not the server memory.
   dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "k4s-memory-"));
-  server = spawnK4s(["server", "--port", "0", "--data-dir", dir, "--no-local-worker", "--no-dashboard"]);
+  server = spawnK4s(["server", "--port", "0", "--metrics-port", "0", "--data-dir", dir, "--no-local-worker", "--no-dashboard"]);
   await server.waitFor(/listening on \S+/, 30_000);
   address = /listening on (\S+)/.exec(server.stdout())![1]!;
+  await server.waitFor(/metrics on \S+/, 30_000);
+  metricsUrl = /metrics on (\S+)/.exec(server.stdout())![1]!;
   const transport = createGrpcTransport({ baseUrl: `http://${address}` });
   resources = createClient(ResourceService, transport);
   messaging = createClient(MessagingService, transport);
@@ -121,7 +131,7 @@ after(async () => {
   console.log(`# memory-bounds: baseline ${baseline.toFixed(0)} MiB, bound +${MEMORY_BOUND_MIB} MiB\n${figures.map((f) => `#   ${f}`).join("\n")}`);
 });
 
-test("server RSS stays under its baseline + 256 MiB and the data dir bounded through six abuses, one after another, on one server", async () => {
+test("server RSS stays under its baseline + 256 MiB and the data dir bounded through seven abuses, one after another, on one server", async () => {
   await abuse(`${FIRST_UPDATES} updates of a 1 MiB object`, () => updates(FIRST_UPDATES));
 
   await abuse("a manifest of 0.98 MiB with 49 aliases", async () => {
@@ -158,6 +168,42 @@ test("server RSS stays under its baseline + 256 MiB and the data dir bounded thr
       stuck.cancel();
       // Its client goes: the next abuse starts from what the server held before this one.
       await resources.delete({ kind: "c", name: "mem-stuck" });
+    }
+  });
+
+  await abuse("a caller session that never reads the answers to its 300 requests of 1 MiB", async () => {
+    await resources.create({ object: wrap(create(ContainerSchema, { metadata: { name: "mem-echo" }, spec: { concurrency: 100 } })) });
+    const echo = openRawPeer(address, { case: "attach", value: { container: "mem-echo", host: "echo" } });
+    let answered = 0;
+    const answering = (async () => {
+      for (;;) {
+        const d = await echo.next("delivery", undefined, 300_000).catch(() => undefined);
+        if (!d) return;
+        echo.send({ case: "result", value: { id: d.id, data: new Uint8Array(MiB) } });
+        answered++;
+      }
+    })();
+    const caller = openNonReadingPeer(address, { case: "hello", value: { role: "client", name: "mem-caller" } });
+    try {
+      await eventually(async () => ((await resources.get({ kind: "c", name: "mem-echo" })).object!.kind.value as Container).status?.ready, 30_000, "mem-echo ready");
+      await eventually(async () => (await clientSessions()) === 1, 30_000, "the caller's session open");
+      caller.send(
+        ...Array.from({ length: 300 }, (_, i) => ({
+          case: "call" as const,
+          value: { id: BigInt(i + 1), target: "mem-echo", data: new Uint8Array(8), expectsReply: true, timeoutMs: 300_000 },
+        })),
+      );
+      // 300 MiB of answers: the server must end the session past its 64 MiB, not hold them.
+      await eventually(async () => (await clientSessions()) === 0, 240_000, `the server ending the caller's session (${answered} answers sent so far)`);
+      const end = await caller.readToEnd(120_000);
+      assert.equal(end.code, Code.ResourceExhausted, end.details);
+      assert.match(end.details, /session "mem-caller" does not read its stream: more than 64 MiB of frames queued \(the server's maxSessionBufferBytes/);
+      return `ended RESOURCE_EXHAUSTED after ${answered} answers of 1 MiB`;
+    } finally {
+      caller.cancel();
+      echo.cancel();
+      await answering;
+      await resources.delete({ kind: "c", name: "mem-echo" });
     }
   });
 
