@@ -6,13 +6,13 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createClient } from "../src/client/client.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, inTerminal, K4S_BIN, runK4s, spawnK4s, startTestServer } from "./helpers.js";
+import { eventually, inTerminal, K4S_BIN, runK4s, spawnInTerminal, spawnK4s, startTestServer, WORKERS_SDK_JS } from "./helpers.js";
 
 let server: K4sServer;
 
@@ -374,39 +374,55 @@ test("k4s rollout restart rs replaces the replicas one by one: the Service over 
 });
 
 test("long waits draw a progress bar on a terminal's stderr and plain lines when piped; --color=always|never", async () => {
-  const host = spawnK4s(["worker", "--server", server.address, "--name", "progress-host"]);
+  // The replicas run a module that no host serves until the test starts one, once each command
+  // has shown that it waits: the waits are long on any machine, however fast.
+  const dir = mkdtempSync(join(tmpdir(), "k4s-progress-"));
+  writeFileSync(join(dir, "pgl.mjs"), `import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};\nexport const echo = defineWorker(async (ctx) => { await ctx.handle((msg) => msg.value); });\n`);
+  const rsOf = (name: string, replicas: number) =>
+    `kind: ReplicaSet\nmetadata: {name: ${name}}\nspec: {replicas: ${replicas}, template: {spec: {module: pgl, function: echo}}}\n`;
+  writeFileSync(join(dir, "pga.yaml"), rsOf("pga", 1));
+  let r = await k4s(["apply", "-f", "-"], rsOf("pgb", 0));
+  assert.equal(r.code, 0, r.stderr);
+  let host: ReturnType<typeof spawnK4s> | undefined;
   try {
-    const rs = "kind: ReplicaSet\nmetadata: {name: pg}\nspec: {replicas: 1, template: {spec: {module: workers, function: echo_worker}}}\n";
-    let r = await k4s(["apply", "-f", "-", "--wait", "--timeout", "60s"], rs);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^replicaset\/pg created\n(waiting for replicaset\/pg: .*\n)*replicaset\/pg ready \(1 of 1 replicas ready\)\n$/);
-    assert.doesNotMatch(r.stderr, /\x1b/);
+    // Piped: a plain line each time the words change; no escapes.
+    const piped = spawnK4s(["apply", "-f", join(dir, "pga.yaml"), "--wait", "--timeout", "60s", "--server", server.address]);
+    // On a terminal (script gives the command one; it shows stdout and stderr together): a bar.
+    const tty = spawnInTerminal(`${process.execPath} ${K4S_BIN} scale rs pgb --replicas 3 --wait --timeout 60s --server ${server.address}`, {});
+    await piped.waitFor("waiting for replicaset/pga: 0 of 1 replicas ready", 30_000);
+    await tty.waitFor(/\[-+\] 0\/3 waiting for replicaset\/pgb: 0 of 3 replicas ready/, 30_000);
+    host = spawnK4s(["worker", "--server", server.address, "--name", "progress-host", "--module", `pgl=${join(dir, "pgl.mjs")}`]);
+    assert.equal(await piped.exited, 0, piped.stderr());
+    assert.match(piped.stdout(), /^replicaset\/pga created\n(waiting for replicaset\/pga: .*\n)+replicaset\/pga ready \(1 of 1 replicas ready\)\n$/);
+    assert.doesNotMatch(piped.stdout() + piped.stderr(), /\x1b|#/, "piped: no bar, no colour");
+    assert.equal(await tty.exited, 0, tty.stdout());
+    await eventually(() => /ready \(3 of 3 replicas ready\)\r\n$/.test(tty.stdout()), 10_000, "the terminal's last line");
+    const shown = tty.stdout();
+    assert.match(shown, /^replicaset\/pgb scaled\r\n/, JSON.stringify(shown));
+    assert.match(shown, /\r\x1b\[2K\[-{20}\] 0\/3 waiting for replicaset\/pgb: 0 of 3 replicas ready/, JSON.stringify(shown));
+    assert.match(shown, /\r\x1b\[2Kreplicaset\/pgb ready \(3 of 3 replicas ready\)\r\n$/, JSON.stringify(shown));
+    assert.doesNotMatch(shown, /\nwaiting for/, "no plain progress lines on a terminal");
 
-    // On a terminal (script gives the command one; it shows stdout and stderr together).
-    const tty = await inTerminal(`${process.execPath} ${K4S_BIN} scale rs pg --replicas 3 --wait --timeout 60s --server ${server.address}`, {});
-    assert.match(tty.stdout, /^replicaset\/pg scaled\r\n/, JSON.stringify(tty.stdout));
-    assert.match(tty.stdout, /\r\x1b\[2K\[#*-*\] [0-2]\/3 waiting for replicaset\/pg: [0-2] of 3 replicas/, JSON.stringify(tty.stdout));
-    assert.match(tty.stdout, /\r\x1b\[2Kreplicaset\/pg ready \(3 of 3 replicas ready\)\r\n$/, JSON.stringify(tty.stdout));
-    assert.doesNotMatch(tty.stdout, /\nwaiting for/, "no plain progress lines on a terminal");
-
-    r = await k4s(["scale", "rs/pg", "--replicas", "1", "--wait", "--timeout", "60s"]);
+    r = await k4s(["scale", "rs/pgb", "--replicas", "1", "--wait", "--timeout", "60s"]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^replicaset\/pg scaled\n(waiting for replicaset\/pg: .*\n)*replicaset\/pg ready \(1 of 1 replicas ready\)\n$/);
+    assert.match(r.stdout, /^replicaset\/pgb scaled\n(waiting for replicaset\/pgb: .*\n)*replicaset\/pgb ready \(1 of 1 replicas ready\)\n$/);
     assert.doesNotMatch(r.stdout + r.stderr, /\x1b|#/, "piped: no bar, no colour");
 
     const [always, never, noColour] = await Promise.all([
-      k4s(["get", "c", "pg-0", "--color=always"]),
-      inTerminal(`${process.execPath} ${K4S_BIN} get c pg-0 --color never --server ${server.address}`, {}),
-      inTerminal(`${process.execPath} ${K4S_BIN} get c pg-0 --server ${server.address}`, { NO_COLOR: "1" }),
+      k4s(["get", "c", "pga-0", "--color=always"]),
+      inTerminal(`${process.execPath} ${K4S_BIN} get c pga-0 --color never --server ${server.address}`, {}),
+      inTerminal(`${process.execPath} ${K4S_BIN} get c pga-0 --server ${server.address}`, { NO_COLOR: "1" }),
     ]);
     assert.match(always.stdout, /\x1b\[32mRunning\x1b\[39m/);
-    assert.match(never.stdout, /pg-0\s+Running\s/);
+    assert.match(never.stdout, /pga-0\s+Running\s/);
     assert.doesNotMatch(never.stdout, /\x1b\[/);
     assert.doesNotMatch(noColour.stdout, /\x1b\[/);
     r = await k4s(["get", "c", "--color=sometimes"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--color <when>' argument 'sometimes' is invalid\. Allowed choices are auto, always, never/);
   } finally {
-    await host.kill("SIGKILL");
+    await k4s(["delete", "rs", "pga", "pgb"]);
+    await host?.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -44,11 +44,21 @@ export interface Proc {
  * (e.g. `setpriv --reuid=...` to run it as another user).
  */
 export function spawnK4s(args: string[], env: Record<string, string> = {}, via: readonly string[] = []): Proc {
-  const argv = [...via, process.execPath, K4S_BIN, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), {
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
+  return spawnProcess([...via, process.execPath, K4S_BIN, ...args], { ...process.env, ...env }, "pipe");
+}
+
+/**
+ * Starts a command line on a pseudo-terminal (util-linux's `script`); its stdout is what the
+ * terminal shows (the command's stdout and stderr together).
+ */
+export function spawnInTerminal(commandLine: string, env: Record<string, string>): Proc {
+  const { NO_COLOR: _n, FORCE_COLOR: _f, ...rest } = process.env;
+  return spawnProcess(["script", "-qec", commandLine, "/dev/null"], { ...rest, TERM: "xterm", ...env }, "ignore");
+}
+
+/** Spawns argv with exactly env, collecting its output. */
+function spawnProcess(argv: readonly string[], env: NodeJS.ProcessEnv, stdin: "pipe" | "ignore"): Proc {
+  const child = spawn(argv[0]!, argv.slice(1), { env, stdio: [stdin, "pipe", "pipe"] });
   let out = "";
   let err = "";
   const waiters = new Set<() => void>();
@@ -187,13 +197,12 @@ export function isAlive(pid: number): boolean {
 }
 
 /** Runs a command line on a pseudo-terminal (util-linux's `script`), returning what it printed. */
-export function inTerminal(commandLine: string, env: Record<string, string>): Promise<{ stdout: string }> {
-  return new Promise((resolve, reject) => {
-    const { NO_COLOR: _n, FORCE_COLOR: _f, ...rest } = process.env;
-    const child = spawn("script", ["-qec", commandLine, "/dev/null"], { env: { ...rest, TERM: "xterm", ...env }, stdio: ["ignore", "pipe", "inherit"] });
-    let stdout = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.on("error", reject);
-    child.on("close", () => resolve({ stdout }));
+export async function inTerminal(commandLine: string, env: Record<string, string>): Promise<{ stdout: string }> {
+  const p = spawnInTerminal(commandLine, env);
+  const closed = new Promise<void>((resolve, reject) => {
+    p.child.on("error", reject);
+    p.child.on("close", () => resolve());
   });
+  await closed;
+  return { stdout: p.stdout() };
 }

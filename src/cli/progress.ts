@@ -32,7 +32,8 @@ export function createProgress(plain: (line: string) => void, stream: NodeJS.Wri
       }
       const filled = total > 0 ? Math.round((Math.min(done, total) / total) * BAR_WIDTH) : 0;
       const line = `[${"#".repeat(filled)}${"-".repeat(BAR_WIDTH - filled)}] ${done}/${total} ${text}`;
-      const width = stream.columns ?? 80;
+      // A terminal that does not know its size (a pty under `script`, some CI runners) says 0.
+      const width = stream.columns || 80;
       stream.write(`\r\x1b[2K${line.length >= width ? `${line.slice(0, width - 2)}…` : line}`);
       drawn = true;
     },
