@@ -88,6 +88,12 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Prints a step of the drill with the seconds since it began, so a failure shows where it was. */
+let began = Date.now();
+function step(what: string): void {
+  console.log(`# drill ${((Date.now() - began) / 1000).toFixed(1)} s: ${what}`);
+}
+
 function track(p: Proc): Proc {
   procs.push(p);
   return p;
@@ -95,6 +101,7 @@ function track(p: Proc): Proc {
 
 
 test("restart drill: SIGTERM then SIGKILL of the server under a live host, get -w and logs -f", { timeout: 240_000 }, async () => {
+  began = Date.now();
   const dataDir = join(dir, "data");
   const serverArgs = (port: number) => ["server", "--port", String(port), "--data-dir", dataDir, "--heartbeat-ms", "1000", "--metrics-port", "0", "--no-dashboard"];
   let server = track(spawnK4s(serverArgs(0)));
@@ -132,15 +139,18 @@ test("restart drill: SIGTERM then SIGKILL of the server under a live host, get -
 
   /** Restarts the server and returns how long after it listened the service answered. */
   const restart = async (signal: NodeJS.Signals, round: number): Promise<number> => {
+    step(`${signal} of the server`);
     const oldPid = server.child.pid!;
     const localHosts = childrenOf(oldPid);
     assert.ok(localHosts.length >= 1, "the server runs a local worker host");
     await server.kill(signal);
     // The local worker host of the old server must end with it.
     await eventually(() => localHosts.every((pid) => !isAlive(pid)), 15_000, `the local worker host of the ${signal}ed server to exit`);
+    step("the old server's local host exited; starting the server again");
     server = track(spawnK4s(serverArgs(port)));
     serverLines.push(stamp(server));
     await server.waitFor("listening on", 30_000);
+    step("the server is back; waiting for the service to answer");
     const back = Date.now();
     let answeredAt = 0;
     await eventually(
@@ -165,15 +175,25 @@ test("restart drill: SIGTERM then SIGKILL of the server under a live host, get -
     } finally {
       await c.close();
     }
+    step("the service answered; waiting for the watch to show a new object");
     await watch.waitFor(probe, 30_000);
+    step("the watch showed it; waiting for a new log line");
     // The log follower carries on: a line logged after the restart reaches it.
     const seen = followLines.length;
     await eventually(() => followLines.slice(seen).some((l) => l.at > back && l.line.startsWith("tick drill-0")), 30_000, "a new log line after the restart");
     return answeredAt - back;
   };
 
+  // Shortly before the test's own timeout, print what every process said (a hang shows where).
+  const watchdog = setTimeout(() => {
+    const tail = (name: string, lines: readonly Stamped[]) => `## ${name}\n${lines.slice(-15).map((l) => `${((l.at - began) / 1000).toFixed(1)} ${l.line}`).join("\n")}`;
+    console.log([["host h1", hostLines], ["get -w", watchLines], ["logs -f", followLines], ...serverLines.map((l, i) => [`server ${i + 1}`, l] as const)].map(([n, l]) => tail(n as string, l as Stamped[])).join("\n"));
+  }, 225_000);
+  watchdog.unref();
   const afterTerm = await restart("SIGTERM", 1);
   const afterKill = await restart("SIGKILL", 2);
+  clearTimeout(watchdog);
+  step("both restarts done; checking the replicas, sessions, output and events");
 
   const after = await replicas();
   assert.equal(after.length, 3);

@@ -53,6 +53,11 @@ const RESTART_MAX_MS = 30_000;
 const HEALTHY_RUN_MS = 10_000;
 /** How long a stopping worker host gets before it is killed. */
 const WORKER_STOP_GRACE_MS = 8_000;
+/**
+ * How long a shutdown may take in all (the local host's grace, then the calls' 2 s and the
+ * store's close) before the process exits anyway: a server told to stop always stops.
+ */
+const SHUTDOWN_DEADLINE_MS = WORKER_STOP_GRACE_MS + 10_000;
 
 /** What to do about a port in use, per setting. */
 const STARTUP_HINTS: Record<string, string> = {
@@ -152,6 +157,10 @@ export function serverCommand(): Command {
       const force = () => process.exit(1);
       process.once("SIGINT", force);
       process.once("SIGTERM", force);
+      setTimeout(() => {
+        console.error(`k4s server: the shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting now`);
+        process.exit(1);
+      }, SHUTDOWN_DEADLINE_MS).unref();
       await worker?.stop();
       await server.stop();
       process.exit(0);

@@ -64,6 +64,16 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
+/**
+ * How long after a server restart a host may take to come back before its containers move: as
+ * long as a live session may stay silent (three heartbeats), and at least 5 s, since a host that
+ * sees the restart backs off (up to 1 s), reconnects and resumes, and a loaded machine stretches
+ * each step (15 s at the default 5 s heartbeat).
+ */
+function resumeGraceOf(heartbeatIntervalMs: number): number {
+  return Math.max(3 * heartbeatIntervalMs, 5000);
+}
+
 /** Creates the control plane (nothing runs until start()). */
 export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const { resources, events, logs, metrics, onError } = options;
@@ -95,8 +105,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     logs,
     router,
     links,
-    // After a server restart, a host gets two heartbeats to come back before its containers move.
-    resumeGraceMs: 2 * heartbeatIntervalMs,
+    resumeGraceMs: resumeGraceOf(heartbeatIntervalMs),
     onError,
     onReconcile,
   });

@@ -4,7 +4,7 @@
  * holds at once, which grpc-js's own listener cannot, and drop a socket that never becomes a
  * working connection.
  */
-import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import type * as grpc from "@grpc/grpc-js";
 
 /** ListenerOptions say where to listen and what to bound. */
@@ -27,7 +27,15 @@ export interface Listener {
   readonly port: number;
   /** Connections open now. */
   connections(): number;
-  /** Stops accepting; open connections are ended by the grpc-js server's shutdown. */
+  /**
+   * Stops accepting connections (the first step of a shutdown: a client that reconnects while
+   * the server is stopping is refused, instead of handed to a grpc-js server that is going away).
+   */
+  stopAccepting(): void;
+  /**
+   * Stops accepting and closes every connection left: call it once the grpc-js server has shut
+   * down, which ends the connections it serves; what remains is a socket it never took up.
+   */
   close(): Promise<void>;
 }
 
@@ -37,11 +45,11 @@ const REFUSAL_REPORT_INTERVAL_MS = 60_000;
 /** Listens on host:port and injects every accepted connection into `server`. */
 export async function listen(server: grpc.Server, credentials: grpc.ServerCredentials, options: ListenerOptions): Promise<Listener> {
   const injector = server.createConnectionInjector(credentials);
-  let open = 0;
+  const sockets = new Set<Socket>();
   let refused = 0;
   let lastReport = 0;
   const tcp: TcpServer = createTcpServer((socket) => {
-    open++;
+    sockets.add(socket);
     // Not socket.setTimeout: once HTTP/2 owns the socket its reads bypass the socket's timer,
     // which would then close every connection silentSocketMs after it opened, however busy.
     // The byte count does see them (a live client answers the server's keepalive pings).
@@ -52,7 +60,7 @@ export async function listen(server: grpc.Server, credentials: grpc.ServerCreden
     }, options.silentSocketMs);
     silence.unref();
     socket.once("close", () => {
-      open--;
+      sockets.delete(socket);
       clearInterval(silence);
     });
     injector.injectConnection(socket);
@@ -74,13 +82,21 @@ export async function listen(server: grpc.Server, credentials: grpc.ServerCreden
     });
   });
   const address = tcp.address();
+  let closed: Promise<void> | undefined;
+  const stopAccepting = () => (closed ??= new Promise<void>((resolve) => tcp.close(() => resolve())));
   return {
     port: typeof address === "object" && address ? address.port : options.port,
-    connections: () => open,
-    close: () =>
-      new Promise<void>((resolve) => {
-        injector.destroy();
-        tcp.close(() => resolve());
-      }),
+    connections: () => sockets.size,
+    stopAccepting() {
+      void stopAccepting();
+    },
+    async close() {
+      const done = stopAccepting();
+      injector.destroy();
+      // A connection that arrived as grpc-js shut down is never served nor ended by it, and
+      // net.Server's close waits for every connection: without this a stop could hang for good.
+      for (const socket of sockets) socket.destroy();
+      await done;
+    },
   };
 }
