@@ -597,7 +597,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       // From now on new calls are refused with a status that says "retry", not run halfway.
       shutdown.abort();
       // Clients that reconnect at once are refused until a server is back, not half-served.
-      listener?.stopAccepting();
+      ports?.listener.stopAccepting();
       health.setStatus("", "NOT_SERVING");
       await ports?.metricsServer?.close();
       await ports?.dashboardServer?.close();
