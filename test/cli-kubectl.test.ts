@@ -267,10 +267,12 @@ test("k4s logs of rs/NAME, svc/NAME and -l prefix each line with its container; 
     assert.equal(notRestarted.code, 1);
     assert.equal(notRestarted.stderr, "error: no previous run: container lg-0 has not been restarted\n");
 
-    // --since: a line older than the window is left out, a new one kept.
-    await new Promise((resolve) => setTimeout(resolve, 6000));
+    // --since: a line older than the window is left out, a new one kept. The old lines are 10 s
+    // old and the window 9 s, so the new line is in it however long (up to 9 s) the request and
+    // the command take to start on a loaded machine (a 6 s gap and a 5 s window missed it).
+    await new Promise((resolve) => setTimeout(resolve, 10_000));
     assert.equal((await k4s(["request", "container/lg-1", '"three"'])).code, 0);
-    r = await k4s(["logs", "rs/lg", "--since", "5s"]);
+    r = await k4s(["logs", "rs/lg", "--since", "9s"]);
     assert.match(r.stdout, /^\[lg-1\] LG: .*three\n$/, r.stderr);
 
     const follow = spawnK4s(["logs", "-l", "app=lg", "-f", "--server", server.address]);
