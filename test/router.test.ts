@@ -784,8 +784,19 @@ test("restore hands journaled sends of an earlier run back: first in line at the
   const w = new Worker();
   router.setAvailability("dur", ready(w));
   assert.deepEqual(attempts(w), [["o1", 2, "alice"], ["o2", 2, ""], ["new", 1, ""]], "older than anything accepted since, delivered again");
+  assert.ok(
+    w.frames.every((f) => f.frame.case !== "delivery" || !f.frame.value.expectsReply),
+    "sends: the worker's ack settles them, and a lost worker hands them back",
+  );
   for (const id of w.deliveries()) settle(router, w, id);
   assert.deepEqual(journal.removed, ["old-1", "old-2", "k1"]);
+  // Restored while its worker is ready: delivered at once, and handed back when the worker is lost.
+  assert.equal(router.restore("container", "dur", "uid-dur", [entry("old-3", "o3")]), true);
+  assert.deepEqual(w.payloads().slice(3), ["o3"]);
+  router.release("dur", "exited");
+  assert.deepEqual(w.payloads().slice(3), ["o3", "o3"]);
+  settle(router, w, w.deliveries().at(-1)!);
+  assert.deepEqual(journal.removed, ["old-1", "old-2", "k1", "old-3"]);
   assert.equal(journal.pending.length, 0, "restored sends are not journaled again");
 
   // Through a service: they wait for an endpoint (they were accepted long ago), then go to one.
@@ -799,7 +810,22 @@ test("restore hands journaled sends of an earlier run back: first in line at the
   assert.deepEqual(attempts(e), [["v1", 2, "old-sender"], ["v2", 2, "old-sender"]]);
   assert.equal(journal.pending.length, 0);
   for (const id of e.deliveries()) settle(router, e, id);
-  assert.deepEqual(journal.removed.slice(3), ["s-1", "s-2"]);
+  assert.deepEqual(journal.removed.slice(4), ["s-1", "s-2"]);
+
+  // Accepted long ago, a restored send is never refused: with every endpoint full it waits at the service.
+  router.upsertContainer(container("e1", { concurrency: 1, queueLimit: 1, delivery: "durable" }, { app: "d" }));
+  call(router, "container/e1", "busy");
+  call(router, "container/e1", "queued");
+  await journal.flush();
+  assert.equal(router.load("e1")?.queued, 1);
+  assert.equal(router.restore("service", "ds", "uid-ds", [entry("s-3", "v3", "ds")]), true);
+  assert.deepEqual(journal.removed.slice(6), [], "not failed");
+  // It goes once another endpoint is ready.
+  router.upsertContainer(container("e2", { delivery: "durable" }, { app: "d" }));
+  const e2 = new Worker();
+  router.setAvailability("e2", ready(e2));
+  await tick();
+  assert.deepEqual(attempts(e2), [["v3", 2, "old-sender"]]);
   router.stop("done");
 });
 
