@@ -11,10 +11,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { stringify } from "yaml";
 import { parseManifest, parseManifestDocuments, validateObject, MAX_MANIFEST_BYTES } from "../src/api/manifest.js";
 import { matchesSelector, isValidGlob } from "../src/api/selector.js";
-import { validateName } from "../src/api/names.js";
+import { validateLabelKey, validateLabelValue, validateName } from "../src/api/names.js";
+import { assertValid, formatIssues } from "../src/api/validate.js";
 import { kindOf } from "../src/api/kinds.js";
 import { fieldViolations } from "../src/api/bad-request.js";
-import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container, type ReplicaSet, type Service } from "../src/gen/k4s/v1/resources_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { ContainerSpecSchema, ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container, type ReplicaSet, type Service } from "../src/gen/k4s/v1/resources_pb.js";
 
 function rejects(text: string, re: RegExp): string {
   try {
@@ -318,4 +321,146 @@ test("names and selectors", () => {
   assert.ok(isValidGlob("calc-{a,b}-[0-9]"));
   assert.ok(!isValidGlob(""));
   assert.ok(!isValidGlob("x".repeat(300)));
+});
+
+type SpecInit = MessageInitShape<typeof ContainerSpecSchema>;
+
+/** The issues of a Container with this spec (and a valid name), as "path: reason" strings. */
+function specIssues(spec: SpecInit): string[] {
+  return validateObject(create(ContainerSchema, { metadata: { name: "c" }, spec })).map((i) => `${i.path}: ${i.reason}`);
+}
+
+/** A JSON object whose mappings nest `depth` levels (counting itself). */
+function nested(depth: number): JsonObject {
+  let v: JsonObject = {};
+  for (let i = 1; i < depth; i++) v = { a: v };
+  return v;
+}
+
+const items = (n: number, item = "x") => Array.from({ length: n }, () => item);
+const map = (n: number, value = "v") => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, value]));
+
+test("container spec rules, each at its bounds, with exactly the path and reason it breaks", () => {
+  // Valid at every bound.
+  const valid: Array<SpecInit> = [
+    {},
+    { module: "m", function: "f", parameters: nested(30) },
+    { command: items(1000), args: items(1000) },
+    { command: ["run"], env: { ...map(997), _x: "1", "a.b-c": "2", Z9: "3" } },
+    { restartPolicy: "Always" },
+    { restartPolicy: "OnFailure" },
+    { restartPolicy: "Never" },
+    { delivery: "memory" },
+    { delivery: "durable" },
+    { concurrency: 1000, queueLimit: 1_000_000, terminationGraceSeconds: 3600 },
+  ];
+  for (const spec of valid) assert.deepEqual(specIssues(spec), [], JSON.stringify(spec).slice(0, 100));
+
+  const cases: Array<[SpecInit, string[]]> = [
+    [{ parameters: nested(31) }, ["spec.parameters: nests more than 30 levels deep (an object may nest 32 levels in all)"]],
+    [{ module: "m" }, ["spec.function: required when module is set"]],
+    [{ function: "f" }, ["spec.module: required when function is set"]],
+    [{ module: "m", function: "f", command: ["x"] }, ["spec.command: set either module and function, or command, not both"]],
+    [{ function: "f", command: ["x"] }, ["spec.module: required when function is set", "spec.command: set either module and function, or command, not both"]],
+    [{ command: items(1001) }, ["spec.command: at most 1000 items"]],
+    [{ command: ["", "x"] }, ["spec.command[0]: must not be empty"]],
+    [{ args: ["x"] }, ["spec.args: requires command"]],
+    [{ command: ["x"], args: items(1001) }, ["spec.args: at most 1000 items"]],
+    [{ env: map(1001) }, ["spec.env: at most 1000 variables"]],
+    [{ env: { "1x": "", "a b": "", ok: "" } }, ['spec.env: "1x" is not a valid variable name', 'spec.env: "a b" is not a valid variable name']],
+    [{ restartPolicy: "always" }, ['spec.restartPolicy: must be one of Always, OnFailure, Never, got "always"']],
+    [{ delivery: "Durable" }, ['spec.delivery: must be one of memory, durable, got "Durable"']],
+    [{ concurrency: 1001 }, ["spec.concurrency: must be between 0 and 1000, got 1001"]],
+    [{ concurrency: -1 }, ["spec.concurrency: must be between 0 and 1000, got -1"]],
+    [{ concurrency: 1.5 }, ["spec.concurrency: must be between 0 and 1000, got 1.5"]],
+    [{ queueLimit: 1_000_001 }, ["spec.queueLimit: must be between 0 and 1000000, got 1000001"]],
+    [{ queueLimit: -1 }, ["spec.queueLimit: must be between 0 and 1000000, got -1"]],
+    [{ terminationGraceSeconds: 3601 }, ["spec.terminationGraceSeconds: must be between 0 and 3600, got 3601"]],
+    [{ terminationGraceSeconds: -1 }, ["spec.terminationGraceSeconds: must be between 0 and 3600, got -1"]],
+  ];
+  for (const [spec, expected] of cases) assert.deepEqual(specIssues(spec), expected, JSON.stringify(spec).slice(0, 100));
+});
+
+test("object rules: apiVersion, kind, metadata, labels and annotations at their bounds, ReplicaSet and Service rules, each with its path", () => {
+  const issues = (obj: Parameters<typeof validateObject>[0]) => validateObject(obj).map((i) => `${i.path}: ${i.reason}`);
+  const c = (metadata: Record<string, unknown> | undefined, more: Record<string, unknown> = {}) =>
+    create(ContainerSchema, { metadata, ...more } as Parameters<typeof create<typeof ContainerSchema>>[1]);
+  assert.deepEqual(issues(c({ name: "a" }, { apiVersion: "k4s/v1", kind: "Container" })), []);
+  assert.deepEqual(issues(c({ name: "a" }, { apiVersion: "v1" })), ['apiVersion: must be k4s/v1, got "v1"']);
+  assert.deepEqual(issues(c(undefined, { spec: { module: "m" } })), ["metadata.name: required"], "no metadata: only that is said");
+  assert.deepEqual(issues(c({ name: "" })), ["metadata.name: required"]);
+  assert.deepEqual(issues(c({ name: "A" })), [`metadata.name: ${validateName("A")}`]);
+
+  // Labels: 64 at most, keys and values checked; annotations: 64 at most, values up to 64 KiB of anything.
+  assert.deepEqual(issues(c({ name: "a", labels: map(64), annotations: { ...map(63), note: "free text, any: chars!" } })), []);
+  assert.deepEqual(issues(c({ name: "a", labels: map(65) })), ["metadata.labels: at most 64 labels allowed, got 65"]);
+  assert.deepEqual(issues(c({ name: "a", annotations: map(65) })), ["metadata.annotations: at most 64 annotations allowed, got 65"]);
+  assert.deepEqual(issues(c({ name: "a", labels: { "bad key!": "v", k: "bad value!" } })), [
+    `metadata.labels: ${validateLabelKey("bad key!")}`,
+    `metadata.labels.k: ${validateLabelValue("bad value!")}`,
+  ]);
+  assert.ok(validateLabelKey("bad key!") && validateLabelValue("bad value!"), "both are invalid");
+  assert.deepEqual(issues(c({ name: "a", annotations: { "bad key!": "v" } })), [`metadata.annotations: ${validateLabelKey("bad key!")}`]);
+  assert.deepEqual(issues(c({ name: "a", annotations: { big: "x".repeat(64 * 1024) } })), []);
+  assert.deepEqual(issues(c({ name: "a", annotations: { big: "x".repeat(64 * 1024 + 1) } })), [
+    "metadata.annotations.big: must be at most 65536 characters, got 65537",
+  ]);
+
+  // ReplicaSet: name length, exactly one of container or template, the template's parts under their paths.
+  const rs = (name: string, spec: Record<string, unknown> | undefined) => create(ReplicaSetSchema, { metadata: { name }, spec } as Parameters<typeof create<typeof ReplicaSetSchema>>[1]);
+  const one = "spec: set exactly one of spec.container (a template Container's name) or spec.template";
+  assert.deepEqual(issues(rs("r".repeat(58), { container: "a", replicas: 10_000 })), []);
+  assert.deepEqual(issues(rs("r".repeat(59), { container: "a" })), [
+    "metadata.name: a ReplicaSet name must be at most 58 characters so its replica names stay valid, got 59",
+  ]);
+  assert.deepEqual(issues(rs("r", undefined)), [one]);
+  assert.deepEqual(issues(rs("r", {})), [one]);
+  assert.deepEqual(issues(rs("r", { container: "a", template: {} })), [one]);
+  assert.deepEqual(issues(rs("r", { container: "Bad" })), [`spec.container: ${validateName("Bad")}`]);
+  assert.deepEqual(issues(rs("r", { container: "a", replicas: -1 })), ["spec.replicas: must be between 0 and 10000, got -1"]);
+  assert.deepEqual(issues(rs("r", { template: { spec: { module: "m", function: "f", parameters: nested(28) } } })), []);
+  assert.deepEqual(issues(rs("r", { template: { metadata: { labels: { k: "bad value!" }, annotations: map(65) }, spec: { module: "m", parameters: nested(29) } } })), [
+    `spec.template.metadata.labels.k: ${validateLabelValue("bad value!")}`,
+    "spec.template.metadata.annotations: at most 64 annotations allowed, got 65",
+    "spec.template.spec.parameters: nests more than 28 levels deep (an object may nest 32 levels in all)",
+    "spec.template.spec.function: required when module is set",
+  ]);
+
+  // Service: a selector and/or labels; the glob, the labels and the strategy checked.
+  const svc = (spec: Record<string, unknown> | undefined) => create(ServiceSchema, { metadata: { name: "s" }, spec } as Parameters<typeof create<typeof ServiceSchema>>[1]);
+  const either = "spec.selector: set spec.selector (a glob over container names) and/or spec.matchLabels";
+  assert.deepEqual(issues(svc(undefined)), [either]);
+  assert.deepEqual(issues(svc({ strategy: "random" })), [either]);
+  assert.deepEqual(issues(svc({ matchLabels: { app: "x" }, strategy: "least-in-flight" })), []);
+  assert.deepEqual(issues(svc({ selector: "a-*", strategy: "round-robin" })), []);
+  assert.deepEqual(issues(svc({ selector: "a/b" })).length, 1);
+  assert.match(issues(svc({ selector: "a/b" }))[0]!, /^spec\.selector: "a\/b" is not a valid glob/);
+  assert.deepEqual(issues(svc({ matchLabels: { app: "bad value!" } })), [`spec.matchLabels.app: ${validateLabelValue("bad value!")}`]);
+  assert.deepEqual(issues(svc({ selector: "a", strategy: "Random" })), ['spec.strategy: must be one of random, round-robin, least-in-flight, got "Random"']);
+});
+
+test("assertValid throws one INVALID_ARGUMENT naming the object and every rule, with field violations under the given path", () => {
+  assert.doesNotThrow(() => assertValid(create(ContainerSchema, { metadata: { name: "ok" } })));
+  const bad = create(ContainerSchema, { metadata: { name: "c" }, spec: { concurrency: -1, module: "m" } });
+  assert.equal(formatIssues(validateObject(bad)), "spec.function: required when module is set; spec.concurrency: must be between 0 and 1000, got -1");
+  for (const [path, fields] of [
+    ["", ["spec.function", "spec.concurrency"]],
+    ["objects[2]", ["objects[2].spec.function", "objects[2].spec.concurrency"]],
+  ] as const) {
+    try {
+      assertValid(bad, path);
+      assert.fail("accepted");
+    } catch (e) {
+      const err = ConnectError.from(e);
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.equal(err.rawMessage, 'Container "c": spec.function: required when module is set; spec.concurrency: must be between 0 and 1000, got -1');
+      assert.deepEqual(fieldViolations(e).map((v) => v.field), fields);
+    }
+  }
+  try {
+    assertValid(create(ServiceSchema, {}));
+    assert.fail("accepted");
+  } catch (e) {
+    assert.equal(ConnectError.from(e).rawMessage, "Service: metadata.name: required");
+  }
 });
