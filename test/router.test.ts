@@ -750,6 +750,11 @@ test("a durable send through a service is journaled against the service and goes
     router.upsertService(create(ServiceSchema, { metadata: { name: "ds", uid: "uid-ds" }, spec: { matchLabels: { app: "d" } } }));
     const [w1, w2] = [new Worker(), new Worker()];
     router.setAvailability("d1", ready(w1));
+    journal.full.add("uid-ds");
+    const refused = call(router, "service/ds", "no room");
+    assert.equal(refused.value?.code, Code.ResourceExhausted);
+    assert.equal(refused.value?.message, 'the journal of service "ds" is full (7 B more)');
+    journal.full.clear();
     const sent = call(router, "service/ds", "via");
     assert.deepEqual(journal.pending.map((p) => [p.owner, p.entry.service]), [["uid-ds", "ds"]]);
     router.setAvailability("d2", ready(w2));
