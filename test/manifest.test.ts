@@ -464,3 +464,111 @@ test("assertValid throws one INVALID_ARGUMENT naming the object and every rule, 
     assert.equal(ConnectError.from(e).rawMessage, "Service: metadata.name: required");
   }
 });
+
+/** The message of the INVALID_ARGUMENT a manifest is refused with. */
+function refusal(text: string): string {
+  try {
+    parseManifest(text);
+  } catch (e) {
+    assert.equal(ConnectError.from(e).code, Code.InvalidArgument);
+    return ConnectError.from(e).rawMessage;
+  }
+  assert.fail("accepted");
+}
+
+const doc = (spec: string, name = "a") => `kind: Container\nmetadata: {name: ${name}}\nspec: ${spec}\n`;
+
+test("conversion of each field type: integer bounds, 64-bit integers as numbers or strings, times, lists, maps, empty values, JSON parameters", () => {
+  // int32: the type's bounds first, then the field's own range.
+  assert.equal(refusal(doc("{concurrency: 2147483648}")), 'document 1 (Container "a"): spec.concurrency: must be between -2147483648 and 2147483647, got 2147483648');
+  assert.equal(refusal(doc("{concurrency: -2147483649}")), 'document 1 (Container "a"): spec.concurrency: must be between -2147483648 and 2147483647, got -2147483649');
+  assert.equal(refusal(doc("{concurrency: 2147483647}")), 'document 1 (Container "a"): spec.concurrency: must be between 0 and 1000, got 2147483647');
+  assert.equal(refusal(doc("{concurrency: -2147483648}")), 'document 1 (Container "a"): spec.concurrency: must be between 0 and 1000, got -2147483648');
+  assert.equal(refusal(doc("{concurrency: true}")), 'document 1 (Container "a"): spec.concurrency: expected an integer, got boolean true');
+  assert.equal(refusal(doc(`{concurrency: "${"x".repeat(45)}"}`)), `document 1 (Container "a"): spec.concurrency: expected an integer, got string "${"x".repeat(40)}..."`);
+  assert.equal(refusal(doc(`{concurrency: "${"x".repeat(40)}"}`)), `document 1 (Container "a"): spec.concurrency: expected an integer, got string "${"x".repeat(40)}"`);
+  assert.equal(refusal(doc("{module: 5, function: f}")), 'document 1 (Container "a"): spec.module: expected a string (quote the value), got number 5');
+  assert.equal(refusal(doc("{module: [m], function: f}")), 'document 1 (Container "a"): spec.module: expected a string, got a list');
+
+  // int64 (a template's metadata is not server-set): a safe integer or a string of digits.
+  const rs = (meta: string) => `kind: ReplicaSet\nmetadata: {name: r}\nspec: {template: {metadata: ${meta}, spec: {module: m, function: f}}}\n`;
+  const generation = (meta: string) => (parseManifest(rs(meta))[0] as ReplicaSet).spec!.template!.metadata!.generation;
+  assert.equal(generation("{generation: 5}"), 5n);
+  assert.equal(generation('{generation: "-12345678901234567890"}'), -12345678901234567890n);
+  for (const bad of ['"123456789012345678901"', '"5x"', '"x5"', '"--5"', "9007199254740993", "1.5", "x"]) {
+    assert.match(refusal(rs(`{generation: ${bad}}`)), /spec\.template\.metadata\.generation: expected an integer, got /, bad);
+  }
+  // Times are RFC 3339.
+  const [withTime] = parseManifest(rs('{creationTimestamp: "2024-01-02T03:04:05Z"}')) as [ReplicaSet];
+  assert.equal(withTime.spec!.template!.metadata!.creationTimestamp?.seconds, 1704164645n);
+  assert.equal(refusal(rs("{creationTimestamp: yesterday}")), 'document 1 (ReplicaSet "r"): spec.template.metadata.creationTimestamp: expected an RFC 3339 time, got string "yesterday"');
+
+  // Lists: no empty items; maps: an empty value is "" (as kubectl reads it); empty fields are unset.
+  assert.equal(refusal(doc("{command: [run, ~, x, ~]}")), 'document 1 (Container "a"): spec.command[1]: must not be empty; spec.command[3]: must not be empty');
+  assert.equal(refusal(doc("{command: [run, [x]]}")), 'document 1 (Container "a"): spec.command[1]: expected a string, got a list');
+  assert.equal(refusal(doc("{command: [run], env: [A]}")), 'document 1 (Container "a"): spec.env: expected a mapping, got a list');
+  assert.equal(refusal(doc("{command: [run], env: {A: {x: 1}, B: ok}}")), 'document 1 (Container "a"): spec.env.A: expected a string, got a mapping');
+  const [c] = parseManifest(doc("{command: [run], env: {A: ~, B: b}, concurrency: ~, module: }")) as [Container];
+  assert.deepEqual(c.spec!.env, { A: "", B: "b" });
+  assert.deepEqual(c.spec!.command, ["run"]);
+  assert.equal(c.spec!.concurrency, 0);
+
+  // Parameters are JSON: every value checked, wherever it nests.
+  assert.equal(
+    refusal(doc("{module: m, function: f, parameters: {a: [1, .inf], b: {c: .nan}, d: ok, e: ~, f: true}}")),
+    'document 1 (Container "a"): spec.parameters.a[1]: Infinity is not representable in JSON; spec.parameters.b.c: NaN is not representable in JSON',
+  );
+  const [p] = parseManifest(doc("{module: m, function: f, parameters: {a: [1, x, ~, false], b: {c: 2.5}}}")) as [Container];
+  assert.deepEqual(p.spec!.parameters, { a: [1, "x", null, false], b: { c: 2.5 } });
+});
+
+test("the document and error bounds: 1000 documents, 1 MiB, 32 levels once aliases are expanded, 20 errors listed", () => {
+  const many = (n: number) => Array.from({ length: n }, (_, i) => `kind: Container\nmetadata: {name: c${i}}`).join("\n---\n");
+  assert.equal(parseManifest(many(1000)).length, 1000);
+  assert.equal(refusal(many(1001)), "manifest has more than the limit of 1000 documents");
+  assert.equal(refusal(`---\n${many(1000)}`), "manifest has more than the limit of 1000 documents", "a leading marker counts too");
+
+  const exact = (bytes: number) => {
+    const head = "kind: Container\nmetadata: {name: a}\n# ";
+    return head + "é".repeat((bytes - head.length) / 2);
+  };
+  assert.equal(parseManifest(exact(MAX_MANIFEST_BYTES)).length, 1, "exactly 1 MiB (counted in UTF-8 bytes)");
+  assert.match(refusal(exact(MAX_MANIFEST_BYTES) + "x"), /^manifest is 1048577 bytes, more than the limit/);
+
+  // Nesting is bounded after aliases are expanded (the text itself stays shallow).
+  const nest = (n: number, inner: string) => "[".repeat(n) + inner + "]".repeat(n);
+  const aliased = (outer: number) => `kind: Container\nmetadata: {name: a}\nspec: {module: m, function: f, parameters: {x: &x ${nest(15, "1")}, y: ${nest(outer, "*x")}}}\n`;
+  assert.equal(parseManifest(aliased(14)).length, 1, "32 levels");
+  assert.equal(refusal(aliased(15)), "document 1: nests collections more than 32 levels deep once its aliases are expanded");
+
+  // 21 broken documents: 20 are listed, the rest counted.
+  const broken = Array.from({ length: 21 }, (_, i) => `kind: Container\nmetadata: {name: B${i}}`).join("\n---\n");
+  const message = refusal(broken);
+  assert.equal(message.split("; ").length, 21);
+  assert.match(message, /document 20 \(Container "B19"\)[^;]*; and 1 more errors$/);
+});
+
+test("what names a document in errors: its kind and name when readable, the List it is in, and a first line of a YAML error", () => {
+  assert.equal(refusal("kind: Container\nmetadata: {name: 5}\n"), "document 1 (Container): metadata.name: expected a string (quote the value), got number 5");
+  assert.equal(refusal("kind: ''\nmetadata: {name: a}\n"), "document 1: kind: required, one of Container, ReplicaSet, Service");
+  assert.equal(refusal("kind: ~\nmetadata: {name: a}\n"), "document 1: kind: required, one of Container, ReplicaSet, Service");
+  assert.equal(refusal("kind: 5\nmetadata: {name: a}\n"), "document 1: kind: unknown kind number 5, expected one of Container, ReplicaSet, Service");
+  assert.equal(refusal("kind: svc\nmetadata: {name: a}\n"), 'document 1: kind: unknown kind string "svc" (did you mean "Service"?), expected one of Container, ReplicaSet, Service');
+  assert.equal(refusal("kind: List\nitems: [~]\n"), "document 1 items[0]: expected a mapping with kind, metadata and spec, got null");
+  assert.equal(refusal("kind: List\nfoo: 1\nitems: []\n"), 'document 1 (List): foo: unknown field "foo" (known: apiVersion, kind, items)');
+  assert.deepEqual(parseManifest("kind: List\napiVersion: k4s/v1\nmetadata: {}\n"), [], "a List without items is empty");
+  assert.equal(refusal("api_version: v2\nkind: Container\nmetadata: {name: a}\n"), 'document 1 (Container "a"): apiVersion: must be k4s/v1, got string "v2"');
+  assert.equal(parseManifest("apiVersion: ~\nkind: Container\nmetadata: {name: a}\n").length, 1, "an empty apiVersion is the default");
+  // Field names: a case-insensitive match or a near miss is suggested, anything else lists the fields.
+  assert.match(refusal(doc("{Module: m, function: f}")), /spec\.Module: unknown field "Module" \(did you mean "module"\?\)$/);
+  assert.match(refusal(doc("{cncurrncy: 1}")), /spec\.cncurrncy: unknown field "cncurrncy" \(did you mean "concurrency"\?\)$/);
+  assert.match(refusal(doc("{queueLimt: 1}")), /spec\.queueLimt: unknown field "queueLimt" \(did you mean "queueLimit"\?\)$/);
+  assert.match(refusal(doc("{zz: 1}")), /spec\.zz: unknown field "zz" \(known: module, function, parameters, command, args, env, restartPolicy, concurrency, queueLimit, terminationGraceSeconds, delivery\)$/);
+  assert.match(refusal(doc("{module: m, function: f, module: n}")), /^document 1: invalid YAML: Map keys must be unique at line 3, column \d+$/);
+  assert.equal(refusal(doc("{module: m, function: f, restart_policy: Never, restartPolicy: Always}")), 'document 1 (Container "a"): spec.restartPolicy: given twice, as "restart_policy" and "restartPolicy"');
+  // Server-set fields of the object itself are dropped; the same names inside a template are not.
+  const [dropped] = parseManifest("kind: Container\nmetadata: {name: a, deletionTimestamp: '2024-01-02T03:04:05Z', uid: u}\n") as [Container];
+  assert.equal(dropped.metadata!.deletionTimestamp, undefined);
+  assert.equal(dropped.metadata!.uid, "");
+  assert.equal(refusal("kind: Container\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: a}\n"), 'document 2 (Container "a"): duplicate of document 1, a manifest may declare each object once');
+});
