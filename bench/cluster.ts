@@ -18,6 +18,7 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { createClient } from "../src/client/index.js";
 import { startEtcd, type EtcdCluster } from "../test/etcd.js";
+import { median } from "./lib/latency-recorder.js";
 import { closedLoop } from "./lib/load-drivers.js";
 import { cpuMicros, freePort, spawnBinary, type Child } from "./lib/processes.js";
 import { K4S_BIN, k4sExecArgv } from "./lib/systems.js";
@@ -62,11 +63,6 @@ async function waitFor(what: string, check: () => Promise<boolean>): Promise<voi
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function main(): Promise<void> {
   etcd = await startEtcd();
