@@ -14,7 +14,7 @@ import { attach, type Attached } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
 import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
 import { startEtcd } from "./etcd.js";
-import { eventually } from "./helpers.js";
+import { eventually, spawnK4s, type Proc } from "./helpers.js";
 
 const MANIFEST = `kind: Container
 metadata: {name: rt-a, labels: {app: rt}}
@@ -188,6 +188,73 @@ test("cluster routing: calls through a standby reach containers attached to the 
   } finally {
     await client?.close();
     for (const w of workers) await w.stop(0).catch(() => {});
+    for (const s of servers) {
+      await s.client.close();
+      await s.proc.kill("SIGKILL");
+    }
+    await etcd.stop();
+  }
+});
+
+test("cluster routing: hosts stay on standbys (their streams relayed to the leader); a request through one server reaches a host on another, a service spreads over hosts on two servers, and a SIGKILLed standby's host moves on with its containers resumed", async () => {
+  const etcd = await startEtcd();
+  const servers: ClusterServer[] = [];
+  const hosts: Proc[] = [];
+  let client: K4sClient | undefined;
+  try {
+    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const [a, c] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    // One host on the standby C (the leader second in its list, for when C dies), one on the leader.
+    hosts.push(spawnK4s(["worker", "--server", `${c.address},${leader.address}`, "--name", "host-c"]));
+    hosts.push(spawnK4s(["worker", "--server", leader.address, "--name", "host-l"]));
+    const held = async () => Object.fromEntries((await a.client.servers()).map((s) => [s.address, s.sessions.map((x) => x.name).sort().join(",")]));
+    await eventually(async () => (await held())[c.address] === "host-c" && (await held())[leader.address] === "host-l", 30_000, "each host held by its server");
+    // Two replicas: the scheduler puts them on the least loaded hosts, one on each.
+    await a.client.apply(`kind: ReplicaSet
+metadata: {name: spread}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: spread}}
+    spec: {module: workers, function: echo_worker}
+---
+kind: Service
+metadata: {name: spread}
+spec: {matchLabels: {app: spread}}
+`);
+    await eventually(async () => (await a.client.get("ReplicaSet", "spread")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
+    const placed = (await a.client.list("Container")).items;
+    assert.deepEqual(placed.map((x) => x.status?.host).sort(), ["host-c", "host-l"], "one replica on each host");
+    const onC = placed.find((x) => x.status?.host === "host-c")!.metadata!.name;
+    client = createClient({ address: a.address, reconnect: false });
+    // Through A to the host connected to C.
+    assert.deepEqual(await client.request(`container/${onC}`, "x", { timeoutMs: 20_000 }), "ECHO: x");
+    // A service with an endpoint on each host spreads over both (the echo logs on the leader say who answered).
+    for (let i = 0; i < 40; i++) assert.equal(await client.request("service/spread", `m${i}`, { timeoutMs: 20_000 }), `ECHO: m${i}`);
+    const by: Record<string, number> = {};
+    for (const x of placed) {
+      const lines: string[] = [];
+      for await (const l of leader.client.logs(x.metadata!.name)) lines.push(l.text);
+      by[x.status!.host] = lines.filter((t) => /ECHO: m\d+/.test(t)).length;
+    }
+    assert.ok(by["host-c"]! > 0 && by["host-l"]! > 0, `answered on both hosts: ${JSON.stringify(by)}`);
+    const before = (await a.client.get("Container", onC)).status?.restarts;
+    const uid = (await a.client.get("Container", onC)).metadata?.uid;
+    // SIGKILL C: its host moves to the leader, and its container is resumed, not restarted.
+    const killedAt = Date.now();
+    await c.proc.kill("SIGKILL");
+    await eventually(async () => (await held())[leader.address] === "host-c,host-l", 30_000, "host-c on the leader");
+    const movedMs = Date.now() - killedAt;
+    await eventually(() => client!.request(`container/${onC}`, "y", { timeoutMs: 5000 }).then((r) => r === "ECHO: y"), 30_000, "the replica on host-c answering again");
+    const servedMs = Date.now() - killedAt;
+    const after = await a.client.get("Container", onC);
+    assert.equal(after.metadata?.uid, uid);
+    assert.equal(after.status?.restarts, before, "not restarted");
+    console.log(`# host-c on standby C (relayed): a service spread over hosts on two servers ${JSON.stringify(by)}; C SIGKILLed: host-c held by the leader after ${movedMs} ms, its replica answering again after ${servedMs} ms, not restarted`);
+  } finally {
+    await client?.close();
+    for (const h of hosts) await h.kill();
     for (const s of servers) {
       await s.client.close();
       await s.proc.kill("SIGKILL");

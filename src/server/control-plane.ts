@@ -95,8 +95,9 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const { router, links, heartbeatIntervalMs } = messaging;
   const { sessions } = options;
   if (sessions) {
-    links.onOpened((link) => link.role !== "client" && sessions.opened(link));
-    links.onLost((link) => link.role !== "client" && sessions.ended(link));
+    // A relayed session is recorded by the server that relays it.
+    links.onOpened((link) => link.role !== "client" && !link.relayedBy && sessions.opened(link));
+    links.onLost((link) => link.role !== "client" && !link.relayedBy && sessions.ended(link));
   }
   const containers = createContainerController({
     informer,

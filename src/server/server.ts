@@ -309,14 +309,15 @@ function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPla
 }
 
 /**
- * How a standby server of an etcd cluster answers: the error it refuses hosts and attached
- * processes with (naming the leader), and its plane, which routes its clients' calls to the
- * leader over a peer link.
+ * How a standby server of an etcd cluster answers: the error it gives while no leader is
+ * elected (naming none), and its plane, which routes its clients' calls to the leader over a
+ * peer link and relays the streams of hosts and attached processes to it (holding their
+ * sessions: `parts.sessions`).
  */
 function standbyMaker(
   options: ServerOptions,
   cluster: () => ClusterMember | undefined,
-  parts: Pick<StandbyPlaneOptions, "logs" | "metrics">,
+  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions">,
 ): Pick<LeaderGatedPlaneOptions, "standby" | "makeStandby"> {
   const standby = () => standbyError(cluster()?.advertise ?? "", cluster()?.knownLeader);
   const makeStandby = () =>
@@ -511,7 +512,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
-    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, { logs, metrics }), onError })
+    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, { logs, metrics, sessions: { opened: sessions.record, ended: sessions.forget } }), onError })
     : undefined;
   const plane = gated ?? makePlane();
   const stats = createStatsCollector({ source: plane.load });

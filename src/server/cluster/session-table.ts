@@ -21,6 +21,10 @@ export interface SessionTable {
   opened(link: WorkerLink): void;
   /** Forgets a session that ended (one never recorded is ignored). */
   ended(link: WorkerLink): void;
+  /** Records a session this server relays to the leader (it holds it, the leader drives it). */
+  record(entry: SessionEntry): void;
+  /** Forgets a relayed session that ended. */
+  forget(entry: SessionEntry): void;
   /** The sessions held now. */
   list(): SessionEntry[];
 }
@@ -37,16 +41,18 @@ function entryOf(link: WorkerLink): SessionEntry {
 /** Creates the session table of one server. */
 export function createSessionTable(options: SessionTableOptions): SessionTable {
   const sessions = new Map<string, SessionEntry>();
+  const record = (e: SessionEntry) => {
+    sessions.set(e.sessionId, e);
+    options.cluster()?.sessionStarted(e);
+  };
+  const forget = (e: SessionEntry) => {
+    if (sessions.delete(e.sessionId)) options.cluster()?.sessionEnded(e);
+  };
   return {
-    opened(link) {
-      const e = entryOf(link);
-      sessions.set(e.sessionId, e);
-      options.cluster()?.sessionStarted(e);
-    },
-    ended(link) {
-      const e = entryOf(link);
-      if (sessions.delete(e.sessionId)) options.cluster()?.sessionEnded(e);
-    },
+    opened: (link) => record(entryOf(link)),
+    ended: (link) => forget(entryOf(link)),
+    record,
+    forget,
     list: () => [...sessions.values()],
   };
 }

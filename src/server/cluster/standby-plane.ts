@@ -1,8 +1,8 @@
 /**
- * The plane of a standby server: it runs no controllers and holds no container's session, but
- * takes client sessions and the unary messaging API like the leader does and routes their calls
- * to the leader over its peer link. Hosts and attached processes are answered UNAVAILABLE
- * naming the leader, so they go where the containers' lifecycle runs.
+ * The plane of a standby server: it runs no controllers, but takes every session and the unary
+ * messaging API like the leader does. Its clients' calls go to the leader over its peer link;
+ * the streams of hosts and attached processes are relayed to the leader, where the containers'
+ * lifecycle runs.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ControlPlane } from "../control-plane.js";
@@ -12,9 +12,10 @@ import type { LogStore } from "../log-store.js";
 import { createLinkRegistry } from "../messaging/link-registry.js";
 import type { Metrics } from "../metrics.js";
 import { createPeerForwarder, type PeerForwarderOptions } from "./peer-forwarder.js";
+import { createPeerRelay, type PeerRelayOptions } from "./peer-relay.js";
 
 /** StandbyPlaneOptions are the peer link's and the client sessions' settings. */
-export interface StandbyPlaneOptions extends PeerForwarderOptions {
+export interface StandbyPlaneOptions extends PeerForwarderOptions, PeerRelayOptions {
   logs: LogStore;
   metrics?: Metrics;
   /** Heartbeat interval announced to client sessions (default 5000 ms). */
@@ -27,6 +28,7 @@ export interface StandbyPlaneOptions extends PeerForwarderOptions {
 export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? 5000;
   const forwarder = createPeerForwarder(options);
+  const relay = createPeerRelay(options);
   const links = createLinkRegistry({ heartbeatIntervalMs, metrics: options.metrics, maxSessionBufferBytes: options.maxSessionBufferBytes });
   // A caller that went away takes its requests back from the leader too.
   links.onLost((link) => {
@@ -38,6 +40,7 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
     workerService: createWorkerService({
       router: forwarder,
       refuseWorkers: options.standby,
+      relay: relay.relay,
       links,
       logs: options.logs,
       heartbeatIntervalMs,
@@ -49,6 +52,7 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
     },
     async stop() {
       links.stop(new ConnectError("this server stopped standing by", Code.Unavailable));
+      relay.stop();
       await forwarder.stop("this server stopped standing by");
     },
   };

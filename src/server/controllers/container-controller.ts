@@ -97,6 +97,7 @@ export function createContainerController(options: ContainerControllerOptions): 
 
   const fx: LifecycleEffects = {
     now: () => Date.now(),
+    relayGraceMs: options.resumeGraceMs,
     assign: (rec, host) => host.push(assignFrame({ container: rec.name, uid: rec.uid, spec: rec.spec, token: rec.token, restarts: rec.restarts })),
     stop: (rec, host, graceMs) => host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs })),
     release: (rec, why) => router.release(rec.name, why),

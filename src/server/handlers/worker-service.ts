@@ -24,6 +24,12 @@ import type { CallRouter } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
 import { createLinkFrames } from "./link-frames.js";
 
+/**
+ * The header a standby server sets on the streams it relays (its advertise address): the
+ * session is then recorded in the cluster as held by the relaying server.
+ */
+export const RELAYED_BY_HEADER = "k4s-relayed-by";
+
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
   router: CallRouter;
@@ -34,6 +40,11 @@ export interface WorkerServiceOptions {
   lifecycle?: ContainerLifecycle;
   /** The error of a host or attach on a server without a lifecycle (UNAVAILABLE, naming the leader). */
   refuseWorkers?: () => ConnectError;
+  /**
+   * Where a server without a lifecycle sends the stream of a host or an attached process (a
+   * standby relays it to the leader); none: such streams get refuseWorkers().
+   */
+  relay?: (first: ConnectRequest, rest: AsyncIterator<ConnectRequest>, ctx: CallContext) => AsyncGenerator<ConnectResponse>;
   links: LinkRegistry;
   logs: LogStore;
   /** Heartbeat interval announced to links (ms): a stream must say hello within 3 of them. */
@@ -55,7 +66,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
   const hb = options.heartbeatIntervalMs;
   const handleFrame = createLinkFrames(options);
 
-  function openHello(hello: Hello): WorkerLink {
+  function openHello(hello: Hello, relayedBy: string): WorkerLink {
     const role = hello.role === "" ? "host" : hello.role;
     if (role !== "host" && role !== "client") {
       throw new ConnectError(`hello.role must be "host" or "client", got "${hello.role}"`, Code.InvalidArgument);
@@ -67,7 +78,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     // Only the credential the server issued for a name proves a session is that host: without
     // it, a live host's name (and with it its containers) cannot be claimed.
     const proven = role === "host" && (options.credentials?.verify(base, hello.credential) ?? false);
-    const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven } as const;
+    const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven, relayedBy } as const;
     if (lifecycle && proven) {
       // The same host reconnecting before its old stream was declared lost: the newer session
       // takes over what the old one ran, under the same name, once. The older one is told so
@@ -86,11 +97,11 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     return s;
   }
 
-  async function openAttach(a: Attach, credentialOnly: boolean): Promise<WorkerLink> {
+  async function openAttach(a: Attach, credentialOnly: boolean, relayedBy: string): Promise<WorkerLink> {
     const lifecycle = lifecycleFor("attached processes");
     const container = await lifecycle.checkAttach(a, credentialOnly);
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
-    const s = links.open({ name: a.host || `${container}-process`, role: "attached", container });
+    const s = links.open({ name: a.host || `${container}-process`, role: "attached", container, relayedBy });
     try {
       lifecycle.attached(s, container);
     } catch (err) {
@@ -148,11 +159,17 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     if (credential !== undefined && (f0?.case !== "attach" || f0.value.token !== credential)) {
       throw new ConnectError(`an attach credential (${ATTACH_TOKEN_HEADER}) admits only the Attach of its own container, with that token as Attach.token`, Code.PermissionDenied);
     }
+    const worker = f0?.case === "attach" || (f0?.case === "hello" && f0.value.role !== "client");
+    if (worker && !options.lifecycle && options.relay) {
+      yield* options.relay(first, it, ctx);
+      return;
+    }
+    const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
     let s: WorkerLink;
     if (f0?.case === "hello") {
-      s = openHello(f0.value);
+      s = openHello(f0.value, relayedBy);
     } else if (f0?.case === "attach") {
-      s = await openAttach(f0.value, credential !== undefined);
+      s = await openAttach(f0.value, credential !== undefined, relayedBy);
     } else {
       throw new ConnectError(
         `the first frame must be hello or attach, got ${f0?.case ? f0.case : "no frame"}`,

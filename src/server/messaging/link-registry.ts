@@ -39,6 +39,8 @@ export interface LinkSpec {
   container?: string;
   /** A host that showed the credential of the name it asked for. */
   proven?: boolean;
+  /** The server of the cluster that relays the session here, if one does. */
+  relayedBy?: string;
 }
 
 /** LinkRegistry keeps the live links: it opens them (with their Welcome), finds and loses them. */
@@ -129,6 +131,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         container: spec.container ?? "",
         // A suffixed name is a new identity: only the name asked for was proven.
         proven: (spec.proven ?? false) && name === spec.name,
+        relayedBy: spec.relayedBy,
         maxQueuedBytes: options.maxSessionBufferBytes,
         onOverflow: overflow,
         onDrained: drained,

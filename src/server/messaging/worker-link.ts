@@ -42,6 +42,8 @@ export interface WorkerLinkInit {
   container?: string;
   /** A host that showed the credential of its name. */
   proven?: boolean;
+  /** The server that relays the session here ("" when the process is connected to this one). */
+  relayedBy?: string;
   /**
    * Bytes of unread frames (queued, or taken and not yet written: see written()) past which the
    * peer counts as not reading (default DEFAULT_SESSION_BUFFER_BYTES). One frame larger than
@@ -92,6 +94,8 @@ export class WorkerLink implements Caller<Mailbox> {
    * over its own live session and resume the containers that waited for its name.
    */
   readonly proven: boolean;
+  /** The server of the cluster that relays the session here ("" when the process is connected to this one). */
+  readonly relayedBy: string;
   /** Bytes of queued frames past which the peer counts as not reading. */
   readonly maxQueuedBytes: number;
   private readonly onOverflow: (link: WorkerLink, limit: string) => void;
@@ -106,6 +110,7 @@ export class WorkerLink implements Caller<Mailbox> {
     this.canSpawn = init.canSpawn ?? false;
     this.container = init.container ?? "";
     this.proven = init.proven ?? false;
+    this.relayedBy = init.relayedBy ?? "";
     this.maxQueuedBytes = init.maxQueuedBytes ?? DEFAULT_SESSION_BUFFER_BYTES;
     this.onOverflow = init.onOverflow ?? (() => {});
     this.onDrained = init.onDrained ?? (() => {});
