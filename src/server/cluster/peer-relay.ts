@@ -11,7 +11,6 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { WorkerService, type ConnectRequest, type ConnectResponse } from "../../gen/k4s/v1/worker_service_pb.js";
-import type { TlsOptions } from "../../transport/channel.js";
 import { ATTACH_TOKEN_HEADER } from "../../transport/environment.js";
 import { decodeConnectResponse, encodeConnectRequest } from "../../transport/frame-codec.js";
 import { grpcChannel } from "../../transport/grpc-channel.js";
@@ -19,20 +18,12 @@ import { ADMITTED_BY_ATTACH_TOKEN } from "../auth.js";
 import type { CallContext } from "../grpc-adapter.js";
 import { RELAYED_BY_HEADER } from "../handlers/worker-service.js";
 import type { SessionEntry } from "./cluster-member.js";
+import type { PeerForwarderOptions } from "./peer-forwarder.js";
 
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
 
-/** PeerRelayOptions say where the leader is and how to reach it. */
-export interface PeerRelayOptions {
-  /** This server's advertise address. */
-  self: () => string;
-  /** The leader's advertise address as last seen, if there is one. */
-  leader: () => string | undefined;
-  /** The error of a standby (UNAVAILABLE, naming the leader): what a stream gets while no other server leads. */
-  standby: () => ConnectError;
-  /** The cluster's bearer token, when its servers run with one. */
-  token?: string;
-  tls?: TlsOptions;
+/** PeerRelayOptions say where the leader is, how to reach it, and who records the sessions held. */
+export interface PeerRelayOptions extends PeerForwarderOptions {
   /** Told of every relayed session the leader welcomed, and of its end: this server holds it. */
   sessions?: {
     opened(entry: SessionEntry): void;

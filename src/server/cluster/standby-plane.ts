@@ -11,11 +11,11 @@ import { createWorkerService } from "../handlers/worker-service.js";
 import type { LogStore } from "../log-store.js";
 import { createLinkRegistry } from "../messaging/link-registry.js";
 import type { Metrics } from "../metrics.js";
-import { createPeerForwarder, type PeerForwarderOptions } from "./peer-forwarder.js";
+import { createPeerForwarder } from "./peer-forwarder.js";
 import { createPeerRelay, type PeerRelayOptions } from "./peer-relay.js";
 
 /** StandbyPlaneOptions are the peer link's and the client sessions' settings. */
-export interface StandbyPlaneOptions extends PeerForwarderOptions, PeerRelayOptions {
+export interface StandbyPlaneOptions extends PeerRelayOptions {
   logs: LogStore;
   metrics?: Metrics;
   /** Heartbeat interval announced to client sessions (default 5000 ms). */
