@@ -667,6 +667,8 @@ describe("rolling restart", () => {
     for (const n of ["roll-0", "roll-1"]) await setReady(resources, n, true);
     const rs = (await resources.get("ReplicaSet", "roll"))!;
     rs.spec!.template!.metadata!.annotations[RESTARTED_AT_ANNOTATION] = at;
+    // Unconditional, as `k4s rollout restart`: the controller's status writes must not make it conflict.
+    rs.metadata!.resourceVersion = "";
     await resources.update(rs);
 
     /** The live replicas as "old"/"new" (by their annotation) and "ready"/"waiting", sorted. */
@@ -738,6 +740,7 @@ describe("controllers on a running server", () => {
     // A template change reaches the running replica, which comes back ready.
     const tpl = (await r.get("Container", "calculator"))!;
     tpl.spec!.parameters = { precision: 2 };
+    tpl.metadata!.resourceVersion = "";
     await r.update(tpl);
     await eventually(async () => {
       const c = await r.get("Container", "calculator-rs-0");
