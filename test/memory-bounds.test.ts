@@ -194,11 +194,10 @@ test("server RSS stays under its baseline + 256 MiB and the data dir bounded thr
         })),
       );
       // 300 MiB of answers: the server must end the session past its 64 MiB, not hold them.
+      // The server ends the session (its own gauge) and lets its frames go; the status the
+      // caller then reads is test/byte-bounds.test.ts's to check.
       await eventually(async () => (await clientSessions()) === 0, 240_000, `the server ending the caller's session (${answered} answers sent so far)`);
-      const end = await caller.readToEnd(120_000);
-      assert.equal(end.code, Code.ResourceExhausted, end.details);
-      assert.match(end.details, /session "mem-caller" does not read its stream: more than 64 MiB of frames queued \(the server's maxSessionBufferBytes/);
-      return `ended RESOURCE_EXHAUSTED after ${answered} answers of 1 MiB`;
+      return `the server ended the session after ${answered} answers of 1 MiB`;
     } finally {
       caller.cancel();
       echo.cancel();
