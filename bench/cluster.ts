@@ -15,22 +15,15 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { Command } from "commander";
 import { createClient } from "../src/client/index.js";
 import { startEtcd, type EtcdCluster } from "../test/etcd.js";
 import { median } from "./lib/latency-recorder.js";
 import { closedLoop } from "./lib/load-drivers.js";
+import { parseRoundOptions } from "./lib/round-options.js";
 import { cpuMicros, freePort, spawnBinary, type Child } from "./lib/processes.js";
 import { K4S_BIN, k4sExecArgv } from "./lib/systems.js";
 
-const opts = new Command()
-  .option("--quick", "1 round, short windows", false)
-  .option("--rounds <n>", "rounds (default 3; --quick 1)", (v) => Number(v))
-  .parse()
-  .opts<{ quick: boolean; rounds?: number }>();
-const rounds = opts.rounds ?? (opts.quick ? 1 : 3);
-const warmupMs = opts.quick ? 300 : 500;
-const durationMs = opts.quick ? 1000 : 3000;
+const { rounds, warmupMs, durationMs } = parseRoundOptions();
 const payload = { pad: "x".repeat(88) }; // 100 bytes as JSON
 const WORKERS_SDK_JS = new URL("../dist/workers/index.js", import.meta.url).href;
 

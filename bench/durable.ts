@@ -18,21 +18,14 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Command } from "commander";
 import { connect, type JetStreamClient, type NatsConnection } from "nats";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { closedLoop } from "./lib/load-drivers.js";
+import { parseRoundOptions } from "./lib/round-options.js";
 import { cpuMicros, freePort, spawnBinary, type Child } from "./lib/processes.js";
 import { K4S_BIN } from "./lib/systems.js";
 
-const opts = new Command()
-  .option("--quick", "1 round, short windows", false)
-  .option("--rounds <n>", "rounds (default 3; --quick 1)", (v) => Number(v))
-  .parse()
-  .opts<{ quick: boolean; rounds?: number }>();
-const rounds = opts.rounds ?? (opts.quick ? 1 : 3);
-const warmupMs = opts.quick ? 300 : 500;
-const durationMs = opts.quick ? 1000 : 3000;
+const { rounds, warmupMs, durationMs } = parseRoundOptions();
 const CONCURRENCY = 64;
 const payload = { pad: "x".repeat(88) }; // 100 bytes as JSON
 const payloadBytes = new TextEncoder().encode(JSON.stringify(payload));

@@ -1,0 +1,23 @@
+/** The command line every side bench shares: `--quick` and `--rounds N`, and the windows they imply. */
+import { Command } from "commander";
+
+/** How many rounds to run and how long each measures. */
+export interface RoundOptions {
+  rounds: number;
+  warmupMs: number;
+  durationMs: number;
+}
+
+/** Parses `--quick` (1 round, short windows) and `--rounds N` (default 3) from process.argv. */
+export function parseRoundOptions(): RoundOptions {
+  const opts = new Command()
+    .option("--quick", "1 round, short windows", false)
+    .option("--rounds <n>", "rounds (default 3; --quick 1)", (v) => Number(v))
+    .parse()
+    .opts<{ quick: boolean; rounds?: number }>();
+  return {
+    rounds: opts.rounds ?? (opts.quick ? 1 : 3),
+    warmupMs: opts.quick ? 300 : 500,
+    durationMs: opts.quick ? 1000 : 3000,
+  };
+}
