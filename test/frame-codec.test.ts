@@ -27,7 +27,10 @@ import {
 const u64 = fc.oneof(fc.constant(0n), fc.bigInt({ min: 1n, max: 2n ** 32n }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
 const i64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
 const i32 = fc.oneof(fc.constant(0), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }));
-const str = fc.oneof(fc.constant(""), fc.string({ maxLength: 20 }), fc.string({ unit: "binary", maxLength: 80 }));
+// Not starting with U+FEFF: protobuf-es (and so the codec, which matches it) drops a leading byte
+// order mark when it decodes a string (TextDecoder's default), so such a string does not
+// round-trip in either; a seed found it (labels {"": "\uFEFF"}).
+const str = fc.oneof(fc.constant(""), fc.string({ maxLength: 20 }), fc.string({ unit: "binary", maxLength: 80 })).filter((s) => !s.startsWith("\uFEFF"));
 const bytes = fc.oneof(fc.constant(new Uint8Array(0)), fc.uint8Array({ maxLength: 300 }));
 
 /**
