@@ -20,7 +20,7 @@ import { createScheduler } from "./controllers/scheduler.js";
 import { createServiceController } from "./controllers/service-controller.js";
 import type { EventRecorder } from "./event-recorder.js";
 import type { ServiceHandlers } from "./grpc-adapter.js";
-import { createWorkerService } from "./handlers/worker-service.js";
+import { createWorkerService, type WorkerServiceOptions } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
@@ -42,6 +42,8 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
   countLoad?: boolean;
   /** Issues and checks the credentials of host names (they prove a host's identity). */
   credentials?: HostCredentials;
+  /** Proves the server a relayed stream names (see WorkerServiceOptions.provePeer). */
+  provePeer?: WorkerServiceOptions["provePeer"];
   /** Where sends to durable containers are journaled. */
   journal?: SendJournal;
   /** Told of every worker session (host or attached process) that opens or ends here. */
@@ -143,7 +145,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   return {
     load,
     messagingService: messaging.messagingService,
-    workerService: createWorkerService({ router, lifecycle: containers, links, logs, heartbeatIntervalMs, ready, metrics, credentials }),
+    workerService: createWorkerService({ router, lifecycle: containers, links, logs, heartbeatIntervalMs, ready, metrics, credentials, provePeer: options.provePeer }),
     async start() {
       await credentials?.load();
       await informer.start();

@@ -287,7 +287,7 @@ function createTails(store: Store, onError: (message: string, err?: unknown) => 
 }
 
 /** What every control plane of one server works over, and the store its send journals live in. */
-type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "events" | "logs" | "metrics" | "sessions" | "onError"> & {
+type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "provePeer" | "events" | "logs" | "metrics" | "sessions" | "onError"> & {
   store: Store;
 };
 
@@ -317,7 +317,7 @@ function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPla
 function standbyMaker(
   options: ServerOptions,
   cluster: () => ClusterMember | undefined,
-  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions">,
+  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions" | "peerCredential">,
 ): Pick<LeaderGatedPlaneOptions, "standby" | "makeStandby"> {
   const standby = () => standbyError(cluster()?.advertise ?? "", cluster()?.knownLeader);
   const makeStandby = () =>
@@ -508,11 +508,20 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const startedAtMs = Date.now();
   let cluster: ClusterMember | undefined;
   const sessions = createSessionTable({ cluster: () => cluster });
-  const makePlane = planeMaker(options, { store: kv, resources, credentials: createHostCredentials(kv), events, logs, metrics, sessions, onError });
+  const credentials = createHostCredentials(kv);
+  // A relayed stream is believed only from a live member of the cluster showing its peer credential.
+  const provePeer = async (advertise: string, credential: string) =>
+    cluster !== undefined && credentials.verifyPeer(advertise, credential) && (await cluster.isMember(advertise));
+  const makePlane = planeMaker(options, { store: kv, resources, credentials, provePeer, events, logs, metrics, sessions, onError });
   // Over etcd, several servers may share the state: only the elected leader runs the controllers.
   const etcdEndpoints = etcdEndpointsOf(options.store);
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
-    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, { logs, metrics, sessions: { opened: sessions.record, ended: sessions.forget } }), onError })
+    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {
+          logs,
+          metrics,
+          sessions: { opened: sessions.record, ended: sessions.forget },
+          peerCredential: () => credentials.issuePeer(cluster?.advertise ?? ""),
+        }), onError })
     : undefined;
   const plane = gated ?? makePlane();
   const stats = createStatsCollector({ source: plane.load });
@@ -584,6 +593,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await logs.restore();
       await plane.start();
       if (gated && etcdEndpoints) {
+        // A standby shows its peer credential to the leader from its first relayed stream on.
+        await credentials.load();
         cluster = await newClusterMember(options, etcdEndpoints, gated, { host, port }, onError);
         await cluster.start();
       }

@@ -70,6 +70,8 @@ export interface ClusterMember {
   readonly knownLeader: string | undefined;
   /** Every live server, with the sessions each holds. */
   servers(): Promise<ServerEntry[]>;
+  /** Whether a server of this advertise address is a live member now (its record is in etcd). */
+  isMember(advertise: string): Promise<boolean>;
   /** Records that this server holds a session (kept until sessionEnded or the server goes). */
   sessionStarted(entry: SessionEntry): void;
   /** Forgets a session recorded with sessionStarted. */
@@ -196,6 +198,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     },
     leader: () => election.leader(),
     servers: () => listServers(ns, election),
+    isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,
     sessionStarted: sessions.started,
     sessionEnded: sessions.ended,
     async stop() {

@@ -16,7 +16,7 @@ import { decodeConnectResponse, encodeConnectRequest } from "../../transport/fra
 import { grpcChannel } from "../../transport/grpc-channel.js";
 import { ADMITTED_BY_ATTACH_TOKEN } from "../auth.js";
 import type { CallContext } from "../grpc-adapter.js";
-import { RELAYED_BY_HEADER } from "../handlers/worker-service.js";
+import { PEER_CREDENTIAL_HEADER, RELAYED_BY_HEADER } from "../handlers/worker-service.js";
 import type { SessionEntry } from "./cluster-member.js";
 import type { PeerForwarderOptions } from "./peer-forwarder.js";
 
@@ -24,6 +24,8 @@ const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.
 
 /** PeerRelayOptions say where the leader is, how to reach it, and who records the sessions held. */
 export interface PeerRelayOptions extends PeerForwarderOptions {
+  /** This server's peer credential, which proves its relayed-by header to the leader. */
+  peerCredential: () => string;
   /** Told of every relayed session the leader welcomed, and of its end: this server holds it. */
   sessions?: {
     opened(entry: SessionEntry): void;
@@ -57,6 +59,7 @@ export function createPeerRelay(options: PeerRelayOptions): PeerRelay {
   function metadataOf(ctx: CallContext): grpc.Metadata {
     const md = new grpc.Metadata();
     md.set(RELAYED_BY_HEADER, options.self());
+    md.set(PEER_CREDENTIAL_HEADER, options.peerCredential());
     if (ctx.metadata.get(ADMITTED_BY_ATTACH_TOKEN)[0] === "1") md.set(ATTACH_TOKEN_HEADER, String(ctx.metadata.get(ATTACH_TOKEN_HEADER)[0]));
     else if (options.token) md.set("authorization", `Bearer ${options.token}`);
     return md;

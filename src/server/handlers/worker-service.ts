@@ -30,6 +30,14 @@ import { createLinkFrames } from "./link-frames.js";
  */
 export const RELAYED_BY_HEADER = "k4s-relayed-by";
 
+/**
+ * The header that proves RELAYED_BY_HEADER: the relaying server's peer credential (an HMAC of
+ * its advertise address under a key only the cluster's servers read). Without it, or from a
+ * server that is not a live member, the relayed-by header is refused: a client holding the
+ * bearer token could otherwise have its own session recorded as held by another server.
+ */
+export const PEER_CREDENTIAL_HEADER = "k4s-peer-credential";
+
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
   router: CallRouter;
@@ -53,6 +61,12 @@ export interface WorkerServiceOptions {
   ready: Promise<void>;
   /** Checks the credential a host shows for its name (none: no host proves its name). */
   credentials?: HostCredentials;
+  /**
+   * Whether a stream saying it is relayed by `advertise` comes from that server: its peer
+   * credential is valid and it is a live member of the cluster. None: every relayed-by header is
+   * refused (a server of one takes no relayed streams).
+   */
+  provePeer?: (advertise: string, credential: string) => Promise<boolean>;
   metrics?: Metrics;
 }
 
@@ -148,10 +162,23 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
   }
 
+  /** The server a stream is relayed by ("" when none), refused PERMISSION_DENIED unless proven. */
+  async function relayerOf(ctx: CallContext): Promise<string> {
+    const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
+    if (relayedBy === "") return "";
+    const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
+    if (options.provePeer && (await options.provePeer(relayedBy, credential))) return relayedBy;
+    throw new ConnectError(
+      `the ${RELAYED_BY_HEADER} header is for the servers of this cluster: "${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER} or is not a live member of it`,
+      Code.PermissionDenied,
+    );
+  }
+
   async function* connect(reqs: AsyncIterable<ConnectRequest>, ctx: CallContext): AsyncGenerator<ConnectResponse> {
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
+    const relayedBy = await relayerOf(ctx);
     await options.ready;
     const f0 = first.frames[0]?.frame;
     // Let in on an attach credential rather than the bearer token: only that Attach may follow.
@@ -164,7 +191,6 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
       yield* options.relay(first, it, ctx);
       return;
     }
-    const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
     let s: WorkerLink;
     if (f0?.case === "hello") {
       s = openHello(f0.value, relayedBy);

@@ -5,6 +5,11 @@
  * it the host's containers), nor resume containers that waited for that host after a server
  * restart. The key lives in the store, so a credential outlives a server restart and holds on
  * every server of a cluster sharing the store.
+ *
+ * The same key proves a server of a cluster to another: a peer credential is an HMAC of the
+ * server's advertise address (under another prefix than a host name's, so neither can stand for
+ * the other). Only servers read the key (it is outside every API), so a client holding the
+ * cluster's bearer token still cannot show one.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Store } from "../store/store.js";
@@ -20,12 +25,26 @@ export interface HostCredentials {
   issue(name: string): string;
   /** Whether `credential` is the one issued for `name` (false for "" or before load()). */
   verify(name: string, credential: string): boolean;
+  /** The peer credential of a server of the cluster, by its advertise address. */
+  issuePeer(advertise: string): string;
+  /** Whether `credential` is the peer credential of `advertise` (false for "" or before load()). */
+  verifyPeer(advertise: string, credential: string): boolean;
 }
 
 /** Creates the host credentials over the server's store. */
 export function createHostCredentials(store: Store): HostCredentials {
   let key: Uint8Array | undefined;
-  const mac = (k: Uint8Array, name: string) => createHmac("sha256", k).update(`host:${name}`).digest();
+  const mac = (k: Uint8Array, what: string) => createHmac("sha256", k).update(what).digest();
+  const issue = (what: string) => {
+    if (!key) throw new Error("host credentials used before load()");
+    return mac(key, what).toString("base64url");
+  };
+  const verify = (what: string, credential: string) => {
+    if (!key || credential === "") return false;
+    const given = Buffer.from(credential, "base64url");
+    const expected = mac(key, what);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
   return {
     async load() {
       let kv = await store.get(HOST_CREDENTIAL_KEY);
@@ -37,15 +56,9 @@ export function createHostCredentials(store: Store): HostCredentials {
       if (!kv || kv.value.length < 16) throw new Error(`the store holds no usable host credential key at ${HOST_CREDENTIAL_KEY}`);
       key = kv.value;
     },
-    issue(name) {
-      if (!key) throw new Error("host credentials used before load()");
-      return mac(key, name).toString("base64url");
-    },
-    verify(name, credential) {
-      if (!key || credential === "") return false;
-      const given = Buffer.from(credential, "base64url");
-      const expected = mac(key, name);
-      return given.length === expected.length && timingSafeEqual(given, expected);
-    },
+    issue: (name) => issue(`host:${name}`),
+    verify: (name, credential) => verify(`host:${name}`, credential),
+    issuePeer: (advertise) => issue(`peer:${advertise}`),
+    verifyPeer: (advertise, credential) => verify(`peer:${advertise}`, credential),
   };
 }

@@ -1,0 +1,74 @@
+/**
+ * What a cluster's servers believe of each other only: the relayed-by header a standby sets on
+ * the streams it relays to the leader is taken from a live member showing its peer credential,
+ * never from a client (which could otherwise have its own host session recorded as held by
+ * another server, and its containers given a resume grace instead of a restart).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { Code } from "@connectrpc/connect";
+import { Etcd3 } from "etcd3";
+import { HOST_CREDENTIAL_KEY } from "../src/server/messaging/host-credentials.js";
+import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
+import { startEtcd } from "./etcd.js";
+import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { openRawPeer } from "./raw-peer.js";
+
+test("cluster security: a client's k4s-relayed-by header is refused PERMISSION_DENIED (no or a forged peer credential, or a server that is no member); a standby's own relay is believed", async () => {
+  const etcd = await startEtcd();
+  const servers: ClusterServer[] = [];
+  let host: Proc | undefined;
+  try {
+    for (let i = 0; i < 2; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
+    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
+    const standby = servers.find((s) => s !== leader)!;
+    const hello = { case: "hello", value: { name: "impostor", capacity: 1 } } as const;
+    // What only a server can make (it reads the key from etcd, which no API shows): the peer
+    // credential of an address that is no member of the cluster.
+    const etcdClient = new Etcd3({ hosts: etcd.endpoints });
+    const key = await etcdClient.get(HOST_CREDENTIAL_KEY).buffer();
+    etcdClient.close();
+    assert.ok(key, "the servers keep their key in etcd");
+    const gone = "127.0.0.1:1";
+    const goneCredential = createHmac("sha256", key).update(`peer:${gone}`).digest("base64url");
+    const attempts: Record<string, Record<string, string>> = {
+      "no credential": { "k4s-relayed-by": standby.address },
+      "a forged credential": { "k4s-relayed-by": standby.address, "k4s-peer-credential": "bm90LWEtcmVhbC1jcmVkZW50aWFsLWF0LWFsbC0wMTIzNDU2Nzg5" },
+      "an empty credential": { "k4s-relayed-by": standby.address, "k4s-peer-credential": "" },
+      "a valid credential of a server that is no member": { "k4s-relayed-by": gone, "k4s-peer-credential": goneCredential },
+    };
+    for (const [what, headers] of Object.entries(attempts)) {
+      for (const target of [leader, standby]) {
+        const peer = openRawPeer(target.address, hello, headers);
+        const err = await peer.ended;
+        assert.equal(err?.code, Code.PermissionDenied, `${what} on ${target === leader ? "the leader" : "the standby"}: ${err?.message ?? "accepted"}`);
+        assert.match(err!.rawMessage, /k4s-relayed-by header is for the servers of this cluster/);
+        assert.equal(peer.pending("welcome").length, 0, `${what}: no welcome`);
+      }
+    }
+    // The same form of credential, made for the standby's address, is believed: so the one above
+    // was refused for naming no member, not for its form.
+    const withKey = openRawPeer(leader.address, { case: "hello", value: { name: "key-holder", capacity: 1 } }, { "k4s-relayed-by": standby.address, "k4s-peer-credential": createHmac("sha256", key).update(`peer:${standby.address}`).digest("base64url") });
+    await withKey.next("welcome", undefined, 30_000);
+    withKey.cancel();
+    // The same hello without the header is a host like any other, held by the leader it reached.
+    const plain = openRawPeer(leader.address, hello);
+    await plain.next("welcome", undefined, 30_000);
+    const held = async () => Object.fromEntries((await leader.client.servers()).map((s) => [s.address, s.sessions.map((x) => x.name).sort().join(",")]));
+    await eventually(async () => (await held())[leader.address] === "impostor", 30_000, "the plain host held by the leader");
+    plain.cancel();
+    // A host on the standby is relayed with the standby's own header and credential: the leader believes it.
+    host = spawnK4s(["worker", "--server", standby.address, "--name", "host-s"]);
+    // The refused sessions and the ended plain one are held by no server.
+    await eventually(async () => (await held())[standby.address] === "host-s" && (await held())[leader.address] === "", 30_000, "the relayed host held by the standby, nothing by the leader");
+    console.log(`# relayed-by header: ${Object.keys(attempts).length} forged forms refused PERMISSION_DENIED on both servers; the standby's own relay of host-s believed`);
+  } finally {
+    await host?.kill();
+    for (const s of servers) {
+      s.client.close();
+      await s.proc.kill("SIGKILL");
+    }
+    await etcd.stop();
+  }
+});
