@@ -18,7 +18,7 @@ import { median } from "./lib/latency-recorder.js";
 import { measureStatsWork } from "./lib/stats-work.js";
 import { medians, renderTable } from "./lib/report.js";
 import { dataPlaneScenarios, type Scenario } from "./lib/scenarios.js";
-import { K4S_BIN, startGrpc, startK4s, startMoleculer, startNats, type RunningSystem } from "./lib/systems.js";
+import { K4S_BIN, k4sExecArgv, startGrpc, startK4s, startMoleculer, startNats, type RunningSystem } from "./lib/systems.js";
 
 interface Options {
   quick: boolean;
@@ -234,10 +234,10 @@ function statsCostReport(rows: RunRow[]): { lines: string[]; figures: Record<str
 async function runControlPlane(round: number): Promise<RunRow> {
   const children: Child[] = [];
   try {
-    const srv = await forkTs("k4s control-plane server", new URL("./k4s/k4s-server-process.ts", import.meta.url));
+    const srv = await forkTs("k4s control-plane server", new URL("./k4s/k4s-server-process.ts", import.meta.url), [], { execArgv: k4sExecArgv });
     children.push(srv.child);
     const address = String(srv.ready.address);
-    const host = await spawnBinary("k4s worker host", process.execPath, [K4S_BIN, "worker", "--server", address], /serving containers/, 30_000);
+    const host = await spawnBinary("k4s worker host", process.execPath, [...k4sExecArgv, K4S_BIN, "worker", "--server", address], /serving containers/, 30_000);
     children.push(host);
     const cp = await forkTs("k4s control-plane client", new URL("./k4s/control-plane-process.ts", import.meta.url), [
       address,
@@ -250,6 +250,9 @@ async function runControlPlane(round: number): Promise<RunRow> {
       if (m.ev !== "memory") return;
       memory[`serverRss_${m.label}`] = rssBytes(srv.child.pid);
       memory[`hostRss_${m.label}`] = rssBytes(host.pid);
+      // CPU from the empty point to all N Running: the scale-up's cost, which a loaded machine stretches less than its wall time.
+      memory[`serverCpu_${m.label}`] = cpuMicros(srv.child.pid);
+      memory[`hostCpu_${m.label}`] = cpuMicros(host.pid);
       cp.child.process.send({ cmd: "memory-read", label: m.label });
     });
     const done = await cp.child.waitMessage<{ result: Record<string, number> & { applyToWatch: { p50: number; p99: number }; applyRoundTrip: { p50: number; p99: number } } }>(
@@ -265,6 +268,8 @@ async function runControlPlane(round: number): Promise<RunRow> {
       metrics: {
         replicas: r.replicas!,
         scaleUpS: r.scaleUpMs! / 1000,
+        scaleUpServerCpuS: (memory.serverCpu_idle! - memory.serverCpu_empty!) / 1e6,
+        scaleUpHostCpuS: (memory.hostCpu_idle! - memory.hostCpu_empty!) / 1e6,
         scaleDownS: r.scaleDownMs! / 1000,
         applyToWatchP50: r.applyToWatch.p50,
         applyToWatchP99: r.applyToWatch.p99,
@@ -384,7 +389,7 @@ async function main(): Promise<number> {
         console.log(
           cp.error
             ? `  control-plane          k4s FAILED: ${cp.error.split("\n")[0]}`
-            : `  control-plane          k4s 0→${replicas} in ${cp.metrics!.scaleUpS!.toFixed(2)} s, →0 in ${cp.metrics!.scaleDownS!.toFixed(2)} s, apply→watch p50 ${cp.metrics!.applyToWatchP50!.toFixed(2)} ms`,
+            : `  control-plane          k4s 0→${replicas} in ${cp.metrics!.scaleUpS!.toFixed(2)} s (CPU server ${cp.metrics!.scaleUpServerCpuS!.toFixed(2)} s, host ${cp.metrics!.scaleUpHostCpuS!.toFixed(2)} s), →0 in ${cp.metrics!.scaleDownS!.toFixed(2)} s, apply→watch p50 ${cp.metrics!.applyToWatchP50!.toFixed(2)} ms`,
         );
       }
     }

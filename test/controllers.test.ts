@@ -754,4 +754,42 @@ describe("controllers on a running server", () => {
     await r.delete("Service", "calculator-service");
     await r.delete("Container", "calculator");
   });
+
+  test("a scale to 300 writes its replicas and their statuses in batches: a few store revisions, not one per replica", async () => {
+    const r = server.resources;
+    const n = 300;
+    await r.create(newReplicaSet("batch-rs", { replicas: 0, template: { spec: { module: "workers", function: "echo_worker" } } }));
+    const from = await r.revision();
+    const abort = new AbortController();
+    /** By revision: how many replicas it created, and how many it made Running. */
+    const created = new Map<number, number>();
+    const running = new Map<number, number>();
+    const isRunning = new Set<string>();
+    const followed = (async () => {
+      for await (const batch of r.watch({ kind: "Container", nameGlob: "batch-rs-*", fromRevision: from }, abort.signal)) {
+        for (const e of batch.events) {
+          const name = nameOf(e.object);
+          if (e.type === "ADDED") created.set(e.revision, (created.get(e.revision) ?? 0) + 1);
+          if ((e.object as Container).status?.phase === "Running" && !isRunning.has(name)) {
+            isRunning.add(name);
+            running.set(e.revision, (running.get(e.revision) ?? 0) + 1);
+          }
+        }
+        if (isRunning.size === n) return;
+      }
+    })();
+    await scale(r, "batch-rs", n);
+    await Promise.race([followed, eventually(() => isRunning.size === n, 60_000, `${n} replicas Running`)]);
+    await eventually(() => isRunning.size === n, 60_000, `${n} replicas Running`);
+    abort.abort();
+    await followed.catch(() => {});
+    const total = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+    assert.equal(total(created), n);
+    // One reconcile creates them all, 128 to a transaction.
+    assert.ok(created.size <= 5, `created in ${created.size} revisions: ${[...created.values()].join(", ")}`);
+    // Statuses go out in batches of what changed meanwhile; one at a time would be 300 revisions.
+    assert.ok(running.size <= n / 3, `made Running in ${running.size} revisions`);
+    await r.delete("ReplicaSet", "batch-rs");
+    await eventually(async () => (await r.list("Container", { nameGlob: "batch-rs-*" })).items.length === 0, 60_000, "replicas gone");
+  });
 });

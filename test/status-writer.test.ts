@@ -2,7 +2,8 @@
  * The container status writer over a real resource store (SQLite in memory): it writes what
  * the record says, skips the store round trip when the informer's copy already says it, and
  * sets right a status someone else overwrote (it compares with the stored object, not with what
- * it wrote last).
+ * it wrote last), and writes the changes of many records in batches: a few store revisions,
+ * not one per container.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -23,6 +24,10 @@ function countingStore(): { resources: ResourceStore; calls: () => number; close
   resources.updateStatus = (kind, name, mutate) => {
     calls++;
     return real.updateStatus(kind, name, mutate);
+  };
+  resources.updateStatuses = (kind, updates) => {
+    calls += updates.length;
+    return real.updateStatuses(kind, updates);
   };
   return { resources, calls: () => calls, close: () => store.close() };
 }
@@ -89,5 +94,45 @@ test("status writer: writes what the record says, skips what the stored copy alr
   } finally {
     await writer.stop();
     await close();
+  }
+});
+
+test("status writer: the changes of 300 records in one turn are written in 3 transactions of at most 128, each record's own status", async () => {
+  const store = openSqliteStore();
+  const resources = createResourceStore(store);
+  const errors: string[] = [];
+  const writer = createStatusWriter({ resources, onError: (m) => errors.push(m) });
+  try {
+    const n = 300;
+    const created = await resources.createAll(Array.from({ length: n }, (_, i) => create(ContainerSchema, { metadata: { name: `b-${i}` }, spec: { module: "m", function: "f" } })));
+    const records = created.map((r, i) => {
+      assert.ok(r.object, `b-${i} created: ${r.error?.message}`);
+      const rec = new ContainerRecord(r.object.metadata!.name, r.object.metadata!.uid, r.object);
+      rec.restarts = i + 1;
+      return rec;
+    });
+    const from = await resources.revision();
+    for (const [i, rec] of records.entries()) writer.write(rec, created[i]!.object);
+    await until("every record's status is stored", async () => {
+      const { items } = await resources.list("Container", { nameGlob: "b-*" });
+      return items.length === n && items.every((c) => c.status?.restarts === Number(c.metadata!.name.slice(2)) + 1);
+    });
+    // Seen through a watch: which revisions carried the writes.
+    const abort = new AbortController();
+    const revisions = new Map<number, number>();
+    let seen = 0;
+    for await (const batch of resources.watch({ kind: "Container", fromRevision: from }, abort.signal)) {
+      for (const e of batch.events) {
+        revisions.set(e.revision, (revisions.get(e.revision) ?? 0) + 1);
+        seen++;
+      }
+      if (seen >= n) abort.abort();
+    }
+    assert.equal(seen, n);
+    assert.deepEqual([...revisions.values()], [128, 128, 44], "one transaction per 128 containers");
+    assert.deepEqual(errors, []);
+  } finally {
+    await writer.stop();
+    await store.close();
   }
 });

@@ -30,6 +30,8 @@ export const METRICS: Record<string, MetricDef[]> = {
   ],
   control: [
     { key: "scaleUpS", label: "ReplicaSet 0→N all Running, s", unit: "s" },
+    { key: "scaleUpServerCpuS", label: "0→N server CPU, s", unit: "s" },
+    { key: "scaleUpHostCpuS", label: "0→N host CPU, s", unit: "s" },
     { key: "scaleDownS", label: "ReplicaSet N→0 all gone, s", unit: "s" },
     { key: "applyToWatchP50", label: "apply→watch p50 ms", unit: "ms" },
     { key: "applyToWatchP99", label: "apply→watch p99 ms", unit: "ms" },

@@ -33,7 +33,7 @@ import { createController, keysOnSpecChange, type Controller, type ObjectCache, 
 export const REPLICASET_LABEL = "k4s.io/replicaset";
 
 /** The most replicas created or deleted by one reconcile; the rest follow in the next one. */
-const MAX_CHANGES_PER_RECONCILE = 256;
+const MAX_CHANGES_PER_RECONCILE = 1024;
 
 /** ReplicaSetControllerOptions are the controller's dependencies. */
 export type ReplicaSetControllerOptions = StoredKindControllerOptions;
@@ -267,15 +267,17 @@ async function createReplicas(
     if (!taken.has(replica)) names.push(replica);
   }
   if (count > names.length) outcome.requeue = true;
-  const results = await Promise.allSettled(names.map((replica) => resources.create(newReplica(rs, replica, template))));
+  // A few transactions for all of them (see ResourceStore.createAll): each is one revision,
+  // one watch batch for every watcher, instead of one per replica.
+  const results = await resources.createAll(names.map((replica) => newReplica(rs, replica, template)));
   results.forEach((r, i) => {
     const replica = names[i]!;
-    if (r.status === "fulfilled") {
+    if (!r.error) {
       outcome.live.add(replica);
       events.record({ reason: "SuccessfulCreate", kind: "ReplicaSet", name, message: `Created container: ${replica}` });
       return;
     }
-    const err = ConnectError.from(r.reason);
+    const err = r.error;
     // Taken since we listed (a container on its way out, or one created meanwhile): come back.
     if (err.code === Code.AlreadyExists) {
       outcome.requeue = true;

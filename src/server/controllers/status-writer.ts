@@ -1,11 +1,13 @@
 /**
- * Writes the status of Containers as the lifecycle sees them, one write per container at a
- * time: changes made while a write is on its way, and every change of the same event-loop
- * turn, go out together in the next one. A write that would change nothing is skipped.
+ * Writes the status of Containers as the lifecycle sees them, in batches: every change of the
+ * same event-loop turn goes out together (a transaction per MAX_BATCH_WRITES containers, see
+ * ResourceStore.updateStatuses), and changes made while a batch is on its way go in the next
+ * one, so a scale-up of thousands costs a few revisions, not thousands. A write that would
+ * change nothing is skipped.
  */
 import { create, equals } from "@bufbuild/protobuf";
 import { ContainerStatusSchema, type Container, type ContainerStatus } from "../../gen/k4s/v1/resources_pb.js";
-import type { ResourceStore } from "../store/resource-store.js";
+import type { ResourceStore, StatusUpdate } from "../store/resource-store.js";
 import type { ContainerRecord } from "./container-record.js";
 
 /** StatusWriter keeps the stored status of containers in step with their records. */
@@ -37,28 +39,42 @@ export function containerStatus(rec: ContainerRecord, current: Container): Conta
 /** Creates a status writer over a resource store. */
 export function createStatusWriter(options: { resources: ResourceStore; onError: (message: string, err: unknown) => void }): StatusWriter {
   const { resources } = options;
-  /** Records with a change not written yet, and those with a write on its way. */
+  /** Records with a change not written yet, and those of the batch on its way. */
   const dirty = new Set<ContainerRecord>();
-  const writing = new Set<ContainerRecord>();
-  const writes = new Set<Promise<void>>();
+  let writing = new Set<ContainerRecord>();
+  let flushing: Promise<void> | undefined;
   let stopped = false;
 
-  async function run(rec: ContainerRecord) {
+  const update = (rec: ContainerRecord): StatusUpdate<"Container"> => ({
+    name: rec.name,
+    mutate: (cur) => {
+      if (cur.metadata?.uid !== rec.uid) return undefined;
+      const next = containerStatus(rec, cur);
+      return cur.status && equals(ContainerStatusSchema, cur.status, next) ? undefined : next;
+    },
+  });
+
+  async function flush() {
     try {
-      while (dirty.has(rec) && !stopped) {
-        // Let the rest of this turn's changes land first: one write for all of them.
+      while (dirty.size > 0 && !stopped) {
+        // Let the rest of this turn's changes land first: one batch for all of them.
         await new Promise((r) => setImmediate(r));
-        dirty.delete(rec);
-        await resources.updateStatus("Container", rec.name, (cur) => {
-          if (cur.metadata?.uid !== rec.uid) return undefined;
-          const next = containerStatus(rec, cur);
-          return cur.status && equals(ContainerStatusSchema, cur.status, next) ? undefined : next;
-        });
+        writing = new Set(dirty);
+        dirty.clear();
+        const recs = [...writing];
+        try {
+          const results = await resources.updateStatuses("Container", recs.map(update));
+          results.forEach((r, i) => {
+            if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
+          });
+        } catch (err) {
+          if (!stopped) options.onError(`writing the status of ${recs.length} containers failed`, err);
+        }
       }
-    } catch (err) {
-      if (!stopped) options.onError(`writing the status of container "${rec.name}" failed`, err);
     } finally {
-      writing.delete(rec);
+      // In the same turn as the last look at `dirty`: a write after it starts a new flush.
+      writing = new Set();
+      flushing = undefined;
     }
   }
 
@@ -67,15 +83,11 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
       if (stopped) return;
       if (!writing.has(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
       dirty.add(rec);
-      if (writing.has(rec)) return;
-      writing.add(rec);
-      const p = run(rec);
-      writes.add(p);
-      void p.then(() => writes.delete(p));
+      flushing ??= flush();
     },
     async stop() {
       stopped = true;
-      await Promise.allSettled([...writes]);
+      await flushing;
     },
   };
 }

@@ -13,9 +13,9 @@ import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type O
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
-import type { ApplyOptions, ApplyOutcome, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, WatchOptions } from "./resource-store.js";
+import type { ApplyOptions, ApplyOutcome, BatchResult, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
-import { futureRevisionError, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
+import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
 export const KEY_PREFIX = "/k4s/";
@@ -496,6 +496,166 @@ async function applyObjects(ctx: Layer, objects: readonly AnyObject[], options: 
   }
 }
 
+/** Read-modify-write of one object's status, retried on conflict; see ResourceStore.updateStatus. */
+async function updateStatusOf<K extends Kind>(
+  ctx: Layer,
+  kind: K,
+  name: string,
+  mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined,
+): Promise<ObjectOf<K> | undefined> {
+  const key = objectKey(kind, name);
+  const statusSchema = STATUS.get(kind)!;
+  for (let attempt = 0; ; attempt++) {
+    const cur = await readObject(ctx, kind, name);
+    if (!cur) return undefined;
+    const status = mutate(copy(cur.obj) as ObjectOf<K>);
+    if (status === undefined || sameMessage(statusSchema, cur.obj.status, status)) return cur.obj as ObjectOf<K>;
+    const next = copy(cur.obj);
+    next.status = clone(statusSchema, status as never) as never;
+    const r = await ctx.store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
+    if (r.succeeded) {
+      next.metadata!.resourceVersion = String(r.revision);
+      return next as ObjectOf<K>;
+    }
+    if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
+  }
+}
+
+/**
+ * Writes the statuses of one chunk of updates in one transaction guarded by the revisions
+ * read; undefined when an object changed meanwhile (nothing was written) or a name comes
+ * twice, for the caller to write them one by one.
+ */
+async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[] | undefined> {
+  const keys = chunk.map((u) => objectKey(kind, u.name));
+  if (new Set(keys).size < keys.length) return undefined;
+  const statusSchema = STATUS.get(kind)!;
+  const kvs = await Promise.all(keys.map((k) => ctx.store.get(k)));
+  const compares: Compare[] = [];
+  const ops: Op[] = [];
+  const written: AnyObject[] = [];
+  const out: BatchResult<ObjectOf<K> | undefined>[] = [];
+  // One turn for the chunk: it is bounded, and a turn per object would queue each step of the
+  // batch behind every other task's (a storm of watch decodes), object after object.
+  await ctx.pace();
+  for (const [i, u] of chunk.entries()) {
+    const kv = kvs[i];
+    if (!kv) {
+      out.push({ object: undefined });
+      continue;
+    }
+    const cur = decode(kind, kv);
+    let status;
+    try {
+      status = u.mutate(copy(cur) as ObjectOf<K>);
+    } catch (err) {
+      out.push({ error: ConnectError.from(err) });
+      continue;
+    }
+    if (status === undefined || sameMessage(statusSchema, cur.status, status)) {
+      out.push({ object: cur as ObjectOf<K> });
+      continue;
+    }
+    const next = copy(cur);
+    next.status = clone(statusSchema, status as never) as never;
+    compares.push({ key: keys[i]!, modRevision: kv.modRevision });
+    ops.push({ type: "put", key: keys[i]!, value: encode(next) });
+    written.push(next);
+    out.push({ object: next as ObjectOf<K> });
+  }
+  if (ops.length === 0) return out;
+  const r = await ctx.store.txn(compares, ops);
+  if (!r.succeeded) return undefined;
+  for (const obj of written) obj.metadata!.resourceVersion = String(r.revision);
+  return out;
+}
+
+/** Status writes of many objects, a transaction per chunk; see ResourceStore.updateStatuses. */
+async function updateStatuses<K extends Kind>(ctx: Layer, kind: K, updates: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[]> {
+  const results: BatchResult<ObjectOf<K> | undefined>[] = [];
+  for (let start = 0; start < updates.length; start += MAX_BATCH_WRITES) {
+    const chunk = updates.slice(start, start + MAX_BATCH_WRITES);
+    const batch = await writeStatusChunk(ctx, kind, chunk);
+    if (batch) {
+      results.push(...batch);
+      continue;
+    }
+    // One of them changed since it was read: each goes alone, re-read and retried.
+    for (const u of chunk) {
+      try {
+        results.push({ object: await updateStatusOf(ctx, kind, u.name, u.mutate) });
+      } catch (err) {
+        results.push({ error: ConnectError.from(err) });
+      }
+    }
+  }
+  return results;
+}
+
+/** A new object stamped and encoded for a batched create, with where its result goes. */
+interface StagedCreate {
+  index: number;
+  key: string;
+  obj: AnyObject;
+  value: Uint8Array;
+}
+
+/** Creates objects MAX_BATCH_WRITES to a transaction, each refused alone; see ResourceStore.createAll. */
+async function createObjects<T extends AnyObject>(ctx: Layer, inputs: readonly T[]): Promise<BatchResult<T>[]> {
+  const { store, pace } = ctx;
+  const results: BatchResult<T>[] = new Array<BatchResult<T>>(inputs.length);
+  const staged: StagedCreate[] = [];
+  const keys = new Set<string>();
+  for (const [index, input] of inputs.entries()) {
+    // A scale-up of thousands is stamped and encoded a chunk at a time.
+    if (index % MAX_BATCH_WRITES === 0) await pace();
+    try {
+      assertValid(input);
+      const kind = kindOf(input);
+      const obj = stampNew(kind, input);
+      const key = objectKey(kind, obj.metadata!.name);
+      if (keys.has(key)) throw alreadyExists(kind, obj.metadata!.name);
+      keys.add(key);
+      staged.push({ index, key, obj, value: encode(obj) });
+    } catch (err) {
+      results[index] = { error: ConnectError.from(err) };
+    }
+  }
+  for (let start = 0; start < staged.length; start += MAX_BATCH_WRITES) {
+    let chunk = staged.slice(start, start + MAX_BATCH_WRITES);
+    for (let attempt = 0; chunk.length > 0; attempt++) {
+      const r = await store.txn(
+        chunk.map((c) => ({ key: c.key, modRevision: 0 })),
+        chunk.map((c): Op => ({ type: "put", key: c.key, value: c.value })),
+      );
+      if (r.succeeded) {
+        for (const c of chunk) {
+          c.obj.metadata!.resourceVersion = String(r.revision);
+          results[c.index] = { object: c.obj as T };
+        }
+        break;
+      }
+      // Some exist already: they are refused, the others go again without them.
+      const present = await Promise.all(chunk.map((c) => store.get(c.key)));
+      const rest: StagedCreate[] = [];
+      chunk.forEach((c, j) => {
+        if (present[j] || attempt >= MAX_RETRIES) {
+          const kind = kindOf(c.obj);
+          results[c.index] = { error: present[j] ? alreadyExists(kind, c.obj.metadata!.name) : gaveUp(kind, c.obj.metadata!.name) };
+        } else {
+          rest.push(c);
+        }
+      });
+      chunk = rest;
+    }
+  }
+  return results;
+}
+
+function alreadyExists(kind: Kind, name: string): ConnectError {
+  return new ConnectError(`${describe(kind, name)} already exists`, Code.AlreadyExists);
+}
+
 /** Removes a Container marked for deletion once its host reports it stopped; see ResourceStore.finalize. */
 async function finalizeContainer(store: Store, name: string): Promise<void> {
   const key = objectKey("Container", name);
@@ -623,31 +783,18 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
       const name = obj.metadata!.name;
       const key = objectKey(kind, name);
       const r = await store.txn([{ key, modRevision: 0 }], [{ type: "put", key, value: encode(obj) }]);
-      if (!r.succeeded) throw new ConnectError(`${describe(kind, name)} already exists`, Code.AlreadyExists);
+      if (!r.succeeded) throw alreadyExists(kind, name);
       obj.metadata!.resourceVersion = String(r.revision);
       return obj as T;
     },
 
     update: (input) => updateObject(layer, input),
 
-    async updateStatus<K extends Kind>(kind: K, name: string, mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined) {
-      const key = objectKey(kind, name);
-      const statusSchema = STATUS.get(kind)!;
-      for (let attempt = 0; ; attempt++) {
-        const cur = await readObject(layer, kind, name);
-        if (!cur) return undefined;
-        const status = mutate(copy(cur.obj) as ObjectOf<K>);
-        if (status === undefined || sameMessage(statusSchema, cur.obj.status, status)) return cur.obj as ObjectOf<K>;
-        const next = copy(cur.obj);
-        next.status = clone(statusSchema, status as never) as never;
-        const r = await store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
-        if (r.succeeded) {
-          next.metadata!.resourceVersion = String(r.revision);
-          return next as ObjectOf<K>;
-        }
-        if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
-      }
-    },
+    updateStatus: (kind, name, mutate) => updateStatusOf(layer, kind, name, mutate),
+
+    updateStatuses: (kind, updates) => updateStatuses(layer, kind, updates),
+
+    createAll: (objects) => createObjects(layer, objects),
 
     delete: (kind, name, options) => deleteObject(layer, kind, name, options),
 

@@ -9,6 +9,7 @@
  */
 import type { AnyObject, Kind, ObjectOf } from "../../api/kinds.js";
 import type { LabelSelector } from "../../api/label-selector.js";
+import type { ConnectError } from "@connectrpc/connect";
 import type { Store } from "./store.js";
 
 /** ListOptions filter a List or Watch. */
@@ -97,6 +98,15 @@ export interface ApplyOutcome {
   object: AnyObject;
 }
 
+/** BatchResult is what a batched write did to one object: the object as stored, or why not. */
+export type BatchResult<T> = { object: T; error?: undefined } | { object?: undefined; error: ConnectError };
+
+/** StatusUpdate is one object's part of a batched status write: see ResourceStore.updateStatus. */
+export interface StatusUpdate<K extends Kind> {
+  name: string;
+  mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined;
+}
+
 /**
  * ResourceStore reads and writes typed objects. Objects get/list/create/update return are
  * fresh copies that the caller may keep; watch events' objects are shared, read-only; objects
@@ -118,6 +128,13 @@ export interface ResourceStore {
    */
   update<T extends AnyObject>(obj: T): Promise<T>;
   /**
+   * Creates many objects as create() does each, MAX_BATCH_WRITES to a transaction (one
+   * revision and one watch batch for each), in order. Each object is created or refused on its
+   * own (ALREADY_EXISTS, INVALID_ARGUMENT), never half of one: an object already there leaves
+   * the others of its transaction to be written without it.
+   */
+  createAll<T extends AnyObject>(objects: readonly T[]): Promise<BatchResult<T>[]>;
+  /**
    * Read-modify-write of status (controllers only), retried on conflict. `mutate` gets a
    * copy of the current object and returns the new status, or undefined to write nothing.
    * Resolves to the stored object, or undefined when the object does not exist.
@@ -127,6 +144,13 @@ export interface ResourceStore {
     name: string,
     mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined,
   ): Promise<ObjectOf<K> | undefined>;
+  /**
+   * updateStatus for many objects of one kind, MAX_BATCH_WRITES to a transaction, each guarded
+   * by the revision it was read at; when one of them changed meanwhile, the transaction's
+   * objects are written one by one instead (retried on conflict, as updateStatus is). Resolves
+   * per update, in order: the stored object (undefined when it does not exist), or the error.
+   */
+  updateStatuses<K extends Kind>(kind: K, updates: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[]>;
   /**
    * Deletes an object, and for a ReplicaSet the Containers it owns, in one transaction.
    * A Container that is bound to a host (status.host set, not yet finished) is not removed

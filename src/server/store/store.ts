@@ -130,6 +130,13 @@ export function eventBytes(events: readonly StoreEvent[]): number {
 /** The most operations one transaction may carry, in either backend. */
 export const MAX_TXN_OPS = 100_000;
 
+/**
+ * The most objects a batched write (ResourceStore.createAll, updateStatuses) puts in one
+ * transaction: etcd's default --max-txn-ops, so a scale-up works against an etcd cluster
+ * started with default flags (its compares and its puts each stay within the limit).
+ */
+export const MAX_BATCH_WRITES = 128;
+
 /** Refuses a transaction no backend takes: too many operations, or a key written twice. */
 export function checkTxnOps(ops: readonly Op[]): void {
   if (ops.length > MAX_TXN_OPS) {
