@@ -24,7 +24,8 @@ test("worker link: queued bytes go up as frames are queued and back to 0 once th
   const both = frameBytes(delivery(1, 1000)) + frameBytes(delivery(2, 2000));
   assert.equal(link.queuedBytes, both);
   const batch = await link.next();
-  assert.equal(batch?.length, 2);
+  assert.equal(batch?.frames.length, 2);
+  assert.equal(batch?.bytes, both, "the batch carries its bytes as counted when queued");
   assert.equal(link.queued, 0);
   assert.equal(link.queuedBytes, both, "taken but not yet written: still unread by the peer");
   link.written(batch!);

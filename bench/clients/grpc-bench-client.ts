@@ -4,7 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { grpcEchoService } from "../peers/grpc-echo-service.js";
-import { bytesPayload, type BenchClient } from "./bench-client.js";
+import { bytesPayload, confirmedSender, type BenchClient } from "./bench-client.js";
 
 const id = (b: Buffer) => b;
 
@@ -22,7 +22,8 @@ export async function createGrpcBenchClient(address: string): Promise<BenchClien
     hasFireAndForget: true,
     payload: (n) => Buffer.from(bytesPayload(n)),
     request: (_target, payload) => unary(grpcEchoService.echo!.path, payload as Buffer),
-    send: (payload) => unary(grpcEchoService.send!.path, payload as Buffer),
+    // No fire-and-forget in gRPC: a unary Send answered empty is each message's acknowledgement.
+    send: confirmedSender((payload) => unary(grpcEchoService.send!.path, payload as Buffer)),
     async close() {
       client.close();
     },

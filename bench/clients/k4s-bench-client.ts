@@ -5,7 +5,7 @@
  * (application/octet-stream), which the router passes through untouched.
  */
 import { createClient } from "../../src/client/index.js";
-import { bytesPayload, type BenchClient } from "./bench-client.js";
+import { bytesPayload, confirmedSender, type BenchClient } from "./bench-client.js";
 
 /** Creates the k4s client of the server at address and opens its messaging session. */
 export async function createK4sBenchClient(address: string): Promise<BenchClient> {
@@ -19,7 +19,8 @@ export async function createK4sBenchClient(address: string): Promise<BenchClient
     hasFireAndForget: true,
     payload: (n) => bytesPayload(n),
     request: (target, payload) => client.request(target === "rr1" ? "service/bench-1" : "service/bench-2", payload, { timeoutMs: 10_000 }),
-    send: (payload) => client.send("container/bench1-0", payload),
+    // Each send() resolves once the server queued the message at the container (its acknowledgement).
+    send: confirmedSender((payload) => client.send("container/bench1-0", payload as Uint8Array)),
     close: () => client.close(),
   };
 }

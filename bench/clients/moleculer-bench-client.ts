@@ -5,14 +5,7 @@
  * serializer, its natural form (a Buffer would be JSON-encoded as an array of numbers).
  */
 import { ServiceBroker } from "moleculer";
-import type { BenchClient } from "./bench-client.js";
-
-/**
- * Events emitted between two pings of the receiver: emit has no acknowledgement and queues on
- * the socket at once, so without a round trip now and then the sender would only fill memory.
- * A ping travels on the same connection behind the events, so its pong means they were handled.
- */
-const PING_EVERY = 256;
+import { confirmedSender, type BenchClient } from "./bench-client.js";
 
 /** Creates the Moleculer client broker `nodeID` among urls; waits until `responders` nodes are up. */
 export async function createMoleculerBenchClient(nodeID: string, urls: string[], responders: string[]): Promise<BenchClient> {
@@ -35,31 +28,18 @@ export async function createMoleculerBenchClient(nodeID: string, urls: string[],
     if (Date.now() > deadline) throw new Error(`moleculer: nodes ${responders.filter((r) => !up.has(r)).join(", ")} not seen within 20 s`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  let emitted = 0;
-  let pinging: Promise<void> | undefined;
   return {
     system: "moleculer",
     hasTwoReplicas: true,
     hasFireAndForget: true,
     payload: (n) => ({ d: "x".repeat(n) }),
     request: (target, payload) => broker.call(target === "rr1" ? "echo1.echo" : "echo2.echo", payload as object),
-    async send(payload) {
-      const sent = broker.emit("bench.ff1", payload);
-      if (++emitted % PING_EVERY === 0 || pinging) {
-        // Every sender waits on the same round trip rather than stacking one each.
-        pinging ??= Promise.resolve(broker.ping("mol-r1", 10_000)).then(
-          () => {
-            pinging = undefined;
-          },
-          (err: unknown) => {
-            pinging = undefined;
-            throw err;
-          },
-        );
-        await pinging;
-      }
-      await sent;
-    },
+    // emit has no acknowledgement: the confirmation is a ping of the receiver, which travels
+    // behind the events on the same connection, so its pong means they were handled.
+    send: confirmedSender(
+      (payload) => broker.emit("bench.ff1", payload),
+      () => broker.ping("mol-r1", 10_000),
+    ),
     async close() {
       await broker.stop();
     },

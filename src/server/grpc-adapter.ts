@@ -16,7 +16,13 @@ import {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { decodeConnectRequest, decodeConnectResponse, encodeConnectRequest, encodeConnectResponse } from "../transport/frame-codec.js";
+import {
+  decodeConnectRequest,
+  decodeConnectResponse,
+  encodeConnectRequest,
+  encodeConnectResponse,
+  encodeFramedConnectResponse,
+} from "../transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 import { stoppingRefusal } from "../api/retry-info.js";
 import { decodePaced, encodePaced, PACE_BYTES } from "./paced-codec.js";
@@ -219,15 +225,43 @@ const widened = new WeakSet<object>();
  */
 function widenWindows(call: SurfaceCall): void {
   try {
-    let c = (call as unknown as { call?: { stream?: unknown; nextCall?: unknown } }).call;
-    for (let i = 0; i < 8 && c && !c.stream; i++) c = c.nextCall as typeof c;
-    const session = (c?.stream as { session?: Http2SessionLike } | undefined)?.session;
+    const session = (streamCallOf(call)?.stream as { session?: Http2SessionLike } | undefined)?.session;
     if (!session || widened.has(session) || session.destroyed) return;
     widened.add(session);
     session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
     session.settings({ initialWindowSize: STREAM_WINDOW_BYTES });
   } catch {
     // Internals moved or the session is closing: keep the defaults.
+  }
+}
+
+/** The grpc-js call object that writes to the HTTP/2 stream (internal; see framePayloadsOnce). */
+interface StreamCallLike {
+  stream?: unknown;
+  nextCall?: unknown;
+  serializeMessage?: (value: unknown) => Buffer;
+}
+
+/** The innermost grpc-js call (the one holding the HTTP/2 stream), or undefined if internals moved. */
+function streamCallOf(call: SurfaceCall): StreamCallLike | undefined {
+  let c = (call as unknown as { call?: StreamCallLike }).call;
+  for (let i = 0; i < 8 && c && !c.stream; i++) c = c.nextCall as StreamCallLike | undefined;
+  return c?.stream ? c : undefined;
+}
+
+/**
+ * Makes grpc-js write each ConnectResponse as the codec framed it: grpc-js serializes a
+ * response and then copies it into a second buffer behind its 5-byte length prefix, so every
+ * payload on the worker stream was copied twice on its way out. The codec writes the prefix
+ * itself instead (encodeFramedConnectResponse). Reached through grpc-js internals, guarded: if
+ * they change, grpc-js frames as before.
+ */
+function framePayloadsOnce(call: SurfaceCall): void {
+  try {
+    const c = streamCallOf(call);
+    if (c && typeof c.serializeMessage === "function") c.serializeMessage = encodeFramedConnectResponse as (value: unknown) => Buffer;
+  } catch {
+    // Internals moved: grpc-js frames the messages itself.
   }
 }
 
@@ -264,23 +298,27 @@ function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
  */
 const WRITE_AHEAD_BYTES = 2 * 1024 * 1024;
 
-/** Bytes a response handed to grpc-js takes: encoded ones exactly, worker-stream batches by their frames. */
-function responseBytes(value: unknown): number {
+const WRITTEN = Symbol("k4s.written");
+const BYTES = Symbol("k4s.bytes");
+
+/** Bytes a response handed to grpc-js takes: encoded ones exactly, worker-stream batches as onWritten() counted them. */
+function responseBytes(value: unknown, counted: number | undefined): number {
   if (value instanceof Encoded) return value.bytes.byteLength;
+  if (counted !== undefined) return counted;
   const frames = (value as { frames?: readonly BatchedFrame[] }).frames;
   return Array.isArray(frames) ? frames.reduce((n, f: BatchedFrame) => n + frameBytes(f), 0) : 0;
 }
-
-const WRITTEN = Symbol("k4s.written");
 
 /**
  * Marks a streamed response so that `callback` runs once grpc-js wrote it to the peer (into its
  * HTTP/2 flow-control window), not when the adapter handed it over: a handler can so count what
  * its peer has not read yet, wherever it is buffered. A response whose stream dies first never
- * calls back.
+ * calls back. `bytes`: what the handler counts the response as (its frames' bytes), so the
+ * adapter's own write-ahead bound need not size it again.
  */
-export function onWritten<T extends object>(response: T, callback: () => void): T {
+export function onWritten<T extends object>(response: T, callback: () => void, bytes?: number): T {
   (response as Record<symbol, unknown>)[WRITTEN] = callback;
+  if (bytes !== undefined) (response as Record<symbol, unknown>)[BYTES] = bytes;
   return response;
 }
 
@@ -290,6 +328,7 @@ async function writeAll(
   source: AsyncIterable<unknown>,
   signal: AbortSignal,
 ): Promise<void> {
+  const fast = fastCodecs.has(schema.typeName);
   let pending = 0;
   let wake: (() => void) | undefined;
   const done = () => {
@@ -303,8 +342,10 @@ async function writeAll(
     for await (const msg of source) {
       if (signal.aborted) return;
       const written = (msg as Record<symbol, (() => void) | undefined>)[WRITTEN];
-      const bytes = await encodeResponse(schema, msg);
-      const size = responseBytes(bytes);
+      const counted = (msg as Record<symbol, number | undefined>)[BYTES];
+      // The worker stream's fast codec encodes in grpc-js's write: no turn of the loop to wait for.
+      const bytes = fast ? msg : await encodeResponse(schema, msg);
+      const size = responseBytes(bytes, counted);
       pending += size;
       const flowing = call.write(bytes, () => {
         written?.();
@@ -372,6 +413,7 @@ export function addService<S extends DescService>(
         }
         // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
         const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined);
+        if (m.output.typeName === ConnectResponseSchema.typeName) framePayloadsOnce(call);
         // Headers at once: a client learns its follow (a watch of a quiet kind, say) reached the
         // server before anything changes, so it knows to resume it, not fail, if the server goes.
         if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());

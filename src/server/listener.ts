@@ -48,7 +48,9 @@ export async function listen(server: grpc.Server, credentials: grpc.ServerCreden
   const sockets = new Set<Socket>();
   let refused = 0;
   let lastReport = 0;
-  const tcp: TcpServer = createTcpServer((socket) => {
+  // No Nagle: every write of a stream message is a complete answer the peer is waiting for, and
+  // holding a small one back until the last segment is acknowledged only adds latency.
+  const tcp: TcpServer = createTcpServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     // Not socket.setTimeout: once HTTP/2 owns the socket its reads bypass the socket's timer,
     // which would then close every connection silentSocketMs after it opened, however busy.

@@ -208,11 +208,11 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     ctx.signal.addEventListener("abort", onAbort);
     try {
       for (;;) {
-        const frames = await s.next();
-        if (!frames) break;
-        if (frames.length === 0) continue;
+        const batch = await s.next();
+        if (!batch) break;
+        if (batch.frames.length === 0) continue;
         // The frames count as unread by the peer until they are written to it.
-        yield onWritten<ConnectResponse>({ $typeName: ConnectResponseSchema.typeName, frames }, () => s.written(frames));
+        yield onWritten<ConnectResponse>({ $typeName: ConnectResponseSchema.typeName, frames: batch.frames }, () => s.written(batch), batch.bytes);
       }
     } finally {
       ctx.signal.removeEventListener("abort", onAbort);

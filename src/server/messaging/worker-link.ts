@@ -7,7 +7,7 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
 import { formatBytes } from "../../api/byte-size.js";
-import { batchEnd, frameBytes } from "../../transport/frame-batch.js";
+import { frameBytes } from "../../transport/frame-batch.js";
 import { MAX_BATCH_BYTES } from "../../transport/limits.js";
 import type { Caller } from "./envelope.js";
 import type { Letter, Mailbox } from "./mailbox.js";
@@ -30,6 +30,15 @@ export const CONGESTED_BYTES = MAX_BATCH_BYTES;
  * four of the largest messages.
  */
 export const DEFAULT_SESSION_BUFFER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * A batch of frames next() took for one stream message, with their bytes as counted when they
+ * were queued (so the stream and written() need not size each frame again).
+ */
+export interface LinkBatch {
+  readonly frames: ServerFrame[];
+  readonly bytes: number;
+}
 
 /** WorkerLinkInit describes a new link. */
 export interface WorkerLinkInit {
@@ -60,6 +69,8 @@ export interface WorkerLinkInit {
   onDrained?: (link: WorkerLink) => void;
 }
 
+const EMPTY_BATCH: LinkBatch = { frames: [], bytes: 0 };
+
 /** WorkerLink is the server's end of one worker stream, with its lifecycle state. */
 export class WorkerLink implements Caller<Mailbox> {
   /** This link's own requests not yet answered, by its call id. */
@@ -70,11 +81,13 @@ export class WorkerLink implements Caller<Mailbox> {
   /** Why the server ended the link (sent as the stream's status); undefined: ended cleanly. */
   closeError: ConnectError | undefined = undefined;
   private out: ServerFrame[] = [];
+  /** The bytes of each queued frame (frameBytes, computed once in push). */
+  private outSizes: number[] = [];
   private outBytes = 0;
   /** Frames (and their bytes) taken for the stream that it has not written to the peer yet. */
   private sendingFrames = 0;
   private sendingBytes = 0;
-  private waiter: ((frames: ServerFrame[] | undefined) => void) | undefined = undefined;
+  private waiter: ((batch: LinkBatch | undefined) => void) | undefined = undefined;
   private wakeScheduled = false;
 
   readonly id: string;
@@ -137,14 +150,17 @@ export class WorkerLink implements Caller<Mailbox> {
   /** Queues a frame; frames queued in one tick leave together in one ConnectResponse. */
   push(frame: ServerFrame): void {
     if (this.closed) return;
+    const size = frameBytes(frame);
     this.out.push(frame);
-    this.outBytes += frameBytes(frame);
+    this.outSizes.push(size);
+    this.outBytes += size;
     if (this.out.length > MAX_QUEUED_FRAMES || (this.queuedBytes > this.maxQueuedBytes && this.out.length + this.sendingFrames > 1)) {
       const limit =
         this.out.length > MAX_QUEUED_FRAMES
           ? `more than ${MAX_QUEUED_FRAMES} frames queued`
           : `more than ${formatBytes(this.maxQueuedBytes)} of frames queued (the server's maxSessionBufferBytes, ${this.maxQueuedBytes} bytes)`;
       this.out = [];
+      this.outSizes = [];
       this.outBytes = 0;
       this.onOverflow(this, limit);
       return;
@@ -156,7 +172,7 @@ export class WorkerLink implements Caller<Mailbox> {
   }
 
   /** Resolves with the next batch of frames, or undefined once the session is closed and flushed. */
-  next(): Promise<ServerFrame[] | undefined> {
+  next(): Promise<LinkBatch | undefined> {
     if (this.out.length > 0) return Promise.resolve(this.take());
     if (this.closed) return Promise.resolve(undefined);
     return new Promise((resolve) => (this.waiter = resolve));
@@ -167,10 +183,10 @@ export class WorkerLink implements Caller<Mailbox> {
    * window): those frames stop counting as unread. Until then they count, so a peer that does
    * not read is measured by everything the server holds for it, whatever the transport buffers.
    */
-  written(batch: readonly ServerFrame[]): void {
+  written(batch: LinkBatch): void {
     const wasCongested = this.congested;
-    this.sendingFrames -= batch.length;
-    for (const f of batch) this.sendingBytes -= frameBytes(f);
+    this.sendingFrames -= batch.frames.length;
+    this.sendingBytes -= batch.bytes;
     if (wasCongested && !this.congested && !this.closed) this.onDrained(this);
   }
 
@@ -186,23 +202,32 @@ export class WorkerLink implements Caller<Mailbox> {
   }
 
   /** Takes the next batch: it counts as unread until the stream says it was written. */
-  private take(): ServerFrame[] {
+  private take(): LinkBatch {
     const out = this.out;
+    const sizes = this.outSizes;
     this.lastSent = Date.now();
-    const n = batchEnd(out);
-    let batch = out;
+    // As many frames as fit in MAX_BATCH_BYTES, and at least one (as batchEnd cuts them).
+    let n = 0;
+    let bytes = 0;
+    for (; n < sizes.length; n++) {
+      if (bytes + sizes[n]! > MAX_BATCH_BYTES && n > 0) break;
+      bytes += sizes[n]!;
+    }
+    let frames = out;
     if (n === out.length) {
       this.out = [];
+      this.outSizes = [];
       this.outBytes = 0;
     } else {
       // The rest goes in the next response: next() finds it queued and returns it at once.
-      batch = out.slice(0, n);
+      frames = out.slice(0, n);
       this.out = out.slice(n);
-      for (const f of batch) this.outBytes -= frameBytes(f);
+      this.outSizes = sizes.slice(n);
+      this.outBytes -= bytes;
     }
-    this.sendingFrames += batch.length;
-    for (const f of batch) this.sendingBytes += frameBytes(f);
-    return batch;
+    this.sendingFrames += n;
+    this.sendingBytes += bytes;
+    return { frames, bytes };
   }
 
   private readonly wake = () => {
@@ -210,6 +235,6 @@ export class WorkerLink implements Caller<Mailbox> {
     const w = this.waiter;
     if (!w) return;
     this.waiter = undefined;
-    w(this.out.length > 0 ? this.take() : this.closed ? undefined : []);
+    w(this.out.length > 0 ? this.take() : this.closed ? undefined : EMPTY_BATCH);
   };
 }
