@@ -27,22 +27,26 @@ export const MODULE_TESTS = {
   "src/transport/frame-codec.ts": ["test/frame-codec.test.ts"],
   };
 
-// K4S_MUTATE (set by scripts/mutate.mjs from its arguments) picks the modules; default all.
+// K4S_MUTATE (set by scripts/mutate.mjs from its arguments) picks the modules; default all. A
+// module may name a line range (src/transport/frame-codec.ts:150-420), as Stryker's `mutate` does,
+// to re-run the survivors' lines of a long module.
 const modules = process.env.K4S_MUTATE ? process.env.K4S_MUTATE.split(",") : Object.keys(MODULE_TESTS);
-const unknown = modules.filter((m) => !(m in MODULE_TESTS));
+const fileOf = (m) => m.replace(/:\d+(-\d+)?$/, "");
+const unknown = modules.filter((m) => !(fileOf(m) in MODULE_TESTS));
 if (unknown.length > 0) {
   throw new Error(`no unit tests are mapped for ${unknown.join(", ")}: add them to MODULE_TESTS in stryker.config.mjs`);
 }
 
-// One report per module run alone (reports/mutation/router.html ...), "all" otherwise.
-const report = modules.length === 1 ? modules[0].replace(/^.*\//, "").replace(/\.ts$/, "") : "all";
+// One report per module run alone (reports/mutation/router.html, frame-codec-150-420.html ...),
+// "all" otherwise.
+const report = modules.length === 1 ? modules[0].replace(/^.*\//, "").replace(/\.ts/, "").replace(":", "-") : "all";
 
 /** @type {import("@stryker-mutator/api/core").PartialStrykerOptions} */
 export default {
   testRunner: "tap",
   plugins: ["@stryker-mutator/tap-runner"],
   tap: {
-    testFiles: [...new Set(modules.flatMap((m) => MODULE_TESTS[m]))],
+    testFiles: [...new Set(modules.flatMap((m) => MODULE_TESTS[fileOf(m)]))],
     nodeArgs: ["--import", "tsx", "--test-reporter=tap", "-r", "{{hookFile}}", "{{testFile}}"],
   },
   mutate: modules,

@@ -25,7 +25,7 @@ import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { eventually, spawnK4s, type Proc } from "./helpers.js";
-import { openNonReadingPeer, openRawPeer } from "./raw-peer.js";
+import { openAnsweringPeer, openNonReadingPeer } from "./raw-peer.js";
 
 const MiB = 1024 * 1024;
 /** What the server's resident set may grow by over its baseline, under any of the abuses. */
@@ -173,16 +173,7 @@ test("server RSS stays under its baseline + 256 MiB and the data dir bounded thr
 
   await abuse("a caller session that never reads the answers to its 300 requests of 1 MiB", async () => {
     await resources.create({ object: wrap(create(ContainerSchema, { metadata: { name: "mem-echo" }, spec: { concurrency: 100 } })) });
-    const echo = openRawPeer(address, { case: "attach", value: { container: "mem-echo", host: "echo" } });
-    let answered = 0;
-    const answering = (async () => {
-      for (;;) {
-        const d = await echo.next("delivery", undefined, 300_000).catch(() => undefined);
-        if (!d) return;
-        echo.send({ case: "result", value: { id: d.id, data: new Uint8Array(MiB) } });
-        answered++;
-      }
-    })();
+    const echo = openAnsweringPeer(address, "mem-echo", "echo", MiB);
     const caller = openNonReadingPeer(address, { case: "hello", value: { role: "client", name: "mem-caller" } });
     try {
       await eventually(async () => ((await resources.get({ kind: "c", name: "mem-echo" })).object!.kind.value as Container).status?.ready, 30_000, "mem-echo ready");
@@ -196,12 +187,11 @@ test("server RSS stays under its baseline + 256 MiB and the data dir bounded thr
       // 300 MiB of answers: the server must end the session past its 64 MiB, not hold them.
       // The server ends the session (its own gauge) and lets its frames go; the status the
       // caller then reads is test/byte-bounds.test.ts's to check.
-      await eventually(async () => (await clientSessions()) === 0, 240_000, `the server ending the caller's session (${answered} answers sent so far)`);
-      return `the server ended the session after ${answered} answers of 1 MiB`;
+      await eventually(async () => (await clientSessions()) === 0, 240_000, `the server ending the caller's session (${echo.answered} answers sent so far)`);
+      return `the server ended the session after ${echo.answered} answers of 1 MiB`;
     } finally {
       caller.cancel();
-      echo.cancel();
-      await answering;
+      await echo.close();
       await resources.delete({ kind: "c", name: "mem-echo" });
     }
   });

@@ -202,3 +202,38 @@ export function openNonReadingPeer(address: string, first: WorkerFrameInit, hear
     },
   };
 }
+
+/** AnsweringPeer is a raw worker that answers every delivery it gets with a payload of a set size. */
+export interface AnsweringPeer {
+  /** How many deliveries it has answered so far. */
+  readonly answered: number;
+  /** Cancels its stream and resolves once its answering loop has ended. */
+  close(): Promise<void>;
+}
+
+/**
+ * Attaches a raw worker to `container` (as host `host`) that answers every delivery with
+ * `answerBytes` zero bytes, for as long as its stream lasts: the far end of a caller that sends
+ * many requests whose answers are large.
+ */
+export function openAnsweringPeer(address: string, container: string, host: string, answerBytes: number): AnsweringPeer {
+  const peer = openRawPeer(address, { case: "attach", value: { container, host } });
+  let answered = 0;
+  const answering = (async () => {
+    for (;;) {
+      const d = await peer.next("delivery", undefined, 300_000).catch(() => undefined);
+      if (!d) return;
+      peer.send({ case: "result", value: { id: d.id, data: new Uint8Array(answerBytes) } });
+      answered++;
+    }
+  })();
+  return {
+    get answered() {
+      return answered;
+    },
+    async close() {
+      peer.cancel();
+      await answering;
+    },
+  };
+}
