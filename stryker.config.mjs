@@ -25,6 +25,7 @@ export const MODULE_TESTS = {
   "src/api/manifest.ts": ["test/manifest.test.ts"],
   "src/api/validate.ts": ["test/manifest.test.ts"],
   "src/transport/frame-codec.ts": ["test/frame-codec.test.ts"],
+  "src/server/store/sqlite-store.ts": ["test/sqlite-store.test.ts"],
   };
 
 // K4S_MUTATE (set by scripts/mutate.mjs from its arguments) picks the modules; default all. A

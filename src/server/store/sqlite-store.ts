@@ -477,7 +477,12 @@ function rangeAt(stmt: Statements, revision: number, compacted: number, prefix: 
   if (more) rows.pop();
   const kvs = rows.map(toKv);
   const lastKey = kvs[kvs.length - 1]?.key;
-  const remaining = more && lastKey !== undefined ? stmt.count.get({ prefix, after: lastKey, end: prefixEnd(prefix) })!.n : 0;
+  // The keys after this page as they were at the page's revision (a later page reads those).
+  let remaining = 0;
+  if (more && lastKey !== undefined) {
+    const rest = { prefix, after: lastKey, end: prefixEnd(prefix) };
+    remaining = at === revision ? stmt.count.get(rest)!.n : stmt.rangeAt.all({ ...rest, limit: -1, rev: at }).length;
+  }
   return { kvs, revision: at, more, remaining };
 }
 
