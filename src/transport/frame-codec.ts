@@ -126,6 +126,13 @@ const S = {
 const FRAMES = tagOf(ConnectRequestSchema, "frames", "message");
 if (FRAMES !== tagOf(ConnectResponseSchema, "frames", "message")) throw new Error("frame-codec: frames fields differ");
 
+/**
+ * Frames this process's codec has left to protobuf-es so far, written and read: rare frames, and
+ * hot frames the fast path cannot take (an id past 2^53, a negative time, unknown fields). A hot
+ * frame counted here is a lost fast path (nothing else shows it: the bytes are the same).
+ */
+export const slowFrames = { encoded: 0, decoded: 0 };
+
 /** Whether the fast path covers every field of a hot message (false: its frames use protobuf-es). */
 export function fastPathCovers(message: keyof typeof CODEC_FIELDS): boolean {
   const m: { schema: DescMessage; fields: Record<string, FieldKind> } = CODEC_FIELDS[message];
@@ -468,6 +475,7 @@ function encodeBatch<F>(
     }
     let body: number;
     if (inner < 0) {
+      slowFrames.encoded++;
       const bytes = slow(f);
       fallback[i] = bytes;
       body = bytes.byteLength;
@@ -843,7 +851,11 @@ function decodeBatch<F, M extends { frames: F[] }>(
       n = -1;
     }
     // Anything but a well-formed frames field (unknown fields, bad bytes): protobuf-es decides.
-    if (n < 0) return slowAll(buf);
+    if (n < 0) {
+      const all = slowAll(buf);
+      slowFrames.decoded += all.frames.length;
+      return all;
+    }
     const start = r.pos;
     const end = start + n;
     const outer = r.end;
@@ -856,7 +868,11 @@ function decodeBatch<F, M extends { frames: F[] }>(
       f = undefined;
     }
     // protobuf-es decides (and reports) whatever the fast path did not take, including errors.
-    frames.push(f ?? slow(buf.subarray(start, end)));
+    if (f === undefined) {
+      slowFrames.decoded++;
+      f = slow(buf.subarray(start, end));
+    }
+    frames.push(f);
     r.pos = end;
     r.end = outer;
   }
