@@ -7,8 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConnectError, Code } from "@connectrpc/connect";
 import { createClient } from "../src/client/index.js";
-import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
-import { startEtcd } from "./etcd.js";
+import { startCluster, type ClusterServer } from "./cluster-harness.js";
 import { eventually, spawnK4s, type Proc } from "./helpers.js";
 
 const RS = `kind: ReplicaSet
@@ -28,22 +27,13 @@ const service = (name: string) => `kind: Service\nmetadata: {name: ${name}}\nspe
 /** What the server said last about its leadership: true while it leads. */
 const leadsNow = (s: ClusterServer) => [...s.proc.stdout().matchAll(/k4s server (is the leader|is standing by)/g)].pop()?.[1] === "is the leader";
 
-async function stopAll(servers: ClusterServer[]): Promise<void> {
-  for (const s of servers) {
-    await s.client.close();
-    await s.proc.kill("SIGKILL");
-  }
-}
-
 test("cluster over a three-member etcd: one member SIGKILLed, every server keeps serving writes, watches, messages and scales", async () => {
-  const etcd = await startEtcd({ members: 3 });
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(3, { etcdMembers: 3, flags: ["--no-local-worker"] });
+  const { etcd, servers, leader } = cluster;
   let host: Proc | undefined;
   const ac = new AbortController();
   try {
-    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const [a, b] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    const [a, b] = cluster.standbys as [ClusterServer, ClusterServer];
     host = spawnK4s(["worker", "--server", [leader, a, b].map((s) => s.address).join(","), "--name", "ef-host"]);
     await a.client.apply(RS);
     await eventually(async () => (await a.client.get("ReplicaSet", "ef-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
@@ -73,18 +63,15 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
   } finally {
     ac.abort();
     await host?.kill();
-    await stopAll(servers);
-    await etcd.stop();
+    await cluster.stop();
   }
 });
 
 test("cluster over a three-member etcd that loses its quorum: writes fail with a clear status, the leader stands down, and all works again once the members are back", async () => {
-  const etcd = await startEtcd({ members: 3 });
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(2, { etcdMembers: 3, flags: ["--no-local-worker"] });
+  const { etcd, servers, leader } = cluster;
+  const other = cluster.standbys[0]!;
   try {
-    for (let i = 0; i < 2; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const other = servers.find((s) => s !== leader)!;
     await leader.client.apply(service("before-loss"));
 
     const lostAt = Date.now();
@@ -121,7 +108,6 @@ test("cluster over a three-member etcd that loses its quorum: writes fail with a
         `members back: writes landed after ${writableMs} ms, a leader after ${leaderMs} ms`,
     );
   } finally {
-    await stopAll(servers);
-    await etcd.stop();
+    await cluster.stop();
   }
 });

@@ -12,8 +12,7 @@ import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { attach, type Attached } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
-import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
-import { startEtcd } from "./etcd.js";
+import { isLeader, startCluster, type ClusterServer } from "./cluster-harness.js";
 import { eventually, spawnK4s, type Proc } from "./helpers.js";
 
 const MANIFEST = `kind: Container
@@ -70,14 +69,12 @@ const OK = 0;
 const codeOf = (err: unknown) => ConnectError.from(err).code;
 
 test("cluster routing: calls through a standby reach containers attached to the leader over the peer link; deadlines, cancels and a SIGKILLed leader behave as on one server", async () => {
-  const etcd = await startEtcd();
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
+  const { leader } = cluster;
   const workers: Attached[] = [];
   let client: K4sClient | undefined;
   try {
-    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const [a, b] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    const [a, b] = cluster.standbys as [ClusterServer, ClusterServer];
     await a.client.apply(MANIFEST);
     // The processes list every server, the leader first (a standby would relay them to it).
     const everyone = [leader, a, b].map((s) => s.address);
@@ -189,23 +186,17 @@ test("cluster routing: calls through a standby reach containers attached to the 
   } finally {
     await client?.close();
     for (const w of workers) await w.stop(0).catch(() => {});
-    for (const s of servers) {
-      await s.client.close();
-      await s.proc.kill("SIGKILL");
-    }
-    await etcd.stop();
+    await cluster.stop();
   }
 });
 
 test("cluster routing: hosts stay on standbys (their streams relayed to the leader); a request through one server reaches a host on another, a service spreads over hosts on two servers, and a SIGKILLed standby's host moves on with its containers resumed", async () => {
-  const etcd = await startEtcd();
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
+  const { leader } = cluster;
   const hosts: Proc[] = [];
   let client: K4sClient | undefined;
   try {
-    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const [a, c] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    const [a, c] = cluster.standbys as [ClusterServer, ClusterServer];
     // One host on the standby C (the leader second in its list, for when C dies), one on the leader.
     hosts.push(spawnK4s(["worker", "--server", `${c.address},${leader.address}`, "--name", "host-c"]));
     hosts.push(spawnK4s(["worker", "--server", leader.address, "--name", "host-l"]));
@@ -256,10 +247,6 @@ spec: {matchLabels: {app: spread}}
   } finally {
     await client?.close();
     for (const h of hosts) await h.kill();
-    for (const s of servers) {
-      await s.client.close();
-      await s.proc.kill("SIGKILL");
-    }
-    await etcd.stop();
+    await cluster.stop();
   }
 });

@@ -7,8 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient, type K4sClient } from "../src/client/index.js";
-import { clusterServer, isLeader, LEASE_TTL, type ClusterServer } from "./cluster-harness.js";
-import { startEtcd } from "./etcd.js";
+import { isLeader, startCluster, LEASE_TTL, type ClusterServer } from "./cluster-harness.js";
 import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
 
 const portOf = (s: ClusterServer) => s.address.split(":").pop();
@@ -32,13 +31,11 @@ spec:
 `;
 
 test("cluster: SIGKILL the leader; another server runs the controllers within the lease time, a scale issued after the kill completes, no acknowledged write is lost", async () => {
-  const etcd = await startEtcd();
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(3);
+  const { servers, leader } = cluster;
   try {
-    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
     assert.equal(servers.filter(isLeader).length, 1, "exactly one leader");
-    const [b, c] = servers.filter((s) => s !== leader) as [ClusterServer, ClusterServer];
+    const [b, c] = cluster.standbys as [ClusterServer, ClusterServer];
     // A standby serves the resource API; its status comes from the leader's controllers.
     await b.client.apply(RS);
     await eventually(async () => (await b.client.get("ReplicaSet", "ha-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
@@ -99,11 +96,7 @@ test("cluster: SIGKILL the leader; another server runs the controllers within th
         `scale to 4 ready after ${scaledMs} ms; ${acked.length} acknowledged writes, 0 lost`,
     );
   } finally {
-    for (const s of servers) {
-      await s.client.close();
-      await s.proc.kill("SIGKILL");
-    }
-    await etcd.stop();
+    await cluster.stop();
   }
 });
 
@@ -126,15 +119,12 @@ test("k4s get servers on a server over SQLite: a cluster of one, its own leader,
 });
 
 test("cluster failover: SIGKILL the server holding a host's session with requests in flight; the host and the clients move to the next leader, containers are resumed (not restarted), requests settle within their deadline, a watch resumes", async () => {
-  const etcd = await startEtcd();
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
+  const { leader, standbys: others } = cluster;
   let host: Proc | undefined;
   let client: K4sClient | undefined;
   const ac = new AbortController();
   try {
-    for (let i = 0; i < 3; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const others = servers.filter((s) => s !== leader);
     // Everyone is given every server, the leader first.
     const all = [leader, ...others].map((s) => s.address);
     host = spawnK4s(["worker", "--server", all.join(","), "--name", "fo-host"]);
@@ -204,10 +194,6 @@ test("cluster failover: SIGKILL the server holding a host's session with request
     ac.abort();
     await client?.close();
     await host?.kill();
-    for (const s of servers) {
-      await s.client.close();
-      await s.proc.kill("SIGKILL");
-    }
-    await etcd.stop();
+    await cluster.stop();
   }
 });

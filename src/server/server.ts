@@ -39,6 +39,7 @@ import { createResourceStore } from "./store/create-resource-store.js";
 import type { ResourceStore } from "./store/resource-store.js";
 import { openStore, parseEtcdUrl } from "./store/open-store.js";
 import type { ClusterMember } from "./cluster/cluster-member.js";
+import { createFencedStore } from "./cluster/fenced-store.js";
 import { createSessionTable } from "./cluster/session-table.js";
 import { createStandbyPlane, type StandbyPlaneOptions } from "./cluster/standby-plane.js";
 import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane, type LeaderGatedPlaneOptions } from "./cluster/leader-gated-plane.js";
@@ -67,8 +68,13 @@ export interface ServerOptions {
    * but loopback.
    */
   token?: string;
-  /** TLS certificate chain and private key (PEM text); plaintext HTTP/2 when absent. */
-  tls?: { cert: string | Buffer; key: string | Buffer };
+  /**
+   * TLS certificate chain and private key (PEM text); plaintext HTTP/2 when absent. `ca`: the CA
+   * that signed the certificates of every server of the cluster, which this server's peer links
+   * verify the other servers against (default: this server's own certificate, for a cluster whose
+   * servers share one).
+   */
+  tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer };
   /** Store revisions kept for watches to resume from (default 10000). */
   historyLimit?: number;
   /** Bytes of values the SQLite store's history may hold (default 64 MiB). */
@@ -328,9 +334,13 @@ function standbyMaker(
       self: () => cluster()?.advertise ?? "",
       leader: () => cluster()?.knownLeader,
       standby,
+      // Between leaders, calls wait for the next one: at most a lease's expiry, the election, and
+      // the once-a-second read of its result, twice over.
+      leaderWaitMs: () => 2 * (1000 * (cluster()?.leaseTtlSeconds ?? 3) + 1000),
       token: options.token,
-      // The servers of one cluster are expected to share their certificate (see docs/cluster.md).
-      tls: options.tls ? { ca: options.tls.cert } : undefined,
+      // The peer link checks the other server's certificate against the cluster's CA (each server
+      // has a certificate of its own), or, without one, against this server's own certificate.
+      tls: options.tls ? { ca: options.tls.ca ?? options.tls.cert } : undefined,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       maxSessionBufferBytes: options.maxSessionBufferBytes,
     });
@@ -514,9 +524,14 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   // A relayed stream is believed only from a live member of the cluster showing its peer credential.
   const provePeer = async (advertise: string, credential: string) =>
     cluster !== undefined && credentials.verifyPeer(advertise, credential) && (await cluster.isMember(advertise));
-  const makePlane = planeMaker(options, { store: kv, resources, credentials, provePeer, events, logs, metrics, sessions, onError });
-  // Over etcd, several servers may share the state: only the elected leader runs the controllers.
+  // Over etcd, several servers may share the state: only the elected leader runs the controllers,
+  // and their writes are fenced by its election key (a frozen old leader's are refused).
   const etcdEndpoints = etcdEndpointsOf(options.store);
+  const planeKv = etcdEndpoints
+    ? createFencedStore(kv, { fence: () => cluster?.fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError })
+    : kv;
+  const planeResources = etcdEndpoints ? createResourceStore(planeKv) : resources;
+  const makePlane = planeMaker(options, { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError });
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
     ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {
           logs,

@@ -62,6 +62,13 @@ export interface ClusterMember {
   readonly leaseTtlSeconds: number;
   /** Whether this server leads now. */
   readonly isLeader: boolean;
+  /**
+   * While this server leads: its election key and that key's revision when it was elected, for
+   * the leader's writes to compare (they fail once the key is gone: see fenced-store.ts).
+   */
+  readonly fence: { key: string; modRevision: number } | undefined;
+  /** Stops leading at once and campaigns again (a fenced write found the leadership gone). */
+  fenced(): void;
   /** Joins: writes the record, then campaigns. Resolves once the record is written. */
   start(): Promise<void>;
   /** The leader's advertise address, if there is a leader. */
@@ -92,6 +99,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let lease: Lease | undefined;
   let renewedAt = 0;
   let campaign: Campaign | undefined;
+  let fence: { key: string; modRevision: number } | undefined;
   let leading = false;
   let stopped = false;
   let watchdog: NodeJS.Timeout | undefined;
@@ -146,7 +154,21 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     const c = election.campaign(advertise);
     campaign = c;
     c.on("elected", () => {
-      if (campaign === c && !stopped) setLeading(true);
+      if (campaign !== c || stopped) return;
+      // The fence is read before the controllers start: none of their writes goes unfenced.
+      fenceOf(client, c).then(
+        (f) => {
+          if (campaign !== c || stopped) return;
+          fence = f;
+          setLeading(true);
+        },
+        (err: unknown) => {
+          if (campaign !== c || stopped) return;
+          onError(`cluster: server ${advertise} was elected but cannot read its election key; campaigning again`, err);
+          // The watchdog campaigns again.
+          stepDown();
+        },
+      );
     });
     c.on("error", (err) => {
       if (campaign !== c || stopped) return;
@@ -163,6 +185,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   function stepDown(): Promise<void> {
     const c = campaign;
     campaign = undefined;
+    fence = undefined;
     setLeading(false);
     return c ? c.resign().catch(() => {}) : Promise.resolve();
   }
@@ -196,6 +219,15 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     get knownLeader() {
       return knownLeader;
     },
+    get fence() {
+      return fence;
+    },
+    fenced() {
+      if (!campaign || stopped) return;
+      onError(`cluster: server ${advertise} found its election key gone (its lease expired while it was frozen or cut off); it stops leading`);
+      // The watchdog campaigns again once the lease is renewed.
+      stepDown();
+    },
     leader: () => election.leader(),
     servers: () => listServers(ns, election),
     isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,
@@ -211,6 +243,15 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       client.close();
     },
   };
+}
+
+/** The key a campaign holds in the election and its revision now (it is written once, on campaigning). */
+async function fenceOf(client: Etcd3, c: Campaign): Promise<{ key: string; modRevision: number }> {
+  const key = await c.getCampaignKey();
+  const r = await client.get(key).exec();
+  const kv = r.kvs[0];
+  if (!kv) throw new Error(`the election key ${key} is gone`);
+  return { key, modRevision: Number(kv.mod_revision) };
 }
 
 /**

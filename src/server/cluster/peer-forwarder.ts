@@ -11,8 +11,9 @@
  * send is answered only when the leader accepted it, so a send the caller saw accepted is in
  * the leader's hands and one that was not is answered UNAVAILABLE for the caller to retry.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { formatTarget } from "../../api/target.js";
+import { formatTarget, type Target } from "../../api/target.js";
 import { openSession, type Session } from "../../transport/session.js";
 import type { TlsOptions } from "../../transport/channel.js";
 import { createAnswers } from "../messaging/answers.js";
@@ -29,6 +30,11 @@ export interface PeerForwarderOptions {
   leader: () => string | undefined;
   /** The error of a standby (UNAVAILABLE, naming the leader): what a call gets while no other server leads. */
   standby: () => ConnectError;
+  /**
+   * Longest a call waits for a leader to be elected (ms, default 0): one made while the cluster
+   * is between leaders goes to the next one, within its own deadline, rather than failing at once.
+   */
+  leaderWaitMs?: () => number;
   /** The cluster's bearer token, when its servers run with one. */
   token?: string;
   tls?: TlsOptions;
@@ -44,6 +50,21 @@ export interface PeerForwarder extends CallRouter {
 interface Peer {
   address: string;
   session: Session;
+}
+
+/**
+ * The leader once a server other than this one leads, or undefined after maxMs (or on abort).
+ * The leader's name is read from the election about once a second: this looks ten times as often.
+ */
+export async function leaderWithin(options: Pick<PeerForwarderOptions, "leader" | "self">, maxMs: number, signal?: AbortSignal): Promise<string | undefined> {
+  const giveUpAt = Date.now() + maxMs;
+  for (;;) {
+    const leader = options.leader();
+    if (leader && leader !== options.self()) return leader;
+    const left = giveUpAt - Date.now();
+    if (left <= 0 || signal?.aborted) return undefined;
+    await sleep(Math.min(100, left), undefined, { signal }).catch(() => {});
+  }
 }
 
 /** Creates the forwarder; the peer link opens on the first call. */
@@ -77,33 +98,45 @@ export function createPeerForwarder(options: PeerForwarderOptions): PeerForwarde
     answers.fail(env, code, message);
   }
 
+  /** Sends a call over the peer link to the leader, answering it with what comes back. */
+  function forward(env: Letter, target: Target, leader: string, abort: AbortController) {
+    const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
+    peerFor(leader)
+      .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal: abort.signal })
+      .then(
+        (reply) => {
+          inFlight.delete(env);
+          env.state = EnvelopeState.Done;
+          answers.reply(env, reply.container, reply.data, reply.contentType);
+        },
+        (err: unknown) => {
+          inFlight.delete(env);
+          const e = ConnectError.from(err);
+          const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to the leader ${leader})` : "";
+          fail(env, e.code, e.rawMessage + where);
+        },
+      );
+  }
+
   return {
     route(env, target) {
       if (stopped) return fail(env, Code.Unavailable, "server is stopping");
-      const leader = options.leader();
-      if (!leader || leader === options.self()) {
-        const err = options.standby();
-        return fail(env, err.code, err.rawMessage);
-      }
       const abort = new AbortController();
       inFlight.set(env, abort);
       env.state = EnvelopeState.InFlight;
-      const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
-      peerFor(leader)
-        .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal: abort.signal })
-        .then(
-          (reply) => {
-            inFlight.delete(env);
-            env.state = EnvelopeState.Done;
-            answers.reply(env, reply.container, reply.data, reply.contentType);
-          },
-          (err: unknown) => {
-            inFlight.delete(env);
-            const e = ConnectError.from(err);
-            const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to the leader ${leader})` : "";
-            fail(env, e.code, e.rawMessage + where);
-          },
-        );
+      const leader = options.leader();
+      if (leader && leader !== options.self()) return forward(env, target, leader, abort);
+      // Between leaders: wait for the next one, within the call's deadline (abandon and stop abort the wait).
+      const waitMs = options.leaderWaitMs?.() ?? 0;
+      const deadlineFirst = env.deadline > 0 && env.deadline - Date.now() < waitMs;
+      void leaderWithin(options, deadlineFirst ? env.deadline - Date.now() : waitMs, abort.signal).then((next) => {
+        if (abort.signal.aborted) return;
+        if (next) return forward(env, target, next, abort);
+        inFlight.delete(env);
+        if (deadlineFirst) return fail(env, Code.DeadlineExceeded, `no leader was elected before the call's deadline: ${options.standby().rawMessage}`);
+        const err = options.standby();
+        fail(env, err.code, waitMs > 0 ? `${err.rawMessage} (waited ${waitMs} ms for one)` : err.rawMessage);
+      });
     },
     abandon(env, code, message) {
       if (env.state === EnvelopeState.Done) return;

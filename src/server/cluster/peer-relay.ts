@@ -81,6 +81,7 @@ export function createPeerRelay(options: PeerRelayOptions): PeerRelay {
 
   return {
     async *relay(first, rest, ctx) {
+      // Between leaders a host is answered at once: it tries the next server it was given.
       const leader = options.leader();
       if (stopped || !leader || leader === options.self()) throw options.standby();
       const up = clientFor(leader).makeBidiStreamRequest(CONNECT_PATH, encodeConnectRequest, decodeConnectResponse, metadataOf(ctx));
