@@ -7,22 +7,22 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { Code } from "@connectrpc/connect";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Etcd3 } from "etcd3";
 import { HOST_CREDENTIAL_KEY } from "../src/server/messaging/host-credentials.js";
-import { clusterServer, isLeader, type ClusterServer } from "./cluster-harness.js";
-import { startEtcd } from "./etcd.js";
-import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { startCluster, type TestCluster } from "./cluster-harness.js";
+import { eventually, selfSignedCertificate, spawnK4s, testCa, type Proc } from "./helpers.js";
 import { openRawPeer } from "./raw-peer.js";
 
 test("cluster security: a client's k4s-relayed-by header is refused PERMISSION_DENIED (no or a forged peer credential, or a server that is no member); a standby's own relay is believed", async () => {
-  const etcd = await startEtcd();
-  const servers: ClusterServer[] = [];
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  const { etcd, leader } = cluster;
+  const standby = cluster.standbys[0]!;
   let host: Proc | undefined;
   try {
-    for (let i = 0; i < 2; i++) servers.push(await clusterServer(etcd.storeUrl, ["--no-local-worker"]));
-    const leader = (await eventually(() => servers.find(isLeader), 30_000, "a leader"))!;
-    const standby = servers.find((s) => s !== leader)!;
     const hello = { case: "hello", value: { name: "impostor", capacity: 1 } } as const;
     // What only a server can make (it reads the key from etcd, which no API shows): the peer
     // credential of an address that is no member of the cluster.
@@ -65,10 +65,55 @@ test("cluster security: a client's k4s-relayed-by header is refused PERMISSION_D
     console.log(`# relayed-by header: ${Object.keys(attempts).length} forged forms refused PERMISSION_DENIED on both servers; the standby's own relay of host-s believed`);
   } finally {
     await host?.kill();
-    for (const s of servers) {
-      s.client.close();
-      await s.proc.kill("SIGKILL");
-    }
-    await etcd.stop();
+    await cluster.stop();
+  }
+});
+
+test("cluster TLS: each server has a certificate of its own, signed by the cluster's CA (--tls-ca); the peer links verify it: a request through a standby reaches a host relayed by it, and a server whose certificate the CA did not sign is not trusted", async () => {
+  const ca = testCa();
+  const caPem = readFileSync(ca.caFile);
+  const tlsFlags = (name: string) => {
+    const { certFile, keyFile } = ca.issue(name);
+    return ["--tls-cert", certFile, "--tls-key", keyFile, "--tls-ca", ca.caFile];
+  };
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"], flagsOf: (i) => tlsFlags(`server-${i}`), tls: { ca: caPem } });
+  const { leader } = cluster;
+  const standby = cluster.standbys[0]!;
+  let host: Proc | undefined;
+  let rogue: TestCluster | undefined;
+  try {
+    assert.notEqual(readFileSync(/--tls-cert (\S+)/.exec(leader.proc.child.spawnargs.join(" "))![1]!, "utf8"), readFileSync(/--tls-cert (\S+)/.exec(standby.proc.child.spawnargs.join(" "))![1]!, "utf8"));
+    // A host on the standby, relayed to the leader over TLS, runs a container.
+    host = spawnK4s(["worker", "--server", standby.address, "--tls-ca", ca.caFile, "--name", "tls-host"]);
+    const held = async () => Object.fromEntries((await standby.client.servers()).map((s) => [s.address, s.sessions.map((x) => x.name).join(",")]));
+    await eventually(async () => (await held())[standby.address] === "tls-host", 30_000, "the host relayed by the standby");
+    await standby.client.apply("kind: Container\nmetadata: {name: tls-echo}\nspec: {module: workers, function: echo_worker}\n");
+    await eventually(async () => (await standby.client.get("Container", "tls-echo")).status?.ready, 60_000, "tls-echo ready");
+    // The standby's peer link carries the request to the leader, the relay carries it back to the host.
+    assert.equal(await standby.client.request("tls-echo", "over tls", { timeoutMs: 20_000 }), "ECHO: over tls");
+
+    // A leader whose certificate the CA did not sign: the standby that trusts the CA does not talk to it.
+    await cluster.stop();
+    const own = selfSignedCertificate();
+    const dir = mkdtempSync(join(tmpdir(), "k4s-rogue-"));
+    writeFileSync(join(dir, "cert.pem"), own.cert);
+    writeFileSync(join(dir, "key.pem"), own.key);
+    rogue = await startCluster(2, {
+      flags: ["--no-local-worker"],
+      flagsOf: (i) => (i === 0 ? ["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")] : tlsFlags("honest")),
+      tls: { ca: Buffer.concat([caPem, own.cert]) },
+    });
+    assert.equal(rogue.leader, rogue.servers[0], "the first server leads");
+    const err = await rogue.standbys[0]!.client.request("anything", "x", { timeoutMs: 20_000 }).then(
+      () => assert.fail("a request went through a leader the CA did not sign"),
+      (e: unknown) => ConnectError.from(e),
+    );
+    assert.equal(err.code, Code.Unavailable, err.message);
+    assert.match(err.rawMessage, /certificate|self.signed|forwarded to the leader/i);
+    console.log(`# per-server certificates under one CA: a request through the standby reached the host it relays (ECHO over TLS); a leader with a certificate outside the CA: "${err.rawMessage.slice(0, 160)}"`);
+  } finally {
+    await host?.kill();
+    await cluster.stop();
+    await rogue?.stop();
   }
 });

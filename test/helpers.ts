@@ -2,7 +2,7 @@
  * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -150,6 +150,33 @@ export function selfSignedCertificate(altNames = "DNS:localhost,IP:127.0.0.1"): 
     "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
   ], { stdio: "ignore" });
   return { cert: readFileSync(join(dir, "cert.pem")), key: readFileSync(join(dir, "key.pem")) };
+}
+
+/** A test certificate authority: its certificate, and the files of certificates it signs. */
+export interface TestCa {
+  /** The CA's certificate file (PEM). */
+  caFile: string;
+  /** Signs a fresh key's certificate for these subject alternative names; returns its files. */
+  issue(name: string, altNames?: string): { certFile: string; keyFile: string };
+}
+
+/** Makes a fresh certificate authority with openssl, in a temporary folder. */
+export function testCa(): TestCa {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-ca-"));
+  const caFile = join(dir, "ca.pem");
+  const caKey = join(dir, "ca-key.pem");
+  const ssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
+  ssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=k4s-test-ca", "-keyout", caKey, "-out", caFile]);
+  return {
+    caFile,
+    issue(name, altNames = "IP:127.0.0.1,DNS:localhost") {
+      const [keyFile, csr, certFile, ext] = ["key.pem", "csr.pem", "cert.pem", "ext.cnf"].map((f) => join(dir, `${name}-${f}`)) as [string, string, string, string];
+      writeFileSync(ext, `subjectAltName=${altNames}\n`);
+      ssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", keyFile, "-out", csr]);
+      ssl(["x509", "-req", "-in", csr, "-CA", caFile, "-CAkey", caKey, "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", certFile]);
+      return { certFile, keyFile };
+    },
+  };
 }
 
 /** The Python the polyglot tests run: Debian's, with its gRPC packages (K4S_TEST_PYTHON to change). */

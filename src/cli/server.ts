@@ -95,8 +95,10 @@ export function serverCommand(): Command {
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError("--tls-cert and --tls-key go together");
       const dataDirGiven = cmd.getOptionValueSource("dataDir") !== "default";
       if (opts.store && (dataDirGiven || opts.memory)) throw new CliError(`--store goes alone: not with ${opts.memory ? "--memory" : "--data-dir"}`);
-      const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key") } : undefined;
-      const { token } = globalOptions(cmd);
+      const g = globalOptions(cmd);
+      // --tls-ca: the CA of the cluster's server certificates, which peer links and the local host trust.
+      const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key"), ca: g.tls?.ca } : undefined;
+      const { token } = g;
       // grpc-js would also log a failed bind on its own ("No address added out of total 1
       // resolved"); the one error line below says it all. It is loaded already (the client
       // modules use it), so its environment variable would be read too late.
@@ -138,14 +140,13 @@ export function serverCommand(): Command {
       console.log(`k4s server listening on ${server.address}${tls ? " (TLS)" : ""}`);
       if (server.dashboardUrl) console.log(`k4s dashboard on ${server.dashboardUrl}`);
       if (server.metricsPort !== undefined) console.log(`k4s server metrics on http://${opts.host}:${server.metricsPort}/metrics`);
-      // The local worker trusts the server's own certificate (the usual self-signed case);
+      // The local worker trusts the cluster's CA, else the server's own certificate (the usual self-signed case);
       // --tls-server-name says which name in it to check when it lacks the loopback address.
-      const g = globalOptions(cmd);
       const address = workerAddress(opts.host, server.port);
       const workerEnv = connectionEnvironment({
         address,
         token,
-        tls: tls ? { ca: tls.cert, ...(g.tls?.servername ? { servername: g.tls.servername } : {}) } : undefined,
+        tls: tls ? { ca: tls.ca ?? tls.cert, ...(g.tls?.servername ? { servername: g.tls.servername } : {}) } : undefined,
       });
       // Over etcd each server has a local host of its own: they need names of their own.
       const localName = server.cluster ? `local-${server.port}` : "local";
