@@ -153,9 +153,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     if (stopped || campaign) return;
     const c = election.campaign(advertise);
     campaign = c;
+    // The fence is read before the controllers start: none of their writes goes unfenced.
     c.on("elected", () => {
-      if (campaign !== c || stopped) return;
-      // The fence is read before the controllers start: none of their writes goes unfenced.
       fenceOf(client, c).then(
         (f) => {
           if (campaign !== c || stopped) return;
@@ -163,10 +162,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
           setLeading(true);
         },
         (err: unknown) => {
-          if (campaign !== c || stopped) return;
-          onError(`cluster: server ${advertise} was elected but cannot read its election key; campaigning again`, err);
           // The watchdog campaigns again.
-          stepDown();
+          if (campaign === c && !stopped) void stepDown().then(() => onError(`cluster: server ${advertise} was elected but cannot read its election key`, err));
         },
       );
     });
@@ -222,12 +219,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     get fence() {
       return fence;
     },
-    fenced() {
-      if (!campaign || stopped) return;
-      onError(`cluster: server ${advertise} found its election key gone (its lease expired while it was frozen or cut off); it stops leading`);
-      // The watchdog campaigns again once the lease is renewed.
-      stepDown();
-    },
+    // The watchdog campaigns again once the lease is renewed.
+    fenced: () => void (campaign && !stopped && stepDown()),
     leader: () => election.leader(),
     servers: () => listServers(ns, election),
     isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,

@@ -70,6 +70,18 @@ export interface WorkerServiceOptions {
   metrics?: Metrics;
 }
 
+/** The server a stream is relayed by ("" when none), refused PERMISSION_DENIED unless proven. */
+async function relayerOf(ctx: CallContext, provePeer: WorkerServiceOptions["provePeer"]): Promise<string> {
+  const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
+  if (relayedBy === "") return "";
+  const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
+  if (provePeer && (await provePeer(relayedBy, credential))) return relayedBy;
+  throw new ConnectError(
+    `the ${RELAYED_BY_HEADER} header is for the servers of this cluster: "${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER} or is not a live member of it`,
+    Code.PermissionDenied,
+  );
+}
+
 /** Creates the WorkerService handlers. */
 export function createWorkerService(options: WorkerServiceOptions): ServiceHandlers<typeof WorkerService> {
   const { links } = options;
@@ -162,23 +174,11 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
   }
 
-  /** The server a stream is relayed by ("" when none), refused PERMISSION_DENIED unless proven. */
-  async function relayerOf(ctx: CallContext): Promise<string> {
-    const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
-    if (relayedBy === "") return "";
-    const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
-    if (options.provePeer && (await options.provePeer(relayedBy, credential))) return relayedBy;
-    throw new ConnectError(
-      `the ${RELAYED_BY_HEADER} header is for the servers of this cluster: "${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER} or is not a live member of it`,
-      Code.PermissionDenied,
-    );
-  }
-
   async function* connect(reqs: AsyncIterable<ConnectRequest>, ctx: CallContext): AsyncGenerator<ConnectResponse> {
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
-    const relayedBy = await relayerOf(ctx);
+    const relayedBy = await relayerOf(ctx, options.provePeer);
     await options.ready;
     const f0 = first.frames[0]?.frame;
     // Let in on an attach credential rather than the bearer token: only that Attach may follow.
