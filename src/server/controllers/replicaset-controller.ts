@@ -26,14 +26,19 @@ import { sameStringMap } from "../../api/string-map.js";
 import { isUpToDate } from "../../api/rollout.js";
 import type { EventRecorder } from "../event-recorder.js";
 import { yieldToLoop } from "../yielder.js";
+import { MAX_BATCH_WRITES } from "../store/store.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { createController, keysOnSpecChange, type Controller, type ObjectCache, type ReconcileResult, type StoredKindControllerOptions } from "./controller.js";
 
 /** The label every replica carries, naming its ReplicaSet. */
 export const REPLICASET_LABEL = "k4s.io/replicaset";
 
-/** The most replicas created or deleted by one reconcile; the rest follow in the next one. */
-const MAX_CHANGES_PER_RECONCILE = 1024;
+/**
+ * The most replicas created or deleted by one reconcile; the rest follow in the next one. The
+ * creates of one reconcile are one store transaction (one revision, one watch batch); a crash
+ * between two reconciles leaves whole batches, which the next reconcile counts and completes.
+ */
+const MAX_CHANGES_PER_RECONCILE = MAX_BATCH_WRITES;
 
 /** ReplicaSetControllerOptions are the controller's dependencies. */
 export type ReplicaSetControllerOptions = StoredKindControllerOptions;
@@ -267,9 +272,12 @@ async function createReplicas(
     if (!taken.has(replica)) names.push(replica);
   }
   if (count > names.length) outcome.requeue = true;
-  // A few transactions for all of them (see ResourceStore.createAll): each is one revision,
-  // one watch batch for every watcher, instead of one per replica.
-  const results = await resources.createAll(names.map((replica) => newReplica(rs, replica, template)));
+  // One transaction for all of them (see ResourceStore.createAll): one revision, one watch
+  // batch for every watcher, instead of one per replica.
+  // One replica built from the template; the others are shallow copies under their own names
+  // (createAll copies each deeply as it stamps it).
+  const first = newReplica(rs, names[0] ?? name, template);
+  const results = await resources.createAll(names.map((replica) => ({ ...first, metadata: { ...first.metadata!, name: replica } })));
   results.forEach((r, i) => {
     const replica = names[i]!;
     if (!r.error) {

@@ -45,8 +45,12 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
   let flushing: Promise<void> | undefined;
   let stopped = false;
 
+  /** The informer's copy each record was last written with: spares decoding what the informer decoded already. */
+  const known = new WeakMap<ContainerRecord, Container>();
+
   const update = (rec: ContainerRecord): StatusUpdate<"Container"> => ({
     name: rec.name,
+    known: known.get(rec),
     mutate: (cur) => {
       if (cur.metadata?.uid !== rec.uid) return undefined;
       const next = containerStatus(rec, cur);
@@ -82,6 +86,7 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
     write(rec, stored) {
       if (stopped) return;
       if (!writing.has(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
+      if (stored) known.set(rec, stored);
       dirty.add(rec);
       flushing ??= flush();
     },

@@ -39,6 +39,9 @@ const APPLY_READ_CONCURRENCY = 256;
 /** Objects of one kind in an apply from which their current versions are read with one range. */
 const APPLY_RANGE_THRESHOLD = 256;
 
+/** Tries of a batched status write's chunk (each re-reads it) before its objects are written one by one. */
+const CHUNK_ATTEMPTS = 3;
+
 /** Optimistic-concurrency retries before a write without precondition gives up with ABORTED. */
 const MAX_RETRIES = 50;
 
@@ -544,19 +547,25 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
       out.push({ object: undefined });
       continue;
     }
-    const cur = decode(kind, kv);
+    const known = u.known?.metadata?.resourceVersion === String(kv.modRevision) ? (u.known as AnyObject) : undefined;
+    // Decoded for this update alone, mutate may have it (updateStatus gives a copy); only the
+    // status it is compared with is kept aside, in case mutate changes it in place.
+    const cur = known ?? decode(kind, kv);
+    const prior = known ? cur.status : cur.status && clone(statusSchema, cur.status as never);
     let status;
     try {
-      status = u.mutate(copy(cur) as ObjectOf<K>);
+      status = u.mutate(cur as ObjectOf<K>);
     } catch (err) {
       out.push({ error: ConnectError.from(err) });
       continue;
     }
-    if (status === undefined || sameMessage(statusSchema, cur.status, status)) {
+    if (status === undefined || sameMessage(statusSchema, prior, status)) {
+      if (!known) cur.status = prior as never;
       out.push({ object: cur as ObjectOf<K> });
       continue;
     }
-    const next = copy(cur);
+    // A known object is shared: the new version shares its unchanged parts but not its metadata.
+    const next = known ? ({ ...known, metadata: { ...known.metadata! } } as AnyObject) : cur;
     next.status = clone(statusSchema, status as never) as never;
     compares.push({ key: keys[i]!, modRevision: kv.modRevision });
     ops.push({ type: "put", key: keys[i]!, value: encode(next) });
@@ -575,19 +584,23 @@ async function updateStatuses<K extends Kind>(ctx: Layer, kind: K, updates: read
   const results: BatchResult<ObjectOf<K> | undefined>[] = [];
   for (let start = 0; start < updates.length; start += MAX_BATCH_WRITES) {
     const chunk = updates.slice(start, start + MAX_BATCH_WRITES);
-    const batch = await writeStatusChunk(ctx, kind, chunk);
+    let batch: BatchResult<ObjectOf<K> | undefined>[] | undefined;
+    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await writeStatusChunk(ctx, kind, chunk);
     if (batch) {
       results.push(...batch);
       continue;
     }
-    // One of them changed since it was read: each goes alone, re-read and retried.
-    for (const u of chunk) {
-      try {
-        results.push({ object: await updateStatusOf(ctx, kind, u.name, u.mutate) });
-      } catch (err) {
-        results.push({ error: ConnectError.from(err) });
-      }
-    }
+    // They keep changing under us (a scale-down marking them meanwhile): each goes alone, all at
+    // once, re-read and retried, so one busy object does not hold back the others.
+    const alone = await Promise.all(
+      chunk.map((u) =>
+        updateStatusOf(ctx, kind, u.name, u.mutate).then(
+          (object): BatchResult<ObjectOf<K> | undefined> => ({ object }),
+          (err: unknown): BatchResult<ObjectOf<K> | undefined> => ({ error: ConnectError.from(err) }),
+        ),
+      ),
+    );
+    results.push(...alone);
   }
   return results;
 }

@@ -105,6 +105,12 @@ export type BatchResult<T> = { object: T; error?: undefined } | { object?: undef
 export interface StatusUpdate<K extends Kind> {
   name: string;
   mutate: (current: ObjectOf<K>) => ObjectOf<K>["status"] | undefined;
+  /**
+   * The caller's read-only copy of the object (an informer's), used instead of decoding the
+   * stored one when it is that very version (same resourceVersion): mutate then gets it
+   * itself and must not change it, and the result shares its unchanged parts.
+   */
+  known?: ObjectOf<K>;
 }
 
 /**
