@@ -20,7 +20,6 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
-  encodeFramedConnectResponse,
   fastPathCovers,
   fieldKindOf,
   slowFrames,
@@ -139,21 +138,6 @@ test("ConnectRequest: the codec writes protobuf-es's bytes and reads back an equ
 test("ConnectResponse: the codec writes protobuf-es's bytes and reads back an equal message, hot frames on the fast path", () => {
   fc.assert(
     fc.property(fc.array(serverFrame, { maxLength: 8 }), (frames) => checkBatch("response", frames as AnyFrame[])),
-    { numRuns: 300 },
-  );
-});
-
-test("a framed ConnectResponse is the gRPC length prefix (uncompressed, big-endian length) then protobuf-es's bytes", () => {
-  fc.assert(
-    fc.property(fc.array(serverFrame, { maxLength: 8 }), (frames) => {
-      const msg = res(frames);
-      const theirs = toBinary(ConnectResponseSchema, msg);
-      const framed = encodeFramedConnectResponse(msg);
-      assert.equal(framed.byteLength, 5 + theirs.byteLength);
-      assert.equal(framed[0], 0, "not compressed");
-      assert.equal(framed.readUInt32BE(1), theirs.byteLength);
-      assert.deepEqual(new Uint8Array(framed.subarray(5)), theirs);
-    }),
     { numRuns: 300 },
   );
 });

@@ -21,7 +21,6 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
-  encodeFramedConnectResponse,
 } from "../transport/frame-codec.js";
 import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
 import { stoppingRefusal } from "../api/retry-info.js";
@@ -249,22 +248,6 @@ function streamCallOf(call: SurfaceCall): StreamCallLike | undefined {
   return c?.stream ? c : undefined;
 }
 
-/**
- * Makes grpc-js write each ConnectResponse as the codec framed it: grpc-js serializes a
- * response and then copies it into a second buffer behind its 5-byte length prefix, so every
- * payload on the worker stream was copied twice on its way out. The codec writes the prefix
- * itself instead (encodeFramedConnectResponse). Reached through grpc-js internals, guarded: if
- * they change, grpc-js frames as before.
- */
-function framePayloadsOnce(call: SurfaceCall): void {
-  try {
-    const c = streamCallOf(call);
-    if (c && typeof c.serializeMessage === "function") c.serializeMessage = encodeFramedConnectResponse as (value: unknown) => Buffer;
-  } catch {
-    // Internals moved: grpc-js frames the messages itself.
-  }
-}
-
 interface Http2SessionLike {
   readonly destroyed: boolean;
   setLocalWindowSize(size: number): void;
@@ -328,7 +311,6 @@ async function writeAll(
   source: AsyncIterable<unknown>,
   signal: AbortSignal,
 ): Promise<void> {
-  const fast = fastCodecs.has(schema.typeName);
   let pending = 0;
   let wake: (() => void) | undefined;
   const done = () => {
@@ -343,8 +325,7 @@ async function writeAll(
       if (signal.aborted) return;
       const written = (msg as Record<symbol, (() => void) | undefined>)[WRITTEN];
       const counted = (msg as Record<symbol, number | undefined>)[BYTES];
-      // The worker stream's fast codec encodes in grpc-js's write: no turn of the loop to wait for.
-      const bytes = fast ? msg : await encodeResponse(schema, msg);
+      const bytes = await encodeResponse(schema, msg);
       const size = responseBytes(bytes, counted);
       pending += size;
       const flowing = call.write(bytes, () => {
@@ -413,7 +394,6 @@ export function addService<S extends DescService>(
         }
         // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
         const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined);
-        if (m.output.typeName === ConnectResponseSchema.typeName) framePayloadsOnce(call);
         // Headers at once: a client learns its follow (a watch of a quiet kind, say) reached the
         // server before anything changes, so it knows to resume it, not fail, if the server goes.
         if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());

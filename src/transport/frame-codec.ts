@@ -458,7 +458,6 @@ function encodeBatch<F>(
   sizeOf: (f: F) => number,
   write: (w: Writer, f: F, size: number) => void,
   slow: (f: F) => Uint8Array,
-  prefix = 0,
 ): Buffer {
   const count = frames.length;
   ensureScratch(count);
@@ -487,8 +486,7 @@ function encodeBatch<F>(
     }
     total += 1 + varintSize(body) + body;
   }
-  const w = new Writer(Buffer.allocUnsafe(prefix + total));
-  w.pos = prefix;
+  const w = new Writer(Buffer.allocUnsafe(total));
   for (let i = 0; i < count; i++) {
     w.buf[w.pos++] = FRAMES;
     const slowBytes = fallback[i];
@@ -514,21 +512,6 @@ export function encodeConnectRequest(req: Pick<ConnectRequest, "frames">): Buffe
 /** Encodes a ConnectResponse (a batch of ServerFrames) as protobuf-es's toBinary would. */
 export function encodeConnectResponse(res: Pick<ConnectResponse, "frames">): Buffer {
   return encodeBatch(res.frames, serverFrameSize, writeServerFrame, (f) => toBinary(ServerFrameSchema, f));
-}
-
-/** Bytes of the gRPC length prefix before each message on an HTTP/2 stream: a flag byte and a 32-bit length. */
-export const GRPC_PREFIX_BYTES = 5;
-
-/**
- * Encodes a ConnectResponse as encodeConnectResponse does, behind its gRPC length prefix
- * (uncompressed, big-endian length): the bytes a stream writes, in one buffer, so the payloads
- * are copied once (here) instead of again into a framed copy.
- */
-export function encodeFramedConnectResponse(res: Pick<ConnectResponse, "frames">): Buffer {
-  const buf = encodeBatch(res.frames, serverFrameSize, writeServerFrame, (f) => toBinary(ServerFrameSchema, f), GRPC_PREFIX_BYTES);
-  buf[0] = 0;
-  buf.writeUInt32BE(buf.byteLength - GRPC_PREFIX_BYTES, 1);
-  return buf;
 }
 
 // ---------------------------------------------------------------------------------------------
