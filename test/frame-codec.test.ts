@@ -306,6 +306,8 @@ test("frames written another way than protobuf-es writes them are read as protob
     ["an eleven-byte varint", request(lfield(CALL, [0x08, ...Array(10).fill(0xff), 0x01]))],
     ["invalid UTF-8 in a string", request(lfield(CALL, lfield(2, [0x61, 0xc3, 0x28])))],
     ["invalid UTF-8 in a long string", request(lfield(CALL, lfield(2, [...ascii("a".repeat(60)), 0xff])))],
+    ["a lone continuation byte 0x80 in a short string", request(lfield(CALL, lfield(2, [0x61, 0x80, 0x62])))],
+    ["a short string ending in half a character", request(lfield(CALL, lfield(2, [0x61, 0x62, 0xc3])))],
     ["a length past the frame's end", request(lfield(CALL, [0x12, 0x05, 0x61]))],
     ["a truncated int32", request(lfield(CALL, [0x30, 0xff, 0xff]))],
     ["a known field of the wrong wire type", request(lfield(CALL, [...vfield(1, 1), 0x15, 1, 2, 3, 4]))],
