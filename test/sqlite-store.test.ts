@@ -207,7 +207,8 @@ test("sqlite: a watcher reading history in pages gets every revision's events to
     assert.deepEqual(withEvents.map((b) => fmt(b.events)), Array.from({ length: 300 }, (_, i) => `put /p/${i + 1}@${i + 1}`));
     assert.equal(p[p.length - 1]!.revision, 304, "progress up to the head");
     assert.deepEqual(p.map((b) => b.revision), [...p.map((b) => b.revision)].sort((a, b) => a - b));
-    const b = (await watchUpTo(s, "/b/", 300, 304)).filter((x) => x.events.length > 0);
+    // From 0: a first page of 256 revisions with nothing under /b/ (the watch must move past it).
+    const b = (await watchUpTo(s, "/b/", 0, 304)).filter((x) => x.events.length > 0);
     assert.deepEqual(b.map((x) => fmt(x.events)), Array.from({ length: 3 }, (_, i) => `put /b/1@${301 + i},put /b/2@${301 + i},put /b/3@${301 + i}`));
     assert.ok(b.every((x) => x.events.every((e) => e.kv.value.byteLength === big.length && (x.revision === 301 || e.prevKv?.value.byteLength === big.length))));
   } finally {
@@ -267,6 +268,7 @@ test("sqlite: range at an older revision shows deleted keys as they were and hid
     const now = await s.range("/r/", { revision: 0, limit: 0 });
     assert.deepEqual(now.kvs.map((k) => `${k.key}=${dec(k.value)}`), ["/r/a=a3", "/r/c=c1", "/r/d=d1"]);
     assert.deepEqual([now.revision, now.more, now.remaining], [3, false, 0]);
+    await expectCode(s.range("/r/", { revision: 4 }), Code.OutOfRange, /revision 4 is newer than the store's revision 3/);
     const exact = await s.range("/r/", { limit: 3 });
     assert.deepEqual([exact.kvs.length, exact.more, exact.remaining], [3, false, 0], "a page holding the last key says there is no more");
   } finally {
@@ -292,4 +294,32 @@ test("sqlite: closing the store fails what waits on it with UNAVAILABLE: queued 
   await expectCode(async () => {
     for await (const _ of s.watch("/", 0, ac.signal)) void _;
   }, Code.Unavailable, /store is closed/);
+});
+
+test("sqlite: a watcher dropped to history right behind the compaction gets OUT_OF_RANGE; one at the compaction catches up", async () => {
+  for (const writes of [5, 6]) {
+    // Keeps 5 revisions; a buffer of one event: the second write waiting drops the watcher to history.
+    const s = openSqliteStore({ watchBufferLimit: 1, historyLimit: 5 });
+    const ac = new AbortController();
+    try {
+      const it = eventsOf(s.watch("/", 0, ac.signal))[Symbol.asyncIterator]();
+      const first = it.next();
+      await s.txn([], [put("/k", "1")]);
+      await first; // delivered up to revision 1
+      for (let i = 2; i <= writes + 1; i++) await s.txn([], [put("/k", String(i))]);
+      const compacted = await s.compactRevision();
+      assert.equal(compacted, writes + 1 - 5);
+      if (compacted > 1) {
+        // Revision 2 is gone from the history: the watcher cannot get it.
+        await expectCode(it.next(), Code.OutOfRange, /revision 1 is older than the kept history \(compacted up to 2\)/);
+      } else {
+        const revs: number[] = [];
+        while (revs.length < writes) revs.push((await it.next()).value![0]!.kv.modRevision);
+        assert.deepEqual(revs, Array.from({ length: writes }, (_, i) => i + 2));
+      }
+    } finally {
+      ac.abort();
+      await s.close();
+    }
+  }
 });
