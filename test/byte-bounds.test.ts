@@ -2,18 +2,21 @@
  * The messaging plane's byte bounds end to end, on a real server (port 0) over real gRPC: a
  * worker that stops reading holds its deliveries back in its inbox (which refuses sends past
  * maxInboxBytes, naming the bound); a session whose unread frames pass maxSessionBufferBytes
- * anyway (answers to its own calls) is ended RESOURCE_EXHAUSTED naming that bound.
+ * anyway (answers to its own calls) is ended RESOURCE_EXHAUSTED naming that bound, and a peer
+ * that cannot even take that status (its HTTP/2 window stays shut) has its stream reset.
  */
+import { constants, connect } from "node:http2";
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ContainerSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
+import { ConnectRequestSchema, WorkerFrameSchema, type WorkerFrame } from "../src/gen/k4s/v1/worker_service_pb.js";
 import type { K4sServer } from "../src/server/server.js";
 import { eventually, startTestServer } from "./helpers.js";
-import { openAnsweringPeer, openNonReadingPeer, openRawPeer } from "./raw-peer.js";
+import { openAnsweringPeer, openNonReadingPeer, openRawPeer, type AnsweringPeer, type NonReadingPeer } from "./raw-peer.js";
 
 const MiB = 1024 * 1024;
 const SESSION_BYTES = 8 * MiB;
@@ -89,38 +92,79 @@ async function sessions(role: string): Promise<number> {
   return (await server.metrics.sessions.get()).values.find((v) => v.labels.role === role)?.value ?? 0;
 }
 
-test("a session that never reads the answers to its calls is ended RESOURCE_EXHAUSTED past maxSessionBufferBytes", async (t) => {
-  await server.resources.create(create(ContainerSchema, { metadata: { name: "bb-echo" }, spec: { concurrency: 100 } }));
-  // A worker that answers each request with 1 MiB.
-  const echo = openAnsweringPeer(server.address, "bb-echo", "echo", MiB);
-  await eventually(async () => (await server.resources.get("Container", "bb-echo"))?.status?.ready, 30_000, "bb-echo ready");
+/** A container served by a raw worker that answers each request with 1 MiB. */
+async function startEcho(name: string): Promise<AnsweringPeer> {
+  await server.resources.create(create(ContainerSchema, { metadata: { name }, spec: { concurrency: 100 } }));
+  const echo = openAnsweringPeer(server.address, name, `${name}-host`, MiB);
+  await eventually(async () => (await server.resources.get("Container", name))?.status?.ready, 30_000, `${name} ready`);
+  return echo;
+}
+
+/**
+ * 120 requests to `target`, each answered with 1 MiB: far more than the 8 MiB bound, so whatever
+ * the timing the server must not hold more than that for a peer that reads nothing (what it wrote
+ * into the peer's HTTP/2 window and socket buffers is the peer's).
+ */
+const callsTo = (target: string) =>
+  Array.from({ length: 120 }, (_, i) => ({
+    case: "call" as const,
+    value: { id: BigInt(i + 1), target, data: new Uint8Array(8), expectsReply: true, timeoutMs: 300_000 },
+  }));
+
+const BOUND_NAMED = (name: string) =>
+  new RegExp(`session "${name}" does not read its stream: more than 8 MiB of frames queued \\(the server's maxSessionBufferBytes, 8388608 bytes\\)`);
+
+test("a session that never reads the answers to its calls is ended RESOURCE_EXHAUSTED past maxSessionBufferBytes", async () => {
+  const echo = await startEcho("bb-echo");
   const clientsBefore = await sessions("client");
   const caller = openNonReadingPeer(server.address, { case: "hello", value: { role: "client", name: "bb-caller" } });
   try {
     await eventually(async () => (await sessions("client")) > clientsBefore, 30_000, "the caller's session open");
-    // 120 answers of 1 MiB, far more than the bound: whatever the timing, the server must not
-    // hold more than 8 MiB of them for a peer that reads nothing (what it wrote into the peer's
-    // HTTP/2 window and socket buffers is the peer's).
-    const calls = Array.from({ length: 120 }, (_, i) => ({
-      case: "call" as const,
-      value: { id: BigInt(i + 1), target: "bb-echo", data: new Uint8Array(8), expectsReply: true, timeoutMs: 300_000 },
-    }));
-    caller.send(...calls);
+    caller.send(...callsTo("bb-echo"));
     // The server ends the session while the caller still reads nothing (reading first would let
     // the caller drain it). Generous: ~5 s alone, far longer at load 20.
     await eventually(async () => (await sessions("client")) === clientsBefore, 240_000, `the server ending the caller's session (${echo.answered} answers of 1 MiB sent so far)`);
-    // Then the caller reads: what was on its way, then the status naming the bound. Known gap
-    // (README): in some loaded whole-suite runs the server has ended the session (above) but the
-    // status never reaches the peer; the test then reports TODO, not a pass.
-    const end = await caller.readToEnd(120_000).catch((err: Error) => {
-      t.todo(`the server ended the session, but its status did not reach the caller: ${err.message} (README, Known gaps)`);
-      throw err;
-    });
+    // Then the caller reads: what was on its way, then the status naming the bound (well within
+    // the server's 10 s grace, after which it would reset the stream instead).
+    const end = await caller.readToEnd(120_000);
     assert.equal(end.code, Code.ResourceExhausted, end.details);
-    assert.match(end.details, /session "bb-caller" does not read its stream: more than 8 MiB of frames queued \(the server's maxSessionBufferBytes, 8388608 bytes\)/);
+    assert.match(end.details, BOUND_NAMED("bb-caller"));
     console.log(`byte-bounds figures: a caller that does not read: ended after ${echo.answered} answers of 1 MiB were sent (it read ${end.frames} frames, then ${Code[end.code]})`);
   } finally {
     caller.cancel();
+    await echo.close();
+  }
+});
+
+test("a peer whose HTTP/2 window stays shut still learns its session ended: the stream is reset ENHANCE_YOUR_CALM (RESOURCE_EXHAUSTED)", async () => {
+  const echo = await startEcho("bb-echo-2");
+  const clientsBefore = await sessions("client");
+  // A plain HTTP/2 peer that never reads: its stream window (64 KiB) closes after the first
+  // answer, so the server can send neither the rest nor the status, which comes after them.
+  const session = connect(`http://${server.address}`);
+  const stream = session.request({ ":method": "POST", ":path": "/k4s.v1.WorkerService/Connect", "content-type": "application/grpc", te: "trailers" });
+  const frame = (frames: Parameters<NonReadingPeer["send"]>) => {
+    const body = toBinary(ConnectRequestSchema, create(ConnectRequestSchema, { frames: frames.map((f) => create(WorkerFrameSchema, { frame: f })) as WorkerFrame[] }));
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(body.byteLength, 1);
+    return Buffer.concat([head, body]);
+  };
+  stream.on("error", () => {}); // the reset, read from rstCode below
+  const closed = new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode ?? -1)));
+  stream.write(frame([{ case: "hello", value: { role: "client", name: "bb-shut" } }]));
+  const beat = setInterval(() => stream.write(frame([{ case: "heartbeat", value: {} }])), 500);
+  try {
+    await eventually(async () => (await sessions("client")) > clientsBefore, 30_000, "the peer's session open");
+    stream.write(frame(callsTo("bb-echo-2")));
+    await eventually(async () => (await sessions("client")) === clientsBefore, 240_000, "the server ending the session");
+    const ended = Date.now();
+    const rst = await Promise.race([closed, new Promise<string>((resolve) => setTimeout(() => resolve("still open"), 120_000).unref())]);
+    assert.equal(rst, constants.NGHTTP2_ENHANCE_YOUR_CALM, `the stream of a peer that cannot take its status: ${rst}`);
+    console.log(`byte-bounds figures: a peer whose window stays shut: reset ENHANCE_YOUR_CALM ${Date.now() - ended} ms after its session ended`);
+  } finally {
+    clearInterval(beat);
+    stream.close();
+    session.destroy();
     await echo.close();
   }
 });

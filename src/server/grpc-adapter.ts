@@ -2,6 +2,7 @@
  * A generic bridge from protobuf-es service descriptors to @grpc/grpc-js: handlers are written
  * against generated message types, and grpc-js does the HTTP/2 work.
  */
+import { constants as http2Constants } from "node:http2";
 import type { Readable } from "node:stream";
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -36,6 +37,13 @@ export interface CallContext {
   readonly peer: string;
   /** Absolute deadline in ms since the epoch, when the client set one. */
   readonly deadline: number | undefined;
+  /**
+   * Ends a streaming call with `error` now, without waiting for the handler's next response:
+   * what was already handed to the transport still goes first, then the status. A peer that
+   * does not take them within END_GRACE_MS (it does not read its stream) gets the stream reset
+   * instead, so the server holds nothing for it. Not available on every transport.
+   */
+  end?(error: ConnectError): void;
 }
 
 type Method = Pick<DescMethod, "input" | "output" | "methodKind">;
@@ -150,14 +158,56 @@ async function encodeResponse(schema: DescMessage, value: unknown): Promise<unkn
 
 /**
  * The requests of a streaming call as an iterable that throws INVALID_ARGUMENT at one that did
- * not decode. Iterated without destroyOnReturn: a plain for-await destroys the grpc-js call once
- * the client half-closes, and a destroyed call can no longer send its status, so the client
- * would wait forever.
+ * not decode, and CANCELED when the call ends before the client half-closed it. It never
+ * destroys the grpc-js call, as Node's own stream iterator does when it ends or sees an
+ * 'error': the adapter sends a handler's error status by emitting 'error' on the call, and a
+ * destroyed call can no longer send that status (nor the OK status after the client
+ * half-closed), so the client would wait for it forever.
  */
 async function* requestsOf(call: Readable): AsyncGenerator<unknown> {
-  for await (const msg of call.iterator({ destroyOnReturn: false })) {
-    if (msg instanceof Undecodable) throw msg.error;
-    yield msg;
+  let wake: (() => void) | undefined;
+  let ended = false;
+  let failure: unknown;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onEnd = () => {
+    ended = true;
+    notify();
+  };
+  const onError = (err: unknown) => {
+    failure ??= err;
+    notify();
+  };
+  const onClose = () => {
+    if (!ended) failure ??= new ConnectError("call cancelled", Code.Canceled);
+    notify();
+  };
+  call.on("readable", notify);
+  call.on("end", onEnd);
+  call.on("error", onError);
+  call.on("close", onClose);
+  try {
+    for (;;) {
+      const msg: unknown = call.destroyed ? null : call.read();
+      if (msg !== null) {
+        if (msg instanceof Undecodable) throw msg.error;
+        yield msg;
+      } else if (failure !== undefined) {
+        throw failure;
+      } else if (ended) {
+        return;
+      } else {
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    }
+  } finally {
+    call.off("readable", notify);
+    call.off("end", onEnd);
+    call.off("error", onError);
+    call.off("close", onClose);
   }
 }
 
@@ -224,7 +274,7 @@ const widened = new WeakSet<object>();
  */
 function widenWindows(call: SurfaceCall): void {
   try {
-    const session = (streamCallOf(call)?.stream as { session?: Http2SessionLike } | undefined)?.session;
+    const session = http2StreamOf(call)?.session;
     if (!session || widened.has(session) || session.destroyed) return;
     widened.add(session);
     session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
@@ -254,10 +304,45 @@ interface Http2SessionLike {
   settings(settings: { initialWindowSize: number }): void;
 }
 
+interface Http2StreamLike extends NodeJS.EventEmitter {
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  readonly session?: Http2SessionLike;
+  close(code: number): void;
+}
+
+/** The HTTP/2 stream under a grpc-js call, reached through grpc-js internals (undefined if they moved). */
+function http2StreamOf(call: SurfaceCall): Http2StreamLike | undefined {
+  return streamCallOf(call)?.stream as Http2StreamLike | undefined;
+}
+
+/**
+ * How long a stream its handler ended (CallContext.end) may take to deliver what it holds and
+ * its status. HTTP/2 sends the status (trailers) only after the data before it, so a peer that
+ * does not read would hold the stream, and the server's buffers for it, for good.
+ */
+const END_GRACE_MS = 10_000;
+
+/**
+ * Resets the stream of `call` if it has not closed END_GRACE_MS from now. A reset needs no
+ * flow-control window, so it reaches a peer that reads nothing; gRPC clients report
+ * ENHANCE_YOUR_CALM as RESOURCE_EXHAUSTED and CANCEL as CANCELLED.
+ */
+function resetUnlessClosed(call: SurfaceCall, error: ConnectError): void {
+  const stream = http2StreamOf(call);
+  if (!stream || typeof stream.close !== "function") return;
+  const code = error.code === Code.ResourceExhausted ? http2Constants.NGHTTP2_ENHANCE_YOUR_CALM : http2Constants.NGHTTP2_CANCEL;
+  const timer = setTimeout(() => {
+    if (!stream.closed && !stream.destroyed) stream.close(code);
+  }, END_GRACE_MS);
+  timer.unref();
+  stream.once("close", () => clearTimeout(timer));
+}
+
 /** Why a stream ended when the server stopped under it. */
 const STREAM_SHUTDOWN = new ConnectError("the k4s server is stopping: reconnect and resume (here once it is back, or at another server)", Code.Unavailable);
 
-function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
+function contextOf(call: SurfaceCall, shutdown?: AbortSignal, ending?: AbortController): CallContext {
   widenWindows(call);
   const controller = new AbortController();
   if (shutdown) {
@@ -271,7 +356,14 @@ function contextOf(call: SurfaceCall, shutdown?: AbortSignal): CallContext {
   else (call as grpc.ServerUnaryCall<unknown, unknown>).once("cancelled", abort);
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : undefined;
-  return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline };
+  const end = ending
+    ? (error: ConnectError) => {
+        if (ending.signal.aborted) return;
+        ending.abort(error);
+        resetUnlessClosed(call, error);
+      }
+    : undefined;
+  return { signal: controller.signal, metadata: call.metadata, peer: call.getPeer(), deadline, end };
 }
 
 /**
@@ -310,6 +402,7 @@ async function writeAll(
   schema: DescMessage,
   source: AsyncIterable<unknown>,
   signal: AbortSignal,
+  ending: AbortSignal,
 ): Promise<void> {
   let pending = 0;
   let wake: (() => void) | undefined;
@@ -320,9 +413,10 @@ async function writeAll(
   };
   call.on("drain", done);
   signal.addEventListener("abort", done);
+  ending.addEventListener("abort", done);
   try {
     for await (const msg of source) {
-      if (signal.aborted) return;
+      if (signal.aborted || ending.aborted) return;
       const written = (msg as Record<symbol, (() => void) | undefined>)[WRITTEN];
       const counted = (msg as Record<symbol, number | undefined>)[BYTES];
       const bytes = await encodeResponse(schema, msg);
@@ -333,11 +427,14 @@ async function writeAll(
         pending -= size;
         if (pending <= WRITE_AHEAD_BYTES) done();
       });
-      if ((!flowing || pending > WRITE_AHEAD_BYTES) && !signal.aborted) await new Promise<void>((resolve) => (wake = resolve));
+      if ((!flowing || pending > WRITE_AHEAD_BYTES) && !signal.aborted && !ending.aborted) await new Promise<void>((resolve) => (wake = resolve));
+      // Ended by its handler: stop pulling (returning ends the source) and let the status follow.
+      if (ending.aborted) return;
     }
   } finally {
     call.off("drain", done);
     signal.removeEventListener("abort", done);
+    ending.removeEventListener("abort", done);
   }
 }
 
@@ -393,16 +490,17 @@ export function addService<S extends DescService>(
           return;
         }
         // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
-        const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined);
+        const ending = new AbortController();
+        const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined, ending);
         // Headers at once: a client learns its follow (a watch of a quiet kind, say) reached the
         // server before anything changes, so it knows to resume it, not fail, if the server goes.
         if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());
         run(() => requests(call as never), ctx)
-          .then((answers) => writeAll(call, m.output, answers as AsyncIterable<unknown>, ctx.signal))
+          .then((answers) => writeAll(call, m.output, answers as AsyncIterable<unknown>, ctx.signal, ending.signal))
           .then(
             () => {
-              if (ctx.signal.reason === STREAM_SHUTDOWN) {
-                call.emit("error", fail(m, STREAM_SHUTDOWN));
+              if (ctx.signal.reason === STREAM_SHUTDOWN || ending.signal.aborted) {
+                call.emit("error", fail(m, ctx.signal.reason === STREAM_SHUTDOWN ? STREAM_SHUTDOWN : ending.signal.reason));
                 return;
               }
               ok(m);

@@ -204,6 +204,11 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
     for (let i = 1; i < first.frames.length && !s.closed; i++) handleFrame(s, first.frames[i]!);
     void readLoop(it, s);
+    // A session the server ends (its peer does not read, is declared lost, ...) gets its status
+    // without waiting for the stream to take its next batch, which a peer that does not read never does.
+    s.onClose((error) => {
+      if (error) ctx.end?.(error);
+    });
     const onAbort = () => links.lose(s);
     ctx.signal.addEventListener("abort", onAbort);
     try {

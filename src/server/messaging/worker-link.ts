@@ -89,6 +89,7 @@ export class WorkerLink implements Caller<Mailbox> {
   private sendingBytes = 0;
   private waiter: ((batch: LinkBatch | undefined) => void) | undefined = undefined;
   private wakeScheduled = false;
+  private closeListeners: Array<(error: ConnectError | undefined) => void> = [];
 
   readonly id: string;
   /** Registered name: the host name, or the attaching process's name. */
@@ -199,6 +200,15 @@ export class WorkerLink implements Caller<Mailbox> {
       this.wakeScheduled = true;
       setImmediate(this.wake);
     }
+    const listeners = this.closeListeners;
+    this.closeListeners = [];
+    for (const listener of listeners) listener(error);
+  }
+
+  /** Calls `listener` with the link's close error (undefined: ended cleanly) once it is closed. */
+  onClose(listener: (error: ConnectError | undefined) => void): void {
+    if (this.closed) listener(this.closeError);
+    else this.closeListeners.push(listener);
   }
 
   /** Takes the next batch: it counts as unread until the stream says it was written. */
