@@ -117,7 +117,7 @@ export async function forkTs(
   });
   const c = wrapChild(name, child, false);
   try {
-    const ready = await c.waitMessage((m) => m.ev === "ready" || m.ev === "error", options.readyTimeoutMs ?? 30_000);
+    const ready = await c.waitMessage((m) => m.ev === "ready" || m.ev === "error", options.readyTimeoutMs ?? 120_000);
     return { child: c, ready };
   } catch (err) {
     await c.stop(500);
