@@ -37,22 +37,39 @@ function followContainers(client: K4sClient, glob: string, rv: string, signal: A
   const phases = new Map<string, string>();
   let waiter: { test: () => boolean; resolve: () => void } | undefined;
   let failed: unknown;
+  let resumes = 0;
   void (async () => {
-    try {
-      for await (const ev of client.watch({ kind: "Container", nameGlob: glob, resourceVersion: rv, signal })) {
-        const c = ev.object as Container;
-        const name = c.metadata!.name;
-        if (ev.type === "DELETED") phases.delete(name);
-        else phases.set(name, c.status?.phase ?? "");
-        if (waiter?.test()) waiter.resolve();
+    let from = rv;
+    for (;;) {
+      const stream = client.watch({ kind: "Container", nameGlob: glob, resourceVersion: from, signal });
+      try {
+        for await (const ev of stream) {
+          const c = ev.object as Container;
+          const name = c.metadata!.name;
+          if (ev.type === "DELETED") phases.delete(name);
+          else phases.set(name, c.status?.phase ?? "");
+          if (waiter?.test()) waiter.resolve();
+        }
+        return;
+      } catch (err) {
+        // A client busy digesting tens of thousands of events may miss its own keepalive
+        // deadline and cut the stream: pick up where it was, as a reflector does, a few times.
+        if (signal.aborted) return;
+        if (resumes++ < 10) {
+          from = stream.resourceVersion || from;
+          continue;
+        }
+        // Named, so a failed run says it was the watch (not the apply or scale) that broke.
+        failed = new Error(`the watch of containers ${glob} failed after ${phases.size} replicas seen and ${resumes - 1} resumes: ${err instanceof Error ? err.message : String(err)}`);
+        waiter?.resolve();
+        return;
       }
-    } catch (err) {
-      failed = err;
-      waiter?.resolve();
     }
   })();
   return {
     phases,
+    /** How many times the watch was cut and picked up again. */
+    resumes: () => resumes,
     until(test: () => boolean, what: string): Promise<void> {
       if (test()) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
@@ -135,7 +152,7 @@ async function main() {
       toWatch.record(performance.now() - t);
       seen.delete(name);
     }
-    return { replicas: N, scaleUpMs, scaleDownMs, applyToWatch: toWatch.summary(), applyRoundTrip: applyRtt.summary() };
+    return { replicas: N, watchResumes: rs.resumes(), scaleUpMs, scaleDownMs, applyToWatch: toWatch.summary(), applyRoundTrip: applyRtt.summary() };
   } finally {
     stop.abort();
     await client.close();

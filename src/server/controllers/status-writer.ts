@@ -45,8 +45,15 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
   let flushing: Promise<void> | undefined;
   let stopped = false;
 
-  /** The informer's copy each record was last written with: spares decoding what the informer decoded already. */
+  /**
+   * The newest stored version of each record's object seen (the informer's copy, or what the
+   * last write stored): a write finding it still current needs no decoding of the stored one.
+   */
   const known = new WeakMap<ContainerRecord, Container>();
+  const remember = (rec: ContainerRecord, obj: Container) => {
+    const had = known.get(rec);
+    if (!had || Number(obj.metadata?.resourceVersion) > Number(had.metadata?.resourceVersion)) known.set(rec, obj);
+  };
 
   const update = (rec: ContainerRecord): StatusUpdate<"Container"> => ({
     name: rec.name,
@@ -69,6 +76,8 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
         try {
           const results = await resources.updateStatuses("Container", recs.map(update));
           results.forEach((r, i) => {
+            // What was just stored is the version the next write of this record will find.
+            if (r.object) remember(recs[i]!, r.object);
             if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
           });
         } catch (err) {
@@ -86,7 +95,7 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
     write(rec, stored) {
       if (stopped) return;
       if (!writing.has(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
-      if (stored) known.set(rec, stored);
+      if (stored) remember(rec, stored);
       dirty.add(rec);
       flushing ??= flush();
     },
