@@ -6,6 +6,7 @@
  * ADDED event seen on a watch opened before). Args: address, N, number of applies.
  */
 import { performance } from "node:perf_hooks";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type Container, type K4sClient } from "../../src/client/index.js";
 import { createLatencyRecorder } from "../lib/latency-recorder.js";
 import { failStartup, tellParent } from "../lib/processes.js";
@@ -56,7 +57,10 @@ function followContainers(client: K4sClient, glob: string, rv: string, signal: A
         // deadline and cut the stream: pick up where it was, as a reflector does, a few times.
         if (signal.aborted) return;
         if (resumes++ < 10) {
-          from = stream.resourceVersion || from;
+          // Fallen behind the server's kept history: list again (the listing says where they all are).
+          const relist = ConnectError.from(err).code === Code.OutOfRange;
+          if (relist) phases.clear();
+          from = relist ? "" : stream.resourceVersion || from;
           continue;
         }
         // Named, so a failed run says it was the watch (not the apply or scale) that broke.

@@ -57,7 +57,15 @@ async function* withTicks<T>(source: AsyncIterable<T>, everyMs: number): AsyncGe
   let timer: NodeJS.Timeout | undefined;
   const tick = () => new Promise<typeof TICK>((resolve) => (timer = setTimeout(() => resolve(TICK), everyMs)));
   let nextTick = tick();
-  let next = it.next();
+  // The item read ahead may fail while the consumer is busy with the previous one (a watch that
+  // fell behind the kept history, while its stream waits for the client to read): marked
+  // handled, so that it fails the stream when awaited instead of the process at once.
+  const readAhead = () => {
+    const p = it.next();
+    p.catch(() => {});
+    return p;
+  };
+  let next = readAhead();
   try {
     for (;;) {
       const r = await Promise.race([next, nextTick]);
@@ -67,7 +75,7 @@ async function* withTicks<T>(source: AsyncIterable<T>, everyMs: number): AsyncGe
         continue;
       }
       if (r.done) return;
-      next = it.next();
+      next = readAhead();
       yield r.value;
     }
   } finally {
