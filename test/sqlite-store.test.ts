@@ -89,7 +89,9 @@ test("sqlite: history is bounded by bytes: the oldest revisions go first, the ne
     assert.equal(await s.compactRevision(), 4);
     await s.txn([], [put("/a", "")]); // rev 6: 2 bytes (504 in all): 5 goes
     assert.equal(await s.compactRevision(), 5);
-    await s.txn([], [put("/b", "")]); // rev 7: 2 more (6 bytes in all)
+    await s.txn([], [put("/b", "")]); // rev 7: 2 more (4 bytes in all)
+    assert.equal(await s.compactRevision(), 5);
+    await s.txn([], [put("/c", value(94))]); // rev 8: 96 (100 in all: exactly the bound, kept)
     assert.equal(await s.compactRevision(), 5);
   } finally {
     await s.close();
@@ -321,5 +323,22 @@ test("sqlite: a watcher dropped to history right behind the compaction gets OUT_
       ac.abort();
       await s.close();
     }
+  }
+});
+
+test("sqlite: a watcher past its buffer's bytes is dropped to history: behind the kept history it gets OUT_OF_RANGE", async () => {
+  // Far more events than it may buffer by count; a few 40-byte values pass its 100 bytes.
+  const s = openSqliteStore({ watchBufferLimit: 10_000, watchBufferBytes: 100, historyLimit: 5 });
+  const ac = new AbortController();
+  try {
+    const it = eventsOf(s.watch("/", 0, ac.signal))[Symbol.asyncIterator]();
+    const first = it.next();
+    await s.txn([], [put("/k", "0")]);
+    await first;
+    for (let i = 1; i <= 20; i++) await s.txn([], [put("/k", value(40))]);
+    await expectCode(it.next(), Code.OutOfRange, /older than the kept history/);
+  } finally {
+    ac.abort();
+    await s.close();
   }
 });
