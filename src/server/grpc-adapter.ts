@@ -284,11 +284,10 @@ function widenWindows(call: SurfaceCall): void {
   }
 }
 
-/** The grpc-js call object that writes to the HTTP/2 stream (internal; see framePayloadsOnce). */
+/** The grpc-js call object that writes to the HTTP/2 stream (internal). */
 interface StreamCallLike {
   stream?: unknown;
   nextCall?: unknown;
-  serializeMessage?: (value: unknown) => Buffer;
 }
 
 /** The innermost grpc-js call (the one holding the HTTP/2 stream), or undefined if internals moved. */

@@ -20,12 +20,13 @@ export function frameBytes(frame: BatchedFrame): number {
 
 /**
  * Returns the end (exclusive) of the batch that starts at `start`: the frames up to
- * MAX_BATCH_BYTES of payload, and never fewer than one.
+ * MAX_BATCH_BYTES of payload, and never fewer than one. `sizes`: each frame's frameBytes when
+ * the caller has them already (they are not computed again).
  */
-export function batchEnd(frames: readonly BatchedFrame[], start = 0): number {
+export function batchEnd(frames: readonly BatchedFrame[], start = 0, sizes?: readonly number[]): number {
   let bytes = 0;
   for (let i = start; i < frames.length; i++) {
-    bytes += frameBytes(frames[i]!);
+    bytes += sizes ? sizes[i]! : frameBytes(frames[i]!);
     if (bytes > MAX_BATCH_BYTES && i > start) return i;
   }
   return frames.length;

@@ -7,7 +7,7 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
 import { formatBytes } from "../../api/byte-size.js";
-import { frameBytes } from "../../transport/frame-batch.js";
+import { batchEnd, frameBytes } from "../../transport/frame-batch.js";
 import { MAX_BATCH_BYTES } from "../../transport/limits.js";
 import type { Caller } from "./envelope.js";
 import type { Letter, Mailbox } from "./mailbox.js";
@@ -216,13 +216,9 @@ export class WorkerLink implements Caller<Mailbox> {
     const out = this.out;
     const sizes = this.outSizes;
     this.lastSent = Date.now();
-    // As many frames as fit in MAX_BATCH_BYTES, and at least one (as batchEnd cuts them).
-    let n = 0;
+    const n = batchEnd(out, 0, sizes);
     let bytes = 0;
-    for (; n < sizes.length; n++) {
-      if (bytes + sizes[n]! > MAX_BATCH_BYTES && n > 0) break;
-      bytes += sizes[n]!;
-    }
+    for (let i = 0; i < n; i++) bytes += sizes[i]!;
     let frames = out;
     if (n === out.length) {
       this.out = [];
