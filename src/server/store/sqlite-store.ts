@@ -202,6 +202,20 @@ function openDatabase(path: string | undefined): Database.Database {
   }
 }
 
+/**
+ * The keys of a range as they were at @rev: the current row of every key not changed since, and
+ * for the others the value before their first change after @rev (absent if it was a create).
+ */
+const KEYS_AT_REVISION = `
+  SELECT key, value, create_rev, mod_rev, version FROM kv
+  WHERE key >= @prefix AND key > @after AND key < @end
+    AND key NOT IN (SELECT key FROM history WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end)
+  UNION ALL
+  SELECT key, prev_value, prev_create_rev, prev_mod_rev, prev_version FROM (
+    SELECT key, MIN(rev), prev_value, prev_create_rev, prev_mod_rev, prev_version FROM history
+    WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end GROUP BY key
+  ) WHERE prev_mod_rev IS NOT NULL`;
+
 /** The store's prepared SQL statements. */
 function prepareStatements(db: Database.Database) {
   const rowBytes = "length(key) + COALESCE(length(value), 0) + COALESCE(length(prev_value), 0)";
@@ -216,20 +230,11 @@ function prepareStatements(db: Database.Database) {
     count: db.prepare<{ prefix: string; after: string; end: string }, { n: number }>(
       "SELECT COUNT(*) AS n FROM kv WHERE key >= @prefix AND key > @after AND key < @end",
     ),
-    // The keys as they were at @rev: the current row of every key not changed since, and for
-    // the others the value before their first change after @rev (absent if it was a create).
+    // The keys as they were at @rev (KEYS_AT_REVISION), a page of them and how many there are.
     rangeAt: db.prepare<{ prefix: string; after: string; end: string; limit: number; rev: number }, KvRow>(
-      `SELECT key, value, create_rev, mod_rev, version FROM (
-         SELECT key, value, create_rev, mod_rev, version FROM kv
-         WHERE key >= @prefix AND key > @after AND key < @end
-           AND key NOT IN (SELECT key FROM history WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end)
-         UNION ALL
-         SELECT key, prev_value, prev_create_rev, prev_mod_rev, prev_version FROM (
-           SELECT key, MIN(rev), prev_value, prev_create_rev, prev_mod_rev, prev_version FROM history
-           WHERE rev > @rev AND key >= @prefix AND key > @after AND key < @end GROUP BY key
-         ) WHERE prev_mod_rev IS NOT NULL
-       ) ORDER BY key LIMIT @limit`,
+      `SELECT key, value, create_rev, mod_rev, version FROM (${KEYS_AT_REVISION}) ORDER BY key LIMIT @limit`,
     ),
+    countAt: db.prepare<{ prefix: string; after: string; end: string; rev: number }, { n: number }>(`SELECT COUNT(*) AS n FROM (${KEYS_AT_REVISION})`),
     put: db.prepare<[string, Buffer, number, number, number]>(
       "INSERT OR REPLACE INTO kv (key, value, create_rev, mod_rev, version) VALUES (?, ?, ?, ?, ?)",
     ),
@@ -481,7 +486,7 @@ function rangeAt(stmt: Statements, revision: number, compacted: number, prefix: 
   let remaining = 0;
   if (more && lastKey !== undefined) {
     const rest = { prefix, after: lastKey, end: prefixEnd(prefix) };
-    remaining = at === revision ? stmt.count.get(rest)!.n : stmt.rangeAt.all({ ...rest, limit: -1, rev: at }).length;
+    remaining = (at === revision ? stmt.count.get(rest) : stmt.countAt.get({ ...rest, rev: at }))!.n;
   }
   return { kvs, revision: at, more, remaining };
 }
