@@ -52,12 +52,25 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
     }
     await eventually(() => [0, 1, 2].every((i) => seen.includes(`ADDED after-${i}`)), 30_000, "the writes on b's watch");
     // Messages through a standby, and a scale run by the leader's controllers.
-    assert.equal(await a.client.request("ef-svc", "x", { timeoutMs: 20_000 }), "ECHO: x");
+    // When the killed member carried the leader's lease, the leadership can move (seen in about
+    // one loaded run in three): a request in flight then fails UNAVAILABLE and is not re-sent
+    // (at most once), so, as any caller does, it is sent again; every other error fails the test.
+    const RETRY = Symbol("retry");
+    let answer: unknown = RETRY;
+    let retries = -1;
+    for (const giveUpAt = Date.now() + 40_000; answer === RETRY; retries++) {
+      answer = await a.client.request("ef-svc", "x", { timeoutMs: 20_000 }).catch((err: unknown) => {
+        const e = ConnectError.from(err);
+        if (e.code !== Code.Unavailable || Date.now() > giveUpAt) throw e;
+        return RETRY;
+      });
+    }
+    assert.equal(answer, "ECHO: x");
     await a.client.scale("ef-rs", 3);
     await eventually(async () => (await b.client.get("ReplicaSet", "ef-rs")).status?.readyReplicas === 3, 60_000, "3 ready replicas");
     const scaledMs = Date.now() - killedAt;
-    assert.equal(servers.filter(leadsNow).length, 1, "one leader throughout");
-    console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a scale 2 -> 3 was ready ${scaledMs} ms after the kill`);
+    assert.equal(servers.filter(leadsNow).length, 1, "one leader at the end");
+    console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a request through a standby answered after ${retries} retries; a scale 2 -> 3 was ready ${scaledMs} ms after the kill`);
     ac.abort();
     await watching;
   } finally {
