@@ -29,13 +29,10 @@ export interface SessionTable {
   list(): SessionEntry[];
 }
 
-/** The entry of a worker link: a host by its name, an attached process by its container's. */
+/** The entry of a worker link: a host by its name (with what it runs), an attached process by its container's. */
 function entryOf(link: WorkerLink): SessionEntry {
-  return {
-    kind: link.role === "attached" ? "attached" : "host",
-    name: link.role === "attached" ? link.container : link.name,
-    sessionId: link.id,
-  };
+  if (link.role === "attached") return { kind: "attached", name: link.container, sessionId: link.id };
+  return { kind: "host", name: link.name, sessionId: link.id, host: { modules: [...link.modules].sort(), capacity: link.capacity, canSpawn: link.canSpawn } };
 }
 
 /** Creates the session table of one server. */

@@ -24,7 +24,7 @@ export function createInfoService(options: InfoServiceOptions): ServiceHandlers<
           address: s.advertise,
           leader: s.leader,
           startedAtMs: BigInt(s.startedAtMs),
-          sessions: s.sessions,
+          sessions: s.sessions.map(({ kind, name, sessionId }) => ({ kind, name, sessionId })),
           self: s.advertise === self,
         })),
       };
