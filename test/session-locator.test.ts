@@ -29,11 +29,11 @@ test("session locator: follows which server holds each host and attached process
     const offer = { modules: ["echo"], capacity: 3, canSpawn: false };
     a.sessionStarted({ kind: "host", name: "h1", sessionId: "s1", host: offer });
     a.sessionStarted({ kind: "attached", name: "c1", sessionId: "s2" });
-    const h1 = await eventually(() => locator.host("h1"), 30_000, "host h1 located");
+    const h1 = (await eventually(() => locator.host("h1"), 30_000, "host h1 located"))!;
     assert.equal(h1.server, "127.0.0.1:1");
     assert.equal(h1.sessionId, "s1");
     assert.deepEqual(h1.host, offer, "what the host runs comes along, for a scheduler of every server's hosts");
-    assert.equal((await eventually(() => locator.attached("c1"), 30_000, "attached c1 located")).server, "127.0.0.1:1");
+    assert.equal((await eventually(() => locator.attached("c1"), 30_000, "attached c1 located"))?.server, "127.0.0.1:1");
     assert.equal(locator.host("c1"), undefined, "hosts and attached processes are apart");
 
     // h1 reconnected to server b while a's record of it is still there: b's, the newer, is in force.
