@@ -11,12 +11,12 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { GetRequestSchema, ResourceService, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { GetRequestSchema, ResourceService, WatchRequestSchema, WatchResponseSchema, type WatchRequest, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { BadRequestSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
 import { fieldViolations } from "../src/api/bad-request.js";
-import { ContainerSchema, ReplicaSetSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { wrap } from "../src/api/kinds.js";
 import type { K4sServer, ServerOptions } from "../src/server/server.js";
 import { startEtcd, type EtcdCluster } from "./etcd.js";
@@ -670,3 +670,62 @@ spec:
     });
   });
 }
+
+test("a watch that falls behind the kept history while its client does not read fails that stream with OUT_OF_RANGE; the server stays up", async () => {
+  // The stream's handler reads the store watch one item ahead while it waits for the client to
+  // take the previous one. Here the client stops reading while more than the store buffers for a
+  // live watcher (16 MiB) is written and the history (4 revisions) moves past it: the item read
+  // ahead then fails while the handler waits to write the one before. That failure must end this
+  // stream only, not the server process with an unhandled rejection.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on("unhandledRejection", onUnhandled);
+  const server = await startTestServer({ historyLimit: 4 });
+  const ac = new AbortController();
+  try {
+    const client = clientOf(server);
+    const big = "x".repeat(60 * 1024);
+    const svc = (name: string, annotations: Record<string, string>) => wrap(create(ServiceSchema, { metadata: { name, annotations }, spec: { selector: "app=none" } }));
+    const names = Array.from({ length: 8 }, (_, round) => Array.from({ length: 20 }, (_, i) => `behind-${round}-${i}`));
+    // 160 small Services, each with its status written: from here on, changes of their
+    // annotations alone are written as they are (no status write in between).
+    for (const round of names) await client.apply({ objects: round.map((n) => svc(n, { note: "small" })) });
+    await eventually(async () => {
+      const { items } = await client.list({ kind: "svc" });
+      return items.length === 160 && items.every((o) => o.kind.case === "service" && o.kind.value.status?.observedGeneration === 1n);
+    }, 30_000, "every Service's status written");
+    const from = (await client.list({ kind: "svc", limit: 1 })).resourceVersion;
+    const watch = client.watch({ kind: "svc", resourceVersion: from }, { signal: ac.signal })[Symbol.asyncIterator]();
+    // The watch is live once it delivered a change; after that the client reads nothing.
+    await client.apply({ objects: [svc("behind-0-0", { note: "live" })] });
+    const first = await watch.next();
+    assert.equal(first.done, false);
+    assert.equal(first.value.events.length, 1);
+    // 8 applies that give the 20 Services of each ~180 KiB of annotations (one revision each,
+    // ~3.5 MiB: more than one response, so writing one waits for the client; ~28 MiB in all),
+    // then small changes: far more than the 4 revisions the history keeps.
+    for (const round of names) await client.apply({ objects: round.map((n) => svc(n, { a: big, b: big, c: big })) });
+    for (let i = 0; i < 10; i++) await client.apply({ objects: [svc("behind-0-0", { note: `small ${i}` })] });
+    // Only now does the client read again: it gets what the server had taken before falling
+    // behind, then the stream's end.
+    let events = 0;
+    const end = await (async () => {
+      for (;;) {
+        const r = await watch.next();
+        if (r.done) return undefined;
+        events += r.value.events.length;
+      }
+    })().catch((e: unknown) => e);
+    assert.ok(end instanceof ConnectError, `the stream ended with ${String(end)} after ${events} events`);
+    assert.equal(Code[end.code], "OutOfRange", end.rawMessage);
+    assert.match(end.rawMessage, /is older than the kept history/);
+    assert.ok(events < 160, `the stream delivered ${events} events although it fell behind`);
+    assert.deepEqual(unhandled, [], "a rejection was left unhandled (it would end the server process)");
+    // The server still serves.
+    assert.equal((await client.get({ kind: "svc", name: "behind-7-19" })).object?.kind.case, "service");
+  } finally {
+    ac.abort();
+    await server.stop();
+    process.off("unhandledRejection", onUnhandled);
+  }
+});
