@@ -11,7 +11,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { GetRequestSchema, ResourceService, WatchRequestSchema, WatchResponseSchema, type WatchRequest, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
+import { GetRequestSchema, ResourceService, type WatchResponse } from "../src/gen/k4s/v1/resource_service_pb.js";
 import { MessagingService } from "../src/gen/k4s/v1/messaging_service_pb.js";
 import { BadRequestSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../src/gen/google/rpc/status_pb.js";
