@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { ConnectError, Code } from "@connectrpc/connect";
 import { createClient } from "../src/client/index.js";
 import { startCluster, type ClusterServer } from "./cluster-harness.js";
-import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { dumpLogs, eventually, spawnK4s, type Proc } from "./helpers.js";
 
 const RS = `kind: ReplicaSet
 metadata: {name: ef-rs}
@@ -73,6 +73,9 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
     console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a request through a standby answered after ${retries} retries; a scale 2 -> 3 was ready ${scaledMs} ms after the kill`);
     ac.abort();
     await watching;
+  } catch (err) {
+    dumpLogs({ ...Object.fromEntries(servers.map((s, i) => [`server ${i}${s === leader ? " (first leader)" : ""} ${s.address}`, s.proc])), "host ef-host": host });
+    throw err;
   } finally {
     ac.abort();
     await host?.kill();

@@ -13,7 +13,7 @@ import { createClient, type K4sClient } from "../src/client/index.js";
 import { attach, type Attached } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
 import { isLeader, startCluster, type ClusterServer } from "./cluster-harness.js";
-import { eventually, spawnK4s, type Proc } from "./helpers.js";
+import { dumpLogs, eventually, spawnK4s, type Proc } from "./helpers.js";
 
 const MANIFEST = `kind: Container
 metadata: {name: rt-a, labels: {app: rt}}
@@ -183,6 +183,9 @@ test("cluster routing: calls through a standby reach containers attached to the 
         `deadline 500 ms answered after ${deadlineMs} ms; leader SIGKILLed: request in flight failed UNAVAILABLE after ${stuckMs} ms, ` +
         `${outcomes.size} sends answered (${refused.length} UNAVAILABLE, retried and delivered through ${next === via ? "it, now the leader" : `it to the new leader ${next.address}`})`,
     );
+  } catch (err) {
+    dumpLogs(Object.fromEntries(cluster.servers.map((s, i) => [`server ${i}${s === leader ? " (first leader)" : ""} ${s.address}`, s.proc])));
+    throw err;
   } finally {
     await client?.close();
     for (const w of workers) await w.stop(0).catch(() => {});
@@ -244,6 +247,9 @@ spec: {matchLabels: {app: spread}}
     assert.equal(after.metadata?.uid, uid);
     assert.equal(after.status?.restarts, before, "not restarted");
     console.log(`# host-c on standby C (relayed): a service spread over hosts on two servers ${JSON.stringify(by)}; C SIGKILLed: host-c held by the leader after ${movedMs} ms, its replica answering again after ${servedMs} ms, not restarted`);
+  } catch (err) {
+    dumpLogs({ ...Object.fromEntries(cluster.servers.map((s, i) => [`server ${i}${s === leader ? " (leader)" : ""} ${s.address}`, s.proc])), "host-c": hosts[0], "host-l": hosts[1] });
+    throw err;
   } finally {
     await client?.close();
     for (const h of hosts) await h.kill();

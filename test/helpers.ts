@@ -56,6 +56,18 @@ export function spawnInTerminal(commandLine: string, env: Record<string, string>
   return spawnProcess(["script", "-qec", commandLine, "/dev/null"], { ...rest, TERM: "xterm", ...env }, "ignore");
 }
 
+/**
+ * Prints the last lines of each process's output as test diagnostics: called when a test of
+ * several processes fails, so that a failure seen once in CI says what each process did.
+ */
+export function dumpLogs(procs: Record<string, Proc | undefined>, lines = 60): void {
+  for (const [name, p] of Object.entries(procs)) {
+    if (!p) continue;
+    const out = `${p.stdout()}${p.stderr() ? `\n[stderr]\n${p.stderr()}` : ""}`.trimEnd().split("\n").slice(-lines);
+    console.log(`# --- ${name} (last ${out.length} lines) ---\n${out.map((l) => `#   ${l}`).join("\n")}`);
+  }
+}
+
 /** Spawns argv with exactly env, collecting its output. */
 function spawnProcess(argv: readonly string[], env: NodeJS.ProcessEnv, stdin: "pipe" | "ignore"): Proc {
   const child = spawn(argv[0]!, argv.slice(1), { env, stdio: [stdin, "pipe", "pipe"] });

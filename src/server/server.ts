@@ -32,6 +32,7 @@ import { addConnectService } from "./connect-adapter.js";
 import { serveDashboard, type DashboardServer } from "./dashboard-server.js";
 import { createInfoService } from "./handlers/info-service.js";
 import { createLogService } from "./handlers/log-service.js";
+import type { PeerProof } from "./handlers/worker-service.js";
 import { createResourceService } from "./handlers/resource-service.js";
 import { createMetrics, serveMetrics, type Metrics } from "./metrics.js";
 import { createLogStore, type LogStore } from "./log-store.js";
@@ -325,7 +326,7 @@ function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPla
 function standbyMaker(
   options: ServerOptions,
   cluster: () => ClusterMember | undefined,
-  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions" | "peerCredential">,
+  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions" | "peerCredential" | "provePeer">,
 ): Pick<LeaderGatedPlaneOptions, "standby" | "makeStandby"> {
   const standby = () => standbyError(cluster()?.advertise ?? "", cluster()?.knownLeader);
   const makeStandby = () =>
@@ -522,8 +523,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const sessions = createSessionTable({ cluster: () => cluster });
   const credentials = createHostCredentials(kv);
   // A relayed stream is believed only from a live member of the cluster showing its peer credential.
-  const provePeer = async (advertise: string, credential: string) =>
-    cluster !== undefined && credentials.verifyPeer(advertise, credential) && (await cluster.isMember(advertise));
+  const provePeer = async (advertise: string, credential: string): Promise<PeerProof> => {
+    if (cluster === undefined || !credentials.verifyPeer(advertise, credential)) return "invalid";
+    return (await cluster.isMember(advertise)) ? "member" : "lapsed";
+  };
   // Over etcd, several servers may share the state: only the elected leader runs the controllers,
   // and their writes are fenced by its election key (a frozen old leader's are refused).
   const etcdEndpoints = etcdEndpointsOf(options.store);
@@ -538,6 +541,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
           metrics,
           sessions: { opened: sessions.record, ended: sessions.forget },
           peerCredential: () => credentials.issuePeer(cluster?.advertise ?? ""),
+          provePeer,
         }), onError })
     : undefined;
   const plane = gated ?? makePlane();

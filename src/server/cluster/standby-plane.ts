@@ -7,7 +7,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ControlPlane } from "../control-plane.js";
 import { createMessagingService } from "../handlers/messaging-service.js";
-import { createWorkerService } from "../handlers/worker-service.js";
+import { createWorkerService, type WorkerServiceOptions } from "../handlers/worker-service.js";
 import type { LogStore } from "../log-store.js";
 import { createLinkRegistry } from "../messaging/link-registry.js";
 import type { Metrics } from "../metrics.js";
@@ -22,6 +22,8 @@ export interface StandbyPlaneOptions extends PeerRelayOptions {
   heartbeatIntervalMs?: number;
   /** Bytes a session may leave unread before it is cut off (default 64 MiB). */
   maxSessionBufferBytes?: number;
+  /** Proves the server a relayed stream names (see WorkerServiceOptions.provePeer). */
+  provePeer?: WorkerServiceOptions["provePeer"];
 }
 
 /** Creates the plane of a standby (nothing is accepted until start()). */
@@ -34,6 +36,14 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
   links.onLost((link) => {
     for (const env of [...link.calls.values()]) forwarder.abandon(env, 0, `caller session ${link.id} ended`);
   });
+  // A stream relayed here came from a server that took this one for the leader (its view of the
+  // election was a moment old): it is answered as a standby answers, UNAVAILABLE naming the
+  // leader, so that the process it relays tries again. A header nothing proves is still refused.
+  const provePeer: WorkerServiceOptions["provePeer"] = async (advertise, credential) => {
+    const proof = (await options.provePeer?.(advertise, credential)) ?? "invalid";
+    if (proof !== "invalid") throw options.standby();
+    return proof;
+  };
   return {
     load: { containers: () => [], services: () => [] },
     messagingService: createMessagingService({ router: forwarder, metrics: options.metrics }),
@@ -41,6 +51,7 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
       router: forwarder,
       refuseWorkers: options.standby,
       relay: relay.relay,
+      provePeer,
       links,
       logs: options.logs,
       heartbeatIntervalMs,

@@ -32,9 +32,9 @@ export const RELAYED_BY_HEADER = "k4s-relayed-by";
 
 /**
  * The header that proves RELAYED_BY_HEADER: the relaying server's peer credential (an HMAC of
- * its advertise address under a key only the cluster's servers read). Without it, or from a
- * server that is not a live member, the relayed-by header is refused: a client holding the
- * bearer token could otherwise have its own session recorded as held by another server.
+ * its advertise address under a key only the cluster's servers read). Without it the relayed-by
+ * header is refused, and so it is from a server that is not a live member now: a client holding
+ * the bearer token could otherwise have its own session recorded as held by another server.
  */
 export const PEER_CREDENTIAL_HEADER = "k4s-peer-credential";
 
@@ -62,24 +62,36 @@ export interface WorkerServiceOptions {
   /** Checks the credential a host shows for its name (none: no host proves its name). */
   credentials?: HostCredentials;
   /**
-   * Whether a stream saying it is relayed by `advertise` comes from that server: its peer
-   * credential is valid and it is a live member of the cluster. None: every relayed-by header is
-   * refused (a server of one takes no relayed streams).
+   * Whether a stream saying it is relayed by `advertise` comes from that server: "member" when
+   * its peer credential is valid and it is a live member of the cluster, "lapsed" when the
+   * credential is valid but the server's membership is not in etcd now (its lease lapsed and it
+   * is joining again), "invalid" otherwise. None: every relayed-by header is refused (a server of
+   * one takes no relayed streams).
    */
-  provePeer?: (advertise: string, credential: string) => Promise<boolean>;
+  provePeer?: (advertise: string, credential: string) => Promise<PeerProof>;
   metrics?: Metrics;
 }
 
-/** The server a stream is relayed by ("" when none), refused PERMISSION_DENIED unless proven. */
+/** What a relayed stream's peer credential proves (see WorkerServiceOptions.provePeer). */
+export type PeerProof = "member" | "lapsed" | "invalid";
+
+/**
+ * The server a stream is relayed by ("" when none). A header nothing proves is refused
+ * PERMISSION_DENIED. A real server whose membership lapsed for a moment (its etcd lease expired
+ * while etcd failed over, and it is joining again) is answered UNAVAILABLE instead: the process
+ * it relays tries again, as it would if that server had gone, rather than taking the refusal for
+ * its own and stopping.
+ */
 async function relayerOf(ctx: CallContext, provePeer: WorkerServiceOptions["provePeer"]): Promise<string> {
   const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
   if (relayedBy === "") return "";
   const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
-  if (provePeer && (await provePeer(relayedBy, credential))) return relayedBy;
-  throw new ConnectError(
-    `the ${RELAYED_BY_HEADER} header is for the servers of this cluster: "${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER} or is not a live member of it`,
-    Code.PermissionDenied,
-  );
+  const refused = (why: string) => new ConnectError(`the ${RELAYED_BY_HEADER} header is for the servers of this cluster: ${why}`, Code.PermissionDenied);
+  if (!provePeer) throw refused("this server takes no relayed streams (only the leader does)");
+  const proof = await provePeer(relayedBy, credential);
+  if (proof === "member") return relayedBy;
+  if (proof === "lapsed") throw new ConnectError(`server "${relayedBy}" is not a live member of this cluster now (its membership lapsed); try again`, Code.Unavailable);
+  throw refused(`"${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER}`);
 }
 
 /** Creates the WorkerService handlers. */
