@@ -62,7 +62,7 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
       answer = await a.client.request("ef-svc", "x", { timeoutMs: 20_000 }).catch((err: unknown) => {
         const e = ConnectError.from(err);
         if (e.code !== Code.Unavailable || Date.now() > giveUpAt) throw e;
-        return RETRY;
+        return new Promise<typeof RETRY>((resolve) => setTimeout(() => resolve(RETRY), 100));
       });
     }
     assert.equal(answer, "ECHO: x");
