@@ -1,0 +1,38 @@
+/**
+ * Which server of a cluster is responsible for a container, read from its stored status and the
+ * session records every server keeps (session-locator.ts): the server holding the session of the
+ * host it is bound to runs its lifecycle, and the server holding the session its deliveries go to
+ * (its host's for a module container, its attached process's otherwise) routes its messages. A
+ * container bound to a host no server holds is orphaned: the leader waits for the host to come
+ * back, then schedules it again. Pure: the same status and records give the same answer.
+ */
+import type { Container } from "../../gen/k4s/v1/resources_pb.js";
+import { containerKind } from "../controllers/container-record.js";
+import type { SessionLocator } from "./session-locator.js";
+
+/** Placement says which servers act for a container ("" where none does now). */
+export interface Placement {
+  /** The server that runs its lifecycle: its host's holder, or for an external container its process's. */
+  runs: string;
+  /** The server whose router delivers its messages: its delivery session's holder. */
+  delivers: string;
+  /** The host it is bound to when no server holds that host's session now (else ""). */
+  orphanedOn: string;
+}
+
+/** Where a container stands in the cluster now. */
+export function placementOf(obj: Container, sessions: Pick<SessionLocator, "host" | "attached">): Placement {
+  const name = obj.metadata?.name ?? "";
+  const kind = containerKind(obj.spec);
+  const st = obj.status;
+  const ended = st?.phase === "Succeeded" || st?.phase === "Failed";
+  // An ended container's status still names the host it last ran on: it is bound to none.
+  const bound = kind !== "external" && !ended && st !== undefined && st.host !== "" ? st.host : "";
+  const hostHolder = bound ? (sessions.host(bound)?.server ?? "") : "";
+  const attachedHolder = kind !== "module" ? (sessions.attached(name)?.server ?? "") : "";
+  return {
+    runs: kind === "external" ? attachedHolder : hostHolder,
+    delivers: kind === "module" ? hostHolder : attachedHolder,
+    orphanedOn: bound && !hostHolder ? bound : "",
+  };
+}
