@@ -1,11 +1,14 @@
 /**
  * Which server runs and which routes each container, from its stored status and the session
- * records (here in an in-memory store, as the servers write them into etcd).
+ * records (here in an in-memory store, as the servers write them into etcd); the hosts of every
+ * server as the scheduler sees them.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { ContainerSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { clusterHosts, hostLoads, type ClusterHost } from "../src/server/cluster/cluster-hosts.js";
+import { pickHost, unschedulableReason } from "../src/server/controllers/scheduler.js";
 import { SESSION_RECORDS_PREFIX, type SessionEntry } from "../src/server/cluster/cluster-member.js";
 import { placementOf } from "../src/server/cluster/container-placement.js";
 import { createSessionLocator } from "../src/server/cluster/session-locator.js";
@@ -42,4 +45,31 @@ test("container placement: the holder of its host runs it, the holder of its del
     sessions.stop();
     await store.close();
   }
+});
+
+test("cluster hosts: the scheduler picks among the hosts of every server by their records, least loaded by the stored statuses, and says why none fits", () => {
+  const located = (name: string, server: string, modules: string[], capacity: number, createRevision = 1) =>
+    ({ kind: "host", name, sessionId: `s-${name}`, server, createRevision, host: { modules, capacity, canSpawn: false } }) as const;
+  const hosts = clusterHosts([
+    located("h1", "a:1", ["echo"], 2),
+    located("h2", "b:2", ["echo", "sum"], 0),
+    { kind: "host", name: "old", sessionId: "s", server: "c:3", createRevision: 1 },
+    { kind: "attached", name: "ext", sessionId: "s", server: "c:3", createRevision: 1 },
+  ]);
+  assert.deepEqual(hosts.map((h) => `${h.name}@${h.server}`), ["h1@a:1", "h2@b:2"], "a record without what its host runs, and attached processes, are no hosts to schedule on");
+  const loads = hostLoads([
+    container("r1", { module: "echo" }, { phase: "Running", host: "h2" }),
+    container("r2", { module: "echo" }, { phase: "Pending", host: "h2" }),
+    container("r3", { module: "echo" }, { phase: "Failed", host: "h1" }),
+    container("r4", {}, { phase: "Running", host: "h1" }),
+  ]);
+  assert.deepEqual([...loads], [["h2", 2]], "ended containers and external processes load no host");
+  const load = (h: ClusterHost) => loads.get(h.name) ?? 0;
+  const echo = { kind: "module", spec: create(ContainerSpecSchema, { module: "echo" }) } as const;
+  assert.equal(pickHost(echo, hosts, load)?.server, "a:1", "the least loaded host, whichever server holds it");
+  const sum = { kind: "module", spec: create(ContainerSpecSchema, { module: "sum" }), name: "s" } as const;
+  assert.equal(pickHost(sum, hosts, load)?.name, "h2");
+  const full = (h: ClusterHost) => (h.name === "h1" ? 2 : load(h));
+  assert.equal(pickHost(echo, hosts.slice(0, 1), full), undefined);
+  assert.match(unschedulableReason({ ...echo, name: "e" }, hosts.slice(0, 1), full), /every worker host that can run container "e" is at capacity \(h1 2\/2\)/);
 });

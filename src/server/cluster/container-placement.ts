@@ -20,14 +20,22 @@ export interface Placement {
   orphanedOn: string;
 }
 
+/**
+ * The host a module or command container is bound to by its stored status ("" when none). An
+ * ended container's status still names the host it last ran on: it is bound to none. An external
+ * container's names its process, not a host.
+ */
+export function boundHost(obj: Container): string {
+  const st = obj.status;
+  if (!st || containerKind(obj.spec) === "external" || st.phase === "Succeeded" || st.phase === "Failed") return "";
+  return st.host;
+}
+
 /** Where a container stands in the cluster now. */
 export function placementOf(obj: Container, sessions: Pick<SessionLocator, "host" | "attached">): Placement {
   const name = obj.metadata?.name ?? "";
   const kind = containerKind(obj.spec);
-  const st = obj.status;
-  const ended = st?.phase === "Succeeded" || st?.phase === "Failed";
-  // An ended container's status still names the host it last ran on: it is bound to none.
-  const bound = kind !== "external" && !ended && st !== undefined && st.host !== "" ? st.host : "";
+  const bound = boundHost(obj);
   const hostHolder = bound ? (sessions.host(bound)?.server ?? "") : "";
   const attachedHolder = kind !== "module" ? (sessions.attached(name)?.server ?? "") : "";
   return {
