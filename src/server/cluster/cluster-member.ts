@@ -96,6 +96,11 @@ export interface ClusterMember {
    * the leader's writes to compare (they fail once the key is gone: see fenced-store.ts).
    */
   readonly fence: { key: string; modRevision: number } | undefined;
+  /**
+   * While this server is a member: its record's key and the revision that wrote it under the
+   * current lease, for the writes of what it holds to compare (they fail once its lease expired).
+   */
+  readonly memberFence: { key: string; modRevision: number } | undefined;
   /** Stops leading at once and campaigns again (a fenced write found the leadership gone). */
   fenced(): void;
   /** Joins: writes the record, then campaigns. Resolves once the record is written. */
@@ -129,6 +134,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let renewedAt = 0;
   let campaign: Campaign | undefined;
   let fence: { key: string; modRevision: number } | undefined;
+  let memberFence: { key: string; modRevision: number } | undefined;
   let leading = false;
   let stopped = false;
   let watchdog: NodeJS.Timeout | undefined;
@@ -153,7 +159,9 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     await next.grant();
     renewedAt = Date.now();
     lease = next;
-    await next.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
+    memberFence = undefined;
+    const put = await next.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
+    memberFence = { key: `${CLUSTER_PREFIX}${SERVERS}${advertise}`, modRevision: Number(put.header.revision) };
     await sessions.writeAll(next);
   }
 
@@ -247,6 +255,9 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     },
     get fence() {
       return fence;
+    },
+    get memberFence() {
+      return memberFence;
     },
     // The watchdog campaigns again once the lease is renewed.
     fenced: () => void (campaign && !stopped && stepDown()),
