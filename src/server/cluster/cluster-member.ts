@@ -100,7 +100,7 @@ export interface ClusterMember {
    * While this server is a member: its record's key and the revision that wrote it under the
    * current lease, for the writes of what it holds to compare (they fail once its lease expired).
    */
-  readonly memberFence: { key: string; modRevision: number } | undefined;
+  memberFence(): { key: string; modRevision: number } | undefined;
   /** Stops leading at once and campaigns again (a fenced write found the leadership gone). */
   fenced(): void;
   /** Joins: writes the record, then campaigns. Resolves once the record is written. */
@@ -140,7 +140,6 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let watchdog: NodeJS.Timeout | undefined;
   let knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
-
   const setLeading = (value: boolean) => {
     if (leading === value) return;
     leading = value;
@@ -159,9 +158,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     await next.grant();
     renewedAt = Date.now();
     lease = next;
-    memberFence = undefined;
-    const put = await next.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
-    memberFence = { key: `${CLUSTER_PREFIX}${SERVERS}${advertise}`, modRevision: Number(put.header.revision) };
+    memberFence = await writeRecord(next, advertise, startedAtMs);
     await sessions.writeAll(next);
   }
 
@@ -256,9 +253,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     get fence() {
       return fence;
     },
-    get memberFence() {
-      return memberFence;
-    },
+    memberFence: () => memberFence,
     // The watchdog campaigns again once the lease is renewed.
     fenced: () => void (campaign && !stopped && stepDown()),
     leader: () => election.leader(),
@@ -276,6 +271,12 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       client.close();
     },
   };
+}
+
+/** Writes a server's record under its lease; returns the member fence: the record's key and the revision that wrote it. */
+async function writeRecord(lease: Lease, advertise: string, startedAtMs: number): Promise<{ key: string; modRevision: number }> {
+  const put = await lease.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
+  return { key: `${CLUSTER_PREFIX}${SERVERS}${advertise}`, modRevision: Number(put.header.revision) };
 }
 
 /** The key a campaign holds in the election and its revision now (it is written once, on campaigning). */
