@@ -20,6 +20,9 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
+  encodeFramedConnectResponse,
+  DETACH_BYTES,
+  GRPC_PREFIX_BYTES,
   fastPathCovers,
   fieldKindOf,
   slowFrames,
@@ -139,6 +142,42 @@ test("ConnectResponse: the codec writes protobuf-es's bytes and reads back an eq
   fc.assert(
     fc.property(fc.array(serverFrame, { maxLength: 8 }), (frames) => checkBatch("response", frames as AnyFrame[])),
     { numRuns: 300 },
+  );
+});
+
+// Payloads around the size from which a framed response leaves them uncopied.
+const bigBytes = fc.integer({ min: DETACH_BYTES - 2, max: DETACH_BYTES + 2 }).chain((n) => fc.integer({ min: 0, max: 255 }).map((b) => new Uint8Array(n).fill(b)));
+const bigServerFrame = fc.oneof(
+  serverFrame,
+  fc.record({ case: fc.constant("delivery"), value: fc.record({ id: u64, container: str, data: bigBytes, contentType: str, expectsReply: fc.boolean(), sender: str }) }),
+  // An id past 2^53 sends the frame to protobuf-es after its payload was sized.
+  fc.record({ case: fc.constant("callResult"), value: fc.record({ id: u64, data: bigBytes, contentType: str, error: fc.option(fc.record({ code: i32, message: str }), { nil: undefined }) }) }),
+);
+
+test("a framed ConnectResponse is the gRPC length prefix then protobuf-es's bytes, each large payload a chunk of its own, not copied", () => {
+  fc.assert(
+    fc.property(fc.array(bigServerFrame, { maxLength: 6 }), (frames) => {
+      const msg = res(frames);
+      const theirs = toBinary(ConnectResponseSchema, msg);
+      const parts = encodeFramedConnectResponse(msg);
+      const framed = Buffer.concat(parts);
+      assert.equal(framed.byteLength, GRPC_PREFIX_BYTES + theirs.byteLength);
+      assert.equal(framed[0], 0, "not compressed");
+      assert.equal(framed.readUInt32BE(1), theirs.byteLength);
+      assert.deepEqual(new Uint8Array(framed.subarray(GRPC_PREFIX_BYTES)), theirs);
+      // Every fast-path payload of DETACH_BYTES or more is its own chunk, a view of the payload;
+      // everything else shares one buffer written by the codec.
+      const payloads = frames
+        .filter((f): f is NonNullable<AnyFrame> => !slowToWrite(f as AnyFrame))
+        .map((f) => (f.value as { data?: Uint8Array }).data)
+        .filter((d): d is Uint8Array => d !== undefined && d.byteLength >= DETACH_BYTES);
+      const views = parts.filter((p) => payloads.some((d) => p.buffer === d.buffer && p.byteOffset === d.byteOffset && p.byteLength === d.byteLength));
+      assert.equal(views.length, payloads.length, "large payloads as views");
+      const written = parts.filter((p) => !views.includes(p));
+      assert.ok(written.every((p) => p.buffer === written[0]!.buffer), "the rest in one buffer");
+      assert.equal(written.reduce((n, p) => n + p.byteLength, 0), framed.byteLength - payloads.reduce((n, d) => n + d.byteLength, 0));
+    }),
+    { numRuns: 200 },
   );
 });
 

@@ -22,8 +22,9 @@ import {
   decodeConnectResponse,
   encodeConnectRequest,
   encodeConnectResponse,
+  encodeFramedConnectResponse,
 } from "../transport/frame-codec.js";
-import { ConnectRequestSchema, ConnectResponseSchema } from "../gen/k4s/v1/worker_service_pb.js";
+import { ConnectRequestSchema, ConnectResponseSchema, type ConnectResponse } from "../gen/k4s/v1/worker_service_pb.js";
 import { stoppingRefusal } from "../api/retry-info.js";
 import { decodePaced, encodePaced, PACE_BYTES } from "./paced-codec.js";
 import { frameBytes, type BatchedFrame } from "../transport/frame-batch.js";
@@ -297,6 +298,76 @@ function streamCallOf(call: SurfaceCall): StreamCallLike | undefined {
   return c?.stream ? c : undefined;
 }
 
+/** The grpc-js call that writes to the HTTP/2 stream, as far as writePayloadsUncopied uses it (internal). */
+interface WritingCallLike {
+  stream: { cork(): void; uncork(): void; write(chunk: Buffer, cb?: (err?: Error | null) => void): boolean };
+  maxSendMessageSize: number;
+  callEventTracker?: { addMessageSent(): void };
+  checkCancelled(): boolean;
+  maybeSendMetadata(): void;
+  sendStatus(status: { code: grpc.status; details: string; metadata: grpc.Metadata | null }): void;
+  sendMessage(message: unknown, callback: () => void): void;
+}
+
+/**
+ * Makes grpc-js write each ConnectResponse of a worker stream without copying its payloads:
+ * grpc-js serializes a response into one buffer and then copies that into a second one behind
+ * its 5-byte length prefix, so every payload leaving the server was copied twice. Instead the
+ * codec writes the prefix and the frames around each large payload, and the payloads go to the
+ * HTTP/2 stream as chunks of their own in one corked write (one writev, as before). This is
+ * grpc-js's own sendMessage with that one change, reached through its internals and guarded:
+ * if they change, grpc-js writes the messages itself, copies and all.
+ */
+function writePayloadsUncopied(call: SurfaceCall): void {
+  try {
+    const c = streamCallOf(call) as Partial<WritingCallLike> | undefined;
+    const stream = c?.stream;
+    if (
+      !c ||
+      !stream ||
+      typeof stream.cork !== "function" ||
+      typeof stream.uncork !== "function" ||
+      typeof c.sendMessage !== "function" ||
+      typeof c.checkCancelled !== "function" ||
+      typeof c.maybeSendMetadata !== "function" ||
+      typeof c.sendStatus !== "function" ||
+      typeof c.maxSendMessageSize !== "number"
+    )
+      return;
+    const self = c as WritingCallLike;
+    self.sendMessage = (message, callback) => {
+      if (self.checkCancelled()) return;
+      let parts: Buffer[];
+      try {
+        parts = encodeFramedConnectResponse(message as ConnectResponse);
+      } catch {
+        self.sendStatus({ code: grpc.status.INTERNAL, details: "Error serializing response", metadata: null });
+        return;
+      }
+      const size = parts[0]!.readUInt32BE(1);
+      if (self.maxSendMessageSize !== -1 && size > self.maxSendMessageSize) {
+        self.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details: `Sent message larger than max (${size} vs. ${self.maxSendMessageSize})`, metadata: null });
+        return;
+      }
+      self.maybeSendMetadata();
+      const last = parts.length - 1;
+      stream.cork();
+      for (let i = 0; i < last; i++) stream.write(parts[i]!);
+      stream.write(parts[last]!, (err) => {
+        if (err) {
+          self.sendStatus({ code: grpc.status.INTERNAL, details: "Internal server error", metadata: null });
+          return;
+        }
+        self.callEventTracker?.addMessageSent();
+        callback();
+      });
+      stream.uncork();
+    };
+  } catch {
+    // Internals moved: grpc-js writes the messages itself.
+  }
+}
+
 interface Http2SessionLike {
   readonly destroyed: boolean;
   setLocalWindowSize(size: number): void;
@@ -403,6 +474,8 @@ async function writeAll(
   signal: AbortSignal,
   ending: AbortSignal,
 ): Promise<void> {
+  // The worker stream's codec encodes inside grpc-js's write: no turn of the loop to wait for.
+  const fast = fastCodecs.has(schema.typeName);
   let pending = 0;
   let wake: (() => void) | undefined;
   const done = () => {
@@ -418,7 +491,7 @@ async function writeAll(
       if (signal.aborted || ending.aborted) return;
       const written = (msg as Record<symbol, (() => void) | undefined>)[WRITTEN];
       const counted = (msg as Record<symbol, number | undefined>)[BYTES];
-      const bytes = await encodeResponse(schema, msg);
+      const bytes = fast ? msg : await encodeResponse(schema, msg);
       const size = responseBytes(bytes, counted);
       pending += size;
       const flowing = call.write(bytes, () => {
@@ -491,6 +564,7 @@ export function addService<S extends DescService>(
         // The worker stream (bidi) has a shutdown of its own that says goodbye to each link.
         const ending = new AbortController();
         const ctx = contextOf(call, m.methodKind === "server_streaming" ? options.shutdown : undefined, ending);
+        if (m.output.typeName === ConnectResponseSchema.typeName) writePayloadsUncopied(call);
         // Headers at once: a client learns its follow (a watch of a quiet kind, say) reached the
         // server before anything changes, so it knows to resume it, not fail, if the server goes.
         if (m.methodKind === "server_streaming") call.sendMetadata(new grpc.Metadata());

@@ -184,11 +184,30 @@ function hasUnknown(m: { $unknown?: unknown[] }): boolean {
   return m.$unknown !== undefined && m.$unknown.length > 0;
 }
 
+/**
+ * Payloads of at least this many bytes are not copied into a framed ConnectResponse's buffer:
+ * they go to the stream as chunks of their own (encodeFramedConnectResponse).
+ */
+export const DETACH_BYTES = 16 * 1024;
+
+/** Bytes of the gRPC length prefix before each message on an HTTP/2 stream: a flag byte and a 32-bit length. */
+export const GRPC_PREFIX_BYTES = 5;
+
+// While a framed batch is sized, the payloads it will leave out of its buffer (encoding is
+// synchronous, so a module-level tally is safe).
+let detaching = false;
+let detached = 0;
+
 /** Encoded size of fields, 0 for a default value (which is not written). */
 const varintFieldSize = (n: number) => (n === 0 ? 0 : 1 + varintSize(n));
 const int32FieldSize = (n: number) => (n === 0 ? 0 : 1 + int32Size(n));
 const boolFieldSize = (b: boolean) => (b ? 2 : 0);
-const bytesFieldSize = (b: Uint8Array) => (b.byteLength === 0 ? 0 : 1 + varintSize(b.byteLength) + b.byteLength);
+function bytesFieldSize(b: Uint8Array): number {
+  const n = b.byteLength;
+  if (n === 0) return 0;
+  if (detaching && n >= DETACH_BYTES) detached += n;
+  return 1 + varintSize(n) + n;
+}
 function stringFieldSize(s: string): number {
   if (s === "") return 0;
   const n = utf8Size(s);
@@ -198,7 +217,18 @@ const messageFieldSize = (n: number) => 1 + varintSize(n) + n;
 
 class Writer {
   pos = 0;
-  constructor(readonly buf: Buffer) {}
+  /** Where the part not yet handed to `parts` begins. */
+  private start = 0;
+  /** `parts`: when given, large payloads are handed over as chunks of their own instead of copied. */
+  constructor(
+    readonly buf: Buffer,
+    private readonly parts?: Buffer[],
+  ) {}
+
+  /** Ends the writing of a buffer with parts: its tail goes after the last detached payload. */
+  finish(): void {
+    if (this.parts && this.pos > this.start) this.parts.push(this.buf.subarray(this.start, this.pos));
+  }
 
   varint(n: number): void {
     const buf = this.buf;
@@ -245,9 +275,15 @@ class Writer {
   }
 
   bytes(b: Uint8Array): void {
-    this.varint(b.byteLength);
+    const n = b.byteLength;
+    this.varint(n);
+    if (this.parts && n >= DETACH_BYTES) {
+      this.parts.push(this.buf.subarray(this.start, this.pos), Buffer.from(b.buffer, b.byteOffset, n));
+      this.start = this.pos;
+      return;
+    }
     this.buf.set(b, this.pos);
-    this.pos += b.byteLength;
+    this.pos += n;
   }
 
   // One call per field, skipping default values as protobuf does; tags are single bytes
@@ -458,18 +494,26 @@ function encodeBatch<F>(
   sizeOf: (f: F) => number,
   write: (w: Writer, f: F, size: number) => void,
   slow: (f: F) => Uint8Array,
+  parts?: Buffer[],
 ): Buffer {
   const count = frames.length;
   ensureScratch(count);
   if (fallback.length < count) fallback = new Array(count);
   let total = 0;
+  detaching = parts !== undefined;
+  detached = 0;
   for (let i = 0; i < count; i++) {
     const f = frames[i]!;
+    const before = detached;
     let inner: number;
     try {
       inner = sizeOf(f);
     } catch (err) {
-      if (err !== SLOW) throw err;
+      detached = before;
+      if (err !== SLOW) {
+        detaching = false;
+        throw err;
+      }
       inner = -1;
     }
     let body: number;
@@ -486,7 +530,15 @@ function encodeBatch<F>(
     }
     total += 1 + varintSize(body) + body;
   }
-  const w = new Writer(Buffer.allocUnsafe(total));
+  detaching = false;
+  // A framed batch starts with its gRPC length prefix (uncompressed, big-endian length).
+  const prefix = parts ? GRPC_PREFIX_BYTES : 0;
+  const w = new Writer(Buffer.allocUnsafe(prefix + total - detached), parts);
+  if (prefix) {
+    w.buf[0] = 0;
+    w.buf.writeUInt32BE(total, 1);
+    w.pos = prefix;
+  }
   for (let i = 0; i < count; i++) {
     w.buf[w.pos++] = FRAMES;
     const slowBytes = fallback[i];
@@ -501,6 +553,7 @@ function encodeBatch<F>(
       write(w, frames[i]!, inner);
     }
   }
+  w.finish();
   return w.buf;
 }
 
@@ -512,6 +565,18 @@ export function encodeConnectRequest(req: Pick<ConnectRequest, "frames">): Buffe
 /** Encodes a ConnectResponse (a batch of ServerFrames) as protobuf-es's toBinary would. */
 export function encodeConnectResponse(res: Pick<ConnectResponse, "frames">): Buffer {
   return encodeBatch(res.frames, serverFrameSize, writeServerFrame, (f) => toBinary(ServerFrameSchema, f));
+}
+
+/**
+ * Encodes a ConnectResponse as the chunks a gRPC stream writes for it: its length prefix and
+ * encodeConnectResponse's bytes, with every payload of at least DETACH_BYTES a chunk of its
+ * own (a view of the payload, not a copy). Written in order, the chunks are exactly the framed
+ * message; a payload is so never copied on its way out of the server.
+ */
+export function encodeFramedConnectResponse(res: Pick<ConnectResponse, "frames">): Buffer[] {
+  const parts: Buffer[] = [];
+  encodeBatch(res.frames, serverFrameSize, writeServerFrame, (f) => toBinary(ServerFrameSchema, f), parts);
+  return parts;
 }
 
 // ---------------------------------------------------------------------------------------------
