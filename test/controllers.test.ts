@@ -755,7 +755,7 @@ describe("controllers on a running server", () => {
     await r.delete("Container", "calculator");
   });
 
-  test("a scale to 300 writes its replicas and their statuses in batches: a few store revisions, not one per replica", async () => {
+  test("a scale 0 -> 300 -> 10 writes its replicas, their statuses and their deletions in batches: a few store revisions, not one per replica", async () => {
     const r = server.resources;
     const n = 300;
     await r.create(newReplicaSet("batch-rs", { replicas: 0, template: { spec: { module: "workers", function: "echo_worker" } } }));
@@ -789,6 +789,45 @@ describe("controllers on a running server", () => {
     assert.ok(created.size <= 5, `created in ${created.size} revisions: ${[...created.values()].join(", ")}`);
     // Statuses go out in batches of what changed meanwhile; one at a time would be 300 revisions.
     assert.ok(running.size <= n / 3, `made Running in ${running.size} revisions`);
+
+    // Scale-down: bystanders named like replicas (one owned by nobody, one by another
+    // ReplicaSet's uid under this name) must be left exactly as they are.
+    const stranger = await r.create(newContainer("batch-rs-stranger", { module: "workers", function: "echo_worker" }));
+    const other = await r.create(newContainer("batch-rs-other", { module: "workers", function: "echo_worker" }, {}, { name: "other-rs", uid: "not-batch-rs" }));
+    const kept = 10;
+    const downFrom = await r.revision();
+    const down = new AbortController();
+    /** By revision: how many replicas it marked for deletion (or removed at once). */
+    const gone = new Map<number, number>();
+    const goneNames = new Set<string>();
+    const followedDown = (async () => {
+      for await (const batch of r.watch({ kind: "Container", nameGlob: "batch-rs-*", fromRevision: downFrom }, down.signal)) {
+        for (const e of batch.events) {
+          const name = nameOf(e.object);
+          if (goneNames.has(name) || (e.type !== "DELETED" && !e.object.metadata?.deletionTimestamp)) continue;
+          goneNames.add(name);
+          gone.set(e.revision, (gone.get(e.revision) ?? 0) + 1);
+        }
+      }
+    })();
+    await scale(r, "batch-rs", kept);
+    const names = async () => (await r.list("Container", { nameGlob: "batch-rs-*" })).items.map((c) => nameOf(c)).sort();
+    const expected = [...Array.from({ length: kept }, (_, i) => `batch-rs-${i}`), "batch-rs-other", "batch-rs-stranger"].sort();
+    await eventually(async () => JSON.stringify(await names()) === JSON.stringify(expected), 60_000, `only ${kept} replicas and the bystanders left`);
+    await eventually(() => goneNames.size === n - kept, 10_000, `${n - kept} replicas seen going`);
+    down.abort();
+    await followedDown.catch(() => {});
+    // The highest ordinals went, one reconcile's worth (128) to a transaction: 3 at least.
+    assert.deepEqual([...goneNames].sort(), Array.from({ length: n - kept }, (_, i) => `batch-rs-${kept + i}`).sort());
+    assert.ok(gone.size <= 6, `marked in ${gone.size} revisions: ${[...gone.values()].join(", ")}`);
+    for (const [name, before] of [["batch-rs-stranger", stranger], ["batch-rs-other", other]] as const) {
+      const now = await r.get("Container", name);
+      assert.ok(!now?.metadata?.deletionTimestamp, `${name} not marked`);
+      assert.equal(now?.metadata?.uid, before.metadata?.uid, `${name} is the same object`);
+    }
+    for (let i = 0; i < kept; i++) assert.equal((await r.get("Container", `batch-rs-${i}`))?.status?.phase, "Running", `batch-rs-${i} still Running`);
+    await r.delete("Container", "batch-rs-stranger");
+    await r.delete("Container", "batch-rs-other");
     await r.delete("ReplicaSet", "batch-rs");
     await eventually(async () => (await r.list("Container", { nameGlob: "batch-rs-*" })).items.length === 0, 60_000, "replicas gone");
   });

@@ -249,6 +249,44 @@ typedTest("create stamps server fields; update bumps generation on spec change a
   assert.equal((await rs.get("Container", "echo"))!.metadata!.resourceVersion, specChange.metadata!.resourceVersion);
 });
 
+typedTest("deleteAll: 128 to a transaction; pending ones removed, running ones marked (by the stored status, not a stale copy), marked ones left, missing ones NOT_FOUND", async (rs) => {
+  const n = 200;
+  const names = Array.from({ length: n }, (_, i) => `d-${i}`);
+  const created = await rs.createAll(names.map((name) => container(name)));
+  assert.ok(created.every((r) => r.object));
+  await rs.create(container("bystander"));
+  await rs.updateStatus("Container", "d-2", (c) => ({ ...c.status!, host: "h1", phase: "Running", ready: true }));
+  await rs.delete("Container", "d-2");
+  const marked = (await rs.get("Container", "d-2"))!;
+  assert.ok(marked.metadata!.deletionTimestamp, "d-2 marked by delete()");
+  // The caller's copies are read before d-1 is bound: for d-1 it is stale and must not be used.
+  const known = new Map((await rs.list("Container", { nameGlob: "d-*" })).items.map((c) => [c.metadata!.name, c]));
+  await rs.updateStatus("Container", "d-1", (c) => ({ ...c.status!, host: "h1", phase: "Running", ready: true }));
+  const from = await rs.revision();
+  const results = await rs.deleteAll("Container", [...names.map((name) => ({ name, known: known.get(name) })), { name: "nope" }]);
+  assert.equal(results.length, n + 1);
+  assert.equal(results[n]!.error?.code, Code.NotFound);
+  assert.match(results[n]!.error!.message, /Container "nope" not found/);
+  assert.ok(results.slice(0, n).every((r) => r.object && !r.error));
+  const d1 = (await rs.get("Container", "d-1"))!;
+  assert.ok(d1.metadata!.deletionTimestamp, "d-1 (Running on a host) is marked, not removed");
+  assert.equal(d1.status!.phase, "Terminating");
+  assert.equal(results[1]!.object!.metadata!.resourceVersion, d1.metadata!.resourceVersion);
+  assert.equal((await rs.get("Container", "d-2"))!.metadata!.resourceVersion, marked.metadata!.resourceVersion, "a marked one is not written again");
+  const left = (await rs.list("Container")).items.map((c) => c.metadata!.name).sort();
+  assert.deepEqual(left, ["bystander", "d-1", "d-2"]);
+  // Seen through a watch: one revision per 128 targets (d-2 needed no write).
+  const abort = new AbortController();
+  const revisions = new Map<number, number>();
+  let seen = 0;
+  for await (const events of objectEventsOf(rs.watch({ kind: "Container", fromRevision: from }, abort.signal), false)) {
+    for (const e of events) revisions.set(e.revision, (revisions.get(e.revision) ?? 0) + 1);
+    seen += events.length;
+    if (seen >= n - 1) abort.abort();
+  }
+  assert.deepEqual([...revisions.values()], [127, 72]);
+});
+
 typedTest("ReplicaSet delete cascades to owned Containers in one txn; running ones are marked", async (rs) => {
   const set = await rs.create(create(ReplicaSetSchema, { metadata: { name: "calc" }, spec: { replicas: 3, container: "tmpl" } }));
   const owner = { kind: "ReplicaSet", name: "calc", uid: set.metadata!.uid };

@@ -325,20 +325,23 @@ async function rollOne(
 }
 
 /**
- * Deletes replicas in the given order of choice, at most a bounded number, all at once (the
- * store commits them together), as creates are made.
+ * Deletes replicas in the given order of choice, at most a bounded number, in one transaction
+ * (see ResourceStore.deleteAll), as creates are made.
  */
 async function deleteReplicas(resources: ResourceStore, events: EventRecorder, name: string, victims: Container[], outcome: Outcome): Promise<void> {
   if (victims.length > MAX_CHANGES_PER_RECONCILE) outcome.requeue = true;
-  const chosen = victims.slice(0, MAX_CHANGES_PER_RECONCILE).map((c) => c.metadata!.name);
-  const results = await Promise.allSettled(chosen.map((replica) => deleteContainer(resources, replica)));
+  const chosen = victims.slice(0, MAX_CHANGES_PER_RECONCILE);
+  const results = await resources.deleteAll(
+    "Container",
+    chosen.map((c) => ({ name: c.metadata!.name, known: c })),
+  );
   results.forEach((r, i) => {
-    const replica = chosen[i]!;
-    if (r.status === "rejected") {
-      const err = ConnectError.from(r.reason);
+    const replica = chosen[i]!.metadata!.name;
+    // Gone already counts as deleted.
+    if (r.error && r.error.code !== Code.NotFound) {
       // Changed since we read it: the event that did it brings us back.
-      if (err.code === Code.Aborted) outcome.requeue = true;
-      else outcome.failed.push(`deleting ${replica}: ${err.rawMessage}`);
+      if (r.error.code === Code.Aborted) outcome.requeue = true;
+      else outcome.failed.push(`deleting ${replica}: ${r.error.rawMessage}`);
       return;
     }
     outcome.live.delete(replica);

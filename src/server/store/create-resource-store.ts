@@ -13,7 +13,7 @@ import { API_VERSION, KINDS, kindInfo, kindOf, type AnyObject, type Kind, type O
 import { matchesGlob, matchesSelector } from "../../api/selector.js";
 import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
-import type { ApplyOptions, ApplyOutcome, BatchResult, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
+import type { ApplyOptions, ApplyOutcome, BatchResult, DeleteTarget, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
 import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
@@ -427,6 +427,74 @@ async function deleteObject(ctx: Layer, kind: Kind, name: string, options: { res
   }
 }
 
+/**
+ * Deletes (or marks) the objects of one chunk in one transaction guarded by the revisions read;
+ * undefined when one changed meanwhile (nothing was written) or a name comes twice, for the
+ * caller to delete them one by one.
+ */
+async function deleteChunk(ctx: Layer, kind: Kind, chunk: readonly DeleteTarget[]): Promise<BatchResult<AnyObject>[] | undefined> {
+  const keys = chunk.map((t) => objectKey(kind, t.name));
+  if (new Set(keys).size < keys.length) return undefined;
+  const kvs = await Promise.all(keys.map((k) => ctx.store.get(k)));
+  // One turn for the chunk, as for a chunk of statuses (see writeStatusChunk).
+  await ctx.pace();
+  const compares: Compare[] = [];
+  const ops: Op[] = [];
+  const marked: AnyObject[] = [];
+  const out: BatchResult<AnyObject>[] = [];
+  for (const [i, t] of chunk.entries()) {
+    const kv = kvs[i];
+    if (!kv) {
+      out.push({ error: notFound(kind, t.name) });
+      continue;
+    }
+    const known = t.known?.metadata?.resourceVersion === String(kv.modRevision) ? t.known : undefined;
+    const obj = known ?? decode(kind, kv);
+    if (!mustDrain(obj)) {
+      compares.push({ key: keys[i]!, modRevision: kv.modRevision });
+      ops.push({ type: "delete", key: keys[i]! });
+      out.push({ object: obj });
+    } else if (obj.metadata!.deletionTimestamp) {
+      out.push({ object: obj });
+    } else {
+      const next = markForDeletion(obj);
+      compares.push({ key: keys[i]!, modRevision: kv.modRevision });
+      ops.push({ type: "put", key: keys[i]!, value: encode(next) });
+      marked.push(next);
+      out.push({ object: next });
+    }
+  }
+  if (ops.length === 0) return out;
+  const r = await ctx.store.txn(compares, ops);
+  if (!r.succeeded) return undefined;
+  for (const obj of marked) obj.metadata!.resourceVersion = String(r.revision);
+  return out;
+}
+
+/** Deletes objects MAX_BATCH_WRITES to a transaction; see ResourceStore.deleteAll. */
+async function deleteObjects(ctx: Layer, kind: Kind, targets: readonly DeleteTarget[]): Promise<BatchResult<AnyObject>[]> {
+  const alone = (chunk: readonly DeleteTarget[]) =>
+    Promise.all(
+      chunk.map((t) =>
+        deleteObject(ctx, kind, t.name).then(
+          (object): BatchResult<AnyObject> => ({ object }),
+          (err: unknown): BatchResult<AnyObject> => ({ error: ConnectError.from(err) }),
+        ),
+      ),
+    );
+  // A ReplicaSet's delete reads and writes all its Containers: one transaction each.
+  if (kind === "ReplicaSet") return alone(targets);
+  const results: BatchResult<AnyObject>[] = [];
+  for (let start = 0; start < targets.length; start += MAX_BATCH_WRITES) {
+    const chunk = targets.slice(start, start + MAX_BATCH_WRITES);
+    let batch: BatchResult<AnyObject>[] | undefined;
+    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await deleteChunk(ctx, kind, chunk);
+    // They keep changing under us (statuses written meanwhile): each goes alone, all at once.
+    results.push(...(batch ?? (await alone(chunk))));
+  }
+  return results;
+}
+
 /** Creates or updates many objects in one transaction, all or none; see ResourceStore.apply. */
 async function applyObjects(ctx: Layer, objects: readonly AnyObject[], options: ApplyOptions = {}): Promise<ApplyOutcome[]> {
   const { store, pace } = ctx;
@@ -811,6 +879,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
 
     delete: (kind, name, options) => deleteObject(layer, kind, name, options),
 
+    deleteAll: (kind, targets) => deleteObjects(layer, kind, targets),
     finalize: (name) => finalizeContainer(store, name),
 
     apply: (objects, options) => applyObjects(layer, objects, options),

@@ -113,6 +113,13 @@ export interface StatusUpdate<K extends Kind> {
   known?: ObjectOf<K>;
 }
 
+/** DeleteTarget is one object of a batched delete: see ResourceStore.deleteAll. */
+export interface DeleteTarget {
+  name: string;
+  /** The caller's read-only copy of the object (an informer's), used instead of decoding the stored one when it is that very version. */
+  known?: AnyObject;
+}
+
 /**
  * ResourceStore reads and writes typed objects. Objects get/list/create/update return are
  * fresh copies that the caller may keep; watch events' objects are shared, read-only; objects
@@ -164,6 +171,15 @@ export interface ResourceStore {
    * removes it later. Resolves to the object as deleted or marked.
    */
   delete(kind: Kind, name: string, options?: { resourceVersion?: string }): Promise<AnyObject>;
+  /**
+   * Deletes many objects of one kind as delete() does each (a bound Container marked, not
+   * removed), MAX_BATCH_WRITES to a transaction (one revision and one watch batch for each),
+   * each guarded by the revision it was read at; when one of them changed meanwhile, the
+   * transaction's objects are deleted one by one instead. Resolves per target, in order: the
+   * object as deleted or marked, or the error (NOT_FOUND for one that is gone). A ReplicaSet
+   * takes its Containers along, each ReplicaSet in a transaction of its own.
+   */
+  deleteAll(kind: Kind, targets: readonly DeleteTarget[]): Promise<BatchResult<AnyObject>[]>;
   /** Removes a Container marked for deletion (its host stopped it or its grace passed). */
   finalize(name: string): Promise<void>;
   /**
