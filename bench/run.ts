@@ -271,6 +271,7 @@ async function runControlPlane(round: number): Promise<RunRow> {
         scaleUpServerCpuS: (memory.serverCpu_idle! - memory.serverCpu_empty!) / 1e6,
         scaleUpHostCpuS: (memory.hostCpu_idle! - memory.hostCpu_empty!) / 1e6,
         scaleDownS: r.scaleDownMs! / 1000,
+        scaleDownServerCpuS: (memory.serverCpu_gone! - memory.serverCpu_idle!) / 1e6,
         applyToWatchP50: r.applyToWatch.p50,
         applyToWatchP99: r.applyToWatch.p99,
         applyRoundTripP50: r.applyRoundTrip.p50,
@@ -389,7 +390,7 @@ async function main(): Promise<number> {
         console.log(
           cp.error
             ? `  control-plane          k4s FAILED: ${cp.error.split("\n")[0]}`
-            : `  control-plane          k4s 0→${replicas} in ${cp.metrics!.scaleUpS!.toFixed(2)} s (CPU server ${cp.metrics!.scaleUpServerCpuS!.toFixed(2)} s, host ${cp.metrics!.scaleUpHostCpuS!.toFixed(2)} s), →0 in ${cp.metrics!.scaleDownS!.toFixed(2)} s, apply→watch p50 ${cp.metrics!.applyToWatchP50!.toFixed(2)} ms`,
+            : `  control-plane          k4s 0→${replicas} in ${cp.metrics!.scaleUpS!.toFixed(2)} s (CPU server ${cp.metrics!.scaleUpServerCpuS!.toFixed(2)} s, host ${cp.metrics!.scaleUpHostCpuS!.toFixed(2)} s), →0 in ${cp.metrics!.scaleDownS!.toFixed(2)} s (CPU server ${cp.metrics!.scaleDownServerCpuS!.toFixed(2)} s), apply→watch p50 ${cp.metrics!.applyToWatchP50!.toFixed(2)} ms`,
         );
       }
     }

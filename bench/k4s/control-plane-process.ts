@@ -128,6 +128,7 @@ async function main() {
     await client.scale("cp-rs", 0);
     await rs.until(() => rs.phases.size === 0, "ReplicaSet cp-rs scaled to 0");
     const scaleDownMs = performance.now() - t1;
+    await measureMemory("gone");
 
     // Apply-to-watch: one apply at a time, each timed until its ADDED event reaches the watch.
     const rvs = (await client.list("Service", { nameGlob: "cp-lat-*" })).resourceVersion;

@@ -33,6 +33,7 @@ export const METRICS: Record<string, MetricDef[]> = {
     { key: "scaleUpServerCpuS", label: "0→N server CPU, s", unit: "s" },
     { key: "scaleUpHostCpuS", label: "0→N host CPU, s", unit: "s" },
     { key: "scaleDownS", label: "ReplicaSet N→0 all gone, s", unit: "s" },
+    { key: "scaleDownServerCpuS", label: "N→0 server CPU, s", unit: "s" },
     { key: "applyToWatchP50", label: "apply→watch p50 ms", unit: "ms" },
     { key: "applyToWatchP99", label: "apply→watch p99 ms", unit: "ms" },
     { key: "serverRssEmptyMiB", label: "server RSS empty, MiB", unit: "MiB" },
