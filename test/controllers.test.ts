@@ -797,13 +797,15 @@ describe("controllers on a running server", () => {
     const kept = 10;
     const downFrom = await r.revision();
     const down = new AbortController();
-    /** By revision: how many replicas it marked for deletion (or removed at once). */
+    /** By revision: how many replicas it marked for deletion (or removed at once), and how many it removed. */
     const gone = new Map<number, number>();
     const goneNames = new Set<string>();
+    const removed = new Map<number, number>();
     const followedDown = (async () => {
       for await (const batch of r.watch({ kind: "Container", nameGlob: "batch-rs-*", fromRevision: downFrom }, down.signal)) {
         for (const e of batch.events) {
           const name = nameOf(e.object);
+          if (e.type === "DELETED") removed.set(e.revision, (removed.get(e.revision) ?? 0) + 1);
           if (goneNames.has(name) || (e.type !== "DELETED" && !e.object.metadata?.deletionTimestamp)) continue;
           goneNames.add(name);
           gone.set(e.revision, (gone.get(e.revision) ?? 0) + 1);
@@ -814,12 +816,14 @@ describe("controllers on a running server", () => {
     const names = async () => (await r.list("Container", { nameGlob: "batch-rs-*" })).items.map((c) => nameOf(c)).sort();
     const expected = [...Array.from({ length: kept }, (_, i) => `batch-rs-${i}`), "batch-rs-other", "batch-rs-stranger"].sort();
     await eventually(async () => JSON.stringify(await names()) === JSON.stringify(expected), 60_000, `only ${kept} replicas and the bystanders left`);
-    await eventually(() => goneNames.size === n - kept, 10_000, `${n - kept} replicas seen going`);
+    await eventually(() => goneNames.size === n - kept && total(removed) === n - kept, 10_000, `${n - kept} replicas seen going`);
     down.abort();
     await followedDown.catch(() => {});
     // The highest ordinals went, one reconcile's worth (128) to a transaction: 3 at least.
     assert.deepEqual([...goneNames].sort(), Array.from({ length: n - kept }, (_, i) => `batch-rs-${kept + i}`).sort());
     assert.ok(gone.size <= 6, `marked in ${gone.size} revisions: ${[...gone.values()].join(", ")}`);
+    // Removed once their host stopped them: in batches of what stopped meanwhile.
+    assert.ok(removed.size <= (n - kept) / 3, `removed in ${removed.size} revisions`);
     for (const [name, before] of [["batch-rs-stranger", stranger], ["batch-rs-other", other]] as const) {
       const now = await r.get("Container", name);
       assert.ok(!now?.metadata?.deletionTimestamp, `${name} not marked`);

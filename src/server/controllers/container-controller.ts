@@ -95,6 +95,31 @@ export function createContainerController(options: ContainerControllerOptions): 
     if (host) hostLoad.set(host, (hostLoad.get(host) ?? 0) + delta);
   };
 
+  // Finalizes go out in batches, as statuses do (see status-writer.ts): those of one turn
+  // together, and those asked while a batch is on its way in the next one.
+  let finalizing: ContainerRecord[] = [];
+  let finalizeBusy = false;
+  const finalizeFailed = (rec: ContainerRecord, err: unknown) => {
+    rec.finalizing = false;
+    options.onError(`finalizing container "${rec.name}" failed`, err);
+    controller.enqueue(rec.name, FINALIZE_RETRY_MS);
+  };
+  const finalizeBatches = async () => {
+    finalizeBusy = true;
+    while (finalizing.length > 0) {
+      await new Promise((r) => setImmediate(r));
+      const recs = finalizing;
+      finalizing = [];
+      try {
+        const errors = await options.resources.finalizeAll(recs.map((r) => r.name));
+        errors.forEach((err, i) => err && finalizeFailed(recs[i]!, err));
+      } catch (err) {
+        recs.forEach((r) => finalizeFailed(r, err));
+      }
+    }
+    finalizeBusy = false;
+  };
+
   const fx: LifecycleEffects = {
     now: () => Date.now(),
     relayGraceMs: options.resumeGraceMs,
@@ -104,11 +129,8 @@ export function createContainerController(options: ContainerControllerOptions): 
     detach: (_rec, link, why, code) => links.lose(link, new ConnectError(why, code)),
     finalize(rec) {
       rec.finalizing = true;
-      options.resources.finalize(rec.name).catch((err: unknown) => {
-        rec.finalizing = false;
-        options.onError(`finalizing container "${rec.name}" failed`, err);
-        controller.enqueue(rec.name, FINALIZE_RETRY_MS);
-      });
+      finalizing.push(rec);
+      if (!finalizeBusy) void finalizeBatches();
     },
     inFlight: (rec) => router.load(rec.name)?.inFlight ?? 0,
     record: (rec, reason, message, type = "Normal") => events.record({ type, reason, kind: "Container", name: rec.name, message }),

@@ -752,6 +752,45 @@ async function finalizeContainer(store: Store, name: string): Promise<void> {
 }
 
 /**
+ * Removes the marked Containers of one chunk in one transaction guarded by the revisions read
+ * (an unmarked or missing one is left alone, as finalize does); false when one changed
+ * meanwhile (nothing was removed).
+ */
+async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<boolean> {
+  const keys = names.map((n) => objectKey("Container", n));
+  const kvs = await Promise.all(keys.map((k) => ctx.store.get(k)));
+  await ctx.pace();
+  const compares: Compare[] = [];
+  const ops: Op[] = [];
+  const seen = new Set<string>();
+  kvs.forEach((kv, i) => {
+    const key = keys[i]!;
+    if (!kv || seen.has(key) || !decode("Container", kv).metadata!.deletionTimestamp) return;
+    seen.add(key);
+    compares.push({ key, modRevision: kv.modRevision });
+    ops.push({ type: "delete", key });
+  });
+  return ops.length === 0 || (await ctx.store.txn(compares, ops)).succeeded;
+}
+
+/** Finalizes Containers MAX_BATCH_WRITES to a transaction; see ResourceStore.finalizeAll. */
+async function finalizeContainers(ctx: Layer, names: readonly string[]): Promise<(ConnectError | undefined)[]> {
+  const results: (ConnectError | undefined)[] = [];
+  for (let start = 0; start < names.length; start += MAX_BATCH_WRITES) {
+    const chunk = names.slice(start, start + MAX_BATCH_WRITES);
+    let done = false;
+    for (let attempt = 0; !done && attempt < CHUNK_ATTEMPTS; attempt++) done = await finalizeChunk(ctx, chunk);
+    if (done) {
+      results.push(...chunk.map(() => undefined));
+      continue;
+    }
+    // They keep changing under us: each goes alone, all at once.
+    results.push(...(await Promise.all(chunk.map((n) => finalizeContainer(ctx.store, n).then(() => undefined, (err: unknown) => ConnectError.from(err))))));
+  }
+  return results;
+}
+
+/**
  * Makes the decoding of watch batches: a revision's store events turned into the object events
  * a filter selects, yielding between decodes.
  *
@@ -881,6 +920,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
 
     deleteAll: (kind, targets) => deleteObjects(layer, kind, targets),
     finalize: (name) => finalizeContainer(store, name),
+    finalizeAll: (names) => finalizeContainers(layer, names),
 
     apply: (objects, options) => applyObjects(layer, objects, options),
 

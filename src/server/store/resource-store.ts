@@ -183,6 +183,11 @@ export interface ResourceStore {
   /** Removes a Container marked for deletion (its host stopped it or its grace passed). */
   finalize(name: string): Promise<void>;
   /**
+   * finalize for many Containers, MAX_BATCH_WRITES to a transaction; a chunk whose objects keep
+   * changing is finalized one by one. Resolves per name, in order: undefined, or the error.
+   */
+  finalizeAll(names: readonly string[]): Promise<(ConnectError | undefined)[]>;
+  /**
    * Creates or updates every object in one transaction, all or nothing (seed semantics); at
    * most MAX_APPLY_OBJECTS objects.
    */
