@@ -249,7 +249,7 @@ typedTest("create stamps server fields; update bumps generation on spec change a
   assert.equal((await rs.get("Container", "echo"))!.metadata!.resourceVersion, specChange.metadata!.resourceVersion);
 });
 
-typedTest("deleteAll: 128 to a transaction; pending ones removed, running ones marked (by the stored status, not a stale copy), marked ones left, missing ones NOT_FOUND", async (rs) => {
+typedTest("deleteAll and finalizeAll: 128 to a transaction; pending ones removed, running ones marked (by the stored status, not a stale copy), marked ones left, missing ones NOT_FOUND", async (rs) => {
   const n = 200;
   const names = Array.from({ length: n }, (_, i) => `d-${i}`);
   const created = await rs.createAll(names.map((name) => container(name)));
@@ -285,6 +285,12 @@ typedTest("deleteAll: 128 to a transaction; pending ones removed, running ones m
     if (seen >= n - 1) abort.abort();
   }
   assert.deepEqual([...revisions.values()], [127, 72]);
+
+  // finalizeAll removes the marked ones in one transaction, and leaves an unmarked one alone.
+  const beforeFinalize = await rs.revision();
+  assert.deepEqual(await rs.finalizeAll(["d-1", "d-2", "bystander", "nope"]), [undefined, undefined, undefined, undefined]);
+  assert.deepEqual((await rs.list("Container")).items.map((c) => c.metadata!.name), ["bystander"]);
+  assert.equal(await rs.revision(), beforeFinalize + 1);
 });
 
 typedTest("ReplicaSet delete cascades to owned Containers in one txn; running ones are marked", async (rs) => {
