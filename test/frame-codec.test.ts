@@ -356,3 +356,69 @@ test("frames written another way than protobuf-es writes them are read as protob
     assert.throws(() => decodeConnectRequest(bytes), Error, `the codec reads ${name}`);
   }
 });
+
+test("fields the fast path does not know and a repeated error are left to protobuf-es; empty fields written out are read", () => {
+  const CALL = 5;
+  const RESULT = 3;
+  const x17 = Array(17).fill(0x78);
+  const requests: { name: string; bytes: Buffer; slow: number }[] = [
+    { name: "a string and bytes written out though empty", bytes: request(lfield(CALL, [...vfield(1, 3), ...lfield(2, []), ...lfield(3, []), ...lfield(4, [])])), slow: 0 },
+    { name: "an unknown length-delimited field in an error", bytes: request(lfield(RESULT, lfield(4, [...vfield(1, 5), ...lfield(9, ascii("x"))]))), slow: 1 },
+    { name: "an unknown field in a result", bytes: request(lfield(RESULT, [...vfield(1, 5), ...lfield(9, [0x08, 0x05])])), slow: 1 },
+    { name: "an unknown field in a result, read as fields", bytes: request(lfield(RESULT, [...vfield(1, 5), ...lfield(9, ascii("ab"))])), slow: 1 },
+    // Read on without it, the second error's length (26 = a contentType tag) and its bytes would
+    // be taken as fields of the result.
+    { name: "two errors, the second one's bytes readable as fields of the result", bytes: request(lfield(RESULT, [...lfield(4, vfield(1, 5)), ...lfield(4, [0x12, 24, ...x17, 0x1a, 5, ...ascii("abcde")])])), slow: 1 },
+  ];
+  for (const c of requests) {
+    const before = slowFrames.decoded;
+    const ours = decodeConnectRequest(c.bytes);
+    assert.ok(equals(ConnectRequestSchema, ours, fromBinary(ConnectRequestSchema, c.bytes)), c.name);
+    assert.equal(slowFrames.decoded - before, c.slow, `${c.name}: frames read by protobuf-es`);
+  }
+  const CANCEL_DELIVERY = 5;
+  const responses: { name: string; bytes: Buffer; slow: number }[] = [
+    { name: "an unknown field in a cancelled delivery", bytes: request(lfield(CANCEL_DELIVERY, [...vfield(1, 5), ...lfield(9, ascii("x"))])), slow: 1 },
+    { name: "an unknown field of ConnectResponse", bytes: Buffer.concat([request(lfield(CANCEL_DELIVERY, vfield(1, 4))), Buffer.from(vfield(2, 1))]), slow: 1 },
+  ];
+  for (const c of responses) {
+    const before = slowFrames.decoded;
+    const ours = decodeConnectResponse(c.bytes);
+    assert.ok(equals(ConnectResponseSchema, ours, fromBinary(ConnectResponseSchema, c.bytes)), c.name);
+    assert.equal(slowFrames.decoded - before, c.slow, `${c.name}: frames read by protobuf-es`);
+  }
+});
+
+test("bad bytes fail with protobuf-es's own error, and a varint cut at its frame's end is not read on into the next frame", () => {
+  const CALL = 5;
+  const CANCEL = 6;
+  // The error the caller sees is protobuf-es's, whether the batch or a frame in it is bad.
+  const bad: [string, Buffer][] = [
+    ["a frames field longer than the batch", Buffer.from([0x0a, 0x05, 0x01])],
+    ["a frames field with a truncated length", Buffer.from([0x0a, 0x80])],
+    ["a length past the frame's end", request(lfield(CALL, [0x12, 0x05, 0x61]))],
+    ["an eleven-byte int32", request(lfield(CALL, [0x30, ...Array(10).fill(0xff), 0x01]))],
+  ];
+  for (const [name, bytes] of bad) {
+    let theirs = "";
+    try {
+      fromBinary(ConnectRequestSchema, bytes);
+    } catch (e) {
+      theirs = String(e);
+    }
+    assert.notEqual(theirs, "", `protobuf-es reads ${name}`);
+    assert.throws(() => decodeConnectRequest(bytes), (e: unknown) => String(e) === theirs, `${name}: the codec's error is not protobuf-es's (${theirs})`);
+  }
+  // The codec reads each frame within its own bounds: a value cut at the frame's end is refused
+  // (protobuf-es would read on into the next frame's bytes), however the varint is cut.
+  const next = lfield(CANCEL, vfield(1, 4));
+  const cut: [string, number[]][] = [
+    ["an id with no varint", lfield(CANCEL, [0x08])],
+    ["an id cut after one byte", lfield(CANCEL, [0x08, 0x80])],
+    ["an int32 with no varint", lfield(CALL, [...vfield(1, 1), 0x30])],
+    ["an int32 cut after one byte", lfield(CALL, [...vfield(1, 1), 0x30, 0x80])],
+  ];
+  for (const [name, frame] of cut) {
+    assert.throws(() => decodeConnectRequest(request(frame, next)), Error, `the codec read ${name} on into the next frame`);
+  }
+});
