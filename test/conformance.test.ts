@@ -173,8 +173,10 @@ for (const impl of IMPLEMENTATIONS) {
     });
 
     test("on SIGTERM the worker finishes the request in hand, then exits cleanly", async () => {
-      const call = client.request("conf", { op: "sleep", ms: 800 }, { timeoutMs: 10_000 });
-      await new Promise((r) => setTimeout(r, 200));
+      const call = client.request("conf", { op: "sleep", ms: 2000 }, { timeoutMs: 20_000 });
+      // The request is in the worker's hands once its handler logged it (at load that can take
+      // longer than the sleep's start would suggest).
+      await eventually(() => server.logs.lines("conf").some((l) => l.text.includes("sleeping 2000 ms")), 10_000, "the request in hand");
       const exited = stopWorker("SIGTERM");
       assert.equal(await call, "slept");
       assert.equal(await exited, 0, workerOutput);

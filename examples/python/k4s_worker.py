@@ -82,6 +82,9 @@ class Worker:
         self._messages = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        # Set once the stream is over: heartbeats go on while a stopping worker finishes the
+        # message in hand, or the server would take the silence for a lost session.
+        self._closed = threading.Event()
 
     @classmethod
     def from_env(cls, container=None):
@@ -204,6 +207,7 @@ class Worker:
             # still queued for it is cut off; cancel only if it does not answer.
             self._out.put(None)
             reader.join(timeout=5)
+            self._closed.set()
             stream.cancel()
         if self._error is not None:
             raise self._error
@@ -212,7 +216,7 @@ class Worker:
 
     def _beat(self, interval):
         # The server declares a silent session lost after three intervals.
-        while not self._stopping.wait(interval):
+        while not self._closed.wait(interval):
             self._out.put(pb.WorkerFrame(heartbeat=pb.Heartbeat(sent_at_ms=int(time.time() * 1000))))
 
     def _read(self, stream, work):
@@ -244,4 +248,5 @@ class Worker:
                 self._error = K4sError(err.code(), err.details())
         finally:
             self._stopping.set()
+            self._closed.set()
             work.put(None)

@@ -45,6 +45,7 @@ def make_handler(worker):
             code = getattr(grpc.StatusCode, value.get("code", "UNKNOWN"), grpc.StatusCode.UNKNOWN)
             raise K4sError(code, value.get("message", "failed"))
         if op == "sleep":
+            worker.log(f"sleeping {value.get('ms', 0)} ms")
             end = time.time() + value.get("ms", 0) / 1000
             while time.time() < end:
                 if msg.cancelled.wait(0.01) or (msg.time_left() is not None and msg.time_left() <= 0):
