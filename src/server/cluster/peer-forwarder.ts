@@ -13,19 +13,13 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { formatTarget, type Target } from "../../api/target.js";
-import { openSession, type Session } from "../../transport/session.js";
-import type { TlsOptions } from "../../transport/channel.js";
-import { createAnswers } from "../messaging/answers.js";
-import { createDeadlineQueue } from "../messaging/deadline-queue.js";
-import { EnvelopeState } from "../messaging/envelope.js";
+import type { Target } from "../../api/target.js";
 import type { Letter } from "../messaging/mailbox.js";
 import type { CallRouter } from "../messaging/router.js";
+import { createPeerLinks, type PeerLinksOptions } from "./peer-links.js";
 
-/** PeerForwarderOptions say who this server is and where the leader is. */
-export interface PeerForwarderOptions {
-  /** This server's advertise address (named in the peer session's hello). */
-  self: () => string;
+/** PeerForwarderOptions say who this server is, how it reaches the others, and where the leader is. */
+export interface PeerForwarderOptions extends PeerLinksOptions {
   /** The leader's advertise address as last seen, if there is one. */
   leader: () => string | undefined;
   /** The error of a standby (UNAVAILABLE, naming the leader): what a call gets while no other server leads. */
@@ -35,21 +29,12 @@ export interface PeerForwarderOptions {
    * is between leaders goes to the next one, within its own deadline, rather than failing at once.
    */
   leaderWaitMs?: () => number;
-  /** The cluster's bearer token, when its servers run with one. */
-  token?: string;
-  tls?: TlsOptions;
 }
 
 /** PeerForwarder routes calls to the leader: the router of a standby. */
 export interface PeerForwarder extends CallRouter {
   /** Fails every call in flight with UNAVAILABLE and closes the peer link. */
   stop(message: string): Promise<void>;
-}
-
-/** A peer link in use, and the calls on it. */
-interface Peer {
-  address: string;
-  session: Session;
 }
 
 /**
@@ -69,98 +54,43 @@ export async function leaderWithin(options: Pick<PeerForwarderOptions, "leader" 
 
 /** Creates the forwarder; the peer link opens on the first call. */
 export function createPeerForwarder(options: PeerForwarderOptions): PeerForwarder {
-  // Deadlines are the leader's to keep (and the session backs them up): nothing is timed here.
-  const answers = createAnswers({ deadlines: createDeadlineQueue<Letter>(() => {}) });
-  const inFlight = new Map<Letter, AbortController>();
-  let peer: Peer | undefined;
+  const links = createPeerLinks(options);
+  let linkedTo: string | undefined;
   let stopped = false;
 
-  function peerFor(address: string): Session {
-    if (peer?.address === address) return peer.session;
-    const old = peer;
-    const session = openSession({ address, token: options.token, tls: options.tls, hello: { role: "client", name: `peer-${options.self()}` } });
-    const p: Peer = { address, session };
-    peer = p;
-    // A broken link is not re-opened behind its calls' backs: the next call opens a new one.
-    session.done.then(
-      () => {},
-      () => {
-        if (peer === p) peer = undefined;
-      },
-    );
+  /** Sends a call to the leader over its link; a new leader's link replaces the old one's. */
+  function forward(env: Letter, target: Target, leader: string) {
     // The leader changed: calls on the old link end with it (the old leader is gone or steps down).
-    void old?.session.close();
-    return session;
-  }
-
-  function fail(env: Letter, code: Code, message: string) {
-    env.state = EnvelopeState.Done;
-    answers.fail(env, code, message);
-  }
-
-  /** Sends a call over the peer link to the leader, answering it with what comes back. */
-  function forward(env: Letter, target: Target, leader: string, abort: AbortController) {
-    const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
-    peerFor(leader)
-      .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal: abort.signal })
-      .then(
-        (reply) => {
-          inFlight.delete(env);
-          env.state = EnvelopeState.Done;
-          answers.reply(env, reply.container, reply.data, reply.contentType);
-        },
-        (err: unknown) => {
-          inFlight.delete(env);
-          const e = ConnectError.from(err);
-          const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to the leader ${leader})` : "";
-          fail(env, e.code, e.rawMessage + where);
-        },
-      );
+    if (linkedTo !== leader) links.closeExcept(new Set([leader]));
+    linkedTo = leader;
+    links.forward(env, target, leader, `the leader ${leader}`);
   }
 
   return {
     route(env, target) {
-      if (stopped) return fail(env, Code.Unavailable, "server is stopping");
-      const abort = new AbortController();
-      inFlight.set(env, abort);
-      env.state = EnvelopeState.InFlight;
+      if (stopped) return links.fail(env, Code.Unavailable, "server is stopping");
+      const signal = links.hold(env);
       const leader = options.leader();
-      if (leader && leader !== options.self()) return forward(env, target, leader, abort);
+      if (leader && leader !== options.self()) return forward(env, target, leader);
       // Between leaders: wait for the next one, within the call's deadline (abandon and stop abort the wait).
       const waitMs = options.leaderWaitMs?.() ?? 0;
       const deadlineFirst = env.deadline > 0 && env.deadline - Date.now() < waitMs;
-      void leaderWithin(options, deadlineFirst ? env.deadline - Date.now() : waitMs, abort.signal).then((next) => {
-        if (abort.signal.aborted) return;
-        if (next) return forward(env, target, next, abort);
-        inFlight.delete(env);
-        if (deadlineFirst) return fail(env, Code.DeadlineExceeded, `no leader was elected before the call's deadline: ${options.standby().rawMessage}`);
+      void leaderWithin(options, deadlineFirst ? env.deadline - Date.now() : waitMs, signal).then((next) => {
+        if (signal.aborted) return;
+        if (next) return forward(env, target, next);
+        if (deadlineFirst) return links.fail(env, Code.DeadlineExceeded, `no leader was elected before the call's deadline: ${options.standby().rawMessage}`);
         const err = options.standby();
-        fail(env, err.code, waitMs > 0 ? `${err.rawMessage} (waited ${waitMs} ms for one)` : err.rawMessage);
+        links.fail(env, err.code, waitMs > 0 ? `${err.rawMessage} (waited ${waitMs} ms for one)` : err.rawMessage);
       });
     },
-    abandon(env, code, message) {
-      if (env.state === EnvelopeState.Done) return;
-      env.state = EnvelopeState.Done;
-      // The leader is told (CancelCall) and takes the message back wherever it is.
-      inFlight.get(env)?.abort();
-      inFlight.delete(env);
-      if (code !== 0) answers.fail(env, code, message);
-      else answers.forget(env);
-    },
+    abandon: links.abandon,
     // A standby delivers nothing itself: no worker's result or nested call can name a delivery here.
     settle() {},
     inflightOf: () => undefined,
     knows: () => false,
     async stop(message) {
       stopped = true;
-      for (const env of [...inFlight.keys()]) {
-        inFlight.get(env)?.abort();
-        inFlight.delete(env);
-        fail(env, Code.Unavailable, message);
-      }
-      const p = peer;
-      peer = undefined;
-      await p?.session.close();
+      await links.stop(message);
     },
   };
 }

@@ -1,0 +1,137 @@
+/**
+ * A server's peer links: one long-lived WorkerService session to each other server it sends
+ * calls to, opened on the first call and kept while it works. The session is the SDK's own
+ * (transport/session.ts), so the hop carries the worker protocol's batched frames, and the other
+ * server answers exactly as it answers any client: deadlines, cancels and error codes come back
+ * unchanged.
+ *
+ * Across the hop, at most once and at least once hold as on one server: a request whose link
+ * breaks after it went out fails UNAVAILABLE (it may have run; it is never sent twice), and a
+ * send is answered only when the other server accepted it, so a send the caller saw accepted is
+ * in that server's hands and one that was not is answered UNAVAILABLE for the caller to retry.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { formatTarget, type Target } from "../../api/target.js";
+import type { TlsOptions } from "../../transport/channel.js";
+import { openSession, type Session } from "../../transport/session.js";
+import { createAnswers } from "../messaging/answers.js";
+import { createDeadlineQueue } from "../messaging/deadline-queue.js";
+import { EnvelopeState } from "../messaging/envelope.js";
+import type { Letter } from "../messaging/mailbox.js";
+
+/** PeerLinksOptions say who this server is and how it reaches the others. */
+export interface PeerLinksOptions {
+  /** This server's advertise address (named in each peer session's hello: `peer-ADVERTISE`). */
+  self: () => string;
+  /** The cluster's bearer token, when its servers run with one. */
+  token?: string;
+  tls?: TlsOptions;
+}
+
+/** PeerLinks carry calls to other servers and answer them with what comes back. */
+export interface PeerLinks {
+  /**
+   * Takes a call in hand before it is forwarded (a caller may still wait for where to send it):
+   * from now on abandon and stop reach it. Returns the signal that tells it was given up on.
+   */
+  hold(env: Letter): AbortSignal;
+  /**
+   * Sends a call to a server (its advertise address) and answers the envelope with its reply or
+   * error; `label` names the server in a broken link's error (default: its address).
+   */
+  forward(env: Letter, target: Target, server: string, label?: string): void;
+  /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
+  abandon(env: Letter, code: Code | 0, message: string): void;
+  /** Answers a call that was never forwarded (it reached no server), and lets go of it. */
+  fail(env: Letter, code: Code, message: string): void;
+  /** Closes the links to every server but the given ones: their calls end UNAVAILABLE. */
+  closeExcept(keep: ReadonlySet<string>): void;
+  /** Fails every call in flight with UNAVAILABLE and closes every link. */
+  stop(message: string): Promise<void>;
+}
+
+/** Creates the links; each opens with its first call. */
+export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
+  // Deadlines are the other server's to keep (and the session backs them up): nothing is timed here.
+  const answers = createAnswers({ deadlines: createDeadlineQueue<Letter>(() => {}) });
+  const inFlight = new Map<Letter, AbortController>();
+  const sessions = new Map<string, Session>();
+
+  function linkTo(address: string): Session {
+    const known = sessions.get(address);
+    if (known) return known;
+    const session = openSession({ address, token: options.token, tls: options.tls, hello: { role: "client", name: `peer-${options.self()}` } });
+    sessions.set(address, session);
+    // A broken link is not re-opened behind its calls' backs: the next call opens a new one.
+    session.done.then(
+      () => {},
+      () => {
+        if (sessions.get(address) === session) sessions.delete(address);
+      },
+    );
+    return session;
+  }
+
+  function fail(env: Letter, code: Code, message: string) {
+    inFlight.delete(env);
+    env.state = EnvelopeState.Done;
+    answers.fail(env, code, message);
+  }
+
+  function hold(env: Letter): AbortSignal {
+    const abort = new AbortController();
+    inFlight.set(env, abort);
+    env.state = EnvelopeState.InFlight;
+    return abort.signal;
+  }
+
+  return {
+    hold,
+    forward(env, target, server, label = server) {
+      const signal = inFlight.get(env)?.signal ?? hold(env);
+      const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
+      linkTo(server)
+        .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal })
+        .then(
+          (reply) => {
+            inFlight.delete(env);
+            env.state = EnvelopeState.Done;
+            answers.reply(env, reply.container, reply.data, reply.contentType);
+          },
+          (err: unknown) => {
+            inFlight.delete(env);
+            const e = ConnectError.from(err);
+            const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to ${label})` : "";
+            fail(env, e.code, e.rawMessage + where);
+          },
+        );
+    },
+    abandon(env, code, message) {
+      if (env.state === EnvelopeState.Done) return;
+      env.state = EnvelopeState.Done;
+      // The other server is told (CancelCall) and takes the message back wherever it is.
+      inFlight.get(env)?.abort();
+      inFlight.delete(env);
+      if (code !== 0) answers.fail(env, code, message);
+      else answers.forget(env);
+    },
+    fail,
+    closeExcept(keep) {
+      for (const [address, session] of sessions) {
+        if (keep.has(address)) continue;
+        sessions.delete(address);
+        void session.close();
+      }
+    },
+    async stop(message) {
+      for (const [env, abort] of [...inFlight]) {
+        abort.abort();
+        inFlight.delete(env);
+        fail(env, Code.Unavailable, message);
+      }
+      const all = [...sessions.values()];
+      sessions.clear();
+      await Promise.all(all.map((s) => s.close()));
+    },
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Peer links: calls forwarded from one server to any other over a long-lived session, answered
+ * with what the other server's router answers. Here the other server is a real one on port 0 with
+ * a container served by an attached worker, and this process plays the forwarding server.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Code } from "@connectrpc/connect";
+import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
+import type { Letter } from "../src/server/messaging/mailbox.js";
+import { createClient } from "../src/client/index.js";
+import { createPeerLinks } from "../src/server/cluster/peer-links.js";
+import { createServer } from "../src/server/server.js";
+import { attach } from "../src/workers/runtime/attach.js";
+import { defineWorker } from "../src/workers/runtime/define-worker.js";
+import { eventually } from "./helpers.js";
+
+/** A call as a client of this server made it, with the answer it gets. */
+function call(value: unknown, options: { expectsReply?: boolean; timeoutMs?: number } = {}) {
+  let answer: CallAnswer | undefined;
+  const expectsReply = options.expectsReply ?? true;
+  const env: Letter = new Envelope({
+    data: Buffer.from(JSON.stringify(value)),
+    contentType: "application/json",
+    expectsReply,
+    deadline: options.timeoutMs ? Date.now() + options.timeoutMs : 0,
+    onAnswer: (a) => (answer = a),
+  });
+  return { env, answer: async () => (await eventually(() => answer, 30_000, "the call's answer"))! };
+}
+
+test("peer links: a call forwarded to another server is answered by its router (reply, error code, deadline, cancel); a server that cannot be reached is UNAVAILABLE naming it; stop fails what is in flight", async () => {
+  const server = createServer({ port: 0, onError: () => {} });
+  await server.start();
+  const cancelled: string[] = [];
+  let worker: ReturnType<typeof attach> | undefined;
+  const links = createPeerLinks({ self: () => "127.0.0.1:1" });
+  try {
+    const client = createClient({ address: server.address, reconnect: false });
+    await client.apply("kind: Container\nmetadata: {name: pl-echo}\nspec: {}\n");
+      worker = attach({
+      address: server.address,
+      container: "pl-echo",
+      reconnect: false,
+      worker: defineWorker(async (ctx) => {
+        await ctx.handle(async (msg) => {
+          const v = msg.value as { tag: string; sleep?: number };
+          if (v.sleep) {
+            await new Promise<void>((resolve) => {
+              const t = setTimeout(resolve, v.sleep);
+              msg.signal.addEventListener("abort", () => (clearTimeout(t), cancelled.push(v.tag), resolve()));
+            });
+          }
+          return `echo:${v.tag}`;
+        });
+      }),
+    });
+    await worker.ready;
+    await eventually(async () => (await client.get("Container", "pl-echo")).status?.ready === true, 30_000, "pl-echo ready");
+    await client.close();
+
+    const ok = call({ tag: "a" }, { timeoutMs: 30_000 });
+    links.forward(ok.env, { kind: "container", name: "pl-echo" }, server.address);
+    const a = await ok.answer();
+    assert.equal(a.code, 0);
+    assert.equal(a.container, "pl-echo");
+    assert.equal(JSON.parse(Buffer.from(a.data).toString()), "echo:a");
+
+    const missing = call({ tag: "b" }, { timeoutMs: 30_000 });
+    links.forward(missing.env, { kind: "container", name: "nope" }, server.address);
+    const b = await missing.answer();
+    assert.equal(b.code, Code.NotFound, "the other server's error code comes back");
+    assert.match(b.message, /no container named "nope"/);
+
+    const late = call({ tag: "c", sleep: 60_000 }, { timeoutMs: 300 });
+    links.forward(late.env, { kind: "container", name: "pl-echo" }, server.address);
+    assert.equal((await late.answer()).code, Code.DeadlineExceeded, "the time left goes along as the call's deadline");
+
+    const given = call({ tag: "d", sleep: 60_000 }, { timeoutMs: 60_000 });
+    links.forward(given.env, { kind: "container", name: "pl-echo" }, server.address);
+    await new Promise((r) => setTimeout(r, 200));
+    links.abandon(given.env, Code.Canceled, "the caller cancelled");
+    assert.equal((await given.answer()).code, Code.Canceled);
+    await eventually(() => cancelled.includes("d"), 30_000, "the worker told of the cancel");
+
+    const nowhere = call({ tag: "e" }, { timeoutMs: 30_000 });
+    links.forward(nowhere.env, { kind: "container", name: "pl-echo" }, "127.0.0.1:1", "the server at port 1");
+    const e = await nowhere.answer();
+    assert.equal(e.code, Code.Unavailable);
+    assert.match(e.message, /127\.0\.0\.1:1\b/);
+
+    const held = call({ tag: "f", sleep: 60_000 }, { timeoutMs: 60_000 });
+    links.forward(held.env, { kind: "container", name: "pl-echo" }, server.address);
+    await new Promise((r) => setTimeout(r, 200));
+    await links.stop("this server is stopping");
+    const f = await held.answer();
+    assert.equal(f.code, Code.Unavailable);
+    assert.equal(f.message, "this server is stopping");
+  } finally {
+    await links.stop("done");
+    await worker?.stop(0).catch(() => {});
+    await server.stop();
+  }
+});
