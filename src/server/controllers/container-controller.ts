@@ -95,30 +95,11 @@ export function createContainerController(options: ContainerControllerOptions): 
     if (host) hostLoad.set(host, (hostLoad.get(host) ?? 0) + delta);
   };
 
-  // Finalizes go out in batches, as statuses do (see status-writer.ts): those of one turn
-  // together, and those asked while a batch is on its way in the next one.
-  let finalizing: ContainerRecord[] = [];
-  let finalizeBusy = false;
-  const finalizeFailed = (rec: ContainerRecord, err: unknown) => {
+  const finalize = batchedFinalizer(options.resources, (rec, err) => {
     rec.finalizing = false;
     options.onError(`finalizing container "${rec.name}" failed`, err);
     controller.enqueue(rec.name, FINALIZE_RETRY_MS);
-  };
-  const finalizeBatches = async () => {
-    finalizeBusy = true;
-    while (finalizing.length > 0) {
-      await new Promise((r) => setImmediate(r));
-      const recs = finalizing;
-      finalizing = [];
-      try {
-        const errors = await options.resources.finalizeAll(recs.map((r) => r.name));
-        errors.forEach((err, i) => err && finalizeFailed(recs[i]!, err));
-      } catch (err) {
-        recs.forEach((r) => finalizeFailed(r, err));
-      }
-    }
-    finalizeBusy = false;
-  };
+  });
 
   const fx: LifecycleEffects = {
     now: () => Date.now(),
@@ -129,8 +110,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     detach: (_rec, link, why, code) => links.lose(link, new ConnectError(why, code)),
     finalize(rec) {
       rec.finalizing = true;
-      finalizing.push(rec);
-      if (!finalizeBusy) void finalizeBatches();
+      finalize(rec);
     },
     inFlight: (rec) => router.load(rec.name)?.inFlight ?? 0,
     record: (rec, reason, message, type = "Normal") => events.record({ type, reason, kind: "Container", name: rec.name, message }),
@@ -241,6 +221,35 @@ export function createContainerController(options: ContainerControllerOptions): 
       await controller.stop();
       await status.stop();
     },
+  };
+}
+
+/**
+ * Removes containers marked for deletion in batches, as statuses are written (see
+ * status-writer.ts): those asked in one turn together, and those asked while a batch is on its
+ * way in the next one, so a scale-down of thousands is a few transactions.
+ */
+function batchedFinalizer(resources: ResourceStore, failed: (rec: ContainerRecord, err: unknown) => void): (rec: ContainerRecord) => void {
+  let waiting: ContainerRecord[] = [];
+  let busy = false;
+  const run = async () => {
+    busy = true;
+    while (waiting.length > 0) {
+      await new Promise((r) => setImmediate(r));
+      const recs = waiting;
+      waiting = [];
+      try {
+        const errors = await resources.finalizeAll(recs.map((r) => r.name));
+        errors.forEach((err, i) => err && failed(recs[i]!, err));
+      } catch (err) {
+        recs.forEach((r) => failed(r, err));
+      }
+    }
+    busy = false;
+  };
+  return (rec) => {
+    waiting.push(rec);
+    if (!busy) void run();
   };
 }
 
