@@ -1,6 +1,7 @@
 /**
  * Peer links: calls forwarded from one server to any other over a long-lived session, answered
- * with what the other server's router answers. Here the other server is a real one on port 0 with
+ * with what the other server's router answers; and the cluster router, which forwards the calls
+ * for containers another server delivers and routes the rest itself. Here the other server is a real one on port 0 with
  * a container served by an attached worker, and this process plays the forwarding server.
  */
 import { test } from "node:test";
@@ -9,7 +10,10 @@ import { Code } from "@connectrpc/connect";
 import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
 import type { Letter } from "../src/server/messaging/mailbox.js";
 import { createClient } from "../src/client/index.js";
+import { createClusterRouter } from "../src/server/cluster/cluster-router.js";
 import { createPeerLinks } from "../src/server/cluster/peer-links.js";
+import { createEventRecorder } from "../src/server/event-recorder.js";
+import { createRouter } from "../src/server/messaging/router.js";
 import { createServer } from "../src/server/server.js";
 import { attach } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
@@ -29,36 +33,47 @@ function call(value: unknown, options: { expectsReply?: boolean; timeoutMs?: num
   return { env, answer: async () => (await eventually(() => answer, 30_000, "the call's answer"))! };
 }
 
-test("peer links: a call forwarded to another server is answered by its router (reply, error code, deadline, cancel); a server that cannot be reached is UNAVAILABLE naming it; stop fails what is in flight", async () => {
+/** A real server on port 0 whose container pl-echo is served by a worker attached from this process. */
+async function startEchoServer() {
   const server = createServer({ port: 0, onError: () => {} });
   await server.start();
   const cancelled: string[] = [];
-  let worker: ReturnType<typeof attach> | undefined;
+  const client = createClient({ address: server.address, reconnect: false });
+  await client.apply("kind: Container\nmetadata: {name: pl-echo}\nspec: {}\n");
+  const worker = attach({
+    address: server.address,
+    container: "pl-echo",
+    reconnect: false,
+    worker: defineWorker(async (ctx) => {
+      await ctx.handle(async (msg) => {
+        const v = msg.value as { tag: string; sleep?: number };
+        if (v.sleep) {
+          await new Promise<void>((resolve) => {
+            const t = setTimeout(resolve, v.sleep);
+            msg.signal.addEventListener("abort", () => (clearTimeout(t), cancelled.push(v.tag), resolve()));
+          });
+        }
+        return `echo:${v.tag}`;
+      });
+    }),
+  });
+  await worker.ready;
+  await eventually(async () => (await client.get("Container", "pl-echo")).status?.ready === true, 30_000, "pl-echo ready");
+  await client.close();
+  return {
+    server,
+    cancelled,
+    async stop() {
+      await worker.stop(0).catch(() => {});
+      await server.stop();
+    },
+  };
+}
+
+test("peer links: a call forwarded to another server is answered by its router (reply, error code, deadline, cancel); a server that cannot be reached is UNAVAILABLE naming it; stop fails what is in flight", async () => {
+  const { server, cancelled, stop } = await startEchoServer();
   const links = createPeerLinks({ self: () => "127.0.0.1:1" });
   try {
-    const client = createClient({ address: server.address, reconnect: false });
-    await client.apply("kind: Container\nmetadata: {name: pl-echo}\nspec: {}\n");
-      worker = attach({
-      address: server.address,
-      container: "pl-echo",
-      reconnect: false,
-      worker: defineWorker(async (ctx) => {
-        await ctx.handle(async (msg) => {
-          const v = msg.value as { tag: string; sleep?: number };
-          if (v.sleep) {
-            await new Promise<void>((resolve) => {
-              const t = setTimeout(resolve, v.sleep);
-              msg.signal.addEventListener("abort", () => (clearTimeout(t), cancelled.push(v.tag), resolve()));
-            });
-          }
-          return `echo:${v.tag}`;
-        });
-      }),
-    });
-    await worker.ready;
-    await eventually(async () => (await client.get("Container", "pl-echo")).status?.ready === true, 30_000, "pl-echo ready");
-    await client.close();
-
     const ok = call({ tag: "a" }, { timeoutMs: 30_000 });
     links.forward(ok.env, { kind: "container", name: "pl-echo" }, server.address);
     const a = await ok.answer();
@@ -98,7 +113,43 @@ test("peer links: a call forwarded to another server is answered by its router (
     assert.equal(f.message, "this server is stopping");
   } finally {
     await links.stop("done");
-    await worker?.stop(0).catch(() => {});
-    await server.stop();
+    await stop();
+  }
+});
+
+test("cluster router: a call for a container another server delivers goes over the peer link to it (reply, cancel); every other call goes to this server's own router", async () => {
+  const { server, cancelled, stop } = await startEchoServer();
+  const links = createPeerLinks({ self: () => "127.0.0.1:1" });
+  const local = createRouter({ events: createEventRecorder() });
+  const where = new Map([["pl-echo", server.address], ["mine", "127.0.0.1:1"]]);
+  const router = createClusterRouter({ local, links, self: () => "127.0.0.1:1", deliveredBy: (c) => where.get(c) ?? "" });
+  try {
+    const ok = call({ tag: "a" }, { timeoutMs: 30_000 });
+    router.route(ok.env, { kind: "any", name: "pl-echo" });
+    const a = await ok.answer();
+    assert.equal(a.code, 0, a.message);
+    assert.equal(JSON.parse(Buffer.from(a.data).toString()), "echo:a");
+
+    const unknown = call({ tag: "b" }, { timeoutMs: 30_000 });
+    router.route(unknown.env, { kind: "container", name: "nope" });
+    const b = await unknown.answer();
+    assert.equal(b.code, Code.NotFound);
+    assert.match(b.message, /no container named "nope"/, "this server's own router answered");
+    const own = call({ tag: "c" }, { timeoutMs: 30_000 });
+    router.route(own.env, { kind: "container", name: "mine" });
+    assert.equal((await own.answer()).code, Code.NotFound, "a container this server delivers is its own router's");
+    assert.equal(router.knows({ kind: "container", name: "pl-echo" }), true);
+    assert.equal(router.knows({ kind: "service", name: "pl-echo" }), false);
+
+    const given = call({ tag: "d", sleep: 60_000 }, { timeoutMs: 60_000 });
+    router.route(given.env, { kind: "container", name: "pl-echo" });
+    await new Promise((r) => setTimeout(r, 200));
+    router.abandon(given.env, Code.Canceled, "the caller cancelled");
+    assert.equal((await given.answer()).code, Code.Canceled);
+    await eventually(() => cancelled.includes("d"), 30_000, "the other server's worker told of the cancel");
+  } finally {
+    local.stop("done");
+    await links.stop("done");
+    await stop();
   }
 });
