@@ -19,7 +19,7 @@ export const MODULE_TESTS = {
   "src/server/messaging/service-route.ts": ["test/router.test.ts"],
   "src/server/messaging/directory.ts": ["test/router.test.ts"],
   "src/server/messaging/cancellation.ts": ["test/router.test.ts"],
-  "src/server/messaging/answers.ts": ["test/router.test.ts"],
+  "src/server/messaging/answers.ts": ["test/answers.test.ts", "test/router.test.ts"],
   "src/server/controllers/container-lifecycle.ts": ["test/container-lifecycle.test.ts"],
   "src/server/controllers/scheduler.ts": ["test/scheduler.test.ts", "test/container-lifecycle.test.ts"],
   "src/api/manifest.ts": ["test/manifest.test.ts"],

@@ -14,7 +14,7 @@ import { DeliveryResultSchema, type ServerFrame } from "../src/gen/k4s/v1/worker
 import { createEventRecorder } from "../src/server/event-recorder.js";
 import { createMetrics } from "../src/server/metrics.js";
 import { quantileMs } from "../src/server/stats/load-counters.js";
-import { Envelope, type CallAnswer, type FrameSink } from "../src/server/messaging/envelope.js";
+import { Envelope, EnvelopeState, type CallAnswer, type FrameSink } from "../src/server/messaging/envelope.js";
 import type { Availability, Letter } from "../src/server/messaging/mailbox.js";
 import { createRouter, type Router, type RouterOptions } from "../src/server/messaging/router.js";
 import type { JournalEntry, RecoveredEntry, SendJournal } from "../src/server/messaging/send-journal.js";
@@ -882,5 +882,50 @@ test("a journaled send that fails before it was accepted has its journal entry r
   assert.equal(sent.value?.code, Code.ResourceExhausted, "the only endpoint left is full");
   assert.match(sent.value!.message, /inbox of container "d2" is full/);
   assert.deepEqual(journal.removed, ["k1"]);
+  router.stop("done");
+});
+
+test("a request in flight that expires or is given up on is withdrawn from its worker; the caller is answered once, or not at all when it is gone", async () => {
+  const router = newRouter();
+  const w = new Worker();
+  router.upsertContainer(container("busy", { concurrency: 3 }));
+  router.setAvailability("busy", ready(w));
+  const cancels = () => w.frames.flatMap((f) => (f.frame.case === "cancelDelivery" ? [[Number(f.frame.value.id), f.frame.value.reason]] : []));
+  // At its deadline: DEADLINE_EXCEEDED naming the container, and the worker is told why.
+  const late = call(router, "busy", "late", { request: true, timeoutMs: 20 });
+  assert.equal(w.deliveries().length, 1, "delivered at once");
+  while (!late.value) await tick();
+  assert.equal(late.value.code, Code.DeadlineExceeded);
+  assert.equal(late.value.message, 'deadline exceeded waiting for container "busy" to answer');
+  assert.equal(late.value.container, "busy");
+  assert.deepEqual(cancels(), [[w.deliveries()[0], 'deadline exceeded waiting for container "busy" to answer']]);
+  // Cancelled by its caller: answered with the caller's code and message.
+  const cancelled = call(router, "busy", "cancelled", { request: true, timeoutMs: 60_000 });
+  router.abandon(cancelled.env!, Code.Canceled, "cancelled by the caller");
+  assert.equal(cancelled.value?.code, Code.Canceled);
+  assert.equal(cancels()[1]?.[1], "cancelled by the caller");
+  // Its caller gone (code 0): no answer, and the worker hears "caller gone".
+  const gone = call(router, "busy", "gone", { request: true, timeoutMs: 60_000 });
+  router.abandon(gone.env!, 0, "");
+  assert.equal(gone.value, undefined);
+  assert.equal(cancels()[2]?.[1], "caller gone");
+  // Given up on twice, or after it was withdrawn, changes nothing.
+  router.abandon(gone.env!, Code.Canceled, "again");
+  router.abandon(cancelled.env!, Code.Canceled, "again");
+  assert.equal(gone.value, undefined);
+  assert.equal(cancels().length, 3);
+  // The slots are free: the next three requests go out at once.
+  for (let i = 0; i < 3; i++) call(router, "busy", `next-${i}`, { request: true, timeoutMs: 60_000 });
+  assert.equal(w.deliveries().length, 6);
+  router.stop("done");
+});
+
+test("an envelope given up on before it was routed is done, and answered with the caller's code", () => {
+  const router = newRouter();
+  const got: CallAnswer[] = [];
+  const env: Letter = new Envelope({ data: new Uint8Array(), contentType: "", expectsReply: true, deadline: Date.now() + 60_000, onAnswer: (a) => got.push(a) });
+  router.abandon(env, Code.Canceled, "never routed");
+  assert.equal(env.state, EnvelopeState.Done);
+  assert.deepEqual(got.map((a) => [a.code, a.message]), [[Code.Canceled, "never routed"]]);
   router.stop("done");
 });
