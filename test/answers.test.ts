@@ -40,7 +40,7 @@ function letter(s: ReturnType<typeof setup>, o: { expectsReply: boolean; stream?
 
 async function observations(s: ReturnType<typeof setup>): Promise<Record<string, number>> {
   const m = await s.metrics.registry.getSingleMetric("k4s_request_duration_seconds")!.get();
-  return Object.fromEntries(m.values.filter((v) => v.metricName === "k4s_request_duration_seconds_count").map((v) => [String(v.labels.code), v.value]));
+  return Object.fromEntries(m.values.filter((v) => (v as { metricName?: string }).metricName === "k4s_request_duration_seconds_count").map((v) => [String(v.labels.code), v.value]));
 }
 
 test("answers: a stream caller's request gets one CallResult, leaves the deadline queue and the caller's table", () => {
