@@ -929,3 +929,23 @@ test("an envelope given up on before it was routed is done, and answered with th
   assert.deepEqual(got.map((a) => [a.code, a.message]), [[Code.Canceled, "never routed"]]);
   router.stop("done");
 });
+
+test("a queued request given up on leaves its inbox at once (room for the next); one expiring at a ready container says only that it did not answer", async () => {
+  const router = newRouter();
+  const w = new Worker();
+  router.upsertContainer(container("one", { concurrency: 1, queueLimit: 1 }));
+  router.setAvailability("one", ready(w));
+  const first = call(router, "one", "first", { request: true, timeoutMs: 60_000 });
+  const queued = call(router, "one", "queued", { request: true, timeoutMs: 60_000 });
+  assert.equal(w.deliveries().length, 1);
+  router.abandon(queued.env!, Code.Canceled, "cancelled by the caller");
+  assert.equal(queued.value?.code, Code.Canceled);
+  // Its place in the inbox is free now.
+  const next = call(router, "one", "next", { request: true, timeoutMs: 20 });
+  assert.equal(next.value, undefined, `refused: ${next.value?.message}`);
+  while (!next.value) await tick();
+  assert.equal(next.value.code, Code.DeadlineExceeded);
+  assert.equal(next.value.message, 'deadline exceeded waiting for container "one" to answer');
+  assert.equal(first.value, undefined);
+  router.stop("done");
+});
