@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, equals, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import { COMPACT_KEY, openEtcdStore } from "../src/server/store/etcd-store.js";
@@ -22,7 +22,7 @@ import { freePorts, startEtcd } from "./etcd.js";
 import { eventually } from "./helpers.js";
 import { BACKENDS, etcdBackend, openOnEtcd } from "./store-backends.js";
 import { collect, dec, eventsOf, expectCode, fmt, put, storeContract } from "./store-contract.js";
-import { ContainerSchema, ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 
 storeContract(etcdBackend);
 
@@ -291,6 +291,38 @@ typedTest("deleteAll and finalizeAll: 128 to a transaction; pending ones removed
   assert.deepEqual(await rs.finalizeAll(["d-1", "d-2", "bystander", "nope"]), [undefined, undefined, undefined, undefined]);
   assert.deepEqual((await rs.list("Container")).items.map((c) => c.metadata!.name), ["bystander"]);
   assert.equal(await rs.revision(), beforeFinalize + 1);
+});
+
+typedTest("a watch event's previous version is the object the watch delivered before, not a second decode; a deleted object keeps its last version's content", async (rs, base) => {
+  const abort = new AbortController();
+  const events = rs.watch({ kind: "Container", fromRevision: base }, abort.signal)[Symbol.asyncIterator]();
+  const next = async () => {
+    for (;;) {
+      const b = await events.next();
+      assert.ok(!b.done);
+      if (b.value.events.length > 0) return b.value.events[0]!;
+    }
+  };
+  try {
+    await rs.create(container("v", { metadata: { name: "v", labels: { step: "1" } } }));
+    const added = await next();
+    assert.equal(added.type, "ADDED");
+    await rs.update(container("v", { metadata: { name: "v", labels: { step: "2" } } }));
+    const modified = await next();
+    assert.equal(modified.type, "MODIFIED");
+    assert.equal(modified.previous, added.object, "the previous version is the object already delivered");
+    assert.equal(modified.object.metadata!.labels.step, "2");
+    assert.ok(equals(ContainerSchema, modified.object as Container, (await rs.get("Container", "v"))!), "the same as a fresh read");
+    await rs.delete("Container", "v");
+    const deleted = await next();
+    assert.equal(deleted.type, "DELETED");
+    assert.equal(deleted.previous, modified.object);
+    assert.equal(deleted.object.metadata!.labels.step, "2");
+    assert.equal(deleted.object.metadata!.resourceVersion, String(deleted.revision));
+    assert.equal(modified.object.metadata!.resourceVersion, String(modified.revision), "the delivered object is not changed");
+  } finally {
+    abort.abort();
+  }
 });
 
 typedTest("ReplicaSet delete cascades to owned Containers in one txn; running ones are marked", async (rs) => {

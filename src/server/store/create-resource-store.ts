@@ -94,6 +94,32 @@ function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject 
 }
 
 /**
+ * The newest version of each key of a store that this process decoded or wrote, held weakly:
+ * what a watch event says changed is mostly a version some watcher (an informer) still holds,
+ * or one a batched write of this process just stored, so it need not be decoded again. An
+ * entry is used only for exactly its revision.
+ */
+const versionsOf = new WeakMap<Store, Map<string, WeakRef<AnyObject>>>();
+
+function versionsFor(store: Store): Map<string, WeakRef<AnyObject>> {
+  let m = versionsOf.get(store);
+  if (!m) versionsOf.set(store, (m = new Map()));
+  return m;
+}
+
+/** The object this process holds for `key` at exactly `revision`, if any. */
+function heldVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, revision: number): AnyObject | undefined {
+  const obj = versions.get(key)?.deref();
+  return obj?.metadata?.resourceVersion === String(revision) ? obj : undefined;
+}
+
+/** Remembers a stored version (read-only from now on) unless a newer one is held already. */
+function holdVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, obj: AnyObject): void {
+  const had = versions.get(key)?.deref();
+  if (!had || Number(had.metadata?.resourceVersion) < Number(obj.metadata?.resourceVersion)) versions.set(key, new WeakRef(obj));
+}
+
+/**
  * Encodes an object owned by this module; resourceVersion is derived from the key, never
  * stored. INVALID_ARGUMENT, naming the object (`label`) and its size, when it is too big.
  */
@@ -249,6 +275,8 @@ export interface ResourceStoreOptions {
 interface Layer {
   store: Store;
   pace: () => Promise<void>;
+  /** See versionsOf: the batched writes' results are shared with watchers, read-only. */
+  versions: Map<string, WeakRef<AnyObject>>;
 }
 
 /** Reads and decodes one object; many reads at once (a storm of status writes) take turns. */
@@ -467,7 +495,10 @@ async function deleteChunk(ctx: Layer, kind: Kind, chunk: readonly DeleteTarget[
   if (ops.length === 0) return out;
   const r = await ctx.store.txn(compares, ops);
   if (!r.succeeded) return undefined;
-  for (const obj of marked) obj.metadata!.resourceVersion = String(r.revision);
+  for (const obj of marked) {
+    obj.metadata!.resourceVersion = String(r.revision);
+    holdVersion(ctx.versions, objectKey(kind, obj.metadata!.name), obj);
+  }
   return out;
 }
 
@@ -643,7 +674,10 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
   if (ops.length === 0) return out;
   const r = await ctx.store.txn(compares, ops);
   if (!r.succeeded) return undefined;
-  for (const obj of written) obj.metadata!.resourceVersion = String(r.revision);
+  for (const obj of written) {
+    obj.metadata!.resourceVersion = String(r.revision);
+    holdVersion(ctx.versions, objectKey(kind, obj.metadata!.name), obj);
+  }
   return out;
 }
 
@@ -712,6 +746,7 @@ async function createObjects<T extends AnyObject>(ctx: Layer, inputs: readonly T
       if (r.succeeded) {
         for (const c of chunk) {
           c.obj.metadata!.resourceVersion = String(r.revision);
+          holdVersion(ctx.versions, c.key, c.obj);
           results[c.index] = { object: c.obj as T };
         }
         break;
@@ -799,22 +834,31 @@ async function finalizeContainers(ctx: Layer, names: readonly string[]): Promise
  * off the store's event objects, so they live exactly as long as some watcher still holds
  * the batch: no cache to bound, nothing left behind.
  */
-function createEventDecoder(pace: () => Promise<void>): (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions) => Promise<ObjectEvent[]> {
+function createEventDecoder(
+  pace: () => Promise<void>,
+  versions: Map<string, WeakRef<AnyObject>>,
+): (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions) => Promise<ObjectEvent[]> {
   const decodedKv = new WeakMap<KeyValue, AnyObject>();
   const decodedDelete = new WeakMap<StoreEvent, AnyObject>();
   const decodeShared = (kind: Kind, kv: KeyValue): AnyObject => {
     let obj = decodedKv.get(kv);
     if (!obj) {
-      obj = decode(kind, kv);
+      obj = heldVersion(versions, kv.key, kv.modRevision);
+      if (!obj) {
+        obj = decode(kind, kv);
+        holdVersion(versions, kv.key, obj);
+      }
       decodedKv.set(kv, obj);
     }
     return obj;
   };
-  const decodeDeleted = (kind: Kind, e: StoreEvent & { prevKv: KeyValue }): AnyObject => {
+  const decodeDeleted = (e: StoreEvent & { prevKv: KeyValue }, previous: AnyObject): AnyObject => {
     let obj = decodedDelete.get(e);
     if (!obj) {
-      obj = decode(kind, e.prevKv, e.kv.modRevision);
+      // The last version as it was, under the revision of its deletion (shared parts, read-only).
+      obj = { ...previous, metadata: { ...previous.metadata!, resourceVersion: String(e.kv.modRevision) } } as AnyObject;
       decodedDelete.set(e, obj);
+      versions.delete(e.kv.key);
     }
     return obj;
   };
@@ -832,13 +876,14 @@ function createEventDecoder(pace: () => Promise<void>): (batch: readonly StoreEv
         if (!e.prevKv) continue;
         const previous = decodeShared(k, e.prevKv);
         if (!matchesSelector(previous, filter)) continue;
-        const object = decodeDeleted(k, e as StoreEvent & { prevKv: KeyValue });
+        const object = decodeDeleted(e as StoreEvent & { prevKv: KeyValue }, previous);
         out.push({ type: "DELETED", object, previous, revision, size: e.prevKv.value.byteLength });
         continue;
       }
+      // The previous version first: it is the one held (see versionsOf) until this one is.
+      const previous = e.prevKv ? decodeShared(k, e.prevKv) : undefined;
       const object = decodeShared(k, e.kv);
       const now = matchesSelector(object, filter);
-      const previous = e.prevKv ? decodeShared(k, e.prevKv) : undefined;
       const before = previous !== undefined && matchesSelector(previous, filter);
       const size = e.kv.value.byteLength;
       // As Kubernetes does for label selectors: an object that starts matching is ADDED, one
@@ -858,8 +903,8 @@ function createEventDecoder(pace: () => Promise<void>): (batch: readonly StoreEv
 export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
   const priority = options.priority ?? "background";
   const pace = () => yieldToLoop(priority);
-  const layer: Layer = { store, pace };
-  const toObjectEvents = createEventDecoder(pace);
+  const layer: Layer = { store, pace, versions: versionsFor(store) };
+  const toObjectEvents = createEventDecoder(pace, layer.versions);
 
   async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
     const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
