@@ -16,8 +16,8 @@ export const MODULE_TESTS = {
   // The router's parts, all reached through the router's interface.
   "src/server/messaging/deliveries.ts": ["test/router.test.ts"],
   "src/server/messaging/service-routing.ts": ["test/router.test.ts"],
-  "src/server/messaging/service-route.ts": ["test/router.test.ts"],
-  "src/server/messaging/directory.ts": ["test/router.test.ts"],
+  "src/server/messaging/service-route.ts": ["test/directory.test.ts", "test/router.test.ts"],
+  "src/server/messaging/directory.ts": ["test/directory.test.ts", "test/router.test.ts"],
   "src/server/messaging/cancellation.ts": ["test/router.test.ts"],
   "src/server/messaging/answers.ts": ["test/answers.test.ts", "test/router.test.ts"],
   "src/server/controllers/container-lifecycle.ts": ["test/container-lifecycle.test.ts"],
