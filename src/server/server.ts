@@ -541,7 +541,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
           metrics,
           sessions: { opened: sessions.record, ended: sessions.forget },
           peerCredential: () => credentials.issuePeer(cluster?.advertise ?? ""),
-          provePeer,
+          // A standby refuses relayed streams anyway: the credential alone, no read of etcd.
+          provePeer: async (advertise, credential) => (cluster !== undefined && credentials.verifyPeer(advertise, credential) ? "member" : "invalid"),
         }), onError })
     : undefined;
   const plane = gated ?? makePlane();

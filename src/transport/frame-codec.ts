@@ -502,35 +502,36 @@ function encodeBatch<F>(
   let total = 0;
   detaching = parts !== undefined;
   detached = 0;
-  for (let i = 0; i < count; i++) {
-    const f = frames[i]!;
-    const before = detached;
-    let inner: number;
-    try {
-      inner = sizeOf(f);
-    } catch (err) {
-      detached = before;
-      if (err !== SLOW) {
-        detaching = false;
-        throw err;
+  // Sizing counts detachable payloads only while it sizes this batch, however it ends.
+  try {
+    for (let i = 0; i < count; i++) {
+      const f = frames[i]!;
+      const before = detached;
+      let inner: number;
+      try {
+        inner = sizeOf(f);
+      } catch (err) {
+        detached = before;
+        if (err !== SLOW) throw err;
+        inner = -1;
       }
-      inner = -1;
+      let body: number;
+      if (inner < 0) {
+        slowFrames.encoded++;
+        const bytes = slow(f);
+        fallback[i] = bytes;
+        body = bytes.byteLength;
+      } else {
+        fallback[i] = undefined;
+        scratch[i] = inner;
+        // The frame is its one oneof field: tag byte, length, message.
+        body = 1 + varintSize(inner) + inner;
+      }
+      total += 1 + varintSize(body) + body;
     }
-    let body: number;
-    if (inner < 0) {
-      slowFrames.encoded++;
-      const bytes = slow(f);
-      fallback[i] = bytes;
-      body = bytes.byteLength;
-    } else {
-      fallback[i] = undefined;
-      scratch[i] = inner;
-      // The frame is its one oneof field: tag byte, length, message.
-      body = 1 + varintSize(inner) + inner;
-    }
-    total += 1 + varintSize(body) + body;
+  } finally {
+    detaching = false;
   }
-  detaching = false;
   // A framed batch starts with its gRPC length prefix (uncompressed, big-endian length).
   const prefix = parts ? GRPC_PREFIX_BYTES : 0;
   const w = new Writer(Buffer.allocUnsafe(prefix + total - detached), parts);

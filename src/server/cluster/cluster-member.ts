@@ -165,7 +165,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   function rejoin(): void {
     stepDown();
     const old = lease;
-    lease = undefined;
+    lease = memberFence = undefined;
     old?.release();
     const attempt = () => {
       if (stopped) return;

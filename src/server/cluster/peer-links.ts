@@ -99,7 +99,6 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
             answers.reply(env, reply.container, reply.data, reply.contentType);
           },
           (err: unknown) => {
-            inFlight.delete(env);
             const e = ConnectError.from(err);
             const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to ${label})` : "";
             fail(env, e.code, e.rawMessage + where);
@@ -126,7 +125,6 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
     async stop(message) {
       for (const [env, abort] of [...inFlight]) {
         abort.abort();
-        inFlight.delete(env);
         fail(env, Code.Unavailable, message);
       }
       const all = [...sessions.values()];

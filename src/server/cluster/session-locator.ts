@@ -9,6 +9,7 @@
  * the old one stays until etcd expires the dead server's lease. The newer record (the later
  * create revision) is the one in force.
  */
+import { abortableDelay } from "../../api/abortable-delay.js";
 import { createBackoff } from "../../api/backoff.js";
 import type { Store, StoreEvent } from "../store/store.js";
 import { parseSessionRecord, SESSION_RECORDS_PREFIX, type SessionEntry } from "./cluster-member.js";
@@ -100,8 +101,8 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
         if (abort.signal.aborted) return;
         options.onError("cluster: following the session records failed; listing them again", err);
       }
+      await abortableDelay(retries.next(), abort.signal);
       if (abort.signal.aborted) return;
-      await new Promise((r) => setTimeout(r, retries.next()).unref());
       revision = await list().catch(() => revision);
     }
   }

@@ -22,7 +22,11 @@ export interface StandbyPlaneOptions extends PeerRelayOptions {
   heartbeatIntervalMs?: number;
   /** Bytes a session may leave unread before it is cut off (default 64 MiB). */
   maxSessionBufferBytes?: number;
-  /** Proves the server a relayed stream names (see WorkerServiceOptions.provePeer). */
+  /**
+   * Proves the server a relayed stream names (see WorkerServiceOptions.provePeer): a standby
+   * refuses every relayed stream, so a credential check is enough to tell a server (answered as
+   * a standby answers, UNAVAILABLE) from a forger (PERMISSION_DENIED).
+   */
   provePeer?: WorkerServiceOptions["provePeer"];
 }
 
@@ -36,14 +40,6 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
   links.onLost((link) => {
     for (const env of [...link.calls.values()]) forwarder.abandon(env, 0, `caller session ${link.id} ended`);
   });
-  // A stream relayed here came from a server that took this one for the leader (its view of the
-  // election was a moment old): it is answered as a standby answers, UNAVAILABLE naming the
-  // leader, so that the process it relays tries again. A header nothing proves is still refused.
-  const provePeer: WorkerServiceOptions["provePeer"] = async (advertise, credential) => {
-    const proof = (await options.provePeer?.(advertise, credential)) ?? "invalid";
-    if (proof !== "invalid") throw options.standby();
-    return proof;
-  };
   return {
     load: { containers: () => [], services: () => [] },
     messagingService: createMessagingService({ router: forwarder, metrics: options.metrics }),
@@ -51,7 +47,7 @@ export function createStandbyPlane(options: StandbyPlaneOptions): ControlPlane {
       router: forwarder,
       refuseWorkers: options.standby,
       relay: relay.relay,
-      provePeer,
+      provePeer: options.provePeer,
       links,
       logs: options.logs,
       heartbeatIntervalMs,

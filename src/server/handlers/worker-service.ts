@@ -191,6 +191,9 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
     const relayedBy = await relayerOf(ctx, options.provePeer);
+    // Relayed streams are for the leader: a server without the lifecycle (a standby that a relaying
+    // server took for the leader) refuses them as it refuses workers.
+    if (relayedBy && !options.lifecycle) lifecycleFor("relayed streams");
     await options.ready;
     const f0 = first.frames[0]?.frame;
     // Let in on an attach credential rather than the bearer token: only that Attach may follow.

@@ -800,7 +800,8 @@ async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<bool
   const seen = new Set<string>();
   kvs.forEach((kv, i) => {
     const key = keys[i]!;
-    if (!kv || seen.has(key) || !decode("Container", kv).metadata!.deletionTimestamp) return;
+    // The marked version was usually held when it was written (no decode then).
+    if (!kv || seen.has(key) || !(heldVersion(ctx.versions, key, kv.modRevision) ?? decode("Container", kv)).metadata!.deletionTimestamp) return;
     seen.add(key);
     compares.push({ key, modRevision: kv.modRevision });
     ops.push({ type: "delete", key });
