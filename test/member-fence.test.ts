@@ -17,13 +17,13 @@ test("member fence: a member's writes compare its record under its lease; a writ
   const raw = new Etcd3({ hosts: etcd.endpoints });
   const member = createClusterMember({ endpoints: etcd.endpoints, advertise: "127.0.0.1:7", leaseTtlSeconds: 2, onLeadership: () => {}, onError: () => {} });
   try {
-    assert.equal(member.memberFence(), undefined, "no fence before joining");
+    assert.equal(member.memberFence, undefined, "no fence before joining");
     await member.start();
-    const fence = member.memberFence()!;
+    const fence = member.memberFence!;
     assert.equal(fence.key, "/k4s-cluster/servers/127.0.0.1:7");
     assert.equal((await store.get(fence.key))?.modRevision, fence.modRevision, "the revision that wrote the record");
     const refusals: string[] = [];
-    const fenced = createFencedStore(store, { fence: () => member.memberFence(), self: () => member.advertise, onFenced: () => {}, onError: (m) => refusals.push(m), fencedBy: "membership" });
+    const fenced = createFencedStore(store, { fence: () => member.memberFence, self: () => member.advertise, onFenced: () => {}, onError: (m) => refusals.push(m), fencedBy: "membership" });
     const key = "/k4s/test/held";
     const put = (value: string) => fenced.txn([], [{ type: "put", key, value: Buffer.from(value) }]);
     assert.equal((await put("while a member")).succeeded, true);

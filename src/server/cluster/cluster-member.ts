@@ -100,7 +100,7 @@ export interface ClusterMember {
    * While this server is a member: its record's key and the revision that wrote it under the
    * current lease, for the writes of what it holds to compare (they fail once its lease expired).
    */
-  memberFence(): { key: string; modRevision: number } | undefined;
+  readonly memberFence: { key: string; modRevision: number } | undefined;
   /** Stops leading at once and campaigns again (a fenced write found the leadership gone). */
   fenced(): void;
   /** Joins: writes the record, then campaigns. Resolves once the record is written. */
@@ -253,7 +253,9 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     get fence() {
       return fence;
     },
-    memberFence: () => memberFence,
+    get memberFence() {
+      return memberFence;
+    },
     // The watchdog campaigns again once the lease is renewed.
     fenced: () => void (campaign && !stopped && stepDown()),
     leader: () => election.leader(),
@@ -316,8 +318,8 @@ async function listServers(ns: Namespace, election: Election): Promise<ServerEnt
     byServer.set(r.advertise, { advertise: r.advertise, startedAtMs: r.startedAtMs, leader: r.advertise === leader, sessions: [] });
   }
   for (const [key, value] of Object.entries(held)) {
-    const server = key.slice(SESSIONS.length).split("/")[0]!;
-    byServer.get(server)?.sessions.push(JSON.parse(value) as SessionEntry);
+    const r = parseSessionRecord(CLUSTER_PREFIX + key, value);
+    if (r) byServer.get(r.server)?.sessions.push(r.entry);
   }
   return [...byServer.values()].sort((a, b) => a.advertise.localeCompare(b.advertise));
 }

@@ -23,16 +23,15 @@ export interface ClusterRouterOptions {
 /** Creates the router of a server that routes what it holds and forwards the rest. */
 export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
   const { local, links } = options;
-  const forwarded = new WeakSet<Letter>();
   return {
     route(env, target) {
       const server = target.kind === "service" ? "" : options.deliveredBy(target.name);
       if (server === "" || server === options.self()) return local.route(env, target);
-      forwarded.add(env);
       links.forward(env, { kind: "container", name: target.name }, server);
     },
     abandon(env: Letter, code: Code | 0, message: string) {
-      if (forwarded.has(env)) links.abandon(env, code, message);
+      // A call the links hold was forwarded; one they answered already is Done, which both ignore.
+      if (links.holds(env)) links.abandon(env, code, message);
       else local.abandon(env, code, message);
     },
     settle: (link, result) => local.settle(link, result),

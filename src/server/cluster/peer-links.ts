@@ -40,6 +40,8 @@ export interface PeerLinks {
    * error; `label` names the server in a broken link's error (default: its address).
    */
   forward(env: Letter, target: Target, server: string, label?: string): void;
+  /** Whether a call is in these links' hands now (held or forwarded, not yet answered). */
+  holds(env: Letter): boolean;
   /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
   abandon(env: Letter, code: Code | 0, message: string): void;
   /** Answers a call that was never forwarded (it reached no server), and lets go of it. */
@@ -87,6 +89,7 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
 
   return {
     hold,
+    holds: (env) => inFlight.has(env),
     forward(env, target, server, label = server) {
       const signal = inFlight.get(env)?.signal ?? hold(env);
       const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
