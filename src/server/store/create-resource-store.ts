@@ -120,6 +120,48 @@ function holdVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, obj
 }
 
 /**
+ * Runs a batch MAX_BATCH_WRITES items to a chunk: `batched` writes a chunk in one transaction
+ * (undefined when one of its objects changed meanwhile, nothing written; tried CHUNK_ATTEMPTS
+ * times, each re-reading); a chunk that keeps changing under it (a scale-down marking them,
+ * statuses written meanwhile) goes `alone`, item by item, all at once, so one busy object does
+ * not hold back the others.
+ */
+async function inChunks<T, R>(items: readonly T[], batched: (chunk: readonly T[]) => Promise<R[] | undefined>, alone: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let start = 0; start < items.length; start += MAX_BATCH_WRITES) {
+    const chunk = items.slice(start, start + MAX_BATCH_WRITES);
+    let batch: R[] | undefined;
+    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await batched(chunk);
+    results.push(...(batch ?? (await Promise.all(chunk.map(alone)))));
+  }
+  return results;
+}
+
+/** A single write's outcome as an item of a batch's results. */
+function settled<T>(write: Promise<T>): Promise<BatchResult<T>> {
+  return write.then(
+    (object): BatchResult<T> => ({ object }),
+    (err: unknown): BatchResult<T> => ({ error: ConnectError.from(err) }),
+  );
+}
+
+/**
+ * Commits one chunk's writes in one transaction guarded by `compares`; false when one of them
+ * changed meanwhile (nothing was written). The objects `written` take the transaction's
+ * revision and are held (see versionsOf): shared with watchers from now on, read-only.
+ */
+async function commitChunk(ctx: Layer, compares: Compare[], ops: Op[], written: readonly AnyObject[]): Promise<boolean> {
+  if (ops.length === 0) return true;
+  const r = await ctx.store.txn(compares, ops);
+  if (!r.succeeded) return false;
+  for (const obj of written) {
+    obj.metadata!.resourceVersion = String(r.revision);
+    holdVersion(ctx.versions, objectKey(kindOf(obj), obj.metadata!.name), obj);
+  }
+  return true;
+}
+
+/**
  * Encodes an object owned by this module; resourceVersion is derived from the key, never
  * stored. INVALID_ARGUMENT, naming the object (`label`) and its size, when it is too big.
  */
@@ -492,38 +534,15 @@ async function deleteChunk(ctx: Layer, kind: Kind, chunk: readonly DeleteTarget[
       out.push({ object: next });
     }
   }
-  if (ops.length === 0) return out;
-  const r = await ctx.store.txn(compares, ops);
-  if (!r.succeeded) return undefined;
-  for (const obj of marked) {
-    obj.metadata!.resourceVersion = String(r.revision);
-    holdVersion(ctx.versions, objectKey(kind, obj.metadata!.name), obj);
-  }
-  return out;
+  return (await commitChunk(ctx, compares, ops, marked)) ? out : undefined;
 }
 
 /** Deletes objects MAX_BATCH_WRITES to a transaction; see ResourceStore.deleteAll. */
 async function deleteObjects(ctx: Layer, kind: Kind, targets: readonly DeleteTarget[]): Promise<BatchResult<AnyObject>[]> {
-  const alone = (chunk: readonly DeleteTarget[]) =>
-    Promise.all(
-      chunk.map((t) =>
-        deleteObject(ctx, kind, t.name).then(
-          (object): BatchResult<AnyObject> => ({ object }),
-          (err: unknown): BatchResult<AnyObject> => ({ error: ConnectError.from(err) }),
-        ),
-      ),
-    );
+  const alone = (t: DeleteTarget) => settled(deleteObject(ctx, kind, t.name));
   // A ReplicaSet's delete reads and writes all its Containers: one transaction each.
-  if (kind === "ReplicaSet") return alone(targets);
-  const results: BatchResult<AnyObject>[] = [];
-  for (let start = 0; start < targets.length; start += MAX_BATCH_WRITES) {
-    const chunk = targets.slice(start, start + MAX_BATCH_WRITES);
-    let batch: BatchResult<AnyObject>[] | undefined;
-    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await deleteChunk(ctx, kind, chunk);
-    // They keep changing under us (statuses written meanwhile): each goes alone, all at once.
-    results.push(...(batch ?? (await alone(chunk))));
-  }
-  return results;
+  if (kind === "ReplicaSet") return Promise.all(targets.map(alone));
+  return inChunks(targets, (chunk) => deleteChunk(ctx, kind, chunk), alone);
 }
 
 /** Creates or updates many objects in one transaction, all or none; see ResourceStore.apply. */
@@ -671,40 +690,16 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
     written.push(next);
     out.push({ object: next as ObjectOf<K> });
   }
-  if (ops.length === 0) return out;
-  const r = await ctx.store.txn(compares, ops);
-  if (!r.succeeded) return undefined;
-  for (const obj of written) {
-    obj.metadata!.resourceVersion = String(r.revision);
-    holdVersion(ctx.versions, objectKey(kind, obj.metadata!.name), obj);
-  }
-  return out;
+  return (await commitChunk(ctx, compares, ops, written)) ? out : undefined;
 }
 
 /** Status writes of many objects, a transaction per chunk; see ResourceStore.updateStatuses. */
-async function updateStatuses<K extends Kind>(ctx: Layer, kind: K, updates: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[]> {
-  const results: BatchResult<ObjectOf<K> | undefined>[] = [];
-  for (let start = 0; start < updates.length; start += MAX_BATCH_WRITES) {
-    const chunk = updates.slice(start, start + MAX_BATCH_WRITES);
-    let batch: BatchResult<ObjectOf<K> | undefined>[] | undefined;
-    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await writeStatusChunk(ctx, kind, chunk);
-    if (batch) {
-      results.push(...batch);
-      continue;
-    }
-    // They keep changing under us (a scale-down marking them meanwhile): each goes alone, all at
-    // once, re-read and retried, so one busy object does not hold back the others.
-    const alone = await Promise.all(
-      chunk.map((u) =>
-        updateStatusOf(ctx, kind, u.name, u.mutate).then(
-          (object): BatchResult<ObjectOf<K> | undefined> => ({ object }),
-          (err: unknown): BatchResult<ObjectOf<K> | undefined> => ({ error: ConnectError.from(err) }),
-        ),
-      ),
-    );
-    results.push(...alone);
-  }
-  return results;
+function updateStatuses<K extends Kind>(ctx: Layer, kind: K, updates: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[]> {
+  return inChunks(
+    updates,
+    (chunk) => writeStatusChunk(ctx, kind, chunk),
+    (u) => settled(updateStatusOf(ctx, kind, u.name, u.mutate)),
+  );
 }
 
 /** A new object stamped and encoded for a batched create, with where its result goes. */
@@ -739,16 +734,10 @@ async function createObjects<T extends AnyObject>(ctx: Layer, inputs: readonly T
   for (let start = 0; start < staged.length; start += MAX_BATCH_WRITES) {
     let chunk = staged.slice(start, start + MAX_BATCH_WRITES);
     for (let attempt = 0; chunk.length > 0; attempt++) {
-      const r = await store.txn(
-        chunk.map((c) => ({ key: c.key, modRevision: 0 })),
-        chunk.map((c): Op => ({ type: "put", key: c.key, value: c.value })),
-      );
-      if (r.succeeded) {
-        for (const c of chunk) {
-          c.obj.metadata!.resourceVersion = String(r.revision);
-          holdVersion(ctx.versions, c.key, c.obj);
-          results[c.index] = { object: c.obj as T };
-        }
+      const compares = chunk.map((c): Compare => ({ key: c.key, modRevision: 0 }));
+      const ops = chunk.map((c): Op => ({ type: "put", key: c.key, value: c.value }));
+      if (await commitChunk(ctx, compares, ops, chunk.map((c) => c.obj))) {
+        for (const c of chunk) results[c.index] = { object: c.obj as T };
         break;
       }
       // Some exist already: they are refused, the others go again without them.
@@ -788,10 +777,10 @@ async function finalizeContainer(store: Store, name: string): Promise<void> {
 
 /**
  * Removes the marked Containers of one chunk in one transaction guarded by the revisions read
- * (an unmarked or missing one is left alone, as finalize does); false when one changed
- * meanwhile (nothing was removed).
+ * (an unmarked or missing one is left alone, as finalize does): no error for each name, or
+ * undefined when one changed meanwhile (nothing was removed).
  */
-async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<boolean> {
+async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<undefined[] | undefined> {
   const keys = names.map((n) => objectKey("Container", n));
   const kvs = await Promise.all(keys.map((k) => ctx.store.get(k)));
   await ctx.pace();
@@ -806,24 +795,16 @@ async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<bool
     compares.push({ key, modRevision: kv.modRevision });
     ops.push({ type: "delete", key });
   });
-  return ops.length === 0 || (await ctx.store.txn(compares, ops)).succeeded;
+  return (await commitChunk(ctx, compares, ops, [])) ? names.map(() => undefined) : undefined;
 }
 
 /** Finalizes Containers MAX_BATCH_WRITES to a transaction; see ResourceStore.finalizeAll. */
-async function finalizeContainers(ctx: Layer, names: readonly string[]): Promise<(ConnectError | undefined)[]> {
-  const results: (ConnectError | undefined)[] = [];
-  for (let start = 0; start < names.length; start += MAX_BATCH_WRITES) {
-    const chunk = names.slice(start, start + MAX_BATCH_WRITES);
-    let done = false;
-    for (let attempt = 0; !done && attempt < CHUNK_ATTEMPTS; attempt++) done = await finalizeChunk(ctx, chunk);
-    if (done) {
-      results.push(...chunk.map(() => undefined));
-      continue;
-    }
-    // They keep changing under us: each goes alone, all at once.
-    results.push(...(await Promise.all(chunk.map((n) => finalizeContainer(ctx.store, n).then(() => undefined, (err: unknown) => ConnectError.from(err))))));
-  }
-  return results;
+function finalizeContainers(ctx: Layer, names: readonly string[]): Promise<(ConnectError | undefined)[]> {
+  return inChunks<string, ConnectError | undefined>(
+    names,
+    (chunk) => finalizeChunk(ctx, chunk),
+    (n) => finalizeContainer(ctx.store, n).then(() => undefined, (err: unknown) => ConnectError.from(err)),
+  );
 }
 
 /**
