@@ -22,6 +22,7 @@ import { ContainerRecord, containerKind } from "./container-record.js";
 import { createController, type Controller, type ReconcileReport } from "./controller.js";
 import type { Informer } from "./informer.js";
 import { createStatusWriter } from "./status-writer.js";
+import { createTurnBatcher } from "./turn-batcher.js";
 
 /** ContainerControllerOptions are the controller's dependencies. */
 export interface ContainerControllerOptions {
@@ -226,31 +227,19 @@ export function createContainerController(options: ContainerControllerOptions): 
 
 /**
  * Removes containers marked for deletion in batches, as statuses are written (see
- * status-writer.ts): those asked in one turn together, and those asked while a batch is on its
+ * turn-batcher.ts): those asked in one turn together, and those asked while a batch is on its
  * way in the next one, so a scale-down of thousands is a few transactions.
  */
 function batchedFinalizer(resources: ResourceStore, failed: (rec: ContainerRecord, err: unknown) => void): (rec: ContainerRecord) => void {
-  let waiting: ContainerRecord[] = [];
-  let busy = false;
-  const run = async () => {
-    busy = true;
-    while (waiting.length > 0) {
-      await new Promise((r) => setImmediate(r));
-      const recs = waiting;
-      waiting = [];
-      try {
-        const errors = await resources.finalizeAll(recs.map((r) => r.name));
-        errors.forEach((err, i) => err && failed(recs[i]!, err));
-      } catch (err) {
-        recs.forEach((r) => failed(r, err));
-      }
+  const batches = createTurnBatcher<ContainerRecord>(async (recs) => {
+    try {
+      const errors = await resources.finalizeAll(recs.map((r) => r.name));
+      errors.forEach((err, i) => err && failed(recs[i]!, err));
+    } catch (err) {
+      recs.forEach((r) => failed(r, err));
     }
-    busy = false;
-  };
-  return (rec) => {
-    waiting.push(rec);
-    if (!busy) void run();
-  };
+  });
+  return (rec) => batches.add(rec);
 }
 
 /** Retry delay of a finalize that failed (ms). */

@@ -7,8 +7,10 @@
  */
 import { create, equals } from "@bufbuild/protobuf";
 import { ContainerStatusSchema, type Container, type ContainerStatus } from "../../gen/k4s/v1/resources_pb.js";
+import { isNewerVersion } from "../store/newer-version.js";
 import type { ResourceStore, StatusUpdate } from "../store/resource-store.js";
 import type { ContainerRecord } from "./container-record.js";
+import { createTurnBatcher } from "./turn-batcher.js";
 
 /** StatusWriter keeps the stored status of containers in step with their records. */
 export interface StatusWriter {
@@ -39,10 +41,6 @@ export function containerStatus(rec: ContainerRecord, current: Container): Conta
 /** Creates a status writer over a resource store. */
 export function createStatusWriter(options: { resources: ResourceStore; onError: (message: string, err: unknown) => void }): StatusWriter {
   const { resources } = options;
-  /** Records with a change not written yet, and those of the batch on its way. */
-  const dirty = new Set<ContainerRecord>();
-  let writing = new Set<ContainerRecord>();
-  let flushing: Promise<void> | undefined;
   let stopped = false;
 
   /**
@@ -51,8 +49,7 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
    */
   const known = new WeakMap<ContainerRecord, Container>();
   const remember = (rec: ContainerRecord, obj: Container) => {
-    const had = known.get(rec);
-    if (!had || Number(obj.metadata?.resourceVersion) > Number(had.metadata?.resourceVersion)) known.set(rec, obj);
+    if (isNewerVersion(obj, known.get(rec))) known.set(rec, obj);
   };
 
   const update = (rec: ContainerRecord): StatusUpdate<"Container"> => ({
@@ -65,43 +62,29 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
     },
   });
 
-  async function flush() {
+  const batches = createTurnBatcher<ContainerRecord>(async (recs) => {
     try {
-      while (dirty.size > 0 && !stopped) {
-        // Let the rest of this turn's changes land first: one batch for all of them.
-        await new Promise((r) => setImmediate(r));
-        writing = new Set(dirty);
-        dirty.clear();
-        const recs = [...writing];
-        try {
-          const results = await resources.updateStatuses("Container", recs.map(update));
-          results.forEach((r, i) => {
-            // What was just stored is the version the next write of this record will find.
-            if (r.object) remember(recs[i]!, r.object);
-            if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
-          });
-        } catch (err) {
-          if (!stopped) options.onError(`writing the status of ${recs.length} containers failed`, err);
-        }
-      }
-    } finally {
-      // In the same turn as the last look at `dirty`: a write after it starts a new flush.
-      writing = new Set();
-      flushing = undefined;
+      const results = await resources.updateStatuses("Container", recs.map(update));
+      results.forEach((r, i) => {
+        // What was just stored is the version the next write of this record will find.
+        if (r.object) remember(recs[i]!, r.object);
+        if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
+      });
+    } catch (err) {
+      if (!stopped) options.onError(`writing the status of ${recs.length} containers failed`, err);
     }
-  }
+  });
 
   return {
     write(rec, stored) {
       if (stopped) return;
-      if (!writing.has(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
+      if (!batches.handling(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
       if (stored) remember(rec, stored);
-      dirty.add(rec);
-      flushing ??= flush();
+      batches.add(rec);
     },
-    async stop() {
+    stop() {
       stopped = true;
-      await flushing;
+      return batches.stop();
     },
   };
 }

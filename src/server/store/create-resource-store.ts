@@ -15,6 +15,7 @@ import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
 import type { ApplyOptions, ApplyOutcome, BatchResult, DeleteTarget, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
+import { isNewerVersion } from "./newer-version.js";
 import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -115,8 +116,7 @@ function heldVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, rev
 
 /** Remembers a stored version (read-only from now on) unless a newer one is held already. */
 function holdVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, obj: AnyObject): void {
-  const had = versions.get(key)?.deref();
-  if (!had || Number(had.metadata?.resourceVersion) < Number(obj.metadata?.resourceVersion)) versions.set(key, new WeakRef(obj));
+  if (isNewerVersion(obj, versions.get(key)?.deref())) versions.set(key, new WeakRef(obj));
 }
 
 /**
