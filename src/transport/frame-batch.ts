@@ -20,14 +20,23 @@ export function frameBytes(frame: BatchedFrame): number {
 
 /**
  * Returns the end (exclusive) of the batch that starts at `start`: the frames up to
- * MAX_BATCH_BYTES of payload, and never fewer than one. `sizes`: each frame's frameBytes when
- * the caller has them already (they are not computed again).
+ * MAX_BATCH_BYTES of payload, and never fewer than one.
  */
-export function batchEnd(frames: readonly BatchedFrame[], start = 0, sizes?: readonly number[]): number {
+export function batchEnd(frames: readonly BatchedFrame[], start = 0): number {
+  return batchSpan(frames.length, start, (i) => frameBytes(frames[i]!)).end;
+}
+
+/**
+ * The batch that starts at `start` among `count` frames whose bytes `sizeOf(i)` gives (each
+ * frame's frameBytes, for a caller that has them already): its end (exclusive), as batchEnd
+ * cuts it, and the bytes of its frames.
+ */
+export function batchSpan(count: number, start: number, sizeOf: (i: number) => number): { end: number; bytes: number } {
   let bytes = 0;
-  for (let i = start; i < frames.length; i++) {
-    bytes += sizes ? sizes[i]! : frameBytes(frames[i]!);
-    if (bytes > MAX_BATCH_BYTES && i > start) return i;
+  for (let i = start; i < count; i++) {
+    const size = sizeOf(i);
+    if (bytes + size > MAX_BATCH_BYTES && i > start) return { end: i, bytes };
+    bytes += size;
   }
-  return frames.length;
+  return { end: count, bytes };
 }

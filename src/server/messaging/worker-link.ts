@@ -7,7 +7,7 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { ServerFrame } from "../../gen/k4s/v1/worker_service_pb.js";
 import { formatBytes } from "../../api/byte-size.js";
-import { batchEnd, frameBytes } from "../../transport/frame-batch.js";
+import { batchSpan, frameBytes } from "../../transport/frame-batch.js";
 import { MAX_BATCH_BYTES } from "../../transport/limits.js";
 import type { Caller } from "./envelope.js";
 import type { Letter, Mailbox } from "./mailbox.js";
@@ -216,9 +216,7 @@ export class WorkerLink implements Caller<Mailbox> {
     const out = this.out;
     const sizes = this.outSizes;
     this.lastSent = Date.now();
-    const n = batchEnd(out, 0, sizes);
-    let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += sizes[i]!;
+    const { end: n, bytes } = batchSpan(out.length, 0, (i) => sizes[i]!);
     let frames = out;
     if (n === out.length) {
       this.out = [];
