@@ -12,9 +12,9 @@
 import { KINDS } from "../api/kinds.js";
 import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
 import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
-import { createContainerController } from "./controllers/container-controller.js";
+import { createContainerController, type ContainerController } from "./controllers/container-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
-import { createInformer } from "./controllers/informer.js";
+import { createInformer, type Informer } from "./controllers/informer.js";
 import { createReplicaSetController } from "./controllers/replicaset-controller.js";
 import { createScheduler } from "./controllers/scheduler.js";
 import { createServiceController } from "./controllers/service-controller.js";
@@ -24,7 +24,8 @@ import { createWorkerService, type WorkerServiceOptions } from "./handlers/worke
 import type { LogStore } from "./log-store.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
-import { createMessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
+import { createMessagingPlane, type MessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
+import type { Router } from "./messaging/router.js";
 import type { SendJournal } from "./messaging/send-journal.js";
 import type { Metrics } from "./metrics.js";
 import type { StatsSource } from "./stats/stats-collector.js";
@@ -44,6 +45,11 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
   credentials?: HostCredentials;
   /** Proves the server a relayed stream names (see WorkerServiceOptions.provePeer). */
   provePeer?: WorkerServiceOptions["provePeer"];
+  /**
+   * The store the container lifecycle writes statuses and removals through (default:
+   * `resources`); in a cluster, fenced by this server's membership rather than its leadership.
+   */
+  holderResources?: ResourceStore;
   /** Where sends to durable containers are journaled. */
   journal?: SendJournal;
   /** Told of every worker session (host or attached process) that opens or ends here. */
@@ -76,26 +82,33 @@ function resumeGraceOf(heartbeatIntervalMs: number): number {
   return Math.max(3 * heartbeatIntervalMs, 5000);
 }
 
-/** Creates the control plane (nothing runs until start()). */
-export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
-  const { resources, events, logs, metrics, onError } = options;
-  const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
-  const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
-  const { credentials } = options;
+/** HolderPlane is what every server runs for the sessions it holds: links, router and the lifecycle of their containers. */
+interface HolderPlane {
+  messaging: MessagingPlane;
+  containers: ContainerController;
+  load: StatsSource;
+}
+
+/**
+ * The part of a control plane that acts for the worker sessions of this server: the messaging
+ * plane (link registry and router) and the lifecycle of the containers on its hosts, whose
+ * statuses it writes through `holderResources` (fenced by this server's membership in a cluster).
+ */
+function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onReconcile: (r: ReconcileReport) => void): HolderPlane {
+  const { events, logs, metrics, onError, sessions } = options;
   const messaging = createMessagingPlane({
     informer,
     events,
     metrics,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     countLoad: options.countLoad,
-    credentials,
+    credentials: options.credentials,
     journal: options.journal,
     onError,
     maxSessionBufferBytes: options.maxSessionBufferBytes,
     maxInboxBytes: options.maxInboxBytes,
   });
   const { router, links, heartbeatIntervalMs } = messaging;
-  const { sessions } = options;
   if (sessions) {
     // A relayed session is recorded by the server that relays it.
     links.onOpened((link) => link.role !== "client" && !link.relayedBy && sessions.opened(link));
@@ -103,7 +116,7 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   }
   const containers = createContainerController({
     informer,
-    resources,
+    resources: options.holderResources ?? options.resources,
     events,
     logs,
     router,
@@ -112,19 +125,15 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     onError,
     onReconcile,
   });
-  const controllers: Controller[] = [
-    createReplicaSetController({ informer, resources, events, onError, onReconcile }),
-    createServiceController({ informer, resources, events, onError, onReconcile }),
-    containers,
-    createScheduler({ containers, hosts: () => links.hosts(), onError, onReconcile }),
-  ];
   router.onIdle((name) => {
     if (containers.record(name)?.deleting) containers.enqueue(name);
   });
-  let markReady!: () => void;
-  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  return { messaging, containers, load: loadOf(router, containers) };
+}
 
-  const load: StatsSource = {
+/** The live load of the containers a server routes, with their lifecycle's view of them. */
+function loadOf(router: Router, containers: ContainerController): StatsSource {
+  return {
     *containers() {
       for (const l of router.loads()) {
         const rec = containers.record(l.name);
@@ -141,7 +150,44 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     },
     services: () => router.services(),
   };
+}
 
+/** LeaderControllersOptions are what the controllers that decide for the whole cluster work over. */
+export interface LeaderControllersOptions {
+  informer: Informer;
+  /** The store their writes go to (in a cluster, fenced by the leader's election key). */
+  resources: ResourceStore;
+  events: EventRecorder;
+  /** The lifecycle whose Unscheduled containers the scheduler binds. */
+  containers: ContainerController;
+  /** The worker hosts the scheduler picks from. */
+  hosts: () => Iterable<WorkerLink>;
+  onError: (message: string, err?: unknown) => void;
+  onReconcile: (r: ReconcileReport) => void;
+}
+
+/** The controllers only the leader of a cluster runs (a single server runs them too): ReplicaSets, Services and the scheduler. */
+export function createLeaderControllers(o: LeaderControllersOptions): Controller[] {
+  const { informer, resources, events, onError, onReconcile } = o;
+  return [
+    createReplicaSetController({ informer, resources, events, onError, onReconcile }),
+    createServiceController({ informer, resources, events, onError, onReconcile }),
+    createScheduler({ containers: o.containers, hosts: o.hosts, onError, onReconcile }),
+  ];
+}
+
+/** Creates the control plane (nothing runs until start()): the holder plane and the leader's controllers. */
+export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
+  const { resources, events, logs, metrics, onError, credentials } = options;
+  const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
+  const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
+  const { messaging, containers, load } = createHolderPlane(options, informer, onReconcile);
+  const { router, links, heartbeatIntervalMs } = messaging;
+  const leading = createLeaderControllers({ informer, resources, events, containers, hosts: () => links.hosts(), onError, onReconcile });
+  // The scheduler starts after the lifecycle whose records it binds.
+  const controllers: Controller[] = [containers, ...leading];
+  let markReady!: () => void;
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
   return {
     load,
     messagingService: messaging.messagingService,

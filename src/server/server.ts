@@ -304,17 +304,29 @@ type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "prove
  * Makes the control planes of a server: one over SQLite, one per leadership term over etcd.
  * Each has a send journal of its own, which reads back what earlier planes left unsettled.
  */
-function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPlane {
+function planeMaker(options: ServerOptions, parts: PlaneParts, holderResources?: () => ResourceStore): () => ControlPlane {
   const { store, ...shared } = parts;
   return () =>
     createControlPlane({
       ...shared,
+      holderResources: holderResources?.(),
       journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       countLoad: options.stats ?? true,
       maxSessionBufferBytes: options.maxSessionBufferBytes,
       maxInboxBytes: options.maxInboxBytes,
     });
+}
+
+/**
+ * The store the container lifecycle of a cluster's server writes through: fenced by the member
+ * record this server had when the plane was made, so a server cut off from etcd past its lease
+ * writes no status of what it held, even once it joined again under a new lease.
+ */
+function holderStore(kv: Store, cluster: ClusterMember | undefined, onError: (message: string, err?: unknown) => void): ResourceStore {
+  const fence = cluster?.memberFence;
+  const fenced = createFencedStore(kv, { fence: () => fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError, fencedBy: "membership" });
+  return createResourceStore(fenced);
 }
 
 /**
@@ -534,7 +546,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     ? createFencedStore(kv, { fence: () => cluster?.fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError })
     : kv;
   const planeResources = etcdEndpoints ? createResourceStore(planeKv) : resources;
-  const makePlane = planeMaker(options, { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError });
+  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError };
+  const makePlane = planeMaker(options, planeParts, etcdEndpoints ? () => holderStore(kv, cluster, onError) : undefined);
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
     ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {
           logs,

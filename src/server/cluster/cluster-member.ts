@@ -135,10 +135,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let campaign: Campaign | undefined;
   let fence: { key: string; modRevision: number } | undefined;
   let memberFence: { key: string; modRevision: number } | undefined;
-  let leading = false;
-  let stopped = false;
-  let watchdog: NodeJS.Timeout | undefined;
-  let knownLeader: string | undefined;
+  let leading = false, stopped = false;
+  let watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
   const setLeading = (value: boolean) => {
     if (leading === value) return;
