@@ -949,3 +949,24 @@ test("a queued request given up on leaves its inbox at once (room for the next);
   assert.equal(first.value, undefined);
   router.stop("done");
 });
+
+test("a request whose deadline passes while its target is still being looked up is answered DEADLINE_EXCEEDED, and not routed when the lookup ends", async () => {
+  let found!: () => void;
+  const router = newRouter({ lookup: () => new Promise<void>((r) => (found = r)) });
+  const lost = call(router, "unseen", "x", { request: true, timeoutMs: 20 });
+  assert.ok(!answered(lost), "nothing is answered before the deadline");
+  // The deadline queue fires at the deadline; 10 s is the bound of a loaded machine.
+  const giveUp = Date.now() + 10_000;
+  while (!lost.value && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(lost.value?.code, Code.DeadlineExceeded, "answered at its deadline, not left waiting for the lookup");
+  assert.equal(lost.value.message, "deadline exceeded");
+  assert.equal(lost.value.container, "");
+  assert.equal(lost.env!.state, EnvelopeState.Done);
+  const answersBefore = answersGiven;
+  router.upsertContainer(container("unseen"));
+  found();
+  await tick();
+  assert.equal(router.load("unseen")?.queued, 0, "the expired call was not queued after its lookup");
+  assert.equal(answersGiven, answersBefore, "answered once");
+  router.stop("done");
+});
