@@ -541,6 +541,28 @@ test("command containers: a token per assign, their process attaches and detache
   assert.equal(back.message, "process resumed; waiting for it to attach");
 });
 
+test("a command container's process that attaches and goes before its host reported the run started is part of the start: no Detached warning; the host's report of the start decides", () => {
+  const fx = new Recorder();
+  const h = host("spawner", [], 0, true);
+  const rec = record("early", { module: "", function: "", command: ["sleep", "9"] });
+  bind(rec, h, fx);
+  fx.take();
+  // The spawned process attaches before the host's report of the start arrives.
+  const p = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "early" });
+  rec.attached = p;
+  assert.deepEqual(settle(rec, fx), ['event Attached: process "proc" attached']);
+  p.close();
+  assert.deepEqual(settle(rec, fx), ['release early: lost its attached process "proc"']);
+  assert.deepEqual(fx.warnings, []);
+  assert.notEqual(rec.message, "process detached; waiting for it to attach again");
+  assert.equal(stateOf(rec), "Starting");
+  // The host's report decides: started, it waits for its process to attach again.
+  report(rec, "Running");
+  assert.deepEqual(settle(rec, fx), ['event Started: started on host "spawner"']);
+  assert.equal(rec.message, "process started; waiting for it to attach");
+  assert.equal(rec.ready(), false);
+});
+
 test("deletes: an unscheduled or backing-off container is finalized once; an attached process drains until its grace ends", () => {
   const fx = new Recorder();
   const idle = record("idle");
