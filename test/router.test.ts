@@ -54,12 +54,13 @@ const notReady = (why: string): Availability => ({ link: undefined, ready: false
 let answersGiven = 0;
 
 /** Routes a message and returns what its caller is answered (undefined until answered) and when (nth answer). */
-function call(router: Router, target: string, text: string, options: { request?: boolean; timeoutMs?: number } = {}) {
+function call(router: Router, target: string, text: string, options: { request?: boolean; timeoutMs?: number; sender?: string } = {}) {
   const answer: { value?: CallAnswer; nth?: number; env?: Letter } = {};
   const env: Letter = new Envelope({
     data: new TextEncoder().encode(text),
     contentType: "text/plain",
     expectsReply: options.request ?? false,
+    sender: options.sender,
     deadline: options.timeoutMs ? Date.now() + options.timeoutMs : 0,
     onAnswer: (a) => {
       answer.value = a;
@@ -455,6 +456,13 @@ test("release: a container's worker lost what it had in flight; unknown names ch
   router.release("nobody", "exited");
   router.setAvailability("nobody", ready(w));
   assert.ok(!answered(req));
+  // Releasing a container with nothing in flight changes nothing: its idle listeners hear nothing.
+  const idle: string[] = [];
+  router.onIdle((name) => idle.push(name));
+  router.upsertContainer(container("empty"));
+  router.setAvailability("empty", ready(new Worker()));
+  router.release("empty", "exited");
+  assert.deepEqual(idle, []);
   router.release("rel", "exited with code 1");
   assert.equal(req.value?.message, 'container "rel" exited with code 1 while handling the request');
   assert.deepEqual(w.payloads(), ["r", "s", "s"], "the send was handed out again, the request not");
@@ -968,5 +976,95 @@ test("a request whose deadline passes while its target is still being looked up 
   await tick();
   assert.equal(router.load("unseen")?.queued, 0, "the expired call was not queued after its lookup");
   assert.equal(answersGiven, answersBefore, "answered once");
+  router.stop("done");
+});
+
+test("a worker's error answers a request with its code (UNKNOWN for none); a failed send is a MessageFailed warning, at most one a second per container, counting those not shown", async () => {
+  const events = createEventRecorder();
+  const router = newRouter({ events });
+  router.upsertContainer(container("f", { concurrency: 10 }));
+  const w = new Worker();
+  router.setAvailability("f", ready(w));
+  const failedRequest = call(router, "f", "r1", { request: true, timeoutMs: 60_000 });
+  const unknownRequest = call(router, "f", "r2", { request: true, timeoutMs: 60_000 });
+  const fine = call(router, "f", "r3", { request: true, timeoutMs: 60_000 });
+  for (const text of ["s1", "s2", "s3"]) call(router, "f", text, { sender: "upstream" });
+  const [r1, r2, r3, s1, s2, s3] = w.deliveries();
+  settle(router, w, r1!, { code: Code.Internal, message: "boom" });
+  settle(router, w, r2!, { code: 0, message: "no code" });
+  settle(router, w, r3!);
+  assert.deepEqual([failedRequest.value?.code, failedRequest.value?.message, failedRequest.value?.container], [Code.Internal, "boom", "f"]);
+  assert.deepEqual([unknownRequest.value?.code, unknownRequest.value?.message], [Code.Unknown, "no code"]);
+  assert.equal(fine.value?.code, 0);
+  assert.equal(events.recent({ name: "f" }).length, 0, "a failed request is its caller's to hear about, not an event");
+
+  const failures = () => events.recent({ kind: "Container", name: "f" }).map((e) => [e.type, e.reason, e.message]);
+  settle(router, w, s1!, { code: Code.Internal, message: "bad input" });
+  settle(router, w, s2!, { code: Code.Internal, message: "bad input" });
+  settle(router, w, s3!, { code: Code.Internal, message: "bad input" });
+  assert.deepEqual(failures(), [["Warning", "MessageFailed", 'handler failed on a message from "upstream": code 13: bad input']]);
+  // A second later the next failure is shown, with how many were not.
+  await new Promise((r) => setTimeout(r, 1100));
+  call(router, "f", "s4");
+  settle(router, w, w.deliveries().at(-1)!, { code: 0, message: "gone wrong" });
+  assert.deepEqual(failures().at(-1), ["Warning", "MessageFailed", "handler failed on a message: code 2: gone wrong (2 more failures not shown)"]);
+  assert.equal(failures().length, 2);
+  // Every failure counts in the container's load, successes do not.
+  assert.deepEqual([router.load("f")?.counters.messages, router.load("f")?.counters.errors], [7, 6]);
+  router.stop("done");
+});
+
+test("deliveries: ids from 1 up, the attempt and the time left to a request's deadline (0 for sends and requests with none, 1 once passed); redeliveries counted; results from another stream dropped", async () => {
+  const metrics = createMetrics();
+  const router = newRouter({ metrics });
+  router.upsertContainer(container("d", { concurrency: 10 }));
+  const w = new Worker();
+  router.setAvailability("d", ready(w));
+  const timed = call(router, "d", "timed", { request: true, timeoutMs: 60_000 });
+  call(router, "d", "none", { request: true });
+  call(router, "d", "send", { timeoutMs: 60_000 });
+  const late: Letter = new Envelope({ data: new Uint8Array(), contentType: "", expectsReply: true, deadline: Date.now() - 5_000 });
+  router.route(late, parseTarget("d"));
+  const deliveries = w.frames.flatMap((f) => (f.frame.case === "delivery" ? [f.frame.value] : []));
+  assert.deepEqual(deliveries.map((d) => d.id), [1n, 2n, 3n, 4n]);
+  assert.deepEqual(deliveries.map((d) => d.attempt), [1, 1, 1, 1]);
+  const [t, none, send, passed] = deliveries.map((d) => d.timeoutMs);
+  assert.ok(t! > 30_000 && t! <= 60_000, `what is left of 60 s: ${t}`);
+  assert.deepEqual([none, send, passed], [0, 0, 1]);
+
+  // Only the stream a delivery went to can settle it or make calls under it.
+  const other = new Worker();
+  assert.equal(router.inflightOf(w, 1), timed.env);
+  assert.equal(router.inflightOf(other, 1), undefined);
+  assert.equal(router.inflightOf(w, 99), undefined);
+  settle(router, other, 1);
+  assert.ok(!answered(timed), "a result from another stream is dropped");
+  settle(router, w, 1);
+  assert.equal(timed.value?.code, 0);
+  assert.equal(router.inflightOf(w, 1), undefined, "settled: no longer in flight");
+
+  // A send handed out again counts as a redelivery; first deliveries do not.
+  const redeliveries = async () => (await metrics.redeliveries.get()).values[0]?.value ?? 0;
+  assert.equal(await redeliveries(), 0);
+  router.release("d", "exited");
+  const again = w.frames.flatMap((f) => (f.frame.case === "delivery" ? [f.frame.value] : [])).slice(4);
+  assert.deepEqual(again.map((d) => [d.id, d.attempt, new TextDecoder().decode(d.data)]), [[5n, 2, "send"]]);
+  assert.equal(await redeliveries(), 1);
+  router.stop("done");
+});
+
+test("a send its worker did not process (UNAVAILABLE) goes back first in line and is offered again a little later, not at once", async () => {
+  const router = newRouter();
+  router.upsertContainer(container("u"));
+  const w = new Worker();
+  router.setAvailability("u", ready(w));
+  call(router, "u", "first");
+  call(router, "u", "second");
+  settle(router, w, w.deliveries()[0]!, { code: Code.Unavailable, message: "not running here" });
+  assert.deepEqual(w.payloads(), ["first"], "not offered again in a tight loop");
+  assert.equal(router.load("u")?.queued, 2);
+  const giveUp = Date.now() + 10_000;
+  while (w.payloads().length < 2 && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(w.payloads(), ["first", "first"], "offered again, ahead of the next");
   router.stop("done");
 });
