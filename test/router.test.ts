@@ -87,6 +87,28 @@ function newRouter(options: Partial<RouterOptions> = {}): Router {
 
 const tick = () => new Promise((r) => setImmediate(r));
 
+/**
+ * The lookup of a call already answered (given up on, expired) ends with its container found:
+ * the call is not queued there, and its caller is not answered again.
+ */
+async function lookupEnds(router: Router, name: string, found: () => void) {
+  const answersBefore = answersGiven;
+  router.upsertContainer(container(name));
+  found();
+  await tick();
+  assert.equal(router.load(name)?.queued, 0, "the call was not queued after its lookup");
+  assert.equal(answersGiven, answersBefore, "answered once");
+}
+
+/** A router with one container ready on a stand-in worker. */
+function routerWithWorker(name: string, spec: Parameters<typeof container>[1] = {}, options: Partial<RouterOptions> = {}) {
+  const router = newRouter(options);
+  router.upsertContainer(container(name, spec));
+  const w = new Worker();
+  router.setAvailability(name, ready(w));
+  return { router, w };
+}
+
 test("round-robin goes through the ready endpoints in name order; least-in-flight picks the least loaded", async () => {
   const router = newRouter();
   const workers = new Map<string, Worker>();
@@ -302,12 +324,7 @@ test("an unknown target is looked up in the store first; still unknown it is NOT
   const gone = call(slow, "slowpoke", "x", { request: true, timeoutMs: 60_000 });
   slow.abandon(gone.env!, Code.Canceled, "caller went away");
   assert.equal(gone.value?.code, Code.Canceled);
-  const answersBefore = answersGiven;
-  slow.upsertContainer(container("slowpoke"));
-  found();
-  await tick();
-  assert.equal(slow.load("slowpoke")?.queued, 0, "the abandoned call was not queued after its lookup");
-  assert.equal(answersGiven, answersBefore, "answered once");
+  await lookupEnds(slow, "slowpoke", found);
   slow.stop("done");
   router.stop("done");
 });
@@ -970,21 +987,13 @@ test("a request whose deadline passes while its target is still being looked up 
   assert.equal(lost.value.message, "deadline exceeded");
   assert.equal(lost.value.container, "");
   assert.equal(lost.env!.state, EnvelopeState.Done);
-  const answersBefore = answersGiven;
-  router.upsertContainer(container("unseen"));
-  found();
-  await tick();
-  assert.equal(router.load("unseen")?.queued, 0, "the expired call was not queued after its lookup");
-  assert.equal(answersGiven, answersBefore, "answered once");
+  await lookupEnds(router, "unseen", found);
   router.stop("done");
 });
 
 test("a worker's error answers a request with its code (UNKNOWN for none); a failed send is a MessageFailed warning, at most one a second per container, counting those not shown", async () => {
   const events = createEventRecorder();
-  const router = newRouter({ events });
-  router.upsertContainer(container("f", { concurrency: 10 }));
-  const w = new Worker();
-  router.setAvailability("f", ready(w));
+  const { router, w } = routerWithWorker("f", { concurrency: 10 }, { events });
   const failedRequest = call(router, "f", "r1", { request: true, timeoutMs: 60_000 });
   const unknownRequest = call(router, "f", "r2", { request: true, timeoutMs: 60_000 });
   const fine = call(router, "f", "r3", { request: true, timeoutMs: 60_000 });
@@ -1016,10 +1025,7 @@ test("a worker's error answers a request with its code (UNKNOWN for none); a fai
 
 test("deliveries: ids from 1 up, the attempt and the time left to a request's deadline (0 for sends and requests with none, 1 once passed); redeliveries counted; results from another stream dropped", async () => {
   const metrics = createMetrics();
-  const router = newRouter({ metrics });
-  router.upsertContainer(container("d", { concurrency: 10 }));
-  const w = new Worker();
-  router.setAvailability("d", ready(w));
+  const { router, w } = routerWithWorker("d", { concurrency: 10 }, { metrics });
   const timed = call(router, "d", "timed", { request: true, timeoutMs: 60_000 });
   call(router, "d", "none", { request: true });
   call(router, "d", "send", { timeoutMs: 60_000 });
@@ -1054,10 +1060,7 @@ test("deliveries: ids from 1 up, the attempt and the time left to a request's de
 });
 
 test("a send its worker did not process (UNAVAILABLE) goes back first in line and is offered again a little later, not at once", async () => {
-  const router = newRouter();
-  router.upsertContainer(container("u"));
-  const w = new Worker();
-  router.setAvailability("u", ready(w));
+  const { router, w } = routerWithWorker("u");
   call(router, "u", "first");
   call(router, "u", "second");
   settle(router, w, w.deliveries()[0]!, { code: Code.Unavailable, message: "not running here" });
