@@ -1000,7 +1000,7 @@ test("a worker's error answers a request with its code (UNKNOWN for none); a fai
   for (const text of ["s1", "s2", "s3"]) call(router, "f", text, { sender: "upstream" });
   const [r1, r2, r3, s1, s2, s3] = w.deliveries();
   settle(router, w, r1!, { code: Code.Internal, message: "boom" });
-  settle(router, w, r2!, { code: 0, message: "no code" });
+  settle(router, w, r2!, { code: 0 as Code, message: "no code" });
   settle(router, w, r3!);
   assert.deepEqual([failedRequest.value?.code, failedRequest.value?.message, failedRequest.value?.container], [Code.Internal, "boom", "f"]);
   assert.deepEqual([unknownRequest.value?.code, unknownRequest.value?.message], [Code.Unknown, "no code"]);
@@ -1015,7 +1015,7 @@ test("a worker's error answers a request with its code (UNKNOWN for none); a fai
   // A second later the next failure is shown, with how many were not.
   await new Promise((r) => setTimeout(r, 1100));
   call(router, "f", "s4");
-  settle(router, w, w.deliveries().at(-1)!, { code: 0, message: "gone wrong" });
+  settle(router, w, w.deliveries().at(-1)!, { code: 0 as Code, message: "gone wrong" });
   assert.deepEqual(failures().at(-1), ["Warning", "MessageFailed", "handler failed on a message: code 2: gone wrong (2 more failures not shown)"]);
   assert.equal(failures().length, 2);
   // Every failure counts in the container's load, successes do not.
