@@ -12,7 +12,12 @@ import { pickHost, unschedulableReason } from "../src/server/controllers/schedul
 import { SESSION_RECORDS_PREFIX, type SessionEntry } from "../src/server/cluster/cluster-member.js";
 import { placementOf } from "../src/server/cluster/container-placement.js";
 import { createSessionLocator } from "../src/server/cluster/session-locator.js";
+import { createFencedStore } from "../src/server/cluster/fenced-store.js";
+import { bindingOf, createStoreBinder } from "../src/server/cluster/store-binder.js";
+import { createInformer } from "../src/server/controllers/informer.js";
+import { createResourceStore } from "../src/server/store/create-resource-store.js";
 import { openStore } from "../src/server/store/open-store.js";
+import type { ResourceStore } from "../src/server/store/resource-store.js";
 import { eventually } from "./helpers.js";
 
 const container = (name: string, spec: { module?: string; command?: string[] }, status?: { phase: string; host: string }) =>
@@ -72,4 +77,47 @@ test("cluster hosts: the scheduler picks among the hosts of every server by thei
   const full = (h: ClusterHost) => (h.name === "h1" ? 2 : load(h));
   assert.equal(pickHost(echo, hosts.slice(0, 1), full), undefined);
   assert.match(unschedulableReason({ ...echo, name: "e" }, hosts.slice(0, 1), full), /every worker host that can run container "e" is at capacity \(h1 2\/2\)/);
+});
+
+test("store binder: the leader's scheduler writes a binding into the Container's status (Pending on the host), counts it as load until the informer shows it, holds it bound while its host is held by a server, and schedules again after a refused write", async () => {
+  const store = await openStore({});
+  const resources = createResourceStore(store);
+  const informer = createInformer({ resources, kinds: ["Container"] });
+  const record = (server: string, e: SessionEntry) =>
+    store.txn([], [{ type: "put", key: `${SESSION_RECORDS_PREFIX}${server}/${e.kind}/${e.name}`, value: Buffer.from(JSON.stringify(e)) }]);
+  await record("a:1", { kind: "host", name: "h1", sessionId: "s1", host: { modules: ["echo"], capacity: 1, canSpawn: false } });
+  await record("b:2", { kind: "host", name: "h2", sessionId: "s2", host: { modules: ["echo"], capacity: 0, canSpawn: false } });
+  for (const name of ["c1", "c2", "c3"]) await resources.create(create(ContainerSchema, { metadata: { name }, spec: { module: "echo", function: "ECHO" } }));
+  await resources.updateStatus("Container", "c3", (c) => bindingOf(c, "h9"));
+  const locator = createSessionLocator({ store, onError: (m) => assert.fail(m) });
+  const retried: string[] = [];
+  const errors: string[] = [];
+  const binderOver = (r: ResourceStore) => createStoreBinder({ locator, informer, resources: r, retry: (n) => retried.push(n), onError: (m) => errors.push(m) });
+  await Promise.all([locator.start(), informer.start()]);
+  try {
+    const binder = binderOver(resources);
+    const hosts = binder.hosts();
+    assert.deepEqual(hosts.map((h) => `${h.name}@${h.server} ${binder.load(h)}`), ["h1@a:1 0", "h2@b:2 0"]);
+    assert.equal(binder.bound("c3"), false, "bound to a host no server holds: scheduled again");
+    binder.bind("c1", hosts[0]!);
+    assert.equal(binder.bound("c1"), true, "a binding on its way");
+    assert.equal(binder.load(binder.hosts().find((h) => h.name === "h1")!), 1, "counted before the informer shows it");
+    await eventually(() => informer.get("Container", "c1")?.status?.host === "h1", 30_000, "binding stored");
+    const st = informer.get("Container", "c1")!.status!;
+    assert.equal(st.phase, "Pending");
+    assert.match(st.message, /scheduled to host "h1"/);
+    assert.equal(binder.load(binder.hosts().find((h) => h.name === "h1")!), 1, "counted once when stored");
+    assert.equal(binder.bound("c1"), true, "in force while h1 is held");
+    assert.equal(binder.bound("c2"), false);
+    await store.txn([], [{ type: "delete", key: `${SESSION_RECORDS_PREFIX}a:1/host/h1` }]);
+    await eventually(() => !binder.bound("c1"), 30_000, "h1's record gone: c1 is to be scheduled again");
+    const refusing = createResourceStore(createFencedStore(store, { fence: () => undefined, self: () => "a:1", onFenced: () => {}, onError: () => {} }));
+    binderOver(refusing).bind("c2", hosts[1]!);
+    await eventually(() => retried.includes("c2"), 30_000, "a refused binding is scheduled again");
+    assert.match(errors[0] ?? "", /binding container "c2" to host "h2" failed/);
+  } finally {
+    locator.stop();
+    await informer.stop();
+    await store.close();
+  }
 });

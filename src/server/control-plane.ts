@@ -10,13 +10,15 @@
  * Unscheduled. No part reaches into another's state.
  */
 import { KINDS } from "../api/kinds.js";
+import { createSessionLocator } from "./cluster/session-locator.js";
+import { createStoreBinder } from "./cluster/store-binder.js";
 import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
 import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
 import { createContainerController, type ContainerController } from "./controllers/container-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
 import { createInformer, type Informer } from "./controllers/informer.js";
 import { createReplicaSetController } from "./controllers/replicaset-controller.js";
-import { createScheduler } from "./controllers/scheduler.js";
+import { createScheduler, type Binder } from "./controllers/scheduler.js";
 import { createServiceController } from "./controllers/service-controller.js";
 import type { EventRecorder } from "./event-recorder.js";
 import type { ServiceHandlers } from "./grpc-adapter.js";
@@ -30,6 +32,7 @@ import type { SendJournal } from "./messaging/send-journal.js";
 import type { Metrics } from "./metrics.js";
 import type { StatsSource } from "./stats/stats-collector.js";
 import type { ResourceStore } from "./store/resource-store.js";
+import type { Store } from "./store/store.js";
 
 /** ControlPlaneOptions are what the control plane works over, and the messaging plane's byte bounds. */
 export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSessionBufferBytes" | "maxInboxBytes"> {
@@ -50,6 +53,12 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
    * `resources`); in a cluster, fenced by this server's membership rather than its leadership.
    */
   holderResources?: ResourceStore;
+  /**
+   * In a cluster: the store holding every server's session records. The scheduler then binds
+   * in the store among the hosts of every server, and the lifecycle starts what is bound to a
+   * host of this server when it sees the binding.
+   */
+  sessionRecords?: Store;
   /** Where sends to durable containers are journaled. */
   journal?: SendJournal;
   /** Told of every worker session (host or attached process) that opens or ends here. */
@@ -122,6 +131,7 @@ function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onR
     router,
     links,
     resumeGraceMs: resumeGraceOf(heartbeatIntervalMs),
+    bindsFromStore: options.sessionRecords !== undefined,
     onError,
     onReconcile,
   });
@@ -162,6 +172,8 @@ export interface LeaderControllersOptions {
   containers: ContainerController;
   /** The worker hosts the scheduler picks from. */
   hosts: () => Iterable<WorkerLink>;
+  /** In a cluster: where the scheduler binds instead (the hosts of every server, through the store). */
+  binder?: Binder;
   onError: (message: string, err?: unknown) => void;
   onReconcile: (r: ReconcileReport) => void;
 }
@@ -172,7 +184,7 @@ export function createLeaderControllers(o: LeaderControllersOptions): Controller
   return [
     createReplicaSetController({ informer, resources, events, onError, onReconcile }),
     createServiceController({ informer, resources, events, onError, onReconcile }),
-    createScheduler({ containers: o.containers, hosts: o.hosts, onError, onReconcile }),
+    createScheduler({ containers: o.containers, hosts: o.hosts, binder: o.binder, onError, onReconcile }),
   ];
 }
 
@@ -183,7 +195,9 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
   const { messaging, containers, load } = createHolderPlane(options, informer, onReconcile);
   const { router, links, heartbeatIntervalMs } = messaging;
-  const leading = createLeaderControllers({ informer, resources, events, containers, hosts: () => links.hosts(), onError, onReconcile });
+  const locator = options.sessionRecords && createSessionLocator({ store: options.sessionRecords, onError });
+  const binder = locator && createStoreBinder({ locator, informer, resources, retry: (name) => containers.enqueue(name), onError });
+  const leading = createLeaderControllers({ informer, resources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
   // The scheduler starts after the lifecycle whose records it binds.
   const controllers: Controller[] = [containers, ...leading];
   let markReady!: () => void;
@@ -195,12 +209,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async start() {
       await credentials?.load();
       await informer.start();
+      await locator?.start();
       messaging.start();
       for (const c of controllers) await c.start();
       markReady();
     },
     async stop() {
       for (const c of controllers) await c.stop();
+      locator?.stop();
       messaging.stop("server is stopping");
       await options.journal?.close();
       await informer.stop();

@@ -296,7 +296,7 @@ function createTails(store: Store, onError: (message: string, err?: unknown) => 
 }
 
 /** What every control plane of one server works over, and the store its send journals live in. */
-type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "provePeer" | "events" | "logs" | "metrics" | "sessions" | "onError"> & {
+type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "provePeer" | "events" | "logs" | "metrics" | "sessions" | "sessionRecords" | "onError"> & {
   store: Store;
 };
 
@@ -546,7 +546,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     ? createFencedStore(kv, { fence: () => cluster?.fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError })
     : kv;
   const planeResources = etcdEndpoints ? createResourceStore(planeKv) : resources;
-  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError };
+  // The scheduler of a cluster binds in the store among the hosts of every server's session records.
+  const sessionRecords = etcdEndpoints ? kv : undefined;
+  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, sessionRecords, onError };
   const makePlane = planeMaker(options, planeParts, etcdEndpoints ? () => holderStore(kv, cluster, onError) : undefined);
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
     ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {

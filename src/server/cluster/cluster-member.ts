@@ -11,15 +11,13 @@
  */
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from "etcd3";
 import { createBackoff } from "../../api/backoff.js";
+import { CLUSTER_PREFIX, parseSessionRecord, SESSIONS, type SessionEntry } from "./session-record.js";
 
-/** Key prefix of everything the cluster keeps in etcd (outside the objects' "/k4s/"). */
-export const CLUSTER_PREFIX = "/k4s-cluster/";
+export { CLUSTER_PREFIX, parseSessionRecord, SESSION_RECORDS_PREFIX, type HostOffer, type SessionEntry } from "./session-record.js";
+
 /** Where each server's record lives: CLUSTER_PREFIX + SERVERS + advertise address. */
 const SERVERS = "servers/";
-/** Where each server's sessions live: CLUSTER_PREFIX + SESSIONS + advertise + "/" + kind + "/" + name. */
-const SESSIONS = "sessions/";
-/** The store key prefix of every server's session records (see parseSessionRecord). */
-export const SESSION_RECORDS_PREFIX = CLUSTER_PREFIX + SESSIONS;
+
 /** The election's name. */
 const ELECTION = "leader";
 /** Longest a stopping server waits for etcd to take its resignation (ms). */
@@ -38,42 +36,6 @@ export interface ClusterMemberOptions {
   /** Called with true when this server becomes the leader and false when it stops being it. */
   onLeadership(leader: boolean): void;
   onError(message: string, err?: unknown): void;
-}
-
-/** SessionEntry is a session a server holds: a worker host's or an attached process's. */
-export interface SessionEntry {
-  kind: "host" | "attached";
-  /** The host's name, or the attached container's name. */
-  name: string;
-  /** The session's id on its server. */
-  sessionId: string;
-  /** What a host runs, for a scheduler that sees the hosts of every server (hosts only). */
-  host?: HostOffer;
-}
-
-/** HostOffer is what a worker host said it can run when it joined. */
-export interface HostOffer {
-  /** The worker modules it serves. */
-  modules: string[];
-  /** Most containers it runs at once (0: no limit). */
-  capacity: number;
-  /** Whether it may spawn the processes of command containers. */
-  canSpawn: boolean;
-}
-
-/**
- * The server and session of one session record, read from its store key and JSON value;
- * undefined for a key outside the records or a value that is not one.
- */
-export function parseSessionRecord(key: string, value: string): { server: string; entry: SessionEntry } | undefined {
-  if (!key.startsWith(SESSION_RECORDS_PREFIX)) return undefined;
-  const server = key.slice(SESSION_RECORDS_PREFIX.length).split("/")[0];
-  try {
-    const entry = JSON.parse(value) as SessionEntry;
-    return server && (entry.kind === "host" || entry.kind === "attached") && typeof entry.name === "string" ? { server, entry } : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** ServerEntry is one live server of the cluster as etcd knows it. */

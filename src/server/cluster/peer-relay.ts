@@ -17,7 +17,7 @@ import { grpcChannel } from "../../transport/grpc-channel.js";
 import { ADMITTED_BY_ATTACH_TOKEN } from "../auth.js";
 import type { CallContext } from "../grpc-adapter.js";
 import { PEER_CREDENTIAL_HEADER, RELAYED_BY_HEADER } from "../handlers/worker-service.js";
-import type { SessionEntry } from "./cluster-member.js";
+import type { SessionEntry } from "./session-record.js";
 import type { PeerForwarderOptions } from "./peer-forwarder.js";
 
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
@@ -99,7 +99,7 @@ export function createPeerRelay(options: PeerRelayOptions): PeerRelay {
           if (!held) {
             const w = res.frames.find((f) => f.frame.case === "welcome")?.frame;
             if (w?.case === "welcome") {
-              held = { kind: f0?.case === "attach" ? "attached" : "host", name: f0?.case === "attach" ? f0.value.container : w.value.name, sessionId: w.value.sessionId };
+              held = heldSession(f0, w.value.name, w.value.sessionId);
               options.sessions?.opened(held);
             }
           }
@@ -125,4 +125,11 @@ export function createPeerRelay(options: PeerRelayOptions): PeerRelay {
       channel = undefined;
     },
   };
+}
+
+/** The record of a relayed session, from its first frame: a host's with what it offers the scheduler, or an attached process's. */
+function heldSession(first: ConnectRequest["frames"][number]["frame"] | undefined, name: string, sessionId: string): SessionEntry {
+  if (first?.case === "attach") return { kind: "attached", name: first.value.container, sessionId };
+  const hello = first?.case === "hello" ? first.value : undefined;
+  return { kind: "host", name, sessionId, host: { modules: [...(hello?.modules ?? [])].sort(), capacity: hello?.capacity ?? 0, canSpawn: hello?.canSpawn ?? false } };
 }

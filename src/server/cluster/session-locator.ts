@@ -12,7 +12,7 @@
 import { abortableDelay } from "../../api/abortable-delay.js";
 import { createBackoff } from "../../api/backoff.js";
 import type { Store, StoreEvent } from "../store/store.js";
-import { parseSessionRecord, SESSION_RECORDS_PREFIX, type SessionEntry } from "./cluster-member.js";
+import { parseSessionRecord, SESSION_RECORDS_PREFIX, type SessionEntry } from "./session-record.js";
 
 /** LocatedSession is a session record with the server that holds it. */
 export interface LocatedSession extends SessionEntry {

@@ -18,7 +18,7 @@ import type { Router } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { adopt, advance, bind, resume, stopAwaiting, unschedulable, type LifecycleEffects } from "./container-lifecycle.js";
-import { ContainerRecord, containerKind } from "./container-record.js";
+import { ContainerRecord, containerKind, storedBinding } from "./container-record.js";
 import { createController, type Controller, type ReconcileReport } from "./controller.js";
 import type { Informer } from "./informer.js";
 import { createStatusWriter } from "./status-writer.js";
@@ -37,6 +37,11 @@ export interface ContainerControllerOptions {
    * waits for that host to reconnect and resume it before it is scheduled elsewhere (ms).
    */
   resumeGraceMs: number;
+  /**
+   * In a cluster: the leader's scheduler binds in the store, and a container bound to a host of
+   * this server starts here when its binding is seen (one bound elsewhere keeps naming its host).
+   */
+  bindsFromStore?: boolean;
   onError: (message: string, err?: unknown) => void;
   onReconcile?: (report: ReconcileReport) => void;
 }
@@ -179,6 +184,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     rec.kind = containerKind(obj.spec);
     rec.deleting = !!obj.metadata.deletionTimestamp;
     advance(rec, fx);
+    if (options.bindsFromStore) bindStored(rec, obj, links.hosts(), fx, needScheduling);
     publish(rec);
   }
 
@@ -223,6 +229,21 @@ export function createContainerController(options: ContainerControllerOptions): 
       await status.stop();
     },
   };
+}
+
+/**
+ * In a cluster: a container the leader bound in the store starts on its host when that host is
+ * connected here; one bound to a host elsewhere (or not back yet) keeps naming it; one not bound
+ * needs scheduling.
+ */
+function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<WorkerLink>, fx: LifecycleEffects, needScheduling: (name: string) => void): void {
+  if (rec.state.is !== "Unscheduled" || rec.deleting || rec.kind === "external") return;
+  const name = storedBinding(obj);
+  if (name === "") return needScheduling(rec.name);
+  const host = [...hosts].find((h) => h.name === name && !h.closed);
+  if (host) return bind(rec, host, fx);
+  rec.hostName = name;
+  rec.message = obj.status!.message;
 }
 
 /**

@@ -144,3 +144,9 @@ export class ContainerRecord {
     return s * 1000;
   }
 }
+
+/** The host a container's stored status binds it to before it started: Pending on a host ("" when none). */
+export function storedBinding(obj: Container | undefined): string {
+  const st = obj?.status;
+  return st && st.phase === "Pending" && !obj.metadata?.deletionTimestamp ? st.host : "";
+}

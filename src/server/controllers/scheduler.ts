@@ -59,11 +59,31 @@ export function unschedulableReason<H extends Host>(c: Pick<ContainerRecord, "ki
   return `every worker host that can run container "${c.name}" is at capacity (${loads.join(", ")})`;
 }
 
+/**
+ * Binder is where a scheduler of a cluster binds: the hosts of every server with their load, and
+ * a binding written to the store for the host's server to act on (instead of the lifecycle's own
+ * bind to a host connected here).
+ */
+export interface Binder<H extends Host = Host> {
+  /** The hosts to pick from, in a stable order; each call takes a fresh look at their load. */
+  hosts(): H[];
+  /** How many containers a host runs or was given, as of the last hosts(). */
+  load(host: H): number;
+  /** Whether a container is bound already (a binding on its way, or one in force): its host's server acts. */
+  bound(name: string): boolean;
+  /** Binds a container to a host (asynchronously: a failed write schedules it again). */
+  bind(name: string, host: H): void;
+  /** Calls listener when the hosts changed (one came, went or got room). */
+  onChange(listener: () => void): void;
+}
+
 /** SchedulerOptions are the scheduler's dependencies. */
 export interface SchedulerOptions {
   containers: ContainerController;
   /** The live worker hosts, in connection order. */
   hosts: () => Iterable<WorkerLink>;
+  /** In a cluster: binds through the store among the hosts of every server (default: hosts and the lifecycle's bind). */
+  binder?: Binder;
   events?: EventRecorder;
   onError?: (message: string, err: unknown) => void;
   onReconcile?: (report: ReconcileReport) => void;
@@ -74,7 +94,7 @@ export function createScheduler(options: SchedulerOptions): Controller {
   const { containers } = options;
   /** Containers waiting for a host, in arrival order (the queue dedupes, this remembers). */
   const waiting = new Set<string>();
-  const load = (h: WorkerLink) => containers.load(h);
+  const binder: Binder = options.binder ?? localBinder(containers, options.hosts);
   const scheduler = createController({
     name: "scheduler",
     workers: 1,
@@ -87,20 +107,36 @@ export function createScheduler(options: SchedulerOptions): Controller {
         waiting.delete(name);
         return;
       }
-      const hosts = [...options.hosts()];
+      // Bound in the store and not started yet: its host's server acts (waiting, in case it never does).
+      if (binder.bound(name)) return;
+      const hosts = binder.hosts();
+      const load = (h: Host) => binder.load(h);
       const host = pickHost(rec, hosts, load);
       if (!host) return containers.unschedulable(name, unschedulableReason(rec, hosts, load));
       waiting.delete(name);
-      containers.bind(name, host);
+      binder.bind(name, host);
     },
   });
+  const retryWaiting = () => waiting.forEach((n) => scheduler.enqueue(n));
   containers.onSchedulingNeeded((name) => {
     if (name !== undefined) {
       waiting.add(name);
       scheduler.enqueue(name);
     } else {
-      for (const n of waiting) scheduler.enqueue(n);
+      retryWaiting();
     }
   });
+  binder.onChange(retryWaiting);
   return scheduler;
+}
+
+/** The binder of a single server: its own hosts, their load as the lifecycle counts it, and the lifecycle's bind. */
+function localBinder(containers: ContainerController, hosts: () => Iterable<WorkerLink>): Binder<WorkerLink> {
+  return {
+    hosts: () => [...hosts()],
+    load: (h) => containers.load(h),
+    bound: () => false,
+    bind: (name, h) => containers.bind(name, h),
+    onChange: () => {},
+  };
 }
