@@ -6,12 +6,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { ContainerSchema, ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ContainerSpecSchema, ContainerStatusSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import { clusterHosts, hostLoads, type ClusterHost } from "../src/server/cluster/cluster-hosts.js";
 import { pickHost, unschedulableReason } from "../src/server/controllers/scheduler.js";
 import { SESSION_RECORDS_PREFIX, type SessionEntry } from "../src/server/cluster/cluster-member.js";
 import { placementOf } from "../src/server/cluster/container-placement.js";
 import { createSessionLocator } from "../src/server/cluster/session-locator.js";
+import { createClusterEndpoints } from "../src/server/cluster/cluster-endpoints.js";
 import { createFencedStore } from "../src/server/cluster/fenced-store.js";
 import { bindingOf, createStoreBinder } from "../src/server/cluster/store-binder.js";
 import { createInformer } from "../src/server/controllers/informer.js";
@@ -117,6 +118,36 @@ test("store binder: the leader's scheduler writes a binding into the Container's
     assert.match(errors[0] ?? "", /binding container "c2" to host "h2" failed/);
   } finally {
     locator.stop();
+    await informer.stop();
+    await store.close();
+  }
+});
+
+test("cluster endpoints: a service's endpoints are the ready containers its selector picks (or its status names), by their stored statuses wherever they run, sorted; computed again after a change", async () => {
+  const store = await openStore({});
+  const resources = createResourceStore(store);
+  const informer = createInformer({ resources, kinds: ["Container", "Service"] });
+  const add = async (name: string, labels: Record<string, string>, ready: boolean) => {
+    await resources.create(create(ContainerSchema, { metadata: { name, labels }, spec: { module: "echo", function: "ECHO" } }));
+    await resources.updateStatus("Container", name, () => create(ContainerStatusSchema, { phase: ready ? "Running" : "Pending", ready, host: "h1" }));
+  };
+  await add("web-2", { app: "web" }, true);
+  await add("web-1", { app: "web" }, true);
+  await add("web-3", { app: "web" }, false);
+  await add("api-1", { app: "api" }, true);
+  await resources.create(create(ServiceSchema, { metadata: { name: "web" }, spec: { matchLabels: { app: "web" } } }));
+  await resources.create(create(ServiceSchema, { metadata: { name: "glob" }, spec: { selector: "api-*" } }));
+  await informer.start();
+  try {
+    const endpoints = createClusterEndpoints(informer);
+    assert.deepEqual(endpoints.of("web"), ["web-1", "web-2"], "ready ones, sorted");
+    assert.deepEqual(endpoints.of("glob"), ["api-1"]);
+    assert.equal(endpoints.of("nosuch"), undefined);
+    await resources.updateStatus("Container", "web-3", () => create(ContainerStatusSchema, { phase: "Running", ready: true, host: "h1" }));
+    await eventually(() => endpoints.of("web")?.length === 3, 30_000, "web-3 ready");
+    await resources.delete("Container", "web-1");
+    await eventually(() => !endpoints.of("web")?.includes("web-1"), 30_000, "web-1 gone");
+  } finally {
     await informer.stop();
     await store.close();
   }

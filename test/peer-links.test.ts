@@ -153,3 +153,44 @@ test("cluster router: a call for a container another server delivers goes over t
     await stop();
   }
 });
+
+test("cluster router: a service's calls go to its endpoints cluster-wide in turn; one an endpoint's server refused before accepting it (gone, unreachable for a send) goes to the next endpoint; a request whose server failed after it went out is not sent again", async () => {
+  const { server, stop } = await startEchoServer();
+  const links = createPeerLinks({ self: () => "127.0.0.1:1" });
+  const local = createRouter({ events: createEventRecorder() });
+  const where = new Map([["pl-echo", server.address], ["gone", server.address], ["far", "127.0.0.1:1"]]);
+  const endpoints = new Map([["svc", ["gone", "pl-echo"]], ["sends", ["far", "pl-echo"]]]);
+  const router = createClusterRouter({
+    local,
+    links,
+    self: () => "127.0.0.2:1",
+    deliveredBy: (c) => where.get(c) ?? "",
+    endpoints: (s) => endpoints.get(s),
+  });
+  try {
+    for (const tag of ["a", "b", "c"]) {
+      const r = call({ tag }, { timeoutMs: 30_000 });
+      router.route(r.env, { kind: "service", name: "svc" });
+      const a = await r.answer();
+      assert.equal(a.code, 0, `${tag}: ${a.message}`);
+      assert.equal(a.container, "pl-echo", "the endpoint the other server does not have was passed over");
+    }
+    const viaAny = call({ tag: "d" }, { timeoutMs: 30_000 });
+    router.route(viaAny.env, { kind: "any", name: "svc" });
+    assert.equal((await viaAny.answer()).container, "pl-echo", "a name that is a service's reaches its endpoints");
+    for (const tag of ["e", "f"]) {
+      const s = call({ tag }, { expectsReply: false, timeoutMs: 30_000 });
+      router.route(s.env, { kind: "service", name: "sends" });
+      assert.equal((await s.answer()).code, 0, "a send the unreachable server never took went to the next endpoint");
+    }
+    const r = call({ tag: "g" }, { timeoutMs: 30_000 });
+    router.route(r.env, { kind: "container", name: "far" });
+    assert.equal((await r.answer()).code, Code.Unavailable, "a call for one container is not sent elsewhere");
+    assert.equal(router.knows({ kind: "service", name: "svc" }), true);
+    assert.equal(router.knows({ kind: "service", name: "nosvc" }), false);
+  } finally {
+    local.stop("done");
+    await links.stop("done");
+    await stop();
+  }
+});

@@ -4,7 +4,8 @@
  * over the peer link to that server, whose router queues and delivers it; every other call goes
  * to this server's own router. A message therefore crosses at most one extra server.
  */
-import type { Code } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
+import type { Target } from "../../api/target.js";
 import type { Letter } from "../messaging/mailbox.js";
 import type { CallRouter } from "../messaging/router.js";
 import type { PeerLinks } from "./peer-links.js";
@@ -18,14 +19,54 @@ export interface ClusterRouterOptions {
   self: () => string;
   /** The server that delivers a container's messages ("" when none does now: the local router answers). */
   deliveredBy: (container: string) => string;
+  /**
+   * The ready endpoints of a service cluster-wide, sorted (none or undefined: this server's
+   * router picks among its own, and waits for one).
+   */
+  endpoints?: (service: string) => readonly string[] | undefined;
+}
+
+/**
+ * Whether a call another server answered with `err` never reached a worker, so it may go to
+ * another endpoint: the container was gone, not ready for it or full, or (for a send, which is
+ * answered only once accepted; or a request whose link never opened) the link failed.
+ */
+export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean): boolean {
+  if (err.code === Code.NotFound || err.code === Code.FailedPrecondition || err.code === Code.ResourceExhausted) return true;
+  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage));
 }
 
 /** Creates the router of a server that routes what it holds and forwards the rest. */
 export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
   const { local, links } = options;
+  const cursors = new Map<string, number>();
+
+  /**
+   * A service's call goes to its endpoints in turn, local and remote alike: a local pick to this
+   * server's router (which picks among its own endpoints), a remote one over the peer link, and
+   * on to the next endpoint when that one refused it before accepting it.
+   */
+  function routeToService(env: Letter, target: Target, tried: number) {
+    const endpoints = options.endpoints?.(target.name) ?? [];
+    if (tried >= endpoints.length) return local.route(env, target);
+    const turn = cursors.get(target.name) ?? 0;
+    cursors.set(target.name, (turn + 1) % endpoints.length);
+    const name = endpoints[turn % endpoints.length]!;
+    const server = options.deliveredBy(name);
+    if (server === "" || server === options.self()) return local.route(env, target);
+    links.forward(env, { kind: "container", name }, server, server, (err) => {
+      if (!refusedBeforeAcceptance(err, env.expectsReply)) return false;
+      routeToService(env, target, tried + 1);
+      return true;
+    });
+  }
+
   return {
     route(env, target) {
-      const server = target.kind === "service" ? "" : options.deliveredBy(target.name);
+      if (target.kind === "service") return routeToService(env, target, 0);
+      const server = options.deliveredBy(target.name);
+      // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.
+      if (target.kind === "any" && server === "" && options.endpoints?.(target.name)) return routeToService(env, target, 0);
       if (server === "" || server === options.self()) return local.route(env, target);
       links.forward(env, { kind: "container", name: target.name }, server);
     },
@@ -36,6 +77,7 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
     },
     settle: (link, result) => local.settle(link, result),
     inflightOf: (link, id) => local.inflightOf(link, id),
-    knows: (target) => local.knows(target) || (target.kind !== "service" && options.deliveredBy(target.name) !== ""),
+    knows: (target) =>
+      local.knows(target) || (target.kind === "service" ? (options.endpoints?.(target.name)?.length ?? 0) > 0 : options.deliveredBy(target.name) !== ""),
   };
 }

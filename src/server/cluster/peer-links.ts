@@ -37,9 +37,11 @@ export interface PeerLinks {
   hold(env: Letter): AbortSignal;
   /**
    * Sends a call to a server (its advertise address) and answers the envelope with its reply or
-   * error; `label` names the server in a broken link's error (default: its address).
+   * error; `label` names the server in a broken link's error (default: its address). `refused`
+   * sees an error first: when it returns true the call is let go unanswered (and New again),
+   * for the caller to send elsewhere.
    */
-  forward(env: Letter, target: Target, server: string, label?: string): void;
+  forward(env: Letter, target: Target, server: string, label?: string, refused?: (err: ConnectError) => boolean): void;
   /** Whether a call is in these links' hands now (held or forwarded, not yet answered). */
   holds(env: Letter): boolean;
   /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
@@ -90,7 +92,7 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
   return {
     hold,
     holds: (env) => inFlight.has(env),
-    forward(env, target, server, label = server) {
+    forward(env, target, server, label = server, refused) {
       const signal = inFlight.get(env)?.signal ?? hold(env);
       const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
       linkTo(server)
@@ -103,6 +105,12 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
           },
           (err: unknown) => {
             const e = ConnectError.from(err);
+            if (env.state !== EnvelopeState.Done && refused) {
+              // Let go first: the caller may send it elsewhere from inside refused().
+              inFlight.delete(env);
+              env.state = EnvelopeState.New;
+              if (refused(e)) return;
+            }
             const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to ${label})` : "";
             fail(env, e.code, e.rawMessage + where);
           },

@@ -48,7 +48,7 @@ export class ServiceRoute {
   }
 
   /** Whether the service's selector picks a container (empty selector and labels: none). */
-  selects(m: Mailbox): boolean {
+  selects(m: Pick<Mailbox, "name" | "labels">): boolean {
     const labelKeys = Object.keys(this.matchLabels);
     if (!this.matcher && labelKeys.length === 0) return false;
     if (this.matcher && !this.matcher.match(m.name)) return false;
@@ -57,7 +57,7 @@ export class ServiceRoute {
   }
 
   /** Whether a ready container is an endpoint: selected, or published in status.endpoints. */
-  routesTo(m: Mailbox): boolean {
+  routesTo(m: Pick<Mailbox, "name" | "labels">): boolean {
     return this.selects(m) || this.statusEndpoints.includes(m.name);
   }
 
