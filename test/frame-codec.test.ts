@@ -7,8 +7,11 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { create, fromBinary, toBinary, equals, ScalarType, type DescMessage } from "@bufbuild/protobuf";
 import {
+  CancelCallSchema,
   ConnectRequestSchema,
   ConnectResponseSchema,
+  HeartbeatSchema,
+  HelloSchema,
   ServerFrameSchema,
   WorkerFrameSchema,
   type ConnectRequest,
@@ -175,7 +178,12 @@ test("a framed ConnectResponse is the gRPC length prefix then protobuf-es's byte
       assert.equal(views.length, payloads.length, "large payloads as views");
       const written = parts.filter((p) => !views.includes(p));
       assert.ok(written.every((p) => p.buffer === written[0]!.buffer), "the rest in one buffer");
-      assert.equal(written.reduce((n, p) => n + p.byteLength, 0), framed.byteLength - payloads.reduce((n, d) => n + d.byteLength, 0));
+      const writtenBytes = written.reduce((n, p) => n + p.byteLength, 0);
+      assert.equal(writtenBytes, framed.byteLength - payloads.reduce((n, d) => n + d.byteLength, 0));
+      // Nor does that buffer keep room for them (a small one comes from Node's shared pool), and
+      // no chunk is empty (each is a write to the stream).
+      assert.ok(written[0]!.buffer.byteLength <= Math.max(Buffer.poolSize, writtenBytes), `a ${written[0]!.buffer.byteLength}-byte buffer for ${writtenBytes} bytes`);
+      assert.ok(parts.every((p) => p.byteLength > 0), "an empty chunk");
     }),
     { numRuns: 200 },
   );
@@ -244,6 +252,22 @@ test("the codec knows every field of every hot message, as the schema declares t
       assert.ok(f?.fieldKind === "message" && Object.values(CODEC_FIELDS).some((m) => m.schema.typeName === f.message.typeName), `${frame.typeName}.${c}`);
     }
   }
+});
+
+test("a hot message is on the fast path only while the codec knows each of its fields with its kind; a field without a one-byte tag is refused", () => {
+  // Repeated and map fields are no scalar to the codec, whatever their elements are.
+  assert.equal(fieldKindOf(HelloSchema.field.modules!), undefined, "repeated string");
+  assert.equal(fieldKindOf(HelloSchema.field.labels!), undefined, "map<string, string>");
+  assert.equal(fieldKindOf(HelloSchema.field.name!), "string");
+  assert.equal(fastPathCovers({ schema: HeartbeatSchema, fields: { sentAtMs: "int64" } }), true);
+  // The schema changed under the codec: a field's kind, a field removed, a field added.
+  assert.equal(fastPathCovers({ schema: HeartbeatSchema, fields: { sentAtMs: "uint64" } }), false, "kind changed");
+  assert.equal(fastPathCovers({ schema: HeartbeatSchema, fields: { sentAtMs: "int64", gone: "string" } }), false, "field removed from the schema");
+  assert.equal(fastPathCovers({ schema: CancelCallSchema, fields: {} }), false, "field added to the schema");
+  // Field numbers from 16 on take a two-byte tag, which the codec does not write.
+  const numbered = (n: number) => ({ ...HeartbeatSchema, typeName: "test.Numbered", fields: [{ ...HeartbeatSchema.fields[0]!, number: n }] }) as unknown as DescMessage;
+  assert.equal(fastPathCovers({ schema: numbered(15), fields: { sentAtMs: "int64" } }), true);
+  assert.throws(() => fastPathCovers({ schema: numbered(16), fields: { sentAtMs: "int64" } }), /frame-codec: test\.Numbered\.sentAtMs has no one-byte tag/);
 });
 
 test("payloads are decoded as views of the received buffer, not copies", () => {

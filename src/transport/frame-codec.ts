@@ -133,9 +133,13 @@ if (FRAMES !== tagOf(ConnectResponseSchema, "frames", "message")) throw new Erro
  */
 export const slowFrames = { encoded: 0, decoded: 0 };
 
-/** Whether the fast path covers every field of a hot message (false: its frames use protobuf-es). */
-export function fastPathCovers(message: keyof typeof CODEC_FIELDS): boolean {
-  const m: { schema: DescMessage; fields: Record<string, FieldKind> } = CODEC_FIELDS[message];
+/**
+ * Whether the fast path covers every field of a hot message, named or given as a schema and the
+ * fields the codec would know (false: its frames use protobuf-es). Throws, as loading the codec
+ * does, for a known field without a one-byte tag (numbered 16 or more).
+ */
+export function fastPathCovers(message: keyof typeof CODEC_FIELDS | { schema: DescMessage; fields: Record<string, FieldKind> }): boolean {
+  const m: { schema: DescMessage; fields: Record<string, FieldKind> } = typeof message === "string" ? CODEC_FIELDS[message] : message;
   return tagsOf(m) !== undefined;
 }
 
