@@ -113,3 +113,93 @@ rsTest("a continue token is refused when it is not one, is of another kind, or i
   // A read at a revision ahead of the store is no expired token: its own error.
   await expectCode(rs.list("Container", { continueToken: forge({ v: 1, rv: 999, key: "/k4s/containers/t-00" }) }), Code.OutOfRange, /newer than the store's revision/);
 }, { historyLimit: 5 });
+
+rsTest("createAll: each object created or refused on its own, in order, one revision per 128", async (rs) => {
+  await rs.create(container("taken"));
+  const base = await rs.revision();
+  const inputs = [container("n-0"), container("taken"), container("n-0"), create(ServiceSchema, { metadata: { name: "Bad_Name" } }), ...padded("m", 130).map((name) => container(name))];
+  const results = await rs.createAll(inputs);
+  assert.equal(results.length, inputs.length);
+  assert.equal(results[0]!.object!.metadata!.name, "n-0");
+  assert.equal(results[1]!.error?.code, Code.AlreadyExists);
+  assert.match(results[1]!.error!.rawMessage, /^Container "taken" already exists$/);
+  assert.equal(results[2]!.error?.code, Code.AlreadyExists, "the same name twice in one call");
+  assert.equal(results[3]!.error?.code, Code.InvalidArgument);
+  assert.match(results[3]!.error!.rawMessage, /metadata\.name/);
+  assert.deepEqual(
+    results.slice(4).map((r) => r.object?.metadata?.name),
+    padded("m", 130),
+  );
+  // 131 objects to write: 128, then 3 (the one already there was refused by the first try).
+  assert.equal(await rs.revision(), base + 2);
+  assert.deepEqual([...new Set(results.filter((r) => r.object).map((r) => r.object!.metadata!.resourceVersion))], [String(base + 1), String(base + 2)]);
+  const stored = (await rs.get("Container", "m-00"))!;
+  assert.equal(stored.metadata!.uid, results[4]!.object!.metadata!.uid);
+  assert.equal(stored.metadata!.generation, 1n);
+});
+
+rsTest("updateStatuses: one transaction for a chunk; a missing object, a mutate that throws or writes nothing; the caller's known copy used at its version", async (rs) => {
+  await rs.createAll(["a", "b", "c", "d"].map((name) => container(name)));
+  const known = (await rs.get("Container", "d"))!;
+  const base = await rs.revision();
+  let gotKnown: unknown;
+  const results = await rs.updateStatuses("Container", [
+    { name: "a", mutate: (c) => ({ ...c.status!, phase: "Running", host: "h" }) },
+    { name: "gone", mutate: (c) => ({ ...c.status!, phase: "Running" }) },
+    {
+      name: "b",
+      mutate: () => {
+        throw new Error("no status for b");
+      },
+    },
+    { name: "c", mutate: () => undefined },
+    {
+      name: "d",
+      known,
+      mutate: (c) => {
+        gotKnown = c;
+        return { ...c.status!, phase: "Pending" };
+      },
+    },
+  ]);
+  assert.equal(await rs.revision(), base + 1, "one transaction");
+  assert.equal(results[0]!.object!.status!.phase, "Running");
+  assert.equal(results[0]!.object!.metadata!.resourceVersion, String(base + 1));
+  assert.deepEqual(results[1], { object: undefined });
+  assert.match(results[2]!.error!.rawMessage, /no status for b/);
+  assert.equal(results[3]!.object!.metadata!.resourceVersion, String(base), "c unchanged");
+  assert.equal(gotKnown, known, "mutate gets the known copy itself");
+  assert.equal(known.status!.phase, "", "the known copy is not changed");
+  assert.equal(results[4]!.object!.status!.phase, "Pending");
+  assert.equal((await rs.get("Container", "a"))!.status!.host, "h");
+  assert.equal((await rs.get("Container", "d"))!.status!.phase, "Pending");
+  assert.equal((await rs.get("Container", "b"))!.status!.phase, "");
+  // A known copy of another version is not used.
+  const stale = await rs.updateStatuses("Container", [{ name: "d", known, mutate: (c) => ({ ...c.status!, phase: c.status!.phase + "!" }) }]);
+  assert.equal(stale[0]!.object!.status!.phase, "Pending!");
+});
+
+rsTest("a status batch whose objects keep changing under it goes one by one, and each lands", async (rs) => {
+  await rs.createAll(["a", "b"].map((name) => container(name)));
+  const b = (await rs.store.get("/k4s/containers/b"))!;
+  let calls = 0;
+  const results = await rs.updateStatuses("Container", [
+    {
+      name: "a",
+      mutate: (c) => {
+        // The first tries write b again meanwhile (queued before the batch's own transaction,
+        // whose guard on b then fails).
+        if (calls++ < 3) void rs.store.txn([], [{ type: "put", key: b.key, value: b.value }]);
+        return { ...c.status!, phase: "Running", host: "h" };
+      },
+    },
+    { name: "b", mutate: (c) => ({ ...c.status!, phase: "Failed" }) },
+  ]);
+  assert.deepEqual(
+    results.map((r) => r.object?.status?.phase),
+    ["Running", "Failed"],
+  );
+  assert.ok(calls > 3, "a was written on its own after the batch failed");
+  assert.equal((await rs.get("Container", "a"))!.status!.phase, "Running");
+  assert.equal((await rs.get("Container", "b"))!.status!.phase, "Failed");
+});
