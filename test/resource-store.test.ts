@@ -8,8 +8,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
-import { createResourceStore } from "../src/server/store/create-resource-store.js";
+import { ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
 import type { ResourceStore } from "../src/server/store/resource-store.js";
 import { sqliteBackend } from "./store-backends.js";
@@ -202,4 +202,126 @@ rsTest("a status batch whose objects keep changing under it goes one by one, and
   assert.ok(calls > 3, "a was written on its own after the batch failed");
   assert.equal((await rs.get("Container", "a"))!.status!.phase, "Running");
   assert.equal((await rs.get("Container", "b"))!.status!.phase, "Failed");
+});
+
+rsTest("apply: templates are written before their users; an owner is kept unless the input names one; hundreds of objects of a kind read at once", async (rs) => {
+  const set = create(ReplicaSetSchema, { metadata: { name: "calc" }, spec: { replicas: 2, container: "tmpl" } });
+  const svc = create(ServiceSchema, { metadata: { name: "calc" }, spec: { selector: "calc-*" } });
+  const from = await rs.revision();
+  await rs.apply([svc, set, container("tmpl")]);
+  const ac = new AbortController();
+  for await (const batch of rs.watch({ fromRevision: from }, ac.signal)) {
+    assert.deepEqual(
+      batch.events.map((e) => e.object.kind),
+      ["Container", "ReplicaSet", "Service"],
+      "in one batch, the template first",
+    );
+    break;
+  }
+  ac.abort();
+  const owner = { kind: "ReplicaSet", name: "calc", uid: "u-1" };
+  await rs.create(container("calc-0", { metadata: { name: "calc-0", ownerReference: owner } }));
+  let out = await rs.apply([container("calc-0", { metadata: { name: "calc-0", labels: { v: "2" } } })]);
+  assert.equal(out[0]!.action, "configured");
+  assert.equal(out[0]!.object.metadata!.ownerReference?.uid, "u-1", "an input without an owner keeps the stored one");
+  out = await rs.apply([container("calc-0", { metadata: { name: "calc-0", labels: { v: "2" }, ownerReference: { ...owner, uid: "u-2" } } })]);
+  assert.equal(out[0]!.action, "configured");
+  assert.equal((await rs.get("Container", "calc-0"))!.metadata!.ownerReference?.uid, "u-2");
+
+  // 300 Containers (read with one range) and a Service (read alone), applied again with changes.
+  const many = padded("x", 300).map((name) => container(name));
+  out = await rs.apply([...many, create(ServiceSchema, { metadata: { name: "one" }, spec: { selector: "x-*" } })]);
+  assert.ok(out.every((o) => o.action === "created"));
+  const rev = await rs.revision();
+  out = await rs.apply([...many.slice(0, 299), container("x-299", { metadata: { name: "x-299", labels: { v: "2" } } }), container("x-300"), create(ServiceSchema, { metadata: { name: "one" }, spec: { selector: "x-*" } })]);
+  assert.deepEqual(
+    [...new Set(out.map((o, i) => `${i < 299 ? "first 299" : o.object.metadata!.name}: ${o.action}`))],
+    ["first 299: unchanged", "x-299: configured", "x-300: created", "one: unchanged"],
+  );
+  assert.equal(await rs.revision(), rev + 1);
+  assert.equal(out[300]!.object.metadata!.resourceVersion, String(rev + 1));
+  assert.equal(out[0]!.object.metadata!.resourceVersion, String(rev), "an unchanged object keeps its version");
+});
+
+rsTest("an object too big when stored and an apply of too many objects are INVALID_ARGUMENT, naming them", async (rs) => {
+  const huge = container("huge", { metadata: { name: "huge" }, spec: { module: "workers", function: "echo", parameters: { blob: "x".repeat(MAX_OBJECT_BYTES) } } });
+  await expectCode(rs.create(huge), Code.InvalidArgument, /^Container "huge": is 1\.00 MiB \(\d+ bytes\) when stored, more than the 1\.00 MiB an object may hold/);
+  await expectCode(rs.apply([container("ok"), huge], { labels: ["doc 1", "doc 2"] }), Code.InvalidArgument, /^doc 2: is 1\.00 MiB/);
+  await expectCode(rs.apply([container("ok"), container("Bad_Name")], { labels: ["doc 1", "doc 2"] }), Code.InvalidArgument, /^doc 2: metadata\.name/);
+  // An object of exactly the bound is stored. Its size is found from the refusal of a bigger
+  // one; the creation time's encoded size varies by a byte, so it is tried until it is exact.
+  const fits = (blob: number) => container("fits", { metadata: { name: "fits" }, spec: { module: "workers", function: "echo", parameters: { blob: "x".repeat(blob) } } });
+  let exact = false;
+  for (let i = 0; i < 20 && !exact; i++) {
+    const over = await rs.create(fits(MAX_OBJECT_BYTES)).then(
+      () => assert.fail("stored"),
+      (e: Error) => Number(/\((\d+) bytes\)/.exec(e.message)![1]),
+    );
+    try {
+      await rs.create(fits(MAX_OBJECT_BYTES - (over - MAX_OBJECT_BYTES)));
+      exact = (await rs.store.get("/k4s/containers/fits"))!.value.byteLength === MAX_OBJECT_BYTES;
+      await rs.delete("Container", "fits");
+    } catch (e) {
+      assert.doesNotMatch(String(e), new RegExp(`\\(${MAX_OBJECT_BYTES} bytes\\)`), "an object of exactly the bound refused");
+    }
+  }
+  assert.ok(exact, "no object of exactly the bound was tried");
+  const tooMany = Array.from({ length: MAX_APPLY_OBJECTS + 1 }, () => container("same"));
+  await expectCode(rs.apply(tooMany), Code.InvalidArgument, new RegExp(`^apply of ${MAX_APPLY_OBJECTS + 1} objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold`));
+  assert.deepEqual(names((await rs.list("Container")).items), []);
+});
+
+rsTest("delete: a Container on a host is removed at once when it is pending or finished, marked while it runs", async (rs) => {
+  const phases = ["Pending", "Succeeded", "Failed", "Running", "Starting", ""];
+  await rs.createAll(phases.map((p, i) => container(`c-${i}`)));
+  for (const [i, phase] of phases.entries()) await rs.updateStatus("Container", `c-${i}`, (c) => ({ ...c.status!, host: "h", phase }));
+  await rs.create(container("unbound"));
+  const results = await rs.deleteAll("Container", [...phases.map((_, i) => ({ name: `c-${i}` })), { name: "unbound" }]);
+  assert.ok(results.every((r) => r.object));
+  assert.deepEqual(names((await rs.list("Container")).items), ["c-3", "c-4", "c-5"]);
+  for (const name of ["c-3", "c-4", "c-5"]) {
+    const c = (await rs.get("Container", name))!;
+    assert.ok(c.metadata!.deletionTimestamp, name);
+    assert.deepEqual([c.status!.phase, c.status!.ready], ["Terminating", false]);
+  }
+  // A Service is removed whatever it holds; a ReplicaSet through deleteAll takes its Containers.
+  await rs.create(create(ServiceSchema, { metadata: { name: "s" }, spec: { selector: "*" } }));
+  const set = await rs.create(create(ReplicaSetSchema, { metadata: { name: "r" }, spec: { replicas: 1, container: "unbound" } }));
+  await rs.create(container("r-0", { metadata: { name: "r-0", ownerReference: { kind: "ReplicaSet", name: "r", uid: set.metadata!.uid } } }));
+  await rs.deleteAll("Service", [{ name: "s" }]);
+  const gone = await rs.deleteAll("ReplicaSet", [{ name: "r" }, { name: "nope" }]);
+  assert.equal(gone[1]!.error?.code, Code.NotFound);
+  assert.deepEqual([(await rs.list("Service")).items.length, (await rs.list("ReplicaSet")).items.length], [0, 0]);
+  assert.equal(await rs.get("Container", "r-0"), undefined);
+});
+
+rsTest("watch: by name glob, of every kind, only object keys, and not from a revision ahead of the store", async (rs) => {
+  const base = await rs.revision();
+  await rs.store.txn([], [{ type: "put", key: "/k4s/not-a-kind/x", value: new Uint8Array([1]) }, { type: "put", key: "/k4s/loose", value: new Uint8Array([1]) }]);
+  await rs.create(container("web-1"));
+  await rs.create(container("db-1"));
+  await rs.create(create(ServiceSchema, { metadata: { name: "web" }, spec: { selector: "web-*" } }));
+  const head = await rs.revision();
+  const seen = async (options: Parameters<ResourceStore["watch"]>[0]) => {
+    const ac = new AbortController();
+    const out: string[] = [];
+    for await (const b of rs.watch(options, ac.signal)) {
+      out.push(...b.events.map((e) => `${e.type} ${e.object.kind} ${e.object.metadata!.name}`));
+      if (b.revision >= head) break;
+    }
+    ac.abort();
+    return out;
+  };
+  assert.deepEqual(await seen({ fromRevision: base }), ["ADDED Container web-1", "ADDED Container db-1", "ADDED Service web"]);
+  assert.deepEqual(await seen({ fromRevision: base, nameGlob: "web*" }), ["ADDED Container web-1", "ADDED Service web"]);
+  assert.deepEqual(await seen({ fromRevision: base, kind: "Service" }), ["ADDED Service web"]);
+  assert.deepEqual(await seen({ nameGlob: "web-*" }), ["ADDED Container web-1"], "the listing filters by name too");
+  assert.deepEqual(names((await rs.list("Container", { nameGlob: "*" })).items), ["db-1", "web-1"]);
+  await expectCode(
+    (async () => {
+      for await (const _ of rs.watch({ fromRevision: head + 1 }, new AbortController().signal)) void _;
+    })(),
+    Code.OutOfRange,
+    /newer than the store's revision/,
+  );
 });
