@@ -45,8 +45,8 @@ rsTest("list pages by count at the first page's revision, with what remains; fil
   await rs.delete("Container", "page-15");
   await rs.create(container("page-15a"));
   const seen = names(first.items);
-  const remaining = [first.remainingItemCount];
-  for (let token = first.continueToken; token; ) {
+  const remaining: (number | undefined)[] = [first.remainingItemCount];
+  for (let token: string | undefined = first.continueToken; token; ) {
     const page = await rs.list("Container", { limit: 10, continueToken: token });
     assert.equal(page.revision, first.revision);
     seen.push(...names(page.items));
@@ -273,7 +273,7 @@ rsTest("an object too big when stored and an apply of too many objects are INVAL
 
 rsTest("delete: a Container on a host is removed at once when it is pending or finished, marked while it runs", async (rs) => {
   const phases = ["Pending", "Succeeded", "Failed", "Running", "Starting", ""];
-  await rs.createAll(phases.map((p, i) => container(`c-${i}`)));
+  await rs.createAll(phases.map((_, i) => container(`c-${i}`)));
   for (const [i, phase] of phases.entries()) await rs.updateStatus("Container", `c-${i}`, (c) => ({ ...c.status!, host: "h", phase }));
   await rs.create(container("unbound"));
   const results = await rs.deleteAll("Container", [...phases.map((_, i) => ({ name: `c-${i}` })), { name: "unbound" }]);

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store, WatchBatch } from "../src/server/store/store.js";
 import { sqliteBackend } from "./store-backends.js";
@@ -361,5 +361,23 @@ test("sqlite: a watch catching up from history stops at its signal's abort, in t
     assert.equal(next.done, true, `a batch after the abort: ${next.value ? fmt(next.value.events) : ""}`);
   } finally {
     await s.close();
+  }
+});
+
+test("sqlite: a store file in use cannot be opened again (as by a second process): UNAVAILABLE, naming it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-sqlite-unit-"));
+  try {
+    const s = openSqliteStore({ path: join(dir, "k4s.db") });
+    await s.txn([], [put("/k", "v")]);
+    assert.throws(
+      () => openSqliteStore({ path: join(dir, "k4s.db") }),
+      (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && e.rawMessage === `store ${join(dir, "k4s.db")} is in use by another process`,
+    );
+    await s.close();
+    const again = openSqliteStore({ path: join(dir, "k4s.db") });
+    assert.equal(dec((await again.get("/k"))!.value), "v");
+    await again.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -1,7 +1,7 @@
 /**
  * The Store on a real etcd (the contract of store-contract.ts; SQLite's run is in
  * sqlite-store.test.ts) and what only etcd has (its compactor, its limits); what SQLite proves
- * across processes (one process per file, durability across a SIGKILL); and the typed
+ * across processes (durability across a SIGKILL); and the typed
  * ResourceStore rules on top on etcd (resource-store-contract.ts; SQLite's run is in
  * resource-store.test.ts).
  */
@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import { COMPACT_KEY, openEtcdStore } from "../src/server/store/etcd-store.js";
 import type { Store } from "../src/server/store/store.js";
@@ -78,24 +78,6 @@ test("etcd: an unreachable etcd is UNAVAILABLE, naming it", async () => {
 });
 
 // ---- SQLite across processes ----
-
-test("sqlite: a second process cannot open a store file in use", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "k4s-store-"));
-  try {
-    const s = openSqliteStore({ path: join(dir, "k4s.db") });
-    await s.txn([], [put("/k", "v")]);
-    assert.throws(
-      () => openSqliteStore({ path: join(dir, "k4s.db") }),
-      (e: unknown) => e instanceof ConnectError && e.code === Code.Unavailable && /in use by another process/.test(e.rawMessage),
-    );
-    await s.close();
-    const again = openSqliteStore({ path: join(dir, "k4s.db") });
-    assert.equal(dec((await again.get("/k"))!.value), "v");
-    await again.close();
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
 
 test("sqlite: every acknowledged write survives a SIGKILL; history and watch resume after reopening", async () => {
   const dir = mkdtempSync(join(tmpdir(), "k4s-durable-"));
