@@ -11,7 +11,7 @@ import { Code } from "@connectrpc/connect";
 import { ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
-import type { ResourceStore } from "../src/server/store/resource-store.js";
+import type { ListResult, ResourceStore } from "../src/server/store/resource-store.js";
 import { sqliteBackend } from "./store-backends.js";
 import { container, resourceStoreContract } from "./resource-store-contract.js";
 import { expectCode } from "./store-contract.js";
@@ -47,7 +47,7 @@ rsTest("list pages by count at the first page's revision, with what remains; fil
   const seen = names(first.items);
   const remaining: (number | undefined)[] = [first.remainingItemCount];
   for (let token: string | undefined = first.continueToken; token; ) {
-    const page = await rs.list("Container", { limit: 10, continueToken: token });
+    const page: ListResult<"Container"> = await rs.list("Container", { limit: 10, continueToken: token });
     assert.equal(page.revision, first.revision);
     seen.push(...names(page.items));
     remaining.push(page.remainingItemCount);
