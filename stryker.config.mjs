@@ -26,7 +26,8 @@ export const MODULE_TESTS = {
   "src/api/validate.ts": ["test/manifest.test.ts"],
   "src/transport/frame-codec.ts": ["test/frame-codec.test.ts"],
   "src/server/store/sqlite-store.ts": ["test/sqlite-store.test.ts"],
-  };
+  "src/server/store/create-resource-store.ts": ["test/resource-store.test.ts"],
+};
 
 // K4S_MUTATE (set by scripts/mutate.mjs from its arguments) picks the modules; default all. A
 // module may name a line range (src/transport/frame-codec.ts:150-420), as Stryker's `mutate` does,
