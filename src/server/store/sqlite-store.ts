@@ -459,7 +459,9 @@ function vacuumInSteps(db: Database.Database, isClosed: () => boolean): () => vo
     const free = db.pragma("freelist_count", { simple: true }) as number;
     if (free <= VACUUM_THRESHOLD_PAGES) return;
     db.pragma(`incremental_vacuum(${VACUUM_STEP_PAGES})`);
-    if (free > VACUUM_STEP_PAGES) scheduleVacuum();
+    // Another step while more than the threshold is left; after the last one the WAL, which
+    // holds the steps' writes, is truncated (a step leaving only a few free pages is the last).
+    if (free - VACUUM_STEP_PAGES > VACUUM_THRESHOLD_PAGES) scheduleVacuum();
     else db.pragma("wal_checkpoint(TRUNCATE)");
   };
   const scheduleVacuum = () => {
