@@ -397,19 +397,31 @@ test("fields the fast path does not know and a repeated error are left to protob
   for (const c of requests) {
     const before = slowFrames.decoded;
     const ours = decodeConnectRequest(c.bytes);
-    assert.ok(equals(ConnectRequestSchema, ours, fromBinary(ConnectRequestSchema, c.bytes)), c.name);
+    const theirs = fromBinary(ConnectRequestSchema, c.bytes);
+    assert.ok(equals(ConnectRequestSchema, ours, theirs), c.name);
     assert.equal(slowFrames.decoded - before, c.slow, `${c.name}: frames read by protobuf-es`);
+    // Written back, the fields the fast path does not know are kept, as protobuf-es keeps them.
+    assert.deepEqual(new Uint8Array(encodeConnectRequest(ours)), toBinary(ConnectRequestSchema, theirs), `${c.name}: written back`);
   }
+  const DELIVERY = 4;
   const CANCEL_DELIVERY = 5;
+  const CALL_RESULT = 6;
   const responses: { name: string; bytes: Buffer; slow: number }[] = [
     { name: "an unknown field in a cancelled delivery", bytes: request(lfield(CANCEL_DELIVERY, [...vfield(1, 5), ...lfield(9, ascii("x"))])), slow: 1 },
     { name: "an unknown field of ConnectResponse", bytes: Buffer.concat([request(lfield(CANCEL_DELIVERY, vfield(1, 4))), Buffer.from(vfield(2, 1))]), slow: 1 },
+    { name: "an unknown field in a ServerFrame beside its case", bytes: request([...lfield(CANCEL_DELIVERY, vfield(1, 4)), ...vfield(99, 1)]), slow: 1 },
+    { name: "an unknown field in a delivery", bytes: request(lfield(DELIVERY, [...vfield(1, 5), ...lfield(2, ascii("c")), ...vfield(99, 2)])), slow: 1 },
+    { name: "an unknown field in a call's result's error", bytes: request(lfield(CALL_RESULT, [...vfield(1, 5), ...lfield(4, [...vfield(1, 3), ...vfield(9, 1)])])), slow: 1 },
   ];
   for (const c of responses) {
     const before = slowFrames.decoded;
     const ours = decodeConnectResponse(c.bytes);
-    assert.ok(equals(ConnectResponseSchema, ours, fromBinary(ConnectResponseSchema, c.bytes)), c.name);
+    const theirs = fromBinary(ConnectResponseSchema, c.bytes);
+    assert.ok(equals(ConnectResponseSchema, ours, theirs), c.name);
     assert.equal(slowFrames.decoded - before, c.slow, `${c.name}: frames read by protobuf-es`);
+    // Written back, the fields the fast path does not know are kept, as protobuf-es keeps them;
+    // but for those of ConnectResponse itself: the codec writes its frames only.
+    assert.deepEqual(new Uint8Array(encodeConnectResponse(ours)), toBinary(ConnectResponseSchema, { ...theirs, $unknown: undefined }), `${c.name}: written back`);
   }
 });
 
