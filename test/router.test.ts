@@ -18,6 +18,8 @@ import { Envelope, EnvelopeState, type CallAnswer, type FrameSink } from "../src
 import type { Availability, Letter } from "../src/server/messaging/mailbox.js";
 import { createRouter, type Router, type RouterOptions } from "../src/server/messaging/router.js";
 import type { JournalEntry, RecoveredEntry, SendJournal } from "../src/server/messaging/send-journal.js";
+import { MAX_SERVICE_WAITERS } from "../src/server/messaging/service-route.js";
+import { SEND_ENDPOINT_WAIT_MS } from "../src/server/messaging/service-routing.js";
 
 /** A worker's stream as the router sees it: it keeps the deliveries written to it. */
 class Worker implements FrameSink {
@@ -164,6 +166,7 @@ test("an inbox holds at most maxInboxBytes of payload: past it a send is refused
     "80 of 100 bytes wait; 40 more would pass the bound, 20 more fit",
   );
   assert.match(answers[2]!.value!.message, /inbox of container "heavy" is full: 80 B waiting, 40 B more would pass the server's maxInboxBytes of 100 B \(100 bytes\)/);
+  assert.equal(answers[2]!.value!.container, "", "refused: no container took it");
   router.upsertContainer(container("big"));
   assert.equal(call(router, "big", kb(500)).value?.code, 0, "an empty inbox takes a message larger than the bound");
   assert.equal(call(router, "big", kb(1)).value?.code, Code.ResourceExhausted, "and then nothing more");
@@ -184,6 +187,72 @@ test("calls waiting for an endpoint of a service are bounded by maxInboxBytes to
   assert.equal(first.value, undefined, "the first waits for an endpoint");
   assert.equal(second.value?.code, Code.ResourceExhausted);
   assert.match(second.value!.message, /calls waiting for an endpoint of service "svc" is full: .*maxInboxBytes of 100 B/);
+  assert.equal(second.value!.container, "");
+  router.stop("done");
+});
+
+test("at most MAX_SERVICE_WAITERS calls wait for an endpoint of one service; a deleted service fails them naming no container", () => {
+  const router = newRouter();
+  router.upsertService(create(ServiceSchema, { metadata: { name: "busy", uid: "uid-busy" }, spec: { selector: "never-*" } }));
+  const waiting = Array.from({ length: MAX_SERVICE_WAITERS }, () => call(router, "service/busy", "w", { request: true, timeoutMs: 60_000 }));
+  assert.ok(waiting.every((a) => !answered(a)), "all of them wait");
+  const over = call(router, "service/busy", "one more", { request: true, timeoutMs: 60_000 });
+  assert.equal(over.value?.code, Code.ResourceExhausted);
+  assert.equal(over.value?.message, `too many calls wait for an endpoint of service "busy" (limit ${MAX_SERVICE_WAITERS})`);
+  router.removeService("busy", "uid-busy");
+  assert.deepEqual([waiting[0]!.value?.code, waiting[0]!.value?.message, waiting[0]!.value?.container], [Code.Unavailable, 'service "busy" was deleted', ""]);
+  router.stop("done");
+});
+
+test("a call through a service whose every ready endpoint is full is refused naming the full inbox (one endpoint) or the count of them", () => {
+  for (const names of [["only"], ["full1", "full2"]]) {
+    const router = newRouter();
+    for (const name of names) {
+      router.upsertContainer(container(name, { queueLimit: 1 }, { app: "f" }));
+      router.setAvailability(name, ready(new Worker()));
+    }
+    router.upsertService(create(ServiceSchema, { metadata: { name: "fs", uid: "uid-fs" }, spec: { matchLabels: { app: "f" } } }));
+    // Each endpoint takes one in flight and one queued.
+    for (let i = 0; i < 2 * names.length; i++) assert.equal(call(router, "service/fs", `m${i}`).value?.code, 0);
+    const refused = call(router, "service/fs", "no room", { request: true, timeoutMs: 60_000 });
+    assert.equal(refused.value?.code, Code.ResourceExhausted, names.join());
+    if (names.length === 1) assert.match(refused.value!.message, /^inbox of container "only" is full/);
+    else assert.equal(refused.value!.message, 'every endpoint of service "fs" has a full inbox (2 endpoints)');
+    router.stop("done");
+  }
+});
+
+test("waiting for a service endpoint: a send waits at most its own deadline or 30 s, a request keeps its deadline, an accepted send moved there waits with none", async () => {
+  const router = newRouter();
+  router.upsertService(create(ServiceSchema, { metadata: { name: "later", uid: "uid-later" }, spec: { matchLabels: { app: "later" } } }));
+  const before = Date.now();
+  const send = call(router, "service/later", "s");
+  const request = call(router, "service/later", "r", { request: true, timeoutMs: 120_000 });
+  assert.ok(send.env!.deadline >= before + SEND_ENDPOINT_WAIT_MS && send.env!.deadline <= Date.now() + SEND_ENDPOINT_WAIT_MS, "a send with no deadline waits 30 s");
+  assert.ok(request.env!.deadline >= before + 120_000, "a request keeps its own deadline");
+  const short = call(router, "service/later", "soon", { timeoutMs: 20 });
+  const giveUp = Date.now() + 10_000;
+  while (!short.value && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(short.value?.code, Code.Unavailable, "a send's own shorter deadline bounds its wait");
+  assert.equal(short.value.message, 'no endpoint of service "later" became ready before the deadline');
+  assert.ok(!answered(send) && !answered(request));
+
+  // An accepted send moved out of an endpoint that ended waits at the service for as long as it takes.
+  router.upsertService(create(ServiceSchema, { metadata: { name: "moved", uid: "uid-moved" }, spec: { matchLabels: { app: "moved" } } }));
+  router.upsertContainer(container("m1", { concurrency: 1 }, { app: "moved" }));
+  const w1 = new Worker();
+  router.setAvailability("m1", ready(w1));
+  call(router, "service/moved", "in flight");
+  const accepted = call(router, "service/moved", "queued");
+  assert.deepEqual([accepted.value?.code, router.load("m1")?.queued], [0, 1]);
+  router.setAvailability("m1", { link: w1, ready: false, accepts: "sends", notReady: "completed", refusal: 'container "m1" has ended' });
+  assert.equal(accepted.env!.state, EnvelopeState.Waiting, "moved to the service");
+  assert.equal(accepted.env!.deadline, 0, "accepted: it must not expire");
+  router.upsertContainer(container("m2", {}, { app: "moved" }));
+  const w2 = new Worker();
+  router.setAvailability("m2", ready(w2));
+  await tick();
+  assert.deepEqual(w2.payloads(), ["queued"]);
   router.stop("done");
 });
 
@@ -710,7 +779,7 @@ test("a send to a durable container is accepted only once its journal entry is w
   const plain = call(router, "mem", "m1");
   assert.ok(!answered(send), "not accepted before it is on disk");
   assert.deepEqual(w.payloads(), ["r1", "m1"], "requests and sends to a memory container are not journaled");
-  assert.deepEqual(journal.pending.map((p) => p.owner), ["uid-dur"], "journaled against the container");
+  assert.deepEqual(journal.pending.map((p) => [p.owner, p.entry.service]), [["uid-dur", ""]], "journaled against the container, through no service");
   assert.equal(plain.value?.code, 0);
   await journal.flush();
   assert.equal(send.value?.code, 0);
@@ -1069,5 +1138,52 @@ test("a send its worker did not process (UNAVAILABLE) goes back first in line an
   const giveUp = Date.now() + 10_000;
   while (w.payloads().length < 2 && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 10));
   assert.deepEqual(w.payloads(), ["first", "first"], "offered again, ahead of the next");
+  router.stop("done");
+});
+
+test("a message through a service stays at its only endpoint when that stops being ready, and expires there saying why; one in flight at a deleted container fails naming the delete", async () => {
+  const router = newRouter();
+  router.upsertService(create(ServiceSchema, { metadata: { name: "solo-svc", uid: "uid-solo" }, spec: { matchLabels: { app: "solo" } } }));
+  const w = new Worker();
+  router.upsertContainer(container("solo", {}, { app: "solo" }));
+  router.setAvailability("solo", ready(w));
+  const inFlight = call(router, "service/solo-svc", "first", { request: true, timeoutMs: 60_000 });
+  const queued = call(router, "service/solo-svc", "second", { request: true, timeoutMs: 50 });
+  router.setAvailability("solo", notReady("back-off 30000 ms before restarting"));
+  assert.equal(queued.env!.state, EnvelopeState.Queued, "no other endpoint: it stays where it is");
+  assert.equal(router.load("solo")?.queued, 1);
+  const giveUp = Date.now() + 10_000;
+  while (!queued.value && Date.now() < giveUp) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(queued.value?.code, Code.DeadlineExceeded);
+  assert.equal(queued.value.message, 'deadline exceeded waiting for container "solo" to answer; it is not ready: back-off 30000 ms before restarting');
+  router.removeContainer("solo", "uid-solo");
+  assert.equal(inFlight.value?.code, Code.Unavailable);
+  assert.equal(inFlight.value.message, 'container "solo" was deleted while handling the request');
+  router.stop("done");
+});
+
+test("durable sends through a round-robin service land at the endpoint picked, one each; one whose service and endpoint both went while it was written fails naming the service", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  for (const name of ["r1", "r2"]) {
+    router.upsertContainer(container(name, { delivery: "durable" }, { app: "r" }));
+    router.setAvailability(name, ready(new Worker()));
+  }
+  router.upsertService(create(ServiceSchema, { metadata: { name: "rs", uid: "uid-rs" }, spec: { matchLabels: { app: "r" }, strategy: "round-robin" } }));
+  const landed: string[] = [];
+  for (const text of ["a", "b"]) {
+    const sent = call(router, "service/rs", text);
+    await journal.flush();
+    landed.push(sent.value!.container);
+  }
+  assert.deepEqual(landed.sort(), ["r1", "r2"]);
+
+  const orphan = call(router, "service/rs", "c");
+  router.removeService("rs", "uid-rs");
+  router.removeContainer("r1", "uid-r1");
+  router.removeContainer("r2", "uid-r2");
+  await journal.flush();
+  assert.equal(orphan.value?.code, Code.Unavailable);
+  assert.equal(orphan.value?.message, 'service "rs" was deleted');
   router.stop("done");
 });
