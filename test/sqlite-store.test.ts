@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store, WatchBatch } from "../src/server/store/store.js";
@@ -377,6 +378,32 @@ test("sqlite: a store file in use cannot be opened again (as by a second process
     const again = openSqliteStore({ path: join(dir, "k4s.db") });
     assert.equal(dec((await again.get("/k"))!.value), "v");
     await again.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("sqlite: a store file written before freed space was given back is converted once, its data kept", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "k4s-sqlite-unit-"));
+  const path = join(dir, "k4s.db");
+  try {
+    let s = openSqliteStore({ path });
+    await s.txn([], [put("/k", "v")]);
+    await s.close();
+    // As such a file was: no incremental auto-vacuum.
+    let db = new Database(path);
+    db.pragma("auto_vacuum = NONE");
+    db.exec("VACUUM");
+    assert.equal(db.pragma("auto_vacuum", { simple: true }), 0);
+    db.close();
+    s = openSqliteStore({ path });
+    assert.equal(dec((await s.get("/k"))!.value), "v");
+    assert.equal(await s.revision(), 1);
+    await s.close();
+    db = new Database(path, { readonly: true });
+    assert.equal(db.pragma("auto_vacuum", { simple: true }), 2, "incremental");
+    assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
+    db.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
