@@ -13,7 +13,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
-import type { Store, WatchBatch } from "../src/server/store/store.js";
+import type { Store, StoreEvent, WatchBatch } from "../src/server/store/store.js";
 import { sqliteBackend } from "./store-backends.js";
 import { collect, dec, eventsOf, expectCode, fmt, put, storeContract } from "./store-contract.js";
 
@@ -407,4 +407,70 @@ test("sqlite: a store file written before freed space was given back is converte
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("sqlite: a watch replaying history gives each event as it was given live: type, value, revisions, version, previous value", async () => {
+  const s = openSqliteStore();
+  try {
+    const ac = new AbortController();
+    const live = collect(eventsOf(s.watch("/", 0, ac.signal)));
+    await s.txn([], [put("/a", "1"), put("/b", "1")]);
+    await s.txn([], [put("/a", "2")]);
+    await s.txn([], [{ type: "delete", key: "/a" }, put("/b", "2")]);
+    await s.txn([], [put("/a", "3")]);
+    const show = (batches: StoreEvent[][]) =>
+      batches.map((b) => b.map((e) => `${e.type} ${e.kv.key}@${e.kv.modRevision} c${e.kv.createRevision} v${e.kv.version} "${dec(e.kv.value)}" prev ${e.prevKv ? `"${dec(e.prevKv.value)}"@${e.prevKv.modRevision} c${e.prevKv.createRevision} v${e.prevKv.version}` : "none"}`));
+    const given = show(await live.waitFor(4));
+    assert.deepEqual(given, [
+      ['put /a@1 c1 v1 "1" prev none', 'put /b@1 c1 v1 "1" prev none'],
+      ['put /a@2 c1 v2 "2" prev "1"@1 c1 v1'],
+      ['delete /a@3 c0 v0 "" prev "2"@2 c1 v2', 'put /b@3 c1 v2 "2" prev "1"@1 c1 v1'],
+      ['put /a@4 c4 v1 "3" prev none'],
+    ]);
+    const replayed = await watchUpTo(s, "/", 0, 4);
+    assert.deepEqual(show(replayed.map((b) => b.events)), given, "replayed from history as given live");
+    ac.abort();
+  } finally {
+    await s.close();
+  }
+});
+
+test("sqlite: a failed guard beside a watcher that has not read yet answers its write and leaves the watcher its events", async () => {
+  const s = openSqliteStore();
+  try {
+    const ac = new AbortController();
+    const w = collect(eventsOf(s.watch("/", 0, ac.signal)));
+    const ok = s.txn([], [put("/a", "1")]);
+    const failed = s.txn([{ key: "/a", modRevision: 0 }], [put("/a", "2")]);
+    assert.deepEqual(await ok, { succeeded: true, revision: 1 });
+    assert.deepEqual(await failed, { succeeded: false, revision: 1 });
+    await s.txn([], [put("/b", "1")]);
+    assert.deepEqual((await w.waitFor(2)).map(fmt), ["put /a@1", "put /b@2"]);
+    ac.abort();
+  } finally {
+    await s.close();
+  }
+});
+
+test("sqlite: a group commit SQLite refuses fails every write of the group, stores none of them, and the store goes on", async () => {
+  const s = openSqliteStore();
+  try {
+    // Queued in one turn, the three are one SQLite transaction; the middle value cannot be bound.
+    const writes = [s.txn([], [put("/a", "1")]), s.txn([], [{ type: "put", key: "/bad", value: {} as Uint8Array }]), s.txn([], [put("/c", "1")])];
+    const outcomes = await Promise.allSettled(writes);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ["rejected", "rejected", "rejected"],
+    );
+    assert.equal(await s.revision(), 0);
+    assert.deepEqual((await s.range("/")).kvs, []);
+    assert.deepEqual(await s.txn([], [put("/a", "1")]), { succeeded: true, revision: 1 });
+  } finally {
+    await s.close();
+  }
+});
+
+test("sqlite: a store file in a directory that does not exist is refused with SQLite's own reason", () => {
+  const path = join(tmpdir(), "k4s-sqlite-unit-no-such-dir", "sub", "k4s.db");
+  assert.throws(() => openSqliteStore({ path }), (e: Error) => !(e instanceof ConnectError) && /directory does not exist/.test(e.message));
 });
