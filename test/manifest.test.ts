@@ -444,6 +444,7 @@ test("assertValid throws one INVALID_ARGUMENT naming the object and every rule, 
   const bad = create(ContainerSchema, { metadata: { name: "c" }, spec: { concurrency: -1, module: "m" } });
   assert.equal(formatIssues(validateObject(bad)), "spec.function: required when module is set; spec.concurrency: must be between 0 and 1000, got -1");
   for (const [path, fields] of [
+    [undefined, ["spec.function", "spec.concurrency"]],
     ["", ["spec.function", "spec.concurrency"]],
     ["objects[2]", ["objects[2].spec.function", "objects[2].spec.concurrency"]],
   ] as const) {
