@@ -150,9 +150,23 @@ async function requestOf(call: { request: unknown }): Promise<unknown> {
   }
 }
 
+const PRE_ENCODED = Symbol("k4s.preEncoded");
+
+/**
+ * Attaches the binary form of a response, which its handler made itself (from bytes it had
+ * already, say): the gRPC port sends those bytes instead of encoding the message. The Connect
+ * port, which may answer in JSON, still uses the message.
+ */
+export function preEncoded<T extends object>(response: T, bytes: Uint8Array): T {
+  (response as Record<symbol, unknown>)[PRE_ENCODED] = bytes;
+  return response;
+}
+
 /** Encodes a (possibly big) response a slice at a time; the path's own fast codecs stay as they are. */
 async function encodeResponse(schema: DescMessage, value: unknown): Promise<unknown> {
   if (fastCodecs.has(schema.typeName)) return value;
+  const bytes = (value as Record<symbol, Uint8Array | undefined>)[PRE_ENCODED];
+  if (bytes) return new Encoded(bytes);
   const msg = isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>);
   return new Encoded(await encodePaced(schema, msg));
 }

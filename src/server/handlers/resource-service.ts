@@ -20,9 +20,10 @@ import { validateGlob } from "../../api/selector.js";
 import { parseLabelSelector } from "../../api/label-selector.js";
 import { assertValid, formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
 import { badField, badRequest, violationsOf, type FieldViolation } from "../../api/bad-request.js";
-import type { CallContext, ServiceHandlers } from "../grpc-adapter.js";
+import { preEncoded, type CallContext, type ServiceHandlers } from "../grpc-adapter.js";
 import type { ListOptions, ObjectBatch, ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { MAX_APPLY_OBJECTS } from "../store/create-resource-store.js";
+import { encodeWatchResponse } from "./watch-response-bytes.js";
 
 /** Retries of Scale's read-modify-write when the ReplicaSet changes in between. */
 const SCALE_RETRIES = 20;
@@ -92,11 +93,16 @@ async function* withTicks<T>(source: AsyncIterable<T>, everyMs: number): AsyncGe
 function* responsesOf(events: readonly ObjectEvent[], resourceVersion: string): Generator<WatchResponse> {
   let piece: ObjectEvent[] = [];
   let bytes = 0;
-  const flush = (last: boolean) =>
-    create(WatchResponseSchema, {
+  const flush = (last: boolean) => {
+    const rv = last ? resourceVersion : "";
+    const response = create(WatchResponseSchema, {
       events: piece.map((e) => create(WatchEventSchema, { type: e.type, object: wrap(e.object) })),
-      resourceVersion: last ? resourceVersion : "",
+      resourceVersion: rv,
     });
+    // The objects' stored bytes go as they are (see watch-response-bytes.ts), not encoded again.
+    const bytes = encodeWatchResponse(piece, rv);
+    return bytes ? preEncoded(response, bytes) : response;
+  };
   for (const e of events) {
     const size = e.size ?? 1024;
     if (piece.length > 0 && bytes + size > RESPONSE_OBJECT_BYTES) {

@@ -358,7 +358,7 @@ async function listPage(
   ctx: Layer,
   kind: Kind | undefined,
   options: PageOptions = {},
-): Promise<ListResult<Kind> & { items: AnyObject[]; sizes: number[] }> {
+): Promise<ListResult<Kind> & { items: AnyObject[]; values: Uint8Array[] }> {
   const { store, pace } = ctx;
   const token = options.continueToken && kind ? decodeToken(options.continueToken, kind) : undefined;
   // Keys end in the name, so a glob's literal head narrows the range and a name that does not
@@ -370,7 +370,7 @@ async function listPage(
   const limit = options.limit && options.limit > 0 ? options.limit : 0;
   const maxBytes = options.maxBytes ?? Infinity;
   const items: AnyObject[] = [];
-  const sizes: number[] = [];
+  const values: Uint8Array[] = [];
   let bytes = 0;
   let after = token?.key;
   let revision = token?.rv;
@@ -393,7 +393,7 @@ async function listPage(
     revision = r.revision;
     const page = (next: string | undefined, remaining: number) => ({
       items,
-      sizes,
+      values,
       revision: r.revision,
       ...(next !== undefined ? { continueToken: encodeToken({ rv: r.revision, key: next }) } : {}),
       ...(next !== undefined && !filtered ? { remainingItemCount: remaining } : {}),
@@ -413,7 +413,7 @@ async function listPage(
       }
       if (items.length > 0 && bytes + kv.value.byteLength > maxBytes) return page(after, r.kvs.length - i + r.remaining);
       items.push(obj);
-      sizes.push(kv.value.byteLength);
+      values.push(kv.value);
       bytes += kv.value.byteLength;
       after = kv.key;
       if (limit > 0 && items.length >= limit) {
@@ -859,7 +859,7 @@ function createEventDecoder(
         const previous = decodeShared(k, e.prevKv);
         if (!matchesSelector(previous, filter)) continue;
         const object = decodeDeleted(e as StoreEvent & { prevKv: KeyValue }, previous);
-        out.push({ type: "DELETED", object, previous, revision, size: e.prevKv.value.byteLength });
+        out.push({ type: "DELETED", object, previous, revision, size: e.prevKv.value.byteLength, value: e.prevKv.value });
         continue;
       }
       // The previous version first: it is the one held (see versionsOf) until this one is.
@@ -867,12 +867,13 @@ function createEventDecoder(
       const object = decodeShared(k, e.kv);
       const now = matchesSelector(object, filter);
       const before = previous !== undefined && matchesSelector(previous, filter);
-      const size = e.kv.value.byteLength;
+      const value = e.kv.value;
+      const size = value.byteLength;
       // As Kubernetes does for label selectors: an object that starts matching is ADDED, one
       // that stops matching is DELETED.
-      if (now && before) out.push({ type: "MODIFIED", object, previous, revision, size });
-      else if (now) out.push({ type: "ADDED", object, previous, revision, size });
-      else if (before) out.push({ type: "DELETED", object, previous, revision, size });
+      if (now && before) out.push({ type: "MODIFIED", object, previous, revision, size, value });
+      else if (now) out.push({ type: "ADDED", object, previous, revision, size, value });
+      else if (before) out.push({ type: "DELETED", object, previous, revision, size, value });
     }
     return out;
   };
@@ -895,7 +896,14 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
       const snap = await listPage(layer, options.kind, filter);
       from = snap.revision;
       const events = snap.items.map(
-        (object, i): ObjectEvent => ({ type: "ADDED", object, previous: undefined, revision: Number(object.metadata!.resourceVersion), size: snap.sizes[i]! }),
+        (object, i): ObjectEvent => ({
+          type: "ADDED",
+          object,
+          previous: undefined,
+          revision: Number(object.metadata!.resourceVersion),
+          size: snap.values[i]!.byteLength,
+          value: snap.values[i],
+        }),
       );
       yield { revision: snap.revision, events, listing: true };
     } else {
@@ -917,7 +925,7 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
     },
 
     async list<K extends Kind>(kind: K, options: PageOptions = {}) {
-      const { sizes: _, ...page } = await listPage(layer, kind, options);
+      const { values: _, ...page } = await listPage(layer, kind, options);
       return page as ListResult<K>;
     },
 

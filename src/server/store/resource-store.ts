@@ -57,6 +57,12 @@ export interface ObjectEvent {
   revision: number;
   /** The object's stored (encoded) size in bytes, when known (for splitting responses). */
   size?: number;
+  /**
+   * The object's stored bytes, when known: its protobuf encoding with an empty resourceVersion
+   * (the revision is not stored). An API watch sends them as they are instead of encoding the
+   * object again. Shared: never modify.
+   */
+  value?: Uint8Array;
 }
 
 /**
