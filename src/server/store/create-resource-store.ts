@@ -15,7 +15,7 @@ import { sameStringMap } from "../../api/string-map.js";
 import { assertValid, formatIssues, validateObject } from "../../api/validate.js";
 import type { ApplyOptions, ApplyOutcome, BatchResult, DeleteTarget, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
-import { isNewerVersion } from "./newer-version.js";
+import { heldVersionsOf, type HeldVersions } from "./held-versions.js";
 import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -95,31 +95,6 @@ function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject 
 }
 
 /**
- * The newest version of each key of a store that this process decoded or wrote, held weakly:
- * what a watch event says changed is mostly a version some watcher (an informer) still holds,
- * or one a batched write of this process just stored, so it need not be decoded again. An
- * entry is used only for exactly its revision.
- */
-const versionsOf = new WeakMap<Store, Map<string, WeakRef<AnyObject>>>();
-
-function versionsFor(store: Store): Map<string, WeakRef<AnyObject>> {
-  let m = versionsOf.get(store);
-  if (!m) versionsOf.set(store, (m = new Map()));
-  return m;
-}
-
-/** The object this process holds for `key` at exactly `revision`, if any. */
-function heldVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, revision: number): AnyObject | undefined {
-  const obj = versions.get(key)?.deref();
-  return obj?.metadata?.resourceVersion === String(revision) ? obj : undefined;
-}
-
-/** Remembers a stored version (read-only from now on) unless a newer one is held already. */
-function holdVersion(versions: Map<string, WeakRef<AnyObject>>, key: string, obj: AnyObject): void {
-  if (isNewerVersion(obj, versions.get(key)?.deref())) versions.set(key, new WeakRef(obj));
-}
-
-/**
  * Runs a batch MAX_BATCH_WRITES items to a chunk: `batched` writes a chunk in one transaction
  * (undefined when one of its objects changed meanwhile, nothing written; tried CHUNK_ATTEMPTS
  * times, each re-reading); a chunk that keeps changing under it (a scale-down marking them,
@@ -148,7 +123,8 @@ function settled<T>(write: Promise<T>): Promise<BatchResult<T>> {
 /**
  * Commits one chunk's writes in one transaction guarded by `compares`; false when one of them
  * changed meanwhile (nothing was written). The objects `written` take the transaction's
- * revision and are held (see versionsOf): shared with watchers from now on, read-only.
+ * revision and are pinned until a watch delivers them (see held-versions.ts): shared with
+ * watchers from now on, read-only.
  */
 async function commitChunk(ctx: Layer, compares: Compare[], ops: Op[], written: readonly AnyObject[]): Promise<boolean> {
   if (ops.length === 0) return true;
@@ -156,7 +132,7 @@ async function commitChunk(ctx: Layer, compares: Compare[], ops: Op[], written: 
   if (!r.succeeded) return false;
   for (const obj of written) {
     obj.metadata!.resourceVersion = String(r.revision);
-    holdVersion(ctx.versions, objectKey(kindOf(obj), obj.metadata!.name), obj);
+    ctx.versions.hold(objectKey(kindOf(obj), obj.metadata!.name), obj, true);
   }
   return true;
 }
@@ -317,8 +293,8 @@ export interface ResourceStoreOptions {
 interface Layer {
   store: Store;
   pace: () => Promise<void>;
-  /** See versionsOf: the batched writes' results are shared with watchers, read-only. */
-  versions: Map<string, WeakRef<AnyObject>>;
+  /** See held-versions.ts: the batched writes' results are shared with watchers, read-only. */
+  versions: HeldVersions;
 }
 
 /** Reads and decodes one object; many reads at once (a storm of status writes) take turns. */
@@ -790,7 +766,7 @@ async function finalizeChunk(ctx: Layer, names: readonly string[]): Promise<unde
   kvs.forEach((kv, i) => {
     const key = keys[i]!;
     // The marked version was usually held when it was written (no decode then).
-    if (!kv || seen.has(key) || !(heldVersion(ctx.versions, key, kv.modRevision) ?? decode("Container", kv)).metadata!.deletionTimestamp) return;
+    if (!kv || seen.has(key) || !(ctx.versions.get(key, kv.modRevision) ?? decode("Container", kv)).metadata!.deletionTimestamp) return;
     seen.add(key);
     compares.push({ key, modRevision: kv.modRevision });
     ops.push({ type: "delete", key });
@@ -818,18 +794,19 @@ function finalizeContainers(ctx: Layer, names: readonly string[]): Promise<(Conn
  */
 function createEventDecoder(
   pace: () => Promise<void>,
-  versions: Map<string, WeakRef<AnyObject>>,
+  versions: HeldVersions,
 ): (batch: readonly StoreEvent[], kind: Kind | undefined, filter: ListOptions) => Promise<ObjectEvent[]> {
   const decodedKv = new WeakMap<KeyValue, AnyObject>();
   const decodedDelete = new WeakMap<StoreEvent, AnyObject>();
   const decodeShared = (kind: Kind, kv: KeyValue): AnyObject => {
     let obj = decodedKv.get(kv);
     if (!obj) {
-      obj = heldVersion(versions, kv.key, kv.modRevision);
+      obj = versions.get(kv.key, kv.modRevision);
       if (!obj) {
         obj = decode(kind, kv);
-        holdVersion(versions, kv.key, obj);
+        versions.hold(kv.key, obj);
       }
+      versions.delivered(kv.key, kv.modRevision);
       decodedKv.set(kv, obj);
     }
     return obj;
@@ -840,7 +817,7 @@ function createEventDecoder(
       // The last version as it was, under the revision of its deletion (shared parts, read-only).
       obj = { ...previous, metadata: { ...previous.metadata!, resourceVersion: String(e.kv.modRevision) } } as AnyObject;
       decodedDelete.set(e, obj);
-      versions.delete(e.kv.key);
+      versions.forget(e.kv.key);
     }
     return obj;
   };
@@ -862,7 +839,7 @@ function createEventDecoder(
         out.push({ type: "DELETED", object, previous, revision, size: e.prevKv.value.byteLength, value: e.prevKv.value });
         continue;
       }
-      // The previous version first: it is the one held (see versionsOf) until this one is.
+      // The previous version first: held with this one (see held-versions.ts), or decoded now.
       const previous = e.prevKv ? decodeShared(k, e.prevKv) : undefined;
       const object = decodeShared(k, e.kv);
       const now = matchesSelector(object, filter);
@@ -886,7 +863,7 @@ function createEventDecoder(
 export function createResourceStore(store: Store, options: ResourceStoreOptions = {}): ResourceStore {
   const priority = options.priority ?? "background";
   const pace = () => yieldToLoop(priority);
-  const layer: Layer = { store, pace, versions: versionsFor(store) };
+  const layer: Layer = { store, pace, versions: heldVersionsOf(store) };
   const toObjectEvents = createEventDecoder(pace, layer.versions);
 
   async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
