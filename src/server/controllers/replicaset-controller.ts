@@ -64,12 +64,41 @@ export function createReplicaSetController(options: ReplicaSetControllerOptions)
   });
 }
 
+/**
+ * Tells whether a change of a replica is one its ReplicaSet acts on: all but a change of status
+ * that leaves it as ready as it was (a starting replica goes Pending, Starting, then Running:
+ * only the last counts), so a scale-up of a thousand replicas reconciles the ReplicaSet, which
+ * looks at all its replicas, once per ready batch rather than once per status written.
+ */
+export function concernsOwner(event: ObjectEvent): boolean {
+  if (event.type !== "MODIFIED" || !event.previous) return true;
+  const now = event.object as Container;
+  const before = event.previous as Container;
+  const m = now.metadata;
+  const p = before.metadata;
+  const o = m?.ownerReference;
+  const q = p?.ownerReference;
+  return (
+    Boolean(now.status?.ready) !== Boolean(before.status?.ready) ||
+    Boolean(m?.deletionTimestamp) !== Boolean(p?.deletionTimestamp) ||
+    m?.uid !== p?.uid ||
+    o?.kind !== q?.kind ||
+    o?.name !== q?.name ||
+    o?.uid !== q?.uid ||
+    !sameSpec(now.spec, before.spec) ||
+    !sameStringMap(m?.labels, p?.labels) ||
+    !sameStringMap(m?.annotations, p?.annotations)
+  );
+}
+
 /** The ReplicaSets a Container event concerns: its owner (before and after) and template users. */
 function containerKeys(event: ObjectEvent, cache: ObjectCache): string[] {
   const keys = new Set<string>();
-  for (const obj of [event.object, event.previous]) {
-    const owner = obj?.metadata?.ownerReference;
-    if (owner?.kind === "ReplicaSet" && owner.name) keys.add(owner.name);
+  if (concernsOwner(event)) {
+    for (const obj of [event.object, event.previous]) {
+      const owner = obj?.metadata?.ownerReference;
+      if (owner?.kind === "ReplicaSet" && owner.name) keys.add(owner.name);
+    }
   }
   // A template container matters only through its existence, labels and spec.
   const current = event.object as Container;
@@ -121,6 +150,17 @@ function ordinalOf(rsName: string, containerName: string): number | undefined {
   if (!containerName.startsWith(prefix)) return undefined;
   const rest = containerName.slice(prefix.length);
   return /^(0|[1-9][0-9]{0,8})$/.test(rest) ? Number(rest) : undefined;
+}
+
+/**
+ * Replicas sorted by ordinal (a name without one counts as 0), each name parsed once: a
+ * reconcile of a thousand replicas sorts them on every one of a scale-up's many reconciles.
+ */
+function byOrdinal(rsName: string, replicas: readonly Container[]): Container[] {
+  return replicas
+    .map((c) => ({ c, n: ordinalOf(rsName, c.metadata!.name) ?? 0 }))
+    .sort((a, b) => a.n - b.n)
+    .map((x) => x.c);
 }
 
 /**
@@ -198,9 +238,10 @@ async function reconcileReplicaSet(
   if (!rs) return;
 
   const uid = rs.metadata!.uid;
-  const active = candidates
-    .filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid && !c.metadata?.deletionTimestamp)
-    .sort((a, b) => (ordinalOf(name, a.metadata!.name) ?? 0) - (ordinalOf(name, b.metadata!.name) ?? 0));
+  const active = byOrdinal(
+    name,
+    candidates.filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid && !c.metadata?.deletionTimestamp),
+  );
   const desired = Math.max(0, rs.spec?.replicas ?? 1);
   const template = await resolveTemplate(resources, rs);
   const outcome: Outcome = { live: new Set(active.map((c) => c.metadata!.name)), failed: [], requeue: false };
