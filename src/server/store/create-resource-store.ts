@@ -16,6 +16,7 @@ import { assertValid, formatIssues, validateObject } from "../../api/validate.js
 import type { ApplyOptions, ApplyOutcome, BatchResult, DeleteTarget, ListOptions, ListResult, ObjectBatch, ObjectEvent, PageOptions, ResourceStore, StatusUpdate, WatchOptions } from "./resource-store.js";
 import { yieldToLoop, type Priority } from "../yielder.js";
 import { heldVersionsOf, type HeldVersions } from "./held-versions.js";
+import { withStatusBytes } from "./status-bytes.js";
 import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -152,6 +153,17 @@ function encode(obj: AnyObject, label = describe(kindOf(obj), obj.metadata?.name
     meta.resourceVersion = rv;
   }
   if (bytes.byteLength > MAX_OBJECT_BYTES) throw tooBig(label, bytes.byteLength);
+  return bytes;
+}
+
+/**
+ * encode(next) for a copy of a stored version (`stored`: its bytes) whose status alone changed:
+ * the stored bytes with the new status in place of the old one (see status-bytes.ts).
+ */
+function encodeStatusChange(kind: Kind, stored: Uint8Array, next: AnyObject): Uint8Array {
+  const bytes = withStatusBytes(stored, STATUS.get(kind)!, next.status);
+  if (!bytes) return encode(next);
+  if (bytes.byteLength > MAX_OBJECT_BYTES) throw tooBig(describe(kind, next.metadata!.name), bytes.byteLength);
   return bytes;
 }
 
@@ -662,7 +674,7 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
     const next = known ? ({ ...known, metadata: { ...known.metadata! } } as AnyObject) : cur;
     next.status = clone(statusSchema, status as never) as never;
     compares.push({ key: keys[i]!, modRevision: kv.modRevision });
-    ops.push({ type: "put", key: keys[i]!, value: encode(next) });
+    ops.push({ type: "put", key: keys[i]!, value: known ? encodeStatusChange(kind, kv.value, next) : encode(next) });
     written.push(next);
     out.push({ object: next as ObjectOf<K> });
   }
