@@ -362,6 +362,7 @@ test("container spec rules, each at its bounds, with exactly the path and reason
     [{ function: "f" }, ["spec.module: required when function is set"]],
     [{ module: "m", function: "f", command: ["x"] }, ["spec.command: set either module and function, or command, not both"]],
     [{ function: "f", command: ["x"] }, ["spec.module: required when function is set", "spec.command: set either module and function, or command, not both"]],
+    [{ module: "m", command: ["x"] }, ["spec.function: required when module is set", "spec.command: set either module and function, or command, not both"]],
     [{ command: items(1001) }, ["spec.command: at most 1000 items"]],
     [{ command: ["", "x"] }, ["spec.command[0]: must not be empty"]],
     [{ args: ["x"] }, ["spec.args: requires command"]],
