@@ -15,6 +15,8 @@ import type { ListResult, ResourceStore } from "../src/server/store/resource-sto
 import { sqliteBackend } from "./store-backends.js";
 import { container, resourceStoreContract } from "./resource-store-contract.js";
 import { expectCode } from "./store-contract.js";
+import { matchesGlob } from "../src/api/selector.js";
+import { parseLabelSelector } from "../src/api/label-selector.js";
 
 resourceStoreContract(sqliteBackend);
 
@@ -325,4 +327,62 @@ rsTest("watch: by name glob, of every kind, only object keys, and not from a rev
     Code.OutOfRange,
     /newer than the store's revision/,
   );
+});
+
+rsTest("a name glob lists exactly the names it matches, whatever pattern characters it holds and wherever", async (rs) => {
+  const all = [...padded("page", 25), "page-x", "page-xy", "pagey", "solo", "s?lo"];
+  await rs.createAll(all.filter((n) => n !== "s?lo").map((name) => container(name)));
+  const globs = ["page-1*", "page-?5", "page-[12]0", "page-{03,17}", "page-!(0*)", "page-+(x|y)", "page-@(x|xy)", "*-0[12]", "page-1\\5", "page(-x|y)", "page-x", "pag", "s*", ""];
+  for (const glob of globs) {
+    const listed = names((await rs.list("Container", { nameGlob: glob })).items);
+    const expected = names((await rs.list("Container")).items).filter((n) => glob === "" || matchesGlob(n, glob));
+    assert.deepEqual(listed, expected, `nameGlob ${JSON.stringify(glob)}`);
+  }
+});
+
+rsTest("filtered listings: a label selector pages over its matches; a chunk of the range with no match is read past", async (rs) => {
+  await rs.createAll(padded("f", 300).map((name, i) => container(name, { metadata: { name, labels: { tier: i === 99 || i === 3 ? "gold" : "plain" } } })));
+  await rs.store.txn([], [{ type: "put", key: "/k4s/containers-not-a-kind", value: new Uint8Array([1]) }]);
+  const gold = await rs.list("Container", { labelSelector: parseLabelSelector("tier=gold"), limit: 1 });
+  assert.deepEqual(names(gold.items), ["f-03"]);
+  assert.equal(gold.remainingItemCount, undefined, "not known with a label selector");
+  const next = await rs.list("Container", { labelSelector: parseLabelSelector("tier=gold"), limit: 1, continueToken: gold.continueToken });
+  assert.deepEqual(names(next.items), ["f-99"], "past 256 names without a match (f-99 is the last name)");
+  assert.deepEqual(names((await rs.list("Container", { nameGlob: "*-99", limit: 1 })).items), ["f-99"], "a glob with no literal head, likewise");
+  assert.deepEqual(names((await rs.list("Container", { labels: { tier: "gold" } })).items), ["f-03", "f-99"]);
+  const notPlain = await rs.list("Container", { labelSelector: parseLabelSelector("tier!=plain"), maxBytes: 1 });
+  assert.deepEqual(names(notPlain.items), ["f-03"]);
+  // Every kind's objects, with a key under the prefix that is no object: a watch's listing.
+  const ac = new AbortController();
+  for await (const b of rs.watch({ labels: { tier: "gold" } }, ac.signal)) {
+    assert.deepEqual(
+      b.events.map((e) => e.object.metadata!.name),
+      ["f-03", "f-99"],
+    );
+    const stored = await Promise.all(["f-03", "f-99"].map(async (n) => (await rs.store.get(`/k4s/containers/${n}`))!.value.byteLength));
+    assert.deepEqual(
+      b.events.map((e) => e.size),
+      stored,
+      "each object's stored size",
+    );
+    break;
+  }
+  ac.abort();
+});
+
+rsTest("a byte-bounded listing reads past its first 500 keys, says what remains, and a closed store's listing is UNAVAILABLE", async (rs) => {
+  await rs.createAll(padded("k", 600).map((name) => container(name)));
+  const all = await rs.list("Container", { maxBytes: 1e9 });
+  assert.equal(all.items.length, 600);
+  assert.equal(all.continueToken, undefined);
+  const size = (await rs.store.range("/k4s/containers/")).kvs.map((kv) => kv.value.byteLength);
+  for (const n of [300, 550]) {
+    const part = await rs.list("Container", { maxBytes: size.slice(0, n).reduce((a, b) => a + b, 0) });
+    assert.equal(part.items.length, n);
+    assert.equal(part.remainingItemCount, 600 - n);
+  }
+  const token = (await rs.list("Container", { limit: 1 })).continueToken;
+  await rs.store.close();
+  await expectCode(rs.list("Container"), Code.Unavailable, /store is closed/);
+  await expectCode(rs.list("Container", { continueToken: token }), Code.Unavailable, /store is closed/);
 });
