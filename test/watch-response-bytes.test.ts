@@ -6,9 +6,12 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import protobuf from "protobufjs";
 import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { WatchEventSchema, WatchResponseSchema } from "../src/gen/k4s/v1/resource_service_pb.js";
-import { ContainerSchema, ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ObjectMetaSchema, ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import { kindInfo, kindOf, wrap, type AnyObject } from "../src/api/kinds.js";
 import type { ObjectEvent } from "../src/server/store/resource-store.js";
 import { encodeWatchResponse } from "../src/server/handlers/watch-response-bytes.js";
@@ -63,4 +66,48 @@ test("an event without its stored bytes leaves the response to be encoded from t
   const evs = events();
   delete evs[2]!.value;
   assert.equal(encodeWatchResponse(evs, "3"), undefined);
+});
+
+/**
+ * protobuf.js (the parser behind @grpc/proto-loader, the usual way a Node program talks to a
+ * gRPC server) keeps only the last record of a message field given twice: the response must
+ * carry each object's metadata as one record, or those clients see a name-less object.
+ */
+test("protobuf.js, as @grpc/proto-loader clients use it, reads every object's metadata whole with its revision", () => {
+  const root = new protobuf.Root();
+  const protoDir = fileURLToPath(new URL("../proto/", import.meta.url));
+  root.resolvePath = (_origin, target) => (target.startsWith("google/protobuf/") ? target : join(protoDir, target));
+  root.loadSync("k4s/v1/resource_service.proto");
+  const WatchResponse = root.lookupType("k4s.v1.WatchResponse");
+  const evs = events();
+  const decoded = WatchResponse.toObject(WatchResponse.decode(encodeWatchResponse(evs, "5")!), { longs: String, oneofs: true }) as {
+    events: { type: string; object: Record<string, { metadata?: Record<string, unknown> }> & { kind: string } }[];
+    resourceVersion: string;
+  };
+  assert.equal(decoded.resourceVersion, "5");
+  assert.equal(decoded.events.length, evs.length);
+  decoded.events.forEach((got, i) => {
+    const want = evs[i]!.object.metadata;
+    const meta = got.object[got.object.kind]!.metadata;
+    assert.equal(got.type, evs[i]!.type);
+    assert.equal(meta?.name ?? "", want?.name ?? "", `event ${i}: the name kept`);
+    assert.equal(meta?.uid ?? "", want?.uid ?? "", `event ${i}: the uid kept`);
+    assert.deepEqual(meta?.labels ?? {}, want?.labels ?? {}, `event ${i}: the labels kept`);
+    assert.equal(meta?.resourceVersion ?? "", want?.resourceVersion ?? "", `event ${i}: the revision set`);
+  });
+});
+
+test("a stored form whose revision is already set, or that has no metadata record, still reads with the event's revision", () => {
+  const obj = create(ContainerSchema, { metadata: meta("c-3", { resourceVersion: "1" }) });
+  const value = toBinary(ContainerSchema, obj);
+  obj.metadata!.resourceVersion = "77";
+  const bare = create(ContainerSchema, { kind: "Container" });
+  const bareValue = toBinary(ContainerSchema, bare);
+  bare.metadata = create(ObjectMetaSchema, { resourceVersion: "78" });
+  const evs: ObjectEvent[] = [
+    { type: "MODIFIED", object: obj, previous: undefined, revision: 77, size: value.byteLength, value },
+    { type: "ADDED", object: bare, previous: undefined, revision: 78, size: bareValue.byteLength, value: bareValue },
+  ];
+  const got = fromBinary(WatchResponseSchema, encodeWatchResponse(evs, "")!);
+  assert.ok(equals(WatchResponseSchema, got, expected(evs, "")));
 });

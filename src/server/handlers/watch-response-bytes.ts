@@ -4,10 +4,14 @@
  * to each API watch, and protobuf-es's toBinary of those objects was the watch's main cost.
  *
  * A stored object is its protobuf encoding with an empty resourceVersion (the revision is the
- * key's, not stored). The event's object is those bytes followed by a second `metadata` record
- * holding only `resource_version`: protobuf parsers merge repeated records of a singular message
- * field, so every client decodes the object with its metadata whole and the revision set.
+ * key's, not stored). The event's object is those bytes with the `resource_version` field added
+ * at the end of their one `metadata` record (its length rewritten): one metadata record, as every
+ * protobuf parser reads it. (A second `metadata` record after the stored one would rely on the
+ * parser merging the two, which protobuf.js, behind @grpc/proto-loader, does not: it keeps the
+ * last record alone.) A scalar field given twice keeps its last value in every parser, so the
+ * revision written here wins over any a stored form might carry.
  */
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { AnyObject } from "../../api/kinds.js";
 import type { ObjectEvent } from "../store/resource-store.js";
 
@@ -44,26 +48,58 @@ function recordSize(len: number): number {
   return 1 + varintSize(len) + len;
 }
 
+/** The field number of `metadata` in every kind. */
+const METADATA_FIELD = 3;
+
+/**
+ * Where the stored object's metadata record lies: from its tag (`start`) through its content
+ * (`content` to `end`); start = end = the stored length when it has none; undefined when it has
+ * more than one, or one that is not length-delimited (the caller encodes the message then).
+ */
+function metadataRecord(stored: Uint8Array): { start: number; content: number; end: number } | undefined {
+  const reader = new BinaryReader(stored);
+  let found: { start: number; content: number; end: number } | undefined;
+  while (reader.pos < stored.byteLength) {
+    const start = reader.pos;
+    const [field, wireType] = reader.tag();
+    if (field !== METADATA_FIELD) {
+      reader.skip(wireType, field);
+      continue;
+    }
+    if (found || wireType !== WireType.LengthDelimited) return undefined;
+    const len = reader.uint32();
+    found = { start, content: reader.pos, end: reader.pos + len };
+    reader.pos = found.end;
+  }
+  return found ?? { start: stored.byteLength, content: stored.byteLength, end: stored.byteLength };
+}
+
 /** The sizes one event's record is made of, computed once for the measuring and the writing. */
 interface EventLayout {
   stored: Uint8Array;
   kindTag: number;
   type: Uint8Array;
-  /** The resourceVersion's ASCII digits (empty: no metadata record is appended). */
+  /** The resourceVersion's ASCII digits (empty: the stored bytes are sent as they are). */
   rv: string;
+  /** The stored metadata record's place (see metadataRecord). */
+  at: { start: number; content: number; end: number };
+  /** The length of the metadata record's content with the resourceVersion added. */
   meta: number;
   inner: number;
   object: number;
   event: number;
 }
 
-function layout(e: ObjectEvent & { value: Uint8Array }): EventLayout {
+function layout(e: ObjectEvent & { value: Uint8Array }): EventLayout | undefined {
   const rv = e.object.metadata?.resourceVersion ?? "";
-  const meta = rv === "" ? 0 : recordSize(rv.length);
-  const inner = e.value.byteLength + (meta === 0 ? 0 : recordSize(meta));
+  const stored = e.value;
+  const at = rv === "" ? { start: stored.byteLength, content: stored.byteLength, end: stored.byteLength } : metadataRecord(stored);
+  if (!at) return undefined;
+  const meta = rv === "" ? 0 : at.end - at.content + recordSize(rv.length);
+  const inner = rv === "" ? stored.byteLength : at.start + recordSize(meta) + (stored.byteLength - at.end);
   const type = TYPE_BYTES[e.type];
   const object = recordSize(inner);
-  return { stored: e.value, kindTag: KIND_TAG[e.object.$typeName], type, rv, meta, inner, object, event: recordSize(type.byteLength) + recordSize(object) };
+  return { stored, kindTag: KIND_TAG[e.object.$typeName], type, rv, at, meta, inner, object, event: recordSize(type.byteLength) + recordSize(object) };
 }
 
 /** Writes protobuf-encoded values at a moving offset into a buffer of the exact size. */
@@ -100,6 +136,7 @@ export function encodeWatchResponse(events: readonly ObjectEvent[], resourceVers
   for (const e of events) {
     if (!e.value) return undefined;
     const l = layout(e as ObjectEvent & { value: Uint8Array });
+    if (!l) return undefined;
     layouts.push(l);
     total += recordSize(l.event);
   }
@@ -110,12 +147,17 @@ export function encodeWatchResponse(events: readonly ObjectEvent[], resourceVers
     out.bytes(l.type);
     out.head(TAG_2, l.object); // WatchEvent.object
     out.head(l.kindTag, l.inner); // Object.kind
-    out.bytes(l.stored);
-    if (l.meta > 0) {
-      out.head(TAG_3, l.meta); // metadata, merged into the stored one
-      out.head(TAG_5, l.rv.length); // ObjectMeta.resource_version
-      out.ascii(l.rv);
+    if (l.rv === "") {
+      out.bytes(l.stored);
+      continue;
     }
+    const { start, content, end } = l.at;
+    out.bytes(l.stored.subarray(0, start));
+    out.head(TAG_3, l.meta); // metadata: the stored record's fields, then the revision
+    out.bytes(l.stored.subarray(content, end));
+    out.head(TAG_5, l.rv.length); // ObjectMeta.resource_version
+    out.ascii(l.rv);
+    out.bytes(l.stored.subarray(end));
   }
   if (resourceVersion !== "") {
     out.head(TAG_2, resourceVersion.length); // WatchResponse.resource_version
