@@ -50,13 +50,15 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
   provePeer?: WorkerServiceOptions["provePeer"];
   /**
    * The store the container lifecycle writes statuses and removals through (default:
-   * `resources`); in a cluster, fenced by this server's membership rather than its leadership.
+   * `resources`); for the router on every server, fenced by this server's membership rather
+   * than its leadership. Not given by the server yet (docs/cluster.md, "Not built yet").
    */
   holderResources?: ResourceStore;
   /**
-   * In a cluster: the store holding every server's session records. The scheduler then binds
-   * in the store among the hosts of every server, and the lifecycle starts what is bound to a
-   * host of this server when it sees the binding.
+   * The store holding every server's session records, for the router on every server: the
+   * scheduler then binds in the store among the hosts of every server, and the lifecycle starts
+   * what is bound to a host of this server when it sees the binding. Not given by the server
+   * yet: binding in the store has gaps to close first (docs/cluster.md, "Not built yet").
    */
   sessionRecords?: Store;
   /** Where sends to durable containers are journaled. */
@@ -101,7 +103,8 @@ interface HolderPlane {
 /**
  * The part of a control plane that acts for the worker sessions of this server: the messaging
  * plane (link registry and router) and the lifecycle of the containers on its hosts, whose
- * statuses it writes through `holderResources` (fenced by this server's membership in a cluster).
+ * statuses it writes through `holderResources` when given (a store fenced by this server's
+ * membership, for the router on every server; not given today: the plane's own `resources`).
  */
 function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onReconcile: (r: ReconcileReport) => void): HolderPlane {
   const { events, logs, metrics, onError, sessions } = options;

@@ -304,29 +304,17 @@ type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "prove
  * Makes the control planes of a server: one over SQLite, one per leadership term over etcd.
  * Each has a send journal of its own, which reads back what earlier planes left unsettled.
  */
-function planeMaker(options: ServerOptions, parts: PlaneParts, holderResources?: () => ResourceStore): () => ControlPlane {
+function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPlane {
   const { store, ...shared } = parts;
   return () =>
     createControlPlane({
       ...shared,
-      holderResources: holderResources?.(),
       journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       countLoad: options.stats ?? true,
       maxSessionBufferBytes: options.maxSessionBufferBytes,
       maxInboxBytes: options.maxInboxBytes,
     });
-}
-
-/**
- * The store the container lifecycle of a cluster's server writes through: fenced by the member
- * record this server had when the plane was made, so a server cut off from etcd past its lease
- * writes no status of what it held, even once it joined again under a new lease.
- */
-function holderStore(kv: Store, cluster: ClusterMember | undefined, onError: (message: string, err?: unknown) => void): ResourceStore {
-  const fence = cluster?.memberFence;
-  const fenced = createFencedStore(kv, { fence: () => fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError, fencedBy: "membership" });
-  return createResourceStore(fenced);
 }
 
 /**
@@ -546,10 +534,12 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     ? createFencedStore(kv, { fence: () => cluster?.fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError })
     : kv;
   const planeResources = etcdEndpoints ? createResourceStore(planeKv) : resources;
-  // The scheduler of a cluster binds in the store among the hosts of every server's session records.
-  const sessionRecords = etcdEndpoints ? kv : undefined;
-  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, sessionRecords, onError };
-  const makePlane = planeMaker(options, planeParts, etcdEndpoints ? () => holderStore(kv, cluster, onError) : undefined);
+  // While a standby relays every host's stream to the leader, the leader holds every container:
+  // its lifecycle writes under the election key (a deposed or frozen leader writes nothing) and
+  // its scheduler binds to the hosts linked to it. Binding in the store (`holderResources`,
+  // `sessionRecords`) comes with the router on every server (docs/cluster.md).
+  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError };
+  const makePlane = planeMaker(options, planeParts);
   const gated: LeaderGatedPlane | undefined = etcdEndpoints
     ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {
           logs,
