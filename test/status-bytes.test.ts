@@ -2,7 +2,7 @@
  * The stored form of a status change made from the stored form before it (in memory): byte for
  * byte what protobuf-es encodes for the whole object, for every kind, with a status before or
  * not, a status removed, and lengths of one or two varint bytes; a stored form with a field
- * after its status is left to the caller.
+ * after its status, or numbered after it, is left to the caller.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -61,6 +61,13 @@ test("a status change spliced into the stored form is exactly the whole object e
 
 test("a stored form with a field after its status is left to the caller", () => {
   const stored = toBinary(ContainerSchema, create(ContainerSchema, { metadata: { name: "x" }, status: { phase: "Running" } }));
+  const withLater = new Uint8Array([...stored, 0x30, 0x01]); // field 6, varint 1
+  assert.equal(withStatusBytes(withLater, ContainerStatusSchema, create(ContainerStatusSchema, { phase: "Failed" })), undefined);
+});
+
+test("a stored form without a status but with a field numbered after it (unknown here) is left to the caller", () => {
+  // protobuf-es writes a status before such a field, so a splice at the end would not be its encoding.
+  const stored = toBinary(ContainerSchema, create(ContainerSchema, { metadata: { name: "x" } }));
   const withLater = new Uint8Array([...stored, 0x30, 0x01]); // field 6, varint 1
   assert.equal(withStatusBytes(withLater, ContainerStatusSchema, create(ContainerStatusSchema, { phase: "Failed" })), undefined);
 });

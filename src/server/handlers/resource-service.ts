@@ -100,8 +100,8 @@ function* responsesOf(events: readonly ObjectEvent[], resourceVersion: string): 
       resourceVersion: rv,
     });
     // The objects' stored bytes go as they are (see watch-response-bytes.ts), not encoded again.
-    const bytes = encodeWatchResponse(piece, rv);
-    return bytes ? preEncoded(response, bytes) : response;
+    const encoded = encodeWatchResponse(piece, rv);
+    return encoded ? preEncoded(response, encoded) : response;
   };
   for (const e of events) {
     const size = e.size ?? 1024;

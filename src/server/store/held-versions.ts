@@ -42,6 +42,8 @@ export class HeldVersions {
     if (!isNewerVersion(obj, newest)) return;
     this.held.set(key, [new WeakRef(obj), newest ? entry![0] : undefined]);
     if (!pin) return;
+    // Pinned anew goes last: the oldest pin is the first to go past the bound.
+    this.pinned.delete(key);
     this.pinned.set(key, obj);
     if (this.pinned.size > MAX_PINNED) this.pinned.delete(this.pinned.keys().next().value!);
   }

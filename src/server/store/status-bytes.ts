@@ -23,6 +23,9 @@ export function withStatusBytes(stored: Uint8Array, schema: DescMessage, status:
     const start = reader.pos;
     const [field, wireType] = reader.tag();
     reader.skip(wireType, field);
+    // A field numbered after the status (one this version does not know) goes after it in the
+    // encoding: the splice would put the status last, so encode the whole object instead.
+    if (field > STATUS_FIELD) return undefined;
     if (field !== STATUS_FIELD) continue;
     // A field after the status (or a second status record): not the layout this relies on.
     if (reader.pos !== stored.byteLength || wireType !== WireType.LengthDelimited) return undefined;
