@@ -340,6 +340,41 @@ test("a deleted container's messages go to the other endpoints of their service;
   router.stop("done");
 });
 
+test("a deleted container's accepted sends that no endpoint takes are a MessagesDropped warning naming how many; moved ones are not", () => {
+  const events = createEventRecorder();
+  const router = newRouter({ events });
+  const dropped = () => events.recent({ kind: "Container" }).filter((e) => e.reason === "MessagesDropped").map((e) => [e.type, e.name, e.message]);
+  // Sent to the container itself, queued (no worker yet), so accepted: deleting it drops them.
+  router.upsertContainer(container("solo"));
+  const sends = ["a", "b"].map((t) => call(router, "container/solo", t));
+  assert.deepEqual(sends.map((x) => x.value?.code), [0, 0], "both sends were accepted");
+  const request = call(router, "container/solo", "r", { request: true, timeoutMs: 60_000 });
+  router.removeContainer("solo", "uid-solo");
+  assert.equal(request.value?.code, Code.Unavailable, "a request is answered itself");
+  assert.deepEqual(dropped(), [["Warning", "solo", "2 accepted sends still queued were dropped: the container was deleted and no endpoint of a service took them"]]);
+
+  // Through a service with another endpoint: the send moves there, nothing is dropped.
+  for (const name of ["e1", "e2"]) router.upsertContainer(container(name, {}, { app: "e" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "esvc", uid: "es" }, spec: { matchLabels: { app: "e" } } }));
+  router.setAvailability("e1", ready(new Worker()));
+  assert.equal(call(router, "service/esvc", "moves").value?.code, 0);
+  const w2 = new Worker();
+  router.setAvailability("e2", ready(w2));
+  router.removeContainer("e1", "uid-e1");
+  assert.deepEqual(w2.payloads(), ["moves"], "the send went on to the other endpoint");
+  assert.equal(dropped().filter(([, name]) => name === "e1").length, 0, "nothing dropped, nothing told");
+  // Its service gone first, a send through it has nowhere to go either.
+  router.upsertContainer(container("lone", {}, { app: "l" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "lsvc", uid: "ls" }, spec: { matchLabels: { app: "l" } } }));
+  router.setAvailability("lone", ready(new Worker()));
+  const lone = call(router, "service/lsvc", "via-lsvc");
+  assert.equal(lone.value?.code, 0);
+  router.removeService("lsvc", "ls");
+  router.removeContainer("lone", "uid-lone");
+  assert.equal(dropped().filter(([, name]) => name === "lone").length, 1, "a send whose service went first is dropped and told");
+  router.stop("done");
+});
+
 test("an unknown target is looked up in the store first; still unknown it is NOT_FOUND naming what was asked for", async () => {
   const plain = newRouter();
   assert.equal(call(plain, "container/nope", "x", { request: true, timeoutMs: 60_000 }).value?.message, 'no container named "nope"');

@@ -126,6 +126,23 @@ export function createRouter(options: RouterOptions): Router {
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
   const stranded = new Set<Mailbox>();
+
+  /**
+   * Empties a deleted container's mailbox. Sends it had accepted that no endpoint of their
+   * service can take (sent to the container itself, or their service is gone too) end here:
+   * their senders were answered when they were queued, so a warning event says how many.
+   */
+  function emptied(m: Mailbox) {
+    const dropped = services.empty(m, `container "${m.name}" was deleted`);
+    if (dropped === 0) return;
+    options.events.record({
+      type: "Warning",
+      reason: "MessagesDropped",
+      kind: "Container",
+      name: m.name,
+      message: `${dropped} accepted ${dropped === 1 ? "send" : "sends"} still queued were dropped: the container was deleted and no endpoint of a service took them`,
+    });
+  }
   const availability: AvailabilityContext = { services, deliveries, stranded };
   const setAvailability = (m: Mailbox, a: Availability) => applyAvailability(m, a, availability);
   // Requests are timed for the latency histogram, every message for the live stats.
@@ -162,7 +179,7 @@ export function createRouter(options: RouterOptions): Router {
       const { mailbox, replaced } = directory.putContainer(obj);
       if (replaced) {
         stranded.delete(replaced);
-        services.empty(replaced, `container "${replaced.name}" was deleted`);
+        emptied(replaced);
       }
       services.topologyChanged();
       // New labels may have made a ready container an endpoint of a service.
@@ -175,7 +192,7 @@ export function createRouter(options: RouterOptions): Router {
       if (!m || m.uid !== uid) return;
       directory.remove(m);
       stranded.delete(m);
-      services.empty(m, `container "${m.name}" was deleted`);
+      emptied(m);
       services.topologyChanged();
     },
     upsertService(obj) {

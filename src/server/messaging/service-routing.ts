@@ -29,8 +29,12 @@ export interface ServiceRouting {
   reroute(m: Mailbox, force: boolean): void;
   /** Fails the requests waiting in a mailbox with UNAVAILABLE. */
   failQueuedRequests(m: Mailbox, message: string): void;
-  /** Empties a forgotten mailbox: its messages go to other endpoints of their service, or fail. */
-  empty(m: Mailbox, message: string): void;
+  /**
+   * Empties a forgotten mailbox: its messages go to other endpoints of their service, or fail.
+   * Returns how many sends it had already accepted found nowhere to go (their senders were
+   * answered when they were queued, so only the caller can still tell of them).
+   */
+  empty(m: Mailbox, message: string): number;
   /** Fails the calls waiting for a forgotten service. */
   dropService(s: ServiceRoute): void;
   /** Readiness, labels or the set of containers or services changed: waiting calls may move. */
@@ -127,13 +131,17 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
     }
   }
 
-  /** Sends an envelope taken out of a mailbox through its service again, or fails it. */
-  function again(env: Letter, orFail: string, container: string) {
+  /** Sends an envelope taken out of a mailbox through its service again (true), or fails it (false). */
+  function again(env: Letter, orFail: string, container: string): boolean {
     const s = env.service ? directory.service(env.service) : undefined;
-    if (!s) return fail(env, orFail, container);
+    if (!s) {
+      fail(env, orFail, container);
+      return false;
+    }
     env.state = EnvelopeState.New;
     env.mailbox = undefined;
     toService(env, s);
+    return true;
   }
 
   return {
@@ -155,8 +163,13 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
       m.ready = false;
       // Delivered once already: at most once means a request fails rather than runs again.
       deliveries.release(m, "was deleted");
-      for (const env of m.inbox.drain()) again(env, message, m.name);
+      let dropped = 0;
+      for (const env of m.inbox.drain()) {
+        const accepted = env.answered && !env.expectsReply;
+        if (!again(env, message, m.name) && accepted) dropped++;
+      }
       drainWaiters();
+      return dropped;
     },
     dropService(s) {
       for (const env of s.waiters.drain()) fail(env, `service "${s.name}" was deleted`);
