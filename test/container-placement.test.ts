@@ -19,6 +19,10 @@ import { createInformer } from "../src/server/controllers/informer.js";
 import { createResourceStore } from "../src/server/store/create-resource-store.js";
 import { openStore } from "../src/server/store/open-store.js";
 import type { ResourceStore } from "../src/server/store/resource-store.js";
+import { createContainerController } from "../src/server/controllers/container-controller.js";
+import { createEventRecorder } from "../src/server/event-recorder.js";
+import { createLogStore } from "../src/server/log-store.js";
+import { createMessagingPlane } from "../src/server/messaging/messaging-plane.js";
 import { eventually } from "./helpers.js";
 
 const container = (name: string, spec: { module?: string; command?: string[] }, status?: { phase: string; host: string }) =>
@@ -148,6 +152,115 @@ test("cluster endpoints: a service's endpoints are the ready containers its sele
     await resources.delete("Container", "web-1");
     await eventually(() => !endpoints.of("web")?.includes("web-1"), 30_000, "web-1 gone");
   } finally {
+    await informer.stop();
+    await store.close();
+  }
+});
+
+test("store binder: a binding on its way is forgotten at once when its container is re-created under its name, and is in force only while a server holds its host, stored or not", async () => {
+  const store = await openStore({});
+  const resources = createResourceStore(store);
+  const informer = createInformer({ resources, kinds: ["Container"] });
+  const record = (server: string, e: SessionEntry) =>
+    store.txn([], [{ type: "put", key: `${SESSION_RECORDS_PREFIX}${server}/${e.kind}/${e.name}`, value: Buffer.from(JSON.stringify(e)) }]);
+  const offer = { modules: ["echo"], capacity: 0, canSpawn: false };
+  await record("a:1", { kind: "host", name: "h1", sessionId: "s1", host: offer });
+  await record("b:2", { kind: "host", name: "h2", sessionId: "s2", host: offer });
+  const spec = { module: "echo", function: "ECHO" };
+  for (const name of ["c1", "c2"]) await resources.create(create(ContainerSchema, { metadata: { name }, spec }));
+  // The binding of c2 waits to be written until let through.
+  let letThrough!: () => void;
+  const held = new Promise<void>((resolve) => (letThrough = resolve));
+  const slow: ResourceStore = { ...resources, updateStatus: async (...args) => (await held, resources.updateStatus(...args)) };
+  const locator = createSessionLocator({ store, onError: (m) => assert.fail(m) });
+  await Promise.all([locator.start(), informer.start()]);
+  try {
+    const binder = createStoreBinder({ locator, informer, resources, retry: () => {}, onError: (m) => assert.fail(m) });
+    binder.bind("c1", binder.hosts()[0]!);
+    await eventually(() => informer.get("Container", "c1")?.status?.host === "h1", 30_000, "c1's binding stored");
+    // No scheduling pass in between: c1 is deleted and created again, with no binding.
+    const uid = informer.get("Container", "c1")!.metadata!.uid;
+    await resources.delete("Container", "c1");
+    await resources.create(create(ContainerSchema, { metadata: { name: "c1" }, spec }));
+    await eventually(() => { const c = informer.get("Container", "c1"); return c !== undefined && c.metadata?.uid !== uid; }, 30_000, "c1 re-created");
+    assert.equal(binder.bound("c1"), false, "the new c1 is not the one bound: it is scheduled");
+    assert.equal(binder.load(binder.hosts()[0]!), 0, "nor counted on h1");
+
+    const slowBinder = createStoreBinder({ locator, informer, resources: slow, retry: () => {}, onError: (m) => assert.fail(m) });
+    slowBinder.bind("c2", slowBinder.hosts()[1]!);
+    assert.equal(slowBinder.bound("c2"), true, "on its way to h2, held by b:2");
+    await store.txn([], [{ type: "delete", key: `${SESSION_RECORDS_PREFIX}b:2/host/h2` }]);
+    await eventually(() => locator.host("h2") === undefined, 30_000, "h2's record gone");
+    assert.equal(slowBinder.bound("c2"), false, "its host went before the binding was stored: it is scheduled again");
+    letThrough();
+    await eventually(() => informer.get("Container", "c2")?.status?.host === "h2", 30_000, "the late binding stored");
+    assert.equal(slowBinder.bound("c2"), false, "stored, to a host no server holds");
+  } finally {
+    letThrough();
+    locator.stop();
+    await informer.stop();
+    await store.close();
+  }
+});
+
+test("session locator: a first listing that fails is tried again after a back-off, not given up", async () => {
+  const store = await openStore({});
+  await store.txn([], [{ type: "put", key: `${SESSION_RECORDS_PREFIX}a:1/host/h1`, value: Buffer.from(JSON.stringify({ kind: "host", name: "h1", sessionId: "s1" })) }]);
+  let failures = 2;
+  const flaky = { ...store, range: (...args: Parameters<typeof store.range>) => (failures-- > 0 ? Promise.reject(new Error("etcd is not answering")) : store.range(...args)) };
+  const errors: string[] = [];
+  const locator = createSessionLocator({ store: flaky, onError: (m) => errors.push(m) });
+  try {
+    await locator.start();
+    assert.equal(locator.host("h1")?.server, "a:1", "listed on the third try");
+    assert.equal(errors.length, 2);
+    assert.match(errors[0]!, /listing the session records failed; trying again/);
+  } finally {
+    locator.stop();
+    await store.close();
+  }
+  // Stopped before any listing went through: start() gives up, saying so.
+  const never = createSessionLocator({ store: { ...store, range: () => Promise.reject(new Error("down")) }, onError: () => {} });
+  const started = never.start();
+  never.stop();
+  await assert.rejects(started);
+});
+
+test("lifecycle with bindings in the store: a container bound to a host that is away keeps waiting for the scheduler, and starts when that host joins", async () => {
+  const store = await openStore({});
+  const resources = createResourceStore(store);
+  const informer = createInformer({ resources, kinds: ["Container", "Service"] });
+  const events = createEventRecorder();
+  const messaging = createMessagingPlane({ informer, events });
+  const containers = createContainerController({
+    informer,
+    resources,
+    events,
+    logs: createLogStore(),
+    router: messaging.router,
+    links: messaging.links,
+    resumeGraceMs: 5_000,
+    bindsFromStore: true,
+    onError: (m) => assert.fail(m),
+  });
+  const scheduling: Array<string | undefined> = [];
+  containers.onSchedulingNeeded((name) => scheduling.push(name));
+  await resources.create(create(ContainerSchema, { metadata: { name: "c1" }, spec: { module: "echo", function: "ECHO" } }));
+  await resources.updateStatus("Container", "c1", (c) => bindingOf(c, "h1"));
+  await informer.start();
+  await containers.start();
+  try {
+    await eventually(() => containers.record("c1")?.hostName === "h1", 30_000, "c1 seen bound to h1");
+    assert.equal(containers.record("c1")!.state.is, "Unscheduled");
+    assert.ok(scheduling.includes("c1"), "the scheduler is told of it: should h1 never come back, it binds c1 elsewhere");
+    const h1 = messaging.links.open({ name: "h1", role: "host", modules: ["echo"], proven: true });
+    containers.hostJoined(h1, []);
+    assert.equal(containers.record("c1")!.state.is, "Starting", "started as its host joined, not at some later reconcile");
+    const batch = await h1.next();
+    assert.deepEqual(batch?.frames.map((f) => f.frame.case), ["welcome", "assign"]);
+  } finally {
+    await containers.stop();
+    messaging.stop("test over");
     await informer.stop();
     await store.close();
   }

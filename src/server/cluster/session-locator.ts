@@ -32,7 +32,7 @@ export interface SessionLocatorOptions {
 
 /** SessionLocator knows which server holds every host's and attached process's session. */
 export interface SessionLocator {
-  /** Lists the records, then follows them; resolves once the first listing is in. */
+  /** Lists the records (again after a back-off while that fails), then follows them; resolves once the first listing is in. */
   start(): Promise<void>;
   /** The session in force of a host, by the host's name. */
   host(name: string): LocatedSession | undefined;
@@ -119,7 +119,21 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
 
   return {
     async start() {
-      void follow(await list());
+      // etcd may not answer yet (a member failing over as the server starts): list again after a
+      // back-off until it does, or until stopped.
+      for (;;) {
+        try {
+          const revision = await list();
+          retries.reset();
+          void follow(revision);
+          return;
+        } catch (err) {
+          if (abort.signal.aborted) throw err;
+          options.onError("cluster: listing the session records failed; trying again", err);
+        }
+        await abortableDelay(retries.next(), abort.signal);
+        if (abort.signal.aborted) throw new Error("session locator stopped before its first listing");
+      }
     },
     host: (name) => inForce("host", name),
     attached: (container) => inForce("attached", container),

@@ -37,19 +37,38 @@ export function bindingOf(current: Container, host: string) {
   return st;
 }
 
+/** A binding written (or being written) that the informer may not show yet. */
+interface OnItsWay {
+  host: string;
+  /** The container it was written for: one re-created under the same name is another container. */
+  uid: string;
+}
+
 /** Creates the binder of a cluster's leader. */
 export function createStoreBinder(options: StoreBinderOptions): Binder<ClusterHost> {
   const { locator, informer } = options;
-  /** Bindings written (or being written) that the informer does not show yet: they count as load. */
-  const pending = new Map<string, string>();
+  /** Bindings on their way, by container name: they count as load until the informer shows them. */
+  const pending = new Map<string, OnItsWay>();
   let loads = new Map<string, number>();
-  const shown = (name: string, host: string) => informer.get("Container", name)?.status?.host === host;
+
+  /**
+   * The binding on its way of a container, forgotten (at any look, not only a scheduling pass)
+   * once the informer shows it stored, or shows the container gone or re-created under its name.
+   */
+  function onItsWay(name: string): OnItsWay | undefined {
+    const p = pending.get(name);
+    if (!p) return undefined;
+    const cur = informer.get("Container", name);
+    if (cur?.metadata?.uid === p.uid && cur.status?.host !== p.host) return p;
+    pending.delete(name);
+    return undefined;
+  }
 
   function freshLoads(): Map<string, number> {
     const next = hostLoads(informer.list("Container"));
-    for (const [name, host] of pending) {
-      if (shown(name, host)) pending.delete(name);
-      else next.set(host, (next.get(host) ?? 0) + 1);
+    for (const name of [...pending.keys()]) {
+      const p = onItsWay(name);
+      if (p) next.set(p.host, (next.get(p.host) ?? 0) + 1);
     }
     return next;
   }
@@ -61,22 +80,24 @@ export function createStoreBinder(options: StoreBinderOptions): Binder<ClusterHo
     },
     load: (h) => loads.get(h.name) ?? 0,
     bound(name) {
-      const host = pending.get(name);
-      if (host !== undefined) return !shown(name, host) || locator.host(host) !== undefined;
-      const bound = storedBinding(informer.get("Container", name));
-      return bound !== "" && locator.host(bound) !== undefined;
+      // On its way or stored, a binding is in force only while a server holds its host: one
+      // whose host went (even before the binding was stored) is scheduled again.
+      const host = onItsWay(name)?.host ?? storedBinding(informer.get("Container", name));
+      return host !== "" && locator.host(host) !== undefined;
     },
     bind(name, host) {
-      const uid = informer.get("Container", name)?.metadata?.uid;
-      pending.set(name, host.name);
+      const uid = informer.get("Container", name)?.metadata?.uid ?? "";
+      const mine: OnItsWay = { host: host.name, uid };
+      pending.set(name, mine);
+      const forget = () => pending.get(name) === mine && pending.delete(name);
       options.resources
         .updateStatus("Container", name, (current) => (current.metadata?.uid === uid && !current.metadata?.deletionTimestamp ? bindingOf(current, host.name) : undefined))
         .then(
           (stored) => {
-            if (stored?.status?.host !== host.name) pending.delete(name);
+            if (stored?.status?.host !== host.name) forget();
           },
           (err: unknown) => {
-            pending.delete(name);
+            forget();
             options.onError(`scheduler: binding container "${name}" to host "${host.name}" failed`, err);
             options.retry(name);
           },

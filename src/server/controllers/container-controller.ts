@@ -244,6 +244,9 @@ function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<Worker
   if (host) return bind(rec, host, fx);
   rec.hostName = name;
   rec.message = obj.status!.message;
+  // The scheduler keeps it among those waiting: bound to a host no server holds (any more, or
+  // gone before the binding was stored), it is scheduled again.
+  needScheduling(rec.name);
 }
 
 /**
@@ -301,6 +304,8 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
         if (!rec || rec.uid !== r.uid || rec.host !== host) host.push(stopFrame({ container: r.name, uid: r.uid, graceMs: 0 }));
       }
       for (const rec of records.values()) {
+        // Bound in the store to this host while it was away: it starts now.
+        if (rec.state.is === "Unscheduled" && rec.hostName === host.name) o.reconcile(rec.name);
         // Its old host is back and did not list it: no reason to wait any longer.
         if (host.proven && rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
           stopAwaiting(rec, fx);
