@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { ConnectError, createContextKey, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import type { AdapterOptions, CallContext, ServiceHandlers } from "./grpc-adapter.js";
+import { responseMessage, type AdapterOptions, type CallContext, type ServiceHandlers } from "./grpc-adapter.js";
 
 /** Context key of the client's address, set by the HTTP server that hosts the router. */
 export const peerKey = createContextKey<string>("", { description: "client address" });
@@ -52,7 +52,7 @@ export function addConnectService<S extends DescService>(
     methods[m.localName] = streamed
       ? async function* (req: unknown, hctx: HandlerContext) {
           try {
-            yield* fn.call(impl, req, contextOf(hctx)) as AsyncIterable<unknown>;
+            for await (const res of fn.call(impl, req, contextOf(hctx)) as AsyncIterable<unknown>) yield responseMessage(res);
             ended(m, 0);
           } catch (err) {
             throw fail(err);
@@ -60,7 +60,7 @@ export function addConnectService<S extends DescService>(
         }
       : async (req: unknown, hctx: HandlerContext) => {
           try {
-            const res = await fn.call(impl, req, contextOf(hctx));
+            const res = responseMessage(await fn.call(impl, req, contextOf(hctx)));
             ended(m, 0);
             return res;
           } catch (err) {

@@ -150,23 +150,39 @@ async function requestOf(call: { request: unknown }): Promise<unknown> {
   }
 }
 
-const PRE_ENCODED = Symbol("k4s.preEncoded");
+const EITHER_FORM = Symbol("k4s.eitherForm");
+
+interface Forms {
+  message(): object;
+  bytes(): Uint8Array | undefined;
+}
 
 /**
- * Attaches the binary form of a response, which its handler made itself (from bytes it had
- * already, say): the gRPC port sends those bytes instead of encoding the message. The Connect
- * port, which may answer in JSON, still uses the message.
+ * A response whose two forms are made only when a port asks for one: the gRPC port sends
+ * `bytes()`, a binary form its handler made itself (from bytes it had already, say), or encodes
+ * `message()` when that gives undefined; the Connect port, which may answer in JSON, takes
+ * `message()`. Each is called at most once, and only the form the port sends is made.
  */
-export function preEncoded<T extends object>(response: T, bytes: Uint8Array): T {
-  (response as Record<symbol, unknown>)[PRE_ENCODED] = bytes;
-  return response;
+export function eitherForm<T extends object>(message: () => T, bytes: () => Uint8Array | undefined): T {
+  const forms: Forms = { message, bytes };
+  return { [EITHER_FORM]: forms } as unknown as T;
+}
+
+/** The message of a handler's response, made now when the handler gave it as eitherForm. */
+export function responseMessage(value: unknown): unknown {
+  const forms = (value as Record<symbol, Forms | undefined> | undefined)?.[EITHER_FORM];
+  return forms ? forms.message() : value;
 }
 
 /** Encodes a (possibly big) response a slice at a time; the path's own fast codecs stay as they are. */
 async function encodeResponse(schema: DescMessage, value: unknown): Promise<unknown> {
   if (fastCodecs.has(schema.typeName)) return value;
-  const bytes = (value as Record<symbol, Uint8Array | undefined>)[PRE_ENCODED];
-  if (bytes) return new Encoded(bytes);
+  const forms = (value as Record<symbol, Forms | undefined>)[EITHER_FORM];
+  if (forms) {
+    const bytes = forms.bytes();
+    if (bytes) return new Encoded(bytes);
+    value = forms.message();
+  }
   const msg = isMessage(value, schema) ? value : create(schema, value as MessageInitShape<DescMessage>);
   return new Encoded(await encodePaced(schema, msg));
 }

@@ -147,7 +147,7 @@ export function fastPathCovers(message: keyof typeof CODEC_FIELDS | { schema: De
 // Writing
 
 /** Bytes of a varint of a non-negative integer below 2^53. */
-function varintSize(n: number): number {
+export function varintSize(n: number): number {
   if (n < 0x80) return 1;
   if (n < 0x4000) return 2;
   if (n < 0x200000) return 3;
@@ -202,6 +202,9 @@ export const GRPC_PREFIX_BYTES = 5;
 let detaching = false;
 let detached = 0;
 
+/** Bytes of a length-delimited field of `n` bytes under a one-byte tag. */
+export const messageFieldSize = (n: number) => 1 + varintSize(n) + n;
+
 /** Encoded size of fields, 0 for a default value (which is not written). */
 const varintFieldSize = (n: number) => (n === 0 ? 0 : 1 + varintSize(n));
 const int32FieldSize = (n: number) => (n === 0 ? 0 : 1 + int32Size(n));
@@ -210,16 +213,15 @@ function bytesFieldSize(b: Uint8Array): number {
   const n = b.byteLength;
   if (n === 0) return 0;
   if (detaching && n >= DETACH_BYTES) detached += n;
-  return 1 + varintSize(n) + n;
+  return messageFieldSize(n);
 }
 function stringFieldSize(s: string): number {
   if (s === "") return 0;
-  const n = utf8Size(s);
-  return 1 + varintSize(n) + n;
+  return messageFieldSize(utf8Size(s));
 }
-const messageFieldSize = (n: number) => 1 + varintSize(n) + n;
 
-class Writer {
+/** Writes protobuf-encoded values at a moving offset into a buffer sized beforehand. */
+export class Writer {
   pos = 0;
   /** Where the part not yet handed to `parts` begins. */
   private start = 0;
@@ -286,8 +288,19 @@ class Writer {
       this.start = this.pos;
       return;
     }
+    this.raw(b);
+  }
+
+  /** Copies bytes as they are (already encoded), with no length before them. */
+  raw(b: Uint8Array): void {
     this.buf.set(b, this.pos);
-    this.pos += n;
+    this.pos += b.byteLength;
+  }
+
+  /** The tag and length of a length-delimited field whose `len` bytes are written next. */
+  head(tag: number, len: number): void {
+    this.buf[this.pos++] = tag;
+    this.varint(len);
   }
 
   // One call per field, skipping default values as protobuf does; tags are single bytes
@@ -372,16 +385,9 @@ function writeOutcome(w: Writer, t: OutcomeTags, v: Outcome): void {
   w.stringField(t.contentType, v.contentType);
   const e = v.error;
   if (!e) return;
-  w.buf[w.pos++] = t.error;
-  w.varint(errorSize(e));
+  w.head(t.error, errorSize(e));
   w.int32Field(ERROR!.code, e.code);
   w.stringField(ERROR!.message, e.message);
-}
-
-/** Writes the tag and length of a frame's oneof field. */
-function frameHead(w: Writer, tag: number, size: number): void {
-  w.buf[w.pos++] = tag;
-  w.varint(size);
 }
 
 /** Size of a heartbeat's one field; SLOW for a time the fast path does not write (negative). */
@@ -414,7 +420,7 @@ function writeWorkerFrame(w: Writer, f: WorkerFrame, size: number): void {
     case "call": {
       const v = fr.value as Call;
       const t = CALL!;
-      frameHead(w, W.call, size);
+      w.head(W.call, size);
       w.varintField(t.id, u64(v.id));
       w.stringField(t.target, v.target);
       writePayload(w, t, v);
@@ -423,15 +429,15 @@ function writeWorkerFrame(w: Writer, f: WorkerFrame, size: number): void {
       return;
     }
     case "result":
-      frameHead(w, W.result, size);
+      w.head(W.result, size);
       writeOutcome(w, RESULT!, fr.value as DeliveryResult);
       return;
     case "cancelCall":
-      frameHead(w, W.cancelCall, size);
+      w.head(W.cancelCall, size);
       w.varintField(CANCEL_CALL!.id, u64((fr.value as CancelCall).id));
       return;
     case "heartbeat":
-      frameHead(w, W.heartbeat, size);
+      w.head(W.heartbeat, size);
       w.varintField(HEARTBEAT!.sentAtMs, Number((fr.value as Heartbeat).sentAtMs));
       return;
   }
@@ -464,7 +470,7 @@ function writeServerFrame(w: Writer, f: ServerFrame, size: number): void {
     case "delivery": {
       const v = fr.value as Delivery;
       const t = DELIVERY!;
-      frameHead(w, S.delivery, size);
+      w.head(S.delivery, size);
       w.varintField(t.id, u64(v.id));
       w.stringField(t.container, v.container);
       writePayload(w, t, v);
@@ -474,20 +480,20 @@ function writeServerFrame(w: Writer, f: ServerFrame, size: number): void {
     }
     case "callResult": {
       const v = fr.value as CallResult;
-      frameHead(w, S.callResult, size);
+      w.head(S.callResult, size);
       writeOutcome(w, CALL_RESULT!, v);
       w.stringField(CALL_RESULT!.container, v.container);
       return;
     }
     case "cancelDelivery": {
       const v = fr.value as CancelDelivery;
-      frameHead(w, S.cancelDelivery, size);
+      w.head(S.cancelDelivery, size);
       w.varintField(CANCEL_DELIVERY!.id, u64(v.id));
       w.stringField(CANCEL_DELIVERY!.reason, v.reason);
       return;
     }
     case "heartbeat":
-      frameHead(w, S.heartbeat, size);
+      w.head(S.heartbeat, size);
       w.varintField(HEARTBEAT!.sentAtMs, Number((fr.value as Heartbeat).sentAtMs));
       return;
   }
@@ -529,9 +535,9 @@ function encodeBatch<F>(
         fallback[i] = undefined;
         scratch[i] = inner;
         // The frame is its one oneof field: tag byte, length, message.
-        body = 1 + varintSize(inner) + inner;
+        body = messageFieldSize(inner);
       }
-      total += 1 + varintSize(body) + body;
+      total += messageFieldSize(body);
     }
   } finally {
     detaching = false;
@@ -545,16 +551,14 @@ function encodeBatch<F>(
     w.pos = prefix;
   }
   for (let i = 0; i < count; i++) {
-    w.buf[w.pos++] = FRAMES;
     const slowBytes = fallback[i];
     if (slowBytes) {
-      w.varint(slowBytes.byteLength);
-      w.buf.set(slowBytes, w.pos);
-      w.pos += slowBytes.byteLength;
+      w.head(FRAMES, slowBytes.byteLength);
+      w.raw(slowBytes);
       fallback[i] = undefined;
     } else {
       const inner = scratch[i]!;
-      w.varint(1 + varintSize(inner) + inner);
+      w.head(FRAMES, messageFieldSize(inner));
       write(w, frames[i]!, inner);
     }
   }

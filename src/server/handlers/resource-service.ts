@@ -20,7 +20,7 @@ import { validateGlob } from "../../api/selector.js";
 import { parseLabelSelector } from "../../api/label-selector.js";
 import { assertValid, formatIssues, MAX_REPLICAS, validateObject } from "../../api/validate.js";
 import { badField, badRequest, violationsOf, type FieldViolation } from "../../api/bad-request.js";
-import { preEncoded, type CallContext, type ServiceHandlers } from "../grpc-adapter.js";
+import { eitherForm, type CallContext, type ServiceHandlers } from "../grpc-adapter.js";
 import type { ListOptions, ObjectBatch, ObjectEvent, ResourceStore } from "../store/resource-store.js";
 import { MAX_APPLY_OBJECTS } from "../store/create-resource-store.js";
 import { encodeWatchResponse } from "./watch-response-bytes.js";
@@ -95,13 +95,17 @@ function* responsesOf(events: readonly ObjectEvent[], resourceVersion: string): 
   let bytes = 0;
   const flush = (last: boolean) => {
     const rv = last ? resourceVersion : "";
-    const response = create(WatchResponseSchema, {
-      events: piece.map((e) => create(WatchEventSchema, { type: e.type, object: wrap(e.object) })),
-      resourceVersion: rv,
-    });
-    // The objects' stored bytes go as they are (see watch-response-bytes.ts), not encoded again.
-    const encoded = encodeWatchResponse(piece, rv);
-    return encoded ? preEncoded(response, encoded) : response;
+    const events = piece;
+    // On the gRPC port the objects' stored bytes go as they are (see watch-response-bytes.ts),
+    // not encoded again; the message is made for the Connect port, or when bytes are missing.
+    return eitherForm(
+      () =>
+        create(WatchResponseSchema, {
+          events: events.map((e) => create(WatchEventSchema, { type: e.type, object: wrap(e.object) })),
+          resourceVersion: rv,
+        }),
+      () => encodeWatchResponse(events, rv),
+    );
   };
   for (const e of events) {
     const size = e.size ?? 1024;

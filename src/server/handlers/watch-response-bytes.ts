@@ -14,6 +14,7 @@
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { AnyObject } from "../../api/kinds.js";
 import type { ObjectEvent } from "../store/resource-store.js";
+import { messageFieldSize, Writer } from "../../transport/frame-codec.js";
 
 /** Wire tags (field number << 3 | length-delimited) of the fields written here. */
 const TAG_1 = 0x0a;
@@ -33,20 +34,6 @@ const TYPE_BYTES: Record<ObjectEvent["type"], Uint8Array> = {
   MODIFIED: new TextEncoder().encode("MODIFIED"),
   DELETED: new TextEncoder().encode("DELETED"),
 };
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80);
-    size++;
-  }
-  return size;
-}
-
-/** Bytes of a length-delimited record of `len` bytes under a one-byte tag. */
-function recordSize(len: number): number {
-  return 1 + varintSize(len) + len;
-}
 
 /** The field number of `metadata` in every kind. */
 const METADATA_FIELD = 3;
@@ -95,35 +82,11 @@ function layout(e: ObjectEvent & { value: Uint8Array }): EventLayout | undefined
   const stored = e.value;
   const at = rv === "" ? { start: stored.byteLength, content: stored.byteLength, end: stored.byteLength } : metadataRecord(stored);
   if (!at) return undefined;
-  const meta = rv === "" ? 0 : at.end - at.content + recordSize(rv.length);
-  const inner = rv === "" ? stored.byteLength : at.start + recordSize(meta) + (stored.byteLength - at.end);
+  const meta = rv === "" ? 0 : at.end - at.content + messageFieldSize(rv.length);
+  const inner = rv === "" ? stored.byteLength : at.start + messageFieldSize(meta) + (stored.byteLength - at.end);
   const type = TYPE_BYTES[e.type];
-  const object = recordSize(inner);
-  return { stored, kindTag: KIND_TAG[e.object.$typeName], type, rv, at, meta, inner, object, event: recordSize(type.byteLength) + recordSize(object) };
-}
-
-/** Writes protobuf-encoded values at a moving offset into a buffer of the exact size. */
-class Out {
-  offset = 0;
-  constructor(readonly buf: Uint8Array) {}
-  varint(n: number): void {
-    while (n >= 0x80) {
-      this.buf[this.offset++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    this.buf[this.offset++] = n;
-  }
-  head(tag: number, len: number): void {
-    this.buf[this.offset++] = tag;
-    this.varint(len);
-  }
-  bytes(b: Uint8Array): void {
-    this.buf.set(b, this.offset);
-    this.offset += b.byteLength;
-  }
-  ascii(s: string): void {
-    for (let i = 0; i < s.length; i++) this.buf[this.offset++] = s.charCodeAt(i);
-  }
+  const object = messageFieldSize(inner);
+  return { stored, kindTag: KIND_TAG[e.object.$typeName], type, rv, at, meta, inner, object, event: messageFieldSize(type.byteLength) + messageFieldSize(object) };
 }
 
 /**
@@ -132,36 +95,34 @@ class Out {
  */
 export function encodeWatchResponse(events: readonly ObjectEvent[], resourceVersion: string): Uint8Array | undefined {
   const layouts: EventLayout[] = [];
-  let total = resourceVersion === "" ? 0 : recordSize(resourceVersion.length);
+  let total = resourceVersion === "" ? 0 : messageFieldSize(resourceVersion.length);
   for (const e of events) {
     if (!e.value) return undefined;
     const l = layout(e as ObjectEvent & { value: Uint8Array });
     if (!l) return undefined;
     layouts.push(l);
-    total += recordSize(l.event);
+    total += messageFieldSize(l.event);
   }
-  const out = new Out(new Uint8Array(total));
+  const w = new Writer(Buffer.allocUnsafe(total));
   for (const l of layouts) {
-    out.head(TAG_1, l.event); // WatchResponse.events
-    out.head(TAG_1, l.type.byteLength); // WatchEvent.type
-    out.bytes(l.type);
-    out.head(TAG_2, l.object); // WatchEvent.object
-    out.head(l.kindTag, l.inner); // Object.kind
+    w.head(TAG_1, l.event); // WatchResponse.events
+    w.head(TAG_1, l.type.byteLength); // WatchEvent.type
+    w.raw(l.type);
+    w.head(TAG_2, l.object); // WatchEvent.object
+    w.head(l.kindTag, l.inner); // Object.kind
     if (l.rv === "") {
-      out.bytes(l.stored);
+      w.raw(l.stored);
       continue;
     }
     const { start, content, end } = l.at;
-    out.bytes(l.stored.subarray(0, start));
-    out.head(TAG_3, l.meta); // metadata: the stored record's fields, then the revision
-    out.bytes(l.stored.subarray(content, end));
-    out.head(TAG_5, l.rv.length); // ObjectMeta.resource_version
-    out.ascii(l.rv);
-    out.bytes(l.stored.subarray(end));
+    w.raw(l.stored.subarray(0, start));
+    w.head(TAG_3, l.meta); // metadata: the stored record's fields, then the revision
+    w.raw(l.stored.subarray(content, end));
+    w.stringField(TAG_5, l.rv); // ObjectMeta.resource_version
+    w.raw(l.stored.subarray(end));
   }
-  if (resourceVersion !== "") {
-    out.head(TAG_2, resourceVersion.length); // WatchResponse.resource_version
-    out.ascii(resourceVersion);
-  }
-  return out.buf;
+  w.stringField(TAG_2, resourceVersion); // WatchResponse.resource_version (not written when empty)
+  // Every byte is written: the sizes above are exact (a mistake would send uninitialised memory).
+  if (w.pos !== total) throw new Error(`watch response: wrote ${w.pos} of ${total} bytes`);
+  return w.buf;
 }
