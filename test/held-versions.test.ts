@@ -2,13 +2,16 @@
  * The held versions of a store in memory: a version is found for exactly its revision, the
  * newest two of a key are kept (an event names the version before a write and the one after),
  * an older one never displaces a newer, pins last until a watch delivers that version (or a
- * newer one) and are bounded, and a deleted key keeps nothing.
+ * newer one) and are bounded, only while a watch runs, and a deleted key keeps nothing.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
-import { HeldVersions } from "../src/server/store/held-versions.js";
+import { HeldVersions, heldVersionsOf } from "../src/server/store/held-versions.js";
+import { createResourceStore } from "../src/server/store/create-resource-store.js";
+import { openSqliteStore } from "../src/server/store/sqlite-store.js";
+import { container } from "./resource-store-contract.js";
 
 const version = (rv: number): Container => create(ContainerSchema, { metadata: { name: "c", resourceVersion: String(rv) } });
 
@@ -35,6 +38,7 @@ test("a key's newest two versions are found by exact revision; an older one disp
 
 test("a pin lasts until that version or a newer one is delivered, and a deleted key's pin goes", () => {
   const h = new HeldVersions();
+  h.watchStarted();
   h.hold("a", version(3), true);
   h.hold("b", version(3), true);
   h.hold("c", version(4));
@@ -52,9 +56,60 @@ test("a pin lasts until that version or a newer one is delivered, and a deleted 
 
 test("pins are bounded: past the bound the oldest pin goes", () => {
   const h = new HeldVersions();
+  h.watchStarted();
   for (let i = 0; i < 20_001; i++) h.hold(`k${i}`, version(i + 1), true);
   assert.equal(h.pinnedCount, 20_000);
   h.delivered("k0", 1);
   h.delivered("k1", 2);
   assert.equal(h.pinnedCount, 19_999, "k0's pin was the one dropped");
+});
+
+test("with no watch running nothing is pinned, and the last watch to end ends every pin", () => {
+  const h = new HeldVersions();
+  const v = version(3);
+  h.hold("a", v, true);
+  assert.equal(h.pinnedCount, 0, "no watch would ever deliver it");
+  assert.equal(h.get("a", 3), v, "still held weakly");
+  const first = h.watchStarted();
+  const second = h.watchStarted();
+  h.hold("b", version(4), true);
+  h.hold("c", version(5), true);
+  first();
+  first();
+  assert.equal(h.pinnedCount, 2, "a watch is still running (ending one twice counts once)");
+  second();
+  assert.equal(h.pinnedCount, 0);
+  h.hold("d", version(6), true);
+  assert.equal(h.pinnedCount, 0);
+});
+
+test("a typed store pins its batched writes only while a watch of it runs, until the watch delivers them", async () => {
+  const store = openSqliteStore();
+  try {
+    const rs = createResourceStore(store);
+    const held = heldVersionsOf(store);
+    const names = (prefix: string) => Array.from({ length: 40 }, (_, i) => `${prefix}-${i}`);
+    await rs.createAll(names("quiet").map((name) => container(name)));
+    assert.equal(held.pinnedCount, 0, "nobody watches: nothing pinned");
+
+    const abort = new AbortController();
+    const batches = rs.watch({ kind: "Container" }, abort.signal)[Symbol.asyncIterator]();
+    const listing = await batches.next();
+    assert.equal(listing.value!.events.length, 40);
+    const created = await rs.createAll(names("watched").map((name) => container(name)));
+    assert.equal(held.pinnedCount, 40, "written while a watch runs: pinned until delivered");
+    const revision = Number(created[0]!.object!.metadata!.resourceVersion);
+    const next = await batches.next();
+    assert.equal(next.value!.revision, revision);
+    assert.equal(next.value!.events.length, 40);
+    assert.equal(held.pinnedCount, 0, "delivered: no pin left");
+
+    await rs.createAll(names("left").map((name) => container(name)));
+    assert.equal(held.pinnedCount, 40);
+    abort.abort();
+    await batches.return?.(undefined);
+    assert.equal(held.pinnedCount, 0, "the last watch ended: its pins went with it");
+  } finally {
+    await store.close();
+  }
 });

@@ -879,6 +879,15 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
   const toObjectEvents = createEventDecoder(pace, layer.versions);
 
   async function* watch(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
+    const ended = layer.versions.watchStarted();
+    try {
+      yield* watchFrom(options, signal);
+    } finally {
+      ended();
+    }
+  }
+
+  async function* watchFrom(options: WatchOptions, signal: AbortSignal): AsyncGenerator<ObjectBatch> {
     const filter: ListOptions = { nameGlob: options.nameGlob, labels: options.labels, labelSelector: options.labelSelector };
     let from = options.fromRevision;
     if (from === undefined) {

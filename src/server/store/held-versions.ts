@@ -9,7 +9,7 @@ import type { Store } from "./store.js";
 
 /**
  * Pinned versions kept at most: past it the oldest pin goes (pins normally last only until
- * the next watch batch; this bounds a store that nobody watches).
+ * the next watch batch; this bounds watchers that fall far behind).
  */
 const MAX_PINNED = 20_000;
 
@@ -23,6 +23,19 @@ const MAX_PINNED = 20_000;
 export class HeldVersions {
   private readonly held = new Map<string, [WeakRef<AnyObject>, WeakRef<AnyObject> | undefined]>();
   private readonly pinned = new Map<string, AnyObject>();
+  /** Watches of the store running in this process: with none, nothing would end a pin. */
+  private watching = 0;
+
+  /** A watch of the store starts; the function it returns ends it (the last one ends every pin). */
+  watchStarted(): () => void {
+    this.watching++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      if (--this.watching === 0) this.pinned.clear();
+    };
+  }
 
   /** The version of `key` at exactly `revision`, if it is held. */
   get(key: string, revision: number): AnyObject | undefined {
@@ -35,13 +48,16 @@ export class HeldVersions {
     return before?.metadata?.resourceVersion === rv ? before : undefined;
   }
 
-  /** Holds a stored version unless a newer one is held already; `pin`: until delivered(). */
+  /**
+   * Holds a stored version unless a newer one is held already; `pin`: until delivered(), while
+   * some watch runs (with none, it is only held weakly).
+   */
   hold(key: string, obj: AnyObject, pin = false): void {
     const entry = this.held.get(key);
     const newest = entry?.[0].deref();
     if (!isNewerVersion(obj, newest)) return;
     this.held.set(key, [new WeakRef(obj), newest ? entry![0] : undefined]);
-    if (!pin) return;
+    if (!pin || this.watching === 0) return;
     // Pinned anew goes last: the oldest pin is the first to go past the bound.
     this.pinned.delete(key);
     this.pinned.set(key, obj);
