@@ -1,7 +1,8 @@
 /**
  * The turn batcher in memory: the items added in one event-loop turn are handled as one batch,
  * each once; items added while a batch is handled go in the next; stop waits for the batch
- * being handled and starts no other.
+ * being handled and starts no other; a batch that fails goes to the failure handler whole and
+ * the next is handled.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -22,7 +23,7 @@ test("the items of one turn are one batch, each once; those added while it is ha
     batches.push(batch);
     if (batches.length === 1) await first.opened;
     if (batches.length === 2) handled.open();
-  });
+  }, assert.fail);
   batcher.add("a");
   batcher.add("b");
   batcher.add("a");
@@ -50,7 +51,7 @@ test("stop waits for the batch being handled and starts no other", async () => {
     batches.push(batch);
     await release.opened;
     done = true;
-  });
+  }, assert.fail);
   batcher.add(1);
   await new Promise((r) => setImmediate(r));
   batcher.add(2);
@@ -61,4 +62,38 @@ test("stop waits for the batch being handled and starts no other", async () => {
   assert.equal(done, true, "stop resolved before the batch being handled was done");
   await new Promise((r) => setImmediate(r));
   assert.deepEqual(batches, [[1]]);
+});
+
+test("a batch whose handler throws goes to the failure handler whole; the next batch is handled", async () => {
+  const failures: [number[], unknown][] = [];
+  const handled: number[][] = [];
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on("unhandledRejection", onUnhandled);
+  try {
+    const batcher = createTurnBatcher<number>(
+      async (batch) => {
+        if (batch.includes(1)) throw new Error("store down");
+        handled.push(batch);
+      },
+      (batch, err) => failures.push([batch, err]),
+    );
+    const turns = async (until: () => boolean) => {
+      for (let i = 0; i < 100 && !until(); i++) await new Promise((r) => setImmediate(r));
+    };
+    batcher.add(1);
+    batcher.add(2);
+    await turns(() => failures.length > 0);
+    assert.deepEqual(
+      failures.map(([batch, err]) => [batch, (err as Error).message]),
+      [[[1, 2], "store down"]],
+    );
+    batcher.add(3);
+    await turns(() => handled.length > 0);
+    assert.deepEqual(handled, [[3]], "the batcher goes on after a failed batch");
+    await batcher.stop();
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+  }
+  assert.deepEqual(unhandled, []);
 });

@@ -255,14 +255,13 @@ function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<Worker
  * way in the next one, so a scale-down of thousands is a few transactions.
  */
 function batchedFinalizer(resources: ResourceStore, failed: (rec: ContainerRecord, err: unknown) => void): (rec: ContainerRecord) => void {
-  const batches = createTurnBatcher<ContainerRecord>(async (recs) => {
-    try {
+  const batches = createTurnBatcher<ContainerRecord>(
+    async (recs) => {
       const errors = await resources.finalizeAll(recs.map((r) => r.name));
       errors.forEach((err, i) => err && failed(recs[i]!, err));
-    } catch (err) {
-      recs.forEach((r) => failed(r, err));
-    }
-  });
+    },
+    (recs, err) => recs.forEach((r) => failed(r, err)),
+  );
   return (rec) => batches.add(rec);
 }
 

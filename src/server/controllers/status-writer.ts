@@ -62,18 +62,19 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
     },
   });
 
-  const batches = createTurnBatcher<ContainerRecord>(async (recs) => {
-    try {
+  const batches = createTurnBatcher<ContainerRecord>(
+    async (recs) => {
       const results = await resources.updateStatuses("Container", recs.map(update));
       results.forEach((r, i) => {
         // What was just stored is the version the next write of this record will find.
         if (r.object) remember(recs[i]!, r.object);
         if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
       });
-    } catch (err) {
+    },
+    (recs, err) => {
       if (!stopped) options.onError(`writing the status of ${recs.length} containers failed`, err);
-    }
-  });
+    },
+  );
 
   return {
     write(rec, stored) {

@@ -15,11 +15,11 @@ export interface TurnBatcher<T> {
 }
 
 /**
- * Creates a batcher over `handle`, which must not throw (it reports its own failures): one
- * batch at a time, each started a turn after its first item came, so the rest of that turn's
- * items join it.
+ * Creates a batcher over `handle`: one batch at a time, each started a turn after its first
+ * item came, so the rest of that turn's items join it. A batch whose handler throws goes to
+ * `failed` whole, and the next batch is handled as usual.
  */
-export function createTurnBatcher<T>(handle: (batch: T[]) => Promise<void>): TurnBatcher<T> {
+export function createTurnBatcher<T>(handle: (batch: T[]) => Promise<void>, failed: (batch: T[], err: unknown) => void): TurnBatcher<T> {
   const waiting = new Set<T>();
   let current = new Set<T>();
   let running: Promise<void> | undefined;
@@ -32,7 +32,12 @@ export function createTurnBatcher<T>(handle: (batch: T[]) => Promise<void>): Tur
         await new Promise((r) => setImmediate(r));
         current = new Set(waiting);
         waiting.clear();
-        await handle([...current]);
+        const batch = [...current];
+        try {
+          await handle(batch);
+        } catch (err) {
+          failed(batch, err);
+        }
       }
     } finally {
       // In the same turn as the last look at `waiting`: an item added after it starts a new run.
