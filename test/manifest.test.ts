@@ -490,13 +490,22 @@ test("conversion of each field type: integer bounds, 64-bit integers as numbers 
   assert.equal(refusal(doc(`{concurrency: "${"x".repeat(45)}"}`)), `document 1 (Container "a"): spec.concurrency: expected an integer, got string "${"x".repeat(40)}..."`);
   assert.equal(refusal(doc(`{concurrency: "${"x".repeat(40)}"}`)), `document 1 (Container "a"): spec.concurrency: expected an integer, got string "${"x".repeat(40)}"`);
   assert.equal(refusal(doc("{module: 5, function: f}")), 'document 1 (Container "a"): spec.module: expected a string (quote the value), got number 5');
+  assert.equal(refusal(doc("{module: m, function: true}")), 'document 1 (Container "a"): spec.function: expected a string (quote the value), got boolean true');
   assert.equal(refusal(doc("{module: [m], function: f}")), 'document 1 (Container "a"): spec.module: expected a string, got a list');
 
   // int64 (a template's metadata is not server-set): a safe integer or a string of digits.
   const rs = (meta: string) => `kind: ReplicaSet\nmetadata: {name: r}\nspec: {template: {metadata: ${meta}, spec: {module: m, function: f}}}\n`;
   const generation = (meta: string) => (parseManifest(rs(meta))[0] as ReplicaSet).spec!.template!.metadata!.generation;
   assert.equal(generation("{generation: 5}"), 5n);
-  assert.equal(generation('{generation: "-12345678901234567890"}'), -12345678901234567890n);
+  assert.equal(generation('{generation: "9223372036854775807"}'), 9223372036854775807n);
+  assert.equal(generation('{generation: "-9223372036854775808"}'), -9223372036854775808n);
+  // Past int64 the object could not be encoded: refused here, naming the bounds.
+  for (const [bad, got] of [['"9223372036854775808"', "9223372036854775808"], ['"-12345678901234567890"', "-12345678901234567890"]]) {
+    assert.equal(
+      refusal(rs(`{generation: ${bad}}`)),
+      `document 1 (ReplicaSet "r"): spec.template.metadata.generation: must be between -9223372036854775808 and 9223372036854775807, got ${got}`,
+    );
+  }
   for (const bad of ['"123456789012345678901"', '"5x"', '"x5"', '"--5"', "9007199254740993", "1.5", "x"]) {
     assert.match(refusal(rs(`{generation: ${bad}}`)), /spec\.template\.metadata\.generation: expected an integer, got /, bad);
   }

@@ -105,11 +105,20 @@ function unknownField(desc: DescMessage, key: string): string {
 const INT32_MIN = -(2 ** 31);
 const INT32_MAX = 2 ** 31 - 1;
 const UINT32_MAX = 2 ** 32 - 1;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const UINT64_MAX = 2n ** 64n - 1n;
 
 /** Converts a scalar; pushes an issue and returns undefined when the type is wrong. */
 function convertScalar(type: ScalarType, v: unknown, path: string, issues: FieldIssue[]): unknown {
   const wrong = (expected: string) => {
     issues.push({ path, reason: `expected ${expected}, got ${describeValue(v)}` });
+    return undefined;
+  };
+  // The type's own bounds: a value past them could not be encoded at all.
+  const bounded = <T extends number | bigint>(n: T, min: T, max: T): T | undefined => {
+    if (n >= min && n <= max) return n;
+    issues.push({ path, reason: `must be between ${min} and ${max}, got ${n}` });
     return undefined;
   };
   switch (type) {
@@ -122,28 +131,21 @@ function convertScalar(type: ScalarType, v: unknown, path: string, issues: Field
     case ScalarType.SINT32:
     case ScalarType.SFIXED32:
       if (typeof v !== "number" || !Number.isInteger(v)) return wrong("an integer");
-      if (v < INT32_MIN || v > INT32_MAX) {
-        issues.push({ path, reason: `must be between ${INT32_MIN} and ${INT32_MAX}, got ${v}` });
-        return undefined;
-      }
-      return v;
+      return bounded(v, INT32_MIN, INT32_MAX);
     case ScalarType.UINT32:
     case ScalarType.FIXED32:
       if (typeof v !== "number" || !Number.isInteger(v)) return wrong("an integer");
-      if (v < 0 || v > UINT32_MAX) {
-        issues.push({ path, reason: `must be between 0 and ${UINT32_MAX}, got ${v}` });
-        return undefined;
-      }
-      return v;
+      return bounded(v, 0, UINT32_MAX);
     case ScalarType.INT64:
     case ScalarType.SINT64:
     case ScalarType.SFIXED64:
     case ScalarType.UINT64:
     case ScalarType.FIXED64: {
       // 64-bit integers are strings in protobuf JSON (what `get -o json` prints), so both forms.
-      if (typeof v === "number" && Number.isSafeInteger(v)) return BigInt(v);
-      if (typeof v === "string" && /^-?\d{1,20}$/.test(v)) return BigInt(v);
-      return wrong("an integer");
+      const n = typeof v === "number" && Number.isSafeInteger(v) ? BigInt(v) : typeof v === "string" && /^-?\d{1,20}$/.test(v) ? BigInt(v) : undefined;
+      if (n === undefined) return wrong("an integer");
+      const unsigned = type === ScalarType.UINT64 || type === ScalarType.FIXED64;
+      return unsigned ? bounded(n, 0n, UINT64_MAX) : bounded(n, INT64_MIN, INT64_MAX);
     }
     case ScalarType.FLOAT:
     case ScalarType.DOUBLE:
