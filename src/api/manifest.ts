@@ -296,9 +296,9 @@ export interface ManifestDocument {
   object: AnyObject;
 }
 
-function docLabel(index: number, kind?: string, name?: string): string {
-  if (!kind) return `document ${index}`;
-  return `document ${index} (${kind}${name ? ` "${name}"` : ""})`;
+/** How errors name document `index` (1-based) before its kind is known; `take` adds the kind and name. */
+function docLabel(index: number): string {
+  return `document ${index}`;
 }
 
 function failWith(errors: string[], violations: FieldViolation[]): never {
@@ -384,10 +384,10 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
         report(`${docLabel(index)} (List): items`, `${docPath(index)}.items`, `expected a list, got ${describeValue(items)}`);
         return;
       }
-      items.forEach((item, i) => take(item, index, `document ${index} items[${i}]`, `${docPath(index)}.items[${i}]`));
+      items.forEach((item, i) => take(item, index, `${docLabel(index)} items[${i}]`, `${docPath(index)}.items[${i}]`));
       return;
     }
-    take(js, index, `document ${index}`, docPath(index));
+    take(js, index, docLabel(index), docPath(index));
   });
 
   /** Converts one object of document `index`; `where` names it in errors, `path` in violations. */
