@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer, type K4sServer, type ServerOptions } from "../src/server/server.js";
 
+export { eventually } from "./eventually.js";
+
 /**
  * Path of the k4s command. It runs the compiled JavaScript of dist/, which `npm test` builds
  * first (its pretest script); run `npm run build` before running a test file on its own.
@@ -135,22 +137,6 @@ export async function runK4s(
   else p.child.stdin!.end();
   const code = await p.exited;
   return { code, stdout: p.stdout(), stderr: p.stderr() };
-}
-
-/** Polls fn until it returns a truthy value or the timeout passes (for observing async state). */
-export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, what = "condition"): Promise<T> {
-  const start = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** A fresh self-signed certificate and key (PEM) for these subject alternative names, made by openssl. */

@@ -12,7 +12,7 @@ import { ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.
 import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
 import type { ListResult, ResourceStore } from "../src/server/store/resource-store.js";
-import { sqliteBackend } from "./store-backends.js";
+import { sqliteBackend } from "./sqlite-backend.js";
 import { container, resourceStoreContract } from "./resource-store-contract.js";
 import { expectCode } from "./store-contract.js";
 import { matchesGlob } from "../src/api/selector.js";

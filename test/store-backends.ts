@@ -4,9 +4,11 @@
  */
 import { Etcd3 } from "etcd3";
 import { openEtcdStore } from "../src/server/store/etcd-store.js";
-import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store } from "../src/server/store/store.js";
 import { startEtcd, type EtcdCluster } from "./etcd.js";
+import { sqliteBackend } from "./sqlite-backend.js";
+
+export { sqliteBackend };
 
 /** A fresh store of one backend, and what the test needs around it. */
 export interface OpenedStore {
@@ -43,14 +45,6 @@ export function openOnEtcd(etcd: EtcdCluster, options: { historyLimit?: number; 
     close: () => store.close(),
   };
 }
-
-export const sqliteBackend: StoreBackend = {
-  name: "sqlite",
-  async open(options = {}) {
-    const store = openSqliteStore({ historyLimit: options.historyLimit });
-    return { store, url: undefined, compact: undefined, close: () => store.close() };
-  },
-};
 
 export const etcdBackend: StoreBackend = {
   name: "etcd",

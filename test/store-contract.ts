@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Store, StoreEvent, WatchBatch } from "../src/server/store/store.js";
-import { eventually } from "./helpers.js";
+import { eventually } from "./eventually.js";
 import type { OpenedStore, StoreBackend } from "./store-backends.js";
 
 export const enc = (s: string) => new TextEncoder().encode(s);
