@@ -8,10 +8,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { ReplicaSetSchema, ServiceSchema } from "../src/gen/k4s/v1/resources_pb.js";
+import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
 import type { ListResult, ResourceStore } from "../src/server/store/resource-store.js";
+import type { Store } from "../src/server/store/store.js";
 import { sqliteBackend } from "./sqlite-backend.js";
 import { container, resourceStoreContract } from "./resource-store-contract.js";
 import { expectCode } from "./store-contract.js";
@@ -385,4 +386,165 @@ rsTest("a byte-bounded listing reads past its first 500 keys, says what remains,
   await rs.store.close();
   await expectCode(rs.list("Container"), Code.Unavailable, /store is closed/);
   await expectCode(rs.list("Container", { continueToken: token }), Code.Unavailable, /store is closed/);
+});
+
+/**
+ * The store with another writer racing the typed layer: before each transaction of the layer,
+ * `meanwhile` may write (through the store underneath, so its write lands first and the
+ * layer's guards see it). `txns` counts the layer's transactions.
+ */
+function raced(store: Store, meanwhile: () => Promise<unknown> | undefined): { rs: ResourceStore; txns: () => number } {
+  let txns = 0;
+  const racing: Store = {
+    revision: () => store.revision(),
+    get: (key) => store.get(key),
+    range: (prefix, options) => store.range(prefix, options),
+    async txn(compares, ops) {
+      txns++;
+      await meanwhile();
+      return store.txn(compares, ops);
+    },
+    watch: (prefix, from, signal) => store.watch(prefix, from, signal),
+    compactRevision: () => store.compactRevision(),
+    close: () => store.close(),
+  };
+  return { rs: createResourceStore(racing), txns: () => txns };
+}
+
+/** A ResourceStore call whose next `n` transactions each have `write` land just before them. */
+function racing(rs: ResourceStore) {
+  let left = 0;
+  let write: () => Promise<unknown> = async () => undefined;
+  const r = raced(rs.store, () => (left-- > 0 ? write() : undefined));
+  return Object.assign(r, {
+    race(n: number, w: () => Promise<unknown>) {
+      left = n;
+      write = w;
+    },
+  });
+}
+
+const running = (c: { status?: object }) => ({ ...(c.status as object), host: "h", phase: "Running" }) as never;
+
+rsTest("update: checked before anything is read or written; a write raced by another is retried on the new version, or with a resourceVersion fails ABORTED naming it; one that keeps losing gives up ABORTED", async (rs) => {
+  await rs.create(container("u", { metadata: { name: "u", labels: { a: "1" } } }));
+  const rev = await rs.revision();
+  const bad = (name: string) => create(ContainerSchema, { metadata: { name }, spec: { module: "workers", function: "echo", concurrency: 5000 } });
+  await expectCode(rs.update(bad("u")), Code.InvalidArgument, /spec\.concurrency: must be between 0 and 1000/);
+  await expectCode(rs.update(bad("missing")), Code.InvalidArgument, /spec\.concurrency/);
+  assert.equal(await rs.revision(), rev, "nothing written");
+
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "u", running));
+  const out = await r.rs.update(container("u", { metadata: { name: "u", labels: { a: "2" } } }));
+  assert.deepEqual([out.metadata!.labels.a, out.status!.phase], ["2", "Running"], "retried on the version written meanwhile, its status kept");
+  assert.equal(out.metadata!.resourceVersion, String(await rs.revision()));
+  assert.equal(r.txns(), 2);
+  assert.deepEqual((await rs.get("Container", "u"))!.metadata!.labels, { a: "2" });
+
+  const at = out.metadata!.resourceVersion;
+  r.race(1, () => rs.update(container("u", { metadata: { name: "u", labels: { a: "other" } } })));
+  await expectCode(
+    r.rs.update(container("u", { metadata: { name: "u", resourceVersion: at, labels: { a: "3" } } })),
+    Code.Aborted,
+    new RegExp(`^Container "u" was modified meanwhile: resourceVersion is ${Number(at) + 1}, not ${at}; read it again and retry$`),
+  );
+  const now = (await rs.get("Container", "u"))!.metadata!.resourceVersion;
+  const gone = () => rs.store.txn([], [{ type: "delete", key: "/k4s/containers/u" }]);
+  r.race(1, gone);
+  await expectCode(
+    r.rs.update(container("u", { metadata: { name: "u", resourceVersion: now, labels: { a: "3" } } })),
+    Code.Aborted,
+    new RegExp(`^Container "u" was deleted meanwhile \\(expected resourceVersion ${now}\\)$`),
+  );
+  await rs.create(container("u"));
+  r.race(1, gone);
+  await expectCode(r.rs.update(container("u", { metadata: { name: "u", labels: { a: "3" } } })), Code.NotFound, /^Container "u" not found$/);
+
+  let n = 0;
+  await rs.create(container("u"));
+  r.race(Infinity, () => rs.update(container("u", { metadata: { name: "u", labels: { n: String(n++) } } })));
+  const before = r.txns();
+  await expectCode(r.rs.update(container("u", { metadata: { name: "u", labels: { a: "4" } } })), Code.Aborted, /^Container "u" kept changing during the write; retry$/);
+  assert.ok(r.txns() - before > 10, "retried before giving up");
+  assert.equal((await rs.get("Container", "u"))!.metadata!.labels.a, undefined);
+});
+
+rsTest("delete: a marked result carries its new version; a raced delete is retried (a Container that started running meanwhile is marked, not removed), with a resourceVersion fails ABORTED; one that keeps losing gives up", async (rs) => {
+  await rs.createAll(["run", "idle", "gone"].map((name) => container(name)));
+  await rs.updateStatus("Container", "run", running);
+  const marked = await rs.delete("Container", "run");
+  assert.equal((marked as Container).status!.phase, "Terminating");
+  assert.ok(marked.metadata!.deletionTimestamp);
+  assert.equal(marked.metadata!.resourceVersion, (await rs.get("Container", "run"))!.metadata!.resourceVersion);
+  assert.equal(marked.metadata!.resourceVersion, String(await rs.revision()));
+
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "idle", running));
+  const idle = await r.rs.delete("Container", "idle");
+  assert.equal((idle as Container).status!.phase, "Terminating", "started running before the write: marked");
+  assert.ok((await rs.get("Container", "idle"))!.metadata!.deletionTimestamp);
+
+  const at = (await rs.get("Container", "gone"))!.metadata!.resourceVersion;
+  r.race(1, () => rs.update(container("gone", { metadata: { name: "gone", labels: { x: "1" } } })));
+  const refused = r.rs.delete("Container", "gone", { resourceVersion: at });
+  await assert.rejects(refused);
+  const then = (await rs.get("Container", "gone"))!.metadata!.resourceVersion;
+  await expectCode(refused, Code.Aborted, new RegExp(`^Container "gone" was modified meanwhile: resourceVersion is ${then}, not ${at}`));
+  r.race(Infinity, () => rs.update(container("gone", { metadata: { name: "gone", labels: { x: String(Math.random()) } } })));
+  await expectCode(r.rs.delete("Container", "gone"), Code.Aborted, /^Container "gone" kept changing during the write; retry$/);
+  assert.ok(await rs.get("Container", "gone"));
+});
+
+rsTest("ReplicaSet delete: only Containers owned by that ReplicaSet go, a marked one is not written again, and an owned Container written meanwhile retries the whole delete (also with a resourceVersion)", async (rs) => {
+  const set = await rs.create(create(ReplicaSetSchema, { metadata: { name: "r" }, spec: { replicas: 3, container: "tmpl" } }));
+  const uid = set.metadata!.uid;
+  const owned = (name: string, kind = "ReplicaSet") => container(name, { metadata: { name, ownerReference: { kind, name: "r", uid } } });
+  await rs.createAll([owned("r-0"), owned("r-1"), owned("r-2"), owned("not-r", "Service")]);
+  await rs.updateStatus("Container", "r-1", running);
+  const markedBefore = await rs.delete("Container", "r-1");
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "r-2", running));
+  await r.rs.delete("ReplicaSet", "r", { resourceVersion: set.metadata!.resourceVersion });
+  assert.equal(r.txns(), 2, "retried once");
+  assert.deepEqual(names((await rs.list("Container")).items), ["not-r", "r-1", "r-2"]);
+  assert.equal((await rs.get("Container", "r-1"))!.metadata!.resourceVersion, markedBefore.metadata!.resourceVersion, "a marked one is left as it was");
+  assert.equal((await rs.get("Container", "r-2"))!.status!.phase, "Terminating", "running when the delete landed: marked");
+  assert.equal(await rs.get("ReplicaSet", "r"), undefined);
+});
+
+rsTest("deleteAll: a name given twice is deleted once (the other NOT_FOUND); a chunk raced by another write is retried on what it finds", async (rs) => {
+  await rs.createAll(["a", "b", "c"].map((name) => container(name)));
+  const twice = await rs.deleteAll("Container", [{ name: "a" }, { name: "a" }]);
+  assert.deepEqual(twice.map((t) => (t.object ? "deleted" : t.error?.code)).sort(), [Code.NotFound, "deleted"].sort());
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "c", running));
+  const out = await r.rs.deleteAll("Container", [{ name: "b" }, { name: "c" }]);
+  assert.deepEqual(out.map((o) => (o.object as Container | undefined)?.status?.phase), ["", "Terminating"]);
+  assert.deepEqual(names((await rs.list("Container")).items), ["c"]);
+  assert.ok((await rs.get("Container", "c"))!.metadata!.deletionTimestamp);
+});
+
+rsTest("apply: an apply that changes nothing writes nothing; an object created meanwhile is configured, not replaced; one that keeps losing gives up ABORTED; an unnamed object is named by its place", async (rs) => {
+  await rs.apply([container("a"), container("b")]);
+  const rev = await rs.revision();
+  const same = await rs.apply([container("a"), container("b")]);
+  assert.deepEqual(same.map((o) => o.action), ["unchanged", "unchanged"]);
+  assert.equal(await rs.revision(), rev);
+
+  const r = racing(rs);
+  let theirs: string | undefined;
+  r.race(1, async () => (theirs = (await rs.create(container("c", { metadata: { name: "c", labels: { by: "them" } } }))).metadata!.uid));
+  const out = await r.rs.apply([container("a"), container("c")]);
+  assert.deepEqual(out.map((o) => o.action), ["unchanged", "configured"]);
+  const c = (await rs.get("Container", "c"))!;
+  assert.deepEqual([c.metadata!.uid, c.metadata!.generation, c.metadata!.labels], [theirs, 1n, {}]);
+  assert.equal(out[1]!.object.metadata!.resourceVersion, c.metadata!.resourceVersion);
+
+  let n = 0;
+  r.race(Infinity, () => rs.update(container("a", { metadata: { name: "a", labels: { n: String(n++) } } })));
+  await expectCode(r.rs.apply([container("a"), container("d")]), Code.Aborted, /^apply: the objects kept changing during the write; retry$/);
+  assert.equal(await rs.get("Container", "d"), undefined);
+
+  await expectCode(rs.apply([container("e"), create(ContainerSchema, { spec: { module: "workers", function: "echo" } })]), Code.InvalidArgument, /^object 2 \(Container\): metadata\.name/);
 });
