@@ -11,7 +11,7 @@ import { Code } from "@connectrpc/connect";
 import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
-import type { ListResult, ResourceStore } from "../src/server/store/resource-store.js";
+import type { ListResult, ObjectBatch, ResourceStore } from "../src/server/store/resource-store.js";
 import type { Store } from "../src/server/store/store.js";
 import { sqliteBackend } from "./sqlite-backend.js";
 import { container, resourceStoreContract } from "./resource-store-contract.js";
@@ -548,3 +548,75 @@ rsTest("apply: an apply that changes nothing writes nothing; an object created m
 
   await expectCode(rs.apply([container("e"), create(ContainerSchema, { spec: { module: "workers", function: "echo" } })]), Code.InvalidArgument, /^object 2 \(Container\): metadata\.name/);
 });
+
+const hex = (b: Uint8Array | undefined) => b && Buffer.from(b).toString("hex");
+
+/** The batches of a watch up to (and including) the first that reaches revision `until`. */
+async function watchUntil(rs: ResourceStore, options: Parameters<ResourceStore["watch"]>[0], until: number): Promise<ObjectBatch[]> {
+  const ac = new AbortController();
+  const out: ObjectBatch[] = [];
+  for await (const b of rs.watch(options, ac.signal)) {
+    out.push(b);
+    if (b.revision >= until) break;
+  }
+  ac.abort();
+  return out;
+}
+
+rsTest("watch: its listing's events carry each object's version, stored size and bytes; a watch from the store's revision follows; every event's size and bytes are the stored ones", async (rs) => {
+  await rs.createAll([container("a"), container("b", { metadata: { name: "b", labels: { app: "x" } } })]);
+  await rs.update(container("b", { metadata: { name: "b", labels: { app: "y" } } }));
+  const head = await rs.revision();
+  const stored = async (name: string) => (await rs.store.get(`/k4s/containers/${name}`))!;
+  const [listing] = await watchUntil(rs, { kind: "Container" }, 0);
+  assert.equal(listing!.listing, true);
+  assert.equal(listing!.revision, head);
+  assert.deepEqual(
+    listing!.events.map((e) => [e.type, e.object.metadata!.name, e.revision, e.size, hex(e.value), e.previous]),
+    [
+      ["ADDED", "a", head - 1, (await stored("a")).value.byteLength, hex((await stored("a")).value), undefined],
+      ["ADDED", "b", head, (await stored("b")).value.byteLength, hex((await stored("b")).value), undefined],
+    ],
+  );
+  const following = rs.watch({ kind: "Container", fromRevision: head }, new AbortController().signal)[Symbol.asyncIterator]();
+  const first = following.next();
+  await rs.update(container("a", { metadata: { name: "a", labels: { v: "2" } } }));
+  const batch = (await first).value as ObjectBatch;
+  assert.equal(batch.listing, undefined, "no listing when resumed");
+  assert.deepEqual(batch.events.map((e) => [e.type, e.object.metadata!.name, e.revision]), [["MODIFIED", "a", head + 1]]);
+  const a = await stored("a");
+  assert.deepEqual([batch.events[0]!.size, hex(batch.events[0]!.value)], [a.value.byteLength, hex(a.value)]);
+  await following.return?.(undefined);
+  await rs.store.txn([], [{ type: "delete", key: a.key }]);
+  const [deleted] = (await watchUntil(rs, { kind: "Container", fromRevision: head + 1 }, head + 2)).flatMap((b) => b.events);
+  assert.deepEqual([deleted!.type, deleted!.revision, deleted!.size, hex(deleted!.value)], ["DELETED", head + 2, a.value.byteLength, hex(a.value)]);
+  assert.equal(deleted!.previous!.metadata!.resourceVersion, String(head + 1));
+});
+
+rsTest("watch: a delete or a change of an object the selector never matched is not delivered, by labels or by a selector", async (rs) => {
+  const from = await rs.revision();
+  await rs.createAll([container("in", { metadata: { name: "in", labels: { app: "a" } } }), container("out", { metadata: { name: "out", labels: { app: "b" } } })]);
+  await rs.update(container("out", { metadata: { name: "out", labels: { app: "c" } } }));
+  await rs.delete("Container", "out");
+  await rs.delete("Container", "in");
+  const head = await rs.revision();
+  const seen = (bs: ObjectBatch[]) => bs.flatMap((b) => b.events.map((e) => `${e.type} ${e.object.metadata!.name}`));
+  const one = await watchUntil(rs, { fromRevision: from, labels: { app: "a" } }, head);
+  assert.deepEqual(seen(one), ["ADDED in", "DELETED in"]);
+  const two = await watchUntil(rs, { fromRevision: from, labelSelector: parseLabelSelector("app=a") }, head);
+  assert.deepEqual(seen(two), ["ADDED in", "DELETED in"]);
+  const [added, deleted] = one.flatMap((b) => b.events);
+  assert.equal(deleted!.previous, added!.object, "the deleted object's previous version is the one delivered");
+});
+
+rsTest("watch: from a revision older than the kept history is OUT_OF_RANGE", async (rs) => {
+  const from = await rs.revision();
+  for (let i = 0; i < 5; i++) await rs.create(container(`c-${i}`));
+  await expectCode(
+    (async () => {
+      for await (const _ of rs.watch({ fromRevision: from }, new AbortController().signal)) void _;
+    })(),
+    Code.OutOfRange,
+    /older than the kept history/,
+  );
+}, { historyLimit: 2 });
