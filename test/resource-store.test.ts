@@ -270,7 +270,8 @@ rsTest("an object too big when stored and an apply of too many objects are INVAL
     }
   }
   assert.ok(exact, "no object of exactly the bound was tried");
-  const tooMany = Array.from({ length: MAX_APPLY_OBJECTS + 1 }, () => container("same"));
+  const same = container("same");
+  const tooMany = Array.from({ length: MAX_APPLY_OBJECTS + 1 }, () => same);
   await expectCode(rs.apply(tooMany), Code.InvalidArgument, new RegExp(`^apply of ${MAX_APPLY_OBJECTS + 1} objects: more than the ${MAX_APPLY_OBJECTS} one apply may hold`));
   assert.deepEqual(names((await rs.list("Container")).items), []);
 });
