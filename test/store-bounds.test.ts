@@ -16,7 +16,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { create } from "@bufbuild/protobuf";
 import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
-import { createResourceStore } from "../src/server/store/create-resource-store.js";
+import { createResourceStore, MAX_APPLY_OBJECTS } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
 import { eventually, startTestServer } from "./helpers.js";
 
@@ -117,5 +117,19 @@ test("sqlite: a store closed while freed space waits to be given back closes cle
     await s.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an apply of exactly the most objects one apply may hold is one transaction (resource-store.test.ts checks one more is refused)", async () => {
+  const store = openSqliteStore();
+  try {
+    const rs = createResourceStore(store);
+    const objects = Array.from({ length: MAX_APPLY_OBJECTS }, (_, i) => create(ContainerSchema, { metadata: { name: `a-${i}` }, spec: { module: "workers", function: "echo" } }));
+    const out = await rs.apply(objects);
+    assert.equal(out.length, MAX_APPLY_OBJECTS);
+    assert.ok(out.every((o) => o.action === "created"));
+    assert.equal(await rs.revision(), 1);
+  } finally {
+    await store.close();
   }
 });
