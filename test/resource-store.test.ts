@@ -621,3 +621,70 @@ rsTest("watch: from a revision older than the kept history is OUT_OF_RANGE", asy
     /older than the kept history/,
   );
 }, { historyLimit: 2 });
+
+rsTest("updateStatus: undefined for a missing object; a write raced by another runs mutate again on the new version; one that keeps losing gives up ABORTED; mutate's copy is its own", async (rs) => {
+  assert.equal(await rs.updateStatus("Container", "nope", running), undefined);
+  await rs.create(container("s"));
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "s", (c) => ({ ...c.status!, restarts: c.status!.restarts + 1 })));
+  let calls = 0;
+  const out = await r.rs.updateStatus("Container", "s", (c) => {
+    calls++;
+    c.status!.restarts += 10;
+    return c.status;
+  });
+  assert.equal(calls, 2);
+  assert.equal(out!.status!.restarts, 11, "the raced write kept, mutate run on it");
+  assert.equal((await rs.get("Container", "s"))!.status!.restarts, 11);
+  assert.equal(out!.metadata!.resourceVersion, String(await rs.revision()));
+  r.race(Infinity, () => rs.updateStatus("Container", "s", (c) => ({ ...c.status!, restarts: c.status!.restarts + 1 })));
+  await expectCode(r.rs.updateStatus("Container", "s", running), Code.Aborted, /^Container "s" kept changing during the write; retry$/);
+  assert.notEqual((await rs.get("Container", "s"))!.status!.phase, "Running");
+});
+
+rsTest("updateStatuses: a name given twice gets both updates, one after the other; a mutate that changes its copy in place and returns undefined leaves the result as stored", async (rs) => {
+  await rs.createAll([container("a"), container("b")]);
+  const bump = (c: Container) => ({ ...c.status!, restarts: c.status!.restarts + 1 });
+  const out = await rs.updateStatuses("Container", [
+    { name: "a", mutate: bump },
+    { name: "a", mutate: bump },
+    {
+      name: "b",
+      mutate: (c) => {
+        c.status!.phase = "Changed";
+        return undefined;
+      },
+    },
+  ]);
+  assert.equal((await rs.get("Container", "a"))!.status!.restarts, 2);
+  assert.deepEqual(out.map((o) => o.object!.status!.restarts).sort(), [1, 2, 0].sort());
+  assert.equal(out[2]!.object!.status!.phase, "", "the result is the stored object");
+});
+
+rsTest("finalize and finalizeAll: a marked Container raced by another write is removed once it is read again; an unmarked one, even re-created meanwhile, stays; a name given twice is removed once", async (rs) => {
+  const marked = async (name: string) => {
+    await rs.create(container(name));
+    await rs.updateStatus("Container", name, running);
+    await rs.delete("Container", name);
+  };
+  for (const name of ["m-0", "m-1", "m-2"]) await marked(name);
+  const r = racing(rs);
+  r.race(1, () => rs.updateStatus("Container", "m-0", (c) => ({ ...c.status!, restarts: 7 })));
+  await r.rs.finalize("m-0");
+  assert.equal(await rs.get("Container", "m-0"), undefined);
+  r.race(1, () => rs.updateStatus("Container", "m-1", (c) => ({ ...c.status!, restarts: 7 })));
+  assert.deepEqual(await r.rs.finalizeAll(["m-1", "m-1", "m-2"]), [undefined, undefined, undefined]);
+  assert.deepEqual(names((await rs.list("Container")).items), []);
+  // Removed and created again before the finalize's write: the new one is not marked and stays.
+  await marked("m-3");
+  r.race(1, async () => {
+    await rs.store.txn([], [{ type: "delete", key: "/k4s/containers/m-3" }]);
+    await rs.create(container("m-3"));
+  });
+  await r.rs.finalize("m-3");
+  assert.ok(await rs.get("Container", "m-3"));
+  r.race(Infinity, () => rs.update(container("m-3", { metadata: { name: "m-3", labels: { n: String(Math.random()) } } })));
+  await rs.updateStatus("Container", "m-3", running);
+  await rs.delete("Container", "m-3");
+  await expectCode(r.rs.finalize("m-3"), Code.Aborted, /^Container "m-3" kept changing during the write; retry$/);
+});
