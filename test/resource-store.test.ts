@@ -688,3 +688,40 @@ rsTest("finalize and finalizeAll: a marked Container raced by another write is r
   await rs.delete("Container", "m-3");
   await expectCode(r.rs.finalize("m-3"), Code.Aborted, /^Container "m-3" kept changing during the write; retry$/);
 });
+
+rsTest("update with the current resourceVersion lands; an ownerReference is set and removed by update; delete resolves to the object as last stored; a delete with a resourceVersion of an object removed meanwhile fails ABORTED", async (rs) => {
+  const c = await rs.create(container("o"));
+  const owner = { kind: "ReplicaSet", name: "r", uid: "u-1" };
+  const owned = await rs.update(container("o", { metadata: { name: "o", resourceVersion: c.metadata!.resourceVersion, ownerReference: owner } }));
+  assert.equal(owned.metadata!.ownerReference?.uid, "u-1");
+  assert.equal((await rs.get("Container", "o"))!.metadata!.ownerReference?.uid, "u-1");
+  const free = await rs.update(container("o"));
+  assert.equal(free.metadata!.ownerReference, undefined, "update replaces the owner too");
+  assert.equal((await rs.get("Container", "o"))!.metadata!.ownerReference, undefined);
+  const deleted = await rs.delete("Container", "o");
+  assert.equal(deleted.metadata!.resourceVersion, free.metadata!.resourceVersion, "as last stored");
+
+  await rs.create(container("p"));
+  const at = (await rs.get("Container", "p"))!.metadata!.resourceVersion;
+  const r = racing(rs);
+  r.race(1, () => rs.store.txn([], [{ type: "delete", key: "/k4s/containers/p" }]));
+  await expectCode(r.rs.delete("Container", "p", { resourceVersion: at }), Code.Aborted, new RegExp(`^Container "p" was deleted meanwhile \\(expected resourceVersion ${at}\\)$`));
+});
+
+rsTest("a cascade follows ReplicaSet owners only: a Service owned by a ReplicaSet stays, a Container naming a Service's uid as its ReplicaSet stays when the Service goes", async (rs) => {
+  const set = await rs.create(create(ReplicaSetSchema, { metadata: { name: "r" }, spec: { replicas: 1, container: "tmpl" } }));
+  const svc = await rs.create(create(ServiceSchema, { metadata: { name: "s", ownerReference: { kind: "ReplicaSet", name: "r", uid: set.metadata!.uid } }, spec: { selector: "r-*" } }));
+  await rs.create(container("claims", { metadata: { name: "claims", ownerReference: { kind: "ReplicaSet", name: "s", uid: svc.metadata!.uid } } }));
+  await rs.delete("ReplicaSet", "r");
+  assert.ok(await rs.get("Service", "s"));
+  await rs.delete("Service", "s");
+  assert.ok(await rs.get("Container", "claims"));
+});
+
+rsTest("an apply with several bad objects names each, separated", async (rs) => {
+  await expectCode(
+    rs.apply([container("Bad_1"), container("ok"), container("Bad_2")]),
+    Code.InvalidArgument,
+    /^object 1 \(Container "Bad_1"\): metadata\.name: .+; object 3 \(Container "Bad_2"\): metadata\.name: /,
+  );
+});
