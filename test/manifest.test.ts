@@ -583,3 +583,40 @@ test("what names a document in errors: its kind and name when readable, the List
   assert.equal(dropped.metadata!.uid, "");
   assert.equal(refusal("kind: Container\nmetadata: {name: a}\n---\nkind: Container\nmetadata: {name: a}\n"), 'document 2 (Container "a"): duplicate of document 1, a manifest may declare each object once');
 });
+
+test("the manifest's own rules: violations of whole-manifest and List problems, the alias limit, YAML 1.2 (no merge keys), apiVersion in either spelling", () => {
+  const violations = (text: string) => {
+    try {
+      parseManifest(text);
+    } catch (e) {
+      return fieldViolations(e).map((v) => [v.field, v.description]);
+    }
+    assert.fail("accepted");
+  };
+  assert.deepEqual(violations(Array.from({ length: 1001 }, () => "kind: Container").join("\n---\n")), [["manifest", "has more than the limit of 1000 documents"]]);
+  assert.deepEqual(violations("kind: List\nfoo: 1\nitems: x\n---\nkind: Container\nmetadata: {name: a}\n---\nmetadata: {name: b}\n---\nkind: Container\nmetadata: {name: a}\n"), [
+    ["manifest[0].foo", 'unknown field "foo" (known: apiVersion, kind, items)'],
+    ["manifest[0].items", 'expected a list, got string "x"'],
+    ["manifest[2].kind", "required, one of Container, ReplicaSet, Service"],
+    ["manifest[3].metadata.name", "duplicate of document 2, a manifest may declare each object once"],
+  ]);
+
+  // Alias expansions are limited to 50 (the YAML library's own default is 100); on either side
+  // with a margin for how the library counts them.
+  const aliases = (n: number) => doc(`{module: m, function: f, parameters: {x: &x 1, y: [${Array(n).fill("*x").join(", ")}]}}`);
+  assert.equal((parseManifest(aliases(45))[0] as Container).spec!.parameters!.y.length, 45);
+  assert.equal(refusal(aliases(55)), "document 1: invalid YAML: too many alias expansions (limit 50); the document looks like an alias bomb");
+
+  // YAML 1.2: `<<` is a key like any other, not a merge.
+  const [merged] = parseManifest(doc("{module: m, function: f, parameters: {base: &b {x: 1}, y: {<<: *b, z: 2}}}")) as [Container];
+  assert.deepEqual(merged.spec!.parameters!.y, { "<<": { x: 1 }, z: 2 });
+
+  // A YAML error's first line, without its trailing colon (the one inside it stays).
+  assert.equal(refusal("kind: Container\nmetadata: |2x\n  a\n"), "document 1: invalid YAML: Block scalar header includes extra characters: |2x at line 2, column 13");
+
+  // apiVersion and api_version: each is checked once, as the apiVersion, and an empty one is the default.
+  for (const key of ["apiVersion", "api_version"]) {
+    assert.equal(refusal(`${key}: 5\nkind: Container\nmetadata: {name: a}\n`), 'document 1 (Container "a"): apiVersion: must be k4s/v1, got number 5', key);
+    assert.equal(parseManifest(`${key}: ~\nkind: Container\nmetadata: {name: a}\n`)[0]!.apiVersion, "k4s/v1", key);
+  }
+});
