@@ -604,7 +604,7 @@ test("the manifest's own rules: violations of whole-manifest and List problems, 
   // Alias expansions are limited to 50 (the YAML library's own default is 100); on either side
   // with a margin for how the library counts them.
   const aliases = (n: number) => doc(`{module: m, function: f, parameters: {x: &x 1, y: [${Array(n).fill("*x").join(", ")}]}}`);
-  assert.equal((parseManifest(aliases(45))[0] as Container).spec!.parameters!.y.length, 45);
+  assert.deepEqual((parseManifest(aliases(45))[0] as Container).spec!.parameters, { x: 1, y: Array(45).fill(1) });
   assert.equal(refusal(aliases(55)), "document 1: invalid YAML: too many alias expansions (limit 50); the document looks like an alias bomb");
 
   // YAML 1.2: `<<` is a key like any other, not a merge.
