@@ -249,6 +249,31 @@ test("a host relayed by another server and lost with it: its containers wait the
   assert.deepEqual(settle(other, none), ['release d: lost its host "h2"', 'event HostLost: host "h2" was lost; rescheduling']);
   assert.equal(stateOf(other), "Unscheduled");
   assert.equal(other.restarts, 1);
+
+  // With a grace, a host that was not relayed is rescheduled at once, and so is a container
+  // that was stopping (its run was ending anyway: nothing to resume, and no restart counted).
+  const direct = host("h3");
+  const plain = record("e");
+  bind(plain, direct, fx);
+  report(plain, "Running");
+  advance(plain, fx);
+  fx.take();
+  direct.close();
+  assert.deepEqual(settle(plain, fx), ['release e: lost its host "h3"', 'event HostLost: host "h3" was lost; rescheduling']);
+  assert.equal(stateOf(plain), "Unscheduled");
+  const relayedAgain = new WorkerLink({ id: "id-h4", name: "h4", role: "host", modules: new Set(["m"]), relayedBy: "10.0.0.2:50051" });
+  const stopping = record("s");
+  bind(stopping, relayedAgain, fx);
+  report(stopping, "Running");
+  advance(stopping, fx);
+  stopping.generation = 2n;
+  advance(stopping, fx);
+  assert.equal(stateOf(stopping), "Stopping");
+  fx.take();
+  relayedAgain.close();
+  assert.deepEqual(settle(stopping, fx), ['release s: lost its host "h4"', 'event HostLost: host "h4" was lost; rescheduling']);
+  assert.equal(stateOf(stopping), "Unscheduled");
+  assert.equal(stopping.restarts, 0);
 });
 
 test("external containers: attach, detach, and a delete that lets in-flight messages finish", () => {
