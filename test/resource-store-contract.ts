@@ -121,7 +121,7 @@ typedTest("deleteAll and finalizeAll: 128 to a transaction; pending ones removed
 
   // finalizeAll removes the marked ones in one transaction, and leaves an unmarked one alone.
   const beforeFinalize = await rs.revision();
-  assert.deepEqual(await rs.finalizeAll(["d-1", "d-2", "bystander", "nope"]), [undefined, undefined, undefined, undefined]);
+  assert.deepEqual(await rs.finalizeAll(["d-1", "d-2", "bystander", "nope", "d-1"]), [undefined, undefined, undefined, undefined, undefined], "a name twice removed once (etcd refuses a key twice in one transaction)");
   assert.deepEqual((await rs.list("Container")).items.map((c) => c.metadata!.name), ["bystander"]);
   assert.equal(await rs.revision(), beforeFinalize + 1);
 });
