@@ -725,3 +725,49 @@ rsTest("an apply with several bad objects names each, separated", async (rs) => 
     /^object 1 \(Container "Bad_1"\): metadata\.name: .+; object 3 \(Container "Bad_2"\): metadata\.name: /,
   );
 });
+
+rsTest("status writes: mutate's in-place change it returns is written; one it makes but answers undefined for, or an undefined answer on a set status, writes nothing and leaves the result as stored", async (rs) => {
+  await rs.createAll(["a", "b", "c"].map((name) => container(name)));
+  await rs.updateStatuses("Container", ["a", "b", "c"].map((name) => ({ name, mutate: running })));
+  const rev = await rs.revision();
+  const out = await rs.updateStatuses("Container", [
+    {
+      name: "a",
+      mutate: (c) => {
+        c.status!.restarts = 5;
+        return c.status;
+      },
+    },
+    {
+      name: "b",
+      mutate: (c) => {
+        c.status!.phase = "Changed";
+        return undefined;
+      },
+    },
+    { name: "c", mutate: () => undefined },
+  ]);
+  assert.equal(await rs.revision(), rev + 1);
+  assert.equal((await rs.get("Container", "a"))!.status!.restarts, 5);
+  assert.deepEqual(
+    out.map((o) => [o.object!.status!.phase, o.object!.metadata!.resourceVersion]),
+    [["Running", String(rev + 1)], ["Running", String(rev)], ["Running", String(rev)]],
+  );
+  assert.deepEqual([(await rs.get("Container", "b"))!.status!.phase, (await rs.get("Container", "c"))!.status!.phase], ["Running", "Running"]);
+  const kept = await rs.updateStatus("Container", "c", () => undefined);
+  assert.deepEqual([kept!.status!.phase, kept!.metadata!.resourceVersion], ["Running", String(rev)]);
+  assert.equal(await rs.revision(), rev + 1);
+});
+
+rsTest("finalize of a missing Container resolves; finalizeAll of a marked one that keeps changing gives up ABORTED for it", async (rs) => {
+  await rs.finalize("nope");
+  await rs.create(container("m"));
+  await rs.updateStatus("Container", "m", running);
+  await rs.delete("Container", "m");
+  const r = racing(rs);
+  r.race(Infinity, () => rs.update(container("m", { metadata: { name: "m", labels: { n: String(Math.random()) } } })));
+  const [err] = await r.rs.finalizeAll(["m"]);
+  assert.equal(err?.code, Code.Aborted);
+  assert.match(err!.rawMessage, /^Container "m" kept changing during the write; retry$/);
+  assert.ok(await rs.get("Container", "m"));
+});
