@@ -6,7 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ContainerSchema, ReplicaSetSchema, ServiceSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { createResourceStore, MAX_APPLY_OBJECTS, MAX_OBJECT_BYTES } from "../src/server/store/create-resource-store.js";
@@ -770,4 +770,44 @@ rsTest("finalize of a missing Container resolves; finalizeAll of a marked one th
   assert.equal(err?.code, Code.Aborted);
   assert.match(err!.rawMessage, /^Container "m" kept changing during the write; retry$/);
   assert.ok(await rs.get("Container", "m"));
+});
+
+rsTest("what is stored: no resourceVersion in the stored bytes; create clears what the server sets; an annotation change is written without a new generation", async (rs) => {
+  const input = container("s", { metadata: { name: "s", resourceVersion: "77", generation: 9n, uid: "mine", deletionTimestamp: { seconds: 1n } } });
+  const c = await rs.create(input);
+  assert.deepEqual([c.metadata!.uid === "mine", c.metadata!.generation, c.metadata!.deletionTimestamp], [false, 1n, undefined]);
+  assert.equal(input.metadata!.resourceVersion, "77", "the input is not changed");
+  const stored = async () => fromBinary(ContainerSchema, (await rs.store.get("/k4s/containers/s"))!.value);
+  assert.equal((await stored()).metadata!.resourceVersion, "");
+  const annotated = await rs.update(container("s", { metadata: { name: "s", annotations: { note: "x" } } }));
+  assert.deepEqual([annotated.metadata!.annotations, annotated.metadata!.generation], [{ note: "x" }, 1n]);
+  assert.deepEqual((await stored()).metadata!.annotations, { note: "x" });
+  await rs.updateStatus("Container", "s", running);
+  await rs.apply([container("s", { metadata: { name: "s", labels: { v: "2" } } })]);
+  const known = (await rs.get("Container", "s"))!;
+  await rs.updateStatuses("Container", [{ name: "s", known, mutate: (k) => ({ ...k.status!, restarts: 3 }) }]);
+  const last = await stored();
+  assert.deepEqual([last.metadata!.resourceVersion, last.status!.restarts, last.metadata!.labels], ["", 3, { v: "2" }]);
+});
+
+rsTest("a status that makes its object too big when stored is refused naming it, from a known copy or not, and the batch's other updates are written", async (rs) => {
+  await rs.createAll([container("k"), container("d"), container("ok")]);
+  const known = (await rs.get("Container", "k"))!;
+  const rev = await rs.revision();
+  const huge = (c: Container) => ({ ...c.status!, message: "x".repeat(MAX_OBJECT_BYTES) });
+  const out = await rs.updateStatuses("Container", [
+    { name: "k", known, mutate: huge },
+    { name: "d", mutate: huge },
+    { name: "ok", mutate: running },
+  ]);
+  for (const [i, name] of ["k", "d"].entries()) {
+    assert.equal(out[i]!.error?.code, Code.InvalidArgument, name);
+    assert.match(out[i]!.error!.rawMessage, new RegExp(`^Container "${name}": is 1\\.00 MiB \\(\\d+ bytes\\) when stored, more than the 1\\.00 MiB an object may hold`));
+  }
+  assert.equal(out[2]!.object!.status!.phase, "Running");
+  assert.equal(await rs.revision(), rev + 1);
+  assert.equal((await rs.get("Container", "ok"))!.status!.phase, "Running");
+  await expectCode(rs.updateStatus("Container", "d", huge), Code.InvalidArgument, /^Container "d": is 1\.00 MiB/);
+  assert.equal(await rs.revision(), rev + 1);
+  assert.equal((await rs.get("Container", "k"))!.status!.message, "");
 });

@@ -673,8 +673,16 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
     // A known object is shared: the new version shares its unchanged parts but not its metadata.
     const next = known ? ({ ...known, metadata: { ...known.metadata! } } as AnyObject) : cur;
     next.status = clone(statusSchema, status as never) as never;
+    let value: Uint8Array;
+    try {
+      value = known ? encodeStatusChange(kind, kv.value, next) : encode(next);
+    } catch (err) {
+      // Too big when stored: this update's error, as a mutate's; the others are written.
+      out.push({ error: ConnectError.from(err) });
+      continue;
+    }
     compares.push({ key: keys[i]!, modRevision: kv.modRevision });
-    ops.push({ type: "put", key: keys[i]!, value: known ? encodeStatusChange(kind, kv.value, next) : encode(next) });
+    ops.push({ type: "put", key: keys[i]!, value });
     written.push(next);
     out.push({ object: next as ObjectOf<K> });
   }
