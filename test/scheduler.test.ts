@@ -123,7 +123,10 @@ function standIn(records: ContainerRecord[]) {
       byName.get(name)!.state = { is: "Starting", host: h } as ContainerRecord["state"];
     },
     unschedulable: (name: string, why: string) => void reasons.set(name, why),
-    onSchedulingNeeded: (l: (name: string | undefined) => void) => void (listener = l),
+    onSchedulingNeeded: (l: (name: string | undefined) => void) => {
+      listener = l;
+      return () => void (listener = () => {});
+    },
   } as unknown as ContainerController;
   return { containers, bound, binds, reasons, needed: (name?: string) => listener(name) };
 }
@@ -189,4 +192,36 @@ test("the scheduler binds waiting containers when a host comes or gets room, lea
   } finally {
     await scheduler.stop();
   }
+});
+
+test("a stopped scheduler (its server no longer leads) stops listening: to the lifecycle and to its binder's hosts", async () => {
+  const { containers } = standIn([record("waiting")]);
+  let lifecycleListeners = 0;
+  const counted = {
+    ...containers,
+    onSchedulingNeeded(l: (name: string | undefined) => void) {
+      lifecycleListeners++;
+      const stop = containers.onSchedulingNeeded(l);
+      return () => {
+        lifecycleListeners--;
+        stop();
+      };
+    },
+  } as ContainerController;
+  const hostsListeners: Array<() => void> = [];
+  const binder = {
+    hosts: () => [host("h")],
+    load: () => 0,
+    bound: () => false,
+    bind: () => {},
+    onChange(listener: () => void) {
+      hostsListeners.push(listener);
+      return () => void hostsListeners.splice(hostsListeners.indexOf(listener), 1);
+    },
+  };
+  const scheduler = createScheduler({ containers: counted, hosts: () => [], binder });
+  await scheduler.start();
+  assert.deepEqual([lifecycleListeners, hostsListeners.length], [1, 1]);
+  await scheduler.stop();
+  assert.deepEqual([lifecycleListeners, hostsListeners.length], [0, 0], "neither the lifecycle nor the binder's hosts tell it anything more");
 });

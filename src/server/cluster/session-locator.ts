@@ -11,6 +11,7 @@
  */
 import { abortableDelay } from "../../api/abortable-delay.js";
 import { createBackoff } from "../../api/backoff.js";
+import { listenTo } from "../listen-to.js";
 import type { Store, StoreEvent } from "../store/store.js";
 import { parseSessionRecord, SESSION_RECORDS_PREFIX, type SessionEntry } from "./session-record.js";
 
@@ -40,8 +41,8 @@ export interface SessionLocator {
   attached(container: string): LocatedSession | undefined;
   /** Every host session in force, in name order. */
   hosts(): LocatedSession[];
-  /** Calls listener after every change of the records (a batch of one revision, or a relisting). */
-  onChange(listener: () => void): void;
+  /** Calls listener after every change of the records (a batch of one revision, or a relisting); returns what stops it. */
+  onChange(listener: () => void): () => void;
   /** Stops following the records. */
   stop(): void;
 }
@@ -141,9 +142,7 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
       const names = [...byName.keys()].filter((id) => id.startsWith("host/")).map((id) => id.slice("host/".length));
       return names.sort().map((n) => inForce("host", n)!);
     },
-    onChange(listener) {
-      listeners.push(listener);
-    },
+    onChange: (listener) => listenTo(listeners, listener),
     stop: () => abort.abort(),
   };
 }

@@ -19,6 +19,7 @@ import type { WorkerLink } from "../messaging/worker-link.js";
 import type { ResourceStore } from "../store/resource-store.js";
 import { adopt, advance, bind, resume, stopAwaiting, unschedulable, type LifecycleEffects } from "./container-lifecycle.js";
 import { ContainerRecord, containerKind, storedBinding } from "./container-record.js";
+import { listenTo } from "../listen-to.js";
 import { createController, type Controller, type ReconcileReport } from "./controller.js";
 import type { Informer } from "./informer.js";
 import { createStatusWriter } from "./status-writer.js";
@@ -84,9 +85,10 @@ export interface ContainerController extends Controller, ContainerLifecycle {
   unschedulable(name: string, why: string): void;
   /**
    * Calls listener with a container's name when it needs a host, and with undefined when
-   * every waiting container may fit now (a host joined, or one has room again).
+   * every waiting container may fit now (a host joined, or one has room again). Returns what
+   * stops it.
    */
-  onSchedulingNeeded(listener: (name: string | undefined) => void): void;
+  onSchedulingNeeded(listener: (name: string | undefined) => void): () => void;
 }
 
 /** Creates the container controller. */
@@ -221,9 +223,7 @@ export function createContainerController(options: ContainerControllerOptions): 
       unschedulable(rec, why, fx);
       publish(rec);
     },
-    onSchedulingNeeded(listener) {
-      schedulingListeners.push(listener);
-    },
+    onSchedulingNeeded: (listener) => listenTo(schedulingListeners, listener),
     async stop() {
       await controller.stop();
       await status.stop();

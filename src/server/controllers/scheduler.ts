@@ -73,8 +73,8 @@ export interface Binder<H extends Host = Host> {
   bound(name: string): boolean;
   /** Binds a container to a host (asynchronously: a failed write schedules it again). */
   bind(name: string, host: H): void;
-  /** Calls listener when the hosts changed (one came, went or got room). */
-  onChange(listener: () => void): void;
+  /** Calls listener when the hosts changed (one came, went or got room); returns what stops it. */
+  onChange(listener: () => void): () => void;
 }
 
 /** SchedulerOptions are the scheduler's dependencies. */
@@ -118,16 +118,25 @@ export function createScheduler(options: SchedulerOptions): Controller {
     },
   });
   const retryWaiting = () => waiting.forEach((n) => scheduler.enqueue(n));
-  containers.onSchedulingNeeded((name) => {
-    if (name !== undefined) {
-      waiting.add(name);
-      scheduler.enqueue(name);
-    } else {
-      retryWaiting();
-    }
-  });
-  binder.onChange(retryWaiting);
-  return scheduler;
+  // A stopped scheduler (its server no longer leads) is told of nothing more.
+  const listening = [
+    containers.onSchedulingNeeded((name) => {
+      if (name !== undefined) {
+        waiting.add(name);
+        scheduler.enqueue(name);
+      } else {
+        retryWaiting();
+      }
+    }),
+    binder.onChange(retryWaiting),
+  ];
+  return {
+    ...scheduler,
+    async stop() {
+      for (const stopListening of listening) stopListening();
+      await scheduler.stop();
+    },
+  };
 }
 
 /** The binder of a single server: its own hosts, their load as the lifecycle counts it, and the lifecycle's bind. */
@@ -137,6 +146,6 @@ function localBinder(containers: ContainerController, hosts: () => Iterable<Work
     load: (h) => containers.load(h),
     bound: () => false,
     bind: (name, h) => containers.bind(name, h),
-    onChange: () => {},
+    onChange: () => () => {},
   };
 }
