@@ -265,3 +265,35 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
     await store.close();
   }
 });
+
+test("store binder: a binding is written only over the status the scheduler decided on; one that changed meanwhile (the container started on its host) is left as it is", async () => {
+  const store = await openStore({});
+  const resources = createResourceStore(store);
+  const informer = createInformer({ resources, kinds: ["Container"] });
+  await store.txn([], [{ type: "put", key: `${SESSION_RECORDS_PREFIX}a:1/host/h1`, value: Buffer.from(JSON.stringify({ kind: "host", name: "h1", sessionId: "s1", host: { modules: ["echo"], capacity: 0, canSpawn: false } })) }]);
+  await resources.create(create(ContainerSchema, { metadata: { name: "c1" }, spec: { module: "echo", function: "ECHO" } }));
+  await resources.updateStatus("Container", "c1", (c) => bindingOf(c, "h9"));
+  // Between the scheduler's look and its write, the server of h9 starts c1 there.
+  const racing: ResourceStore = {
+    ...resources,
+    updateStatus: async (...args) => {
+      await resources.updateStatus("Container", "c1", () => create(ContainerStatusSchema, { phase: "Running", ready: true, host: "h9" }));
+      return resources.updateStatus(...args);
+    },
+  };
+  const locator = createSessionLocator({ store, onError: (m) => assert.fail(m) });
+  await Promise.all([locator.start(), informer.start()]);
+  try {
+    const binder = createStoreBinder({ locator, informer, resources: racing, retry: () => {}, onError: (m) => assert.fail(m) });
+    assert.equal(binder.bound("c1"), false, "bound to a host no server holds: the scheduler binds it again");
+    binder.bind("c1", binder.hosts()[0]!);
+    await eventually(() => informer.get("Container", "c1")?.status?.phase === "Running", 30_000, "the start shown");
+    await new Promise((r) => setTimeout(r, 200));
+    const st = (await resources.get("Container", "c1"))!.status!;
+    assert.deepEqual([st.phase, st.host], ["Running", "h9"], "the running container's status is not written over");
+  } finally {
+    locator.stop();
+    await informer.stop();
+    await store.close();
+  }
+});

@@ -86,12 +86,17 @@ export function createStoreBinder(options: StoreBinderOptions): Binder<ClusterHo
       return host !== "" && locator.host(host) !== undefined;
     },
     bind(name, host) {
-      const uid = informer.get("Container", name)?.metadata?.uid ?? "";
+      const seen = informer.get("Container", name);
+      const uid = seen?.metadata?.uid ?? "";
       const mine: OnItsWay = { host: host.name, uid };
       pending.set(name, mine);
       const forget = () => pending.get(name) === mine && pending.delete(name);
+      // Only over the status the scheduler decided on: one that changed meanwhile (its host's
+      // server started it, or it was bound already) is not written over.
+      const unchanged = (current: Container) =>
+        current.metadata?.uid === uid && !current.metadata?.deletionTimestamp && (current.status?.host ?? "") === (seen?.status?.host ?? "") && (current.status?.phase ?? "") === (seen?.status?.phase ?? "");
       options.resources
-        .updateStatus("Container", name, (current) => (current.metadata?.uid === uid && !current.metadata?.deletionTimestamp ? bindingOf(current, host.name) : undefined))
+        .updateStatus("Container", name, (current) => (unchanged(current) ? bindingOf(current, host.name) : undefined))
         .then(
           (stored) => {
             if (stored?.status?.host !== host.name) forget();
