@@ -11,7 +11,8 @@ import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
 import type { Letter } from "../src/server/messaging/mailbox.js";
 import { createClient } from "../src/client/index.js";
 import { createClusterRouter } from "../src/server/cluster/cluster-router.js";
-import { createPeerLinks } from "../src/server/cluster/peer-links.js";
+import { createPeerLinks, PEER_SESSION_PREFIX } from "../src/server/cluster/peer-links.js";
+import { WorkerLink } from "../src/server/messaging/worker-link.js";
 import { createEventRecorder } from "../src/server/event-recorder.js";
 import { createRouter } from "../src/server/messaging/router.js";
 import { createServer } from "../src/server/server.js";
@@ -188,6 +189,35 @@ test("cluster router: a service's calls go to its endpoints cluster-wide in turn
     assert.equal((await r.answer()).code, Code.Unavailable, "a call for one container is not sent elsewhere");
     assert.equal(router.knows({ kind: "service", name: "svc" }), true);
     assert.equal(router.knows({ kind: "service", name: "nosvc" }), false);
+  } finally {
+    local.stop("done");
+    await links.stop("done");
+    await stop();
+  }
+});
+
+test("cluster router: a call that came over another server's peer session is answered by this server's own router, never forwarded again", async () => {
+  const { server, stop } = await startEchoServer();
+  const links = createPeerLinks({ self: () => "127.0.0.1:1" });
+  const local = createRouter({ events: createEventRecorder() });
+  // This server believes another one delivers pl-echo (its view of the other server's may be a moment old).
+  const router = createClusterRouter({ local, links, self: () => "127.0.0.1:1", deliveredBy: (c) => (c === "pl-echo" ? server.address : "") });
+  const peer = new WorkerLink({ id: "id-peer", name: `${PEER_SESSION_PREFIX}127.0.0.1:2`, role: "client", modules: new Set() });
+  try {
+    const env: Letter = new Envelope({ callId: 7n, origin: peer, data: Buffer.from(JSON.stringify({ tag: "p" })), contentType: "application/json", expectsReply: true, deadline: Date.now() + 30_000 });
+    peer.calls.set(7n, env);
+    router.route(env, { kind: "container", name: "pl-echo" });
+    const answered = await eventually(async () => {
+      const batch = await peer.next();
+      return batch?.frames.find((f) => f.frame.case === "callResult");
+    }, 30_000, "the peer session's answer");
+    const error = answered!.frame.case === "callResult" ? answered!.frame.value.error : undefined;
+    assert.equal(error?.code, Code.NotFound, `this server's own router answered (it holds no pl-echo): ${error?.message}`);
+    assert.match(error?.message ?? "", /pl-echo/);
+    // The same call from a client of this server goes over the peer link.
+    const ok = call({ tag: "q" }, { timeoutMs: 30_000 });
+    router.route(ok.env, { kind: "container", name: "pl-echo" });
+    assert.equal((await ok.answer()).code, 0);
   } finally {
     local.stop("done");
     await links.stop("done");

@@ -8,7 +8,7 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
 import type { Letter } from "../messaging/mailbox.js";
 import type { CallRouter } from "../messaging/router.js";
-import type { PeerLinks } from "./peer-links.js";
+import { PEER_SESSION_PREFIX, type PeerLinks } from "./peer-links.js";
 
 /** ClusterRouterOptions are this server's router, its peer links, and where containers are delivered. */
 export interface ClusterRouterOptions {
@@ -34,6 +34,12 @@ export interface ClusterRouterOptions {
 export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean): boolean {
   if (err.code === Code.NotFound || err.code === Code.FailedPrecondition || err.code === Code.ResourceExhausted) return true;
   return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage));
+}
+
+/** Whether a call came over another server's peer session. */
+function fromPeer(env: Letter): boolean {
+  const origin = env.origin as { name?: unknown } | undefined;
+  return typeof origin?.name === "string" && origin.name.startsWith(PEER_SESSION_PREFIX);
 }
 
 /** Creates the router of a server that routes what it holds and forwards the rest. */
@@ -63,6 +69,9 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
 
   return {
     route(env, target) {
+      // A call another server forwarded is this server's to answer: sent on again, two servers
+      // whose views of where a container is differ for a moment would pass it back and forth.
+      if (fromPeer(env)) return local.route(env, target);
       if (target.kind === "service") return routeToService(env, target, 0);
       const server = options.deliveredBy(target.name);
       // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.

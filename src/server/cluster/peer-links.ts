@@ -19,6 +19,9 @@ import { createDeadlineQueue } from "../messaging/deadline-queue.js";
 import { EnvelopeState } from "../messaging/envelope.js";
 import type { Letter } from "../messaging/mailbox.js";
 
+/** The start of the name of every peer session (`peer-ADVERTISE`): a call on one came from another server. */
+export const PEER_SESSION_PREFIX = "peer-";
+
 /** PeerLinksOptions say who this server is and how it reaches the others. */
 export interface PeerLinksOptions {
   /** This server's advertise address (named in each peer session's hello: `peer-ADVERTISE`). */
@@ -64,7 +67,7 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
   function linkTo(address: string): Session {
     const known = sessions.get(address);
     if (known) return known;
-    const session = openSession({ address, token: options.token, tls: options.tls, hello: { role: "client", name: `peer-${options.self()}` } });
+    const session = openSession({ address, token: options.token, tls: options.tls, hello: { role: "client", name: `${PEER_SESSION_PREFIX}${options.self()}` } });
     sessions.set(address, session);
     // A broken link is not re-opened behind its calls' backs: the next call opens a new one.
     session.done.then(
