@@ -229,6 +229,7 @@ test("a host relayed by another server and lost with it: its containers wait the
     'event HostLost: host "h1" was lost with the server relaying its session, 10.0.0.2:50051; waiting for it to reconnect',
   ]);
   assert.equal(stateOf(rec), "AwaitingHost");
+  assert.deepEqual(fx.warnings, ["HostLost"]);
   assert.equal(rec.restarts, 0);
   assert.match(rec.message, /waiting up to 10000 ms for host "h1"/);
   assert.equal(fx.wakes.at(-1), fx.clock + 10_000);
@@ -367,6 +368,11 @@ test("adopting a stored status after a restart: ended for good stays ended, anyt
   const never = record("never", { restartPolicy: "Never" });
   adopt(never, status("Failed", "h3", "exit code 2"), 10_000, now);
   assert.deepEqual([never.state, never.message, never.hostName], [{ is: "Ended", phase: "Failed" }, "exit code 2", "h3"]);
+  for (const st of [status("Running", "h3"), status("Pending"), undefined]) {
+    const neverRan = record("never-ran", { restartPolicy: "Never" });
+    adopt(neverRan, st, 0, now);
+    assert.equal(stateOf(neverRan), "Unscheduled", `a Never container that did not end (${st?.phase}) still needs a host`);
+  }
 
   const onFailureRan = record("onf-ran", { restartPolicy: "OnFailure" });
   adopt(onFailureRan, status("Running"), 10_000, now);
