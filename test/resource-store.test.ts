@@ -811,3 +811,44 @@ rsTest("a status that makes its object too big when stored is refused naming it,
   assert.equal(await rs.revision(), rev + 1);
   assert.equal((await rs.get("Container", "k"))!.status!.message, "");
 });
+
+rsTest("a dry-run apply shows a configured object as it would be, at its stored version, and writes nothing", async (rs) => {
+  const created = await rs.create(container("dry"));
+  const rev = await rs.revision();
+  const [out] = await rs.apply([container("dry", { metadata: { name: "dry", labels: { tier: "web" } } })], { dryRun: true });
+  assert.equal(out!.action, "configured");
+  assert.deepEqual(out!.object.metadata!.labels, { tier: "web" });
+  assert.equal(out!.object.metadata!.resourceVersion, created.metadata!.resourceVersion, "the version it was read at");
+  assert.equal(await rs.revision(), rev, "nothing written");
+  assert.deepEqual((await rs.get("Container", "dry"))!.metadata!.labels, {});
+});
+
+rsTest("an object applied again with an equal owner (another copy of it) is unchanged and not written", async (rs) => {
+  const owner = () => ({ kind: "ReplicaSet", name: "calc", uid: "u-1" });
+  await rs.create(container("calc-0", { metadata: { name: "calc-0", ownerReference: owner() } }));
+  const rev = await rs.revision();
+  const [out] = await rs.apply([container("calc-0", { metadata: { name: "calc-0", ownerReference: owner() } })]);
+  assert.equal(out!.action, "unchanged");
+  assert.equal(await rs.revision(), rev, "nothing written");
+});
+
+rsTest("a status write from a known copy that makes the object exactly 1 MiB is stored; a byte more is refused naming the object", async (rs) => {
+  await rs.create(container("edge"));
+  const write = async (len: number) => {
+    const known = (await rs.get("Container", "edge"))!;
+    const [r] = await rs.updateStatuses("Container", [{ name: "edge", known, mutate: (c) => ({ ...c.status!, message: "x".repeat(len) }) }]);
+    return r!;
+  };
+  const tooBig = /^Container "edge": is 1\.00 MiB \((\d+) bytes\) when stored, more than the 1\.00 MiB an object may hold/;
+  const over = await write(MAX_OBJECT_BYTES);
+  const size = Number(tooBig.exec(over.error!.rawMessage)![1]);
+  // The message's and the status's lengths take three varint bytes at any length near the bound.
+  const exact = MAX_OBJECT_BYTES - (size - MAX_OBJECT_BYTES);
+  const stored = await write(exact);
+  assert.equal(stored.error, undefined, "an object of exactly the bound refused");
+  assert.equal((await rs.store.get("/k4s/containers/edge"))!.value.byteLength, MAX_OBJECT_BYTES);
+  const byteMore = await write(exact + 1);
+  assert.match(byteMore.error!.rawMessage, tooBig);
+  assert.equal(byteMore.error!.code, Code.InvalidArgument);
+  assert.match(byteMore.error!.rawMessage, new RegExp(`\\(${MAX_OBJECT_BYTES + 1} bytes\\)`));
+});
