@@ -852,3 +852,38 @@ rsTest("a status write from a known copy that makes the object exactly 1 MiB is 
   assert.equal(byteMore.error!.code, Code.InvalidArgument);
   assert.match(byteMore.error!.rawMessage, new RegExp(`\\(${MAX_OBJECT_BYTES + 1} bytes\\)`));
 });
+
+rsTest("createAll: a chunk whose transactions keep failing while none of its names is there gives up ABORTED after 50 retries, storing nothing", async (rs) => {
+  // Another writer creates a key just before each of the layer's transactions (so its guard
+  // fails) and removes it just after (so the re-read finds none of the chunk's names there).
+  const s = rs.store;
+  const flicker = "/k4s/containers/flicker";
+  let txns = 0;
+  const flickering: Store = {
+    revision: () => s.revision(),
+    get: (key) => s.get(key),
+    range: (prefix, options) => s.range(prefix, options),
+    async txn(compares, ops) {
+      txns++;
+      await s.txn([], [{ type: "put", key: flicker, value: new Uint8Array([1]) }]);
+      try {
+        return await s.txn(compares, ops);
+      } finally {
+        await s.txn([], [{ type: "delete", key: flicker }]);
+      }
+    },
+    watch: (prefix, from, signal) => s.watch(prefix, from, signal),
+    compactRevision: () => s.compactRevision(),
+    close: () => s.close(),
+  };
+  const results = await createResourceStore(flickering).createAll([container("flicker"), container("steady")]);
+  assert.deepEqual(
+    results.map((r) => [r.error?.code, r.error?.rawMessage]),
+    [
+      [Code.Aborted, 'Container "flicker" kept changing during the write; retry'],
+      [Code.Aborted, 'Container "steady" kept changing during the write; retry'],
+    ],
+  );
+  assert.equal(txns, 51, "the first try and 50 retries");
+  assert.equal((await rs.list("Container")).items.length, 0, "nothing stored");
+});
