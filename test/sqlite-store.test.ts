@@ -11,8 +11,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { getEventListeners } from "node:events";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { openSqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
+import { openSqliteStore, type SqliteStore, type SqliteStoreOptions } from "../src/server/store/sqlite-store.js";
 import type { Store, StoreEvent, WatchBatch } from "../src/server/store/store.js";
 import { sqliteBackend } from "./store-backends.js";
 import { collect, dec, eventsOf, expectCode, fmt, put, storeContract } from "./store-contract.js";
@@ -20,7 +21,7 @@ import { collect, dec, eventsOf, expectCode, fmt, put, storeContract } from "./s
 storeContract(sqliteBackend);
 
 /** A test on a fresh SQLite store in memory, closed at its end whatever happened; `ac` (for its watches) is aborted first. */
-function storeTest(name: string, options: SqliteStoreOptions, fn: (s: Store, ac: AbortController) => Promise<void>) {
+function storeTest(name: string, options: SqliteStoreOptions, fn: (s: SqliteStore, ac: AbortController) => Promise<void>) {
   test(name, async () => {
     const s = openSqliteStore(options);
     const ac = new AbortController();
@@ -403,4 +404,27 @@ storeTest("sqlite: a group commit SQLite refuses fails every write of the group,
 test("sqlite: a store file in a directory that does not exist is refused with SQLite's own reason", () => {
   const path = join(tmpdir(), "k4s-sqlite-unit-no-such-dir", "sub", "k4s.db");
   assert.throws(() => openSqliteStore({ path }), (e: Error) => !(e instanceof ConnectError) && /directory does not exist/.test(e.message));
+});
+
+storeTest("sqlite: an ended watch leaves nothing behind: not followed any more, no listener left on its signal", {}, async (s) => {
+  const ended = async (how: "return" | "abort" | "error") => {
+    const ac = new AbortController();
+    const it = s.watch("/", await s.revision(), ac.signal)[Symbol.asyncIterator]();
+    const first = it.next();
+    await s.txn([], [put("/k", how)]);
+    await first;
+    assert.equal(s.watchCount, 1, `${how}: followed while it runs`);
+    assert.equal(getEventListeners(ac.signal, "abort").length, 1);
+    if (how === "return") await it.return?.(undefined);
+    else if (how === "abort") {
+      const next = it.next();
+      ac.abort();
+      assert.equal((await next).done, true);
+    } else await it.throw?.(new Error("consumer failed")).catch(() => {});
+    assert.equal(s.watchCount, 0, `${how}: still followed after it ended`);
+    assert.equal(getEventListeners(ac.signal, "abort").length, 0, `${how}: its listener left on the signal`);
+  };
+  await ended("return");
+  await ended("abort");
+  await ended("error");
 });

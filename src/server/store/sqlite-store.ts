@@ -493,8 +493,13 @@ function rangeAt(stmt: Statements, revision: number, compacted: number, prefix: 
   return { kvs, revision: at, more, remaining };
 }
 
+/** The SQLite store: a Store, and how many watches it is following now (for tests). */
+export interface SqliteStore extends Store {
+  readonly watchCount: number;
+}
+
 /** Opens (creating when needed) a SQLite-backed store. */
-export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
+export function openSqliteStore(options: SqliteStoreOptions = {}): SqliteStore {
   const historyLimit = Math.max(1, Math.floor(options.historyLimit ?? 10_000));
   const historyBudget = Math.max(1, Math.floor(options.historyBytes ?? DEFAULT_HISTORY_BYTES));
   const db = openDatabase(options.path);
@@ -594,6 +599,9 @@ export function openSqliteStore(options: SqliteStoreOptions = {}): Store {
   const watch = (prefix: string, fromRevision: number, signal: AbortSignal) => watchSqlite(watchState, prefix, fromRevision, signal);
 
   return {
+    get watchCount() {
+      return watchers.size;
+    },
     async revision() {
       checkOpen();
       return revision;
