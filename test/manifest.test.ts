@@ -619,4 +619,12 @@ test("the manifest's own rules: violations of whole-manifest and List problems, 
     assert.equal(refusal(`${key}: 5\nkind: Container\nmetadata: {name: a}\n`), 'document 1 (Container "a"): apiVersion: must be k4s/v1, got number 5', key);
     assert.equal(parseManifest(`${key}: ~\nkind: Container\nmetadata: {name: a}\n`)[0]!.apiVersion, "k4s/v1", key);
   }
+  // Both names at once is a field given twice, as for every other field (even when they agree).
+  for (const other of ["k4s/v1", "v2"]) {
+    assert.equal(
+      refusal(`apiVersion: k4s/v1\napi_version: ${other}\nkind: Container\nmetadata: {name: a}\n`),
+      'document 1 (Container "a"): apiVersion: given twice, as "apiVersion" and "api_version"',
+      other,
+    );
+  }
 });

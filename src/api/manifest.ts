@@ -418,7 +418,10 @@ export function parseManifestDocuments(text: string): ManifestDocument[] {
     const label = `${where} (${kind}${name ? ` "${name}"` : ""})`;
     const issues: FieldIssue[] = [];
     const apiVersion = js["apiVersion"] ?? js["api_version"];
-    if (apiVersion !== undefined && apiVersion !== null && apiVersion !== API_VERSION) {
+    if ("apiVersion" in js && "api_version" in js) {
+      // As for every other field given under both of its names: which one was meant is not known.
+      issues.push({ path: "apiVersion", reason: `given twice, as "apiVersion" and "api_version"` });
+    } else if (apiVersion !== undefined && apiVersion !== null && apiVersion !== API_VERSION) {
       issues.push({ path: "apiVersion", reason: `must be ${API_VERSION}, got ${describeValue(apiVersion)}` });
     }
     const body: Plain = { ...js };

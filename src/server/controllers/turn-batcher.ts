@@ -17,7 +17,7 @@ export interface TurnBatcher<T> {
 /**
  * Creates a batcher over `handle`: one batch at a time, each started a turn after its first
  * item came, so the rest of that turn's items join it. A batch whose handler throws goes to
- * `failed` whole, and the next batch is handled as usual.
+ * `failed` whole (which reports it and must not throw), and the next batch is handled as usual.
  */
 export function createTurnBatcher<T>(handle: (batch: T[]) => Promise<void>, failed: (batch: T[], err: unknown) => void): TurnBatcher<T> {
   const waiting = new Set<T>();
