@@ -392,9 +392,9 @@ rsTest("a byte-bounded listing reads past its first 500 keys, says what remains,
 /**
  * The store with another writer racing the typed layer: before each transaction of the layer,
  * `meanwhile` may write (through the store underneath, so its write lands first and the
- * layer's guards see it). `txns` counts the layer's transactions.
+ * layer's guards see it), and `after` once it is answered. `txns` counts the layer's transactions.
  */
-function raced(store: Store, meanwhile: () => Promise<unknown> | undefined): { rs: ResourceStore; txns: () => number } {
+function raced(store: Store, meanwhile: () => Promise<unknown> | undefined, after?: () => Promise<unknown>): { rs: ResourceStore; txns: () => number } {
   let txns = 0;
   const racing: Store = {
     revision: () => store.revision(),
@@ -403,7 +403,11 @@ function raced(store: Store, meanwhile: () => Promise<unknown> | undefined): { r
     async txn(compares, ops) {
       txns++;
       await meanwhile();
-      return store.txn(compares, ops);
+      try {
+        return await store.txn(compares, ops);
+      } finally {
+        await after?.();
+      }
     },
     watch: (prefix, from, signal) => store.watch(prefix, from, signal),
     compactRevision: () => store.compactRevision(),
@@ -858,25 +862,12 @@ rsTest("createAll: a chunk whose transactions keep failing while none of its nam
   // fails) and removes it just after (so the re-read finds none of the chunk's names there).
   const s = rs.store;
   const flicker = "/k4s/containers/flicker";
-  let txns = 0;
-  const flickering: Store = {
-    revision: () => s.revision(),
-    get: (key) => s.get(key),
-    range: (prefix, options) => s.range(prefix, options),
-    async txn(compares, ops) {
-      txns++;
-      await s.txn([], [{ type: "put", key: flicker, value: new Uint8Array([1]) }]);
-      try {
-        return await s.txn(compares, ops);
-      } finally {
-        await s.txn([], [{ type: "delete", key: flicker }]);
-      }
-    },
-    watch: (prefix, from, signal) => s.watch(prefix, from, signal),
-    compactRevision: () => s.compactRevision(),
-    close: () => s.close(),
-  };
-  const results = await createResourceStore(flickering).createAll([container("flicker"), container("steady")]);
+  const { rs: flickering, txns } = raced(
+    s,
+    () => s.txn([], [{ type: "put", key: flicker, value: new Uint8Array([1]) }]),
+    () => s.txn([], [{ type: "delete", key: flicker }]),
+  );
+  const results = await flickering.createAll([container("flicker"), container("steady")]);
   assert.deepEqual(
     results.map((r) => [r.error?.code, r.error?.rawMessage]),
     [
@@ -884,6 +875,6 @@ rsTest("createAll: a chunk whose transactions keep failing while none of its nam
       [Code.Aborted, 'Container "steady" kept changing during the write; retry'],
     ],
   );
-  assert.equal(txns, 51, "the first try and 50 retries");
+  assert.equal(txns(), 51, "the first try and 50 retries");
   assert.equal((await rs.list("Container")).items.length, 0, "nothing stored");
 });
