@@ -22,7 +22,7 @@ export interface StoreBinderOptions {
   informer: Pick<Informer, "get" | "list">;
   /** The leader's store (fenced by its election key). */
   resources: ResourceStore;
-  /** A binding could not be written: the container needs scheduling again. */
+  /** A binding was not written (refused, or skipped over a status that changed): the container needs scheduling again. */
   retry(name: string): void;
   onError(message: string, err?: unknown): void;
 }
@@ -99,7 +99,11 @@ export function createStoreBinder(options: StoreBinderOptions): Binder<ClusterHo
         .updateStatus("Container", name, (current) => (unchanged(current) ? bindingOf(current, host.name) : undefined))
         .then(
           (stored) => {
-            if (stored?.status?.host !== host.name) forget();
+            if (stored?.status?.host === host.name) return;
+            // Not written (the status changed meanwhile, or the container went): the scheduler
+            // looks at it again, on the status as it is now, rather than forgetting it.
+            forget();
+            options.retry(name);
           },
           (err: unknown) => {
             forget();
