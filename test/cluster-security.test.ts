@@ -17,7 +17,7 @@ import { startCluster, type TestCluster } from "./cluster-harness.js";
 import { eventually, selfSignedCertificate, spawnK4s, testCa, type Proc } from "./helpers.js";
 import { openRawPeer } from "./raw-peer.js";
 
-test("cluster security: a client's k4s-relayed-by header is refused (PERMISSION_DENIED without a valid peer credential, UNAVAILABLE from a server that is no member now); a standby's own relay is believed", async () => {
+test("cluster security: a client's k4s-relayed-by (or k4s-peer) header is refused (PERMISSION_DENIED without a valid peer credential, UNAVAILABLE from a server that is no member now); a standby's own relay is believed", async () => {
   const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
   const { etcd, leader } = cluster;
   const standby = cluster.standbys[0]!;
@@ -45,6 +45,14 @@ test("cluster security: a client's k4s-relayed-by header is refused (PERMISSION_
         assert.match(err!.rawMessage, /k4s-relayed-by header is for the servers of this cluster/);
         assert.equal(peer.pending("welcome").length, 0, `${what}: no welcome`);
       }
+    }
+    // A client session naming itself a server's peer session (whose calls a server answers
+    // itself, never forwarding them) is refused the same way without the peer credential.
+    for (const target of [leader, standby]) {
+      const peer = openRawPeer(target.address, { case: "hello", value: { role: "client", name: `peer-${standby.address}` } }, { "k4s-peer": standby.address, "k4s-peer-credential": "bm90LWEtcmVhbC1jcmVkZW50aWFs" });
+      const err = await peer.ended;
+      assert.equal(err?.code, Code.PermissionDenied, `a forged k4s-peer header on ${target === leader ? "the leader" : "the standby"}: ${err?.message ?? "accepted"}`);
+      assert.match(err!.rawMessage, /the k4s-peer header is for the servers of this cluster/);
     }
     // A valid credential of a server that is no member now (a server whose lease lapsed while etcd
     // failed over, or one that left) is refused too, UNAVAILABLE: the process it relays tries again

@@ -48,8 +48,8 @@ test("container placement: the holder of its host runs it, the holder of its del
     assert.deepEqual(at(container("cmd", { command: ["x"] }, { phase: "Running", host: "h1" })), { runs: "a:1", delivers: "c:3", orphanedOn: "" }, "a command container's process attached elsewhere");
     assert.deepEqual(at(container("ext", {}, { phase: "Running", host: "p" })), { runs: "b:2", delivers: "b:2", orphanedOn: "" }, "external: its process's server");
     assert.deepEqual(at(container("ext2", {}, { phase: "Running", host: "p" })), { runs: "", delivers: "", orphanedOn: "" }, "external without a process: nobody's, never orphaned");
-    // h1 moves to b:2 (a later record) while a:1's lingers.
-    await record("b:2", { kind: "host", name: "h1", sessionId: "s4" });
+    // h1 moves to b:2 (a later record, proven by its credential) while a:1's lingers.
+    await record("b:2", { kind: "host", name: "h1", sessionId: "s4", proven: true });
     await eventually(() => at(container("m", { module: "echo" }, { phase: "Running", host: "h1" })).runs === "b:2", 30_000, "h1 run by b:2");
   } finally {
     sessions.stop();
@@ -266,7 +266,7 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
   }
 });
 
-test("store binder: a binding is written only over the status the scheduler decided on; one that changed meanwhile (the container started on its host) is left as it is", async () => {
+test("store binder: a binding is written only over the status the scheduler decided on; one that changed meanwhile (the container started on its host) is left as it is, and the scheduler is asked to look again", async () => {
   const store = await openStore({});
   const resources = createResourceStore(store);
   const informer = createInformer({ resources, kinds: ["Container"] });
@@ -284,13 +284,16 @@ test("store binder: a binding is written only over the status the scheduler deci
   const locator = createSessionLocator({ store, onError: (m) => assert.fail(m) });
   await Promise.all([locator.start(), informer.start()]);
   try {
-    const binder = createStoreBinder({ locator, informer, resources: racing, retry: () => {}, onError: (m) => assert.fail(m) });
+    const retried: string[] = [];
+    const binder = createStoreBinder({ locator, informer, resources: racing, retry: (n) => retried.push(n), onError: (m) => assert.fail(m) });
     assert.equal(binder.bound("c1"), false, "bound to a host no server holds: the scheduler binds it again");
     binder.bind("c1", binder.hosts()[0]!);
     await eventually(() => informer.get("Container", "c1")?.status?.phase === "Running", 30_000, "the start shown");
     await new Promise((r) => setTimeout(r, 200));
     const st = (await resources.get("Container", "c1"))!.status!;
     assert.deepEqual([st.phase, st.host], ["Running", "h9"], "the running container's status is not written over");
+    // Skipped, not forgotten: the scheduler is asked to look at it again.
+    assert.deepEqual(retried, ["c1"], "a skipped binding is retried");
   } finally {
     locator.stop();
     await informer.stop();

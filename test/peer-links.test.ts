@@ -196,28 +196,33 @@ test("cluster router: a service's calls go to its endpoints cluster-wide in turn
   }
 });
 
-test("cluster router: a call that came over another server's peer session is answered by this server's own router, never forwarded again", async () => {
+test("cluster router: a call that came over another server's peer session (its credential verified: WorkerLink.peer) is answered by this server's own router, never forwarded again; a client that only names itself like a peer is not one", async () => {
   const { server, stop } = await startEchoServer();
   const links = createPeerLinks({ self: () => "127.0.0.1:1" });
   const local = createRouter({ events: createEventRecorder() });
   // This server believes another one delivers pl-echo (its view of the other server's may be a moment old).
   const router = createClusterRouter({ local, links, self: () => "127.0.0.1:1", deliveredBy: (c) => (c === "pl-echo" ? server.address : "") });
-  const peer = new WorkerLink({ id: "id-peer", name: `${PEER_SESSION_PREFIX}127.0.0.1:2`, role: "client", modules: new Set() });
+  const peer = new WorkerLink({ id: "id-peer", name: `${PEER_SESSION_PREFIX}127.0.0.1:2`, role: "client", modules: new Set(), peer: "127.0.0.1:2" });
+  // A client may choose any name, that of a peer session included: it is not a peer for it.
+  const impostor = new WorkerLink({ id: "id-impostor", name: `${PEER_SESSION_PREFIX}127.0.0.1:2`, role: "client", modules: new Set() });
   try {
-    const env: Letter = new Envelope({ callId: 7n, origin: peer, data: Buffer.from(JSON.stringify({ tag: "p" })), contentType: "application/json", expectsReply: true, deadline: Date.now() + 30_000 });
-    peer.calls.set(7n, env);
-    router.route(env, { kind: "container", name: "pl-echo" });
-    const answered = await eventually(async () => {
-      const batch = await peer.next();
-      return batch?.frames.find((f) => f.frame.case === "callResult");
-    }, 30_000, "the peer session's answer");
-    const error = answered!.frame.case === "callResult" ? answered!.frame.value.error : undefined;
+    /** Routes a call made on a session of this server (as its frames would) and reads the error it is answered with. */
+    const routeOn = async (link: WorkerLink, callId: bigint, tag: string) => {
+      const env: Letter = new Envelope({ callId, origin: link, data: Buffer.from(JSON.stringify({ tag })), contentType: "application/json", expectsReply: true, deadline: Date.now() + 30_000 });
+      link.calls.set(callId, env);
+      router.route(env, { kind: "container", name: "pl-echo" });
+      const answered = await eventually(async () => (await link.next())?.frames.find((f) => f.frame.case === "callResult"), 30_000, `the answer on ${link.id}`);
+      return answered!.frame.case === "callResult" ? answered!.frame.value.error : undefined;
+    };
+    const error = await routeOn(peer, 7n, "p");
     assert.equal(error?.code, Code.NotFound, `this server's own router answered (it holds no pl-echo): ${error?.message}`);
     assert.match(error?.message ?? "", /pl-echo/);
     // The same call from a client of this server goes over the peer link.
     const ok = call({ tag: "q" }, { timeoutMs: 30_000 });
     router.route(ok.env, { kind: "container", name: "pl-echo" });
     assert.equal((await ok.answer()).code, 0);
+    // So does one from a client named like a peer session: forwarded, and answered by the server delivering pl-echo.
+    assert.equal(await routeOn(impostor, 8n, "n"), undefined, "the named client's call was forwarded");
   } finally {
     local.stop("done");
     await links.stop("done");

@@ -13,17 +13,18 @@ import { eventually } from "./helpers.js";
 const member = (endpoints: string[], advertise: string): ClusterMember =>
   createClusterMember({ endpoints, advertise, leaseTtlSeconds: 2, onLeadership: () => {}, onError: () => {} });
 
-test("session locator: follows which server holds each host and attached process; a host that moved is where its newer record says; a server that leaves takes its records along", async () => {
+test("session locator: follows which server holds each host and attached process; a host that moved is where its newer record says, an unproven session takes no name over; a server that leaves takes its records along", async () => {
   const etcd = await startEtcd();
   const store = await openStore({ url: etcd.storeUrl });
   const a = member(etcd.endpoints, "127.0.0.1:1");
   const b = member(etcd.endpoints, "127.0.0.1:2");
+  const c = member(etcd.endpoints, "127.0.0.1:3");
   const errors: string[] = [];
   const locator = createSessionLocator({ store, onError: (m) => errors.push(m) });
   let changes = 0;
   locator.onChange(() => changes++);
   try {
-    await Promise.all([a.start(), b.start()]);
+    await Promise.all([a.start(), b.start(), c.start()]);
     await locator.start();
     assert.equal(locator.host("h1"), undefined, "no session recorded yet");
     const offer = { modules: ["echo"], capacity: 3, canSpawn: false };
@@ -36,19 +37,31 @@ test("session locator: follows which server holds each host and attached process
     assert.equal((await eventually(() => locator.attached("c1"), 30_000, "attached c1 located"))?.server, "127.0.0.1:1");
     assert.equal(locator.host("c1"), undefined, "hosts and attached processes are apart");
 
-    // h1 reconnected to server b while a's record of it is still there: b's, the newer, is in force.
-    b.sessionStarted({ kind: "host", name: "h1", sessionId: "s3", host: offer });
+    // h1 reconnected to server b (showing its credential) while a's record of it is still there:
+    // b's, the newer, is in force.
+    b.sessionStarted({ kind: "host", name: "h1", sessionId: "s3", host: offer, proven: true });
     await eventually(() => locator.host("h1")?.server === "127.0.0.1:2", 30_000, "h1 on server b");
     assert.deepEqual(locator.hosts().map((h) => `${h.name}@${h.server}`), ["h1@127.0.0.1:2"]);
+    // A session on a third server that claims the name without its credential takes nothing over,
+    // however new its record: nor would it from an unproven holder (the first claim keeps the name).
+    c.sessionStarted({ kind: "host", name: "h1", sessionId: "s6", host: offer });
+    c.sessionStarted({ kind: "host", name: "u1", sessionId: "s7", host: offer });
+    await eventually(() => locator.own("127.0.0.1:3", "host", "h1"), 30_000, "c's record of h1 seen");
+    assert.equal(locator.host("h1")?.server, "127.0.0.1:2", "an unproven record does not take a proven holder's name");
+    b.sessionStarted({ kind: "host", name: "u1", sessionId: "s8", host: offer });
+    await eventually(() => locator.own("127.0.0.1:2", "host", "u1"), 30_000, "b's record of u1 seen");
+    assert.equal(locator.host("u1")?.server, "127.0.0.1:3", "between unproven records, the first claim keeps the name");
+    await c.stop();
+    await eventually(() => locator.host("u1")?.server === "127.0.0.1:2", 30_000, "u1 on b once c left");
     a.sessionEnded({ kind: "host", name: "h1", sessionId: "s1" });
     b.sessionStarted({ kind: "host", name: "h2", sessionId: "s4", host: offer });
-    await eventually(() => locator.hosts().length === 2, 30_000, "h2 located");
+    await eventually(() => locator.hosts().length === 3, 30_000, "h2 located");
     assert.equal(locator.host("h1")?.server, "127.0.0.1:2", "a's old record going leaves b's");
 
     // A locator started now lists what is there.
     const late = createSessionLocator({ store, onError: (m) => errors.push(m) });
     await late.start();
-    assert.deepEqual(late.hosts().map((h) => `${h.name}@${h.server}`), ["h1@127.0.0.1:2", "h2@127.0.0.1:2"]);
+    assert.deepEqual(late.hosts().map((h) => `${h.name}@${h.server}`), ["h1@127.0.0.1:2", "h2@127.0.0.1:2", "u1@127.0.0.1:2"]);
     assert.equal(late.attached("c1")?.server, "127.0.0.1:1");
     late.stop();
 
@@ -62,6 +75,7 @@ test("session locator: follows which server holds each host and attached process
     locator.stop();
     await a.stop();
     await b.stop();
+    await c.stop();
     await store.close();
     await etcd.stop();
   }

@@ -87,6 +87,8 @@ export interface SessionOptions {
   onConnectFailed?: (err: ConnectError) => void;
   /** Re-open the stream when it breaks (default false). */
   reconnect?: boolean;
+  /** Headers to send on every stream besides the token (a server's peer link proves itself with them). */
+  headers?: () => Record<string, string>;
   /** Longest back-off between reconnect attempts (default 1000 ms). */
   maxBackoffMs?: number;
 }
@@ -468,13 +470,22 @@ class SessionImpl implements Session {
    * Runs one stream until it ends; resolves with why it ended and how long it was up after its
    * Welcome (ms; -1 when it was never welcomed).
    */
+  /** The token's headers, with the caller's own (asked again for every stream). */
+  private streamMetadata(): grpc.Metadata {
+    const extra = this.options.headers?.();
+    if (!extra) return this.metadata;
+    const md = this.metadata.clone();
+    for (const [k, v] of Object.entries(extra)) md.set(k, v);
+    return md;
+  }
+
   private connectOnce(): Promise<{ err: ConnectError; upFor: number }> {
     return new Promise((resolve) => {
       const stream: ConnectStream = this.channel.makeBidiStreamRequest(
         CONNECT_PATH,
         encodeConnectRequest,
         decodeConnectResponse,
-        this.metadata,
+        this.streamMetadata(),
       );
       this.stream = stream;
       this.lastSent = this.lastReceived = Date.now();

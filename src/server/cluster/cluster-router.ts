@@ -8,7 +8,7 @@ import { Code, type ConnectError } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
 import type { Letter } from "../messaging/mailbox.js";
 import type { CallRouter } from "../messaging/router.js";
-import { PEER_SESSION_PREFIX, type PeerLinks } from "./peer-links.js";
+import type { PeerLinks } from "./peer-links.js";
 
 /** ClusterRouterOptions are this server's router, its peer links, and where containers are delivered. */
 export interface ClusterRouterOptions {
@@ -36,10 +36,10 @@ export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean
   return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage));
 }
 
-/** Whether a call came over another server's peer session. */
+/** Whether a call came over another server's peer session (its peer credential verified when it opened). */
 function fromPeer(env: Letter): boolean {
-  const origin = env.origin as { name?: unknown } | undefined;
-  return typeof origin?.name === "string" && origin.name.startsWith(PEER_SESSION_PREFIX);
+  const origin = env.origin as { peer?: unknown } | undefined;
+  return typeof origin?.peer === "string" && origin.peer !== "";
 }
 
 /** Creates the router of a server that routes what it holds and forwards the rest. */

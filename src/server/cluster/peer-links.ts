@@ -18,8 +18,12 @@ import { createAnswers } from "../messaging/answers.js";
 import { createDeadlineQueue } from "../messaging/deadline-queue.js";
 import { EnvelopeState } from "../messaging/envelope.js";
 import type { Letter } from "../messaging/mailbox.js";
+import { PEER_CREDENTIAL_HEADER, PEER_HEADER } from "../handlers/worker-service.js";
 
-/** The start of the name of every peer session (`peer-ADVERTISE`): a call on one came from another server. */
+/**
+ * The start of the name of every peer session (`peer-ADVERTISE`), for people reading logs and
+ * listings: what tells a peer session is its peer credential (WorkerLink.peer), not its name.
+ */
 export const PEER_SESSION_PREFIX = "peer-";
 
 /** PeerLinksOptions say who this server is and how it reaches the others. */
@@ -28,6 +32,11 @@ export interface PeerLinksOptions {
   self: () => string;
   /** The cluster's bearer token, when its servers run with one. */
   token?: string;
+  /**
+   * This server's peer credential, shown on every peer session: the other server then knows the
+   * session for a server's (and answers its calls itself, never forwarding them again).
+   */
+  peerCredential?: () => string;
   tls?: TlsOptions;
 }
 
@@ -67,7 +76,14 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
   function linkTo(address: string): Session {
     const known = sessions.get(address);
     if (known) return known;
-    const session = openSession({ address, token: options.token, tls: options.tls, hello: { role: "client", name: `${PEER_SESSION_PREFIX}${options.self()}` } });
+    const { peerCredential } = options;
+    const session = openSession({
+      address,
+      token: options.token,
+      tls: options.tls,
+      hello: { role: "client", name: `${PEER_SESSION_PREFIX}${options.self()}` },
+      headers: peerCredential && (() => ({ [PEER_HEADER]: options.self(), [PEER_CREDENTIAL_HEADER]: peerCredential() })),
+    });
     sessions.set(address, session);
     // A broken link is not re-opened behind its calls' backs: the next call opens a new one.
     session.done.then(

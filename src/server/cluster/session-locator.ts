@@ -7,7 +7,9 @@
  *
  * A host that moved (its server died and it reconnected to another) may briefly have two records:
  * the old one stays until etcd expires the dead server's lease. The newer record (the later
- * create revision) is the one in force.
+ * create revision) is the one in force. A host that moves shows the credential of its name
+ * (`proven`); a session that showed none cannot take a name over: a proven record wins over an
+ * unproven one, and among unproven ones the first (the oldest) keeps the name.
  */
 import { abortableDelay } from "../../api/abortable-delay.js";
 import { createBackoff } from "../../api/backoff.js";
@@ -35,6 +37,8 @@ export interface SessionLocatorOptions {
 export interface SessionLocator {
   /** Lists the records (again after a back-off while that fails), then follows them; resolves once the first listing is in. */
   start(): Promise<void>;
+  /** The record one server keeps of a session of one kind and name, in force or not. */
+  own(server: string, kind: SessionEntry["kind"], name: string): LocatedSession | undefined;
   /** The session in force of a host, by the host's name. */
   host(name: string): LocatedSession | undefined;
   /** The session in force of an attached process, by its container's name. */
@@ -108,17 +112,21 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
     }
   }
 
-  /** The record in force among those of one kind and name. */
+  /**
+   * The record in force among those of one kind and name: the newest proven one; without one,
+   * the oldest (an unproven session never takes a name another server's session holds).
+   */
   function inForce(kind: SessionEntry["kind"], name: string): LocatedSession | undefined {
     let best: LocatedSession | undefined;
     for (const key of byName.get(`${kind}/${name}`) ?? []) {
       const r = records.get(key)!;
-      if (!best || r.createRevision > best.createRevision) best = r;
+      if (!best || wins(r, best)) best = r;
     }
     return best;
   }
 
   return {
+    own: (server, kind, name) => records.get(`${SESSION_RECORDS_PREFIX}${server}/${kind}/${name}`),
     async start() {
       // etcd may not answer yet (a member failing over as the server starts): list again after a
       // back-off until it does, or until stopped.
@@ -145,4 +153,13 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
     onChange: (listener) => listenTo(listeners, listener),
     stop: () => abort.abort(),
   };
+}
+
+/** Whether record a is in force over record b of the same kind and name. */
+function wins(a: LocatedSession, b: LocatedSession): boolean {
+  // Attached sessions carry no proof: the newer one is in force (attaching is claimed cluster-wide).
+  const provenA = a.kind === "attached" || a.proven === true;
+  const provenB = b.kind === "attached" || b.proven === true;
+  if (provenA !== provenB) return provenA;
+  return provenA ? a.createRevision > b.createRevision : a.createRevision < b.createRevision;
 }

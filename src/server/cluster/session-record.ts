@@ -21,6 +21,11 @@ export interface SessionEntry {
   sessionId: string;
   /** What a host runs, for a scheduler that sees the hosts of every server (hosts only). */
   host?: HostOffer;
+  /**
+   * Whether the host showed the credential of its name (hosts only): a session that did not
+   * cannot take the name over from another server's (see session-locator.ts).
+   */
+  proven?: boolean;
 }
 
 /** HostOffer is what a worker host said it can run when it joined. */

@@ -32,7 +32,8 @@ export interface SessionTable {
 /** The entry of a worker link: a host by its name (with what it runs), an attached process by its container's. */
 function entryOf(link: WorkerLink): SessionEntry {
   if (link.role === "attached") return { kind: "attached", name: link.container, sessionId: link.id };
-  return { kind: "host", name: link.name, sessionId: link.id, host: { modules: [...link.modules].sort(), capacity: link.capacity, canSpawn: link.canSpawn } };
+  const host = { modules: [...link.modules].sort(), capacity: link.capacity, canSpawn: link.canSpawn };
+  return { kind: "host", name: link.name, sessionId: link.id, host, proven: link.proven };
 }
 
 /** Creates the session table of one server. */

@@ -38,6 +38,12 @@ export const RELAYED_BY_HEADER = "k4s-relayed-by";
  */
 export const PEER_CREDENTIAL_HEADER = "k4s-peer-credential";
 
+/**
+ * The header a server sets on its peer sessions (its advertise address), proven by
+ * PEER_CREDENTIAL_HEADER: a call on such a session came from another server of the cluster.
+ */
+export const PEER_HEADER = "k4s-peer";
+
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
   router: CallRouter;
@@ -83,15 +89,23 @@ export type PeerProof = "member" | "lapsed" | "invalid";
  * its own and stopping.
  */
 async function relayerOf(ctx: CallContext, provePeer: WorkerServiceOptions["provePeer"]): Promise<string> {
-  const relayedBy = String(ctx.metadata.get(RELAYED_BY_HEADER)[0] ?? "");
-  if (relayedBy === "") return "";
+  return provenServer(ctx, RELAYED_BY_HEADER, provePeer, "this server takes no relayed streams (only the leader does)");
+}
+
+/**
+ * The server a header names, proven by its peer credential ("" when the header is absent);
+ * refused as relayerOf says. `none`: why a server without provePeer refuses it.
+ */
+async function provenServer(ctx: CallContext, header: string, provePeer: WorkerServiceOptions["provePeer"], none: string): Promise<string> {
+  const server = String(ctx.metadata.get(header)[0] ?? "");
+  if (server === "") return "";
   const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
-  const refused = (why: string) => new ConnectError(`the ${RELAYED_BY_HEADER} header is for the servers of this cluster: ${why}`, Code.PermissionDenied);
-  if (!provePeer) throw refused("this server takes no relayed streams (only the leader does)");
-  const proof = await provePeer(relayedBy, credential);
-  if (proof === "member") return relayedBy;
-  if (proof === "lapsed") throw new ConnectError(`server "${relayedBy}" is not a live member of this cluster now (its membership lapsed); try again`, Code.Unavailable);
-  throw refused(`"${relayedBy}" showed no valid ${PEER_CREDENTIAL_HEADER}`);
+  const refused = (why: string) => new ConnectError(`the ${header} header is for the servers of this cluster: ${why}`, Code.PermissionDenied);
+  if (!provePeer) throw refused(none);
+  const proof = await provePeer(server, credential);
+  if (proof === "member") return server;
+  if (proof === "lapsed") throw new ConnectError(`server "${server}" is not a live member of this cluster now (its membership lapsed); try again`, Code.Unavailable);
+  throw refused(`"${server}" showed no valid ${PEER_CREDENTIAL_HEADER}`);
 }
 
 /** Creates the WorkerService handlers. */
@@ -104,11 +118,12 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
   const hb = options.heartbeatIntervalMs;
   const handleFrame = createLinkFrames(options);
 
-  function openHello(hello: Hello, relayedBy: string): WorkerLink {
+  function openHello(hello: Hello, relayedBy: string, peer: string): WorkerLink {
     const role = hello.role === "" ? "host" : hello.role;
     if (role !== "host" && role !== "client") {
       throw new ConnectError(`hello.role must be "host" or "client", got "${hello.role}"`, Code.InvalidArgument);
     }
+    if (peer && role !== "client") throw new ConnectError(`the ${PEER_HEADER} header is for a server's peer session (hello.role "client"), got role "${role}"`, Code.InvalidArgument);
     if (hello.capacity < 0) throw new ConnectError(`hello.capacity must be 0 (no limit) or more, got ${hello.capacity}`, Code.InvalidArgument);
     if (hello.name.length > 253) throw new ConnectError(`hello.name is longer than 253 characters`, Code.InvalidArgument);
     const lifecycle = role === "host" ? lifecycleFor("host sessions") : undefined;
@@ -130,7 +145,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
         return s;
       }
     }
-    const s = links.open(spec);
+    const s = links.open(peer ? { ...spec, peer } : spec);
     lifecycle?.hostJoined(s, hello.running);
     return s;
   }
@@ -191,6 +206,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
     const relayedBy = await relayerOf(ctx, options.provePeer);
+    const peer = await provenServer(ctx, PEER_HEADER, options.provePeer, "this server takes no peer sessions");
     // Relayed streams are for the leader: a server without the lifecycle (a standby that a relaying
     // server took for the leader) refuses them as it refuses workers.
     if (relayedBy && !options.lifecycle) lifecycleFor("relayed streams");
@@ -208,7 +224,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
     let s: WorkerLink;
     if (f0?.case === "hello") {
-      s = openHello(f0.value, relayedBy);
+      s = openHello(f0.value, relayedBy, peer);
     } else if (f0?.case === "attach") {
       s = await openAttach(f0.value, credential !== undefined, relayedBy);
     } else {

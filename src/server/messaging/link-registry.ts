@@ -41,6 +41,8 @@ export interface LinkSpec {
   proven?: boolean;
   /** The server of the cluster that relays the session here, if one does. */
   relayedBy?: string;
+  /** The server whose peer session this is (its peer credential verified), if it is one. */
+  peer?: string;
 }
 
 /** LinkRegistry keeps the live links: it opens them (with their Welcome), finds and loses them. */
@@ -132,6 +134,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         // A suffixed name is a new identity: only the name asked for was proven.
         proven: (spec.proven ?? false) && name === spec.name,
         relayedBy: spec.relayedBy,
+        peer: spec.peer,
         maxQueuedBytes: options.maxSessionBufferBytes,
         onOverflow: overflow,
         onDrained: drained,

@@ -53,6 +53,8 @@ export interface WorkerLinkInit {
   proven?: boolean;
   /** The server that relays the session here ("" when the process is connected to this one). */
   relayedBy?: string;
+  /** The server whose peer session this is, proven by its peer credential ("" for any other session). */
+  peer?: string;
   /**
    * Bytes of unread frames (queued, or taken and not yet written: see written()) past which the
    * peer counts as not reading (default DEFAULT_SESSION_BUFFER_BYTES). One frame larger than
@@ -110,6 +112,11 @@ export class WorkerLink implements Caller<Mailbox> {
   readonly proven: boolean;
   /** The server of the cluster that relays the session here ("" when the process is connected to this one). */
   readonly relayedBy: string;
+  /**
+   * The server of the cluster whose peer session this is ("" for any other session): set only
+   * once its peer credential was verified, never from a name a client could choose.
+   */
+  readonly peer: string;
   /** Bytes of queued frames past which the peer counts as not reading. */
   readonly maxQueuedBytes: number;
   private readonly onOverflow: (link: WorkerLink, limit: string) => void;
@@ -125,6 +132,7 @@ export class WorkerLink implements Caller<Mailbox> {
     this.container = init.container ?? "";
     this.proven = init.proven ?? false;
     this.relayedBy = init.relayedBy ?? "";
+    this.peer = init.peer ?? "";
     this.maxQueuedBytes = init.maxQueuedBytes ?? DEFAULT_SESSION_BUFFER_BYTES;
     this.onOverflow = init.onOverflow ?? (() => {});
     this.onDrained = init.onDrained ?? (() => {});
