@@ -17,6 +17,8 @@ export { CLUSTER_PREFIX, parseSessionRecord, SESSION_RECORDS_PREFIX, type HostOf
 
 /** Where each server's record lives: CLUSTER_PREFIX + SERVERS + advertise address. */
 const SERVERS = "servers/";
+/** Where the claim of each attached container lives: CLUSTER_PREFIX + ATTACH_CLAIMS + container name. */
+const ATTACH_CLAIMS = "attach/";
 
 /** The election's name. */
 const ELECTION = "leader";
@@ -35,6 +37,13 @@ export interface ClusterMemberOptions {
   leaseTtlSeconds?: number;
   /** Called with true when this server becomes the leader and false when it stops being it. */
   onLeadership(leader: boolean): void;
+  /**
+   * Called with true when the member's lease went unrenewed for three quarters of its TTL (etcd
+   * may expire it, and with it the records of the sessions it holds, at any moment from then on:
+   * the server ends them, so that no other server finds them gone while this one still drives
+   * them), and with false once it is renewed again (or the member joined again).
+   */
+  onLapse?(lapsed: boolean): void;
   onError(message: string, err?: unknown): void;
 }
 
@@ -79,6 +88,16 @@ export interface ClusterMember {
   sessionStarted(entry: SessionEntry): void;
   /** Forgets a session recorded with sessionStarted. */
   sessionEnded(entry: SessionEntry): void;
+  /**
+   * Claims a container for a process attaching here, cluster-wide: an etcd transaction that
+   * writes the claim under this member's lease only if no server holds one (none, or one gone
+   * with its server's lease). Resolves to "" when claimed, else to the server holding it.
+   */
+  claimAttach(container: string, sessionId: string): Promise<string>;
+  /** Gives up a claim made by claimAttach for that session (a claim of a later session stays). */
+  releaseAttach(container: string, sessionId: string): Promise<void>;
+  /** Whether the lease went unrenewed for three quarters of its TTL (see onLapse). */
+  readonly lapsed: boolean;
   /** Resigns leadership, removes the record and its sessions, and closes the client. */
   stop(): Promise<void>;
 }
@@ -97,7 +116,12 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   let campaign: Campaign | undefined;
   let fence: { key: string; modRevision: number } | undefined;
   let memberFence: { key: string; modRevision: number } | undefined;
-  let leading = false, stopped = false;
+  let leading = false, stopped = false, lapsed = false;
+  const setLapsed = (value: boolean) => {
+    if (lapsed === value) return;
+    lapsed = value;
+    options.onLapse?.(value);
+  };
   let watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
   const setLeading = (value: boolean) => {
@@ -186,12 +210,15 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     if (stopped || !lease) return;
     const silentMs = Date.now() - renewedAt;
     if (silentMs > LEASE_SAFETY * ttl * 1000) {
+      if (!lapsed) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
+      setLapsed(true);
       if (campaign) {
         onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it stops leading`);
         stepDown();
       }
-    } else if (!campaign) {
-      campaignOnce();
+    } else {
+      setLapsed(false);
+      if (!campaign) campaignOnce();
     }
   }
 
@@ -223,6 +250,11 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,
     sessionStarted: sessions.started,
     sessionEnded: sessions.ended,
+    get lapsed() {
+      return lapsed;
+    },
+    claimAttach: (container, sessionId) => claimAttach(ns, lease, advertise, container, sessionId),
+    releaseAttach: (container, sessionId) => releaseAttach(ns, advertise, container, sessionId),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -233,6 +265,32 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       client.close();
     },
   };
+}
+
+/** The value of an attach claim. */
+const claimOf = (advertise: string, sessionId: string) => JSON.stringify({ server: advertise, sessionId });
+
+/** See ClusterMember.claimAttach: "" when claimed, else the server whose claim stands. */
+async function claimAttach(ns: Namespace, lease: Lease | undefined, advertise: string, container: string, sessionId: string): Promise<string> {
+  if (!lease) return "(none: this server is joining the cluster again)";
+  const key = `${ATTACH_CLAIMS}${container}`;
+  const value = claimOf(advertise, sessionId);
+  const r = await ns.if(key, "Create", "==", 0).then(ns.put(key).value(value).lease(await lease.grant())).else(ns.get(key)).commit();
+  if (r.succeeded) return "";
+  const held = r.responses[0]?.response_range?.kvs[0]?.value.toString();
+  const server = held ? String((JSON.parse(held) as { server?: unknown }).server ?? "") : "";
+  // This server's own earlier claim (its session ended, the release on its way): taken over.
+  if (server === advertise) {
+    await ns.put(key).value(value).lease(await lease.grant()).exec();
+    return "";
+  }
+  return server || "(unknown)";
+}
+
+/** See ClusterMember.releaseAttach. */
+async function releaseAttach(ns: Namespace, advertise: string, container: string, sessionId: string): Promise<void> {
+  const key = `${ATTACH_CLAIMS}${container}`;
+  await ns.if(key, "Value", "==", claimOf(advertise, sessionId)).then(ns.delete().key(key)).commit();
 }
 
 /** Writes a server's record under its lease; returns the member fence: the record's key and the revision that wrote it. */
