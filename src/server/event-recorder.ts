@@ -39,25 +39,39 @@ export function createEventRecorder(
 ): EventRecorder {
   const capacity = options.capacity ?? 1000;
   const journal = options.journal;
-  let ring: Event[] = [];
+  // A ring buffer: `count` events, the oldest at `head` (a scale-up records thousands a second,
+  // each pushing the oldest out).
+  let ring: (Event | undefined)[] = new Array<Event | undefined>(capacity);
+  let head = 0;
+  let count = 0;
   let last = 0n;
   const listeners = new Set<(e: Event) => void>();
+  const kept = (): Event[] => {
+    const out: Event[] = [];
+    for (let i = 0; i < count; i++) out.push(ring[(head + i) % capacity]!);
+    return out;
+  };
+  const keep = (e: Event): boolean => {
+    if (count < capacity) {
+      ring[(head + count++) % capacity] = e;
+      return false;
+    }
+    ring[head] = e;
+    head = (head + 1) % capacity;
+    return true;
+  };
   return {
     record(input) {
       last = nextPosition(last);
       const e = create(EventSchema, { time: timestampNow(), type: input.type ?? "Normal", ...input, seq: last });
-      ring.push(e);
       journal?.append(GROUP, [e]);
-      if (ring.length > capacity) {
-        ring.shift();
-        journal?.trimmed(GROUP, ring[0]!.seq);
-      }
+      if (keep(e)) journal?.trimmed(GROUP, ring[head]!.seq);
       options.onRecord?.(e);
       for (const l of listeners) l(e);
     },
     recent(filter = {}) {
       const after = filter.afterSeq ?? 0n;
-      return ring.filter((e) => e.seq > after && (!filter.kind || e.kind === filter.kind) && (!filter.name || e.name === filter.name));
+      return kept().filter((e) => e.seq > after && (!filter.kind || e.kind === filter.kind) && (!filter.name || e.name === filter.name));
     },
     subscribe(listener) {
       listeners.add(listener);
@@ -65,10 +79,16 @@ export function createEventRecorder(
     },
     async restore() {
       if (!journal) return;
-      const kept = (await journal.load()).get(GROUP) ?? [];
-      ring = [...kept.slice(-capacity), ...ring];
-      last = ring.reduce((m, e) => (e.seq > m ? e.seq : m), last);
-      if (kept.length > capacity) journal.trimmed(GROUP, kept[kept.length - capacity]!.seq);
+      const restored = (await journal.load()).get(GROUP) ?? [];
+      const all = [...restored.slice(-capacity), ...kept()];
+      ring = new Array<Event | undefined>(capacity);
+      head = 0;
+      count = 0;
+      let dropped = false;
+      for (const e of all) dropped = keep(e) || dropped;
+      last = all.reduce((m, e) => (e.seq > m ? e.seq : m), last);
+      if (restored.length > capacity) journal.trimmed(GROUP, restored[restored.length - capacity]!.seq);
+      if (dropped) journal.trimmed(GROUP, ring[head]!.seq);
     },
   };
 }

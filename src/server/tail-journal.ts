@@ -57,8 +57,9 @@ interface Chunk {
 interface Group<T> {
   /** Chunks in the store (or on their way), oldest first. */
   chunks: Chunk[];
-  /** Records appended since the last flush. */
+  /** Records appended since the last flush, from index `skip` on (those before fell out of the tail). */
   pending: T[];
+  skip: number;
 }
 
 /** Creates a tail journal over a store. */
@@ -72,7 +73,7 @@ export function createTailJournal<T>(options: TailJournalOptions<T>): TailJourna
 
   const groupOf = (name: string): Group<T> => {
     let g = groups.get(name);
-    if (!g) groups.set(name, (g = { chunks: [], pending: [] }));
+    if (!g) groups.set(name, (g = { chunks: [], pending: [], skip: 0 }));
     return g;
   };
   const chunkKey = (group: string, first: bigint) => `${prefix}${group}/${first.toString().padStart(SEQ_DIGITS, "0")}`;
@@ -80,9 +81,10 @@ export function createTailJournal<T>(options: TailJournalOptions<T>): TailJourna
   async function writeOnce(): Promise<void> {
     const ops: Op[] = [];
     for (const [name, g] of groups) {
-      if (g.pending.length === 0) continue;
-      const records = g.pending;
+      if (g.pending.length === g.skip) continue;
+      const records = g.skip > 0 ? g.pending.slice(g.skip) : g.pending;
       g.pending = [];
+      g.skip = 0;
       const key = chunkKey(name, options.seqOf(records[0]!));
       g.chunks.push({ key, last: options.seqOf(records[records.length - 1]!) });
       ops.push({ type: "put", key, value: options.encode(records) });
@@ -135,8 +137,12 @@ export function createTailJournal<T>(options: TailJournalOptions<T>): TailJourna
       const g = groups.get(group);
       if (!g) return;
       while (g.chunks.length > 0 && g.chunks[0]!.last < firstKept) deletes.add(g.chunks.shift()!.key);
-      if (g.pending.length > 0 && options.seqOf(g.pending[0]!) < firstKept) {
-        g.pending = g.pending.filter((r) => options.seqOf(r) >= firstKept);
+      // Records come in position order: those fallen out are a prefix, skipped as they go (a
+      // busy tail trims once per record) and dropped from the array once they are most of it.
+      while (g.skip < g.pending.length && options.seqOf(g.pending[g.skip]!) < firstKept) g.skip++;
+      if (g.skip > 0 && g.skip * 2 >= g.pending.length) {
+        g.pending = g.pending.slice(g.skip);
+        g.skip = 0;
       }
     },
     drop(group) {
