@@ -1,14 +1,16 @@
 /**
  * Which changes of a replica wake its ReplicaSet (in memory): a status change that leaves the
  * replica as ready as it was does not; becoming ready or not, being marked for deletion, a
- * changed spec, labels, annotations, owner or uid, and every ADDED and DELETED event do.
+ * changed spec, labels, annotations, owner or uid, and every ADDED and DELETED event do. And the
+ * index a ReplicaSet lists its candidate replicas from stays in step with the cache it is fed from.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
-import { concernsOwner } from "../src/server/controllers/replicaset-controller.js";
+import { concernsOwner, createPrefixIndex } from "../src/server/controllers/replicaset-controller.js";
+import type { ObjectCache } from "../src/server/controllers/informer.js";
 import type { ObjectEvent } from "../src/server/store/resource-store.js";
 
 const replica = create(ContainerSchema, {
@@ -44,4 +46,55 @@ test("ADDED, DELETED and a MODIFIED without its previous version always wake the
   assert.equal(concernsOwner({ type: "ADDED", object: replica, previous: undefined, revision: 1 }), true);
   assert.equal(concernsOwner({ type: "DELETED", object: replica, previous: replica, revision: 3 }), true);
   assert.equal(concernsOwner({ type: "MODIFIED", object: replica, previous: undefined, revision: 3 }), true);
+});
+
+test("the prefix index lists the same Containers as a scan of the cache, through adds, changes and deletes", () => {
+  const cached = new Map<string, Container>();
+  const cache: ObjectCache = {
+    get: (_kind, name) => cached.get(name) as never,
+    list: () => cached.values() as never,
+  };
+  const index = createPrefixIndex();
+  const scan = (prefix: string) => [...cached.values()].filter((c) => c.metadata!.name.startsWith(`${prefix}-`));
+  const names = (cs: Container[]) => cs.map((c) => c.metadata!.name).sort();
+  const prefixes = ["a", "a-b", "b", "a-b-1", "x", "-", ""];
+  const check = (when: string) => {
+    for (const p of prefixes) {
+      assert.deepEqual(names(index.candidates(cache, p)), names(scan(p)), `${when}: prefix "${p}"`);
+      // The very objects the cache holds, not older versions.
+      for (const c of index.candidates(cache, p)) assert.equal(c, cached.get(c.metadata!.name), `${when}: ${c.metadata!.name} current`);
+    }
+  };
+  const container = (name: string, phase = "Pending") => create(ContainerSchema, { metadata: { name }, status: { phase } });
+  const put = (name: string, phase?: string) => {
+    const previous = cached.get(name);
+    const object = container(name, phase);
+    cached.set(name, object);
+    index.observe({ type: previous ? "MODIFIED" : "ADDED", object, previous, revision: 1 });
+  };
+  const remove = (name: string) => {
+    const previous = cached.get(name)!;
+    cached.delete(name);
+    index.observe({ type: "DELETED", object: previous, previous, revision: 1 });
+  };
+  // Events before the first listing are the cache's, not the index's: it is built from the cache then.
+  put("a-0");
+  put("a-b-0");
+  check("built");
+  put("a-1");
+  put("a-b-1-2");
+  put("b-0");
+  put("ab-0");
+  put("a--0");
+  put("-x");
+  check("added");
+  put("a-1", "Running");
+  put("a-b-0", "Running");
+  check("modified");
+  remove("a-0");
+  remove("a-b-1-2");
+  remove("-x");
+  check("deleted");
+  put("a-0");
+  check("re-created");
 });

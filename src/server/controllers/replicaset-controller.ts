@@ -47,6 +47,7 @@ export type ReplicaSetControllerOptions = StoredKindControllerOptions;
 export function createReplicaSetController(options: ReplicaSetControllerOptions): Controller {
   const { resources, events } = options;
   const expectations: Expectations = new Map();
+  const byPrefix = createPrefixIndex();
   return createController({
     ...options,
     name: "replicaset",
@@ -55,12 +56,13 @@ export function createReplicaSetController(options: ReplicaSetControllerOptions)
       {
         kind: "Container",
         keys: (e, cache) => {
+          byPrefix.observe(e);
           observe(expectations, e);
           return containerKeys(e, cache);
         },
       },
     ],
-    reconcile: (name, _signal, cache) => reconcileReplicaSet(resources, events, name, cache, expectations),
+    reconcile: (name, _signal, cache) => reconcileReplicaSet(resources, events, name, cache, expectations, byPrefix),
   });
 }
 
@@ -183,11 +185,59 @@ function observe(expectations: Expectations, e: ObjectEvent): void {
 /** How long unmet expectations hold a ReplicaSet back before it lists from the store instead. */
 const EXPECTATIONS_TTL_MS = 5000;
 
+/**
+ * The cache's Containers by name prefix: a Container named `a-b-3` under `a` and `a-b`, the
+ * ReplicaSets whose replicas its name could be. Built from the cache on first use and kept in
+ * step with it by the Container events the controller is handed (after the cache took each in),
+ * so a reconcile reads its ReplicaSet's candidates without scanning every Container.
+ */
+export interface PrefixIndex {
+  observe(event: ObjectEvent): void;
+  /** The cached Containers named `<prefix>-...`. */
+  candidates(cache: ObjectCache, prefix: string): Container[];
+}
+
+export function createPrefixIndex(): PrefixIndex {
+  let index: Map<string, Map<string, Container>> | undefined;
+  const each = (name: string, f: (prefix: string) => void) => {
+    for (let dash = name.indexOf("-"); dash >= 0; dash = name.indexOf("-", dash + 1)) f(name.slice(0, dash));
+  };
+  const add = (c: Container) => {
+    const name = c.metadata?.name ?? "";
+    each(name, (prefix) => {
+      let m = index!.get(prefix);
+      if (!m) index!.set(prefix, (m = new Map()));
+      m.set(name, c);
+    });
+  };
+  return {
+    observe(event) {
+      if (!index) return;
+      if (event.type !== "DELETED") {
+        add(event.object as Container);
+        return;
+      }
+      const name = event.object.metadata?.name ?? "";
+      each(name, (prefix) => {
+        const m = index!.get(prefix);
+        m?.delete(name);
+        if (m?.size === 0) index!.delete(prefix);
+      });
+    },
+    candidates(cache, prefix) {
+      if (!index) {
+        index = new Map();
+        for (const c of cache.list("Container")) add(c);
+      }
+      const m = index.get(prefix);
+      return m ? [...m.values()] : [];
+    },
+  };
+}
+
 /** The containers a ReplicaSet may own, from the cache; undefined while expectations are unmet. */
-function listCandidates(cache: ObjectCache, name: string, expectations: Expectations): Container[] | undefined {
-  const prefix = `${name}-`;
-  const candidates: Container[] = [];
-  for (const c of cache.list("Container")) if (c.metadata?.name.startsWith(prefix)) candidates.push(c);
+function listCandidates(cache: ObjectCache, byPrefix: PrefixIndex, name: string, expectations: Expectations): Container[] | undefined {
+  const candidates = byPrefix.candidates(cache, name);
   const expected = expectations.get(name);
   if (!expected) return candidates;
   for (const n of expected.creates) if (cache.get("Container", n)) expected.creates.delete(n);
@@ -208,12 +258,13 @@ async function reconcileReplicaSet(
   name: string,
   cache: ObjectCache,
   expectations: Expectations,
+  byPrefix: PrefixIndex,
 ): Promise<ReconcileResult | void> {
   const rs = await resources.get("ReplicaSet", name);
   // Replicas are named <rs>-<n>: listed from the cache (no decoding of every replica from the
   // store on each of the many reconciles a scale-up causes); the store re-read once the cache
   // has not caught up with our own writes for a while.
-  let candidates = listCandidates(cache, name, expectations);
+  let candidates = listCandidates(cache, byPrefix, name, expectations);
   if (!candidates) {
     // The watch events of our own writes are on their way; look again shortly.
     return { requeue: true };
@@ -390,8 +441,13 @@ async function deleteReplicas(resources: ResourceStore, events: EventRecorder, n
   });
 }
 
-/** The template (spec and labels, as a fingerprint) each cached replica object was last found in line with. */
-const matchedTemplate = new WeakMap<Container, string>();
+/**
+ * The template (spec and labels, as a fingerprint) a replica's spec object was last found in
+ * line with, and the labels object it was found with. Keyed by the spec, not the replica: a
+ * status write's new version shares its spec and labels objects with the version before, so a
+ * replica whose status alone changed needs no comparing again.
+ */
+const matchedTemplate = new WeakMap<ContainerSpec, { fingerprint: string; labels: Record<string, string> | undefined }>();
 
 /**
  * Brings the replicas' spec and labels in line with the template. The messaging plane restarts
@@ -403,11 +459,12 @@ async function updateReplicas(resources: ResourceStore, name: string, template: 
   for (const c of replicas) {
     // A replica the cache still holds as the very object found in line with this template
     // needs no comparing again: a scale of 10,000 reconciles the ReplicaSet many times.
-    if (matchedTemplate.get(c) === fingerprint) continue;
+    const matched = c.spec && matchedTemplate.get(c.spec);
+    if (matched && matched.fingerprint === fingerprint && matched.labels === c.metadata?.labels) continue;
     // Ten thousand replicas are compared a slice at a time.
     await yieldToLoop();
     if (sameSpec(c.spec, template.spec) && sameStringMap(c.metadata?.labels, labels)) {
-      matchedTemplate.set(c, fingerprint);
+      if (c.spec) matchedTemplate.set(c.spec, { fingerprint, labels: c.metadata?.labels });
       continue;
     }
     const next = clone(ContainerSchema, c);
