@@ -17,6 +17,7 @@ import type { ApplyOptions, ApplyOutcome, BatchResult, DeleteTarget, ListOptions
 import { yieldToLoop, type Priority } from "../yielder.js";
 import { heldVersionsOf, type HeldVersions } from "./held-versions.js";
 import { withStatusBytes } from "./status-bytes.js";
+import { newObjectBytes, newObjectParts, sameTemplate, type NewObjectParts } from "./new-object-bytes.js";
 import { futureRevisionError, MAX_BATCH_WRITES, type Compare, type KeyValue, type Op, type Store, type StoreEvent } from "./store.js";
 
 /** The key prefix of every object. */
@@ -712,17 +713,33 @@ async function createObjects<T extends AnyObject>(ctx: Layer, inputs: readonly T
   const results: BatchResult<T>[] = new Array<BatchResult<T>>(inputs.length);
   const staged: StagedCreate[] = [];
   const keys = new Set<string>();
+  // The last object stamped and encoded whole, with the input it came from: the next input that
+  // is a copy of the same template (see new-object-bytes.ts) shares its stamped parts (read-only
+  // from now on, as every stored object) and has its bytes spliced from its encoding.
+  let template: { input: T; obj: AnyObject; value: Uint8Array; parts?: NewObjectParts | null } | undefined;
   for (const [index, input] of inputs.entries()) {
     // A scale-up of thousands is stamped and encoded a chunk at a time.
     if (index % MAX_BATCH_WRITES === 0) await pace();
     try {
       assertValid(input);
       const kind = kindOf(input);
-      const obj = stampNew(kind, input);
-      const key = objectKey(kind, obj.metadata!.name);
-      if (keys.has(key)) throw alreadyExists(kind, obj.metadata!.name);
+      const name = input.metadata?.name ?? "";
+      const key = objectKey(kind, name);
+      if (keys.has(key)) throw alreadyExists(kind, name);
+      const parts = template && sameTemplate(template.input, input) ? (template.parts ??= newObjectParts(template.value) ?? null) : undefined;
+      let obj: AnyObject;
+      let value: Uint8Array;
+      if (template && parts) {
+        obj = { ...template.obj, metadata: { ...template.obj.metadata!, name, uid: randomUUID() } } as AnyObject;
+        value = newObjectBytes(parts, name, obj.metadata!.uid);
+        if (value.byteLength > MAX_OBJECT_BYTES) throw tooBig(describe(kind, name), value.byteLength);
+      } else {
+        obj = stampNew(kind, input);
+        value = encode(obj);
+        template = { input, obj, value };
+      }
       keys.add(key);
-      staged.push({ index, key, obj, value: encode(obj) });
+      staged.push({ index, key, obj, value });
     } catch (err) {
       results[index] = { error: ConnectError.from(err) };
     }
