@@ -6,8 +6,8 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { create } from "@bufbuild/protobuf";
-import { ContainerSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ContainerSchema, ContainerStatusSchema, type Container } from "../src/gen/k4s/v1/resources_pb.js";
 import { HeldVersions, heldVersionsOf } from "../src/server/store/held-versions.js";
 import { createResourceStore } from "../src/server/store/create-resource-store.js";
 import { openSqliteStore } from "../src/server/store/sqlite-store.js";
@@ -111,5 +111,50 @@ test("a typed store pins its batched writes only while a watch of it runs, until
     assert.equal(held.pinnedCount, 0, "the last watch ended: its pins went with it");
   } finally {
     await store.close();
+  }
+});
+
+test("a batch of status writes from versions this process wrote reads nothing first, and a version changed since is written against the stored one", async () => {
+  const inner = openSqliteStore();
+  let reads = 0;
+  const store = { ...inner, get: (key: string) => (reads++, inner.get(key)) };
+  try {
+    const rs = createResourceStore(store);
+    const created = (await rs.createAll(["a", "b", "c"].map((name) => container(name)))).map((r) => r.object!);
+    const status = (phase: string) => create(ContainerStatusSchema, { phase });
+    const write = (known: readonly Container[], phase: (c: Container) => string) =>
+      rs.updateStatuses(
+        "Container",
+        known.map((c) => ({ name: c.metadata!.name, known: c, mutate: (cur: Container) => (cur.status?.phase === phase(cur) ? undefined : status(phase(cur))) })),
+      );
+    reads = 0;
+    const first = (await write(created, () => "Pending")).map((r) => r.object!);
+    assert.equal(reads, 0, "written from the versions it created: no read");
+    assert.deepEqual(first.map((c) => c.status?.phase), ["Pending", "Pending", "Pending"]);
+    const second = (await write(first, () => "Running")).map((r) => r.object!);
+    assert.equal(reads, 0, "and from the versions it wrote: no read");
+
+    // b changes behind the writer's back (labels, then its status): its known version is stale.
+    const b = (await rs.get("Container", "b"))!;
+    b.metadata!.labels = { changed: "yes" };
+    await rs.update(b);
+    await rs.updateStatus("Container", "b", () => status("Failed"));
+    reads = 0;
+    // Wanted "Running" everywhere: as of the stale known b nothing changes, yet b is stored Failed.
+    const third = await write(second, () => "Running");
+    assert.ok(reads > 0, "the stale version was found out and the chunk read");
+    const storedB = (await rs.get("Container", "b"))!;
+    assert.equal(storedB.status?.phase, "Running", "b written against its stored version");
+    assert.equal(storedB.metadata!.labels.changed, "yes", "the change behind its back is kept");
+    assert.equal(third[1]!.object!.metadata!.resourceVersion, storedB.metadata!.resourceVersion);
+    for (const name of ["a", "c"]) assert.equal((await rs.get("Container", name))!.status?.phase, "Running");
+    // Bytes as stored: the status spliced into the stored bytes of versions taken as known.
+    for (const name of ["a", "b", "c"]) {
+      const kv = (await inner.get(`/k4s/containers/${name}`))!;
+      const obj = (await rs.get("Container", name))!;
+      assert.deepEqual(Buffer.from(kv.value), Buffer.from(toBinary(ContainerSchema, { ...obj, metadata: { ...obj.metadata!, resourceVersion: "" } })));
+    }
+  } finally {
+    await inner.close();
   }
 });

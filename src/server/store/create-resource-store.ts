@@ -89,7 +89,7 @@ const SPEC = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "spec"
 const STATUS = new Map<Kind, DescMessage>(KINDS.map((k) => [k, subSchema(k, "status")]));
 
 /** Decodes a stored value into a fresh object whose resourceVersion is the key's modRevision. */
-function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject {
+function decode(kind: Kind, kv: Pick<KeyValue, "value" | "modRevision">, revision = kv.modRevision): AnyObject {
   const obj = fromBinary(schemaOf(kind), kv.value) as AnyObject;
   obj.metadata ??= create(ObjectMetaSchema);
   obj.metadata.resourceVersion = String(revision);
@@ -103,12 +103,17 @@ function decode(kind: Kind, kv: KeyValue, revision = kv.modRevision): AnyObject 
  * statuses written meanwhile) goes `alone`, item by item, all at once, so one busy object does
  * not hold back the others.
  */
-async function inChunks<T, R>(items: readonly T[], batched: (chunk: readonly T[]) => Promise<R[] | undefined>, alone: (item: T) => Promise<R>): Promise<R[]> {
+async function inChunks<T, R>(
+  items: readonly T[],
+  batched: (chunk: readonly T[], attempt: number) => Promise<R[] | undefined>,
+  alone: (item: T) => Promise<R>,
+  attempts = CHUNK_ATTEMPTS,
+): Promise<R[]> {
   const results: R[] = [];
   for (let start = 0; start < items.length; start += MAX_BATCH_WRITES) {
     const chunk = items.slice(start, start + MAX_BATCH_WRITES);
     let batch: R[] | undefined;
-    for (let attempt = 0; !batch && attempt < CHUNK_ATTEMPTS; attempt++) batch = await batched(chunk);
+    for (let attempt = 0; !batch && attempt < attempts; attempt++) batch = await batched(chunk, attempt);
     results.push(...(batch ?? (await Promise.all(chunk.map(alone)))));
   }
   return results;
@@ -635,15 +640,33 @@ async function updateStatusOf<K extends Kind>(
  * Writes the statuses of one chunk of updates in one transaction guarded by the revisions
  * read; undefined when an object changed meanwhile (nothing was written) or a name comes
  * twice, for the caller to write them one by one.
+ *
+ * The first try (`attempt` 0) reads nothing for an update whose known object is a version this
+ * process wrote or decoded: it takes that version's bytes as the stored ones, and the
+ * transaction's guard on its revision (kept even when the update changes nothing) tells
+ * whether it still is; when not, nothing was written and the next try reads.
  */
-async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[] | undefined> {
+async function writeStatusChunk<K extends Kind>(
+  ctx: Layer,
+  kind: K,
+  chunk: readonly StatusUpdate<K>[],
+  attempt: number,
+): Promise<BatchResult<ObjectOf<K> | undefined>[] | undefined> {
   const keys = chunk.map((u) => objectKey(kind, u.name));
   if (new Set(keys).size < keys.length) return undefined;
   const statusSchema = STATUS.get(kind)!;
-  const kvs = await Promise.all(keys.map((k) => ctx.store.get(k)));
+  const kvs = await Promise.all(
+    keys.map((k, i): Promise<{ value: Uint8Array; modRevision: number; assumed?: boolean } | undefined> => {
+      const known = chunk[i]!.known as AnyObject | undefined;
+      const value = attempt === 0 && known ? ctx.versions.bytesOf(known) : undefined;
+      const modRevision = Number(known?.metadata?.resourceVersion);
+      return value && modRevision > 0 ? Promise.resolve({ value, modRevision, assumed: true }) : ctx.store.get(k);
+    }),
+  );
   const compares: Compare[] = [];
   const ops: Op[] = [];
   const written: AnyObject[] = [];
+  const values: Uint8Array[] = [];
   const out: BatchResult<ObjectOf<K> | undefined>[] = [];
   // One turn for the chunk: it is bounded, and a turn per object would queue each step of the
   // batch behind every other task's (a storm of watch decodes), object after object.
@@ -668,6 +691,8 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
     }
     if (status === undefined || sameMessage(statusSchema, prior, status)) {
       if (!known) cur.status = prior as never;
+      // Nothing to write, as of a version taken for the stored one: the guard checks it was.
+      if (kv.assumed) compares.push({ key: keys[i]!, modRevision: kv.modRevision });
       out.push({ object: cur as ObjectOf<K> });
       continue;
     }
@@ -685,17 +710,23 @@ async function writeStatusChunk<K extends Kind>(ctx: Layer, kind: K, chunk: read
     compares.push({ key: keys[i]!, modRevision: kv.modRevision });
     ops.push({ type: "put", key: keys[i]!, value });
     written.push(next);
+    values.push(value);
     out.push({ object: next as ObjectOf<K> });
   }
-  return (await commitChunk(ctx, compares, ops, written)) ? out : undefined;
+  if (ops.length === 0 && compares.length > 0) return (await ctx.store.txn(compares, [])).succeeded ? out : undefined;
+  if (!(await commitChunk(ctx, compares, ops, written))) return undefined;
+  written.forEach((obj, i) => ctx.versions.storedAs(obj, values[i]!));
+  return out;
 }
 
 /** Status writes of many objects, a transaction per chunk; see ResourceStore.updateStatuses. */
 function updateStatuses<K extends Kind>(ctx: Layer, kind: K, updates: readonly StatusUpdate<K>[]): Promise<BatchResult<ObjectOf<K> | undefined>[]> {
   return inChunks(
     updates,
-    (chunk) => writeStatusChunk(ctx, kind, chunk),
+    (chunk, attempt) => writeStatusChunk(ctx, kind, chunk, attempt),
     (u) => settled(updateStatusOf(ctx, kind, u.name, u.mutate)),
+    // One more: the first may take a known version for the stored one and find it was not.
+    CHUNK_ATTEMPTS + 1,
   );
 }
 
@@ -750,7 +781,10 @@ async function createObjects<T extends AnyObject>(ctx: Layer, inputs: readonly T
       const compares = chunk.map((c): Compare => ({ key: c.key, modRevision: 0 }));
       const ops = chunk.map((c): Op => ({ type: "put", key: c.key, value: c.value }));
       if (await commitChunk(ctx, compares, ops, chunk.map((c) => c.obj))) {
-        for (const c of chunk) results[c.index] = { object: c.obj as T };
+        for (const c of chunk) {
+          ctx.versions.storedAs(c.obj, c.value);
+          results[c.index] = { object: c.obj as T };
+        }
         break;
       }
       // Some exist already: they are refused, the others go again without them.
@@ -843,6 +877,7 @@ function createEventDecoder(
         obj = decode(kind, kv);
         versions.hold(kv.key, obj);
       }
+      versions.storedAs(obj, kv.value);
       versions.delivered(kv.key, kv.modRevision);
       decodedKv.set(kv, obj);
     }

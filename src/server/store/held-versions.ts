@@ -23,6 +23,8 @@ const MAX_PINNED = 20_000;
 export class HeldVersions {
   private readonly held = new Map<string, [WeakRef<AnyObject>, WeakRef<AnyObject> | undefined]>();
   private readonly pinned = new Map<string, AnyObject>();
+  /** The stored bytes of versions this process wrote or decoded, for as long as the version lives. */
+  private readonly bytes = new WeakMap<AnyObject, Uint8Array>();
   /** Watches of the store running in this process: with none, nothing would end a pin. */
   private watching = 0;
 
@@ -68,6 +70,16 @@ export class HeldVersions {
   delivered(key: string, revision: number): void {
     const pin = this.pinned.get(key);
     if (pin && Number(pin.metadata?.resourceVersion) <= revision) this.pinned.delete(key);
+  }
+
+  /** Remembers `value` as the stored bytes of the version `obj` (written or decoded from them). */
+  storedAs(obj: AnyObject, value: Uint8Array): void {
+    if (!this.bytes.has(obj)) this.bytes.set(obj, value);
+  }
+
+  /** The stored bytes of a version, when this process wrote or decoded it. */
+  bytesOf(obj: AnyObject): Uint8Array | undefined {
+    return this.bytes.get(obj);
   }
 
   /** The key was deleted: nothing of it is kept. */
