@@ -83,6 +83,8 @@ interface RunRow {
   metrics?: Record<string, number>;
   raw?: unknown;
   error?: string;
+  /** Why the first attempt measured nothing, when the run was made once more (see runOnceMore). */
+  retriedAfter?: string;
 }
 
 interface Snapshot {
@@ -370,16 +372,16 @@ async function main(): Promise<number> {
             continue;
           }
           try {
-            const { metrics, raw } = await runScenario(sys, s);
-            rows.push({ round, scenario: s.id, system: sys.name, metrics, raw });
+            const { metrics, raw, retriedAfter } = await runOnceMore(sys, s);
+            rows.push({ round, scenario: s.id, system: sys.name, metrics, raw, ...(retriedAfter ? { retriedAfter } : {}) });
             const main = s.kind === "ff" ? `${Math.round(metrics.recvRate!)} msg/s` : s.kind === "open" ? `p99 ${metrics.p99!.toFixed(2)} ms` : `${Math.round(metrics.rate!)} req/s`;
-            parts.push(`${sys.name} ${main}`);
+            parts.push(`${sys.name} ${main}${retriedAfter ? ` (run again after: ${retriedAfter.split("\n")[0]!.slice(0, 60)})` : ""}`);
           } catch (err) {
             const message = err instanceof Error ? err.message : String(err);
             rows.push({ round, scenario: s.id, system: sys.name, error: message });
             parts.push(`${sys.name} FAILED (${message.split("\n")[0]!.slice(0, 100)})`);
             // A load process that stopped answering would only burn the remaining runs' timeouts.
-            if (/no answer within|exited/.test(message)) broken.set(sys.name, `${sys.name} stopped answering in ${s.id}`);
+            if (brokenProcess(message)) broken.set(sys.name, `${sys.name} stopped answering in ${s.id}`);
           }
         }
         console.log(`  ${s.id.padEnd(22)} ${parts.join(", ")}`);
@@ -441,6 +443,26 @@ async function main(): Promise<number> {
   );
   console.log(`\nall rounds written to ${outFile} (${((performance.now() - t0) / 1000).toFixed(1)} s in all)`);
   return Object.keys(setupErrors).length > 0 || errors.length > 0 ? 1 : 0;
+}
+
+/** Whether a run's failure says the system's load process stopped answering (no use running it again). */
+function brokenProcess(message: string): boolean {
+  return /no answer within|exited/.test(message);
+}
+
+/**
+ * Runs a scenario, and once more when the run measured nothing (no call answered, no message
+ * counted) while the processes still answer: on a loaded shared machine a short window can pass
+ * with a stalled process. The first failure is kept with the row; a second one is the run's.
+ */
+async function runOnceMore(sys: RunningSystem, s: Scenario): Promise<{ metrics: Record<string, number>; raw: unknown; retriedAfter?: string }> {
+  try {
+    return await runScenario(sys, s);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (brokenProcess(message)) throw err;
+    return { ...(await runScenario(sys, s)), retriedAfter: message };
+  }
 }
 
 process.exitCode = await main();
