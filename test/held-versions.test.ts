@@ -158,3 +158,30 @@ test("a batch of status writes from versions this process wrote reads nothing fi
     await inner.close();
   }
 });
+
+test("getShared reads a held version without decoding it again; updateStatus writes from it and hands out copies of its own", async () => {
+  const store = openSqliteStore();
+  try {
+    const rs = createResourceStore(store);
+    await rs.create(container("s"));
+    const first = (await rs.getShared("Container", "s"))!;
+    assert.equal(await rs.getShared("Container", "s"), first, "the same version: the same (held) object");
+    assert.deepEqual(first, await rs.get("Container", "s"), "as get reads it");
+    assert.notEqual(await rs.get("Container", "s"), first, "get still gives a fresh copy");
+
+    const written = (await rs.updateStatus("Container", "s", () => create(ContainerStatusSchema, { phase: "Running" })))!;
+    const shared = (await rs.getShared("Container", "s"))!;
+    assert.equal(shared.status?.phase, "Running");
+    assert.equal(shared.metadata!.resourceVersion, written.metadata!.resourceVersion);
+    assert.notEqual(shared, written, "the caller's result is its own");
+    written.status!.phase = "Changed by the caller";
+    assert.equal((await rs.getShared("Container", "s"))!.status?.phase, "Running", "changing it changes nothing held");
+    const unchanged = (await rs.updateStatus("Container", "s", () => undefined))!;
+    assert.notEqual(unchanged, shared, "an update that changes nothing also hands out a copy");
+    assert.equal(first.status?.phase, "", "the version read before is left as it was");
+    const kv = (await store.get("/k4s/containers/s"))!;
+    assert.deepEqual(Buffer.from(kv.value), Buffer.from(toBinary(ContainerSchema, { ...shared, metadata: { ...shared.metadata!, resourceVersion: "" } })));
+  } finally {
+    await store.close();
+  }
+});

@@ -141,7 +141,7 @@ async function resolveTemplate(resources: ResourceStore, rs: ReplicaSet): Promis
     };
   }
   if (!spec?.container) return "spec.container or spec.template is required";
-  const container = await resources.get("Container", spec.container);
+  const container = await resources.getShared("Container", spec.container);
   if (!container) return `template container "${spec.container}" not found`;
   return { spec: container.spec ?? create(ContainerSpecSchema), labels: { ...container.metadata?.labels }, annotations: {} };
 }
@@ -260,7 +260,8 @@ async function reconcileReplicaSet(
   expectations: Expectations,
   byPrefix: PrefixIndex,
 ): Promise<ReconcileResult | void> {
-  const rs = await resources.get("ReplicaSet", name);
+  // Read-only here (shared with watchers): a version held already is not decoded again.
+  const rs = await resources.getShared("ReplicaSet", name);
   // Replicas are named <rs>-<n>: listed from the cache (no decoding of every replica from the
   // store on each of the many reconciles a scale-up causes); the store re-read once the cache
   // has not caught up with our own writes for a while.
@@ -289,46 +290,44 @@ async function reconcileReplicaSet(
   if (!rs) return;
 
   const uid = rs.metadata!.uid;
-  const active = byOrdinal(
-    name,
-    candidates.filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid && !c.metadata?.deletionTimestamp),
-  );
+  // In the cache's order: sorted by ordinal only to choose what to delete (a scale-up
+  // reconciles with a thousand replicas many times, mostly to count the ready ones).
+  const active = candidates.filter((c) => ownedByName(c) && c.metadata!.ownerReference!.uid === uid && !c.metadata?.deletionTimestamp);
   const desired = Math.max(0, rs.spec?.replicas ?? 1);
   const template = await resolveTemplate(resources, rs);
-  const outcome: Outcome = { live: new Set(active.map((c) => c.metadata!.name)), failed: [], requeue: false };
-
-  const before = new Set(outcome.live);
-  const taken = new Set(candidates.map((c) => c.metadata!.name));
+  const outcome: Outcome = { created: [], deleted: new Set(), failed: [], requeue: false };
+  const taken = () => new Set(candidates.map((c) => c.metadata!.name));
   const outdated = typeof template === "string" ? [] : active.filter((c) => !isUpToDate(c, template.annotations));
   if (active.length < desired && typeof template !== "string") {
     await createReplicas(resources, events, rs, template, desired - active.length, taken, outcome);
   } else if (outdated.length > 0 && typeof template !== "string") {
     await rollOne(resources, events, rs, template, { active, outdated, desired, taken }, outcome);
   } else if (active.length > desired) {
-    await deleteReplicas(resources, events, name, active.slice(desired).reverse(), outcome);
+    await deleteReplicas(resources, events, name, byOrdinal(name, active).slice(desired).reverse(), outcome);
   }
-  const creates = new Set([...outcome.live].filter((n) => !before.has(n)));
-  const deletes = new Set([...before].filter((n) => !outcome.live.has(n)));
-  if (creates.size > 0 || deletes.size > 0) expectations.set(name, { creates, deletes, until: Date.now() + EXPECTATIONS_TTL_MS });
-  if (outcome.live.size !== active.length) {
-    const direction = outcome.live.size > active.length ? "up" : "down";
+  const { created, deleted } = outcome;
+  if (created.length > 0 || deleted.size > 0) expectations.set(name, { creates: new Set(created), deletes: new Set(deleted), until: Date.now() + EXPECTATIONS_TTL_MS });
+  const live = active.length + created.length - deleted.size;
+  if (live !== active.length) {
+    const direction = live > active.length ? "up" : "down";
     events.record({
       reason: "ScalingReplicaSet",
       kind: "ReplicaSet",
       name,
-      message: `Scaled ${direction} replica set ${name} from ${active.length} to ${outcome.live.size}`,
+      message: `Scaled ${direction} replica set ${name} from ${active.length} to ${live}`,
     });
   }
   if (typeof template !== "string") {
-    await updateReplicas(resources, name, template, active.filter((c) => outcome.live.has(c.metadata!.name)), outcome);
+    await updateReplicas(resources, name, template, deleted.size > 0 ? active.filter((c) => !deleted.has(c.metadata!.name)) : active, outcome);
   }
 
-  const ready = active.filter((c) => c.status?.ready && outcome.live.has(c.metadata!.name)).length;
+  let ready = 0;
+  for (const c of active) if (c.status?.ready && !deleted.has(c.metadata!.name)) ready++;
   const message = [...(typeof template === "string" ? [template] : []), ...outcome.failed].join("; ");
   await resources.updateStatus("ReplicaSet", name, (current) => {
     if (current.metadata?.uid !== uid) return undefined;
     const status = create(ReplicaSetStatusSchema, {
-      replicas: outcome.live.size,
+      replicas: live,
       readyReplicas: ready,
       observedGeneration: rs.metadata!.generation,
       message,
@@ -340,9 +339,10 @@ async function reconcileReplicaSet(
   return { requeue: outcome.requeue };
 }
 
-/** What one reconcile did: the replicas alive after it, failures, and whether to come back. */
+/** What one reconcile did: the replicas it created and deleted, failures, and whether to come back. */
 interface Outcome {
-  live: Set<string>;
+  created: string[];
+  deleted: Set<string>;
   failed: string[];
   requeue: boolean;
 }
@@ -354,14 +354,15 @@ async function createReplicas(
   rs: ReplicaSet,
   template: Template,
   count: number,
-  taken: ReadonlySet<string>,
+  taken: () => ReadonlySet<string>,
   outcome: Outcome,
 ): Promise<void> {
   const name = rs.metadata!.name;
   const names: string[] = [];
+  const takenNames = taken();
   for (let ordinal = 0; names.length < Math.min(count, MAX_CHANGES_PER_RECONCILE); ordinal++) {
     const replica = `${name}-${ordinal}`;
-    if (!taken.has(replica)) names.push(replica);
+    if (!takenNames.has(replica)) names.push(replica);
   }
   if (count > names.length) outcome.requeue = true;
   // One transaction for all of them (see ResourceStore.createAll): one revision, one watch
@@ -373,7 +374,7 @@ async function createReplicas(
   results.forEach((r, i) => {
     const replica = names[i]!;
     if (!r.error) {
-      outcome.live.add(replica);
+      outcome.created.push(replica);
       events.record({ reason: "SuccessfulCreate", kind: "ReplicaSet", name, message: `Created container: ${replica}` });
       return;
     }
@@ -400,7 +401,7 @@ async function rollOne(
   events: EventRecorder,
   rs: ReplicaSet,
   template: Template,
-  state: { active: Container[]; outdated: Container[]; desired: number; taken: ReadonlySet<string> },
+  state: { active: Container[]; outdated: Container[]; desired: number; taken: () => ReadonlySet<string> },
   outcome: Outcome,
 ): Promise<void> {
   const { active, outdated, desired } = state;
@@ -436,7 +437,7 @@ async function deleteReplicas(resources: ResourceStore, events: EventRecorder, n
       else outcome.failed.push(`deleting ${replica}: ${r.error.rawMessage}`);
       return;
     }
-    outcome.live.delete(replica);
+    outcome.deleted.add(replica);
     events.record({ reason: "SuccessfulDelete", kind: "ReplicaSet", name, message: `Deleted container: ${replica}` });
   });
 }

@@ -325,6 +325,25 @@ async function readObject(ctx: Layer, kind: Kind, name: string) {
 }
 
 /**
+ * Reads one object, shared and read-only: the version this process holds (see held-versions.ts)
+ * when it is the stored one, else decoded once and held for the next reader and watch event.
+ */
+async function readShared(ctx: Layer, kind: Kind, name: string) {
+  const { store, pace, versions } = ctx;
+  const key = objectKey(kind, name);
+  const kv = await store.get(key);
+  if (!kv) return undefined;
+  let obj = versions.get(key, kv.modRevision);
+  if (!obj) {
+    await pace();
+    obj = decode(kind, kv);
+    versions.hold(key, obj);
+    versions.storedAs(obj, kv.value);
+  }
+  return { kv, obj };
+}
+
+/**
  * The stored versions of an apply's objects: one read per object, or, for a kind with many
  * objects in the apply, one paged range over the kind (ten thousand reads of etcd would be ten
  * thousand round trips).
@@ -621,15 +640,21 @@ async function updateStatusOf<K extends Kind>(
   const key = objectKey(kind, name);
   const statusSchema = STATUS.get(kind)!;
   for (let attempt = 0; ; attempt++) {
-    const cur = await readObject(ctx, kind, name);
+    // The stored version as held (shared): mutate and the caller get copies of their own.
+    const cur = await readShared(ctx, kind, name);
     if (!cur) return undefined;
     const status = mutate(copy(cur.obj) as ObjectOf<K>);
-    if (status === undefined || sameMessage(statusSchema, cur.obj.status, status)) return cur.obj as ObjectOf<K>;
+    if (status === undefined || sameMessage(statusSchema, cur.obj.status, status)) return copy(cur.obj) as ObjectOf<K>;
     const next = copy(cur.obj);
     next.status = clone(statusSchema, status as never) as never;
-    const r = await ctx.store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value: encode(next) }]);
+    const value = encodeStatusChange(kind, cur.kv.value, next);
+    const r = await ctx.store.txn([{ key, modRevision: cur.kv.modRevision }], [{ type: "put", key, value }]);
     if (r.succeeded) {
       next.metadata!.resourceVersion = String(r.revision);
+      // Held as written (a copy: the caller's may change), for the watch event and the next read.
+      const stored = copy(next);
+      ctx.versions.hold(key, stored);
+      ctx.versions.storedAs(stored, value);
       return next as ObjectOf<K>;
     }
     if (attempt >= MAX_RETRIES) throw gaveUp(kind, name);
@@ -980,6 +1005,10 @@ export function createResourceStore(store: Store, options: ResourceStoreOptions 
 
     async get<K extends Kind>(kind: K, name: string) {
       return (await readObject(layer, kind, name))?.obj as ObjectOf<K> | undefined;
+    },
+
+    async getShared<K extends Kind>(kind: K, name: string) {
+      return (await readShared(layer, kind, name))?.obj as ObjectOf<K> | undefined;
     },
 
     async list<K extends Kind>(kind: K, options: PageOptions = {}) {

@@ -135,6 +135,12 @@ export interface DeleteTarget {
  */
 export interface ResourceStore {
   get<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K> | undefined>;
+  /**
+   * The stored object as get reads it, but shared and read-only (never to be changed): for a
+   * reader that only looks, such as a controller reading its object on every reconcile, a
+   * version this process holds already is not decoded again.
+   */
+  getShared<K extends Kind>(kind: K, name: string): Promise<ObjectOf<K> | undefined>;
   /** Lists the objects of a kind in one consistent read: all of them, or a page. */
   list<K extends Kind>(kind: K, options?: PageOptions): Promise<ListResult<K>>;
   /** Stores a new object: sets apiVersion, kind, uid, generation 1, creationTimestamp, empty status. */
