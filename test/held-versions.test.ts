@@ -185,3 +185,19 @@ test("getShared reads a held version without decoding it again; updateStatus wri
     await store.close();
   }
 });
+
+test("stored bytes that are a view into a larger buffer (an etcd watch response) are kept as a copy of their own", () => {
+  const versions = new HeldVersions();
+  const response = new Uint8Array(1 << 20).fill(7);
+  const view = response.subarray(100, 164);
+  const obj = create(ContainerSchema, { metadata: { name: "v" } });
+  versions.storedAs(obj, view);
+  const kept = versions.bytesOf(obj)!;
+  assert.deepEqual(kept, view, "the same bytes");
+  assert.equal(kept.buffer.byteLength, 64, "not the whole response's buffer");
+  // Bytes with a buffer of their own (what this process encoded) are kept as they are.
+  const own = new Uint8Array(10);
+  const other = create(ContainerSchema, { metadata: { name: "w" } });
+  versions.storedAs(other, own);
+  assert.equal(versions.bytesOf(other), own);
+});

@@ -98,3 +98,22 @@ test("the prefix index lists the same Containers as a scan of the cache, through
   put("a-0");
   check("re-created");
 });
+
+test("the prefix index never hands out a Container the cache no longer holds (a relist changes the cache before its events come)", () => {
+  const cached = new Map<string, Container>();
+  const cache: ObjectCache = { get: (_kind, name) => cached.get(name) as never, list: () => cached.values() as never };
+  const index = createPrefixIndex();
+  const a0 = create(ContainerSchema, { metadata: { name: "a-0" } });
+  const a1 = create(ContainerSchema, { metadata: { name: "a-1" } });
+  cached.set("a-0", a0);
+  cached.set("a-1", a1);
+  assert.deepEqual(index.candidates(cache, "a").map((c) => c.metadata!.name).sort(), ["a-0", "a-1"]);
+  // A relist: a-0 is gone and a-1 was re-created, in the cache, before either event is observed.
+  cached.delete("a-0");
+  const a1again = create(ContainerSchema, { metadata: { name: "a-1", uid: "new" } });
+  cached.set("a-1", a1again);
+  assert.deepEqual(index.candidates(cache, "a"), [], "neither the deleted a-0 nor the replaced a-1 is handed out");
+  index.observe({ type: "DELETED", object: a0, previous: a0, revision: 2 });
+  index.observe({ type: "MODIFIED", object: a1again, previous: a1, revision: 2 });
+  assert.deepEqual(index.candidates(cache, "a"), [a1again]);
+});

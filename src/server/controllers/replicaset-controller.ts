@@ -229,8 +229,11 @@ export function createPrefixIndex(): PrefixIndex {
         index = new Map();
         for (const c of cache.list("Container")) add(c);
       }
+      // Only what the cache holds now: during a relist the cache changes before its events are
+      // handed out, and a replica it no longer holds must not be counted (nor deleted in place
+      // of a live one).
       const m = index.get(prefix);
-      return m ? [...m.values()] : [];
+      return m ? [...m.values()].filter((c) => cache.get("Container", c.metadata?.name ?? "") === c) : [];
     },
   };
 }
@@ -367,8 +370,9 @@ async function createReplicas(
   if (count > names.length) outcome.requeue = true;
   // One transaction for all of them (see ResourceStore.createAll): one revision, one watch
   // batch for every watcher, instead of one per replica.
-  // One replica built from the template; the others are shallow copies under their own names
-  // (createAll copies each deeply as it stamps it).
+  // One replica built from the template; the others are shallow copies under their own names,
+  // sharing its spec, labels and owner with each other and with what watchers receive: nothing
+  // may change a stored or cached object in place (every change copies first).
   const first = newReplica(rs, names[0] ?? name, template);
   const results = await resources.createAll(names.map((replica) => ({ ...first, metadata: { ...first.metadata!, name: replica } })));
   results.forEach((r, i) => {

@@ -74,7 +74,10 @@ export class HeldVersions {
 
   /** Remembers `value` as the stored bytes of the version `obj` (written or decoded from them). */
   storedAs(obj: AnyObject, value: Uint8Array): void {
-    if (!this.bytes.has(obj)) this.bytes.set(obj, value);
+    if (this.bytes.has(obj)) return;
+    // A view into a larger buffer (an etcd watch response holds many events) is copied: kept as
+    // it is, it would keep the whole response alive as long as this version lives in a cache.
+    this.bytes.set(obj, value.byteLength === value.buffer.byteLength ? value : value.slice());
   }
 
   /** The stored bytes of a version, when this process wrote or decoded it. */
