@@ -112,7 +112,8 @@ let runSeq = 0;
 
 /** CPU µs per call of each server-side process over the window. */
 function perProcess(a: Snapshot, b: Snapshot, calls: number): Record<string, number> {
-  return Object.fromEntries(Object.keys(b.byProcess).map((k) => [k, Math.round((b.byProcess[k]! - a.byProcess[k]!) / Math.max(1, calls))]));
+  // One decimal: a fire-and-forget message costs a process a few µs.
+  return Object.fromEntries(Object.keys(b.byProcess).map((k) => [k, Math.round((10 * (b.byProcess[k]! - a.byProcess[k]!)) / Math.max(1, calls)) / 10]));
 }
 
 async function runScenario(sys: RunningSystem, s: Scenario): Promise<{ metrics: Record<string, number>; raw: unknown }> {

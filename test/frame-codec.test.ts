@@ -270,6 +270,23 @@ test("a hot message is on the fast path only while the codec knows each of its f
   assert.throws(() => fastPathCovers({ schema: numbered(16), fields: { sentAtMs: "int64" } }), /frame-codec: test\.Numbered\.sentAtMs has no one-byte tag/);
 });
 
+test("strings decoded one after another are each their own, whether their length and bytes repeat or not", () => {
+  // The reader reuses the last ASCII string of each length when the bytes are the same: names of
+  // one length that differ, repeat, or are not ASCII must still come back as written.
+  const names = ["abc", "abd", "abc", "xbc", "äbc", "ab\u00e9", "abc", "", "a".repeat(47), "b".repeat(47), "a".repeat(48), "a".repeat(47)];
+  const frames = names.map((sender, i) => ({
+    case: "delivery",
+    value: { id: BigInt(i + 1), container: names[(i + 1) % names.length]!, sender, contentType: names[(i + 2) % names.length]! },
+  }));
+  for (const batch of [frames, frames.slice().reverse()]) {
+    const decoded = decodeConnectResponse(encodeConnectResponse(res(batch)));
+    assert.deepEqual(
+      decoded.frames.map((f) => (f.frame.case === "delivery" ? [f.frame.value.sender, f.frame.value.container, f.frame.value.contentType] : undefined)),
+      batch.map((f) => [f.value.sender, f.value.container, f.value.contentType]),
+    );
+  }
+});
+
 test("payloads are decoded as views of the received buffer, not copies", () => {
   const msg = req([{ case: "call", value: { id: 7n, target: "svc/a", data: new Uint8Array([1, 2, 3]), contentType: "x" } }]);
   const buf = Buffer.from(toBinary(ConnectRequestSchema, msg));

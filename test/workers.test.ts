@@ -155,6 +155,52 @@ test("runtime: handle() replies the return value, keeps ConnectError codes, runs
   assert.deepEqual(await m.outcome, { ok: true });
 });
 
+test("runtime: thousands of deliveries queued at once reach both loops in order, each settled once, handle() never past its concurrency", async () => {
+  const N = 5000;
+  for (const loop of ["for-await", "handle"] as const) {
+    const seen: number[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const m = memoryRuntime(
+      defineWorker(async (ctx) => {
+        if (loop === "for-await") {
+          for await (const msg of ctx.messages) {
+            seen.push(msg.value as number);
+            // Every 100th waits a turn, so deliveries pile up behind the loop.
+            if ((msg.value as number) % 100 === 0) await new Promise((r) => setImmediate(r));
+            msg.reply(msg.value);
+          }
+        } else {
+          await ctx.handle(async (msg) => {
+            seen.push(msg.value as number);
+            inFlight++;
+            maxInFlight = Math.max(maxInFlight, inFlight);
+            await new Promise((r) => setImmediate(r));
+            inFlight--;
+            return msg.value;
+          });
+        }
+      }),
+      {},
+      16,
+    );
+    const first = Array.from({ length: N / 2 }, (_, i) => m.deliver(i, true));
+    await new Promise((r) => setImmediate(r));
+    const second = Array.from({ length: N / 2 }, (_, i) => m.deliver(N / 2 + i, true));
+    const results = await Promise.all([...first, ...second].map((r) => r.done));
+    assert.deepEqual(
+      results.map((r) => r.data),
+      Array.from({ length: N }, (_, i) => i),
+      `${loop}: every delivery answered with its own value`,
+    );
+    assert.deepEqual(seen, Array.from({ length: N }, (_, i) => i), `${loop}: taken in the order delivered`);
+    assert.equal(m.rt.unsettled, 0);
+    if (loop === "handle") assert.equal(maxInFlight, 16, "handle() runs up to its concurrency and no more");
+    m.rt.stop(0);
+    assert.deepEqual(await m.outcome, { ok: true });
+  }
+});
+
 test("runtime: ctx.request inside a handler names its parent delivery and inherits the deadline", async () => {
   const m = memoryRuntime(
     defineWorker(async (ctx) => {

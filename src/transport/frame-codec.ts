@@ -597,6 +597,11 @@ class DecodeError extends Error {}
 /** Signals a frame this codec leaves to protobuf-es (unknown field or wire type). */
 const FALLBACK = Symbol("fallback");
 
+/** Strings shorter than this are looked up in recentStrings before they are made. */
+const RECENT_STRING_LENGTHS = 48;
+/** The last ASCII string decoded of each length below RECENT_STRING_LENGTHS. */
+const recentStrings: (string | undefined)[] = new Array<string | undefined>(RECENT_STRING_LENGTHS).fill(undefined);
+
 class Reader {
   pos: number;
   constructor(
@@ -667,7 +672,21 @@ class Reader {
     const start = this.pos;
     this.pos += n;
     const buf = this.buf;
-    if (n < 48) {
+    if (n < RECENT_STRING_LENGTHS) {
+      if (n === 0) return "";
+      // The same few names and content types come on every frame: the last ASCII string of
+      // each length is reused when its bytes are these, with no new string to make and collect.
+      const recent = recentStrings[n];
+      if (recent !== undefined) {
+        let same = true;
+        for (let i = 0; i < n; i++) {
+          if (recent.charCodeAt(i) !== buf[start + i]) {
+            same = false;
+            break;
+          }
+        }
+        if (same) return recent;
+      }
       let ascii = true;
       for (let i = start; i < start + n; i++) {
         if (buf[i]! >= 0x80) {
@@ -675,7 +694,7 @@ class Reader {
           break;
         }
       }
-      if (ascii) return n === 0 ? "" : buf.latin1Slice(start, start + n);
+      if (ascii) return (recentStrings[n] = buf.latin1Slice(start, start + n));
     }
     // protobuf-es refuses invalid UTF-8; so does the codec (the frame then fails there too).
     if (!isUtf8(buf.subarray(start, start + n))) throw new DecodeError("invalid UTF-8 in a string field");

@@ -131,6 +131,11 @@ export interface Session {
   call(options: CallOptions): Promise<CallReply>;
   /** Queues a raw frame (results, states, logs); sent on the next flush. */
   send(frame: MessageInitShape<typeof WorkerFrameSchema>["frame"]): void;
+  /**
+   * Queues the DeliveryResult of a delivery (send() of a "result" frame, without the init shape
+   * in between: one is sent per message handled). `error` undefined: settled without error.
+   */
+  result(id: number, data: Uint8Array, contentType: string, error: { code: number; message: string } | undefined): void;
   /** Ends the stream; calls in flight fail with UNAVAILABLE. */
   close(): Promise<void>;
 }
@@ -178,20 +183,19 @@ type ConnectStream = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
 const EMPTY = new Uint8Array(0);
 
 /**
- * A complete DeliveryResult frame from its init shape, built as a literal: one is sent per
- * message handled, and protobuf-es's create() fills messages by reflection.
+ * A complete DeliveryResult frame, built as a literal: one is sent per message handled, and
+ * protobuf-es's create() fills messages by reflection.
  */
-function resultFrame(v: MessageInitShape<typeof DeliveryResultSchema>): WorkerFrame {
-  const e = v.error;
+function resultFrame(id: bigint, data: Uint8Array, contentType: string, e: { code?: number; message?: string } | undefined): WorkerFrame {
   return {
     $typeName: WorkerFrameSchema.typeName,
     frame: {
       case: "result",
       value: {
         $typeName: DeliveryResultSchema.typeName,
-        id: v.id === undefined ? 0n : BigInt(v.id),
-        data: v.data ?? EMPTY,
-        contentType: v.contentType ?? "",
+        id,
+        data,
+        contentType,
         error: e ? { $typeName: ErrorSchema.typeName, code: e.code ?? 0, message: e.message ?? "" } : undefined,
       },
     },
@@ -324,6 +328,11 @@ class SessionImpl implements Session {
     this.enqueue(frame);
   }
 
+  result(id: number, data: Uint8Array, contentType: string, error: { code: number; message: string } | undefined): void {
+    if (this.closed) return;
+    this.push(resultFrame(BigInt(id), data, contentType, error));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return this.done.catch(() => {});
     this.flushNow();
@@ -348,7 +357,12 @@ class SessionImpl implements Session {
       const i = this.pending.findIndex((f) => f.frame.case === "log");
       if (i >= 0) this.pending.splice(i, 1);
     }
-    this.push(frame?.case === "result" ? resultFrame(frame.value) : create(WorkerFrameSchema, { frame }));
+    if (frame?.case === "result") {
+      const v = frame.value;
+      this.push(resultFrame(v.id === undefined ? 0n : BigInt(v.id), v.data ?? EMPTY, v.contentType ?? "", v.error));
+    } else {
+      this.push(create(WorkerFrameSchema, { frame }));
+    }
   }
 
   /** Queues a complete frame for the next flush (one per tick). */

@@ -58,6 +58,8 @@ export interface Attached {
   stop(graceMs?: number): Promise<void>;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /** Attaches this process to a container and runs worker on it until it returns or stop(). */
 export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions<P>): Attached {
   const address = options.address ?? process.env[ENV.address];
@@ -93,11 +95,7 @@ export function attach<P = Record<string, unknown>>(options: AttachWorkerOptions
     concurrency: options.concurrency ?? 64,
     link: {
       call: (opts) => session.call(opts),
-      result: (id, payload, error) =>
-        session.send({
-          case: "result",
-          value: { id: BigInt(id), data: payload?.data ?? new Uint8Array(0), contentType: payload?.contentType ?? "", error },
-        }),
+      result: (id, payload, error) => session.result(id, payload?.data ?? EMPTY, payload?.contentType ?? "", error),
       log: (stream, lines) => session.send({ case: "log", value: { container, lines, stream } }),
     },
   });

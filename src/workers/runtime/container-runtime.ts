@@ -94,25 +94,37 @@ export function toResultError(error: unknown): ResultError {
   return { code: Code.Unknown, message: String(error) };
 }
 
+/** The fields of a delivery a message shows as they came (all but timeoutMs, shown as deadline). */
+type ShownFields = "id" | "data" | "contentType" | "expectsReply" | "sender" | "attempt";
+/** A field added to deliveries must be shown on messages too (and assigned below), or this does not compile. */
+const everyFieldShown: Exclude<keyof IncomingDelivery, ShownFields | "timeoutMs"> extends never ? true : never = true;
+void everyFieldShown;
+
 /** A message shows the fields of its delivery as they came. */
-interface MessageImpl extends Readonly<Omit<IncomingDelivery, "timeoutMs">> {}
+interface MessageImpl extends Pick<IncomingDelivery, ShownFields> {}
 
 class MessageImpl implements WorkerMessage {
+  readonly deadline: number | undefined;
   settled = false;
   /** Set when its session broke: settling it sends nothing. */
   abandoned = false;
   private decoded = false;
-  private cached: unknown;
-  private controller: AbortController | undefined;
-  private abortReason: string | undefined;
-  readonly deadline: number | undefined;
+  private cached: unknown = undefined;
+  private controller: AbortController | undefined = undefined;
+  private abortReason: string | undefined = undefined;
 
   constructor(
     d: IncomingDelivery,
     private readonly runtime: RuntimeImpl<unknown>,
   ) {
-    // id, data, contentType, expectsReply, sender and attempt are the delivery's own.
-    Object.assign(this, d);
+    // Each field assigned here, in this order (not Object.assign), so every message has one shape:
+    // one is made per delivery.
+    this.id = d.id;
+    this.data = d.data;
+    this.contentType = d.contentType;
+    this.expectsReply = d.expectsReply;
+    this.sender = d.sender;
+    this.attempt = d.attempt;
     this.deadline = d.timeoutMs > 0 ? Date.now() + d.timeoutMs : undefined;
   }
 
@@ -186,7 +198,9 @@ class MessageImpl implements WorkerMessage {
 
 class RuntimeImpl<P> implements ContainerRuntime<P> {
   readonly ctx: WorkerContext<P>;
-  private readonly inbox: MessageImpl[] = [];
+  /** Deliveries not yet taken, from inboxHead on (a queue: shift() copies a long array). */
+  private inbox: (MessageImpl | undefined)[] = [];
+  private inboxHead = 0;
   private readonly open = new Map<number, MessageImpl>();
   private waiter: ((m: MessageImpl | undefined) => void) | undefined;
   private stopped = false;
@@ -206,11 +220,19 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
     const messages: AsyncIterable<WorkerMessage> = {
       [Symbol.asyncIterator]() {
         return {
-          async next() {
+          // Not async: a message already waiting resolves the loop's await without the extra
+          // promise and turns of an async function awaiting another one.
+          next(): Promise<IteratorResult<WorkerMessage>> {
             self.settleLoopCurrent();
-            const m = await self.nextMessage();
-            self.loopCurrent = m;
-            return m ? { value: m, done: false } : { value: undefined, done: true };
+            const m = self.takeQueued();
+            if (m) {
+              self.loopCurrent = m;
+              return Promise.resolve({ value: m, done: false });
+            }
+            return self.nextMessage().then((w) => {
+              self.loopCurrent = w;
+              return w ? { value: w, done: false } : { value: undefined, done: true };
+            });
           },
           // break or throw in the loop: the message is settled by run() with the outcome.
           async return() {
@@ -253,6 +275,24 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
     }
   }
 
+  /** The oldest delivery not yet taken, if any. */
+  private takeQueued(): MessageImpl | undefined {
+    const inbox = this.inbox;
+    if (this.inboxHead >= inbox.length) return undefined;
+    const m = inbox[this.inboxHead];
+    inbox[this.inboxHead++] = undefined;
+    if (this.inboxHead === inbox.length) {
+      inbox.length = 0;
+      this.inboxHead = 0;
+    } else if (this.inboxHead >= 1024 && this.inboxHead * 2 >= inbox.length) {
+      // Drop the taken slots once they are half of the array, so a queue that never empties
+      // does not grow for ever.
+      this.inbox = inbox.slice(this.inboxHead);
+      this.inboxHead = 0;
+    }
+    return m;
+  }
+
   cancel(id: number, reason: string): void {
     this.open.get(id)?.abort(reason || "cancelled by the caller");
   }
@@ -290,7 +330,8 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
       m.abort(reason);
     }
     this.open.clear();
-    this.inbox.length = 0;
+    this.inbox = [];
+    this.inboxHead = 0;
   }
 
   settled(m: MessageImpl, payload: Payload | undefined, error: ResultError | undefined): void {
@@ -311,7 +352,7 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
   }
 
   private nextMessage(): Promise<MessageImpl | undefined> {
-    const m = this.inbox.shift();
+    const m = this.takeQueued();
     if (m) return Promise.resolve(m);
     if (this.stopped) return Promise.resolve(undefined);
     if (this.waiter) throw new ConnectError(`container ${this.options.name}: messages are already being read`, Code.FailedPrecondition);
@@ -319,15 +360,25 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
   }
 
   private async handle(handler: (msg: WorkerMessage) => unknown): Promise<void> {
-    const running = new Set<Promise<void>>();
+    // A count and one waiter, not a race over the running handlers: Promise.race would add a
+    // reaction to every running handler for each message taken at full concurrency.
+    let running = 0;
+    let freed: (() => void) | undefined;
+    const finished = () => {
+      running--;
+      const w = freed;
+      freed = undefined;
+      w?.();
+    };
     for (;;) {
-      while (running.size >= this.concurrency) await Promise.race(running);
-      const m = await this.nextMessage();
+      while (running >= this.concurrency) await new Promise<void>((r) => (freed = r));
+      const m = this.takeQueued() ?? (await this.nextMessage());
       if (!m) break;
-      const p: Promise<void> = currentMessage.run(m, () => this.runHandler(m, handler)).finally(() => running.delete(p));
-      running.add(p);
+      running++;
+      // runHandler settles the message whatever the handler does and never rejects.
+      void currentMessage.run(m, () => this.runHandler(m, handler)).then(finished, finished);
     }
-    await Promise.all(running);
+    while (running > 0) await new Promise<void>((r) => (freed = r));
   }
 
   private async runHandler(m: MessageImpl, handler: (msg: WorkerMessage) => unknown): Promise<void> {

@@ -323,11 +323,7 @@ class WorkerHostImpl implements WorkerHost {
     const params: unknown = spec?.parameters ?? {};
     const link: ContainerLink = {
       call: (opts) => this.session.call(opts),
-      result: (id, payload, error) =>
-        this.session.send({
-          case: "result",
-          value: { id: BigInt(id), data: payload?.data ?? EMPTY, contentType: payload?.contentType ?? "", error },
-        }),
+      result: (id, payload, error) => this.session.result(id, payload?.data ?? EMPTY, payload?.contentType ?? "", error),
       log: (stream, lines) => this.log(a.container, stream, lines),
     };
     r.runtime = createContainerRuntime<unknown>({ name: a.container, params, concurrency: spec?.concurrency, link });
