@@ -879,6 +879,9 @@ function finalizeContainers(ctx: Layer, names: readonly string[]): Promise<(Conn
   );
 }
 
+/** Events of versions held already taken in per turn of the event loop (see createEventDecoder). */
+const LOOKUPS_PER_TURN = 32;
+
 /**
  * Makes the decoding of watch batches: a revision's store events turned into the object events
  * a filter selects, yielding between decodes.
@@ -919,14 +922,24 @@ function createEventDecoder(
     return obj;
   };
 
+  /** Whether a version is decoded or held already: taking it in is a lookup, not a decode. */
+  const ready = (kv: KeyValue | undefined): boolean => !kv || decodedKv.has(kv) || versions.get(kv.key, kv.modRevision) !== undefined;
+
   return async (batch, kind, filter) => {
     const out: ObjectEvent[] = [];
+    let lookups = 0;
     for (const e of batch) {
       const k = kindOfKey(e.kv.key);
       if (!k || (kind && k !== kind)) continue;
       // The name is in the key and never changes: no need to decode what the glob rules out.
       if (filter.nameGlob && !matchesGlob(nameOfKey(e.kv.key), filter.nameGlob)) continue;
-      await pace();
+      // A turn before each event that decodes; events of versions held already (most of a
+      // scale-up's: written by this process, or decoded for another watcher) are lookups,
+      // a turn for LOOKUPS_PER_TURN of them.
+      if (!ready(e.prevKv) || (e.type !== "delete" && !ready(e.kv)) || ++lookups >= LOOKUPS_PER_TURN) {
+        lookups = 0;
+        await pace();
+      }
       const revision = e.kv.modRevision;
       if (e.type === "delete") {
         if (!e.prevKv) continue;
