@@ -273,7 +273,9 @@ test("a hot message is on the fast path only while the codec knows each of its f
 test("strings decoded one after another are each their own, whether their length and bytes repeat or not", () => {
   // The reader reuses the last ASCII string of each length when the bytes are the same: names of
   // one length that differ, repeat, or are not ASCII must still come back as written.
-  const names = ["abc", "abd", "abc", "xbc", "äbc", "ab\u00e9", "abc", "", "a".repeat(47), "b".repeat(47), "a".repeat(48), "a".repeat(47)];
+  // "aXc" after "abc" differs in a middle byte only; "abcd" then "äbc" have the same byte length
+  // (4), one of them not ASCII.
+  const names = ["abc", "abd", "abc", "aXc", "xbc", "abcd", "äbc", "abcd", "ab\u00e9", "abc", "", "a".repeat(47), "a".repeat(23) + "b" + "a".repeat(23), "b".repeat(47), "a".repeat(48), "a".repeat(47)];
   const frames = names.map((sender, i) => ({
     case: "delivery",
     value: { id: BigInt(i + 1), container: names[(i + 1) % names.length]!, sender, contentType: names[(i + 2) % names.length]! },

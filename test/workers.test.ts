@@ -108,6 +108,30 @@ test("runtime: the for-await loop acks what it leaves open, and fails requests i
   assert.deepEqual(seen, ["plain", "answer", "silent"]);
 });
 
+test("runtime: a second next() while one waits is refused as a rejected promise (never a throw), and the loop goes on", async () => {
+  let second: Promise<unknown> | undefined;
+  const seen: unknown[] = [];
+  const m = memoryRuntime(
+    defineWorker(async (ctx) => {
+      const it = ctx.messages[Symbol.asyncIterator]();
+      const first = it.next();
+      second = it.next();
+      second.catch(() => {});
+      for (let r = await first; !r.done; r = await it.next()) seen.push(r.value.value);
+    }),
+    {},
+  );
+  const a = m.deliver("one", false);
+  await assert.rejects(
+    () => (second ?? Promise.reject(new Error("the worker did not call next() twice"))) as Promise<unknown>,
+    (e: ConnectError) => e.code === Code.FailedPrecondition && /messages are already being read/.test(e.message),
+  );
+  assert.deepEqual(await a.done, { data: undefined, error: undefined });
+  m.rt.stop(1000);
+  await m.outcome;
+  assert.deepEqual(seen, ["one"]);
+});
+
 test("runtime: an exception out of the loop fails the message with its message and ends the worker", async () => {
   const m = memoryRuntime(
     defineWorker(async (ctx) => {

@@ -222,17 +222,23 @@ class RuntimeImpl<P> implements ContainerRuntime<P> {
         return {
           // Not async: a message already waiting resolves the loop's await without the extra
           // promise and turns of an async function awaiting another one.
+          // Whatever goes wrong comes out as a rejected promise, never a throw, as the
+          // async-iterator protocol asks (a second next() while one waits is refused that way).
           next(): Promise<IteratorResult<WorkerMessage>> {
-            self.settleLoopCurrent();
-            const m = self.takeQueued();
-            if (m) {
-              self.loopCurrent = m;
-              return Promise.resolve({ value: m, done: false });
+            try {
+              self.settleLoopCurrent();
+              const m = self.takeQueued();
+              if (m) {
+                self.loopCurrent = m;
+                return Promise.resolve({ value: m, done: false });
+              }
+              return self.nextMessage().then((w) => {
+                self.loopCurrent = w;
+                return w ? { value: w, done: false } : { value: undefined, done: true };
+              });
+            } catch (err) {
+              return Promise.reject(err);
             }
-            return self.nextMessage().then((w) => {
-              self.loopCurrent = w;
-              return w ? { value: w, done: false } : { value: undefined, done: true };
-            });
           },
           // break or throw in the loop: the message is settled by run() with the outcome.
           async return() {
