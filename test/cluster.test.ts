@@ -6,6 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { isLeader, startCluster, LEASE_TTL, type ClusterServer } from "./cluster-harness.js";
 import { eventually, runK4s, spawnK4s, startTestServer, type Proc } from "./helpers.js";
@@ -118,22 +119,24 @@ test("k4s get servers on a server over SQLite: a cluster of one, its own leader,
   }
 });
 
-test("cluster failover: SIGKILL the server holding a host's session with requests in flight; the host and the clients move to the next leader, containers are resumed (not restarted), requests settle within their deadline, a watch resumes", async () => {
+test("cluster failover: SIGKILL the server holding a host's session (not the leader) with requests and sends in flight through another server; the host moves on, its containers are resumed (not restarted), every request settles within its deadline, every send is answered", async () => {
   const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
   const { leader, standbys: others } = cluster;
+  const [via, holder] = others as [ClusterServer, ClusterServer];
   let host: Proc | undefined;
   let client: K4sClient | undefined;
   const ac = new AbortController();
   try {
-    // Everyone is given every server, the leader first.
-    const all = [leader, ...others].map((s) => s.address);
+    // The host is given every server, the one that will die first; the client knows only another one.
+    const all = [holder, leader, via].map((s) => s.address);
     host = spawnK4s(["worker", "--server", all.join(","), "--name", "fo-host"]);
+    await eventually(async () => (await via.client.servers()).find((s) => s.address === holder.address)?.sessions.some((x) => x.name === "fo-host"), 30_000, "fo-host held by its first server");
     await others[0]!.client.apply(RS.replace(/ha-rs/g, "fo-rs").replace(/app: ha/g, "app: fo") + "---\nkind: Service\nmetadata: {name: fo-svc}\nspec: {matchLabels: {app: fo}}\n");
     await eventually(async () => (await others[0]!.client.get("ReplicaSet", "fo-rs")).status?.readyReplicas === 2, 60_000, "2 ready replicas");
     const containersNow = async () =>
-      (await others[1]!.client.list("Container")).items.map((c) => `${c.metadata!.name} ${c.metadata!.uid} restarts=${c.status?.restarts ?? 0} ${c.status?.phase}`).sort();
+      (await via.client.list("Container")).items.map((c) => `${c.metadata!.name} ${c.metadata!.uid} restarts=${c.status?.restarts ?? 0} ${c.status?.phase}`).sort();
     const before = await containersNow();
-    client = createClient({ address: all });
+    client = createClient({ address: via.address });
     assert.equal(await client.request("fo-svc", { x: 0 }), 'ECHO: {"x":0}');
     // A watch through the failover client, resumed across the kill.
     const watch = client.watch({ kind: "Service", resume: { giveUpAfterMs: 60_000 }, signal: ac.signal });
@@ -158,22 +161,29 @@ test("cluster failover: SIGKILL the server holding a host's session with request
       }
     };
     const requesters = [0, 1, 2, 3].map(requester);
+    // Sends through the same server meanwhile: each is answered (accepted, or UNAVAILABLE for the caller to send again).
+    const sendCodes: number[] = [];
+    const sender = (async () => {
+      for (let i = 0; requesting; i++) {
+        sendCodes.push(await client!.send("fo-svc", { s: i }, { timeoutMs: DEADLINE_MS }).then(() => 0, (e: unknown) => ConnectError.from(e).code));
+      }
+    })();
     await eventually(() => settled.filter((r) => r.ok).length >= 20, 30_000, "requests under way");
     const killedAt = Date.now();
-    await leader.proc.kill("SIGKILL");
-    const next = (await eventually(() => others.find(isLeader), 30_000, "a new leader"))!;
-    // The host moved to the new leader, which holds its session now.
-    await eventually(
-      async () => (await next.client.servers()).some((s) => s.leader && s.address === next.address && s.sessions.some((x) => x.name === "fo-host")),
+    await holder.proc.kill("SIGKILL");
+    // The host moved on to another server, which holds its session now.
+    const next = (await eventually(
+      async () => (await via.client.servers()).find((s) => s.address !== holder.address && s.sessions.some((x) => x.name === "fo-host")),
       30_000,
-      "the host's session on the new leader",
-    );
+      "the host's session on another server",
+    ))!;
     const hostMovedMs = Date.now() - killedAt;
     const okBefore = settled.filter((r) => r.ok).length;
     await eventually(() => settled.filter((r) => r.ok).length >= okBefore + 20, 60_000, "requests answered through the new leader");
     const servedAgainMs = Date.now() - killedAt;
     requesting = false;
-    await Promise.all(requesters);
+    await Promise.all([...requesters, sender]);
+    assert.ok(sendCodes.every((c) => c === 0 || c === Code.Unavailable), `every send accepted or refused UNAVAILABLE: ${[...new Set(sendCodes)]}`);
     // The same containers, running, never restarted.
     await eventually(async () => JSON.stringify(await containersNow()) === JSON.stringify(before), 30_000, "the containers resumed").catch(async () =>
       assert.deepEqual(await containersNow(), before),
@@ -181,12 +191,12 @@ test("cluster failover: SIGKILL the server holding a host's session with request
     const slowest = Math.max(...settled.map((r) => r.ms));
     assert.ok(slowest < DEADLINE_MS + 5000, `every request settled within its deadline (slowest ${slowest} ms)`);
     // The watch resumed through another server and sees a change made after the kill.
-    await next.client.apply("kind: Service\nmetadata: {name: after-kill}\nspec: {matchLabels: {app: fo}}\n");
+    await via.client.apply("kind: Service\nmetadata: {name: after-kill}\nspec: {matchLabels: {app: fo}}\n");
     await eventually(() => seen.includes("ADDED after-kill"), 30_000, "the resumed watch");
     const failed = settled.filter((r) => !r.ok).length;
     console.log(
-      `# server holding the host SIGKILLed: host on the new leader after ${hostMovedMs} ms, requests answered again after ${servedAgainMs} ms; ` +
-        `${settled.length} requests settled (${failed} failed, slowest ${slowest} ms, deadline ${DEADLINE_MS} ms); containers not restarted`,
+      `# server holding the host SIGKILLed (not the leader): host on ${next.address === leader.address ? "the leader" : "the other server"} after ${hostMovedMs} ms, requests through the third answered again after ${servedAgainMs} ms; ` +
+        `${settled.length} requests settled (${failed} failed, slowest ${slowest} ms, deadline ${DEADLINE_MS} ms); ${sendCodes.length} sends answered (${sendCodes.filter((c) => c !== 0).length} UNAVAILABLE); containers not restarted`,
     );
     ac.abort();
     await watching;

@@ -26,7 +26,6 @@ import { WorkerLink } from "../src/server/messaging/worker-link.js";
 /** Effects that record what the lifecycle asks for, with a clock the test moves. */
 class Recorder implements LifecycleEffects {
   clock = 1_000_000;
-  relayGraceMs: number | undefined = undefined;
   log: string[] = [];
   inflight = 0;
   now = () => this.clock;
@@ -212,69 +211,6 @@ test("a lost host: its containers are rescheduled and counted as restarted; dele
   report(rec, "Stopped");
   assert.deepEqual(settle(rec, fx), ["release c: was stopped", "finalize c"]);
   assert.equal(stateOf(rec), "Finalizing");
-});
-
-test("a host relayed by another server and lost with it: its containers wait the grace for it to reconnect, not restarted; without a grace they are rescheduled", () => {
-  const fx = new Recorder();
-  fx.relayGraceMs = 10_000;
-  const relayed = new WorkerLink({ id: "id-h1", name: "h1", role: "host", modules: new Set(["m"]), relayedBy: "10.0.0.2:50051" });
-  const rec = record("c");
-  bind(rec, relayed, fx);
-  report(rec, "Running");
-  advance(rec, fx);
-  fx.take();
-  relayed.close();
-  assert.deepEqual(settle(rec, fx), [
-    'release c: lost its host "h1"',
-    'event HostLost: host "h1" was lost with the server relaying its session, 10.0.0.2:50051; waiting for it to reconnect',
-  ]);
-  assert.equal(stateOf(rec), "AwaitingHost");
-  assert.deepEqual(fx.warnings, ["HostLost"]);
-  assert.equal(rec.restarts, 0);
-  assert.match(rec.message, /waiting up to 10000 ms for host "h1"/);
-  assert.equal(fx.wakes.at(-1), fx.clock + 10_000);
-  // The host reconnects (to any server) and resumes it.
-  resume(rec, host("h1"), fx);
-  assert.equal(stateOf(rec), "Running");
-  assert.equal(rec.restarts, 0);
-
-  // With no grace, a relayed host's loss is any host's loss.
-  const none = new Recorder();
-  const again = new WorkerLink({ id: "id-h2", name: "h2", role: "host", modules: new Set(["m"]), relayedBy: "10.0.0.2:50051" });
-  const other = record("d");
-  bind(other, again, none);
-  report(other, "Running");
-  advance(other, none);
-  none.take();
-  again.close();
-  assert.deepEqual(settle(other, none), ['release d: lost its host "h2"', 'event HostLost: host "h2" was lost; rescheduling']);
-  assert.equal(stateOf(other), "Unscheduled");
-  assert.equal(other.restarts, 1);
-
-  // With a grace, a host that was not relayed is rescheduled at once, and so is a container
-  // that was stopping (its run was ending anyway: nothing to resume, and no restart counted).
-  const direct = host("h3");
-  const plain = record("e");
-  bind(plain, direct, fx);
-  report(plain, "Running");
-  advance(plain, fx);
-  fx.take();
-  direct.close();
-  assert.deepEqual(settle(plain, fx), ['release e: lost its host "h3"', 'event HostLost: host "h3" was lost; rescheduling']);
-  assert.equal(stateOf(plain), "Unscheduled");
-  const relayedAgain = new WorkerLink({ id: "id-h4", name: "h4", role: "host", modules: new Set(["m"]), relayedBy: "10.0.0.2:50051" });
-  const stopping = record("s");
-  bind(stopping, relayedAgain, fx);
-  report(stopping, "Running");
-  advance(stopping, fx);
-  stopping.generation = 2n;
-  advance(stopping, fx);
-  assert.equal(stateOf(stopping), "Stopping");
-  fx.take();
-  relayedAgain.close();
-  assert.deepEqual(settle(stopping, fx), ['release s: lost its host "h4"', 'event HostLost: host "h4" was lost; rescheduling']);
-  assert.equal(stateOf(stopping), "Unscheduled");
-  assert.equal(stopping.restarts, 0);
 });
 
 test("external containers: attach, detach, and a delete that lets in-flight messages finish", () => {

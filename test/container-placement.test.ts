@@ -226,7 +226,7 @@ test("session locator: a first listing that fails is tried again after a back-of
   await assert.rejects(started);
 });
 
-test("lifecycle with bindings in the store: a container bound to a host that is away keeps waiting for the scheduler, and starts when that host joins", async () => {
+test("lifecycle with bindings in the store: a container bound to a host that is away waits the resume grace for it, then for the scheduler, and starts when that host joins", async () => {
   const store = await openStore({});
   const resources = createResourceStore(store);
   const informer = createInformer({ resources, kinds: ["Container", "Service"] });
@@ -239,7 +239,7 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
     logs: createLogStore(),
     router: messaging.router,
     links: messaging.links,
-    resumeGraceMs: 5_000,
+    resumeGraceMs: 1_000,
     bindsFromStore: true,
     onError: (m) => assert.fail(m),
   });
@@ -247,12 +247,23 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
   containers.onSchedulingNeeded((name) => scheduling.push(name));
   await resources.create(create(ContainerSchema, { metadata: { name: "c1" }, spec: { module: "echo", function: "ECHO" } }));
   await resources.updateStatus("Container", "c1", (c) => bindingOf(c, "h1"));
+  await resources.create(create(ContainerSchema, { metadata: { name: "c2" }, spec: { module: "echo", function: "ECHO" } }));
+  await resources.updateStatus("Container", "c2", (c) => bindingOf(c, "h2"));
   await informer.start();
   await containers.start();
   try {
-    await eventually(() => containers.record("c1")?.hostName === "h1", 30_000, "c1 seen bound to h1");
-    assert.equal(containers.record("c1")!.state.is, "Unscheduled");
-    assert.ok(scheduling.includes("c1"), "the scheduler is told of it: should h1 never come back, it binds c1 elsewhere");
+    // Bound to hosts no server holds: each waits the resume grace first (the scheduler passes over
+    // a container that is not Unscheduled).
+    await eventually(() => containers.record("c1")?.state.is === "AwaitingHost" && containers.record("c2")?.state.is === "AwaitingHost", 30_000, "c1, c2 awaiting their hosts");
+    const toldBefore = scheduling.filter((n) => n === "c1").length;
+    // h2 comes back within it: c2 starts there.
+    const h2 = messaging.links.open({ name: "h2", role: "host", modules: ["echo"], proven: true });
+    containers.hostJoined(h2, []);
+    await eventually(() => containers.record("c2")?.state.is === "Starting", 30_000, "c2 started on h2");
+    // h1 does not: after the grace the scheduler is told (should h1 never come back, it binds c1 elsewhere).
+    await eventually(() => containers.record("c1")?.hostName === "h1" && containers.record("c1")?.state.is === "Unscheduled", 30_000, "c1 waiting for the scheduler");
+    assert.ok(scheduling.filter((n) => n === "c1").length > toldBefore, "the scheduler is told of it after the grace");
+    assert.equal(containers.record("c1")!.restarts, 0);
     const h1 = messaging.links.open({ name: "h1", role: "host", modules: ["echo"], proven: true });
     containers.hostJoined(h1, []);
     assert.equal(containers.record("c1")!.state.is, "Starting", "started as its host joined, not at some later reconcile");

@@ -9,12 +9,19 @@
  * (setAvailability) and writes status; the scheduler binds what the container controller leaves
  * Unscheduled. No part reaches into another's state.
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { KINDS } from "../api/kinds.js";
-import { createSessionLocator } from "./cluster/session-locator.js";
+import { createClusterEndpoints } from "./cluster/cluster-endpoints.js";
+import { createClusterRouter } from "./cluster/cluster-router.js";
+import { createHolding } from "./cluster/holding.js";
+import { createPeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
+import { createSessionLocator, type SessionLocator } from "./cluster/session-locator.js";
 import { createStoreBinder } from "./cluster/store-binder.js";
+import { createMessagingService } from "./handlers/messaging-service.js";
+import type { CallRouter } from "./messaging/router.js";
 import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
 import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
-import { createContainerController, type ContainerController } from "./controllers/container-controller.js";
+import { createContainerController, type ContainerController, type ContainerControllerOptions } from "./controllers/container-controller.js";
 import type { Controller, ReconcileReport } from "./controllers/controller.js";
 import { createInformer, type Informer } from "./controllers/informer.js";
 import { createReplicaSetController } from "./controllers/replicaset-controller.js";
@@ -46,7 +53,7 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
   countLoad?: boolean;
   /** Issues and checks the credentials of host names (they prove a host's identity). */
   credentials?: HostCredentials;
-  /** Proves the server a relayed stream names (see WorkerServiceOptions.provePeer). */
+  /** Proves the server a peer session names (see WorkerServiceOptions.provePeer). */
   provePeer?: WorkerServiceOptions["provePeer"];
   /**
    * The store the container lifecycle writes statuses and removals through (default:
@@ -63,12 +70,40 @@ export interface ControlPlaneOptions extends Pick<MessagingPlaneOptions, "maxSes
   sessionRecords?: Store;
   /** Where sends to durable containers are journaled. */
   journal?: SendJournal;
+  /** In a cluster over etcd: this server's place in it (see ClusterPlaneOptions). */
+  cluster?: ClusterPlaneOptions;
   /** Told of every worker session (host or attached process) that opens or ends here. */
   sessions?: {
     opened(link: WorkerLink): void;
     ended(link: WorkerLink): void;
   };
   onError: (message: string, err?: unknown) => void;
+}
+
+/**
+ * ClusterPlaneOptions say who this server is in its cluster. Every server runs the holder plane
+ * for the sessions it holds, with the cluster router over its own; the leader runs the
+ * ReplicaSet and Service controllers and the scheduler besides (lead() and follow()).
+ */
+export interface ClusterPlaneOptions extends Pick<PeerLinksOptions, "self" | "token" | "tls" | "peerCredential"> {
+  /** The store the leader's controllers write through (fenced by the election key). */
+  leaderResources: ResourceStore;
+  /** Claims an attached container cluster-wide (see WorkerServiceOptions.claimAttach). */
+  claimAttach(container: string, sessionId: string): Promise<string>;
+  /** Gives up the claim of an attached process's session that ended. */
+  releaseAttach(container: string, sessionId: string): Promise<void>;
+  /** Why this server takes no worker session now (its lease lapsed), else undefined. */
+  workersRefused(): ConnectError | undefined;
+}
+
+/** ClusterControlPlane is a control plane of a cluster's server: it leads or not. */
+export interface ClusterControlPlane extends ControlPlane {
+  /** This server leads now: starts the leader's controllers (in order with other changes). */
+  lead(): Promise<void>;
+  /** This server stopped leading: stops them. */
+  follow(): Promise<void>;
+  /** Ends every host's and attached process's session here (the lease lapsed): they move on. */
+  endSessions(why: string): void;
 }
 
 /** ControlPlane is the running controllers and messaging, with the APIs served over them. */
@@ -106,7 +141,12 @@ interface HolderPlane {
  * statuses it writes through `holderResources` when given (a store fenced by this server's
  * membership, for the router on every server; not given today: the plane's own `resources`).
  */
-function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onReconcile: (r: ReconcileReport) => void): HolderPlane {
+function createHolderPlane(
+  options: ControlPlaneOptions,
+  informer: Informer,
+  onReconcile: (r: ReconcileReport) => void,
+  holds?: ContainerControllerOptions["holds"],
+): HolderPlane {
   const { events, logs, metrics, onError, sessions } = options;
   const messaging = createMessagingPlane({
     informer,
@@ -122,9 +162,8 @@ function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onR
   });
   const { router, links, heartbeatIntervalMs } = messaging;
   if (sessions) {
-    // A relayed session is recorded by the server that relays it.
-    links.onOpened((link) => link.role !== "client" && !link.relayedBy && sessions.opened(link));
-    links.onLost((link) => link.role !== "client" && !link.relayedBy && sessions.ended(link));
+    links.onOpened((link) => link.role !== "client" && sessions.opened(link));
+    links.onLost((link) => link.role !== "client" && sessions.ended(link));
   }
   const containers = createContainerController({
     informer,
@@ -135,6 +174,7 @@ function createHolderPlane(options: ControlPlaneOptions, informer: Informer, onR
     links,
     resumeGraceMs: resumeGraceOf(heartbeatIntervalMs),
     bindsFromStore: options.sessionRecords !== undefined,
+    holds,
     onError,
     onReconcile,
   });
@@ -220,6 +260,108 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async stop() {
       for (const c of controllers) await c.stop();
       locator?.stop();
+      messaging.stop("server is stopping");
+      await options.journal?.close();
+      await informer.stop();
+    },
+  };
+}
+
+/** How the leadership of a cluster's server starts and stops the leader's controllers, in order. */
+function leadership(start: Promise<void>, turn: (leads: boolean) => Promise<void>, onError: ControlPlaneOptions["onError"]) {
+  let changes = start;
+  const inOrder = (leads: boolean) => (changes = changes.then(() => turn(leads)).catch((err: unknown) => onError("changing leadership failed", err)));
+  return { lead: () => inOrder(true), follow: () => inOrder(false) };
+}
+
+/**
+ * Creates the control plane of a server of a cluster over etcd (nothing runs until start()):
+ * the holder plane for the sessions this server holds, its router in front of the cluster
+ * router (what another server delivers goes over the peer link to it), and, while it leads, the
+ * ReplicaSet and Service controllers and the scheduler, which binds in the store.
+ */
+export function createClusterControlPlane(options: ControlPlaneOptions & { cluster: ClusterPlaneOptions; sessionRecords: Store }): ClusterControlPlane {
+  const { events, logs, metrics, onError, credentials, cluster } = options;
+  const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
+  const informer = createInformer({ resources: options.resources, kinds: KINDS, onError, name: "server informer" });
+  const locator: SessionLocator = createSessionLocator({ store: options.sessionRecords, onError });
+  let leading = false;
+  let holding: ReturnType<typeof createHolding> | undefined;
+  const { messaging, containers, load } = createHolderPlane(options, informer, onReconcile, (obj, rec) => holding!.holds(obj, rec));
+  const { router, links, heartbeatIntervalMs } = messaging;
+  holding = createHolding({ self: cluster.self, links, locator, leading: () => leading });
+  const peers = createPeerLinks(cluster);
+  const endpoints = createClusterEndpoints(informer);
+  const clusterRouter: CallRouter = createClusterRouter({
+    local: router,
+    links: peers,
+    self: cluster.self,
+    deliveredBy: (name) => holding!.deliveredBy(informer.get("Container", name), containers.record(name)),
+    awaited: (name) => informer.get("Container", name) !== undefined,
+    endpoints: (service) => endpoints.of(service),
+  });
+  links.onLost((link) => {
+    if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
+  });
+  let leaders: Controller[] = [];
+  let markStarted!: () => void;
+  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  const turn = async (leads: boolean) => {
+    if (leads === leading) return;
+    leading = leads;
+    for (const c of leaders) await c.stop();
+    leaders = [];
+    if (leads) {
+      const binder = createStoreBinder({ locator, informer, resources: cluster.leaderResources, retry: (name) => containers.enqueue(name), onError });
+      leaders = createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
+      for (const c of leaders) await c.start();
+    }
+    // What this server holds changed: the unbound and orphaned containers are the leader's.
+    containers.recheckAll();
+  };
+  const { lead, follow } = leadership(started, turn, onError);
+  let stopListening: (() => void) | undefined;
+  return {
+    load,
+    messagingService: createMessagingService({ router: clusterRouter, metrics }),
+    workerService: createWorkerService({
+      router: clusterRouter,
+      lifecycle: containers,
+      links,
+      logs,
+      heartbeatIntervalMs,
+      ready: started,
+      metrics,
+      credentials,
+      provePeer: options.provePeer,
+      workersRefused: cluster.workersRefused,
+      claimAttach: cluster.claimAttach,
+    }),
+    lead,
+    follow,
+    endSessions(why) {
+      for (const link of [...links.workers()]) links.lose(link, new ConnectError(why, Code.Unavailable));
+    },
+    async start() {
+      await credentials?.load();
+      await informer.start();
+      await locator.start();
+      messaging.start();
+      await containers.start();
+      stopListening = locator.onChange(() => {
+        holding!.closeReplaced();
+        containers.recheckAll();
+      });
+      markStarted();
+    },
+    async stop() {
+      // A plane that never started has nothing running (and its leadership changes wait for the start).
+      if (!stopListening) return;
+      stopListening();
+      await follow();
+      await containers.stop();
+      locator.stop();
+      await peers.stop("server is stopping");
       messaging.stop("server is stopping");
       await options.journal?.close();
       await informer.stop();

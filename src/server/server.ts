@@ -22,7 +22,7 @@ import { InfoService, file_k4s_v1_info_service } from "../gen/k4s/v1/info_servic
 import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/messaging_service_pb.js";
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
-import { createControlPlane, type ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
+import { createClusterControlPlane, createControlPlane, type ClusterControlPlane, type ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
 import { createHostCredentials } from "./messaging/host-credentials.js";
 import { createSendJournal } from "./messaging/send-journal.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
@@ -42,8 +42,6 @@ import { openStore, parseEtcdUrl } from "./store/open-store.js";
 import type { ClusterMember } from "./cluster/cluster-member.js";
 import { createFencedStore } from "./cluster/fenced-store.js";
 import { createSessionTable } from "./cluster/session-table.js";
-import { createStandbyPlane, type StandbyPlaneOptions } from "./cluster/standby-plane.js";
-import { createLeaderGatedPlane, standbyError, type LeaderGatedPlane, type LeaderGatedPlaneOptions } from "./cluster/leader-gated-plane.js";
 import type { Store } from "./store/store.js";
 import { createStatsCollector } from "./stats/stats-collector.js";
 import { createStatsService } from "./stats/stats-service.js";
@@ -300,52 +298,49 @@ type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "prove
   store: Store;
 };
 
-/**
- * Makes the control planes of a server: one over SQLite, one per leadership term over etcd.
- * Each has a send journal of its own, which reads back what earlier planes left unsettled.
- */
-function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPlane {
+/** The options of a server's control plane, with a send journal of its own (which reads back what earlier runs left unsettled). */
+function planeOptions(options: ServerOptions, parts: PlaneParts): ControlPlaneOptions {
   const { store, ...shared } = parts;
-  return () =>
-    createControlPlane({
-      ...shared,
-      journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
-      countLoad: options.stats ?? true,
-      maxSessionBufferBytes: options.maxSessionBufferBytes,
-      maxInboxBytes: options.maxInboxBytes,
-    });
+  return {
+    ...shared,
+    journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    countLoad: options.stats ?? true,
+    maxSessionBufferBytes: options.maxSessionBufferBytes,
+    maxInboxBytes: options.maxInboxBytes,
+  };
 }
 
 /**
- * How a standby server of an etcd cluster answers: the error it gives while no leader is
- * elected (naming none), and its plane, which routes its clients' calls to the leader over a
- * peer link and relays the streams of hosts and attached processes to it (holding their
- * sessions: `parts.sessions`).
+ * The control plane of a server over etcd: the holder plane writing through `parts.store`
+ * (fenced by its member record), the leader's controllers through a store fenced by its
+ * election key (a frozen old leader's writes are refused).
  */
-function standbyMaker(
-  options: ServerOptions,
-  cluster: () => ClusterMember | undefined,
-  parts: Pick<StandbyPlaneOptions, "logs" | "metrics" | "sessions" | "peerCredential" | "provePeer">,
-): Pick<LeaderGatedPlaneOptions, "standby" | "makeStandby"> {
-  const standby = () => standbyError(cluster()?.advertise ?? "", cluster()?.knownLeader);
-  const makeStandby = () =>
-    createStandbyPlane({
-      ...parts,
-      self: () => cluster()?.advertise ?? "",
-      leader: () => cluster()?.knownLeader,
-      standby,
-      // Between leaders, calls wait for the next one: at most a lease's expiry, the election, and
-      // the once-a-second read of its result, twice over.
-      leaderWaitMs: () => 2 * (1000 * (cluster()?.leaseTtlSeconds ?? 3) + 1000),
+function clusterPlaneOf(options: ServerOptions, parts: PlaneParts, kv: Store, member: () => ClusterMember | undefined): ClusterControlPlane {
+  const self = () => member()?.advertise ?? "";
+  const leaderKv = createFencedStore(kv, { fence: () => member()?.fence, self, onFenced: () => member()?.fenced(), onError: parts.onError });
+  return createClusterControlPlane({
+    ...planeOptions(options, parts),
+    sessionRecords: kv,
+    cluster: {
+      self,
       token: options.token,
-      // The peer link checks the other server's certificate against the cluster's CA (each server
-      // has a certificate of its own), or, without one, against this server's own certificate.
+      // The peer links check the other server's certificate against the cluster's CA (each
+      // server has a certificate of its own), or, without one, against this server's own.
       tls: options.tls ? { ca: options.tls.ca ?? options.tls.cert } : undefined,
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
-      maxSessionBufferBytes: options.maxSessionBufferBytes,
-    });
-  return { standby, makeStandby };
+      peerCredential: () => parts.credentials!.issuePeer(self()),
+      leaderResources: createResourceStore(leaderKv),
+      claimAttach: (container, sessionId) => member()?.claimAttach(container, sessionId) ?? Promise.resolve("(none: this server is joining the cluster)"),
+      releaseAttach: async (container, sessionId) => member()?.releaseAttach(container, sessionId),
+      workersRefused: () =>
+        member()?.lapsed ? new ConnectError(`k4s server ${self()} cannot renew its lease in etcd now: hosts and attached processes connect to another server`, Code.Unavailable) : undefined,
+    },
+  });
+}
+
+/** Makes the control plane of a server over SQLite. */
+function planeMaker(options: ServerOptions, parts: PlaneParts): () => ControlPlane {
+  return () => createControlPlane(planeOptions(options, parts));
 }
 
 /** How the API adapters report: internal errors to onError, every call's end to the metrics. */
@@ -462,13 +457,13 @@ async function closePorts(bound: Partial<BoundPorts>, grpcServer: grpc.Server): 
 }
 
 /**
- * This server's membership of its etcd cluster, not yet started: as leader it runs the gated
- * control plane, as standby it keeps the plane stopped.
+ * This server's membership of its etcd cluster, not yet started: as leader its plane runs the
+ * leader's controllers; when its lease lapses, the sessions it holds end (they move on).
  */
 async function newClusterMember(
   options: ServerOptions,
   endpoints: string[],
-  gated: LeaderGatedPlane,
+  plane: ClusterControlPlane,
   boundAddress: { host: string; port: number },
   onError: (message: string, err?: unknown) => void,
 ): Promise<ClusterMember> {
@@ -480,8 +475,13 @@ async function newClusterMember(
     advertise: options.advertise ?? joinHostPort(host === "0.0.0.0" || host === "::" ? hostname() : host, port),
     leaseTtlSeconds: options.leaseTtlSeconds,
     onLeadership(leader) {
-      void (leader ? gated.lead() : gated.follow());
+      void (leader ? plane.lead() : plane.follow());
       options.onLeadership?.(leader);
+    },
+    // Its lease may expire from now on, and the records of what it holds with it: another server
+    // may then take those hosts' containers. It lets them go first (they reconnect elsewhere).
+    onLapse(lapsed) {
+      if (lapsed) plane.endSessions("this server cannot renew its lease in etcd: its sessions move to another server");
     },
     onError,
   });
@@ -522,35 +522,23 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   let cluster: ClusterMember | undefined;
   const sessions = createSessionTable({ cluster: () => cluster });
   const credentials = createHostCredentials(kv);
-  // A relayed stream is believed only from a live member of the cluster showing its peer credential.
+  // A peer session is believed only from a live member of the cluster showing its peer credential.
   const provePeer = async (advertise: string, credential: string): Promise<PeerProof> => {
     if (cluster === undefined || !credentials.verifyPeer(advertise, credential)) return "invalid";
     return (await cluster.isMember(advertise)) ? "member" : "lapsed";
   };
-  // Over etcd, several servers may share the state: only the elected leader runs the controllers,
-  // and their writes are fenced by its election key (a frozen old leader's are refused).
+  // Over etcd, several servers share the state. Every server holds the sessions connected to it:
+  // the lifecycle of their containers writes through its member record (a server whose lease
+  // expired writes nothing), and so does its journal of durable sends. The leader also runs the
+  // ReplicaSet and Service controllers and the scheduler, whose writes compare its election key
+  // (a frozen old leader's are refused).
   const etcdEndpoints = etcdEndpointsOf(options.store);
-  const planeKv = etcdEndpoints
-    ? createFencedStore(kv, { fence: () => cluster?.fence, self: () => cluster?.advertise ?? "", onFenced: () => cluster?.fenced(), onError })
+  const memberKv = etcdEndpoints
+    ? createFencedStore(kv, { fence: () => cluster?.memberFence, self: () => cluster?.advertise ?? "", onFenced: () => {}, onError, fencedBy: "membership" })
     : kv;
-  const planeResources = etcdEndpoints ? createResourceStore(planeKv) : resources;
-  // While a standby relays every host's stream to the leader, the leader holds every container:
-  // its lifecycle writes under the election key (a deposed or frozen leader writes nothing) and
-  // its scheduler binds to the hosts linked to it. Binding in the store (`holderResources`,
-  // `sessionRecords`) comes with the router on every server (docs/cluster.md).
-  const planeParts = { store: planeKv, resources: planeResources, credentials, provePeer, events, logs, metrics, sessions, onError };
-  const makePlane = planeMaker(options, planeParts);
-  const gated: LeaderGatedPlane | undefined = etcdEndpoints
-    ? createLeaderGatedPlane({ make: makePlane, ...standbyMaker(options, () => cluster, {
-          logs,
-          metrics,
-          sessions: { opened: sessions.record, ended: sessions.forget },
-          peerCredential: () => credentials.issuePeer(cluster?.advertise ?? ""),
-          // A standby refuses relayed streams anyway: the credential alone, no read of etcd.
-          provePeer: async (advertise, credential) => (cluster !== undefined && credentials.verifyPeer(advertise, credential) ? "member" : "invalid"),
-        }), onError })
-    : undefined;
-  const plane = gated ?? makePlane();
+  const planeParts = { store: memberKv, resources: etcdEndpoints ? createResourceStore(memberKv) : resources, credentials, provePeer, events, logs, metrics, sessions, onError };
+  const clusterPlane = etcdEndpoints ? clusterPlaneOf(options, planeParts, kv, () => cluster) : undefined;
+  const plane = clusterPlane ?? planeMaker(options, planeParts)();
   const stats = createStatsCollector({ source: plane.load });
   const shutdown = new AbortController();
   const grpcServer = newGrpcServer(options);
@@ -618,13 +606,14 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       }
       await events.restore();
       await logs.restore();
-      await plane.start();
-      if (gated && etcdEndpoints) {
-        // A standby shows its peer credential to the leader from its first relayed stream on.
+      if (clusterPlane && etcdEndpoints) {
+        // The member first: every session the plane takes is recorded under its lease, and its
+        // leadership (which may come at once) starts the leader's controllers once the plane runs.
         await credentials.load();
-        cluster = await newClusterMember(options, etcdEndpoints, gated, { host, port }, onError);
+        cluster = await newClusterMember(options, etcdEndpoints, clusterPlane, { host, port }, onError);
         await cluster.start();
       }
+      await plane.start();
       logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
       logJournal.start();
       eventJournal.start();

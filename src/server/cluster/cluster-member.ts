@@ -111,24 +111,14 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   const election: Election = ns.election(ELECTION, ttl);
   const sessions = createSessionRecords({ ns, advertise, lease: () => lease, onError });
   const startedAtMs = Date.now();
-  let lease: Lease | undefined;
-  let renewedAt = 0;
+  let lease: Lease | undefined, renewedAt = 0;
   let campaign: Campaign | undefined;
   let fence: { key: string; modRevision: number } | undefined;
   let memberFence: { key: string; modRevision: number } | undefined;
-  let leading = false, stopped = false, lapsed = false;
-  const setLapsed = (value: boolean) => {
-    if (lapsed === value) return;
-    lapsed = value;
-    options.onLapse?.(value);
-  };
-  let watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
+  const leading = flag(options.onLeadership);
+  const lapsed = flag((value) => options.onLapse?.(value));
+  let stopped = false, watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
-  const setLeading = (value: boolean) => {
-    if (leading === value) return;
-    leading = value;
-    options.onLeadership(value);
-  };
 
   /** Grants a new lease and writes the record and every held session under it. */
   async function join(): Promise<void> {
@@ -177,7 +167,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
         (f) => {
           if (campaign !== c || stopped) return;
           fence = f;
-          setLeading(true);
+          leading.set(true);
         },
         (err: unknown) => {
           // The watchdog campaigns again.
@@ -201,7 +191,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     const c = campaign;
     campaign = undefined;
     fence = undefined;
-    setLeading(false);
+    leading.set(false);
     return c ? c.resign().catch(() => {}) : Promise.resolve();
   }
 
@@ -210,14 +200,14 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     if (stopped || !lease) return;
     const silentMs = Date.now() - renewedAt;
     if (silentMs > LEASE_SAFETY * ttl * 1000) {
-      if (!lapsed) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
-      setLapsed(true);
+      if (!lapsed.value) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
+      lapsed.set(true);
       if (campaign) {
         onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it stops leading`);
         stepDown();
       }
     } else {
-      setLapsed(false);
+      lapsed.set(false);
       if (!campaign) campaignOnce();
     }
   }
@@ -226,7 +216,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     advertise,
     leaseTtlSeconds: ttl,
     get isLeader() {
-      return leading;
+      return leading.value;
     },
     async start() {
       await join();
@@ -251,7 +241,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     sessionStarted: sessions.started,
     sessionEnded: sessions.ended,
     get lapsed() {
-      return lapsed;
+      return lapsed.value;
     },
     claimAttach: (container, sessionId) => claimAttach(ns, lease, advertise, container, sessionId),
     releaseAttach: (container, sessionId) => releaseAttach(ns, advertise, container, sessionId),
@@ -259,12 +249,34 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       if (stopped) return;
       stopped = true;
       clearInterval(watchdog);
-      // Resigning and revoking at once lets the next leader take over without waiting a TTL;
-      // an etcd that does not answer must not hold the server's stop (the lease then expires).
-      await Promise.race([Promise.allSettled([stepDown(), lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
-      client.close();
+      await leave(stepDown(), lease, client);
     },
   };
+}
+
+/** A boolean that tells onChange of every change. */
+function flag(onChange: (value: boolean) => void): { readonly value: boolean; set(value: boolean): void } {
+  let value = false;
+  return {
+    get value() {
+      return value;
+    },
+    set(next) {
+      if (value === next) return;
+      value = next;
+      onChange(next);
+    },
+  };
+}
+
+/**
+ * Leaves the cluster: resigning and revoking at once lets the next leader take over without
+ * waiting a TTL; an etcd that does not answer must not hold the server's stop (the lease then
+ * expires). Closes the client.
+ */
+async function leave(resigned: Promise<void>, lease: Lease | undefined, client: Etcd3): Promise<void> {
+  await Promise.race([Promise.allSettled([resigned, lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
+  client.close();
 }
 
 /** The value of an attach claim. */

@@ -6,6 +6,7 @@
  */
 import { Code, type ConnectError } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
+import { EnvelopeState } from "../messaging/envelope.js";
 import type { Letter } from "../messaging/mailbox.js";
 import type { CallRouter } from "../messaging/router.js";
 import type { PeerLinks } from "./peer-links.js";
@@ -19,6 +20,12 @@ export interface ClusterRouterOptions {
   self: () => string;
   /** The server that delivers a container's messages ("" when none does now: the local router answers). */
   deliveredBy: (container: string) => string;
+  /**
+   * Whether a container that no server delivers now is stored (it is being scheduled, started or
+   * moved): a call for it waits for a server to deliver it, within its deadline (absent: the
+   * local router answers every call no server delivers).
+   */
+  awaited?: (container: string) => boolean;
   /**
    * The ready endpoints of a service cluster-wide, sorted (none or undefined: this server's
    * router picks among its own, and waits for one).
@@ -42,10 +49,36 @@ function fromPeer(env: Letter): boolean {
   return typeof origin?.peer === "string" && origin.peer !== "";
 }
 
+/** How often a call that waits for a place looks again (ms). */
+const PLACE_POLL_MS = 50;
+/** Longest a call without a deadline (a send) waits for a place (ms). */
+const PLACE_WAIT_MS = 30_000;
+
 /** Creates the router of a server that routes what it holds and forwards the rest. */
 export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
   const { local, links } = options;
   const cursors = new Map<string, number>();
+  const waitingSince = new WeakMap<Letter, number>();
+
+  /**
+   * A call for a container (or a service) no server delivers yet waits, in the peer links' hands
+   * (so that a cancel or the caller going reaches it), and is routed again a moment later.
+   */
+  function later(env: Letter, target: Target, what: string) {
+    const since = waitingSince.get(env) ?? Date.now();
+    waitingSince.set(env, since);
+    const giveUpAt = env.deadline > 0 ? env.deadline : since + PLACE_WAIT_MS;
+    if (Date.now() >= giveUpAt) {
+      const code = env.deadline > 0 ? Code.DeadlineExceeded : Code.Unavailable;
+      return links.fail(env, code, `${what} is not running on any server of the cluster yet (waited ${Date.now() - since} ms)`);
+    }
+    const signal = links.holds(env) ? links.signalOf(env)! : links.hold(env);
+    setTimeout(() => {
+      if (signal.aborted || env.state === EnvelopeState.Done) return;
+      links.letGo(env);
+      route(env, target);
+    }, PLACE_POLL_MS).unref();
+  }
 
   /**
    * A service's call goes to its endpoints in turn, local and remote alike: a local pick to this
@@ -54,6 +87,8 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
    */
   function routeToService(env: Letter, target: Target, tried: number) {
     const endpoints = options.endpoints?.(target.name) ?? [];
+    // None ready anywhere: wait for one (this server's router would wait only for its own).
+    if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`);
     if (tried >= endpoints.length) return local.route(env, target);
     const turn = cursors.get(target.name) ?? 0;
     cursors.set(target.name, (turn + 1) % endpoints.length);
@@ -67,18 +102,22 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
     });
   }
 
+  function route(env: Letter, target: Target) {
+    // A call another server forwarded is this server's to answer: sent on again, two servers
+    // whose views of where a container is differ for a moment would pass it back and forth.
+    if (fromPeer(env)) return local.route(env, target);
+    if (target.kind === "service") return routeToService(env, target, 0);
+    const server = options.deliveredBy(target.name);
+    const stored = options.awaited?.(target.name) ?? false;
+    // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.
+    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0);
+    if (server === "" && stored) return later(env, target, `container "${target.name}"`);
+    if (server === "" || server === options.self()) return local.route(env, target);
+    links.forward(env, { kind: "container", name: target.name }, server);
+  }
+
   return {
-    route(env, target) {
-      // A call another server forwarded is this server's to answer: sent on again, two servers
-      // whose views of where a container is differ for a moment would pass it back and forth.
-      if (fromPeer(env)) return local.route(env, target);
-      if (target.kind === "service") return routeToService(env, target, 0);
-      const server = options.deliveredBy(target.name);
-      // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.
-      if (target.kind === "any" && server === "" && options.endpoints?.(target.name)) return routeToService(env, target, 0);
-      if (server === "" || server === options.self()) return local.route(env, target);
-      links.forward(env, { kind: "container", name: target.name }, server);
-    },
+    route,
     abandon(env: Letter, code: Code | 0, message: string) {
       // A call the links hold was forwarded; one they answered already is Done, which both ignore.
       if (links.holds(env)) links.abandon(env, code, message);

@@ -56,6 +56,10 @@ export interface PeerLinks {
   forward(env: Letter, target: Target, server: string, label?: string, refused?: (err: ConnectError) => boolean): void;
   /** Whether a call is in these links' hands now (held or forwarded, not yet answered). */
   holds(env: Letter): boolean;
+  /** The signal of a call held (see hold), if it is. */
+  signalOf(env: Letter): AbortSignal | undefined;
+  /** Lets go of a call held and not forwarded (New again), for the caller to route it. */
+  letGo(env: Letter): void;
   /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
   abandon(env: Letter, code: Code | 0, message: string): void;
   /** Answers a call that was never forwarded (it reached no server), and lets go of it. */
@@ -111,6 +115,11 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
   return {
     hold,
     holds: (env) => inFlight.has(env),
+    signalOf: (env) => inFlight.get(env)?.signal,
+    letGo(env) {
+      inFlight.delete(env);
+      env.state = EnvelopeState.New;
+    },
     forward(env, target, server, label = server, refused) {
       const signal = inFlight.get(env)?.signal ?? hold(env);
       const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;

@@ -21,9 +21,9 @@ export interface SessionTable {
   opened(link: WorkerLink): void;
   /** Forgets a session that ended (one never recorded is ignored). */
   ended(link: WorkerLink): void;
-  /** Records a session this server relays to the leader (it holds it, the leader drives it). */
+  /** Records a session by its entry. */
   record(entry: SessionEntry): void;
-  /** Forgets a relayed session that ended. */
+  /** Forgets a session recorded by its entry. */
   forget(entry: SessionEntry): void;
   /** The sessions held now. */
   list(): SessionEntry[];

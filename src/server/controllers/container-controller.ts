@@ -43,6 +43,13 @@ export interface ContainerControllerOptions {
    * this server starts here when its binding is seen (one bound elsewhere keeps naming its host).
    */
   bindsFromStore?: boolean;
+  /**
+   * In a cluster: whether this server holds a container now (runs its lifecycle and writes its
+   * status), given the stored object and the record it has of it, if any. One it does not hold
+   * is let go of: released as a lost host releases it, and forgotten without a write, for the
+   * server holding it to drive. Absent: this server holds every container.
+   */
+  holds?: (obj: Container, rec: ContainerRecord | undefined) => boolean;
   onError: (message: string, err?: unknown) => void;
   onReconcile?: (report: ReconcileReport) => void;
 }
@@ -77,6 +84,8 @@ export interface ContainerLifecycle {
 export interface ContainerController extends Controller, ContainerLifecycle {
   /** The record of a container, read-only for the scheduler. */
   record(name: string): ContainerRecord | undefined;
+  /** Looks at every stored container again (in a cluster: which ones this server holds changed). */
+  recheckAll(): void;
   /** Containers bound to a host now. */
   load(host: WorkerLink): number;
   /** Binds an Unscheduled container to a host (the scheduler's choice). */
@@ -93,11 +102,12 @@ export interface ContainerController extends Controller, ContainerLifecycle {
 
 /** Creates the container controller. */
 export function createContainerController(options: ContainerControllerOptions): ContainerController {
-  const { informer, router, links, events } = options;
+  const { informer, router, links } = options;
   const records = new Map<string, ContainerRecord>();
   const hostLoad = new Map<WorkerLink, number>();
   const schedulingListeners: Array<(name: string | undefined) => void> = [];
-  const status = createStatusWriter({ resources: options.resources, onError: options.onError });
+  // A status whose write failed is written again at a later reconcile (which writes only what differs).
+  const status = createStatusWriter({ resources: options.resources, onError: options.onError, retry: (rec) => controller.enqueue(rec.name, STATUS_RETRY_MS) });
   const needScheduling = (name: string | undefined) => schedulingListeners.forEach((l) => l(name));
   const adjustLoad = (host: WorkerLink | undefined, delta: number) => {
     if (host) hostLoad.set(host, (hostLoad.get(host) ?? 0) + delta);
@@ -109,32 +119,17 @@ export function createContainerController(options: ContainerControllerOptions): 
     controller.enqueue(rec.name, FINALIZE_RETRY_MS);
   });
 
-  const fx: LifecycleEffects = {
-    now: () => Date.now(),
-    relayGraceMs: options.resumeGraceMs,
-    assign: (rec, host) => host.push(assignFrame({ container: rec.name, uid: rec.uid, spec: rec.spec, token: rec.token, restarts: rec.restarts })),
-    stop: (rec, host, graceMs) => host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs })),
-    release: (rec, why) => router.release(rec.name, why),
-    detach: (_rec, link, why, code) => links.lose(link, new ConnectError(why, code)),
-    finalize(rec) {
-      rec.finalizing = true;
-      finalize(rec);
+  const fx = lifecycleEffects(options, {
+    finalize,
+    enqueue: (name, delayMs) => controller.enqueue(name, delayMs),
+    moved(before, after) {
+      adjustLoad(before, -1);
+      adjustLoad(after, +1);
+      // A host with room again may take a waiting container.
+      if (before && !before.closed) needScheduling(undefined);
     },
-    inFlight: (rec) => router.load(rec.name)?.inFlight ?? 0,
-    record: (rec, reason, message, type = "Normal") => events.record({ type, reason, kind: "Container", name: rec.name, message }),
-    wakeAt: (rec, at) => controller.enqueue(rec.name, Math.max(0, at - Date.now()) + 1),
-    token: () => randomBytes(16).toString("hex"),
-    changed(rec, from) {
-      const before = from.is === "Starting" || from.is === "Running" || from.is === "Stopping" ? from.host : undefined;
-      if (before !== rec.host) {
-        adjustLoad(before, -1);
-        adjustLoad(rec.host, +1);
-        // A host with room again may take a waiting container.
-        if (before && !before.closed) needScheduling(undefined);
-      }
-      if (rec.state.is === "Unscheduled") needScheduling(rec.name);
-    },
-  };
+    needScheduling,
+  });
 
   /** Tells the router and the store where the container is now. */
   function publish(rec: ContainerRecord) {
@@ -148,6 +143,9 @@ export function createContainerController(options: ContainerControllerOptions): 
         ? `container "${rec.name}" is being deleted`
         : `container "${rec.name}" has ended (${rec.phase()}) and takes no more requests`,
     });
+    // In a cluster, a container waiting for its host keeps its stored status (bound to that
+    // host) meanwhile: the server the host reconnects to finds it there and resumes it.
+    if (options.bindsFromStore && rec.state.is === "AwaitingHost") return;
     status.write(rec, informer.get("Container", rec.name));
   }
 
@@ -172,7 +170,23 @@ export function createContainerController(options: ContainerControllerOptions): 
     if (host) needScheduling(undefined);
   }
 
-  function reconcile(name: string): void {
+  /**
+   * Another server holds the container now (its host moved there, or this server's session of
+   * it is no longer the one in force): stop driving it, without a write. What its worker had in
+   * flight here is released (requests fail UNAVAILABLE, sends go back to the inbox).
+   */
+  function letGo(rec: ContainerRecord) {
+    records.delete(rec.name);
+    adjustLoad(rec.host, -1);
+    fx.release(rec, "is held by another server of the cluster now");
+    router.setAvailability(rec.name, { link: undefined, ready: false, accepts: "all", notReady: "held by another server of the cluster", refusal: "" });
+  }
+
+  const attachHolds = createAttachHolds();
+
+  /** `attaching`: a process is attaching here, so this server holds the container whoever held it before. */
+  function reconcile(name: string, attaching = false): void {
+    attaching = attachHolds.held(name, attaching);
     const obj = informer.get("Container", name);
     let rec = records.get(name);
     if (rec && rec.uid !== obj?.metadata?.uid) {
@@ -180,13 +194,17 @@ export function createContainerController(options: ContainerControllerOptions): 
       rec = undefined;
     }
     if (!obj?.metadata || !obj.spec) return;
+    if (options.holds && !attaching && !options.holds(obj, rec)) {
+      if (rec) letGo(rec);
+      return;
+    }
     rec ??= newRecord(obj);
     rec.spec = obj.spec;
     rec.generation = obj.metadata.generation;
     rec.kind = containerKind(obj.spec);
     rec.deleting = !!obj.metadata.deletionTimestamp;
     advance(rec, fx);
-    if (options.bindsFromStore) bindStored(rec, obj, links.hosts(), fx, needScheduling);
+    if (options.bindsFromStore) bindStored(rec, obj, links.hosts(), fx, needScheduling, options.resumeGraceMs);
     publish(rec);
   }
 
@@ -210,6 +228,9 @@ export function createContainerController(options: ContainerControllerOptions): 
     ...controller,
     ...lifecycle,
     record: (name) => records.get(name),
+    recheckAll() {
+      for (const c of informer.list("Container")) controller.enqueue(c.metadata?.name ?? "");
+    },
     load: (host) => hostLoad.get(host) ?? 0,
     bind(name, host) {
       const rec = records.get(name);
@@ -232,16 +253,75 @@ export function createContainerController(options: ContainerControllerOptions): 
 }
 
 /**
+ * The containers a process is attaching to here (for ATTACH_HOLD_MS): this server holds them
+ * meanwhile, whoever held them before. held() records an attach and says whether one is on.
+ */
+function createAttachHolds() {
+  const until = new Map<string, number>();
+  return {
+    held(name: string, attaching: boolean): boolean {
+      if (attaching) until.set(name, Date.now() + ATTACH_HOLD_MS);
+      else if ((until.get(name) ?? 0) > Date.now()) return true;
+      else until.delete(name);
+      return attaching;
+    },
+  };
+}
+
+/** What lifecycleEffects needs of the controller besides its options. */
+interface EffectsParts {
+  finalize(rec: ContainerRecord): void;
+  enqueue(name: string, delayMs?: number): void;
+  /** A container's host changed (before, after: either may be none). */
+  moved(before: WorkerLink | undefined, after: WorkerLink | undefined): void;
+  needScheduling(name: string | undefined): void;
+}
+
+/** The effects the lifecycle's transitions ask for, on the controller's router, links and events. */
+function lifecycleEffects(options: ContainerControllerOptions, parts: EffectsParts): LifecycleEffects {
+  const { router, links, events } = options;
+  return {
+    now: () => Date.now(),
+    assign: (rec, host) => host.push(assignFrame({ container: rec.name, uid: rec.uid, spec: rec.spec, token: rec.token, restarts: rec.restarts })),
+    stop: (rec, host, graceMs) => host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs })),
+    release: (rec, why) => router.release(rec.name, why),
+    detach: (_rec, link, why, code) => links.lose(link, new ConnectError(why, code)),
+    finalize(rec) {
+      rec.finalizing = true;
+      parts.finalize(rec);
+    },
+    inFlight: (rec) => router.load(rec.name)?.inFlight ?? 0,
+    record: (rec, reason, message, type = "Normal") => events.record({ type, reason, kind: "Container", name: rec.name, message }),
+    wakeAt: (rec, at) => parts.enqueue(rec.name, Math.max(0, at - Date.now()) + 1),
+    token: () => randomBytes(16).toString("hex"),
+    changed(rec, from) {
+      const before = from.is === "Starting" || from.is === "Running" || from.is === "Stopping" ? from.host : undefined;
+      if (before !== rec.host) parts.moved(before, rec.host);
+      if (rec.state.is === "Unscheduled") parts.needScheduling(rec.name);
+    },
+  };
+}
+
+/**
  * In a cluster: a container the leader bound in the store starts on its host when that host is
  * connected here; one bound to a host elsewhere (or not back yet) keeps naming it; one not bound
  * needs scheduling.
  */
-function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<WorkerLink>, fx: LifecycleEffects, needScheduling: (name: string) => void): void {
+function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<WorkerLink>, fx: LifecycleEffects, needScheduling: (name: string) => void, graceMs: number): void {
   if (rec.state.is !== "Unscheduled" || rec.deleting || rec.kind === "external") return;
   const name = storedBinding(obj);
   if (name === "") return needScheduling(rec.name);
   const host = [...hosts].find((h) => h.name === name && !h.closed);
   if (host) return bind(rec, host, fx);
+  if (rec.awaitedBinding !== name && graceMs > 0) {
+    // Bound to a host no server holds now (its server went before starting it): the host may
+    // come back, to any server, within the resume grace; it is bound again only after.
+    rec.awaitedBinding = name;
+    rec.message = `bound to host "${name}", which no server holds now: waiting up to ${graceMs} ms for it to reconnect`;
+    rec.state = { is: "AwaitingHost", host: name, until: fx.now() + graceMs };
+    fx.wakeAt(rec, fx.now() + graceMs);
+    return;
+  }
   rec.hostName = name;
   rec.message = obj.status!.message;
   // The scheduler keeps it among those waiting: bound to a host no server holds (any more, or
@@ -265,6 +345,12 @@ function batchedFinalizer(resources: ResourceStore, failed: (rec: ContainerRecor
   return (rec) => batches.add(rec);
 }
 
+/** How long a container a process is attaching to stays held here for that attach to finish (ms). */
+const ATTACH_HOLD_MS = 10_000;
+
+/** Retry delay of a status write that failed (ms). */
+const STATUS_RETRY_MS = 500;
+
 /** Retry delay of a finalize that failed (ms). */
 const FINALIZE_RETRY_MS = 500;
 
@@ -272,7 +358,7 @@ const FINALIZE_RETRY_MS = 500;
 interface LifecycleInputOptions {
   records: Map<string, ContainerRecord>;
   informer: Informer;
-  reconcile(name: string): void;
+  reconcile(name: string, attaching?: boolean): void;
   enqueue(name: string): void;
   fx: LifecycleEffects;
   publish(rec: ContainerRecord): void;
@@ -337,8 +423,8 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
     },
     async checkAttach(a, credentialOnly = false) {
       let rec = records.get(a.container);
-      if (!rec && (await o.informer.refresh("Container", a.container))) {
-        o.reconcile(a.container);
+      if (!rec && ((await o.informer.refresh("Container", a.container)) || o.informer.get("Container", a.container))) {
+        o.reconcile(a.container, true);
         rec = records.get(a.container);
       }
       if (!rec) throw new ConnectError(`attach: no container named "${a.container}"`, Code.NotFound);
@@ -364,6 +450,7 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       return rec.name;
     },
     attached(link, name) {
+      if (!records.has(name)) o.reconcile(name, true);
       const rec = records.get(name);
       if (!rec) throw new ConnectError(`attach: no container named "${name}"`, Code.NotFound);
       if (rec.attached && !rec.attached.closed) {
@@ -371,7 +458,7 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       }
       rec.attached = link;
       // At once: deliveries may go to it from now on.
-      o.reconcile(name);
+      o.reconcile(name, true);
     },
   };
 }

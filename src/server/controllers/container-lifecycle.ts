@@ -27,11 +27,6 @@ export const STOP_SLACK_MS = 1000;
 export interface LifecycleEffects {
   /** The time, in ms since the epoch. */
   now(): number;
-  /**
-   * How long a container waits for its host to come back when the host's session was relayed by
-   * another server of the cluster and lost with it (none or 0: it is rescheduled at once).
-   */
-  relayGraceMs?: number;
   /** Sends a host the Assign of a container. */
   assign(rec: ContainerRecord, host: WorkerLink): void;
   /** Sends a host the Stop of a container, with its grace. */
@@ -208,13 +203,6 @@ function hostLost(rec: ContainerRecord, host: WorkerLink, fx: LifecycleEffects):
   fx.release(rec, `lost its host "${host.name}"`);
   detachCommand(rec, `container "${rec.name}" lost its host "${host.name}"`, fx);
   if (rec.deleting) return become(rec, { is: "Finalizing" }, fx);
-  const grace = fx.relayGraceMs ?? 0;
-  if (host.relayedBy && grace > 0 && !wasStopping) {
-    // The server in between went, most likely not the host: it reconnects to another and resumes.
-    rec.message = `waiting up to ${grace} ms for host "${host.name}" to reconnect and resume it (the server relaying its session, ${host.relayedBy}, was lost)`;
-    fx.record(rec, "HostLost", `host "${host.name}" was lost with the server relaying its session, ${host.relayedBy}; waiting for it to reconnect`, "Warning");
-    return become(rec, { is: "AwaitingHost", host: host.name, until: fx.now() + grace }, fx);
-  }
   fx.record(rec, "HostLost", `host "${host.name}" was lost; rescheduling`, "Warning");
   if (!wasStopping) rec.restarts++;
   rec.message = `host "${host.name}" was lost; rescheduling`;

@@ -84,6 +84,8 @@ export class ContainerRecord {
   /** The generation the lifecycle last acted on (a newer one restarts the container with it). */
   actedGeneration: bigint;
 
+  /** The host of a stored binding it already waited the resume grace for (see bindStored). */
+  awaitedBinding = "";
   restarts = 0;
   hostName = "";
   startedAt: Timestamp | undefined = undefined;

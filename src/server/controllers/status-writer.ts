@@ -39,7 +39,12 @@ export function containerStatus(rec: ContainerRecord, current: Container): Conta
 }
 
 /** Creates a status writer over a resource store. */
-export function createStatusWriter(options: { resources: ResourceStore; onError: (message: string, err: unknown) => void }): StatusWriter {
+export function createStatusWriter(options: {
+  resources: ResourceStore;
+  onError: (message: string, err: unknown) => void;
+  /** A record whose write failed (in a cluster: refused while the server joined etcd again): looked at again later. */
+  retry?: (rec: ContainerRecord) => void;
+}): StatusWriter {
   const { resources } = options;
   let stopped = false;
 
@@ -68,11 +73,16 @@ export function createStatusWriter(options: { resources: ResourceStore; onError:
       results.forEach((r, i) => {
         // What was just stored is the version the next write of this record will find.
         if (r.object) remember(recs[i]!, r.object);
-        if (r.error && !stopped) options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
+        if (r.error && !stopped) {
+          options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
+          options.retry?.(recs[i]!);
+        }
       });
     },
     (recs, err) => {
-      if (!stopped) options.onError(`writing the status of ${recs.length} containers failed`, err);
+      if (stopped) return;
+      options.onError(`writing the status of ${recs.length} containers failed`, err);
+      recs.forEach((rec) => options.retry?.(rec));
     },
   );
 

@@ -25,16 +25,9 @@ import type { WorkerLink } from "../messaging/worker-link.js";
 import { createLinkFrames } from "./link-frames.js";
 
 /**
- * The header a standby server sets on the streams it relays (its advertise address): the
- * session is then recorded in the cluster as held by the relaying server.
- */
-export const RELAYED_BY_HEADER = "k4s-relayed-by";
-
-/**
- * The header that proves RELAYED_BY_HEADER: the relaying server's peer credential (an HMAC of
- * its advertise address under a key only the cluster's servers read). Without it the relayed-by
- * header is refused, and so it is from a server that is not a live member now: a client holding
- * the bearer token could otherwise have its own session recorded as held by another server.
+ * The header that proves PEER_HEADER: the server's peer credential (an HMAC of its advertise
+ * address under a key only the cluster's servers read). A client holding the bearer token
+ * cannot make one, so it cannot pass for a server whose calls are answered without forwarding.
  */
 export const PEER_CREDENTIAL_HEADER = "k4s-peer-credential";
 
@@ -47,18 +40,8 @@ export const PEER_HEADER = "k4s-peer";
 /** WorkerServiceOptions are the Connect handler's dependencies. */
 export interface WorkerServiceOptions {
   router: CallRouter;
-  /**
-   * The containers' lifecycle. None on a standby server, which takes client sessions only and
-   * answers a host or an attached process `refuseWorkers()`.
-   */
+  /** The containers' lifecycle (none: the server takes client sessions only). */
   lifecycle?: ContainerLifecycle;
-  /** The error of a host or attach on a server without a lifecycle (UNAVAILABLE, naming the leader). */
-  refuseWorkers?: () => ConnectError;
-  /**
-   * Where a server without a lifecycle sends the stream of a host or an attached process (a
-   * standby relays it to the leader); none: such streams get refuseWorkers().
-   */
-  relay?: (first: ConnectRequest, rest: AsyncIterator<ConnectRequest>, ctx: CallContext) => AsyncGenerator<ConnectResponse>;
   links: LinkRegistry;
   logs: LogStore;
   /** Heartbeat interval announced to links (ms): a stream must say hello within 3 of them. */
@@ -68,44 +51,59 @@ export interface WorkerServiceOptions {
   /** Checks the credential a host shows for its name (none: no host proves its name). */
   credentials?: HostCredentials;
   /**
-   * Whether a stream saying it is relayed by `advertise` comes from that server: "member" when
-   * its peer credential is valid and it is a live member of the cluster, "lapsed" when the
-   * credential is valid but the server's membership is not in etcd now (its lease lapsed and it
-   * is joining again), "invalid" otherwise. None: every relayed-by header is refused (a server of
-   * one takes no relayed streams).
+   * Whether a session saying it is the peer session of server `advertise` comes from that server:
+   * "member" when its peer credential is valid and it is a live member of the cluster, "lapsed"
+   * when the credential is valid but the server's membership is not in etcd now (its lease lapsed
+   * and it is joining again), "invalid" otherwise. None: every peer header is refused (a server of
+   * one has no peers).
    */
   provePeer?: (advertise: string, credential: string) => Promise<PeerProof>;
+  /**
+   * In a cluster: why this server takes no host or attached process now (its lease went
+   * unrenewed: what it holds may be taken by another server at any moment), else undefined.
+   */
+  workersRefused?: () => ConnectError | undefined;
+  /**
+   * In a cluster: claims a container for a process attaching here, cluster-wide; resolves to ""
+   * when claimed, else to the server whose process is attached to it (the attach is refused
+   * UNAVAILABLE: a dead server's claim lasts until its lease expires).
+   */
+  claimAttach?: (container: string, sessionId: string) => Promise<string>;
   metrics?: Metrics;
 }
 
-/** What a relayed stream's peer credential proves (see WorkerServiceOptions.provePeer). */
+/** What a peer session's credential proves (see WorkerServiceOptions.provePeer). */
 export type PeerProof = "member" | "lapsed" | "invalid";
 
 /**
- * The server a stream is relayed by ("" when none). A header nothing proves is refused
- * PERMISSION_DENIED. A real server whose membership lapsed for a moment (its etcd lease expired
- * while etcd failed over, and it is joining again) is answered UNAVAILABLE instead: the process
- * it relays tries again, as it would if that server had gone, rather than taking the refusal for
- * its own and stopping.
+ * The server a header names, proven by its peer credential ("" when the header is absent). A
+ * header nothing proves is refused PERMISSION_DENIED. A real server whose membership lapsed for a
+ * moment (its etcd lease expired while etcd failed over, and it is joining again) is answered
+ * UNAVAILABLE instead, and tries again.
  */
-async function relayerOf(ctx: CallContext, provePeer: WorkerServiceOptions["provePeer"]): Promise<string> {
-  return provenServer(ctx, RELAYED_BY_HEADER, provePeer, "this server takes no relayed streams (only the leader does)");
-}
-
-/**
- * The server a header names, proven by its peer credential ("" when the header is absent);
- * refused as relayerOf says. `none`: why a server without provePeer refuses it.
- */
-async function provenServer(ctx: CallContext, header: string, provePeer: WorkerServiceOptions["provePeer"], none: string): Promise<string> {
+async function provenServer(ctx: CallContext, header: string, provePeer: WorkerServiceOptions["provePeer"]): Promise<string> {
   const server = String(ctx.metadata.get(header)[0] ?? "");
   if (server === "") return "";
   const credential = String(ctx.metadata.get(PEER_CREDENTIAL_HEADER)[0] ?? "");
   const refused = (why: string) => new ConnectError(`the ${header} header is for the servers of this cluster: ${why}`, Code.PermissionDenied);
-  if (!provePeer) throw refused(none);
+  if (!provePeer) throw refused("this server is no member of a cluster");
   const proof = await provePeer(server, credential);
   if (proof === "member") return server;
   if (proof === "lapsed") throw new ConnectError(`server "${server}" is not a live member of this cluster now (its membership lapsed); try again`, Code.Unavailable);
   throw refused(`"${server}" showed no valid ${PEER_CREDENTIAL_HEADER}`);
+}
+
+/** In a cluster, claims the container for an attached link cluster-wide; ends the link and throws when another server holds it. */
+async function claimAttach(options: WorkerServiceOptions, s: WorkerLink, container: string): Promise<void> {
+  const heldBy = await options.claimAttach?.(container, s.id).catch((err: unknown) => {
+    options.links.lose(s);
+    throw new ConnectError(`attach: container "${container}" could not be claimed in the cluster: ${ConnectError.from(err).rawMessage}`, Code.Unavailable);
+  });
+  if (!heldBy) return;
+  options.links.lose(s);
+  // UNAVAILABLE, not FAILED_PRECONDITION: that server may have just died (its claim goes with
+  // its lease, within the lease's TTL), and the process tries again, there or elsewhere.
+  throw new ConnectError(`attach: container "${container}" is already attached by a process on server ${heldBy} (a claim of a server that died goes with its lease; try again)`, Code.Unavailable);
 }
 
 /** Creates the WorkerService handlers. */
@@ -113,12 +111,12 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
   const { links } = options;
   const lifecycleFor = (what: string): ContainerLifecycle => {
     if (options.lifecycle) return options.lifecycle;
-    throw options.refuseWorkers?.() ?? new ConnectError(`this server takes no ${what}`, Code.Unavailable);
+    throw new ConnectError(`this server takes no ${what}`, Code.Unavailable);
   };
   const hb = options.heartbeatIntervalMs;
   const handleFrame = createLinkFrames(options);
 
-  function openHello(hello: Hello, relayedBy: string, peer: string): WorkerLink {
+  function openHello(hello: Hello, peer: string): WorkerLink {
     const role = hello.role === "" ? "host" : hello.role;
     if (role !== "host" && role !== "client") {
       throw new ConnectError(`hello.role must be "host" or "client", got "${hello.role}"`, Code.InvalidArgument);
@@ -131,7 +129,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     // Only the credential the server issued for a name proves a session is that host: without
     // it, a live host's name (and with it its containers) cannot be claimed.
     const proven = role === "host" && (options.credentials?.verify(base, hello.credential) ?? false);
-    const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven, relayedBy } as const;
+    const spec = { name: base, role, modules: hello.modules, capacity: hello.capacity, canSpawn: hello.canSpawn, proven } as const;
     if (lifecycle && proven) {
       // The same host reconnecting before its old stream was declared lost: the newer session
       // takes over what the old one ran, under the same name, once. The older one is told so
@@ -150,11 +148,12 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     return s;
   }
 
-  async function openAttach(a: Attach, credentialOnly: boolean, relayedBy: string): Promise<WorkerLink> {
+  async function openAttach(a: Attach, credentialOnly: boolean): Promise<WorkerLink> {
     const lifecycle = lifecycleFor("attached processes");
     const container = await lifecycle.checkAttach(a, credentialOnly);
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
-    const s = links.open({ name: a.host || `${container}-process`, role: "attached", container, relayedBy });
+    const s = links.open({ name: a.host || `${container}-process`, role: "attached", container });
+    await claimAttach(options, s, container);
     try {
       lifecycle.attached(s, container);
     } catch (err) {
@@ -205,11 +204,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const it = reqs[Symbol.asyncIterator]();
     const first = await firstRequest(it, ctx.signal);
-    const relayedBy = await relayerOf(ctx, options.provePeer);
-    const peer = await provenServer(ctx, PEER_HEADER, options.provePeer, "this server takes no peer sessions");
-    // Relayed streams are for the leader: a server without the lifecycle (a standby that a relaying
-    // server took for the leader) refuses them as it refuses workers.
-    if (relayedBy && !options.lifecycle) lifecycleFor("relayed streams");
+    const peer = await provenServer(ctx, PEER_HEADER, options.provePeer);
     await options.ready;
     const f0 = first.frames[0]?.frame;
     // Let in on an attach credential rather than the bearer token: only that Attach may follow.
@@ -218,15 +213,13 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
       throw new ConnectError(`an attach credential (${ATTACH_TOKEN_HEADER}) admits only the Attach of its own container, with that token as Attach.token`, Code.PermissionDenied);
     }
     const worker = f0?.case === "attach" || (f0?.case === "hello" && f0.value.role !== "client");
-    if (worker && !options.lifecycle && options.relay) {
-      yield* options.relay(first, it, ctx);
-      return;
-    }
+    const refusal = worker ? options.workersRefused?.() : undefined;
+    if (refusal) throw refusal;
     let s: WorkerLink;
     if (f0?.case === "hello") {
-      s = openHello(f0.value, relayedBy, peer);
+      s = openHello(f0.value, peer);
     } else if (f0?.case === "attach") {
-      s = await openAttach(f0.value, credential !== undefined, relayedBy);
+      s = await openAttach(f0.value, credential !== undefined);
     } else {
       throw new ConnectError(
         `the first frame must be hello or attach, got ${f0?.case ? f0.case : "no frame"}`,

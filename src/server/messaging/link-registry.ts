@@ -39,8 +39,6 @@ export interface LinkSpec {
   container?: string;
   /** A host that showed the credential of the name it asked for. */
   proven?: boolean;
-  /** The server of the cluster that relays the session here, if one does. */
-  relayedBy?: string;
   /** The server whose peer session this is (its peer credential verified), if it is one. */
   peer?: string;
 }
@@ -51,6 +49,8 @@ export interface LinkRegistry {
   open(spec: LinkSpec, options?: { keepName?: boolean }): WorkerLink;
   /** Live host links, in connection order. */
   hosts(): Iterable<WorkerLink>;
+  /** Live links of hosts and attached processes (not calling clients). */
+  workers(): Iterable<WorkerLink>;
   /** Ends a link (idempotent); with an error, its stream ends with that status. */
   lose(link: WorkerLink, err?: ConnectError): void;
   /** Calls listener once for every link lost from now on (after it was closed). */
@@ -83,6 +83,10 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
 
   function* hosts(): Iterable<WorkerLink> {
     for (const l of links.values()) if (l.role === "host" && !l.closed) yield l;
+  }
+
+  function* workers(): Iterable<WorkerLink> {
+    for (const l of links.values()) if (l.role !== "client" && !l.closed) yield l;
   }
 
   function lose(link: WorkerLink, err?: ConnectError) {
@@ -133,7 +137,6 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
         container: spec.container ?? "",
         // A suffixed name is a new identity: only the name asked for was proven.
         proven: (spec.proven ?? false) && name === spec.name,
-        relayedBy: spec.relayedBy,
         peer: spec.peer,
         maxQueuedBytes: options.maxSessionBufferBytes,
         onOverflow: overflow,
@@ -147,6 +150,7 @@ export function createLinkRegistry(options: LinkRegistryOptions): LinkRegistry {
       return link;
     },
     hosts,
+    workers,
     lose,
     onLost(listener) {
       listeners.push(listener);

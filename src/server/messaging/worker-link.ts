@@ -51,8 +51,6 @@ export interface WorkerLinkInit {
   container?: string;
   /** A host that showed the credential of its name. */
   proven?: boolean;
-  /** The server that relays the session here ("" when the process is connected to this one). */
-  relayedBy?: string;
   /** The server whose peer session this is, proven by its peer credential ("" for any other session). */
   peer?: string;
   /**
@@ -110,8 +108,6 @@ export class WorkerLink implements Caller<Mailbox> {
    * over its own live session and resume the containers that waited for its name.
    */
   readonly proven: boolean;
-  /** The server of the cluster that relays the session here ("" when the process is connected to this one). */
-  readonly relayedBy: string;
   /**
    * The server of the cluster whose peer session this is ("" for any other session): set only
    * once its peer credential was verified, never from a name a client could choose.
@@ -131,7 +127,6 @@ export class WorkerLink implements Caller<Mailbox> {
     this.canSpawn = init.canSpawn ?? false;
     this.container = init.container ?? "";
     this.proven = init.proven ?? false;
-    this.relayedBy = init.relayedBy ?? "";
     this.peer = init.peer ?? "";
     this.maxQueuedBytes = init.maxQueuedBytes ?? DEFAULT_SESSION_BUFFER_BYTES;
     this.onOverflow = init.onOverflow ?? (() => {});
