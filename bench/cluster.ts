@@ -1,16 +1,21 @@
 /**
- * `npm run bench:cluster [-- --quick] [--rounds N]`: the cost of routing between servers, in one
- * run. Two `k4s server` processes over one etcd member (in /dev/shm when there is one); a worker
- * host connected to the leader serves an echo container (concurrency 256); this process is the
- * load generator:
+ * `npm run bench:cluster [-- --quick] [--rounds N]`: routing between servers, in one run. Two
+ * `k4s server` processes over one etcd member (in /dev/shm when there is one), a `k4s worker`
+ * host connected to each (host-0 to server 0, host-1 to server 1), a ReplicaSet of two echo
+ * containers (concurrency 256) that the scheduler places one on each host, and a Service over
+ * them; this process is the load generator:
  *
- *   direct        client -> leader -> worker                      (one server, the baseline)
- *   via standby   client -> standby -> peer link -> leader -> worker   (the forwarding cost)
- *   2 servers     half the calls on each server                   (2 servers vs 1 on the same load)
+ *   direct              client -> server 0 -> host-0               (one server, one host: the baseline)
+ *   via peer            client -> server 1 -> peer link -> server 0 -> host-0   (the hop's cost)
+ *   2 servers           half the calls through server 0 to host-0's replica, half through
+ *                       server 1 to host-1's: each served where it arrives (2 servers vs 1)
+ *   2 servers, Service  the calls alternate between the servers, to the Service: the router picks
+ *                       an endpoint in turn cluster-wide, so about half the calls hop
  *
- * Closed loop, 100-byte requests, with 64 and with 1 in flight: req/s, p50, p99 and the CPU per
- * call of both server processes, medians over rounds (the order rotates each round), and the
- * ratios against `direct`. BENCH_CPU_PROF=DIR writes a V8 CPU profile of each server there.
+ * Closed loop, 100-byte requests, with 64 and with 1 in flight (the same total in every
+ * scenario): req/s, p50, p99 and the CPU per call of both server processes, medians over rounds
+ * (the order rotates each round), and the ratios against `direct`. BENCH_CPU_PROF=DIR writes a
+ * V8 CPU profile of each server there.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -58,32 +63,53 @@ async function waitFor(what: string, check: () => Promise<boolean>): Promise<voi
 }
 
 async function main(): Promise<void> {
+  console.log(`load average at start ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   etcd = await startEtcd();
   const servers = [await startServer(etcd.storeUrl), await startServer(etcd.storeUrl)];
   const clients = servers.map((s) => createClient({ address: s.address, reconnect: false }));
-  let leaderAt = -1;
-  await waitFor("a leader", async () => {
-    const list = await clients[0]!.servers();
-    leaderAt = servers.findIndex((s) => list.some((m) => m.leader && m.address === s.address));
-    return leaderAt >= 0;
-  });
-  const leader = clients[leaderAt]!;
-  const standby = clients[1 - leaderAt]!;
+  await waitFor("a leader", async () => (await clients[0]!.servers()).some((m) => m.leader));
   const module = join(dir, "echo.mjs");
   writeFileSync(module, `import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};\nexport const echo = defineWorker(async (ctx) => { await ctx.handle((m) => m.value); });\n`);
-  await leader.apply("kind: Container\nmetadata: {name: bench-echo}\nspec: {module: echo, function: echo, concurrency: 256, queueLimit: 10000}\n");
-  const hostArgs = [K4S_BIN, "worker", "--server", servers.map((s) => s.address).join(","), "--name", "bench-host", "--module", `echo=${module}`];
-  children.push(await spawnBinary("k4s worker", process.execPath, hostArgs, /serving/, 60_000));
-  await waitFor("bench-echo ready", async () => (await leader.get("Container", "bench-echo")).status?.ready === true);
-  // Each server's messaging session is opened before anything is measured.
-  for (const c of clients) await c.request("container/bench-echo", payload);
+  // host-i connects to server i (the other one second, for failover only).
+  for (const i of [0, 1]) {
+    const hostArgs = [K4S_BIN, "worker", "--server", `${servers[i]!.address},${servers[1 - i]!.address}`, "--name", `host-${i}`, "--module", `echo=${module}`];
+    children.push(await spawnBinary("k4s worker", process.execPath, hostArgs, /serving/, 60_000));
+  }
+  const holders = async () => Object.fromEntries((await clients[0]!.servers()).flatMap((m) => m.sessions.map((x) => [x.name, m.address])));
+  await waitFor("host-i held by server i", async () => {
+    const h = await holders();
+    return h["host-0"] === servers[0]!.address && h["host-1"] === servers[1]!.address;
+  });
+  // Both hosts are up before the ReplicaSet exists, so the scheduler puts one replica on each.
+  await clients[0]!.apply(`kind: ReplicaSet
+metadata: {name: bench-echo}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: bench-echo}}
+    spec: {module: echo, function: echo, concurrency: 256, queueLimit: 10000}
+---
+kind: Service
+metadata: {name: bench-echo}
+spec: {matchLabels: {app: bench-echo}}
+`);
+  await waitFor("2 ready replicas", async () => (await clients[0]!.get("ReplicaSet", "bench-echo")).status?.readyReplicas === 2);
+  const placed = (await clients[0]!.list("Container")).items;
+  const on = [0, 1].map((i) => placed.find((c) => c.status?.host === `host-${i}`)?.metadata?.name);
+  if (!on[0] || !on[1]) throw new Error(`the replicas are not one on each host: ${placed.map((c) => `${c.metadata?.name} on ${c.status?.host}`).join(", ")}`);
+  const [local0, local1] = [`container/${on[0]}`, `container/${on[1]}`];
+  console.log(`${on[0]} on host-0 (server 0 ${servers[0]!.address}), ${on[1]} on host-1 (server 1 ${servers[1]!.address})`);
+  // Each server's messaging session, and its peer link, are opened before anything is measured.
+  for (const c of clients) for (const to of [local0, local1, "service/bench-echo"]) await c.request(to, payload);
 
   const pids = servers.map((s) => s.child.pid);
   let turn = 0;
+  let svcTurn = 0;
   const scenarios: Record<string, () => Promise<unknown>> = {
-    direct: () => leader.request("container/bench-echo", payload),
-    "via standby": () => standby.request("container/bench-echo", payload),
-    "2 servers": () => clients[turn++ % 2]!.request("container/bench-echo", payload),
+    direct: () => clients[0]!.request(local0, payload),
+    "via peer": () => clients[1]!.request(local0, payload),
+    "2 servers": () => (turn++ % 2 === 0 ? clients[0]!.request(local0, payload) : clients[1]!.request(local1, payload)),
+    "2 servers, Service": () => clients[svcTurn++ % 2]!.request("service/bench-echo", payload),
   };
   const measure = async (scenario: string, inFlight: number): Promise<Row> => {
     let cpu0 = 0;
@@ -112,7 +138,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  console.log(`\nmedians of ${rounds} round(s), 100-byte requests, load average ${loadavg()[0]!.toFixed(1)}:`);
+  console.log(`\nmedians of ${rounds} round(s), 100-byte requests, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(" ")}:`);
   console.log("| scenario | in flight | req/s | p50 ms | p99 ms | servers' CPU µs/call | req/s vs direct | p50 vs direct |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const inFlight of [64, 1]) {
     const med = (scenario: string, key: "rate" | "p50" | "p99" | "cpuUsPerCall") =>
@@ -123,6 +149,10 @@ async function main(): Promise<void> {
           `${(med(n, "rate") / med("direct", "rate")).toFixed(2)}x | ${(med(n, "p50") / med("direct", "p50")).toFixed(2)}x |`,
       );
     }
+  }
+  for (const inFlight of [64, 1]) {
+    const rate = (scenario: string) => median(rows.filter((r) => r.scenario === scenario && r.inFlight === inFlight).map((r) => r.rate));
+    console.log(`${inFlight} in flight: 2 servers (2 hosts) vs 1 server (1 host) ${(rate("2 servers") / rate("direct")).toFixed(2)}x req/s; via peer vs direct ${(rate("via peer") / rate("direct")).toFixed(2)}x`);
   }
   const failed = rows.filter((r) => r.errors > 0);
   for (const c of clients) await c.close();
