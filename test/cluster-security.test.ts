@@ -80,7 +80,23 @@ test("cluster security: a client's k4s-peer header is refused (PERMISSION_DENIED
     const after = await leader.client.get("Container", "sec-echo");
     assert.deepEqual([after.metadata?.uid, after.status?.restarts, after.status?.host], [before.metadata?.uid, before.status?.restarts, "host-s"]);
     assert.equal((await held())[standby.address], "host-s");
-    console.log(`# k4s-peer header: ${Object.keys(attempts).length} forged forms refused PERMISSION_DENIED on both servers, a real credential of no member UNAVAILABLE; an unproven claim of host-s on the leader ended ("${ended?.rawMessage}"), sec-echo not moved`);
+
+    // A call forwarded to a server that does not deliver the container (the sender's view of
+    // where it is was stale) is refused before acceptance, UNAVAILABLE, so the sender routes it
+    // again; never queued here, where no worker of it will ever come (a send: never delivered).
+    const stale = openRawPeer(leader.address, hello, { "k4s-peer": standby.address, "k4s-peer-credential": peerCredential(standby.address) });
+    await stale.next("welcome", undefined, 30_000);
+    stale.send({ case: "call", value: { id: 1n, target: "sec-echo", data: Buffer.from("r"), expectsReply: true, timeoutMs: 5_000 } });
+    stale.send({ case: "call", value: { id: 2n, target: "sec-echo", data: Buffer.from("s"), expectsReply: false } });
+    const refused: string[] = [];
+    for (const id of [1n, 2n]) {
+      const r = await stale.next("callResult", (x) => x.id === id, 30_000);
+      assert.equal(r.error?.code, Code.Unavailable, `forwarded call ${id} to a server that does not hold sec-echo: ${r.error?.message ?? "accepted"}`);
+      assert.match(r.error!.message, new RegExp(`container "sec-echo" is not held by server ${leader.address.replace(/\./g, "\\.")} \\(server ${standby.address.replace(/\./g, "\\.")} delivers it\\)`));
+      refused.push(r.error!.message);
+    }
+    stale.cancel();
+    console.log(`# k4s-peer header: ${Object.keys(attempts).length} forged forms refused PERMISSION_DENIED on both servers, a real credential of no member UNAVAILABLE; an unproven claim of host-s on the leader ended ("${ended?.rawMessage}"), sec-echo not moved; a request and a send forwarded to the server not holding it refused ("${refused[0]}")`);
   } finally {
     await host?.kill();
     await cluster.stop();

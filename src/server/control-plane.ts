@@ -13,6 +13,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { KINDS } from "../api/kinds.js";
 import { createClusterEndpoints } from "./cluster/cluster-endpoints.js";
 import { createClusterRouter } from "./cluster/cluster-router.js";
+import { awaitsPlace } from "./cluster/container-placement.js";
 import { createHolding } from "./cluster/holding.js";
 import { createPeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
 import { createSessionLocator, type SessionLocator } from "./cluster/session-locator.js";
@@ -94,6 +95,8 @@ export interface ClusterPlaneOptions extends Pick<PeerLinksOptions, "self" | "to
   releaseAttach(container: string, sessionId: string): Promise<void>;
   /** Why this server takes no worker session now (its lease lapsed), else undefined. */
   workersRefused(): ConnectError | undefined;
+  /** The leader's advertise address as last seen ("" when none is known). */
+  leader(): string;
 }
 
 /** ClusterControlPlane is a control plane of a cluster's server: it leads or not. */
@@ -296,8 +299,19 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     local: router,
     links: peers,
     self: cluster.self,
-    deliveredBy: (name) => holding!.deliveredBy(informer.get("Container", name), containers.record(name)),
-    awaited: (name) => informer.get("Container", name) !== undefined,
+    deliveredBy: (name) => {
+      const obj = informer.get("Container", name);
+      const server = holding!.deliveredBy(obj, containers.record(name));
+      // One that no server will take (ended, being deleted, external with no process attached)
+      // is the leader's: its router answers for it as a single server's would.
+      if (server !== "" || !obj || awaitsPlace(obj) || leading) return server;
+      const leader = cluster.leader();
+      return leader === cluster.self() ? "" : leader;
+    },
+    awaited: (name) => {
+      const obj = informer.get("Container", name);
+      return obj !== undefined && awaitsPlace(obj);
+    },
     endpoints: (service) => endpoints.of(service),
   });
   links.onLost((link) => {

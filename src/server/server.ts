@@ -332,6 +332,7 @@ function clusterPlaneOf(options: ServerOptions, parts: PlaneParts, kv: Store, me
       leaderResources: createResourceStore(leaderKv),
       claimAttach: (container, sessionId) => member()?.claimAttach(container, sessionId) ?? Promise.resolve("(none: this server is joining the cluster)"),
       releaseAttach: async (container, sessionId) => member()?.releaseAttach(container, sessionId),
+      leader: () => member()?.knownLeader ?? "",
       workersRefused: () =>
         member()?.lapsed ? new ConnectError(`k4s server ${self()} cannot renew its lease in etcd now: hosts and attached processes connect to another server`, Code.Unavailable) : undefined,
     },

@@ -21,9 +21,10 @@ export interface ClusterRouterOptions {
   /** The server that delivers a container's messages ("" when none does now: the local router answers). */
   deliveredBy: (container: string) => string;
   /**
-   * Whether a container that no server delivers now is stored (it is being scheduled, started or
-   * moved): a call for it waits for a server to deliver it, within its deadline (absent: the
-   * local router answers every call no server delivers).
+   * Whether a container that no server delivers now can still come to one (stored, not ended,
+   * not being deleted, not an external one waiting for a process: it is being scheduled,
+   * started or moved): a call for it waits for a server to deliver it, within its deadline
+   * (absent or false: the local router answers it, e.g. FAILED_PRECONDITION for an ended one).
    */
   awaited?: (container: string) => boolean;
   /**
@@ -40,7 +41,12 @@ export interface ClusterRouterOptions {
  */
 export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean): boolean {
   if (err.code === Code.NotFound || err.code === Code.FailedPrecondition || err.code === Code.ResourceExhausted) return true;
-  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage));
+  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage) || notHeldThere(err));
+}
+
+/** Whether a server refused a forwarded call because it does not deliver that container now (never accepted). */
+function notHeldThere(err: ConnectError): boolean {
+  return err.code === Code.Unavailable && / is not held by server /.test(err.rawMessage);
 }
 
 /** Whether a call came over another server's peer session (its peer credential verified when it opened). */
@@ -102,10 +108,23 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
     });
   }
 
+  /**
+   * A call another server forwarded is never sent on (two servers whose views of where a
+   * container is differ for a moment would pass it back and forth): this server answers it when
+   * it delivers the container now, or no server does and none will (the local router says why);
+   * else it refuses it before accepting it, UNAVAILABLE, and the sending server routes it again
+   * within the call's deadline (a send's: the wait for a place).
+   */
+  function routeFromPeer(env: Letter, target: Target) {
+    if (target.kind === "service") return local.route(env, target);
+    const self = options.self();
+    const server = options.deliveredBy(target.name);
+    if (server === self || (server === "" && !(options.awaited?.(target.name) ?? false))) return local.route(env, target);
+    links.fail(env, Code.Unavailable, `container "${target.name}" is not held by server ${self}${server === "" ? "" : ` (server ${server} delivers it)`}`);
+  }
+
   function route(env: Letter, target: Target) {
-    // A call another server forwarded is this server's to answer: sent on again, two servers
-    // whose views of where a container is differ for a moment would pass it back and forth.
-    if (fromPeer(env)) return local.route(env, target);
+    if (fromPeer(env)) return routeFromPeer(env, target);
     if (target.kind === "service") return routeToService(env, target, 0);
     const server = options.deliveredBy(target.name);
     const stored = options.awaited?.(target.name) ?? false;
@@ -113,7 +132,13 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
     if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0);
     if (server === "" && stored) return later(env, target, `container "${target.name}"`);
     if (server === "" || server === options.self()) return local.route(env, target);
-    links.forward(env, { kind: "container", name: target.name }, server);
+    // Refused there because that server let the container go: where is it now? Looked up again
+    // a moment later, until the call's deadline (so never endlessly, and never passed on there).
+    links.forward(env, { kind: "container", name: target.name }, server, server, (err) => {
+      if (!notHeldThere(err)) return false;
+      later(env, target, `container "${target.name}"`);
+      return true;
+    });
   }
 
   return {

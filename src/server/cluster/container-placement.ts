@@ -31,6 +31,17 @@ export function boundHost(obj: Container): string {
   return st.host;
 }
 
+/**
+ * Whether a container no server delivers now can still come to one: not ended, not being
+ * deleted, and not an external one (which comes only when a process attaches: no server waits
+ * for that). A call for any other waits for a server to take it; for these it is answered at once.
+ */
+export function awaitsPlace(obj: Container): boolean {
+  const phase = obj.status?.phase;
+  if (obj.metadata?.deletionTimestamp || phase === "Succeeded" || phase === "Failed" || phase === "Terminating") return false;
+  return containerKind(obj.spec) !== "external";
+}
+
 /** Where a container stands in the cluster now. */
 export function placementOf(obj: Container, sessions: Pick<SessionLocator, "host" | "attached">): Placement {
   const name = obj.metadata?.name ?? "";
