@@ -107,7 +107,7 @@ export function createContainerController(options: ContainerControllerOptions): 
   const hostLoad = new Map<WorkerLink, number>();
   const schedulingListeners: Array<(name: string | undefined) => void> = [];
   // A status whose write failed is written again at a later reconcile (which writes only what differs).
-  const status = createStatusWriter({ resources: options.resources, onError: options.onError, retry: (rec) => controller.enqueue(rec.name, STATUS_RETRY_MS) });
+  const status = createStatusWriter({ resources: options.resources, onError: options.onError, retry: (rec, delayMs) => controller.enqueue(rec.name, delayMs) });
   const needScheduling = (name: string | undefined) => schedulingListeners.forEach((l) => l(name));
   const adjustLoad = (host: WorkerLink | undefined, delta: number) => {
     if (host) hostLoad.set(host, (hostLoad.get(host) ?? 0) + delta);
@@ -347,9 +347,6 @@ function batchedFinalizer(resources: ResourceStore, failed: (rec: ContainerRecor
 
 /** How long a container a process is attaching to stays held here for that attach to finish (ms). */
 const ATTACH_HOLD_MS = 10_000;
-
-/** Retry delay of a status write that failed (ms). */
-const STATUS_RETRY_MS = 500;
 
 /** Retry delay of a finalize that failed (ms). */
 const FINALIZE_RETRY_MS = 500;

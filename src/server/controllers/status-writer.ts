@@ -6,6 +6,7 @@
  * change nothing is skipped.
  */
 import { create, equals } from "@bufbuild/protobuf";
+import { createBackoff, type Backoff } from "../../api/backoff.js";
 import { ContainerStatusSchema, type Container, type ContainerStatus } from "../../gen/k4s/v1/resources_pb.js";
 import { isNewerVersion } from "../store/newer-version.js";
 import type { ResourceStore, StatusUpdate } from "../store/resource-store.js";
@@ -38,15 +39,33 @@ export function containerStatus(rec: ContainerRecord, current: Container): Conta
   });
 }
 
+/** How a status write that failed is retried: 500 ms, doubling while it keeps failing, up to 30 s. */
+const STATUS_RETRY = { initialMs: 500, maxMs: 30_000, jitter: 0.2 };
+
 /** Creates a status writer over a resource store. */
 export function createStatusWriter(options: {
   resources: ResourceStore;
   onError: (message: string, err: unknown) => void;
-  /** A record whose write failed (in a cluster: refused while the server joined etcd again): looked at again later. */
-  retry?: (rec: ContainerRecord) => void;
+  /**
+   * A record whose write failed (in a cluster: refused while the server joined etcd again): looked
+   * at again after `delayMs`, which grows (capped) while its writes keep failing.
+   */
+  retry?: (rec: ContainerRecord, delayMs: number) => void;
 }): StatusWriter {
   const { resources } = options;
   let stopped = false;
+  /** The back-off of each record whose writes are failing now (none: its last write succeeded). */
+  const failing = new WeakMap<ContainerRecord, Backoff>();
+  /** A write of a record failed: logged once per run of failures, retried later and later. */
+  const failed = (rec: ContainerRecord, message: string, err: unknown) => {
+    let backoff = failing.get(rec);
+    if (!backoff) {
+      backoff = createBackoff(STATUS_RETRY);
+      failing.set(rec, backoff);
+      options.onError(`${message} (retried with back-off up to ${STATUS_RETRY.maxMs / 1000} s; not logged again until a write of it succeeds)`, err);
+    }
+    options.retry?.(rec, backoff.next());
+  };
 
   /**
    * The newest stored version of each record's object seen (the informer's copy, or what the
@@ -72,24 +91,27 @@ export function createStatusWriter(options: {
       const results = await resources.updateStatuses("Container", recs.map(update));
       results.forEach((r, i) => {
         // What was just stored is the version the next write of this record will find.
-        if (r.object) remember(recs[i]!, r.object);
-        if (r.error && !stopped) {
-          options.onError(`writing the status of container "${recs[i]!.name}" failed`, r.error);
-          options.retry?.(recs[i]!);
-        }
+        const rec = recs[i]!;
+        if (r.object) remember(rec, r.object);
+        if (r.error) {
+          if (!stopped) failed(rec, `writing the status of container "${rec.name}" failed`, r.error);
+        } else failing.delete(rec);
       });
     },
     (recs, err) => {
       if (stopped) return;
-      options.onError(`writing the status of ${recs.length} containers failed`, err);
-      recs.forEach((rec) => options.retry?.(rec));
+      recs.forEach((rec) => failed(rec, `writing the status of container "${rec.name}" (in a batch of ${recs.length}) failed`, err));
     },
   );
 
   return {
     write(rec, stored) {
       if (stopped) return;
-      if (!batches.handling(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) return;
+      if (!batches.handling(rec) && stored?.metadata?.uid === rec.uid && stored.status && equals(ContainerStatusSchema, stored.status, containerStatus(rec, stored))) {
+        // Stored as it is (a write on its way when one failed did it): nothing is failing now.
+        failing.delete(rec);
+        return;
+      }
       if (stored) remember(rec, stored);
       batches.add(rec);
     },
