@@ -272,8 +272,14 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
 
 /** How the leadership of a cluster's server starts and stops the leader's controllers, in order. */
 function leadership(start: Promise<void>, turn: (leads: boolean) => Promise<void>, onError: ControlPlaneOptions["onError"]) {
-  let changes = start;
-  const inOrder = (leads: boolean) => (changes = changes.then(() => turn(leads)).catch((err: unknown) => onError("changing leadership failed", err)));
+  // A plane that failed to start never leads: its changes are skipped.
+  const startedOk = start.then(
+    () => true,
+    () => false,
+  );
+  let changes: Promise<unknown> = startedOk;
+  const inOrder = (leads: boolean) =>
+    (changes = changes.then(() => startedOk).then((ok) => (ok ? turn(leads) : undefined)).catch((err: unknown) => onError("changing leadership failed", err)));
   return { lead: () => inOrder(true), follow: () => inOrder(false) };
 }
 
@@ -318,8 +324,10 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
   });
   let leaders: Controller[] = [];
-  let markStarted!: () => void;
-  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  let markStarted!: (ok: boolean) => void;
+  // Rejected when the start failed: a session waiting for it ends, and no leadership change runs.
+  const started = new Promise<void>((resolve, reject) => (markStarted = (ok) => (ok ? resolve() : reject(new ConnectError("k4s server failed to start", Code.Unavailable)))));
+  started.catch(() => {});
   const turn = async (leads: boolean) => {
     if (leads === leading) return;
     leading = leads;
@@ -335,6 +343,20 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   };
   const { lead, follow } = leadership(started, turn, onError);
   let stopListening: (() => void) | undefined;
+  /** The parts started (or starting): stop() stops only those, so a plane that never started has nothing to stop. */
+  const up = { informer: false, locator: false, messaging: false, containers: false };
+  async function stopParts() {
+    const was = { ...up };
+    up.informer = up.locator = up.messaging = up.containers = false;
+    if (was.containers) await containers.stop();
+    if (was.locator) locator.stop();
+    await peers.stop("server is stopping");
+    if (was.messaging) messaging.stop("server is stopping");
+    if (was.informer) {
+      await options.journal?.close();
+      await informer.stop();
+    }
+  }
   return {
     load,
     messagingService: createMessagingService({ router: clusterRouter, metrics }),
@@ -357,28 +379,36 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       for (const link of [...links.workers()]) links.lose(link, new ConnectError(why, Code.Unavailable));
     },
     async start() {
-      await credentials?.load();
-      await informer.start();
-      await locator.start();
-      messaging.start();
-      await containers.start();
-      stopListening = locator.onChange(() => {
-        holding!.closeReplaced();
-        containers.recheckAll();
-      });
-      markStarted();
+      try {
+        await credentials?.load();
+        // Each part is counted as up before it starts: one that failed halfway is stopped too.
+        up.informer = true;
+        await informer.start();
+        up.locator = true;
+        await locator.start();
+        up.messaging = true;
+        messaging.start();
+        up.containers = true;
+        await containers.start();
+        stopListening = locator.onChange(() => {
+          holding!.closeReplaced();
+          containers.recheckAll();
+        });
+        markStarted(true);
+      } catch (err) {
+        // What started is stopped, and what waits for the start (sessions, leadership) is told.
+        markStarted(false);
+        await stopParts().catch((e: unknown) => onError("stopping the parts of a control plane that failed to start failed", e));
+        throw err;
+      }
     },
     async stop() {
-      // A plane that never started has nothing running (and its leadership changes wait for the start).
-      if (!stopListening) return;
-      stopListening();
-      await follow();
-      await containers.stop();
-      locator.stop();
-      await peers.stop("server is stopping");
-      messaging.stop("server is stopping");
-      await options.journal?.close();
-      await informer.stop();
+      if (stopListening) {
+        stopListening();
+        stopListening = undefined;
+        await follow();
+      }
+      await stopParts();
     },
   };
 }
