@@ -249,7 +249,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       if (stopped) return;
       stopped = true;
       clearInterval(watchdog);
-      await leave(stepDown(), lease, client);
+      await leave(stepDown(), lease, client, election);
     },
   };
 }
@@ -274,9 +274,24 @@ function flag(onChange: (value: boolean) => void): { readonly value: boolean; se
  * waiting a TTL; an etcd that does not answer must not hold the server's stop (the lease then
  * expires). Closes the client.
  */
-async function leave(resigned: Promise<void>, lease: Lease | undefined, client: Etcd3): Promise<void> {
+async function leave(resigned: Promise<void>, lease: Lease | undefined, client: Etcd3, election: Election): Promise<void> {
   await Promise.race([Promise.allSettled([resigned, lease?.revoke()]), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
+  await cancelLeftWatches(election);
   client.close();
+}
+
+/**
+ * etcd3's campaign watches the key of the candidate before it until that key goes; a campaign
+ * resigned while it still waited leaves that watch open, and once the client is closed its watch
+ * manager reconnects it for ever on a timer that keeps the process alive (a server stopped in
+ * a process that goes on would never let it exit). The watches left on the election's namespace
+ * are cancelled before the client closes.
+ */
+async function cancelLeftWatches(election: Election): Promise<void> {
+  const manager = (election as unknown as { namespace?: { watchManager?: { watchers?: Array<{ cancel(): Promise<void> }> } } }).namespace?.watchManager;
+  const left = [...(manager?.watchers ?? [])];
+  if (left.length === 0) return;
+  await Promise.race([Promise.allSettled(left.map((w) => w.cancel())), new Promise((r) => setTimeout(r, STOP_WAIT_MS))]);
 }
 
 /** The value of an attach claim. */
