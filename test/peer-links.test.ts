@@ -196,7 +196,7 @@ test("cluster router: a service's calls go to its endpoints cluster-wide in turn
   }
 });
 
-test("cluster router: a call that came over another server's peer session (its credential verified: WorkerLink.peer) is answered by this server's own router, never forwarded again; a client that only names itself like a peer is not one", async () => {
+test("cluster router: a call that came over another server's peer session (its credential verified: WorkerLink.peer) is answered by this server, never forwarded again (refused UNAVAILABLE before acceptance when another server delivers the container); a client that only names itself like a peer is not one", async () => {
   const { server, stop } = await startEchoServer();
   const links = createPeerLinks({ self: () => "127.0.0.1:1" });
   const local = createRouter({ events: createEventRecorder() });
@@ -215,8 +215,9 @@ test("cluster router: a call that came over another server's peer session (its c
       return answered!.frame.case === "callResult" ? answered!.frame.value.error : undefined;
     };
     const error = await routeOn(peer, 7n, "p");
-    assert.equal(error?.code, Code.NotFound, `this server's own router answered (it holds no pl-echo): ${error?.message}`);
-    assert.match(error?.message ?? "", /pl-echo/);
+    // Not forwarded: refused here before it was accepted, for the sending server to route it again.
+    assert.equal(error?.code, Code.Unavailable, `this server answered (it holds no pl-echo): ${error?.message}`);
+    assert.match(error?.message ?? "", /container "pl-echo" is not held by server 127\.0\.0\.1:1 \(server 127\.0\.0\.1:\d+ delivers it\)/);
     // The same call from a client of this server goes over the peer link.
     const ok = call({ tag: "q" }, { timeoutMs: 30_000 });
     router.route(ok.env, { kind: "container", name: "pl-echo" });

@@ -20,6 +20,7 @@ import { createSessionLocator, type SessionLocator } from "./cluster/session-loc
 import { createStoreBinder } from "./cluster/store-binder.js";
 import { createMessagingService } from "./handlers/messaging-service.js";
 import type { CallRouter } from "./messaging/router.js";
+import type { Container } from "../gen/k4s/v1/resources_pb.js";
 import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
 import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
 import { createContainerController, type ContainerController, type ContainerControllerOptions } from "./controllers/container-controller.js";
@@ -301,6 +302,10 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   holding = createHolding({ self: cluster.self, links, locator, leading: () => leading });
   const peers = createPeerLinks(cluster);
   const endpoints = createClusterEndpoints(informer);
+  // A call for a container no server holds yet waits for one to take it (within its deadline; a
+  // send at most PLACE_WAIT_MS), except for a durable container: its sends are the leader's to
+  // accept and journal, as a single server's router does, and wait there for a worker.
+  const waitsForPlace = (obj: Container) => awaitsPlace(obj) && obj.spec?.delivery !== "durable";
   const clusterRouter: CallRouter = createClusterRouter({
     local: router,
     links: peers,
@@ -310,13 +315,13 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       const server = holding!.deliveredBy(obj, containers.record(name));
       // One that no server will take (ended, being deleted, external with no process attached)
       // is the leader's: its router answers for it as a single server's would.
-      if (server !== "" || !obj || awaitsPlace(obj) || leading) return server;
+      if (server !== "" || !obj || waitsForPlace(obj) || leading) return server;
       const leader = cluster.leader();
       return leader === cluster.self() ? "" : leader;
     },
     awaited: (name) => {
       const obj = informer.get("Container", name);
-      return obj !== undefined && awaitsPlace(obj);
+      return obj !== undefined && waitsForPlace(obj);
     },
     endpoints: (service) => endpoints.of(service),
   });
