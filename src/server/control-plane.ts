@@ -235,16 +235,17 @@ export function createLeaderControllers(o: LeaderControllersOptions): Controller
   ];
 }
 
-/** Creates the control plane (nothing runs until start()): the holder plane and the leader's controllers. */
+/**
+ * Creates the control plane of a single server (nothing runs until start()): the holder plane and
+ * the leader's controllers, all always on. A server of a cluster has createClusterControlPlane.
+ */
 export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
   const { resources, events, logs, metrics, onError, credentials } = options;
   const onReconcile = (r: ReconcileReport) => metrics.reconciles.inc({ controller: r.controller, result: r.error ? "error" : "ok" });
   const informer = createInformer({ resources, kinds: KINDS, onError, name: "server informer" });
   const { messaging, containers, load } = createHolderPlane(options, informer, onReconcile);
   const { router, links, heartbeatIntervalMs } = messaging;
-  const locator = options.sessionRecords && createSessionLocator({ store: options.sessionRecords, onError });
-  const binder = locator && createStoreBinder({ locator, informer, resources, retry: (name) => containers.enqueue(name), onError });
-  const leading = createLeaderControllers({ informer, resources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
+  const leading = createLeaderControllers({ informer, resources, events, containers, hosts: () => links.hosts(), onError, onReconcile });
   // The scheduler starts after the lifecycle whose records it binds.
   const controllers: Controller[] = [containers, ...leading];
   let markReady!: () => void;
@@ -256,14 +257,12 @@ export function createControlPlane(options: ControlPlaneOptions): ControlPlane {
     async start() {
       await credentials?.load();
       await informer.start();
-      await locator?.start();
       messaging.start();
       for (const c of controllers) await c.start();
       markReady();
     },
     async stop() {
       for (const c of controllers) await c.stop();
-      locator?.stop();
       messaging.stop("server is stopping");
       await options.journal?.close();
       await informer.stop();
