@@ -12,6 +12,7 @@ import { ContainerSchema, ContainerStatusSchema, type ContainerSpecSchema } from
 import {
   adopt,
   advance,
+  awaitProcess,
   bind,
   resumable,
   resume,
@@ -245,7 +246,7 @@ test("after a server restart: a container that ran waits for its host, which res
   const fx = new Recorder();
   const rec = record("r");
   adopt(rec, create(ContainerStatusSchema, { phase: "Running", host: "h1" }), 10_000, fx.now());
-  assert.deepEqual(rec.state, { is: "AwaitingHost", host: "h1", until: fx.clock + 10_000 });
+  assert.deepEqual(rec.state, { is: "AwaitingHost", host: "h1", until: fx.clock + 10_000, ran: true });
   assert.deepEqual(settle(rec, fx), []);
   assert.equal(stateOf(rec), "AwaitingHost", "it waits for its host until the grace ends");
   assert.equal(fx.wakes.at(-1), fx.clock + 10_000);
@@ -260,10 +261,49 @@ test("after a server restart: a container that ran waits for its host, which res
   fx.clock += 10_000;
   settle(late, fx);
   assert.equal(stateOf(late), "Unscheduled", "its host did not come back in time");
+  assert.equal(late.restarts, 1, "run again elsewhere: a restart, as when a live server loses its host");
+  const without = record("without");
+  without.restarts = 2;
+  adopt(without, create(ContainerStatusSchema, { phase: "Running", host: "h1" }), 10_000, fx.now());
+  stopAwaiting(without, fx);
+  assert.deepEqual([stateOf(without), without.restarts], ["Unscheduled", 3], "its host came back without it: a restart too");
 
   const done = record("done", { restartPolicy: "Never" });
   adopt(done, create(ContainerStatusSchema, { phase: "Succeeded", host: "h1", message: "completed" }), 10_000, fx.now());
   assert.deepEqual(done.state, { is: "Ended", phase: "Succeeded" });
+});
+
+test("in a cluster, an external container shown Running whose process's server died waits the grace for the process, then shows Pending as a detached one does; a process attaching meanwhile serves it", () => {
+  const fx = new Recorder();
+  const gone = record("gone", { module: "", function: "" });
+  const shown = create(ContainerStatusSchema, { phase: "Running", host: "proc" });
+  adopt(gone, shown, 10_000, fx.now());
+  awaitProcess(gone, shown, 10_000, fx.now());
+  assert.deepEqual(gone.state, { is: "AwaitingHost", host: "proc", until: fx.clock + 10_000, ran: false });
+  assert.deepEqual(settle(gone, fx), [], "nothing before the grace ends");
+  fx.clock += 10_000;
+  assert.deepEqual(settle(gone, fx), ['event Detached: process "proc" did not attach again after its server was lost']);
+  // What a single server shows once an external container's process went away.
+  const single = record("single", { module: "", function: "" });
+  adopt(single, undefined, 0, fx.now());
+  single.attached = new WorkerLink({ id: "p", name: "proc", role: "attached", container: "single" });
+  settle(single, fx);
+  single.attached.close();
+  settle(single, fx);
+  assert.deepEqual([gone.phase(), gone.message.replace("gone", "X"), gone.hostName, gone.restarts], [single.phase(), single.message.replace("single", "X"), single.hostName, 0]);
+  assert.deepEqual([gone.phase(), gone.message], ["Pending", 'waiting for a process to attach to external container "gone"']);
+
+  const back = record("back", { module: "", function: "" });
+  adopt(back, shown, 10_000, fx.now());
+  awaitProcess(back, shown, 10_000, fx.now());
+  back.attached = new WorkerLink({ id: "p2", name: "proc", role: "attached", container: "back" });
+  settle(back, fx);
+  assert.deepEqual([stateOf(back), back.phase(), back.ready()], ["Attached", "Running", true]);
+  // Outside a cluster's wait (no grace, or not shown Running) nothing changes.
+  const pending = record("pending", { module: "", function: "" });
+  adopt(pending, create(ContainerStatusSchema, { phase: "Pending" }), 10_000, fx.now());
+  awaitProcess(pending, create(ContainerStatusSchema, { phase: "Pending" }), 10_000, fx.now());
+  assert.equal(stateOf(pending), "Unattached");
 });
 
 test("scheduling: the least loaded host that serves the module and has room; otherwise a reason to act on", () => {
@@ -315,7 +355,7 @@ test("adopting a stored status after a restart: ended for good stays ended, anyt
   assert.equal(stateOf(onFailureRan), "AwaitingHost", "a running one waits for its host whatever its policy");
   const waits = record("waits");
   adopt(waits, status("Running", "h1"), 10_000, now);
-  assert.deepEqual(waits.state, { is: "AwaitingHost", host: "h1", until: now + 10_000 });
+  assert.deepEqual(waits.state, { is: "AwaitingHost", host: "h1", until: now + 10_000, ran: true });
   assert.equal(waits.message, 'waiting up to 10000 ms for host "h1" to reconnect and resume it');
   for (const [st, grace] of [[status("Running", ""), 10_000], [status("Running"), 0], [status("Pending"), 10_000], [undefined, 10_000]] as const) {
     const r = record("r");

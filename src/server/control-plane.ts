@@ -338,7 +338,14 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     for (const c of leaders) await c.stop();
     leaders = [];
     if (leads) {
-      const binder = createStoreBinder({ locator, informer, resources: cluster.leaderResources, retry: (name) => containers.enqueue(name), onError });
+      const binder = createStoreBinder({
+        locator,
+        informer,
+        resources: cluster.leaderResources,
+        retry: (name) => containers.enqueue(name),
+        onError,
+        restartsOf: (name) => containers.record(name)?.restarts ?? 0,
+      });
       leaders = createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
       for (const c of leaders) await c.start();
     }

@@ -4,8 +4,10 @@
  * force (the session locator's record of the host is this server's, or this server's record of a
  * session just opened is not in etcd yet); an external container while a process is attached
  * here (claimed cluster-wide). The leader also holds what no server's session holds: containers
- * not bound yet (for its scheduler), ended ones, and those bound to a host no server holds (they
- * wait the resume grace for it, then are scheduled again).
+ * not bound yet (for its scheduler), ended ones, those bound to a host no server holds (they
+ * wait the resume grace for it, then are scheduled again), and external ones no process is
+ * attached to anywhere (one whose server died waits the resume grace for its process, then is
+ * shown Pending).
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Container } from "../../gen/k4s/v1/resources_pb.js";
@@ -56,8 +58,11 @@ export function createHolding(options: HoldingOptions): Holding {
     if (containerKind(obj.spec) === "external") {
       const attached = rec?.attached;
       if (attached && !attached.closed) return true;
-      // Nobody's while no process is attached anywhere, and not shown attached (a record on its way).
-      return options.leading() && !locator.attached(name) && obj.status?.phase !== "Running";
+      if (!options.leading() || locator.attached(name)) return false;
+      // Shown Running with no process attached anywhere: its server died, or an attach elsewhere
+      // is on its way to etcd. The leader takes it only to wait, writing nothing, for the process
+      // to attach again (see awaitProcess); a record it had from before is let go of.
+      return obj.status?.phase !== "Running" || rec === undefined || rec.state.is === "AwaitingHost";
     }
     const bound = boundHost(obj);
     const host = rec?.host ?? (bound ? liveHost(bound) : undefined);

@@ -25,11 +25,17 @@ export interface StoreBinderOptions {
   /** A binding was not written (refused, or skipped over a status that changed): the container needs scheduling again. */
   retry(name: string): void;
   onError(message: string, err?: unknown): void;
+  /**
+   * The restarts the leader's lifecycle counts for a container (one moved off a host gone for
+   * good counts one more than its stored status may show yet): the binding carries at least that.
+   */
+  restartsOf?(name: string): number;
 }
 
-/** The status of a container bound to a host and not yet started there. */
-export function bindingOf(current: Container, host: string) {
+/** The status of a container bound to a host and not yet started there (with at least `restarts`). */
+export function bindingOf(current: Container, host: string, restarts = 0) {
   const st = current.status ?? create(ContainerStatusSchema);
+  st.restarts = Math.max(st.restarts, restarts);
   st.phase = "Pending";
   st.ready = false;
   st.host = host;
@@ -96,7 +102,7 @@ export function createStoreBinder(options: StoreBinderOptions): Binder<ClusterHo
       const unchanged = (current: Container) =>
         current.metadata?.uid === uid && !current.metadata?.deletionTimestamp && (current.status?.host ?? "") === (seen?.status?.host ?? "") && (current.status?.phase ?? "") === (seen?.status?.phase ?? "");
       options.resources
-        .updateStatus("Container", name, (current) => (unchanged(current) ? bindingOf(current, host.name) : undefined))
+        .updateStatus("Container", name, (current) => (unchanged(current) ? bindingOf(current, host.name, options.restartsOf?.(name)) : undefined))
         .then(
           (stored) => {
             if (stored?.status?.host === host.name) return;

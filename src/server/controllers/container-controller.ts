@@ -17,7 +17,7 @@ import type { LinkRegistry } from "../messaging/link-registry.js";
 import type { Router } from "../messaging/router.js";
 import type { WorkerLink } from "../messaging/worker-link.js";
 import type { ResourceStore } from "../store/resource-store.js";
-import { adopt, advance, bind, resume, stopAwaiting, unschedulable, type LifecycleEffects } from "./container-lifecycle.js";
+import { adopt, advance, awaitProcess, bind, resume, stopAwaiting, unschedulable, type LifecycleEffects } from "./container-lifecycle.js";
 import { ContainerRecord, containerKind, storedBinding } from "./container-record.js";
 import { listenTo } from "../listen-to.js";
 import { createController, type Controller, type ReconcileReport } from "./controller.js";
@@ -153,6 +153,9 @@ export function createContainerController(options: ContainerControllerOptions): 
     const rec = new ContainerRecord(obj.metadata!.name, obj.metadata!.uid, obj);
     records.set(rec.name, rec);
     adopt(rec, obj.status, options.resumeGraceMs, Date.now());
+    // In a cluster, an external container shown Running that this server takes without a
+    // process attaching here (its server died) waits for the process to attach again first.
+    if (options.bindsFromStore) awaitProcess(rec, obj.status, options.resumeGraceMs, Date.now());
     if (rec.state.is === "Unscheduled") needScheduling(rec.name);
     return rec;
   }
@@ -318,7 +321,7 @@ function bindStored(rec: ContainerRecord, obj: Container, hosts: Iterable<Worker
     // come back, to any server, within the resume grace; it is bound again only after.
     rec.awaitedBinding = name;
     rec.message = `bound to host "${name}", which no server holds now: waiting up to ${graceMs} ms for it to reconnect`;
-    rec.state = { is: "AwaitingHost", host: name, until: fx.now() + graceMs };
+    rec.state = { is: "AwaitingHost", host: name, until: fx.now() + graceMs, ran: false };
     fx.wakeAt(rec, fx.now() + graceMs);
     return;
   }
@@ -389,7 +392,7 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
         // Bound in the store to this host while it was away: it starts now.
         if (rec.state.is === "Unscheduled" && rec.hostName === host.name) o.reconcile(rec.name);
         // Its old host is back and did not list it: no reason to wait any longer.
-        if (host.proven && rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
+        if (host.proven && rec.kind !== "external" && rec.state.is === "AwaitingHost" && rec.state.host === host.name) {
           stopAwaiting(rec, fx);
           o.enqueue(rec.name);
         }

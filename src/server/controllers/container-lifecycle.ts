@@ -66,7 +66,7 @@ export function adopt(rec: ContainerRecord, st: ContainerStatus | undefined, res
     rec.state = { is: "Unattached" };
     rec.message = waitingForAttach(rec);
   } else if (st?.phase === "Running" && st.host !== "" && resumeGraceMs > 0) {
-    rec.state = { is: "AwaitingHost", host: st.host, until: now + resumeGraceMs };
+    rec.state = { is: "AwaitingHost", host: st.host, until: now + resumeGraceMs, ran: true };
     rec.message = `waiting up to ${resumeGraceMs} ms for host "${st.host}" to reconnect and resume it`;
   } else {
     rec.state = { is: "Unscheduled" };
@@ -140,9 +140,23 @@ export function resume(rec: ContainerRecord, host: WorkerLink, fx: LifecycleEffe
   fx.record(rec, "Resumed", `host "${host.name}" still runs it`);
 }
 
-/** Its old host came back without it: it waits no longer. */
+/**
+ * In a cluster: an external container stored Running, whose process no server holds now (its
+ * server died), waits `graceMs` for that process to attach again, to any server, before it is
+ * shown not running (see the AwaitingHost case of timers). Its stored status is left as it is
+ * meanwhile.
+ */
+export function awaitProcess(rec: ContainerRecord, st: ContainerStatus | undefined, graceMs: number, now: number): void {
+  if (rec.kind !== "external" || rec.state.is !== "Unattached" || st?.phase !== "Running" || graceMs <= 0) return;
+  rec.state = { is: "AwaitingHost", host: st.host, until: now + graceMs, ran: false };
+  rec.message = `waiting up to ${graceMs} ms for process "${st.host}" to attach again`;
+}
+
+/** Its old host came back without it: it waits no longer (it runs again elsewhere: a restart when it ran there). */
 export function stopAwaiting(rec: ContainerRecord, fx: LifecycleEffects): void {
-  if (rec.state.is === "AwaitingHost") become(rec, { is: "Unscheduled" }, fx);
+  if (rec.state.is !== "AwaitingHost") return;
+  if (rec.state.ran) rec.restarts++;
+  become(rec, { is: "Unscheduled" }, fx);
 }
 
 function reported(rec: ContainerRecord, r: HostReport, fx: LifecycleEffects): void {
@@ -233,6 +247,14 @@ function detached(rec: ContainerRecord, link: WorkerLink, fx: LifecycleEffects):
   }
 }
 
+/** An external container's process did not attach again within the grace: shown as a single server shows a detached one. */
+function processGone(rec: ContainerRecord, process: string, fx: LifecycleEffects): void {
+  rec.message = waitingForAttach(rec);
+  rec.hostName = "";
+  fx.record(rec, "Detached", `process "${process}" did not attach again after its server was lost`, "Warning");
+  become(rec, { is: "Unattached" }, fx);
+}
+
 function attachedNow(rec: ContainerRecord, link: WorkerLink, fx: LifecycleEffects): void {
   rec.attachSeen = link;
   rec.message = "";
@@ -321,6 +343,9 @@ function timers(rec: ContainerRecord, fx: LifecycleEffects): boolean {
       return true;
     case "AwaitingHost":
       if (now < s.until) return fx.wakeAt(rec, s.until), false;
+      if (rec.kind === "external") return processGone(rec, s.host, fx), true;
+      // Its host is gone for good: it runs again elsewhere, a restart as when a live server loses a host.
+      if (s.ran) rec.restarts++;
       become(rec, { is: "Unscheduled" }, fx);
       return true;
     default:

@@ -28,8 +28,13 @@ export function containerKind(spec: ContainerSpec | undefined): ContainerKind {
 export type ContainerState =
   /** Needs a host; the scheduler binds it to one. */
   | { is: "Unscheduled" }
-  /** After a server restart: the host that ran it may reconnect and resume it until `until`. */
-  | { is: "AwaitingHost"; host: string; until: number }
+  /**
+   * After a server restart (or, in a cluster, its host's server's loss): the host that ran it may
+   * reconnect and resume it until `until`; for an external container, the process (named `host`)
+   * may attach again. `ran`: its stored status showed it Running there, so running it anywhere
+   * else afterwards is a restart (false for a binding its host never started).
+   */
+  | { is: "AwaitingHost"; host: string; until: number; ran: boolean }
   /** Assigned to a host, which has not reported it running yet. */
   | { is: "Starting"; host: WorkerLink }
   /** Its host runs it (since `since`, ms). */
