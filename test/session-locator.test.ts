@@ -22,7 +22,12 @@ test("session locator: follows which server holds each host and attached process
   const errors: string[] = [];
   const locator = createSessionLocator({ store, onError: (m) => errors.push(m) });
   let changes = 0;
-  locator.onChange(() => changes++);
+  /** What each change touched ("*": a listing, anything may have changed). */
+  const touched: string[] = [];
+  locator.onChange((t) => {
+    changes++;
+    touched.push(t ? t.map((x) => `${x.kind}/${x.name}`).join(",") : "*");
+  });
   try {
     await Promise.all([a.start(), b.start(), c.start()]);
     await locator.start();
@@ -70,6 +75,12 @@ test("session locator: follows which server holds each host and attached process
     await eventually(() => locator.attached("c1") === undefined, 30_000, "a's records gone");
     assert.equal(locator.host("h1")?.server, "127.0.0.1:2");
     assert.ok(changes >= 5, `listeners told of every change (${changes})`);
+    // Each change names the sessions it touched (a listing: any), so that a server looks again
+    // only at the containers of those hosts and attached processes.
+    assert.equal(touched[0], "*", "the first listing");
+    const named = new Set(touched.slice(1).flatMap((t) => t.split(",")));
+    for (const id of ["host/h1", "attached/c1", "host/u1", "host/h2"]) assert.ok(named.has(id), `a change named ${id}: ${JSON.stringify(touched)}`);
+    assert.ok(!named.has("*"), `no relisting meanwhile: ${JSON.stringify(touched)}`);
     assert.deepEqual(errors, []);
   } finally {
     locator.stop();

@@ -10,16 +10,16 @@
  * Unscheduled. No part reaches into another's state.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { KINDS } from "../api/kinds.js";
+import { KINDS, kindOf } from "../api/kinds.js";
 import { createClusterEndpoints } from "./cluster/cluster-endpoints.js";
-import { createClusterRouter } from "./cluster/cluster-router.js";
+import { createBoundContainers } from "./cluster/bound-containers.js";
+import { createClusterRouter, type ClusterRouter } from "./cluster/cluster-router.js";
 import { awaitsPlace } from "./cluster/container-placement.js";
 import { createHolding } from "./cluster/holding.js";
 import { createPeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
-import { createSessionLocator, type SessionLocator } from "./cluster/session-locator.js";
+import { createSessionLocator, type SessionLocator, type SessionName } from "./cluster/session-locator.js";
 import { createStoreBinder } from "./cluster/store-binder.js";
 import { createMessagingService } from "./handlers/messaging-service.js";
-import type { CallRouter } from "./messaging/router.js";
 import type { Container } from "../gen/k4s/v1/resources_pb.js";
 import type { MessagingService } from "../gen/k4s/v1/messaging_service_pb.js";
 import type { WorkerService } from "../gen/k4s/v1/worker_service_pb.js";
@@ -305,7 +305,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   // send at most PLACE_WAIT_MS), except for a durable container: its sends are the leader's to
   // accept and journal, as a single server's router does, and wait there for a worker.
   const waitsForPlace = (obj: Container) => awaitsPlace(obj) && obj.spec?.delivery !== "durable";
-  const clusterRouter: CallRouter = createClusterRouter({
+  const clusterRouter: ClusterRouter = createClusterRouter({
     local: router,
     links: peers,
     self: cluster.self,
@@ -323,6 +323,30 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       return obj !== undefined && waitsForPlace(obj);
     },
     endpoints: (service) => endpoints.of(service),
+    queueLimit: (name) => informer.get("Container", name)?.spec?.queueLimit ?? 0,
+  });
+  const bound = createBoundContainers(informer);
+  // The calls waiting for a place are routed again when where it is may have changed: a
+  // container's stored object (its binding, phase), any endpoint of a service, a session record.
+  informer.subscribe((e) => {
+    const kind = kindOf(e.object);
+    if (kind !== "Container" && kind !== "Service") return;
+    if (kind === "Container") clusterRouter.wake(e.object.metadata?.name ?? "");
+    clusterRouter.wakeServices();
+  });
+  /** The containers a change of session records touches (all after a relisting). */
+  function touchedBy(touched: readonly SessionName[] | undefined): Iterable<string> | undefined {
+    if (!touched) return undefined;
+    const names = new Set<string>();
+    for (const t of touched) {
+      if (t.kind === "attached") names.add(t.name);
+      else for (const n of bound.on(t.name)) names.add(n);
+    }
+    return names;
+  }
+  // A host whose session opens here: its containers are delivered here (before its record is in etcd).
+  links.onOpened((link) => {
+    if (link.role === "host") for (const name of bound.on(link.name)) clusterRouter.wake(name);
   });
   links.onLost((link) => {
     if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
@@ -401,9 +425,18 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
         messaging.start();
         up.containers = true;
         await containers.start();
-        stopListening = locator.onChange(() => {
+        stopListening = locator.onChange((touched) => {
           holding!.closeReplaced();
-          containers.recheckAll();
+          const names = touchedBy(touched);
+          if (!names) {
+            containers.recheckAll();
+            clusterRouter.wake();
+            return;
+          }
+          for (const name of names) {
+            containers.enqueue(name);
+            clusterRouter.wake(name);
+          }
         });
         markStarted(true);
       } catch (err) {

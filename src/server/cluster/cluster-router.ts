@@ -7,7 +7,8 @@
 import { Code, type ConnectError } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
 import { EnvelopeState } from "../messaging/envelope.js";
-import type { Letter } from "../messaging/mailbox.js";
+import { DEFAULT_QUEUE_LIMIT, type Letter } from "../messaging/mailbox.js";
+import { MAX_SERVICE_WAITERS } from "../messaging/service-route.js";
 import type { CallRouter } from "../messaging/router.js";
 import type { PeerLinks } from "./peer-links.js";
 
@@ -32,6 +33,11 @@ export interface ClusterRouterOptions {
    * router picks among its own, and waits for one).
    */
   endpoints?: (service: string) => readonly string[] | undefined;
+  /**
+   * How many calls may wait for a container to be delivered by a server (its spec.queueLimit, as
+   * its inbox; default DEFAULT_QUEUE_LIMIT); a service's calls: MAX_SERVICE_WAITERS, as on one server.
+   */
+  queueLimit?: (container: string) => number;
 }
 
 /**
@@ -55,35 +61,123 @@ function fromPeer(env: Letter): boolean {
   return typeof origin?.peer === "string" && origin.peer !== "";
 }
 
-/** How often a call that waits for a place looks again (ms). */
-const PLACE_POLL_MS = 50;
 /** Longest a call without a deadline (a send) waits for a place (ms). */
 const PLACE_WAIT_MS = 30_000;
 
+/** ClusterRouter is a cluster's router, told when where containers are may have changed. */
+export interface ClusterRouter extends CallRouter {
+  /**
+   * Where a container, or a service's endpoints, may be now (its session record, binding,
+   * status or endpoints changed): the calls waiting for it are routed again. No name: all.
+   */
+  wake(name?: string): void;
+  /** A service's endpoints may have changed (a Container or a Service did): the calls waiting for one are routed again. */
+  wakeServices(): void;
+  /** How many calls wait for a place now. */
+  waiting(): number;
+}
+
+/** A call waiting for a container (or a service endpoint) to be delivered by some server. */
+interface Waiter {
+  /** "container/NAME" or "service/NAME" (a call waiting for any endpoint of a service). */
+  key: string;
+  env: Letter;
+  target: Target;
+  signal: AbortSignal;
+  timer: NodeJS.Timeout;
+  onAbort: () => void;
+}
+
 /** Creates the router of a server that routes what it holds and forwards the rest. */
-export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
+export function createClusterRouter(options: ClusterRouterOptions): ClusterRouter {
   const { local, links } = options;
   const cursors = new Map<string, number>();
   const waitingSince = new WeakMap<Letter, number>();
+  /** The calls waiting for a place, by what they wait for (Waiter.key). */
+  const waiters = new Map<string, Set<Waiter>>();
+  let waitingCount = 0;
+
+  function unwait(w: Waiter) {
+    const set = waiters.get(w.key);
+    if (!set?.delete(w)) return false;
+    if (set.size === 0) waiters.delete(w.key);
+    waitingCount--;
+    clearTimeout(w.timer);
+    w.signal.removeEventListener("abort", w.onAbort);
+    return true;
+  }
+
+  /** Routes a waiting call again (it waits anew if it still has no place). */
+  function retry(w: Waiter) {
+    if (!unwait(w) || w.signal.aborted || w.env.state === EnvelopeState.Done) return;
+    links.letGo(w.env);
+    route(w.env, w.target);
+  }
+
+  /** Why no more calls may wait for a place for a target, or undefined while they may. */
+  function full(key: string, target: Target, service: boolean): string | undefined {
+    const waitingNow = waiters.get(key)?.size ?? 0;
+    const configured = service ? MAX_SERVICE_WAITERS : (options.queueLimit?.(target.name) ?? 0);
+    const limit = configured > 0 ? configured : DEFAULT_QUEUE_LIMIT;
+    if (waitingNow < limit) return undefined;
+    return service
+      ? `too many calls wait for an endpoint of service "${target.name}" (limit ${limit})`
+      : `too many calls wait for container "${target.name}" to run on a server of the cluster (queueLimit ${limit})`;
+  }
 
   /**
    * A call for a container (or a service) no server delivers yet waits, in the peer links' hands
-   * (so that a cancel or the caller going reaches it), and is routed again a moment later.
+   * (so that a cancel or the caller going reaches it), and is routed again when where the
+   * container is may have changed (wake), or at its deadline.
    */
-  function later(env: Letter, target: Target, what: string) {
-    const since = waitingSince.get(env) ?? Date.now();
-    waitingSince.set(env, since);
+  function later(env: Letter, target: Target, what: string, service = false) {
+    const admitted = waitingSince.get(env);
+    const since = admitted ?? Date.now();
     const giveUpAt = env.deadline > 0 ? env.deadline : since + PLACE_WAIT_MS;
     if (Date.now() >= giveUpAt) {
       const code = env.deadline > 0 ? Code.DeadlineExceeded : Code.Unavailable;
       return links.fail(env, code, `${what} is not running on any server of the cluster yet (waited ${Date.now() - since} ms)`);
     }
+    // A call that waited already (routed again, still without a place) is not refused for the limit.
+    const key = `${service ? "service" : "container"}/${target.name}`;
+    const refusal = admitted === undefined ? full(key, target, service) : undefined;
+    if (refusal) return links.fail(env, Code.ResourceExhausted, refusal);
+    waitingSince.set(env, since);
     const signal = links.holds(env) ? links.signalOf(env)! : links.hold(env);
-    setTimeout(() => {
-      if (signal.aborted || env.state === EnvelopeState.Done) return;
-      links.letGo(env);
-      route(env, target);
-    }, PLACE_POLL_MS).unref();
+    const w: Waiter = {
+      key,
+      env,
+      target,
+      signal,
+      // At its deadline it is routed once more: that answers it, unless it has a place by now.
+      timer: setTimeout(() => retry(w), giveUpAt - Date.now()).unref(),
+      onAbort: () => unwait(w),
+    };
+    signal.addEventListener("abort", w.onAbort, { once: true });
+    const set = waiters.get(key) ?? new Set<Waiter>();
+    waiters.set(key, set.add(w));
+    waitingCount++;
+  }
+
+  /** Whether a target still has no place (its waiting calls would only wait again), as route() decides. */
+  function stillWaits(target: Target): boolean {
+    const noEndpoint = () => options.endpoints?.(target.name)?.length === 0;
+    if (target.kind === "service") return noEndpoint();
+    const server = options.deliveredBy(target.name);
+    const stored = options.awaited?.(target.name) ?? false;
+    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return noEndpoint();
+    return server === "" && stored;
+  }
+
+  function wakeKey(key: string) {
+    const set = waiters.get(key);
+    if (!set) return;
+    const kinds = new Map<string, boolean>();
+    for (const w of [...set]) {
+      let waits = kinds.get(w.target.kind);
+      if (waits === undefined) kinds.set(w.target.kind, (waits = stillWaits(w.target)));
+      if (!waits) retry(w);
+    }
   }
 
   /**
@@ -94,7 +188,7 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
   function routeToService(env: Letter, target: Target, tried: number) {
     const endpoints = options.endpoints?.(target.name) ?? [];
     // None ready anywhere: wait for one (this server's router would wait only for its own).
-    if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`);
+    if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
     if (tried >= endpoints.length) return local.route(env, target);
     const turn = cursors.get(target.name) ?? 0;
     cursors.set(target.name, (turn + 1) % endpoints.length);
@@ -143,6 +237,14 @@ export function createClusterRouter(options: ClusterRouterOptions): CallRouter {
 
   return {
     route,
+    wake(name) {
+      if (name !== undefined) return wakeKey(`container/${name}`);
+      for (const key of [...waiters.keys()]) wakeKey(key);
+    },
+    wakeServices() {
+      for (const key of [...waiters.keys()]) if (key.startsWith("service/")) wakeKey(key);
+    },
+    waiting: () => waitingCount,
     abandon(env: Letter, code: Code | 0, message: string) {
       // A call the links hold was forwarded; one they answered already is Done, which both ignore.
       if (links.holds(env)) links.abandon(env, code, message);

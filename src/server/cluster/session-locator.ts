@@ -25,6 +25,9 @@ export interface LocatedSession extends SessionEntry {
   createRevision: number;
 }
 
+/** SessionName names a session by its kind and name (a host's, or an attached container's). */
+export type SessionName = Pick<SessionEntry, "kind" | "name">;
+
 /** SessionLocatorOptions say where the records are read from. */
 export interface SessionLocatorOptions {
   /** The cluster's store (etcd): the records live under SESSION_RECORDS_PREFIX. */
@@ -45,8 +48,12 @@ export interface SessionLocator {
   attached(container: string): LocatedSession | undefined;
   /** Every host session in force, in name order. */
   hosts(): LocatedSession[];
-  /** Calls listener after every change of the records (a batch of one revision, or a relisting); returns what stops it. */
-  onChange(listener: () => void): () => void;
+  /**
+   * Calls listener after every change of the records (a batch of one revision, or a relisting),
+   * with the sessions the batch touched (undefined after a relisting: any may have changed);
+   * returns what stops it.
+   */
+  onChange(listener: (touched?: readonly SessionName[]) => void): () => void;
   /** Stops following the records. */
   stop(): void;
 }
@@ -57,7 +64,7 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
   /** Every record by its store key, and the keys of each kind and name ("host/h1"): routing looks one up per message. */
   const records = new Map<string, LocatedSession>();
   const byName = new Map<string, Set<string>>();
-  const listeners: Array<() => void> = [];
+  const listeners: Array<(touched?: readonly SessionName[]) => void> = [];
   const abort = new AbortController();
   const retries = createBackoff({ initialMs: 100, maxMs: 2000, jitter: 0.2 });
 
@@ -78,8 +85,15 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
     keys?.delete(key);
     if (keys?.size === 0) byName.delete(id);
   };
-  const apply = (e: StoreEvent) => (e.type === "delete" ? remove(e.kv.key) : put(e.kv.key, e.kv.value, e.kv.createRevision));
-  const changed = () => listeners.forEach((l) => l());
+  /** Applies one event; returns the session it touched, if the key is a record's. */
+  const apply = (e: StoreEvent): SessionName | undefined => {
+    const before = records.get(e.kv.key);
+    if (e.type === "delete") remove(e.kv.key);
+    else put(e.kv.key, e.kv.value, e.kv.createRevision);
+    const r = records.get(e.kv.key) ?? before;
+    return r && { kind: r.kind, name: r.name };
+  };
+  const changed = (touched?: readonly SessionName[]) => listeners.forEach((l) => l(touched));
 
   async function list(): Promise<number> {
     const r = await store.range(SESSION_RECORDS_PREFIX);
@@ -99,8 +113,12 @@ export function createSessionLocator(options: SessionLocatorOptions): SessionLoc
           revision = batch.revision;
           retries.reset();
           if (batch.events.length === 0) continue;
-          batch.events.forEach(apply);
-          changed();
+          const touched: SessionName[] = [];
+          for (const e of batch.events) {
+            const t = apply(e);
+            if (t) touched.push(t);
+          }
+          changed(touched);
         }
       } catch (err) {
         if (abort.signal.aborted) return;
