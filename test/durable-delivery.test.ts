@@ -7,7 +7,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -15,7 +15,7 @@ import { createClient, type K4sClient } from "../src/client/index.js";
 import { JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
 import { openStore } from "../src/server/store/open-store.js";
 import { startEtcd } from "./etcd.js";
-import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc, recorderLines } from "./helpers.js";
 
 /**
  * The recorder: appends {v, a, r, ev} to params.file when it starts and when it is done with a
@@ -87,12 +87,7 @@ function client(address: string): K4sClient {
 }
 
 function lines(file: string, ev: Line["ev"] = "done"): Line[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, "utf8")
-    .split("\n")
-    .filter((l) => l.endsWith("}"))
-    .map((l) => JSON.parse(l) as Line)
-    .filter((l) => l.ev === ev);
+  return recorderLines<Line>(file, ev);
 }
 
 const durable = (name: string, file: string, params: Record<string, unknown> = {}, module = "dur") =>

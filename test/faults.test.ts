@@ -6,7 +6,7 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createClient, type K4sClient } from "../src/client/index.js";
 import { ContainerSchema, ContainerSpecSchema } from "../src/gen/k4s/v1/resources_pb.js";
 import type { K4sServer } from "../src/server/server.js";
-import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc } from "./helpers.js";
+import { eventually, spawnK4s, startTestServer, WORKERS_SDK_JS, type Proc, recorderLines } from "./helpers.js";
 
 
 /**
@@ -110,12 +110,7 @@ interface Record_ {
 
 /** The recorder's lines of one kind: deliveries it got ("start") or handled ("done"). */
 function records(file: string, ev: Record_["ev"] = "start"): Record_[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, "utf8")
-    .split("\n")
-    .filter((l) => l.endsWith("}"))
-    .map((l) => JSON.parse(l) as Record_)
-    .filter((r) => r.ev === ev);
+  return recorderLines<Record_>(file, ev);
 }
 
 function codeOf(err: unknown): Code {

@@ -2,7 +2,7 @@
  * Shared test helpers: a real server on port 0, real worker host processes, and the real CLI.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -56,6 +56,19 @@ export function spawnK4s(args: string[], env: Record<string, string> = {}, via: 
 export function spawnInTerminal(commandLine: string, env: Record<string, string>): Proc {
   const { NO_COLOR: _n, FORCE_COLOR: _f, ...rest } = process.env;
   return spawnProcess(["script", "-qec", commandLine, "/dev/null"], { ...rest, TERM: "xterm", ...env }, "ignore");
+}
+
+/**
+ * The JSON lines a test's worker appended to a file (none while it does not exist), those whose
+ * `ev` is the one given: what a recorder worker got ("start") or handled ("done").
+ */
+export function recorderLines<T extends { ev: string }>(file: string, ev: T["ev"]): T[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8")
+    .split("\n")
+    .filter((l) => l.endsWith("}"))
+    .map((l) => JSON.parse(l) as T)
+    .filter((l) => l.ev === ev);
 }
 
 /**

@@ -160,6 +160,7 @@ function createHolderPlane(
     countLoad: options.countLoad,
     credentials: options.credentials,
     journal: options.journal,
+    recoversOnHold: holds !== undefined,
     onError,
     maxSessionBufferBytes: options.maxSessionBufferBytes,
     maxInboxBytes: options.maxInboxBytes,
@@ -179,6 +180,8 @@ function createHolderPlane(
     resumeGraceMs: resumeGraceOf(heartbeatIntervalMs),
     bindsFromStore: options.sessionRecords !== undefined,
     holds,
+    onTaken: (obj) => messaging.taken(obj),
+    onLetGo: (name, uid) => messaging.letGo(name, uid),
     onError,
     onReconcile,
   });

@@ -50,6 +50,13 @@ export interface ContainerControllerOptions {
    * server holding it to drive. Absent: this server holds every container.
    */
   holds?: (obj: Container, rec: ContainerRecord | undefined) => boolean;
+  /**
+   * This server starts holding a container it had no record of (at its start, when the
+   * container is created or bound here, or taken over from another server).
+   */
+  onTaken?: (obj: Container) => void;
+  /** This server let go of a container another server holds now (see holds). */
+  onLetGo?: (name: string, uid: string) => void;
   onError: (message: string, err?: unknown) => void;
   onReconcile?: (report: ReconcileReport) => void;
 }
@@ -183,6 +190,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     adjustLoad(rec.host, -1);
     fx.release(rec, "is held by another server of the cluster now");
     router.setAvailability(rec.name, { link: undefined, ready: false, accepts: "all", notReady: "held by another server of the cluster", refusal: "" });
+    options.onLetGo?.(rec.name, rec.uid);
   }
 
   const attachHolds = createAttachHolds();
@@ -201,7 +209,10 @@ export function createContainerController(options: ContainerControllerOptions): 
       if (rec) letGo(rec);
       return;
     }
-    rec ??= newRecord(obj);
+    if (!rec) {
+      rec = newRecord(obj);
+      options.onTaken?.(obj);
+    }
     rec.spec = obj.spec;
     rec.generation = obj.metadata.generation;
     rec.kind = containerKind(obj.spec);

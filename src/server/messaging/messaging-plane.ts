@@ -10,6 +10,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Target } from "../../api/target.js";
 import type { MessagingService } from "../../gen/k4s/v1/messaging_service_pb.js";
+import type { Container } from "../../gen/k4s/v1/resources_pb.js";
 import type { Informer } from "../controllers/informer.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { ServiceHandlers } from "../grpc-adapter.js";
@@ -38,6 +39,12 @@ export interface MessagingPlaneOptions {
   credentials?: HostCredentials;
   /** Where sends to durable containers are journaled (none: durable delivery is kept in memory only). */
   journal?: SendJournal;
+  /**
+   * In a cluster: a durable container's journal is read back when this server starts holding it
+   * (taken()), not when the container is first seen, since another server may hold it and
+   * deliver what it journaled.
+   */
+  recoversOnHold?: boolean;
   onError?: (message: string, err?: unknown) => void;
   /** Bytes a session may leave unread before it is cut off (default 64 MiB). */
   maxSessionBufferBytes?: number;
@@ -53,6 +60,13 @@ export interface MessagingPlane {
   readonly messagingService: ServiceHandlers<typeof MessagingService>;
   /** Starts the links' liveness checks. */
   start(): void;
+  /**
+   * This server starts holding a container: a durable one's journal is read back, and what other
+   * servers (or earlier runs) journaled and did not settle is delivered here.
+   */
+  taken(obj: Container): void;
+  /** This server let go of a container: its journal is read back again when it is taken again. */
+  letGo(name: string, uid: string): void;
   /** Ends every link and fails every waiting call with UNAVAILABLE. */
   stop(message: string): void;
 }
@@ -90,18 +104,25 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     if (!meta || (obj.$typeName === "k4s.v1.Container" && obj.spec?.delivery !== "durable")) return;
     if (obj.$typeName !== "k4s.v1.Container" && obj.$typeName !== "k4s.v1.Service") return;
     const kind = obj.$typeName === "k4s.v1.Container" ? "container" : "service";
-    const fail = (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${meta.name}"`, err);
     if (e.type === "DELETED") {
       recovered.delete(meta.uid);
-      journal.drop(meta.uid).catch(fail);
+      journal.drop(meta.uid).catch(failed(kind, meta.name));
       return;
     }
-    if (recovered.has(meta.uid)) return;
-    recovered.add(meta.uid);
-    journal.recover(meta.uid).then((entries) => {
+    if (kind === "container" && options.recoversOnHold) return;
+    readBack(journal, kind, meta.name, meta.uid);
+  }
+
+  const failed = (kind: string, name: string) => (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${name}"`, err);
+
+  /** Reads an owner's journal back (once while it is known, or held) and hands what it finds to the router. */
+  function readBack(journal: SendJournal, kind: "container" | "service", name: string, uid: string) {
+    if (recovered.has(uid)) return;
+    recovered.add(uid);
+    journal.recover(uid).then((entries) => {
       if (entries.length === 0) return;
-      if (router.restore(kind, meta.name, meta.uid, entries)) metrics?.journalRecovered.inc(entries.length);
-    }, fail);
+      if (router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
+    }, failed(kind, name));
   }
 
   async function lookup(target: Target): Promise<void> {
@@ -115,6 +136,13 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     heartbeatIntervalMs,
     messagingService: createMessagingService({ router, metrics }),
     start: () => links.start(),
+    taken(obj) {
+      const meta = obj.metadata;
+      if (journal && options.recoversOnHold && meta && obj.spec?.delivery === "durable") readBack(journal, "container", meta.name, meta.uid);
+    },
+    letGo(_name, uid) {
+      if (options.recoversOnHold) recovered.delete(uid);
+    },
     stop(message) {
       links.stop(new ConnectError(message, Code.Unavailable));
       router.stop(message);
