@@ -24,6 +24,22 @@ spec: {matchLabels: {app: ef}}
 `;
 const service = (name: string) => `kind: Service\nmetadata: {name: ${name}}\nspec: {matchLabels: {app: none}}\n`;
 
+/** Prints what each server says of the containers and of the cluster's servers (for a failed test's log). */
+async function dumpClusterState(servers: ClusterServer[]): Promise<void> {
+  for (const s of servers) {
+    const containers = await s.client.list("Container").then(
+      (l) => l.items.map((o) => `${o.metadata?.name} ${String((o.status as { phase?: unknown } | undefined)?.phase)} on ${String((o.spec as { host?: unknown } | undefined)?.host ?? "-")}`).join("; "),
+      (e: unknown) => String(e),
+    );
+    const members = await s.client.servers().then(
+      (l) => l.map((m) => `${m.address}${m.leader ? " (leader)" : ""} [${m.sessions.map((x) => x.name).join(", ")}]`).join("; "),
+      (e: unknown) => String(e),
+    );
+    const rs = await s.client.get("ReplicaSet", "ef-rs").then((o) => `replicas ${String((o.spec as { replicas?: unknown } | undefined)?.replicas)}, ready ${String((o.status as { readyReplicas?: unknown } | undefined)?.readyReplicas)}`, (e: unknown) => String(e));
+    console.log(`# server ${s.address}: containers: ${containers} | servers: ${members} | ef-rs: ${rs}`);
+  }
+}
+
 /** What the server said last about its leadership: true while it leads. */
 const leadsNow = (s: ClusterServer) => [...s.proc.stdout().matchAll(/k4s server (is the leader|is standing by)/g)].pop()?.[1] === "is the leader";
 
@@ -75,6 +91,7 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
     await watching;
   } catch (err) {
     dumpLogs({ ...Object.fromEntries(servers.map((s, i) => [`server ${i}${s === leader ? " (first leader)" : ""} ${s.address}`, s.proc])), "host ef-host": host });
+    await dumpClusterState(servers);
     throw err;
   } finally {
     ac.abort();

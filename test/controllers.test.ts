@@ -24,6 +24,7 @@ import {
   type Service,
 } from "../src/gen/k4s/v1/resources_pb.js";
 import { createController } from "../src/server/controllers/controller.js";
+import { createInformer } from "../src/server/controllers/informer.js";
 import { createReplicaSetController, REPLICASET_LABEL } from "../src/server/controllers/replicaset-controller.js";
 import { createServiceController } from "../src/server/controllers/service-controller.js";
 import { createWorkQueue } from "../src/server/controllers/work-queue.js";
@@ -282,6 +283,54 @@ describe("controllers", () => {
       watch.stop();
       assert.equal(calls.length, after, "a stopped controller reconciles nothing");
       for (const n of ["probe-a", "probe-b", "probe-c", "probe-d", "probe-fail"]) await resources.delete("Container", n);
+    });
+  });
+
+  describe("framework on a shared informer", () => {
+    test("a controller started on an informer that already follows the store reconciles what its cache holds, and once stopped hears nothing more", async () => {
+      // As when a server of a cluster becomes the leader: the server's informer has followed the
+      // store all along, and what changed while no controller ran (a scale written while the
+      // cluster had no leader) has no event of its own left to come.
+      const informer = createInformer({ resources, kinds: ["Container"] });
+      await resources.create(newContainer("shared-a"));
+      await informer.start();
+      await resources.create(newContainer("shared-b"));
+      await eventually(() => informer.get("Container", "shared-b") !== undefined, 5000, "the informer following the store");
+      const reconciled: string[] = [];
+      const mapped: string[] = [];
+      const controller = createController({
+        name: "shared-probe",
+        informer,
+        watches: [
+          {
+            kind: "Container",
+            keys: (e) => {
+              if (!nameOf(e.object).startsWith("shared-")) return [];
+              mapped.push(nameOf(e.object));
+              return [nameOf(e.object)];
+            },
+          },
+        ],
+        async reconcile(key) {
+          reconciled.push(key);
+        },
+      });
+      try {
+        await controller.start();
+        await eventually(() => reconciled.includes("shared-a") && reconciled.includes("shared-b"), 5000, "the cached objects reconciled at start");
+        await resources.create(newContainer("shared-c"));
+        await eventually(() => reconciled.includes("shared-c"), 5000, "a later event reconciled");
+        await controller.stop();
+        const mappedBefore = mapped.length;
+        await resources.create(newContainer("shared-d"));
+        await eventually(() => informer.get("Container", "shared-d") !== undefined, 5000, "the informer taking shared-d in");
+        assert.equal(mapped.length, mappedBefore, "a stopped controller is no longer handed the informer's events");
+        assert.ok(!reconciled.includes("shared-d"));
+      } finally {
+        await controller.stop();
+        await informer.stop();
+        for (const n of ["shared-a", "shared-b", "shared-c", "shared-d"]) await resources.delete("Container", n).catch(() => {});
+      }
     });
   });
 

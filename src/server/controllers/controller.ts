@@ -13,7 +13,7 @@ import { kindOf, type AnyObject, type Kind } from "../../api/kinds.js";
 import { sameStringMap } from "../../api/string-map.js";
 import type { EventRecorder } from "../event-recorder.js";
 import type { ObjectEvent, ResourceStore } from "../store/resource-store.js";
-import { createInformer, type Informer, type ObjectCache } from "./informer.js";
+import { createInformer, revisionOf, type Informer, type ObjectCache } from "./informer.js";
 import { createWorkQueue } from "./work-queue.js";
 import { yieldToLoop } from "../yielder.js";
 
@@ -130,7 +130,7 @@ export function createController(options: ControllerOptions): Controller {
   const abort = new AbortController();
   let running: Promise<unknown> | undefined;
 
-  informer?.subscribe((event) => {
+  const take = (event: ObjectEvent) => {
     for (const w of watchesByKind.get(kindOf(event.object)) ?? []) {
       try {
         for (const key of w.keys(event, cache)) queue.add(key);
@@ -139,7 +139,18 @@ export function createController(options: ControllerOptions): Controller {
         onError(`controller ${name}: mapping a ${event.type} event of ${w.kind} "${event.object.metadata?.name}" to keys failed`, err);
       }
     }
-  });
+  };
+  const unsubscribe = informer?.subscribe(take);
+
+  /**
+   * A controller started on a shared informer that is already following the store (a server
+   * that becomes the leader of its cluster) is handed what the cache holds, as its own
+   * informer's first listing would: every object changed while no controller ran (a scale
+   * written while the cluster had no leader) is reconciled.
+   */
+  const takeCached = () => {
+    for (const kind of watchesByKind.keys()) for (const object of informer!.list(kind)) take({ type: "ADDED", object, previous: undefined, revision: revisionOf(object) });
+  };
 
   /** Counts a failure of key and returns its next delay. */
   const backoff = (key: string): number => {
@@ -186,10 +197,13 @@ export function createController(options: ControllerOptions): Controller {
     async start() {
       if (running) throw new Error(`controller ${name} already started`);
       if (owned) await informer!.start();
+      else if (informer) takeCached();
       running = Promise.all(Array.from({ length: workerCount }, work));
     },
     async stop() {
       abort.abort();
+      // A stopped controller of a shared informer is told of nothing more (leadership comes and goes).
+      if (!owned) unsubscribe?.();
       queue.shutDown();
       if (owned) await informer!.stop();
       await running;

@@ -41,7 +41,7 @@ export interface Informer extends ObjectCache {
    * objects that vanished meanwhile as DELETED and the others as ADDED or MODIFIED (with the
    * cached object as previous). Handlers run synchronously, in the order they subscribed.
    */
-  subscribe(handler: (event: ObjectEvent) => void): void;
+  subscribe(handler: (event: ObjectEvent) => void): () => void;
   /** Lists the kinds, hands the listing to the subscribers, then follows the store. */
   start(): Promise<void>;
   /**
@@ -166,6 +166,10 @@ export function createInformer(options: InformerOptions): Informer {
     list: <K extends Kind>(kind: K) => (objects.get(kind) ?? new Map()).values() as IterableIterator<ObjectOf<K>>,
     subscribe(handler) {
       handlers.push(handler);
+      return () => {
+        const i = handlers.indexOf(handler);
+        if (i >= 0) handlers.splice(i, 1);
+      };
     },
     async start() {
       if (following) throw new Error(`${name} already started`);
@@ -188,6 +192,6 @@ export function createInformer(options: InformerOptions): Informer {
 }
 
 /** The store revision of an object's last change (its resourceVersion as a number). */
-function revisionOf(obj: AnyObject): number {
+export function revisionOf(obj: AnyObject): number {
   return Number(obj.metadata?.resourceVersion ?? 0) || 0;
 }
