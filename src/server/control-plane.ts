@@ -188,6 +188,7 @@ function createHolderPlane(
   router.onIdle((name) => {
     if (containers.record(name)?.deleting) containers.enqueue(name);
   });
+  metrics.onCollectAttachHolds(() => containers.attachHolds());
   return { messaging, containers, load: loadOf(router, containers) };
 }
 

@@ -28,8 +28,12 @@ export interface Metrics {
   readonly inboxDepth: Gauge<"container">;
   /** Live worker sessions by role. */
   readonly sessions: Gauge<"role">;
+  /** Containers held for a process attaching to them (sampled at scrape time). */
+  readonly attachHolds: Gauge;
   /** Sets the function that reports inbox depths at scrape time. */
   onCollectInboxes(fn: () => Iterable<[string, number]>): void;
+  /** Sets the function that reports, at scrape time, how many containers are held for a process attaching to them. */
+  onCollectAttachHolds(fn: () => number): void;
 }
 
 /** Creates the metrics of one server, including Node's process metrics. */
@@ -37,6 +41,7 @@ export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "k4s_" });
   let inboxes: () => Iterable<[string, number]> = () => [];
+  let attachHolds: () => number = () => 0;
   const inboxDepth = new Gauge({
     name: "k4s_inbox_depth",
     help: "Messages waiting in a container's inbox",
@@ -69,8 +74,19 @@ export function createMetrics(): Metrics {
     storeWrites: new Counter({ name: "k4s_store_writes_total", help: "Store write transactions committed", registers: [registry] }),
     inboxDepth,
     sessions: new Gauge({ name: "k4s_worker_sessions", help: "Live worker sessions", labelNames: ["role"] as const, registers: [registry] }),
+    attachHolds: new Gauge({
+      name: "k4s_attach_holds",
+      help: "Containers held by this server for a process attaching to them now",
+      registers: [registry],
+      collect() {
+        this.set(attachHolds());
+      },
+    }),
     onCollectInboxes(fn) {
       inboxes = fn;
+    },
+    onCollectAttachHolds(fn) {
+      attachHolds = fn;
     },
   };
 }

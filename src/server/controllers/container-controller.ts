@@ -85,6 +85,11 @@ export interface ContainerLifecycle {
    * one attached meanwhile, NOT_FOUND when the container went.
    */
   attached(link: WorkerLink, container: string): void;
+  /**
+   * An attach checked here (checkAttach) ended without attaching: refused, or claimed by another
+   * server. The container is held here for it no longer.
+   */
+  attachFailed(container: string): void;
 }
 
 /** ContainerController is the running lifecycle, with what the scheduler needs of it. */
@@ -93,6 +98,8 @@ export interface ContainerController extends Controller, ContainerLifecycle {
   record(name: string): ContainerRecord | undefined;
   /** Looks at every stored container again (in a cluster: which ones this server holds changed). */
   recheckAll(): void;
+  /** How many containers are held here for a process attaching to them now. */
+  attachHolds(): number;
   /** Containers bound to a host now. */
   load(host: WorkerLink): number;
   /** Binds an Unscheduled container to a host (the scheduler's choice). */
@@ -204,7 +211,11 @@ export function createContainerController(options: ContainerControllerOptions): 
       forget(rec);
       rec = undefined;
     }
-    if (!obj?.metadata || !obj.spec) return;
+    if (!obj?.metadata || !obj.spec) {
+      // Gone: no attach to it can finish.
+      attachHolds.drop(name);
+      return;
+    }
     if (options.holds && !attaching && !options.holds(obj, rec)) {
       if (rec) letGo(rec);
       return;
@@ -237,7 +248,17 @@ export function createContainerController(options: ContainerControllerOptions): 
     if (link.role === "host") needScheduling(undefined);
   });
 
-  const lifecycle = createLifecycleInput({ records, informer, reconcile, enqueue: controller.enqueue, fx, publish, needScheduling });
+  const lifecycle = createLifecycleInput({
+    records,
+    informer,
+    reconcile,
+    enqueue: controller.enqueue,
+    fx,
+    publish,
+    needScheduling,
+    // The attach finished: attached (its link holds the container now) or refused (what holds it is looked at again).
+    attachEnded: (name, ok) => attachHolds.drop(name) && !ok && controller.enqueue(name),
+  });
   return {
     ...controller,
     ...lifecycle,
@@ -245,6 +266,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     recheckAll() {
       for (const c of informer.list("Container")) controller.enqueue(c.metadata?.name ?? "");
     },
+    attachHolds: () => attachHolds.size(),
     load: (host) => hostLoad.get(host) ?? 0,
     bind(name, host) {
       const rec = records.get(name);
@@ -267,12 +289,15 @@ export function createContainerController(options: ContainerControllerOptions): 
 }
 
 /**
- * The containers a process is attaching to here (for ATTACH_HOLD_MS): this server holds them
- * meanwhile, whoever held them before. held() records an attach and says whether one is on.
+ * The containers a process is attaching to here (until the attach ends, at most ATTACH_HOLD_MS):
+ * this server holds them meanwhile, whoever held them before. held() records an attach and says
+ * whether one is on; drop() ends one (the attach finished, or the container went).
  */
 function createAttachHolds() {
   const until = new Map<string, number>();
   return {
+    drop: (name: string): boolean => until.delete(name),
+    size: () => until.size,
     held(name: string, attaching: boolean): boolean {
       if (attaching) until.set(name, Date.now() + ATTACH_HOLD_MS);
       else if ((until.get(name) ?? 0) > Date.now()) return true;
@@ -374,6 +399,8 @@ interface LifecycleInputOptions {
   fx: LifecycleEffects;
   publish(rec: ContainerRecord): void;
   needScheduling(name: string | undefined): void;
+  /** An attach checked here ended: attached (ok) or not. */
+  attachEnded(name: string, ok: boolean): void;
 }
 
 /** The lifecycle's inputs from worker streams, turned into facts on the records and reconciles. */
@@ -433,32 +460,12 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       o.enqueue(rec.name);
     },
     async checkAttach(a, credentialOnly = false) {
-      let rec = records.get(a.container);
-      if (!rec && ((await o.informer.refresh("Container", a.container)) || o.informer.get("Container", a.container))) {
-        o.reconcile(a.container, true);
-        rec = records.get(a.container);
+      try {
+        return await checkAttach(a, credentialOnly);
+      } catch (err) {
+        o.attachEnded(a.container, false);
+        throw err;
       }
-      if (!rec) throw new ConnectError(`attach: no container named "${a.container}"`, Code.NotFound);
-      if (rec.deleting) throw new ConnectError(`attach: container "${rec.name}" is being deleted`, Code.FailedPrecondition);
-      if (rec.kind === "module") {
-        throw new ConnectError(
-          `attach: container "${rec.name}" runs function "${rec.spec.function}" of module "${rec.spec.module}" in a worker host; only command and external containers take an attached process`,
-          Code.FailedPrecondition,
-        );
-      }
-      if (credentialOnly && rec.kind !== "command") {
-        throw new ConnectError(`attach: container "${rec.name}" is not a command container: attaching to it needs the server's bearer token`, Code.PermissionDenied);
-      }
-      if (rec.kind === "command" && (rec.token === "" || a.token !== rec.token)) {
-        throw new ConnectError(
-          `attach: wrong token for container "${rec.name}": a command container is attached by the process its host spawned, with the token of its Assign`,
-          Code.PermissionDenied,
-        );
-      }
-      if (rec.attached && !rec.attached.closed) {
-        throw new ConnectError(`attach: container "${rec.name}" is already attached by "${rec.attached.name}" (session ${rec.attached.id})`, Code.FailedPrecondition);
-      }
-      return rec.name;
     },
     attached(link, name) {
       if (!records.has(name)) o.reconcile(name, true);
@@ -470,6 +477,37 @@ function createLifecycleInput(o: LifecycleInputOptions): ContainerLifecycle {
       rec.attached = link;
       // At once: deliveries may go to it from now on.
       o.reconcile(name, true);
+      o.attachEnded(name, true);
     },
+    attachFailed: (name) => o.attachEnded(name, false),
   };
+
+  async function checkAttach(a: Attach, credentialOnly: boolean): Promise<string> {
+    let rec = records.get(a.container);
+    if (!rec && ((await o.informer.refresh("Container", a.container)) || o.informer.get("Container", a.container))) {
+      o.reconcile(a.container, true);
+      rec = records.get(a.container);
+    }
+    if (!rec) throw new ConnectError(`attach: no container named "${a.container}"`, Code.NotFound);
+    if (rec.deleting) throw new ConnectError(`attach: container "${rec.name}" is being deleted`, Code.FailedPrecondition);
+    if (rec.kind === "module") {
+      throw new ConnectError(
+        `attach: container "${rec.name}" runs function "${rec.spec.function}" of module "${rec.spec.module}" in a worker host; only command and external containers take an attached process`,
+        Code.FailedPrecondition,
+      );
+    }
+    if (credentialOnly && rec.kind !== "command") {
+      throw new ConnectError(`attach: container "${rec.name}" is not a command container: attaching to it needs the server's bearer token`, Code.PermissionDenied);
+    }
+    if (rec.kind === "command" && (rec.token === "" || a.token !== rec.token)) {
+      throw new ConnectError(
+        `attach: wrong token for container "${rec.name}": a command container is attached by the process its host spawned, with the token of its Assign`,
+        Code.PermissionDenied,
+      );
+    }
+    if (rec.attached && !rec.attached.closed) {
+      throw new ConnectError(`attach: container "${rec.name}" is already attached by "${rec.attached.name}" (session ${rec.attached.id})`, Code.FailedPrecondition);
+    }
+    return rec.name;
+  }
 }

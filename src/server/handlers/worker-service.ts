@@ -148,20 +148,41 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     return s;
   }
 
+  /** The attaches going on here, by container: one at a time each (the claim is this server's, whichever session makes it). */
+  const attaching = new Map<string, string>();
+
   async function openAttach(a: Attach, credentialOnly: boolean): Promise<WorkerLink> {
     const lifecycle = lifecycleFor("attached processes");
-    const container = await lifecycle.checkAttach(a, credentialOnly);
-    if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
-    const s = links.open({ name: a.host || `${container}-process`, role: "attached", container });
-    await claimAttach(options, s, container);
-    try {
-      lifecycle.attached(s, container);
-    } catch (err) {
-      // Another process attached while this one was checked.
-      links.lose(s);
-      throw err;
+    const other = attaching.get(a.container);
+    if (other !== undefined) {
+      throw new ConnectError(
+        `attach: container "${a.container}" is being attached by another process ("${other}") on this server right now; a container takes one process at a time`,
+        Code.AlreadyExists,
+      );
     }
-    return s;
+    const who = a.host || `${a.container}-process`;
+    attaching.set(a.container, who);
+    try {
+      const container = await lifecycle.checkAttach(a, credentialOnly);
+      try {
+        if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
+        const s = links.open({ name: who, role: "attached", container });
+        await claimAttach(options, s, container);
+        try {
+          lifecycle.attached(s, container);
+        } catch (err) {
+          // Another process attached while this one was checked.
+          links.lose(s);
+          throw err;
+        }
+        return s;
+      } catch (err) {
+        lifecycle.attachFailed(container);
+        throw err;
+      }
+    } finally {
+      attaching.delete(a.container);
+    }
   }
 
   async function readLoop(it: AsyncIterator<ConnectRequest>, s: WorkerLink) {
