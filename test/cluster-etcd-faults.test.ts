@@ -40,6 +40,9 @@ async function dumpClusterState(servers: ClusterServer[]): Promise<void> {
   }
 }
 
+/** How many servers said their lease went unrenewed long enough to end their sessions. */
+const lapsed = (servers: ClusterServer[]) => servers.filter((s) => /could not renew its lease/.test(s.proc.stderr())).length;
+
 /** What the server said last about its leadership: true while it leads. */
 const leadsNow = (s: ClusterServer) => [...s.proc.stdout().matchAll(/k4s server (is the leader|is standing by)/g)].pop()?.[1] === "is the leader";
 
@@ -86,7 +89,7 @@ test("cluster over a three-member etcd: one member SIGKILLed, every server keeps
     await eventually(async () => (await b.client.get("ReplicaSet", "ef-rs")).status?.readyReplicas === 3, 60_000, "3 ready replicas");
     const scaledMs = Date.now() - killedAt;
     assert.equal(servers.filter(leadsNow).length, 1, "one leader at the end");
-    console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a request through a standby answered after ${retries} retries; a scale 2 -> 3 was ready ${scaledMs} ms after the kill`);
+    console.log(`# etcd member SIGKILLed: writes through the 3 servers landed after ${writeMs.join(", ")} ms; a request through a standby answered after ${retries} retries; a scale 2 -> 3 was ready ${scaledMs} ms after the kill; ${lapsed(servers)} of 3 servers saw their lease lapse`);
     ac.abort();
     await watching;
   } catch (err) {

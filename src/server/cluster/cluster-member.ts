@@ -26,6 +26,13 @@ const ELECTION = "leader";
 const STOP_WAIT_MS = 2000;
 /** Share of the lease's TTL after which a member without a renewed lease stops leading. */
 const LEASE_SAFETY = 0.75;
+/**
+ * How late a renewal may be (ms past etcd3's own, every third of the TTL) before the member
+ * renews once more by itself, on a stream of its own (see renewOnce).
+ */
+const RENEW_LATE_MS = 150;
+/** Longest a renewal of the member's own may take (ms). */
+const RENEW_ONCE_TIMEOUT_MS = 1000;
 
 /** ClusterMemberOptions say where etcd is and who this server is. */
 export interface ClusterMemberOptions {
@@ -119,6 +126,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   const lapsed = flag((value) => options.onLapse?.(value));
   let stopped = false, watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
+  let renewing = false;
 
   /** Grants a new lease and writes the record and every held session under it. */
   async function join(): Promise<void> {
@@ -195,10 +203,32 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     return c ? c.resign().catch(() => {}) : Promise.resolve();
   }
 
+  /**
+   * Renews the lease once on a new keep-alive stream. etcd3 keeps the lease alive on one stream
+   * and notices a stream that stopped answering (its etcd member killed, or waiting for a new
+   * etcd leader) only after a whole TTL; a renewal of its own, through whichever member answers,
+   * keeps the member from a lapse that etcd would never have enforced. A renewal answered proves
+   * the lease alive when etcd took it, as etcd3's own do.
+   */
+  function renewOnce(current: Lease): void {
+    if (renewing) return;
+    renewing = true;
+    current
+      .keepaliveOnce({ deadline: new Date(Date.now() + RENEW_ONCE_TIMEOUT_MS) })
+      .then(
+        () => {
+          if (lease === current) renewedAt = Date.now();
+        },
+        () => {},
+      )
+      .finally(() => (renewing = false));
+  }
+
   /** Steps down once the lease may be about to expire unrenewed, and campaigns again once renewed. */
   function checkLease(): void {
     if (stopped || !lease) return;
     const silentMs = Date.now() - renewedAt;
+    if (silentMs > (ttl * 1000) / 3 + RENEW_LATE_MS) renewOnce(lease);
     if (silentMs > LEASE_SAFETY * ttl * 1000) {
       if (!lapsed.value) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
       lapsed.set(true);
