@@ -130,8 +130,28 @@ export function serverCommand(): Command {
           ? { host: opts.dashboardHost, port: opts.dashboardPort ?? (opts.port === 0 ? 0 : opts.port + 1) }
           : undefined,
       });
+      /** Stops the server (and the local worker) after why, then exits; a second signal exits at once. */
+      const shutDown = async (why: string, worker?: LocalWorker): Promise<never> => {
+        console.log(`k4s server: ${why}; shutting down`);
+        // A second signal means "now": skip the graceful path.
+        const force = () => process.exit(1);
+        process.once("SIGINT", force);
+        process.once("SIGTERM", force);
+        setTimeout(() => {
+          console.error(`k4s server: the shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting now`);
+          process.exit(1);
+        }, SHUTDOWN_DEADLINE_MS).unref();
+        await worker?.stop();
+        await server.stop();
+        process.exit(0);
+      };
+      // A signal during the start stops what the start started (its member leaves the cluster).
+      const stopped = untilStopped();
+      const startup = server.start();
+      const early = await Promise.race([startup.then(() => undefined, () => undefined), stopped]);
+      if (early !== undefined) await shutDown(`${early} while starting`);
       try {
-        await server.start();
+        await startup;
       } catch (err) {
         if (!(err instanceof StartupError)) throw err;
         const hint = STARTUP_HINTS[err.setting];
@@ -152,19 +172,7 @@ export function serverCommand(): Command {
       const localName = server.cluster ? `local-${server.port}` : "local";
       const worker = opts.localWorker ? startLocalWorker(address, localName, workerEnv, opts.allowCommand ? ["--allow-command"] : []) : undefined;
 
-      const why = await untilStopped();
-      console.log(`k4s server: ${why}; shutting down`);
-      // A second signal means "now": skip the graceful path.
-      const force = () => process.exit(1);
-      process.once("SIGINT", force);
-      process.once("SIGTERM", force);
-      setTimeout(() => {
-        console.error(`k4s server: the shutdown did not finish within ${SHUTDOWN_DEADLINE_MS / 1000} s; exiting now`);
-        process.exit(1);
-      }, SHUTDOWN_DEADLINE_MS).unref();
-      await worker?.stop();
-      await server.stop();
-      process.exit(0);
+      await shutDown(await stopped, worker);
     });
 }
 

@@ -360,8 +360,10 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   // Rejected when the start failed: a session waiting for it ends, and no leadership change runs.
   const started = new Promise<void>((resolve, reject) => (markStarted = (ok) => (ok ? resolve() : reject(new ConnectError("k4s server failed to start", Code.Unavailable)))));
   started.catch(() => {});
+  /** Set by stop(): a plane that stops never leads again (its member leaves the cluster after it). */
+  let stopping = false;
   const turn = async (leads: boolean) => {
-    if (leads === leading) return;
+    if (leads === leading || (leads && stopping)) return;
     leading = leads;
     for (const c of leaders) await c.stop();
     leaders = [];
@@ -451,6 +453,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       }
     },
     async stop() {
+      stopping = true;
       if (stopListening) {
         stopListening();
         stopListening = undefined;

@@ -567,6 +567,10 @@ export function createServer(options: ServerOptions = {}): K4sServer {
 
   let ports: BoundPorts | undefined;
   const portPlan: PortPlan = { grpcServer, credentials: serverCredentials(options.tls), host, dashboardHost, metrics, dashboardRoutes, onError };
+  let starting: Promise<void> | undefined;
+  let stopRequested = false;
+  /** What start() started (or began to start): stop() stops only those. */
+  const started = { plane: false, journals: false };
   return {
     get address() {
       return joinHostPort(host, port);
@@ -587,42 +591,15 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     get cluster() {
       return cluster;
     },
-    async start() {
-      // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
-      const bound = await bindPorts(options, portPlan);
-      ports = bound;
-      port = bound.listener.port;
-      try {
-        store = await openStore({
-          url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
-          historyLimit: options.historyLimit,
-          historyBytes: options.historyBytes,
-          compactIntervalMs: options.compactIntervalMs,
-          onError,
-        });
-      } catch (err) {
-        ports = undefined;
-        await closePorts(bound, grpcServer);
-        throw err;
-      }
-      await events.restore();
-      await logs.restore();
-      if (clusterPlane && etcdEndpoints) {
-        // The member first: every session the plane takes is recorded under its lease, and its
-        // leadership (which may come at once) starts the leader's controllers once the plane runs.
-        await credentials.load();
-        cluster = await newClusterMember(options, etcdEndpoints, clusterPlane, { host, port }, onError);
-        await cluster.start();
-      }
-      await plane.start();
-      logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
-      logJournal.start();
-      eventJournal.start();
-      if (options.stats !== false) stats.start();
-      health.setStatus("", "SERVING");
-      for (const s of SERVICE_NAMES) health.setStatus(s, "SERVING");
+    start() {
+      starting ??= startParts();
+      return starting;
     },
     async stop() {
+      // A start still under way is let finish (each of its steps first looks whether the server
+      // is stopping), then whatever it started is stopped.
+      stopRequested = true;
+      await starting?.catch(() => {});
       // From now on new calls are refused with a status that says "retry", not run halfway.
       shutdown.abort();
       // Clients that reconnect at once are refused until a server is back, not half-served.
@@ -631,13 +608,64 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await ports?.metricsServer?.close();
       await ports?.dashboardServer?.close();
       stats.stop();
+      // The plane first (its sessions end, their records go), then the cluster: this server
+      // delivers nothing once another may take over what it held.
+      if (started.plane) await plane.stop();
       await cluster?.stop();
-      await plane.stop();
       await shutdownGrpcServer(grpcServer);
       await ports?.listener.close();
-      await logJournal.stop();
-      await eventJournal.stop();
+      if (started.journals) {
+        await logJournal.stop();
+        await eventJournal.stop();
+      }
       await store?.close();
     },
   };
+
+  /** Throws when stop() was called: a start under way takes no further step. */
+  function notStopping(): void {
+    if (stopRequested) throw new ConnectError("the k4s server was stopped while it was starting", Code.Unavailable);
+  }
+
+  async function startParts(): Promise<void> {
+    // Ports first, then the data dir: a server that cannot listen leaves no trace behind.
+    const bound = await bindPorts(options, portPlan);
+    ports = bound;
+    port = bound.listener.port;
+    notStopping();
+    try {
+      store = await openStore({
+        url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
+        historyLimit: options.historyLimit,
+        historyBytes: options.historyBytes,
+        compactIntervalMs: options.compactIntervalMs,
+        onError,
+      });
+    } catch (err) {
+      ports = undefined;
+      await closePorts(bound, grpcServer);
+      throw err;
+    }
+    await events.restore();
+    await logs.restore();
+    notStopping();
+    if (clusterPlane && etcdEndpoints) {
+      // The member first: every session the plane takes is recorded under its lease, and its
+      // leadership (which may come at once) starts the leader's controllers once the plane runs.
+      await credentials.load();
+      cluster = await newClusterMember(options, etcdEndpoints, clusterPlane, { host, port }, onError);
+      await cluster.start();
+      notStopping();
+    }
+    started.plane = true;
+    await plane.start();
+    logs.retain(new Set((await resources.list("Container")).items.map((c) => c.metadata?.name ?? "")));
+    notStopping();
+    started.journals = true;
+    logJournal.start();
+    eventJournal.start();
+    if (options.stats !== false) stats.start();
+    health.setStatus("", "SERVING");
+    for (const s of SERVICE_NAMES) health.setStatus(s, "SERVING");
+  }
 }

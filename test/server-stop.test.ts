@@ -1,0 +1,81 @@
+/**
+ * A server of a cluster (over a real etcd) stopped while it is still starting: stop() lets the
+ * start finish its step, then stops whatever it started, so that nothing is left running: no port
+ * taking connections, no record of it in etcd (its member record, session records, election key),
+ * whichever step the start was at. In process (createServer) at several moments of the start,
+ * and as a `k4s server` process sent SIGTERM while it starts: it exits, leaving no record.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "node:net";
+import { createServer } from "../src/server/server.js";
+import { openStore } from "../src/server/store/open-store.js";
+import type { Store } from "../src/server/store/store.js";
+import { startEtcd } from "./etcd.js";
+import { spawnK4s } from "./helpers.js";
+
+/** The keys in etcd that say a server is in the cluster: its member record, its sessions', its campaign. */
+async function liveKeys(store: Store): Promise<string[]> {
+  const r = await store.range("/k4s-cluster/");
+  return r.kvs.map((kv) => kv.key).filter((k) => /\/servers\/|\/sessions\/|leader/.test(k));
+}
+
+/** Whether something accepts connections on a loopback port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+test("server stop during start: whatever the start started is stopped (no listener, no record in etcd), at any moment of the start", async () => {
+  const etcd = await startEtcd();
+  const store = await openStore({ url: etcd.storeUrl });
+  const seen: string[] = [];
+  try {
+    for (const delayMs of [0, 5, 20, 60, 150, 400, 1000]) {
+      const server = createServer({ port: 0, store: etcd.storeUrl, leaseTtlSeconds: 2, onError: () => {} });
+      const start = server.start().then(
+        () => "started",
+        (err: unknown) => `refused: ${(err as Error).message}`,
+      );
+      await new Promise((r) => setTimeout(r, delayMs));
+      await server.stop();
+      const outcome = await start;
+      seen.push(`${delayMs} ms: ${outcome}`);
+      // Stopped means stopped: whatever the start reached is undone by the time stop() resolved.
+      if (server.port > 0) assert.equal(await accepts(server.port), false, `stopped ${delayMs} ms into its start (${outcome}): port ${server.port} still accepts`);
+      assert.deepEqual(await liveKeys(store), [], `stopped ${delayMs} ms into its start (${outcome}): its records are gone`);
+    }
+    console.log(`# stop() during start: ${seen.join("; ")}`);
+  } finally {
+    await store.close();
+    await etcd.stop();
+  }
+});
+
+test("k4s server sent SIGTERM while it starts: it exits 0 and leaves no record in etcd", async () => {
+  const etcd = await startEtcd();
+  const store = await openStore({ url: etcd.storeUrl });
+  try {
+    const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--no-local-worker", "--store", etcd.storeUrl, "--lease-ttl", "10"]);
+    // Its member record appears in etcd before it serves (the member starts before the plane).
+    const t0 = Date.now();
+    while ((await liveKeys(store)).length === 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 5));
+    const listening = /listening on/.test(proc.stdout());
+    proc.child.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => (proc.child.exitCode !== null ? resolve(proc.child.exitCode) : proc.child.once("exit", (c) => resolve(c))));
+    // Within the lease's 10 s TTL: the records are gone because the server left, not expired.
+    const left = await liveKeys(store);
+    assert.equal(code, 0, `exit code (stdout: ${proc.stdout()} stderr: ${proc.stderr()})`);
+    assert.deepEqual(left, [], "no record left in etcd");
+    console.log(`# SIGTERM ${listening ? "after it listened" : "while it was starting"} (${Date.now() - t0} ms after spawn): exited ${code}, no record left`);
+  } finally {
+    await store.close();
+    await etcd.stop();
+  }
+});
