@@ -1,15 +1,18 @@
 /**
- * Durable sends across the servers of a cluster, through real parts: two `k4s server` processes
- * over one real etcd, a real `k4s worker` host given both servers, the SDK as the sender. The
- * worker writes a line when it has handled a message (not when it got it), so "handled" means
- * handled. A server that starts holding a container (its host moved there) reads back what the
- * container's old holder journaled and did not settle.
+ * Messages that wait for a container when it moves between the servers of a cluster, through
+ * real parts: two `k4s server` processes over one real etcd, a real `k4s worker` host given both
+ * servers, the SDK as the sender. The worker writes a line when it starts and when it is done with
+ * a message, so "handled" means handled. A server that starts holding a container (its host moved
+ * there) reads back what the container's old holder journaled and did not settle; a server that
+ * lets go of a container sends what waited there on to the server holding it now.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
 import { openStore } from "../src/server/store/open-store.js";
 import { startCluster, type ClusterServer } from "./cluster-harness.js";
@@ -35,7 +38,7 @@ export const recorder = defineWorker(async (ctx) => {
 
 interface Line {
   ev: "start" | "done";
-  v: { i?: number };
+  v: { i?: number; r?: number };
   a: number;
 }
 
@@ -133,4 +136,113 @@ test("takeover reads the journal back: durable sends journaled by a server SIGKI
     await host?.kill();
     await cluster.stop();
   }
+});
+
+/**
+ * A TCP proxy to a server: the host reaches A through it, so that the test can break the host's
+ * connection (and refuse it again) while A keeps running.
+ */
+async function tcpProxy(to: string): Promise<{ address: string; cut(): void }> {
+  const colon = to.lastIndexOf(":");
+  const sockets = new Set<Socket>();
+  const { connect } = await import("node:net");
+  const server = createServer((inbound) => {
+    const outbound = connect(Number(to.slice(colon + 1)), to.slice(0, colon));
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    address: `127.0.0.1:${port}`,
+    cut() {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+/**
+ * A host on A (reached through a proxy) and B leading; a worker holding a request, 40 sends and a
+ * second request waiting on A; the proxy cut, so the host moves to B while A runs on.
+ */
+async function letGo(delivery: "memory" | "durable"): Promise<void> {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  const b = cluster.leader;
+  const a = cluster.standbys[0] as ClusterServer;
+  const file = join(dir, `let-go-${delivery}.jsonl`);
+  const gate = join(dir, `let-go-${delivery}.gate`);
+  const proxy = await tcpProxy(a.address);
+  let host: Proc | undefined;
+  try {
+    host = spawnK4s(["worker", "--server", `${proxy.address},${b.address}`, "--name", `roamer-${delivery}`, "--module", `mem=${modulePath}`]);
+    const heldBy = async (s: ClusterServer) => (await b.client.servers()).find((x) => x.address === s.address)?.sessions.some((x) => x.name === `roamer-${delivery}`);
+    await eventually(() => heldBy(a), 30_000, "host roamer held by A");
+    await b.client.apply(`kind: Container\nmetadata: {name: relay}\nspec: {module: mem, function: recorder, concurrency: 1, delivery: ${delivery}, parameters: ${JSON.stringify({ file, gate })}}\n`);
+    await eventually(async () => (await b.client.get("Container", "relay")).status?.ready === true, 60_000, "relay ready");
+
+    // The worker holds a request (gate closed); sends and a second request wait in A's inbox.
+    const first = b.client.request("container/relay", { r: 1 }, { timeoutMs: 60_000 }).then(
+      () => "ok",
+      (err: unknown) => ConnectError.from(err).code,
+    );
+    await eventually(() => lines(file, "start").some((l) => l.v.r === 1), 30_000, "the worker holds the first request");
+    const acked: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      await b.client.send("container/relay", { i });
+      acked.push(i);
+    }
+    const second = b.client.request("container/relay", { r: 2 }, { timeoutMs: 60_000 }).then(
+      () => "ok",
+      (err: unknown) => ConnectError.from(err).code,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(lines(file, "start").length, 1, "only the first request reached the worker before the move");
+
+    const t0 = Date.now();
+    proxy.cut();
+    await eventually(() => heldBy(b), 30_000, "host roamer held by B");
+    const movedMs = Date.now() - t0;
+    assert.equal(await first, Code.Unavailable, "the request in the worker's hands when its session moved fails UNAVAILABLE");
+    writeFileSync(gate, "");
+    assert.equal(await second, "ok", "the request that waited on A is answered through B");
+    await eventually(
+      () => {
+        const c = counts(file);
+        return acked.every((i) => c.has(i));
+      },
+      60_000,
+      "every send accepted on A handled after the move",
+    );
+    const handledMs = Date.now() - t0;
+    const starts = lines(file, "start");
+    assert.equal(starts.filter((l) => l.v.r === 1).length, 1, "the first request ran once");
+    assert.equal(starts.filter((l) => l.v.r === 2).length, 1, "the second request ran once");
+    const c = counts(file);
+    const duplicates = [...c.values()].reduce((n, k) => n + k - 1, 0);
+    if (delivery === "durable") await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    console.log(
+      `# let go (${delivery}): host moved from A (still running) to B after ${movedMs} ms; ${acked.length} sends and 1 request that waited on A handled ` +
+        `after ${handledMs} ms; duplicates ${duplicates}, lost 0`,
+    );
+  } catch (err) {
+    dumpLogs({ "server A": a.proc, "server B (leader)": b.proc, host });
+    throw err;
+  } finally {
+    proxy.cut();
+    await host?.kill();
+    await cluster.stop();
+  }
+}
+
+test("let go: sends and a request queued on a server whose host moved to another server (that server still running) are handled there; the request its worker had in hand fails UNAVAILABLE and never runs twice", async () => {
+  await letGo("memory");
+});
+
+test("let go, durable: the sends journaled by the server whose host moved (still running) are read back and handled by the server holding the container now; the journal ends empty", async () => {
+  await letGo("durable");
 });

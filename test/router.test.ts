@@ -774,6 +774,7 @@ class MemoryJournal implements SendJournal {
   remove(key: string): void {
     this.removed.push(key);
   }
+  release(): void {}
   recover(): Promise<RecoveredEntry[]> {
     return Promise.resolve([]);
   }

@@ -2,7 +2,8 @@
  * The journal of durable sends over both store backends (SQLite and a real etcd): entries are
  * in the store once append() resolves, many appends share one transaction, settled entries go
  * in batches, a later server run reads back exactly what earlier runs left, the bounds refuse
- * naming the limit, and dropping an owner deletes its whole journal.
+ * naming the limit, a released entry is read back when its container is taken again, and
+ * dropping an owner deletes its whole journal.
  */
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -88,6 +89,21 @@ for (const backend of BACKENDS) {
       );
       assert.equal(second.usage("c1").messages, 2, "recovered entries count against the bound");
       assert.deepEqual(await second.recover("c2"), []);
+    });
+
+    test("a send released (its container taken by another server) is no longer counted, stays stored, and is read back by this run when it takes the container again", async () => {
+      const store = await open();
+      const journal = createSendJournal({ store, boot: 3000 });
+      const k1 = await journal.append("c3", { data: bytes("one"), contentType: "", sender: "", service: "" });
+      await journal.append("c3", { data: bytes("two"), contentType: "", sender: "", service: "" });
+      assert.deepEqual(await journal.recover("c3"), [], "its own entries it still counts are not read back");
+      journal.release(k1);
+      assert.equal(journal.usage("c3").messages, 1, "a released entry is not counted");
+      assert.equal((await keys(store, "c3/")).length, 2, "a released entry stays stored");
+      assert.deepEqual((await journal.recover("c3")).map((e) => [e.key, text(e.data)]), [[k1, "one"]]);
+      assert.equal(journal.usage("c3").messages, 2, "read back, it is counted again");
+      assert.deepEqual(await journal.recover("c3"), [], "read back once");
+      await journal.close();
     });
 
     test("the bounds refuse naming the limit; dropping an owner deletes its journal", async () => {

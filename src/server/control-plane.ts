@@ -16,6 +16,7 @@ import { createBoundContainers } from "./cluster/bound-containers.js";
 import { createClusterRouter, type ClusterRouter } from "./cluster/cluster-router.js";
 import { awaitsPlace } from "./cluster/container-placement.js";
 import { createHolding } from "./cluster/holding.js";
+import { createRerouter } from "./cluster/let-go.js";
 import { createPeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
 import { createSessionLocator, type SessionLocator, type SessionName } from "./cluster/session-locator.js";
 import { createStoreBinder } from "./cluster/store-binder.js";
@@ -36,6 +37,7 @@ import type { LogStore } from "./log-store.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane, type MessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
+import type { Letter } from "./messaging/mailbox.js";
 import type { Router } from "./messaging/router.js";
 import type { SendJournal } from "./messaging/send-journal.js";
 import type { Metrics } from "./metrics.js";
@@ -150,6 +152,7 @@ function createHolderPlane(
   informer: Informer,
   onReconcile: (r: ReconcileReport) => void,
   holds?: ContainerControllerOptions["holds"],
+  reroute?: (container: string, envs: readonly Letter[]) => void,
 ): HolderPlane {
   const { events, logs, metrics, onError, sessions } = options;
   const messaging = createMessagingPlane({
@@ -181,7 +184,10 @@ function createHolderPlane(
     bindsFromStore: options.sessionRecords !== undefined,
     holds,
     onTaken: (obj) => messaging.taken(obj),
-    onLetGo: (name, uid) => messaging.letGo(name, uid),
+    onLetGo(name, uid) {
+      const envs = messaging.letGo(name, uid);
+      if (envs.length > 0) reroute?.(name, envs);
+    },
     onError,
     onReconcile,
   });
@@ -300,7 +306,14 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   const locator: SessionLocator = createSessionLocator({ store: options.sessionRecords, onError });
   let leading = false;
   let holding: ReturnType<typeof createHolding> | undefined;
-  const { messaging, containers, load } = createHolderPlane(options, informer, onReconcile, (obj, rec) => holding!.holds(obj, rec));
+  let reroute: ReturnType<typeof createRerouter> | undefined;
+  const { messaging, containers, load } = createHolderPlane(
+    options,
+    informer,
+    onReconcile,
+    (obj, rec) => holding!.holds(obj, rec),
+    (name, envs) => reroute!(name, envs),
+  );
   const { router, links, heartbeatIntervalMs } = messaging;
   holding = createHolding({ self: cluster.self, links, locator, leading: () => leading });
   const peers = createPeerLinks(cluster);
@@ -352,6 +365,8 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   links.onOpened((link) => {
     if (link.role === "host") for (const name of bound.on(link.name)) clusterRouter.wake(name);
   });
+  // What waited here for a container another server holds now goes there.
+  reroute = createRerouter({ router: clusterRouter, journal: options.journal, events, onError });
   links.onLost((link) => {
     if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
   });

@@ -20,6 +20,7 @@ import type { ObjectEvent } from "../store/resource-store.js";
 import type { HostCredentials } from "./host-credentials.js";
 import { EnvelopeState } from "./envelope.js";
 import { createLinkRegistry, type LinkRegistry } from "./link-registry.js";
+import type { Letter } from "./mailbox.js";
 import { createRouter, type Router } from "./router.js";
 import type { SendJournal } from "./send-journal.js";
 import type { WorkerLink } from "./worker-link.js";
@@ -65,8 +66,12 @@ export interface MessagingPlane {
    * servers (or earlier runs) journaled and did not settle is delivered here.
    */
   taken(obj: Container): void;
-  /** This server let go of a container: its journal is read back again when it is taken again. */
-  letGo(name: string, uid: string): void;
+  /**
+   * This server let go of a container: its journal is read back again when it is taken again.
+   * Returns what waited in its inbox here, for the caller to route to the server holding it now,
+   * but for the sends journaled against the container: the server holding it reads them back.
+   */
+  letGo(name: string, uid: string): Letter[];
   /** Ends every link and fails every waiting call with UNAVAILABLE. */
   stop(message: string): void;
 }
@@ -119,6 +124,10 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   function readBack(journal: SendJournal, kind: "container" | "service", name: string, uid: string) {
     if (recovered.has(uid)) return;
     recovered.add(uid);
+    read(journal, kind, name, uid);
+  }
+
+  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string) {
     journal.recover(uid).then((entries) => {
       if (entries.length === 0) return;
       if (router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
@@ -138,10 +147,23 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     start: () => links.start(),
     taken(obj) {
       const meta = obj.metadata;
-      if (journal && options.recoversOnHold && meta && obj.spec?.delivery === "durable") readBack(journal, "container", meta.name, meta.uid);
+      if (!journal || !options.recoversOnHold || !meta || obj.spec?.delivery !== "durable" || recovered.has(meta.uid)) return;
+      readBack(journal, "container", meta.name, meta.uid);
+      // Once more a moment later, while still held: a send the old holder accepted after the
+      // first read, before it saw the container move, is in the journal by then.
+      setTimeout(() => recovered.has(meta.uid) && read(journal, "container", meta.name, meta.uid), READ_AGAIN_MS).unref();
     },
-    letGo(_name, uid) {
-      if (options.recoversOnHold) recovered.delete(uid);
+    letGo(name, uid) {
+      if (!options.recoversOnHold) return [];
+      recovered.delete(uid);
+      const out: Letter[] = [];
+      for (const env of router.takeBack(name)) {
+        if (journal && env.journalKey && env.service === "") {
+          journal.release(env.journalKey);
+          env.state = EnvelopeState.Done;
+        } else out.push(env);
+      }
+      return out;
     },
     stop(message) {
       links.stop(new ConnectError(message, Code.Unavailable));
@@ -149,6 +171,9 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     },
   };
 }
+
+/** How long after taking a durable container over its journal is read once more (ms). */
+const READ_AGAIN_MS = 3000;
 
 /** Hands a stored change to the router. */
 function feed(router: Router, e: ObjectEvent): void {

@@ -94,6 +94,12 @@ export interface Router {
    * the container's inbox, or through the service. False when that very object (uid) is unknown.
    */
   restore(kind: "container" | "service", name: string, uid: string, entries: readonly RecoveredEntry[]): boolean;
+  /**
+   * This server let go of a container (another server holds it now): takes out, in order, what
+   * waits in its inbox (queued, or handed back by its worker), New again, for the caller to route
+   * anew. What its worker has in flight is not taken (release() it first).
+   */
+  takeBack(name: string): Letter[];
   /** Whether a target names a container or service the router knows. */
   knows(target: Target): boolean;
   /** Fails every waiting call with UNAVAILABLE and disarms the deadline timer. */
@@ -243,6 +249,18 @@ export function createRouter(options: RouterOptions): Router {
       if (!to || to.uid !== uid) return false;
       restoreTo(to, entries.map(recovered), { services, deliveries });
       return true;
+    },
+    takeBack(name) {
+      const m = directory.mailbox(name);
+      if (!m) return [];
+      stranded.delete(m);
+      const envs = m.inbox.drain();
+      for (const env of envs) {
+        deadlines.remove(env);
+        env.mailbox = undefined;
+        env.state = EnvelopeState.New;
+      }
+      return envs;
     },
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {

@@ -65,7 +65,15 @@ export interface SendJournal {
   append(owner: string, entry: JournalEntry): Promise<string>;
   /** The send was settled: its entry goes in the next transaction. */
   remove(key: string): void;
-  /** Reads what earlier server runs journaled for an owner and did not settle, oldest first. */
+  /**
+   * This server let go of the send (another server holds its container now): its entry is
+   * neither counted nor deleted here any more; the server holding the container reads it back.
+   */
+  release(key: string): void;
+  /**
+   * Reads what earlier server runs (or other servers) journaled for an owner and did not settle,
+   * with what this run released, oldest first; entries this run counts now are skipped.
+   */
   recover(owner: string): Promise<RecoveredEntry[]>;
   /** Deletes an owner's whole journal (its Container or Service was deleted). */
   drop(owner: string): Promise<void>;
@@ -91,6 +99,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   /** Owners whose journal was dropped: their entries still on the way are deleted once written. */
   const dropped = new Set<string>();
   const pending: Pending[] = [];
+  /** Entries of this run it let go of (released): read back like an earlier run's if its container is taken again. */
+  const released = new Set<string>();
   let flushing: Promise<void> | undefined;
   let seq = 0;
   let closed = false;
@@ -155,12 +165,18 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       });
     },
     remove,
+    release(key) {
+      if (!ledger.has(key)) return;
+      ledger.untrack(key);
+      released.add(key);
+    },
     async recover(owner) {
       const out: RecoveredEntry[] = [];
       const ours = `${JOURNAL_PREFIX}${owner}/${boot}-`;
       for await (const kvs of pagesOf(store, owner)) {
         for (const kv of kvs) {
-          if (kv.key.startsWith(ours) || ledger.has(kv.key)) continue;
+          if ((kv.key.startsWith(ours) && !released.has(kv.key)) || ledger.has(kv.key)) continue;
+          released.delete(kv.key);
           const entry = decodeEntry(kv.value);
           ledger.track(kv.key, owner, entry.data.byteLength);
           out.push({ key: kv.key, ...entry });
@@ -173,6 +189,7 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       // Long enough for the appends on their way to land; uids are never reused.
       setTimeout(() => dropped.delete(owner), 60_000).unref();
       ledger.forget(owner);
+      for (const key of released) if (key.startsWith(`${JOURNAL_PREFIX}${owner}/`)) released.delete(key);
       for await (const kvs of pagesOf(store, owner)) {
         for (let i = 0; i < kvs.length; i += MAX_BATCH_OPS) {
           await store.txn([], kvs.slice(i, i + MAX_BATCH_OPS).map((kv) => ({ type: "delete", key: kv.key }) as const));
