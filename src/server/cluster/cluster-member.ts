@@ -131,7 +131,14 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   /** Grants a new lease and writes the record and every held session under it. */
   async function join(): Promise<void> {
     const next = ns.lease(ttl, { autoKeepAlive: true });
-    next.on("keepaliveSucceeded", () => (renewedAt = Date.now()));
+    // A renewal counts from when it was sent (the oldest one unanswered): etcd took it at some
+    // moment between then and its answer.
+    let firedAt: number | undefined;
+    next.on("keepaliveFired", () => (firedAt ??= Date.now()));
+    next.on("keepaliveSucceeded", () => {
+      renewedAt = Math.max(renewedAt, firedAt ?? Date.now());
+      firedAt = undefined;
+    });
     next.on("lost", (err) => {
       if (lease !== next || stopped) return;
       onError(`cluster: the lease of server ${advertise} was lost; joining again`, err);
@@ -213,11 +220,13 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   function renewOnce(current: Lease): void {
     if (renewing) return;
     renewing = true;
+    // Counted from when it was sent: etcd took it at some moment between then and the answer.
+    const sentAt = Date.now();
     current
-      .keepaliveOnce({ deadline: new Date(Date.now() + RENEW_ONCE_TIMEOUT_MS) })
+      .keepaliveOnce({ deadline: new Date(sentAt + RENEW_ONCE_TIMEOUT_MS) })
       .then(
         () => {
-          if (lease === current) renewedAt = Date.now();
+          if (lease === current) renewedAt = Math.max(renewedAt, sentAt);
         },
         () => {},
       )
@@ -336,10 +345,11 @@ async function claimAttach(ns: Namespace, lease: Lease | undefined, advertise: s
   if (r.succeeded) return "";
   const held = r.responses[0]?.response_range?.kvs[0]?.value.toString();
   const server = held ? String((JSON.parse(held) as { server?: unknown }).server ?? "") : "";
-  // This server's own earlier claim (its session ended, the release on its way): taken over.
-  if (server === advertise) {
-    await ns.put(key).value(value).lease(await lease.grant()).exec();
-    return "";
+  // This server's own earlier claim (its session ended, the release on its way): taken over,
+  // only while it is still that claim (its release and another server's claim may come between).
+  if (server === advertise && held) {
+    const taken = await ns.if(key, "Value", "==", held).then(ns.put(key).value(value).lease(await lease.grant())).commit();
+    return taken.succeeded ? "" : claimAttach(ns, lease, advertise, container, sessionId);
   }
   return server || "(unknown)";
 }
