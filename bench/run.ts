@@ -37,7 +37,7 @@ const program = new Command("bench")
   .option("--quick", "1 round, short windows, 200 replicas (under a minute)", false)
   .option("--rounds <n>", "rounds (default 5; --quick 1)", (v) => positiveInt(v, "--rounds"))
   .option("--out <file>", "JSON file of all rounds (default bench/results/<time>.json)")
-  .option("--systems <list>", "comma-separated systems to run (k4s-nostats: k4s with its live stats off, C=64 only)", "k4s,k4s-nostats,grpc,nats,moleculer")
+  .option("--systems <list>", "comma-separated systems to run (k4s-nostats: k4s with its live stats off, C=64 only; k4s-grpcjs: k4s with its workers' and load client's session streams on grpc-js)", "k4s,k4s-nostats,grpc,nats,moleculer")
   .option("--only <text>", "run only scenarios whose id contains text (e.g. c64, ff, open)")
   .option("--warmup-ms <ms>", "warm-up per run (default 500; --quick 150)", (v) => positiveInt(v, "--warmup-ms"))
   .option("--duration-ms <ms>", "measured window per run (default 2000; --quick 400)", (v) => positiveInt(v, "--duration-ms"))
@@ -67,6 +67,7 @@ const outFile = resolve(opts.out ?? `${benchDir}/results/${new Date().toISOStrin
 const starters: Record<string, () => Promise<RunningSystem>> = {
   k4s: () => startK4s({ stats: true }),
   "k4s-nostats": () => startK4s({ stats: false }),
+  "k4s-grpcjs": () => startK4s({ stats: true, grpcJs: true }),
   grpc: startGrpc,
   nats: startNats,
   moleculer: startMoleculer,
@@ -402,7 +403,7 @@ async function main(): Promise<number> {
   }
 
   const med = medians(rows);
-  const columns = ["k4s", "k4s-nostats", "grpc", "nats", "moleculer"].filter((s) => wanted.includes(s));
+  const columns = ["k4s", "k4s-nostats", "k4s-grpcjs", "grpc", "nats", "moleculer"].filter((s) => wanted.includes(s));
   const table = renderTable(
     [...scenarios, ...(opts.controlPlane && wanted.includes("k4s") ? [{ id: "control-plane", title: "control plane", kind: "control" }] : [])],
     columns,

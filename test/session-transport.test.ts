@@ -1,5 +1,6 @@
 /**
- * The SDK session's transport (grpc-js client with the hand-written frame codec): TLS with a
+ * The SDK session's transport (the lean HTTP/2 client by default, grpc-js's when
+ * K4S_WORKER_TRANSPORT=grpc-js, with the hand-written frame codec either way): TLS with a
  * trusted certificate and servername, the bearer token, and batches split below the message
  * size limits, end to end through a real server and an attached worker.
  */
@@ -14,6 +15,9 @@ import { createClient } from "../src/client/index.js";
 import { attach } from "../src/workers/runtime/attach.js";
 import { defineWorker } from "../src/workers/runtime/define-worker.js";
 import { eventually, startTestServer } from "./helpers.js";
+import fc from "fast-check";
+import { GrpcMessageReader } from "../src/transport/lean-channel.js";
+import { workerTransport } from "../src/transport/stream-channel.js";
 
 const echo = defineWorker(async (ctx) => {
   for await (const m of ctx.messages) if (m.expectsReply) m.reply(m.data, { contentType: "application/octet-stream" });
@@ -102,4 +106,49 @@ test("calls sent together beyond the server's 16 MiB message limit go in several
     await client.close();
     await server.stop();
   }
+});
+
+test("the lean stream's reader splits DATA chunks cut anywhere into the messages sent, each within one chunk a view of it; a compressed one is refused", () => {
+  const body = fc.integer({ min: 0, max: 40_000 }).map((n) => Buffer.from(Uint8Array.from({ length: n }, (_, k) => (k * 7 + n) & 0xff)));
+  fc.assert(
+    fc.property(fc.array(body, { maxLength: 8 }), fc.array(fc.nat(), { maxLength: 12 }), (bodies, cutsAt) => {
+      const stream = Buffer.concat(bodies.flatMap((b) => [Buffer.from([0, b.byteLength >>> 24, (b.byteLength >>> 16) & 0xff, (b.byteLength >>> 8) & 0xff, b.byteLength & 0xff]), b]));
+      const cuts = [...new Set(cutsAt.map((c) => c % (stream.byteLength + 1)))].sort((a, b) => a - b);
+      const bounds = [0, ...cuts, stream.byteLength];
+      const reader = new GrpcMessageReader();
+      const got: { body: Buffer; view: boolean }[] = [];
+      for (let i = 0; i + 1 < bounds.length; i++) {
+        // Each chunk in memory of its own, as the socket delivers it.
+        const chunk = Buffer.alloc(bounds[i + 1]! - bounds[i]!);
+        stream.copy(chunk, 0, bounds[i], bounds[i + 1]);
+        assert.equal(reader.read(chunk, (b) => got.push({ body: b, view: b.buffer === chunk.buffer }), () => false), undefined);
+      }
+      assert.equal(got.length, bodies.length);
+      let at = 0;
+      bodies.forEach((b, i) => {
+        assert.ok(got[i]!.body.equals(b), `message ${i}`);
+        const start = at + 5;
+        at = start + b.byteLength;
+        // Within one chunk (no cut strictly inside it): a view of that chunk; else joined once.
+        if (b.byteLength > 0) assert.equal(got[i]!.view, !cuts.some((c) => c > start && c < at), `message ${i}: a view iff it lay in one chunk`);
+      });
+    }),
+    { numRuns: 200 },
+  );
+  const reader = new GrpcMessageReader();
+  const seen: Buffer[] = [];
+  assert.match(reader.read(Buffer.from([1, 0, 0, 0, 1, 42]), (b) => seen.push(b), () => false) ?? "", /compressed/);
+  assert.equal(seen.length, 0);
+});
+
+test("the worker transport is lean unless K4S_WORKER_TRANSPORT or the caller says grpc-js, or a proxy is configured; another name is refused", () => {
+  assert.equal(workerTransport(undefined, {}), "lean");
+  assert.equal(workerTransport(undefined, { K4S_WORKER_TRANSPORT: "grpc-js" }), "grpc-js");
+  assert.equal(workerTransport("grpc-js", {}), "grpc-js");
+  assert.equal(workerTransport("lean", { K4S_WORKER_TRANSPORT: "grpc-js" }), "lean");
+  assert.equal(workerTransport(undefined, { https_proxy: "http://proxy:3128" }), "grpc-js");
+  assert.throws(
+    () => workerTransport(undefined, { K4S_WORKER_TRANSPORT: "h3" }),
+    (e: ConnectError) => e.code === Code.InvalidArgument && e.rawMessage === 'invalid worker transport K4S_WORKER_TRANSPORT="h3": give "lean" or "grpc-js"',
+  );
 });

@@ -487,6 +487,41 @@ test("session: calls multiplexed and batched, codes kept, cancel sends CancelCal
   }
 });
 
+for (const transport of ["lean", "grpc-js"] as const) {
+  test(`session over ${transport}: the same headers, payloads of every size back intact, a server's status with its code and message`, async () => {
+    const fake = await startFake({
+      behaviour: (c, f) => {
+        if (f.frame.case === "call" && f.frame.value.target === "refuse") c.end(new ConnectError("refused: 100% sure, über", Code.FailedPrecondition));
+        else standardBehaviour(c, f);
+      },
+    });
+    const session = openSession({ address: fake.address, transport, token: "sekret", headers: () => ({ "X-K4s-Probe": "p1" }), hello: { role: "client", name: "c" } });
+    try {
+      await session.ready;
+      const conn = await fake.conn(0);
+      assert.equal(conn.metadata.get("authorization")[0], "Bearer sekret");
+      assert.equal(conn.metadata.get("x-k4s-probe")[0], "p1");
+      // Which client spoke: the lean one names itself, grpc-js does.
+      assert.match(String(conn.metadata.get("user-agent")[0]), transport === "lean" ? /^k4s-worker-stream / : /^grpc-node-js\//);
+      // Sizes around the codec's detach threshold (16 KiB) and HTTP/2's 16 KiB DATA frames, up to 3 MiB.
+      const sizes = [0, 1, 100, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 7, 64 * 1024, 200_000, 3 * 1024 * 1024];
+      const payloads = sizes.map((n, i) => Uint8Array.from({ length: n }, (_, k) => (k * 31 + i) & 0xff));
+      const replies = await Promise.all(payloads.map((data) => session.call({ target: "echo", data, contentType: "application/octet-stream", expectsReply: true })));
+      replies.forEach((r, i) => assert.ok(Buffer.from(r.data).equals(Buffer.from(payloads[i]!)), `payload of ${sizes[i]} bytes`));
+      // Many small calls at once: batched both ways, each answered once.
+      const many = await Promise.all(Array.from({ length: 2000 }, (_, i) => session.call({ target: "echo", data: new Uint8Array([i & 0xff, i >> 8]), contentType: "", expectsReply: true })));
+      many.forEach((r, i) => assert.deepEqual([...r.data], [i & 0xff, i >> 8]));
+      const refused = session.call({ target: "refuse", data: new Uint8Array(0), contentType: "", expectsReply: true });
+      await assert.rejects(refused, (e: ConnectError) => e.code === Code.Unavailable && e.rawMessage === "connection to k4s server lost: refused: 100% sure, über");
+      // Not reconnecting: the server's code and message (percent-encoded on the wire) end the session.
+      await assert.rejects(session.done, (e: ConnectError) => e.code === Code.FailedPrecondition && e.rawMessage === "refused: 100% sure, über");
+    } finally {
+      await session.close();
+      await fake.stop();
+    }
+  });
+}
+
 test("session: a broken stream fails calls in flight with UNAVAILABLE, reconnects, and new calls go through", async () => {
   let fake = await startFake();
   const port = fake.port;

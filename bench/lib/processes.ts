@@ -109,10 +109,11 @@ export async function forkTs(
   name: string,
   file: URL,
   args: string[] = [],
-  options: { execArgv?: string[]; readyTimeoutMs?: number } = {},
+  options: { execArgv?: string[]; readyTimeoutMs?: number; env?: Record<string, string> } = {},
 ): Promise<{ child: Child; ready: Record<string, unknown> }> {
   const child = fork(fileURLToPath(file), args, {
     execArgv: ["--import", "tsx", ...(options.execArgv ?? [])],
+    ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
     stdio: ["ignore", "inherit", "pipe", "ipc"],
   });
   const c = wrapChild(name, child, false);

@@ -156,9 +156,14 @@ async function waitForEndpoints(address: string, service: string, count: number,
   }
 }
 
-/** k4s: the server, three attached bench worker processes (bench1-0; bench2-0, bench2-1) and the load process. */
-export function startK4s(options: { stats?: boolean } = {}): Promise<RunningSystem> {
+/**
+ * k4s: the server, three attached bench worker processes (bench1-0; bench2-0, bench2-1) and the
+ * load process. `grpcJs`: the workers' and the load client's session streams on grpc-js's client
+ * (K4S_WORKER_TRANSPORT=grpc-js) instead of the lean HTTP/2 one, the "k4s-grpcjs" system.
+ */
+export function startK4s(options: { stats?: boolean; grpcJs?: boolean } = {}): Promise<RunningSystem> {
   const stats = options.stats ?? true;
+  const env = options.grpcJs ? { K4S_WORKER_TRANSPORT: "grpc-js" } : undefined;
   return starting(async (track) => {
     const srv = await forkTs("k4s server", here("k4s/k4s-server-process.ts"), stats ? [] : ["--no-stats"], { execArgv: k4sExecArgv });
     track(srv.child);
@@ -170,22 +175,22 @@ export function startK4s(options: { stats?: boolean } = {}): Promise<RunningSyst
       await setup.close();
     }
     const worker = async (container: string) =>
-      track((await forkTs(`k4s worker ${container}`, here("k4s/k4s-bench-worker.ts"), [address, container], { execArgv: k4sExecArgv })).child);
+      track((await forkTs(`k4s worker ${container}`, here("k4s/k4s-bench-worker.ts"), [address, container], { execArgv: k4sExecArgv, env })).child);
     const [w1, w2a, w2b] = await Promise.all([worker("bench1-0"), worker("bench2-0"), worker("bench2-1")]);
     await waitForEndpoints(address, "bench-1", 1);
     await waitForEndpoints(address, "bench-2", 2);
     const load = track(
-      (await forkTs("k4s load", here("load-client-process.ts"), ["k4s", JSON.stringify({ address })], { execArgv: k4sExecArgv })).child,
+      (await forkTs("k4s load", here("load-client-process.ts"), ["k4s", JSON.stringify({ address })], { execArgv: k4sExecArgv, env })).child,
     );
     // With stats on, a stats stream stays open as a dashboard or `k4s top` would keep it, so its
     // once-a-second snapshots are part of what is measured.
     const follower = stats ? followStats(address) : undefined;
     return {
-      name: stats ? "k4s" : "k4s-nostats",
+      name: options.grpcJs ? "k4s-grpcjs" : stats ? "k4s" : "k4s-nostats",
       serverSide: [srv.child, w1, w2a, w2b],
       load,
       ffReceiver: w1,
-      placement: `k4s server${stats ? " (stats on, one WatchStats stream open)" : " (stats off)"} | attached worker bench1-0 | attached worker bench2-0 | attached worker bench2-1 | load process (SDK client)`,
+      placement: `k4s server${stats ? " (stats on, one WatchStats stream open)" : " (stats off)"} | attached worker bench1-0 | attached worker bench2-0 | attached worker bench2-1 | load process (SDK client)${options.grpcJs ? " | sessions on grpc-js" : ""}`,
       stop: async () => follower?.stop(),
     };
   });

@@ -12,6 +12,7 @@
  * | K4S_TLS_SERVERNAME | the name to check the server's certificate against |
  * | K4S_CONTAINER | set by a worker host for a spawned process: the container it serves |
  * | K4S_ATTACH_TOKEN | set by a worker host for a spawned process: that container's attach credential |
+ * | K4S_WORKER_TRANSPORT | "grpc-js": run session streams on grpc-js's client instead of the lean one (stream-channel.ts) |
  *
  * K4S_TOKEN means the same thing everywhere, so a refused call can always be told to set it;
  * a spawned process's own credential has a name of its own. A spawned process is NOT given

@@ -577,6 +577,17 @@ export function encodeConnectResponse(res: Pick<ConnectResponse, "frames">): Buf
 }
 
 /**
+ * Encodes a ConnectRequest as the chunks a gRPC stream writes for it, as
+ * encodeFramedConnectResponse does for a response: the worker's end of the stream writes its
+ * results' payloads without copying them.
+ */
+export function encodeFramedConnectRequest(req: Pick<ConnectRequest, "frames">): Buffer[] {
+  const parts: Buffer[] = [];
+  encodeBatch(req.frames, workerFrameSize, writeWorkerFrame, (f) => toBinary(WorkerFrameSchema, f), parts);
+  return parts;
+}
+
+/**
  * Encodes a ConnectResponse as the chunks a gRPC stream writes for it: its length prefix and
  * encodeConnectResponse's bytes, with every payload of at least DETACH_BYTES a chunk of its
  * own (a view of the payload, not a copy). Written in order, the chunks are exactly the framed

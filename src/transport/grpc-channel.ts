@@ -6,6 +6,9 @@ import { isIP } from "node:net";
 import { checkServerIdentity } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { CLIENT_WINDOW_BYTES, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "./channel.js";
+import { decodeConnectResponse, encodeConnectRequest } from "./frame-codec.js";
+import type { StreamChannel } from "./stream-channel.js";
+import type { ConnectRequest, ConnectResponse } from "../gen/k4s/v1/worker_service_pb.js";
 
 /** A gRPC channel's credentials and options. */
 export interface Channel {
@@ -54,4 +57,36 @@ function tlsCredentials(address: string, tls: TlsOptions): Channel {
     checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert),
   });
   return { credentials, options: { "grpc.ssl_target_name_override": "localhost" } };
+}
+
+/**
+ * A session's stream on grpc-js's client call: the transport selected by
+ * `K4S_WORKER_TRANSPORT=grpc-js` (see stream-channel.ts). A fresh channel per connection attempt,
+ * with a subchannel of its own, so grpc-js holds no back-off of its own between attempts.
+ */
+export function grpcJsStreamChannel(address: string, tls: boolean | TlsOptions | undefined): StreamChannel {
+  const channel = grpcChannel(address, tls);
+  const client = new grpc.Client(address, channel.credentials, { ...channel.options, "grpc.use_local_subchannel_pool": 1 });
+  return {
+    open(path, headers, listener) {
+      const metadata = new grpc.Metadata();
+      for (const [k, v] of Object.entries(headers)) metadata.set(k, v);
+      const stream: grpc.ClientDuplexStream<Pick<ConnectRequest, "frames">, ConnectResponse> = client.makeBidiStreamRequest(
+        path,
+        encodeConnectRequest,
+        decodeConnectResponse,
+        metadata,
+      );
+      stream.on("data", (res: ConnectResponse) => listener.message(res));
+      // Every failure also arrives as a status; the listener only keeps the emitter from throwing.
+      stream.on("error", () => {});
+      stream.on("status", (status: grpc.StatusObject) => listener.status(status.code, status.details));
+      return {
+        write: (req) => void stream.write(req),
+        end: () => stream.end(),
+        cancel: () => stream.cancel(),
+      };
+    },
+    close: () => client.close(),
+  };
 }

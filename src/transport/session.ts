@@ -7,19 +7,20 @@
  * Ids are plain numbers inside the session (Map keys); the generated types carry 64-bit
  * integers as bigint, so they are converted at the frame boundary.
  *
- * The stream runs on @grpc/grpc-js's client rather than connect-node's transport because only
- * grpc-js takes custom serializers: the frames use the hand-written codec of frame-codec.ts,
- * which costs a fraction of protobuf-es's reflection on every message.
+ * The frames use the hand-written codec of frame-codec.ts, which costs a fraction of
+ * protobuf-es's reflection on every message. The stream runs on a lean gRPC client over
+ * node:http2 (lean-channel.ts), or on @grpc/grpc-js's client when K4S_WORKER_TRANSPORT=grpc-js
+ * or SessionOptions.transport asks for it (stream-channel.ts): the same protocol either way.
  */
-import * as grpc from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { normalizeAddresses } from "../api/address.js";
 import { createBackoff } from "../api/backoff.js";
 import type { TlsOptions } from "./channel.js";
-import { grpcChannel } from "./grpc-channel.js";
+import { grpcJsStreamChannel } from "./grpc-channel.js";
+import { leanChannel } from "./lean-channel.js";
+import { workerTransport, type FrameStream, type StreamChannel, type WorkerTransport } from "./stream-channel.js";
 import { batchEnd } from "./frame-batch.js";
-import { decodeConnectResponse, encodeConnectRequest } from "./frame-codec.js";
 import { DEFAULT_REQUEST_TIMEOUT_MS, MAX_CALL_PAYLOAD_BYTES } from "./limits.js";
 import { ATTACH_TOKEN_HEADER } from "./environment.js";
 import { createStallWatch, type StallWatch } from "./stall-watch.js";
@@ -30,7 +31,6 @@ import {
   ErrorSchema,
   WorkerFrameSchema,
   WorkerService,
-  type ConnectRequest,
   type ConnectResponse,
   type HelloSchema,
   type ServerFrame,
@@ -91,6 +91,11 @@ export interface SessionOptions {
   headers?: () => Record<string, string>;
   /** Longest back-off between reconnect attempts (default 1000 ms). */
   maxBackoffMs?: number;
+  /**
+   * What the stream runs on: "lean" (node:http2 directly) or "grpc-js"; the same gRPC protocol
+   * either way. Default: the K4S_WORKER_TRANSPORT environment variable, else "lean".
+   */
+  transport?: WorkerTransport;
 }
 
 /** CallOptions describe one send or request made through a session. */
@@ -177,9 +182,6 @@ const FATAL_CODES = new Set([Code.InvalidArgument, Code.NotFound, Code.Permissio
 
 const CONNECT_PATH = `/${WorkerService.typeName}/${WorkerService.method.connect.name}`;
 
-/** The client side of one Connect stream. */
-type ConnectStream = grpc.ClientDuplexStream<ConnectRequest, ConnectResponse>;
-
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -209,12 +211,13 @@ class SessionImpl implements Session {
   sessionId = "";
   connected = false;
 
-  private channel: grpc.Client;
+  private readonly transport: WorkerTransport;
+  private channel: StreamChannel;
   private readonly calls = new Map<number, PendingCall>();
   private pending: WorkerFrame[] = [];
   private flushScheduled = false;
   private nextId = 1;
-  private stream: ConnectStream | undefined;
+  private stream: FrameStream | undefined;
   private closed = false;
   private everWelcomed = false;
   /** The host credential of the last Welcome, shown again on every reconnect. */
@@ -229,7 +232,8 @@ class SessionImpl implements Session {
   private resolveDone!: () => void;
   private rejectDone!: (err: unknown) => void;
   private backoffWake: (() => void) | undefined;
-  private readonly metadata = new grpc.Metadata();
+  /** The credential's header, sent on every stream. */
+  private readonly headers: Record<string, string> = {};
   private running: Promise<void> = Promise.resolve();
   private keptLogFrames = 0;
   private lastError: ConnectError | undefined;
@@ -245,6 +249,7 @@ class SessionImpl implements Session {
   constructor(private readonly options: SessionOptions) {
     if (!options.hello === !options.attach) throw new ConnectError("openSession: give exactly one of hello or attach", Code.InvalidArgument);
     this.addresses = normalizeAddresses(options.address);
+    this.transport = workerTransport(options.transport);
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res;
       this.rejectReady = rej;
@@ -257,9 +262,9 @@ class SessionImpl implements Session {
     this.ready.catch(() => {});
     this.done.catch(() => {});
     this.channel = this.newChannel();
-    if (options.token) this.metadata.set("authorization", `Bearer ${options.token}`);
+    if (options.token) this.headers.authorization = `Bearer ${options.token}`;
     // A spawned process holds no bearer token: its attach credential admits it for its Attach.
-    else if (options.attach?.token) this.metadata.set(ATTACH_TOKEN_HEADER, options.attach.token);
+    else if (options.attach?.token) this.headers[ATTACH_TOKEN_HEADER] = options.attach.token;
     this.startTimer();
     this.running = this.run();
   }
@@ -389,7 +394,7 @@ class SessionImpl implements Session {
     // ends the stream, so frames that each fit must not be joined into one that does not.
     for (let start = 0, end = 0; start < frames.length; start = end) {
       end = batchEnd(frames, start);
-      this.stream.write({ $typeName: ConnectRequestSchema.typeName, frames: end - start === frames.length ? frames : frames.slice(start, end) });
+      this.stream.write({ frames: end - start === frames.length ? frames : frames.slice(start, end) });
     }
     this.lastSent = Date.now();
   }
@@ -469,40 +474,32 @@ class SessionImpl implements Session {
       });
       this.backoffWake = undefined;
       // A fresh channel per attempt: grpc-js would otherwise hold its connection attempts to a
-      // back-off of its own (up to 2 minutes), and this loop is the one that decides.
+      // back-off of its own (up to 2 minutes), and this loop is the one that decides (the lean
+      // channel has none, but a connection that failed is not reused either).
       this.channel.close();
       if (!this.closed) this.channel = this.newChannel();
     }
   }
 
-  private newChannel(): grpc.Client {
-    const channel = grpcChannel(this.address, this.options.tls);
-    return new grpc.Client(this.address, channel.credentials, { ...channel.options, "grpc.use_local_subchannel_pool": 1 });
+  private newChannel(): StreamChannel {
+    return this.transport === "lean" ? leanChannel(this.address, this.options.tls) : grpcJsStreamChannel(this.address, this.options.tls);
+  }
+
+  /** The token's headers, with the caller's own (asked again for every stream), names in lower case. */
+  private streamHeaders(): Record<string, string> {
+    const extra = this.options.headers?.();
+    if (!extra) return this.headers;
+    const all = { ...this.headers };
+    for (const [k, v] of Object.entries(extra)) all[k.toLowerCase()] = v;
+    return all;
   }
 
   /**
    * Runs one stream until it ends; resolves with why it ended and how long it was up after its
    * Welcome (ms; -1 when it was never welcomed).
    */
-  /** The token's headers, with the caller's own (asked again for every stream). */
-  private streamMetadata(): grpc.Metadata {
-    const extra = this.options.headers?.();
-    if (!extra) return this.metadata;
-    const md = this.metadata.clone();
-    for (const [k, v] of Object.entries(extra)) md.set(k, v);
-    return md;
-  }
-
   private connectOnce(): Promise<{ err: ConnectError; upFor: number }> {
     return new Promise((resolve) => {
-      const stream: ConnectStream = this.channel.makeBidiStreamRequest(
-        CONNECT_PATH,
-        encodeConnectRequest,
-        decodeConnectResponse,
-        this.streamMetadata(),
-      );
-      this.stream = stream;
-      this.lastSent = this.lastReceived = Date.now();
       let welcomedAt = -1;
       let ended = false;
       const onWelcome = () => (welcomedAt = Date.now());
@@ -514,24 +511,21 @@ class SessionImpl implements Session {
         stream.cancel();
         resolve({ err, upFor: welcomedAt >= 0 ? Date.now() - welcomedAt : -1 });
       };
-      stream.on("data", (res: ConnectResponse) => {
-        if (ended) return;
-        this.lastReceived = Date.now();
-        try {
-          this.receive(res, onWelcome);
-        } catch (err) {
-          end(ConnectError.from(err, Code.Internal));
-        }
+      const stream = this.channel.open(CONNECT_PATH, this.streamHeaders(), {
+        message: (res: ConnectResponse) => {
+          if (ended) return;
+          this.lastReceived = Date.now();
+          try {
+            this.receive(res, onWelcome);
+          } catch (err) {
+            end(ConnectError.from(err, Code.Internal));
+          }
+        },
+        status: (code, details) =>
+          end(code === 0 ? new ConnectError("server ended the stream", Code.Unavailable) : new ConnectError(statusMessage(details), code as Code)),
       });
-      // Every failure also arrives as a status; the listener only keeps the emitter from throwing.
-      stream.on("error", () => {});
-      stream.on("status", (status: grpc.StatusObject) => {
-        end(
-          status.code === grpc.status.OK
-            ? new ConnectError("server ended the stream", Code.Unavailable)
-            : new ConnectError(statusMessage(status.details), status.code as number as Code),
-        );
-      });
+      this.stream = stream;
+      this.lastSent = this.lastReceived = Date.now();
       stream.write(create(ConnectRequestSchema, { frames: [this.firstFrame()] }));
     });
   }
