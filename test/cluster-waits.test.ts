@@ -70,3 +70,61 @@ spec: {module: workers, function: echo_worker, queueLimit: 3}
     await cluster.stop();
   }
 });
+
+/** A one-shot command container (exits at once, never restarted). */
+const ONE_SHOT = `kind: Container
+metadata: {name: one-shot}
+spec: {command: [/bin/true], restartPolicy: Never}
+`;
+
+/** How a server answers a request and a send for the ended one-shot container: code and message ("" when accepted). */
+async function endedAnswers(client: K4sClient): Promise<{ request: string; send: string; ms: number }> {
+  const t0 = Date.now();
+  const answer = (p: Promise<unknown>) =>
+    p.then(
+      () => "",
+      (err: unknown) => {
+        const e = ConnectError.from(err);
+        return `${Code[e.code]}: ${e.rawMessage}`;
+      },
+    );
+  const request = await answer(client.request("container/one-shot", "r", { timeoutMs: 60_000 }));
+  const send = await answer(client.send("container/one-shot", "s"));
+  return { request, send, ms: Date.now() - t0 };
+}
+
+test("cluster waits: a call through a standby for an ended one-shot container is answered at once, as a single server answers it", async () => {
+  const single = spawnK4s(["server", "--port", "0", "--no-dashboard", "--memory", "--allow-command"]);
+  const cluster = await startCluster(2, { flags: ["--allow-command"] });
+  let singleClient: K4sClient | undefined;
+  try {
+    await single.waitFor(/listening on \S+/, 30_000);
+    singleClient = createClient({ address: /listening on (\S+)/.exec(single.stdout())![1]!, reconnect: false });
+    const standby = cluster.standbys[0] as ClusterServer;
+    const ended = async (c: K4sClient) => {
+      await c.apply(ONE_SHOT);
+      const phase = async () => (await c.get("Container", "one-shot")).status?.phase ?? "";
+      const deadline = Date.now() + 60_000;
+      while (!["Succeeded", "Failed"].includes(await phase())) {
+        assert.ok(Date.now() < deadline, `one-shot ended (phase ${await phase()})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return phase();
+    };
+    const singlePhase = await ended(singleClient);
+    const clusterPhase = await ended(standby.client);
+    assert.equal(clusterPhase, singlePhase);
+    const onOne = await endedAnswers(singleClient);
+    const viaStandby = await endedAnswers(standby.client);
+    assert.match(onOne.request, /^Unavailable: .*has ended/, "a single server refuses a request for an ended container");
+    assert.deepEqual({ request: viaStandby.request, send: viaStandby.send }, { request: onOne.request, send: onOne.send }, "the standby answers as the single server");
+    console.log(`# one-shot ${singlePhase}: a single server answered in ${onOne.ms} ms (${onOne.request} / send ${onOne.send || "accepted"}), a standby of a cluster in ${viaStandby.ms} ms`);
+  } catch (err) {
+    dumpLogs({ single, ...Object.fromEntries(cluster.servers.map((s, i) => [`server ${i} ${s.address}`, s.proc])) });
+    throw err;
+  } finally {
+    await singleClient?.close();
+    await single.kill();
+    await cluster.stop();
+  }
+});
