@@ -277,6 +277,7 @@ test("in a cluster, an external container shown Running whose process's server d
   const fx = new Recorder();
   const gone = record("gone", { module: "", function: "" });
   const shown = create(ContainerStatusSchema, { phase: "Running", host: "proc" });
+  gone.storedPhase = "Running";
   adopt(gone, shown, 10_000, fx.now());
   awaitProcess(gone, shown, 10_000, fx.now());
   assert.deepEqual(gone.state, { is: "AwaitingHost", host: "proc", until: fx.clock + 10_000, ran: false });
@@ -299,6 +300,18 @@ test("in a cluster, an external container shown Running whose process's server d
   back.attached = new WorkerLink({ id: "p2", name: "proc", role: "attached", container: "back" });
   settle(back, fx);
   assert.deepEqual([stateOf(back), back.phase(), back.ready()], ["Attached", "Running", true]);
+  // Its process detached normally from a live server, whose attach claim's delete reached the
+  // store before its status write: that server recorded the detach and shows it Pending; the
+  // wait ends without a second, wrong, warning.
+  const left = record("left", { module: "", function: "" });
+  left.storedPhase = "Running";
+  adopt(left, shown, 10_000, fx.now());
+  awaitProcess(left, shown, 10_000, fx.now());
+  left.storedPhase = "Pending";
+  assert.deepEqual(settle(left, fx), []);
+  fx.clock += 10_000;
+  assert.deepEqual(settle(left, fx), [], "no event: its server recorded the detach");
+  assert.deepEqual([stateOf(left), left.phase(), left.hostName, left.message], ["Unattached", "Pending", "", 'waiting for a process to attach to external container "left"']);
   // Outside a cluster's wait (no grace, or not shown Running) nothing changes.
   const pending = record("pending", { module: "", function: "" });
   adopt(pending, create(ContainerStatusSchema, { phase: "Pending" }), 10_000, fx.now());

@@ -226,7 +226,8 @@ test("session locator: a first listing that fails is tried again after a back-of
   await assert.rejects(started);
 });
 
-test("lifecycle with bindings in the store: a container bound to a host that is away waits the resume grace for it, then for the scheduler, and starts when that host joins", async () => {
+/** A container controller as a cluster's server runs it (bindings in the store), on an in-memory store. */
+async function clusterLifecycle(resumeGraceMs: number) {
   const store = await openStore({});
   const resources = createResourceStore(store);
   const informer = createInformer({ resources, kinds: ["Container", "Service"] });
@@ -239,10 +240,15 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
     logs: createLogStore(),
     router: messaging.router,
     links: messaging.links,
-    resumeGraceMs: 1_000,
+    resumeGraceMs,
     bindsFromStore: true,
     onError: (m) => assert.fail(m),
   });
+  return { store, resources, informer, events, messaging, containers };
+}
+
+test("lifecycle with bindings in the store: a container bound to a host that is away waits the resume grace for it, then for the scheduler, and starts when that host joins", async () => {
+  const { store, resources, informer, messaging, containers } = await clusterLifecycle(1_000);
   const scheduling: Array<string | undefined> = [];
   containers.onSchedulingNeeded((name) => scheduling.push(name));
   await resources.create(create(ContainerSchema, { metadata: { name: "c1" }, spec: { module: "echo", function: "ECHO" } }));
@@ -269,6 +275,33 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
     assert.equal(containers.record("c1")!.state.is, "Starting", "started as its host joined, not at some later reconcile");
     const batch = await h1.next();
     assert.deepEqual(batch?.frames.map((f) => f.frame.case), ["welcome", "assign"]);
+  } finally {
+    await containers.stop();
+    messaging.stop("test over");
+    await informer.stop();
+    await store.close();
+  }
+});
+
+test("lifecycle with bindings in the store: an external container shown Running with no process attached is held for the resume grace, then shown Pending with a Detached warning only if still shown Running (a process that detached normally from a live server, whose Pending write came late, gets no second warning)", async () => {
+  const { store, resources, informer, events, messaging, containers } = await clusterLifecycle(5_000);
+  for (const name of ["lost", "left"]) {
+    await resources.create(create(ContainerSchema, { metadata: { name }, spec: {} }));
+    await resources.updateStatus("Container", name, () => create(ContainerStatusSchema, { phase: "Running", ready: true, host: "proc" }));
+  }
+  await informer.start();
+  await containers.start();
+  try {
+    await eventually(() => containers.record("lost")?.state.is === "AwaitingHost" && containers.record("left")?.state.is === "AwaitingHost", 30_000, "both held, waiting for their process");
+    // "left": its server shows it Pending (its process detached there; the claim's delete came first).
+    await resources.updateStatus("Container", "left", () => create(ContainerStatusSchema, { phase: "Pending", host: "", message: 'waiting for a process to attach to external container "left"' }));
+    await eventually(() => containers.record("left")?.storedPhase === "Pending", 30_000, "the Pending write seen");
+    assert.equal(containers.record("left")?.state.is, "AwaitingHost", "the Pending write was seen within the grace");
+    await eventually(() => containers.record("lost")?.state.is === "Unattached" && containers.record("left")?.state.is === "Unattached", 30_000, "both unattached after the grace");
+    const detached = (name: string) => events.recent({ kind: "Container", name }).filter((e) => e.reason === "Detached").map((e) => `${e.type}: ${e.message}`);
+    assert.deepEqual(detached("lost"), ['Warning: process "proc" did not attach again after its server was lost']);
+    assert.deepEqual(detached("left"), [], "no warning: its server recorded the detach");
+    await eventually(async () => (await resources.get("Container", "lost"))?.status?.phase === "Pending", 30_000, "lost shown Pending");
   } finally {
     await containers.stop();
     messaging.stop("test over");

@@ -228,6 +228,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     rec.generation = obj.metadata.generation;
     rec.kind = containerKind(obj.spec);
     rec.deleting = !!obj.metadata.deletionTimestamp;
+    rec.storedPhase = obj.status?.phase ?? "";
     advance(rec, fx);
     if (options.bindsFromStore) bindStored(rec, obj, links.hosts(), fx, needScheduling, options.resumeGraceMs);
     publish(rec);

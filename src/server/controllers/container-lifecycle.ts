@@ -247,11 +247,16 @@ function detached(rec: ContainerRecord, link: WorkerLink, fx: LifecycleEffects):
   }
 }
 
-/** An external container's process did not attach again within the grace: shown as a single server shows a detached one. */
+/**
+ * An external container's process did not attach again within the grace: shown as a single
+ * server shows a detached one. Only when its stored status still shows it Running: one no
+ * longer shown so had its process detach normally from a live server, which recorded that and
+ * showed it Pending itself (that write reached the store after its attach claim's delete).
+ */
 function processGone(rec: ContainerRecord, process: string, fx: LifecycleEffects): void {
   rec.message = waitingForAttach(rec);
   rec.hostName = "";
-  fx.record(rec, "Detached", `process "${process}" did not attach again after its server was lost`, "Warning");
+  if (rec.storedPhase === "Running") fx.record(rec, "Detached", `process "${process}" did not attach again after its server was lost`, "Warning");
   become(rec, { is: "Unattached" }, fx);
 }
 

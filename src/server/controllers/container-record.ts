@@ -91,6 +91,8 @@ export class ContainerRecord {
 
   /** The host of a stored binding it already waited the resume grace for (see bindStored). */
   awaitedBinding = "";
+  /** The phase its stored status shows (status.phase in the store, as last read). */
+  storedPhase = "";
   restarts = 0;
   hostName = "";
   startedAt: Timestamp | undefined = undefined;
@@ -113,6 +115,7 @@ export class ContainerRecord {
       this.startedAt = st.startedAt;
       this.exitCode = st.exitCode;
       this.observedGeneration = st.observedGeneration;
+      this.storedPhase = st.phase;
     }
   }
 
