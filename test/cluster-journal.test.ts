@@ -246,3 +246,42 @@ test("let go: sends and a request queued on a server whose host moved to another
 test("let go, durable: the sends journaled by the server whose host moved (still running) are read back and handled by the server holding the container now; the journal ends empty", async () => {
   await letGo("durable");
 });
+
+test("bound here: durable sends the leader journaled while no host served the container are handled once a host on another server serves it", async () => {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  const leader = cluster.leader;
+  const a = cluster.standbys[0] as ClusterServer;
+  const file = join(dir, "bound.jsonl");
+  let host: Proc | undefined;
+  try {
+    await leader.client.apply(`kind: Container\nmetadata: {name: waiter}\nspec: {module: later, function: recorder, delivery: durable, parameters: ${JSON.stringify({ file })}}\n`);
+    // No host serves module "later": the leader accepts and journals them.
+    const acked: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      await a.client.send("container/waiter", { i });
+      acked.push(i);
+    }
+    assert.equal((await journalKeys(cluster.etcd.storeUrl)).length, acked.length, "every accepted send is journaled");
+    const t0 = Date.now();
+    host = spawnK4s(["worker", "--server", a.address, "--name", "late-host", "--module", `later=${modulePath}`]);
+    await eventually(
+      () => {
+        const c = counts(file);
+        return acked.every((i) => c.has(i));
+      },
+      60_000,
+      "every send the leader journaled handled on A's host",
+    );
+    const handledMs = Date.now() - t0;
+    assert.equal((await leader.client.get("Container", "waiter")).status?.host, "late-host");
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    const duplicates = [...counts(file).values()].reduce((n, k) => n + k - 1, 0);
+    console.log(`# bound here: ${acked.length} sends journaled by the leader, handled on A's host ${handledMs} ms after it started; duplicates ${duplicates}, lost 0`);
+  } catch (err) {
+    dumpLogs({ "server A": a.proc, "leader": leader.proc, host });
+    throw err;
+  } finally {
+    await host?.kill();
+    await cluster.stop();
+  }
+});
