@@ -58,6 +58,32 @@ test("server stop during start: whatever the start started is stopped (no listen
   }
 });
 
+test("server whose start fails (its plane cannot read a stored Container) stops what it started: start() rejects, no listener, no record in etcd, at once", async () => {
+  const etcd = await startEtcd();
+  const store = await openStore({ url: etcd.storeUrl });
+  try {
+    // A value under a Container's key that no Container decodes from: the plane's informer fails to list.
+    await store.txn([], [{ type: "put", key: "/k4s/containers/undecodable", value: new Uint8Array([0x0f, 0x01]) }]);
+    // A lease of 60 s: a record gone within it was removed by the server, not expired.
+    const server = createServer({ port: 0, store: etcd.storeUrl, leaseTtlSeconds: 60, onError: () => {} });
+    const t0 = Date.now();
+    const failed = await server.start().then(
+      () => "started",
+      (err: unknown) => (err as Error).message,
+    );
+    const ms = Date.now() - t0;
+    assert.match(failed, /illegal tag|wire type/, "start() rejects with the decoding error");
+    assert.ok(server.port > 0, "it had bound its port");
+    assert.equal(await accepts(server.port), false, `port ${server.port} accepts nothing after the failed start`);
+    assert.deepEqual(await liveKeys(store), [], "no member record or campaign left in etcd");
+    await server.stop();
+    console.log(`# start failed after ${ms} ms (${failed}); port closed and no record left without a stop()`);
+  } finally {
+    await store.close();
+    await etcd.stop();
+  }
+});
+
 test("k4s server sent SIGTERM while it starts: it exits 0 and leaves no record in etcd", async () => {
   const etcd = await startEtcd();
   const store = await openStore({ url: etcd.storeUrl });

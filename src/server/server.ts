@@ -569,6 +569,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const portPlan: PortPlan = { grpcServer, credentials: serverCredentials(options.tls), host, dashboardHost, metrics, dashboardRoutes, onError };
   let starting: Promise<void> | undefined;
   let stopRequested = false;
+  let stopping: Promise<void> | undefined;
   /** What start() started (or began to start): stop() stops only those. */
   const started = { plane: false, journals: false };
   return {
@@ -597,30 +598,40 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     },
     async stop() {
       // A start still under way is let finish (each of its steps first looks whether the server
-      // is stopping), then whatever it started is stopped.
+      // is stopping), then whatever it started is stopped (once: a start that failed stopped it).
       stopRequested = true;
       await starting?.catch(() => {});
-      // From now on new calls are refused with a status that says "retry", not run halfway.
-      shutdown.abort();
-      // Clients that reconnect at once are refused until a server is back, not half-served.
-      ports?.listener.stopAccepting();
-      health.setStatus("", "NOT_SERVING");
-      await ports?.metricsServer?.close();
-      await ports?.dashboardServer?.close();
-      stats.stop();
-      // The plane first (its sessions end, their records go), then the cluster: this server
-      // delivers nothing once another may take over what it held.
-      if (started.plane) await plane.stop();
-      await cluster?.stop();
-      await shutdownGrpcServer(grpcServer);
-      await ports?.listener.close();
-      if (started.journals) {
-        await logJournal.stop();
-        await eventJournal.stop();
-      }
-      await store?.close();
+      await stopStarted();
     },
   };
+
+  /** Stops what start() started, once. */
+  function stopStarted(): Promise<void> {
+    stopping ??= stopParts();
+    return stopping;
+  }
+
+  async function stopParts(): Promise<void> {
+    // From now on new calls are refused with a status that says "retry", not run halfway.
+    shutdown.abort();
+    // Clients that reconnect at once are refused until a server is back, not half-served.
+    ports?.listener.stopAccepting();
+    health.setStatus("", "NOT_SERVING");
+    await ports?.metricsServer?.close();
+    await ports?.dashboardServer?.close();
+    stats.stop();
+    // The plane first (its sessions end, their records go), then the cluster: this server
+    // delivers nothing once another may take over what it held.
+    if (started.plane) await plane.stop();
+    await cluster?.stop();
+    await shutdownGrpcServer(grpcServer);
+    await ports?.listener.close();
+    if (started.journals) {
+      await logJournal.stop();
+      await eventJournal.stop();
+    }
+    await store?.close();
+  }
 
   /** Throws when stop() was called: a start under way takes no further step. */
   function notStopping(): void {
@@ -646,6 +657,18 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       await closePorts(bound, grpcServer);
       throw err;
     }
+    try {
+      await startOn();
+    } catch (err) {
+      // A start that failed halfway (the plane, the member) stops what it started: no port, no
+      // member record, no leadership campaign is left behind for a lease's TTL.
+      await stopStarted().catch((e: unknown) => onError("stopping what a failed start started failed", e));
+      throw err;
+    }
+  }
+
+  /** What start() does once its port is bound and its store open. */
+  async function startOn(): Promise<void> {
     await events.restore();
     await logs.restore();
     notStopping();
