@@ -63,9 +63,14 @@ test("cluster: a server SIGKILLed with its host and attached process, neither ba
     const killedAt = Date.now();
     await Promise.all([c.proc.kill("SIGKILL"), procs.gone.kill("SIGKILL")]);
     await attached[0]!.stop(0).catch(() => {});
-    // Until the grace has passed, the external container is left as it was shown.
+    // Until the grace has passed, the external container is left as it was shown. Checked once
+    // a second has passed, if the answer came while the grace cannot have ended (it starts when
+    // C's lease expires): on a loaded machine the look may come too late to tell.
     await new Promise((r) => setTimeout(r, 1000));
-    assert.equal((await b.client.get("Container", "ext-gone")).status?.phase, "Running", "not marked before the grace");
+    const early = (await b.client.get("Container", "ext-gone")).status?.phase;
+    const lookedMs = Date.now() - killedAt;
+    if (lookedMs < GRACE_MS) assert.equal(early, "Running", `not marked before the grace (looked ${lookedMs} ms after the kill)`);
+    else console.log(`# not checked before the grace: the look came ${lookedMs} ms after the kill`);
 
     const moved = (await eventually(async () => {
       const got = await b.client.get("Container", "moved");
@@ -95,7 +100,7 @@ test("cluster: a server SIGKILLed with its host and attached process, neither ba
     await eventually(async () => (await b.client.get("Container", "ext-gone")).status?.phase === "Running", 30_000, "ext-gone Running again");
     const again = await b.client.get("Container", "ext-gone");
     assert.equal(again.status?.ready, true);
-    assert.equal(await b.client.request("ext-gone", "x", { timeoutMs: 10_000 }), "again");
+    assert.equal(await b.client.request("ext-gone", "x", { timeoutMs: 30_000 }), "again");
     console.log(
       `# C SIGKILLed with its host and attached process (resume grace ${GRACE_MS} ms): its container ran again on h-stay after ${movedMs} ms, restarts 0 -> ${moved.status?.restarts}, same uid; ` +
         `the external container shown ${gone.status?.phase} after ${markedMs} ms ("${gone.status?.message}"), Running again once a process attached to the leader`,
