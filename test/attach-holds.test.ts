@@ -78,8 +78,12 @@ test("attach holds: a server holds a container for an attach only while it is on
     const elsewhere = await attachTo(leader, "race-x", "r-leader").ended;
     assert.equal(elsewhere?.code, Code.Unavailable, elsewhere?.message);
     assert.match(elsewhere!.rawMessage, new RegExp(`already attached by a process on server ${standby.address.replace(/\./g, "\\.")}`));
-    const sessions = (await standby.client.servers()).find((s) => s.address === standby.address)!.sessions.map((s) => s.name);
-    assert.deepEqual(sessions, ["race-x"], "the winner's attached session on the standby, and only it");
+    // The session records reach etcd after the attaches' answers (and the deleted ones' go after
+    // their ends): the listing is looked at until it settles.
+    const sessionsNow = async () => (await standby.client.servers()).find((s) => s.address === standby.address)?.sessions.map((s) => s.name);
+    await eventually(async () => JSON.stringify(await sessionsNow()) === JSON.stringify(["race-x"]), 30_000, "the standby's sessions").catch(async () =>
+      assert.deepEqual(await sessionsNow(), ["race-x"], "the winner's attached session on the standby, and only it"),
+    );
     console.log(`# attach holds on the standby right after the attaches: ${holdsAfter}, then 0; race of 4: winner ${winners[0]!.h}, losers ${losers.map((l) => `${l.h}:${Code[l.code]}`).join(" ")}`);
   } catch (err) {
     dumpLogs(Object.fromEntries(cluster.servers.map((s, i) => [`server ${i} ${s.address}`, s.proc])));

@@ -92,11 +92,25 @@ async function waitHealthy(url: string, member: ChildProcess, output: () => stri
   }
 }
 
-/** Starts a fresh etcd cluster on free loopback ports; stop() removes it and its data. */
+/**
+ * Starts a fresh etcd cluster on free loopback ports; stop() removes it and its data. A port
+ * found free can be taken by another process before etcd binds it (the machine runs other tests):
+ * then it starts again on other ports, up to three times.
+ */
 export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdCluster> {
   if (!existsSync(ETCD_BIN)) {
     throw new Error(`etcd not found at ${ETCD_BIN}: install Debian's etcd-server (apt-get install etcd-server) or set K4S_ETCD_BIN`);
   }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startEtcdOnce(options);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+    }
+  }
+}
+
+async function startEtcdOnce(options: EtcdOptions): Promise<EtcdCluster> {
   const count = options.members ?? 1;
   // In memory when the machine has /dev/shm: tests want etcd's behaviour, not the disk's fsync time.
   const dir = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "k4s-etcd-"));
@@ -155,7 +169,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdCluster>
       async restart() {
         await this.kill();
         run();
-        await waitHealthy(s.client, child, () => out, 30_000);
+        await waitHealthy(s.client, child, () => out, 60_000);
       },
     };
   });
@@ -164,7 +178,7 @@ export async function startEtcd(options: EtcdOptions = {}): Promise<EtcdCluster>
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await Promise.all(members.map((m) => waitHealthy(m.clientUrl, m.process, m.output, 30_000)));
+    await Promise.all(members.map((m) => waitHealthy(m.clientUrl, m.process, m.output, 60_000)));
   } catch (err) {
     await stop();
     throw err;

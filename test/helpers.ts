@@ -64,8 +64,11 @@ export function spawnInTerminal(commandLine: string, env: Record<string, string>
  */
 export function recorderLines<T extends { ev: string }>(file: string, ev: T["ev"]): T[] {
   if (!existsSync(file)) return [];
+  // Only whole lines (a newline after them): a line being appended may be read half written,
+  // and even a half ending in "}" would not parse.
   return readFileSync(file, "utf8")
     .split("\n")
+    .slice(0, -1)
     .filter((l) => l.endsWith("}"))
     .map((l) => JSON.parse(l) as T)
     .filter((l) => l.ev === ev);
@@ -108,7 +111,7 @@ function spawnProcess(argv: readonly string[], env: NodeJS.ProcessEnv, stdin: "p
     stdout: () => out,
     stderr: () => err,
     exited,
-    waitFor(text, timeoutMs = 15_000) {
+    waitFor(text, timeoutMs = 30_000) {
       const has = () => (typeof text === "string" ? (out + err).includes(text) : text.test(out + err));
       return new Promise<void>((resolve, reject) => {
         const check = () => {
