@@ -33,6 +33,10 @@ test("cluster waits: calls wait on a standby for a container not placed yet, at 
     await standby.client.apply(`kind: Container
 metadata: {name: waits}
 spec: {module: workers, function: echo_worker, queueLimit: 3}
+---
+kind: Service
+metadata: {name: waits-svc}
+spec: {selector: "waits"}
 `);
     client = createClient({ address: standby.address, reconnect: false });
     // A request whose deadline passes while no server delivers the container.
@@ -45,6 +49,9 @@ spec: {module: workers, function: echo_worker, queueLimit: 3}
     // Three requests wait (its queueLimit); a fourth is refused at once, naming the container and the limit.
     const waiting = ["w0", "w1", "w2"].map((m) => client!.request("container/waits", m, { timeoutMs: 60_000 }));
     waiting.forEach((p) => p.catch(() => {}));
+    // A request to a service with no ready endpoint waits too (for any endpoint).
+    const viaService = client.request("service/waits-svc", "sv", { timeoutMs: 60_000 });
+    viaService.catch(() => {});
     await new Promise((r) => setTimeout(r, 500));
     const refused = await failure(client.request("container/waits", "one too many", { timeoutMs: 10_000 }));
     assert.equal(refused.code, Code.ResourceExhausted, refused.message);
@@ -58,9 +65,11 @@ spec: {module: workers, function: echo_worker, queueLimit: 3}
     host = spawnK4s(["worker", "--server", standby.address, "--name", "waits-host"]);
     assert.deepEqual(await Promise.all(waiting), ["ECHO: w0", "ECHO: w1", "ECHO: w2"]);
     const answeredMs = Date.now() - t0;
+    assert.equal(await viaService, "ECHO: sv");
+    const serviceMs = Date.now() - t0;
     // With them answered, calls wait no longer: one more is answered too.
     assert.equal(await client.request("container/waits", "after", { timeoutMs: 20_000 }), "ECHO: after");
-    console.log(`# a request with an 800 ms deadline failed DEADLINE_EXCEEDED after ${lateMs} ms; 3 requests waited (queueLimit 3), the 4th refused RESOURCE_EXHAUSTED; a host started: the 3 answered ${answeredMs} ms later`);
+    console.log(`# a request with an 800 ms deadline failed DEADLINE_EXCEEDED after ${lateMs} ms; 3 requests waited (queueLimit 3), the 4th refused RESOURCE_EXHAUSTED; a host started: the 3 answered ${answeredMs} ms later, the one through the service ${serviceMs} ms`);
   } catch (err) {
     dumpLogs({ ...Object.fromEntries(cluster.servers.map((s, i) => [`server ${i} ${s.address}`, s.proc])), host });
     throw err;

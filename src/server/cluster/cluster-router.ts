@@ -96,11 +96,16 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   /** The calls waiting for a place, by what they wait for (Waiter.key). */
   const waiters = new Map<string, Set<Waiter>>();
   let waitingCount = 0;
+  /** How many keys of waiters are services' (a Container's change looks at those only when there are some). */
+  let serviceKeys = 0;
 
   function unwait(w: Waiter) {
     const set = waiters.get(w.key);
     if (!set?.delete(w)) return false;
-    if (set.size === 0) waiters.delete(w.key);
+    if (set.size === 0) {
+      waiters.delete(w.key);
+      if (w.key.startsWith("service/")) serviceKeys--;
+    }
     waitingCount--;
     clearTimeout(w.timer);
     w.signal.removeEventListener("abort", w.onAbort);
@@ -144,6 +149,8 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     if (refusal) return links.fail(env, Code.ResourceExhausted, refusal);
     waitingSince.set(env, since);
     const signal = links.holds(env) ? links.signalOf(env)! : links.hold(env);
+    // Given up on already (cancelled, or the links stopping): answered by whoever gave up.
+    if (signal.aborted) return;
     const w: Waiter = {
       key,
       env,
@@ -154,8 +161,12 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
       onAbort: () => unwait(w),
     };
     signal.addEventListener("abort", w.onAbort, { once: true });
-    const set = waiters.get(key) ?? new Set<Waiter>();
-    waiters.set(key, set.add(w));
+    let set = waiters.get(key);
+    if (!set) {
+      waiters.set(key, (set = new Set()));
+      if (service) serviceKeys++;
+    }
+    set.add(w);
     waitingCount++;
   }
 
@@ -242,6 +253,7 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
       for (const key of [...waiters.keys()]) wakeKey(key);
     },
     wakeServices() {
+      if (serviceKeys === 0) return;
       for (const key of [...waiters.keys()]) if (key.startsWith("service/")) wakeKey(key);
     },
     waiting: () => waitingCount,
