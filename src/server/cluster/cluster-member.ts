@@ -10,7 +10,7 @@
  * at most one TTL after its last keep-alive; then the next candidate is elected.
  */
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from "etcd3";
-import { createBackoff } from "../../api/backoff.js";
+import { createBackoff, type Backoff } from "../../api/backoff.js";
 import { CLUSTER_PREFIX, parseSessionRecord, SESSIONS, type SessionEntry } from "./session-record.js";
 
 export { CLUSTER_PREFIX, parseSessionRecord, SESSION_RECORDS_PREFIX, type HostOffer, type SessionEntry } from "./session-record.js";
@@ -118,34 +118,26 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
   const election: Election = ns.election(ELECTION, ttl);
   const sessions = createSessionRecords({ ns, advertise, lease: () => lease, onError });
   const startedAtMs = Date.now();
-  let lease: Lease | undefined, renewedAt = 0;
-  let campaign: Campaign | undefined;
-  let fence: { key: string; modRevision: number } | undefined;
+  let lease: Lease | undefined;
+  const renewals = createRenewals();
   let memberFence: { key: string; modRevision: number } | undefined;
-  const leading = flag(options.onLeadership);
   const lapsed = flag((value) => options.onLapse?.(value));
   let stopped = false, watchdog: NodeJS.Timeout | undefined, knownLeader: string | undefined;
   const retries = createBackoff({ initialMs: 200, maxMs: 2000 });
-  let renewing = false;
+  const campaigner = createCampaigner({ client, election, advertise, retries, stopped: () => stopped, onLeadership: options.onLeadership, onError });
+  const { campaignOnce, stepDown } = campaigner;
 
   /** Grants a new lease and writes the record and every held session under it. */
   async function join(): Promise<void> {
     const next = ns.lease(ttl, { autoKeepAlive: true });
-    // A renewal counts from when it was sent (the oldest one unanswered): etcd took it at some
-    // moment between then and its answer.
-    let firedAt: number | undefined;
-    next.on("keepaliveFired", () => (firedAt ??= Date.now()));
-    next.on("keepaliveSucceeded", () => {
-      renewedAt = Math.max(renewedAt, firedAt ?? Date.now());
-      firedAt = undefined;
-    });
+    renewals.track(next);
     next.on("lost", (err) => {
       if (lease !== next || stopped) return;
       onError(`cluster: the lease of server ${advertise} was lost; joining again`, err);
       rejoin();
     });
     await next.grant();
-    renewedAt = Date.now();
+    renewals.granted();
     lease = next;
     memberFence = await writeRecord(next, advertise, startedAtMs);
     await sessions.writeAll(next);
@@ -172,26 +164,110 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     attempt();
   }
 
+  /** Steps down once the lease may be about to expire unrenewed, and campaigns again once renewed. */
+  function checkLease(): void {
+    if (stopped || !lease) return;
+    const silentMs = Date.now() - renewals.renewedAt;
+    if (silentMs > (ttl * 1000) / 3 + RENEW_LATE_MS) renewals.renewOnce(lease, (l) => lease === l);
+    if (silentMs > LEASE_SAFETY * ttl * 1000) {
+      if (!lapsed.value) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
+      lapsed.set(true);
+      if (campaigner.campaigning) {
+        onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it stops leading`);
+        stepDown();
+      }
+    } else {
+      lapsed.set(false);
+      if (!campaigner.campaigning) campaignOnce();
+    }
+  }
+
+  return {
+    advertise,
+    leaseTtlSeconds: ttl,
+    get isLeader() {
+      return campaigner.isLeader;
+    },
+    async start() {
+      await join();
+      campaignOnce();
+      watchdog = startWatchdog(checkLease, election, (l) => (knownLeader = l));
+      knownLeader = await election.leader();
+    },
+    get knownLeader() {
+      return knownLeader;
+    },
+    get fence() {
+      return campaigner.fence;
+    },
+    get memberFence() {
+      return memberFence;
+    },
+    // The watchdog campaigns again once the lease is renewed.
+    fenced: () => void (campaigner.campaigning && !stopped && stepDown()),
+    leader: () => election.leader(),
+    servers: () => listServers(ns, election),
+    isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,
+    sessionStarted: sessions.started,
+    sessionEnded: sessions.ended,
+    get lapsed() {
+      return lapsed.value;
+    },
+    claimAttach: (container, sessionId) => claimAttach(ns, lease, advertise, container, sessionId),
+    releaseAttach: (container, sessionId) => releaseAttach(ns, advertise, container, sessionId),
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(watchdog);
+      await leave(stepDown(), lease, client, election);
+    },
+  };
+}
+
+/** The member's campaign in the leader election, and the leadership it won. */
+interface Campaigner {
+  /** Whether a campaign is under way (or won). */
+  readonly campaigning: boolean;
+  readonly isLeader: boolean;
+  readonly fence: { key: string; modRevision: number } | undefined;
+  campaignOnce(): void;
+  stepDown(): Promise<void>;
+}
+
+function createCampaigner(o: {
+  client: Etcd3;
+  election: Election;
+  advertise: string;
+  retries: Backoff;
+  stopped(): boolean;
+  onLeadership(leader: boolean): void;
+  onError(message: string, err?: unknown): void;
+}): Campaigner {
+  const { client, election, advertise, retries, onError } = o;
+  let campaign: Campaign | undefined;
+  let fence: { key: string; modRevision: number } | undefined;
+  const leading = flag(o.onLeadership);
+
   function campaignOnce(): void {
-    if (stopped || campaign) return;
+    if (o.stopped() || campaign) return;
     const c = election.campaign(advertise);
     campaign = c;
     // The fence is read before the controllers start: none of their writes goes unfenced.
     c.on("elected", () => {
       fenceOf(client, c).then(
         (f) => {
-          if (campaign !== c || stopped) return;
+          if (campaign !== c || o.stopped()) return;
           fence = f;
           leading.set(true);
         },
         (err: unknown) => {
           // The watchdog campaigns again.
-          if (campaign === c && !stopped) void stepDown().then(() => onError(`cluster: server ${advertise} was elected but cannot read its election key`, err));
+          if (campaign === c && !o.stopped()) void stepDown().then(() => onError(`cluster: server ${advertise} was elected but cannot read its election key`, err));
         },
       );
     });
     c.on("error", (err) => {
-      if (campaign !== c || stopped) return;
+      if (campaign !== c || o.stopped()) return;
       onError(`cluster: the campaign of server ${advertise} failed; campaigning again`, err);
       stepDown();
       setTimeout(campaignOnce, retries.next()).unref();
@@ -210,85 +286,70 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     return c ? c.resign().catch(() => {}) : Promise.resolve();
   }
 
-  /**
-   * Renews the lease once on a new keep-alive stream. etcd3 keeps the lease alive on one stream
-   * and notices a stream that stopped answering (its etcd member killed, or waiting for a new
-   * etcd leader) only after a whole TTL; a renewal of its own, through whichever member answers,
-   * keeps the member from a lapse that etcd would never have enforced. A renewal answered proves
-   * the lease alive when etcd took it, as etcd3's own do.
-   */
-  function renewOnce(current: Lease): void {
-    if (renewing) return;
-    renewing = true;
-    // Counted from when it was sent: etcd took it at some moment between then and the answer.
-    const sentAt = Date.now();
-    current
-      .keepaliveOnce({ deadline: new Date(sentAt + RENEW_ONCE_TIMEOUT_MS) })
-      .then(
-        () => {
-          if (lease === current) renewedAt = Math.max(renewedAt, sentAt);
-        },
-        () => {},
-      )
-      .finally(() => (renewing = false));
-  }
-
-  /** Steps down once the lease may be about to expire unrenewed, and campaigns again once renewed. */
-  function checkLease(): void {
-    if (stopped || !lease) return;
-    const silentMs = Date.now() - renewedAt;
-    if (silentMs > (ttl * 1000) / 3 + RENEW_LATE_MS) renewOnce(lease);
-    if (silentMs > LEASE_SAFETY * ttl * 1000) {
-      if (!lapsed.value) onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it ends the sessions it holds`);
-      lapsed.set(true);
-      if (campaign) {
-        onError(`cluster: server ${advertise} could not renew its lease for ${silentMs} ms; it stops leading`);
-        stepDown();
-      }
-    } else {
-      lapsed.set(false);
-      if (!campaign) campaignOnce();
-    }
-  }
-
   return {
-    advertise,
-    leaseTtlSeconds: ttl,
+    get campaigning() {
+      return campaign !== undefined;
+    },
     get isLeader() {
       return leading.value;
-    },
-    async start() {
-      await join();
-      campaignOnce();
-      watchdog = startWatchdog(checkLease, election, (l) => (knownLeader = l));
-      knownLeader = await election.leader();
-    },
-    get knownLeader() {
-      return knownLeader;
     },
     get fence() {
       return fence;
     },
-    get memberFence() {
-      return memberFence;
+    campaignOnce,
+    stepDown,
+  };
+}
+
+/**
+ * When the member's lease was last renewed, by etcd3's keep-alives or by renewals of the member's
+ * own (see renewOnce).
+ */
+function createRenewals(): {
+  readonly renewedAt: number;
+  /** The lease was just granted. */
+  granted(): void;
+  /** Counts etcd3's own renewals of a lease. */
+  track(lease: Lease): void;
+  renewOnce(current: Lease, isCurrent: (lease: Lease) => boolean): void;
+} {
+  let renewedAt = 0, renewing = false;
+  return {
+    get renewedAt() {
+      return renewedAt;
     },
-    // The watchdog campaigns again once the lease is renewed.
-    fenced: () => void (campaign && !stopped && stepDown()),
-    leader: () => election.leader(),
-    servers: () => listServers(ns, election),
-    isMember: async (address) => (await ns.get(`${SERVERS}${address}`).string()) !== null,
-    sessionStarted: sessions.started,
-    sessionEnded: sessions.ended,
-    get lapsed() {
-      return lapsed.value;
+    granted: () => void (renewedAt = Date.now()),
+    track(lease) {
+      // A renewal counts from when it was sent (the oldest one unanswered): etcd took it at some
+      // moment between then and its answer.
+      let firedAt: number | undefined;
+      lease.on("keepaliveFired", () => (firedAt ??= Date.now()));
+      lease.on("keepaliveSucceeded", () => {
+        renewedAt = Math.max(renewedAt, firedAt ?? Date.now());
+        firedAt = undefined;
+      });
     },
-    claimAttach: (container, sessionId) => claimAttach(ns, lease, advertise, container, sessionId),
-    releaseAttach: (container, sessionId) => releaseAttach(ns, advertise, container, sessionId),
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      clearInterval(watchdog);
-      await leave(stepDown(), lease, client, election);
+    /**
+     * Renews the lease once on a new keep-alive stream. etcd3 keeps the lease alive on one stream
+     * and notices a stream that stopped answering (its etcd member killed, or waiting for a new
+     * etcd leader) only after a whole TTL; a renewal of its own, through whichever member answers,
+     * keeps the member from a lapse that etcd would never have enforced. A renewal answered proves
+     * the lease alive when etcd took it, as etcd3's own do.
+     */
+    renewOnce(current, isCurrent) {
+      if (renewing) return;
+      renewing = true;
+      // Counted from when it was sent: etcd took it at some moment between then and the answer.
+      const sentAt = Date.now();
+      current
+        .keepaliveOnce({ deadline: new Date(sentAt + RENEW_ONCE_TIMEOUT_MS) })
+        .then(
+          () => {
+            if (isCurrent(current)) renewedAt = Math.max(renewedAt, sentAt);
+          },
+          () => {},
+        )
+        .finally(() => (renewing = false));
     },
   };
 }

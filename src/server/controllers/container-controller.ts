@@ -22,7 +22,7 @@ import { ContainerRecord, containerKind, storedBinding } from "./container-recor
 import { listenTo } from "../listen-to.js";
 import { createController, type Controller, type ReconcileReport } from "./controller.js";
 import type { Informer } from "./informer.js";
-import { createStatusWriter } from "./status-writer.js";
+import { createStatusWriter, type StatusWriter } from "./status-writer.js";
 import { createTurnBatcher } from "./turn-batcher.js";
 
 /** ContainerControllerOptions are the controller's dependencies. */
@@ -116,7 +116,7 @@ export interface ContainerController extends Controller, ContainerLifecycle {
 
 /** Creates the container controller. */
 export function createContainerController(options: ContainerControllerOptions): ContainerController {
-  const { informer, router, links } = options;
+  const { informer, links } = options;
   const records = new Map<string, ContainerRecord>();
   const hostLoad = new Map<WorkerLink, number>();
   const schedulingListeners: Array<(name: string | undefined) => void> = [];
@@ -133,6 +133,7 @@ export function createContainerController(options: ContainerControllerOptions): 
     controller.enqueue(rec.name, FINALIZE_RETRY_MS);
   });
 
+  const parts: RecordParts = { records, adjustLoad, needScheduling };
   const fx = lifecycleEffects(options, {
     finalize,
     enqueue: (name, delayMs) => controller.enqueue(name, delayMs),
@@ -144,61 +145,10 @@ export function createContainerController(options: ContainerControllerOptions): 
     },
     needScheduling,
   });
-
-  /** Tells the router and the store where the container is now. */
-  function publish(rec: ContainerRecord) {
-    const ended = rec.state.is === "Ended";
-    router.setAvailability(rec.name, {
-      link: rec.deliveryLink(),
-      ready: rec.ready(),
-      accepts: rec.deleting ? "none" : ended ? "sends" : "all",
-      notReady: rec.message || rec.phase(),
-      refusal: rec.deleting
-        ? `container "${rec.name}" is being deleted`
-        : `container "${rec.name}" has ended (${rec.phase()}) and takes no more requests`,
-    });
-    // In a cluster, a container waiting for its host keeps its stored status (bound to that
-    // host) meanwhile: the server the host reconnects to finds it there and resumes it.
-    if (options.bindsFromStore && rec.state.is === "AwaitingHost") return;
-    status.write(rec, informer.get("Container", rec.name));
-  }
-
-  function newRecord(obj: Container): ContainerRecord {
-    const rec = new ContainerRecord(obj.metadata!.name, obj.metadata!.uid, obj);
-    records.set(rec.name, rec);
-    adopt(rec, obj.status, options.resumeGraceMs, Date.now());
-    // In a cluster, an external container shown Running that this server takes without a
-    // process attaching here (its server died) waits for the process to attach again first.
-    if (options.bindsFromStore) awaitProcess(rec, obj.status, options.resumeGraceMs, Date.now());
-    if (rec.state.is === "Unscheduled") needScheduling(rec.name);
-    return rec;
-  }
-
-  /** A container gone from the store (or re-created under its name): nothing of it may keep running. */
-  function forget(rec: ContainerRecord) {
-    records.delete(rec.name);
-    const host = rec.host;
-    // Removed while its host still runs it (grace passed, or deleted before it was bound in
-    // the store): the host stops it now.
-    if (host && !host.closed) host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs: 0 }));
-    adjustLoad(host, -1);
-    if (rec.attached) links.lose(rec.attached, new ConnectError(`container "${rec.name}" was deleted`, Code.NotFound));
-    options.logs.drop(rec.name);
-    if (host) needScheduling(undefined);
-  }
-
-  /**
-   * Another server holds the container now (its host moved there, or this server's session of
-   * it is no longer the one in force): stop driving it, without a write. What its worker had in
-   * flight here is released (requests fail UNAVAILABLE, sends go back to the inbox).
-   */
-  function letGo(rec: ContainerRecord) {
-    records.delete(rec.name);
-    adjustLoad(rec.host, -1);
-    fx.release(rec, "is held by another server of the cluster now");
-    router.setAvailability(rec.name, { link: undefined, ready: false, accepts: "all", notReady: "held by another server of the cluster", refusal: "" });
-    options.onLetGo?.(rec.name, rec.uid);
-  }
+  const publish = (rec: ContainerRecord) => publishRecord(rec, options, status);
+  const newRecord = (obj: Container) => newRecordOf(obj, options, parts);
+  const forget = (rec: ContainerRecord) => forgetRecord(rec, options, parts);
+  const letGo = (rec: ContainerRecord) => letGoOf(rec, options, parts, fx);
 
   const attachHolds = createAttachHolds();
 
@@ -287,6 +237,74 @@ export function createContainerController(options: ContainerControllerOptions): 
       await status.stop();
     },
   };
+}
+
+/** The controller's records of the containers it holds, and what follows their changes. */
+interface RecordParts {
+  records: Map<string, ContainerRecord>;
+  adjustLoad(host: WorkerLink | undefined, delta: number): void;
+  needScheduling(name: string | undefined): void;
+}
+
+/** Tells the router and the store where the container is now. */
+function publishRecord(rec: ContainerRecord, options: ContainerControllerOptions, status: StatusWriter): void {
+  const { router, informer } = options;
+  const ended = rec.state.is === "Ended";
+  router.setAvailability(rec.name, {
+    link: rec.deliveryLink(),
+    ready: rec.ready(),
+    accepts: rec.deleting ? "none" : ended ? "sends" : "all",
+    notReady: rec.message || rec.phase(),
+    refusal: rec.deleting
+      ? `container "${rec.name}" is being deleted`
+      : `container "${rec.name}" has ended (${rec.phase()}) and takes no more requests`,
+  });
+  // In a cluster, a container waiting for its host keeps its stored status (bound to that
+  // host) meanwhile: the server the host reconnects to finds it there and resumes it.
+  if (options.bindsFromStore && rec.state.is === "AwaitingHost") return;
+  status.write(rec, informer.get("Container", rec.name));
+}
+
+/** Records a container this server starts holding. */
+function newRecordOf(obj: Container, options: ContainerControllerOptions, parts: RecordParts): ContainerRecord {
+  const { records, needScheduling } = parts;
+  const rec = new ContainerRecord(obj.metadata!.name, obj.metadata!.uid, obj);
+  records.set(rec.name, rec);
+  adopt(rec, obj.status, options.resumeGraceMs, Date.now());
+  // In a cluster, an external container shown Running that this server takes without a
+  // process attaching here (its server died) waits for the process to attach again first.
+  if (options.bindsFromStore) awaitProcess(rec, obj.status, options.resumeGraceMs, Date.now());
+  if (rec.state.is === "Unscheduled") needScheduling(rec.name);
+  return rec;
+}
+
+/** A container gone from the store (or re-created under its name): nothing of it may keep running. */
+function forgetRecord(rec: ContainerRecord, options: ContainerControllerOptions, parts: RecordParts): void {
+  const { records, adjustLoad, needScheduling } = parts;
+  const { links } = options;
+  records.delete(rec.name);
+  const host = rec.host;
+  // Removed while its host still runs it (grace passed, or deleted before it was bound in
+  // the store): the host stops it now.
+  if (host && !host.closed) host.push(stopFrame({ container: rec.name, uid: rec.uid, graceMs: 0 }));
+  adjustLoad(host, -1);
+  if (rec.attached) links.lose(rec.attached, new ConnectError(`container "${rec.name}" was deleted`, Code.NotFound));
+  options.logs.drop(rec.name);
+  if (host) needScheduling(undefined);
+}
+
+/**
+ * Another server holds the container now (its host moved there, or this server's session of
+ * it is no longer the one in force): stop driving it, without a write. What its worker had in
+ * flight here is released (requests fail UNAVAILABLE, sends go back to the inbox).
+ */
+function letGoOf(rec: ContainerRecord, options: ContainerControllerOptions, parts: RecordParts, fx: LifecycleEffects): void {
+  const { router } = options;
+  parts.records.delete(rec.name);
+  parts.adjustLoad(rec.host, -1);
+  fx.release(rec, "is held by another server of the cluster now");
+  router.setAvailability(rec.name, { link: undefined, ready: false, accepts: "all", notReady: "held by another server of the cluster", refusal: "" });
+  options.onLetGo?.(rec.name, rec.uid);
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Metrics } from "../metrics.js";
 import type { LoadCounters } from "../stats/load-counters.js";
 import { createAnswers, type Answers } from "./answers.js";
 import { createCancellation } from "./cancellation.js";
-import { createDeadlineQueue } from "./deadline-queue.js";
+import { createDeadlineQueue, type DeadlineQueue } from "./deadline-queue.js";
 import { createDeliveries, type Deliveries } from "./deliveries.js";
 import { createDirectory, isReady, type Directory } from "./directory.js";
 import { Envelope, EnvelopeState, type FrameSink } from "./envelope.js";
@@ -132,23 +132,8 @@ export function createRouter(options: RouterOptions): Router {
   const cancellation = createCancellation({ directory, deadlines, answers, deliveries });
   const abandon = cancellation.abandon;
   const stranded = new Set<Mailbox>();
+  const emptied = (m: Mailbox) => emptyMailbox(m, services, options.events);
 
-  /**
-   * Empties a deleted container's mailbox. Sends it had accepted that no endpoint of their
-   * service can take (sent to the container itself, or their service is gone too) end here:
-   * their senders were answered when they were queued, so a warning event says how many.
-   */
-  function emptied(m: Mailbox) {
-    const dropped = services.empty(m, `container "${m.name}" was deleted`);
-    if (dropped === 0) return;
-    options.events.record({
-      type: "Warning",
-      reason: "MessagesDropped",
-      kind: "Container",
-      name: m.name,
-      message: `${dropped} accepted ${dropped === 1 ? "send" : "sends"} still queued were dropped: the container was deleted and no endpoint of a service took them`,
-    });
-  }
   const availability: AvailabilityContext = { services, deliveries, stranded };
   const setAvailability = (m: Mailbox, a: Availability) => applyAvailability(m, a, availability);
   // Requests are timed for the latency histogram, every message for the live stats.
@@ -252,15 +237,7 @@ export function createRouter(options: RouterOptions): Router {
     },
     takeBack(name) {
       const m = directory.mailbox(name);
-      if (!m) return [];
-      stranded.delete(m);
-      const envs = m.inbox.drain();
-      for (const env of envs) {
-        deadlines.remove(env);
-        env.mailbox = undefined;
-        env.state = EnvelopeState.New;
-      }
-      return envs;
+      return m ? takeBackFrom(m, deadlines, stranded) : [];
     },
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {
@@ -271,6 +248,35 @@ export function createRouter(options: RouterOptions): Router {
       stranded.clear();
     },
   };
+}
+
+/**
+ * Empties a deleted container's mailbox. Sends it had accepted that no endpoint of their
+ * service can take (sent to the container itself, or their service is gone too) end here:
+ * their senders were answered when they were queued, so a warning event says how many.
+ */
+function emptyMailbox(m: Mailbox, services: ServiceRouting, events: EventRecorder): void {
+  const dropped = services.empty(m, `container "${m.name}" was deleted`);
+  if (dropped === 0) return;
+  events.record({
+    type: "Warning",
+    reason: "MessagesDropped",
+    kind: "Container",
+    name: m.name,
+    message: `${dropped} accepted ${dropped === 1 ? "send" : "sends"} still queued were dropped: the container was deleted and no endpoint of a service took them`,
+  });
+}
+
+/** Takes a container's queued messages out of its mailbox, to be routed anew (see Router.takeBack). */
+function takeBackFrom(m: Mailbox, deadlines: DeadlineQueue<Letter>, stranded: Set<Mailbox>): Letter[] {
+  stranded.delete(m);
+  const envs = m.inbox.drain();
+  for (const env of envs) {
+    deadlines.remove(env);
+    env.mailbox = undefined;
+    env.state = EnvelopeState.New;
+  }
+  return envs;
 }
 
 /** What a change of availability moves messages through. */
