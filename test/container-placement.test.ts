@@ -283,8 +283,8 @@ test("lifecycle with bindings in the store: a container bound to a host that is 
   }
 });
 
-test("lifecycle with bindings in the store: an external container shown Running with no process attached is held for the resume grace, then shown Pending with a Detached warning only if still shown Running (a process that detached normally from a live server, whose Pending write came late, gets no second warning)", async () => {
-  const { store, resources, informer, events, messaging, containers } = await clusterLifecycle(5_000);
+test("lifecycle with bindings in the store: an external container shown Running with no process attached is held for the resume grace, then (10 s: room for the write below on a loaded machine) shown Pending with a Detached warning only if still shown Running (a process that detached normally from a live server, whose Pending write came late, gets no second warning)", async () => {
+  const { store, resources, informer, events, messaging, containers } = await clusterLifecycle(10_000);
   for (const name of ["lost", "left"]) {
     await resources.create(create(ContainerSchema, { metadata: { name }, spec: {} }));
     await resources.updateStatus("Container", name, () => create(ContainerStatusSchema, { phase: "Running", ready: true, host: "proc" }));
