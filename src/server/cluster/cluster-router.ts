@@ -119,17 +119,6 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     route(w.env, w.target);
   }
 
-  /** Why no more calls may wait for a place for a target, or undefined while they may. */
-  function full(key: string, target: Target, service: boolean): string | undefined {
-    const waitingNow = waiters.get(key)?.size ?? 0;
-    const configured = service ? MAX_SERVICE_WAITERS : (options.queueLimit?.(target.name) ?? 0);
-    const limit = configured > 0 ? configured : DEFAULT_QUEUE_LIMIT;
-    if (waitingNow < limit) return undefined;
-    return service
-      ? `too many calls wait for an endpoint of service "${target.name}" (limit ${limit})`
-      : `too many calls wait for container "${target.name}" to run on a server of the cluster (queueLimit ${limit})`;
-  }
-
   /**
    * A call for a container (or a service) no server delivers yet waits, in the peer links' hands
    * (so that a cancel or the caller going reaches it), and is routed again when where the
@@ -145,7 +134,7 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     }
     // A call that waited already (routed again, still without a place) is not refused for the limit.
     const key = `${service ? "service" : "container"}/${target.name}`;
-    const refusal = admitted === undefined ? full(key, target, service) : undefined;
+    const refusal = admitted === undefined ? full(waiters.get(key)?.size ?? 0, target, service, options) : undefined;
     if (refusal) return links.fail(env, Code.ResourceExhausted, refusal);
     waitingSince.set(env, since);
     const signal = links.holds(env) ? links.signalOf(env)! : links.hold(env);
@@ -170,71 +159,24 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     waitingCount++;
   }
 
-  /** Whether a target still has no place (its waiting calls would only wait again), as route() decides. */
-  function stillWaits(target: Target): boolean {
-    const noEndpoint = () => options.endpoints?.(target.name)?.length === 0;
-    if (target.kind === "service") return noEndpoint();
-    const server = options.deliveredBy(target.name);
-    const stored = options.awaited?.(target.name) ?? false;
-    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return noEndpoint();
-    return server === "" && stored;
-  }
-
   function wakeKey(key: string) {
     const set = waiters.get(key);
     if (!set) return;
     const kinds = new Map<string, boolean>();
     for (const w of [...set]) {
       let waits = kinds.get(w.target.kind);
-      if (waits === undefined) kinds.set(w.target.kind, (waits = stillWaits(w.target)));
+      if (waits === undefined) kinds.set(w.target.kind, (waits = stillWaits(w.target, options)));
       if (!waits) retry(w);
     }
   }
 
-  /**
-   * A service's call goes to its endpoints in turn, local and remote alike: a local pick to this
-   * server's router (which picks among its own endpoints), a remote one over the peer link, and
-   * on to the next endpoint when that one refused it before accepting it.
-   */
-  function routeToService(env: Letter, target: Target, tried: number) {
-    const endpoints = options.endpoints?.(target.name) ?? [];
-    // None ready anywhere: wait for one (this server's router would wait only for its own).
-    if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
-    if (tried >= endpoints.length) return local.route(env, target);
-    const turn = cursors.get(target.name) ?? 0;
-    cursors.set(target.name, (turn + 1) % endpoints.length);
-    const name = endpoints[turn % endpoints.length]!;
-    const server = options.deliveredBy(name);
-    if (server === "" || server === options.self()) return local.route(env, target);
-    links.forward(env, { kind: "container", name }, server, server, (err) => {
-      if (!refusedBeforeAcceptance(err, env.expectsReply)) return false;
-      routeToService(env, target, tried + 1);
-      return true;
-    });
-  }
-
-  /**
-   * A call another server forwarded is never sent on (two servers whose views of where a
-   * container is differ for a moment would pass it back and forth): this server answers it when
-   * it delivers the container now, or no server does and none will (the local router says why);
-   * else it refuses it before accepting it, UNAVAILABLE, and the sending server routes it again
-   * within the call's deadline (a send's: the wait for a place).
-   */
-  function routeFromPeer(env: Letter, target: Target) {
-    if (target.kind === "service") return local.route(env, target);
-    const self = options.self();
-    const server = options.deliveredBy(target.name);
-    if (server === self || (server === "" && !(options.awaited?.(target.name) ?? false))) return local.route(env, target);
-    links.fail(env, Code.Unavailable, `container "${target.name}" is not held by server ${self}${server === "" ? "" : ` (server ${server} delivers it)`}`);
-  }
-
   function route(env: Letter, target: Target) {
-    if (fromPeer(env)) return routeFromPeer(env, target);
-    if (target.kind === "service") return routeToService(env, target, 0);
+    if (fromPeer(env)) return routeFromPeer(env, target, options);
+    if (target.kind === "service") return routeToService(env, target, 0, options, cursors, later);
     const server = options.deliveredBy(target.name);
     const stored = options.awaited?.(target.name) ?? false;
     // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.
-    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0);
+    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0, options, cursors, later);
     if (server === "" && stored) return later(env, target, `container "${target.name}"`);
     if (server === "" || server === options.self()) return local.route(env, target);
     // Refused there because that server let the container go: where is it now? Looked up again
@@ -267,4 +209,70 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     knows: (target) =>
       local.knows(target) || (target.kind === "service" ? (options.endpoints?.(target.name)?.length ?? 0) > 0 : options.deliveredBy(target.name) !== ""),
   };
+}
+
+/** Why no more calls may wait for a place for a target, or undefined while they may. */
+function full(waitingNow: number, target: Target, service: boolean, options: ClusterRouterOptions): string | undefined {
+  const configured = service ? MAX_SERVICE_WAITERS : (options.queueLimit?.(target.name) ?? 0);
+  const limit = configured > 0 ? configured : DEFAULT_QUEUE_LIMIT;
+  if (waitingNow < limit) return undefined;
+  return service
+    ? `too many calls wait for an endpoint of service "${target.name}" (limit ${limit})`
+    : `too many calls wait for container "${target.name}" to run on a server of the cluster (queueLimit ${limit})`;
+}
+
+/** Whether a target still has no place (its waiting calls would only wait again), as route() decides. */
+function stillWaits(target: Target, options: ClusterRouterOptions): boolean {
+  const noEndpoint = () => options.endpoints?.(target.name)?.length === 0;
+  if (target.kind === "service") return noEndpoint();
+  const server = options.deliveredBy(target.name);
+  const stored = options.awaited?.(target.name) ?? false;
+  if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return noEndpoint();
+  return server === "" && stored;
+}
+
+/**
+ * A call another server forwarded is never sent on (two servers whose views of where a
+ * container is differ for a moment would pass it back and forth): this server answers it when
+ * it delivers the container now, or no server does and none will (the local router says why);
+ * else it refuses it before accepting it, UNAVAILABLE, and the sending server routes it again
+ * within the call's deadline (a send's: the wait for a place).
+ */
+function routeFromPeer(env: Letter, target: Target, options: ClusterRouterOptions): void {
+  const { local, links } = options;
+  if (target.kind === "service") return local.route(env, target);
+  const self = options.self();
+  const server = options.deliveredBy(target.name);
+  if (server === self || (server === "" && !(options.awaited?.(target.name) ?? false))) return local.route(env, target);
+  links.fail(env, Code.Unavailable, `container "${target.name}" is not held by server ${self}${server === "" ? "" : ` (server ${server} delivers it)`}`);
+}
+
+/**
+ * A service's call goes to its endpoints in turn, local and remote alike: a local pick to this
+ * server's router (which picks among its own endpoints), a remote one over the peer link, and
+ * on to the next endpoint when that one refused it before accepting it.
+ */
+function routeToService(
+  env: Letter,
+  target: Target,
+  tried: number,
+  options: ClusterRouterOptions,
+  cursors: Map<string, number>,
+  later: (env: Letter, target: Target, what: string, service: boolean) => void,
+): void {
+  const { local, links } = options;
+  const endpoints = options.endpoints?.(target.name) ?? [];
+  // None ready anywhere: wait for one (this server's router would wait only for its own).
+  if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
+  if (tried >= endpoints.length) return local.route(env, target);
+  const turn = cursors.get(target.name) ?? 0;
+  cursors.set(target.name, (turn + 1) % endpoints.length);
+  const name = endpoints[turn % endpoints.length]!;
+  const server = options.deliveredBy(name);
+  if (server === "" || server === options.self()) return local.route(env, target);
+  links.forward(env, { kind: "container", name }, server, server, (err) => {
+    if (!refusedBeforeAcceptance(err, env.expectsReply)) return false;
+    routeToService(env, target, tried + 1, options, cursors, later);
+    return true;
+  });
 }
