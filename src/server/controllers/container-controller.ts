@@ -296,14 +296,16 @@ function forgetRecord(rec: ContainerRecord, options: ContainerControllerOptions,
 /**
  * Another server holds the container now (its host moved there, or this server's session of
  * it is no longer the one in force): stop driving it, without a write. What its worker had in
- * flight here is released (requests fail UNAVAILABLE, sends go back to the inbox).
+ * flight here is released (requests fail UNAVAILABLE, sends go back to the inbox). The mailbox
+ * is unavailable first: its old link may still be open, and the release must not deliver what
+ * it puts back (nor what was queued) on it again.
  */
 function letGoOf(rec: ContainerRecord, options: ContainerControllerOptions, parts: RecordParts, fx: LifecycleEffects): void {
   const { router } = options;
   parts.records.delete(rec.name);
   parts.adjustLoad(rec.host, -1);
-  fx.release(rec, "is held by another server of the cluster now");
   router.setAvailability(rec.name, { link: undefined, ready: false, accepts: "all", notReady: "held by another server of the cluster", refusal: "" });
+  fx.release(rec, "is held by another server of the cluster now");
   options.onLetGo?.(rec.name, rec.uid);
 }
 
