@@ -774,7 +774,10 @@ class MemoryJournal implements SendJournal {
   remove(key: string): void {
     this.removed.push(key);
   }
-  release(): void {}
+  released: string[] = [];
+  release(key: string): void {
+    this.released.push(key);
+  }
   recover(): Promise<RecoveredEntry[]> {
     return Promise.resolve([]);
   }
@@ -869,6 +872,29 @@ test("a durable send that cannot be journaled is refused naming why; one given u
   assert.equal(orphan.value?.code, Code.Unavailable);
   assert.equal(orphan.value?.message, 'container "dur" was deleted');
   assert.deepEqual(journal.removed, ["k1", "k2"], "its entry is removed");
+  router.stop("done");
+});
+
+test("a durable send still being journaled when another server takes its container over is accepted and its entry released to that server, not queued here", async () => {
+  const journal = new MemoryJournal();
+  const router = newRouter({ journal });
+  router.upsertContainer(container("dur", { delivery: "durable" }));
+  const w = new Worker();
+  router.setAvailability("dur", ready(w));
+  const sent = call(router, "dur", "late");
+  router.setAvailability("dur", notReady("held by another server of the cluster"));
+  assert.deepEqual(router.takeBack("dur"), [], "nothing queued yet");
+  await journal.flush();
+  assert.equal(sent.value?.code, 0, "accepted: it is in the journal");
+  assert.equal(router.load("dur")?.queued, 0, "not left in the inbox of a container held elsewhere");
+  assert.deepEqual(journal.released, ["k1"], "its entry is released for the new holder to read back");
+  assert.deepEqual(journal.removed, []);
+  // Taken here again: a send written from then on is queued as before.
+  router.setAvailability("dur", ready(w));
+  const again = call(router, "dur", "back");
+  await journal.flush();
+  assert.equal(again.value?.code, 0);
+  assert.deepEqual(w.payloads(), ["back"]);
   router.stop("done");
 });
 

@@ -71,6 +71,8 @@ export class Mailbox {
   /** Why it is not ready; until the lifecycle first says where its worker is, that nothing serves it yet. */
   notReady = "no worker serves it yet";
   refusal = "";
+  /** How often another server of a cluster took the container over from this one (takeBack). */
+  letGoes = 0;
   /** Throttle of the MessageFailed events of a failing handler. */
   lastFailureEventAt = 0;
   suppressedFailures = 0;

@@ -269,6 +269,7 @@ function emptyMailbox(m: Mailbox, services: ServiceRouting, events: EventRecorde
 
 /** Takes a container's queued messages out of its mailbox, to be routed anew (see Router.takeBack). */
 function takeBackFrom(m: Mailbox, deadlines: DeadlineQueue<Letter>, stranded: Set<Mailbox>): Letter[] {
+  m.letGoes++;
   stranded.delete(m);
   const envs = m.inbox.drain();
   for (const env of envs) {

@@ -66,8 +66,14 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
   };
   const fail = (env: Letter, message: string, container = "") => refuse(env, Code.Unavailable, message, container);
 
+  function handOver(m: Mailbox, env: Letter) {
+    journal?.release(env.journalKey!);
+    env.state = EnvelopeState.Done;
+    answers.accept(env, m.name);
+  }
+
   function enqueue(m: Mailbox, env: Letter) {
-    if (journal && m.durable && !env.expectsReply && !env.journalKey) return journalFirst(m, env, { journal, directory, deadlines, refuse, enqueue, again });
+    if (journal && m.durable && !env.expectsReply && !env.journalKey) return journalFirst(m, env, { journal, directory, deadlines, refuse, enqueue, again, handOver });
     env.mailbox = m;
     env.state = EnvelopeState.Queued;
     m.inbox.push(env);
@@ -194,6 +200,8 @@ interface JournalContext {
   enqueue(m: Mailbox, env: Letter): void;
   /** Sends it through its service again (its container went), or fails it. */
   again(env: Letter, orFail: string, container: string): void;
+  /** Accepts it without queueing it: its journal entry is released to the server holding its container now. */
+  handOver(m: Mailbox, env: Letter): void;
 }
 
 /**
@@ -212,6 +220,7 @@ function journalFirst(m: Mailbox, env: Letter, ctx: JournalContext): void {
   env.deadline = 0;
   env.mailbox = m;
   const entry = { data: env.data, contentType: env.contentType, sender: env.sender, service: s ? s.name : "" };
+  const letGoes = m.letGoes;
   journal.append(owner.uid, entry).then(
     (key) => {
       env.journalKey = key;
@@ -222,6 +231,8 @@ function journalFirst(m: Mailbox, env: Letter, ctx: JournalContext): void {
       // Through a service it goes to an endpoint that is ready now: the one picked may have
       // stopped being ready, or gone, while the send was written.
       if (s) return still && isReady(m) ? ctx.enqueue(m, env) : ctx.again(env, `service "${s.name}" was deleted`, m.name);
+      // Another server took the container over while it was written: that server reads it back.
+      if (still && m.letGoes !== letGoes) return ctx.handOver(m, env);
       if (still) return ctx.enqueue(m, env);
       ctx.refuse(env, Code.Unavailable, `container "${m.name}" was deleted`, m.name);
     },
