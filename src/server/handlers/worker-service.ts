@@ -10,6 +10,7 @@ import {
   type ConnectRequest,
   type ConnectResponse,
   type Hello,
+  type WorkerFrame,
   type WorkerService,
 } from "../../gen/k4s/v1/worker_service_pb.js";
 import { ATTACH_TOKEN_HEADER } from "../../transport/environment.js";
@@ -106,6 +107,44 @@ async function claimAttach(options: WorkerServiceOptions, s: WorkerLink, contain
   throw new ConnectError(`attach: container "${container}" is already attached by a process on server ${heldBy} (a claim of a server that died goes with its lease; try again)`, Code.Unavailable);
 }
 
+/** Takes a session's frames until its stream ends or breaks; then the session is lost. */
+async function readLoop(it: AsyncIterator<ConnectRequest>, s: WorkerLink, handleFrame: (link: WorkerLink, frame: WorkerFrame) => void, links: LinkRegistry): Promise<void> {
+  try {
+    while (!s.closed) {
+      const r = await it.next();
+      if (r.done) break;
+      s.lastReceived = Date.now();
+      const frames = r.value.frames;
+      for (let i = 0; i < frames.length && !s.closed; i++) handleFrame(s, frames[i]!);
+    }
+  } catch {
+    // The stream broke: the session is lost like a closed one.
+  }
+  links.lose(s);
+}
+
+/** Waits for a stream's first request (its hello or attach), at most three heartbeats (at least 1 s). */
+async function firstRequest(it: AsyncIterator<ConnectRequest>, signal: AbortSignal, hb: number): Promise<ConnectRequest> {
+  const limit = Math.max(3 * hb, 1000);
+  let timeout: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    const r = await Promise.race([
+      it.next(),
+      new Promise<never>((_, reject) => {
+        timeout = setTimeout(() => reject(new ConnectError(`no hello or attach within ${limit} ms`, Code.DeadlineExceeded)), limit);
+        onAbort = () => reject(new ConnectError("stream cancelled before hello", Code.Canceled));
+        signal.addEventListener("abort", onAbort);
+      }),
+    ]);
+    if (r.done) throw new ConnectError("stream ended before its first frame: expected hello or attach", Code.InvalidArgument);
+    return r.value;
+  } finally {
+    clearTimeout(timeout);
+    if (onAbort) signal.removeEventListener("abort", onAbort);
+  }
+}
+
 /** Creates the WorkerService handlers. */
 export function createWorkerService(options: WorkerServiceOptions): ServiceHandlers<typeof WorkerService> {
   const { links } = options;
@@ -185,46 +224,10 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
     }
   }
 
-  async function readLoop(it: AsyncIterator<ConnectRequest>, s: WorkerLink) {
-    try {
-      while (!s.closed) {
-        const r = await it.next();
-        if (r.done) break;
-        s.lastReceived = Date.now();
-        const frames = r.value.frames;
-        for (let i = 0; i < frames.length && !s.closed; i++) handleFrame(s, frames[i]!);
-      }
-    } catch {
-      // The stream broke: the session is lost like a closed one.
-    }
-    links.lose(s);
-  }
-
-  async function firstRequest(it: AsyncIterator<ConnectRequest>, signal: AbortSignal): Promise<ConnectRequest> {
-    const limit = Math.max(3 * hb, 1000);
-    let timeout: NodeJS.Timeout | undefined;
-    let onAbort: (() => void) | undefined;
-    try {
-      const r = await Promise.race([
-        it.next(),
-        new Promise<never>((_, reject) => {
-          timeout = setTimeout(() => reject(new ConnectError(`no hello or attach within ${limit} ms`, Code.DeadlineExceeded)), limit);
-          onAbort = () => reject(new ConnectError("stream cancelled before hello", Code.Canceled));
-          signal.addEventListener("abort", onAbort);
-        }),
-      ]);
-      if (r.done) throw new ConnectError("stream ended before its first frame: expected hello or attach", Code.InvalidArgument);
-      return r.value;
-    } finally {
-      clearTimeout(timeout);
-      if (onAbort) signal.removeEventListener("abort", onAbort);
-    }
-  }
-
   async function* connect(reqs: AsyncIterable<ConnectRequest>, ctx: CallContext): AsyncGenerator<ConnectResponse> {
     if (links.stopping) throw new ConnectError("server is stopping", Code.Unavailable);
     const it = reqs[Symbol.asyncIterator]();
-    const first = await firstRequest(it, ctx.signal);
+    const first = await firstRequest(it, ctx.signal, hb);
     const peer = await provenServer(ctx, PEER_HEADER, options.provePeer);
     await options.ready;
     const f0 = first.frames[0]?.frame;
@@ -248,7 +251,7 @@ export function createWorkerService(options: WorkerServiceOptions): ServiceHandl
       );
     }
     for (let i = 1; i < first.frames.length && !s.closed; i++) handleFrame(s, first.frames[i]!);
-    void readLoop(it, s);
+    void readLoop(it, s, handleFrame, links);
     // A session the server ends (its peer does not read, is declared lost, ...) gets its status
     // without waiting for the stream to take its next batch, which a peer that does not read never does.
     s.onClose((error) => {
