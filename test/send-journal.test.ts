@@ -2,13 +2,15 @@
  * The journal of durable sends over both store backends (SQLite and a real etcd): entries are
  * in the store once append() resolves, many appends share one transaction, settled entries go
  * in batches, a later server run reads back exactly what earlier runs left, the bounds refuse
- * naming the limit, a released entry is read back when its container is taken again, and
+ * naming the limit, a released entry is read back when its container is taken again, an entry
+ * settled here is not read back while its delete is on its way (or failed and retried), and
  * dropping an owner deletes its whole journal.
  */
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createSendJournal, JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
 import type { Store } from "../src/server/store/store.js";
+import { eventually } from "./eventually.js";
 import { BACKENDS, type OpenedStore } from "./store-backends.js";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -103,6 +105,31 @@ for (const backend of BACKENDS) {
       assert.deepEqual((await journal.recover("c3")).map((e) => [e.key, text(e.data)]), [[k1, "one"]]);
       assert.equal(journal.usage("c3").messages, 2, "read back, it is counted again");
       assert.deepEqual(await journal.recover("c3"), [], "read back once");
+      await journal.close();
+    });
+
+    test("an entry read back and settled here is not read back again while its delete is on its way or failed; a failed delete is tried again", async () => {
+      const base = await open();
+      const earlier = createSendJournal({ store: base, boot: 1000 });
+      await earlier.append("c5", { data: bytes("once"), contentType: "", sender: "", service: "" });
+      await earlier.close();
+      // The store refuses deletes for a while (etcd unreachable, say): put and range still work.
+      let refuseDeletes = true;
+      const { store } = counting(base);
+      const txn = store.txn.bind(store);
+      store.txn = (c, ops) => (refuseDeletes && ops.some((op) => op.type === "delete") ? Promise.reject(new Error("store unreachable")) : txn(c, ops));
+      const errors: string[] = [];
+      const journal = createSendJournal({ store, boot: 2000, onError: (m) => errors.push(m) });
+      const [got] = await journal.recover("c5");
+      assert.equal(text(got!.data), "once");
+      journal.remove(got!.key);
+      assert.deepEqual(await journal.recover("c5"), [], "settled here, its delete on its way: not read back");
+      await eventually(() => errors.length > 0, 30_000, "the delete failed");
+      assert.match(errors[0]!, /deleting settled durable sends from the journal failed/);
+      assert.deepEqual(await keys(base, "c5/"), [got!.key], "the failed delete left it stored");
+      assert.deepEqual(await journal.recover("c5"), [], "its delete failed: still not read back");
+      refuseDeletes = false;
+      await eventually(async () => (await keys(base, "c5/")).length === 0, 30_000, "the failed delete tried again once the store takes deletes");
       await journal.close();
     });
 

@@ -24,6 +24,9 @@ export const DEFAULT_JOURNAL_BYTES = 64 * 1024 * 1024;
 /** Most ops and value bytes of one journal transaction (etcd's defaults allow 128 ops, 1.5 MiB). */
 const MAX_BATCH_OPS = 100;
 const MAX_BATCH_BYTES = 1024 * 1024;
+/** How long after a failed delete of settled entries it is tried again (ms). */
+const DELETE_RETRY_MS = 1000;
+
 /** Keys read per page when recovering or dropping an owner's journal. */
 const PAGE = 500;
 
@@ -101,6 +104,11 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   const pending: Pending[] = [];
   /** Entries of this run it let go of (released): read back like an earlier run's if its container is taken again. */
   const released = new Set<string>();
+  /**
+   * Entries settled here whose delete is not committed yet (on its way, or failed and retried):
+   * still in the store, but never read back as another run's.
+   */
+  const deleting = new Set<string>();
   let flushing: Promise<void> | undefined;
   let seq = 0;
   let closed = false;
@@ -126,12 +134,20 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
             p.done.reject(err);
           }
         }
-        // A delete that failed leaves a settled send journaled: delivered again after a restart.
-        if (batch.some((p) => !p.done)) options.onError?.("deleting settled durable sends from the journal failed", err);
+        // A delete that failed leaves a settled send journaled: tried again a moment later (and
+        // skipped by recover meanwhile); delivered again only if this run ends first.
+        const deletes = batch.filter((p) => !p.done);
+        if (deletes.length > 0) {
+          options.onError?.("deleting settled durable sends from the journal failed; trying again", err);
+          retry(deletes);
+        }
         continue;
       }
       for (const p of batch) {
-        if (!p.done) continue;
+        if (!p.done) {
+          deleting.delete(p.op.key);
+          continue;
+        }
         const owner = ledger.ownerOf(p.op.key);
         if (owner !== undefined && dropped.has(owner)) remove(p.op.key);
         p.done.resolve(p.op.key);
@@ -139,9 +155,18 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     }
   }
 
+  function retry(deletes: Pending[]) {
+    setTimeout(() => {
+      if (closed) return;
+      pending.push(...deletes);
+      schedule();
+    }, DELETE_RETRY_MS).unref();
+  }
+
   function remove(key: string) {
     if (!ledger.has(key)) return;
     ledger.untrack(key);
+    deleting.add(key);
     pending.push({ op: { type: "delete", key }, bytes: key.length });
     schedule();
   }
@@ -175,7 +200,7 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       const ours = `${JOURNAL_PREFIX}${owner}/${boot}-`;
       for await (const kvs of pagesOf(store, owner)) {
         for (const kv of kvs) {
-          if ((kv.key.startsWith(ours) && !released.has(kv.key)) || ledger.has(kv.key)) continue;
+          if ((kv.key.startsWith(ours) && !released.has(kv.key)) || ledger.has(kv.key) || deleting.has(kv.key)) continue;
           released.delete(kv.key);
           const entry = decodeEntry(kv.value);
           ledger.track(kv.key, owner, entry.data.byteLength);
