@@ -11,13 +11,13 @@
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { KINDS, kindOf } from "../api/kinds.js";
-import { createClusterEndpoints } from "./cluster/cluster-endpoints.js";
-import { createBoundContainers } from "./cluster/bound-containers.js";
+import { createClusterEndpoints, type ClusterEndpoints } from "./cluster/cluster-endpoints.js";
+import { createBoundContainers, type BoundContainers } from "./cluster/bound-containers.js";
 import { createClusterRouter, type ClusterRouter } from "./cluster/cluster-router.js";
 import { awaitsPlace } from "./cluster/container-placement.js";
-import { createHolding } from "./cluster/holding.js";
+import { createHolding, type Holding } from "./cluster/holding.js";
 import { createRerouter } from "./cluster/let-go.js";
-import { createPeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
+import { createPeerLinks, type PeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
 import { createSessionLocator, type SessionLocator, type SessionName } from "./cluster/session-locator.js";
 import { createStoreBinder } from "./cluster/store-binder.js";
 import { createMessagingService } from "./handlers/messaging-service.js";
@@ -34,6 +34,7 @@ import type { EventRecorder } from "./event-recorder.js";
 import type { ServiceHandlers } from "./grpc-adapter.js";
 import { createWorkerService, type WorkerServiceOptions } from "./handlers/worker-service.js";
 import type { LogStore } from "./log-store.js";
+import type { LinkRegistry } from "./messaging/link-registry.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane, type MessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
@@ -293,6 +294,83 @@ function leadership(start: Promise<void>, turn: (leads: boolean) => Promise<void
   return { lead: () => inOrder(true), follow: () => inOrder(false) };
 }
 
+/** What the cluster router of a server of a cluster works with. */
+interface PlaneRouterParts {
+  /** This server's own router. */
+  router: Router;
+  peers: PeerLinks;
+  cluster: ClusterPlaneOptions;
+  informer: Informer;
+  containers: ContainerController;
+  endpoints: ClusterEndpoints;
+  holding(): Holding;
+  /** Whether this server leads now. */
+  leading(): boolean;
+}
+
+/** The cluster router in front of a server's own router: what another server delivers goes over the peer link to it. */
+function createPlaneRouter(p: PlaneRouterParts): ClusterRouter {
+  const { cluster, informer, containers } = p;
+  // A call for a container no server holds yet waits for one to take it (within its deadline; a
+  // send at most PLACE_WAIT_MS), except for a durable container: its sends are the leader's to
+  // accept and journal, as a single server's router does, and wait there for a worker.
+  const waitsForPlace = (obj: Container) => awaitsPlace(obj) && obj.spec?.delivery !== "durable";
+  return createClusterRouter({
+    local: p.router,
+    links: p.peers,
+    self: cluster.self,
+    deliveredBy: (name) => {
+      const obj = informer.get("Container", name);
+      const server = p.holding().deliveredBy(obj, containers.record(name));
+      // One that no server will take (ended, being deleted, external with no process attached)
+      // is the leader's: its router answers for it as a single server's would.
+      if (server !== "" || !obj || waitsForPlace(obj) || p.leading()) return server;
+      const leader = cluster.leader();
+      return leader === cluster.self() ? "" : leader;
+    },
+    awaited: (name) => {
+      const obj = informer.get("Container", name);
+      return obj !== undefined && waitsForPlace(obj);
+    },
+    endpoints: (service) => p.endpoints.of(service),
+    queueLimit: (name) => informer.get("Container", name)?.spec?.queueLimit ?? 0,
+  });
+}
+
+/** The containers a change of session records touches (all after a relisting). */
+function touchedBy(touched: readonly SessionName[] | undefined, bound: BoundContainers): Iterable<string> | undefined {
+  if (!touched) return undefined;
+  const names = new Set<string>();
+  for (const t of touched) {
+    if (t.kind === "attached") names.add(t.name);
+    else for (const n of bound.on(t.name)) names.add(n);
+  }
+  return names;
+}
+
+/** The leader's controllers of a server of a cluster (its scheduler binds in the store). */
+function createClusterLeaders(o: {
+  locator: SessionLocator;
+  informer: Informer;
+  cluster: ClusterPlaneOptions;
+  containers: ContainerController;
+  events: EventRecorder;
+  links: LinkRegistry;
+  onError: ControlPlaneOptions["onError"];
+  onReconcile: (r: ReconcileReport) => void;
+}): Controller[] {
+  const { locator, informer, cluster, containers, events, links, onError, onReconcile } = o;
+  const binder = createStoreBinder({
+    locator,
+    informer,
+    resources: cluster.leaderResources,
+    retry: (name) => containers.enqueue(name),
+    onError,
+    restartsOf: (name) => containers.record(name)?.restarts ?? 0,
+  });
+  return createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
+}
+
 /**
  * Creates the control plane of a server of a cluster over etcd (nothing runs until start()):
  * the holder plane for the sessions this server holds, its router in front of the cluster
@@ -318,30 +396,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   holding = createHolding({ self: cluster.self, links, locator, leading: () => leading });
   const peers = createPeerLinks(cluster);
   const endpoints = createClusterEndpoints(informer);
-  // A call for a container no server holds yet waits for one to take it (within its deadline; a
-  // send at most PLACE_WAIT_MS), except for a durable container: its sends are the leader's to
-  // accept and journal, as a single server's router does, and wait there for a worker.
-  const waitsForPlace = (obj: Container) => awaitsPlace(obj) && obj.spec?.delivery !== "durable";
-  const clusterRouter: ClusterRouter = createClusterRouter({
-    local: router,
-    links: peers,
-    self: cluster.self,
-    deliveredBy: (name) => {
-      const obj = informer.get("Container", name);
-      const server = holding!.deliveredBy(obj, containers.record(name));
-      // One that no server will take (ended, being deleted, external with no process attached)
-      // is the leader's: its router answers for it as a single server's would.
-      if (server !== "" || !obj || waitsForPlace(obj) || leading) return server;
-      const leader = cluster.leader();
-      return leader === cluster.self() ? "" : leader;
-    },
-    awaited: (name) => {
-      const obj = informer.get("Container", name);
-      return obj !== undefined && waitsForPlace(obj);
-    },
-    endpoints: (service) => endpoints.of(service),
-    queueLimit: (name) => informer.get("Container", name)?.spec?.queueLimit ?? 0,
-  });
+  const clusterRouter = createPlaneRouter({ router, peers, cluster, informer, containers, endpoints, holding: () => holding!, leading: () => leading });
   const bound = createBoundContainers(informer);
   // The calls waiting for a place are routed again when where it is may have changed: a
   // container's stored object (its binding, phase), any endpoint of a service, a session record.
@@ -351,16 +406,6 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     if (kind === "Container") clusterRouter.wake(e.object.metadata?.name ?? "");
     clusterRouter.wakeServices();
   });
-  /** The containers a change of session records touches (all after a relisting). */
-  function touchedBy(touched: readonly SessionName[] | undefined): Iterable<string> | undefined {
-    if (!touched) return undefined;
-    const names = new Set<string>();
-    for (const t of touched) {
-      if (t.kind === "attached") names.add(t.name);
-      else for (const n of bound.on(t.name)) names.add(n);
-    }
-    return names;
-  }
   // A host whose session opens here: its containers are delivered here (before its record is in etcd).
   links.onOpened((link) => {
     if (link.role === "host") for (const name of bound.on(link.name)) clusterRouter.wake(name);
@@ -383,15 +428,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     for (const c of leaders) await c.stop();
     leaders = [];
     if (leads) {
-      const binder = createStoreBinder({
-        locator,
-        informer,
-        resources: cluster.leaderResources,
-        retry: (name) => containers.enqueue(name),
-        onError,
-        restartsOf: (name) => containers.record(name)?.restarts ?? 0,
-      });
-      leaders = createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
+      leaders = createClusterLeaders({ locator, informer, cluster, containers, events, links, onError, onReconcile });
       for (const c of leaders) await c.start();
     }
     // What this server holds changed: the unbound and orphaned containers are the leader's.
@@ -448,7 +485,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
         await containers.start();
         stopListening = locator.onChange((touched) => {
           holding!.closeReplaced();
-          const names = touchedBy(touched);
+          const names = touchedBy(touched, bound);
           if (!names) {
             containers.recheckAll();
             clusterRouter.wake();
