@@ -23,7 +23,7 @@ import { MessagingService, file_k4s_v1_messaging_service } from "../gen/k4s/v1/m
 import { ResourceService, file_k4s_v1_resource_service } from "../gen/k4s/v1/resource_service_pb.js";
 import { WorkerService, file_k4s_v1_worker_service } from "../gen/k4s/v1/worker_service_pb.js";
 import { createClusterControlPlane, createControlPlane, type ClusterControlPlane, type ControlPlane, type ControlPlaneOptions } from "./control-plane.js";
-import { createHostCredentials } from "./messaging/host-credentials.js";
+import { createHostCredentials, type HostCredentials } from "./messaging/host-credentials.js";
 import { createSendJournal } from "./messaging/send-journal.js";
 import { createEventRecorder, type EventRecorder } from "./event-recorder.js";
 import { createAuthInterceptor, guardUnknownMethods, isLoopback } from "./auth.js";
@@ -41,9 +41,9 @@ import type { ResourceStore } from "./store/resource-store.js";
 import { openStore, parseEtcdUrl } from "./store/open-store.js";
 import type { ClusterMember } from "./cluster/cluster-member.js";
 import { createFencedStore } from "./cluster/fenced-store.js";
-import { createSessionTable } from "./cluster/session-table.js";
+import { createSessionTable, type SessionTable } from "./cluster/session-table.js";
 import type { Store } from "./store/store.js";
-import { createStatsCollector } from "./stats/stats-collector.js";
+import { createStatsCollector, type StatsCollector } from "./stats/stats-collector.js";
 import { createStatsService } from "./stats/stats-service.js";
 import { listenError } from "./startup-error.js";
 import { listen, type Listener } from "./listener.js";
@@ -502,6 +502,96 @@ function shutdownGrpcServer(grpcServer: grpc.Server): Promise<void> {
   });
 }
 
+/** What the k4s APIs of a server serve. */
+interface ApiParts {
+  /** The store API requests go through (they take turns before the controllers). */
+  requests: ResourceStore;
+  resources: ResourceStore;
+  plane: ControlPlane;
+  logs: LogStore;
+  events: EventRecorder;
+  stats: StatsCollector;
+  self(): string;
+  cluster(): ClusterMember | undefined;
+  startedAtMs: number;
+  sessions: SessionTable;
+}
+
+/** The handlers of the k4s APIs of a server. */
+function apiHandlers(options: ServerOptions, p: ApiParts): ApiHandlers {
+  const { requests, resources, plane, logs, events, stats, startedAtMs, sessions } = p;
+  const selfAddress = p.self;
+  return {
+    resource: createResourceService({ resources: requests, bookmarkIntervalMs: options.watchBookmarkIntervalMs }),
+    messaging: plane.messagingService,
+    worker: plane.workerService,
+    log: createLogService({ logs, events, resources }),
+    stats: options.stats === false ? statsOff() : createStatsService(stats),
+    info: createInfoService({
+      self: selfAddress,
+      // Over SQLite the server is a cluster of one.
+      servers: async () => {
+        const cluster = p.cluster();
+        return cluster ? cluster.servers() : [{ advertise: selfAddress(), startedAtMs, leader: true, sessions: sessions.list() }];
+      },
+    }),
+  };
+}
+
+/** Opens the store the server's options name (options.store, else SQLite in options.dataDir), with their history bounds. */
+function openServerStore(options: ServerOptions, onError: (message: string, err?: unknown) => void): Promise<Store> {
+  return openStore({
+    url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
+    historyLimit: options.historyLimit,
+    historyBytes: options.historyBytes,
+    compactIntervalMs: options.compactIntervalMs,
+    onError,
+  });
+}
+
+/** A peer session is believed only from a live member of the cluster showing its peer credential. */
+function peerProver(member: () => ClusterMember | undefined, credentials: HostCredentials): (advertise: string, credential: string) => Promise<PeerProof> {
+  return async (advertise, credential) => {
+    const cluster = member();
+    if (cluster === undefined || !credentials.verifyPeer(advertise, credential)) return "invalid";
+    return (await cluster.isMember(advertise)) ? "member" : "lapsed";
+  };
+}
+
+/** What stopParts stops, in order: what a server started (a plane or journals not started: none). */
+interface StoppedParts {
+  shutdown: AbortController;
+  ports: BoundPorts | undefined;
+  health: HealthImplementation;
+  stats: StatsCollector;
+  plane: ControlPlane | undefined;
+  cluster(): ClusterMember | undefined;
+  grpcServer: grpc.Server;
+  journals: Array<{ stop(): Promise<void> }>;
+  store(): Store | undefined;
+}
+
+/** Stops a server's parts: calls are refused first, the store closes last. */
+async function stopParts(s: StoppedParts): Promise<void> {
+  const { ports, health, stats, plane, grpcServer } = s;
+  // From now on new calls are refused with a status that says "retry", not run halfway.
+  s.shutdown.abort();
+  // Clients that reconnect at once are refused until a server is back, not half-served.
+  ports?.listener.stopAccepting();
+  health.setStatus("", "NOT_SERVING");
+  await ports?.metricsServer?.close();
+  await ports?.dashboardServer?.close();
+  stats.stop();
+  // The plane first (its sessions end, their records go), then the cluster: this server
+  // delivers nothing once another may take over what it held.
+  await plane?.stop();
+  await s.cluster()?.stop();
+  await shutdownGrpcServer(grpcServer);
+  await ports?.listener.close();
+  for (const j of s.journals) await j.stop();
+  await s.store()?.close();
+}
+
 /** Creates a k4s server; call start() to open its store and port. */
 export function createServer(options: ServerOptions = {}): K4sServer {
   const host = options.host ?? "127.0.0.1";
@@ -523,11 +613,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   let cluster: ClusterMember | undefined;
   const sessions = createSessionTable({ cluster: () => cluster });
   const credentials = createHostCredentials(kv);
-  // A peer session is believed only from a live member of the cluster showing its peer credential.
-  const provePeer = async (advertise: string, credential: string): Promise<PeerProof> => {
-    if (cluster === undefined || !credentials.verifyPeer(advertise, credential)) return "invalid";
-    return (await cluster.isMember(advertise)) ? "member" : "lapsed";
-  };
+  const provePeer = peerProver(() => cluster, credentials);
   // Over etcd, several servers share the state. Every server holds the sessions connected to it:
   // the lifecycle of their containers writes through its member record (a server whose lease
   // expired writes nothing), and so does its journal of durable sends. The leader also runs the
@@ -546,23 +632,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const adapter = adapterOptions(metrics, onError, shutdown.signal);
   let port = 0;
   const selfAddress = () => cluster?.advertise ?? joinHostPort(host, port);
-  const dashboardRoutes = addApis(
-    grpcServer,
-    {
-      resource: createResourceService({ resources: requests, bookmarkIntervalMs: options.watchBookmarkIntervalMs }),
-      messaging: plane.messagingService,
-      worker: plane.workerService,
-      log: createLogService({ logs, events, resources }),
-      stats: options.stats === false ? statsOff() : createStatsService(stats),
-      info: createInfoService({
-        self: selfAddress,
-        // Over SQLite the server is a cluster of one.
-        servers: async () =>
-          cluster ? cluster.servers() : [{ advertise: selfAddress(), startedAtMs, leader: true, sessions: sessions.list() }],
-      }),
-    },
-    adapter,
-  );
+  const apis = apiHandlers(options, { requests, resources, plane, logs, events, stats, self: selfAddress, cluster: () => cluster, startedAtMs, sessions });
+  const dashboardRoutes = addApis(grpcServer, apis, adapter);
   const health = addHealthAndReflection(grpcServer);
 
   let ports: BoundPorts | undefined;
@@ -607,30 +678,9 @@ export function createServer(options: ServerOptions = {}): K4sServer {
 
   /** Stops what start() started, once. */
   function stopStarted(): Promise<void> {
-    stopping ??= stopParts();
+    const journals = started.journals ? [logJournal, eventJournal] : [];
+    stopping ??= stopParts({ shutdown, ports, health, stats, plane: started.plane ? plane : undefined, cluster: () => cluster, grpcServer, journals, store: () => store });
     return stopping;
-  }
-
-  async function stopParts(): Promise<void> {
-    // From now on new calls are refused with a status that says "retry", not run halfway.
-    shutdown.abort();
-    // Clients that reconnect at once are refused until a server is back, not half-served.
-    ports?.listener.stopAccepting();
-    health.setStatus("", "NOT_SERVING");
-    await ports?.metricsServer?.close();
-    await ports?.dashboardServer?.close();
-    stats.stop();
-    // The plane first (its sessions end, their records go), then the cluster: this server
-    // delivers nothing once another may take over what it held.
-    if (started.plane) await plane.stop();
-    await cluster?.stop();
-    await shutdownGrpcServer(grpcServer);
-    await ports?.listener.close();
-    if (started.journals) {
-      await logJournal.stop();
-      await eventJournal.stop();
-    }
-    await store?.close();
   }
 
   /** Throws when stop() was called: a start under way takes no further step. */
@@ -645,13 +695,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     port = bound.listener.port;
     notStopping();
     try {
-      store = await openStore({
-        url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
-        historyLimit: options.historyLimit,
-        historyBytes: options.historyBytes,
-        compactIntervalMs: options.compactIntervalMs,
-        onError,
-      });
+      store = await openServerStore(options, onError);
     } catch (err) {
       ports = undefined;
       await closePorts(bound, grpcServer);
