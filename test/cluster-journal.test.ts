@@ -105,6 +105,9 @@ test("takeover reads the journal back: durable sends journaled by a server SIGKI
     await eventually(() => lines(file, "start").length > early, 30_000, "the worker holds a message");
     const journaled = (await journalKeys(cluster.etcd.storeUrl)).length;
     assert.equal(journaled, acked.length, "every accepted send is in the journal before the kill");
+    const store = await openStore({ url: cluster.etcd.storeUrl });
+    const last = (await store.range(JOURNAL_PREFIX)).kvs.at(-1)!;
+    await store.close();
     const t0 = Date.now();
     await a.proc.kill("SIGKILL");
     await eventually(async () => (await b.client.servers()).find((s) => s.address === b.address)?.sessions.some((x) => x.name === "mover"), 30_000, "host mover held by B");
@@ -125,6 +128,17 @@ test("takeover reads the journal back: durable sends journaled by a server SIGKI
     const duplicates = [...c.values()].reduce((n, k) => n + k - 1, 0);
     for (let i = 0; i < early; i++) assert.equal(c.get(i), 1, `send ${i}, acknowledged before the kill, was handled once`);
     await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+
+    // A send the old holder journals late (it saw the move late), past B's first read again:
+    // B, still holding the container, reads it back on its next read.
+    await new Promise((r) => setTimeout(r, Math.max(0, 4000 - (Date.now() - t0))));
+    const lateI = acked.at(-1)!;
+    const before = counts(file).get(lateI) ?? 0;
+    const late = await openStore({ url: cluster.etcd.storeUrl });
+    await late.txn([], [{ type: "put", key: `${last.key}-late`, value: last.value }]);
+    await late.close();
+    await eventually(() => (counts(file).get(lateI) ?? 0) > before, 30_000, "the send journaled late handled on B");
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty again");
     console.log(
       `# takeover: ${acked.length} sends journaled by A, A SIGKILLed; host on B after ${movedMs} ms, all handled after ${handledMs} ms; ` +
         `handled ${acked.filter((i) => c.has(i)).length}, duplicates ${duplicates}, lost 0`,

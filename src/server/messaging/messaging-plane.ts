@@ -111,6 +111,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     const kind = obj.$typeName === "k4s.v1.Container" ? "container" : "service";
     if (e.type === "DELETED") {
       recovered.delete(meta.uid);
+      rereads.delete(meta.uid);
       journal.drop(meta.uid).catch(failed(kind, meta.name));
       return;
     }
@@ -127,11 +128,31 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     read(journal, kind, name, uid);
   }
 
-  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string) {
-    journal.recover(uid).then((entries) => {
-      if (entries.length === 0) return;
-      if (router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
-    }, failed(kind, name));
+  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string): Promise<number> {
+    return journal.recover(uid).then((entries) => {
+      if (entries.length > 0 && router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
+      return entries.length;
+    }, (err: unknown) => (failed(kind, name)(err), 0));
+  }
+
+  /** The read-again chain of each durable container held here (one per takeover). */
+  const rereads = new Map<string, symbol>();
+  /**
+   * Reads a container taken over again every READ_AGAIN_MS while it is held here, until
+   * QUIET_READS reads in a row found nothing new: the old holder, until it sees the container
+   * move, may still journal sends that it lets go of then, for this server to read back.
+   */
+  function readAgain(journal: SendJournal, name: string, uid: string, chain: symbol, quiet: number) {
+    const current = () => rereads.get(uid) === chain && recovered.has(uid);
+    setTimeout(() => {
+      if (!current()) return;
+      void read(journal, "container", name, uid).then((found) => {
+        const next = found > 0 ? 0 : quiet + 1;
+        if (!current()) return;
+        if (next < QUIET_READS) readAgain(journal, name, uid, chain, next);
+        else rereads.delete(uid);
+      });
+    }, READ_AGAIN_MS).unref();
   }
 
   async function lookup(target: Target): Promise<void> {
@@ -149,13 +170,14 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
       const meta = obj.metadata;
       if (!journal || !options.recoversOnHold || !meta || obj.spec?.delivery !== "durable" || recovered.has(meta.uid)) return;
       readBack(journal, "container", meta.name, meta.uid);
-      // Once more a moment later, while still held: a send the old holder accepted after the
-      // first read, before it saw the container move, is in the journal by then.
-      setTimeout(() => recovered.has(meta.uid) && read(journal, "container", meta.name, meta.uid), READ_AGAIN_MS).unref();
+      const chain = Symbol(meta.uid);
+      rereads.set(meta.uid, chain);
+      readAgain(journal, meta.name, meta.uid, chain, 0);
     },
     letGo(name, uid) {
       if (!options.recoversOnHold) return [];
       recovered.delete(uid);
+      rereads.delete(uid);
       const out: Letter[] = [];
       for (const env of router.takeBack(name)) {
         if (journal && env.journalKey && env.service === "") {
@@ -172,8 +194,10 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
   };
 }
 
-/** How long after taking a durable container over its journal is read once more (ms). */
+/** How often a durable container taken over has its journal read again (ms). */
 const READ_AGAIN_MS = 3000;
+/** After how many reads in a row that found nothing new the reading again stops. */
+const QUIET_READS = 10;
 
 /** Hands a stored change to the router. */
 function feed(router: Router, e: ObjectEvent): void {
