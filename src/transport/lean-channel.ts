@@ -14,6 +14,7 @@
 import * as http2 from "node:http2";
 import { decodeConnectResponse, encodeFramedConnectRequest, GRPC_PREFIX_BYTES } from "./frame-codec.js";
 import { CLIENT_WINDOW_BYTES, KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS, type TlsOptions } from "./channel.js";
+import { MAX_MESSAGE_BYTES } from "./limits.js";
 import type { FrameStream, StreamChannel, StreamListener } from "./stream-channel.js";
 import type { ConnectRequest } from "../gen/k4s/v1/worker_service_pb.js";
 
@@ -32,6 +33,20 @@ const S = { OK: 0, CANCELLED: 1, UNKNOWN: 2, INTERNAL: 13, UNAVAILABLE: 14, UNAU
 
 /** How long a connection may take to be established (grpc-js's minimum connect timeout). */
 const CONNECT_TIMEOUT_MS = 20_000;
+
+/**
+ * The largest message a stream takes (twice the server's own receive limit: a frame it forwards,
+ * re-framed, always fits). A longer length prefix ends the stream RESOURCE_EXHAUSTED instead of
+ * allocating it: a corrupt or hostile prefix may claim up to 4 GiB.
+ */
+export const MAX_RECEIVE_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES;
+
+/** The lean channel's timers (ms), each its default unless given. */
+export interface LeanTimers {
+  connectTimeoutMs?: number;
+  keepaliveTimeMs?: number;
+  keepaliveTimeoutMs?: number;
+}
 
 const USER_AGENT = `k4s-worker-stream node/${process.versions.node}`;
 
@@ -58,8 +73,8 @@ function httpStatus(code: number): { code: number; details: string } {
 }
 
 /** Opens the lean channel to one server (host:port); it connects with its first stream. */
-export function leanChannel(address: string, tls: boolean | TlsOptions | undefined): StreamChannel {
-  return new LeanChannel(address, tls);
+export function leanChannel(address: string, tls: boolean | TlsOptions | undefined, timers: LeanTimers = {}): StreamChannel {
+  return new LeanChannel(address, tls, timers);
 }
 
 class LeanChannel implements StreamChannel {
@@ -71,6 +86,7 @@ class LeanChannel implements StreamChannel {
   constructor(
     private readonly address: string,
     private readonly tls: boolean | TlsOptions | undefined,
+    private readonly timing: LeanTimers,
   ) {}
 
   open(path: string, headers: Readonly<Record<string, string>>, listener: StreamListener): FrameStream {
@@ -92,7 +108,7 @@ class LeanChannel implements StreamChannel {
       process.nextTick(() => listener.status(this.dropped || session.closed || session.destroyed ? S.UNAVAILABLE : S.INTERNAL, e.message));
       return { write() {}, end() {}, cancel() {} };
     }
-    return new LeanStream(req, this, listener);
+    return new LeanStream(req, session, this, listener);
   }
 
   close(): void {
@@ -126,9 +142,10 @@ class LeanChannel implements StreamChannel {
       for (const t of this.timers) clearTimeout(t);
       this.timers = [];
     });
+    const connectTimeoutMs = this.timing.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     const connecting = setTimeout(() => {
-      if (!session.destroyed) session.destroy(new Error(`connect to ${this.address} timed out after ${CONNECT_TIMEOUT_MS / 1000} s`));
-    }, CONNECT_TIMEOUT_MS);
+      this.lose(session, new Error(`connect to ${this.address} timed out after ${connectTimeoutMs / 1000} s`));
+    }, connectTimeoutMs);
     connecting.unref();
     this.timers.push(connecting);
     session.once("connect", () => {
@@ -144,17 +161,22 @@ class LeanChannel implements StreamChannel {
     return session;
   }
 
+  /** Drops the connection for this reason: its streams end UNAVAILABLE with it. */
+  private lose(session: http2.ClientHttp2Session, err: Error): void {
+    if (session.destroyed) return;
+    this.dropped ??= err;
+    session.destroy(err);
+  }
+
   /** Pings every KEEPALIVE_TIME_MS; a ping unanswered for KEEPALIVE_TIMEOUT_MS drops the connection. */
   private keepalive(session: http2.ClientHttp2Session): void {
     const every = setInterval(() => {
       if (session.destroyed) return;
-      const late = setTimeout(() => {
-        if (!session.destroyed) session.destroy(new Error("keepalive ping not answered"));
-      }, KEEPALIVE_TIMEOUT_MS);
+      const late = setTimeout(() => this.lose(session, new Error("keepalive ping not answered")), this.timing.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS);
       late.unref();
       const sent = session.ping(() => clearTimeout(late));
       if (!sent) clearTimeout(late);
-    }, KEEPALIVE_TIME_MS);
+    }, this.timing.keepaliveTimeMs ?? KEEPALIVE_TIME_MS);
     every.unref();
     this.timers.push(every);
   }
@@ -170,13 +192,25 @@ class LeanStream implements FrameStream {
 
   constructor(
     private readonly req: http2.ClientHttp2Stream,
+    private readonly session: http2.ClientHttp2Session,
     private readonly channel: LeanChannel,
     private readonly listener: StreamListener,
   ) {
     req.on("response", (headers, flags) => {
       this.httpStatus = Number(headers[":status"]) || 0;
       // A trailers-only answer: the status in the headers, no message.
-      if (flags & NGHTTP2_FLAG_END_STREAM) this.trailers = this.statusOf(headers);
+      if (flags & NGHTTP2_FLAG_END_STREAM) {
+        this.trailers = this.statusOf(headers);
+        return;
+      }
+      // A body that is not gRPC's (an HTTP error page, a proxy's answer) is not read as messages.
+      if (this.httpStatus !== 200) {
+        const s = httpStatus(this.httpStatus);
+        this.fail(s.code, s.details);
+        return;
+      }
+      const type = headers["content-type"];
+      if (typeof type !== "string" || !type.startsWith("application/grpc")) this.fail(S.UNKNOWN, `Received unexpected content-type ${JSON.stringify(type ?? "")}`);
     });
     req.on("trailers", (headers) => {
       this.trailers = this.statusOf(headers);
@@ -184,10 +218,10 @@ class LeanStream implements FrameStream {
     req.on("data", (chunk: Buffer) => {
       if (this.done) return;
       const bad = this.reader.read(chunk, this.deliver, () => this.done);
-      if (bad) this.fail(S.INTERNAL, bad);
+      if (bad) this.fail(bad.code, bad.details);
     });
     req.on("end", () => {
-      if (this.trailers) this.finish(this.trailers.code, this.trailers.details);
+      if (this.trailers) this.finishWith(this.trailers);
     });
     req.on("error", (err: Error & { code?: string }) => {
       // A stream reset arrives as "close" with its code; other errors are the connection's.
@@ -238,6 +272,12 @@ class LeanStream implements FrameStream {
     this.listener.status(code, details);
   }
 
+  /** Ends with the server's status, unless it says OK after a message it cut off. */
+  private finishWith(status: { code: number; details: string }): void {
+    if (status.code === S.OK && this.reader.partial()) this.finish(S.INTERNAL, "Stream ended in the middle of a message");
+    else this.finish(status.code, status.details);
+  }
+
   private statusOf(headers: http2.IncomingHttpHeaders): { code: number; details: string } {
     const status = headers["grpc-status"];
     if (typeof status === "string") {
@@ -250,6 +290,7 @@ class LeanStream implements FrameStream {
           details = message;
         }
       }
+      if (!/^\d{1,9}$/.test(status)) return { code: S.UNKNOWN, details: `Received an invalid grpc-status ${JSON.stringify(status)}${details ? `: ${details}` : ""}` };
       return { code: Number(status), details };
     }
     if (this.httpStatus && this.httpStatus !== 200) return httpStatus(this.httpStatus);
@@ -260,11 +301,13 @@ class LeanStream implements FrameStream {
   private closed(): void {
     if (this.done) return;
     if (this.trailers) {
-      this.finish(this.trailers.code, this.trailers.details);
+      this.finishWith(this.trailers);
       return;
     }
     const err = this.error;
-    const lost = this.channel.dropped;
+    // The connection went (Node marks the session closed or destroyed at once, but reports why
+    // only after its streams closed): the stream was cut by it, not by either end.
+    const lost = this.channel.dropped ?? (this.session.destroyed || this.session.closed ? (err ?? new Error("Connection dropped")) : undefined);
     if (err && (lost || err.syscall !== undefined || /^E[A-Z]+$/.test(err.code ?? ""))) {
       this.finish(S.UNAVAILABLE, err.message);
       return;
@@ -324,12 +367,22 @@ export class GrpcMessageReader {
   private prefixHave = 0;
   private message: Buffer | undefined;
   private messageHave = 0;
+  /** The length of a message whose prefix ended a chunk (-1: none): the next may hold all of it. */
+  private bodyLength = -1;
+
+  constructor(private readonly maxBytes = MAX_RECEIVE_MESSAGE_BYTES) {}
+
+  /** Whether a message was begun and not completed. */
+  partial(): boolean {
+    return this.prefixHave > 0 || this.message !== undefined || this.bodyLength >= 0;
+  }
 
   /**
    * Takes one chunk: hands on every message it completes, in order, until `stop()` says so.
-   * Returns what is wrong with a message that cannot be read (compressed, or a bad flag byte).
+   * Returns the status of a message that cannot be read (compressed, a bad flag byte: INTERNAL;
+   * longer than the limit: RESOURCE_EXHAUSTED); nothing more is read after it.
    */
-  read(chunk: Buffer, onMessage: (body: Buffer) => void, stop: () => boolean): string | undefined {
+  read(chunk: Buffer, onMessage: (body: Buffer) => void, stop: () => boolean): { code: number; details: string } | undefined {
     let pos = 0;
     const n = chunk.byteLength;
     while (pos < n && !stop()) {
@@ -347,7 +400,11 @@ export class GrpcMessageReader {
       }
       let flag: number;
       let length: number;
-      if (this.prefixHave === 0 && n - pos >= GRPC_PREFIX_BYTES) {
+      if (this.bodyLength >= 0) {
+        flag = 0;
+        length = this.bodyLength;
+        this.bodyLength = -1;
+      } else if (this.prefixHave === 0 && n - pos >= GRPC_PREFIX_BYTES) {
         flag = chunk[pos]!;
         length = chunk.readUInt32BE(pos + 1);
         pos += GRPC_PREFIX_BYTES;
@@ -362,11 +419,14 @@ export class GrpcMessageReader {
         flag = this.prefix[0]!;
         length = this.prefix.readUInt32BE(1);
       }
-      if (flag !== 0) return flag === 1 ? "Received a compressed message, but no compression was asked for" : `Received a message with an invalid flag byte ${flag}`;
+      if (flag !== 0) return { code: S.INTERNAL, details: flag === 1 ? "Received a compressed message, but no compression was asked for" : `Received a message with an invalid flag byte ${flag}` };
+      if (length > this.maxBytes) return { code: S.RESOURCE_EXHAUSTED, details: `Received message larger than max (${length} vs. ${this.maxBytes})` };
       if (n - pos >= length) {
         const body = chunk.subarray(pos, pos + length);
         pos += length;
         onMessage(body);
+      } else if (pos === n) {
+        this.bodyLength = length;
       } else {
         this.message = Buffer.allocUnsafe(length);
         this.messageHave = 0;
