@@ -224,8 +224,11 @@ class LeanStream implements FrameStream {
       if (this.trailers) this.finishWith(this.trailers);
     });
     req.on("error", (err: Error & { code?: string }) => {
-      // A stream reset arrives as "close" with its code; other errors are the connection's.
-      if (err.code !== "ERR_HTTP2_STREAM_ERROR") this.error ??= err;
+      // A stream reset arrives as "close" with its code; other errors are the connection's. A
+      // stream the connection never opened is cancelled with the connection's error as its cause
+      // ("connect ECONNREFUSED ..."): that error is the one to report, as grpc-js does.
+      if (err.code === "ERR_HTTP2_STREAM_CANCEL" && err.cause instanceof Error) this.error ??= err.cause;
+      else if (err.code !== "ERR_HTTP2_STREAM_ERROR") this.error ??= err;
     });
     // After any "error" emitted at the same time, so the connection's error is known.
     req.on("close", () => process.nextTick(() => this.closed()));
