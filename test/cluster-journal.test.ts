@@ -154,11 +154,13 @@ test("takeover reads the journal back: durable sends journaled by a server SIGKI
 
 /**
  * A TCP proxy to a server: the host reaches A through it, so that the test can break the host's
- * connection (and refuse it again) while A keeps running.
+ * connection (and refuse it again) while A keeps running. `cut(true)` breaks only the host's side:
+ * A's side stays open, silent, so A sees its link to the host as open until its heartbeat misses.
  */
-async function tcpProxy(to: string): Promise<{ address: string; cut(): void }> {
+async function tcpProxy(to: string): Promise<{ address: string; cut(halfOpen?: boolean): void }> {
   const colon = to.lastIndexOf(":");
   const sockets = new Set<Socket>();
+  const pairs = new Map<Socket, Socket>();
   const { connect } = await import("node:net");
   const server = createServer((inbound) => {
     const outbound = connect(Number(to.slice(colon + 1)), to.slice(0, colon));
@@ -167,14 +169,23 @@ async function tcpProxy(to: string): Promise<{ address: string; cut(): void }> {
       s.on("error", () => {});
       s.on("close", () => sockets.delete(s));
     }
+    pairs.set(inbound, outbound);
     inbound.pipe(outbound).pipe(inbound);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
   return {
     address: `127.0.0.1:${port}`,
-    cut() {
+    cut(halfOpen = false) {
       server.close();
+      if (halfOpen) {
+        for (const [inbound, outbound] of pairs) {
+          inbound.unpipe(outbound);
+          outbound.unpipe(inbound);
+          inbound.destroy();
+        }
+        return;
+      }
       for (const s of sockets) s.destroy();
     },
   };
@@ -184,17 +195,18 @@ async function tcpProxy(to: string): Promise<{ address: string; cut(): void }> {
  * A host on A (reached through a proxy) and B leading; a worker holding a request, 40 sends and a
  * second request waiting on A; the proxy cut, so the host moves to B while A runs on.
  */
-async function letGo(delivery: "memory" | "durable"): Promise<void> {
+async function letGo(delivery: "memory" | "durable", halfOpen = false): Promise<void> {
   const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
   const b = cluster.leader;
   const a = cluster.standbys[0] as ClusterServer;
-  const file = join(dir, `let-go-${delivery}.jsonl`);
-  const gate = join(dir, `let-go-${delivery}.gate`);
+  const tag = halfOpen ? `${delivery}-open` : delivery;
+  const file = join(dir, `let-go-${tag}.jsonl`);
+  const gate = join(dir, `let-go-${tag}.gate`);
   const proxy = await tcpProxy(a.address);
   let host: Proc | undefined;
   try {
-    host = spawnK4s(["worker", "--server", `${proxy.address},${b.address}`, "--name", `roamer-${delivery}`, "--module", `mem=${modulePath}`]);
-    const heldBy = async (s: ClusterServer) => (await b.client.servers()).find((x) => x.address === s.address)?.sessions.some((x) => x.name === `roamer-${delivery}`);
+    host = spawnK4s(["worker", "--server", `${proxy.address},${b.address}`, "--name", `roamer-${tag}`, "--module", `mem=${modulePath}`]);
+    const heldBy = async (s: ClusterServer) => (await b.client.servers()).find((x) => x.address === s.address)?.sessions.some((x) => x.name === `roamer-${tag}`);
     await eventually(() => heldBy(a), 30_000, "host roamer held by A");
     await b.client.apply(`kind: Container\nmetadata: {name: relay}\nspec: {module: mem, function: recorder, concurrency: 1, delivery: ${delivery}, parameters: ${JSON.stringify({ file, gate })}}\n`);
     await eventually(async () => (await b.client.get("Container", "relay")).status?.ready === true, 60_000, "relay ready");
@@ -218,7 +230,7 @@ async function letGo(delivery: "memory" | "durable"): Promise<void> {
     assert.equal(lines(file, "start").length, 1, "only the first request reached the worker before the move");
 
     const t0 = Date.now();
-    proxy.cut();
+    proxy.cut(halfOpen);
     await eventually(() => heldBy(b), 30_000, "host roamer held by B");
     const movedMs = Date.now() - t0;
     assert.equal(await first, Code.Unavailable, "the request in the worker's hands when its session moved fails UNAVAILABLE");
@@ -240,7 +252,7 @@ async function letGo(delivery: "memory" | "durable"): Promise<void> {
     const duplicates = [...c.values()].reduce((n, k) => n + k - 1, 0);
     if (delivery === "durable") await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
     console.log(
-      `# let go (${delivery}): host moved from A (still running) to B after ${movedMs} ms; ${acked.length} sends and 1 request that waited on A handled ` +
+      `# let go (${delivery}${halfOpen ? ", A's link still open" : ""}): host moved from A (still running) to B after ${movedMs} ms; ${acked.length} sends and 1 request that waited on A handled ` +
         `after ${handledMs} ms; duplicates ${duplicates}, lost 0`,
     );
   } catch (err) {
@@ -255,6 +267,10 @@ async function letGo(delivery: "memory" | "durable"): Promise<void> {
 
 test("let go: sends and a request queued on a server whose host moved to another server (that server still running) are handled there; the request its worker had in hand fails UNAVAILABLE and never runs twice", async () => {
   await letGo("memory");
+});
+
+test("let go, A's link to the host still open: what its worker had in hand and what waited is not delivered on the old link again but handled through the server holding the container now", async () => {
+  await letGo("memory", true);
 });
 
 test("let go, durable: the sends journaled by the server whose host moved (still running) are read back and handled by the server holding the container now; the journal ends empty", async () => {

@@ -179,11 +179,15 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0, options, cursors, later);
     if (server === "" && stored) return later(env, target, `container "${target.name}"`);
     if (server === "" || server === options.self()) return local.route(env, target);
-    // Refused there because that server let the container go: where is it now? Looked up again
-    // a moment later, until the call's deadline (so never endlessly, and never passed on there).
+    // Refused there because that server let the container go: where is it now? Where this server
+    // sees it delivered changed while the call was on its way (this server, or a third one, holds
+    // it now: a host whose session moved here before the old server let go of it): routed there
+    // at once, since no later change may come to wake it. Else it waits for one, until the call's
+    // deadline (so never endlessly, and never passed on there).
     links.forward(env, { kind: "container", name: target.name }, server, server, (err) => {
       if (!notHeldThere(err)) return false;
-      later(env, target, `container "${target.name}"`);
+      if (options.deliveredBy(target.name) !== server) route(env, target);
+      else later(env, target, `container "${target.name}"`);
       return true;
     });
   }
