@@ -5,6 +5,7 @@
  * to this server's own router. A message therefore crosses at most one extra server.
  */
 import { Code, type ConnectError } from "@connectrpc/connect";
+import { backoffDelay, type BackoffPolicy } from "../../api/backoff.js";
 import type { Target } from "../../api/target.js";
 import { EnvelopeState } from "../messaging/envelope.js";
 import { DEFAULT_QUEUE_LIMIT, type Letter } from "../messaging/mailbox.js";
@@ -55,6 +56,12 @@ function notHeldThere(err: ConnectError): boolean {
   return err.code === Code.Unavailable && / is not held by server /.test(err.rawMessage);
 }
 
+/**
+ * How soon a call another server refused is routed again when nothing changes in between (a
+ * wake routes it at once): 50 ms, doubling to 1 s.
+ */
+const REFUSED_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 1000 };
+
 /** Whether a call came over another server's peer session (its peer credential verified when it opened). */
 function fromPeer(env: Letter): boolean {
   const origin = env.origin as { peer?: unknown } | undefined;
@@ -93,6 +100,8 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   const { local, links } = options;
   const cursors = new Map<string, number>();
   const waitingSince = new WeakMap<Letter, number>();
+  /** How many times another server refused a call (its next retry is backed off by that). */
+  const refusals = new WeakMap<Letter, number>();
   /** The calls waiting for a place, by what they wait for (Waiter.key). */
   const waiters = new Map<string, Set<Waiter>>();
   let waitingCount = 0;
@@ -122,9 +131,10 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   /**
    * A call for a container (or a service) no server delivers yet waits, in the peer links' hands
    * (so that a cancel or the caller going reaches it), and is routed again when where the
-   * container is may have changed (wake), or at its deadline.
+   * container is may have changed (wake), or at its deadline; one another server refused, also
+   * after a back-off (that server may let go of it without any change seen here).
    */
-  function later(env: Letter, target: Target, what: string, service = false) {
+  function later(env: Letter, target: Target, what: string, service = false, refused = false) {
     const admitted = waitingSince.get(env);
     const since = admitted ?? Date.now();
     const giveUpAt = env.deadline > 0 ? env.deadline : since + PLACE_WAIT_MS;
@@ -146,7 +156,7 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
       target,
       signal,
       // At its deadline it is routed once more: that answers it, unless it has a place by now.
-      timer: setTimeout(() => retry(w), giveUpAt - Date.now()).unref(),
+      timer: setTimeout(() => retry(w), Math.min(giveUpAt - Date.now(), refused ? nextRetry(env, refusals) : Infinity)).unref(),
       onAbort: () => unwait(w),
     };
     signal.addEventListener("abort", w.onAbort, { once: true });
@@ -182,12 +192,12 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     // Refused there because that server let the container go: where is it now? Where this server
     // sees it delivered changed while the call was on its way (this server, or a third one, holds
     // it now: a host whose session moved here before the old server let go of it): routed there
-    // at once, since no later change may come to wake it. Else it waits for one, until the call's
-    // deadline (so never endlessly, and never passed on there).
+    // at once, since no later change may come to wake it. Else it waits for one, or is tried
+    // again after a back-off, until the call's deadline (so never endlessly).
     links.forward(env, { kind: "container", name: target.name }, server, server, (err) => {
       if (!notHeldThere(err)) return false;
       if (options.deliveredBy(target.name) !== server) route(env, target);
-      else later(env, target, `container "${target.name}"`);
+      else later(env, target, `container "${target.name}"`, false, true);
       return true;
     });
   }
@@ -213,6 +223,13 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     knows: (target) =>
       local.knows(target) || (target.kind === "service" ? (options.endpoints?.(target.name)?.length ?? 0) > 0 : options.deliveredBy(target.name) !== ""),
   };
+}
+
+/** The back-off before a refused call is routed again (counting the refusal). */
+function nextRetry(env: Letter, refusals: WeakMap<Letter, number>): number {
+  const n = refusals.get(env) ?? 0;
+  refusals.set(env, n + 1);
+  return backoffDelay(REFUSED_RETRY, n);
 }
 
 /** Why no more calls may wait for a place for a target, or undefined while they may. */

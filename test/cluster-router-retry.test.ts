@@ -1,0 +1,69 @@
+/**
+ * A call another server refused because it does not hold the container is routed again after
+ * a back-off, also when nothing changes in between (no wake): two real `k4s server` processes
+ * over a real etcd, and this process playing the forwarding server (its router, its real peer
+ * links, showing the peer credential of the first server, read from the cluster's store).
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
+import type { Letter } from "../src/server/messaging/mailbox.js";
+import { createClusterRouter } from "../src/server/cluster/cluster-router.js";
+import { createPeerLinks, type PeerLinks } from "../src/server/cluster/peer-links.js";
+import { createEventRecorder } from "../src/server/event-recorder.js";
+import { createHostCredentials } from "../src/server/messaging/host-credentials.js";
+import { createRouter } from "../src/server/messaging/router.js";
+import { openStore } from "../src/server/store/open-store.js";
+import { attach, type Attached } from "../src/workers/runtime/attach.js";
+import { defineWorker } from "../src/workers/runtime/define-worker.js";
+import { startCluster } from "./cluster-harness.js";
+import { eventually } from "./helpers.js";
+
+test("cluster router: a call the server it was forwarded to refused (it does not hold the container) is routed there again after a back-off, with no change seen here, and answered once that server holds the container", async () => {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  const [a, x] = cluster.servers as [(typeof cluster.servers)[0], (typeof cluster.servers)[0]];
+  const store = await openStore({ url: cluster.etcd.storeUrl });
+  const credentials = createHostCredentials(store);
+  await credentials.load();
+  const links = createPeerLinks({ self: () => a.address, peerCredential: () => credentials.issuePeer(a.address) });
+  let forwards = 0;
+  const counted: PeerLinks = {
+    ...links,
+    forward(...args) {
+      forwards++;
+      links.forward(...args);
+    },
+  };
+  const local = createRouter({ events: createEventRecorder() });
+  // This server believes X delivers rr-a (a view X does not share: it holds no process of rr-a yet).
+  const router = createClusterRouter({ local, links: counted, self: () => a.address, deliveredBy: () => x.address, awaited: () => true });
+  let worker: Attached | undefined;
+  try {
+    await a.client.apply("kind: Container\nmetadata: {name: rr-a}\nspec: {}\n");
+    let answer: CallAnswer | undefined;
+    const env: Letter = new Envelope({
+      data: Buffer.from(JSON.stringify("x")),
+      contentType: "application/json",
+      expectsReply: true,
+      deadline: Date.now() + 120_000,
+      onAnswer: (got) => (answer = got),
+    });
+    router.route(env, { kind: "container", name: "rr-a" });
+    // Refused by X each time, and forwarded again with no wake.
+    await eventually(() => forwards >= 4, 30_000, "the refused call forwarded again without a wake");
+    assert.equal(answer, undefined, "still waiting for a place");
+    const triedBefore = forwards;
+    worker = attach({ address: x.address, container: "rr-a", worker: defineWorker(async (ctx) => ctx.handle(async (msg) => `got ${String(msg.value)}`)) });
+    await worker.ready;
+    const got = (await eventually(() => answer, 60_000, "the call answered once X holds rr-a"))!;
+    assert.equal(got.code, 0, got.message);
+    assert.equal(JSON.parse(Buffer.from(got.data).toString()), "got x");
+    console.log(`# refused by X ${triedBefore} times before its process attached (back-off 50 ms doubling to 1 s); ${forwards} forwards in all, answered with no wake`);
+  } finally {
+    await worker?.stop(0).catch(() => {});
+    local.stop("done");
+    await links.stop("done");
+    await store.close();
+    await cluster.stop();
+  }
+});
