@@ -6,85 +6,31 @@
  * there) reads back what the container's old holder journaled and did not settle; a server that
  * lets go of a container sends what waited there on to the server holding it now.
  */
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { unlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
 import { openStore } from "../src/server/store/open-store.js";
 import { startCluster, type ClusterServer } from "./cluster-harness.js";
-import { dumpLogs, eventually, spawnK4s, WORKERS_SDK_JS, type Proc, recorderLines } from "./helpers.js";
+import { dumpLogs, eventually, spawnK4s, type Proc } from "./helpers.js";
+import { counts, journalKeys, lines, recorderDir } from "./journal-recorder.js";
 
-/**
- * The recorder: appends {ev, v, a} to params.file when it starts and when it is done with a
- * message; waits for params.gate (a file) before handling anything while it is set.
- */
-const MODULE = `import { appendFileSync, existsSync } from "node:fs";
-import { defineWorker } from ${JSON.stringify(WORKERS_SDK_JS)};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-export const recorder = defineWorker(async (ctx) => {
-  await ctx.handle(async (msg) => {
-    const line = (ev) => appendFileSync(ctx.params.file, JSON.stringify({ ev, v: msg.value, a: msg.attempt }) + "\\n");
-    line("start");
-    while (ctx.params.gate && !existsSync(ctx.params.gate)) await sleep(20);
-    line("done");
-    return msg.expectsReply ? { ok: true } : undefined;
-  });
-});
-`;
-
-interface Line {
-  ev: "start" | "done";
-  v: { i?: number; r?: number };
-  a: number;
-}
-
-let dir: string;
-let modulePath: string;
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), "k4s-cluster-journal-"));
-  modulePath = join(dir, "recorder.mjs");
-  writeFileSync(modulePath, MODULE);
-});
-
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-function lines(file: string, ev: Line["ev"] = "done"): Line[] {
-  return recorderLines<Line>(file, ev);
-}
-
-/** How many times each value was handled. */
-function counts(file: string): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const l of lines(file)) if (l.v.i !== undefined) out.set(l.v.i, (out.get(l.v.i) ?? 0) + 1);
-  return out;
-}
-
-/** The keys of the journal of durable sends in etcd now. */
-async function journalKeys(storeUrl: string): Promise<string[]> {
-  const store = await openStore({ url: storeUrl });
-  try {
-    return (await store.range(JOURNAL_PREFIX)).kvs.map((kv) => kv.key);
-  } finally {
-    await store.close();
-  }
-}
+const at = recorderDir("k4s-cluster-journal-");
 
 test("takeover reads the journal back: durable sends journaled by a server SIGKILLed while its worker was blocked are all handled on the server the host moved to", async () => {
   const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
   // A holds the host's session; B leads, and the client sends through B (over its peer link to A).
   const b = cluster.leader;
   const a = cluster.standbys[0] as ClusterServer;
-  const file = join(dir, "takeover.jsonl");
-  const gate = join(dir, "takeover.gate");
+  const file = join(at.dir, "takeover.jsonl");
+  const gate = join(at.dir, "takeover.gate");
   writeFileSync(gate, "");
   let host: Proc | undefined;
   try {
-    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "mover", "--module", `dur=${modulePath}`]);
+    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "mover", "--module", `dur=${at.modulePath}`]);
     await eventually(async () => (await b.client.servers()).find((s) => s.address === a.address)?.sessions.some((x) => x.name === "mover"), 30_000, "host mover held by A");
     await b.client.apply(`kind: Container\nmetadata: {name: keeper}\nspec: {module: dur, function: recorder, delivery: durable, parameters: ${JSON.stringify({ file, gate })}}\n`);
     await eventually(async () => (await b.client.get("Container", "keeper")).status?.ready === true, 60_000, "keeper ready");
@@ -200,12 +146,12 @@ async function letGo(delivery: "memory" | "durable", halfOpen = false): Promise<
   const b = cluster.leader;
   const a = cluster.standbys[0] as ClusterServer;
   const tag = halfOpen ? `${delivery}-open` : delivery;
-  const file = join(dir, `let-go-${tag}.jsonl`);
-  const gate = join(dir, `let-go-${tag}.gate`);
+  const file = join(at.dir, `let-go-${tag}.jsonl`);
+  const gate = join(at.dir, `let-go-${tag}.gate`);
   const proxy = await tcpProxy(a.address);
   let host: Proc | undefined;
   try {
-    host = spawnK4s(["worker", "--server", `${proxy.address},${b.address}`, "--name", `roamer-${tag}`, "--module", `mem=${modulePath}`]);
+    host = spawnK4s(["worker", "--server", `${proxy.address},${b.address}`, "--name", `roamer-${tag}`, "--module", `mem=${at.modulePath}`]);
     const heldBy = async (s: ClusterServer) => (await b.client.servers()).find((x) => x.address === s.address)?.sessions.some((x) => x.name === `roamer-${tag}`);
     await eventually(() => heldBy(a), 30_000, "host roamer held by A");
     await b.client.apply(`kind: Container\nmetadata: {name: relay}\nspec: {module: mem, function: recorder, concurrency: 1, delivery: ${delivery}, parameters: ${JSON.stringify({ file, gate })}}\n`);
@@ -281,7 +227,7 @@ test("bound here: durable sends the leader journaled while no host served the co
   const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
   const leader = cluster.leader;
   const a = cluster.standbys[0] as ClusterServer;
-  const file = join(dir, "bound.jsonl");
+  const file = join(at.dir, "bound.jsonl");
   let host: Proc | undefined;
   try {
     await leader.client.apply(`kind: Container\nmetadata: {name: waiter}\nspec: {module: later, function: recorder, delivery: durable, parameters: ${JSON.stringify({ file })}}\n`);
@@ -293,7 +239,7 @@ test("bound here: durable sends the leader journaled while no host served the co
     }
     assert.equal((await journalKeys(cluster.etcd.storeUrl)).length, acked.length, "every accepted send is journaled");
     const t0 = Date.now();
-    host = spawnK4s(["worker", "--server", a.address, "--name", "late-host", "--module", `later=${modulePath}`]);
+    host = spawnK4s(["worker", "--server", a.address, "--name", "late-host", "--module", `later=${at.modulePath}`]);
     await eventually(
       () => {
         const c = counts(file);

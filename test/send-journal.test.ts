@@ -8,7 +8,7 @@
  */
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createSendJournal, JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
+import { createSendJournal, JOURNAL_PREFIX, parseKey } from "../src/server/messaging/send-journal.js";
 import type { Store } from "../src/server/store/store.js";
 import { eventually } from "./eventually.js";
 import { BACKENDS, type OpenedStore } from "./store-backends.js";
@@ -91,6 +91,27 @@ for (const backend of BACKENDS) {
       );
       assert.equal(second.usage("c1").messages, 2, "recovered entries count against the bound");
       assert.deepEqual(await second.recover("c2"), []);
+    });
+
+    test("keys name their writer: two servers of one boot keep apart, recover's filter reads only the writers it names, a key naming none reads as an unknown earlier run's", async () => {
+      const store = await open();
+      const old = createSendJournal({ store, boot: 500 });
+      await old.append("s1", { data: bytes("old"), contentType: "", sender: "", service: "s1" });
+      await old.close();
+      const a = createSendJournal({ store, boot: 1000, writer: () => "10.0.0.1:7000" });
+      const b = createSendJournal({ store, boot: 1000, writer: () => "my-host:7000" });
+      const ka = await a.append("s1", { data: bytes("a"), contentType: "", sender: "", service: "s1" });
+      const kb = await b.append("s1", { data: bytes("b"), contentType: "", sender: "", service: "s1" });
+      assert.deepEqual(parseKey(ka), { boot: "0000000003e8", writer: "10.0.0.1:7000" });
+      assert.deepEqual(parseKey(kb).writer, "my-host:7000", "a writer with '-' in its name");
+      assert.equal(parseKey(`${JOURNAL_PREFIX}s1/0000000001f4-0000000001`).writer, undefined);
+      assert.deepEqual((await keys(store, "s1/")).map((k) => parseKey(k).boot), ["0000000001f4", "0000000003e8", "0000000003e8"], "sorted oldest first");
+      // Same boot, other writer: not this run's own entry.
+      assert.deepEqual((await a.recover("s1", (w) => w === "my-host:7000")).map((e) => text(e.data)), ["b"]);
+      assert.deepEqual((await b.recover("s1", (w) => w === undefined)).map((e) => text(e.data)), ["old"]);
+      assert.deepEqual((await b.recover("s1", () => true)).map((e) => text(e.data)), ["a"], "its own run's entry is never read back");
+      await a.close();
+      await b.close();
     });
 
     test("a send released (its container taken by another server) is no longer counted, stays stored, and is read back by this run when it takes the container again", async () => {

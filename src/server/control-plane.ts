@@ -14,6 +14,7 @@ import { KINDS, kindOf } from "../api/kinds.js";
 import { createClusterEndpoints, type ClusterEndpoints } from "./cluster/cluster-endpoints.js";
 import { createBoundContainers, type BoundContainers } from "./cluster/bound-containers.js";
 import { createClusterRouter, type ClusterRouter } from "./cluster/cluster-router.js";
+import { createDepartedJournals } from "./cluster/departed-journals.js";
 import { awaitsPlace } from "./cluster/container-placement.js";
 import { createHolding, type Holding } from "./cluster/holding.js";
 import { createRerouter } from "./cluster/let-go.js";
@@ -356,6 +357,9 @@ function createClusterLeaders(o: {
   containers: ContainerController;
   events: EventRecorder;
   links: LinkRegistry;
+  /** The cluster's store (the member records) and this server's messaging plane, for the departed servers' journals. */
+  sessionRecords: Store;
+  messaging: MessagingPlane;
   onError: ControlPlaneOptions["onError"];
   onReconcile: (r: ReconcileReport) => void;
 }): Controller[] {
@@ -368,7 +372,8 @@ function createClusterLeaders(o: {
     onError,
     restartsOf: (name) => containers.record(name)?.restarts ?? 0,
   });
-  return createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile });
+  const departed = createDepartedJournals({ store: o.sessionRecords, readDeparted: (live) => o.messaging.readDeparted(live), onError });
+  return [...createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile }), departed];
 }
 
 /**
@@ -428,7 +433,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     for (const c of leaders) await c.stop();
     leaders = [];
     if (leads) {
-      leaders = createClusterLeaders({ locator, informer, cluster, containers, events, links, onError, onReconcile });
+      leaders = createClusterLeaders({ locator, informer, cluster, containers, events, links, sessionRecords: options.sessionRecords, messaging, onError, onReconcile });
       for (const c of leaders) await c.start();
     }
     // What this server holds changed: the unbound and orphaned containers are the leader's.

@@ -299,11 +299,11 @@ type PlaneParts = Pick<ControlPlaneOptions, "resources" | "credentials" | "prove
 };
 
 /** The options of a server's control plane, with a send journal of its own (which reads back what earlier runs left unsettled). */
-function planeOptions(options: ServerOptions, parts: PlaneParts): ControlPlaneOptions {
+function planeOptions(options: ServerOptions, parts: PlaneParts, writer?: () => string | undefined): ControlPlaneOptions {
   const { store, ...shared } = parts;
   return {
     ...shared,
-    journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, onError: parts.onError }),
+    journal: createSendJournal({ store, maxMessages: options.journalMaxMessages, maxBytes: options.journalMaxBytes, writer, onError: parts.onError }),
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     countLoad: options.stats ?? true,
     maxSessionBufferBytes: options.maxSessionBufferBytes,
@@ -320,7 +320,8 @@ function clusterPlaneOf(options: ServerOptions, parts: PlaneParts, kv: Store, me
   const self = () => member()?.advertise ?? "";
   const leaderKv = createFencedStore(kv, { fence: () => member()?.fence, self, onFenced: () => member()?.fenced(), onError: parts.onError });
   return createClusterControlPlane({
-    ...planeOptions(options, parts),
+    // Its journal names this member in its keys: whose entries they are (see departed-journals.ts).
+    ...planeOptions(options, parts, () => member()?.advertise),
     sessionRecords: kv,
     cluster: {
       self,

@@ -11,12 +11,10 @@
  */
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from "etcd3";
 import { createBackoff, type Backoff } from "../../api/backoff.js";
-import { CLUSTER_PREFIX, parseSessionRecord, SESSIONS, type SessionEntry } from "./session-record.js";
+import { CLUSTER_PREFIX, parseSessionRecord, SERVERS, SESSIONS, type SessionEntry } from "./session-record.js";
 
 export { CLUSTER_PREFIX, parseSessionRecord, SESSION_RECORDS_PREFIX, type HostOffer, type SessionEntry } from "./session-record.js";
 
-/** Where each server's record lives: CLUSTER_PREFIX + SERVERS + advertise address. */
-const SERVERS = "servers/";
 /** Where the claim of each attached container lives: CLUSTER_PREFIX + ATTACH_CLAIMS + container name. */
 const ATTACH_CLAIMS = "attach/";
 

@@ -7,6 +7,10 @@
 
 /** Key prefix of everything the cluster keeps in etcd (outside the objects' "/k4s/"). */
 export const CLUSTER_PREFIX = "/k4s-cluster/";
+/** Where each server's record lives: CLUSTER_PREFIX + SERVERS + advertise address (under its lease). */
+export const SERVERS = "servers/";
+/** The store key prefix of every live server's record: a server is a member while its record is there. */
+export const SERVER_RECORDS_PREFIX = CLUSTER_PREFIX + SERVERS;
 /** Where each server's sessions live: CLUSTER_PREFIX + SESSIONS + advertise + "/" + kind + "/" + name. */
 export const SESSIONS = "sessions/";
 /** The store key prefix of every server's session records (see parseSessionRecord). */

@@ -43,7 +43,10 @@ export interface MessagingPlaneOptions {
   /**
    * In a cluster: a durable container's journal is read back when this server starts holding it
    * (taken()), not when the container is first seen, since another server may hold it and
-   * deliver what it journaled.
+   * deliver what it journaled; and of a service's journal, a server reads back at start only
+   * what its own earlier runs (or runs that wrote no writer in their keys) left: what another
+   * member wrote is that member's to deliver while it lives, and the leader's once it is gone
+   * (readDeparted).
    */
   recoversOnHold?: boolean;
   onError?: (message: string, err?: unknown) => void;
@@ -72,6 +75,12 @@ export interface MessagingPlane {
    * but for the sends journaled against the container: the server holding it reads them back.
    */
   letGo(name: string, uid: string): Letter[];
+  /**
+   * (The leader, in a cluster.) Reads back the entries of every service's journal written by a
+   * server that is no longer a member (its name is not in `live`): that server will never
+   * deliver them. Entries this run reads back already are skipped. Resolves with how many it read.
+   */
+  readDeparted(live: ReadonlySet<string>): Promise<number>;
   /** Ends every link and fails every waiting call with UNAVAILABLE. */
   stop(message: string): void;
 }
@@ -116,20 +125,22 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
       return;
     }
     if (kind === "container" && options.recoversOnHold) return;
-    readBack(journal, kind, meta.name, meta.uid);
+    // In a cluster, another member's entries are its own to deliver while it lives (see readDeparted).
+    const from = options.recoversOnHold ? (w: string | undefined) => w === undefined || w === journal.writer : undefined;
+    readBack(journal, kind, meta.name, meta.uid, from);
   }
 
   const failed = (kind: string, name: string) => (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${name}"`, err);
 
   /** Reads an owner's journal back (once while it is known, or held) and hands what it finds to the router. */
-  function readBack(journal: SendJournal, kind: "container" | "service", name: string, uid: string) {
+  function readBack(journal: SendJournal, kind: "container" | "service", name: string, uid: string, from?: (writer: string | undefined) => boolean) {
     if (recovered.has(uid)) return;
     recovered.add(uid);
-    read(journal, kind, name, uid);
+    read(journal, kind, name, uid, from);
   }
 
-  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string): Promise<number> {
-    return journal.recover(uid).then((entries) => {
+  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string, from?: (writer: string | undefined) => boolean): Promise<number> {
+    return journal.recover(uid, from).then((entries) => {
       if (entries.length > 0 && router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
       return entries.length;
     }, (err: unknown) => (failed(kind, name)(err), 0));
@@ -186,6 +197,16 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
         } else out.push(env);
       }
       return out;
+    },
+    async readDeparted(live) {
+      if (!journal) return 0;
+      const departed = (w: string | undefined) => w !== undefined && w !== journal.writer && !live.has(w);
+      let found = 0;
+      for (const s of [...informer.list("Service")]) {
+        const meta = s.metadata;
+        if (meta) found += await read(journal, "service", meta.name, meta.uid, departed);
+      }
+      return found;
     },
     stop(message) {
       links.stop(new ConnectError(message, Code.Unavailable));

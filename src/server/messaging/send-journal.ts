@@ -5,11 +5,14 @@
  * group-committed: whatever arrives while one store transaction is on its way goes together in
  * the next one (one fsync, or one etcd round, for many sends).
  *
- * Entries live under `/k4s-journal/<owner uid>/<boot>-<seq>`: the owner is the Container the
- * send went to, or the Service it was sent through (so that after a restart it may go to any of
- * the service's endpoints). `boot` is this server run's start time, so keys sort in the order
- * they were written across runs, and a run recovers only what earlier runs left. The keys live
- * outside the objects' prefix: watches of objects never see them.
+ * Entries live under `/k4s-journal/<owner uid>/<boot>-<writer>-<seq>`: the owner is the
+ * Container the send went to, or the Service it was sent through (so that after a restart it may
+ * go to any of the service's endpoints). `boot` is this server run's start time, so keys sort in
+ * the order they were written across runs, and a run recovers only what earlier runs left.
+ * `writer` is the cluster member that accepted the send (its advertise address), so that the
+ * servers of a cluster can tell whose entries are whose; a single server writes none
+ * (`<boot>-<seq>`), and a key without one reads as written by an unknown earlier run. The keys
+ * live outside the objects' prefix: watches of objects never see them.
  */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -54,11 +57,18 @@ export interface SendJournalOptions {
   maxBytes?: number;
   /** Start time of this server run (default now); entries of earlier runs are recovered. */
   boot?: number;
+  /**
+   * In a cluster: the member this run writes as (its advertise address, without "/"), recorded
+   * in each key; undefined (or none) writes keys without a writer.
+   */
+  writer?: () => string | undefined;
   onError?: (message: string, err?: unknown) => void;
 }
 
 /** SendJournal keeps durable sends in the store until they are settled. */
 export interface SendJournal {
+  /** The member this run writes as, recorded in its keys (undefined on a single server). */
+  readonly writer?: string;
   /**
    * Why a send of `bytes` to the owner cannot be journaled now (its journal is full, counted with
    * what is on its way), naming the limit; undefined when it can. `what` names the owner.
@@ -75,9 +85,10 @@ export interface SendJournal {
   release(key: string): void;
   /**
    * Reads what earlier server runs (or other servers) journaled for an owner and did not settle,
-   * with what this run released, oldest first; entries this run counts now are skipped.
+   * with what this run released, oldest first; entries this run counts now are skipped, and so
+   * are those of other runs whose writer (undefined for a key without one) `from` refuses.
    */
-  recover(owner: string): Promise<RecoveredEntry[]>;
+  recover(owner: string, from?: (writer: string | undefined) => boolean): Promise<RecoveredEntry[]>;
   /** Deletes an owner's whole journal (its Container or Service was deleted). */
   drop(owner: string): Promise<void>;
   /** Unsettled entries (journaled or on their way) of an owner. */
@@ -112,6 +123,12 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   let flushing: Promise<void> | undefined;
   let seq = 0;
   let closed = false;
+  const writer = () => options.writer?.();
+  /** Whether a key is this run's own (its boot and its writer). */
+  const ownRun = (key: string) => {
+    const k = parseKey(key);
+    return k.boot === boot && k.writer === writer();
+  };
 
   function schedule() {
     flushing ??= flush().finally(() => {
@@ -172,6 +189,9 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   }
 
   return {
+    get writer() {
+      return writer();
+    },
     refuses(owner, bytes, what) {
       const u = ledger.of(owner);
       if (!u) return bytes > maxBytes ? full(what, `${maxBytes} bytes`, bytes) : undefined;
@@ -181,7 +201,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     },
     append(owner, entry) {
       if (closed) return Promise.reject(new ConnectError("server is stopping", Code.Unavailable));
-      const key = `${JOURNAL_PREFIX}${owner}/${boot}-${(++seq).toString(16).padStart(10, "0")}`;
+      const w = writer();
+      const key = `${JOURNAL_PREFIX}${owner}/${boot}-${w === undefined ? "" : `${w}-`}${(++seq).toString(16).padStart(10, "0")}`;
       const value = encodeEntry(entry);
       ledger.track(key, owner, entry.data.byteLength);
       return new Promise<string>((resolve, reject) => {
@@ -195,12 +216,13 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       ledger.untrack(key);
       released.add(key);
     },
-    async recover(owner) {
+    async recover(owner, from) {
       const out: RecoveredEntry[] = [];
-      const ours = `${JOURNAL_PREFIX}${owner}/${boot}-`;
       for await (const kvs of pagesOf(store, owner)) {
         for (const kv of kvs) {
-          if ((kv.key.startsWith(ours) && !released.has(kv.key)) || ledger.has(kv.key) || deleting.has(kv.key)) continue;
+          if (ledger.has(kv.key) || deleting.has(kv.key)) continue;
+          const refused = ownRun(kv.key) || (from !== undefined && !from(parseKey(kv.key).writer));
+          if (refused && !released.has(kv.key)) continue;
           released.delete(kv.key);
           const entry = decodeEntry(kv.value);
           ledger.track(kv.key, owner, entry.data.byteLength);
@@ -291,6 +313,17 @@ function batchLength(pending: readonly Pending[]): number {
     bytes += p.bytes;
   }
   return n;
+}
+
+/**
+ * The run and writer of a journal key: `<boot>-<writer>-<seq>`, or `<boot>-<seq>` without a
+ * writer (a single server's, or one written before keys named their writer).
+ */
+export function parseKey(key: string): { boot: string; writer: string | undefined } {
+  const name = key.slice(key.lastIndexOf("/") + 1);
+  const first = name.indexOf("-");
+  const last = name.lastIndexOf("-");
+  return { boot: name.slice(0, first), writer: last > first ? name.slice(first + 1, last) : undefined };
 }
 
 /** The journal entries of an owner as stored, a page at a time. */

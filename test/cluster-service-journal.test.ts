@@ -1,0 +1,131 @@
+/**
+ * Durable sends through a Service in a cluster, through real parts: `k4s server` processes over
+ * one real etcd, real `k4s worker` hosts, the SDK as the sender. A send through a Service is
+ * journaled against the Service by the server that accepted it, naming that server: it is that
+ * server's to deliver while it lives (a server starting meanwhile leaves it alone), and the
+ * leader reads it back once that server is gone.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { JOURNAL_PREFIX } from "../src/server/messaging/send-journal.js";
+import { clusterServer, startCluster, type ClusterServer } from "./cluster-harness.js";
+import { dumpLogs, eventually, spawnK4s, type Proc } from "./helpers.js";
+import { counts, duplicates, journalKeys, lines, recorderDir } from "./journal-recorder.js";
+
+const at = recorderDir("k4s-cluster-service-journal-");
+
+/** Two servers (B leads, A stands by), with no local worker hosts. */
+async function twoServers() {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  return { cluster, a: cluster.standbys[0] as ClusterServer, b: cluster.leader };
+}
+
+/** Whether a server holds a host's session now, as `observer` lists the servers. */
+async function holdsHost(observer: ClusterServer, server: ClusterServer, host: string): Promise<boolean> {
+  return (await observer.client.servers()).find((s) => s.address === server.address)?.sessions.some((x) => x.name === host) ?? false;
+}
+
+/** A container of the recorder, durable, one message at a time. */
+const container = (name: string, module: string, params: object) =>
+  `kind: Container\nmetadata: {name: ${name}}\nspec: {module: ${module}, function: recorder, concurrency: 1, delivery: durable, parameters: ${JSON.stringify(params)}}\n`;
+
+/**
+ * A host on A (B leads) serves the only endpoint of a Service, its worker blocked on the first
+ * message; `n` sends through the Service accepted by A wait in A's inbox, journaled by A against
+ * the Service. Returns the journal keys.
+ */
+async function sendsJournaledByA(a: ClusterServer, b: ClusterServer, storeUrl: string, o: { service: string; selector: string; endpoint: string; file: string; gate: string; n: number }) {
+  await b.client.apply(`kind: Service\nmetadata: {name: ${o.service}}\nspec: {selector: "${o.selector}"}\n`);
+  await b.client.apply(container(o.endpoint, "da", { file: o.file, gate: o.gate }));
+  await eventually(async () => (await a.client.get("Container", o.endpoint)).status?.ready === true, 60_000, `${o.endpoint} ready`);
+  await eventually(async () => (await a.client.get("Service", o.service)).status?.endpoints.includes(o.endpoint), 30_000, `${o.endpoint} an endpoint of ${o.service}`);
+  for (let i = 0; i < o.n; i++) await a.client.send(`service/${o.service}`, { i });
+  await eventually(() => lines(o.file, "start").length > 0, 30_000, "the worker holds a message");
+  const keys = await journalKeys(storeUrl);
+  const uid = (await a.client.get("Service", o.service)).metadata?.uid ?? "";
+  assert.equal(keys.length, o.n, "every accepted send is in the journal");
+  assert.ok(
+    keys.every((k) => k.startsWith(`${JOURNAL_PREFIX}${uid}/`) && k.includes(`-${a.address}-`)),
+    `every send is journaled against the Service, naming server A (${keys[0]})`,
+  );
+  return keys;
+}
+
+test("a server SIGKILLed with durable sends through a Service unsettled: the leader reads them back once its lease is gone, and the endpoint handles them all on the server its host moved to; the journal ends empty", async () => {
+  const { cluster, a, b } = await twoServers();
+  const [file, gate] = [join(at.dir, "killed.jsonl"), join(at.dir, "killed.gate")];
+  let host: Proc | undefined;
+  try {
+    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "svc-mover", "--module", `da=${at.modulePath}`]);
+    await eventually(() => holdsHost(b, a, "svc-mover"), 30_000, "host held by A");
+    const n = 40;
+    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "orders", selector: "taker", endpoint: "taker", file, gate, n });
+
+    const t0 = Date.now();
+    await a.proc.kill("SIGKILL");
+    await eventually(() => holdsHost(b, b, "svc-mover"), 30_000, "host held by B");
+    const movedMs = Date.now() - t0;
+    writeFileSync(gate, "");
+    await eventually(
+      () => {
+        const c = counts(file);
+        return Array.from({ length: n }, (_, i) => i).every((i) => c.has(i));
+      },
+      90_000,
+      "every send A accepted through the Service handled via B",
+    );
+    const handledMs = Date.now() - t0;
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    console.log(`# killed: ${n} sends through a Service journaled by A, A SIGKILLed; host on B after ${movedMs} ms, all handled after ${handledMs} ms; duplicates ${duplicates(file)}, lost 0`);
+  } catch (err) {
+    dumpLogs({ "server A (killed)": a.proc, "server B (leader)": b.proc, host });
+    throw err;
+  } finally {
+    await host?.kill();
+    await cluster.stop();
+  }
+});
+
+test("a server started while the server that journaled durable sends through a Service lives does not deliver them: each is handled once, by the endpoint on that server", async () => {
+  const { cluster, a, b } = await twoServers();
+  const fileA = join(at.dir, "alive-a.jsonl");
+  const fileC = join(at.dir, "alive-c.jsonl");
+  const gate = join(at.dir, "alive.gate");
+  let hostA: Proc | undefined;
+  let hostC: Proc | undefined;
+  let c: ClusterServer | undefined;
+  try {
+    hostA = spawnK4s(["worker", "--server", a.address, "--name", "svc-stay", "--module", `da=${at.modulePath}`]);
+    await eventually(() => holdsHost(b, a, "svc-stay"), 30_000, "host held by A");
+    const n = 30;
+    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "billing", selector: "billing-*", endpoint: "billing-a", file: fileA, gate, n });
+
+    // C starts while A lives and holds the entries; a host on C serves a second endpoint.
+    c = await clusterServer(cluster.etcd.storeUrl, ["--no-local-worker"]);
+    cluster.servers.push(c);
+    hostC = spawnK4s(["worker", "--server", c.address, "--name", "svc-new", "--module", `dc=${at.modulePath}`]);
+    await b.client.apply(container("billing-c", "dc", { file: fileC }));
+    await eventually(async () => (await c!.client.get("Service", "billing")).status?.endpoints.includes("billing-c"), 60_000, "billing-c an endpoint of billing");
+    // Anything C had read back for the service went to its endpoint there before this marker.
+    await c.client.send("container/billing-c", { marker: 1 });
+    await eventually(() => lines(fileC).some((l) => l.v.marker === 1), 30_000, "the marker handled on C");
+
+    writeFileSync(gate, "");
+    await eventually(() => counts(fileA).size === n, 60_000, "every send handled by the endpoint on A");
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    const onC = counts(fileC);
+    const twice = duplicates(fileA) + [...onC.values()].reduce((s, k) => s + k, 0);
+    console.log(`# alive: ${n} sends through a Service journaled by A, server C started meanwhile; handled on A ${counts(fileA).size}, on C ${onC.size}; duplicates ${twice}`);
+    assert.equal(twice, 0, "no send A journaled was delivered by C (or twice by A)");
+  } catch (err) {
+    dumpLogs({ "server A": a.proc, "server B (leader)": b.proc, "server C": c?.proc, hostA, hostC });
+    throw err;
+  } finally {
+    rmSync(gate, { force: true });
+    await hostA?.kill();
+    await hostC?.kill();
+    await cluster.stop();
+  }
+});
