@@ -454,7 +454,7 @@ test("stop answers every call in flight, queued or waiting for an endpoint UNAVA
   assert.deepEqual(router.load("s"), { ...router.load("s")!, queued: 0, inFlight: 0 });
   const after = call(router, "s", "d");
   assert.equal(after.value?.code, Code.Unavailable);
-  assert.equal(after.value?.message, "server is stopping");
+  assert.equal(after.value?.message, "server is stopping and did not take this call");
   // A late result of a delivery made before the stop changes nothing.
   settle(router, w, w.deliveries()[0]!);
   assert.equal(inFlight.value?.message, "server is shutting down");

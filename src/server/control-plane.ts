@@ -338,6 +338,19 @@ function createPlaneRouter(p: PlaneRouterParts): ClusterRouter {
   });
 }
 
+/** Longest a stopping server of a cluster waits for its workers to take and settle what they were sent (ms). */
+const DRAIN_MS = 5000;
+
+/**
+ * Resolves once no container a worker serves here has a message queued or in hand (a container
+ * with no worker: none in hand), or after DRAIN_MS.
+ */
+async function drained(router: Router): Promise<void> {
+  const busy = () => [...router.loads()].some((l) => l.inFlight > 0 || (l.ready && l.queued > 0));
+  const until = Date.now() + DRAIN_MS;
+  while (busy() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
 /** The containers a change of session records touches (all after a relisting). */
 function touchedBy(touched: readonly SessionName[] | undefined, bound: BoundContainers): Iterable<string> | undefined {
   if (!touched) return undefined;
@@ -446,6 +459,12 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   async function stopParts() {
     const was = { ...up };
     up.informer = up.locator = up.messaging = up.containers = false;
+    if (was.messaging) {
+      // Calls for what this server holds go elsewhere from now on; what its workers have, or
+      // were sent, is delivered before their sessions end (a send accepted here is not lost).
+      clusterRouter.leave();
+      await drained(router);
+    }
     if (was.containers) await containers.stop();
     if (was.locator) locator.stop();
     await peers.stop("server is stopping");

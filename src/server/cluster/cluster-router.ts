@@ -10,7 +10,7 @@ import type { Target } from "../../api/target.js";
 import { EnvelopeState } from "../messaging/envelope.js";
 import { DEFAULT_QUEUE_LIMIT, type Letter } from "../messaging/mailbox.js";
 import { MAX_SERVICE_WAITERS } from "../messaging/service-route.js";
-import type { CallRouter } from "../messaging/router.js";
+import { NOT_TAKEN_STOPPING, type CallRouter } from "../messaging/router.js";
 import type { PeerLinks } from "./peer-links.js";
 
 /** ClusterRouterOptions are this server's router, its peer links, and where containers are delivered. */
@@ -48,12 +48,15 @@ export interface ClusterRouterOptions {
  */
 export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean): boolean {
   if (err.code === Code.NotFound || err.code === Code.FailedPrecondition || err.code === Code.ResourceExhausted) return true;
-  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage) || notHeldThere(err));
+  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage) || notTakenThere(err));
 }
 
-/** Whether a server refused a forwarded call because it does not deliver that container now (never accepted). */
-function notHeldThere(err: ConnectError): boolean {
-  return err.code === Code.Unavailable && / is not held by server /.test(err.rawMessage);
+/**
+ * Whether a server refused a forwarded call before any worker had it: it does not deliver that
+ * container now, or it is stopping (and takes no call for what it holds any more).
+ */
+function notTakenThere(err: ConnectError): boolean {
+  return err.code === Code.Unavailable && (/ is not held by server /.test(err.rawMessage) || err.rawMessage.includes(NOT_TAKEN_STOPPING));
 }
 
 /**
@@ -82,6 +85,11 @@ export interface ClusterRouter extends CallRouter {
   wakeServices(): void;
   /** How many calls wait for a place now. */
   waiting(): number;
+  /**
+   * This server is stopping: from now on it takes no call for what it holds (each is refused
+   * UNAVAILABLE, before any worker had it, and the server that forwarded it routes it again).
+   */
+  leave(): void;
 }
 
 /** A call waiting for a container (or a service endpoint) to be delivered by some server. */
@@ -102,6 +110,11 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   const waitingSince = new WeakMap<Letter, number>();
   /** How many times another server refused a call (its next retry is backed off by that). */
   const refusals = new WeakMap<Letter, number>();
+  let leaving = false;
+  // What this server would deliver itself: refused once it is leaving.
+  const toLocal: CallRouter["route"] = (env, target) =>
+    leaving ? links.fail(env, Code.Unavailable, `server ${options.self()} ${NOT_TAKEN_STOPPING}`) : local.route(env, target);
+  const here = { ...options, local: { ...local, route: toLocal } };
   /** The calls waiting for a place, by what they wait for (Waiter.key). */
   const waiters = new Map<string, Set<Waiter>>();
   let waitingCount = 0;
@@ -181,21 +194,21 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   }
 
   function route(env: Letter, target: Target) {
-    if (fromPeer(env)) return routeFromPeer(env, target, options);
-    if (target.kind === "service") return routeToService(env, target, 0, options, cursors, later);
+    if (fromPeer(env)) return routeFromPeer(env, target, here);
+    if (target.kind === "service") return routeToService(env, target, 0, here, cursors, later);
     const server = options.deliveredBy(target.name);
     const stored = options.awaited?.(target.name) ?? false;
     // A name that is no container held anywhere but a Service's: its endpoints, cluster-wide.
-    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0, options, cursors, later);
+    if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0, here, cursors, later);
     if (server === "" && stored) return later(env, target, `container "${target.name}"`);
-    if (server === "" || server === options.self()) return local.route(env, target);
-    // Refused there because that server let the container go: where is it now? Where this server
-    // sees it delivered changed while the call was on its way (this server, or a third one, holds
-    // it now: a host whose session moved here before the old server let go of it): routed there
-    // at once, since no later change may come to wake it. Else it waits for one, or is tried
-    // again after a back-off, until the call's deadline (so never endlessly).
+    if (server === "" || server === options.self()) return toLocal(env, target);
+    // Refused there because that server let the container go (or is stopping): where is it now?
+    // Where this server sees it delivered changed while the call was on its way (this server, or
+    // a third one, holds it now: a host whose session moved here before the old server let go of
+    // it): routed there at once, since no later change may come to wake it. Else it waits for
+    // one, or is tried again after a back-off, until the call's deadline (so never endlessly).
     links.forward(env, { kind: "container", name: target.name }, server, server, (err) => {
-      if (!notHeldThere(err)) return false;
+      if (!notTakenThere(err)) return false;
       if (options.deliveredBy(target.name) !== server) route(env, target);
       else later(env, target, `container "${target.name}"`, false, true);
       return true;
@@ -213,6 +226,9 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
       for (const key of [...waiters.keys()]) if (key.startsWith("service/")) wakeKey(key);
     },
     waiting: () => waitingCount,
+    leave() {
+      leaving = true;
+    },
     abandon(env: Letter, code: Code | 0, message: string) {
       // A call the links hold was forwarded; one they answered already is Done, which both ignore.
       if (links.holds(env)) links.abandon(env, code, message);

@@ -52,6 +52,12 @@ export interface MailboxLoad {
   counters: LoadCounters;
 }
 
+/**
+ * How a stopping server's refusal of a call no worker had says so ("server X is stopping and
+ * ..."): the call may go to another server, even a request.
+ */
+export const NOT_TAKEN_STOPPING = "is stopping and did not take this call";
+
 /** Router moves envelopes from callers to workers and answers back. */
 export interface Router {
   /** Routes a new envelope; requests must have their deadline set. */
@@ -158,7 +164,7 @@ export function createRouter(options: RouterOptions): Router {
     route(env, target) {
       if (env.expectsReply && env.deadline > 0) deadlines.add(env);
       if (timed) env.started = performance.now();
-      if (stopped) return refuse(env, Code.Unavailable, "server is stopping");
+      if (stopped) return refuse(env, Code.Unavailable, `server ${NOT_TAKEN_STOPPING}`);
       if (resolveAndRoute(env, target)) return;
       if (!options.lookup) return refuse(env, Code.NotFound, notFound(target));
       routeAfterLookup(env, target, options.lookup(target), resolveAndRoute, refuse);
