@@ -74,7 +74,7 @@ export const CODEC_FIELDS = {
   cancelCall: { schema: CancelCallSchema, fields: { id: "uint64" } },
   heartbeat: { schema: HeartbeatSchema, fields: { sentAtMs: "int64" } },
   delivery: { schema: DeliverySchema, fields: { id: "uint64", container: "string", data: "bytes", contentType: "string", expectsReply: "bool", timeoutMs: "int32", sender: "string", attempt: "int32" } },
-  callResult: { schema: CallResultSchema, fields: { id: "uint64", data: "bytes", contentType: "string", error: "message", container: "string" } },
+  callResult: { schema: CallResultSchema, fields: { id: "uint64", data: "bytes", contentType: "string", error: "message", container: "string", refused: "bool" } },
   cancelDelivery: { schema: CancelDeliverySchema, fields: { id: "uint64", reason: "string" } },
   error: { schema: ErrorSchema, fields: { code: "int32", message: "string" } },
 } as const satisfies Record<string, { schema: DescMessage; fields: Record<string, FieldKind> }>;
@@ -454,7 +454,7 @@ function serverFrameSize(f: ServerFrame): number {
       return varintFieldSize(u64(v.id)) + stringFieldSize(v.container) + payloadSize(v) + stringFieldSize(v.sender) + int32FieldSize(v.attempt);
     }
     case "callResult":
-      return CALL_RESULT ? outcomeSize(fr.value) + stringFieldSize(fr.value.container) : -1;
+      return CALL_RESULT ? outcomeSize(fr.value) + stringFieldSize(fr.value.container) + boolFieldSize(fr.value.refused) : -1;
     case "cancelDelivery":
       return CANCEL_DELIVERY ? varintFieldSize(u64(fr.value.id)) + stringFieldSize(fr.value.reason) : -1;
     case "heartbeat":
@@ -483,6 +483,7 @@ function writeServerFrame(w: Writer, f: ServerFrame, size: number): void {
       w.head(S.callResult, size);
       writeOutcome(w, CALL_RESULT!, v);
       w.stringField(CALL_RESULT!.container, v.container);
+      w.boolField(CALL_RESULT!.refused, v.refused);
       return;
     }
     case "cancelDelivery": {
@@ -860,10 +861,11 @@ function readDelivery(r: Reader): Delivery | typeof FALLBACK {
 
 function readCallResult(r: Reader): CallResult | typeof FALLBACK {
   const t = CALL_RESULT!;
-  const v: CallResult = { $typeName: "k4s.v1.CallResult", id: 0n, data: EMPTY, contentType: "", error: undefined, container: "" };
+  const v: CallResult = { $typeName: "k4s.v1.CallResult", id: 0n, data: EMPTY, contentType: "", error: undefined, container: "", refused: false };
   while (r.pos < r.end) {
     const tag = r.varint();
     if (tag === t.container) v.container = r.string();
+    else if (tag === t.refused) v.refused = r.varint() !== 0;
     else if (!readOutcomeField(r, tag, t, v)) return FALLBACK;
   }
   return v;

@@ -342,7 +342,8 @@ class SessionImpl implements Session {
     if (this.closed) return this.done.catch(() => {});
     this.flushNow();
     this.closed = true;
-    this.failCalls(() => true, new ConnectError("session closed", Code.Unavailable));
+    this.failCalls((c) => c.sent, new ConnectError("session closed", Code.Unavailable));
+    this.failCalls(() => true, notSent(new ConnectError("session closed", Code.Unavailable)));
     this.stream?.end();
     this.backoffWake?.();
     this.rejectReady(new ConnectError("session closed before it was ready", Code.Unavailable));
@@ -444,7 +445,8 @@ class SessionImpl implements Session {
         this.closed = true;
         this.fatal = err;
         this.stopTimer();
-        this.failCalls(() => true, err);
+        // Those sent were failed above: these never left this process.
+        this.failCalls(() => true, notSent(err));
         this.channel.close();
         this.rejectReady(err);
         this.rejectDone(err);
@@ -540,7 +542,7 @@ class SessionImpl implements Session {
           if (!c) break;
           this.finish(id);
           const e = f.value.error;
-          if (e && e.code !== 0) c.reject(new ConnectError(e.message, e.code as Code));
+          if (e && e.code !== 0) c.reject(answered(new ConnectError(e.message, e.code as Code), f.value.refused));
           else c.resolve({ data: f.value.data, contentType: f.value.contentType, container: f.value.container });
           break;
         }
@@ -621,10 +623,40 @@ class SessionImpl implements Session {
       } else {
         this.pending = this.pending.filter((f) => !(f.frame.case === "call" && Number(f.frame.value.id) === c.id));
         const why = this.lastError ? `: ${this.lastError.rawMessage}` : "";
-        c.reject(new ConnectError(`could not reach the k4s server at ${this.address} before the call's deadline${why}`, Code.Unavailable));
+        c.reject(notSent(new ConnectError(`could not reach the k4s server at ${this.address} before the call's deadline${why}`, Code.Unavailable)));
       }
     }
   }
+}
+
+/** Errors of calls that ran nowhere: refused by the server before any worker had them, or never sent. */
+const refusals = new WeakSet<ConnectError>();
+/** Errors that are the server's answer to a call (a CallResult), not this session's own. */
+const answers = new WeakSet<ConnectError>();
+
+function notSent(err: ConnectError): ConnectError {
+  refusals.add(err);
+  return err;
+}
+
+function answered(err: ConnectError, refused: boolean): ConnectError {
+  answers.add(err);
+  if (refused) refusals.add(err);
+  return err;
+}
+
+/**
+ * Whether a call a session failed with this error ran nowhere: the server refused it before any
+ * worker had it (CallResult.refused, which a worker's error never carries), or it never left
+ * this process. False says nothing either way (it may have run).
+ */
+export function callRefused(err: unknown): boolean {
+  return err instanceof ConnectError && refusals.has(err);
+}
+
+/** Whether a call's error is the server's answer (its code and message), not the session's (a link that failed). */
+export function serverAnswered(err: unknown): boolean {
+  return err instanceof ConnectError && answers.has(err);
 }
 
 /**

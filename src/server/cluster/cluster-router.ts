@@ -11,6 +11,7 @@ import { EnvelopeState } from "../messaging/envelope.js";
 import { DEFAULT_QUEUE_LIMIT, type Letter } from "../messaging/mailbox.js";
 import { MAX_SERVICE_WAITERS } from "../messaging/service-route.js";
 import { NOT_TAKEN_STOPPING, type CallRouter } from "../messaging/router.js";
+import { callRefused } from "../../transport/session.js";
 import type { PeerLinks } from "./peer-links.js";
 
 /** ClusterRouterOptions are this server's router, its peer links, and where containers are delivered. */
@@ -41,22 +42,29 @@ export interface ClusterRouterOptions {
   queueLimit?: (container: string) => number;
 }
 
+/** The codes of a refusal another place may not give: gone, not ready or full there, not held, stopping, no link. */
+const REFUSAL_CODES: ReadonlySet<Code> = new Set([Code.NotFound, Code.FailedPrecondition, Code.ResourceExhausted, Code.Unavailable]);
+
 /**
  * Whether a call another server answered with `err` never reached a worker, so it may go to
- * another endpoint: the container was gone, not ready for it or full, or (for a send, which is
- * answered only once accepted; or a request whose link never opened) the link failed.
+ * another endpoint: that server refused it before any worker had it (the container was gone,
+ * not ready for it or full), or the link to it never carried it. A request's refusal says so
+ * (CallResult.refused, or a call the session never sent): a worker's own error, whatever its
+ * code and words, never does, and is the caller's answer. A send is answered only once
+ * accepted, so its error is never a worker's: a refusal, or a link that failed before it was
+ * accepted (the caller would send it again too).
  */
 export function refusedBeforeAcceptance(err: ConnectError, expectsReply: boolean): boolean {
-  if (err.code === Code.NotFound || err.code === Code.FailedPrecondition || err.code === Code.ResourceExhausted) return true;
-  return err.code === Code.Unavailable && (!expectsReply || /could not reach/.test(err.rawMessage) || notTakenThere(err));
+  return REFUSAL_CODES.has(err.code) && (!expectsReply || callRefused(err));
 }
 
 /**
- * Whether a server refused a forwarded call before any worker had it: it does not deliver that
- * container now, or it is stopping (and takes no call for what it holds any more).
+ * Whether a server refused a forwarded call before any worker had it because it does not
+ * deliver that container now, or is stopping (and takes no call for what it holds any more):
+ * a refusal (see refusedBeforeAcceptance) in its words, never a worker's error in the same words.
  */
 function notTakenThere(err: ConnectError): boolean {
-  return err.code === Code.Unavailable && (/ is not held by server /.test(err.rawMessage) || err.rawMessage.includes(NOT_TAKEN_STOPPING));
+  return callRefused(err) && err.code === Code.Unavailable && (/ is not held by server /.test(err.rawMessage) || err.rawMessage.includes(NOT_TAKEN_STOPPING));
 }
 
 /**

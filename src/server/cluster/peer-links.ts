@@ -13,7 +13,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { formatTarget, type Target } from "../../api/target.js";
 import type { TlsOptions } from "../../transport/channel.js";
-import { openSession, type Session } from "../../transport/session.js";
+import { callRefused, openSession, serverAnswered, type Session } from "../../transport/session.js";
 import { createAnswers } from "../messaging/answers.js";
 import { createDeadlineQueue } from "../messaging/deadline-queue.js";
 import { EnvelopeState } from "../messaging/envelope.js";
@@ -62,7 +62,11 @@ export interface PeerLinks {
   letGo(env: Letter): void;
   /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
   abandon(env: Letter, code: Code | 0, message: string): void;
-  /** Answers a call that was never forwarded (it reached no server), and lets go of it. */
+  /**
+   * Answers a call that was never forwarded (it reached no server, no worker had it), and lets
+   * go of it: a refusal (one that came from another server's peer session says so, for that
+   * server to send it elsewhere).
+   */
   fail(env: Letter, code: Code, message: string): void;
   /** Closes the links to every server but the given ones: their calls end UNAVAILABLE. */
   closeExcept(keep: ReadonlySet<string>): void;
@@ -99,10 +103,11 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
     return session;
   }
 
-  function fail(env: Letter, code: Code, message: string) {
+  function fail(env: Letter, code: Code, message: string, refused: boolean) {
     inFlight.delete(env);
     env.state = EnvelopeState.Done;
-    answers.fail(env, code, message);
+    if (refused) answers.refuse(env, code, message);
+    else answers.fail(env, code, message);
   }
 
   function hold(env: Letter): AbortSignal {
@@ -127,20 +132,24 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
         .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal })
         .then(
           (reply) => {
+            // Answered or given up on already (abandoned, or the links stopped): nothing more to say.
+            if (env.state === EnvelopeState.Done) return;
             inFlight.delete(env);
             env.state = EnvelopeState.Done;
             answers.reply(env, reply.container, reply.data, reply.contentType);
           },
           (err: unknown) => {
+            if (env.state === EnvelopeState.Done) return;
             const e = ConnectError.from(err);
-            if (env.state !== EnvelopeState.Done && refused) {
+            if (refused) {
               // Let go first: the caller may send it elsewhere from inside refused().
               inFlight.delete(env);
               env.state = EnvelopeState.New;
               if (refused(e)) return;
             }
-            const where = e.code === Code.Unavailable && /connection to k4s server lost|could not reach/.test(e.rawMessage) ? ` (forwarded to ${label})` : "";
-            fail(env, e.code, e.rawMessage + where);
+            // The link's own failure names the server; the other server's answer is passed on as it is.
+            const where = e.code === Code.Unavailable && !serverAnswered(e) ? ` (forwarded to ${label})` : "";
+            fail(env, e.code, e.rawMessage + where, callRefused(e));
           },
         );
     },
@@ -153,7 +162,7 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
       if (code !== 0) answers.fail(env, code, message);
       else answers.forget(env);
     },
-    fail,
+    fail: (env, code, message) => fail(env, code, message, true),
     closeExcept(keep) {
       for (const [address, session] of sessions) {
         if (keep.has(address)) continue;
@@ -164,7 +173,7 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
     async stop(message) {
       for (const [env, abort] of [...inFlight]) {
         abort.abort();
-        fail(env, Code.Unavailable, message);
+        fail(env, Code.Unavailable, message, false);
       }
       const all = [...sessions.values()];
       sessions.clear();

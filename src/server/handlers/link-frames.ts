@@ -50,18 +50,19 @@ export function createLinkFrames(options: LinkFramesOptions): (link: WorkerLink,
     return t;
   }
 
+  // A call refused here was routed nowhere: its answer says so (refused), as the router's refusals do.
   function handleCall(s: WorkerLink, call: Call) {
     let t: Target;
     try {
       t = target(call.target);
     } catch (err) {
-      s.push(callErrorFrame(call.id, Code.InvalidArgument, ConnectError.from(err).rawMessage));
+      s.push(callErrorFrame(call.id, Code.InvalidArgument, ConnectError.from(err).rawMessage, "", true));
       return;
     }
     // A host speaks for the containers it runs; an attached process only for its own.
     const sender = s.role === "attached" ? s.container : s.role === "host" ? call.sender : "";
     if (s.role === "host" && sender !== "" && lifecycle?.hostOf(sender) !== s) {
-      s.push(callErrorFrame(call.id, Code.PermissionDenied, `call.sender "${sender}" is not a container this host runs`));
+      s.push(callErrorFrame(call.id, Code.PermissionDenied, `call.sender "${sender}" is not a container this host runs`, "", true));
       return;
     }
     const env: Letter = new Envelope({
@@ -74,11 +75,11 @@ export function createLinkFrames(options: LinkFramesOptions): (link: WorkerLink,
     });
     if (call.expectsReply) {
       if (s.calls.has(call.id)) {
-        s.push(callErrorFrame(call.id, Code.InvalidArgument, `call id ${call.id} is already used by an unanswered request`));
+        s.push(callErrorFrame(call.id, Code.InvalidArgument, `call id ${call.id} is already used by an unanswered request`, "", true));
         return;
       }
       if (s.calls.size >= MAX_PENDING_CALLS) {
-        s.push(callErrorFrame(call.id, Code.ResourceExhausted, `too many unanswered requests on this session (limit ${MAX_PENDING_CALLS})`));
+        s.push(callErrorFrame(call.id, Code.ResourceExhausted, `too many unanswered requests on this session (limit ${MAX_PENDING_CALLS})`, "", true));
         return;
       }
       let deadline = Date.now() + (call.timeoutMs > 0 ? call.timeoutMs : DEFAULT_REQUEST_TIMEOUT_MS);

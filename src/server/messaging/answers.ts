@@ -20,6 +20,13 @@ export interface Answers {
   accept(env: Letter, container: string): void;
   /** The call failed; `container` names the one that failed it, when one did. */
   fail(env: Letter, code: Code, message: string, container?: string): void;
+  /**
+   * The call failed before any worker had it (no place took it): it ran nowhere, and its caller
+   * is told so (CallResult.refused), so that a server that forwarded it may send it elsewhere.
+   * One delivered to a worker here once is answered as by fail (a worker's error never reads as
+   * a refusal).
+   */
+  refuse(env: Letter, code: Code, message: string, container?: string): void;
   /** Forgets a request that ends without an answer (its caller went away). */
   forget(env: Letter): void;
 }
@@ -60,16 +67,19 @@ export function createAnswers(options: AnswersOptions): Answers {
     else env.onAnswer?.({ code: 0, message: "", data, contentType, container });
   };
 
+  const fail = (env: Letter, code: Code, message: string, container: string, refused: boolean) => {
+    if (!settled(env, code)) return;
+    // Its caller is told it failed: it must not be delivered after a restart either.
+    if (env.journalKey) options.journal?.remove(env.journalKey);
+    if (env.origin) env.origin.push(callErrorFrame(env.callId, code, message, container, refused));
+    else env.onAnswer?.({ code, message, data: EMPTY, contentType: "", container });
+  };
+
   return {
     reply,
     accept: (env, container) => reply(env, container, EMPTY, ""),
-    fail(env, code, message, container = "") {
-      if (!settled(env, code)) return;
-      // Its caller is told it failed: it must not be delivered after a restart either.
-      if (env.journalKey) options.journal?.remove(env.journalKey);
-      if (env.origin) env.origin.push(callErrorFrame(env.callId, code, message, container));
-      else env.onAnswer?.({ code, message, data: EMPTY, contentType: "", container });
-    },
+    fail: (env, code, message, container = "") => fail(env, code, message, container, false),
+    refuse: (env, code, message, container = "") => fail(env, code, message, container, env.attempt === 0),
     forget(env) {
       if (env.expectsReply) env.origin?.calls.delete(env.callId);
     },

@@ -81,17 +81,21 @@ export function cancelDeliveryFrame(id: number, reason: string): ServerFrame {
 export function callReplyFrame(id: bigint, data: Uint8Array, contentType: string, container: string): ServerFrame {
   return {
     $typeName: ServerFrameSchema.typeName,
-    frame: { case: "callResult", value: { $typeName: CallResultSchema.typeName, id, data, contentType, error: undefined, container } },
+    frame: { case: "callResult", value: { $typeName: CallResultSchema.typeName, id, data, contentType, error: undefined, container, refused: false } },
   };
 }
 
-/** Builds the CallResult frame of a failed call; `container` names who failed it, when one did. */
-export function callErrorFrame(id: bigint, code: number, message: string, container = ""): ServerFrame {
+/**
+ * Builds the CallResult frame of a failed call; `container` names who failed it, when one did.
+ * `refused`: this server refused it before any worker had it (it ran nowhere); never for an
+ * error a worker gave.
+ */
+export function callErrorFrame(id: bigint, code: number, message: string, container = "", refused = false): ServerFrame {
   return {
     $typeName: ServerFrameSchema.typeName,
     frame: {
       case: "callResult",
-      value: { $typeName: CallResultSchema.typeName, id, data: EMPTY, contentType: "", error: wireError(code, message), container },
+      value: { $typeName: CallResultSchema.typeName, id, data: EMPTY, contentType: "", error: wireError(code, message), container, refused },
     },
   };
 }

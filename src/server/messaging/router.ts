@@ -149,7 +149,7 @@ export function createRouter(options: RouterOptions): Router {
   function refuse(env: Letter, code: Code, message: string) {
     deadlines.remove(env);
     env.state = EnvelopeState.Done;
-    answers.fail(env, code, message);
+    answers.refuse(env, code, message);
   }
 
   function resolveAndRoute(env: Letter, target: Target): boolean {

@@ -59,10 +59,11 @@ export function createServiceRouting(options: ServiceRoutingOptions): ServiceRou
   const maxBytes = options.maxInboxBytes ?? DEFAULT_INBOX_BYTES;
   let drainScheduled = false;
 
+  // Every call refused here is one no worker had (a request delivered once is failed by the deliveries).
   const refuse = (env: Letter, code: Code, message: string, container = "") => {
     env.state = EnvelopeState.Done;
     deadlines.remove(env);
-    answers.fail(env, code, message, container);
+    answers.refuse(env, code, message, container);
   };
   const fail = (env: Letter, message: string, container = "") => refuse(env, Code.Unavailable, message, container);
 
