@@ -88,6 +88,35 @@ test("a server SIGKILLed with durable sends through a Service unsettled: the lea
   }
 });
 
+test("three servers: the leader, which holds no endpoint, reads back what a SIGKILLed server journaled through a Service and sends it on to the endpoint on the third server (not left in its own queue for the service)", async () => {
+  const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
+  const b = cluster.leader;
+  const [a, c] = cluster.standbys as [ClusterServer, ClusterServer];
+  const [file, gate] = [join(at.dir, "three.jsonl"), join(at.dir, "three.gate")];
+  let host: Proc | undefined;
+  try {
+    host = spawnK4s(["worker", "--server", `${a.address},${c.address}`, "--name", "svc-third", "--module", `da=${at.modulePath}`]);
+    await eventually(() => holdsHost(b, a, "svc-third"), 30_000, "host held by A");
+    const n = 30;
+    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "shipping", selector: "shipper", endpoint: "shipper", file, gate, n });
+
+    const t0 = Date.now();
+    await a.proc.kill("SIGKILL");
+    await eventually(() => holdsHost(b, c, "svc-third"), 30_000, "host held by C");
+    writeFileSync(gate, "");
+    await eventually(() => counts(file).size === n, 90_000, "every send A accepted through the Service handled via C");
+    const handledMs = Date.now() - t0;
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    console.log(`# three: ${n} sends through a Service journaled by A, A SIGKILLed, endpoint on C, leader B; all handled after ${handledMs} ms; duplicates ${duplicates(file)}, lost 0`);
+  } catch (err) {
+    dumpLogs({ "server A (killed)": a.proc, "server B (leader)": b.proc, "server C": c.proc, host });
+    throw err;
+  } finally {
+    await host?.kill();
+    await cluster.stop();
+  }
+});
+
 test("a server started while the server that journaled durable sends through a Service lives does not deliver them: each is handled once, by the endpoint on that server", async () => {
   const { cluster, a, b } = await twoServers();
   const fileA = join(at.dir, "alive-a.jsonl");

@@ -17,7 +17,7 @@ import { createClusterRouter, type ClusterRouter } from "./cluster/cluster-route
 import { createDepartedJournals } from "./cluster/departed-journals.js";
 import { awaitsPlace } from "./cluster/container-placement.js";
 import { createHolding, type Holding } from "./cluster/holding.js";
-import { createRerouter } from "./cluster/let-go.js";
+import { createRerouter, createSpiller } from "./cluster/let-go.js";
 import { createPeerLinks, type PeerLinks, type PeerLinksOptions } from "./cluster/peer-links.js";
 import { createSessionLocator, type SessionLocator, type SessionName } from "./cluster/session-locator.js";
 import { createStoreBinder } from "./cluster/store-binder.js";
@@ -155,6 +155,7 @@ function createHolderPlane(
   onReconcile: (r: ReconcileReport) => void,
   holds?: ContainerControllerOptions["holds"],
   reroute?: (container: string, envs: readonly Letter[]) => void,
+  onRestored?: () => void,
 ): HolderPlane {
   const { events, logs, metrics, onError, sessions } = options;
   const messaging = createMessagingPlane({
@@ -166,6 +167,7 @@ function createHolderPlane(
     credentials: options.credentials,
     journal: options.journal,
     recoversOnHold: holds !== undefined,
+    onRestored,
     onError,
     maxSessionBufferBytes: options.maxSessionBufferBytes,
     maxInboxBytes: options.maxInboxBytes,
@@ -351,6 +353,41 @@ async function drained(router: Router): Promise<void> {
   while (busy() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
+/**
+ * When the calls waiting for an endpoint of a service here are sent on to other servers: after
+ * any change of a Container or Service and after sends were read back from a journal (once per
+ * turn of the event loop), for each service with a ready endpoint another server delivers.
+ */
+function createSpills(o: {
+  router: Router;
+  clusterRouter: ClusterRouter;
+  endpoints: ClusterEndpoints;
+  holding: Holding;
+  informer: Informer;
+  containers: ContainerController;
+  self(): string;
+  journal?: SendJournal;
+}): { schedule(): void } {
+  const spill = createSpiller({ router: o.clusterRouter, local: o.router, journal: o.journal });
+  /** Whether a ready endpoint of the service is delivered by another server. */
+  const elsewhere = (service: string) =>
+    (o.endpoints.of(service) ?? []).some((e) => {
+      const server = o.holding.deliveredBy(o.informer.get("Container", e), o.containers.record(e));
+      return server !== "" && server !== o.self();
+    });
+  let scheduled = false;
+  return {
+    schedule() {
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(() => {
+        scheduled = false;
+        for (const service of o.router.waitingServices()) if (elsewhere(service)) spill(service);
+      });
+    },
+  };
+}
+
 /** The containers a change of session records touches (all after a relisting). */
 function touchedBy(touched: readonly SessionName[] | undefined, bound: BoundContainers): Iterable<string> | undefined {
   if (!touched) return undefined;
@@ -403,12 +440,14 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   let leading = false;
   let holding: ReturnType<typeof createHolding> | undefined;
   let reroute: ReturnType<typeof createRerouter> | undefined;
+  let spills: { schedule(): void } | undefined;
   const { messaging, containers, load } = createHolderPlane(
     options,
     informer,
     onReconcile,
     (obj, rec) => holding!.holds(obj, rec),
     (name, envs) => reroute!(name, envs),
+    () => spills?.schedule(),
   );
   const { router, links, heartbeatIntervalMs } = messaging;
   holding = createHolding({ self: cluster.self, links, locator, leading: () => leading });
@@ -423,6 +462,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
     if (kind !== "Container" && kind !== "Service") return;
     if (kind === "Container") clusterRouter.wake(e.object.metadata?.name ?? "");
     clusterRouter.wakeServices();
+    spills?.schedule();
   });
   // A host whose session opens here: its containers are delivered here (before its record is in etcd).
   links.onOpened((link) => {
@@ -430,6 +470,8 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   });
   // What waited here for a container another server holds now goes there.
   reroute = createRerouter({ router: clusterRouter, journal: options.journal, events, onError });
+  // What waits here for an endpoint of a service goes to its endpoints on other servers.
+  spills = createSpills({ router, clusterRouter, endpoints, holding, informer, containers, self: cluster.self, journal: options.journal });
   links.onLost((link) => {
     if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
   });

@@ -14,9 +14,9 @@
  */
 import type { Target } from "../../api/target.js";
 import type { EventRecorder } from "../event-recorder.js";
-import { Envelope, type CallAnswer } from "../messaging/envelope.js";
+import { Envelope, EnvelopeState, type CallAnswer } from "../messaging/envelope.js";
 import type { Letter } from "../messaging/mailbox.js";
-import type { CallRouter } from "../messaging/router.js";
+import type { CallRouter, Router } from "../messaging/router.js";
 import type { SendJournal } from "../messaging/send-journal.js";
 
 /** RerouteOptions are the cluster router the messages go on through, and where losses are told. */
@@ -52,17 +52,59 @@ export function createRerouter(options: RerouteOptions): (container: string, env
         router.route(env, target);
         continue;
       }
-      const copy: Letter = new Envelope({
-        data: env.data,
-        contentType: env.contentType,
-        expectsReply: false,
-        sender: env.sender,
-        onAnswer(answer) {
+      router.route(
+        copyOf(env, (answer) => {
           if (answer.code !== 0) return lost(container, env, answer);
           if (env.journalKey) journal?.remove(env.journalKey);
-        },
-      });
-      router.route(copy, target);
+        }),
+        target,
+      );
+    }
+    return envs.length;
+  };
+}
+
+/** A copy of an accepted send, to route anew; onAnswer is told what became of it. */
+function copyOf(env: Letter, onAnswer: (answer: CallAnswer) => void): Letter {
+  return new Envelope({ data: env.data, contentType: env.contentType, expectsReply: false, sender: env.sender, onAnswer });
+}
+
+/** SpillOptions are the cluster router, this server's own router, and its journal. */
+export interface SpillOptions {
+  router: Pick<CallRouter, "route">;
+  local: Pick<Router, "route" | "takeWaiting">;
+  journal?: SendJournal;
+}
+
+/**
+ * Creates what sends the calls waiting in a service's queue here on through the cluster router
+ * (call it when the service has a ready endpoint on another server). A call not answered yet (a
+ * request, a send not accepted yet) goes as it is: its caller waits for the answer. A send
+ * accepted here goes as a copy: its journal entry here is removed once a server accepted the
+ * copy; a copy refused everywhere puts the send back in the service's queue here, where it
+ * waits as before (an accepted send is never dropped for want of an endpoint).
+ */
+export function createSpiller(options: SpillOptions): (service: string) => number {
+  const { router, local, journal } = options;
+  return (service) => {
+    const target: Target = { kind: "service", name: service };
+    const envs = local.takeWaiting(service);
+    for (const env of envs) {
+      if (env.expectsReply || !env.answered) {
+        router.route(env, target);
+        continue;
+      }
+      router.route(
+        copyOf(env, (answer) => {
+          if (answer.code === 0) {
+            if (env.journalKey) journal?.remove(env.journalKey);
+            return;
+          }
+          env.state = EnvelopeState.New;
+          local.route(env, target);
+        }),
+        target,
+      );
     }
     return envs.length;
   };

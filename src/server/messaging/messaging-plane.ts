@@ -49,6 +49,11 @@ export interface MessagingPlaneOptions {
    * (readDeparted).
    */
   recoversOnHold?: boolean;
+  /**
+   * Told after sends read back from a journal were handed to the router (in a cluster, those
+   * that wait for an endpoint of their service here go on to its endpoints on other servers).
+   */
+  onRestored?: () => void;
   onError?: (message: string, err?: unknown) => void;
   /** Bytes a session may leave unread before it is cut off (default 64 MiB). */
   maxSessionBufferBytes?: number;
@@ -141,7 +146,10 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
 
   function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string, from?: (writer: string | undefined) => boolean): Promise<number> {
     return journal.recover(uid, from).then((entries) => {
-      if (entries.length > 0 && router.restore(kind, name, uid, entries)) metrics?.journalRecovered.inc(entries.length);
+      if (entries.length > 0 && router.restore(kind, name, uid, entries)) {
+        metrics?.journalRecovered.inc(entries.length);
+        options.onRestored?.();
+      }
       return entries.length;
     }, (err: unknown) => (failed(kind, name)(err), 0));
   }

@@ -106,6 +106,13 @@ export interface Router {
    * anew. What its worker has in flight is not taken (release() it first).
    */
   takeBack(name: string): Letter[];
+  /** The services that calls wait for here (no endpoint of theirs ready here took them). */
+  waitingServices(): string[];
+  /**
+   * Takes out, in order, the calls waiting here for an endpoint of a service, New again, for the
+   * caller to route anew (in a cluster: to the service's endpoints on other servers).
+   */
+  takeWaiting(service: string): Letter[];
   /** Whether a target names a container or service the router knows. */
   knows(target: Target): boolean;
   /** Fails every waiting call with UNAVAILABLE and disarms the deadline timer. */
@@ -244,6 +251,15 @@ export function createRouter(options: RouterOptions): Router {
     takeBack(name) {
       const m = directory.mailbox(name);
       return m ? takeBackFrom(m, deadlines, stranded) : [];
+    },
+    waitingServices: () => [...directory.services()].filter((s) => s.waiters.live > 0).map((s) => s.name),
+    takeWaiting(name) {
+      const envs = directory.service(name)?.waiters.drain() ?? [];
+      for (const env of envs) {
+        deadlines.remove(env);
+        env.state = EnvelopeState.New;
+      }
+      return envs;
     },
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {
