@@ -125,3 +125,17 @@ test("answers: a request's latency is observed once, under its code, only when i
   s.answers.accept(send, "c"); // a send is not a round trip
   assert.deepEqual(await observations(s), { OK: 1, DEADLINE_EXCEEDED: 1 });
 });
+
+test("a refusal is marked on the caller's stream (CallResult.refused) only for a call no worker had here; a failure never is", () => {
+  const s = setup();
+  const refusedOf = (f: ServerFrame | undefined) => (f?.frame.case === "callResult" ? f.frame.value.refused : undefined);
+  s.answers.refuse(letter(s, { expectsReply: true, stream: true, callId: 1n }), Code.NotFound, "no container named x");
+  assert.equal(refusedOf(s.frames.at(-1)), true, "refused before any delivery");
+  s.answers.fail(letter(s, { expectsReply: true, stream: true, callId: 2n }), Code.NotFound, "no such order", "c");
+  assert.equal(refusedOf(s.frames.at(-1)), false, "a worker's error");
+  const delivered = letter(s, { expectsReply: true, stream: true, callId: 3n });
+  delivered.attempt = 1;
+  s.answers.refuse(delivered, Code.Unavailable, "gone");
+  assert.equal(refusedOf(s.frames.at(-1)), false, "delivered once: never a refusal");
+  assert.equal(s.frames.length, 3);
+});

@@ -155,7 +155,7 @@ test("cluster router: a call for a container another server delivers goes over t
   }
 });
 
-test("cluster router: a service's calls go to its endpoints cluster-wide in turn; one an endpoint's server refused before accepting it (gone, unreachable for a send) goes to the next endpoint; a request whose server failed after it went out is not sent again", async () => {
+test("cluster router: a service's calls go to its endpoints cluster-wide in turn; one an endpoint's server refused before accepting it (gone, or a link that never opened) goes to the next endpoint; a request whose server failed after it went out is not sent again", async () => {
   const { server, stop } = await startEchoServer();
   const links = createPeerLinks({ self: () => "127.0.0.1:1" });
   const local = createRouter({ events: createEventRecorder() });
@@ -184,6 +184,12 @@ test("cluster router: a service's calls go to its endpoints cluster-wide in turn
       router.route(s.env, { kind: "service", name: "sends" });
       assert.equal((await s.answer()).code, 0, "a send the unreachable server never took went to the next endpoint");
     }
+    // A request whose link never opened was sent nowhere: it goes to the next endpoint too.
+    const unsent = call({ tag: "h" }, { timeoutMs: 30_000 });
+    router.route(unsent.env, { kind: "service", name: "sends" });
+    const h = await unsent.answer();
+    assert.equal(h.code, 0, `a request the unreachable server never had went to the next endpoint: ${h.message}`);
+    assert.equal(h.container, "pl-echo");
     const r = call({ tag: "g" }, { timeoutMs: 30_000 });
     router.route(r.env, { kind: "container", name: "far" });
     assert.equal((await r.answer()).code, Code.Unavailable, "a call for one container is not sent elsewhere");
@@ -212,9 +218,12 @@ test("cluster router: a call that came over another server's peer session (its c
       link.calls.set(callId, env);
       router.route(env, { kind: "container", name: "pl-echo" });
       const answered = await eventually(async () => (await link.next())?.frames.find((f) => f.frame.case === "callResult"), 30_000, `the answer on ${link.id}`);
-      return answered!.frame.case === "callResult" ? answered!.frame.value.error : undefined;
+      return answered!.frame.case === "callResult" ? answered!.frame.value : undefined;
     };
-    const error = await routeOn(peer, 7n, "p");
+    const refusal = await routeOn(peer, 7n, "p");
+    const error = refusal?.error;
+    // Marked as the server's refusal (no worker had it): what lets the sending server route it again.
+    assert.equal(refusal?.refused, true, "the refusal says so");
     // Not forwarded: refused here before it was accepted, for the sending server to route it again.
     assert.equal(error?.code, Code.Unavailable, `this server answered (it holds no pl-echo): ${error?.message}`);
     assert.match(error?.message ?? "", /container "pl-echo" is not held by server 127\.0\.0\.1:1 \(server 127\.0\.0\.1:\d+ delivers it\)/);
@@ -223,7 +232,7 @@ test("cluster router: a call that came over another server's peer session (its c
     router.route(ok.env, { kind: "container", name: "pl-echo" });
     assert.equal((await ok.answer()).code, 0);
     // So does one from a client named like a peer session: forwarded, and answered by the server delivering pl-echo.
-    assert.equal(await routeOn(impostor, 8n, "n"), undefined, "the named client's call was forwarded");
+    assert.equal((await routeOn(impostor, 8n, "n"))?.error, undefined, "the named client's call was forwarded");
   } finally {
     local.stop("done");
     await links.stop("done");
