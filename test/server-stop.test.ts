@@ -3,16 +3,17 @@
  * start finish its step, then stops whatever it started, so that nothing is left running: no port
  * taking connections, no record of it in etcd (its member record, session records, election key),
  * whichever step the start was at. In process (createServer) at several moments of the start,
- * and as a `k4s server` process sent SIGTERM while it starts: it exits, leaving no record.
+ * and as a `k4s server` process sent SIGTERM while it starts: it exits, leaving no record. A
+ * start stuck reaching an etcd that does not answer is given up at once.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { connect } from "node:net";
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { createServer } from "../src/server/server.js";
 import { openStore } from "../src/server/store/open-store.js";
 import type { Store } from "../src/server/store/store.js";
 import { startEtcd } from "./etcd.js";
-import { spawnK4s } from "./helpers.js";
+import { eventually, spawnK4s } from "./helpers.js";
 
 /** The keys in etcd that say a server is in the cluster: its member record, its sessions', its campaign. */
 async function liveKeys(store: Store): Promise<string[]> {
@@ -103,5 +104,69 @@ test("k4s server sent SIGTERM while it starts: it exits 0 and leaves no record i
   } finally {
     await store.close();
     await etcd.stop();
+  }
+});
+
+/**
+ * A TCP port that takes connections and never answers (an etcd behind a black hole, or one
+ * frozen): its connections are counted, so a test knows the server is trying to reach it.
+ */
+async function silentPort(): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let count = 0;
+  const server = createNetServer((s) => {
+    count++;
+    sockets.add(s);
+    s.on("error", () => {});
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => count,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+test("server stop during a start stuck reaching etcd (nothing answers at the store's address): stop() gives the start up at once and resolves, its port closed", { timeout: 60_000 }, async () => {
+  const hole = await silentPort();
+  try {
+    const server = createServer({ port: 0, store: `etcd://127.0.0.1:${hole.port}`, leaseTtlSeconds: 2, onError: () => {} });
+    const start = server.start().then(
+      () => "started",
+      (err: unknown) => (err as Error).message,
+    );
+    // The start is at its store step: it connected, and waits for an answer that never comes.
+    await eventually(() => hole.connections() > 0, 30_000, "the server connecting to the silent store");
+    const t0 = Date.now();
+    await server.stop();
+    const ms = Date.now() - t0;
+    const outcome = await start;
+    assert.match(outcome, /stopped while it was starting/, "the start ends because it was stopped");
+    assert.equal(await accepts(server.port), false, `port ${server.port} accepts nothing after stop()`);
+    console.log(`# stop() of a server stuck reaching a silent etcd resolved after ${ms} ms; start() ended: ${outcome}`);
+  } finally {
+    await hole.close();
+  }
+});
+
+test("k4s server sent SIGTERM while it waits for an etcd that does not answer: it says so and exits 0, without waiting for its shutdown deadline", { timeout: 120_000 }, async () => {
+  const hole = await silentPort();
+  try {
+    const proc = spawnK4s(["server", "--port", "0", "--no-dashboard", "--no-local-worker", "--store", `etcd://127.0.0.1:${hole.port}`]);
+    await eventually(() => hole.connections() > 0, 30_000, "k4s server connecting to the silent store");
+    const t0 = Date.now();
+    proc.child.kill("SIGTERM");
+    const code = await proc.exited;
+    const out = `${proc.stdout()}${proc.stderr()}`;
+    assert.equal(code, 0, `exit code (output: ${out})`);
+    assert.match(out, /k4s server: SIGTERM while starting; shutting down/);
+    assert.doesNotMatch(out, /did not finish/);
+    console.log(`# SIGTERM to k4s server waiting for a silent etcd: exited ${code} ${Date.now() - t0} ms later: ${out.trim().replace(/\n/g, " | ")}`);
+  } finally {
+    await hole.close();
   }
 });

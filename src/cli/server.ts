@@ -99,6 +99,9 @@ export function serverCommand(): Command {
       // --tls-ca: the CA of the cluster's server certificates, which peer links and the local host trust.
       const tls = opts.tlsCert && opts.tlsKey ? { cert: readPem(opts.tlsCert, "certificate"), key: readPem(opts.tlsKey, "key"), ca: g.tls?.ca } : undefined;
       const { token } = g;
+      // A signal from here on (while the server's modules load, or during its start) stops what
+      // the start started (its member leaves the cluster) and exits with a line saying so.
+      const stopped = untilStopped();
       // grpc-js would also log a failed bind on its own ("No address added out of total 1
       // resolved"); the one error line below says it all. It is loaded already (the client
       // modules use it), so its environment variable would be read too late.
@@ -145,8 +148,6 @@ export function serverCommand(): Command {
         await server.stop();
         process.exit(0);
       };
-      // A signal during the start stops what the start started (its member leaves the cluster).
-      const stopped = untilStopped();
       const startup = server.start();
       const early = await Promise.race([startup.then(() => undefined, () => undefined), stopped]);
       if (early !== undefined) await shutDown(`${early} while starting`);

@@ -11,6 +11,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { untilAborted } from "../api/abortable-delay.js";
 import { DEFAULT_PORT, joinHostPort } from "../api/address.js";
 import { codeName } from "../api/code-name.js";
 import { KEEPALIVE_TIME_MS, KEEPALIVE_TIMEOUT_MS } from "../transport/channel.js";
@@ -540,8 +541,9 @@ function apiHandlers(options: ServerOptions, p: ApiParts): ApiHandlers {
 }
 
 /** Opens the store the server's options name (options.store, else SQLite in options.dataDir), with their history bounds. */
-function openServerStore(options: ServerOptions, onError: (message: string, err?: unknown) => void): Promise<Store> {
+function openServerStore(options: ServerOptions, onError: (message: string, err?: unknown) => void, signal: AbortSignal): Promise<Store> {
   return openStore({
+    signal,
     url: options.store ?? (options.dataDir ? `sqlite:${options.dataDir}` : undefined),
     historyLimit: options.historyLimit,
     historyBytes: options.historyBytes,
@@ -557,6 +559,11 @@ function peerProver(member: () => ClusterMember | undefined, credentials: HostCr
     if (cluster === undefined || !credentials.verifyPeer(advertise, credential)) return "invalid";
     return (await cluster.isMember(advertise)) ? "member" : "lapsed";
   };
+}
+
+/** Why a start under way ended: stop() was called. */
+function stoppedWhileStarting(): ConnectError {
+  return new ConnectError("the k4s server was stopped while it was starting", Code.Unavailable);
 }
 
 /** What stopParts stops, in order: what a server started (a plane or journals not started: none). */
@@ -641,6 +648,8 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   const portPlan: PortPlan = { grpcServer, credentials: serverCredentials(options.tls), host, dashboardHost, metrics, dashboardRoutes, onError };
   let starting: Promise<void> | undefined;
   let stopRequested = false;
+  /** Aborted by stop(): a start step waiting for etcd (reaching it, joining the cluster) gives up at once. */
+  const startCancel = new AbortController();
   let stopping: Promise<void> | undefined;
   /** What start() started (or began to start): stop() stops only those. */
   const started = { plane: false, journals: false };
@@ -669,9 +678,11 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       return starting;
     },
     async stop() {
-      // A start still under way is let finish (each of its steps first looks whether the server
-      // is stopping), then whatever it started is stopped (once: a start that failed stopped it).
+      // A start still under way ends: a step waiting for etcd (reaching it, joining the cluster)
+      // gives up at once, any other finishes and the next one does not begin; then whatever it
+      // started is stopped (once: a start that failed stopped it).
       stopRequested = true;
+      startCancel.abort(stoppedWhileStarting());
       await starting?.catch(() => {});
       await stopStarted();
     },
@@ -686,7 +697,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
 
   /** Throws when stop() was called: a start under way takes no further step. */
   function notStopping(): void {
-    if (stopRequested) throw new ConnectError("the k4s server was stopped while it was starting", Code.Unavailable);
+    if (stopRequested) throw stoppedWhileStarting();
   }
 
   async function startParts(): Promise<void> {
@@ -696,7 +707,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
     port = bound.listener.port;
     notStopping();
     try {
-      store = await openServerStore(options, onError);
+      store = await openServerStore(options, onError, startCancel.signal);
     } catch (err) {
       ports = undefined;
       await closePorts(bound, grpcServer);
@@ -722,7 +733,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       // leadership (which may come at once) starts the leader's controllers once the plane runs.
       await credentials.load();
       cluster = await newClusterMember(options, etcdEndpoints, clusterPlane, { host, port }, onError);
-      await cluster.start();
+      await untilAborted(cluster.start(), startCancel.signal);
       notStopping();
     }
     started.plane = true;

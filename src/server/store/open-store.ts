@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { untilAborted } from "../../api/abortable-delay.js";
 import { prepareDataDir, removeCreatedDirs } from "../data-dir.js";
 import { reasonOf, StartupError } from "../startup-error.js";
 import { openSqliteStore } from "./sqlite-store.js";
@@ -23,6 +24,11 @@ export interface StoreSpec {
   compactIntervalMs?: number;
   /** Where background failures (etcd compaction) are reported. */
   onError?: (message: string, err?: unknown) => void;
+  /**
+   * Gives up reaching the store (an etcd that does not answer): the store is closed and the open
+   * rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** The SQLite database file inside a data directory. */
@@ -58,9 +64,10 @@ export async function openStore(spec: StoreSpec): Promise<Store> {
     const { openEtcdStore } = await import("./etcd-store.js");
     const store = openEtcdStore({ endpoints, historyLimit: spec.historyLimit, compactIntervalMs: spec.compactIntervalMs, onError: spec.onError });
     try {
-      await store.revision();
+      await untilAborted(store.revision(), spec.signal);
     } catch (err) {
       await store.close();
+      if (spec.signal?.aborted) throw err;
       throw new StartupError(`cannot reach the store ${url}: ${err instanceof ConnectError ? err.rawMessage : reasonOf(err)}`, "store");
     }
     return store;
