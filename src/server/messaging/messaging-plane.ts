@@ -107,72 +107,14 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     router.linkLost(link, describe(link));
   });
   links.onDrained((link) => router.linkDrained(link));
+  const reader = journal && createJournalReader(journal, router, options);
   informer.subscribe((e) => {
     feed(router, e);
-    if (journal) followJournal(journal, e);
+    reader?.follow(e);
   });
   metrics?.onCollectInboxes(function* () {
     for (const l of router.loads()) yield [l.name, l.queued] as [string, number];
   });
-
-  /** Which owners' journals this run has read back (once each: later entries are its own). */
-  const recovered = new Set<string>();
-  function followJournal(journal: SendJournal, e: ObjectEvent) {
-    const obj = e.object;
-    const meta = obj.metadata;
-    if (!meta || (obj.$typeName === "k4s.v1.Container" && obj.spec?.delivery !== "durable")) return;
-    if (obj.$typeName !== "k4s.v1.Container" && obj.$typeName !== "k4s.v1.Service") return;
-    const kind = obj.$typeName === "k4s.v1.Container" ? "container" : "service";
-    if (e.type === "DELETED") {
-      recovered.delete(meta.uid);
-      rereads.delete(meta.uid);
-      journal.drop(meta.uid).catch(failed(kind, meta.name));
-      return;
-    }
-    if (kind === "container" && options.recoversOnHold) return;
-    // In a cluster, another member's entries are its own to deliver while it lives (see readDeparted).
-    const from = options.recoversOnHold ? (w: string | undefined) => w === undefined || w === journal.writer : undefined;
-    readBack(journal, kind, meta.name, meta.uid, from);
-  }
-
-  const failed = (kind: string, name: string) => (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${name}"`, err);
-
-  /** Reads an owner's journal back (once while it is known, or held) and hands what it finds to the router. */
-  function readBack(journal: SendJournal, kind: "container" | "service", name: string, uid: string, from?: (writer: string | undefined) => boolean) {
-    if (recovered.has(uid)) return;
-    recovered.add(uid);
-    read(journal, kind, name, uid, from);
-  }
-
-  function read(journal: SendJournal, kind: "container" | "service", name: string, uid: string, from?: (writer: string | undefined) => boolean): Promise<number> {
-    return journal.recover(uid, from).then((entries) => {
-      if (entries.length > 0 && router.restore(kind, name, uid, entries)) {
-        metrics?.journalRecovered.inc(entries.length);
-        options.onRestored?.();
-      }
-      return entries.length;
-    }, (err: unknown) => (failed(kind, name)(err), 0));
-  }
-
-  /** The read-again chain of each durable container held here (one per takeover). */
-  const rereads = new Map<string, symbol>();
-  /**
-   * Reads a container taken over again every READ_AGAIN_MS while it is held here, until
-   * QUIET_READS reads in a row found nothing new: the old holder, until it sees the container
-   * move, may still journal sends that it lets go of then, for this server to read back.
-   */
-  function readAgain(journal: SendJournal, name: string, uid: string, chain: symbol, quiet: number) {
-    const current = () => rereads.get(uid) === chain && recovered.has(uid);
-    setTimeout(() => {
-      if (!current()) return;
-      void read(journal, "container", name, uid).then((found) => {
-        const next = found > 0 ? 0 : quiet + 1;
-        if (!current()) return;
-        if (next < QUIET_READS) readAgain(journal, name, uid, chain, next);
-        else rereads.delete(uid);
-      });
-    }, READ_AGAIN_MS).unref();
-  }
 
   async function lookup(target: Target): Promise<void> {
     if (target.kind !== "service" && (await informer.refresh("Container", target.name))) return;
@@ -187,16 +129,11 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
     start: () => links.start(),
     taken(obj) {
       const meta = obj.metadata;
-      if (!journal || !options.recoversOnHold || !meta || obj.spec?.delivery !== "durable" || recovered.has(meta.uid)) return;
-      readBack(journal, "container", meta.name, meta.uid);
-      const chain = Symbol(meta.uid);
-      rereads.set(meta.uid, chain);
-      readAgain(journal, meta.name, meta.uid, chain, 0);
+      if (reader && options.recoversOnHold && meta && obj.spec?.delivery === "durable") reader.taken(meta.name, meta.uid);
     },
     letGo(name, uid) {
       if (!options.recoversOnHold) return [];
-      recovered.delete(uid);
-      rereads.delete(uid);
+      reader?.letGo(uid);
       const out: Letter[] = [];
       for (const env of router.takeBack(name)) {
         if (journal && env.journalKey && env.service === "") {
@@ -206,19 +143,102 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
       }
       return out;
     },
+    readDeparted: async (live) => (reader ? reader.readDeparted(live) : 0),
+    stop(message) {
+      links.stop(new ConnectError(message, Code.Unavailable));
+      router.stop(message);
+    },
+  };
+}
+
+/** JournalReader reads the journals of durable sends back into the router (see MessagingPlane). */
+interface JournalReader {
+  /** A stored Container or Service changed: a journal is read back when first seen (or dropped with its owner). */
+  follow(e: ObjectEvent): void;
+  /** A durable container is held here now: its journal is read back, then again until quiet. */
+  taken(name: string, uid: string): void;
+  /** A container is held here no more: read back anew when taken again. */
+  letGo(uid: string): void;
+  readDeparted(live: ReadonlySet<string>): Promise<number>;
+}
+
+/** Creates the reading back of a plane's journal into its router. */
+function createJournalReader(journal: SendJournal, router: Router, options: MessagingPlaneOptions): JournalReader {
+  const { informer, metrics } = options;
+  /**
+   * The owners whose journals this run has read back (once each while known, or held: later
+   * entries are its own), each with the token of that reading: a container taken again gets a
+   * new one, which stops the read-again chain of its earlier takeover.
+   */
+  const recovered = new Map<string, object>();
+  const failed = (kind: string, name: string) => (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${name}"`, err);
+  type From = (writer: string | undefined) => boolean;
+
+  /** Reads an owner's journal back (once while it is known, or held); returns the reading's token. */
+  function readBack(kind: "container" | "service", name: string, uid: string, from?: From): object {
+    const token = {};
+    recovered.set(uid, token);
+    void read(kind, name, uid, from);
+    return token;
+  }
+
+  /** Hands what an owner's journal holds (and this run reads back for the first time) to the router; resolves with how much. */
+  function read(kind: "container" | "service", name: string, uid: string, from?: From): Promise<number> {
+    return journal.recover(uid, from).then((entries) => {
+      if (entries.length > 0 && router.restore(kind, name, uid, entries)) {
+        metrics?.journalRecovered.inc(entries.length);
+        options.onRestored?.();
+      }
+      return entries.length;
+    }, (err: unknown) => (failed(kind, name)(err), 0));
+  }
+
+  /**
+   * Reads a container taken over again every READ_AGAIN_MS while it is held here, until
+   * QUIET_READS reads in a row found nothing new: the old holder, until it sees the container
+   * move, may still journal sends that it lets go of then, for this server to read back.
+   */
+  function readAgain(name: string, uid: string, token: object, quiet: number) {
+    const current = () => recovered.get(uid) === token;
+    setTimeout(() => {
+      if (!current()) return;
+      void read("container", name, uid).then((found) => {
+        const next = found > 0 ? 0 : quiet + 1;
+        if (current() && next < QUIET_READS) readAgain(name, uid, token, next);
+      });
+    }, READ_AGAIN_MS).unref();
+  }
+
+  return {
+    follow(e) {
+      const obj = e.object;
+      const meta = obj.metadata;
+      if (!meta || (obj.$typeName === "k4s.v1.Container" && obj.spec?.delivery !== "durable")) return;
+      if (obj.$typeName !== "k4s.v1.Container" && obj.$typeName !== "k4s.v1.Service") return;
+      const kind = obj.$typeName === "k4s.v1.Container" ? "container" : "service";
+      if (e.type === "DELETED") {
+        recovered.delete(meta.uid);
+        journal.drop(meta.uid).catch(failed(kind, meta.name));
+        return;
+      }
+      if ((kind === "container" && options.recoversOnHold) || recovered.has(meta.uid)) return;
+      // In a cluster, another member's entries are its own to deliver while it lives (see readDeparted).
+      const from = options.recoversOnHold ? (w: string | undefined) => w === undefined || w === journal.writer : undefined;
+      readBack(kind, meta.name, meta.uid, from);
+    },
+    taken(name, uid) {
+      if (recovered.has(uid)) return;
+      readAgain(name, uid, readBack("container", name, uid), 0);
+    },
+    letGo: (uid) => void recovered.delete(uid),
     async readDeparted(live) {
-      if (!journal) return 0;
       const departed = (w: string | undefined) => w !== undefined && w !== journal.writer && !live.has(w);
       let found = 0;
       for (const s of [...informer.list("Service")]) {
         const meta = s.metadata;
-        if (meta) found += await read(journal, "service", meta.name, meta.uid, departed);
+        if (meta) found += await read("service", meta.name, meta.uid, departed);
       }
       return found;
-    },
-    stop(message) {
-      links.stop(new ConnectError(message, Code.Unavailable));
-      router.stop(message);
     },
   };
 }
