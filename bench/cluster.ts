@@ -1,21 +1,25 @@
 /**
- * `npm run bench:cluster [-- --quick] [--rounds N]`: routing between servers, in one run. Two
- * `k4s server` processes over one etcd member (in /dev/shm when there is one), a `k4s worker`
- * host connected to each (host-0 to server 0, host-1 to server 1), a ReplicaSet of two echo
- * containers (concurrency 256) that the scheduler places one on each host, and a Service over
- * them; this process is the load generator:
+ * `npm run bench:cluster [-- --quick] [--rounds N] [--scenarios NAME...]`: routing between
+ * servers, in one run (`--scenarios "via peer" crossed`: only those). Two `k4s server` processes
+ * over one etcd member (in /dev/shm when there is one), a `k4s worker` host connected to each
+ * (host-0 to server 0, host-1 to server 1), a ReplicaSet of two echo containers (concurrency
+ * 256) that the scheduler places one on each host, and a Service over them; this process is the
+ * load generator:
  *
  *   direct              client -> server 0 -> host-0               (one server, one host: the baseline)
  *   via peer            client -> server 1 -> peer link -> server 0 -> host-0   (the hop's cost)
  *   2 servers           half the calls through server 0 to host-0's replica, half through
  *                       server 1 to host-1's: each served where it arrives (2 servers vs 1)
+ *   crossed             half the calls through server 0 to host-1's replica, half through
+ *                       server 1 to host-0's: every call hops, both ways at once
  *   2 servers, Service  the calls alternate between the servers, to the Service: the router picks
  *                       an endpoint in turn cluster-wide, so about half the calls hop
  *
  * Closed loop, 100-byte requests, with 64 and with 1 in flight (the same total in every
  * scenario): req/s, p50, p99 and the CPU per call of both server processes, medians over rounds
  * (the order rotates each round), and the ratios against `direct`. BENCH_CPU_PROF=DIR writes a
- * V8 CPU profile of each server there.
+ * V8 CPU profile of each server there and prints when each window was measured: `node --import
+ * tsx bench/read-profiles.ts OUTPUT DIR SCENARIO IN_FLIGHT` reads the servers' CPU per call in them.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -28,7 +32,7 @@ import { parseRoundOptions } from "./lib/round-options.js";
 import { cpuMicros, freePort, spawnBinary, type Child } from "./lib/processes.js";
 import { K4S_BIN, k4sExecArgv } from "./lib/systems.js";
 
-const { rounds, warmupMs, durationMs } = parseRoundOptions();
+const { rounds, warmupMs, durationMs, scenarios: only } = parseRoundOptions();
 const payload = { pad: "x".repeat(88) }; // 100 bytes as JSON
 const WORKERS_SDK_JS = new URL("../dist/workers/index.js", import.meta.url).href;
 
@@ -109,21 +113,34 @@ spec: {matchLabels: {app: bench-echo}}
     direct: () => clients[0]!.request(local0, payload),
     "via peer": () => clients[1]!.request(local0, payload),
     "2 servers": () => (turn++ % 2 === 0 ? clients[0]!.request(local0, payload) : clients[1]!.request(local1, payload)),
+    crossed: () => (turn++ % 2 === 0 ? clients[0]!.request(local1, payload) : clients[1]!.request(local0, payload)),
     "2 servers, Service": () => clients[svcTurn++ % 2]!.request("service/bench-echo", payload),
   };
   const measure = async (scenario: string, inFlight: number): Promise<Row> => {
     let cpu0 = 0;
     let cpu1 = 0;
+    let t0 = 0n;
+    let t1 = 0n;
     const cpu = () => pids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
     const r = await closedLoop(scenarios[scenario]!, inFlight, {
       warmupMs,
       durationMs,
-      onMeasureStart: () => (cpu0 = cpu()),
-      onMeasureEnd: () => (cpu1 = cpu()),
+      onMeasureStart: () => {
+        cpu0 = cpu();
+        t0 = process.hrtime.bigint() / 1000n;
+      },
+      onMeasureEnd: () => {
+        cpu1 = cpu();
+        t1 = process.hrtime.bigint() / 1000n;
+      },
     });
+    // Profiled: when each window was (µs on the monotonic clock V8's profiles use), to read them per call.
+    if (process.env.BENCH_CPU_PROF) console.log(`window ${JSON.stringify({ scenario, inFlight, fromUs: Number(t0), toUs: Number(t1), calls: r.calls })}`);
     return { scenario, inFlight, rate: r.rate, p50: r.latency.p50, p99: r.latency.p99, cpuUsPerCall: (cpu1 - cpu0) / Math.max(1, r.calls), errors: r.errors, firstError: r.firstError };
   };
-  const names = Object.keys(scenarios);
+  const unknown = only.filter((n) => !(n in scenarios));
+  if (unknown.length > 0) throw new Error(`no scenario ${unknown.map((n) => JSON.stringify(n)).join(", ")} (there are: ${Object.keys(scenarios).join("; ")})`);
+  const names = Object.keys(scenarios).filter((n) => only.length === 0 || only.includes(n));
   const rows: Row[] = [];
   for (const inFlight of [64, 1]) {
     // One unmeasured pass each, so that whoever runs first is not measured cold.
@@ -150,7 +167,7 @@ spec: {matchLabels: {app: bench-echo}}
       );
     }
   }
-  for (const inFlight of [64, 1]) {
+  for (const inFlight of names.includes("direct") ? [64, 1] : []) {
     const rate = (scenario: string) => median(rows.filter((r) => r.scenario === scenario && r.inFlight === inFlight).map((r) => r.rate));
     console.log(`${inFlight} in flight: 2 servers (2 hosts) vs 1 server (1 host) ${(rate("2 servers") / rate("direct")).toFixed(2)}x req/s; via peer vs direct ${(rate("via peer") / rate("direct")).toFixed(2)}x`);
   }

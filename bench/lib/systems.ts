@@ -214,5 +214,9 @@ function followStats(address: string): { stop(): Promise<void> } {
   };
 }
 
-/** Path of the k4s command, for spawning a worker host. */
-export const K4S_BIN = fileURLToPath(new URL("../../bin/k4s.js", import.meta.url));
+/**
+ * Path of the k4s command, for spawning a worker host. Profiled (BENCH_CPU_PROF), the unbundled
+ * dist/cli/main.js runs instead of bin/k4s.js's minified bundle, so that a profile names functions
+ * and files as in src/ (bench/lib/k4s-unbundled.js).
+ */
+export const K4S_BIN = fileURLToPath(new URL(process.env.BENCH_CPU_PROF ? "./k4s-unbundled.js" : "../../bin/k4s.js", import.meta.url));
