@@ -11,7 +11,7 @@ import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
 import type { Letter } from "../src/server/messaging/mailbox.js";
 import { createClient } from "../src/client/index.js";
 import { createClusterRouter } from "../src/server/cluster/cluster-router.js";
-import { createPeerLinks, PEER_SESSION_PREFIX } from "../src/server/cluster/peer-links.js";
+import { createPeerLinks, HeldSignal, PEER_SESSION_PREFIX } from "../src/server/cluster/peer-links.js";
 import { WorkerLink } from "../src/server/messaging/worker-link.js";
 import { createEventRecorder } from "../src/server/event-recorder.js";
 import { createRouter } from "../src/server/messaging/router.js";
@@ -70,6 +70,26 @@ async function startEchoServer() {
     },
   };
 }
+
+test("peer links: the signal of a call held tells each listener of the abort once; a listener removed, or added after the abort, is not called", () => {
+  const signal = new HeldSignal();
+  const heard: string[] = [];
+  const a = () => heard.push("a");
+  const b = () => heard.push("b");
+  const c = () => heard.push("c");
+  signal.addEventListener("abort", a);
+  signal.addEventListener("abort", a, { once: true });
+  signal.addEventListener("abort", b);
+  signal.addEventListener("abort", c);
+  signal.removeEventListener("abort", c);
+  assert.equal(signal.aborted, false);
+  signal.abort();
+  signal.abort();
+  assert.equal(signal.aborted, true);
+  signal.addEventListener("abort", c);
+  signal.abort();
+  assert.deepEqual(heard, ["a", "b"]);
+});
 
 test("peer links: a call forwarded to another server is answered by its router (reply, error code, deadline, cancel); a server that cannot be reached is UNAVAILABLE naming it; stop fails what is in flight", async () => {
   const { server, cancelled, stop } = await startEchoServer();

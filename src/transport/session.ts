@@ -98,6 +98,16 @@ export interface SessionOptions {
   transport?: WorkerTransport;
 }
 
+/**
+ * What tells a call it was given up on: an AbortSignal, or anything that keeps its `aborted` and
+ * its "abort" listeners the same way (a server forwarding calls uses a lighter one of its own).
+ */
+export interface CallSignal {
+  readonly aborted: boolean;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
 /** CallOptions describe one send or request made through a session. */
 export interface CallOptions {
   target: string;
@@ -110,7 +120,7 @@ export interface CallOptions {
   sender?: string;
   /** The delivery being handled, whose deadline a request inherits. */
   parentDelivery?: number;
-  signal?: AbortSignal;
+  signal?: CallSignal;
 }
 
 /** CallReply is the answer to a call: the reply of a request, or the acceptance of a send. */
@@ -153,7 +163,7 @@ interface PendingCall {
   sent: boolean;
   /** When the call's timeout passes (ms epoch); the server enforces it, the client only backs it up. */
   expiresAt: number;
-  signal: AbortSignal | undefined;
+  signal: CallSignal | undefined;
   onAbort: (() => void) | undefined;
 }
 

@@ -11,7 +11,7 @@ import { EnvelopeState } from "../messaging/envelope.js";
 import { DEFAULT_QUEUE_LIMIT, type Letter } from "../messaging/mailbox.js";
 import { MAX_SERVICE_WAITERS } from "../messaging/service-route.js";
 import { NOT_TAKEN_STOPPING, type CallRouter } from "../messaging/router.js";
-import { callRefused } from "../../transport/session.js";
+import { callRefused, type CallSignal } from "../../transport/session.js";
 import type { PeerLinks } from "./peer-links.js";
 
 /** ClusterRouterOptions are this server's router, its peer links, and where containers are delivered. */
@@ -106,7 +106,7 @@ interface Waiter {
   key: string;
   env: Letter;
   target: Target;
-  signal: AbortSignal;
+  signal: CallSignal;
   timer: NodeJS.Timeout;
   onAbort: () => void;
 }

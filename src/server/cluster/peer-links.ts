@@ -13,7 +13,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { formatTarget, type Target } from "../../api/target.js";
 import type { TlsOptions } from "../../transport/channel.js";
-import { callRefused, openSession, serverAnswered, type Session } from "../../transport/session.js";
+import { callRefused, openSession, serverAnswered, type CallSignal, type Session } from "../../transport/session.js";
 import { createAnswers } from "../messaging/answers.js";
 import { createDeadlineQueue } from "../messaging/deadline-queue.js";
 import { EnvelopeState } from "../messaging/envelope.js";
@@ -25,6 +25,37 @@ import { PEER_CREDENTIAL_HEADER, PEER_HEADER } from "../handlers/worker-service.
  * listings: what tells a peer session is its peer credential (WorkerLink.peer), not its name.
  */
 export const PEER_SESSION_PREFIX = "peer-";
+
+/**
+ * What tells a call in the links' hands that it was given up on (see hold): an AbortSignal's
+ * `aborted` and "abort" listeners without one. Every forwarded call has one, and a Node
+ * AbortController costs several microseconds and much garbage, a noticeable part of a hop.
+ */
+export class HeldSignal implements CallSignal {
+  aborted = false;
+  /** Usually one or two: the session's, and a call waiting for a place. */
+  private listeners: Array<() => void> | undefined;
+
+  addEventListener(_type: "abort", listener: () => void, _options?: { once?: boolean }): void {
+    if (this.aborted) return;
+    if (!this.listeners) this.listeners = [listener];
+    else if (!this.listeners.includes(listener)) this.listeners.push(listener);
+  }
+
+  removeEventListener(_type: "abort", listener: () => void): void {
+    const i = this.listeners?.indexOf(listener) ?? -1;
+    if (i >= 0) this.listeners!.splice(i, 1);
+  }
+
+  /** Aborts once: each listener then is called once, and none is kept. */
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    if (listeners) for (const l of listeners) l();
+  }
+}
 
 /** PeerLinksOptions say who this server is and how it reaches the others. */
 export interface PeerLinksOptions {
@@ -46,7 +77,7 @@ export interface PeerLinks {
    * Takes a call in hand before it is forwarded (a caller may still wait for where to send it):
    * from now on abandon and stop reach it. Returns the signal that tells it was given up on.
    */
-  hold(env: Letter): AbortSignal;
+  hold(env: Letter): CallSignal;
   /**
    * Sends a call to a server (its advertise address) and answers the envelope with its reply or
    * error; `label` names the server in a broken link's error (default: its address). `refused`
@@ -57,7 +88,7 @@ export interface PeerLinks {
   /** Whether a call is in these links' hands now (held or forwarded, not yet answered). */
   holds(env: Letter): boolean;
   /** The signal of a call held (see hold), if it is. */
-  signalOf(env: Letter): AbortSignal | undefined;
+  signalOf(env: Letter): CallSignal | undefined;
   /** Lets go of a call held and not forwarded (New again), for the caller to route it. */
   letGo(env: Letter): void;
   /** Gives up on a forwarded call: the other server is told (CancelCall); answers code/message unless 0. */
@@ -78,7 +109,7 @@ export interface PeerLinks {
 export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
   // Deadlines are the other server's to keep (and the session backs them up): nothing is timed here.
   const answers = createAnswers({ deadlines: createDeadlineQueue<Letter>(() => {}) });
-  const inFlight = new Map<Letter, AbortController>();
+  const inFlight = new Map<Letter, HeldSignal>();
   const sessions = new Map<string, Session>();
 
   function linkTo(address: string): Session {
@@ -110,23 +141,23 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
     else answers.fail(env, code, message);
   }
 
-  function hold(env: Letter): AbortSignal {
-    const abort = new AbortController();
-    inFlight.set(env, abort);
+  function hold(env: Letter): HeldSignal {
+    const signal = new HeldSignal();
+    inFlight.set(env, signal);
     env.state = EnvelopeState.InFlight;
-    return abort.signal;
+    return signal;
   }
 
   return {
     hold,
     holds: (env) => inFlight.has(env),
-    signalOf: (env) => inFlight.get(env)?.signal,
+    signalOf: (env) => inFlight.get(env),
     letGo(env) {
       inFlight.delete(env);
       env.state = EnvelopeState.New;
     },
     forward(env, target, server, label = server, refused) {
-      const signal = inFlight.get(env)?.signal ?? hold(env);
+      const signal = inFlight.get(env) ?? hold(env);
       const timeoutMs = env.deadline > 0 ? Math.max(1, env.deadline - Date.now()) : 0;
       linkTo(server)
         .call({ target: formatTarget(target), data: env.data, contentType: env.contentType, expectsReply: env.expectsReply, timeoutMs, signal })
@@ -171,8 +202,8 @@ export function createPeerLinks(options: PeerLinksOptions): PeerLinks {
       }
     },
     async stop(message) {
-      for (const [env, abort] of [...inFlight]) {
-        abort.abort();
+      for (const [env, signal] of [...inFlight]) {
+        signal.abort();
         fail(env, Code.Unavailable, message, false);
       }
       const all = [...sessions.values()];
