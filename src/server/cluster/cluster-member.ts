@@ -127,6 +127,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
 
   /** Grants a new lease and writes the record and every held session under it. */
   async function join(): Promise<void> {
+    // The grant is sent as the lease is created: the lease counts from then, as renewals do.
+    const sentAt = Date.now();
     const next = ns.lease(ttl, { autoKeepAlive: true });
     renewals.track(next);
     next.on("lost", (err) => {
@@ -135,7 +137,7 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
       rejoin();
     });
     await next.grant();
-    renewals.granted();
+    renewals.granted(sentAt);
     lease = next;
     memberFence = await writeRecord(next, advertise, startedAtMs);
     await sessions.writeAll(next);
@@ -305,8 +307,8 @@ function createCampaigner(o: {
  */
 function createRenewals(): {
   readonly renewedAt: number;
-  /** The lease was just granted. */
-  granted(): void;
+  /** The lease was granted, by a grant sent at sentAt (etcd started its TTL between then and the answer). */
+  granted(sentAt: number): void;
   /** Counts etcd3's own renewals of a lease. */
   track(lease: Lease): void;
   renewOnce(current: Lease, isCurrent: (lease: Lease) => boolean): void;
@@ -316,7 +318,7 @@ function createRenewals(): {
     get renewedAt() {
       return renewedAt;
     },
-    granted: () => void (renewedAt = Date.now()),
+    granted: (sentAt) => void (renewedAt = Math.max(renewedAt, sentAt)),
     track(lease) {
       // A renewal counts from when it was sent (the oldest one unanswered): etcd took it at some
       // moment between then and its answer.
