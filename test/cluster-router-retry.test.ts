@@ -8,7 +8,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
 import type { Letter } from "../src/server/messaging/mailbox.js";
-import { createClusterRouter } from "../src/server/cluster/cluster-router.js";
+import { backoffDelay } from "../src/api/backoff.js";
+import { createClusterRouter, REFUSED_RETRY } from "../src/server/cluster/cluster-router.js";
 import { createPeerLinks, type PeerLinks } from "../src/server/cluster/peer-links.js";
 import { createEventRecorder } from "../src/server/event-recorder.js";
 import { createHostCredentials } from "../src/server/messaging/host-credentials.js";
@@ -65,5 +66,14 @@ test("cluster router: a call the server it was forwarded to refused (it does not
     await links.stop("done");
     await store.close();
     await cluster.stop();
+  }
+});
+
+test("cluster router: the back-off of refused calls is spread, so that calls refused together (a server stopping under load) are not routed again in step", () => {
+  for (const attempt of [0, 3, 10]) {
+    const base = Math.min(REFUSED_RETRY.maxMs, REFUSED_RETRY.initialMs * 2 ** attempt);
+    const delays = Array.from({ length: 50 }, () => backoffDelay(REFUSED_RETRY, attempt));
+    assert.ok(new Set(delays).size > 1, `retry ${attempt}: 50 delays not all equal (${delays[0]} ms)`);
+    for (const d of delays) assert.ok(d >= base * 0.5 && d <= base * 1.5, `retry ${attempt}: ${d} ms near ${base} ms`);
   }
 });

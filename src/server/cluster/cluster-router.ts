@@ -69,9 +69,10 @@ function notTakenThere(err: ConnectError): boolean {
 
 /**
  * How soon a call another server refused is routed again when nothing changes in between (a
- * wake routes it at once): 50 ms, doubling to 1 s.
+ * wake routes it at once): 50 ms, doubling to 1 s, spread ±25% so that calls refused together
+ * (a server stopping under load) do not come back in step.
  */
-const REFUSED_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 1000 };
+export const REFUSED_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 1000, jitter: 0.25 };
 
 /** Whether a call came over another server's peer session (its peer credential verified when it opened). */
 function fromPeer(env: Letter): boolean {
