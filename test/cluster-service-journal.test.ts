@@ -117,6 +117,39 @@ test("three servers: the leader, which holds no endpoint, reads back what a SIGK
   }
 });
 
+test("a container deleted on A: the sends it had accepted through a Service go on to the Service's endpoint on B, not left in A's own queue for the service", async () => {
+  const { cluster, a, b } = await twoServers();
+  const [fileA, fileB, gate] = [join(at.dir, "deleted-a.jsonl"), join(at.dir, "deleted-b.jsonl"), join(at.dir, "deleted.gate")];
+  let hostA: Proc | undefined;
+  let hostB: Proc | undefined;
+  try {
+    hostA = spawnK4s(["worker", "--server", a.address, "--name", "sq-host-a", "--module", `da=${at.modulePath}`]);
+    hostB = spawnK4s(["worker", "--server", b.address, "--name", "sq-host-b", "--module", `db=${at.modulePath}`]);
+    await b.client.apply(`kind: Service\nmetadata: {name: sq}\nspec: {selector: "sq-*"}\n`);
+    const memory = (name: string, module: string, params: object) =>
+      `kind: Container\nmetadata: {name: ${name}}\nspec: {module: ${module}, function: recorder, concurrency: 1, terminationGraceSeconds: 1, parameters: ${JSON.stringify(params)}}\n`;
+    await b.client.apply(memory("sq-1", "da", { file: fileA, gate }));
+    await b.client.apply(memory("sq-2", "db", { file: fileB }));
+    await eventually(async () => (await a.client.get("Service", "sq")).status?.endpoints.length === 2, 60_000, "sq-1 and sq-2 endpoints of sq");
+    // A's router takes turns between its own sq-1 (its worker blocked) and sq-2 on B.
+    const n = 20;
+    for (let i = 0; i < n; i++) await a.client.send("service/sq", { i });
+    await eventually(() => lines(fileA, "start").length > 0, 30_000, "sq-1's worker holds a message");
+    const onB = counts(fileB).size;
+    const t0 = Date.now();
+    await b.client.delete("Container", "sq-1");
+    await eventually(() => counts(fileB).size === n, 60_000, "every send handled by sq-2 on B");
+    console.log(`# deleted: ${n} sends through a Service from A, ${n - onB} not handled yet when sq-1 (on A, its worker blocked) was deleted; all handled by sq-2 on B ${Date.now() - t0} ms after the delete`);
+  } catch (err) {
+    dumpLogs({ "server A": a.proc, "server B (leader)": b.proc, hostA, hostB });
+    throw err;
+  } finally {
+    await hostA?.kill();
+    await hostB?.kill();
+    await cluster.stop();
+  }
+});
+
 test("a server started while the server that journaled durable sends through a Service lives does not deliver them: each is handled once, by the endpoint on that server", async () => {
   const { cluster, a, b } = await twoServers();
   const fileA = join(at.dir, "alive-a.jsonl");
