@@ -43,20 +43,24 @@ export function createDepartedJournals(options: DepartedJournalsOptions): Contro
   /** The members seen by the last read that succeeded (undefined: read every journal next). */
   let seen: Set<string> | undefined;
   let running: Promise<void> | undefined;
+  let failing = false;
 
   async function check(): Promise<void> {
     const live = await liveMembers(options.store);
     const gone = seen === undefined || [...seen].some((m) => !live.has(m));
     if (gone) await options.readDeparted(live);
     seen = live;
+    failing = false;
   }
 
   function tick() {
     if (stopped || running) return;
     running = check()
       .catch((err: unknown) => {
+        // Told once per run of failures (etcd may be away for a while: the read is tried every second).
+        if (!failing) options.onError("cluster: reading back the service journals of departed servers failed; trying again", err);
         seen = undefined;
-        options.onError("cluster: reading back the service journals of departed servers failed; trying again", err);
+        failing = true;
       })
       .finally(() => (running = undefined));
   }

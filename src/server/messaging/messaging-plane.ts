@@ -22,7 +22,7 @@ import { EnvelopeState } from "./envelope.js";
 import { createLinkRegistry, type LinkRegistry } from "./link-registry.js";
 import type { Letter } from "./mailbox.js";
 import { createRouter, type Router } from "./router.js";
-import type { SendJournal } from "./send-journal.js";
+import type { RecoveredEntry, SendJournal } from "./send-journal.js";
 import type { WorkerLink } from "./worker-link.js";
 
 /** MessagingPlaneOptions are the plane's dependencies and limits. */
@@ -83,7 +83,8 @@ export interface MessagingPlane {
   /**
    * (The leader, in a cluster.) Reads back the entries of every service's journal written by a
    * server that is no longer a member (its name is not in `live`): that server will never
-   * deliver them. Entries this run reads back already are skipped. Resolves with how many it read.
+   * deliver them. Entries this run reads back already are skipped. Resolves with how many it read;
+   * rejects when a journal could not be read (what was read is delivered: read all again later).
    */
   readDeparted(live: ReadonlySet<string>): Promise<number>;
   /** Ends every link and fails every waiting call with UNAVAILABLE. */
@@ -184,13 +185,18 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
 
   /** Hands what an owner's journal holds (and this run reads back for the first time) to the router; resolves with how much. */
   function read(kind: "container" | "service", name: string, uid: string, from?: From): Promise<number> {
-    return journal.recover(uid, from).then((entries) => {
-      if (entries.length > 0 && router.restore(kind, name, uid, entries)) {
-        metrics?.journalRecovered.inc(entries.length);
-        options.onRestored?.();
-      }
-      return entries.length;
-    }, (err: unknown) => (failed(kind, name)(err), 0));
+    return journal.recover(uid, from).then(
+      (entries) => restore(kind, name, uid, entries),
+      (err: unknown) => (failed(kind, name)(err), 0),
+    );
+  }
+
+  function restore(kind: "container" | "service", name: string, uid: string, entries: RecoveredEntry[]): number {
+    if (entries.length > 0 && router.restore(kind, name, uid, entries)) {
+      metrics?.journalRecovered.inc(entries.length);
+      options.onRestored?.();
+    }
+    return entries.length;
   }
 
   /**
@@ -234,9 +240,10 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
     async readDeparted(live) {
       const departed = (w: string | undefined) => w !== undefined && w !== journal.writer && !live.has(w);
       let found = 0;
+      // A failed read fails the whole: the leader reads every journal again (see departed-journals.ts).
       for (const s of [...informer.list("Service")]) {
         const meta = s.metadata;
-        if (meta) found += await read("service", meta.name, meta.uid, departed);
+        if (meta) found += restore("service", meta.name, meta.uid, await journal.recover(meta.uid, departed));
       }
       return found;
     },
