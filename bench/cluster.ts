@@ -16,7 +16,8 @@
  *                       an endpoint in turn cluster-wide, so about half the calls hop
  *
  * Closed loop, 100-byte requests, with 64 and with 1 in flight (the same total in every
- * scenario): req/s, p50, p99 and the CPU per call of both server processes, medians over rounds
+ * scenario): req/s, p50, p99, and the CPU and the read and write system calls (each a batch of
+ * frames or more) per call of both server processes, medians over rounds
  * (the order rotates each round), and the ratios against `direct`. BENCH_CPU_PROF=DIR writes a
  * V8 CPU profile of each server there and prints when each window was measured: `node --import
  * tsx bench/read-profiles.ts OUTPUT DIR SCENARIO IN_FLIGHT` reads the servers' CPU per call in them.
@@ -29,7 +30,7 @@ import { startEtcd, type EtcdCluster } from "../test/etcd.js";
 import { median } from "./lib/latency-recorder.js";
 import { closedLoop } from "./lib/load-drivers.js";
 import { parseRoundOptions } from "./lib/round-options.js";
-import { cpuMicros, freePort, spawnBinary, type Child } from "./lib/processes.js";
+import { cpuMicros, freePort, ioSyscalls, spawnBinary, type Child } from "./lib/processes.js";
 import { K4S_BIN, k4sExecArgv } from "./lib/systems.js";
 
 const { rounds, warmupMs, durationMs, scenarios: only } = parseRoundOptions();
@@ -43,6 +44,8 @@ interface Row {
   p50: number;
   p99: number;
   cpuUsPerCall: number;
+  /** The servers' read and write system calls per call. */
+  syscallsPerCall: number;
   errors: number;
   firstError?: string;
 }
@@ -121,22 +124,27 @@ spec: {matchLabels: {app: bench-echo}}
     let cpu1 = 0;
     let t0 = 0n;
     let t1 = 0n;
+    let io0 = 0;
+    let io1 = 0;
     const cpu = () => pids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
+    const io = () => pids.reduce((sum, pid) => sum + ioSyscalls(pid), 0);
     const r = await closedLoop(scenarios[scenario]!, inFlight, {
       warmupMs,
       durationMs,
       onMeasureStart: () => {
         cpu0 = cpu();
+        io0 = io();
         t0 = process.hrtime.bigint() / 1000n;
       },
       onMeasureEnd: () => {
         cpu1 = cpu();
+        io1 = io();
         t1 = process.hrtime.bigint() / 1000n;
       },
     });
     // Profiled: when each window was (µs on the monotonic clock V8's profiles use), to read them per call.
     if (process.env.BENCH_CPU_PROF) console.log(`window ${JSON.stringify({ scenario, inFlight, fromUs: Number(t0), toUs: Number(t1), calls: r.calls })}`);
-    return { scenario, inFlight, rate: r.rate, p50: r.latency.p50, p99: r.latency.p99, cpuUsPerCall: (cpu1 - cpu0) / Math.max(1, r.calls), errors: r.errors, firstError: r.firstError };
+    return { scenario, inFlight, rate: r.rate, p50: r.latency.p50, p99: r.latency.p99, cpuUsPerCall: (cpu1 - cpu0) / Math.max(1, r.calls), syscallsPerCall: (io1 - io0) / Math.max(1, r.calls), errors: r.errors, firstError: r.firstError };
   };
   const unknown = only.filter((n) => !(n in scenarios));
   if (unknown.length > 0) throw new Error(`no scenario ${unknown.map((n) => JSON.stringify(n)).join(", ")} (there are: ${Object.keys(scenarios).join("; ")})`);
@@ -150,19 +158,19 @@ spec: {matchLabels: {app: bench-echo}}
         const row = await measure(names[(i + round) % names.length]!, inFlight);
         rows.push(row);
         console.log(
-          `round ${round + 1} ${row.scenario} c${inFlight}: ${row.rate.toFixed(0)} req/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, servers' CPU ${row.cpuUsPerCall.toFixed(0)} µs/call${row.errors ? `, ${row.errors} errors (${row.firstError})` : ""}`,
+          `round ${round + 1} ${row.scenario} c${inFlight}: ${row.rate.toFixed(0)} req/s, p50 ${row.p50.toFixed(2)} ms, p99 ${row.p99.toFixed(2)} ms, servers' CPU ${row.cpuUsPerCall.toFixed(0)} µs/call, ${row.syscallsPerCall.toFixed(2)} read/write syscalls/call${row.errors ? `, ${row.errors} errors (${row.firstError})` : ""}`,
         );
       }
     }
   }
   console.log(`\nmedians of ${rounds} round(s), 100-byte requests, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(" ")}:`);
-  console.log("| scenario | in flight | req/s | p50 ms | p99 ms | servers' CPU µs/call | req/s vs direct | p50 vs direct |\n| --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| scenario | in flight | req/s | p50 ms | p99 ms | servers' CPU µs/call | servers' syscalls/call | req/s vs direct | p50 vs direct |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const inFlight of [64, 1]) {
-    const med = (scenario: string, key: "rate" | "p50" | "p99" | "cpuUsPerCall") =>
+    const med = (scenario: string, key: "rate" | "p50" | "p99" | "cpuUsPerCall" | "syscallsPerCall") =>
       median(rows.filter((r) => r.scenario === scenario && r.inFlight === inFlight).map((r) => r[key]));
     for (const n of names) {
       console.log(
-        `| ${n} | ${inFlight} | ${med(n, "rate").toFixed(0)} | ${med(n, "p50").toFixed(2)} | ${med(n, "p99").toFixed(2)} | ${med(n, "cpuUsPerCall").toFixed(0)} | ` +
+        `| ${n} | ${inFlight} | ${med(n, "rate").toFixed(0)} | ${med(n, "p50").toFixed(2)} | ${med(n, "p99").toFixed(2)} | ${med(n, "cpuUsPerCall").toFixed(0)} | ${med(n, "syscallsPerCall").toFixed(2)} | ` +
           `${(med(n, "rate") / med("direct", "rate")).toFixed(2)}x | ${(med(n, "p50") / med("direct", "p50")).toFixed(2)}x |`,
       );
     }
