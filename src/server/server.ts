@@ -733,6 +733,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       // leadership (which may come at once) starts the leader's controllers once the plane runs.
       await credentials.load();
       cluster = await newClusterMember(options, etcdEndpoints, clusterPlane, { host, port }, onError);
+      notStopping();
       await untilAborted(cluster.start(), startCancel.signal);
       notStopping();
     }

@@ -190,6 +190,8 @@ export function createClusterMember(options: ClusterMemberOptions): ClusterMembe
     },
     async start() {
       await join();
+      // A stop that came while joining has already cleared the watchdog: start none after it.
+      if (stopped) return;
       campaignOnce();
       watchdog = startWatchdog(checkLease, election, (l) => (knownLeader = l));
       knownLeader = await election.leader();
