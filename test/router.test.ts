@@ -375,6 +375,52 @@ test("a deleted container's accepted sends that no endpoint takes are a Messages
   router.stop("done");
 });
 
+test("a router that stops drops accepted sends with a MessagesDropped warning per container saying how many (journaled ones stay in their journal); requests and sends never accepted are answered", () => {
+  const events = createEventRecorder();
+  const router = newRouter({ events });
+  const dropped = () =>
+    events
+      .recent({})
+      .filter((e) => e.reason === "MessagesDropped")
+      .map((e) => [e.kind, e.name, e.message]);
+  // Queued at a container with no worker: accepted.
+  router.upsertContainer(container("q"));
+  assert.deepEqual(["a", "b", "c"].map((t) => call(router, "container/q", t).value?.code), [0, 0, 0]);
+  // One in a worker's hands, unacknowledged, and one waiting behind it.
+  const { w } = (() => {
+    router.upsertContainer(container("busy"));
+    const w = new Worker();
+    router.setAvailability("busy", ready(w));
+    return { w };
+  })();
+  call(router, "container/busy", "held");
+  call(router, "container/busy", "behind");
+  assert.deepEqual(w.payloads(), ["held"]);
+  // Waiting for an endpoint of a service (none ready yet): not answered, so its caller hears of it.
+  router.upsertContainer(container("ep", {}, { app: "s" }));
+  router.upsertService(create(ServiceSchema, { metadata: { name: "svc", uid: "s1" }, spec: { matchLabels: { app: "s" } } }));
+  const waiting = call(router, "service/svc", "w");
+  // Accepted through the service by an endpoint whose worker then went: they wait for it there.
+  const epWorker = new Worker();
+  router.setAvailability("ep", ready(epWorker));
+  assert.deepEqual(["w1", "w2"].map((t) => call(router, "service/svc", t).value?.code), [0, 0]);
+  router.setAvailability("ep", { link: undefined, ready: false, accepts: "all", notReady: "restarting", refusal: "" });
+  router.release("ep", "its worker restarts");
+  const request = call(router, "container/q", "r", { request: true, timeoutMs: 60_000 });
+  // A journaled send, accepted: it stays in the journal for whoever delivers the container next.
+  const journaled = call(router, "container/q", "j");
+  journaled.env!.journalKey = "k4s/journal/q/1";
+  router.stop("server is stopping");
+  assert.equal(request.value?.code, Code.Unavailable, "a request is answered");
+  assert.equal(waiting.value?.code, Code.Unavailable, "a send never accepted (it waited for an endpoint) is told it failed");
+  console.log(JSON.stringify([...router.loads()]));
+  assert.deepEqual(dropped(), [
+    ["Container", "q", "3 accepted sends not delivered yet were dropped: server is stopping"],
+    ["Container", "busy", "2 accepted sends not delivered yet were dropped: server is stopping"],
+    ["Container", "ep", "2 accepted sends not delivered yet were dropped: server is stopping"],
+  ]);
+});
+
 test("an unknown target is looked up in the store first; still unknown it is NOT_FOUND naming what was asked for", async () => {
   const plain = newRouter();
   assert.equal(call(plain, "container/nope", "x", { request: true, timeoutMs: 60_000 }).value?.message, 'no container named "nope"');

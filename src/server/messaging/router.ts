@@ -264,7 +264,7 @@ export function createRouter(options: RouterOptions): Router {
     knows: (target) => directory.resolve(target) !== undefined,
     stop(message) {
       stopped = true;
-      failEverything(directory, answers, message);
+      failEverything(directory, answers, options.events, message);
       deliveries.clear();
       deadlines.clear();
       stranded.clear();
@@ -368,17 +368,35 @@ function restoreTo(to: Mailbox | ServiceRoute, envs: Letter[], ctx: Pick<Availab
   }
 }
 
-/** Fails every message the router holds (in flight, queued, waiting for an endpoint) with UNAVAILABLE. */
-function failEverything(directory: Directory, answers: Answers, message: string): void {
+/**
+ * Fails every message the router holds (in flight, queued, waiting for an endpoint) with
+ * UNAVAILABLE. A send accepted here was answered already: one journaled stays in its journal
+ * (read back by whoever delivers its container or service next); any other is lost, and a
+ * MessagesDropped warning per container or service says how many (never silently).
+ */
+function failEverything(directory: Directory, answers: Answers, events: EventRecorder, message: string): void {
+  let dropped = 0;
   const fail = (env: Letter) => {
+    if (env.answered && !env.expectsReply && env.journalKey === "") dropped++;
     env.state = EnvelopeState.Done;
     answers.fail(env, Code.Unavailable, message, env.mailbox?.name);
+  };
+  const told = (kind: "Container" | "Service", name: string) => {
+    if (dropped > 0) {
+      const sends = dropped === 1 ? "send" : "sends";
+      events.record({ type: "Warning", reason: "MessagesDropped", kind, name, message: `${dropped} accepted ${sends} not delivered yet were dropped: ${message}` });
+    }
+    dropped = 0;
   };
   for (const m of directory.mailboxes()) {
     for (const env of m.inflight) fail(env);
     m.inbox.drain().forEach(fail);
+    told("Container", m.name);
   }
-  for (const s of directory.services()) s.waiters.drain().forEach(fail);
+  for (const s of directory.services()) {
+    s.waiters.drain().forEach(fail);
+    told("Service", s.name);
+  }
 }
 
 /**
