@@ -80,6 +80,18 @@ function fromPeer(env: Letter): boolean {
   return typeof origin?.peer === "string" && origin.peer !== "";
 }
 
+/**
+ * Whether a call came from a worker of this server (a host's or attached process's session
+ * here). While this server leaves, such a call still goes to what this server delivers: its
+ * worker may be handling a call the drain waits for, and its nested calls must not fail for the
+ * stop. It is routed once, as before the stop (what was never delivered is handed over or
+ * failed at the end of the drain), so it still runs at most once.
+ */
+function fromWorkerHere(env: Letter): boolean {
+  const role = (env.origin as { role?: unknown } | undefined)?.role;
+  return (role === "host" || role === "attached") && !fromPeer(env);
+}
+
 /** Longest a call without a deadline (a send) waits for a place (ms). */
 const PLACE_WAIT_MS = 30_000;
 
@@ -96,7 +108,8 @@ export interface ClusterRouter extends CallRouter {
   waiting(): number;
   /**
    * This server is stopping: from now on it takes no call for what it holds (each is refused
-   * UNAVAILABLE, before any worker had it, and the server that forwarded it routes it again).
+   * UNAVAILABLE, before any worker had it, and the server that forwarded it routes it again),
+   * but its own workers' (see fromWorkerHere).
    */
   leave(): void;
 }
@@ -120,9 +133,9 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   /** How many times another server refused a call (its next retry is backed off by that). */
   const refusals = new WeakMap<Letter, number>();
   let leaving = false;
-  // What this server would deliver itself: refused once it is leaving.
+  // What this server would deliver itself: once it is leaving, refused but for its own workers' calls.
   const toLocal: CallRouter["route"] = (env, target) =>
-    leaving ? links.fail(env, Code.Unavailable, `server ${options.self()} ${NOT_TAKEN_STOPPING}`) : local.route(env, target);
+    leaving && !fromWorkerHere(env) ? links.fail(env, Code.Unavailable, `server ${options.self()} ${NOT_TAKEN_STOPPING}`) : local.route(env, target);
   const here = { ...options, local: { ...local, route: toLocal } };
   /** The calls waiting for a place, by what they wait for (Waiter.key). */
   const waiters = new Map<string, Set<Waiter>>();
