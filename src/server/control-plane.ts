@@ -39,6 +39,7 @@ import type { LinkRegistry } from "./messaging/link-registry.js";
 import type { WorkerLink } from "./messaging/worker-link.js";
 import type { HostCredentials } from "./messaging/host-credentials.js";
 import { createMessagingPlane, type MessagingPlane, type MessagingPlaneOptions } from "./messaging/messaging-plane.js";
+import { EnvelopeState } from "./messaging/envelope.js";
 import type { Letter } from "./messaging/mailbox.js";
 import type { Router } from "./messaging/router.js";
 import type { SendJournal } from "./messaging/send-journal.js";
@@ -354,6 +355,26 @@ async function drained(router: Router): Promise<void> {
 }
 
 /**
+ * What still waits here once a stopping server's drain is over (in the inbox of a container
+ * whose worker is not ready, or in a service's queue) goes on through the cluster router, which
+ * this server no longer delivers through: a request as it is (refused by this server, its
+ * forwarder routes it again), an accepted send as a copy, told as dropped when no server takes
+ * it. A journaled send is not routed: its entry stays in the journal, released, for whoever
+ * delivers its container (or, once this server is gone, its service) next.
+ */
+function handOver(router: Router, reroute: ReturnType<typeof createRerouter>, journal: SendJournal | undefined): void {
+  const unjournaled = (envs: Letter[]) =>
+    envs.filter((env) => {
+      if (!journal || env.journalKey === "") return true;
+      journal.release(env.journalKey);
+      env.state = EnvelopeState.Done;
+      return false;
+    });
+  for (const l of [...router.loads()]) if (l.queued > 0) reroute(l.name, unjournaled(router.takeBack(l.name)), "stopping");
+  for (const service of router.waitingServices()) reroute(service, unjournaled(router.takeWaiting(service)), "stopping");
+}
+
+/**
  * When the calls waiting for an endpoint of a service here are sent on to other servers: after
  * any change of a Container or Service and after sends were read back from a journal (once per
  * turn of the event loop), for each service with a ready endpoint another server delivers.
@@ -506,6 +527,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       // were sent, is delivered before their sessions end (a send accepted here is not lost).
       clusterRouter.leave();
       await drained(router);
+      handOver(router, reroute!, options.journal);
     }
     if (was.containers) await containers.stop();
     if (was.locator) locator.stop();

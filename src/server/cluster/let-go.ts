@@ -27,25 +27,33 @@ export interface RerouteOptions {
   onError: (message: string, err?: unknown) => void;
 }
 
+/**
+ * Why messages are routed anew, in the words of what is told when a send is lost:
+ * "another server took the container over" (default) or "this server stopped".
+ */
+export type RerouteWhy = "taken over" | "stopping";
+
 /** Creates what routes the messages of a container let go of anew; returns how many it routed. */
-export function createRerouter(options: RerouteOptions): (container: string, envs: readonly Letter[]) => number {
+export function createRerouter(options: RerouteOptions): (container: string, envs: readonly Letter[], why?: RerouteWhy) => number {
   const { router, journal, events } = options;
 
   /** A copy of a send was refused everywhere it was tried: it is lost, and said so. */
-  function lost(container: string, env: Letter, answer: CallAnswer) {
+  function lost(container: string, env: Letter, answer: CallAnswer, why: RerouteWhy) {
+    const when = why === "stopping" ? "this server stopped" : "another server took the container over";
     events.record({
       type: "Warning",
       reason: "MessagesDropped",
-      kind: "Container",
+      // What waited in a service's queue is told of the service.
+      kind: env.service !== "" && env.service === container ? "Service" : "Container",
       name: container,
-      message: `an accepted send queued here when another server took the container over could not be routed there: ${answer.message}`,
+      message: `an accepted send queued here when ${when} could not be routed to another server: ${answer.message}`,
     });
-    options.onError(`cluster: a send to container "${container}" accepted here was lost when another server took the container over (${answer.message})`);
+    options.onError(`cluster: a send to "${container}" accepted here was lost when ${when} (${answer.message})`);
     // Its caller was answered long ago; the entry is left for no one.
     if (env.journalKey) journal?.remove(env.journalKey);
   }
 
-  return (container, envs) => {
+  return (container, envs, why = "taken over") => {
     for (const env of envs) {
       const target: Target = env.service !== "" ? { kind: "service", name: env.service } : { kind: "container", name: container };
       if (env.expectsReply) {
@@ -54,7 +62,7 @@ export function createRerouter(options: RerouteOptions): (container: string, env
       }
       router.route(
         copyOf(env, (answer) => {
-          if (answer.code !== 0) return lost(container, env, answer);
+          if (answer.code !== 0) return lost(container, env, answer, why);
           if (env.journalKey) journal?.remove(env.journalKey);
         }),
         target,
