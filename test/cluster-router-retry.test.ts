@@ -69,6 +69,55 @@ test("cluster router: a call the server it was forwarded to refused (it does not
   }
 });
 
+test("cluster router: a service's call that every endpoint refused (none of them this server's) waits in the cluster and is routed again after a back-off, with no change seen here, and answered once an endpoint takes it", async () => {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+  const [a, x] = cluster.servers as [(typeof cluster.servers)[0], (typeof cluster.servers)[0]];
+  const store = await openStore({ url: cluster.etcd.storeUrl });
+  const credentials = createHostCredentials(store);
+  await credentials.load();
+  const links = createPeerLinks({ self: () => a.address, peerCredential: () => credentials.issuePeer(a.address) });
+  let forwards = 0;
+  const counted: PeerLinks = {
+    ...links,
+    forward(...args) {
+      forwards++;
+      links.forward(...args);
+    },
+  };
+  // This server's own router knows no endpoint of the service (its queue of it would wait for one here).
+  const local = createRouter({ events: createEventRecorder() });
+  // This server believes X delivers sr-a, the service's one endpoint (X holds no process of it yet).
+  const router = createClusterRouter({ local, links: counted, self: () => a.address, deliveredBy: () => x.address, awaited: () => true, endpoints: () => ["sr-a"] });
+  let worker: Attached | undefined;
+  try {
+    await a.client.apply("kind: Container\nmetadata: {name: sr-a, labels: {app: sr}}\nspec: {}\n");
+    let answer: CallAnswer | undefined;
+    const env: Letter = new Envelope({
+      data: Buffer.from(JSON.stringify("y")),
+      contentType: "application/json",
+      expectsReply: true,
+      deadline: Date.now() + 120_000,
+      onAnswer: (got) => (answer = got),
+    });
+    router.route(env, { kind: "service", name: "sr" });
+    await eventually(() => forwards >= 4 || answer !== undefined, 30_000, "the refused call forwarded again without a wake");
+    assert.equal(answer, undefined, "still waiting for an endpoint that takes it");
+    const triedBefore = forwards;
+    worker = attach({ address: x.address, container: "sr-a", worker: defineWorker(async (ctx) => ctx.handle(async (msg) => `got ${String(msg.value)}`)) });
+    await worker.ready;
+    const got = (await eventually(() => answer, 60_000, "the call answered once X holds sr-a"))!;
+    assert.equal(got.code, 0, got.message);
+    assert.equal(JSON.parse(Buffer.from(got.data).toString()), "got y");
+    console.log(`# the service's call refused by its one endpoint's server ${triedBefore} times before its process attached; ${forwards} forwards in all, answered with no wake`);
+  } finally {
+    await worker?.stop(0).catch(() => {});
+    local.stop("done");
+    await links.stop("done");
+    await store.close();
+    await cluster.stop();
+  }
+});
+
 test("cluster router: the back-off of refused calls is spread, so that calls refused together (a server stopping under load) are not routed again in step", () => {
   for (const attempt of [0, 3, 10]) {
     const base = Math.min(REFUSED_RETRY.maxMs, REFUSED_RETRY.initialMs * 2 ** attempt);

@@ -376,8 +376,9 @@ function handOver(router: Router, reroute: ReturnType<typeof createRerouter>, jo
 
 /**
  * When the calls waiting for an endpoint of a service here are sent on to other servers: after
- * any change of a Container or Service and after sends were read back from a journal (once per
- * turn of the event loop), for each service with a ready endpoint another server delivers.
+ * any change of a Container or Service or of the session records, and after sends were read back
+ * from a journal (once per turn of the event loop), for each service with a ready endpoint
+ * another server delivers.
  */
 function createSpills(o: {
   router: Router;
@@ -418,6 +419,30 @@ function touchedBy(touched: readonly SessionName[] | undefined, bound: BoundCont
     else for (const n of bound.on(t.name)) names.add(n);
   }
   return names;
+}
+
+/**
+ * A change of session records (those `touched`; all after a relisting): the containers on those
+ * sessions are looked at again and the calls waiting for them routed again; and a service's
+ * endpoint may be delivered by another server now (its host moved there): what waits here for an
+ * endpoint goes on to it.
+ */
+function sessionsChanged(
+  touched: readonly SessionName[] | undefined,
+  o: { holding: Holding; bound: BoundContainers; containers: ContainerController; clusterRouter: ClusterRouter; spills: { schedule(): void } },
+): void {
+  o.holding.closeReplaced();
+  o.spills.schedule();
+  const names = touchedBy(touched, o.bound);
+  if (!names) {
+    o.containers.recheckAll();
+    o.clusterRouter.wake();
+    return;
+  }
+  for (const name of names) {
+    o.containers.enqueue(name);
+    o.clusterRouter.wake(name);
+  }
 }
 
 /** The leader's controllers of a server of a cluster (its scheduler binds in the store). */
@@ -571,19 +596,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
         messaging.start();
         up.containers = true;
         await containers.start();
-        stopListening = locator.onChange((touched) => {
-          holding!.closeReplaced();
-          const names = touchedBy(touched, bound);
-          if (!names) {
-            containers.recheckAll();
-            clusterRouter.wake();
-            return;
-          }
-          for (const name of names) {
-            containers.enqueue(name);
-            clusterRouter.wake(name);
-          }
-        });
+        stopListening = locator.onChange((touched) => sessionsChanged(touched, { holding: holding!, bound, containers, clusterRouter, spills: spills! }));
         markStarted(true);
       } catch (err) {
         // What started is stopped, and what waits for the start (sessions, leadership) is told.

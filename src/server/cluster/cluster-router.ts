@@ -317,13 +317,20 @@ function routeToService(
   tried: number,
   options: ClusterRouterOptions,
   cursors: Map<string, number>,
-  later: (env: Letter, target: Target, what: string, service: boolean) => void,
+  later: (env: Letter, target: Target, what: string, service: boolean, refused?: boolean) => void,
 ): void {
   const { local, links } = options;
   const endpoints = options.endpoints?.(target.name) ?? [];
   // None ready anywhere: wait for one (this server's router would wait only for its own).
   if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
-  if (tried >= endpoints.length) return local.route(env, target);
+  if (tried >= endpoints.length) {
+    // Every endpoint refused it. None of them this server's: it waits here, in the cluster, and is
+    // routed again after a back-off or a change (this server's own queue of the service would
+    // wait only for an endpoint here).
+    const elsewhere = endpoints.length > 0 && endpoints.every((e) => ![options.self(), ""].includes(options.deliveredBy(e)));
+    if (elsewhere && options.awaited) return later(env, target, `an endpoint of service "${target.name}" that takes calls`, true, true);
+    return local.route(env, target);
+  }
   const turn = cursors.get(target.name) ?? 0;
   cursors.set(target.name, (turn + 1) % endpoints.length);
   const name = endpoints[turn % endpoints.length]!;
