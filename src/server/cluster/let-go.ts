@@ -56,7 +56,8 @@ export function createRerouter(options: RerouteOptions): (container: string, env
   return (container, envs, why = "taken over") => {
     for (const env of envs) {
       const target: Target = env.service !== "" ? { kind: "service", name: env.service } : { kind: "container", name: container };
-      if (env.expectsReply) {
+      // Not answered yet (a request, or a send that waited for an endpoint): its caller waits for the answer.
+      if (env.expectsReply || !env.answered) {
         router.route(env, target);
         continue;
       }
