@@ -16,9 +16,12 @@ import { counts, duplicates, journalKeys, lines, recorderDir } from "./journal-r
 
 const at = recorderDir("k4s-cluster-service-journal-");
 
-/** Two servers (B leads, A stands by), with no local worker hosts. */
-async function twoServers() {
-  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
+/** The lease of the tests that assert no duplicates while every server lives. */
+const LONG_LEASE = ["--lease-ttl", "5"];
+
+/** Two servers (B leads, A stands by), with no local worker hosts (and `flags`). */
+async function twoServers(flags: string[] = []) {
+  const cluster = await startCluster(2, { flags: ["--no-local-worker", ...flags] });
   return { cluster, a: cluster.standbys[0] as ClusterServer, b: cluster.leader };
 }
 
@@ -151,7 +154,9 @@ test("a container deleted on A: the sends it had accepted through a Service go o
 });
 
 test("a server started while the server that journaled durable sends through a Service lives does not deliver them: each is handled once, by the endpoint on that server", async () => {
-  const { cluster, a, b } = await twoServers();
+  // A lease of 5 s: a renewal late on a loaded machine must not lapse A's lease (the leader would
+  // then read A's entries back while A still delivers them: the one duplicate a cluster allows).
+  const { cluster, a, b } = await twoServers(LONG_LEASE);
   const fileA = join(at.dir, "alive-a.jsonl");
   const fileC = join(at.dir, "alive-c.jsonl");
   const gate = join(at.dir, "alive.gate");
@@ -165,7 +170,7 @@ test("a server started while the server that journaled durable sends through a S
     await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "billing", selector: "billing-*", endpoint: "billing-a", file: fileA, gate, n });
 
     // C starts while A lives and holds the entries; a host on C serves a second endpoint.
-    c = await clusterServer(cluster.etcd.storeUrl, ["--no-local-worker"]);
+    c = await clusterServer(cluster.etcd.storeUrl, ["--no-local-worker", ...LONG_LEASE]);
     cluster.servers.push(c);
     hostC = spawnK4s(["worker", "--server", c.address, "--name", "svc-new", "--module", `dc=${at.modulePath}`]);
     await b.client.apply(container("billing-c", "dc", { file: fileC }));

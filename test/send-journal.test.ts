@@ -106,12 +106,69 @@ for (const backend of BACKENDS) {
       assert.deepEqual(parseKey(kb).writer, "my-host:7000", "a writer with '-' in its name");
       assert.equal(parseKey(`${JOURNAL_PREFIX}s1/0000000001f4-0000000001`).writer, undefined);
       assert.deepEqual((await keys(store, "s1/")).map((k) => parseKey(k).boot), ["0000000001f4", "0000000003e8", "0000000003e8"], "sorted oldest first");
+      assert.deepEqual(await b.recover("s1", (w) => w === "my-host:7000"), [], "its own run's entry is never read back");
       // Same boot, other writer: not this run's own entry.
       assert.deepEqual((await a.recover("s1", (w) => w === "my-host:7000")).map((e) => text(e.data)), ["b"]);
       assert.deepEqual((await b.recover("s1", (w) => w === undefined)).map((e) => text(e.data)), ["old"]);
-      assert.deepEqual((await b.recover("s1", () => true)).map((e) => text(e.data)), ["a"], "its own run's entry is never read back");
+      // Read back in a cluster, an entry is claimed: "b" is a's now, "old" b's.
+      assert.deepEqual((await b.recover("s1", () => true)).map((e) => text(e.data)), ["a", "b"]);
       await a.close();
       await b.close();
+    });
+
+    test("in a cluster an entry read back is claimed first: moved under the reader's key, taken by one of two readers, left alone while its writer's record is there", async () => {
+      const store = await open();
+      const a = createSendJournal({ store, boot: 500, writer: () => "a:1" });
+      for (const d of ["x", "y", "z"]) await a.append("s9", { data: bytes(d), contentType: "", sender: "", service: "s9" });
+      await a.close();
+      const record = (w: string | undefined) => `/records-for-test/${w}`;
+      await store.txn([], [{ type: "put", key: record("a:1"), value: bytes("alive") }]);
+      const b = createSendJournal({ store, boot: 1000, writer: () => "b:1" });
+      // c has read the entries when b claims them all, before c's own claim.
+      const cStore = counting(store).store;
+      let byB: Awaited<ReturnType<typeof b.recover>> | undefined;
+      cStore.txn = async (cmp, ops) => {
+        byB ??= await b.recover("s9", () => true, record);
+        return store.txn(cmp, ops);
+      };
+      const c = createSendJournal({ store: cStore, boot: 1000, writer: () => "c:1" });
+      assert.deepEqual(await b.recover("s9", () => true, record), [], "its writer's record is there: not claimed");
+      await store.txn([], [{ type: "delete", key: record("a:1") }]);
+      const byC = await c.recover("s9", () => true, record);
+      assert.deepEqual(byC, [], "claimed by b between c's read and c's claim: c takes none");
+      const claimed = byB ?? [];
+      assert.deepEqual(claimed.map((e) => text(e.data)), ["x", "y", "z"], "each entry taken once");
+      for (const e of claimed) assert.equal(parseKey(e.key).writer, "b:1");
+      assert.deepEqual((await keys(store, "s9/")).map((k) => parseKey(k).writer).filter((w) => w === "a:1"), [], "moved, not copied");
+      assert.equal(b.usage("s9").messages, 3);
+      assert.equal(c.usage("s9").messages, 0);
+      assert.deepEqual(await b.recover("s9", (w) => w === "a:1", record), [], "nothing left of a's");
+      await b.close();
+      await c.close();
+    });
+
+    test("a read back that fails counts nothing; what a claim whose answer was lost moved is taken by the next read", async () => {
+      const base = await open();
+      const a = createSendJournal({ store: base, boot: 500, writer: () => "a:1" });
+      for (const d of ["p", "q"]) await a.append("s8", { data: bytes(d), contentType: "", sender: "", service: "s8" });
+      await a.close();
+      const { store } = counting(base);
+      let loseAnswer = true;
+      store.txn = async (c, ops) => {
+        const r = await base.txn(c, ops);
+        if (loseAnswer) {
+          loseAnswer = false;
+          throw new Error("store connection lost");
+        }
+        return r;
+      };
+      const d = createSendJournal({ store, boot: 1000, writer: () => "d:1" });
+      await assert.rejects(d.recover("s8", () => true), /store connection lost/);
+      assert.equal(d.usage("s8").messages, 0, "a failed read counts nothing");
+      const got = await d.recover("s8", () => true);
+      assert.deepEqual(got.map((e) => [parseKey(e.key).writer, text(e.data)]), [["d:1", "p"], ["d:1", "q"]]);
+      assert.equal(d.usage("s8").messages, 2);
+      await d.close();
     });
 
     test("a send released (its container taken by another server) is no longer counted, stays stored, and is read back by this run when it takes the container again", async () => {

@@ -468,7 +468,7 @@ function createClusterLeaders(o: {
     onError,
     restartsOf: (name) => containers.record(name)?.restarts ?? 0,
   });
-  const departed = createDepartedJournals({ store: o.sessionRecords, readDeparted: (live) => o.messaging.readDeparted(live), onError });
+  const departed = createDepartedJournals({ store: o.sessionRecords, readDeparted: (live, recordOf) => o.messaging.readDeparted(live, recordOf), onError });
   return [...createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile }), departed];
 }
 

@@ -83,10 +83,13 @@ export interface MessagingPlane {
   /**
    * (The leader, in a cluster.) Reads back the entries of every service's journal written by a
    * server that is no longer a member (its name is not in `live`): that server will never
-   * deliver them. Entries this run reads back already are skipped. Resolves with how many it read;
-   * rejects when a journal could not be read (what was read is delivered: read all again later).
+   * deliver them. Each entry is claimed in a transaction that holds only while its writer's
+   * member record (`recordOf(writer)`) is absent, so a writer that joined again (or was alive
+   * all along) keeps its entries, and of two readers only one delivers an entry. Entries this
+   * run reads back already are skipped. Resolves with how many it read; rejects when a journal
+   * could not be read (what was read is delivered: read all again later).
    */
-  readDeparted(live: ReadonlySet<string>): Promise<number>;
+  readDeparted(live: ReadonlySet<string>, recordOf: (writer: string) => string): Promise<number>;
   /** Ends every link and fails every waiting call with UNAVAILABLE. */
   stop(message: string): void;
 }
@@ -144,7 +147,7 @@ export function createMessagingPlane(options: MessagingPlaneOptions): MessagingP
       }
       return out;
     },
-    readDeparted: async (live) => (reader ? reader.readDeparted(live) : 0),
+    readDeparted: async (live, recordOf) => (reader ? reader.readDeparted(live, recordOf) : 0),
     stop(message) {
       links.stop(new ConnectError(message, Code.Unavailable));
       router.stop(message);
@@ -160,7 +163,7 @@ interface JournalReader {
   taken(name: string, uid: string): void;
   /** A container is held here no more: read back anew when taken again. */
   letGo(uid: string): void;
-  readDeparted(live: ReadonlySet<string>): Promise<number>;
+  readDeparted(live: ReadonlySet<string>, recordOf: (writer: string) => string): Promise<number>;
 }
 
 /** Creates the reading back of a plane's journal into its router. */
@@ -175,19 +178,29 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
   const failed = (kind: string, name: string) => (err: unknown) => options.onError?.(`the journal of durable sends of ${kind} "${name}"`, err);
   type From = (writer: string | undefined) => boolean;
 
-  /** Reads an owner's journal back (once while it is known, or held); returns the reading's token. */
+  /**
+   * Reads an owner's journal back (once while it is known, or held), again after a back-off
+   * while it fails; returns the reading's token.
+   */
   function readBack(kind: "container" | "service", name: string, uid: string, from?: From): object {
     const token = {};
     recovered.set(uid, token);
-    void read(kind, name, uid, from);
+    const attempt = () =>
+      void read(kind, name, uid, from).then((found) => {
+        if (found < 0) setTimeout(() => recovered.get(uid) === token && attempt(), READ_RETRY_MS).unref();
+      });
+    attempt();
     return token;
   }
 
-  /** Hands what an owner's journal holds (and this run reads back for the first time) to the router; resolves with how much. */
+  /**
+   * Hands what an owner's journal holds (and this run reads back for the first time) to the
+   * router; resolves with how much, or -1 when the journal could not be read.
+   */
   function read(kind: "container" | "service", name: string, uid: string, from?: From): Promise<number> {
     return journal.recover(uid, from).then(
       (entries) => restore(kind, name, uid, entries),
-      (err: unknown) => (failed(kind, name)(err), 0),
+      (err: unknown) => (failed(kind, name)(err), -1),
     );
   }
 
@@ -209,7 +222,8 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
     setTimeout(() => {
       if (!current()) return;
       void read("container", name, uid).then((found) => {
-        const next = found > 0 ? 0 : quiet + 1;
+        // A failed read is not a quiet one: what it may have claimed comes with the next.
+        const next = found > 0 ? 0 : found < 0 ? quiet : quiet + 1;
         if (current() && next < QUIET_READS) readAgain(name, uid, token, next);
       });
     }, READ_AGAIN_MS).unref();
@@ -237,13 +251,15 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
       readAgain(name, uid, readBack("container", name, uid), 0);
     },
     letGo: (uid) => void recovered.delete(uid),
-    async readDeparted(live) {
+    async readDeparted(live, recordOf) {
       const departed = (w: string | undefined) => w !== undefined && w !== journal.writer && !live.has(w);
+      // Claimed only while the writer's member record is absent: `live` may be stale by now.
+      const gone = (w: string | undefined) => (w === undefined ? undefined : recordOf(w));
       let found = 0;
       // A failed read fails the whole: the leader reads every journal again (see departed-journals.ts).
       for (const s of [...informer.list("Service")]) {
         const meta = s.metadata;
-        if (meta) found += restore("service", meta.name, meta.uid, await journal.recover(meta.uid, departed));
+        if (meta) found += restore("service", meta.name, meta.uid, await journal.recover(meta.uid, departed, gone));
       }
       return found;
     },
@@ -252,6 +268,8 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
 
 /** How often a durable container taken over has its journal read again (ms). */
 const READ_AGAIN_MS = 3000;
+/** How long after a failed first read of a journal it is read again (ms). */
+const READ_RETRY_MS = 2000;
 /** After how many reads in a row that found nothing new the reading again stops. */
 const QUIET_READS = 10;
 

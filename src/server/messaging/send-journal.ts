@@ -16,7 +16,7 @@
  */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Op, Store } from "../store/store.js";
+import type { Compare, KeyValue, Op, Store } from "../store/store.js";
 
 /** Key prefix of the journal. */
 export const JOURNAL_PREFIX = "/k4s-journal/";
@@ -29,6 +29,9 @@ const MAX_BATCH_OPS = 100;
 const MAX_BATCH_BYTES = 1024 * 1024;
 /** How long after a failed delete of settled entries it is tried again (ms). */
 const DELETE_RETRY_MS = 1000;
+
+/** Entries claimed per transaction (two ops each, within etcd's default 128). */
+const CLAIM_BATCH = 50;
 
 /** Keys read per page when recovering or dropping an owner's journal. */
 const PAGE = 500;
@@ -87,8 +90,14 @@ export interface SendJournal {
    * Reads what earlier server runs (or other servers) journaled for an owner and did not settle,
    * with what this run released, oldest first; entries this run counts now are skipped, and so
    * are those of other runs whose writer (undefined for a key without one) `from` refuses.
+   * In a cluster (a writer set), each entry is claimed first: moved under a key of this run in
+   * one transaction that holds only while the entry is where it was read and, when `gone`
+   * names a key for its writer (the writer's member record), that key is absent; an entry
+   * someone else claimed first is skipped, so one entry is read back by one server. The entries
+   * returned carry their new keys. A read that fails counts nothing; what it had claimed is
+   * returned by the next read of the owner.
    */
-  recover(owner: string, from?: (writer: string | undefined) => boolean): Promise<RecoveredEntry[]>;
+  recover(owner: string, from?: (writer: string | undefined) => boolean, gone?: (writer: string | undefined) => string | undefined): Promise<RecoveredEntry[]>;
   /** Deletes an owner's whole journal (its Container or Service was deleted). */
   drop(owner: string): Promise<void>;
   /** Unsettled entries (journaled or on their way) of an owner. */
@@ -120,6 +129,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
    * still in the store, but never read back as another run's.
    */
   const deleting = new Set<string>();
+  /** Keys this run claimed in a transaction whose answer was lost: if stored, the next read takes them. */
+  const unsure = new Set<string>();
   let flushing: Promise<void> | undefined;
   let seq = 0;
   let closed = false;
@@ -180,6 +191,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     }, DELETE_RETRY_MS).unref();
   }
 
+  const nextKey = (owner: string) => keyOf(owner, boot, writer(), ++seq);
+
   function remove(key: string) {
     if (!ledger.has(key)) return;
     ledger.untrack(key);
@@ -201,8 +214,7 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
     },
     append(owner, entry) {
       if (closed) return Promise.reject(new ConnectError("server is stopping", Code.Unavailable));
-      const w = writer();
-      const key = `${JOURNAL_PREFIX}${owner}/${boot}-${w === undefined ? "" : `${w}-`}${(++seq).toString(16).padStart(10, "0")}`;
+      const key = nextKey(owner);
       const value = encodeEntry(entry);
       ledger.track(key, owner, entry.data.byteLength);
       return new Promise<string>((resolve, reject) => {
@@ -216,19 +228,18 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       ledger.untrack(key);
       released.add(key);
     },
-    async recover(owner, from) {
-      const out: RecoveredEntry[] = [];
-      for await (const kvs of pagesOf(store, owner)) {
-        for (const kv of kvs) {
-          if (ledger.has(kv.key) || deleting.has(kv.key)) continue;
-          const refused = ownRun(kv.key) || (from !== undefined && !from(parseKey(kv.key).writer));
-          if (refused && !released.has(kv.key)) continue;
-          released.delete(kv.key);
-          const entry = decodeEntry(kv.value);
-          ledger.track(kv.key, owner, entry.data.byteLength);
-          out.push({ key: kv.key, ...entry });
-        }
-      }
+    async recover(owner, from, gone) {
+      // Nothing is counted before all is read and claimed: a failed read leaves the ledger as it was.
+      const { mine, found } = await scan(store, owner, (key) => {
+        if (ledger.has(key) || deleting.has(key)) return "skip";
+        if (unsure.has(key)) return "mine";
+        const refused = ownRun(key) || (from !== undefined && !from(parseKey(key).writer));
+        return refused && !released.has(key) ? "skip" : "take";
+      });
+      const out = writer() === undefined ? found.map((f) => ({ key: f.kv.key, ...f.entry })) : [...mine, ...(await claim(store, found, { next: () => nextKey(owner), unsure, gone }))];
+      const keys = [...out.map((e) => e.key), ...found.map((f) => f.kv.key)];
+      for (const set of [unsure, released]) for (const key of keys) set.delete(key);
+      for (const e of out) ledger.track(e.key, owner, e.data.byteLength);
       return out;
     },
     async drop(owner) {
@@ -315,6 +326,11 @@ function batchLength(pending: readonly Pending[]): number {
   return n;
 }
 
+/** The key of an owner's entry number `seq` of a run (`boot`), naming its writer if any. */
+function keyOf(owner: string, boot: string, writer: string | undefined, seq: number): string {
+  return `${JOURNAL_PREFIX}${owner}/${boot}-${writer === undefined ? "" : `${writer}-`}${seq.toString(16).padStart(10, "0")}`;
+}
+
 /**
  * The run and writer of a journal key: `<boot>-<writer>-<seq>`, or `<boot>-<seq>` without a
  * writer (a single server's, or one written before keys named their writer).
@@ -326,8 +342,72 @@ export function parseKey(key: string): { boot: string; writer: string | undefine
   return { boot: name.slice(0, first), writer: last > first ? name.slice(first + 1, last) : undefined };
 }
 
+/** An entry read back, as stored (key and revision) and decoded. */
+interface Found {
+  kv: KeyValue;
+  entry: JournalEntry;
+}
+
+/**
+ * Reads an owner's whole journal: the entries `classify` takes, and those it says are already
+ * this run's (claimed by a transaction whose answer was lost).
+ */
+async function scan(store: Store, owner: string, classify: (key: string) => "skip" | "mine" | "take"): Promise<{ mine: RecoveredEntry[]; found: Found[] }> {
+  const mine: RecoveredEntry[] = [];
+  const found: Found[] = [];
+  for await (const kvs of pagesOf(store, owner)) {
+    for (const kv of kvs) {
+      const c = classify(kv.key);
+      if (c === "mine") mine.push({ key: kv.key, ...decodeEntry(kv.value) });
+      else if (c === "take") found.push({ kv, entry: decodeEntry(kv.value) });
+    }
+  }
+  return { mine, found };
+}
+
+/**
+ * Claims entries read back (in a cluster): each moves under a key of this run (`next`) in a
+ * transaction that holds only if it is still where it was read (and its writer's `gone` key is
+ * absent), so that of two servers reading it back only one delivers it. A transaction refused
+ * (someone took one of its entries) is tried again entry by entry; an entry refused alone was
+ * taken by someone else. The keys of a transaction the store failed on, and of what was claimed
+ * before it, go to `unsure` (the next read of the owner takes them) and the claim rejects.
+ */
+async function claim(store: Store, found: Found[], o: { next(): string; unsure: Set<string>; gone?: (w: string | undefined) => string | undefined }): Promise<RecoveredEntry[]> {
+  const out: RecoveredEntry[] = [];
+  const tryClaim = async (batch: Found[]): Promise<boolean> => {
+    const moves = batch.map((f) => ({ f, key: o.next() }));
+    const compares = new Map<string, Compare>();
+    for (const { f } of moves) {
+      compares.set(f.kv.key, { key: f.kv.key, modRevision: f.kv.modRevision });
+      const g = o.gone?.(parseKey(f.kv.key).writer);
+      if (g !== undefined) compares.set(g, { key: g, modRevision: 0 });
+    }
+    const ops = moves.flatMap(({ f, key }): Op[] => [{ type: "delete", key: f.kv.key }, { type: "put", key, value: f.kv.value }]);
+    let r;
+    try {
+      r = await store.txn([...compares.values()], ops);
+    } catch (err) {
+      for (const m of moves) o.unsure.add(m.key);
+      throw err;
+    }
+    if (r.succeeded) for (const { f, key } of moves) out.push({ key, ...f.entry });
+    return r.succeeded;
+  };
+  try {
+    for (let i = 0; i < found.length; i += CLAIM_BATCH) {
+      const batch = found.slice(i, i + CLAIM_BATCH);
+      if (!(await tryClaim(batch)) && batch.length > 1) for (const f of batch) await tryClaim([f]);
+    }
+  } catch (err) {
+    for (const e of out) o.unsure.add(e.key);
+    throw err;
+  }
+  return out;
+}
+
 /** The journal entries of an owner as stored, a page at a time. */
-async function* pagesOf(store: Store, owner: string): AsyncGenerator<{ key: string; value: Uint8Array }[]> {
+async function* pagesOf(store: Store, owner: string): AsyncGenerator<KeyValue[]> {
   const prefix = `${JOURNAL_PREFIX}${owner}/`;
   let after: string | undefined;
   for (;;) {
