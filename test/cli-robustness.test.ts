@@ -64,7 +64,7 @@ test("k4s events | head and k4s logs NAME | head end quietly when head closes th
   assert.equal(w.stderr(), "");
 });
 
-test("bad server addresses are one line naming the address; a host without a port means port 50051", async () => {
+test("bad server addresses are one line naming the address; a host without a port means port 50051; an --advertise with \"/\" is refused", async () => {
   const [tooBig, noPort, empty, serverPort, serverPortNeg] = await Promise.all([
     runK4s(["get", "c", "--server", "127.0.0.1:99999"]),
     runK4s(["get", "c", "--server", "127.0.0.1"]),
@@ -72,6 +72,9 @@ test("bad server addresses are one line naming the address; a host without a por
     runK4s(["server", "--port", "70000", "--memory"]),
     runK4s(["server", "--port", "-1", "--memory"]),
   ]);
+  const slash = await runK4s(["server", "--memory", "--advertise", "host/x:7000"]);
+  assert.equal(slash.code, 1);
+  assert.equal(slash.stderr, `error: option '--advertise <host:port>' argument 'host/x:7000' is invalid. expected host:port, with no "/" or spaces (it names this server in etcd keys)\n`);
   assert.equal(tooBig.code, 1);
   assert.equal(tooBig.stderr, 'error: invalid server address "127.0.0.1:99999": port 99999 is not between 1 and 65535\n');
   assert.equal(empty.stderr, 'error: invalid server address ":50051": no host before the port\n');

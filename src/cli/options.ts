@@ -16,6 +16,15 @@ export function intOption(min = 0, max?: number): (value: string) => number {
   };
 }
 
+/**
+ * Checks a server's --advertise address: it names the server in keys of etcd (its member
+ * record, its sessions, the keys of its journal), where "/" separates their parts.
+ */
+export function advertiseOption(value: string): string {
+  if (value === "" || /[\s/]/.test(value)) throw new InvalidArgumentError("expected host:port, with no \"/\" or spaces (it names this server in etcd keys)");
+  return value;
+}
+
 /** Parses a size such as 64Mi, 1Gi or 67108864 into bytes, for commander options. */
 export function byteSizeOption(value: string): number {
   try {

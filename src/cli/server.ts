@@ -9,7 +9,7 @@ import { DEFAULT_PORT } from "../api/address.js";
 import { createBackoff } from "../api/backoff.js";
 import { globalOptions } from "./connection.js";
 import { CliError } from "./errors.js";
-import { byteSizeOption, intOption } from "./options.js";
+import { advertiseOption, byteSizeOption, intOption } from "./options.js";
 import { K4S_BIN } from "./package-files.js";
 import { connectionEnvironment } from "../transport/environment.js";
 import { untilStopped } from "./signals.js";
@@ -86,7 +86,7 @@ export function serverCommand(): Command {
     .option("--dashboard-host <host>", "interface of the web dashboard's HTTP port", "127.0.0.1")
     .option("--dashboard-port <n>", "port of the web dashboard (default: --port + 1; a free one with --port 0)", intOption(0, 65535))
     .option("--no-dashboard", "do not serve the web dashboard")
-    .option("--advertise <host:port>", "with --store etcd://: the address other servers and clients reach this one at (default: the listen address)")
+    .option("--advertise <host:port>", "with --store etcd://: the address other servers and clients reach this one at (default: the listen address)", advertiseOption)
     .option("--lease-ttl <seconds>", "with --store etcd://: TTL of this server's lease, how long a dead leader keeps its place (default 3)", intOption(2, 60))
     .option("--allow-command", "let the local worker host spawn command containers (spec.command); off by default")
     .option("--journal-max-messages <n>", "unsettled durable sends journaled per container or service (default 10000)", intOption(1))
