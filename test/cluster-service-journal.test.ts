@@ -35,20 +35,25 @@ const container = (name: string, module: string, params: object) =>
   `kind: Container\nmetadata: {name: ${name}}\nspec: {module: ${module}, function: recorder, concurrency: 1, delivery: durable, parameters: ${JSON.stringify(params)}}\n`;
 
 /**
- * A host on A (B leads) serves the only endpoint of a Service, its worker blocked on the first
- * message; `n` sends through the Service accepted by A wait in A's inbox, journaled by A against
- * the Service. Returns the journal keys.
+ * A host on A (B leads) serves the only endpoint of a Service (module `da`, or `o.module`), its
+ * worker blocked on the first message; `n` sends through the Service accepted by A wait in A's
+ * inbox, journaled by A against the Service. Returns the Service's journal keys.
  */
-async function sendsJournaledByA(a: ClusterServer, b: ClusterServer, storeUrl: string, o: { service: string; selector: string; endpoint: string; file: string; gate: string; n: number }) {
+async function sendsJournaledByA(
+  a: ClusterServer,
+  b: ClusterServer,
+  storeUrl: string,
+  o: { service: string; selector: string; endpoint: string; file: string; gate: string; n: number; module?: string },
+) {
   await b.client.apply(`kind: Service\nmetadata: {name: ${o.service}}\nspec: {selector: "${o.selector}"}\n`);
-  await b.client.apply(container(o.endpoint, "da", { file: o.file, gate: o.gate }));
+  await b.client.apply(container(o.endpoint, o.module ?? "da", { file: o.file, gate: o.gate }));
   await eventually(async () => (await a.client.get("Container", o.endpoint)).status?.ready === true, 60_000, `${o.endpoint} ready`);
   await eventually(async () => (await a.client.get("Service", o.service)).status?.endpoints.includes(o.endpoint), 30_000, `${o.endpoint} an endpoint of ${o.service}`);
   for (let i = 0; i < o.n; i++) await a.client.send(`service/${o.service}`, { i });
   await eventually(() => lines(o.file, "start").length > 0, 30_000, "the worker holds a message");
-  const keys = await journalKeys(storeUrl);
   const uid = (await a.client.get("Service", o.service)).metadata?.uid ?? "";
-  assert.equal(keys.length, o.n, "every accepted send is in the journal");
+  const keys = (await journalKeys(storeUrl)).filter((k) => k.startsWith(`${JOURNAL_PREFIX}${uid}/`));
+  assert.equal(keys.length, o.n, "every accepted send is in the Service's journal");
   assert.ok(
     keys.every((k) => k.startsWith(`${JOURNAL_PREFIX}${uid}/`) && k.includes(`-${a.address}-`)),
     `every send is journaled against the Service, naming server A (${keys[0]})`,
@@ -116,6 +121,43 @@ test("three servers: the leader, which holds no endpoint, reads back what a SIGK
     throw err;
   } finally {
     await host?.kill();
+    await cluster.stop();
+  }
+});
+
+test("a server SIGKILLed while another lives with entries of its own: the leader reads back the dead one's only; the live one delivers its own, each once", async () => {
+  const cluster = await startCluster(3, { flags: ["--no-local-worker", ...LONG_LEASE] });
+  const b = cluster.leader;
+  const [a, c] = cluster.standbys as [ClusterServer, ClusterServer];
+  const [fileA, fileC, gateA, gateC] = ["lw-a.jsonl", "lw-c.jsonl", "lw-a.gate", "lw-c.gate"].map((f) => join(at.dir, f)) as [string, string, string, string];
+  let hostA: Proc | undefined;
+  let hostC: Proc | undefined;
+  try {
+    hostA = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "lw-host-a", "--module", `da=${at.modulePath}`]);
+    hostC = spawnK4s(["worker", "--server", c.address, "--name", "lw-host-c", "--module", `dc=${at.modulePath}`]);
+    await eventually(async () => (await holdsHost(b, a, "lw-host-a")) && (await holdsHost(b, c, "lw-host-c")), 30_000, "hosts held by A and C");
+    const n = 20;
+    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "lw-a", selector: "lw-a", endpoint: "lw-a", file: fileA, gate: gateA, n });
+    const keysC = await sendsJournaledByA(c, b, cluster.etcd.storeUrl, { service: "lw-c", selector: "lw-c", endpoint: "lw-c", file: fileC, gate: gateC, n, module: "dc" });
+
+    await a.proc.kill("SIGKILL");
+    // The leader takes A's entries (they move under its own keys) once A's lease is gone.
+    await eventually(async () => !(await journalKeys(cluster.etcd.storeUrl)).some((k) => k.includes(`-${a.address}-`)), 60_000, "A's entries read back by the leader");
+    const prefixC = keysC[0]!.slice(0, keysC[0]!.lastIndexOf("/") + 1);
+    const stillC = (await journalKeys(cluster.etcd.storeUrl)).filter((k) => k.startsWith(prefixC));
+    assert.deepEqual(stillC, keysC, "C's entries are C's still: the leader did not take those of a live member");
+    writeFileSync(gateA, "");
+    writeFileSync(gateC, "");
+    await eventually(() => counts(fileA).size === n && counts(fileC).size === n, 90_000, "every send handled");
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    console.log(`# live writer: ${n} + ${n} sends journaled by A and C, A SIGKILLed; duplicates of A's ${duplicates(fileA)}, of C's ${duplicates(fileC)}`);
+    assert.equal(duplicates(fileC), 0, "C's sends each handled once");
+  } catch (err) {
+    dumpLogs({ "server A (killed)": a.proc, "server B (leader)": b.proc, "server C": c.proc, hostA, hostC });
+    throw err;
+  } finally {
+    await hostA?.kill();
+    await hostC?.kill();
     await cluster.stop();
   }
 });
