@@ -121,3 +121,62 @@ test("cluster stop: while a stopping server drains, a handler there whose reques
     await cluster.stop();
   }
 });
+
+test("cluster stop: requests forwarded to a stopping server and still queued there when its drain is over (behind a handler that outlasts it) go on to where the container is next, not failed", async () => {
+  const cluster = await startCluster(3, { flags: ["--no-local-worker"] });
+  const { leader } = cluster;
+  const [a, x] = cluster.standbys as [ClusterServer, ClusterServer];
+  const client = createClient({ address: a.address, reconnect: false });
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let blocked = false;
+  let worker: ReturnType<typeof attach> | undefined;
+  try {
+    await a.client.apply("kind: Container\nmetadata: {name: nq-a}\nspec: {concurrency: 1}\n");
+    worker = attach({
+      address: `${x.address},${leader.address}`,
+      container: "nq-a",
+      worker: defineWorker(async (ctx) => {
+        await ctx.handle(async (msg) => {
+          const tag = String((msg.value as { tag?: string }).tag);
+          if (tag === "block") {
+            blocked = true;
+            await gate;
+          }
+          return tag;
+        });
+      }),
+    });
+    await worker.ready;
+    await eventually(() => client.request("container/nq-a", { tag: "warm" }, { timeoutMs: 5000 }).then(() => true), 30_000, "nq-a answering through A");
+    const outcome = (tag: string) =>
+      client.request("container/nq-a", { tag }, { timeoutMs: 60_000 }).then(
+        (value) => ({ tag, code: 0, message: String(value) }),
+        (err: unknown) => ({ tag, code: ConnectError.from(err).code, message: ConnectError.from(err).rawMessage }),
+      );
+    const block = outcome("block");
+    await eventually(() => blocked, 30_000, "the blocking request in nq-a's handler on X");
+    // Queued at X behind it (concurrency 1): the drain gives up on them after its 5 s.
+    const queued = ["q0", "q1", "q2", "q3", "q4"].map(outcome);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const code = await x.proc.kill("SIGTERM");
+    release();
+    const got = await Promise.all(queued);
+    const first = await block;
+    console.log(`# X exited ${code}; the blocking request: ${first.code} ${first.message.slice(0, 80)}; the queued ones: ${JSON.stringify(got.map((g) => [g.code, g.message.slice(0, 60)]))}`);
+    assert.deepEqual(
+      got.filter((g) => g.code !== 0),
+      [],
+      "every request queued at X was answered where nq-a went next",
+    );
+    assert.deepEqual(got.map((g) => g.message), ["q0", "q1", "q2", "q3", "q4"]);
+  } catch (err) {
+    dumpLogs({ [`leader ${leader.address}`]: leader.proc, [`A ${a.address}`]: a.proc, [`X ${x.address}`]: x.proc });
+    throw err;
+  } finally {
+    release();
+    await worker?.stop(1000).catch(() => {});
+    await client.close();
+    await cluster.stop();
+  }
+});

@@ -354,6 +354,20 @@ async function drained(router: Router): Promise<void> {
   while (busy() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
+/** Longest a stopping server waits for what it answered last to be written to its peers' sessions (ms). */
+const FLUSH_MS = 1000;
+
+/**
+ * Resolves once every peer session here has written what was queued for it (the refusals of a
+ * hand-over, before the sessions end: a session ended with an error does not wait for its
+ * frames), or after FLUSH_MS.
+ */
+async function flushed(peerSessions: ReadonlySet<WorkerLink>): Promise<void> {
+  const until = Date.now() + FLUSH_MS;
+  const unwritten = () => [...peerSessions].some((l) => !l.closed && l.queuedBytes > 0);
+  while (unwritten() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+}
+
 /**
  * What still waits here once a stopping server's drain is over (in the inbox of a container
  * whose worker is not ready, or in a service's queue) goes on through the cluster router, which
@@ -518,7 +532,11 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
   reroute = createRerouter({ router: clusterRouter, journal: options.journal, events, onError });
   // What waits here for an endpoint of a service goes to its endpoints on other servers.
   spills = createSpills({ router, clusterRouter, endpoints, holding, informer, containers, self: cluster.self, journal: options.journal });
+  // The sessions other servers forward calls over (a stopping server's last answers go there).
+  const peerSessions = new Set<WorkerLink>();
+  links.onOpened((link) => link.peer && peerSessions.add(link));
   links.onLost((link) => {
+    peerSessions.delete(link);
     if (link.role === "attached") cluster.releaseAttach(link.container, link.id).catch((err: unknown) => onError(`cluster: releasing the attach of "${link.container}" failed`, err));
   });
   let leaders: Controller[] = [];
@@ -553,6 +571,7 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       clusterRouter.leave();
       await drained(router);
       handOver(router, reroute!, options.journal);
+      await flushed(peerSessions);
     }
     if (was.containers) await containers.stop();
     if (was.locator) locator.stop();
