@@ -162,6 +162,39 @@ test("a server SIGKILLed while another lives with entries of its own: the leader
   }
 });
 
+test("a server SIGKILLed and started again at its address while the leader delivers what it read back of its journal: each send is delivered by one of them (the leader claimed the entries: none is the restarted server's)", async () => {
+  const { cluster, a, b } = await twoServers();
+  const [file, gate] = [join(at.dir, "again.jsonl"), join(at.dir, "again.gate")];
+  let host: Proc | undefined;
+  let again: ClusterServer | undefined;
+  try {
+    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "svc-again", "--module", `da=${at.modulePath}`]);
+    await eventually(() => holdsHost(b, a, "svc-again"), 30_000, "host held by A");
+    const n = 30;
+    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "returns", selector: "returner", endpoint: "returner", file, gate, n });
+    await a.proc.kill("SIGKILL");
+    // The leader claimed A's entries: they moved under its own keys.
+    await eventually(async () => !(await journalKeys(cluster.etcd.storeUrl)).some((k) => k.includes(`-${a.address}-`)), 60_000, "A's entries read back by the leader");
+    // A again, at its address, while the worker still holds the first send and the rest wait.
+    again = await clusterServer(cluster.etcd.storeUrl, ["--no-local-worker", "--port", a.address.slice(a.address.lastIndexOf(":") + 1)]);
+    cluster.servers.push(again);
+    assert.equal(again.address, a.address);
+    await eventually(async () => (await again!.client.get("Service", "returns")).metadata?.name === "returns", 30_000, "A again sees the Service");
+    writeFileSync(gate, "");
+    await eventually(() => counts(file).size === n, 90_000, "every send handled");
+    // What is journaled anywhere (a copy sent on included) is settled once handled.
+    await eventually(async () => (await journalKeys(cluster.etcd.storeUrl)).length === 0, 30_000, "the journal empty once all is handled");
+    console.log(`# again: ${n} sends through a Service journaled by A, A SIGKILLed, its entries taken by the leader, A started again at its address; duplicates ${duplicates(file)}`);
+    assert.ok(duplicates(file) <= 1, `at most the send in the worker's hand handled twice (${duplicates(file)})`);
+  } catch (err) {
+    dumpLogs({ "server A (killed)": a.proc, "server B (leader)": b.proc, "server A again": again?.proc, host });
+    throw err;
+  } finally {
+    await host?.kill();
+    await cluster.stop();
+  }
+});
+
 test("a container deleted on A: the sends it had accepted through a Service go on to the Service's endpoint on B, not left in A's own queue for the service", async () => {
   const { cluster, a, b } = await twoServers();
   const [fileA, fileB, gate] = [join(at.dir, "deleted-a.jsonl"), join(at.dir, "deleted-b.jsonl"), join(at.dir, "deleted.gate")];
