@@ -61,15 +61,30 @@ async function sendsJournaledByA(
   return keys;
 }
 
+/**
+ * A host of module `da` (held by A, moving to B when A dies; told to `started`) and `n` sends
+ * through a Service journaled by A behind its blocked worker (see sendsJournaledByA).
+ */
+async function hostAndSendsOnA(
+  a: ClusterServer,
+  b: ClusterServer,
+  storeUrl: string,
+  name: string,
+  started: (host: Proc) => void,
+  o: { service: string; selector: string; endpoint: string; file: string; gate: string; n: number },
+) {
+  started(spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", name, "--module", `da=${at.modulePath}`]));
+  await eventually(() => holdsHost(b, a, name), 30_000, "host held by A");
+  await sendsJournaledByA(a, b, storeUrl, o);
+}
+
 test("a server SIGKILLed with durable sends through a Service unsettled: the leader reads them back once its lease is gone, and the endpoint handles them all on the server its host moved to; the journal ends empty", async () => {
   const { cluster, a, b } = await twoServers();
   const [file, gate] = [join(at.dir, "killed.jsonl"), join(at.dir, "killed.gate")];
   let host: Proc | undefined;
   try {
-    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "svc-mover", "--module", `da=${at.modulePath}`]);
-    await eventually(() => holdsHost(b, a, "svc-mover"), 30_000, "host held by A");
     const n = 40;
-    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "orders", selector: "taker", endpoint: "taker", file, gate, n });
+    await hostAndSendsOnA(a, b, cluster.etcd.storeUrl, "svc-mover", (p) => (host = p), { service: "orders", selector: "taker", endpoint: "taker", file, gate, n });
 
     const t0 = Date.now();
     await a.proc.kill("SIGKILL");
@@ -168,10 +183,8 @@ test("a server SIGKILLed and started again at its address while the leader deliv
   let host: Proc | undefined;
   let again: ClusterServer | undefined;
   try {
-    host = spawnK4s(["worker", "--server", `${a.address},${b.address}`, "--name", "svc-again", "--module", `da=${at.modulePath}`]);
-    await eventually(() => holdsHost(b, a, "svc-again"), 30_000, "host held by A");
     const n = 30;
-    await sendsJournaledByA(a, b, cluster.etcd.storeUrl, { service: "returns", selector: "returner", endpoint: "returner", file, gate, n });
+    await hostAndSendsOnA(a, b, cluster.etcd.storeUrl, "svc-again", (p) => (host = p), { service: "returns", selector: "returner", endpoint: "returner", file, gate, n });
     await a.proc.kill("SIGKILL");
     // The leader claimed A's entries: they moved under its own keys.
     await eventually(async () => !(await journalKeys(cluster.etcd.storeUrl)).some((k) => k.includes(`-${a.address}-`)), 60_000, "A's entries read back by the leader");
