@@ -415,9 +415,9 @@ test("a router that stops drops accepted sends with a MessagesDropped warning pe
   assert.equal(waiting.value?.code, Code.Unavailable, "a send never accepted (it waited for an endpoint) is told it failed");
   console.log(JSON.stringify([...router.loads()]));
   assert.deepEqual(dropped(), [
-    ["Container", "q", "3 accepted sends not delivered yet were dropped: server is stopping"],
-    ["Container", "busy", "2 accepted sends not delivered yet were dropped: server is stopping"],
-    ["Container", "ep", "2 accepted sends not delivered yet were dropped: server is stopping"],
+    ["Container", "q", "3 accepted sends that no worker acknowledged were dropped: server is stopping"],
+    ["Container", "busy", "2 accepted sends that no worker acknowledged were dropped: server is stopping"],
+    ["Container", "ep", "2 accepted sends that no worker acknowledged were dropped: server is stopping"],
   ]);
 });
 

@@ -384,7 +384,7 @@ function failEverything(directory: Directory, answers: Answers, events: EventRec
   const told = (kind: "Container" | "Service", name: string) => {
     if (dropped > 0) {
       const sends = dropped === 1 ? "send" : "sends";
-      events.record({ type: "Warning", reason: "MessagesDropped", kind, name, message: `${dropped} accepted ${sends} not delivered yet were dropped: ${message}` });
+      events.record({ type: "Warning", reason: "MessagesDropped", kind, name, message: `${dropped} accepted ${sends} that no worker acknowledged were dropped: ${message}` });
     }
     dropped = 0;
   };
