@@ -358,9 +358,9 @@ async function drained(router: Router): Promise<void> {
 const FLUSH_MS = 1000;
 
 /**
- * Resolves once every peer session here has written what was queued for it (the refusals of a
- * hand-over, before the sessions end: a session ended with an error does not wait for its
- * frames), or after FLUSH_MS.
+ * Resolves once every peer session here has written what was queued for it (the refusals this
+ * stopping server gave, its hand-over's among them, before the sessions end: a session ended
+ * with an error does not wait for its frames), or after FLUSH_MS.
  */
 async function flushed(peerSessions: ReadonlySet<WorkerLink>): Promise<void> {
   const until = Date.now() + FLUSH_MS;
@@ -571,12 +571,14 @@ export function createClusterControlPlane(options: ControlPlaneOptions & { clust
       clusterRouter.leave();
       await drained(router);
       handOver(router, reroute!, options.journal);
-      await flushed(peerSessions);
     }
     if (was.containers) await containers.stop();
     if (was.locator) locator.stop();
     await peers.stop("server is stopping");
-    if (was.messaging) messaging.stop("server is stopping");
+    if (was.messaging) {
+      await flushed(peerSessions);
+      messaging.stop("server is stopping");
+    }
     if (was.informer) {
       await options.journal?.close();
       await informer.stop();

@@ -92,6 +92,14 @@ function fromWorkerHere(env: Letter): boolean {
   return (role === "host" || role === "attached") && !fromPeer(env);
 }
 
+/**
+ * How long after a server refused a call because it is stopping no call goes to it from here
+ * (ms): calls for what it still delivers wait here for it to move (a change of where it is, or
+ * the refusal back-off, routes them again). A call sent to it then could be cut off by the end of
+ * its sessions before its refusal comes back, and read as a call that may have run.
+ */
+const STOPPING_MARK_MS = 10_000;
+
 /** Longest a call without a deadline (a send) waits for a place (ms). */
 const PLACE_WAIT_MS = 30_000;
 
@@ -125,6 +133,14 @@ interface Waiter {
   onAbort: () => void;
 }
 
+/** What routing works with: the options, with this server's own router as it is while leaving, and what servers said they are stopping. */
+interface RoutingParts extends ClusterRouterOptions {
+  /** Whether a server said it is stopping, lately: no call goes to it. */
+  stopping(server: string): boolean;
+  /** Another server refused a call: if because it is stopping, it is marked so. */
+  sawRefusal(server: string, err: ConnectError): void;
+}
+
 /** Creates the router of a server that routes what it holds and forwards the rest. */
 export function createClusterRouter(options: ClusterRouterOptions): ClusterRouter {
   const { local, links } = options;
@@ -133,10 +149,22 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
   /** How many times another server refused a call (its next retry is backed off by that). */
   const refusals = new WeakMap<Letter, number>();
   let leaving = false;
+  /** The servers that said they are stopping, and when. */
+  const stoppingSince = new Map<string, number>();
+  const stopping = (server: string): boolean => {
+    const since = stoppingSince.get(server);
+    if (since === undefined) return false;
+    if (Date.now() - since < STOPPING_MARK_MS) return true;
+    stoppingSince.delete(server);
+    return false;
+  };
+  const sawRefusal = (server: string, err: ConnectError) => {
+    if (err.rawMessage.includes(NOT_TAKEN_STOPPING)) stoppingSince.set(server, Date.now());
+  };
   // What this server would deliver itself: once it is leaving, refused but for its own workers' calls.
   const toLocal: CallRouter["route"] = (env, target) =>
     leaving && !fromWorkerHere(env) ? links.fail(env, Code.Unavailable, `server ${options.self()} ${NOT_TAKEN_STOPPING}`) : local.route(env, target);
-  const here = { ...options, local: { ...local, route: toLocal } };
+  const here: RoutingParts = { ...options, local: { ...local, route: toLocal }, stopping, sawRefusal };
   /** The calls waiting for a place, by what they wait for (Waiter.key). */
   const waiters = new Map<string, Set<Waiter>>();
   let waitingCount = 0;
@@ -224,6 +252,7 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     if (target.kind === "any" && server === "" && !stored && options.endpoints?.(target.name)) return routeToService(env, target, 0, here, cursors, later);
     if (server === "" && stored) return later(env, target, `container "${target.name}"`);
     if (server === "" || server === options.self()) return toLocal(env, target);
+    if (stopping(server)) return later(env, target, `container "${target.name}"`, false, true);
     // Refused there because that server let the container go (or is stopping): where is it now?
     // Where this server sees it delivered changed while the call was on its way (this server, or
     // a third one, holds it now: a host whose session moved here before the old server let go of
@@ -231,6 +260,7 @@ export function createClusterRouter(options: ClusterRouterOptions): ClusterRoute
     // one, or is tried again after a back-off, until the call's deadline (so never endlessly).
     links.forward(env, { kind: "container", name: target.name }, server, server, (err) => {
       if (!notTakenThere(err)) return false;
+      sawRefusal(server, err);
       if (options.deliveredBy(target.name) !== server) route(env, target);
       else later(env, target, `container "${target.name}"`, false, true);
       return true;
@@ -315,7 +345,7 @@ function routeToService(
   env: Letter,
   target: Target,
   tried: number,
-  options: ClusterRouterOptions,
+  options: RoutingParts,
   cursors: Map<string, number>,
   later: (env: Letter, target: Target, what: string, service: boolean, refused?: boolean) => void,
 ): void {
@@ -336,8 +366,11 @@ function routeToService(
   const name = endpoints[turn % endpoints.length]!;
   const server = options.deliveredBy(name);
   if (server === "" || server === options.self()) return local.route(env, target);
+  // A stopping server's endpoint is passed over, as if it refused.
+  if (options.stopping(server)) return routeToService(env, target, tried + 1, options, cursors, later);
   links.forward(env, { kind: "container", name }, server, server, (err) => {
     if (!refusedBeforeAcceptance(err, env.expectsReply)) return false;
+    if (callRefused(err)) options.sawRefusal(server, err);
     routeToService(env, target, tried + 1, options, cursors, later);
     return true;
   });
