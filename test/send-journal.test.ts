@@ -171,6 +171,29 @@ for (const backend of BACKENDS) {
       await d.close();
     });
 
+    test("a claim applied whose answer came back as a refusal (the store's retry of a call whose answer was lost) is taken: nothing is left under the reader's keys", async () => {
+      // etcd cannot be made to lose an answer on cue: the real store is wrapped so that its
+      // first claim applies and then answers as refused, as the store's retry of it would.
+      const base = await open();
+      const a = createSendJournal({ store: base, boot: 500, writer: () => "a:1" });
+      for (const d of ["m", "n", "o"]) await a.append("s7", { data: bytes(d), contentType: "", sender: "", service: "s7" });
+      await a.close();
+      const { store } = counting(base);
+      let refuse = true;
+      store.txn = async (c, ops) => {
+        const r = await base.txn(c, ops);
+        if (!refuse || !r.succeeded) return r;
+        refuse = false;
+        return { succeeded: false, revision: r.revision };
+      };
+      const d = createSendJournal({ store, boot: 1000, writer: () => "d:1" });
+      const got = await d.recover("s7", () => true);
+      assert.deepEqual(got.map((e) => [parseKey(e.key).writer, text(e.data)]), [["d:1", "m"], ["d:1", "n"], ["d:1", "o"]]);
+      assert.equal(d.usage("s7").messages, 3, "counted: settled and deleted by this run");
+      assert.deepEqual((await keys(base, "s7/")).sort(), got.map((e) => e.key).sort(), "each stored entry is one of those taken");
+      await d.close();
+    });
+
     test("a send released (its container taken by another server) is no longer counted, stays stored, and is read back by this run when it takes the container again", async () => {
       const store = await open();
       const journal = createSendJournal({ store, boot: 3000 });

@@ -369,9 +369,11 @@ async function scan(store: Store, owner: string, classify: (key: string) => "ski
  * Claims entries read back (in a cluster): each moves under a key of this run (`next`) in a
  * transaction that holds only if it is still where it was read (and its writer's `gone` key is
  * absent), so that of two servers reading it back only one delivers it. A transaction refused
- * (someone took one of its entries) is tried again entry by entry; an entry refused alone was
- * taken by someone else. The keys of a transaction the store failed on, and of what was claimed
- * before it, go to `unsure` (the next read of the owner takes them) and the claim rejects.
+ * (someone took one of its entries) is tried again entry by entry, unless what it moved is
+ * stored under its new keys after all (its answer was lost); an entry refused alone, and not
+ * under its new key, was taken by someone else. The keys of a transaction the store failed on,
+ * and of what was claimed before it, go to `unsure` (the next read of the owner takes them) and
+ * the claim rejects.
  */
 async function claim(store: Store, found: Found[], o: { next(): string; unsure: Set<string>; gone?: (w: string | undefined) => string | undefined }): Promise<RecoveredEntry[]> {
   const out: RecoveredEntry[] = [];
@@ -391,8 +393,34 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
       for (const m of moves) o.unsure.add(m.key);
       throw err;
     }
-    if (r.succeeded) for (const { f, key } of moves) out.push({ key, ...f.entry });
-    return r.succeeded;
+    if (r.succeeded) {
+      for (const { f, key } of moves) out.push({ key, ...f.entry });
+      return true;
+    }
+    return (await ours(moves)) > 0;
+  };
+  /**
+   * Takes what a refused transaction moved after all: the store retries a call whose answer was
+   * lost, and a retry that finds the first try applied is refused, leaving the entries under
+   * this run's new keys (which no one else knows). Those stored are this run's; a failed read
+   * leaves the keys to the next read of the owner (`unsure`) and rejects.
+   */
+  const ours = async (moves: { f: Found; key: string }[]): Promise<number> => {
+    let kvs;
+    try {
+      kvs = await Promise.all(moves.map((m) => store.get(m.key)));
+    } catch (err) {
+      for (const m of moves) o.unsure.add(m.key);
+      throw err;
+    }
+    let n = 0;
+    moves.forEach(({ key }, i) => {
+      const kv = kvs[i];
+      if (kv === undefined) return;
+      out.push({ key, ...decodeEntry(kv.value) });
+      n++;
+    });
+    return n;
   };
   try {
     for (let i = 0; i < found.length; i += CLAIM_BATCH) {
