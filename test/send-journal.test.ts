@@ -11,7 +11,8 @@ import assert from "node:assert/strict";
 import { createSendJournal, JOURNAL_PREFIX, parseKey } from "../src/server/messaging/send-journal.js";
 import type { Store } from "../src/server/store/store.js";
 import { eventually } from "./eventually.js";
-import { BACKENDS, type OpenedStore } from "./store-backends.js";
+import { startEtcd } from "./etcd.js";
+import { BACKENDS, openOnEtcd, type OpenedStore } from "./store-backends.js";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -153,17 +154,25 @@ for (const backend of BACKENDS) {
       for (const d of ["p", "q"]) await a.append("s8", { data: bytes(d), contentType: "", sender: "", service: "s8" });
       await a.close();
       const { store } = counting(base);
-      let loseAnswer = true;
+      // The store goes away right after applying the claim: its answer and the check of what it moved fail.
+      let lose = true;
+      let away = false;
       store.txn = async (c, ops) => {
         const r = await base.txn(c, ops);
-        if (loseAnswer) {
-          loseAnswer = false;
+        if (lose && r.succeeded) {
+          lose = false;
+          away = true;
           throw new Error("store connection lost");
         }
         return r;
       };
+      store.get = async (k) => {
+        if (away) throw new Error("store connection lost");
+        return base.get(k);
+      };
       const d = createSendJournal({ store, boot: 1000, writer: () => "d:1" });
       await assert.rejects(d.recover("s8", () => true), /store connection lost/);
+      away = false;
       assert.equal(d.usage("s8").messages, 0, "a failed read counts nothing");
       const got = await d.recover("s8", () => true);
       assert.deepEqual(got.map((e) => [parseKey(e.key).writer, text(e.data)]), [["d:1", "p"], ["d:1", "q"]]);
@@ -255,3 +264,62 @@ for (const backend of BACKENDS) {
     });
   });
 }
+
+describe("send journal claims over an etcd whose requests are bounded", () => {
+  test("a departed writer's entries of 1 MiB each are all claimed by another reader, in transactions etcd takes", async () => {
+    // The same bound as etcd's default deployments without k4s's flags is smaller still (1.5 MiB);
+    // 8 MiB here keeps the journal small while 12 entries read back together are well over it.
+    const etcd = await startEtcd({ flags: ["--max-request-bytes", String(8 * 1024 * 1024)] });
+    const opened = openOnEtcd(etcd);
+    try {
+      const base = opened.store;
+      const a = createSendJournal({ store: base, boot: 500, writer: () => "a:1" });
+      const mib = (i: number) => new Uint8Array(1024 * 1024).fill(i);
+      await Promise.all(Array.from({ length: 12 }, (_, i) => a.append("s6", { data: mib(i), contentType: "", sender: "", service: "s6" })));
+      await a.close();
+      const { store } = counting(base);
+      const failures: unknown[] = [];
+      store.txn = async (c, ops) => {
+        try {
+          return await base.txn(c, ops);
+        } catch (err) {
+          failures.push(err);
+          throw err;
+        }
+      };
+      const b = createSendJournal({ store, boot: 1000, writer: () => "b:1" });
+      const got = await b.recover("s6", () => true, (w) => `/records-for-test/${w}`);
+      assert.deepEqual(got.map((e) => [parseKey(e.key).writer, e.data.byteLength, e.data[0]]), Array.from({ length: 12 }, (_, i) => ["b:1", 1024 * 1024, i]));
+      assert.deepEqual(failures.map(String), [], "no claim too large for etcd");
+      assert.deepEqual((await keys(base, "s6/")).map((k) => parseKey(k).writer), Array(12).fill("b:1"), "all moved");
+      await b.close();
+    } finally {
+      await opened.close();
+      await etcd.stop();
+    }
+  });
+
+  test("a claim the store fails on (not applied) is tried again entry by entry", async () => {
+    const etcd = await startEtcd();
+    const opened = openOnEtcd(etcd);
+    try {
+      const base = opened.store;
+      const a = createSendJournal({ store: base, boot: 500, writer: () => "a:1" });
+      for (const d of ["u", "v", "w"]) await a.append("s5", { data: bytes(d), contentType: "", sender: "", service: "s5" });
+      await a.close();
+      const { store } = counting(base);
+      // The real store, wrapped to fail (without applying) any claim of more than one entry.
+      store.txn = async (c, ops) => {
+        if (ops.length > 2) throw new Error("request is too large");
+        return base.txn(c, ops);
+      };
+      const b = createSendJournal({ store, boot: 1000, writer: () => "b:1" });
+      const got = await b.recover("s5", () => true);
+      assert.deepEqual(got.map((e) => [parseKey(e.key).writer, text(e.data)]), [["b:1", "u"], ["b:1", "v"], ["b:1", "w"]]);
+      await b.close();
+    } finally {
+      await opened.close();
+      await etcd.stop();
+    }
+  });
+});

@@ -256,11 +256,19 @@ function createJournalReader(journal: SendJournal, router: Router, options: Mess
       // Claimed only while the writer's member record is absent: `live` may be stale by now.
       const gone = (w: string | undefined) => (w === undefined ? undefined : recordOf(w));
       let found = 0;
-      // A failed read fails the whole: the leader reads every journal again (see departed-journals.ts).
+      let failure: { err: unknown } | undefined;
+      // A journal that fails to be read does not hold up the others; the pass fails once all
+      // were tried, and the leader reads every journal again (see departed-journals.ts).
       for (const s of [...informer.list("Service")]) {
         const meta = s.metadata;
-        if (meta) found += restore("service", meta.name, meta.uid, await journal.recover(meta.uid, departed, gone));
+        if (!meta) continue;
+        try {
+          found += restore("service", meta.name, meta.uid, await journal.recover(meta.uid, departed, gone));
+        } catch (err) {
+          failure ??= { err };
+        }
       }
+      if (failure) throw failure.err;
       return found;
     },
   };

@@ -30,7 +30,7 @@ const MAX_BATCH_BYTES = 1024 * 1024;
 /** How long after a failed delete of settled entries it is tried again (ms). */
 const DELETE_RETRY_MS = 1000;
 
-/** Entries claimed per transaction (two ops each, within etcd's default 128). */
+/** Most entries claimed per transaction (two ops each, within etcd's default 128); bytes as MAX_BATCH_BYTES. */
 const CLAIM_BATCH = 50;
 
 /** Keys read per page when recovering or dropping an owner's journal. */
@@ -369,11 +369,11 @@ async function scan(store: Store, owner: string, classify: (key: string) => "ski
  * Claims entries read back (in a cluster): each moves under a key of this run (`next`) in a
  * transaction that holds only if it is still where it was read (and its writer's `gone` key is
  * absent), so that of two servers reading it back only one delivers it. A transaction refused
- * (someone took one of its entries) is tried again entry by entry, unless what it moved is
- * stored under its new keys after all (its answer was lost); an entry refused alone, and not
- * under its new key, was taken by someone else. The keys of a transaction the store failed on,
- * and of what was claimed before it, go to `unsure` (the next read of the owner takes them) and
- * the claim rejects.
+ * (someone took one of its entries) or failed (too large, say) is tried again entry by entry,
+ * unless what it moved is stored under its new keys after all (its answer was lost); an entry
+ * refused alone, and not under its new key, was taken by someone else. When the store fails on
+ * an entry alone, or on the check of what a transaction moved, the keys of what was claimed go
+ * to `unsure` (the next read of the owner takes them) and the claim rejects.
  */
 async function claim(store: Store, found: Found[], o: { next(): string; unsure: Set<string>; gone?: (w: string | undefined) => string | undefined }): Promise<RecoveredEntry[]> {
   const out: RecoveredEntry[] = [];
@@ -386,18 +386,22 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
       if (g !== undefined) compares.set(g, { key: g, modRevision: 0 });
     }
     const ops = moves.flatMap(({ f, key }): Op[] => [{ type: "delete", key: f.kv.key }, { type: "put", key, value: f.kv.value }]);
-    let r;
+    let failure: { err: unknown } | undefined;
     try {
-      r = await store.txn([...compares.values()], ops);
+      if ((await store.txn([...compares.values()], ops)).succeeded) {
+        for (const { f, key } of moves) out.push({ key, ...f.entry });
+        return true;
+      }
     } catch (err) {
-      for (const m of moves) o.unsure.add(m.key);
-      throw err;
+      failure = { err };
     }
-    if (r.succeeded) {
-      for (const { f, key } of moves) out.push({ key, ...f.entry });
-      return true;
-    }
-    return (await ours(moves)) > 0;
+    if ((await ours(moves)) > 0) return true;
+    if (!failure) return false;
+    // Not applied as far as can be seen; should it land yet, the next read takes it.
+    for (const m of moves) o.unsure.add(m.key);
+    // A batch the store failed on (too large a request, say) is tried again entry by entry.
+    if (batch.length > 1) return false;
+    throw failure.err;
   };
   /**
    * Takes what a refused transaction moved after all: the store retries a call whose answer was
@@ -423,8 +427,8 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
     return n;
   };
   try {
-    for (let i = 0; i < found.length; i += CLAIM_BATCH) {
-      const batch = found.slice(i, i + CLAIM_BATCH);
+    for (let i = 0; i < found.length; ) {
+      const batch = found.slice(i, (i += claimLength(found, i)));
       if (!(await tryClaim(batch)) && batch.length > 1) for (const f of batch) await tryClaim([f]);
     }
   } catch (err) {
@@ -432,6 +436,21 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
     throw err;
   }
   return out;
+}
+
+/**
+ * How many entries, from `start`, one claim transaction moves: at most CLAIM_BATCH and
+ * MAX_BATCH_BYTES of values and keys (at least one): a claim writes each value again.
+ */
+function claimLength(found: readonly Found[], start: number): number {
+  let bytes = 0;
+  let n = 0;
+  for (; start + n < found.length && n < CLAIM_BATCH; n++) {
+    const kv = found[start + n]!.kv;
+    bytes += kv.value.byteLength + 2 * kv.key.length;
+    if (n > 0 && bytes > MAX_BATCH_BYTES) break;
+  }
+  return n;
 }
 
 /** The journal entries of an owner as stored, a page at a time. */
