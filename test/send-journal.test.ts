@@ -322,4 +322,42 @@ describe("send journal claims over an etcd whose requests are bounded", () => {
       await etcd.stop();
     }
   });
+
+  test("a claim the store failed on that etcd applies late (after the check found nothing) is still taken: nothing is left under keys no one reads", async () => {
+    const etcd = await startEtcd();
+    const opened = openOnEtcd(etcd);
+    try {
+      const base = opened.store;
+      const a = createSendJournal({ store: base, boot: 500, writer: () => "a:1" });
+      for (const d of ["u", "v", "w"]) await a.append("s7", { data: bytes(d), contentType: "", sender: "", service: "s7" });
+      await a.close();
+      const { store } = counting(base);
+      // The real store, wrapped so that the first claim of several entries fails without being
+      // applied, and is applied (late, as etcd may apply a proposal the client gave up on) just
+      // before the next claim: etcd cannot be made to do that on cue.
+      let late: (() => Promise<unknown>) | undefined;
+      let failedOnce = false;
+      store.txn = async (c, ops) => {
+        if (!failedOnce && ops.length > 2) {
+          failedOnce = true;
+          late = () => base.txn(c, ops);
+          throw new Error("etcdserver: request timed out");
+        }
+        if (late) {
+          const apply = late;
+          late = undefined;
+          await apply();
+        }
+        return base.txn(c, ops);
+      };
+      const b = createSendJournal({ store, boot: 1000, writer: () => "b:1" });
+      const got = await b.recover("s7", () => true);
+      assert.deepEqual(got.map((e) => [parseKey(e.key).writer, text(e.data)]), [["b:1", "u"], ["b:1", "v"], ["b:1", "w"]]);
+      assert.deepEqual((await keys(base, "s7/")).sort(), got.map((e) => e.key).sort(), "every entry left is one b took");
+      await b.close();
+    } finally {
+      await opened.close();
+      await etcd.stop();
+    }
+  });
 });

@@ -377,8 +377,14 @@ async function scan(store: Store, owner: string, classify: (key: string) => "ski
  */
 async function claim(store: Store, found: Found[], o: { next(): string; unsure: Set<string>; gone?: (w: string | undefined) => string | undefined }): Promise<RecoveredEntry[]> {
   const out: RecoveredEntry[] = [];
-  const tryClaim = async (batch: Found[]): Promise<boolean> => {
+  /**
+   * `keys` gets the new key of each entry; `earlier` is the new key an entry tried alone had in
+   * the batch that failed before: that batch may land after its failure was seen (the store gave
+   * up on it while etcd still had it), so an entry refused alone may be under that key, this run's.
+   */
+  const tryClaim = async (batch: Found[], keys: string[] = [], earlier?: string): Promise<boolean> => {
     const moves = batch.map((f) => ({ f, key: o.next() }));
+    keys.push(...moves.map((m) => m.key));
     const compares = new Map<string, Compare>();
     for (const { f } of moves) {
       compares.set(f.kv.key, { key: f.kv.key, modRevision: f.kv.modRevision });
@@ -396,6 +402,7 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
       failure = { err };
     }
     if ((await ours(moves)) > 0) return true;
+    if (earlier !== undefined && (await ours([{ f: moves[0]!.f, key: earlier }])) > 0) return true;
     if (!failure) return false;
     // Not applied as far as can be seen; should it land yet, the next read takes it.
     for (const m of moves) o.unsure.add(m.key);
@@ -429,7 +436,8 @@ async function claim(store: Store, found: Found[], o: { next(): string; unsure: 
   try {
     for (let i = 0; i < found.length; ) {
       const batch = found.slice(i, (i += claimLength(found, i)));
-      if (!(await tryClaim(batch)) && batch.length > 1) for (const f of batch) await tryClaim([f]);
+      const keys: string[] = [];
+      if (!(await tryClaim(batch, keys)) && batch.length > 1) for (const [j, f] of batch.entries()) await tryClaim([f], [], keys[j]);
     }
   } catch (err) {
     for (const e of out) o.unsure.add(e.key);
