@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Envelope, type CallAnswer } from "../src/server/messaging/envelope.js";
 import type { Letter } from "../src/server/messaging/mailbox.js";
+import type { Target } from "../src/api/target.js";
 import { backoffDelay } from "../src/api/backoff.js";
 import { createClusterRouter, REFUSED_RETRY } from "../src/server/cluster/cluster-router.js";
 import { createPeerLinks, type PeerLinks } from "../src/server/cluster/peer-links.js";
@@ -20,7 +21,12 @@ import { defineWorker } from "../src/workers/runtime/define-worker.js";
 import { startCluster } from "./cluster-harness.js";
 import { eventually } from "./helpers.js";
 
-test("cluster router: a call the server it was forwarded to refused (it does not hold the container) is routed there again after a back-off, with no change seen here, and answered once that server holds the container", async () => {
+/**
+ * This process as server A of a two-server cluster, forwarding one request for `target` to X, which
+ * A believes delivers `container` (X holds no process of it yet, so it refuses): the call must be
+ * forwarded again with no wake, then answered once a process of `container` attaches to X.
+ */
+async function refusedThenAnswered(o: { container: string; labels: string; target: Target; endpoints?: string[]; value: string }): Promise<{ triedBefore: number; forwards: number }> {
   const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
   const [a, x] = cluster.servers as [(typeof cluster.servers)[0], (typeof cluster.servers)[0]];
   const store = await openStore({ url: cluster.etcd.storeUrl });
@@ -35,31 +41,32 @@ test("cluster router: a call the server it was forwarded to refused (it does not
       links.forward(...args);
     },
   };
+  // This server's own router knows no process of the container (nor an endpoint of the service).
   const local = createRouter({ events: createEventRecorder() });
-  // This server believes X delivers rr-a (a view X does not share: it holds no process of rr-a yet).
-  const router = createClusterRouter({ local, links: counted, self: () => a.address, deliveredBy: () => x.address, awaited: () => true });
+  const endpoints = o.endpoints;
+  const router = createClusterRouter({ local, links: counted, self: () => a.address, deliveredBy: () => x.address, awaited: () => true, ...(endpoints ? { endpoints: () => endpoints } : {}) });
   let worker: Attached | undefined;
   try {
-    await a.client.apply("kind: Container\nmetadata: {name: rr-a}\nspec: {}\n");
+    await a.client.apply(`kind: Container\nmetadata: {name: ${o.container}${o.labels}}\nspec: {}\n`);
     let answer: CallAnswer | undefined;
     const env: Letter = new Envelope({
-      data: Buffer.from(JSON.stringify("x")),
+      data: Buffer.from(JSON.stringify(o.value)),
       contentType: "application/json",
       expectsReply: true,
       deadline: Date.now() + 120_000,
       onAnswer: (got) => (answer = got),
     });
-    router.route(env, { kind: "container", name: "rr-a" });
+    router.route(env, o.target);
     // Refused by X each time, and forwarded again with no wake.
-    await eventually(() => forwards >= 4, 30_000, "the refused call forwarded again without a wake");
-    assert.equal(answer, undefined, "still waiting for a place");
+    await eventually(() => forwards >= 4 || answer !== undefined, 30_000, "the refused call forwarded again without a wake");
+    assert.equal(answer, undefined, "still waiting for a place that takes it");
     const triedBefore = forwards;
-    worker = attach({ address: x.address, container: "rr-a", worker: defineWorker(async (ctx) => ctx.handle(async (msg) => `got ${String(msg.value)}`)) });
+    worker = attach({ address: x.address, container: o.container, worker: defineWorker(async (ctx) => ctx.handle(async (msg) => `got ${String(msg.value)}`)) });
     await worker.ready;
-    const got = (await eventually(() => answer, 60_000, "the call answered once X holds rr-a"))!;
+    const got = (await eventually(() => answer, 60_000, `the call answered once X holds ${o.container}`))!;
     assert.equal(got.code, 0, got.message);
-    assert.equal(JSON.parse(Buffer.from(got.data).toString()), "got x");
-    console.log(`# refused by X ${triedBefore} times before its process attached (back-off 50 ms doubling to 1 s); ${forwards} forwards in all, answered with no wake`);
+    assert.equal(JSON.parse(Buffer.from(got.data).toString()), `got ${o.value}`);
+    return { triedBefore, forwards };
   } finally {
     await worker?.stop(0).catch(() => {});
     local.stop("done");
@@ -67,55 +74,16 @@ test("cluster router: a call the server it was forwarded to refused (it does not
     await store.close();
     await cluster.stop();
   }
+}
+
+test("cluster router: a call the server it was forwarded to refused (it does not hold the container) is routed there again after a back-off, with no change seen here, and answered once that server holds the container", async () => {
+  const { triedBefore, forwards } = await refusedThenAnswered({ container: "rr-a", labels: "", target: { kind: "container", name: "rr-a" }, value: "x" });
+  console.log(`# refused by X ${triedBefore} times before its process attached (back-off 50 ms doubling to 1 s); ${forwards} forwards in all, answered with no wake`);
 });
 
 test("cluster router: a service's call that every endpoint refused (none of them this server's) waits in the cluster and is routed again after a back-off, with no change seen here, and answered once an endpoint takes it", async () => {
-  const cluster = await startCluster(2, { flags: ["--no-local-worker"] });
-  const [a, x] = cluster.servers as [(typeof cluster.servers)[0], (typeof cluster.servers)[0]];
-  const store = await openStore({ url: cluster.etcd.storeUrl });
-  const credentials = createHostCredentials(store);
-  await credentials.load();
-  const links = createPeerLinks({ self: () => a.address, peerCredential: () => credentials.issuePeer(a.address) });
-  let forwards = 0;
-  const counted: PeerLinks = {
-    ...links,
-    forward(...args) {
-      forwards++;
-      links.forward(...args);
-    },
-  };
-  // This server's own router knows no endpoint of the service (its queue of it would wait for one here).
-  const local = createRouter({ events: createEventRecorder() });
-  // This server believes X delivers sr-a, the service's one endpoint (X holds no process of it yet).
-  const router = createClusterRouter({ local, links: counted, self: () => a.address, deliveredBy: () => x.address, awaited: () => true, endpoints: () => ["sr-a"] });
-  let worker: Attached | undefined;
-  try {
-    await a.client.apply("kind: Container\nmetadata: {name: sr-a, labels: {app: sr}}\nspec: {}\n");
-    let answer: CallAnswer | undefined;
-    const env: Letter = new Envelope({
-      data: Buffer.from(JSON.stringify("y")),
-      contentType: "application/json",
-      expectsReply: true,
-      deadline: Date.now() + 120_000,
-      onAnswer: (got) => (answer = got),
-    });
-    router.route(env, { kind: "service", name: "sr" });
-    await eventually(() => forwards >= 4 || answer !== undefined, 30_000, "the refused call forwarded again without a wake");
-    assert.equal(answer, undefined, "still waiting for an endpoint that takes it");
-    const triedBefore = forwards;
-    worker = attach({ address: x.address, container: "sr-a", worker: defineWorker(async (ctx) => ctx.handle(async (msg) => `got ${String(msg.value)}`)) });
-    await worker.ready;
-    const got = (await eventually(() => answer, 60_000, "the call answered once X holds sr-a"))!;
-    assert.equal(got.code, 0, got.message);
-    assert.equal(JSON.parse(Buffer.from(got.data).toString()), "got y");
-    console.log(`# the service's call refused by its one endpoint's server ${triedBefore} times before its process attached; ${forwards} forwards in all, answered with no wake`);
-  } finally {
-    await worker?.stop(0).catch(() => {});
-    local.stop("done");
-    await links.stop("done");
-    await store.close();
-    await cluster.stop();
-  }
+  const { triedBefore, forwards } = await refusedThenAnswered({ container: "sr-a", labels: ", labels: {app: sr}", target: { kind: "service", name: "sr" }, endpoints: ["sr-a"], value: "y" });
+  console.log(`# the service's call refused by its one endpoint's server ${triedBefore} times before its process attached; ${forwards} forwards in all, answered with no wake`);
 });
 
 test("cluster router: the back-off of refused calls is spread, so that calls refused together (a server stopping under load) are not routed again in step", () => {
