@@ -348,10 +348,8 @@ const DRAIN_MS = 5000;
  * Resolves once no container a worker serves here has a message queued or in hand (a container
  * with no worker: none in hand), or after DRAIN_MS.
  */
-async function drained(router: Router): Promise<void> {
-  const busy = () => [...router.loads()].some((l) => l.inFlight > 0 || (l.ready && l.queued > 0));
-  const until = Date.now() + DRAIN_MS;
-  while (busy() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+function drained(router: Router): Promise<void> {
+  return pollWhile(() => [...router.loads()].some((l) => l.inFlight > 0 || (l.ready && l.queued > 0)), DRAIN_MS, 20);
 }
 
 /** Longest a stopping server waits for what it answered last to be written to its peers' sessions (ms). */
@@ -362,10 +360,14 @@ const FLUSH_MS = 1000;
  * stopping server gave, its hand-over's among them, before the sessions end: a session ended
  * with an error does not wait for its frames), or after FLUSH_MS.
  */
-async function flushed(peerSessions: ReadonlySet<WorkerLink>): Promise<void> {
-  const until = Date.now() + FLUSH_MS;
-  const unwritten = () => [...peerSessions].some((l) => !l.closed && l.queuedBytes > 0);
-  while (unwritten() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+function flushed(peerSessions: ReadonlySet<WorkerLink>): Promise<void> {
+  return pollWhile(() => [...peerSessions].some((l) => !l.closed && l.queuedBytes > 0), FLUSH_MS, 10);
+}
+
+/** Resolves once `busy()` is false (checked every `stepMs`), or after `ms`. */
+async function pollWhile(busy: () => boolean, ms: number, stepMs: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (busy() && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, stepMs));
 }
 
 /**
@@ -482,7 +484,7 @@ function createClusterLeaders(o: {
     onError,
     restartsOf: (name) => containers.record(name)?.restarts ?? 0,
   });
-  const departed = createDepartedJournals({ store: o.sessionRecords, readDeparted: (live, recordOf) => o.messaging.readDeparted(live, recordOf), onError });
+  const departed = createDepartedJournals({ store: o.sessionRecords, readDeparted: o.messaging.readDeparted, onError });
   return [...createLeaderControllers({ informer, resources: cluster.leaderResources, events, containers, hosts: () => links.hosts(), binder, onError, onReconcile }), departed];
 }
 

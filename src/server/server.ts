@@ -647,7 +647,6 @@ export function createServer(options: ServerOptions = {}): K4sServer {
   let ports: BoundPorts | undefined;
   const portPlan: PortPlan = { grpcServer, credentials: serverCredentials(options.tls), host, dashboardHost, metrics, dashboardRoutes, onError };
   let starting: Promise<void> | undefined;
-  let stopRequested = false;
   /** Aborted by stop(): a start step waiting for etcd (reaching it, joining the cluster) gives up at once. */
   const startCancel = new AbortController();
   let stopping: Promise<void> | undefined;
@@ -681,7 +680,6 @@ export function createServer(options: ServerOptions = {}): K4sServer {
       // A start still under way ends: a step waiting for etcd (reaching it, joining the cluster)
       // gives up at once, any other finishes and the next one does not begin; then whatever it
       // started is stopped (once: a start that failed stopped it).
-      stopRequested = true;
       startCancel.abort(stoppedWhileStarting());
       await starting?.catch(() => {});
       await stopStarted();
@@ -697,7 +695,7 @@ export function createServer(options: ServerOptions = {}): K4sServer {
 
   /** Throws when stop() was called: a start under way takes no further step. */
   function notStopping(): void {
-    if (stopRequested) throw stoppedWhileStarting();
+    startCancel.signal.throwIfAborted();
   }
 
   async function startParts(): Promise<void> {

@@ -39,7 +39,7 @@ const CONNECT_TIMEOUT_MS = 20_000;
  * re-framed, always fits). A longer length prefix ends the stream RESOURCE_EXHAUSTED instead of
  * allocating it: a corrupt or hostile prefix may claim up to 4 GiB.
  */
-export const MAX_RECEIVE_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES;
+const MAX_RECEIVE_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES;
 
 /** The lean channel's timers (ms), each its default unless given. */
 export interface LeanTimers {

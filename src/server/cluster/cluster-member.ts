@@ -11,7 +11,7 @@
  */
 import { Etcd3, type Campaign, type Election, type Lease, type Namespace } from "etcd3";
 import { createBackoff, type Backoff } from "../../api/backoff.js";
-import { CLUSTER_PREFIX, parseSessionRecord, SERVERS, SESSIONS, type SessionEntry } from "./session-record.js";
+import { CLUSTER_PREFIX, parseSessionRecord, SERVER_RECORDS_PREFIX, SERVERS, SESSIONS, type SessionEntry } from "./session-record.js";
 
 export { CLUSTER_PREFIX, parseSessionRecord, SESSION_RECORDS_PREFIX, type HostOffer, type SessionEntry } from "./session-record.js";
 
@@ -426,7 +426,7 @@ async function releaseAttach(ns: Namespace, advertise: string, container: string
 /** Writes a server's record under its lease; returns the member fence: the record's key and the revision that wrote it. */
 async function writeRecord(lease: Lease, advertise: string, startedAtMs: number): Promise<{ key: string; modRevision: number }> {
   const put = await lease.put(`${SERVERS}${advertise}`).value(JSON.stringify({ advertise, startedAtMs })).exec();
-  return { key: `${CLUSTER_PREFIX}${SERVERS}${advertise}`, modRevision: Number(put.header.revision) };
+  return { key: SERVER_RECORDS_PREFIX + advertise, modRevision: Number(put.header.revision) };
 }
 
 /** The key a campaign holds in the election and its revision now (it is written once, on campaigning). */

@@ -350,14 +350,19 @@ function routeToService(
   later: (env: Letter, target: Target, what: string, service: boolean, refused?: boolean) => void,
 ): void {
   const { local, links } = options;
-  const endpoints = options.endpoints?.(target.name) ?? [];
+  const listed = options.endpoints?.(target.name);
+  const endpoints = listed ?? [];
   // None ready anywhere: wait for one (this server's router would wait only for its own).
-  if (endpoints.length === 0 && options.endpoints?.(target.name) && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
+  if (endpoints.length === 0 && listed && options.awaited) return later(env, target, `no endpoint of service "${target.name}"`, true);
   if (tried >= endpoints.length) {
     // Every endpoint refused it. None of them this server's: it waits here, in the cluster, and is
     // routed again after a back-off or a change (this server's own queue of the service would
     // wait only for an endpoint here).
-    const elsewhere = endpoints.length > 0 && endpoints.every((e) => ![options.self(), ""].includes(options.deliveredBy(e)));
+    const self = options.self();
+    const elsewhere = endpoints.length > 0 && endpoints.every((e) => {
+      const server = options.deliveredBy(e);
+      return server !== "" && server !== self;
+    });
     if (elsewhere && options.awaited) return later(env, target, `an endpoint of service "${target.name}" that takes calls`, true, true);
     return local.route(env, target);
   }

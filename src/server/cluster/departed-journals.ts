@@ -38,7 +38,7 @@ export interface DepartedJournalsOptions {
 }
 
 /** The names (advertise addresses) of the cluster's live members. */
-export async function liveMembers(store: Pick<Store, "range">): Promise<Set<string>> {
+async function liveMembers(store: Pick<Store, "range">): Promise<Set<string>> {
   const r = await store.range(SERVER_RECORDS_PREFIX);
   return new Set(r.kvs.map((kv) => kv.key.slice(SERVER_RECORDS_PREFIX.length)));
 }
@@ -46,7 +46,6 @@ export async function liveMembers(store: Pick<Store, "range">): Promise<Set<stri
 /** Creates the leader's reader of departed servers' service journals (one of the leader's controllers). */
 export function createDepartedJournals(options: DepartedJournalsOptions): Controller {
   let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
   /**
    * Every member seen since the last pass that read their journals (undefined: read every
    * journal next). Kept up while a pass runs too: a member that joins and dies during a long
@@ -66,14 +65,10 @@ export function createDepartedJournals(options: DepartedJournalsOptions): Contro
 
   async function check(): Promise<void> {
     const live = await liveMembers(options.store);
-    const gone = seen === undefined || [...seen].some((m) => !live.has(m));
-    if (!gone) {
-      for (const m of live) seen!.add(m);
-      failing = false;
-      return;
-    }
-    seen = new Set(live);
-    await options.readDeparted(live, recordOf);
+    if (seen === undefined || [...seen].some((m) => !live.has(m))) {
+      seen = new Set(live);
+      await options.readDeparted(live, recordOf);
+    } else for (const m of live) seen.add(m);
     failing = false;
   }
 
@@ -84,7 +79,6 @@ export function createDepartedJournals(options: DepartedJournalsOptions): Contro
   }
 
   function tick() {
-    if (stopped) return;
     if (running) {
       note().catch(failed);
       return;
@@ -97,14 +91,12 @@ export function createDepartedJournals(options: DepartedJournalsOptions): Contro
   return {
     name: "departed-journals",
     async start() {
-      stopped = false;
       seen = undefined;
       tick();
       timer = setInterval(tick, READ_EVERY_MS);
       timer.unref();
     },
     async stop() {
-      stopped = true;
       clearInterval(timer);
       await running;
     },

@@ -56,26 +56,23 @@ export function createRerouter(options: RerouteOptions): (container: string, env
   return (container, envs, why = "taken over") => {
     for (const env of envs) {
       const target: Target = env.service !== "" ? { kind: "service", name: env.service } : { kind: "container", name: container };
-      // Not answered yet (a request, or a send that waited for an endpoint): its caller waits for the answer.
-      if (env.expectsReply || !env.answered) {
-        router.route(env, target);
-        continue;
-      }
-      router.route(
-        copyOf(env, (answer) => {
-          if (answer.code !== 0) return lost(container, env, answer, why);
-          if (env.journalKey) journal?.remove(env.journalKey);
-        }),
-        target,
-      );
+      routeOn(router, env, target, (answer) => {
+        if (answer.code !== 0) return lost(container, env, answer, why);
+        if (env.journalKey) journal?.remove(env.journalKey);
+      });
     }
     return envs.length;
   };
 }
 
-/** A copy of an accepted send, to route anew; onAnswer is told what became of it. */
-function copyOf(env: Letter, onAnswer: (answer: CallAnswer) => void): Letter {
-  return new Envelope({ data: env.data, contentType: env.contentType, expectsReply: false, sender: env.sender, onAnswer });
+/**
+ * Routes a call taken out of a queue here on through the cluster router: one not answered yet (a
+ * request, or a send that waited for an endpoint) as it is, its caller waiting for the answer; an
+ * accepted send as a copy, whose answer `onCopy` is told.
+ */
+function routeOn(router: Pick<CallRouter, "route">, env: Letter, target: Target, onCopy: (answer: CallAnswer) => void): void {
+  if (env.expectsReply || !env.answered) return router.route(env, target);
+  router.route(new Envelope({ data: env.data, contentType: env.contentType, expectsReply: false, sender: env.sender, onAnswer: onCopy }), target);
 }
 
 /** SpillOptions are the cluster router, this server's own router, and its journal. */
@@ -99,21 +96,14 @@ export function createSpiller(options: SpillOptions): (service: string) => numbe
     const target: Target = { kind: "service", name: service };
     const envs = local.takeWaiting(service);
     for (const env of envs) {
-      if (env.expectsReply || !env.answered) {
-        router.route(env, target);
-        continue;
-      }
-      router.route(
-        copyOf(env, (answer) => {
-          if (answer.code === 0) {
-            if (env.journalKey) journal?.remove(env.journalKey);
-            return;
-          }
-          env.state = EnvelopeState.New;
-          local.route(env, target);
-        }),
-        target,
-      );
+      routeOn(router, env, target, (answer) => {
+        if (answer.code === 0) {
+          if (env.journalKey) journal?.remove(env.journalKey);
+          return;
+        }
+        env.state = EnvelopeState.New;
+        local.route(env, target);
+      });
     }
     return envs.length;
   };

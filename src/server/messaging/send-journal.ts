@@ -135,11 +135,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
   let seq = 0;
   let closed = false;
   const writer = () => options.writer?.();
-  /** Whether a key is this run's own (its boot and its writer). */
-  const ownRun = (key: string) => {
-    const k = parseKey(key);
-    return k.boot === boot && k.writer === writer();
-  };
+  /** Whether a key (parsed) is this run's own (its boot and its writer). */
+  const ownRun = (k: ReturnType<typeof parseKey>) => k.boot === boot && k.writer === writer();
 
   function schedule() {
     flushing ??= flush().finally(() => {
@@ -233,7 +230,8 @@ export function createSendJournal(options: SendJournalOptions): SendJournal {
       const { mine, found } = await scan(store, owner, (key) => {
         if (ledger.has(key) || deleting.has(key)) return "skip";
         if (unsure.has(key)) return "mine";
-        const refused = ownRun(key) || (from !== undefined && !from(parseKey(key).writer));
+        const k = parseKey(key);
+        const refused = ownRun(k) || (from !== undefined && !from(k.writer));
         return refused && !released.has(key) ? "skip" : "take";
       });
       const out = writer() === undefined ? found.map((f) => ({ key: f.kv.key, ...f.entry })) : [...mine, ...(await claim(store, found, { next: () => nextKey(owner), unsure, gone }))];
